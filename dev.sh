@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The project's two entry points on a fresh machine; each sets up what it needs.
+#   ./dev.sh demo   run the monitor on the bundled demo recording (no microphone, no network)
+#   ./dev.sh test   lint, type-check and run the whole test suite (as CI does)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+
+system_packages() {
+  # PortAudio for sounddevice; nothing else in the runtime needs a system library.
+  local missing=()
+  ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing ${missing[*]} (apt-get)" >&2
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      echo "note: ${missing[*]} missing; microphone input will be unavailable (sudo apt-get install ${missing[*]})" >&2
+    fi
+  fi
+}
+
+environment() {
+  local extras=$1
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  local stamp="$VENV/.installed-$extras"
+  local want
+  want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "installing pinned dependencies into $VENV (extras: ${extras:-none})" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements.lock -e ".[$extras]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    shift
+    system_packages
+    environment ""
+    exec "$VENV/bin/ser-stream" demo "$@"
+    ;;
+  test)
+    shift
+    system_packages
+    environment "train,dev"
+    "$VENV/bin/ruff" check ser_stream training tests benchmarks
+    "$VENV/bin/mypy" ser_stream
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh demo | test [pytest args]" >&2
+    exit 2
+    ;;
+esac

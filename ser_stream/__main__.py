@@ -1,0 +1,3 @@
+from ser_stream.cli import main
+
+raise SystemExit(main())

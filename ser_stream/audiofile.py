@@ -1,0 +1,41 @@
+"""Reading audio files (WAV, FLAC, anything libsndfile knows) as mono float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from numpy.typing import NDArray
+
+from ser_stream.errors import AudioInputError
+
+
+def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Average channels: (frames, channels) or (frames,) → (frames,)."""
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    return np.asarray(samples, dtype=np.float32)
+
+
+def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
+    """Read a whole file as mono float32 in [-1, 1] with its sample rate.
+
+    Raises ``AudioInputError`` naming the file and the reason for anything
+    libsndfile cannot decode, an empty file, or non-finite samples.
+    """
+    try:
+        samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioInputError(f"{path}: no such file") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).split("\n")[0]
+        if "Error opening" in reason and ":" in reason:
+            reason = reason.rsplit(":", 1)[-1].strip()
+        raise AudioInputError(f"{path}: not a readable audio file ({reason})") from None
+    if samples.shape[0] == 0:
+        raise AudioInputError(f"{path}: contains no audio samples")
+    mono = to_mono(samples)
+    if not np.all(np.isfinite(mono)):
+        raise AudioInputError(f"{path}: contains NaN or infinite samples")
+    return mono, int(sample_rate)

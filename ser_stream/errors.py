@@ -1,0 +1,17 @@
+"""The project's exception types: each carries a one-line message a user can act on."""
+
+
+class SerStreamError(Exception):
+    """Base of every error the CLI turns into one line and an exit status."""
+
+
+class AudioInputError(SerStreamError):
+    """Audio that cannot be read or turned into a model input."""
+
+
+class ModelError(SerStreamError):
+    """A model file or its metadata that is missing, corrupt or does not match this code."""
+
+
+class DatasetError(SerStreamError):
+    """A training data folder or file name that does not follow the expected layout."""

@@ -1,0 +1,120 @@
+"""Audio → model input: the one function that training and serving both call.
+
+Every constant that ties a trained model to the runtime lives here and is
+written into the model's metadata; the runtime refuses a model whose metadata
+disagrees (see ``ser_stream.model``).
+
+Choices the paper leaves open, and why:
+- Canonical rate 8 kHz, so the spectrogram covers 0–4 kHz. That band carries
+  pitch, formants and energy, the cues of emotion, and it is exactly what a
+  telephone line delivers: wideband and 8 kHz call audio give the model the
+  same picture.
+- 270 STFT frames spread evenly over the window whatever its length (the paper
+  resized an image to 270 columns; we place the frames instead of resizing).
+- 520-point frames (65 ms, a fast FFT size) give 261 bins from 0 to 4 kHz; the
+  top one is dropped to keep 260 rows, row 0 being 0 Hz.
+- Log power relative to the window's own peak, with a fixed 60 dB range, so the
+  input does not depend on microphone gain; frames have their mean removed so
+  a DC offset cannot become the peak.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+from numpy.typing import NDArray
+
+from ser_stream.errors import AudioInputError
+
+SAMPLE_RATE = 8000
+N_FFT = 520
+N_BINS = 260  # height of the model input
+N_FRAMES = 270  # width of the model input
+TOP_DB = 60.0
+# A window whose loudest bin is below this level is treated as digital silence
+# and renders (near) black rather than amplifying rounding noise to full range.
+SILENCE_DB = -100.0
+MIN_SAMPLES = 64  # shorter windows carry nothing a 65 ms frame could resolve
+FEATURE_VERSION = 1
+
+
+def feature_parameters() -> dict[str, float | int | str]:
+    """Every parameter that shapes the model input, as written into model metadata."""
+    return {
+        "version": FEATURE_VERSION,
+        "sample_rate": SAMPLE_RATE,
+        "n_fft": N_FFT,
+        "n_bins": N_BINS,
+        "n_frames": N_FRAMES,
+        "top_db": TOP_DB,
+        "silence_db": SILENCE_DB,
+        "window": "hann",
+        "scale": "log power relative to window peak, frame mean removed",
+    }
+
+
+def resample_to_canonical(audio: NDArray[np.floating], sample_rate: int) -> NDArray[np.float32]:
+    """Polyphase-resample mono audio to ``SAMPLE_RATE``; a no-op at that rate."""
+    if sample_rate <= 0:
+        raise AudioInputError(f"sample rate {sample_rate} Hz is not positive")
+    samples = np.asarray(audio, dtype=np.float32)
+    if sample_rate == SAMPLE_RATE:
+        return samples
+    ratio = Fraction(SAMPLE_RATE, int(sample_rate)).limit_denominator(1000)
+    return scipy.signal.resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _analysis_window() -> NDArray[np.float64]:
+    window = scipy.signal.get_window("hann", N_FFT, fftbins=True)
+    # Scale so a full-scale sine peaks near 0 dB whatever N_FFT is.
+    return window / window.sum() * 2.0
+
+
+@lru_cache(maxsize=64)
+def _frame_index(n_samples: int) -> NDArray[np.intp]:
+    starts = np.round(np.linspace(0, n_samples - N_FFT, N_FRAMES)).astype(np.intp)
+    return starts[:, None] + np.arange(N_FFT, dtype=np.intp)[None, :]
+
+
+def spectrogram(audio: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> NDArray[np.float32]:
+    """Mono audio at any rate → (260, 270) float32 grayscale spectrogram in [0, 1].
+
+    Rows are frequency (row 0 = 0 Hz), columns are time. Raises
+    ``AudioInputError`` for empty, too short or non-finite audio.
+    """
+    samples = np.asarray(audio)
+    if samples.ndim != 1:
+        raise AudioInputError(f"expected mono audio (1-D), got shape {samples.shape}")
+    if samples.size == 0:
+        raise AudioInputError("audio is empty")
+    if not np.all(np.isfinite(samples)):
+        raise AudioInputError("audio contains NaN or infinite samples")
+    canonical = resample_to_canonical(samples, sample_rate)
+    if canonical.size < MIN_SAMPLES:
+        raise AudioInputError(
+            f"audio is too short: {samples.size} samples at {sample_rate} Hz "
+            f"(need at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms)"
+        )
+    if canonical.size < N_FFT:
+        canonical = np.pad(canonical, (0, N_FFT - canonical.size))
+    frames = canonical[_frame_index(canonical.size)].astype(np.float64)
+    frames -= frames.mean(axis=1, keepdims=True)
+    spectrum = scipy.fft.rfft(frames * _analysis_window(), axis=1)[:, :N_BINS]
+    power = spectrum.real**2 + spectrum.imag**2
+    decibels = 10.0 * np.log10(np.maximum(power, 1e-20))
+    floor_db = max(float(decibels.max()), SILENCE_DB) - TOP_DB
+    scaled = (np.maximum(decibels, floor_db) - floor_db) / TOP_DB
+    return np.ascontiguousarray(np.clip(scaled, 0.0, 1.0).T, dtype=np.float32)
+
+
+def model_input(spectrograms: list[NDArray[np.float32]] | NDArray[np.float32]) -> NDArray[np.float32]:
+    """Stack spectrograms into the ONNX input layout [N, 260, 270, 1]."""
+    stacked = np.asarray(spectrograms, dtype=np.float32)
+    if stacked.ndim == 2:
+        stacked = stacked[None]
+    return stacked[..., None]

@@ -1,0 +1,103 @@
+"""The onnxruntime session: provider choice, batching, the model contract enforced."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ser_stream import EMOTIONS
+from ser_stream.errors import ModelError
+from ser_stream.model import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, load_metadata
+
+PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def cuda_available() -> bool:
+    """True when onnxruntime has its CUDA provider and an NVIDIA driver is present.
+
+    Checked before asking for CUDA, because onnxruntime logs an error when it
+    is asked for CUDA on a machine without one.
+    """
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if ctypes.util.find_library("cuda") is None and not Path("/proc/driver/nvidia/version").exists():
+        return False
+    try:
+        preload = getattr(onnxruntime, "preload_dlls", None)
+        if preload is not None:
+            preload()  # the CUDA and cuDNN libraries installed by the onnxruntime-gpu[cuda,cudnn] extras
+    except Exception:  # noqa: BLE001 - a failed preload just means no usable CUDA
+        return False
+    return True
+
+
+def choose_providers(requested: str = "auto") -> list[str]:
+    """``auto``: CUDA when usable, else CPU; ``cuda`` or ``cpu`` forces one."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"provider {requested!r} is not one of auto, cpu, cuda")
+    if requested == "cpu":
+        return ["CPUExecutionProvider"]
+    if requested == "cuda":
+        if not cuda_available():
+            raise ModelError("provider cuda was requested but no usable CUDA GPU / onnxruntime CUDA provider was found")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_available() else ["CPUExecutionProvider"]
+
+
+class EmotionModel:
+    """A checked ONNX emotion model: spectrograms in, probabilities out, in batches."""
+
+    def __init__(
+        self, path: str | Path = DEFAULT_MODEL, provider: str = "auto", threads: int = 0, max_batch: int = 32
+    ) -> None:
+        import onnxruntime
+
+        self.path = Path(path)
+        self.metadata: ModelMetadata = load_metadata(self.path)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), sess_options=options, providers=choose_providers(provider)
+            )
+        except Exception as error:  # onnxruntime raises its own unexported types
+            raise ModelError(f"{self.path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
+            raise ModelError(
+                f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+                f"found {[i.name for i in inputs]} → {[o.name for o in outputs]}"
+            )
+        if list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
+            raise ModelError(f"{self.path}: input shape {inputs[0].shape} is not [N, {', '.join(map(str, INPUT_SHAPE))}]")
+        self.max_batch = max_batch
+        self.provider = self.session.get_providers()[0]
+
+    @property
+    def provider_name(self) -> str:
+        return "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+
+    def predict(self, spectrograms: NDArray[np.float32]) -> NDArray[np.float32]:
+        """[N, 260, 270] or [N, 260, 270, 1] → [N, 8] probabilities, run in batches of ``max_batch``."""
+        batch = np.asarray(spectrograms, dtype=np.float32)
+        if batch.ndim == 3:
+            batch = batch[..., None]
+        if batch.ndim != 4 or batch.shape[1:] != INPUT_SHAPE:
+            raise ValueError(f"expected [N, {', '.join(map(str, INPUT_SHAPE))}] input, got {batch.shape}")
+        outputs = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + self.max_batch]})[0]
+            for start in range(0, batch.shape[0], self.max_batch)
+        ]
+        if not outputs:
+            return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
+        return np.concatenate(outputs).astype(np.float32)

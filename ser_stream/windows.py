@@ -1,0 +1,105 @@
+"""Cutting audio into the fixed-length windows the model sees, in stream time.
+
+Offline classification, training and the live monitor all cut windows here,
+so a clip is seen the same way in training as on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ser_stream.errors import AudioInputError
+from ser_stream.features import SAMPLE_RATE
+
+# Chosen on the actor-held-out split: see docs/results.md (window trade-off).
+DEFAULT_WINDOW_SECONDS = 2.0
+DEFAULT_HOP_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Window length and hop, in seconds of audio."""
+
+    window_seconds: float = DEFAULT_WINDOW_SECONDS
+    hop_seconds: float = DEFAULT_HOP_SECONDS
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.window_seconds <= 30.0:
+            raise AudioInputError(f"window of {self.window_seconds} s is outside 0.1–30 s")
+        if not 0.01 <= self.hop_seconds <= self.window_seconds:
+            raise AudioInputError(
+                f"hop of {self.hop_seconds} s must be at least 0.01 s and at most the window"
+            )
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * SAMPLE_RATE))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_seconds * SAMPLE_RATE))
+
+
+def window_starts(n_samples: int, config: WindowConfig) -> list[int]:
+    """Start offsets of the windows over ``n_samples`` of canonical-rate audio.
+
+    Windows step by the hop; if the last one stops short of the end, one more is
+    aligned to the end so the tail is always seen. Audio shorter than one window
+    gives a single window at 0 (``cut_windows`` pads it).
+    """
+    window, hop = config.window_samples, config.hop_samples
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def cut_windows(
+    audio: NDArray[np.float32], config: WindowConfig
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Canonical-rate audio → (windows [n, window_samples], start times in seconds).
+
+    Audio shorter than a window is centred in silence, which renders black.
+    """
+    if audio.size == 0:
+        raise AudioInputError("audio is empty")
+    window = config.window_samples
+    if audio.size < window:
+        lead = (window - audio.size) // 2
+        audio = np.pad(audio, (lead, window - audio.size - lead))
+        return audio[None, :].astype(np.float32), np.array([-lead / SAMPLE_RATE])
+    starts = window_starts(audio.size, config)
+    windows = np.stack([audio[start : start + window] for start in starts]).astype(np.float32)
+    return windows, np.asarray(starts, dtype=np.float64) / SAMPLE_RATE
+
+
+def trim_silence(
+    audio: NDArray[np.float32],
+    sample_rate: int = SAMPLE_RATE,
+    threshold_db: float = 40.0,
+    margin_seconds: float = 0.1,
+) -> NDArray[np.float32]:
+    """Drop leading and trailing audio quieter than ``threshold_db`` below the peak.
+
+    Used on whole recorded clips (offline classification, training) so their
+    windows hold speech, as the live monitor's VAD-bounded utterances do.
+    Returns the input unchanged when it is silent throughout.
+    """
+    frame = max(1, int(0.025 * sample_rate))
+    n_frames = audio.size // frame
+    if n_frames < 2:
+        return audio
+    energy = np.square(audio[: n_frames * frame].reshape(n_frames, frame), dtype=np.float64).mean(axis=1)
+    peak = energy.max()
+    if peak <= 1e-12:
+        return audio
+    active = np.flatnonzero(energy >= peak * 10 ** (-threshold_db / 10))
+    margin = int(margin_seconds * sample_rate)
+    first = max(0, active[0] * frame - margin)
+    last = min(audio.size, (active[-1] + 1) * frame + margin)
+    return audio[first:last]

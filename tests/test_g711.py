@@ -1,0 +1,55 @@
+"""G.711 codecs against the standard's reference values, and round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ser_stream.g711 import ALAW_DECODE, MULAW_DECODE, alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
+
+
+def test_mulaw_reference_values():
+    # ITU-T G.711 μ-law: 0x00 and 0x80 are the extremes, 0xFF and 0x7F are zero.
+    assert MULAW_DECODE[0x00] == -32124 and MULAW_DECODE[0x80] == 32124
+    assert MULAW_DECODE[0xFF] == 0 and MULAW_DECODE[0x7F] == 0
+    # The first segment steps by 8 (16-bit scale) from zero; the second starts at 132.
+    assert MULAW_DECODE[0xFE] == 8 and MULAW_DECODE[0xF0] == 120 and MULAW_DECODE[0xEF] == 132
+
+
+def test_alaw_reference_values():
+    # ITU-T G.711 A-law: 0xD5 / 0x55 are the smallest magnitudes (±8), 0xAA / 0x2A the largest.
+    assert ALAW_DECODE[0xD5] == 8 and ALAW_DECODE[0x55] == -8
+    assert ALAW_DECODE[0xAA] == 32256 and ALAW_DECODE[0x2A] == -32256
+
+
+def test_decode_tables_are_odd_symmetric_and_monotone_per_sign():
+    positive_mu = np.sort(MULAW_DECODE[MULAW_DECODE > 0])
+    assert len(np.unique(positive_mu)) == 127
+    assert np.array_equal(np.sort(-MULAW_DECODE[MULAW_DECODE < 0]), positive_mu)
+    assert len(np.unique(ALAW_DECODE)) == 256
+
+
+def test_every_code_survives_decode_then_encode():
+    codes = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(alaw_encode(alaw_decode(codes)), codes)
+    round_trip = mulaw_encode(mulaw_decode(codes))
+    # μ-law has two zero codes (0x7F, 0xFF); every other code maps back to itself.
+    same = round_trip == codes
+    assert np.all(same | (MULAW_DECODE[codes] == 0))
+
+
+@given(arrays(np.float64, st.integers(1, 200), elements=st.floats(-1, 1)))
+def test_round_trip_error_is_within_half_a_quantisation_step(audio):
+    for encode, decode, table in ((mulaw_encode, mulaw_decode, MULAW_DECODE), (alaw_encode, alaw_decode, ALAW_DECODE)):
+        decoded = decode(encode(audio)).astype(np.float64)
+        levels = np.sort(table.astype(np.float64)) / 32768
+        step = np.diff(levels).max()
+        top = levels.max()  # beyond the largest level the codec saturates
+        # half a step, plus the rounding to 16 bits that precedes encoding
+        assert np.all(np.abs(decoded - np.clip(audio, -top, top)) <= step / 2 + 1 / 32768)
+
+
+def test_decode_accepts_bytes():
+    assert mulaw_decode(bytes([0x80, 0x00])).tolist() == [32124 / 32768, -32124 / 32768]

@@ -1,0 +1,61 @@
+"""The RAVDESS loader: labels from 7-part names, bad names reported by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ser_stream.errors import DatasetError
+from training.ravdess import parse_name, scan
+
+
+def test_name_parts_become_labels():
+    clip = parse_name("Actor_12/03-01-05-02-01-02-12.flac")
+    assert (clip.emotion, clip.intensity, clip.statement, clip.repetition, clip.actor) == ("angry", 2, 1, 2, 12)
+    assert clip.label_index == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("03-01-05-02-01-02.wav", "expected 7"),
+        ("03-01-09-01-01-01-01.wav", "emotion 09 is outside"),
+        ("03-01-0x-01-01-01-01.wav", "not two digits"),
+        ("03-01-01-02-01-01-01.wav", "neutral has no strong"),
+        ("03-01-05-01-01-01-25.flac", "actor 25"),
+        ("03-01-05-01-01-01-01.mp3", "not a WAV or FLAC"),
+    ],
+)
+def test_bad_names_are_reported_with_the_reason(name, reason):
+    with pytest.raises(DatasetError, match=reason) as error:
+        parse_name(name)
+    assert Path(name).name in str(error.value)
+
+
+@given(st.text(max_size=40))
+def test_parser_raises_only_dataset_errors(name):
+    try:
+        parse_name(f"{name}.wav")
+    except DatasetError:
+        pass
+
+
+def test_scan_reports_unparseable_files_and_keeps_going(tmp_path):
+    (tmp_path / "Actor_01").mkdir()
+    (tmp_path / "Actor_01" / "03-01-03-01-01-01-01.wav").write_bytes(b"")
+    (tmp_path / "Actor_01" / "03-01-03-01-01-01-01.WAV.flac").write_bytes(b"")
+    (tmp_path / "Actor_01" / "03-02-03-01-01-01-01.wav").write_bytes(b"")  # song: skipped quietly
+    (tmp_path / "notes.txt").write_text("not audio")
+    clips, problems = scan(tmp_path)
+    assert [c.path.name for c in clips] == ["03-01-03-01-01-01-01.wav"]
+    assert len(problems) == 1 and "03-01-03-01-01-01-01.WAV.flac" in problems[0]
+
+
+def test_the_shared_dataset_has_60_clips_for_each_of_20_actors(ravdess):
+    clips, problems = scan(ravdess)
+    assert problems == []
+    assert len(clips) == 1200
+    assert sorted({c.actor for c in clips}) == list(range(1, 21))

@@ -1,0 +1,87 @@
+"""Smoke training end to end: data → features → Keras → ONNX + metadata, and their parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ser_stream.errors import ModelError
+from ser_stream.inference import EmotionModel
+from ser_stream.model import load_metadata, metadata_path
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_run_writes_every_artefact(smoke_run):
+    for name in ("model.keras", "model.onnx", "model.json", "metrics.json", "confusion_clean.md", "confusion_clean.png", "curves.png"):
+        assert (smoke_run / name).is_file(), name
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_clean"]["mean_per_class_accuracy"] <= 1.0
+    assert "| true \\ predicted | neutral | calm |" in (smoke_run / "confusion_clean.md").read_text()
+
+
+def test_onnx_matches_keras_on_real_inputs(smoke_run, tiny_ravdess):
+    import keras
+
+    from ser_stream.audiofile import read_audio
+    from ser_stream.clips import clip_spectrograms
+    from ser_stream.windows import WindowConfig
+
+    keras_model = keras.models.load_model(smoke_run / "model.keras")
+    onnx_model = EmotionModel(smoke_run / "model.onnx", provider="cpu")
+    inputs = np.concatenate(
+        [clip_spectrograms(*read_audio(path), WindowConfig()) for path in sorted(tiny_ravdess.rglob("*.wav"))[:6]]
+    )[..., None]
+    difference = np.abs(keras_model(inputs, training=False).numpy() - onnx_model.predict(inputs))
+    assert difference.max() <= 1e-4
+
+
+def test_metadata_records_the_contract(smoke_run):
+    metadata = load_metadata(smoke_run / "model.onnx")
+    assert metadata.labels[0] == "neutral" and len(metadata.labels) == 8
+    assert metadata.recipe == "paper" and metadata.protocol == "random"
+    assert "CC BY-NC-SA 4.0" in metadata.licence
+
+
+def test_runtime_refuses_a_model_whose_bytes_changed(smoke_run, tmp_path):
+    copy = tmp_path / "model.onnx"
+    shutil.copy(smoke_run / "model.onnx", copy)
+    shutil.copy(metadata_path(smoke_run / "model.onnx"), metadata_path(copy))
+    with open(copy, "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelError, match="sha256"):
+        EmotionModel(copy)
+
+
+def test_runtime_refuses_a_model_trained_with_other_features(smoke_run, tmp_path):
+    copy = tmp_path / "model.onnx"
+    shutil.copy(smoke_run / "model.onnx", copy)
+    metadata = json.loads(metadata_path(smoke_run / "model.onnx").read_text())
+    metadata["features"]["n_fft"] = 1024
+    metadata_path(copy).write_text(json.dumps(metadata))
+    with pytest.raises(ModelError, match="different feature parameters \\(n_fft\\)"):
+        EmotionModel(copy)
+
+
+def test_runtime_refuses_a_model_without_metadata(smoke_run, tmp_path):
+    copy = tmp_path / "model.onnx"
+    shutil.copy(smoke_run / "model.onnx", copy)
+    with pytest.raises(ModelError, match="metadata model.json is missing"):
+        EmotionModel(copy)
+
+
+def test_a_corrupt_model_file_is_refused_with_a_clear_message(tmp_path):
+    from training.export import write_metadata
+    from ser_stream.windows import WindowConfig
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not a protobuf")
+    write_metadata(broken, WindowConfig(), "paper", "random", {}, "none")
+    with pytest.raises(ModelError, match="onnxruntime cannot load it"):
+        EmotionModel(broken)

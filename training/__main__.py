@@ -1,0 +1,45 @@
+"""``python -m training``: train a recipe under a protocol; see ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ser_stream.windows import WindowConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description="Train the emotion CNN and export it to ONNX.")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"), help="RAVDESS-layout folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (one subfolder per split)")
+    parser.add_argument("--recipe", default="improved", choices=["paper", "improved"])
+    parser.add_argument("--protocol", default="actors", choices=["random", "actors", "all"])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--patience", type=int, default=15, help="early stopping on validation mean per-class accuracy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--windows-per-clip", type=int, default=1)
+    parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
+    parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--max-clips", type=int, default=None, help="smoke runs: at most N clips per emotion")
+    args = parser.parse_args(argv)
+
+    from training.train import TrainConfig, run
+
+    run(
+        TrainConfig(
+            data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
+            fold=args.fold, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+            patience=args.patience, windows_per_clip=args.windows_per_clip, resume=args.resume,
+            cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""Model inputs for every clip, computed once with the runtime's feature code and cached.
+
+Each clip yields its windows at a fine training hop (0.25 s) in several audio
+variants (clean, telephone, noisy). Evaluation uses the clean windows the
+runtime's default configuration would cut, so scores match ``ser-stream classify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ser_stream.audiofile import read_audio
+from ser_stream.features import SAMPLE_RATE, feature_parameters, resample_to_canonical, spectrogram
+from ser_stream.windows import WindowConfig, cut_windows, trim_silence, window_starts
+from training.augment import add_noise, telephone
+from training.ravdess import RavdessClip
+
+VARIANTS = ("clean", "telephone", "noisy")
+TRAINING_HOP_SECONDS = 0.25
+
+
+@dataclass
+class FeatureSet:
+    """Spectrogram windows of a list of clips, with what each window belongs to."""
+
+    spectrograms: NDArray[np.float16]  # [n_windows, 260, 270]
+    window_clip: NDArray[np.int32]  # clip index of each window
+    window_variant: NDArray[np.int8]  # index into VARIANTS
+    window_is_eval: NDArray[np.bool_]  # cut by the default (evaluation) configuration
+    clip_labels: NDArray[np.int32]
+    clip_actors: NDArray[np.int32]
+    clip_names: list[str]
+
+    def windows_of(self, clip_indices: NDArray[np.integer], variants: tuple[str, ...]) -> NDArray[np.int64]:
+        variant_ids = [VARIANTS.index(v) for v in variants]
+        chosen = np.isin(self.window_clip, clip_indices) & np.isin(self.window_variant, variant_ids)
+        return np.flatnonzero(chosen)
+
+    def eval_windows(self, clip_indices: NDArray[np.integer], variant: str = "clean") -> NDArray[np.int64]:
+        chosen = (
+            np.isin(self.window_clip, clip_indices)
+            & (self.window_variant == VARIANTS.index(variant))
+            & self.window_is_eval
+        )
+        return np.flatnonzero(chosen)
+
+
+def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> list[tuple[int, bool, NDArray[np.float16]]]:
+    clip_index, path, seed, config, variants = task
+    rng = np.random.default_rng([seed, clip_index])
+    audio, rate = read_audio(path)
+    clean = trim_silence(resample_to_canonical(audio, rate), SAMPLE_RATE)
+    training_config = WindowConfig(config.window_seconds, TRAINING_HOP_SECONDS)
+    eval_starts = {int(s) for s in window_starts(clean.size, config)}
+    results = []
+    for variant in variants:
+        signal = clean
+        if variant == "telephone":
+            signal = telephone(clean, rng)
+        elif variant == "noisy":
+            signal = add_noise(clean, rng)
+        windows, starts = cut_windows(signal, training_config)
+        for window, start in zip(windows, starts):
+            is_eval = int(round(start * SAMPLE_RATE)) in eval_starts or starts.size == 1
+            results.append((VARIANTS.index(variant), is_eval, spectrogram(window, SAMPLE_RATE).astype(np.float16)))
+    return results
+
+
+def cache_key(clips: list[RavdessClip], config: WindowConfig, variants: tuple[str, ...], seed: int) -> str:
+    description = {
+        "features": feature_parameters(),
+        "window": [config.window_seconds, config.hop_seconds, TRAINING_HOP_SECONDS],
+        "variants": variants,
+        "seed": seed,
+        "clips": [str(c.path) for c in clips],
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_features(
+    clips: list[RavdessClip],
+    config: WindowConfig,
+    variants: tuple[str, ...] = VARIANTS,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+) -> FeatureSet:
+    """Compute (or load from ``cache_dir``) the windows of every clip in every variant."""
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"features-{cache_key(clips, config, variants, seed)}.npz"
+        if cache_file.exists():
+            data = np.load(cache_file)
+            return FeatureSet(
+                spectrograms=data["spectrograms"],
+                window_clip=data["window_clip"],
+                window_variant=data["window_variant"],
+                window_is_eval=data["window_is_eval"],
+                clip_labels=data["clip_labels"],
+                clip_actors=data["clip_actors"],
+                clip_names=[str(n) for n in data["clip_names"]],
+            )
+    tasks = [(i, str(clip.path), seed, config, variants) for i, clip in enumerate(clips)]
+    workers = workers or max(1, min(len(tasks), os.cpu_count() or 1))
+    spectrograms: list[NDArray[np.float16]] = []
+    window_clip: list[int] = []
+    window_variant: list[int] = []
+    window_is_eval: list[bool] = []
+    if workers == 1:
+        per_clip = map(_clip_windows, tasks)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        per_clip = pool.map(_clip_windows, tasks, chunksize=8)
+    for clip_index, windows in enumerate(per_clip):
+        for variant_id, is_eval, image in windows:
+            spectrograms.append(image)
+            window_clip.append(clip_index)
+            window_variant.append(variant_id)
+            window_is_eval.append(is_eval)
+    if workers != 1:
+        pool.shutdown()
+    features = FeatureSet(
+        spectrograms=np.stack(spectrograms),
+        window_clip=np.asarray(window_clip, dtype=np.int32),
+        window_variant=np.asarray(window_variant, dtype=np.int8),
+        window_is_eval=np.asarray(window_is_eval, dtype=bool),
+        clip_labels=np.asarray([c.label_index for c in clips], dtype=np.int32),
+        clip_actors=np.asarray([c.actor for c in clips], dtype=np.int32),
+        clip_names=[c.path.name for c in clips],
+    )
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(".partial.npz")
+        np.savez(partial, **{k: v for k, v in vars(features).items() if k != "clip_names"}, clip_names=np.asarray(features.clip_names))
+        partial.replace(cache_file)
+    return features

@@ -1,0 +1,120 @@
+"""Clip-level scores (the paper's mean-of-windows rule), confusion matrices and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ser_stream import EMOTIONS
+
+# The paper's Table 1 (rows true, columns predicted, row %).
+PAPER_TABLE_1 = np.array(
+    [
+        [50, 34, 1, 1, 0, 6, 4, 5],
+        [8, 56, 6, 1, 2, 4, 7, 3],
+        [0, 0, 78, 2, 1, 1, 0, 20],
+        [3, 0, 2, 83, 3, 4, 3, 2],
+        [2, 3, 5, 5, 67, 10, 9, 4],
+        [4, 6, 3, 7, 2, 75, 0, 3],
+        [1, 6, 1, 4, 0, 1, 87, 0],
+        [2, 0, 4, 3, 7, 2, 2, 80],
+    ]
+)
+
+
+def clip_probabilities(
+    window_probabilities: NDArray[np.floating], window_clip: NDArray[np.integer], clip_indices: NDArray[np.integer]
+) -> NDArray[np.float64]:
+    """Mean window output per clip, in the order of ``clip_indices``."""
+    rows = np.zeros((len(clip_indices), len(EMOTIONS)))
+    position = {int(c): i for i, c in enumerate(clip_indices)}
+    counts = np.zeros(len(clip_indices))
+    for probabilities, clip in zip(window_probabilities, window_clip):
+        rows[position[int(clip)]] += probabilities
+        counts[position[int(clip)]] += 1
+    if np.any(counts == 0):
+        raise ValueError("a clip has no windows")
+    return rows / counts[:, None]
+
+
+def confusion(true: NDArray[np.integer], predicted: NDArray[np.integer]) -> NDArray[np.int64]:
+    matrix = np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=np.int64)
+    np.add.at(matrix, (true, predicted), 1)
+    return matrix
+
+
+def row_percentages(matrix: NDArray[np.integer]) -> NDArray[np.float64]:
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix * 100.0, totals, out=np.zeros(matrix.shape), where=totals > 0)
+
+
+def scores(true: NDArray[np.integer], predicted: NDArray[np.integer]) -> dict[str, float]:
+    """Mean per-class accuracy (the paper's figure), overall accuracy, per-class recall."""
+    matrix = confusion(true, predicted)
+    recall = np.diag(row_percentages(matrix)) / 100.0
+    present = matrix.sum(axis=1) > 0
+    return {
+        "mean_per_class_accuracy": float(recall[present].mean()),
+        "accuracy": float(np.mean(true == predicted)),
+        "clips": int(len(true)),
+        **{f"recall_{emotion}": float(r) for emotion, r, p in zip(EMOTIONS, recall, present) if p},
+    }
+
+
+def confusion_markdown(matrix: NDArray[np.integer], title: str) -> str:
+    """Table 1 form: rows true, columns predicted, row percentages, diagonal in bold."""
+    percentages = row_percentages(matrix)
+    lines = [f"### {title}", "", "| true \\ predicted | " + " | ".join(EMOTIONS) + " |", "|---" * (len(EMOTIONS) + 1) + "|"]
+    for i, emotion in enumerate(EMOTIONS):
+        cells = [f"**{p:.0f}**" if i == j else f"{p:.0f}" for j, p in enumerate(percentages[i])]
+        lines.append(f"| {emotion} | " + " | ".join(cells) + " |")
+    diagonal = np.diag(percentages)[matrix.sum(axis=1) > 0]
+    lines += ["", f"Mean of the diagonal: {diagonal.mean():.1f} % ({int(matrix.sum())} clips)", ""]
+    return "\n".join(lines)
+
+
+def plot_confusion(matrix: NDArray[np.integer], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    percentages = row_percentages(matrix)
+    figure, axes = plt.subplots(figsize=(7, 6))
+    image = axes.imshow(percentages, cmap="Blues", vmin=0, vmax=100)
+    axes.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+    axes.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    for i in range(len(EMOTIONS)):
+        for j in range(len(EMOTIONS)):
+            axes.text(j, i, f"{percentages[i, j]:.0f}", ha="center", va="center", color="white" if percentages[i, j] > 50 else "black", fontsize=8)
+    figure.colorbar(image, ax=axes, label="% of true class")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_curves(history: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "val_loss"):
+        if history.get(key):
+            loss_axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
+    for key in ("accuracy", "val_clip_accuracy", "val_mean_per_class_accuracy"):
+        if history.get(key):
+            score_axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
+    loss_axes.set_xlabel("epoch")
+    score_axes.set_xlabel("epoch")
+    loss_axes.legend()
+    score_axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

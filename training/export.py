@@ -1,0 +1,96 @@
+"""Keras model → ONNX file + metadata JSON, and the parity check between the two.
+
+tf2onnx's ``from_keras`` fails on Keras 3 models, so we convert a
+``tf.function`` that calls the model (``from_function``), then name the graph's
+input and output as the runtime contract says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+import tf2onnx
+from numpy.typing import NDArray
+
+from ser_stream import EMOTIONS
+from ser_stream.features import feature_parameters
+from ser_stream.model import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, file_sha256, metadata_path
+from ser_stream.windows import WindowConfig
+
+OPSET = 17
+RAVDESS_NOTE = (
+    "Trained on RAVDESS speech, actors 01-20 (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391), "
+    "licensed CC BY-NC-SA 4.0: this model is for non-commercial use, with attribution, shared alike."
+)
+
+
+def export_onnx(model: keras.Model, onnx_path: Path) -> None:
+    """Write ``model`` as ONNX (opset 17) with input ``spectrogram`` and output ``probabilities``."""
+    signature = (tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=INPUT_NAME),)
+
+    @tf.function(input_signature=signature)
+    def serve(spectrogram: tf.Tensor) -> tf.Tensor:
+        return model(spectrogram, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET)
+    graph = proto.graph
+    old_output = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old_output else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old_output else name for name in node.input]
+    graph.output[0].name = OUTPUT_NAME
+    old_input = graph.input[0].name
+    if old_input != INPUT_NAME:
+        for node in graph.node:
+            node.input[:] = [INPUT_NAME if name == old_input else name for name in node.input]
+        graph.input[0].name = INPUT_NAME
+    onnx.checker.check_model(proto)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(onnx_path))
+
+
+def write_metadata(
+    onnx_path: Path,
+    window: WindowConfig,
+    recipe: str,
+    protocol: str,
+    metrics: dict[str, Any],
+    training_data: str,
+) -> ModelMetadata:
+    """Write the metadata JSON beside ``onnx_path`` (hash of the file as it is now)."""
+    metadata = ModelMetadata(
+        labels=list(EMOTIONS),
+        features=feature_parameters(),
+        window_seconds=window.window_seconds,
+        hop_seconds=window.hop_seconds,
+        sha256=file_sha256(onnx_path),
+        recipe=recipe,
+        protocol=protocol,
+        metrics=metrics,
+        training_data=training_data,
+        licence=RAVDESS_NOTE,
+    )
+    metadata_path(onnx_path).write_text(metadata.to_json())
+    return metadata
+
+
+def refresh_hash(onnx_path: Path, metadata: ModelMetadata) -> ModelMetadata:
+    updated = replace(metadata, sha256=file_sha256(onnx_path))
+    metadata_path(onnx_path).write_text(updated.to_json())
+    return updated
+
+
+def parity(model: keras.Model, onnx_path: Path, inputs: NDArray[np.float32]) -> float:
+    """Largest absolute difference between Keras and onnxruntime outputs on ``inputs``."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_out = session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+    keras_out = model(inputs, training=False).numpy()
+    return float(np.max(np.abs(onnx_out - keras_out)))

@@ -1,0 +1,95 @@
+"""The RAVDESS folder layout: clips and their labels from the 7-part file names.
+
+    MM-VV-EE-II-SS-RR-AA.ext   modality, vocal channel, emotion, intensity,
+                               statement, repetition, actor (each two digits)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ser_stream import EMOTIONS
+from ser_stream.errors import DatasetError
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+_FIELDS = ("modality", "vocal channel", "emotion", "intensity", "statement", "repetition", "actor")
+_RANGES = {
+    "modality": (1, 3),
+    "vocal channel": (1, 2),
+    "emotion": (1, len(EMOTIONS)),
+    "intensity": (1, 2),
+    "statement": (1, 2),
+    "repetition": (1, 2),
+    "actor": (1, 24),
+}
+
+
+@dataclass(frozen=True)
+class RavdessClip:
+    """One RAVDESS recording and the labels its name encodes."""
+
+    path: Path
+    emotion: str
+    intensity: int
+    statement: int
+    repetition: int
+    actor: int
+    vocal_channel: int
+
+    @property
+    def label_index(self) -> int:
+        return EMOTIONS.index(self.emotion)
+
+
+def parse_name(path: str | Path) -> RavdessClip:
+    """File name → clip labels; ``DatasetError`` naming the file and the bad part."""
+    path = Path(path)
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        raise DatasetError(f"{path.name}: not a WAV or FLAC file")
+    parts = path.stem.split("-")
+    if len(parts) != len(_FIELDS):
+        raise DatasetError(f"{path.name}: expected 7 dash-separated fields, found {len(parts)}")
+    values: dict[str, int] = {}
+    for field, part in zip(_FIELDS, parts):
+        if len(part) != 2 or not part.isdigit():
+            raise DatasetError(f"{path.name}: {field} field {part!r} is not two digits")
+        low, high = _RANGES[field]
+        value = int(part)
+        if not low <= value <= high:
+            raise DatasetError(f"{path.name}: {field} {value:02d} is outside {low:02d}–{high:02d}")
+        values[field] = value
+    if values["emotion"] == 1 and values["intensity"] == 2:
+        raise DatasetError(f"{path.name}: neutral has no strong intensity in RAVDESS")
+    return RavdessClip(
+        path=path,
+        emotion=EMOTIONS[values["emotion"] - 1],
+        intensity=values["intensity"],
+        statement=values["statement"],
+        repetition=values["repetition"],
+        actor=values["actor"],
+        vocal_channel=values["vocal channel"],
+    )
+
+
+def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip], list[str]]:
+    """Every parseable clip under ``folder`` (sorted) and one problem line per file that is not."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    clips: list[RavdessClip] = []
+    problems: list[str] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        try:
+            clip = parse_name(path)
+        except DatasetError as error:
+            problems.append(str(error))
+            continue
+        if speech_only and clip.vocal_channel != 1:
+            continue
+        clips.append(clip)
+    if not clips:
+        raise DatasetError(f"{root}: no RAVDESS clips found")
+    return clips, problems

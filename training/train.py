@@ -1,0 +1,313 @@
+"""The training loop: splits, batches, validation on whole clips, checkpoints, reports, export."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+from numpy.typing import NDArray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ser_stream import EMOTIONS
+from ser_stream.windows import WindowConfig
+from training import evaluate
+from training.augment import paper_image_transform, spec_augment
+from training.dataset import FeatureSet, build_features
+from training.export import export_onnx, parity, write_metadata
+from training.ravdess import scan
+from training.recipes import RECIPES, Recipe, build_model
+
+console = Console()
+PROTOCOLS = ("random", "actors", "all")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training command was asked to do."""
+
+    data: Path
+    out: Path
+    recipe: str = "improved"
+    protocol: str = "actors"
+    folds: int = 5
+    fold: int | None = None  # None: every fold of the protocol
+    epochs: int = 60
+    seed: int = 0
+    batch_size: int = 32
+    patience: int = 15
+    windows_per_clip: int = 1
+    resume: bool = False
+    cache_dir: Path | None = Path(".cache")
+    max_clips: int | None = None  # smoke runs: the first N clips of each emotion
+    window: WindowConfig = field(default_factory=WindowConfig)
+
+
+@dataclass
+class Split:
+    name: str
+    train: NDArray[np.int64]
+    validation: NDArray[np.int64]
+    test: NDArray[np.int64]
+
+
+def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
+    """Clip indices per split. ``random``: the paper's stratified 75/25 (10 % of the 75 kept for
+    validation); ``actors``: k folds of held-out speakers, two more actors for validation;
+    ``all``: every clip trains, nothing held out."""
+    rng = np.random.default_rng(config.seed)
+    clips = np.arange(len(features.clip_labels))
+    if config.protocol == "all":
+        return [Split("all", clips, clips[:0], clips[:0])]
+    if config.protocol == "random":
+        train, validation, test = [], [], []
+        for label in range(len(EMOTIONS)):
+            members = rng.permutation(clips[features.clip_labels == label])
+            n_test = int(round(len(members) * 0.25))
+            n_val = int(round((len(members) - n_test) * 0.1))
+            test += list(members[:n_test])
+            validation += list(members[n_test : n_test + n_val])
+            train += list(members[n_test + n_val :])
+        return [Split("random", np.sort(train), np.sort(validation), np.sort(test))]
+    actors = np.unique(features.clip_actors)
+    groups = np.array_split(rng.permutation(actors), config.folds)
+    splits = []
+    for index, test_actors in enumerate(groups):
+        if config.fold is not None and index != config.fold:
+            continue
+        others = [a for a in rng.permutation(actors) if a not in test_actors]
+        validation_actors = others[:2]
+        test = clips[np.isin(features.clip_actors, test_actors)]
+        validation = clips[np.isin(features.clip_actors, validation_actors)]
+        train = clips[~np.isin(features.clip_actors, np.concatenate([test_actors, validation_actors]))]
+        name = f"fold{index}-actors-" + "-".join(f"{a:02d}" for a in sorted(test_actors))
+        splits.append(Split(name, train, validation, test))
+    return splits
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """Each epoch, ``windows_per_clip`` random windows of every training clip, augmented per recipe."""
+
+    def __init__(self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig) -> None:
+        super().__init__()
+        self.features, self.recipe, self.config = features, recipe, config
+        self.rng = np.random.default_rng(config.seed + 1)
+        candidates = features.windows_of(clips, recipe.variants)
+        self.windows_by_clip = [candidates[features.window_clip[candidates] == c] for c in clips]
+        self.labels = features.clip_labels[clips]
+        counts = np.bincount(self.labels, minlength=len(EMOTIONS)).astype(np.float64)
+        weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
+        self.class_weight = weights if recipe.class_weights else np.ones(len(EMOTIONS))
+        self.on_epoch_end()
+
+    def on_epoch_end(self) -> None:
+        picks = []
+        for clip_windows, label in zip(self.windows_by_clip, self.labels):
+            for window in self.rng.choice(clip_windows, size=self.config.windows_per_clip):
+                picks.append((int(window), int(label)))
+        self.rng.shuffle(picks)
+        self.epoch_picks = picks
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.epoch_picks) / self.config.batch_size))
+
+    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+        batch = self.epoch_picks[index * self.config.batch_size : (index + 1) * self.config.batch_size]
+        images = []
+        for window, _ in batch:
+            image = self.features.spectrograms[window].astype(np.float32)
+            if self.recipe.paper_augmentation:
+                image = paper_image_transform(image, self.rng)
+            if self.recipe.spec_augment:
+                image = spec_augment(image, self.rng)
+            images.append(image)
+        x = np.stack(images)[..., None]
+        labels = np.array([label for _, label in batch])
+        y = keras.utils.to_categorical(labels, len(EMOTIONS)).astype(np.float32)
+        weights = self.class_weight[labels].astype(np.float32)
+        if self.recipe.mixup_alpha > 0:
+            mix = self.rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha, size=len(batch)).astype(np.float32)
+            mix = np.maximum(mix, 1 - mix)
+            partner = self.rng.permutation(len(batch))
+            x = mix[:, None, None, None] * x + (1 - mix[:, None, None, None]) * x[partner]
+            y = mix[:, None] * y + (1 - mix[:, None]) * y[partner]
+            weights = mix * weights + (1 - mix) * weights[partner]
+        return x, y, weights
+
+
+def predict_windows(model: keras.Model, features: FeatureSet, windows: NDArray[np.int64], batch_size: int = 64) -> NDArray[np.float32]:
+    outputs = []
+    for start in range(0, len(windows), batch_size):
+        chunk = features.spectrograms[windows[start : start + batch_size]].astype(np.float32)[..., None]
+        outputs.append(model(chunk, training=False).numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def clip_scores(model: keras.Model, features: FeatureSet, clips: NDArray[np.int64], variant: str = "clean") -> tuple[dict[str, float], NDArray[np.int64]]:
+    """Scores of whole clips (mean of their windows) and the confusion matrix."""
+    windows = features.eval_windows(clips, variant)
+    probabilities = evaluate.clip_probabilities(predict_windows(model, features, windows), features.window_clip[windows], clips)
+    true = features.clip_labels[clips]
+    predicted = probabilities.argmax(axis=1)
+    return evaluate.scores(true, predicted), evaluate.confusion(true, predicted)
+
+
+class ClipValidation(keras.callbacks.Callback):
+    """Adds ``val_mean_per_class_accuracy`` and ``val_clip_accuracy`` (whole clips, paper's rule) to the logs."""
+
+    def __init__(self, features: FeatureSet, clips: NDArray[np.int64]) -> None:
+        super().__init__()
+        self.features, self.clips = features, clips
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is None or len(self.clips) == 0:
+            return
+        result, _ = clip_scores(self.model, self.features, self.clips)
+        logs["val_mean_per_class_accuracy"] = result["mean_per_class_accuracy"]
+        logs["val_clip_accuracy"] = result["accuracy"]
+
+
+class RunState(keras.callbacks.Callback):
+    """Saves the model and history after every epoch so a run can resume; prints one line per epoch."""
+
+    def __init__(self, folder: Path, history: dict[str, list[float]], total_epochs: int) -> None:
+        super().__init__()
+        self.folder, self.history, self.total_epochs = folder, history, total_epochs
+        self.progress: Progress | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch + 1}/{self.total_epochs}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=console, transient=True, disable=not console.is_terminal,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("batches", total=self.params.get("steps"))
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        logs = logs or {}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        self.model.save(self.folder / "last.keras")
+        (self.folder / "state.json").write_text(json.dumps({"epoch": epoch + 1, "history": self.history}))
+        shown = "  ".join(f"{k} {float(v):.3f}" for k, v in logs.items() if k != "learning_rate")
+        console.print(f"[bold]epoch {epoch + 1}/{self.total_epochs}[/]  {shown}")
+
+
+def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, folder: Path) -> dict[str, Any]:
+    """Train, pick the best validation epoch, score the test clips, export ONNX; return the metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoints = folder / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    batches = TrainingBatches(features, split.train, recipe, config)
+    history: dict[str, list[float]] = {}
+    initial_epoch = 0
+    state_file = checkpoints / "state.json"
+    if config.resume and state_file.exists() and (checkpoints / "last.keras").exists():
+        state = json.loads(state_file.read_text())
+        initial_epoch, history = int(state["epoch"]), state["history"]
+        model = keras.models.load_model(checkpoints / "last.keras")
+        console.print(f"resuming {split.name} after epoch {initial_epoch}")
+    else:
+        model = build_model(recipe, config.seed)
+        learning_rate: Any = recipe.learning_rate
+        if recipe.cosine_decay:
+            learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=config.epochs * len(batches), alpha=0.05)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy"],
+        )
+    callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation)]
+    has_validation = len(split.validation) > 0
+    if has_validation:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_mean_per_class_accuracy", mode="max", save_best_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_mean_per_class_accuracy", mode="max", patience=config.patience),
+        ]
+    callbacks.append(RunState(checkpoints, history, config.epochs))
+    console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
+    if initial_epoch < config.epochs:
+        model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    if has_validation and (checkpoints / "best.keras").exists():
+        model = keras.models.load_model(checkpoints / "best.keras")
+    model.save(folder / "model.keras")
+
+    metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
+    if has_validation:
+        best = int(np.argmax(history["val_mean_per_class_accuracy"]))
+        metrics["best_epoch"] = best + 1
+        metrics["validation_mean_per_class_accuracy"] = history["val_mean_per_class_accuracy"][best]
+    evaluate.plot_curves(history, folder / "curves.png")
+    parity_inputs = features.spectrograms[features.eval_windows(split.test if len(split.test) else split.train)[:16]].astype(np.float32)[..., None]
+    if len(split.test):
+        for variant in ("clean", "telephone"):
+            if variant not in [v for v in ("clean", "telephone", "noisy") if features.windows_of(split.test[:1], (v,)).size]:
+                continue
+            result, matrix = clip_scores(model, features, split.test, variant)
+            metrics[f"test_{variant}"] = result
+            title = f"{recipe.name} / {split.name} / {variant}: rows true, columns predicted, row %"
+            (folder / f"confusion_{variant}.md").write_text(evaluate.confusion_markdown(matrix, title))
+            evaluate.plot_confusion(matrix, folder / f"confusion_{variant}.png", f"{recipe.name} {split.name} ({variant})")
+            np.savetxt(folder / f"confusion_{variant}.csv", matrix, fmt="%d", delimiter=",")
+    onnx_path = folder / "model.onnx"
+    export_onnx(model, onnx_path)
+    metrics["onnx_parity_max_abs_diff"] = parity(model, onnx_path, parity_inputs)
+    write_metadata(onnx_path, config.window, recipe.name, config.protocol, metrics, str(config.data))
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if len(split.test):
+        clean = metrics["test_clean"]
+        console.print(f"[bold green]{split.name}[/]: test mean per-class accuracy {clean['mean_per_class_accuracy']:.3f}, accuracy {clean['accuracy']:.3f}; ONNX parity {metrics['onnx_parity_max_abs_diff']:.2e}")
+    return metrics
+
+
+def limit_per_emotion(clips: list[Any], max_clips: int) -> list[Any]:
+    kept: list[Any] = []
+    for emotion in EMOTIONS:
+        kept += [c for c in clips if c.emotion == emotion][:max_clips]
+    return kept
+
+
+def run(config: TrainConfig) -> dict[str, Any]:
+    """Train every split the protocol names; write one folder per split and a summary."""
+    if config.recipe not in RECIPES:
+        raise SystemExit(f"unknown recipe {config.recipe!r}; choose from {', '.join(RECIPES)}")
+    if config.protocol not in PROTOCOLS:
+        raise SystemExit(f"unknown protocol {config.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    recipe = RECIPES[config.recipe]
+    clips, problems = scan(config.data)
+    for problem in problems:
+        console.print(f"[yellow]skipped[/] {problem}")
+    if config.max_clips:
+        clips = limit_per_emotion(clips, config.max_clips)
+    variants = tuple(dict.fromkeys(("clean", "telephone") + recipe.variants))
+    console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
+    features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
+    config.out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}, "splits": {}}
+    for split in make_splits(features, config):
+        summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name)
+    tested = [m["test_clean"] for m in summary["splits"].values() if "test_clean" in m]
+    if tested:
+        summary["mean_over_splits"] = {
+            key: float(np.mean([t[key] for t in tested])) for key in ("mean_per_class_accuracy", "accuracy")
+        }
+        telephone = [m["test_telephone"] for m in summary["splits"].values() if "test_telephone" in m]
+        if telephone:
+            summary["mean_over_splits_telephone"] = {
+                key: float(np.mean([t[key] for t in telephone])) for key in ("mean_per_class_accuracy", "accuracy")
+            }
+    (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
