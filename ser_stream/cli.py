@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError
 from ser_stream.model import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from ser_stream.monitor import MonitorOptions
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -27,6 +31,74 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+DEMO_RECORDING = Path(__file__).resolve().parent / "demo" / "demo.flac"
+
+
+def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOptions:
+    from ser_stream.monitor import MonitorOptions
+    from ser_stream.pipeline import MonitorConfig
+    from ser_stream.sources import parse_source
+    from ser_stream.utterances import UtteranceConfig
+    from ser_stream.windows import WindowConfig
+
+    host, _, port = args.ws.rpartition(":")
+    if not port.isdigit():
+        raise SerStreamError(f"--ws {args.ws!r} is not HOST:PORT")
+    config = MonitorConfig(
+        window=WindowConfig(args.window, args.hop),
+        utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance),
+        max_batch=args.max_batch,
+    )
+    return MonitorOptions(
+        sources=tuple(parse_source(s) for s in sources), model=args.model, provider=args.provider,
+        host=host or "127.0.0.1", port=int(port), dashboard=not args.no_dashboard, pace=args.pace,
+        stdin_rate=args.rate, stdin_channels=args.channels, mic_rate=args.samplerate, config=config,
+        print_messages=args.print_utterances, subscriber_queue=args.subscriber_queue,
+        await_subscribers=args.await_subscribers,
+    )
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from ser_stream.monitor import monitor
+
+    return monitor(_monitor_options(args, args.source))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ser_stream.monitor import monitor
+
+    return monitor(_monitor_options(args, [f"file:{DEMO_RECORDING}"]))
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from ser_stream.sources import list_devices
+
+    print(list_devices())
+    return 0
+
+
+def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
+    from ser_stream.utterances import UtteranceConfig
+    from ser_stream.windows import WindowConfig
+
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
+    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (port 0 picks a free one)")
+    parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
+    parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
+    parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible")
+    parser.add_argument("--window", type=float, default=WindowConfig().window_seconds, help="window length, seconds")
+    parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds, help="hop between windows, seconds")
+    parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds")
+    parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds")
+    parser.add_argument("--max-batch", type=int, default=32, help="most windows per inference batch")
+    parser.add_argument("--subscriber-queue", type=int, default=512, help="messages queued per subscriber before its oldest are dropped")
+    parser.add_argument("--await-subscribers", type=int, default=0, help="start the sources only once N subscribers are connected")
+    parser.add_argument("--rate", type=int, default=16000, help="stdin: sample rate of the raw s16le PCM")
+    parser.add_argument("--channels", type=int, default=1, help="stdin: channels of the raw PCM")
+    parser.add_argument("--samplerate", type=int, default=None, help="mic: capture rate (default: the device's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ser-stream", description="Streaming speech emotion recognition.")
     parser.add_argument("--version", action="version", version=f"ser-stream {__version__}")
@@ -38,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
     classify.add_argument("--json", action="store_true", help="one JSON object per file and line")
     classify.set_defaults(run=_classify)
+
+    monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
+    monitor.add_argument("--source", action="append", required=True, help="file:PATH, stdin, mic or mic:DEVICE (repeatable)")
+    _add_monitor_arguments(monitor, pace="realtime")
+    monitor.set_defaults(run=_monitor)
+
+    demo = commands.add_parser("demo", help="the monitor on the bundled demo recording (no microphone, no network)")
+    _add_monitor_arguments(demo, pace="realtime")
+    demo.set_defaults(run=_demo)
+
+    devices = commands.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(run=_devices)
     return parser
 
 

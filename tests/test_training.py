@@ -77,8 +77,8 @@ def test_runtime_refuses_a_model_without_metadata(smoke_run, tmp_path):
 
 
 def test_a_corrupt_model_file_is_refused_with_a_clear_message(tmp_path):
-    from training.export import write_metadata
     from ser_stream.windows import WindowConfig
+    from training.export import write_metadata
 
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not a protobuf")

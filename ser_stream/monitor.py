@@ -1,0 +1,120 @@
+"""``ser-stream monitor``: builds sources, streams, the worker, the WebSocket server and the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ser_stream import EMOTIONS
+from ser_stream.dashboard import Dashboard, DashboardState
+from ser_stream.features import SAMPLE_RATE
+from ser_stream.inference import EmotionModel
+from ser_stream.messages import PROTOCOL_VERSION, Message
+from ser_stream.model import DEFAULT_MODEL
+from ser_stream.pipeline import MonitorConfig, Stream, Worker
+from ser_stream.publish import Publisher
+from ser_stream.sources import SourceSpec, open_source
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    sources: tuple[SourceSpec, ...]
+    model: Path = DEFAULT_MODEL
+    provider: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8765
+    dashboard: bool = True
+    pace: str = "realtime"
+    stdin_rate: int = 16000
+    stdin_channels: int = 1
+    mic_rate: int | None = None
+    config: MonitorConfig = field(default_factory=MonitorConfig)
+    print_messages: bool = False  # headless: one JSON line per utterance on stdout
+    subscriber_queue: int = 512
+    await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
+
+
+async def run_monitor(options: MonitorOptions) -> int:
+    model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
+    opened = [open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate) for spec in options.sources]
+    publisher = Publisher(options.host, options.port, options.subscriber_queue)
+    hello: Message = {
+        "type": "hello",
+        "version": PROTOCOL_VERSION,
+        "model": model.path.name,
+        "labels": list(EMOTIONS),
+        "provider": model.provider_name,
+        "sample_rate": SAMPLE_RATE,
+        "window": options.config.window.window_seconds,
+        "hop": options.config.window.hop_seconds,
+    }
+    publisher.hello = hello
+    await publisher.start()
+    state = DashboardState(hello)
+    loop = asyncio.get_running_loop()
+
+    def emit(message: Message) -> None:
+        publisher.publish_threadsafe(message)
+        state.handle(message)
+        if options.print_messages and message.get("type") in ("utterance", "error"):
+            print(json_line(message), flush=True)
+        elif message.get("type") == "error":
+            print(f"ser-stream: {message['message']}", file=sys.stderr, flush=True)
+
+    worker = Worker(model, options.config, emit)
+    stop = threading.Event()
+    source_threads = []
+    for index, (spec, source) in enumerate(zip(options.sources, opened)):
+        stream_id = spec.target if spec.kind == "file" else spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
+        stream_id = Path(stream_id).name if spec.kind == "file" else stream_id
+        stream = Stream(stream_id, source.sample_rate, options.config)
+        worker.add_stream(stream)
+        thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)
+        source_threads.append(thread)
+    print(f"ser-stream: serving ws://{options.host}:{publisher.port} · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
+    dashboard = None
+    if options.dashboard:
+        dashboard = Dashboard(state)
+        dashboard.level_source = lambda: max((s.level for s in worker.streams.values()), default=0.0)
+        dashboard.start()
+    while len(publisher.subscribers) < options.await_subscribers:
+        await asyncio.sleep(0.01)
+    for thread in source_threads:
+        thread.start()
+    interrupted = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, interrupted.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    worker_thread = threading.Thread(target=worker.run, args=(stop, True), name="worker", daemon=True)
+    worker_thread.start()
+    while worker_thread.is_alive() and not interrupted.is_set():
+        await asyncio.sleep(0.05)
+    stop.set()  # sources stop; the worker publishes what is complete and exits
+    await asyncio.to_thread(worker_thread.join, 5)
+    if interrupted.is_set():
+        for stream in list(worker.streams.values()):
+            stream.finished = True
+        worker.step()  # close open utterances and publish them before exit
+    await publisher.close()
+    if dashboard is not None:
+        dashboard.stop()
+    failed = any(s.error and "byte(s)" not in s.error for s in worker.streams.values())
+    return 1 if failed else 0
+
+
+def json_line(message: Message) -> str:
+    import json
+
+    return json.dumps(message, separators=(",", ":"))
+
+
+def monitor(options: MonitorOptions) -> int:
+    return asyncio.run(run_monitor(options))
+
+

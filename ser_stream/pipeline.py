@@ -1,0 +1,184 @@
+"""The monitor's worker: ring buffers → canonical audio → VAD/utterances → batched inference → messages.
+
+One worker thread serves every stream, so windows from many streams share
+batches. It never waits on a subscriber: messages go to ``emit``, which only
+hands them over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ser_stream import EMOTIONS
+from ser_stream.features import SAMPLE_RATE, spectrogram
+from ser_stream.inference import EmotionModel
+from ser_stream.messages import Message, rounded
+from ser_stream.resampler import StreamResampler
+from ser_stream.ringbuffer import RingBuffer
+from ser_stream.utterances import FinishedUtterance, UtteranceConfig, UtteranceTracker, WindowJob
+from ser_stream.windows import WindowConfig
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    window: WindowConfig = field(default_factory=WindowConfig)
+    utterance: UtteranceConfig = field(default_factory=UtteranceConfig)
+    max_batch: int = 32
+    ring_seconds: float = 10.0
+    status_interval_seconds: float = 1.0
+
+
+class Stream:
+    """One audio stream: what its source writes, and the worker's state for it."""
+
+    def __init__(self, stream_id: str, sample_rate: int, config: MonitorConfig, detector: Any = None) -> None:
+        self.stream_id, self.sample_rate = stream_id, sample_rate
+        self.ring = RingBuffer(int(config.ring_seconds * sample_rate))
+        self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
+        self.tracker = UtteranceTracker(stream_id, config.window, config.utterance, detector)
+        self.input_overflows = 0
+        self.finished = False  # set by the source when it has written everything
+        self.error: str | None = None
+        self.ended = False  # set by the worker once everything is published
+        self.level = 0.0  # RMS of the latest audio, for the dashboard meter
+
+
+class Worker:
+    """Runs the pipeline for all streams until stopped, or until every stream has ended."""
+
+    def __init__(self, model: EmotionModel, config: MonitorConfig, emit: Callable[[Message], None]) -> None:
+        self.model, self.config, self.emit = model, config, emit
+        self.streams: dict[str, Stream] = {}
+        self.lock = threading.Lock()
+        self.latencies_ms: deque[float] = deque(maxlen=1000)
+        self.windows_done = 0
+        self.utterances_done = 0
+        self.queue_depth = 0
+        self._last_status = 0.0
+
+    def add_stream(self, stream: Stream) -> None:
+        with self.lock:
+            self.streams[stream.stream_id] = stream
+        self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0})
+
+    def run(self, stop: threading.Event, until_all_ended: bool = False) -> None:
+        while not stop.is_set():
+            busy = self.step()
+            with self.lock:
+                streams = list(self.streams.values())
+            if until_all_ended and streams and all(s.ended for s in streams):
+                break
+            if not busy:
+                time.sleep(0.005)
+        self.publish_status(force=True)
+
+    def step(self) -> bool:
+        """One pass over every stream; True if there was work."""
+        jobs: list[WindowJob] = []
+        finishing: list[Stream] = []
+        with self.lock:
+            streams = [s for s in self.streams.values() if not s.ended]
+        for stream in streams:
+            finished = stream.finished  # read before draining, so nothing written after is missed
+            block = stream.ring.read()
+            arrival = time.monotonic()
+            if block.size:
+                canonical = stream.resampler.process(block)
+                if not np.all(np.isfinite(canonical)):
+                    canonical = np.nan_to_num(canonical, nan=0.0, posinf=0.0, neginf=0.0)
+                if canonical.size:
+                    stream.level = float(np.sqrt(np.mean(np.square(canonical))))
+                new_jobs, _ = stream.tracker.feed(canonical, arrival)
+                jobs += new_jobs
+            if finished and stream.ring.available() == 0:
+                tail = stream.resampler.flush()
+                new_jobs, _ = stream.tracker.feed(tail, arrival)
+                jobs += new_jobs
+                new_jobs, _ = stream.tracker.finish(arrival)
+                jobs += new_jobs
+                finishing.append(stream)
+        self.queue_depth = len(jobs)
+        for start in range(0, len(jobs), self.config.max_batch):
+            self._infer(jobs[start : start + self.config.max_batch])
+        for stream in streams:
+            for done in stream.tracker.completed():
+                self._publish_utterance(done)
+        for stream in finishing:
+            stream.ended = True
+            if stream.error:
+                self.emit({"type": "error", "stream": stream.stream_id, "message": stream.error})
+            self.emit({"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)})
+        self.publish_status()
+        return bool(jobs or finishing or any(s.ring.available() for s in streams))
+
+    def _infer(self, jobs: list[WindowJob]) -> None:
+        if not jobs:
+            return
+        batch = np.stack([spectrogram(job.audio, SAMPLE_RATE) for job in jobs])
+        outputs = self.model.predict(batch)
+        for job, probabilities in zip(jobs, outputs):
+            self.streams[job.stream].tracker.add_output(job, probabilities)
+            self.windows_done += 1
+            self.emit(
+                {
+                    "type": "window",
+                    "stream": job.stream,
+                    "utterance": job.utterance_id,
+                    "t_start": round(job.t_start, 3),
+                    "t_end": round(job.t_end, 3),
+                    "probabilities": rounded(dict(zip(EMOTIONS, probabilities.tolist()))),
+                }
+            )
+
+    def _publish_utterance(self, done: FinishedUtterance) -> None:
+        latency_ms = (time.monotonic() - done.closed_at) * 1000.0
+        self.latencies_ms.append(latency_ms)
+        self.utterances_done += 1
+        self.emit(
+            {
+                "type": "utterance",
+                "stream": done.stream,
+                "id": done.utterance_id,
+                "t_start": round(done.t_start, 3),
+                "t_end": round(done.t_end, 3),
+                "label": done.label.label,
+                "confidence": round(done.label.confidence, 5),
+                "probabilities": rounded(done.label.probabilities),
+                "windows": done.label.windows,
+                "latency_ms": round(latency_ms, 2),
+            }
+        )
+
+    def latency_summary(self) -> dict[str, float]:
+        if not self.latencies_ms:
+            return {"median": 0.0, "p95": 0.0}
+        values = np.asarray(self.latencies_ms)
+        return {"median": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
+
+    def publish_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_status < self.config.status_interval_seconds:
+            return
+        self._last_status = now
+        with self.lock:
+            streams = list(self.streams.values())
+        self.emit(
+            {
+                "type": "status",
+                "overruns": sum(s.ring.overruns for s in streams),
+                "overrun_samples": sum(s.ring.overrun_samples for s in streams),
+                "input_overflows": sum(s.input_overflows for s in streams),
+                "queue_depth": self.queue_depth,
+                "latency_ms": self.latency_summary(),
+                "streams": sum(not s.ended for s in streams),
+                "windows": self.windows_done,
+                "utterances": self.utterances_done,
+            }
+        )

@@ -1,0 +1,191 @@
+"""Audio sources: each runs its own thread (or PortAudio's) and only writes blocks into a ring buffer.
+
+``file:PATH`` (read in blocks, never loaded whole; ``--pace realtime|fast``),
+``stdin`` (raw s16le PCM), ``mic`` / ``mic:DEVICE`` (sounddevice).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+import soundfile
+
+from ser_stream.errors import AudioInputError
+from ser_stream.ringbuffer import RingBuffer
+
+BLOCK_SECONDS = 0.05
+
+
+class Sink(Protocol):
+    """What a source writes into: its stream's ring buffer and counters."""
+
+    ring: RingBuffer
+    input_overflows: int
+    finished: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # file, stdin, mic
+    target: str = ""
+
+
+def parse_source(text: str) -> SourceSpec:
+    """``file:PATH``, ``stdin``, ``mic`` or ``mic:DEVICE`` → a spec; a clear error otherwise."""
+    kind, _, target = text.partition(":")
+    if kind == "file" and target:
+        return SourceSpec("file", target)
+    if kind == "stdin" and not target:
+        return SourceSpec("stdin")
+    if kind == "mic":
+        return SourceSpec("mic", target)
+    raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic or mic:DEVICE")
+
+
+def _wait_for_room(sink: Sink, count: int, stop: threading.Event) -> None:
+    """Patient sources (files, pipes) never overrun: they wait for the reader."""
+    while sink.ring.free() < count and not stop.is_set():
+        time.sleep(0.002)
+
+
+class FileSource:
+    """Blocks of a WAV/FLAC file, mono, at the file's rate; realtime pace sleeps to match the clock."""
+
+    def __init__(self, path: str, pace: str = "realtime") -> None:
+        try:
+            info = soundfile.info(path)
+        except Exception as error:  # noqa: BLE001 - libsndfile raises several types
+            reason = str(error).split("\n")[0].rsplit(":", 1)[-1].strip() or type(error).__name__
+            raise AudioInputError(f"{path}: not a readable audio file ({reason})") from None
+        if info.frames == 0:
+            raise AudioInputError(f"{path}: contains no audio samples")
+        self.path, self.pace, self.sample_rate = path, pace, int(info.samplerate)
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        block = max(1, int(self.sample_rate * BLOCK_SECONDS))
+        started = time.monotonic()
+        sent = 0
+        try:
+            for samples in soundfile.blocks(self.path, blocksize=block, dtype="float32", always_2d=True):
+                if stop.is_set():
+                    break
+                mono = samples.mean(axis=1).astype(np.float32)
+                if not np.all(np.isfinite(mono)):
+                    raise AudioInputError(f"{self.path}: contains NaN or infinite samples")
+                _wait_for_room(sink, mono.size, stop)
+                sink.ring.write(mono)
+                sent += mono.size
+                if self.pace == "realtime":
+                    delay = started + sent / self.sample_rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+        except AudioInputError as error:
+            sink.error = str(error)
+        except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream
+            sink.error = f"{self.path}: read failed ({str(error).splitlines()[0]})"
+        finally:
+            sink.finished = True
+
+
+class StdinSource:
+    """Raw little-endian 16-bit PCM from a pipe."""
+
+    def __init__(self, sample_rate: int, channels: int = 1, stream: BinaryIO | None = None) -> None:
+        if sample_rate <= 0 or channels <= 0:
+            raise AudioInputError(f"stdin: rate {sample_rate} and channels {channels} must be positive")
+        self.sample_rate, self.channels = sample_rate, channels
+        self.stream = stream if stream is not None else sys.stdin.buffer
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        frame_bytes = 2 * self.channels
+        block_bytes = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
+        leftover = b""
+        try:
+            while not stop.is_set():
+                chunk = self.stream.read(block_bytes)
+                if not chunk:
+                    break
+                data = leftover + chunk
+                usable = len(data) - len(data) % frame_bytes
+                leftover = data[usable:]
+                pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
+                mono = (pcm.astype(np.float32) / 32768.0).mean(axis=1)
+                _wait_for_room(sink, mono.size, stop)
+                sink.ring.write(mono)
+            if leftover:
+                sink.error = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
+        finally:
+            sink.finished = True
+
+
+class MicSource:
+    """A sounddevice input stream whose callback only copies into the ring buffer."""
+
+    def __init__(self, device: str = "", sample_rate: int | None = None) -> None:
+        sounddevice = import_sounddevice()
+        self.device: int | str | None = int(device) if device.isdigit() else (device or None)
+        try:
+            info: Any = sounddevice.query_devices(self.device, "input")
+        except Exception as error:  # noqa: BLE001 - PortAudio errors
+            raise AudioInputError(f"mic:{device}: no such input device ({error})") from None
+        self.sample_rate = int(sample_rate or info["default_samplerate"])
+        self.sounddevice = sounddevice
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        callback = make_callback(sink)
+        try:
+            with self.sounddevice.InputStream(
+                device=self.device, channels=1, samplerate=self.sample_rate, dtype="float32", callback=callback
+            ):
+                while not stop.is_set():
+                    stop.wait(0.1)
+        except Exception as error:  # noqa: BLE001 - the device vanished or failed
+            sink.error = f"mic: audio device failed ({str(error).splitlines()[0]})"
+        finally:
+            sink.finished = True
+
+
+def make_callback(sink: Sink) -> Any:
+    """The PortAudio callback: copy the first channel into the ring; count input overflows. Nothing else."""
+    ring = sink.ring
+
+    def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status and status.input_overflow:
+            sink.input_overflows += 1
+        ring.write(indata[:, 0])
+
+    return callback
+
+
+def import_sounddevice() -> Any:
+    try:
+        import sounddevice
+    except OSError as error:
+        raise AudioInputError(f"microphone input needs the PortAudio library ({error}); install libportaudio2") from None
+    return sounddevice
+
+
+def list_devices() -> str:
+    sounddevice = import_sounddevice()
+    lines = []
+    for index, device in enumerate(sounddevice.query_devices()):
+        if device["max_input_channels"] > 0:
+            lines.append(f"{index}: {device['name']} ({device['max_input_channels']} ch, {device['default_samplerate']:.0f} Hz)")
+    return "\n".join(lines) if lines else "no input devices found"
+
+
+def open_source(spec: SourceSpec, pace: str, rate: int, channels: int, mic_rate: int | None) -> Any:
+    if spec.kind == "file":
+        if not Path(spec.target).exists():
+            raise AudioInputError(f"{spec.target}: no such file")
+        return FileSource(spec.target, pace)
+    if spec.kind == "stdin":
+        return StdinSource(rate, channels)
+    return MicSource(spec.target, mic_rate)

@@ -1,0 +1,178 @@
+"""The live monitor end to end: a real file → `ser-stream monitor` → real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from websockets.asyncio.client import connect
+
+from ser_stream import EMOTIONS
+from ser_stream.audiofile import read_audio
+from ser_stream.windows import trim_silence
+
+pytestmark = pytest.mark.slow
+GAP_SECONDS = 1.5
+CLIPS = ["Actor_03/03-01-05-02-01-01-03.flac", "Actor_05/03-01-04-01-02-02-05.flac", "Actor_07/03-01-03-02-01-01-07.flac", "Actor_20/03-01-08-01-02-01-20.flac"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[float, float]]]:
+    """Four trimmed RAVDESS clips separated by 1.5 s of silence, and where each one's speech lies."""
+    from tests.conftest import RAVDESS
+
+    if not RAVDESS.is_dir():
+        pytest.skip(f"RAVDESS not found at {RAVDESS}")
+    pieces, bounds, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
+    for name in CLIPS:
+        audio, rate = read_audio(RAVDESS / name)
+        speech = trim_silence(audio, rate, margin_seconds=0.0)
+        bounds.append((t, t + speech.size / rate))
+        t += speech.size / rate + GAP_SECONDS
+        pieces += [speech, np.zeros(int(GAP_SECONDS * 16000), np.float32)]
+    path = tmp_path_factory.mktemp("audio") / "four_clips.wav"
+    soundfile.write(path, np.concatenate(pieces), 16000)
+    return path, bounds
+
+
+def start_monitor(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+async def collect(port: int, read: bool = True, deadline: float = 120.0) -> list[dict]:
+    """Connect (retrying while the monitor starts) and read every message until the server closes."""
+    start = time.monotonic()
+    while True:
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/", max_queue=None if read else 1) as ws:
+                messages = []
+                if not read:  # connected, never reads; gone when the server closes it
+                    await asyncio.wait_for(ws.wait_closed(), deadline)
+                    return messages
+                async for text in ws:
+                    messages.append(json.loads(text))
+                return messages
+        except OSError:
+            if time.monotonic() - start > 30:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, shipped_model):
+    path, bounds = clips_with_silence
+    port = free_port()
+    process = start_monitor(path, port, "--pace", "fast", "--await-subscribers", "1")
+    try:
+        messages = asyncio.run(collect(port))
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == 0, process.stderr.read()
+    hello = messages[0]
+    assert hello["type"] == "hello" and hello["version"] == 1 and hello["labels"] == list(EMOTIONS)
+    assert {"model", "provider", "sample_rate", "window", "hop"} <= set(hello)
+    windows = [m for m in messages if m["type"] == "window"]
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert windows and all(set(w["probabilities"]) == set(EMOTIONS) for w in windows)
+    assert all(abs(sum(w["probabilities"].values()) - 1) < 1e-3 for w in windows)
+    assert len(utterances) == len(bounds)
+    for utterance, (start, end) in zip(utterances, bounds):
+        assert abs(utterance["t_start"] - start) <= 0.3 and abs(utterance["t_end"] - end) <= 0.3
+        assert utterance["label"] in EMOTIONS and utterance["windows"] >= 1
+        assert utterance["label"] == max(utterance["probabilities"], key=utterance["probabilities"].get)
+        own = [w for w in windows if w["utterance"] == utterance["id"]]
+        assert len(own) == utterance["windows"]
+        mean = {e: np.mean([w["probabilities"][e] for w in own]) for e in EMOTIONS}
+        assert all(abs(mean[e] - utterance["probabilities"][e]) < 1e-3 for e in EMOTIONS)
+    assert [m["type"] for m in messages].count("stream_ended") == 1
+
+
+def test_a_subscriber_that_never_reads_stalls_no_one(clips_with_silence, shipped_model, tmp_path):
+    path, bounds = clips_with_silence
+    long_file = tmp_path / "long.wav"
+    audio, rate = soundfile.read(path, dtype="float32")
+    soundfile.write(long_file, np.tile(audio, 3), rate)
+    port = free_port()
+    started = time.monotonic()
+    process = start_monitor(long_file, port, "--pace", "fast", "--await-subscribers", "3")
+
+    async def three_subscribers():
+        return await asyncio.gather(collect(port), collect(port), collect(port, read=False, deadline=60))
+
+    try:
+        readers = asyncio.run(three_subscribers())
+    finally:
+        process.wait(timeout=120)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 0, process.stderr.read()
+    for messages in readers[:2]:
+        assert len([m for m in messages if m["type"] == "utterance"]) == 3 * len(bounds)
+    # The run did not wait for the stalled subscriber: it ended within the drain time of its last message.
+    assert elapsed < 60
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A raw WebSocket client with a tiny receive buffer that completes the handshake and never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def test_publisher_drops_oldest_for_a_stalled_subscriber_and_reports_it():
+    """In-process, real websockets: 5000 messages, one subscriber reads, one never does."""
+    from ser_stream.publish import Publisher
+
+    async def scenario():
+        publisher = Publisher("127.0.0.1", 0, queue_size=32)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        reader = await connect(f"ws://127.0.0.1:{publisher.port}/", max_queue=None)
+        stalled = await asyncio.to_thread(stalled_client, publisher.port)
+        await reader.recv()
+        while len(publisher.subscribers) < 2:
+            await asyncio.sleep(0.01)
+        received = []
+        for index in range(5000):
+            publisher.publish({"type": "window", "stream": "s", "n": index, "pad": "x" * 8000})
+            if index % 4 == 0:
+                await asyncio.sleep(0.001)  # a steady stream, as the worker produces it
+        while len(received) < 5000:
+            message = json.loads(await asyncio.wait_for(reader.recv(), 10))
+            if message["type"] == "window":
+                received.append(message["n"])
+        queued = [len(s.queue) for s in publisher.subscribers]
+        dropped = publisher.dropped_total
+        await reader.close()
+        await publisher.close(0)
+        stalled.close()
+        return received, queued, dropped
+
+    received, queued, dropped = asyncio.run(scenario())
+    assert received == list(range(5000))  # the reader lost nothing, in order
+    assert max(queued) <= 32  # the stalled one holds at most its bound
+    assert dropped > 0  # and what it lost was counted
