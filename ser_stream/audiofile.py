@@ -24,6 +24,8 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     Raises ``AudioInputError`` naming the file and the reason for anything
     libsndfile cannot decode, an empty file, or non-finite samples.
     """
+    if not Path(path).is_file():
+        raise AudioInputError(f"{path}: no such file")
     try:
         samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:

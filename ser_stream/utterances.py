@@ -60,6 +60,7 @@ class UtteranceConfig:
     max_utterance_seconds: float = 10.0  # a longer utterance is cut here
     min_speech_seconds: float = 0.25  # shorter bursts are not utterances
     margin_seconds: float = 0.1  # audio kept before and after speech, as offline trimming keeps
+    tail_db: float = 30.0  # trailing audio this close to the utterance's peak still belongs to it
 
 
 def silero_detector() -> Callable[[NDArray[np.float32]], float]:
@@ -215,6 +216,7 @@ class UtteranceTracker:
         """End an utterance; add the window(s) the offline rule would still cut (end-aligned or padded)."""
         self.open = None
         margin = int(self.config.margin_seconds * SAMPLE_RATE)
+        utterance.end_sample = self._refine_end(utterance)
         end = min(utterance.end_sample + margin, self._history_end)
         speech = utterance.end_sample - utterance.start_sample - margin
         jobs: list[WindowJob] = []
@@ -232,6 +234,27 @@ class UtteranceTracker:
         utterance.closed_at = arrival
         self.waiting[utterance.utterance_id] = utterance
         return jobs
+
+    def _refine_end(self, utterance: Utterance) -> int:
+        """Extend the VAD's end over trailing speech still within ``tail_db`` of the utterance's peak.
+
+        Silero at 8 kHz lets go of quiet word endings (a sad "…by the door")
+        early; the energy envelope still holds them, as offline trimming does.
+        """
+        frame = int(0.025 * SAMPLE_RATE)
+        speech = self._audio(utterance.start_sample, utterance.end_sample)
+        tail = self._audio(utterance.end_sample, min(self._history_end, self._vad_position))
+        if speech.size < frame or tail.size < frame:
+            return utterance.end_sample
+        peak = float(np.square(speech[: speech.size // frame * frame].reshape(-1, frame)).mean(axis=1).max())
+        energies = np.square(tail[: tail.size // frame * frame].reshape(-1, frame)).mean(axis=1)
+        loud = np.flatnonzero(energies >= peak * 10 ** (-self.config.tail_db / 10))
+        if loud.size == 0:
+            return utterance.end_sample
+        # only a contiguous continuation counts: stop at the first quiet gap of 100 ms
+        gaps = np.flatnonzero(np.diff(np.concatenate([[-1], loud])) > 4)
+        last = loud[gaps[0] - 1] if gaps.size and gaps[0] > 0 else (loud[-1] if gaps.size == 0 else -1)
+        return utterance.end_sample + (int(last) + 1) * frame if last >= 0 else utterance.end_sample
 
     def _job(self, utterance: Utterance, start: int, end: int, audio: NDArray[np.float32] | None = None) -> WindowJob:
         utterance.windows_cut += 1

@@ -40,7 +40,7 @@ def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[floa
     pieces, bounds, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
     for name in CLIPS:
         audio, rate = read_audio(RAVDESS / name)
-        speech = trim_silence(audio, rate, margin_seconds=0.0)
+        speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)  # the speech itself, without breaths and room tone
         bounds.append((t, t + speech.size / rate))
         t += speech.size / rate + GAP_SECONDS
         pieces += [speech, np.zeros(int(GAP_SECONDS * 16000), np.float32)]

@@ -80,7 +80,9 @@ def build_model(recipe: Recipe, seed: int = 0) -> keras.Model:
         stride = recipe.first_stride if layer == 0 else 1
         x = layers.Conv2D(filters, 5, strides=stride, padding="valid", use_bias=not recipe.batch_norm)(x)
         if recipe.batch_norm:
-            x = layers.BatchNormalization()(x)
+            # Momentum 0.9, not Keras' 0.99: with ~30 steps an epoch the slow average lags
+            # the weights so far that inference-mode outputs collapse to one class.
+            x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D(pool_size=5, strides=3)(x)
     x = layers.Flatten()(x)

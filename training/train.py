@@ -20,7 +20,7 @@ from ser_stream import EMOTIONS
 from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import paper_image_transform, spec_augment
-from training.dataset import FeatureSet, build_features
+from training.dataset import VARIANTS, FeatureSet, build_features
 from training.export import export_onnx, parity, write_metadata
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe, build_model
@@ -159,16 +159,37 @@ def clip_scores(model: keras.Model, features: FeatureSet, clips: NDArray[np.int6
     return evaluate.scores(true, predicted), evaluate.confusion(true, predicted)
 
 
+def recalibrate_batch_norm(model: keras.Model, features: FeatureSet, clips: NDArray[np.int64], batches: int = 12, seed: int = 0) -> None:
+    """Re-estimate batch-norm statistics for the current weights from training windows.
+
+    The moving averages kept during training lag weights that change quickly;
+    inference uses them, so we refresh them (weights untouched) before any
+    evaluation or export. Statistics are averaged over ``batches`` batches.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    windows = np.random.default_rng(seed).permutation(features.windows_of(clips, VARIANTS))[: batches * 32]
+    momenta = [layer.momentum for layer in norms]
+    for step, start in enumerate(range(0, len(windows), 32)):
+        for layer in norms:
+            layer.momentum = step / (step + 1)  # a running mean over the batches seen
+        model(features.spectrograms[np.sort(windows[start : start + 32])].astype(np.float32)[..., None], training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+
+
 class ClipValidation(keras.callbacks.Callback):
     """Adds ``val_mean_per_class_accuracy`` and ``val_clip_accuracy`` (whole clips, paper's rule) to the logs."""
 
-    def __init__(self, features: FeatureSet, clips: NDArray[np.int64]) -> None:
+    def __init__(self, features: FeatureSet, clips: NDArray[np.int64], train_clips: NDArray[np.int64]) -> None:
         super().__init__()
-        self.features, self.clips = features, clips
+        self.features, self.clips, self.train_clips = features, clips, train_clips
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None or len(self.clips) == 0:
             return
+        recalibrate_batch_norm(self.model, self.features, self.train_clips, batches=6, seed=epoch)
         result, _ = clip_scores(self.model, self.features, self.clips)
         logs["val_mean_per_class_accuracy"] = result["mean_per_class_accuracy"]
         logs["val_clip_accuracy"] = result["accuracy"]
@@ -230,7 +251,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
             metrics=["accuracy"],
         )
-    callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation)]
+    callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation, split.train)]
     has_validation = len(split.validation) > 0
     if has_validation:
         callbacks += [
@@ -243,6 +264,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
     if has_validation and (checkpoints / "best.keras").exists():
         model = keras.models.load_model(checkpoints / "best.keras")
+    recalibrate_batch_norm(model, features, split.train)
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
