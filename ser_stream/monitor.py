@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ser_stream import EMOTIONS
 from ser_stream.dashboard import Dashboard, DashboardState
+from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message
@@ -53,7 +54,10 @@ async def run_monitor(options: MonitorOptions) -> int:
         "hop": options.config.window.hop_seconds,
     }
     publisher.hello = hello
-    await publisher.start()
+    try:
+        await publisher.start()
+    except OSError as error:
+        raise SerStreamError(f"cannot serve WebSocket on {options.host}:{options.port} ({error.strerror or error}); choose another --ws") from None
     state = DashboardState(hello)
     loop = asyncio.get_running_loop()
 

@@ -1,0 +1,33 @@
+"""The terminal dashboard, rendered to a recording console: bars, labels, stats."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from ser_stream import EMOTIONS
+from ser_stream.dashboard import DashboardState
+
+
+def probabilities(top: str) -> dict[str, float]:
+    return {e: (0.65 if e == top else 0.05) for e in EMOTIONS}
+
+
+def test_dashboard_shows_bars_the_last_utterances_and_the_stats():
+    state = DashboardState({"type": "hello", "provider": "cpu"})
+    state.handle({"type": "stream_started", "stream": "call-1", "t": 0.0})
+    state.handle({"type": "window", "stream": "call-1", "utterance": 1, "t_start": 0.0, "t_end": 2.0, "probabilities": probabilities("sad")})
+    state.handle({"type": "utterance", "stream": "call-1", "id": 1, "t_start": 0.4, "t_end": 3.1, "label": "angry",
+                  "confidence": 0.65, "probabilities": probabilities("angry"), "windows": 3, "latency_ms": 12.0})
+    state.handle({"type": "status", "overruns": 2, "overrun_samples": 800, "input_overflows": 1, "queue_depth": 0,
+                  "latency_ms": {"median": 12.0, "p95": 30.0}, "streams": 1, "windows": 3, "utterances": 1})
+    console = Console(record=True, width=120, color_system=None)
+    console.print(state.render())
+    text = console.export_text()
+    for emotion in EMOTIONS:
+        assert emotion in text
+    assert "█" in text  # bars are drawn
+    assert "0.65" in text  # the window's and the utterance's top probabilities
+    utterance_row = next(line for line in text.splitlines() if "call-1" in line)
+    assert "0.4–3.1 s" in utterance_row and "angry" in utterance_row and "0.65" in utterance_row
+    assert "latency median 12 ms p95 30 ms" in text
+    assert "overruns 2" in text and "input overflows 1" in text and "provider cpu" in text
