@@ -42,6 +42,7 @@ class Publisher:
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
         self.dropped_total = 0
+        self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: Server | None = None
 
@@ -66,6 +67,10 @@ class Publisher:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""
         text = json.dumps(message, separators=(",", ":"))
         stream = message.get("stream")
+        if message.get("type") == "stream_started":
+            self.active_streams[str(stream)] = message
+        elif message.get("type") == "stream_ended":
+            self.active_streams.pop(str(stream), None)
         for subscriber in self.subscribers:
             if subscriber.stream is not None and stream is not None and stream != subscriber.stream:
                 continue
@@ -90,6 +95,9 @@ class Publisher:
         closed = asyncio.ensure_future(connection.wait_closed())
         try:
             await connection.send(json.dumps(self.hello))
+            for started in list(self.active_streams.values()):
+                if stream is None or started["stream"] == stream:
+                    await connection.send(json.dumps(started))
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)

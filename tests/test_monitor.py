@@ -100,7 +100,9 @@ def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, s
         assert len(own) == utterance["windows"]
         mean = {e: np.mean([w["probabilities"][e] for w in own]) for e in EMOTIONS}
         assert all(abs(mean[e] - utterance["probabilities"][e]) < 1e-3 for e in EMOTIONS)
-    assert [m["type"] for m in messages].count("stream_ended") == 1
+    types = [m["type"] for m in messages]
+    assert types.count("stream_started") == 1 and types.count("stream_ended") == 1
+    assert types.index("stream_started") < types.index("window") and types[-1] in ("stream_ended", "status")
 
 
 def test_a_subscriber_that_never_reads_stalls_no_one(clips_with_silence, shipped_model, tmp_path):
