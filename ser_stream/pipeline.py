@@ -95,14 +95,10 @@ class Worker:
                     canonical = np.nan_to_num(canonical, nan=0.0, posinf=0.0, neginf=0.0)
                 if canonical.size:
                     stream.level = float(np.sqrt(np.mean(np.square(canonical))))
-                new_jobs, _ = stream.tracker.feed(canonical, arrival)
-                jobs += new_jobs
+                jobs += stream.tracker.feed(canonical, arrival)
             if finished and stream.ring.available() == 0:
-                tail = stream.resampler.flush()
-                new_jobs, _ = stream.tracker.feed(tail, arrival)
-                jobs += new_jobs
-                new_jobs, _ = stream.tracker.finish(arrival)
-                jobs += new_jobs
+                jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
+                jobs += stream.tracker.finish(arrival)
                 finishing.append(stream)
         self.queue_depth = len(jobs)
         for start in range(0, len(jobs), self.config.max_batch):

@@ -139,7 +139,7 @@ class UtteranceTracker:
         self._last_speech_end = 0
         self._next_id = first_utterance_id
         self.open: Utterance | None = None
-        self.waiting: dict[int, Utterance] = {}  # closed, with windows still in inference
+        self.waiting: dict[int, Utterance] = {}  # utterances with windows cut, until labelled
         self.samples_seen = 0
 
     # history -----------------------------------------------------------------
@@ -162,8 +162,8 @@ class UtteranceTracker:
         return out
 
     # segmentation ------------------------------------------------------------
-    def feed(self, samples: NDArray[np.float32], arrival: float) -> tuple[list[WindowJob], list[FinishedUtterance]]:
-        """Take new canonical-rate audio; return windows ready for inference and utterances now complete."""
+    def feed(self, samples: NDArray[np.float32], arrival: float) -> list[WindowJob]:
+        """Take new canonical-rate audio; return the windows now ready for inference."""
         self._append(samples)
         self.samples_seen += samples.size
         jobs: list[WindowJob] = []
@@ -194,15 +194,15 @@ class UtteranceTracker:
                 jobs += self._close(self.open, arrival)
         if self.open is not None:
             jobs += self._schedule(self.open, self._vad_position)
-        return jobs, self._collect()
+        return jobs
 
-    def finish(self, arrival: float) -> tuple[list[WindowJob], list[FinishedUtterance]]:
+    def finish(self, arrival: float) -> list[WindowJob]:
         """End of stream: close the open utterance with what was heard."""
         jobs: list[WindowJob] = []
         if self.open is not None:
             jobs += self._schedule(self.open, self._history_end)
-            jobs += self._close(self.open, arrival, at_stream_end=True)
-        return jobs, self._collect()
+            jobs += self._close(self.open, arrival)
+        return jobs
 
     def _schedule(self, utterance: Utterance, available_until: int) -> list[WindowJob]:
         jobs = []
@@ -212,7 +212,7 @@ class UtteranceTracker:
             utterance.next_window_sample += hop
         return jobs
 
-    def _close(self, utterance: Utterance, arrival: float, at_stream_end: bool = False) -> list[WindowJob]:
+    def _close(self, utterance: Utterance, arrival: float) -> list[WindowJob]:
         """End an utterance; add the window(s) the offline rule would still cut (end-aligned or padded)."""
         self.open = None
         margin = int(self.config.margin_seconds * SAMPLE_RATE)
@@ -259,8 +259,7 @@ class UtteranceTracker:
     def _job(self, utterance: Utterance, start: int, end: int, audio: NDArray[np.float32] | None = None) -> WindowJob:
         utterance.windows_cut += 1
         utterance.last_window_end = max(utterance.last_window_end, end)
-        if utterance.closed is False and utterance.utterance_id not in self.waiting:
-            self.waiting.setdefault(utterance.utterance_id, utterance)
+        self.waiting.setdefault(utterance.utterance_id, utterance)  # its outputs are collected from now on
         return WindowJob(
             self.stream, utterance.utterance_id, start / SAMPLE_RATE, end / SAMPLE_RATE,
             self._audio(start, end) if audio is None else audio,
@@ -271,17 +270,12 @@ class UtteranceTracker:
         if utterance is not None:
             utterance.probabilities.append(probabilities)
 
-    def _collect(self) -> list[FinishedUtterance]:
-        return []
-
     def completed(self) -> list[FinishedUtterance]:
         """Utterances that are closed and have every window's output: label them (the paper's rule)."""
         done = []
         for utterance_id, utterance in list(self.waiting.items()):
             if utterance.complete:
                 del self.waiting[utterance_id]
-                if utterance.windows_cut == 0:
-                    continue
                 done.append(
                     FinishedUtterance(
                         self.stream, utterance_id, utterance.start_sample / SAMPLE_RATE,

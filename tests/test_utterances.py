@@ -1,0 +1,70 @@
+"""Live segmentation against hand-computed cases (a deterministic detector stands in for the VAD)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ser_stream.utterances import UtteranceTracker
+from ser_stream.windows import WindowConfig
+
+RATE = 8000
+
+
+def energy_detector(frame: np.ndarray) -> float:
+    return 1.0 if np.mean(np.square(frame)) > 1e-4 else 0.0
+
+
+def stream(*segments: tuple[float, bool]) -> np.ndarray:
+    """Concatenate (seconds, is_speech) segments: speech is a 200 Hz tone, silence is zeros."""
+    parts = []
+    for seconds, speech in segments:
+        t = np.arange(int(seconds * RATE)) / RATE
+        parts.append((0.3 * np.sin(2 * np.pi * 200 * t) if speech else np.zeros_like(t)).astype(np.float32))
+    return np.concatenate(parts)
+
+
+def run(audio: np.ndarray, block: int = 800) -> tuple[list, list]:
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=energy_detector)
+    jobs = []
+    for start in range(0, audio.size, block):
+        jobs += tracker.feed(audio[start : start + block], arrival=0.0)
+    jobs += tracker.finish(arrival=0.0)
+    for job in jobs:
+        tracker.add_output(job, np.eye(8, dtype=np.float32)[4])
+    return jobs, tracker.completed()
+
+
+def test_three_seconds_of_speech_gives_four_windows_from_its_onset():
+    jobs, done = run(stream((1.0, False), (3.0, True), (1.0, False)))
+    # VAD frames are 256 samples: speech is first seen in the frame starting at 7936;
+    # the utterance starts 0.1 s (800 samples) earlier, at 7136 = 0.892 s, and windows step by 0.5 s
+    # while the 0.5 s of closing silence is heard (until 4.512 s).
+    assert [round(j.t_start, 3) for j in jobs] == [0.892, 1.392, 1.892, 2.392]
+    assert len(done) == 1
+    assert done[0].t_start == pytest.approx(0.892) and done[0].t_end == pytest.approx(4.1)
+    assert done[0].label.label == "angry" and done[0].label.windows == 4
+
+
+def test_a_short_utterance_gets_one_window_centred_on_it():
+    jobs, done = run(stream((1.0, False), (0.6, True), (1.5, False)))
+    assert len(jobs) == 1 and len(done) == 1
+    centre = (done[0].t_start + done[0].t_end) / 2
+    assert (jobs[0].t_start + jobs[0].t_end) / 2 == pytest.approx(centre, abs=0.01)
+    assert jobs[0].audio.size == 16000
+
+
+def test_a_click_is_not_an_utterance():
+    jobs, done = run(stream((1.0, False), (0.05, True), (1.0, False)))
+    assert jobs == [] and done == []
+
+
+def test_two_utterances_separated_by_silence_are_separate():
+    _, done = run(stream((0.5, False), (1.5, True), (1.0, False), (2.5, True), (1.0, False)))
+    assert [d.utterance_id for d in done] == [1, 2]
+    assert done[0].t_end < done[1].t_start
+
+
+def test_end_of_stream_closes_the_open_utterance():
+    _, done = run(stream((0.5, False), (3.0, True)))
+    assert len(done) == 1 and done[0].t_end == pytest.approx(3.5)
