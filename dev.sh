@@ -24,12 +24,14 @@ system_packages() {
 environment() {
   local extras=$1
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  local stamp="$VENV/.installed-$extras"
+  local stamp="$VENV/.installed-${extras:-runtime}"
   local want
   want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing pinned dependencies into $VENV (extras: ${extras:-none})" >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements.lock -e ".[$extras]"
+    local target="."
+    [ -n "$extras" ] && target=".[$extras]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements.lock -e "$target"
     echo "$want" > "$stamp"
   fi
 }

@@ -178,3 +178,36 @@ def test_publisher_drops_oldest_for_a_stalled_subscriber_and_reports_it():
     assert received == list(range(5000))  # the reader lost nothing, in order
     assert max(queued) <= 32  # the stalled one holds at most its bound
     assert dropped > 0  # and what it lost was counted
+
+
+def test_stdin_source_reads_raw_pcm_and_reports_a_trailing_partial_frame(clips_with_silence, shipped_model):
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="int16")
+    raw = audio.tobytes() + b"\x01"  # one odd byte at the end
+    result = subprocess.run(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", "stdin", "--rate", str(rate), "--no-dashboard",
+         "--print-utterances", "--ws", "127.0.0.1:0"],
+        input=raw, capture_output=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    utterances = [m for m in lines if m["type"] == "utterance"]
+    errors = [m for m in lines if m["type"] == "error"]
+    assert len(utterances) == len(bounds)
+    assert len(errors) == 1 and "1 byte(s)" in errors[0]["message"]
+    assert b"Traceback" not in result.stderr
+
+
+def test_sigterm_publishes_what_is_complete_and_exits_cleanly(clips_with_silence, shipped_model):
+    path, bounds = clips_with_silence
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--no-dashboard",
+         "--print-utterances", "--ws", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = process.stdout.readline()  # real-time pace: the first utterance arrives after ~5 s
+    process.terminate()
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert json.loads(first)["type"] == "utterance"
+    assert "Traceback" not in err
