@@ -44,6 +44,7 @@ class Stream:
         self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
         self.tracker = UtteranceTracker(stream_id, config.window, config.utterance, detector)
         self.input_overflows = 0
+        self.nonfinite_samples = 0  # NaN/Inf from a live source, replaced by silence and counted
         self.finished = False  # set by the source when it has written everything
         self.error: str | None = None
         self.ended = False  # set by the worker once everything is published
@@ -90,9 +91,10 @@ class Worker:
             block = stream.ring.read()
             arrival = time.monotonic()
             if block.size:
+                if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison
+                    stream.nonfinite_samples += int(np.count_nonzero(~np.isfinite(block)))
+                    block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
                 canonical = stream.resampler.process(block)
-                if not np.all(np.isfinite(canonical)):
-                    canonical = np.nan_to_num(canonical, nan=0.0, posinf=0.0, neginf=0.0)
                 if canonical.size:
                     stream.level = float(np.sqrt(np.mean(np.square(canonical))))
                 jobs += stream.tracker.feed(canonical, arrival)
@@ -171,6 +173,7 @@ class Worker:
                 "overruns": sum(s.ring.overruns for s in streams),
                 "overrun_samples": sum(s.ring.overrun_samples for s in streams),
                 "input_overflows": sum(s.input_overflows for s in streams),
+                "nonfinite_samples": sum(s.nonfinite_samples for s in streams),
                 "queue_depth": self.queue_depth,
                 "latency_ms": self.latency_summary(),
                 "streams": sum(not s.ended for s in streams),

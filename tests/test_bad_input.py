@@ -1,0 +1,71 @@
+"""Bad audio files: a correct result or one clear line naming the file and the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+from ser_stream.audiofile import read_audio
+from ser_stream.clips import clip_spectrograms
+from ser_stream.errors import AudioInputError
+from ser_stream.windows import WindowConfig
+from tests.conftest import speechlike
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000])
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_any_rate_and_sample_format_gives_model_inputs(tmp_path, rate, subtype):
+    path = tmp_path / f"speech_{rate}.wav"
+    soundfile.write(path, speechlike(2.5, rate), rate, subtype=subtype)
+    audio, sample_rate = read_audio(path)
+    assert sample_rate == rate
+    spectrograms = clip_spectrograms(audio, sample_rate, WindowConfig())
+    assert spectrograms.shape[1:] == (260, 270) and np.all((spectrograms >= 0) & (spectrograms <= 1))
+
+
+def test_multichannel_audio_is_averaged_to_mono(tmp_path):
+    path = tmp_path / "six_channels.flac"
+    soundfile.write(path, np.stack([speechlike(1.0, 16000)] * 6, axis=1), 16000)
+    audio, _ = read_audio(path)
+    assert audio.ndim == 1 and audio.size == 16000
+
+
+def test_a_truncated_wav_header_is_named_with_the_reason(tmp_path):
+    good = tmp_path / "good.wav"
+    soundfile.write(good, speechlike(1.0, 16000), 16000)
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(good.read_bytes()[:30])
+    with pytest.raises(AudioInputError, match=r"truncated\.wav: not a readable audio file"):
+        read_audio(truncated)
+
+
+def test_a_truncated_flac_body_is_named_with_the_reason(tmp_path):
+    good = tmp_path / "good.flac"
+    soundfile.write(good, speechlike(2.0, 16000), 16000)
+    truncated = tmp_path / "cut.flac"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(AudioInputError, match=r"cut\.flac"):
+        read_audio(truncated)
+
+
+def test_nan_samples_in_a_float_wav_are_refused_by_name(tmp_path):
+    audio = speechlike(1.0, 16000)
+    audio[100] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, audio, 16000, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match=r"nan\.wav: contains NaN"):
+        read_audio(path)
+
+
+def test_an_empty_wav_is_refused_by_name(tmp_path):
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioInputError, match=r"empty\.wav: contains no audio"):
+        read_audio(path)
+
+
+def test_pure_silence_and_full_scale_clipping_still_classify(tmp_path):
+    for name, audio in (("silence", np.zeros(32000, np.float32)), ("clipped", np.clip(speechlike(2.0, 16000) * 50, -1, 1))):
+        spectrograms = clip_spectrograms(audio, 16000, WindowConfig())
+        assert np.all(np.isfinite(spectrograms)), name
