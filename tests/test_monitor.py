@@ -211,3 +211,39 @@ def test_sigterm_publishes_what_is_complete_and_exits_cleanly(clips_with_silence
     assert process.returncode == 0, err
     assert json.loads(first)["type"] == "utterance"
     assert "Traceback" not in err
+
+
+def test_two_streams_share_one_worker_and_a_subscriber_can_follow_one(clips_with_silence, shipped_model, tmp_path):
+    path, bounds = clips_with_silence
+    other = tmp_path / "second.wav"
+    other.write_bytes(path.read_bytes())
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--source", f"file:{other}",
+         "--pace", "fast", "--no-dashboard", "--ws", f"127.0.0.1:{port}", "--await-subscribers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+    async def subscribe(query: str) -> list[dict]:
+        for _ in range(300):
+            try:
+                async with connect(f"ws://127.0.0.1:{port}/{query}") as ws:
+                    return [json.loads(text) async for text in ws]
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise RuntimeError("monitor did not start")
+
+    async def both():
+        return await asyncio.gather(subscribe(""), subscribe("?stream=second.wav"))
+
+    try:
+        everything, only_second = asyncio.run(both())
+    finally:
+        process.wait(timeout=120)
+    assert process.returncode == 0, process.stderr.read()
+    per_stream = {s: [m for m in everything if m["type"] == "utterance" and m["stream"] == s] for s in ("four_clips.wav", "second.wav")}
+    assert all(len(u) == len(bounds) for u in per_stream.values())
+    assert {m.get("stream") for m in only_second if "stream" in m} == {"second.wav"}
+    assert len([m for m in only_second if m["type"] == "utterance"]) == len(bounds)
+    # Identical audio in both streams gives identical labels: the shared batches do not mix streams up.
+    assert [u["label"] for u in per_stream["four_clips.wav"]] == [u["label"] for u in per_stream["second.wav"]]
