@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--pace", default="fast", choices=["fast", "realtime"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/ser_stream_bench.wav"))
+    parser.add_argument("--window", type=float, default=None)
+    parser.add_argument("--hop", type=float, default=None)
     args = parser.parse_args()
     truth = build_file(args.data, args.actors, args.per_actor, args.out)
     duration = soundfile.info(str(args.out)).duration
@@ -75,6 +77,9 @@ def main() -> None:
                "--no-dashboard", "--ws", f"127.0.0.1:{port}", "--await-subscribers", "1"]
     if args.model:
         command += ["--model", str(args.model)]
+    for flag, value in (("--window", args.window), ("--hop", args.hop)):
+        if value is not None:
+            command += [flag, str(value)]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     messages = asyncio.run(listen(port))
     process.wait()
@@ -102,6 +107,9 @@ def main() -> None:
         "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
         "overruns": status["overruns"],
         "pace": args.pace,
+        "window": args.window,
+        "hop": args.hop,
+        "windows": len([m for m in messages if m["type"] == "window"]),
     }, indent=2))
 
 

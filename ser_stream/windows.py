@@ -14,7 +14,8 @@ from numpy.typing import NDArray
 from ser_stream.errors import AudioInputError
 from ser_stream.features import SAMPLE_RATE
 
-# Chosen on the actor-held-out split: see docs/results.md (window trade-off).
+# The window is fixed by training (the model sees 2 s stretched over 270 columns);
+# the hop is a runtime choice: docs/benchmarks.md (window and hop trade-off).
 DEFAULT_WINDOW_SECONDS = 2.0
 DEFAULT_HOP_SECONDS = 0.5
 
