@@ -64,9 +64,9 @@ async def run_monitor(options: MonitorOptions) -> int:
     def emit(message: Message) -> None:
         publisher.publish_threadsafe(message)
         state.handle(message)
-        if options.print_messages and message.get("type") in ("utterance", "error"):
+        if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
             print(json_line(message), flush=True)
-        elif message.get("type") == "error":
+        elif message.get("type") in ("error", "warning"):
             print(f"ser-stream: {message['message']}", file=sys.stderr, flush=True)
 
     worker = Worker(model, options.config, emit)
@@ -108,8 +108,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     await publisher.close()
     if dashboard is not None:
         dashboard.stop()
-    failed = any(s.error and "byte(s)" not in s.error for s in worker.streams.values())
-    return 1 if failed else 0
+    return 1 if any(s.error for s in worker.streams.values()) else 0
 
 
 def json_line(message: Message) -> str:

@@ -47,6 +47,7 @@ class Stream:
         self.nonfinite_samples = 0  # NaN/Inf from a live source, replaced by silence and counted
         self.finished = False  # set by the source when it has written everything
         self.error: str | None = None
+        self.warning: str | None = None
         self.ended = False  # set by the worker once everything is published
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
 
@@ -112,6 +113,8 @@ class Worker:
             stream.ended = True
             if stream.error:
                 self.emit({"type": "error", "stream": stream.stream_id, "message": stream.error})
+            if stream.warning:
+                self.emit({"type": "warning", "stream": stream.stream_id, "message": stream.warning})
             self.emit({"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)})
         self.publish_status()
         return bool(jobs or finishing or any(s.ring.available() for s in streams))

@@ -28,7 +28,8 @@ class Sink(Protocol):
     ring: RingBuffer
     input_overflows: int
     finished: bool
-    error: str | None
+    error: str | None  # the stream failed
+    warning: str | None  # something the user should know; the stream itself was fine
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class StdinSource:
                 _wait_for_room(sink, mono.size, stop)
                 sink.ring.write(mono)
             if leftover:
-                sink.error = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
+                sink.warning = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
         finally:
             sink.finished = True
 

@@ -24,6 +24,7 @@ class Sink:
         self.input_overflows = 0
         self.finished = False
         self.error = None
+        self.warning = None
 
 
 def test_callback_copies_blocks_in_order_and_counts_input_overflows():
