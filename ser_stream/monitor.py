@@ -108,7 +108,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     await publisher.close()
     if dashboard is not None:
         dashboard.stop()
-    return 1 if any(s.error for s in worker.streams.values()) else 0
+    return 1 if worker.failed_streams else 0
 
 
 def json_line(message: Message) -> str:

@@ -63,19 +63,24 @@ class Worker:
         self.windows_done = 0
         self.utterances_done = 0
         self.queue_depth = 0
+        self.streams_started = 0
+        self.failed_streams = 0  # streams that ended with an error, for the exit status
         self._last_status = 0.0
 
     def add_stream(self, stream: Stream) -> None:
         with self.lock:
+            if stream.stream_id in self.streams:
+                raise ValueError(f"stream {stream.stream_id!r} is already active")
             self.streams[stream.stream_id] = stream
+            self.streams_started += 1
         self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0})
 
     def run(self, stop: threading.Event, until_all_ended: bool = False) -> None:
         while not stop.is_set():
             busy = self.step()
             with self.lock:
-                streams = list(self.streams.values())
-            if until_all_ended and streams and all(s.ended for s in streams):
+                idle = self.streams_started > 0 and not self.streams
+            if until_all_ended and idle:
                 break
             if not busy:
                 time.sleep(0.005)
@@ -116,6 +121,9 @@ class Worker:
             if stream.warning:
                 self.emit({"type": "warning", "stream": stream.stream_id, "message": stream.warning})
             self.emit({"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)})
+            with self.lock:  # ended streams leave the worker, so endless calls keep memory bounded
+                del self.streams[stream.stream_id]
+                self.failed_streams += stream.error is not None
         self.publish_status()
         return bool(jobs or finishing or any(s.ring.available() for s in streams))
 
