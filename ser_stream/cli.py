@@ -59,9 +59,13 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from ser_stream.monitor import monitor
 
-    return monitor(_monitor_options(args, args.source))
+    if not args.source and not args.ingest:
+        raise SerStreamError("monitor needs at least one --source, or --ingest")
+    return monitor(replace(_monitor_options(args, args.source), ingest=args.ingest))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -112,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(run=_classify)
 
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
-    monitor.add_argument("--source", action="append", required=True, help="file:PATH, stdin, mic or mic:DEVICE (repeatable)")
+    monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic or mic:DEVICE (repeatable)")
+    monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
     _add_monitor_arguments(monitor, pace="realtime")
     monitor.set_defaults(run=_monitor)
 

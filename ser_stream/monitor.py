@@ -37,6 +37,7 @@ class MonitorOptions:
     print_messages: bool = False  # headless: one JSON line per utterance on stdout
     subscriber_queue: int = 512
     await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
+    ingest: bool = False  # accept call audio at ws://HOST:PORT/ingest; run until stopped
 
 
 async def run_monitor(options: MonitorOptions) -> int:
@@ -71,6 +72,15 @@ async def run_monitor(options: MonitorOptions) -> int:
 
     worker = Worker(model, options.config, emit)
     stop = threading.Event()
+    if options.ingest:
+        from ser_stream.ingest import MediaIngest
+
+        def open_ingest_stream(stream_id: str, sample_rate: int) -> Stream:
+            stream = Stream(stream_id, sample_rate, options.config)
+            worker.add_stream(stream)
+            return stream
+
+        publisher.ingest = MediaIngest(open_ingest_stream).handle
     source_threads = []
     for index, (spec, source) in enumerate(zip(options.sources, opened)):
         stream_id = spec.target if spec.kind == "file" else spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
@@ -95,7 +105,7 @@ async def run_monitor(options: MonitorOptions) -> int:
             loop.add_signal_handler(signum, interrupted.set)
         except (NotImplementedError, RuntimeError):
             pass
-    worker_thread = threading.Thread(target=worker.run, args=(stop, True), name="worker", daemon=True)
+    worker_thread = threading.Thread(target=worker.run, args=(stop, not options.ingest), name="worker", daemon=True)
     worker_thread.start()
     while worker_thread.is_alive() and not interrupted.is_set():
         await asyncio.sleep(0.05)
@@ -108,6 +118,9 @@ async def run_monitor(options: MonitorOptions) -> int:
     await publisher.close()
     if dashboard is not None:
         dashboard.stop()
+    if worker.crash:
+        print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
+        return 1
     return 1 if worker.failed_streams else 0
 
 

@@ -65,6 +65,7 @@ class Worker:
         self.queue_depth = 0
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
+        self.crash: str | None = None  # set if the worker itself failed
         self._last_status = 0.0
 
     def add_stream(self, stream: Stream) -> None:
@@ -76,6 +77,12 @@ class Worker:
         self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0})
 
     def run(self, stop: threading.Event, until_all_ended: bool = False) -> None:
+        try:
+            self._loop(stop, until_all_ended)
+        except Exception as error:  # noqa: BLE001 - a bug must end the monitor with a clear line, not hang it
+            self.crash = f"{type(error).__name__}: {error}"
+
+    def _loop(self, stop: threading.Event, until_all_ended: bool) -> None:
         while not stop.is_set():
             busy = self.step()
             with self.lock:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +45,7 @@ class Publisher:
         self.dropped_total = 0
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.ingest: Callable[[ServerConnection], Awaitable[None]] | None = None  # serves /ingest when set
         self.server: Server | None = None
 
     async def start(self) -> None:
@@ -86,7 +88,11 @@ class Publisher:
             self.loop.call_soon_threadsafe(self.publish, message)
 
     async def _serve(self, connection: ServerConnection) -> None:
-        query = parse_qs(urlsplit(connection.request.path if connection.request else "/").query)
+        url = urlsplit(connection.request.path if connection.request else "/")
+        if url.path.rstrip("/") == "/ingest" and self.ingest is not None:
+            await self.ingest(connection)
+            return
+        query = parse_qs(url.query)
         stream = query.get("stream", [None])[0]
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
         self.subscribers.add(subscriber)

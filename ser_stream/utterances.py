@@ -145,6 +145,8 @@ class UtteranceTracker:
     # history -----------------------------------------------------------------
     def _append(self, samples: NDArray[np.float32]) -> None:
         count = samples.size
+        if count == 0:
+            return
         if count >= self._history.size:
             self._history[:] = samples[-self._history.size :]
         else:

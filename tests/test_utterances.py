@@ -68,3 +68,9 @@ def test_two_utterances_separated_by_silence_are_separate():
 def test_end_of_stream_closes_the_open_utterance():
     _, done = run(stream((0.5, False), (3.0, True)))
     assert len(done) == 1 and done[0].t_end == pytest.approx(3.5)
+
+
+def test_empty_blocks_are_harmless():
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=energy_detector)
+    assert tracker.feed(np.zeros(0, np.float32), arrival=0.0) == []
+    assert tracker.feed(stream((0.5, True)), arrival=0.0) == [] and tracker.feed(np.zeros(0, np.float32), 0.0) == []

@@ -1,0 +1,109 @@
+"""WebSocket media-stream ingest (Twilio framing): calls become streams; bad frames get one error line."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile
+from websockets.asyncio.client import connect
+
+from ser_stream.g711 import mulaw_encode
+from ser_stream.ingest import IngestError, parse_message
+from tests.test_monitor import clips_with_silence, free_port  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"no": "event"}), "no 'event'"),
+        (json.dumps({"event": "media", "streamSid": "s"}), "lacks media.payload"),
+        (json.dumps({"event": "start", "start": {}}), "lacks start.streamSid"),
+        (json.dumps({"event": "start", "start": {"streamSid": "s", "mediaFormat": {"encoding": "audio/l16"}}}), "unsupported media format"),
+        (json.dumps({"event": "dance"}), "unknown event"),
+    ],
+)
+def test_bad_frames_are_named(frame, reason):
+    with pytest.raises(IngestError, match=reason):
+        parse_message(frame)
+
+
+def twilio_frames(stream_sid: str, audio_8k: np.ndarray) -> list[str]:
+    frames = [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})]
+    frames.append(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+                              "start": {"streamSid": stream_sid, "callSid": "CA1", "tracks": ["inbound"],
+                                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    codes = mulaw_encode(audio_8k)
+    for chunk, start in enumerate(range(0, codes.size, 160)):  # 20 ms per frame, as Twilio sends
+        payload = base64.b64encode(codes[start : start + 160].tobytes()).decode()
+        frames.append(json.dumps({"event": "media", "streamSid": stream_sid, "sequenceNumber": str(chunk + 2),
+                                  "media": {"track": "inbound", "chunk": str(chunk + 1), "timestamp": str(chunk * 20), "payload": payload}}))
+    frames.append(json.dumps({"event": "stop", "streamSid": stream_sid, "stop": {"callSid": "CA1"}}))
+    return frames
+
+
+def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_them(clips_with_silence, shipped_model):  # noqa: F811
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    audio_8k = scipy.signal.resample_poly(audio, 8000, rate)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+    async def call(stream_sid: str) -> list[dict]:
+        replies = []
+        async with connect(f"ws://127.0.0.1:{port}/ingest") as ws:
+            frames = twilio_frames(stream_sid, audio_8k)
+            frames.insert(5, "{not json")
+            frames.insert(9, json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": "@@@"}}))
+            for frame in frames:
+                await ws.send(frame)
+            try:
+                while True:
+                    replies.append(json.loads(await asyncio.wait_for(ws.recv(), 1.0)))
+            except TimeoutError:
+                return replies
+
+    async def scenario():
+        for _ in range(300):
+            try:
+                subscriber = await connect(f"ws://127.0.0.1:{port}/")
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        replies = await asyncio.gather(call("MZ-one"), call("MZ-two"))
+        messages, ended = [], set()
+        while ended != {"MZ-one", "MZ-two"}:
+            message = json.loads(await asyncio.wait_for(subscriber.recv(), 60))
+            messages.append(message)
+            if message["type"] == "stream_ended":
+                ended.add(message["stream"])
+        await subscriber.close()
+        return replies, messages
+
+    try:
+        replies, messages = asyncio.run(scenario())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, process.stderr.read()
+    for call_replies in replies:
+        errors = [r["message"] for r in call_replies]
+        assert len(errors) == 2 and "not JSON" in errors[0] and "not valid base64" in errors[1]
+    for stream in ("MZ-one", "MZ-two"):
+        utterances = [m for m in messages if m["type"] == "utterance" and m["stream"] == stream]
+        assert len(utterances) == len(bounds)
+        for utterance, (start, end) in zip(utterances, bounds):
+            assert abs(utterance["t_start"] - start) <= 0.3 and abs(utterance["t_end"] - end) <= 0.3
