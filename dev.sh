@@ -8,15 +8,19 @@ VENV=.venv
 PYTHON=${PYTHON:-python3}
 
 system_packages() {
-  # PortAudio for sounddevice; nothing else in the runtime needs a system library.
+  # PortAudio for sounddevice (the runtime's only system library); with "test",
+  # ffmpeg too: the RTP tests use it as a real telephony sender.
   local missing=()
   ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
+  if [ "${1:-}" = test ]; then
+    command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "installing ${missing[*]} (apt-get)" >&2
-      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-      echo "note: ${missing[*]} missing; microphone input will be unavailable (sudo apt-get install ${missing[*]})" >&2
+      echo "note: ${missing[*]} missing (sudo apt-get install ${missing[*]}): without PortAudio no microphone input, without ffmpeg the RTP sender test is skipped" >&2
     fi
   fi
 }
@@ -45,7 +49,7 @@ case "${1:-}" in
     ;;
   test)
     shift
-    system_packages
+    system_packages test
     environment "train,dev"
     "$VENV/bin/ruff" check ser_stream training tests benchmarks
     "$VENV/bin/mypy" ser_stream

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError
 from ser_stream.model import DEFAULT_MODEL
+from ser_stream.rtp import RtpConfig
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -65,7 +66,8 @@ def _monitor(args: argparse.Namespace) -> int:
 
     if not args.source and not args.ingest:
         raise SerStreamError("monitor needs at least one --source, or --ingest")
-    return monitor(replace(_monitor_options(args, args.source), ingest=args.ingest))
+    rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle)
+    return monitor(replace(_monitor_options(args, args.source), ingest=args.ingest, rtp=rtp))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -116,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(run=_classify)
 
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
-    monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic or mic:DEVICE (repeatable)")
+    monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
+    monitor.add_argument("--jitter-packets", type=int, default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
+    monitor.add_argument("--call-idle", type=float, default=RtpConfig().idle_seconds, help="rtp: seconds without packets that end a call")
     _add_monitor_arguments(monitor, pace="realtime")
     monitor.set_defaults(run=_monitor)
 

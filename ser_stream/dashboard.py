@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console, Group
@@ -22,6 +23,18 @@ COLOURS = {
 }
 
 
+MAX_STREAM_ROWS = 24  # more active streams are summarised in one line
+
+
+@dataclass
+class StreamRow:
+    """What the dashboard shows for one active stream."""
+
+    current: tuple[str, float] = ("-", 0.0)  # top label of its latest window
+    last: Message | None = None  # its latest utterance
+    utterances: int = 0
+
+
 def bar(value: float, width: int = 24) -> str:
     filled = int(round(max(0.0, min(1.0, value)) * width))
     return "█" * filled + "·" * (width - filled)
@@ -37,7 +50,9 @@ class DashboardState:
         self.utterance: dict[str, float] = {}
         self.recent: deque[Message] = deque(maxlen=8)
         self.status: Message = {}
-        self.streams: dict[str, Message] = {}
+        self.streams: dict[str, StreamRow] = {}  # active streams only: endless calls keep this bounded
+        self.streams_started = 0
+        self.streams_ended = 0
         self.level = 0.0
 
     def handle(self, message: Message) -> None:
@@ -45,14 +60,22 @@ class DashboardState:
             kind = message.get("type")
             if kind == "window":
                 self.window = message["probabilities"]
+                row = self.streams.get(message["stream"])
+                if row is not None:
+                    row.current = max(self.window.items(), key=lambda item: item[1])
             elif kind == "utterance":
                 self.utterance = message["probabilities"]
                 self.recent.appendleft(message)
-                self.streams.setdefault(message["stream"], {})["last"] = message
+                row = self.streams.get(message["stream"])
+                if row is not None:
+                    row.last, row.utterances = message, row.utterances + 1
             elif kind == "status":
                 self.status = message
-            elif kind in ("stream_started", "stream_ended"):
-                self.streams.setdefault(message["stream"], {})["state"] = kind.removeprefix("stream_")
+            elif kind == "stream_started":
+                self.streams[message["stream"]] = StreamRow()
+                self.streams_started += 1
+            elif kind == "stream_ended":
+                self.streams_ended += self.streams.pop(message["stream"], None) is not None
 
     def render(self) -> Group:
         with self.lock:
@@ -71,6 +94,22 @@ class DashboardState:
                     message["stream"], f"{message['t_start']:7.1f}–{message['t_end']:.1f} s",
                     Text(message["label"], style=COLOURS.get(message["label"], "white")), f"{message['confidence']:.2f}",
                 )
+            calls = Table("stream", "now", "conf.", "last utterance", "utterances", box=None)
+            shown = sorted(self.streams.items())[:MAX_STREAM_ROWS]
+            for stream_id, row in shown:
+                label, confidence = row.current
+                last = row.last
+                calls.add_row(
+                    stream_id, Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else "",
+                    Text(f"{last['label']} {last['confidence']:.2f} at {last['t_end']:.1f} s", style=COLOURS.get(last["label"], "white")) if last else "",
+                    str(row.utterances),
+                )
+            if len(self.streams) > len(shown):
+                calls.add_row(f"… {len(self.streams) - len(shown)} more", "", "", "", "")
+            totals = Text(
+                f"streams active {len(self.streams)}  started {self.streams_started}  ended {self.streams_ended}  "
+                f"utterances {self.status.get('utterances', 0)}"
+            )
             status: dict[str, Any] = self.status
             latency = status.get("latency_ms", {})
             stats = Text(
@@ -81,7 +120,8 @@ class DashboardState:
                 f"provider {self.hello.get('provider', '?')}"
             )
         return Group(
-            Panel(bars, title="ser-stream: emotions"),
+            Panel(bars, title="ser-stream: emotions (latest window and utterance, any stream)"),
+            Panel(Group(calls, totals), title="streams"),
             Panel(recent, title="last utterances"),
             stats,
         )

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ser_stream import EMOTIONS
@@ -18,6 +18,7 @@ from ser_stream.messages import PROTOCOL_VERSION, Message
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import Publisher
+from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
 from ser_stream.sources import SourceSpec, open_source
 
 
@@ -38,11 +39,13 @@ class MonitorOptions:
     subscriber_queue: int = 512
     await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
     ingest: bool = False  # accept call audio at ws://HOST:PORT/ingest; run until stopped
+    rtp: RtpConfig = field(default_factory=RtpConfig)  # jitter and idle settings for rtp: sources
 
 
 async def run_monitor(options: MonitorOptions) -> int:
     model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
-    opened = [open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate) for spec in options.sources]
+    file_like = [spec for spec in options.sources if spec.kind != "rtp"]
+    opened = [open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate) for spec in file_like]
     publisher = Publisher(options.host, options.port, options.subscriber_queue)
     hello: Message = {
         "type": "hello",
@@ -72,17 +75,26 @@ async def run_monitor(options: MonitorOptions) -> int:
 
     worker = Worker(model, options.config, emit)
     stop = threading.Event()
+
+    def open_call_stream(stream_id: str, sample_rate: int) -> Stream:
+        stream = Stream(stream_id, sample_rate, options.config)
+        worker.add_stream(stream)
+        return stream
+
     if options.ingest:
         from ser_stream.ingest import MediaIngest
 
-        def open_ingest_stream(stream_id: str, sample_rate: int) -> Stream:
-            stream = Stream(stream_id, sample_rate, options.config)
-            worker.add_stream(stream)
-            return stream
-
-        publisher.ingest = MediaIngest(open_ingest_stream).handle
+        publisher.ingest = MediaIngest(open_call_stream).handle
     source_threads = []
-    for index, (spec, source) in enumerate(zip(options.sources, opened)):
+    for spec in options.sources:
+        if spec.kind == "rtp":
+            host, port = parse_address(spec.target)
+            receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream,
+                                   lambda line: emit({"type": "warning", "message": line}))
+            worker.extra_counters.append(receiver.counters)
+            print(f"ser-stream: receiving RTP (G.711) on udp://{host}:{receiver.port}", file=sys.stderr, flush=True)
+            source_threads.append(threading.Thread(target=receiver.run, args=(stop,), name=f"rtp-{receiver.port}", daemon=True))
+    for index, (spec, source) in enumerate(zip(file_like, opened)):
         stream_id = spec.target if spec.kind == "file" else spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
         stream_id = Path(stream_id).name if spec.kind == "file" else stream_id
         stream = Stream(stream_id, source.sample_rate, options.config)
@@ -105,11 +117,15 @@ async def run_monitor(options: MonitorOptions) -> int:
             loop.add_signal_handler(signum, interrupted.set)
         except (NotImplementedError, RuntimeError):
             pass
-    worker_thread = threading.Thread(target=worker.run, args=(stop, not options.ingest), name="worker", daemon=True)
+    calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
+    worker_thread = threading.Thread(target=worker.run, args=(stop, not calls_come_and_go), name="worker", daemon=True)
     worker_thread.start()
     while worker_thread.is_alive() and not interrupted.is_set():
         await asyncio.sleep(0.05)
     stop.set()  # sources stop; the worker publishes what is complete and exits
+    for thread in source_threads:  # an RTP receiver flushes its jitter buffers as it stops
+        if thread.is_alive():
+            await asyncio.to_thread(thread.join, 1)
     await asyncio.to_thread(worker_thread.join, 5)
     if interrupted.is_set():
         for stream in list(worker.streams.values()):

@@ -66,6 +66,8 @@ class Worker:
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
         self.crash: str | None = None  # set if the worker itself failed
+        self.ended_totals: dict[str, int] = dict.fromkeys(STREAM_COUNTERS, 0)  # counts of streams that have left
+        self.extra_counters: list[Callable[[], dict[str, int]]] = []  # e.g. the RTP receiver's, merged into status
         self._last_status = 0.0
 
     def add_stream(self, stream: Stream) -> None:
@@ -130,6 +132,8 @@ class Worker:
             self.emit({"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)})
             with self.lock:  # ended streams leave the worker, so endless calls keep memory bounded
                 del self.streams[stream.stream_id]
+                for name, count in stream_counters(stream).items():
+                    self.ended_totals[name] += count
                 self.failed_streams += stream.error is not None
         self.publish_status()
         return bool(jobs or finishing or any(s.ring.available() for s in streams))
@@ -185,13 +189,13 @@ class Worker:
         self._last_status = now
         with self.lock:
             streams = list(self.streams.values())
-        self.emit(
+            totals = dict(self.ended_totals)
+        for stream in streams:
+            for name, count in stream_counters(stream).items():
+                totals[name] += count
+        message: Message = {"type": "status", **totals}
+        message.update(
             {
-                "type": "status",
-                "overruns": sum(s.ring.overruns for s in streams),
-                "overrun_samples": sum(s.ring.overrun_samples for s in streams),
-                "input_overflows": sum(s.input_overflows for s in streams),
-                "nonfinite_samples": sum(s.nonfinite_samples for s in streams),
                 "queue_depth": self.queue_depth,
                 "latency_ms": self.latency_summary(),
                 "streams": sum(not s.ended for s in streams),
@@ -199,3 +203,19 @@ class Worker:
                 "utterances": self.utterances_done,
             }
         )
+        for counters in self.extra_counters:
+            message.update(counters())
+        self.emit(message)
+
+
+STREAM_COUNTERS = ("overruns", "overrun_samples", "input_overflows", "nonfinite_samples")
+
+
+def stream_counters(stream: Stream) -> dict[str, int]:
+    """What a stream lost, by cause; status reports totals since start, ended streams included."""
+    return {
+        "overruns": stream.ring.overruns,
+        "overrun_samples": stream.ring.overrun_samples,
+        "input_overflows": stream.input_overflows,
+        "nonfinite_samples": stream.nonfinite_samples,
+    }

@@ -2,6 +2,7 @@
 
 ``file:PATH`` (read in blocks, never loaded whole; ``--pace realtime|fast``),
 ``stdin`` (raw s16le PCM), ``mic`` / ``mic:DEVICE`` (sounddevice).
+``rtp:HOST:PORT`` (many calls, one stream each) lives in ``ser_stream.rtp``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # file, stdin, mic
+    kind: str  # file, stdin, mic, rtp
     target: str = ""
 
 
@@ -47,7 +48,9 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec("stdin")
     if kind == "mic":
         return SourceSpec("mic", target)
-    raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic or mic:DEVICE")
+    if kind == "rtp" and target.rpartition(":")[2].isdigit() and target.rpartition(":")[0]:
+        return SourceSpec("rtp", target)
+    raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT")
 
 
 def _wait_for_room(sink: Sink, count: int, stop: threading.Event) -> None:

@@ -27,7 +27,38 @@ def test_dashboard_shows_bars_the_last_utterances_and_the_stats():
         assert emotion in text
     assert "█" in text  # bars are drawn
     assert "0.65" in text  # the window's and the utterance's top probabilities
-    utterance_row = next(line for line in text.splitlines() if "call-1" in line)
+    utterance_row = next(line for line in text.splitlines() if "call-1" in line and "–" in line)
     assert "0.4–3.1 s" in utterance_row and "angry" in utterance_row and "0.65" in utterance_row
     assert "latency median 12 ms p95 30 ms" in text
     assert "overruns 2" in text and "input overflows 1" in text and "provider cpu" in text
+
+
+def test_dashboard_has_one_row_per_active_stream_and_the_totals():
+    state = DashboardState({"type": "hello", "provider": "cpu"})
+    for call in ("call-a", "call-b", "call-c"):
+        state.handle({"type": "stream_started", "stream": call, "t": 0.0})
+    state.handle({"type": "window", "stream": "call-a", "utterance": 1, "t_start": 0.0, "t_end": 2.0, "probabilities": probabilities("fearful")})
+    state.handle({"type": "utterance", "stream": "call-b", "id": 1, "t_start": 1.0, "t_end": 4.5, "label": "sad",
+                  "confidence": 0.71, "probabilities": probabilities("sad"), "windows": 5, "latency_ms": 9.0})
+    state.handle({"type": "stream_ended", "stream": "call-c", "t": 3.0})
+    state.handle({"type": "status", "utterances": 1, "latency_ms": {}})
+    console = Console(record=True, width=140, color_system=None)
+    console.print(state.render())
+    text = console.export_text()
+    row_a = next(line for line in text.splitlines() if "call-a" in line)
+    assert "fearful" in row_a and "0.65" in row_a
+    row_b = next(line for line in text.splitlines() if "call-b" in line and "sad 0.71 at 4.5 s" in line)
+    assert row_b.strip("│ ").split()[-1] == "1"  # its utterance count
+    assert "call-c" not in text  # ended: its row is gone
+    assert "streams active 2  started 3  ended 1  utterances 1" in text
+
+
+def test_many_streams_are_summarised_beyond_the_row_limit():
+    from ser_stream.dashboard import MAX_STREAM_ROWS
+
+    state = DashboardState({"type": "hello"})
+    for index in range(MAX_STREAM_ROWS + 6):
+        state.handle({"type": "stream_started", "stream": f"rtp-{index:08x}", "t": 0.0})
+    console = Console(record=True, width=140, color_system=None)
+    console.print(state.render())
+    assert "… 6 more" in console.export_text()
