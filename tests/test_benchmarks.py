@@ -31,3 +31,15 @@ def test_monitor_benchmark_runs_on_a_few_clips(shipped_model, ravdess, tmp_path)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert figures["clips"] == 3 and figures["utterances"] >= 1 and figures["real_time_factor"] > 1
+
+
+def test_capacity_benchmark_runs_a_small_load(shipped_model, ravdess):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.capacity", "--calls", "2", "--seconds", "8"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    header, load = (json.loads(line) for line in result.stdout.splitlines())
+    assert "CPU cores" in header["machine"]
+    assert load["calls"] == 2 and load["utterances_matched"] >= 2  # each call's first clip ends within 8 s
+    assert load["monitor_peak_rss_mb"] > 0 and isinstance(load["sustained"], bool)
