@@ -85,3 +85,17 @@ def test_a_corrupt_model_file_is_refused_with_a_clear_message(tmp_path):
     write_metadata(broken, WindowConfig(), "paper", "random", {}, "none")
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
         EmotionModel(broken)
+
+
+def test_int8_quantisation_runs_and_reports_accuracy_and_speed_side_by_side(smoke_run, tiny_ravdess, tmp_path):
+    from training.quantize import main as quantize_main
+
+    out = tmp_path / "model.int8.onnx"
+    assert quantize_main([str(smoke_run / "model.onnx"), "--data", str(tiny_ravdess), "--test-actors", "2",
+                          "--calibration-clips", "8", "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "model.int8.quantization.json").read_text())
+    assert out.is_file() and report["size_bytes"]["int8"] < report["size_bytes"]["fp32"]
+    assert report["clips"] == 16  # actor 2's clips, never used for calibration
+    for key in ("wideband", "telephone"):
+        assert 0.0 <= report[key]["int8"]["mean_per_class_accuracy"] <= 1.0
+    assert report["ms_per_window_batch1"]["speedup"] > 0 and report["ms_per_window_batch32"]["speedup"] > 0
