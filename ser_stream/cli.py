@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from ser_stream.rtp import RtpConfig
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
+    from ser_stream.publish import AccessConfig
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -51,11 +53,33 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
         max_batch=args.max_batch,
     )
     return MonitorOptions(
+        access=_access(args), allow_remote=args.allow_remote, record=args.record,
         sources=tuple(parse_source(s) for s in sources), model=args.model, provider=args.provider,
         host=host or "127.0.0.1", port=int(port), dashboard=not args.no_dashboard, pace=args.pace,
         stdin_rate=args.rate, stdin_channels=args.channels, mic_rate=args.samplerate, config=config,
         print_messages=args.print_utterances, subscriber_queue=args.subscriber_queue,
         await_subscribers=args.await_subscribers,
+    )
+
+
+def _access(args: argparse.Namespace) -> AccessConfig:
+    import ssl
+
+    from ser_stream.publish import AccessConfig
+
+    tls = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SerStreamError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as error:
+            raise SerStreamError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: cannot load ({error})") from None
+    token = args.token or os.environ.get("SER_STREAM_TOKEN") or None
+    return AccessConfig(
+        token=token, allowed_origins=tuple(args.allow_origin), tls=tls,
+        max_ingest_connections=args.max_ingest_connections,
     )
 
 
@@ -103,6 +127,13 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--rate", type=int, default=16000, help="stdin: sample rate of the raw s16le PCM")
     parser.add_argument("--channels", type=int, default=1, help="stdin: channels of the raw PCM")
     parser.add_argument("--samplerate", type=int, default=None, help="mic: capture rate (default: the device's)")
+    parser.add_argument("--record", type=Path, default=None, help="append every utterance to this SQLite database before broadcasting it")
+    parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
+    parser.add_argument("--allow-remote", action="store_true", help="allow --ws / rtp: addresses other than loopback")
+    parser.add_argument("--tls-cert", default=None, help="serve wss:// and https:// with this certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+    parser.add_argument("--max-ingest-connections", type=int, default=200, help="concurrent ingest connections accepted")
 
 
 def build_parser() -> argparse.ArgumentParser:

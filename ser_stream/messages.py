@@ -19,6 +19,7 @@ class Hello(TypedDict):
     sample_rate: int
     window: float
     hop: float
+    record: bool  # utterances are stored: ?since=SEQ replays what a subscriber missed
 
 
 class Window(TypedDict):
@@ -31,6 +32,7 @@ class Window(TypedDict):
 
 
 class Utterance(TypedDict):
+    seq: int  # grows across all streams (and restarts, with --record)
     type: Literal["utterance"]
     stream: str
     id: int

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import itertools
 import signal
 import sys
 import threading
@@ -17,7 +19,8 @@ from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
-from ser_stream.publish import Publisher
+from ser_stream.publish import AccessConfig, Publisher
+from ser_stream.record import UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
 from ser_stream.sources import SourceSpec, open_source
 
@@ -40,13 +43,38 @@ class MonitorOptions:
     await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
     ingest: bool = False  # accept call audio at ws://HOST:PORT/ingest; run until stopped
     rtp: RtpConfig = field(default_factory=RtpConfig)  # jitter and idle settings for rtp: sources
+    access: AccessConfig = field(default_factory=AccessConfig)  # token, origins, TLS, ingest limits
+    allow_remote: bool = False  # listening beyond loopback must be asked for
+    record: Path | None = None  # SQLite log of every utterance, written before it is broadcast
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_listening(options: MonitorOptions) -> None:
+    """Refuse to listen beyond this machine unless asked; warn when that is done without a token."""
+    hosts = [options.host] + [parse_address(spec.target)[0] for spec in options.sources if spec.kind == "rtp"]
+    remote = [host for host in hosts if not is_loopback(host)]
+    if remote and not options.allow_remote:
+        raise SerStreamError(f"{remote[0]} is reachable from other machines; add --allow-remote to listen there (and set --token)")
+    if remote and options.access.token is None:
+        print("ser-stream: warning: listening beyond loopback without --token: anyone who can reach it can subscribe", file=sys.stderr, flush=True)
 
 
 async def run_monitor(options: MonitorOptions) -> int:
+    check_listening(options)
     model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
+    log = UtteranceLog(options.record) if options.record is not None else None
     file_like = [spec for spec in options.sources if spec.kind != "rtp"]
     opened = [open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate) for spec in file_like]
-    publisher = Publisher(options.host, options.port, options.subscriber_queue)
+    publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
+    publisher.record_path = options.record
     hello: Message = {
         "type": "hello",
         "version": PROTOCOL_VERSION,
@@ -56,6 +84,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         "sample_rate": SAMPLE_RATE,
         "window": options.config.window.window_seconds,
         "hop": options.config.window.hop_seconds,
+        "record": log is not None,
     }
     publisher.hello = hello
     try:
@@ -65,7 +94,11 @@ async def run_monitor(options: MonitorOptions) -> int:
     state = DashboardState(hello)
     loop = asyncio.get_running_loop()
 
+    utterance_count = itertools.count(1)
+
     def emit(message: Message) -> None:
+        if message.get("type") == "utterance":  # on disk before anyone can have seen it
+            message = log.append(message) if log is not None else {"seq": next(utterance_count), **message}
         publisher.publish_threadsafe(message)
         state.handle(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
@@ -132,6 +165,8 @@ async def run_monitor(options: MonitorOptions) -> int:
             stream.finished = True
         worker.step()  # close open utterances and publish them before exit
     await publisher.close()
+    if log is not None:
+        log.close()
     if dashboard is not None:
         dashboard.stop()
     if worker.crash:

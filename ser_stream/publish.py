@@ -3,26 +3,89 @@
 A subscriber that reads slowly (or never) loses its *oldest* queued messages
 first — the newest state is what a live view needs — and the count of what it
 lost is sent to it as a ``dropped`` message before the next one it does get.
-Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``.
+Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``, and, when
+the monitor records (``--record``), for every utterance since one they saw:
+``?since=SEQ``.
+
+Access control happens here too: a bearer token (``Authorization: Bearer T``
+or ``?token=T`` for browsers, compared in constant time; a wrong or missing
+one closes the connection with 1008, policy violation), an allow-list of
+browser origins (others get HTTP 403 before the upgrade), and a limit on ingest
+connections, concurrent and per second (HTTP 429).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 
 from ser_stream.messages import Message
+from ser_stream.record import read_since
 
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Who may connect; the defaults suit a monitor bound to 127.0.0.1."""
+
+    token: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # besides the page's own origin; clients without Origin are not browsers
+    tls: ssl.SSLContext | None = None
+    max_ingest_connections: int = 200
+    ingest_connections_per_second: float = 20.0
+    max_message_bytes: int = 2**16  # a Twilio media frame is ~0.5 kB
+
+
+class RateLimit:
+    """Token bucket: ``rate`` per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens = rate, burst, burst
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def request_token(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return parse_qs(urlsplit(request.path).query).get("token", [None])[0]
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def seq_of(text: str) -> int | None:
+    """The ``seq`` of a queued utterance's JSON text (it is the first key), without parsing the rest."""
+    if not text.startswith('{"seq":'):
+        return None
+    return int(text[7 : text.index(",")])
 
 
 @dataclass(eq=False)
@@ -38,8 +101,14 @@ class Subscriber:
 class Publisher:
     """Serves ``hello`` then every published message to any number of subscribers."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8765, queue_size: int = 512) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765, queue_size: int = 512, access: AccessConfig | None = None) -> None:
         self.host, self.port, self.queue_size = host, port, queue_size
+        self.access = access or AccessConfig()
+        self.record_path: Path | None = None  # the --record database, for ?since= catch-up
+        self.refused = {"token": 0, "origin": 0, "ingest_limit": 0}
+        self.ingest_connections = 0
+        self._ingest_rate = RateLimit(self.access.ingest_connections_per_second, 2 * self.access.ingest_connections_per_second)
+        self.page: Callable[[ServerConnection, Request], Response | None] | None = None  # plain HTTP requests, when set
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
         self.dropped_total = 0
@@ -50,7 +119,10 @@ class Publisher:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.server = await serve(self._serve, self.host, self.port, max_size=2**16, ping_interval=20)
+        self.server = await serve(
+            self._serve, self.host, self.port, max_size=self.access.max_message_bytes, ping_interval=20,
+            process_request=self._check_request, ssl=self.access.tls,
+        )
         self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else self.port
 
     async def close(self, drain_seconds: float = 2.0) -> None:
@@ -87,15 +159,49 @@ class Publisher:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.publish, message)
 
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Before the upgrade: plain HTTP (the page), origin allow-list, ingest limits."""
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            if self.page is not None:
+                return self.page(connection, request)
+            return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "this is a WebSocket endpoint\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.access.allowed_origins and not self._same_origin(origin, request):
+            self.refused["origin"] += 1
+            return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (--allow-origin)\n")
+        if urlsplit(request.path).path.rstrip("/") == "/ingest":
+            if self.ingest_connections >= self.access.max_ingest_connections or not self._ingest_rate.allow():
+                self.refused["ingest_limit"] += 1
+                return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections; retry later\n")
+        return None
+
+    def _same_origin(self, origin: str, request: Request) -> bool:
+        scheme = "https" if self.access.tls is not None else "http"
+        return origin == f"{scheme}://{request.headers.get('Host', '')}"
+
     async def _serve(self, connection: ServerConnection) -> None:
-        url = urlsplit(connection.request.path if connection.request else "/")
+        request = connection.request
+        assert request is not None
+        if self.access.token is not None and not token_matches(request_token(request), self.access.token):
+            self.refused["token"] += 1
+            await connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
+            return
+        url = urlsplit(request.path)
         if url.path.rstrip("/") == "/ingest" and self.ingest is not None:
-            await self.ingest(connection)
+            self.ingest_connections += 1
+            try:
+                await self.ingest(connection)
+            finally:
+                self.ingest_connections -= 1
             return
         query = parse_qs(url.query)
         stream = query.get("stream", [None])[0]
+        since_text = query.get("since", [None])[0]
+        if since_text is not None and not since_text.isdigit():
+            await connection.close(CloseCode.POLICY_VIOLATION, "since must be a whole number (an utterance seq)")
+            return
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
-        self.subscribers.add(subscriber)
+        self.subscribers.add(subscriber)  # live messages queue from here on; the catch-up below overlaps them
         # Wait on our queue *or* the connection closing, so a client that leaves while
         # nothing is queued does not leave its handler waiting for ever.
         closed = asyncio.ensure_future(connection.wait_closed())
@@ -104,6 +210,7 @@ class Publisher:
             for started in list(self.active_streams.values()):
                 if stream is None or started["stream"] == stream:
                     await connection.send(json.dumps(started))
+            replayed = await self._catch_up(subscriber, int(since_text)) if since_text is not None else 0
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,9 +223,26 @@ class Publisher:
                         notice: dict[str, Any] = {"type": "dropped", "count": subscriber.unreported_drops}
                         subscriber.unreported_drops = 0
                         await connection.send(json.dumps(notice))
-                    await connection.send(subscriber.queue.popleft())
+                    text = subscriber.queue.popleft()
+                    seq = seq_of(text) if replayed else None
+                    if seq is None or seq > replayed:  # not already sent by the catch-up
+                        await connection.send(text)
         except ConnectionClosed:
             pass
         finally:
             closed.cancel()
             self.subscribers.discard(subscriber)
+
+    async def _catch_up(self, subscriber: Subscriber, since: int) -> int:
+        """Send stored utterances with ``seq > since``; return the last seq sent."""
+        if self.record_path is None:
+            await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
+            return 0
+        last = 0
+        pages = read_since(self.record_path, since, subscriber.stream)
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for text in page:
+                await subscriber.connection.send(text)
+            last = seq_of(page[-1]) or last
+        await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))
+        return last

@@ -1,0 +1,113 @@
+"""--record: utterances reach SQLite before any subscriber sees them, and a subscriber can catch up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from websockets.asyncio.client import connect
+
+from ser_stream.record import UtteranceLog, read_since
+from tests.test_monitor import clips_with_silence, free_port  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+
+def monitor(path, port: int, database, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--no-dashboard",
+         "--ws", f"127.0.0.1:{port}", "--record", str(database), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+async def subscribe(port: int, query: str = "", until=lambda messages: False) -> list[dict]:
+    for _ in range(300):
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/{query}", max_queue=None) as ws:
+                messages: list[dict] = []
+                async for text in ws:
+                    messages.append(json.loads(text))
+                    if until(messages):
+                        break
+                return messages
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError("monitor did not start")
+
+
+def stored(database) -> dict[int, dict]:
+    with sqlite3.connect(database) as connection:
+        return {seq: json.loads(text) for seq, text in connection.execute("SELECT seq, message FROM utterances")}
+
+
+def test_every_broadcast_utterance_is_on_disk_when_the_process_is_killed(clips_with_silence, shipped_model, tmp_path):
+    path, _ = clips_with_silence
+    database = tmp_path / "utterances.db"
+    port = free_port()
+    process = monitor(path, port, database, "--await-subscribers", "1")
+    try:
+        messages = asyncio.run(subscribe(port, until=lambda ms: sum(m["type"] == "utterance" for m in ms) >= 2))
+    finally:
+        process.send_signal(signal.SIGKILL)  # no chance to flush anything
+        process.wait(timeout=30)
+    broadcast = [m for m in messages if m["type"] == "utterance"]
+    assert [m["seq"] for m in broadcast] == [1, 2]
+    on_disk = stored(database)
+    for message in broadcast:
+        assert on_disk[message["seq"]] == {k: v for k, v in message.items() if k != "seq"}
+
+
+def test_a_subscriber_catches_up_from_a_seq_and_seqs_keep_growing_across_restarts(clips_with_silence, shipped_model, tmp_path):
+    path, bounds = clips_with_silence
+    database = tmp_path / "utterances.db"
+    first = monitor(path, free_port(), database, "--pace", "fast")
+    assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+    assert sorted(stored(database)) == list(range(1, len(bounds) + 1))
+
+    port = free_port()
+    second = monitor(path, port, database, "--pace", "fast", "--await-subscribers", "1")
+    try:
+        messages = asyncio.run(subscribe(port, "?since=2"))
+    finally:
+        second.wait(timeout=120)
+    assert second.returncode == 0
+    kinds = [m["type"] for m in messages]
+    caught_up = kinds.index("caught_up")
+    replayed = [m for m in messages[:caught_up] if m["type"] == "utterance"]
+    assert [m["seq"] for m in replayed] == list(range(3, len(bounds) + 1))  # what it missed, oldest first
+    assert messages[caught_up]["last"] == len(bounds)
+    live = [m["seq"] for m in messages[caught_up:] if m["type"] == "utterance"]
+    assert live == list(range(len(bounds) + 1, 2 * len(bounds) + 1))  # numbering continues, nothing twice
+
+
+def test_since_without_record_is_answered_with_an_error_line(clips_with_silence, shipped_model):
+    path, _ = clips_with_silence
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--no-dashboard", "--pace", "fast",
+         "--ws", f"127.0.0.1:{port}", "--await-subscribers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        messages = asyncio.run(subscribe(port, "?since=0"))
+    finally:
+        process.wait(timeout=120)
+    errors = [m for m in messages if m["type"] == "error"]
+    assert errors and "needs a monitor started with --record" in errors[0]["message"]
+    assert [m["seq"] for m in messages if m["type"] == "utterance"] == [1, 2, 3, 4]
+
+
+def test_the_log_pages_by_stream(tmp_path):
+    log = UtteranceLog(tmp_path / "log.db")
+    for index in range(7):
+        log.append({"type": "utterance", "stream": "a" if index % 2 else "b", "id": index})
+    log.close()
+    pages = list(read_since(tmp_path / "log.db", 1, stream="b", page=2))
+    seqs = [json.loads(text)["seq"] for page in pages for text in page]
+    assert seqs == [3, 5, 7] and [len(page) for page in pages] == [2, 1]

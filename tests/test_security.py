@@ -1,0 +1,145 @@
+"""Who may connect: tokens, browser origins, ingest limits, TLS, and listening beyond loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+import sys
+
+import pytest
+import trustme
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+
+from ser_stream.errors import SerStreamError
+from ser_stream.monitor import MonitorOptions, check_listening
+from ser_stream.publish import AccessConfig, Publisher, token_matches
+from ser_stream.sources import SourceSpec
+
+POLICY_VIOLATION = 1008
+
+
+async def started(access: AccessConfig) -> Publisher:
+    publisher = Publisher("127.0.0.1", 0, access=access)
+    publisher.hello = {"type": "hello", "version": 1}
+    await publisher.start()
+    return publisher
+
+
+async def first_message(url: str, **kwargs) -> dict:
+    async with connect(url, **kwargs) as ws:
+        return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+def test_a_token_is_required_and_a_wrong_one_is_refused_as_a_policy_violation():
+    async def scenario():
+        publisher = await started(AccessConfig(token="s3cret-token"))
+        url = f"ws://127.0.0.1:{publisher.port}/"
+        refused = []
+        for attempt in (url, url + "?token=wrong", url + "?token=s3cret-tokeN"):
+            with pytest.raises(ConnectionClosedError) as closed:
+                await first_message(attempt)
+            refused.append(closed.value.rcvd.code)
+        with pytest.raises(ConnectionClosedError) as closed:
+            await first_message(url + "ingest")
+        refused.append(closed.value.rcvd.code)
+        by_header = await first_message(url, additional_headers={"Authorization": "Bearer s3cret-token"})
+        by_query = await first_message(url + "?token=s3cret-token")
+        counted = publisher.refused["token"]
+        await publisher.close()
+        return refused, by_header, by_query, counted
+
+    refused, by_header, by_query, counted = asyncio.run(scenario())
+    assert refused == [POLICY_VIOLATION] * 4  # subscribers and ingest clients alike
+    assert by_header["type"] == by_query["type"] == "hello"
+    assert counted == 4
+
+
+def test_token_comparison_is_exact():
+    assert token_matches("abc", "abc")
+    assert not token_matches("abcd", "abc") and not token_matches("", "abc") and not token_matches(None, "abc")
+
+
+def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade():
+    async def scenario():
+        publisher = await started(AccessConfig(allowed_origins=("https://wallboard.example",)))
+        url = f"ws://127.0.0.1:{publisher.port}/"
+        with pytest.raises(InvalidStatus) as refused:
+            await first_message(url, origin="https://evil.example")
+        allowed = await first_message(url, origin="https://wallboard.example")
+        same_origin = await first_message(url, origin=f"http://127.0.0.1:{publisher.port}")  # the monitor's own page
+        no_origin = await first_message(url)  # not a browser
+        await publisher.close()
+        return refused.value.response.status_code, allowed, same_origin, no_origin
+
+    status, *hellos = asyncio.run(scenario())
+    assert status == 403
+    assert all(hello["type"] == "hello" for hello in hellos)
+
+
+def test_ingest_connections_beyond_the_limit_get_429():
+    async def scenario():
+        publisher = await started(AccessConfig(max_ingest_connections=2))
+        held = asyncio.Event()
+
+        async def ingest(connection):
+            await held.wait()
+
+        publisher.ingest = ingest
+        url = f"ws://127.0.0.1:{publisher.port}/ingest"
+        first, second = await connect(url), await connect(url)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url)
+        subscriber = await first_message(f"ws://127.0.0.1:{publisher.port}/")  # subscribers are not limited by it
+        held.set()
+        await first.close()
+        await second.close()
+        await publisher.close()
+        return refused.value.response.status_code, subscriber
+
+    status, subscriber = asyncio.run(scenario())
+    assert status == 429 and subscriber["type"] == "hello"
+
+
+def test_tls_serves_wss_and_refuses_plain_websocket():
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+
+    async def scenario():
+        publisher = await started(AccessConfig(tls=server_context))
+        hello = await first_message(f"wss://127.0.0.1:{publisher.port}/", ssl=client_context)
+        with pytest.raises(Exception):  # noqa: B017 - a plain client cannot complete the handshake
+            await first_message(f"ws://127.0.0.1:{publisher.port}/", open_timeout=3)
+        await publisher.close()
+        return hello
+
+    assert asyncio.run(scenario())["type"] == "hello"
+
+
+def test_listening_beyond_loopback_needs_an_explicit_flag():
+    local = MonitorOptions(sources=(SourceSpec("rtp", "127.0.0.1:5004"),), host="::1")
+    check_listening(local)
+    for options in (
+        MonitorOptions(sources=(), host="0.0.0.0"),
+        MonitorOptions(sources=(SourceSpec("rtp", "0.0.0.0:5004"),)),
+        MonitorOptions(sources=(), host="monitor.example"),
+    ):
+        with pytest.raises(SerStreamError, match="add --allow-remote"):
+            check_listening(options)
+    check_listening(MonitorOptions(sources=(), host="0.0.0.0", allow_remote=True, access=AccessConfig(token="t")))
+
+
+def test_the_cli_says_so_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", "0.0.0.0:0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ser-stream: error: 0.0.0.0 is reachable from other machines; add --allow-remote to listen there (and set --token)"
+    ]
