@@ -8,7 +8,7 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.errors import AudioInputError
+from ser_stream.errors import AudioInputError, shown
 
 
 def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -25,19 +25,19 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     libsndfile cannot decode, an empty file, or non-finite samples.
     """
     if not Path(path).is_file():
-        raise AudioInputError(f"{path}: no such file")
+        raise AudioInputError(f"{shown(path)}: no such file")
     try:
         samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
-        raise AudioInputError(f"{path}: no such file") from None
+        raise AudioInputError(f"{shown(path)}: no such file") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         reason = str(error).split("\n")[0]
         if "Error opening" in reason and ":" in reason:
             reason = reason.rsplit(":", 1)[-1].strip()
-        raise AudioInputError(f"{path}: not a readable audio file ({reason})") from None
+        raise AudioInputError(f"{shown(path)}: not a readable audio file ({reason})") from None
     if samples.shape[0] == 0:
-        raise AudioInputError(f"{path}: contains no audio samples")
+        raise AudioInputError(f"{shown(path)}: contains no audio samples")
     mono = to_mono(samples)
     if not np.all(np.isfinite(mono)):
-        raise AudioInputError(f"{path}: contains NaN or infinite samples")
+        raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
     return mono, int(sample_rate)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ser_stream.audiofile import read_audio
 from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
 
@@ -37,10 +37,10 @@ class FileResult:
 
     def to_text(self) -> str:
         if self.utterance is None:
-            return f"{self.path}: error: {self.error}"
+            return f"{shown(self.path)}: error: {self.error}"
         top = sorted(self.utterance.probabilities.items(), key=lambda item: -item[1])[:3]
-        shown = ", ".join(f"{label} {p:.2f}" for label, p in top)
-        return f"{self.path}: {self.utterance.label} ({shown}; {self.utterance.windows} windows)"
+        best = ", ".join(f"{label} {p:.2f}" for label, p in top)
+        return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows)"
 
 
 def classify_file(path: str | Path, model: EmotionModel) -> FileResult:
@@ -51,5 +51,5 @@ def classify_file(path: str | Path, model: EmotionModel) -> FileResult:
         return FileResult(str(path), utterance=average_windows(model.predict(spectrograms)))
     except SerStreamError as error:
         message = str(error)
-        prefix = f"{path}: "
+        prefix = f"{shown(path)}: "
         return FileResult(str(path), error=message[len(prefix) :] if message.startswith(prefix) else message)

@@ -15,3 +15,9 @@ class ModelError(SerStreamError):
 
 class DatasetError(SerStreamError):
     """A training data folder or file name that does not follow the expected layout."""
+
+
+def shown(path: object) -> str:
+    """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import soundfile
 
-from ser_stream.errors import AudioInputError
+from ser_stream.errors import AudioInputError, shown
 from ser_stream.ringbuffer import RingBuffer
 
 BLOCK_SECONDS = 0.05
@@ -67,9 +67,9 @@ class FileSource:
             info = soundfile.info(path)
         except Exception as error:  # noqa: BLE001 - libsndfile raises several types
             reason = str(error).split("\n")[0].rsplit(":", 1)[-1].strip() or type(error).__name__
-            raise AudioInputError(f"{path}: not a readable audio file ({reason})") from None
+            raise AudioInputError(f"{shown(path)}: not a readable audio file ({reason})") from None
         if info.frames == 0:
-            raise AudioInputError(f"{path}: contains no audio samples")
+            raise AudioInputError(f"{shown(path)}: contains no audio samples")
         self.path, self.pace, self.sample_rate = path, pace, int(info.samplerate)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -82,7 +82,7 @@ class FileSource:
                     break
                 mono = samples.mean(axis=1).astype(np.float32)
                 if not np.all(np.isfinite(mono)):
-                    raise AudioInputError(f"{self.path}: contains NaN or infinite samples")
+                    raise AudioInputError(f"{shown(self.path)}: contains NaN or infinite samples")
                 _wait_for_room(sink, mono.size, stop)
                 sink.ring.write(mono)
                 sent += mono.size
@@ -93,7 +93,7 @@ class FileSource:
         except AudioInputError as error:
             sink.error = str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream
-            sink.error = f"{self.path}: read failed ({str(error).splitlines()[0]})"
+            sink.error = f"{shown(self.path)}: read failed ({str(error).splitlines()[0]})"
         finally:
             sink.finished = True
 
@@ -188,7 +188,7 @@ def list_devices() -> str:
 def open_source(spec: SourceSpec, pace: str, rate: int, channels: int, mic_rate: int | None) -> Any:
     if spec.kind == "file":
         if not Path(spec.target).exists():
-            raise AudioInputError(f"{spec.target}: no such file")
+            raise AudioInputError(f"{shown(spec.target)}: no such file")
         return FileSource(spec.target, pace)
     if spec.kind == "stdin":
         return StdinSource(rate, channels)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 REPO = Path(__file__).resolve().parent.parent
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess16k"
@@ -66,3 +68,33 @@ def smoke_run(tiny_ravdess, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     assert main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "2", "--batch-size", "8", "--cache-dir", str(cache)]) == 0
     return out / "random"
+
+
+GAP_SECONDS = 1.5
+MONITOR_CLIPS = ["Actor_03/03-01-05-02-01-01-03.flac", "Actor_05/03-01-04-01-02-02-05.flac", "Actor_07/03-01-03-02-01-01-07.flac", "Actor_20/03-01-08-01-02-01-20.flac"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[float, float]]]:
+    """Four trimmed RAVDESS clips separated by 1.5 s of silence, and where each one's speech lies."""
+    from ser_stream.audiofile import read_audio
+    from ser_stream.windows import trim_silence
+
+    if not RAVDESS.is_dir():
+        pytest.skip(f"RAVDESS not found at {RAVDESS}")
+    pieces, bounds, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
+    for name in MONITOR_CLIPS:
+        audio, rate = read_audio(RAVDESS / name)
+        speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)  # the speech itself, without breaths and room tone
+        bounds.append((t, t + speech.size / rate))
+        t += speech.size / rate + GAP_SECONDS
+        pieces += [speech, np.zeros(int(GAP_SECONDS * 16000), np.float32)]
+    path = tmp_path_factory.mktemp("audio") / "four_clips.wav"
+    soundfile.write(path, np.concatenate(pieces), 16000)
+    return path, bounds

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from ser_stream.g711 import mulaw_encode
 from ser_stream.ingest import IngestError, parse_message
-from tests.test_monitor import clips_with_silence, free_port  # noqa: F401 - fixture
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def twilio_frames(stream_sid: str, audio_8k: np.ndarray) -> list[str]:
     return frames
 
 
-def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_them(clips_with_silence, shipped_model):  # noqa: F811
+def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_them(clips_with_silence, shipped_model):
     path, bounds = clips_with_silence
     audio, rate = soundfile.read(path, dtype="float32")
     audio_8k = scipy.signal.resample_poly(audio, 8000, rate)

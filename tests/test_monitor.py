@@ -16,37 +16,9 @@ import soundfile
 from websockets.asyncio.client import connect
 
 from ser_stream import EMOTIONS
-from ser_stream.audiofile import read_audio
-from ser_stream.windows import trim_silence
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
-GAP_SECONDS = 1.5
-CLIPS = ["Actor_03/03-01-05-02-01-01-03.flac", "Actor_05/03-01-04-01-02-02-05.flac", "Actor_07/03-01-03-02-01-01-07.flac", "Actor_20/03-01-08-01-02-01-20.flac"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[float, float]]]:
-    """Four trimmed RAVDESS clips separated by 1.5 s of silence, and where each one's speech lies."""
-    from tests.conftest import RAVDESS
-
-    if not RAVDESS.is_dir():
-        pytest.skip(f"RAVDESS not found at {RAVDESS}")
-    pieces, bounds, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
-    for name in CLIPS:
-        audio, rate = read_audio(RAVDESS / name)
-        speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)  # the speech itself, without breaths and room tone
-        bounds.append((t, t + speech.size / rate))
-        t += speech.size / rate + GAP_SECONDS
-        pieces += [speech, np.zeros(int(GAP_SECONDS * 16000), np.float32)]
-    path = tmp_path_factory.mktemp("audio") / "four_clips.wav"
-    soundfile.write(path, np.concatenate(pieces), 16000)
-    return path, bounds
 
 
 def start_monitor(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from ser_stream.record import UtteranceLog, read_since
-from tests.test_monitor import clips_with_silence, free_port  # noqa: F401 - fixture
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.rtp import JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
-from tests.test_monitor import clips_with_silence, free_port  # noqa: F401 - fixture
+from tests.conftest import free_port
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
 
@@ -169,7 +169,7 @@ def test_receiver_makes_one_stream_per_ssrc_closes_idle_calls_and_counts_bad_pac
 
 
 @pytest.mark.slow
-def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(clips_with_silence, shipped_model):  # noqa: F811
+def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(clips_with_silence, shipped_model):
     """Three real RTP senders at once (Debian's ffmpeg, μ-law and A-law), plus junk datagrams on the same port."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed (./dev.sh test installs it as root)")

@@ -45,22 +45,23 @@ class RavdessClip:
 def parse_name(path: str | Path) -> RavdessClip:
     """File name → clip labels; ``DatasetError`` naming the file and the bad part."""
     path = Path(path)
+    name = path.name if path.name.isprintable() else ascii(path.name)  # errors stay one line
     if path.suffix.lower() not in AUDIO_SUFFIXES:
-        raise DatasetError(f"{path.name}: not a WAV or FLAC file")
+        raise DatasetError(f"{name}: not a WAV or FLAC file")
     parts = path.stem.split("-")
     if len(parts) != len(_FIELDS):
-        raise DatasetError(f"{path.name}: expected 7 dash-separated fields, found {len(parts)}")
+        raise DatasetError(f"{name}: expected 7 dash-separated fields, found {len(parts)}")
     values: dict[str, int] = {}
     for field, part in zip(_FIELDS, parts):
-        if len(part) != 2 or not part.isdigit():
-            raise DatasetError(f"{path.name}: {field} field {part!r} is not two digits")
+        if len(part) != 2 or not (part.isascii() and part.isdigit()):
+            raise DatasetError(f"{name}: {field} field {part!r} is not two digits")
         low, high = _RANGES[field]
         value = int(part)
         if not low <= value <= high:
-            raise DatasetError(f"{path.name}: {field} {value:02d} is outside {low:02d}–{high:02d}")
+            raise DatasetError(f"{name}: {field} {value:02d} is outside {low:02d}–{high:02d}")
         values[field] = value
     if values["emotion"] == 1 and values["intensity"] == 2:
-        raise DatasetError(f"{path.name}: neutral has no strong intensity in RAVDESS")
+        raise DatasetError(f"{name}: neutral has no strong intensity in RAVDESS")
     return RavdessClip(
         path=path,
         emotion=EMOTIONS[values["emotion"] - 1],

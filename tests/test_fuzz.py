@@ -1,0 +1,129 @@
+"""Property-based fuzzing of every parser that sees outside input: only the documented error type escapes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ser_stream.errors import DatasetError
+from ser_stream.g711 import alaw_decode, mulaw_decode
+from ser_stream.ingest import IngestError, MediaIngest, parse_message
+from ser_stream.pipeline import MonitorConfig, Stream
+from ser_stream.rtp import JitterBuffer, RtpError, RtpPacket, parse_packet
+from training.ravdess import parse_name
+
+FUZZ = settings(max_examples=300, deadline=None)
+
+
+@FUZZ
+@given(st.text(max_size=60), st.sampled_from(["wav", "flac", "WAV", "mp3", ""]))
+def test_ravdess_names_parse_or_raise_dataset_error(stem, extension):
+    try:
+        clip = parse_name(f"{stem}.{extension}")
+    except DatasetError as error:
+        assert str(error) and "\n" not in str(error)
+    else:
+        assert 1 <= clip.actor <= 24
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_g711_decoders_take_any_bytes(payload):
+    for decode in (mulaw_decode, alaw_decode):
+        samples = decode(payload)
+        assert samples.dtype == np.float32 and samples.size == len(payload)
+        assert np.all(np.abs(samples) <= 1.0)
+
+
+rtp_like = st.one_of(
+    st.binary(max_size=200),
+    st.builds(  # a plausible header with any flags, then anything
+        lambda first, second, rest: struct.pack("!BB", first, second) + rest,
+        st.integers(0, 255), st.integers(0, 255), st.binary(max_size=300),
+    ),
+)
+
+
+@FUZZ
+@given(rtp_like)
+def test_rtp_parser_returns_a_packet_or_raises_rtp_error(datagram):
+    try:
+        packet = parse_packet(datagram)
+    except RtpError as error:
+        assert str(error) and "\n" not in str(error)
+    else:
+        assert packet.payload_type in (0, 8) and len(packet.payload) <= len(datagram) - 12
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=320)), max_size=40),
+       st.integers(1, 8))
+def test_jitter_buffer_survives_any_packet_order_and_timestamps(packets, depth):
+    jitter = JitterBuffer(depth)
+    played = 0
+    for sequence, timestamp, payload in packets:
+        played += sum(block.size for block in jitter.push(RtpPacket(0, sequence, timestamp, 1, payload)))
+    played += sum(block.size for block in jitter.flush())
+    # every payload byte at most once, plus at most 1 s of silence per packet for gaps
+    assert played <= sum(len(p) for _, _, p in packets) + 8000 * len(packets)
+    assert not jitter.pending
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+ingest_frames = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=50),
+    json_values.map(json.dumps),
+    st.fixed_dictionaries(
+        {"event": st.sampled_from(["connected", "start", "media", "stop", "mark", ""]),
+         "streamSid": st.sampled_from(["MZ1", "MZ2"]) | json_values},
+        optional={"start": st.fixed_dictionaries({"streamSid": st.sampled_from(["MZ1", "MZ2"])},
+                                                 optional={"mediaFormat": json_values}),
+                  "media": st.fixed_dictionaries({}, optional={"payload": st.text(max_size=40) | st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode())})},
+    ).map(json.dumps),
+)
+
+
+@FUZZ
+@given(ingest_frames)
+def test_ingest_parser_returns_a_message_or_raises_ingest_error(frame):
+    try:
+        message = parse_message(frame)
+    except IngestError as error:
+        assert str(error) and "\n" not in str(error)
+    else:
+        assert isinstance(message["event"], str)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(ingest_frames, max_size=12))
+def test_an_ingest_connection_survives_any_sequence_of_frames(frames):
+    """The handler itself, fed frame by frame as a connection would: only IngestError, never a crash."""
+    opened: list[Stream] = []
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        opened.append(Stream(stream_id, sample_rate, MonitorConfig()))
+        return opened[-1]
+
+    ingest = MediaIngest(open_stream)
+    sinks: dict = {}
+
+    async def feed() -> None:
+        for frame in frames:
+            try:
+                await ingest._handle_message(parse_message(frame), sinks)
+            except IngestError:
+                pass
+
+    asyncio.run(feed())
+    assert all(stream.ring.available() <= stream.ring.capacity for stream in opened)
