@@ -9,18 +9,20 @@ PYTHON=${PYTHON:-python3}
 
 system_packages() {
   # PortAudio for sounddevice (the runtime's only system library); with "test",
-  # ffmpeg too: the RTP tests use it as a real telephony sender.
+  # ffmpeg (the RTP tests' real telephony sender) and Chromium (the web page's
+  # browser tests, driven by Playwright) too.
   local missing=()
   ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
   if [ "${1:-}" = test ]; then
     command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+    command -v chromium >/dev/null || missing+=(chromium)
   fi
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "installing ${missing[*]} (apt-get)" >&2
       apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-      echo "note: ${missing[*]} missing (sudo apt-get install ${missing[*]}): without PortAudio no microphone input, without ffmpeg the RTP sender test is skipped" >&2
+      echo "note: ${missing[*]} missing (sudo apt-get install ${missing[*]}): without PortAudio no microphone input, without ffmpeg or chromium their tests are skipped" >&2
     fi
   fi
 }

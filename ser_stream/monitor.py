@@ -23,6 +23,7 @@ from ser_stream.publish import AccessConfig, Publisher
 from ser_stream.record import UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
 from ser_stream.sources import SourceSpec, open_source
+from ser_stream.web import serve_page
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     opened = [open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate) for spec in file_like]
     publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
     publisher.record_path = options.record
+    publisher.page = serve_page
     hello: Message = {
         "type": "hello",
         "version": PROTOCOL_VERSION,
@@ -134,7 +136,9 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker.add_stream(stream)
         thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)
         source_threads.append(thread)
-    print(f"ser-stream: serving ws://{options.host}:{publisher.port} · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
+    scheme = "s" if options.access.tls is not None else ""
+    address = f"{options.host}:{publisher.port}"
+    print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/ · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
     dashboard = None
     if options.dashboard:
         dashboard = Dashboard(state)
