@@ -1,0 +1,29 @@
+"""A 20-second soak: misbehaving subscribers and thousands of churned connections change nothing for the others."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_soak_keeps_every_reader_whole_and_resources_bounded(ravdess, shipped_model, tmp_path):
+    report_path = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", "--minutes", "1", "--streams", "2", "--readers", "6", "--stalled", "2",
+         "--folder", str(tmp_path), "--json", str(report_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(report_path.read_text())["summary"]
+    assert summary["every_full_reader_got_the_same"] and summary["utterances_per_full_reader"][0] >= 10
+    assert summary["stream_followers_agree"]
+    assert summary["churn_cycles"]["failed"] == 0
+    assert sum(summary["churn_cycles"][kind] for kind in ("clean", "reset", "garbage")) >= 60
+    assert summary["fds"]["last"] <= summary["fds"]["start"] + 4  # nothing leaked by thousands of connections
+    assert summary["rss_mb"]["max"] < 800  # bounded: two stalled subscribers did not make queues grow
+    assert summary["monitor_errors"] == []
