@@ -129,11 +129,27 @@ class StdinSource:
             sink.finished = True
 
 
-class MicSource:
-    """A sounddevice input stream whose callback only copies into the ring buffer."""
+@dataclass(frozen=True)
+class DevicePolicy:
+    """What the microphone source does when the device fails or goes quiet mid-stream."""
 
-    def __init__(self, device: str = "", sample_rate: int | None = None) -> None:
-        sounddevice = import_sounddevice()
+    stall_seconds: float = 2.0  # no callback for this long: the device is treated as gone
+    reopen_attempts: int = 3  # tries to reopen it before the stream ends with an error
+    reopen_delay_seconds: float = 1.0
+
+
+class MicSource:
+    """A sounddevice input stream whose callback only copies into the ring buffer.
+
+    If PortAudio stops the stream (device unplugged, driver error) or the
+    callbacks stop arriving, the device is reopened up to
+    ``DevicePolicy.reopen_attempts`` times; each failure is counted and named in
+    a warning at the end. When it cannot be reopened the stream ends with an
+    ``error`` (the monitor's exit status is then 1).
+    """
+
+    def __init__(self, device: str = "", sample_rate: int | None = None, policy: DevicePolicy | None = None, sounddevice: Any = None) -> None:
+        sounddevice = sounddevice or import_sounddevice()
         self.device: int | str | None = int(device) if device.isdigit() else (device or None)
         try:
             info: Any = sounddevice.query_devices(self.device, "input")
@@ -141,31 +157,63 @@ class MicSource:
             raise AudioInputError(f"mic:{device}: no such input device ({error})") from None
         self.sample_rate = int(sample_rate or info["default_samplerate"])
         self.sounddevice = sounddevice
+        self.policy = policy or DevicePolicy()
+        self.failures: list[str] = []
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
-        callback = make_callback(sink)
+        callback, delivered = make_callback(sink, count_blocks=True)
+        attempts_left = self.policy.reopen_attempts
         try:
-            with self.sounddevice.InputStream(
-                device=self.device, channels=1, samplerate=self.sample_rate, dtype="float32", callback=callback
-            ):
-                while not stop.is_set():
-                    stop.wait(0.1)
-        except Exception as error:  # noqa: BLE001 - the device vanished or failed
-            sink.error = f"mic: audio device failed ({str(error).splitlines()[0]})"
+            while not stop.is_set():
+                try:
+                    reason = self._capture(callback, delivered, stop)
+                except Exception as error:  # noqa: BLE001 - opening or running the device failed
+                    reason = f"audio device failed ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+                if reason is None:  # stopped on request
+                    break
+                self.failures.append(reason)
+                if attempts_left == 0:
+                    sink.error = f"mic: {reason}; gave up after {self.policy.reopen_attempts} reopen attempt(s)"
+                    break
+                attempts_left -= 1
+                stop.wait(self.policy.reopen_delay_seconds)
+            if self.failures and sink.error is None:
+                sink.warning = f"mic: the device failed {len(self.failures)} time(s) and was reopened ({self.failures[-1]})"
         finally:
             sink.finished = True
 
+    def _capture(self, callback: Any, delivered: list[int], stop: threading.Event) -> str | None:
+        """Run one input stream until stop (None) or until it fails (the reason)."""
+        with self.sounddevice.InputStream(
+            device=self.device, channels=1, samplerate=self.sample_rate, dtype="float32", callback=callback
+        ) as stream:
+            seen, quiet_since = delivered[0], time.monotonic()
+            while not stop.wait(0.1):
+                if not stream.active:
+                    return "the audio device stopped (unplugged or failed)"
+                if delivered[0] != seen:
+                    seen, quiet_since = delivered[0], time.monotonic()
+                elif time.monotonic() - quiet_since > self.policy.stall_seconds:
+                    return f"no audio from the device for {self.policy.stall_seconds:g} s"
+        return None
 
-def make_callback(sink: Sink) -> Any:
-    """The PortAudio callback: copy the first channel into the ring; count input overflows. Nothing else."""
+
+def make_callback(sink: Sink, count_blocks: bool = False) -> Any:
+    """The PortAudio callback: copy the first channel into the ring; count input overflows. Nothing else.
+
+    With ``count_blocks`` it also returns a one-element list the callback
+    increments, so a watchdog can tell a device that went quiet.
+    """
     ring = sink.ring
+    delivered = [0]
 
     def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status and status.input_overflow:
             sink.input_overflows += 1
         ring.write(indata[:, 0])
+        delivered[0] += 1
 
-    return callback
+    return (callback, delivered) if count_blocks else callback
 
 
 def import_sounddevice() -> Any:
