@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -116,9 +117,11 @@ class Publisher:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ingest: Callable[[ServerConnection], Awaitable[None]] | None = None  # serves /ingest when set
         self.server: Server | None = None
+        self._loop_thread = 0
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.server = await serve(
             self._serve, self.host, self.port, max_size=self.access.max_message_bytes, ping_interval=20,
             process_request=self._check_request, ssl=self.access.tls,
@@ -127,6 +130,7 @@ class Publisher:
 
     async def close(self, drain_seconds: float = 2.0) -> None:
         """Give subscribers up to ``drain_seconds`` to receive what is queued, then close."""
+        await asyncio.sleep(0)  # let messages other threads handed over just now reach the queues
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(s.queue for s in self.subscribers) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
@@ -156,7 +160,12 @@ class Publisher:
             subscriber.ready.set()
 
     def publish_threadsafe(self, message: Message) -> None:
-        if self.loop is not None and not self.loop.is_closed():
+        """From any thread; on the loop's own thread (the final flush at shutdown) it queues at once."""
+        if self.loop is None or self.loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            self.publish(message)
+        else:
             self.loop.call_soon_threadsafe(self.publish, message)
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:

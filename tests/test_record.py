@@ -111,3 +111,36 @@ def test_the_log_pages_by_stream(tmp_path):
     pages = list(read_since(tmp_path / "log.db", 1, stream="b", page=2))
     seqs = [json.loads(text)["seq"] for page in pages for text in page]
     assert seqs == [3, 5, 7] and [len(page) for page in pages] == [2, 1]
+
+
+def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_with_silence, shipped_model, tmp_path):
+    path, _ = clips_with_silence
+    database = tmp_path / "utterances.db"
+    port = free_port()
+    process = monitor(path, port, database, "--await-subscribers", "1")
+
+    async def scenario() -> list[dict]:
+        async def stop_after_first():
+            while not any(m["type"] == "utterance" for m in messages):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(2.0)  # 1.2 s into the second clip: an open utterance
+            process.send_signal(signal.SIGTERM)
+
+        messages: list[dict] = []
+        stopper = asyncio.ensure_future(stop_after_first())
+        for _ in range(300):
+            try:
+                async with connect(f"ws://127.0.0.1:{port}/", max_queue=None) as ws:
+                    async for text in ws:
+                        messages.append(json.loads(text))
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        await stopper
+        return messages
+
+    messages = asyncio.run(scenario())
+    assert process.wait(timeout=30) == 0
+    broadcast = {m["seq"]: {k: v for k, v in m.items() if k != "seq"} for m in messages if m["type"] == "utterance"}
+    assert len(broadcast) == 2  # the complete one, and the one SIGTERM closed
+    assert stored(database) == broadcast  # every one of them written, nothing else
