@@ -1,4 +1,4 @@
-"""Smoke runs of the benchmark scripts, so they cannot rot (their figures go to docs/, never here)."""
+"""Smoke run of the benchmark suite, so it cannot rot (its figures go to docs/, never into assertions here)."""
 
 from __future__ import annotations
 
@@ -8,38 +8,25 @@ import sys
 
 import pytest
 
+from benchmarks.__main__ import BEGIN, END
+
 pytestmark = pytest.mark.slow
 
 
-def test_component_benchmark_runs_and_reports_every_figure(shipped_model):
+def test_the_suite_runs_every_part_and_rewrites_only_its_own_section(shipped_model, ravdess, tmp_path):
+    out = tmp_path / "benchmarks.md"
+    out.write_text(f"# Benchmarks\n\nhand-written analysis above\n\n{BEGIN}\nold figures\n{END}\n\nand below\n")
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.components", "--model", str(shipped_model), "--repeats", "2"],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "benchmarks", "--quick", "--model", str(shipped_model), "--held-out-actors", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
-    for key in ("features_scipy_8k_ms", "features_paper_image_ms", "onnx_batch1_ms_per_window", "onnx_batch32_ms_per_window"):
-        assert figures[key]["median"] > 0
-    assert figures["ratio_paper_image_to_scipy"] > 0
-
-
-def test_monitor_benchmark_runs_on_a_few_clips(shipped_model, ravdess, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.monitor_e2e", "--actors", "1", "--per-actor", "3", "--out", str(tmp_path / "b.wav")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
-    assert figures["clips"] == 3 and figures["utterances"] >= 1 and figures["real_time_factor"] > 1
-
-
-def test_capacity_benchmark_runs_a_small_load(shipped_model, ravdess):
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.capacity", "--calls", "2", "--seconds", "8"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    header, load = (json.loads(line) for line in result.stdout.splitlines())
-    assert "CPU cores" in header["machine"]
-    assert load["calls"] == 2 and load["utterances_matched"] >= 2  # each call's first clip ends within 8 s
-    assert load["monitor_peak_rss_mb"] > 0 and isinstance(load["sustained"], bool)
+    text = out.read_text()
+    assert "hand-written analysis above" in text and "and below" in text and "old figures" not in text
+    for row in ("features, ms per 2 s window", "inference fp32, ms per window, batch 32", "inference int8",
+                "real-time factor", "concurrent real-time 8 kHz calls", "peak resident memory", "image path"):
+        assert row in text, row
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert figures["components"]["onnx_batch1_ms_per_window"]["median"] > 0
+    assert figures["int8"]["clips"] == 60 and figures["capacity"][0]["calls"] == 2
+    assert figures["fast"]["clips"] == 1 and figures["realtime"]["utterances"] >= 1

@@ -1,0 +1,176 @@
+"""The benchmark suite: every figure issue 5 asks for, in one run, written into docs/benchmarks.md.
+
+    .venv/bin/python -m benchmarks [--model M] [--keras K] [--held-out-actors 3 5 7 20] [--calls 30 40 50 60]
+    .venv/bin/python -m benchmarks --quick --out /tmp/bench.md      # seconds: the smoke run the tests use
+
+Runs, each as its own process (so one cannot warm the next): the component
+timings (features; onnxruntime against Keras; the scipy path against the
+paper's image path), int8 against fp32 (accuracy on held-out speakers and
+speed), the monitor end to end with ``--pace fast`` and in real time (real-time
+factor, utterance latency), and the capacity ladder (concurrent real-time
+calls, latency, CPU and peak memory). The generated tables replace what lies
+between the ``benchmarks:begin``/``benchmarks:end`` markers of the output file;
+the analysis around them is written by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+TARGETS = {"features_ms": 2.0, "fp32_ms": 4.0, "int8_ms": 2.0, "rtf": 100.0, "streams": 50, "latency_p95_ms": 150.0, "rss_mb": 500.0}
+
+
+def run_json(arguments: list[str], timeout: float) -> list[dict]:
+    """Run a benchmark module; return the JSON objects it printed (one per line or one indented block)."""
+    result = subprocess.run([sys.executable, "-m", *arguments], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(arguments)} failed: {result.stderr.strip().splitlines()[-1:]}")
+    text, objects, decoder, index = result.stdout, [], json.JSONDecoder(), 0
+    while (start := text.find("{", index)) != -1:
+        try:
+            value, index = decoder.raw_decode(text, start)
+            objects.append(value)
+        except json.JSONDecodeError:
+            index = start + 1
+    return objects
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import onnxruntime
+
+    return (f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}")
+
+
+def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
+    met = value <= target if lower_is_better else value >= target
+    if met:
+        return "met"
+    ratio = value / target if lower_is_better else target / max(value, 1e-9)
+    return f"**missed** ({ratio:.1f}× off)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the benchmark suite")
+    parser.add_argument("--model", type=Path, default=None, help="default: the fold-0 model if trained, else the shipped one")
+    parser.add_argument("--keras", type=Path, default=None, help="the same model as .keras, for the Keras baseline")
+    parser.add_argument("--held-out-actors", type=int, nargs="+", default=[3, 5, 7, 20], help="speakers --model never heard")
+    parser.add_argument("--calls", type=int, nargs="+", default=[30, 40, 50, 60, 70])
+    parser.add_argument("--call-seconds", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every part, in seconds")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    args = parser.parse_args(argv)
+    if args.model is None:
+        fold0 = sorted(Path("runs/improved-actors-e40").glob("fold0-*/model.onnx")) + sorted(Path("runs/improved-actors").glob("fold0-*/model.onnx"))
+        args.model = fold0[0] if fold0 else Path("models/ser_cnn.onnx")
+    model = ["--model", str(args.model)]
+    quick = args.quick
+    figures: dict[str, object] = {"machine": machine(), "date": datetime.date.today().isoformat(), "model": str(args.model)}
+
+    components = ["benchmarks.components", *model, "--repeats", "2" if quick else "60"]
+    if args.keras:
+        components += ["--keras", str(args.keras)]
+    figures["components"] = run_json(components, 900)[0]
+    int8_out = Path("/tmp/ser_stream_bench.int8.onnx")
+    quantize = ["training.quantize", str(args.model), "--test-actors", *map(str, args.held_out_actors), "--out", str(int8_out)]
+    if quick:
+        quantize += ["--calibration-clips", "16", "--repeats", "1"]
+    figures["int8"] = run_json(quantize, 1800)[-1]
+    e2e = ["benchmarks.monitor_e2e", *model, "--actors", *map(str, args.held_out_actors)]
+    figures["fast"] = run_json([*e2e, "--per-actor", "1" if quick else "15", "--pace", "fast"], 1800)[0]
+    figures["realtime"] = run_json([*e2e, "--per-actor", "1" if quick else "6", "--pace", "realtime"], 1800)[0]
+    calls = [2] if quick else args.calls
+    seconds = 8.0 if quick else args.call_seconds
+    figures["capacity"] = run_json(["benchmarks.capacity", *model, "--calls", *map(str, calls), "--seconds", str(seconds)], 3600)[1:]
+
+    markdown = render(figures)
+    print(markdown)
+    previous = args.out.read_text() if args.out.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in previous:
+        previous += f"\n{BEGIN}\n{END}\n"
+    head, rest = previous.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1] if END in rest else ""
+    args.out.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
+    (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+def render(figures: dict) -> str:
+    c, q, fast, live, ladder = figures["components"], figures["int8"], figures["fast"], figures["realtime"], figures["capacity"]
+    sustained = [load for load in ladder if load["sustained"]]
+    best = max(sustained, key=lambda load: load["calls"]) if sustained else None
+    lines = [
+        f"Generated by `python -m benchmarks` on {figures['date']}. Machine: {figures['machine']}.",
+        f"Model: `{figures['model']}`. Medians unless noted; ratios come from timings taken alternately in the same run.",
+        "",
+        "| figure | measured | target | |",
+        "|---|---|---|---|",
+        f"| features, ms per 2 s window (8 kHz input; p95) | {c['features_scipy_8k_ms']['median']:.2f} ({c['features_scipy_8k_ms']['p95']:.2f}) | ≤ 2 | {verdict(c['features_scipy_8k_ms']['median'], TARGETS['features_ms'])} |",
+        f"| features, ms per window from 16 kHz (resampling included) | {c['features_scipy_16k_ms']['median']:.2f} | | |",
+        f"| inference fp32, ms per window, batch 1 | {c['onnx_batch1_ms_per_window']['median']:.2f} | | |",
+        f"| inference fp32, ms per window, batch 32 | {c['onnx_batch32_ms_per_window']['median']:.2f} | ≤ 4 | {verdict(c['onnx_batch32_ms_per_window']['median'], TARGETS['fp32_ms'])} |",
+        f"| inference int8, ms per window, batch 32 | {q['ms_per_window_batch32']['int8']:.2f} | ≤ 2 | {verdict(q['ms_per_window_batch32']['int8'], TARGETS['int8_ms'])} |",
+        f"| one stream from a file, `--pace fast`: real-time factor | {fast['real_time_factor']}× | ≥ 100× | {verdict(fast['real_time_factor'], TARGETS['rtf'], lower_is_better=False)} |",
+        f"| utterance latency in real time, median / p95 (ms after the VAD's silence) | {live['latency_ms_median']} / {live['latency_ms_p95']} | p95 ≤ 150 | {verdict(live['latency_ms_p95'], TARGETS['latency_p95_ms'])} |",
+    ]
+    if best is not None:
+        lines += [
+            f"| concurrent real-time 8 kHz calls sustained (no loss, p95 latency < 250 ms) | {best['calls']} | ≥ 50 | {verdict(best['calls'], TARGETS['streams'], lower_is_better=False)} |",
+            f"| end-to-end utterance latency at {best['calls']} calls, median / p95 (ms) | {best['latency_ms_median']} / {best['latency_ms_p95']} | p95 ≤ 150 | {verdict(best['latency_ms_p95'], TARGETS['latency_p95_ms'])} |",
+            f"| monitor peak resident memory at {best['calls']} calls (MB) | {best['monitor_peak_rss_mb']} | ≤ 500 at 50 | {verdict(best['monitor_peak_rss_mb'], TARGETS['rss_mb'])} |",
+        ]
+    else:
+        lines.append("| concurrent real-time calls sustained | none of the loads tried | ≥ 50 | **missed** |")
+    lines += [
+        "",
+        "Baselines, side by side:",
+        "",
+        "| comparison | ratio |",
+        "|---|---|",
+        f"| paper's image path (matplotlib render → grayscale → resize) / our scipy path | {c['ratio_paper_image_to_scipy']}× slower |",
+    ]
+    if "ratio_keras_call_to_onnx_batch1" in c:
+        lines += [
+            f"| Keras `model(x, training=False)` / onnxruntime, batch 1 | {c['ratio_keras_call_to_onnx_batch1']}× slower ({c['keras_call_batch1_ms_per_window']['median']:.1f} vs {c['onnx_batch1_ms_per_window']['median']:.1f} ms) |",
+            f"| Keras `model.predict` / onnxruntime, batch 32 | {c['keras_predict_batch32_ms_per_window']['median'] / c['onnx_batch32_ms_per_window']['median']:.1f}× slower |",
+        ]
+    lines += [
+        f"| int8 / fp32 speed, batch 1 and 32 | {q['ms_per_window_batch1']['speedup']}× and {q['ms_per_window_batch32']['speedup']}× (above 1 = int8 faster) |",
+        f"| int8 − fp32 mean per-class accuracy on {q['clips']} clips of held-out actors {', '.join(map(str, q['held_out_actors']))} | {q['wideband']['change_points']:+.2f} points wideband, {q['telephone']['change_points']:+.2f} telephone |",
+        "",
+        "Capacity ladder (each load: every call real time, G.711 μ-law RTP in 20 ms packets from one sender process):",
+        "",
+        "| calls | utterances | latency median / p95 ms | overruns | lost packets | monitor CPU (cores) | peak RSS MB | sustained |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for load in ladder:
+        lines.append(
+            f"| {load['calls']} | {load['utterances_matched']} | {load['latency_ms_median']} / {load['latency_ms_p95']} | {load['overruns']} | "
+            f"{load['rtp_lost_packets']} | {load['monitor_cpu_cores']} | {load['monitor_peak_rss_mb']} | {'yes' if load['sustained'] else 'no'} |"
+        )
+    lines += [
+        "",
+        f"End to end on held-out speakers, `--pace fast`: {fast['audio_seconds']} s of audio in {fast['processing_seconds']} s, "
+        f"{fast['clips']} clips → {fast['utterances']} utterances ({fast['clips_with_exactly_one_utterance']} clips exactly one), "
+        f"label accuracy {100 * fast['label_accuracy']:.1f} %; real time: {live['clips']} clips, latency median {live['latency_ms_median']} ms, "
+        f"p95 {live['latency_ms_p95']} ms, overruns {live['overruns']}.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
