@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -41,3 +42,19 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     if not np.all(np.isfinite(mono)):
         raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
     return mono, int(sample_rate)
+
+
+def audio_info(path: str | Path) -> Any:
+    """``soundfile.info`` with the same one-line errors as ``read_audio``; refuses empty files."""
+    if not Path(path).is_file():
+        raise AudioInputError(f"{shown(path)}: no such file")
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).split("\n")[0]
+        if "Error opening" in reason and ":" in reason:
+            reason = reason.rsplit(":", 1)[-1].strip()
+        raise AudioInputError(f"{shown(path)}: not a readable audio file ({reason})") from None
+    if info.frames == 0:
+        raise AudioInputError(f"{shown(path)}: contains no audio samples")
+    return info

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ser_stream.audiofile import read_audio
-from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError, shown
+import numpy as np
+import soundfile
+from numpy.typing import NDArray
+
+from ser_stream.audiofile import audio_info, read_audio
+from ser_stream.clips import clip_spectrograms, stream_file_windows
+from ser_stream.errors import AudioInputError, SerStreamError, shown
+from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
 
@@ -43,13 +49,30 @@ class FileResult:
         return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows)"
 
 
-def classify_file(path: str | Path, model: EmotionModel) -> FileResult:
+IN_MEMORY_SECONDS = 600.0  # longer files are read in blocks, twice, and never held whole
+
+
+def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: float = IN_MEMORY_SECONDS) -> FileResult:
     """Read, window and classify one file; any input problem becomes ``FileResult.error``."""
     try:
-        audio, sample_rate = read_audio(path)
-        spectrograms = clip_spectrograms(audio, sample_rate, model.metadata.window)
-        return FileResult(str(path), utterance=average_windows(model.predict(spectrograms)))
+        if audio_info(path).duration <= in_memory_seconds:
+            audio, sample_rate = read_audio(path)
+            outputs = model.predict(clip_spectrograms(audio, sample_rate, model.metadata.window))
+        else:
+            outputs = _classify_in_blocks(path, model)
+        return FileResult(str(path), utterance=average_windows(outputs))
     except SerStreamError as error:
         message = str(error)
         prefix = f"{shown(path)}: "
         return FileResult(str(path), error=message[len(prefix) :] if message.startswith(prefix) else message)
+
+
+def _classify_in_blocks(path: str | Path, model: EmotionModel, batch: int = 32) -> NDArray[np.float32]:
+    windows = stream_file_windows(path, model.metadata.window)
+    outputs = []
+    try:
+        while chunk := list(itertools.islice(windows, batch)):
+            outputs.append(model.predict(np.stack([spectrogram(window, SAMPLE_RATE) for window in chunk])))
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise AudioInputError(f"{shown(path)}: read failed ({str(error).splitlines()[0]})") from None
+    return np.concatenate(outputs)

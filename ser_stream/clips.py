@@ -3,11 +3,18 @@ classification and training, so both see a clip the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
+import soundfile
 from numpy.typing import NDArray
 
+from ser_stream.audiofile import to_mono
+from ser_stream.errors import AudioInputError, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
-from ser_stream.windows import WindowConfig, cut_windows, trim_silence
+from ser_stream.resampler import StreamResampler
+from ser_stream.windows import WindowConfig, cut_windows, trim_silence, window_starts
 
 
 def clip_spectrograms(
@@ -17,3 +24,63 @@ def clip_spectrograms(
     canonical = trim_silence(resample_to_canonical(audio, sample_rate), SAMPLE_RATE)
     windows, _ = cut_windows(canonical, config)
     return np.stack([spectrogram(window, SAMPLE_RATE) for window in windows])
+
+
+TRIM_FRAME = int(0.025 * SAMPLE_RATE)  # trim_silence's 25 ms energy frame at the canonical rate
+
+
+def _canonical_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
+    """A file, block by block, as mono canonical-rate audio (never whole in memory)."""
+    info = soundfile.info(str(path))
+    resampler = StreamResampler(int(info.samplerate), SAMPLE_RATE)
+    block = max(1, int(block_seconds * info.samplerate))
+    for samples in soundfile.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        mono = to_mono(samples)
+        if not np.all(np.isfinite(mono)):
+            raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
+        yield resampler.process(mono)
+    yield resampler.flush()
+
+
+def stream_file_windows(
+    path: str | Path, config: WindowConfig, block_seconds: float = 30.0, threshold_db: float = 40.0, margin_seconds: float = 0.1
+) -> Iterator[NDArray[np.float32]]:
+    """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it twice in blocks.
+
+    Pass 1 measures 25 ms frame energies to find the leading and trailing
+    silence exactly as ``trim_silence`` does; pass 2 cuts the windows of the
+    trimmed span as the audio arrives. Memory stays at a block and a window
+    whatever the file's length.
+    """
+    energies: list[NDArray[np.float64]] = []
+    carry = np.zeros(0, dtype=np.float32)
+    total = 0
+    for canonical in _canonical_blocks(path, block_seconds):
+        total += canonical.size
+        joined = np.concatenate([carry, canonical])
+        whole = joined.size // TRIM_FRAME * TRIM_FRAME
+        energies.append(np.square(joined[:whole].reshape(-1, TRIM_FRAME), dtype=np.float64).mean(axis=1))
+        carry = joined[whole:]
+    energy = np.concatenate(energies) if energies else np.zeros(0)
+    first, last = 0, total
+    if energy.size >= 2 and energy.max() > 1e-12:
+        active = np.flatnonzero(energy >= energy.max() * 10 ** (-threshold_db / 10))
+        margin = int(margin_seconds * SAMPLE_RATE)
+        first, last = max(0, active[0] * TRIM_FRAME - margin), min(total, (active[-1] + 1) * TRIM_FRAME + margin)
+    if last - first <= config.window_samples:  # one (padded) window: small enough to hold
+        held = np.concatenate(list(_canonical_blocks(path, block_seconds)))[first:last]
+        yield cut_windows(held, config)[0][0]
+        return
+    starts = iter(window_starts(last - first, config))
+    start = next(starts, None)
+    buffer, buffer_start, position = np.zeros(0, dtype=np.float32), 0, 0  # buffer holds trimmed samples from buffer_start
+    for canonical in _canonical_blocks(path, block_seconds):
+        lo, hi = max(first, position), min(last, position + canonical.size)
+        position += canonical.size
+        if hi > lo:
+            buffer = np.concatenate([buffer, canonical[lo - (position - canonical.size) : hi - (position - canonical.size)]])
+        while start is not None and start + config.window_samples <= buffer_start + buffer.size:
+            yield buffer[start - buffer_start : start - buffer_start + config.window_samples]
+            start = next(starts, None)
+        keep_from = start if start is not None else buffer_start + buffer.size
+        buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from

@@ -69,3 +69,50 @@ def test_pure_silence_and_full_scale_clipping_still_classify(tmp_path):
     for name, audio in (("silence", np.zeros(32000, np.float32)), ("clipped", np.clip(speechlike(2.0, 16000) * 50, -1, 1))):
         spectrograms = clip_spectrograms(audio, 16000, WindowConfig())
         assert np.all(np.isfinite(spectrograms)), name
+
+
+def test_long_files_are_read_in_blocks_with_the_same_windows(clips_with_silence):
+    from ser_stream.clips import stream_file_windows
+    from ser_stream.features import spectrogram
+
+    path, _ = clips_with_silence
+    audio, rate = read_audio(path)
+    whole = clip_spectrograms(audio, rate, WindowConfig())
+    in_blocks = np.stack([spectrogram(w, 8000) for w in stream_file_windows(path, WindowConfig(), block_seconds=0.7)])
+    assert np.array_equal(whole, in_blocks)
+
+
+def test_a_file_larger_than_memory_should_hold_is_never_loaded_whole(tmp_path):
+    import tracemalloc
+
+    from ser_stream.clips import stream_file_windows
+
+    minute = np.tile(speechlike(2.0, 16000), 30)
+
+    def peak_bytes(minutes: int) -> tuple[int, int]:
+        path = tmp_path / f"{minutes}_minutes.wav"
+        with soundfile.SoundFile(path, "w", 16000, 1, "PCM_16") as out:
+            for _ in range(minutes):
+                out.write(minute)
+        tracemalloc.start()
+        windows = sum(1 for _ in stream_file_windows(path, WindowConfig(), block_seconds=10.0))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return windows, peak
+
+    (short_windows, short_peak), (long_windows, long_peak) = peak_bytes(2), peak_bytes(10)
+    assert long_windows == (600 - 2) * 2 + 1  # every 0.5 s hop of the (untrimmed) 10 minutes
+    assert long_peak < 10 * minute.size * 4 / 5  # far below the decoded file (38 MB)
+    assert long_peak < short_peak * 1.3  # and it does not grow with the file's length
+
+
+def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, shipped_model):
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    path, _ = clips_with_silence
+    model = EmotionModel(shipped_model, provider="cpu")
+    whole, in_blocks = classify_file(path, model), classify_file(path, model, in_memory_seconds=0.0)
+    assert whole.utterance is not None and in_blocks.utterance is not None
+    assert whole.utterance.label == in_blocks.utterance.label and whole.utterance.windows == in_blocks.utterance.windows
+    assert all(abs(whole.utterance.probabilities[k] - in_blocks.utterance.probabilities[k]) < 1e-5 for k in whole.utterance.probabilities)
