@@ -154,12 +154,12 @@ def render(figures: dict) -> str:
         "",
         "Capacity ladder (each load: every call real time, G.711 μ-law RTP in 20 ms packets from one sender process):",
         "",
-        "| calls | utterances | latency median / p95 ms | overruns | lost packets | monitor CPU (cores) | peak RSS MB | sustained |",
+        "| calls | clips reported / played | latency median / p95 ms | overruns | lost packets | monitor CPU (cores) | peak RSS MB | sustained |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for load in ladder:
         lines.append(
-            f"| {load['calls']} | {load['utterances_matched']} | {load['latency_ms_median']} / {load['latency_ms_p95']} | {load['overruns']} | "
+            f"| {load['calls']} | {load['utterances_matched']} / {load['utterances_expected']} | {load['latency_ms_median']} / {load['latency_ms_p95']} | {load['overruns']} | "
             f"{load['rtp_lost_packets']} | {load['monitor_cpu_cores']} | {load['monitor_peak_rss_mb']} | {'yes' if load['sustained'] else 'no'} |"
         )
     lines += [

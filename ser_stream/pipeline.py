@@ -22,7 +22,14 @@ from ser_stream.inference import EmotionModel
 from ser_stream.messages import Message, rounded
 from ser_stream.resampler import StreamResampler
 from ser_stream.ringbuffer import RingBuffer
-from ser_stream.utterances import FinishedUtterance, UtteranceConfig, UtteranceTracker, WindowJob
+from ser_stream.utterances import (
+    FinishedUtterance,
+    SileroDetector,
+    UtteranceConfig,
+    UtteranceTracker,
+    WindowJob,
+    silero_batch,
+)
 from ser_stream.windows import WindowConfig
 
 
@@ -101,10 +108,10 @@ class Worker:
         finishing: list[Stream] = []
         with self.lock:
             streams = [s for s in self.streams.values() if not s.ended]
+        finished_before: dict[str, bool] = {}
         for stream in streams:
-            finished = stream.finished  # read before draining, so nothing written after is missed
+            finished_before[stream.stream_id] = stream.finished  # read before draining, so nothing written after is missed
             block = stream.ring.read()
-            arrival = time.monotonic()
             if block.size:
                 if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison
                     stream.nonfinite_samples += int(np.count_nonzero(~np.isfinite(block)))
@@ -112,8 +119,12 @@ class Worker:
                 canonical = stream.resampler.process(block)
                 if canonical.size:
                     stream.level = float(np.sqrt(np.mean(np.square(canonical))))
-                jobs += stream.tracker.feed(canonical, arrival)
-            if finished and stream.ring.available() == 0:
+                stream.tracker.push(canonical)
+        arrival = time.monotonic()
+        probabilities = batched_vad([stream.tracker for stream in streams])
+        for stream in streams:
+            jobs += stream.tracker.advance(arrival, probabilities.get(id(stream.tracker)))
+            if finished_before[stream.stream_id] and stream.ring.available() == 0:
                 jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
                 jobs += stream.tracker.finish(arrival)
                 finishing.append(stream)
@@ -206,6 +217,25 @@ class Worker:
         for counters in self.extra_counters:
             message.update(counters())
         self.emit(message)
+
+
+def batched_vad(trackers: list[UtteranceTracker]) -> dict[int, list[float]]:
+    """Speech probabilities for every pending VAD frame of every Silero-backed tracker, batched across streams.
+
+    Round r classifies the r-th pending frame of each stream that has one, so
+    each stream's recurrent state still sees its frames in order. Trackers with
+    another detector are left to classify their own frames.
+    """
+    pending = {id(t): (t.detector, t.pending_frames()) for t in trackers if isinstance(t.detector, SileroDetector)}
+    results: dict[int, list[float]] = {key: [] for key in pending}
+    rounds = max((len(frames) for _, frames in pending.values()), default=0)
+    for round_index in range(rounds):
+        keys = [key for key, (_, frames) in pending.items() if len(frames) > round_index]
+        detectors = [pending[key][0] for key in keys]
+        frames = [pending[key][1][round_index] for key in keys]
+        for key, probability in zip(keys, silero_batch(detectors, frames)):
+            results[key].append(probability)
+    return results
 
 
 STREAM_COUNTERS = ("overruns", "overrun_samples", "input_overflows", "nonfinite_samples")

@@ -7,6 +7,7 @@ import pytest
 
 from ser_stream.utterances import UtteranceTracker
 from ser_stream.windows import WindowConfig
+from tests.conftest import speechlike
 
 RATE = 8000
 
@@ -74,3 +75,16 @@ def test_empty_blocks_are_harmless():
     tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=energy_detector)
     assert tracker.feed(np.zeros(0, np.float32), arrival=0.0) == []
     assert tracker.feed(stream((0.5, True)), arrival=0.0) == [] and tracker.feed(np.zeros(0, np.float32), 0.0) == []
+
+
+def test_silero_batched_across_streams_equals_each_stream_alone():
+    from ser_stream.utterances import SileroDetector, silero_batch
+
+    rng = np.random.default_rng(3)
+    signals = [speechlike(1.5, 8000, seed=seed) for seed in (1, 2)] + [0.01 * rng.standard_normal(12000).astype(np.float32)]
+    alone = [SileroDetector() for _ in signals]
+    together = [SileroDetector() for _ in signals]
+    for start in range(0, 12000 - 256 + 1, 256):
+        frames = [signal[start : start + 256] for signal in signals]
+        expected = [detector(frame) for detector, frame in zip(alone, frames)]
+        assert np.allclose(silero_batch(together, frames), expected, atol=1e-5)

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    parser.add_argument("--keep", choices=["best", "last"], default="best", help="weights to score and export: best validation epoch, or the last")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--max-clips", type=int, default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig(
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
             fold=args.fold, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-            patience=args.patience, windows_per_clip=args.windows_per_clip, resume=args.resume,
+            patience=args.patience, windows_per_clip=args.windows_per_clip, resume=args.resume, keep=args.keep,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
         )
     )

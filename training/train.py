@@ -45,6 +45,7 @@ class TrainConfig:
     patience: int = 15
     windows_per_clip: int = 1
     resume: bool = False
+    keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships
     cache_dir: Path | None = Path(".cache")
     max_clips: int | None = None  # smoke runs: the first N clips of each emotion
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -262,12 +263,13 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
     if initial_epoch < config.epochs:
         model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
-    if has_validation and (checkpoints / "best.keras").exists():
+    if config.keep == "best" and has_validation and (checkpoints / "best.keras").exists():
         model = keras.models.load_model(checkpoints / "best.keras")
     recalibrate_batch_norm(model, features, split.train)
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
+    metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
         metrics["best_epoch"] = best + 1
