@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,10 +11,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.conftest import free_port
 
@@ -70,15 +73,37 @@ def stored_labels(database: Path) -> dict[int, str]:
         return {seq: json.loads(text)["label"] for seq, text in connection.execute("SELECT seq, message FROM utterances")}
 
 
+class WebSocketWitness(threading.Thread):
+    """A plain WebSocket subscriber beside the page (its own thread and event loop: Playwright owns this one)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.utterances = port, {}
+
+    def run(self) -> None:
+        async def listen() -> None:
+            async with connect(f"ws://127.0.0.1:{self.port}/", max_queue=None) as ws:
+                async for text in ws:
+                    message = json.loads(text)
+                    if message["type"] == "utterance":
+                        self.utterances[message["seq"]] = message["label"]
+
+        asyncio.run(listen())
+
+
 def test_the_page_shows_each_utterance_reconnects_and_catches_up_what_it_missed(browser, clips_with_silence, shipped_model, tmp_path):
     path, bounds = clips_with_silence
     port, database = free_port(), tmp_path / "utterances.db"
-    first = monitor(port, "--source", f"file:{path}", "--record", str(database), "--await-subscribers", "1")
+    first = monitor(port, "--source", f"file:{path}", "--record", str(database), "--await-subscribers", "2")
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     try:
         wait_for_port(port)
+        witness = WebSocketWitness(port)
+        witness.start()
         page.goto(f"http://127.0.0.1:{port}/")
         wait_until(lambda: len(page_utterances(page)) == len(bounds))
+        witness.join(timeout=30)  # the first monitor has ended
+        assert {seq: label for seq, label, _ in page_utterances(page)} == witness.utterances  # what subscribers got
         assert first.wait(timeout=60) == 0  # a file source ends the monitor: the page is left without one
         wait_until(lambda: page.inner_text("#connection") == "reconnecting…", 10)
         assert page.inner_text("#model") == "ser_cnn.onnx" and page.inner_text("#provider") == "cpu"
@@ -102,7 +127,7 @@ def test_the_page_shows_each_utterance_reconnects_and_catches_up_what_it_missed(
             first.kill()
     labels = stored_labels(database)
     assert sorted(seq for seq, _, _ in shown) == list(range(1, 2 * len(bounds) + 1))  # none missed, none twice
-    assert all(label == labels[seq] for seq, label, _ in shown)  # what the page shows is what was broadcast
+    assert all(label == labels[seq] for seq, label, _ in shown)  # and the caught-up ones are what was stored
     assert {stream for _, _, stream in shown} == {path.name}
     assert (tmp_path / "web_dashboard.png").stat().st_size > 10_000
 
