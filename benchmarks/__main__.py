@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-seconds", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="a smoke run of every part, in seconds")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--render-only", action="store_true", help="rewrite the section from the .json beside --out; measure nothing")
     args = parser.parse_args(argv)
+    if args.render_only:
+        write_section(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
+        return 0
     if args.model is None:
         fold0 = sorted(Path("runs/improved-actors-e40").glob("fold0-*/model.onnx")) + sorted(Path("runs/improved-actors").glob("fold0-*/model.onnx"))
         args.model = fold0[0] if fold0 else Path("models/ser_cnn.onnx")
@@ -99,14 +103,19 @@ def main(argv: list[str] | None = None) -> int:
 
     markdown = render(figures)
     print(markdown)
-    previous = args.out.read_text() if args.out.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    write_section(args.out, markdown)
+    (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+def write_section(out: Path, markdown: str) -> None:
+    """Replace what lies between the markers; the hand-written rest of the file stays."""
+    previous = out.read_text() if out.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in previous:
         previous += f"\n{BEGIN}\n{END}\n"
     head, rest = previous.split(BEGIN, 1)
     tail = rest.split(END, 1)[1] if END in rest else ""
-    args.out.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
-    (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=1) + "\n")
-    return 0
+    out.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
 
 
 def render(figures: dict) -> str:
