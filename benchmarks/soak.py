@@ -92,6 +92,8 @@ async def reader(port: int, stream: str | None) -> dict[str, int]:
                 counts["stream:" + message["stream"]] = counts.get("stream:" + message["stream"], 0) + 1
             elif message["type"] == "dropped":
                 counts["dropped"] += message["count"]
+            elif message["type"] == "status":
+                counts["monitor_subscriber_drops"] = message.get("subscriber_drops", 0)
     return counts
 
 
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             for stream, counts in per_stream.items()
         ),
         "reader_drops": sum(c["dropped"] for _, c in report["readers"]),
+        "monitor_counted_drops": max((c.get("monitor_subscriber_drops", 0) for _, c in report["readers"]), default=0),
         "churn_cycles": report["churn"],
         "rss_mb": {"start": report["baseline"]["rss_mb"], "median": float(np.median(rss)) if rss else 0, "max": max(rss, default=0),
                    "last": rss[-1] if rss else 0},
