@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -171,15 +172,17 @@ def test_stdin_source_reads_raw_pcm_and_reports_a_trailing_partial_frame(clips_w
     assert b"Traceback" not in result.stderr
 
 
-def test_sigterm_publishes_what_is_complete_and_exits_cleanly(clips_with_silence, shipped_model):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_publishes_what_is_complete_and_exits_cleanly(clips_with_silence, shipped_model, stop_signal):
     path, bounds = clips_with_silence
     process = subprocess.Popen(
         [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--no-dashboard",
          "--print-utterances", "--ws", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal would start it
     )
     first = process.stdout.readline()  # real-time pace: the first utterance arrives after ~5 s
-    process.terminate()
+    process.send_signal(stop_signal)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert json.loads(first)["type"] == "utterance"
