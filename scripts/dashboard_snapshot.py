@@ -45,7 +45,8 @@ def main() -> None:
     process.wait()
     state = DashboardState(received[0])
     for message in received[1:]:
-        state.handle(message)
+        if message["type"] != "stream_ended":  # show it as it looked live, just before the recording ended
+            state.handle(message)
     console = Console(record=True, width=84, force_terminal=True)
     console.print(state.render())
     out = ROOT / "docs" / "figures" / "dashboard.svg"
