@@ -32,10 +32,7 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     except FileNotFoundError:
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        reason = str(error).split("\n")[0]
-        if "Error opening" in reason and ":" in reason:
-            reason = reason.rsplit(":", 1)[-1].strip()
-        raise AudioInputError(f"{shown(path)}: not a readable audio file ({reason})") from None
+        raise unreadable(path, error) from None
     if samples.shape[0] == 0:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
     mono = to_mono(samples)
@@ -51,10 +48,15 @@ def audio_info(path: str | Path) -> Any:
     try:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        reason = str(error).split("\n")[0]
-        if "Error opening" in reason and ":" in reason:
-            reason = reason.rsplit(":", 1)[-1].strip()
-        raise AudioInputError(f"{shown(path)}: not a readable audio file ({reason})") from None
+        raise unreadable(path, error) from None
     if info.frames == 0:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
     return info
+
+
+def unreadable(path: str | Path, error: Exception) -> AudioInputError:
+    """libsndfile's complaint about a file, cut to the one-line reason."""
+    reason = str(error).split("\n")[0]
+    if "Error opening" in reason and ":" in reason:
+        reason = reason.rsplit(":", 1)[-1].strip()
+    return AudioInputError(f"{shown(path)}: not a readable audio file ({reason})")

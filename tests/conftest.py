@@ -98,3 +98,17 @@ def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[floa
     path = tmp_path_factory.mktemp("audio") / "four_clips.wav"
     soundfile.write(path, np.concatenate(pieces), 16000)
     return path, bounds
+
+
+async def subscriber_when_up(port: int, path: str = "/"):
+    """A WebSocket subscriber, retrying while the monitor starts (up to 30 s)."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    for _ in range(300):
+        try:
+            return await connect(f"ws://127.0.0.1:{port}{path}")
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"no monitor on port {port}")

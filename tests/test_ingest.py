@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from ser_stream.g711 import mulaw_encode
 from ser_stream.ingest import IngestError, parse_message
-from tests.conftest import free_port
+from tests.conftest import free_port, subscriber_when_up
 
 pytestmark = pytest.mark.slow
 
@@ -77,12 +77,7 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
                 return replies
 
     async def scenario():
-        for _ in range(300):
-            try:
-                subscriber = await connect(f"ws://127.0.0.1:{port}/")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        subscriber = await subscriber_when_up(port)
         replies = await asyncio.gather(call("MZ-one"), call("MZ-two"))
         messages, ended = [], set()
         while ended != {"MZ-one", "MZ-two"}:

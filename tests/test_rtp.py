@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import connect
 
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.rtp import JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
-from tests.conftest import free_port
+from tests.conftest import free_port, subscriber_when_up
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
 
@@ -182,12 +181,7 @@ def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(cl
     )
 
     async def scenario() -> list[dict]:
-        for _ in range(300):
-            try:
-                subscriber = await connect(f"ws://127.0.0.1:{port}/")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        subscriber = await subscriber_when_up(port)
         senders = [
             await asyncio.create_subprocess_exec(
                 "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path), "-ar", "8000", "-ac", "1",
