@@ -36,20 +36,14 @@ from pathlib import Path
 import numpy as np
 import scipy.signal
 import soundfile
-from websockets.asyncio.client import connect
 
+from benchmarks.clients import free_port, subscriber_when_up
 from benchmarks.monitor_e2e import build_file
 from ser_stream.g711 import mulaw_encode
 from ser_stream.utterances import UtteranceConfig
 
 PACKET = 160  # samples per 20 ms packet at 8 kHz
 MIN_SILENCE = UtteranceConfig().min_silence_seconds
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def send_calls(codes: bytes, calls: int, seconds: float, port: int, start_at: float) -> None:
@@ -80,25 +74,20 @@ def process_stats(pid: int) -> dict[str, float]:
 
 async def subscribe(port: int, seconds: float, start_sender: Callable[[float], None]) -> tuple[float, list[dict]]:
     """Connect (the monitor is then listening for RTP too), start the calls, record until they have ended."""
-    for _ in range(600):
-        try:
-            async with connect(f"ws://127.0.0.1:{port}/", max_queue=None) as ws:
-                start_at = time.monotonic() + 0.5
-                start_sender(start_at)
-                until = start_at + seconds + 4.0  # the calls end; the idle timeout closes them
-                messages = []
-                while time.monotonic() < until:
-                    try:
-                        text = await asyncio.wait_for(ws.recv(), max(0.01, until - time.monotonic()))
-                    except TimeoutError:
-                        break
-                    message = json.loads(text)
-                    if message["type"] in ("utterance", "status", "stream_started", "stream_ended"):
-                        messages.append(dict(message, received=time.monotonic()))
-                return start_at, messages
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the monitor did not start")
+    async with await subscriber_when_up(port, max_queue=None) as ws:
+        start_at = time.monotonic() + 0.5
+        start_sender(start_at)
+        until = start_at + seconds + 4.0  # the calls end; the idle timeout closes them
+        messages = []
+        while time.monotonic() < until:
+            try:
+                text = await asyncio.wait_for(ws.recv(), max(0.01, until - time.monotonic()))
+            except TimeoutError:
+                break
+            message = json.loads(text)
+            if message["type"] in ("utterance", "status", "stream_started", "stream_ended"):
+                messages.append(dict(message, received=time.monotonic()))
+        return start_at, messages
 
 
 def run_load(calls: int, seconds: float, codes: bytes, truth_ends: np.ndarray, model: Path | None, bound_ms: float) -> dict:

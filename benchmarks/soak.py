@@ -34,13 +34,8 @@ import soundfile
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from benchmarks.clients import free_port, stalled_client
 from benchmarks.monitor_e2e import build_file
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_streams(data: Path, minutes: float, streams: int, folder: Path) -> list[Path]:
@@ -67,17 +62,6 @@ def sample(pid: int) -> dict[str, float]:
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": int(fields["Threads"]),
     }
-
-
-def stalled_client(port: int) -> socket.socket:
-    """Handshake, then never read: its receive window fills and the server must not care."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    return sock
 
 
 async def reader(port: int, stream: str | None) -> dict[str, int]:

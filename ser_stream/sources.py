@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import soundfile
 
+from ser_stream.audiofile import audio_info, to_mono
 from ser_stream.errors import AudioInputError, shown
 from ser_stream.ringbuffer import RingBuffer
 
@@ -63,13 +64,7 @@ class FileSource:
     """Blocks of a WAV/FLAC file, mono, at the file's rate; realtime pace sleeps to match the clock."""
 
     def __init__(self, path: str, pace: str = "realtime") -> None:
-        try:
-            info = soundfile.info(path)
-        except Exception as error:  # noqa: BLE001 - libsndfile raises several types
-            reason = str(error).split("\n")[0].rsplit(":", 1)[-1].strip() or type(error).__name__
-            raise AudioInputError(f"{shown(path)}: not a readable audio file ({reason})") from None
-        if info.frames == 0:
-            raise AudioInputError(f"{shown(path)}: contains no audio samples")
+        info = audio_info(path)
         self.path, self.pace, self.sample_rate = path, pace, int(info.samplerate)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -80,7 +75,7 @@ class FileSource:
             for samples in soundfile.blocks(self.path, blocksize=block, dtype="float32", always_2d=True):
                 if stop.is_set():
                     break
-                mono = samples.mean(axis=1).astype(np.float32)
+                mono = to_mono(samples)
                 if not np.all(np.isfinite(mono)):
                     raise AudioInputError(f"{shown(self.path)}: contains NaN or infinite samples")
                 _wait_for_room(sink, mono.size, stop)

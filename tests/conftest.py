@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +73,6 @@ GAP_SECONDS = 1.5
 MONITOR_CLIPS = ["Actor_03/03-01-05-02-01-01-03.flac", "Actor_05/03-01-04-01-02-02-05.flac", "Actor_07/03-01-03-02-01-01-07.flac", "Actor_20/03-01-08-01-02-01-20.flac"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[float, float]]]:
     """Four trimmed RAVDESS clips separated by 1.5 s of silence, and where each one's speech lies."""
@@ -100,15 +93,3 @@ def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[floa
     return path, bounds
 
 
-async def subscriber_when_up(port: int, path: str = "/"):
-    """A WebSocket subscriber, retrying while the monitor starts (up to 30 s)."""
-    import asyncio
-
-    from websockets.asyncio.client import connect
-
-    for _ in range(300):
-        try:
-            return await connect(f"ws://127.0.0.1:{port}{path}")
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"no monitor on port {port}")

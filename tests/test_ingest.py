@@ -15,9 +15,9 @@ import scipy.signal
 import soundfile
 from websockets.asyncio.client import connect
 
+from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import mulaw_encode
 from ser_stream.ingest import IngestError, parse_message
-from tests.conftest import free_port, subscriber_when_up
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ import pytest
 import soundfile
 from websockets.asyncio.client import connect
 
+from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,21 +30,11 @@ def start_monitor(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 async def collect(port: int, read: bool = True, deadline: float = 120.0) -> list[dict]:
     """Connect (retrying while the monitor starts) and read every message until the server closes."""
-    start = time.monotonic()
-    while True:
-        try:
-            async with connect(f"ws://127.0.0.1:{port}/", max_queue=None if read else 1) as ws:
-                messages = []
-                if not read:  # connected, never reads; gone when the server closes it
-                    await asyncio.wait_for(ws.wait_closed(), deadline)
-                    return messages
-                async for text in ws:
-                    messages.append(json.loads(text))
-                return messages
-        except OSError:
-            if time.monotonic() - start > 30:
-                raise
-            await asyncio.sleep(0.1)
+    async with await subscriber_when_up(port, max_queue=None if read else 1) as ws:
+        if not read:  # connected, never reads; gone when the server closes it
+            await asyncio.wait_for(ws.wait_closed(), deadline)
+            return []
+        return [json.loads(text) async for text in ws]
 
 
 def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, shipped_model):
@@ -100,22 +89,6 @@ def test_a_subscriber_that_never_reads_stalls_no_one(clips_with_silence, shipped
         assert len([m for m in messages if m["type"] == "utterance"]) == 3 * len(bounds)
     # The run did not wait for the stalled subscriber: it ended within the drain time of its last message.
     assert elapsed < 60
-
-
-def stalled_client(port: int) -> socket.socket:
-    """A raw WebSocket client with a tiny receive buffer that completes the handshake and never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101")
-    return sock
 
 
 def test_publisher_drops_oldest_for_a_stalled_subscriber_and_reports_it():
@@ -201,13 +174,8 @@ def test_two_streams_share_one_worker_and_a_subscriber_can_follow_one(clips_with
     )
 
     async def subscribe(query: str) -> list[dict]:
-        for _ in range(300):
-            try:
-                async with connect(f"ws://127.0.0.1:{port}/{query}") as ws:
-                    return [json.loads(text) async for text in ws]
-            except OSError:
-                await asyncio.sleep(0.1)
-        raise RuntimeError("monitor did not start")
+        async with await subscriber_when_up(port, f"/{query}") as ws:
+            return [json.loads(text) async for text in ws]
 
     async def both():
         return await asyncio.gather(subscribe(""), subscribe("?stream=second.wav"))

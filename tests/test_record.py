@@ -12,8 +12,8 @@ import sys
 import pytest
 from websockets.asyncio.client import connect
 
+from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.record import UtteranceLog, read_since
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +27,13 @@ def monitor(path, port: int, database, *extra: str) -> subprocess.Popen[str]:
 
 
 async def subscribe(port: int, query: str = "", until=lambda messages: False) -> list[dict]:
-    for _ in range(300):
-        try:
-            async with connect(f"ws://127.0.0.1:{port}/{query}", max_queue=None) as ws:
-                messages: list[dict] = []
-                async for text in ws:
-                    messages.append(json.loads(text))
-                    if until(messages):
-                        break
-                return messages
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError("monitor did not start")
+    async with await subscriber_when_up(port, f"/{query}", max_queue=None) as ws:
+        messages: list[dict] = []
+        async for text in ws:
+            messages.append(json.loads(text))
+            if until(messages):
+                break
+        return messages
 
 
 def stored(database) -> dict[int, dict]:

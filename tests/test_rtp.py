@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.rtp import JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
-from tests.conftest import free_port, subscriber_when_up
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
 

@@ -1,0 +1,69 @@
+"""Score exported ONNX models on held-out RAVDESS actors through the runtime's own path.
+
+    python -m training.score --actors 3 5 7 20 --model runs/x/fold0-*/model.onnx [--model B.onnx ...]
+
+Every clip goes through ``read_audio`` → ``clip_spectrograms`` → ``EmotionModel.predict``
+→ ``average_windows``, exactly as ``ser-stream classify`` does. Given several models it
+scores their ensemble (the mean of their window outputs), which is how we decide
+whether an ensemble is worth its inference cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ser_stream import EMOTIONS
+from ser_stream.audiofile import read_audio
+from ser_stream.clips import clip_spectrograms
+from ser_stream.features import SAMPLE_RATE, resample_to_canonical
+from ser_stream.inference import EmotionModel
+from ser_stream.utterances import average_windows
+from training import evaluate
+from training.augment import telephone
+from training.ravdess import scan
+
+
+def clip_inputs(path: Path, model: EmotionModel, variant: str, seed: int) -> NDArray[np.float32]:
+    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line)."""
+    audio, rate = read_audio(path)
+    if variant == "telephone":
+        audio = telephone(resample_to_canonical(audio, rate), np.random.default_rng(seed))
+        rate = SAMPLE_RATE
+    return clip_spectrograms(audio, rate, model.metadata.window)
+
+
+def score(models: list[EmotionModel], clips: list, variant: str = "clean") -> dict[str, float]:
+    """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs."""
+    true, predicted = [], []
+    for index, clip in enumerate(clips):
+        windows = clip_inputs(clip.path, models[0], variant, seed=index)
+        outputs = np.mean([model.predict(windows) for model in models], axis=0)
+        true.append(clip.label_index)
+        predicted.append(EMOTIONS.index(average_windows(outputs).label))
+    return evaluate.scores(np.asarray(true), np.asarray(predicted))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.score", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
+    parser.add_argument("--actors", type=int, nargs="+", required=True, help="held-out actors to score on")
+    parser.add_argument("--model", type=Path, action="append", required=True, help="repeat for an ensemble")
+    parser.add_argument("--variants", nargs="+", default=["clean", "telephone"], choices=["clean", "telephone"])
+    args = parser.parse_args(argv)
+    models = [EmotionModel(path, provider="cpu") for path in args.model]
+    clips, _ = scan(args.data)
+    held_out = [clip for clip in clips if clip.actor in args.actors]
+    result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out)}
+    for variant in args.variants:
+        result[variant] = score(models, held_out, variant)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
