@@ -269,6 +269,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
+    metrics["training"] = {"epochs": config.epochs, "windows_per_clip": config.windows_per_clip, "batch_size": config.batch_size, "seed": config.seed}
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
