@@ -99,3 +99,30 @@ def test_int8_quantisation_runs_and_reports_accuracy_and_speed_side_by_side(smok
     for key in ("wideband", "telephone"):
         assert 0.0 <= report[key]["int8"]["mean_per_class_accuracy"] <= 1.0
     assert report["ms_per_window_batch1"]["speedup"] > 0 and report["ms_per_window_batch32"]["speedup"] > 0
+
+
+def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_overrides_it():
+    from collections import Counter
+    from pathlib import Path
+
+    from training.dataset import FeatureSet
+    from training.recipes import RECIPES
+    from training.train import TrainConfig, TrainingBatches
+
+    clips, windows_each = 4, 3
+    features = FeatureSet(
+        spectrograms=np.zeros((clips * windows_each, 260, 270), np.float16),
+        window_clip=np.repeat(np.arange(clips), windows_each).astype(np.int32),
+        window_variant=np.zeros(clips * windows_each, np.int8),
+        window_is_eval=np.ones(clips * windows_each, bool),
+        clip_labels=np.arange(clips, dtype=np.int32),
+        clip_actors=np.arange(1, clips + 1, dtype=np.int32),
+        clip_names=[f"clip{i}" for i in range(clips)],
+    )
+    improved = RECIPES["improved"]
+    assert improved.windows_per_clip == 2
+    for override, expected in ((None, improved.windows_per_clip), (3, 3)):
+        config = TrainConfig(data=Path("unused"), out=Path("unused"), windows_per_clip=override)
+        batches = TrainingBatches(features, np.arange(clips), improved, config)
+        picked_clips = Counter(int(features.window_clip[window]) for window, _ in batches.epoch_picks)
+        assert picked_clips == {clip: expected for clip in range(clips)}

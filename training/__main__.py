@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, default=15, help="early stopping on validation mean per-class accuracy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--windows-per-clip", type=int, default=1)
+    parser.add_argument("--windows-per-clip", type=int, default=None, help="random windows of each training clip per epoch (default: the recipe's)")
     parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")

@@ -32,6 +32,7 @@ class Recipe:
     learning_rate: float
     cosine_decay: bool
     first_stride: int = 1  # the paper: 1; improved: 2, a 4× cheaper network (see below)
+    windows_per_clip: int = 1  # random windows of each training clip per epoch
 
 
 RECIPES = {
@@ -59,6 +60,7 @@ RECIPES = {
         learning_rate=2e-3,
         cosine_decay=True,
         first_stride=2,
+        windows_per_clip=2,  # fold 0, 40 epochs: 59.4 % against 55.1 % with one (docs/results.md)
     ),
 }
 

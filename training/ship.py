@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     evidence = {}
     for path in args.evidence:
         metrics = json.loads(path.read_text())
-        evidence[metrics["split"]] = {k: v for k, v in metrics.items() if k.startswith("test_") or k == "best_epoch"}
+        evidence[metrics["split"]] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     metrics = dict(metadata.metrics, held_out_evaluations=evidence)
     args.to.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.split / "model.onnx", args.to)

@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 32
     patience: int = 15
-    windows_per_clip: int = 1
+    windows_per_clip: int | None = None  # None: the recipe's
     resume: bool = False
     keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships
     cache_dir: Path | None = Path(".cache")
@@ -93,6 +93,11 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
     return splits
 
 
+def windows_per_clip(config: TrainConfig, recipe: Recipe) -> int:
+    """Windows of each training clip per epoch: the command's override, else the recipe's."""
+    return config.windows_per_clip if config.windows_per_clip is not None else recipe.windows_per_clip
+
+
 class TrainingBatches(keras.utils.PyDataset):
     """Each epoch, ``windows_per_clip`` random windows of every training clip, augmented per recipe."""
 
@@ -111,7 +116,7 @@ class TrainingBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         picks = []
         for clip_windows, label in zip(self.windows_by_clip, self.labels):
-            for window in self.rng.choice(clip_windows, size=self.config.windows_per_clip):
+            for window in self.rng.choice(clip_windows, size=windows_per_clip(self.config, self.recipe)):
                 picks.append((int(window), int(label)))
         self.rng.shuffle(picks)
         self.epoch_picks = picks
@@ -269,7 +274,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
-    metrics["training"] = {"epochs": config.epochs, "windows_per_clip": config.windows_per_clip, "batch_size": config.batch_size, "seed": config.seed}
+    metrics["training"] = {"epochs": config.epochs, "windows_per_clip": windows_per_clip(config, recipe), "batch_size": config.batch_size, "seed": config.seed}
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
