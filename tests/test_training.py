@@ -120,7 +120,7 @@ def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_o
         clip_names=[f"clip{i}" for i in range(clips)],
     )
     improved = RECIPES["improved"]
-    assert improved.windows_per_clip == 2
+    assert improved.windows_per_clip == 1
     for override, expected in ((None, improved.windows_per_clip), (3, 3)):
         config = TrainConfig(data=Path("unused"), out=Path("unused"), windows_per_clip=override)
         batches = TrainingBatches(features, np.arange(clips), improved, config)
