@@ -111,12 +111,13 @@ class TrainingBatches(keras.utils.PyDataset):
         counts = np.bincount(self.labels, minlength=len(EMOTIONS)).astype(np.float64)
         weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
         self.class_weight = weights if recipe.class_weights else np.ones(len(EMOTIONS))
+        self.windows_per_clip = windows_per_clip(config, recipe)
         self.on_epoch_end()
 
     def on_epoch_end(self) -> None:
         picks = []
         for clip_windows, label in zip(self.windows_by_clip, self.labels):
-            for window in self.rng.choice(clip_windows, size=windows_per_clip(self.config, self.recipe)):
+            for window in self.rng.choice(clip_windows, size=self.windows_per_clip):
                 picks.append((int(window), int(label)))
         self.rng.shuffle(picks)
         self.epoch_picks = picks
