@@ -126,3 +126,41 @@ def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_o
         batches = TrainingBatches(features, np.arange(clips), improved, config)
         picked_clips = Counter(int(features.window_clip[window]) for window, _ in batches.epoch_picks)
         assert picked_clips == {clip: expected for clip in range(clips)}
+
+
+def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
+    from training.ensemble import demo_inputs
+    from training.ensemble import main as ensemble_main
+    from training.score import main as score_main
+
+    members = [smoke_run / "model.onnx", shipped_model]
+    report = tmp_path / "fold.json"
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--model", str(members[0]), "--model", str(members[1]), "--out", str(report)]) == 0
+    merged = tmp_path / "ensemble.onnx"
+    assert ensemble_main([*map(str, members), "--to", str(merged), "--evidence", str(report)]) == 0
+
+    inputs = demo_inputs()
+    outputs = [EmotionModel(path, provider="cpu").predict(inputs) for path in members]
+    assert np.abs(outputs[0] - outputs[1]).max() > 0.01  # the members really differ
+    together = EmotionModel(merged, provider="cpu")
+    assert np.abs(together.predict(inputs) - np.mean(outputs, axis=0)).max() <= 1e-5
+    metadata = together.metadata
+    assert [m["sha256"] for m in metadata.metrics["members"]] == [load_metadata(m).sha256 for m in members]
+    held_out = metadata.metrics["held_out_evaluations"]["actors-02"]
+    assert held_out["test_clean"]["clips"] == 16 and 0.0 <= held_out["test_clean"]["mean_per_class_accuracy"] <= 1.0
+
+
+def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shipped_model, tmp_path, capsys):
+    from training.ensemble import main as ensemble_main
+
+    other = tmp_path / "other.onnx"
+    shutil.copy(smoke_run / "model.onnx", other)
+    metadata = json.loads(metadata_path(smoke_run / "model.onnx").read_text())
+    metadata["window_seconds"] = 1.5
+    metadata_path(other).write_text(json.dumps(metadata))
+    with pytest.raises(SystemExit) as stopped:
+        ensemble_main([str(shipped_model), str(other), "--to", str(tmp_path / "ensemble.onnx")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(other) in error and "window 1.5 s" in error
+    assert not (tmp_path / "ensemble.onnx").exists()

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int, nargs="+", required=True, help="held-out actors to score on")
     parser.add_argument("--model", type=Path, action="append", required=True, help="repeat for an ensemble")
     parser.add_argument("--variants", nargs="+", default=["clean", "telephone"], choices=["clean", "telephone"])
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
     models = [EmotionModel(path, provider="cpu") for path in args.model]
     clips, _ = scan(args.data)
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         result[variant] = score(models, held_out, variant)
     print(json.dumps(result))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -1,0 +1,169 @@
+"""Several exported models → one ONNX file whose output is the mean of theirs.
+
+Networks trained apart make different mistakes on a voice they have never
+heard; the mean of their softmax outputs is the paper's own rule (it already
+averages windows), applied across models. The merged file keeps the runtime
+contract (input ``spectrogram``, output ``probabilities``) and the members'
+feature parameters and window, so nothing downstream changes except the cost
+per window, which grows with the number of members (docs/benchmarks.md).
+
+    python -m training.ensemble runs/a/all/model.onnx runs/b/all/model.onnx --to models/ser_cnn.onnx \\
+        --evidence runs/ensemble-fold0.json runs/ensemble-fold1.json
+
+Evidence files are ``python -m training.score --out`` reports of the same
+members' fold models scored together on held-out actors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from numpy.typing import NDArray
+from onnx import helper
+
+from ser_stream.errors import ModelError
+from ser_stream.model import (
+    DEFAULT_MODEL,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelMetadata,
+    file_sha256,
+    load_metadata,
+    metadata_path,
+)
+
+PARITY_BOUND = 1e-5
+
+
+def merge_onnx(members: list[Path], out: Path) -> None:
+    """Write one ONNX graph that feeds ``spectrogram`` to every member and outputs the mean of their outputs."""
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
+    outputs: list[str] = []
+    opsets: dict[str, int] = {}
+    first: onnx.ModelProto | None = None
+    for index, path in enumerate(members):
+        proto = onnx.load(str(path))
+        first = first or proto
+        for opset in proto.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+        prefixed = onnx.compose.add_prefix(proto, f"member{index}/")
+        graph = prefixed.graph
+        own_input = graph.input[0].name
+        for node in graph.node:
+            node.input[:] = [INPUT_NAME if name == own_input else name for name in node.input]
+        nodes += graph.node
+        initializers += graph.initializer
+        outputs.append(graph.output[0].name)
+    assert first is not None
+    nodes.append(helper.make_node("Mean", outputs, [OUTPUT_NAME], name="ensemble_mean"))
+    graph = helper.make_graph(
+        nodes, "ser_ensemble", [first.graph.input[0]], [first.graph.output[0]], initializer=initializers
+    )
+    merged = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    merged.ir_version = first.ir_version
+    onnx.checker.check_model(merged)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(merged, str(out))
+
+
+def check_members_agree(metadata: list[ModelMetadata], paths: list[Path]) -> None:
+    """Members must cut and render windows the same way, or their mean means nothing."""
+    reference = metadata[0]
+    for path, member in zip(paths[1:], metadata[1:]):
+        if member.window != reference.window:
+            raise ModelError(
+                f"{path}: window {member.window_seconds} s / hop {member.hop_seconds} s differs from "
+                f"{paths[0]}'s {reference.window_seconds} s / {reference.hop_seconds} s; an ensemble needs one window"
+            )
+
+
+def member_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
+    metrics = metadata.metrics
+    return {
+        "file": str(path),
+        "sha256": metadata.sha256,
+        "recipe": metadata.recipe,
+        "protocol": metadata.protocol,
+        **{key: metrics[key] for key in ("split", "epochs_run", "training", "weights", "held_out_evaluations") if key in metrics},
+    }
+
+
+def ensemble_parity(members: list[Path], merged: Path, inputs: NDArray[np.float32]) -> float:
+    """Largest difference between the merged file and the mean of its members run one by one."""
+    from ser_stream.inference import EmotionModel
+
+    expected = np.mean([EmotionModel(path, provider="cpu").predict(inputs) for path in members], axis=0)
+    actual = EmotionModel(merged, provider="cpu").predict(inputs)
+    return float(np.max(np.abs(actual - expected)))
+
+
+def demo_inputs() -> NDArray[np.float32]:
+    """Real speech windows (the bundled demo recording) for the parity check."""
+    from ser_stream.audiofile import read_audio
+    from ser_stream.cli import DEMO_RECORDING
+    from ser_stream.clips import clip_spectrograms
+    from ser_stream.windows import WindowConfig
+
+    return clip_spectrograms(*read_audio(DEMO_RECORDING), WindowConfig())[:16]
+
+
+def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
+    """Merge ``members`` into ``to`` with metadata naming each member and the ensemble's held-out scores."""
+    if len(members) < 2:
+        raise ModelError("an ensemble needs at least two member models")
+    metadata = [load_metadata(path) for path in members]
+    check_members_agree(metadata, members)
+    held_out: dict[str, Any] = {}
+    for path in evidence:
+        report = json.loads(path.read_text())
+        if len(report.get("models", [])) != len(members):
+            raise ModelError(f"{path}: scores {len(report.get('models', []))} model(s), the ensemble has {len(members)}")
+        name = "actors-" + "-".join(f"{actor:02d}" for actor in report["actors"])
+        held_out[name] = {"models": report["models"], "test_clean": report["clean"], **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
+    merged_tmp = to.with_name(to.stem + ".merging.onnx")
+    merge_onnx(members, merged_tmp)
+    result = replace(
+        metadata[0],
+        sha256=file_sha256(merged_tmp),
+        recipe="ensemble: " + " + ".join(m.recipe for m in metadata),
+        protocol=metadata[0].protocol if len({m.protocol for m in metadata}) == 1 else "mixed",
+        metrics={"members": [member_summary(p, m) for p, m in zip(members, metadata)], "held_out_evaluations": held_out},
+    )
+    metadata_path(merged_tmp).write_text(result.to_json())
+    difference = ensemble_parity(members, merged_tmp, demo_inputs())
+    if difference > PARITY_BOUND:
+        raise ModelError(f"{merged_tmp}: differs from the mean of its members by {difference:.2e} (bound {PARITY_BOUND:.0e})")
+    result = replace(result, metrics=dict(result.metrics, ensemble_parity_max_abs_diff=difference))
+    merged_tmp.replace(to)
+    metadata_path(merged_tmp).unlink()
+    metadata_path(to).write_text(result.to_json())
+    load_metadata(to)  # the written pair verifies
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.splitlines()[0])
+    parser.add_argument("members", type=Path, nargs="+", help="member model.onnx files (each with its metadata)")
+    parser.add_argument("--to", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="training.score --out reports of the members' fold models together")
+    args = parser.parse_args(argv)
+    try:
+        result = build(args.members, args.to, args.evidence)
+    except ModelError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(
+        f"wrote {args.to} ({result.sha256[:12]}…): mean of {len(args.members)} models, "
+        f"parity {result.metrics['ensemble_parity_max_abs_diff']:.1e}, {len(result.metrics['held_out_evaluations'])} held-out evaluation(s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
