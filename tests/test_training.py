@@ -164,3 +164,18 @@ def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shi
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(other) in error and "window 1.5 s" in error
     assert not (tmp_path / "ensemble.onnx").exists()
+
+
+def test_shipping_a_model_in_place_replaces_its_evidence_and_keeps_its_bytes(smoke_run, tmp_path):
+    from training.ship import main as ship_main
+
+    model = tmp_path / "ser_cnn.onnx"
+    shutil.copy(smoke_run / "model.onnx", model)
+    shutil.copy(metadata_path(smoke_run / "model.onnx"), metadata_path(model))
+    before = load_metadata(model)
+    assert ship_main([str(model), "--to", str(model), "--evidence", str(smoke_run / "metrics.json")]) == 0
+    after = load_metadata(model)
+    assert after.sha256 == before.sha256
+    evidence = after.metrics["held_out_evaluations"]["random"]
+    assert evidence["test_clean"] == json.loads((smoke_run / "metrics.json").read_text())["test_clean"]
+    assert evidence["training"]["epochs"] == 2

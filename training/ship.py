@@ -1,6 +1,7 @@
 """Copy a trained split's ONNX model into models/ with its metadata, adding held-out evaluation figures.
 
     python -m training.ship runs/improved-all/all --evidence runs/improved-actors/fold0-*/metrics.json
+    python -m training.ship models/ser_cnn.onnx --evidence …   # same bytes, new evidence (e.g. more folds)
 """
 
 from __future__ import annotations
@@ -11,23 +12,29 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from ser_stream.errors import ModelError
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.ship")
-    parser.add_argument("split", type=Path, help="a run's split folder holding model.onnx and model.json")
+    parser.add_argument("split", type=Path, help="a run's split folder holding model.onnx and model.json, or an .onnx file beside its metadata")
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="metrics.json files of held-out evaluations of the same recipe")
     parser.add_argument("--to", type=Path, default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
-    metadata: ModelMetadata = load_metadata(args.split / "model.onnx")
+    source = args.split if args.split.suffix == ".onnx" else args.split / "model.onnx"
+    try:
+        metadata: ModelMetadata = load_metadata(source)
+    except ModelError as error:
+        parser.exit(2, f"error: {error}\n")
     evidence = {}
     for path in args.evidence:
         metrics = json.loads(path.read_text())
         evidence[metrics["split"]] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     metrics = dict(metadata.metrics, held_out_evaluations=evidence)
     args.to.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.split / "model.onnx", args.to)
+    if not (args.to.exists() and args.to.samefile(source)):
+        shutil.copyfile(source, args.to)
     metadata_path(args.to).write_text(replace(metadata, metrics=metrics).to_json())
     load_metadata(args.to)  # the copy verifies
     print(f"shipped {args.to} ({metadata.sha256[:12]}…) with {len(evidence)} held-out evaluation(s)")
