@@ -179,3 +179,16 @@ def test_shipping_a_model_in_place_replaces_its_evidence_and_keeps_its_bytes(smo
     evidence = after.metrics["held_out_evaluations"]["random"]
     assert evidence["test_clean"] == json.loads((smoke_run / "metrics.json").read_text())["test_clean"]
     assert evidence["training"]["epochs"] == 2
+
+
+def test_an_ensemble_refuses_evidence_that_is_not_a_score_report(smoke_run, shipped_model, tmp_path, capsys):
+    from training.ensemble import main as ensemble_main
+
+    report = tmp_path / "metrics.json"
+    shutil.copy(smoke_run / "metrics.json", report)  # a training run's metrics, not a training.score report
+    with pytest.raises(SystemExit) as stopped:
+        ensemble_main([str(shipped_model), str(smoke_run / "model.onnx"), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(report) in error and "not a training.score report" in error
+    assert list(tmp_path.glob("ensemble*")) == []

@@ -122,27 +122,34 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
     check_members_agree(metadata, members)
     held_out: dict[str, Any] = {}
     for path in evidence:
-        report = json.loads(path.read_text())
-        if len(report.get("models", [])) != len(members):
-            raise ModelError(f"{path}: scores {len(report.get('models', []))} model(s), the ensemble has {len(members)}")
-        name = "actors-" + "-".join(f"{actor:02d}" for actor in report["actors"])
-        held_out[name] = {"models": report["models"], "test_clean": report["clean"], **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
+        try:
+            report = json.loads(path.read_text())
+            scored, actors, clean = report["models"], report["actors"], report["clean"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ModelError(f"{path}: not a training.score report ({error!r})") from None
+        if len(scored) != len(members):
+            raise ModelError(f"{path}: scores {len(scored)} model(s), the ensemble has {len(members)}")
+        name = "actors-" + "-".join(f"{actor:02d}" for actor in actors)
+        held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")
-    merge_onnx(members, merged_tmp)
-    result = replace(
-        metadata[0],
-        sha256=file_sha256(merged_tmp),
-        recipe="ensemble: " + " + ".join(m.recipe for m in metadata),
-        protocol=metadata[0].protocol if len({m.protocol for m in metadata}) == 1 else "mixed",
-        metrics={"members": [member_summary(p, m) for p, m in zip(members, metadata)], "held_out_evaluations": held_out},
-    )
-    metadata_path(merged_tmp).write_text(result.to_json())
-    difference = ensemble_parity(members, merged_tmp, demo_inputs())
-    if difference > PARITY_BOUND:
-        raise ModelError(f"{merged_tmp}: differs from the mean of its members by {difference:.2e} (bound {PARITY_BOUND:.0e})")
-    result = replace(result, metrics=dict(result.metrics, ensemble_parity_max_abs_diff=difference))
-    merged_tmp.replace(to)
-    metadata_path(merged_tmp).unlink()
+    try:
+        merge_onnx(members, merged_tmp)
+        result = replace(
+            metadata[0],
+            sha256=file_sha256(merged_tmp),
+            recipe="ensemble: " + " + ".join(m.recipe for m in metadata),
+            protocol=metadata[0].protocol if len({m.protocol for m in metadata}) == 1 else "mixed",
+            metrics={"members": [member_summary(p, m) for p, m in zip(members, metadata)], "held_out_evaluations": held_out},
+        )
+        metadata_path(merged_tmp).write_text(result.to_json())
+        difference = ensemble_parity(members, merged_tmp, demo_inputs())
+        if difference > PARITY_BOUND:
+            raise ModelError(f"{to}: the merged graph differs from the mean of its members by {difference:.2e} (bound {PARITY_BOUND:.0e})")
+        result = replace(result, metrics=dict(result.metrics, ensemble_parity_max_abs_diff=difference))
+        merged_tmp.replace(to)
+    finally:
+        merged_tmp.unlink(missing_ok=True)
+        metadata_path(merged_tmp).unlink(missing_ok=True)
     metadata_path(to).write_text(result.to_json())
     load_metadata(to)  # the written pair verifies
     return result
