@@ -192,3 +192,20 @@ def test_an_ensemble_refuses_evidence_that_is_not_a_score_report(smoke_run, ship
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(report) in error and "not a training.score report" in error
     assert list(tmp_path.glob("ensemble*")) == []
+
+
+def test_shipping_refuses_evidence_that_is_not_a_runs_metrics(smoke_run, tmp_path, capsys):
+    from training.ship import main as ship_main
+
+    model = tmp_path / "ser_cnn.onnx"
+    shutil.copy(smoke_run / "model.onnx", model)
+    shutil.copy(metadata_path(smoke_run / "model.onnx"), metadata_path(model))
+    before = metadata_path(model).read_text()
+    evidence = tmp_path / "notes.json"
+    evidence.write_text("not json")
+    with pytest.raises(SystemExit) as stopped:
+        ship_main([str(model), "--to", str(model), "--evidence", str(evidence)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(evidence) in error and "not a training run's metrics.json" in error
+    assert metadata_path(model).read_text() == before

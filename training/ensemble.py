@@ -47,10 +47,9 @@ def merge_onnx(members: list[Path], out: Path) -> None:
     initializers: list[onnx.TensorProto] = []
     outputs: list[str] = []
     opsets: dict[str, int] = {}
-    first: onnx.ModelProto | None = None
-    for index, path in enumerate(members):
-        proto = onnx.load(str(path))
-        first = first or proto
+    protos = [onnx.load(str(path)) for path in members]
+    first = protos[0]
+    for index, proto in enumerate(protos):
         for opset in proto.opset_import:
             opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
         prefixed = onnx.compose.add_prefix(proto, f"member{index}/")
@@ -61,7 +60,6 @@ def merge_onnx(members: list[Path], out: Path) -> None:
         nodes += graph.node
         initializers += graph.initializer
         outputs.append(graph.output[0].name)
-    assert first is not None
     nodes.append(helper.make_node("Mean", outputs, [OUTPUT_NAME], name="ensemble_mean"))
     graph = helper.make_graph(
         nodes, "ser_ensemble", [first.graph.input[0]], [first.graph.output[0]], initializer=initializers

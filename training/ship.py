@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
     evidence = {}
     for path in args.evidence:
-        metrics = json.loads(path.read_text())
-        evidence[metrics["split"]] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
+        try:
+            metrics = json.loads(path.read_text())
+            split = metrics["split"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            parser.exit(2, f"error: {path}: not a training run's metrics.json ({error!r})\n")
+        evidence[split] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     metrics = dict(metadata.metrics, held_out_evaluations=evidence)
     args.to.parent.mkdir(parents=True, exist_ok=True)
     if not (args.to.exists() and args.to.samefile(source)):
