@@ -128,6 +128,32 @@ def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_o
         assert picked_clips == {clip: expected for clip in range(clips)}
 
 
+def test_training_images_are_frequency_warped_only_when_the_recipe_or_the_command_asks():
+    from pathlib import Path
+
+    from training.dataset import FeatureSet
+    from training.recipes import RECIPES
+    from training.train import TrainConfig, TrainingBatches
+
+    clips = 4
+    rows = np.linspace(0.0, 1.0, 260, dtype=np.float32)[:, None]  # brightness rises with frequency
+    features = FeatureSet(
+        spectrograms=np.repeat((rows * np.ones((1, 270), np.float32))[None], clips, axis=0).astype(np.float16),
+        window_clip=np.arange(clips, dtype=np.int32),
+        window_variant=np.zeros(clips, np.int8),
+        window_is_eval=np.ones(clips, bool),
+        clip_labels=np.arange(clips, dtype=np.int32),
+        clip_actors=np.arange(1, clips + 1, dtype=np.int32),
+        clip_names=[f"clip{i}" for i in range(clips)],
+    )
+    improved = RECIPES["improved"]
+    for override, warped in ((0.0, False), (0.1, True)):
+        config = TrainConfig(data=Path("unused"), out=Path("unused"), frequency_warp=override)
+        images, _, _ = TrainingBatches(features, np.arange(clips), improved, config)[0]
+        unchanged = np.allclose(images[..., 0], features.spectrograms.astype(np.float32), atol=1e-3)
+        assert unchanged is not warped, override
+
+
 def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
     from training.ensemble import demo_inputs
     from training.ensemble import main as ensemble_main

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--windows-per-clip", type=int, default=None, help="random windows of each training clip per epoch (default: the recipe's)")
+    parser.add_argument("--frequency-warp", type=float, default=None, help="vocal tract length perturbation: warp each training image's frequency axis by a factor in 1 ± this (default: the recipe's)")
     parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig(
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
             fold=args.fold, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-            patience=args.patience, windows_per_clip=args.windows_per_clip, resume=args.resume, keep=args.keep,
+            patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp, resume=args.resume, keep=args.keep,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
         )
     )

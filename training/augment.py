@@ -62,3 +62,28 @@ def spec_augment(image: NDArray[np.float32], rng: np.random.Generator) -> NDArra
         start = int(rng.integers(0, cols - width + 1))
         image[:, start : start + width] = 0.0
     return image
+
+
+def frequency_warp(image: NDArray[np.float32], factor: float) -> NDArray[np.float32]:
+    """Vocal tract length perturbation on a spectrogram: stretch its frequency axis by ``factor``.
+
+    Speakers differ most in pitch and vocal-tract length, both of which scale
+    the frequencies of the same sounds; warping the rows simulates a new
+    speaker (Jaitly & Hinton 2013). The warp is piecewise linear so the top
+    row (4 kHz) stays put: frequency f moves to ``factor · f`` up to a
+    boundary, then linearly to the top. Rows are interpolated linearly.
+    """
+    rows = image.shape[0]
+    top = rows - 1
+    boundary = 0.85 * top * min(factor, 1.0)
+    output_rows = np.arange(rows, dtype=np.float64)
+    source = np.where(
+        output_rows <= boundary * factor,
+        output_rows / factor,
+        boundary + (output_rows - boundary * factor) * (top - boundary) / (top - boundary * factor),
+    )
+    source = np.clip(source, 0.0, top)
+    lower = np.floor(source).astype(np.intp)
+    upper = np.minimum(lower + 1, top)
+    weight = (source - lower).astype(np.float32)[:, None]
+    return (image[lower] * (1.0 - weight) + image[upper] * weight).astype(np.float32)

@@ -33,6 +33,7 @@ class Recipe:
     cosine_decay: bool
     first_stride: int = 1  # the paper: 1; improved: 2, a 4× cheaper network (see below)
     windows_per_clip: int = 1  # random windows of each training clip per epoch
+    frequency_warp: float = 0.0  # vocal tract length perturbation: factors drawn from 1 ± this
 
 
 RECIPES = {

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ser_stream import EMOTIONS
 from ser_stream.windows import WindowConfig
 from training import evaluate
-from training.augment import paper_image_transform, spec_augment
+from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.dataset import VARIANTS, FeatureSet, build_features
 from training.export import export_onnx, parity, write_metadata
 from training.ravdess import scan
@@ -44,6 +44,7 @@ class TrainConfig:
     batch_size: int = 32
     patience: int = 15
     windows_per_clip: int | None = None  # None: the recipe's
+    frequency_warp: float | None = None  # None: the recipe's
     resume: bool = False
     keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships
     cache_dir: Path | None = Path(".cache")
@@ -98,6 +99,11 @@ def windows_per_clip(config: TrainConfig, recipe: Recipe) -> int:
     return config.windows_per_clip if config.windows_per_clip is not None else recipe.windows_per_clip
 
 
+def frequency_warp_range(config: TrainConfig, recipe: Recipe) -> float:
+    """Largest relative frequency warp of a training image: the command's override, else the recipe's."""
+    return config.frequency_warp if config.frequency_warp is not None else recipe.frequency_warp
+
+
 class TrainingBatches(keras.utils.PyDataset):
     """Each epoch, ``windows_per_clip`` random windows of every training clip, augmented per recipe."""
 
@@ -112,6 +118,7 @@ class TrainingBatches(keras.utils.PyDataset):
         weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
         self.class_weight = weights if recipe.class_weights else np.ones(len(EMOTIONS))
         self.windows_per_clip = windows_per_clip(config, recipe)
+        self.frequency_warp = frequency_warp_range(config, recipe)
         self.on_epoch_end()
 
     def on_epoch_end(self) -> None:
@@ -132,6 +139,8 @@ class TrainingBatches(keras.utils.PyDataset):
             image = self.features.spectrograms[window].astype(np.float32)
             if self.recipe.paper_augmentation:
                 image = paper_image_transform(image, self.rng)
+            if self.frequency_warp > 0:
+                image = frequency_warp(image, self.rng.uniform(1 - self.frequency_warp, 1 + self.frequency_warp))
             if self.recipe.spec_augment:
                 image = spec_augment(image, self.rng)
             images.append(image)
@@ -275,7 +284,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
-    metrics["training"] = {"epochs": config.epochs, "windows_per_clip": windows_per_clip(config, recipe), "batch_size": config.batch_size, "seed": config.seed}
+    metrics["training"] = {"epochs": config.epochs, "windows_per_clip": windows_per_clip(config, recipe), "frequency_warp": frequency_warp_range(config, recipe), "batch_size": config.batch_size, "seed": config.seed}
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
