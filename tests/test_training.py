@@ -154,6 +154,22 @@ def test_training_images_are_frequency_warped_only_when_the_recipe_or_the_comman
         assert unchanged is not warped, override
 
 
+def test_the_spectral_mean_channel_keeps_the_input_and_adds_it_with_each_frequencys_window_mean_removed():
+    from training.recipes import RECIPES, SpectralMeanChannel, build_model
+
+    rng = np.random.default_rng(0)
+    spectrograms = rng.random((2, 260, 270, 1), dtype=np.float32)
+    spectrograms[1, 40] += 0.5  # one speaker's voice: a louder band all window long
+    channels = SpectralMeanChannel()(spectrograms).numpy()
+    assert channels.shape == (2, 260, 270, 2)
+    np.testing.assert_array_equal(channels[..., 0], spectrograms[..., 0])
+    np.testing.assert_allclose(channels[..., 1].mean(axis=2), 0.0, atol=1e-5)
+    np.testing.assert_allclose(channels[1, 40, :, 1], spectrograms[1, 40, :, 0] - spectrograms[1, 40, :, 0].mean(), atol=1e-5)
+    model = build_model(RECIPES["improved-cmn"])
+    assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
+    assert not any(isinstance(layer, SpectralMeanChannel) for layer in build_model(RECIPES["improved"]).layers)
+
+
 def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
     from training.ensemble import demo_inputs
     from training.ensemble import main as ensemble_main

@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from ser_stream.windows import WindowConfig
+from training.recipes import RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description="Train the emotion CNN and export it to ONNX.")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"), help="RAVDESS-layout folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder (one subfolder per split)")
-    parser.add_argument("--recipe", default="improved", choices=["paper", "improved"])
+    parser.add_argument("--recipe", default="improved", choices=list(RECIPES))
     parser.add_argument("--protocol", default="actors", choices=["random", "actors", "all"])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
