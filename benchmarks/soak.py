@@ -53,13 +53,24 @@ def build_streams(data: Path, minutes: float, streams: int, folder: Path) -> lis
     return paths
 
 
-def sample(pid: int) -> dict[str, float]:
-    with open(f"/proc/{pid}/status") as status:
-        fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmRSS", "VmHWM", "Threads"))}
+def sample(pid: int) -> dict[str, float] | None:
+    """Memory, descriptors and threads of the monitor; None once it has exited.
+
+    The monitor can exit between ``poll()`` and this read: its /proc entry is
+    then gone, or a zombie's, which has no memory lines.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmRSS", "VmHWM", "Threads"))}
+        descriptors = len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return None
+    if "VmRSS" not in fields:
+        return None
     return {
         "rss_mb": round(int(fields["VmRSS"]) / 1024, 1),
         "peak_rss_mb": round(int(fields["VmHWM"]) / 1024, 1),
-        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "fds": descriptors,
         "threads": int(fields["Threads"]),
     }
 
@@ -124,6 +135,8 @@ async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[st
         except OSError:
             await asyncio.sleep(0.1)
     baseline = sample(pid)
+    if baseline is None:
+        raise SystemExit(f"the monitor (pid {pid}) exited before the soak began, status {process.wait()}")
     stalled_sockets = [stalled_client(port) for _ in range(stalled)]
     following = [streams[i % len(streams)] if i % 3 == 2 else None for i in range(readers)]  # every third follows one stream
     reader_tasks = [asyncio.create_task(reader(port, stream)) for stream in following]
@@ -131,7 +144,9 @@ async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[st
     churn_task = asyncio.create_task(churn(port, stop))
     samples, started = [], time.monotonic()
     while process.poll() is None:
-        samples.append({"t": round(time.monotonic() - started, 1), **sample(pid)})
+        measured = sample(pid)
+        if measured is not None:
+            samples.append({"t": round(time.monotonic() - started, 1), **measured})
         await asyncio.sleep(0.5)
     stop.set()
     counts = await asyncio.gather(*reader_tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -27,3 +28,20 @@ def test_short_soak_keeps_every_reader_whole_and_resources_bounded(ravdess, ship
     assert summary["fds"]["last"] <= summary["fds"]["start"] + 4  # nothing leaked by thousands of connections
     assert summary["rss_mb"]["max"] < 800  # bounded: two stalled subscribers did not make queues grow
     assert summary["monitor_errors"] == []
+
+
+def test_the_soak_sampler_reports_an_exited_monitor_as_gone_instead_of_failing():
+    import time
+    from pathlib import Path
+
+    from benchmarks.soak import sample
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    status = Path(f"/proc/{child.pid}/status")
+    deadline = time.monotonic() + 30
+    while "State:\tZ" not in status.read_text() and time.monotonic() < deadline:  # exited, not yet reaped
+        time.sleep(0.01)
+    assert sample(child.pid) is None
+    child.wait()
+    assert sample(child.pid) is None
+    assert sample(os.getpid())["rss_mb"] > 0
