@@ -101,24 +101,31 @@ def test_int8_quantisation_runs_and_reports_accuracy_and_speed_side_by_side(smok
     assert report["ms_per_window_batch1"]["speedup"] > 0 and report["ms_per_window_batch32"]["speedup"] > 0
 
 
-def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_overrides_it():
-    from collections import Counter
-    from pathlib import Path
-
+def clean_windows(spectrograms: np.ndarray, clips: int):
+    """A FeatureSet of clean windows, split evenly among ``clips`` clips (one per emotion, one per actor)."""
     from training.dataset import FeatureSet
-    from training.recipes import RECIPES
-    from training.train import TrainConfig, TrainingBatches
 
-    clips, windows_each = 4, 3
-    features = FeatureSet(
-        spectrograms=np.zeros((clips * windows_each, 260, 270), np.float16),
-        window_clip=np.repeat(np.arange(clips), windows_each).astype(np.int32),
-        window_variant=np.zeros(clips * windows_each, np.int8),
-        window_is_eval=np.ones(clips * windows_each, bool),
+    windows = len(spectrograms)
+    return FeatureSet(
+        spectrograms=spectrograms.astype(np.float16),
+        window_clip=np.repeat(np.arange(clips), windows // clips).astype(np.int32),
+        window_variant=np.zeros(windows, np.int8),
+        window_is_eval=np.ones(windows, bool),
         clip_labels=np.arange(clips, dtype=np.int32),
         clip_actors=np.arange(1, clips + 1, dtype=np.int32),
         clip_names=[f"clip{i}" for i in range(clips)],
     )
+
+
+def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_overrides_it():
+    from collections import Counter
+    from pathlib import Path
+
+    from training.recipes import RECIPES
+    from training.train import TrainConfig, TrainingBatches
+
+    clips, windows_each = 4, 3
+    features = clean_windows(np.zeros((clips * windows_each, 260, 270)), clips)
     improved = RECIPES["improved"]
     assert improved.windows_per_clip == 1
     for override, expected in ((None, improved.windows_per_clip), (3, 3)):
@@ -131,21 +138,12 @@ def test_each_epoch_draws_the_recipes_windows_of_every_clip_unless_the_command_o
 def test_training_images_are_frequency_warped_only_when_the_recipe_or_the_command_asks():
     from pathlib import Path
 
-    from training.dataset import FeatureSet
     from training.recipes import RECIPES
     from training.train import TrainConfig, TrainingBatches
 
     clips = 4
     rows = np.linspace(0.0, 1.0, 260, dtype=np.float32)[:, None]  # brightness rises with frequency
-    features = FeatureSet(
-        spectrograms=np.repeat((rows * np.ones((1, 270), np.float32))[None], clips, axis=0).astype(np.float16),
-        window_clip=np.arange(clips, dtype=np.int32),
-        window_variant=np.zeros(clips, np.int8),
-        window_is_eval=np.ones(clips, bool),
-        clip_labels=np.arange(clips, dtype=np.int32),
-        clip_actors=np.arange(1, clips + 1, dtype=np.int32),
-        clip_names=[f"clip{i}" for i in range(clips)],
-    )
+    features = clean_windows(np.repeat((rows * np.ones((1, 270), np.float32))[None], clips, axis=0), clips)
     improved = RECIPES["improved"]
     for override, warped in ((0.0, False), (0.1, True)):
         config = TrainConfig(data=Path("unused"), out=Path("unused"), frequency_warp=override)

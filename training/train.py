@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +94,13 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
     return splits
 
 
-def windows_per_clip(config: TrainConfig, recipe: Recipe) -> int:
-    """Windows of each training clip per epoch: the command's override, else the recipe's."""
-    return config.windows_per_clip if config.windows_per_clip is not None else recipe.windows_per_clip
+COMMAND_OVERRIDES = ("windows_per_clip", "frequency_warp")  # recipe fields the training command may set
 
 
-def frequency_warp_range(config: TrainConfig, recipe: Recipe) -> float:
-    """Largest relative frequency warp of a training image: the command's override, else the recipe's."""
-    return config.frequency_warp if config.frequency_warp is not None else recipe.frequency_warp
+def with_command_overrides(recipe: Recipe, config: TrainConfig) -> Recipe:
+    """The recipe as this command runs it: each field in ``COMMAND_OVERRIDES`` the command set replaces the recipe's."""
+    overrides = {name: getattr(config, name) for name in COMMAND_OVERRIDES if getattr(config, name) is not None}
+    return replace(recipe, **overrides)
 
 
 class TrainingBatches(keras.utils.PyDataset):
@@ -109,7 +108,7 @@ class TrainingBatches(keras.utils.PyDataset):
 
     def __init__(self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig) -> None:
         super().__init__()
-        self.features, self.recipe, self.config = features, recipe, config
+        self.features, self.recipe, self.config = features, with_command_overrides(recipe, config), config
         self.rng = np.random.default_rng(config.seed + 1)
         candidates = features.windows_of(clips, recipe.variants)
         self.windows_by_clip = [candidates[features.window_clip[candidates] == c] for c in clips]
@@ -117,14 +116,12 @@ class TrainingBatches(keras.utils.PyDataset):
         counts = np.bincount(self.labels, minlength=len(EMOTIONS)).astype(np.float64)
         weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
         self.class_weight = weights if recipe.class_weights else np.ones(len(EMOTIONS))
-        self.windows_per_clip = windows_per_clip(config, recipe)
-        self.frequency_warp = frequency_warp_range(config, recipe)
         self.on_epoch_end()
 
     def on_epoch_end(self) -> None:
         picks = []
         for clip_windows, label in zip(self.windows_by_clip, self.labels):
-            for window in self.rng.choice(clip_windows, size=self.windows_per_clip):
+            for window in self.rng.choice(clip_windows, size=self.recipe.windows_per_clip):
                 picks.append((int(window), int(label)))
         self.rng.shuffle(picks)
         self.epoch_picks = picks
@@ -139,8 +136,9 @@ class TrainingBatches(keras.utils.PyDataset):
             image = self.features.spectrograms[window].astype(np.float32)
             if self.recipe.paper_augmentation:
                 image = paper_image_transform(image, self.rng)
-            if self.frequency_warp > 0:
-                image = frequency_warp(image, self.rng.uniform(1 - self.frequency_warp, 1 + self.frequency_warp))
+            if self.recipe.frequency_warp > 0:
+                warp = self.recipe.frequency_warp
+                image = frequency_warp(image, self.rng.uniform(1 - warp, 1 + warp))
             if self.recipe.spec_augment:
                 image = spec_augment(image, self.rng)
             images.append(image)
@@ -284,7 +282,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
-    metrics["training"] = {"epochs": config.epochs, "windows_per_clip": windows_per_clip(config, recipe), "frequency_warp": frequency_warp_range(config, recipe), "batch_size": config.batch_size, "seed": config.seed}
+    metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed}
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
