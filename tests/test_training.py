@@ -249,3 +249,28 @@ def test_shipping_refuses_evidence_that_is_not_a_runs_metrics(smoke_run, tmp_pat
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(evidence) in error and "not a training run's metrics.json" in error
     assert metadata_path(model).read_text() == before
+
+
+def test_a_warm_restart_starts_each_split_from_the_earlier_runs_model_and_records_it(smoke_run, tiny_ravdess, tmp_path):
+    import keras
+
+    from training.__main__ import main
+
+    out = tmp_path / "restart"
+    # No further epochs: the run must export exactly the weights it started from.
+    assert main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "0", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)]) == 0
+    earlier, restarted = (keras.models.load_model(folder / "model.keras") for folder in (smoke_run, out / "random"))
+    for earlier_weights, restarted_weights in zip(earlier.get_weights(), restarted.get_weights(), strict=True):
+        np.testing.assert_array_equal(earlier_weights, restarted_weights)
+    training = json.loads((out / "random" / "metrics.json").read_text())["training"]
+    assert training["initialised_from"] == str(smoke_run) and training["earlier_epochs"] == 2
+
+
+def test_a_warm_restart_refuses_an_earlier_run_without_the_split_before_training(smoke_run, tiny_ravdess, tmp_path):
+    from training.__main__ import main
+
+    out = tmp_path / "restart"
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--protocol", "all", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
+    assert "no model for split all" in str(stopped.value.code) and str(smoke_run.parent) in str(stopped.value.code)
+    assert not out.exists()

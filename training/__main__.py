@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frequency-warp", type=float, default=None, help="vocal tract length perturbation: warp each training image's frequency axis by a factor in 1 ± this (default: the recipe's)")
     parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
+    parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--keep", choices=["best", "last"], default="best", help="weights to score and export: best validation epoch, or the last")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig(
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
             fold=args.fold, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
-            patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp, resume=args.resume, keep=args.keep,
+            patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
+            init_from=args.init_from, resume=args.resume, keep=args.keep,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
         )
     )

@@ -45,6 +45,7 @@ class TrainConfig:
     patience: int = 15
     windows_per_clip: int | None = None  # None: the recipe's
     frequency_warp: float | None = None  # None: the recipe's
+    init_from: Path | None = None  # an earlier run folder: each split starts from its model there, on a fresh schedule
     resume: bool = False
     keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships
     cache_dir: Path | None = Path(".cache")
@@ -101,6 +102,16 @@ def with_command_overrides(recipe: Recipe, config: TrainConfig) -> Recipe:
     """The recipe as this command runs it: each field in ``COMMAND_OVERRIDES`` the command set replaces the recipe's."""
     overrides = {name: getattr(config, name) for name in COMMAND_OVERRIDES if getattr(config, name) is not None}
     return replace(recipe, **overrides)
+
+
+def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
+    """The model an earlier run trained for this split, and its epochs, to start a warm restart from."""
+    model_path = run_folder / split_name / "model.keras"
+    if not model_path.is_file():
+        raise SystemExit(f"--init-from {run_folder}: no model for split {split_name} ({model_path} is missing)")
+    metrics_path = run_folder / split_name / "metrics.json"
+    epochs = json.loads(metrics_path.read_text()).get("epochs_run", 0) if metrics_path.is_file() else 0
+    return model_path, int(epochs)
 
 
 class TrainingBatches(keras.utils.PyDataset):
@@ -257,6 +268,10 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
         model = build_model(recipe, config.seed)
+        if config.init_from is not None:
+            # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
+            model.set_weights(keras.models.load_model(earlier_split(config.init_from, split.name)[0]).get_weights())
+            console.print(f"{split.name}: starting from {config.init_from / split.name / 'model.keras'}")
         learning_rate: Any = recipe.learning_rate
         if recipe.cosine_decay:
             learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=config.epochs * len(batches), alpha=0.05)
@@ -283,6 +298,9 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed}
+    if config.init_from is not None:
+        metrics["training"]["initialised_from"] = str(config.init_from / split.name)
+        metrics["training"]["earlier_epochs"] = earlier_split(config.init_from, split.name)[1]
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
@@ -333,9 +351,13 @@ def run(config: TrainConfig) -> dict[str, Any]:
     variants = tuple(dict.fromkeys(("clean", "telephone") + recipe.variants))
     console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
     features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
+    splits = make_splits(features, config)
+    if config.init_from is not None:
+        for split in splits:
+            earlier_split(config.init_from, split.name)  # refuse before hours of training, not after
     config.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}, "splits": {}}
-    for split in make_splits(features, config):
+    for split in splits:
         summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name)
     tested = [m["test_clean"] for m in summary["splits"].values() if "test_clean" in m]
     if tested:
