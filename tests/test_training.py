@@ -274,3 +274,30 @@ def test_a_warm_restart_refuses_an_earlier_run_without_the_split_before_training
         main(["--data", str(tiny_ravdess), "--out", str(out), "--protocol", "all", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
     assert "no model for split all" in str(stopped.value.code) and str(smoke_run.parent) in str(stopped.value.code)
     assert not out.exists()
+
+
+def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_it_as_evidence(smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
+    from training.ensemble import main as ensemble_main
+    from training.score import clip_inputs
+    from training.score import main as score_main
+
+    import soundfile
+
+    from tests.conftest import speechlike
+
+    model = EmotionModel(smoke_run / "model.onnx", provider="cpu")
+    clip = tmp_path / "five-seconds.wav"
+    soundfile.write(clip, speechlike(5.0, 16000), 16000)
+    own, finer = (clip_inputs(clip, model, "clean", seed=0, hop_seconds=hop) for hop in (None, model.metadata.window.hop_seconds / 2))
+    assert len(finer) > len(own) > 2
+    assert all(any(np.array_equal(window, other) for other in finer) for window in own)  # the finer hop sees every window the model's does
+
+    members = [smoke_run / "model.onnx", shipped_model]
+    report = tmp_path / "fold-finer-hop.json"
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--variants", "clean", "--hop", "0.25", "--model", str(members[0]), "--model", str(members[1]), "--out", str(report)]) == 0
+    assert json.loads(report.read_text())["hop_seconds"] == 0.25
+    with pytest.raises(SystemExit) as stopped:
+        ensemble_main([*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(report) in error and "0.25 s hop" in error

@@ -127,6 +127,9 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
             raise ModelError(f"{path}: not a training.score report ({error!r})") from None
         if len(scored) != len(members):
             raise ModelError(f"{path}: scores {len(scored)} model(s), the ensemble has {len(members)}")
+        hop = report.get("hop_seconds", metadata[0].hop_seconds)
+        if hop != metadata[0].hop_seconds:
+            raise ModelError(f"{path}: scored windows at a {hop} s hop, the ensemble cuts them at {metadata[0].hop_seconds} s")
         name = "actors-" + "-".join(f"{actor:02d}" for actor in actors)
         held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")

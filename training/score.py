@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,24 @@ from training.augment import telephone
 from training.ravdess import scan
 
 
-def clip_inputs(path: Path, model: EmotionModel, variant: str, seed: int) -> NDArray[np.float32]:
-    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line)."""
+def clip_inputs(path: Path, model: EmotionModel, variant: str, seed: int, hop_seconds: float | None = None) -> NDArray[np.float32]:
+    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line).
+
+    ``hop_seconds`` replaces the model's hop, to measure what a finer or coarser one buys.
+    """
     audio, rate = read_audio(path)
     if variant == "telephone":
         audio = telephone(resample_to_canonical(audio, rate), np.random.default_rng(seed))
         rate = SAMPLE_RATE
-    return clip_spectrograms(audio, rate, model.metadata.window)
+    window = model.metadata.window if hop_seconds is None else replace(model.metadata.window, hop_seconds=hop_seconds)
+    return clip_spectrograms(audio, rate, window)
 
 
-def score(models: list[EmotionModel], clips: list, variant: str = "clean") -> dict[str, float]:
+def score(models: list[EmotionModel], clips: list, variant: str = "clean", hop_seconds: float | None = None) -> dict[str, float]:
     """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs."""
     true, predicted = [], []
     for index, clip in enumerate(clips):
-        windows = clip_inputs(clip.path, models[0], variant, seed=index)
+        windows = clip_inputs(clip.path, models[0], variant, seed=index, hop_seconds=hop_seconds)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
         true.append(clip.label_index)
         predicted.append(EMOTIONS.index(average_windows(outputs).label))
@@ -54,14 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int, nargs="+", required=True, help="held-out actors to score on")
     parser.add_argument("--model", type=Path, action="append", required=True, help="repeat for an ensemble")
     parser.add_argument("--variants", nargs="+", default=["clean", "telephone"], choices=["clean", "telephone"])
+    parser.add_argument("--hop", type=float, default=None, help="cut windows at this hop in seconds instead of the model's")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
     models = [EmotionModel(path, provider="cpu") for path in args.model]
     clips, _ = scan(args.data)
     held_out = [clip for clip in clips if clip.actor in args.actors]
-    result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out)}
+    hop = models[0].metadata.window.hop_seconds if args.hop is None else args.hop
+    result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": hop}
     for variant in args.variants:
-        result[variant] = score(models, held_out, variant)
+        result[variant] = score(models, held_out, variant, args.hop)
     print(json.dumps(result))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
