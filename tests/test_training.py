@@ -301,3 +301,29 @@ def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_i
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(report) in error and "0.25 s hop" in error
+
+
+def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export_with_parity(tmp_path):
+    from training.export import export_onnx, parity
+    from training.recipes import RECIPES, MelFrequencyRows, build_model, mel_rows_matrix
+
+    weights = mel_rows_matrix()
+    assert weights.shape == (260, 260) and (weights >= 0).all()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)  # every row a weighted mean: [0, 1] stays [0, 1]
+    row_hz = (weights * np.arange(260)).sum(axis=1) * 8000 / 520
+    assert np.all(np.diff(row_hz) > 0) and row_hz[0] < 5 and row_hz[-1] > 3950
+    assert (row_hz < 1000).sum() > 1.7 * 65  # linear rows below 1 kHz: 65
+
+    spectrograms = np.zeros((2, 260, 270, 1), np.float32)
+    spectrograms[0] = 0.4  # flat: stays flat
+    spectrograms[1, 13] = 1.0  # a 200 Hz tone: lands on the mel row centred nearest 200 Hz
+    rows = MelFrequencyRows()(spectrograms).numpy()
+    np.testing.assert_allclose(rows[0], 0.4, atol=1e-6)
+    assert rows[1, :, 0, 0].argmax() == np.abs(row_hz - 200.0).argmin()
+    assert 0.0 <= rows.min() and rows.max() <= 1.0
+
+    model = build_model(RECIPES["improved-mel"])
+    assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
+    export_onnx(model, tmp_path / "mel.onnx")
+    assert parity(model, tmp_path / "mel.onnx", np.random.default_rng(0).random((4, 260, 270, 1), dtype=np.float32)) <= 1e-4
+    assert not any(isinstance(layer, MelFrequencyRows) for layer in build_model(RECIPES["improved"]).layers)
