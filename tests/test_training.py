@@ -327,3 +327,12 @@ def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export
     export_onnx(model, tmp_path / "mel.onnx")
     assert parity(model, tmp_path / "mel.onnx", np.random.default_rng(0).random((4, 260, 270, 1), dtype=np.float32)) <= 1e-4
     assert not any(isinstance(layer, MelFrequencyRows) for layer in build_model(RECIPES["improved"]).layers)
+
+
+def test_a_warm_restart_refuses_an_earlier_model_of_another_network(smoke_run, tiny_ravdess, tmp_path):
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:  # smoke_run trained the paper network, without batch norm
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "improved", "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
+    message = str(stopped.value.code)
+    assert message.count("\n") == 0 and str(smoke_run / "model.keras") in message and "is not a network of recipe improved" in message

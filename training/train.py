@@ -270,8 +270,12 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model = build_model(recipe, config.seed)
         if config.init_from is not None:
             # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
-            model.set_weights(keras.models.load_model(earlier_split(config.init_from, split.name)[0]).get_weights())
-            console.print(f"{split.name}: starting from {config.init_from / split.name / 'model.keras'}")
+            start_from, _ = earlier_split(config.init_from, split.name)
+            try:
+                model.set_weights(keras.models.load_model(start_from).get_weights())
+            except ValueError as error:
+                raise SystemExit(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
+            console.print(f"{split.name}: starting from {start_from}")
         learning_rate: Any = recipe.learning_rate
         if recipe.cosine_decay:
             learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=config.epochs * len(batches), alpha=0.05)
