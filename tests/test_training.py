@@ -277,13 +277,12 @@ def test_a_warm_restart_refuses_an_earlier_run_without_the_split_before_training
 
 
 def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_it_as_evidence(smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
-    from training.ensemble import main as ensemble_main
-    from training.score import clip_inputs
-    from training.score import main as score_main
-
     import soundfile
 
     from tests.conftest import speechlike
+    from training.ensemble import main as ensemble_main
+    from training.score import clip_inputs
+    from training.score import main as score_main
 
     model = EmotionModel(smoke_run / "model.onnx", provider="cpu")
     clip = tmp_path / "five-seconds.wav"
