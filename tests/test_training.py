@@ -335,3 +335,15 @@ def test_a_warm_restart_refuses_an_earlier_model_of_another_network(smoke_run, t
         main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "improved", "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
     message = str(stopped.value.code)
     assert message.count("\n") == 0 and str(smoke_run / "model.keras") in message and "is not a network of recipe improved" in message
+
+
+def test_a_score_report_breaks_the_held_out_clips_down_by_actor(smoke_run, tiny_ravdess, tmp_path):
+    from training.score import main as score_main
+
+    report_path = tmp_path / "two-actors.json"
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "1", "2", "--variants", "clean", "--model", str(smoke_run / "model.onnx"), "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    by_actor = report["clean_by_actor"]
+    assert sorted(by_actor) == ["01", "02"] and [by_actor[a]["clips"] for a in ("01", "02")] == [16, 16]
+    correct = sum(scores["accuracy"] * scores["clips"] for scores in by_actor.values())
+    assert correct == pytest.approx(report["clean"]["accuracy"] * report["clean"]["clips"])

@@ -42,15 +42,19 @@ def clip_inputs(path: Path, model: EmotionModel, variant: str, seed: int, hop_se
     return clip_spectrograms(audio, rate, window)
 
 
-def score(models: list[EmotionModel], clips: list, variant: str = "clean", hop_seconds: float | None = None) -> dict[str, float]:
-    """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs."""
+def score(models: list[EmotionModel], clips: list, variant: str = "clean", hop_seconds: float | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs: all clips, and each actor's."""
     true, predicted = [], []
     for index, clip in enumerate(clips):
         windows = clip_inputs(clip.path, models[0], variant, seed=index, hop_seconds=hop_seconds)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
         true.append(clip.label_index)
         predicted.append(EMOTIONS.index(average_windows(outputs).label))
-    return evaluate.scores(np.asarray(true), np.asarray(predicted))
+    true_labels, predicted_labels, actors = np.asarray(true), np.asarray(predicted), np.asarray([clip.actor for clip in clips])
+    by_actor = {
+        f"{actor:02d}": evaluate.scores(true_labels[actors == actor], predicted_labels[actors == actor]) for actor in np.unique(actors)
+    }
+    return evaluate.scores(true_labels, predicted_labels), by_actor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     hop = models[0].metadata.window.hop_seconds if args.hop is None else args.hop
     result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": hop}
     for variant in args.variants:
-        result[variant] = score(models, held_out, variant, args.hop)
+        result[variant], result[f"{variant}_by_actor"] = score(models, held_out, variant, args.hop)
     print(json.dumps(result))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
