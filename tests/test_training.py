@@ -347,3 +347,24 @@ def test_a_score_report_breaks_the_held_out_clips_down_by_actor(smoke_run, tiny_
     assert sorted(by_actor) == ["01", "02"] and [by_actor[a]["clips"] for a in ("01", "02")] == [16, 16]
     correct = sum(scores["accuracy"] * scores["clips"] for scores in by_actor.values())
     assert correct == pytest.approx(report["clean"]["accuracy"] * report["clean"]["clips"])
+
+
+def test_folds_balanced_by_voice_hold_out_as_many_men_as_women_and_every_actor_once():
+    from pathlib import Path
+
+    from training.train import TrainConfig, make_splits
+
+    features = clean_windows(np.zeros((20, 260, 270)), 20)  # one clip for each of actors 1-20
+    for balance_voices in (False, True):
+        config = TrainConfig(data=Path("unused"), out=Path("unused"), balance_voices=balance_voices)
+        splits = make_splits(features, config)
+        held_out = [features.clip_actors[split.test] for split in splits]
+        assert sorted(np.concatenate(held_out)) == list(range(1, 21))
+        for split in splits:
+            assert not set(split.train) & (set(split.test) | set(split.validation)) and len(split.train) == 14
+        if balance_voices:
+            for split, actors in zip(splits, held_out):
+                assert sorted(actors % 2) == [0, 0, 1, 1]  # odd-numbered RAVDESS actors are male
+                assert sorted(features.clip_actors[split.validation] % 2) == [0, 1]
+    default = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused")))
+    assert [s.name for s in default][2] == "fold2-actors-01-09-11-13"  # the folds of every run so far, unchanged

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="actors", choices=["random", "actors", "all"])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
+    parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, default=15, help="early stopping on validation mean per-class accuracy")
     parser.add_argument("--seed", type=int, default=0)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     run(
         TrainConfig(
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
-            fold=args.fold, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+            fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
             patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
             init_from=args.init_from, resume=args.resume, keep=args.keep,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),

@@ -39,6 +39,7 @@ class TrainConfig:
     protocol: str = "actors"
     folds: int = 5
     fold: int | None = None  # None: every fold of the protocol
+    balance_voices: bool = False  # actors protocol: as many male as female actors in each fold's test and validation
     epochs: int = 60
     seed: int = 0
     batch_size: int = 32
@@ -61,10 +62,20 @@ class Split:
     test: NDArray[np.int64]
 
 
+def is_male(actors: NDArray[np.integer] | int) -> NDArray[np.bool_] | bool:
+    """RAVDESS numbers its male actors odd and its female actors even."""
+    return actors % 2 == 1
+
+
+def first_of_each_voice(actors: list[int]) -> list[int]:
+    """The first male and the first female actor of ``actors``, in that order (either may be missing)."""
+    return [voice[0] for voice in ([a for a in actors if is_male(a)], [a for a in actors if not is_male(a)]) if voice]
+
+
 def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
     """Clip indices per split. ``random``: the paper's stratified 75/25 (10 % of the 75 kept for
-    validation); ``actors``: k folds of held-out speakers, two more actors for validation;
-    ``all``: every clip trains, nothing held out."""
+    validation); ``actors``: k folds of held-out speakers, two more actors for validation
+    (with ``balance_voices``, as many men as women in each); ``all``: every clip trains."""
     rng = np.random.default_rng(config.seed)
     clips = np.arange(len(features.clip_labels))
     if config.protocol == "all":
@@ -80,13 +91,20 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
             train += list(members[n_test + n_val :])
         return [Split("random", np.sort(train), np.sort(validation), np.sort(test))]
     actors = np.unique(features.clip_actors)
-    groups = np.array_split(rng.permutation(actors), config.folds)
+    if config.balance_voices:
+        # Deal the men, then the women, round the folds, so each fold holds out both voices alike.
+        dealt = np.concatenate([rng.permutation(actors[is_male(actors) == male]) for male in (True, False)])
+        groups = [dealt[index :: config.folds] for index in range(config.folds)]
+    else:
+        groups = np.array_split(rng.permutation(actors), config.folds)
     splits = []
     for index, test_actors in enumerate(groups):
         if config.fold is not None and index != config.fold:
             continue
         others = [a for a in rng.permutation(actors) if a not in test_actors]
         validation_actors = others[:2]
+        if config.balance_voices:
+            validation_actors = first_of_each_voice(others)
         test = clips[np.isin(features.clip_actors, test_actors)]
         validation = clips[np.isin(features.clip_actors, validation_actors)]
         train = clips[~np.isin(features.clip_actors, np.concatenate([test_actors, validation_actors]))]
