@@ -24,29 +24,26 @@ from ser_stream.clips import clip_spectrograms
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
+from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import telephone
 from training.ravdess import scan
 
 
-def clip_inputs(path: Path, model: EmotionModel, variant: str, seed: int, hop_seconds: float | None = None) -> NDArray[np.float32]:
-    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line).
-
-    ``hop_seconds`` replaces the model's hop, to measure what a finer or coarser one buys.
-    """
+def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int) -> NDArray[np.float32]:
+    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line)."""
     audio, rate = read_audio(path)
     if variant == "telephone":
         audio = telephone(resample_to_canonical(audio, rate), np.random.default_rng(seed))
         rate = SAMPLE_RATE
-    window = model.metadata.window if hop_seconds is None else replace(model.metadata.window, hop_seconds=hop_seconds)
     return clip_spectrograms(audio, rate, window)
 
 
-def score(models: list[EmotionModel], clips: list, variant: str = "clean", hop_seconds: float | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def score(models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs: all clips, and each actor's."""
     true, predicted = [], []
     for index, clip in enumerate(clips):
-        windows = clip_inputs(clip.path, models[0], variant, seed=index, hop_seconds=hop_seconds)
+        windows = clip_inputs(clip.path, window, variant, seed=index)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
         true.append(clip.label_index)
         predicted.append(EMOTIONS.index(average_windows(outputs).label))
@@ -69,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     models = [EmotionModel(path, provider="cpu") for path in args.model]
     clips, _ = scan(args.data)
     held_out = [clip for clip in clips if clip.actor in args.actors]
-    hop = models[0].metadata.window.hop_seconds if args.hop is None else args.hop
-    result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": hop}
+    window = models[0].metadata.window
+    if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
+        window = replace(window, hop_seconds=args.hop)
+    result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
     for variant in args.variants:
-        result[variant], result[f"{variant}_by_actor"] = score(models, held_out, variant, args.hop)
+        result[variant], result[f"{variant}_by_actor"] = score(models, held_out, window, variant)
     print(json.dumps(result))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

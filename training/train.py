@@ -278,6 +278,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     batches = TrainingBatches(features, split.train, recipe, config)
     history: dict[str, list[float]] = {}
     initial_epoch = 0
+    earlier = earlier_split(config.init_from, split.name) if config.init_from is not None else None  # (model, its epochs)
     state_file = checkpoints / "state.json"
     if config.resume and state_file.exists() and (checkpoints / "last.keras").exists():
         state = json.loads(state_file.read_text())
@@ -286,9 +287,9 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
         model = build_model(recipe, config.seed)
-        if config.init_from is not None:
+        if earlier is not None:
             # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
-            start_from, _ = earlier_split(config.init_from, split.name)
+            start_from = earlier[0]
             try:
                 model.set_weights(keras.models.load_model(start_from).get_weights())
             except ValueError as error:
@@ -320,9 +321,9 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed}
-    if config.init_from is not None:
-        metrics["training"]["initialised_from"] = str(config.init_from / split.name)
-        metrics["training"]["earlier_epochs"] = earlier_split(config.init_from, split.name)[1]
+    if earlier is not None:
+        metrics["training"]["initialised_from"] = str(earlier[0].parent)
+        metrics["training"]["earlier_epochs"] = earlier[1]
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
