@@ -372,3 +372,24 @@ def test_folds_balanced_by_voice_hold_out_as_many_men_as_women_and_every_actor_o
                 assert sorted(features.clip_actors[split.validation] % 2) == [0, 1]
     default = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused")))
     assert [s.name for s in default][2] == "fold2-actors-01-09-11-13"  # the folds of every run so far, unchanged
+
+
+def test_a_model_seed_draws_another_network_and_batch_order_on_the_same_splits():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from training.recipes import RECIPES
+    from training.train import TrainConfig, TrainingBatches, make_splits, network_seed
+
+    features = clean_windows(np.random.default_rng(0).random((20, 260, 270)), 20)
+    plain = TrainConfig(data=Path("unused"), out=Path("unused"))
+    member = TrainConfig(data=Path("unused"), out=Path("unused"), model_seed=1)
+    assert (network_seed(plain), network_seed(member)) == (0, 1)
+    for ours, theirs in zip(make_splits(features, plain), make_splits(features, member)):
+        assert ours.name == theirs.name
+        for part in ("train", "validation", "test"):
+            assert np.array_equal(getattr(ours, part), getattr(theirs, part))
+    split = make_splits(features, plain)[0]
+    order = {seed: [w for w, _ in TrainingBatches(features, split.train, RECIPES["improved"], config).epoch_picks] for seed, config in ((0, plain), (1, member))}
+    assert sorted(order[0]) == sorted(order[1]) and order[0] != order[1]
+    assert [w for w, _ in TrainingBatches(features, split.train, RECIPES["improved"], replace(plain, model_seed=0)).epoch_picks] == order[0]

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, default=15, help="early stopping on validation mean per-class accuracy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="splits (folds, the random split) and feature augmentation")
+    parser.add_argument("--model-seed", type=int, default=None, help="initial weights and batch order (default: --seed); the same splits with another network, e.g. for an ensemble")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--windows-per-clip", type=int, default=None, help="random windows of each training clip per epoch (default: the recipe's)")
     parser.add_argument("--frequency-warp", type=float, default=None, help="vocal tract length perturbation: warp each training image's frequency axis by a factor in 1 ± this (default: the recipe's)")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     run(
         TrainConfig(
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
-            fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+            fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
             patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
             init_from=args.init_from, resume=args.resume, keep=args.keep,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),

@@ -41,7 +41,8 @@ class TrainConfig:
     fold: int | None = None  # None: every fold of the protocol
     balance_voices: bool = False  # actors protocol: as many male as female actors in each fold's test and validation
     epochs: int = 60
-    seed: int = 0
+    seed: int = 0  # splits and feature augmentation
+    model_seed: int | None = None  # initial weights and batch order; None: ``seed``. Same splits, another network: ensemble members
     batch_size: int = 32
     patience: int = 15
     windows_per_clip: int | None = None  # None: the recipe's
@@ -132,13 +133,17 @@ def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
     return model_path, int(epochs)
 
 
+def network_seed(config: TrainConfig) -> int:
+    return config.seed if config.model_seed is None else config.model_seed
+
+
 class TrainingBatches(keras.utils.PyDataset):
     """Each epoch, ``windows_per_clip`` random windows of every training clip, augmented per recipe."""
 
     def __init__(self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig) -> None:
         super().__init__()
         self.features, self.recipe, self.config = features, with_command_overrides(recipe, config), config
-        self.rng = np.random.default_rng(config.seed + 1)
+        self.rng = np.random.default_rng(network_seed(config) + 1)
         candidates = features.windows_of(clips, recipe.variants)
         self.windows_by_clip = [candidates[features.window_clip[candidates] == c] for c in clips]
         self.labels = features.clip_labels[clips]
@@ -286,7 +291,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model = keras.models.load_model(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
-        model = build_model(recipe, config.seed)
+        model = build_model(recipe, network_seed(config))
         if earlier is not None:
             # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
             start_from = earlier[0]
@@ -320,7 +325,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     model.save(folder / "model.keras")
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
-    metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed}
+    metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
     if earlier is not None:
         metrics["training"]["initialised_from"] = str(earlier[0].parent)
         metrics["training"]["earlier_epochs"] = earlier[1]
