@@ -26,6 +26,17 @@ def monitor(path, port: int, database, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def finished(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int | None, str]:
+    """The monitor's exit status and what it wrote to stderr (killed, status None, if it had not exited in time)."""
+    try:
+        _, errors = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, errors = process.communicate()
+        return None, f"did not exit within {timeout:.0f} s; stderr: {errors}"
+    return process.returncode, errors
+
+
 async def subscribe(port: int, query: str = "", until=lambda messages: False) -> list[dict]:
     async with await subscriber_when_up(port, f"/{query}", max_queue=None) as ws:
         messages: list[dict] = []
@@ -61,17 +72,18 @@ def test_every_broadcast_utterance_is_on_disk_when_the_process_is_killed(clips_w
 def test_a_subscriber_catches_up_from_a_seq_and_seqs_keep_growing_across_restarts(clips_with_silence, shipped_model, tmp_path):
     path, bounds = clips_with_silence
     database = tmp_path / "utterances.db"
-    first = monitor(path, free_port(), database, "--pace", "fast")
-    assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+    status, errors = finished(monitor(path, free_port(), database, "--pace", "fast"))
+    assert status == 0, errors
     assert sorted(stored(database)) == list(range(1, len(bounds) + 1))
 
     port = free_port()
     second = monitor(path, port, database, "--pace", "fast", "--await-subscribers", "1")
     try:
         messages = asyncio.run(subscribe(port, "?since=2"))
-    finally:
-        second.wait(timeout=120)
-    assert second.returncode == 0
+    except Exception as error:
+        raise AssertionError(f"subscriber failed: {error!r}; monitor: {finished(second)}") from error
+    status, errors = finished(second)
+    assert status == 0, errors
     kinds = [m["type"] for m in messages]
     caught_up = kinds.index("caught_up")
     replayed = [m for m in messages[:caught_up] if m["type"] == "utterance"]
@@ -135,7 +147,8 @@ def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_wit
         return messages
 
     messages = asyncio.run(scenario())
-    assert process.wait(timeout=30) == 0
+    status, errors = finished(process, timeout=30)
+    assert status == 0, errors
     broadcast = {m["seq"]: {k: v for k, v in m.items() if k != "seq"} for m in messages if m["type"] == "utterance"}
     assert len(broadcast) == 2  # the complete one, and the one SIGTERM closed
     assert stored(database) == broadcast  # every one of them written, nothing else
