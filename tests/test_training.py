@@ -353,6 +353,19 @@ def test_a_score_report_breaks_the_held_out_clips_down_by_actor(smoke_run, tiny_
     assert correct == pytest.approx(report["clean"]["accuracy"] * report["clean"]["clips"])
 
 
+def test_a_score_report_keeps_every_clips_window_outputs_and_they_reproduce_its_scores(smoke_run, tiny_ravdess, tmp_path):
+    from training.calibrate import fold_scores, read_report
+    from training.score import main as score_main
+
+    report_path = tmp_path / "two-actors.json"
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "1", "2", "--variants", "clean", "--model", str(smoke_run / "model.onnx"), "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert len(report["clean_clips"]) == 32 and all(len(clip["window_probabilities"][0]) == 8 for clip in report["clean_clips"])
+    rescored = fold_scores(read_report(report_path, "clean"), np.zeros(8))  # unit weights: the network's own outputs
+    assert rescored["accuracy"] == pytest.approx(report["clean"]["accuracy"])
+    assert rescored["mean_per_class_accuracy"] == pytest.approx(report["clean"]["mean_per_class_accuracy"])
+
+
 def test_folds_balanced_by_voice_hold_out_as_many_men_as_women_and_every_actor_once():
     from pathlib import Path
 

@@ -39,19 +39,21 @@ def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int) -> ND
     return clip_spectrograms(audio, rate, window)
 
 
-def score(models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean") -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs: all clips, and each actor's."""
-    true, predicted = [], []
+def score(models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean") -> tuple[dict[str, float], dict[str, dict[str, float]], list[dict]]:
+    """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs: all clips, and each
+    actor's; and every clip's window outputs, to study what a change after the network (calibration) would do."""
+    true, predicted, outputs_by_clip = [], [], []
     for index, clip in enumerate(clips):
         windows = clip_inputs(clip.path, window, variant, seed=index)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
         true.append(clip.label_index)
         predicted.append(EMOTIONS.index(average_windows(outputs).label))
+        outputs_by_clip.append({"clip": clip.path.name, "actor": clip.actor, "label": clip.emotion, "window_probabilities": np.round(outputs, 6).tolist()})
     true_labels, predicted_labels, actors = np.asarray(true), np.asarray(predicted), np.asarray([clip.actor for clip in clips])
     by_actor = {
         f"{actor:02d}": evaluate.scores(true_labels[actors == actor], predicted_labels[actors == actor]) for actor in np.unique(actors)
     }
-    return evaluate.scores(true_labels, predicted_labels), by_actor
+    return evaluate.scores(true_labels, predicted_labels), by_actor, outputs_by_clip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         window = replace(window, hop_seconds=args.hop)
     result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
     for variant in args.variants:
-        result[variant], result[f"{variant}_by_actor"] = score(models, held_out, window, variant)
-    print(json.dumps(result))
+        result[variant], result[f"{variant}_by_actor"], result[f"{variant}_clips"] = score(models, held_out, window, variant)
+    print(json.dumps({key: value for key, value in result.items() if not key.endswith("_clips")}))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
