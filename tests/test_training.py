@@ -406,3 +406,43 @@ def test_a_model_seed_draws_another_network_and_batch_order_on_the_same_splits()
     order = {seed: [w for w, _ in TrainingBatches(features, split.train, RECIPES["improved"], config).epoch_picks] for seed, config in ((0, plain), (1, member))}
     assert sorted(order[0]) == sorted(order[1]) and order[0] != order[1]
     assert [w for w, _ in TrainingBatches(features, split.train, RECIPES["improved"], replace(plain, model_seed=0)).epoch_picks] == order[0]
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_across_a_resume(tmp_path):
+    from training.train import WeightAverage
+
+    epoch_weights = [[np.full((2, 3), float(epoch)), np.full(4, 10.0 * epoch)] for epoch in range(6)]
+    averaging = WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=None)
+    for epoch in range(4):  # stopped after 4 of 6 epochs: only the 4th is among the last 3
+        if epoch >= averaging.first_epoch:
+            averaging.add(epoch_weights[epoch], epoch)
+    resumed = WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=4)
+    for epoch in (4, 5):
+        resumed.add(epoch_weights[epoch], epoch)
+    first, second = resumed.averaged()
+    assert resumed.count == 3 and np.allclose(first, 4.0) and np.allclose(second, 40.0)  # mean of the 4th, 5th and 6th
+    assert WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=None).count == 0  # a fresh run starts its own sum
+
+
+def test_a_resume_adds_the_checkpointed_epoch_the_average_missed(tmp_path):
+    from training.train import WeightAverage
+
+    averaging = WeightAverage(tmp_path, total_epochs=4, epochs=2, resumed_after=None)
+    averaging.add([np.full(2, 2.0)], 2)
+    # Killed after the epoch-4 checkpoint was written but before it was summed: the resume adds it once.
+    resumed = WeightAverage(tmp_path, total_epochs=4, epochs=2, resumed_after=4)
+    resumed.catch_up([np.full(2, 3.0)], completed_epochs=4)
+    resumed.catch_up([np.full(2, 3.0)], completed_epochs=4)
+    assert resumed.count == 2 and np.allclose(resumed.averaged()[0], 2.5)
+
+
+def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, tmp_path):
+    from training.__main__ import main
+
+    out = tmp_path / "averaged"
+    assert main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "improved", "--protocol", "random", "--epochs", "3", "--patience", "3",
+                 "--keep", "average", "--average-epochs", "2", "--batch-size", "8", "--max-clips", "4", "--cache-dir", str(tmp_path / "cache")]) == 0
+    metrics = json.loads((out / "random" / "metrics.json").read_text())
+    assert metrics["weights"] == "mean of the last 2 epochs" and metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    with pytest.raises(SystemExit, match="--average-epochs 5: must be between 1 and --epochs"):
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--epochs", "3", "--keep", "average", "--average-epochs", "5"])

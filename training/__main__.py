@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
-    parser.add_argument("--keep", choices=["best", "last"], default="best", help="weights to score and export: best validation epoch, or the last")
+    parser.add_argument("--keep", choices=["best", "last", "average"], default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
+    parser.add_argument("--average-epochs", type=int, default=10, help="--keep average: how many final epochs' weights to average")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--max-clips", type=int, default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
             fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
             patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
-            init_from=args.init_from, resume=args.resume, keep=args.keep,
+            init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
         )
     )

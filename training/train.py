@@ -49,7 +49,9 @@ class TrainConfig:
     frequency_warp: float | None = None  # None: the recipe's
     init_from: Path | None = None  # an earlier run folder: each split starts from its model there, on a fresh schedule
     resume: bool = False
-    keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships
+    keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships;
+    # "average": the mean of the last ``average_epochs`` epochs' weights (stochastic weight averaging)
+    average_epochs: int = 10
     cache_dir: Path | None = Path(".cache")
     max_clips: int | None = None  # smoke runs: the first N clips of each emotion
     window: WindowConfig = field(default_factory=WindowConfig)
@@ -243,6 +245,52 @@ class ClipValidation(keras.callbacks.Callback):
         logs["val_clip_accuracy"] = result["accuracy"]
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Keeps the running mean of the weights at the end of each of the last ``epochs`` epochs.
+
+    Stochastic weight averaging (Izmailov et al. 2018): the mean of weights
+    along the end of a run sits nearer the centre of a flat minimum than any
+    one of them, which generalises better and varies less from seed to seed.
+    The sum is checkpointed with the run so ``--resume`` keeps it; batch-norm
+    statistics are re-estimated for the averaged weights afterwards.
+    """
+
+    def __init__(self, folder: Path, total_epochs: int, epochs: int, resumed_after: int | None) -> None:
+        super().__init__()
+        self.path, self.first_epoch = folder / "average.npz", max(0, total_epochs - epochs)
+        self.total: list[NDArray[np.float64]] | None = None
+        self.count, self.through_epoch = 0, -1  # epochs summed; the last of them (0-based)
+        if resumed_after is None:
+            self.path.unlink(missing_ok=True)  # a fresh run: an earlier run's sum is not ours
+        elif self.path.exists():
+            saved = np.load(self.path)
+            self.count, self.through_epoch = int(saved["count"]), int(saved["through_epoch"])
+            self.total = [saved[f"w{index}"] for index in range(len(saved.files) - 2)]
+
+    def add(self, weights: list[NDArray[Any]], epoch: int) -> None:
+        weights64 = [np.asarray(w, dtype=np.float64) for w in weights]
+        self.total = weights64 if self.total is None else [t + w for t, w in zip(self.total, weights64)]
+        self.count, self.through_epoch = self.count + 1, epoch
+        partial = self.path.with_suffix(".partial.npz")
+        np.savez(partial, count=self.count, through_epoch=epoch, **{f"w{index}": t for index, t in enumerate(self.total)})
+        os.replace(partial, self.path)
+
+    def catch_up(self, weights: list[NDArray[Any]], completed_epochs: int) -> None:
+        """On resume: add the checkpointed last epoch if the run stopped after saving it but before summing it."""
+        last = completed_epochs - 1
+        if last >= self.first_epoch and self.through_epoch == last - 1:
+            self.add(weights, last)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch >= self.first_epoch:
+            self.add(self.model.get_weights(), epoch)
+
+    def averaged(self) -> list[NDArray[np.float32]]:
+        if self.total is None:
+            raise RuntimeError("no epoch has been averaged yet")
+        return [(t / self.count).astype(np.float32) for t in self.total]
+
+
 class RunState(keras.callbacks.Callback):
     """Saves the model and history after every epoch so a run can resume; prints one line per epoch."""
 
@@ -316,11 +364,20 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             keras.callbacks.EarlyStopping(monitor="val_mean_per_class_accuracy", mode="max", patience=config.patience),
         ]
     callbacks.append(RunState(checkpoints, history, config.epochs))
+    averaging = None
+    if config.keep == "average":
+        averaging = WeightAverage(checkpoints, config.epochs, config.average_epochs, initial_epoch if initial_epoch else None)
+        averaging.catch_up(model.get_weights(), initial_epoch)
+        callbacks.append(averaging)  # after RunState: a sum at most one epoch behind state.json, which catch_up repairs
     console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
     if initial_epoch < config.epochs:
         model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
     if config.keep == "best" and has_validation and (checkpoints / "best.keras").exists():
         model = keras.models.load_model(checkpoints / "best.keras")
+    if averaging is not None:
+        if averaging.count == 0:
+            raise SystemExit(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
+        model.set_weights(averaging.averaged())
     recalibrate_batch_norm(model, features, split.train)
     model.save(folder / "model.keras")
 
@@ -330,6 +387,8 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         metrics["training"]["initialised_from"] = str(earlier[0].parent)
         metrics["training"]["earlier_epochs"] = earlier[1]
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
+    if averaging is not None:
+        metrics["weights"] = f"mean of the last {averaging.count} epochs"
     if has_validation:
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
         metrics["best_epoch"] = best + 1
@@ -370,6 +429,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
         raise SystemExit(f"unknown recipe {config.recipe!r}; choose from {', '.join(RECIPES)}")
     if config.protocol not in PROTOCOLS:
         raise SystemExit(f"unknown protocol {config.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if config.keep == "average" and not 1 <= config.average_epochs <= config.epochs:
+        raise SystemExit(f"--average-epochs {config.average_epochs}: must be between 1 and --epochs ({config.epochs})")
     recipe = RECIPES[config.recipe]
     clips, problems = scan(config.data)
     for problem in problems:
