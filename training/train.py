@@ -272,7 +272,8 @@ class WeightAverage(keras.callbacks.Callback):
         self.total = weights64 if self.total is None else [t + w for t, w in zip(self.total, weights64)]
         self.count, self.through_epoch = self.count + 1, epoch
         partial = self.path.with_suffix(".partial.npz")
-        np.savez(partial, count=self.count, through_epoch=epoch, **{f"w{index}": t for index, t in enumerate(self.total)})
+        arrays: dict[str, Any] = {"count": self.count, "through_epoch": epoch, **{f"w{index}": t for index, t in enumerate(self.total)}}
+        np.savez(partial, **arrays)
         os.replace(partial, self.path)
 
     def catch_up(self, weights: list[NDArray[Any]], completed_epochs: int) -> None:
