@@ -62,9 +62,7 @@ def calibrated(window_probabilities: NDArray[np.float64], log_weights: NDArray[n
 
 def clip_means(clips: HeldOutClips, log_weights: NDArray[np.float64]) -> NDArray[np.float64]:
     """The paper's rule on calibrated windows: each clip's mean window output."""
-    sums = np.zeros((len(clips.labels), len(EMOTIONS)))
-    np.add.at(sums, clips.window_clip, calibrated(clips.window_probabilities, log_weights))
-    return sums / np.bincount(clips.window_clip, minlength=len(clips.labels))[:, None]
+    return evaluate.clip_probabilities(calibrated(clips.window_probabilities, log_weights), clips.window_clip, np.arange(len(clips.labels)))
 
 
 def fit_log_weights(folds: list[HeldOutClips], l2: float = 1e-2) -> NDArray[np.float64]:

@@ -28,12 +28,11 @@ def clip_probabilities(
     window_probabilities: NDArray[np.floating], window_clip: NDArray[np.integer], clip_indices: NDArray[np.integer]
 ) -> NDArray[np.float64]:
     """Mean window output per clip, in the order of ``clip_indices``."""
-    rows = np.zeros((len(clip_indices), len(EMOTIONS)))
     position = {int(c): i for i, c in enumerate(clip_indices)}
-    counts = np.zeros(len(clip_indices))
-    for probabilities, clip in zip(window_probabilities, window_clip):
-        rows[position[int(clip)]] += probabilities
-        counts[position[int(clip)]] += 1
+    window_row = np.fromiter((position[int(clip)] for clip in window_clip), dtype=np.intp, count=len(window_clip))
+    rows = np.zeros((len(clip_indices), len(EMOTIONS)))
+    np.add.at(rows, window_row, window_probabilities)
+    counts = np.bincount(window_row, minlength=len(clip_indices))
     if np.any(counts == 0):
         raise ValueError("a clip has no windows")
     return rows / counts[:, None]
