@@ -341,24 +341,28 @@ def test_a_warm_restart_refuses_an_earlier_model_of_another_network(smoke_run, t
     assert message.count("\n") == 0 and str(smoke_run / "model.keras") in message and "is not a network of recipe improved" in message
 
 
-def test_a_score_report_breaks_the_held_out_clips_down_by_actor(smoke_run, tiny_ravdess, tmp_path):
+@pytest.fixture(scope="module")
+def two_actor_report(smoke_run, tiny_ravdess, tmp_path_factory):
+    """The smoke model scored on actors 1 and 2 by ``training.score``: the report's path."""
     from training.score import main as score_main
 
-    report_path = tmp_path / "two-actors.json"
+    report_path = tmp_path_factory.mktemp("score") / "two-actors.json"
     assert score_main(["--data", str(tiny_ravdess), "--actors", "1", "2", "--variants", "clean", "--model", str(smoke_run / "model.onnx"), "--out", str(report_path)]) == 0
-    report = json.loads(report_path.read_text())
+    return report_path
+
+
+def test_a_score_report_breaks_the_held_out_clips_down_by_actor(two_actor_report):
+    report = json.loads(two_actor_report.read_text())
     by_actor = report["clean_by_actor"]
     assert sorted(by_actor) == ["01", "02"] and [by_actor[a]["clips"] for a in ("01", "02")] == [16, 16]
     correct = sum(scores["accuracy"] * scores["clips"] for scores in by_actor.values())
     assert correct == pytest.approx(report["clean"]["accuracy"] * report["clean"]["clips"])
 
 
-def test_a_score_report_keeps_every_clips_window_outputs_and_they_reproduce_its_scores(smoke_run, tiny_ravdess, tmp_path):
+def test_a_score_report_keeps_every_clips_window_outputs_and_they_reproduce_its_scores(two_actor_report):
     from training.calibrate import fold_scores, read_report
-    from training.score import main as score_main
 
-    report_path = tmp_path / "two-actors.json"
-    assert score_main(["--data", str(tiny_ravdess), "--actors", "1", "2", "--variants", "clean", "--model", str(smoke_run / "model.onnx"), "--out", str(report_path)]) == 0
+    report_path = two_actor_report
     report = json.loads(report_path.read_text())
     assert len(report["clean_clips"]) == 32 and all(len(clip["window_probabilities"][0]) == 8 for clip in report["clean_clips"])
     rescored = fold_scores(read_report(report_path, "clean"), np.zeros(8))  # unit weights: the network's own outputs
