@@ -30,3 +30,26 @@ def test_the_suite_runs_every_part_and_rewrites_only_its_own_section(shipped_mod
     assert figures["components"]["onnx_batch1_ms_per_window"]["median"] > 0
     assert figures["int8"]["clips"] == 60 and figures["capacity"][0]["calls"] == 2
     assert figures["fast"]["clips"] == 1 and figures["realtime"]["utterances"] >= 1
+
+
+def test_two_models_are_timed_side_by_side_with_ratios_to_the_first(shipped_model, tmp_path, capsys):
+    from benchmarks.compare_models import main as compare_main
+
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(shipped_model.read_bytes())
+    copy.with_suffix(".json").write_bytes(shipped_model.with_suffix(".json").read_bytes())
+    assert compare_main([str(shipped_model), str(copy), "--rounds", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["batch"] for line in lines] == [1, 32]
+    for line in lines:
+        assert set(line["ms_per_window_median"]) == {str(shipped_model), str(copy)}
+        assert all(ms > 0 for ms in line["ms_per_window_median"].values())
+        assert line["ratio_to_first"][str(shipped_model)] == 1.0
+
+
+def test_comparing_needs_two_models(shipped_model, capsys):
+    from benchmarks.compare_models import main as compare_main
+
+    with pytest.raises(SystemExit) as stopped:
+        compare_main([str(shipped_model)])
+    assert stopped.value.code == 2 and "at least two models" in capsys.readouterr().err

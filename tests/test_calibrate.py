@@ -55,3 +55,26 @@ def test_a_report_without_window_outputs_is_refused_by_name(tmp_path):
     report.write_text(json.dumps({"models": ["m.onnx"], "actors": [1], "clean": {"mean_per_class_accuracy": 0.5}}))
     with pytest.raises(SystemExit, match=r"old\.json: not a training\.score report with clean window outputs"):
         read_report(report, "clean")
+
+
+def test_pooled_folds_count_every_clip_once_with_the_paper_rule(tmp_path):
+    from training.pool import main as pool_main
+    from training.pool import pooled_confusion
+
+    folds = [biased_fold(f"fold{index}", index, clips_per_class=5) for index in range(2)]
+    matrix = pooled_confusion(folds)
+    assert matrix.sum() == 2 * 5 * len(EMOTIONS) and list(matrix.sum(axis=1)) == [10] * len(EMOTIONS)
+    # clip 0 of fold 0 by hand: the argmax of its windows' mean output
+    first = folds[0].window_probabilities[folds[0].window_clip == 0].mean(axis=0).argmax()
+    alone = pooled_confusion([HeldOutClips("one", folds[0].window_probabilities[:4], folds[0].window_clip[:4], folds[0].labels[:1])])
+    assert alone[folds[0].labels[0], first] == 1 and alone.sum() == 1
+    reports = []
+    for fold in folds:
+        clips = [
+            {"label": EMOTIONS[label], "window_probabilities": fold.window_probabilities[fold.window_clip == index].tolist()}
+            for index, label in enumerate(fold.labels)
+        ]
+        reports.append(tmp_path / f"{fold.name}.json")
+        reports[-1].write_text(json.dumps({"clean_clips": clips}))
+    assert pool_main([str(path) for path in reports] + ["--png", str(tmp_path / "pooled.png")]) == 0
+    assert (tmp_path / "pooled.png").stat().st_size > 0

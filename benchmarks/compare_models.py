@@ -1,0 +1,73 @@
+"""Two or more model files side by side in one run: inference time per window, then capacity.
+
+Used to price a model change (e.g. the shipped pair against one network):
+each round times every model once on the same input, so a noisy machine
+slows them alike and the ratio holds; each load of the capacity benchmark
+runs every model in turn.
+
+    .venv/bin/python -m benchmarks.compare_models runs/one.onnx models/ser_cnn.onnx [--calls 80 100] [--seconds 60]
+
+Prints one JSON line per measurement; the first model is the reference of the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+import soundfile
+
+from benchmarks.capacity import PACKET, build_file, mulaw_encode, run_load
+from ser_stream.inference import EmotionModel
+
+
+def inference_ms(paths: list[Path], batch: int, rounds: int, seed: int = 0) -> dict[str, float]:
+    """Median ms per window of each model at ``batch``, the models timed alternately."""
+    models = [EmotionModel(path, provider="cpu") for path in paths]
+    inputs = np.random.default_rng(seed).random((batch, 260, 270, 1), dtype=np.float32)
+    samples: list[list[float]] = [[] for _ in models]
+    for model in models:
+        model.predict(inputs)  # warm up
+    for _ in range(rounds):
+        for model, times in zip(models, samples):
+            start = time.perf_counter()
+            model.predict(inputs)
+            times.append((time.perf_counter() - start) * 1000 / batch)
+    return {str(path): round(float(np.median(times)), 3) for path, times in zip(paths, samples)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare_models", description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="+", help="model .onnx files, each beside its metadata")
+    parser.add_argument("--rounds", type=int, default=40, help="timing rounds per batch size")
+    parser.add_argument("--calls", type=int, nargs="*", default=[], help="capacity loads to run each model at (none: timing only)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
+    parser.add_argument("--bound-ms", type=float, default=250.0)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ser_stream_compare.wav"))
+    args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        parser.exit(2, "error: give at least two models to compare\n")
+    reference = str(args.models[0])
+    for batch in (1, 32):
+        medians = inference_ms(args.models, batch, args.rounds)
+        ratios = {path: round(ms / medians[reference], 2) for path, ms in medians.items()}
+        print(json.dumps({"batch": batch, "ms_per_window_median": medians, "ratio_to_first": ratios}), flush=True)
+    if args.calls:
+        truth = build_file(args.data, [3, 5, 7, 20], 3, args.out)
+        audio, rate = soundfile.read(args.out, dtype="float32")
+        codes = mulaw_encode(scipy.signal.resample_poly(audio, 8000, rate)).tobytes()
+        codes = codes[: len(codes) - len(codes) % PACKET]
+        truth_ends = np.array([end for _, end, _ in truth])
+        for calls in args.calls:
+            for model in args.models:
+                print(json.dumps({"model": str(model), **run_load(calls, args.seconds, codes, truth_ends, model, args.bound_ms)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
