@@ -27,7 +27,9 @@ import struct
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -92,9 +94,10 @@ async def reader(port: int, stream: str | None) -> dict[str, int]:
     return counts
 
 
-async def churn(port: int, stop: asyncio.Event) -> dict[str, int]:
+async def churn(port: int, stop: asyncio.Event) -> dict[str, Any]:
     cycles = {"clean": 0, "reset": 0, "garbage": 0, "failed": 0}
     reasons: dict[str, int] = {}
+    failed_at: list[float] = []  # monotonic times, to tell a shutdown race from a failure mid-soak
     kinds = list(cycles)[:3]
     while not stop.is_set():
         kind = kinds[sum(cycles.values()) % 3]
@@ -122,9 +125,12 @@ async def churn(port: int, stop: asyncio.Event) -> dict[str, int]:
             await asyncio.sleep(0.05)
         except Exception as error:  # noqa: BLE001 - count, never stop the soak
             cycles["failed"] += 1
-            reasons[f"{kind}: {type(error).__name__}"] = reasons.get(f"{kind}: {type(error).__name__}", 0) + 1
+            frames = traceback.extract_tb(error.__traceback__)  # which step of the cycle, and where it surfaced
+            reason = f"{kind}: {type(error).__name__} at soak.py:{frames[0].lineno} in {frames[-1].name}"
+            reasons[reason] = reasons.get(reason, 0) + 1
+            failed_at.append(time.monotonic())
             await asyncio.sleep(0.05)
-    return {**cycles, "failure_reasons": reasons}  # type: ignore[dict-item]
+    return {**cycles, "failure_reasons": reasons, "failed_at": failed_at}
 
 
 async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[str], process: subprocess.Popen[bytes]) -> dict:
@@ -148,9 +154,14 @@ async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[st
         if measured is not None:
             samples.append({"t": round(time.monotonic() - started, 1), **measured})
         await asyncio.sleep(0.5)
+    exited = time.monotonic()
     stop.set()
     counts = await asyncio.gather(*reader_tasks)
     cycles = await churn_task
+    # seconds before the monitor's exit was seen (polled every 0.5 s); negative: after it
+    failed_at = cycles.pop("failed_at")
+    cycles["failed_seconds_before_exit"] = [round(exited - at, 2) for at in failed_at]
+    cycles["failed_seconds_after_start"] = [round(at - started, 2) for at in failed_at]
     for sock in stalled_sockets:
         sock.close()
     return {"baseline": baseline, "samples": samples, "readers": list(zip(following, counts)), "churn": cycles,
@@ -178,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(soak(port, process.pid, args.readers, args.stalled, [p.name for p in paths], process))
     stderr = process.stderr.read().decode() if process.stderr else ""
     full = [counts["utterance"] for stream, counts in report["readers"] if stream is None]
-    per_stream = {}
+    per_stream: dict[str, set[int]] = {}
     for stream, counts in report["readers"]:
         if stream is not None:
             per_stream.setdefault(stream, set()).add(counts["utterance"])
