@@ -150,6 +150,14 @@ def run_load(calls: int, seconds: float, codes: bytes, truth_ends: np.ndarray, m
     return result
 
 
+def call_audio(data: Path, out: Path) -> tuple[bytes, np.ndarray]:
+    """The μ-law bytes every call plays (12 clips of speakers the fold-0 model never heard) and where each clip's speech ends."""
+    truth = build_file(data, [3, 5, 7, 20], 3, out)
+    audio, rate = soundfile.read(out, dtype="float32")
+    codes = mulaw_encode(scipy.signal.resample_poly(audio, 8000, rate)).tobytes()
+    return codes[: len(codes) - len(codes) % PACKET], np.array([end for _, end, _ in truth])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
@@ -159,11 +167,7 @@ def main() -> None:
     parser.add_argument("--bound-ms", type=float, default=250.0, help="p95 latency a sustained load must stay under")
     parser.add_argument("--out", type=Path, default=Path("/tmp/ser_stream_capacity.wav"))
     args = parser.parse_args()
-    truth = build_file(args.data, [3, 5, 7, 20], 3, args.out)  # 12 clips of speakers the fold-0 model never heard
-    audio, rate = soundfile.read(args.out, dtype="float32")
-    codes = mulaw_encode(scipy.signal.resample_poly(audio, 8000, rate)).tobytes()
-    codes = codes[: len(codes) - len(codes) % PACKET]
-    truth_ends = np.array([end for _, end, _ in truth])
+    codes, truth_ends = call_audio(args.data, args.out)
     print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),
                       "call_audio_seconds": round(len(codes) / 8000, 1)}), flush=True)
     for calls in args.calls:

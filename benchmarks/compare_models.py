@@ -18,10 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
-import soundfile
 
-from benchmarks.capacity import PACKET, build_file, mulaw_encode, run_load
+from benchmarks.capacity import call_audio, run_load
 from ser_stream.inference import EmotionModel
 
 
@@ -58,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = {path: round(ms / medians[reference], 2) for path, ms in medians.items()}
         print(json.dumps({"batch": batch, "ms_per_window_median": medians, "ratio_to_first": ratios}), flush=True)
     if args.calls:
-        truth = build_file(args.data, [3, 5, 7, 20], 3, args.out)
-        audio, rate = soundfile.read(args.out, dtype="float32")
-        codes = mulaw_encode(scipy.signal.resample_poly(audio, 8000, rate)).tobytes()
-        codes = codes[: len(codes) - len(codes) % PACKET]
-        truth_ends = np.array([end for _, end, _ in truth])
+        codes, truth_ends = call_audio(args.data, args.out)
         for calls in args.calls:
             for model in args.models:
                 print(json.dumps({"model": str(model), **run_load(calls, args.seconds, codes, truth_ends, model, args.bound_ms)}), flush=True)
