@@ -58,6 +58,17 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def distinct_stream_id(name: str, path: str, taken: set[str]) -> str:
+    """A file stream is known by its file name; two files of one name by their paths, the same file twice by a count."""
+    for candidate in (name, path):
+        if candidate not in taken:
+            return candidate
+    count = 2
+    while f"{name}#{count}" in taken:
+        count += 1
+    return f"{name}#{count}"
+
+
 def check_listening(options: MonitorOptions) -> None:
     """Refuse to listen beyond this machine unless asked; warn when that is done without a token."""
     hosts = [options.host] + [parse_address(spec.target)[0] for spec in options.sources if spec.kind == "rtp"]
@@ -130,9 +141,13 @@ async def run_monitor(options: MonitorOptions) -> int:
             worker.extra_counters.append(receiver.counters)
             print(f"ser-stream: receiving RTP (G.711) on udp://{host}:{receiver.port}", file=sys.stderr, flush=True)
             source_threads.append(threading.Thread(target=receiver.run, args=(stop,), name=f"rtp-{receiver.port}", daemon=True))
+    taken: set[str] = set()
     for index, (spec, source) in enumerate(zip(file_like, opened)):
-        stream_id = spec.target if spec.kind == "file" else spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
-        stream_id = Path(stream_id).name if spec.kind == "file" else stream_id
+        if spec.kind == "file":
+            stream_id = distinct_stream_id(Path(spec.target).name, spec.target, taken)
+        else:
+            stream_id = spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
+        taken.add(stream_id)
         stream = Stream(stream_id, source.sample_rate, options.config)
         worker.add_stream(stream)
         thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)

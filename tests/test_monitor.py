@@ -191,3 +191,23 @@ def test_two_streams_share_one_worker_and_a_subscriber_can_follow_one(clips_with
     assert len([m for m in only_second if m["type"] == "utterance"]) == len(bounds)
     # Identical audio in both streams gives identical labels: the shared batches do not mix streams up.
     assert [u["label"] for u in per_stream["four_clips.wav"]] == [u["label"] for u in per_stream["second.wav"]]
+
+
+def test_files_that_share_a_name_become_distinct_streams(clips_with_silence, shipped_model, tmp_path):
+    """Two folders' call.wav, and one file given twice: three streams, each published whole, none refused."""
+    path, bounds = clips_with_silence
+    for folder in ("monday", "tuesday"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "call.wav").write_bytes(path.read_bytes())
+    sources = [tmp_path / "monday" / "call.wav", tmp_path / "tuesday" / "call.wav", tmp_path / "monday" / "call.wav"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ser_stream", "monitor", "--no-dashboard", "--print-utterances", "--pace", "fast",
+         "--ws", f"127.0.0.1:{free_port()}", *[arg for source in sources for arg in ("--source", f"file:{source}")]],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    utterances = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    by_stream: dict[str, int] = {}
+    for utterance in utterances:
+        by_stream[utterance["stream"]] = by_stream.get(utterance["stream"], 0) + 1
+    assert by_stream == {"call.wav": len(bounds), str(sources[1]): len(bounds), str(sources[0]): len(bounds)}
