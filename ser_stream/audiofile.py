@@ -19,14 +19,21 @@ def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
     return np.asarray(samples, dtype=np.float32)
 
 
+def require_file(path: str | Path) -> None:
+    """A missing path and a folder get different one-line errors; both name the path."""
+    if Path(path).is_dir():
+        raise AudioInputError(f"{shown(path)}: is a folder, not an audio file")
+    if not Path(path).is_file():
+        raise AudioInputError(f"{shown(path)}: no such file")
+
+
 def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     """Read a whole file as mono float32 in [-1, 1] with its sample rate.
 
     Raises ``AudioInputError`` naming the file and the reason for anything
     libsndfile cannot decode, an empty file, or non-finite samples.
     """
-    if not Path(path).is_file():
-        raise AudioInputError(f"{shown(path)}: no such file")
+    require_file(path)
     try:
         samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
@@ -43,8 +50,7 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
 
 def audio_info(path: str | Path) -> Any:
     """``soundfile.info`` with the same one-line errors as ``read_audio``; refuses empty files."""
-    if not Path(path).is_file():
-        raise AudioInputError(f"{shown(path)}: no such file")
+    require_file(path)
     try:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:

@@ -45,8 +45,8 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
     from ser_stream.windows import WindowConfig
 
     host, _, port = args.ws.rpartition(":")
-    if not port.isdigit():
-        raise SerStreamError(f"--ws {args.ws!r} is not HOST:PORT")
+    if not port.isdigit() or int(port) > 65535:
+        raise SerStreamError(f"--ws {args.ws!r} is not HOST:PORT (a port from 0 to 65535)")
     config = MonitorConfig(
         window=WindowConfig(args.window, args.hop),
         utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance),

@@ -138,8 +138,8 @@ class RtpConfig:
 
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not host:
-        raise SerStreamError(f"rtp source {text!r} is not rtp:HOST:PORT")
+    if not port.isdigit() or not host or int(port) > 65535:
+        raise SerStreamError(f"rtp source {text!r} is not rtp:HOST:PORT (a port from 0 to 65535)")
     return host, int(port)
 
 

@@ -11,13 +11,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import soundfile
 
-from ser_stream.audiofile import audio_info, to_mono
+from ser_stream.audiofile import audio_info, require_file, to_mono
 from ser_stream.errors import AudioInputError, shown
 from ser_stream.ringbuffer import RingBuffer
 
@@ -230,8 +229,7 @@ def list_devices() -> str:
 
 def open_source(spec: SourceSpec, pace: str, rate: int, channels: int, mic_rate: int | None) -> Any:
     if spec.kind == "file":
-        if not Path(spec.target).exists():
-            raise AudioInputError(f"{shown(spec.target)}: no such file")
+        require_file(spec.target)
         return FileSource(spec.target, pace)
     if spec.kind == "stdin":
         return StdinSource(rate, channels)

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
+from ser_stream.errors import SerStreamError
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ class UtteranceConfig:
     min_speech_seconds: float = 0.25  # shorter bursts are not utterances
     margin_seconds: float = 0.1  # audio kept before and after speech, as offline trimming keeps
     tail_db: float = 30.0  # trailing audio this close to the utterance's peak still belongs to it
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.min_silence_seconds <= 60.0:
+            raise SerStreamError(f"silence that ends an utterance (--min-silence) of {self.min_silence_seconds} s is outside 0.05–60 s")
+        if not self.min_speech_seconds < self.max_utterance_seconds <= 600.0:
+            raise SerStreamError(
+                f"longest utterance (--max-utterance) of {self.max_utterance_seconds} s must be above the "
+                f"shortest speech kept ({self.min_speech_seconds} s) and at most 600 s"
+            )
+        if not 0.0 < self.silence_threshold <= self.speech_threshold < 1.0:
+            raise SerStreamError(
+                f"VAD thresholds must satisfy 0 < silence ({self.silence_threshold}) ≤ speech ({self.speech_threshold}) < 1"
+            )
 
 
 @lru_cache(maxsize=1)

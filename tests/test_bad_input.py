@@ -116,3 +116,39 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
     assert whole.utterance is not None and in_blocks.utterance is not None
     assert whole.utterance.label == in_blocks.utterance.label and whole.utterance.windows == in_blocks.utterance.windows
     assert all(abs(whole.utterance.probabilities[k] - in_blocks.utterance.probabilities[k]) < 1e-5 for k in whole.utterance.probabilities)
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--ws", "127.0.0.1:99999"], "--ws '127.0.0.1:99999' is not HOST:PORT (a port from 0 to 65535)"),
+        (["--min-silence", "-1"], "silence that ends an utterance (--min-silence) of -1.0 s is outside 0.05–60 s"),
+        (["--min-silence", "nan"], "silence that ends an utterance (--min-silence) of nan s is outside 0.05–60 s"),
+        (["--max-utterance", "0"], "longest utterance (--max-utterance) of 0.0 s must be above the shortest speech kept (0.25 s) and at most 600 s"),
+        (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
+    ],
+)
+def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, options, reason):
+    from ser_stream.cli import main
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    assert main(["monitor", "--no-dashboard", "--source", f"file:{path}", *options]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {reason}\n"
+
+
+def test_an_rtp_port_out_of_range_is_one_line():
+    from ser_stream.errors import SerStreamError
+    from ser_stream.rtp import parse_address
+
+    with pytest.raises(SerStreamError, match=r"^rtp source '127\.0\.0\.1:99999' is not rtp:HOST:PORT \(a port from 0 to 65535\)$"):
+        parse_address("127.0.0.1:99999")
+
+
+def test_a_folder_given_as_audio_is_named_as_a_folder(tmp_path):
+    from ser_stream.audiofile import read_audio
+
+    with pytest.raises(AudioInputError, match=r": is a folder, not an audio file$"):
+        read_audio(tmp_path)
+    with pytest.raises(AudioInputError, match=r"missing\.wav: no such file$"):
+        read_audio(tmp_path / "missing.wav")
