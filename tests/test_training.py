@@ -450,3 +450,33 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
     assert metrics["weights"] == "mean of the last 2 epochs" and metrics["onnx_parity_max_abs_diff"] <= 1e-4
     with pytest.raises(SystemExit, match="--average-epochs 5: must be between 1 and --epochs"):
         main(["--data", str(tiny_ravdess), "--out", str(out), "--epochs", "3", "--keep", "average", "--average-epochs", "5"])
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--epochs", "0"], "argument --epochs: 0 must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: 0 must be at least 1"),
+        (["--epochs", "x"], "argument --epochs: 'x' is not a whole number"),
+        (["--fold", "9"], "argument --fold: 9 is not one of the 5 folds (0 to 4)"),
+        (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
+    ],
+)
+def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, options, reason):
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--out", str(tmp_path / "run"), *options])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason}"
+
+
+@pytest.mark.parametrize("make, reason", [(lambda tmp: tmp / "missing", "not a folder"), (lambda tmp: tmp, "no RAVDESS clips found")])
+def test_a_data_folder_that_cannot_be_used_is_one_line(tmp_path, capsys, make, reason):
+    from training.__main__ import main
+
+    data = make(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {data}: {reason}"

@@ -5,8 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ser_stream.errors import SerStreamError
 from ser_stream.windows import WindowConfig
 from training.recipes import RECIPES
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1, or a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,34 +30,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--patience", type=int, default=15, help="early stopping on validation mean per-class accuracy")
+    parser.add_argument("--epochs", type=positive, default=60)
+    parser.add_argument("--patience", type=positive, default=15, help="early stopping on validation mean per-class accuracy")
     parser.add_argument("--seed", type=int, default=0, help="splits (folds, the random split) and feature augmentation")
     parser.add_argument("--model-seed", type=int, default=None, help="initial weights and batch order (default: --seed); the same splits with another network, e.g. for an ensemble")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--windows-per-clip", type=int, default=None, help="random windows of each training clip per epoch (default: the recipe's)")
+    parser.add_argument("--batch-size", type=positive, default=32)
+    parser.add_argument("--windows-per-clip", type=positive, default=None, help="random windows of each training clip per epoch (default: the recipe's)")
     parser.add_argument("--frequency-warp", type=float, default=None, help="vocal tract length perturbation: warp each training image's frequency axis by a factor in 1 ± this (default: the recipe's)")
     parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--keep", choices=["best", "last", "average"], default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
-    parser.add_argument("--average-epochs", type=int, default=10, help="--keep average: how many final epochs' weights to average")
+    parser.add_argument("--average-epochs", type=positive, default=10, help="--keep average: how many final epochs' weights to average")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    parser.add_argument("--max-clips", type=int, default=None, help="smoke runs: at most N clips per emotion")
+    parser.add_argument("--max-clips", type=positive, default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
+    if args.folds < 2:
+        parser.error(f"argument --folds: {args.folds} must be at least 2")
+    if args.fold is not None and not 0 <= args.fold < args.folds:
+        parser.error(f"argument --fold: {args.fold} is not one of the {args.folds} folds (0 to {args.folds - 1})")
+    if args.frequency_warp is not None and not 0.0 <= args.frequency_warp < 0.5:
+        parser.error(f"argument --frequency-warp: {args.frequency_warp} is outside 0 to 0.5")
 
     from training.train import TrainConfig, run
 
-    run(
-        TrainConfig(
-            data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
-            fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
-            patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
-            init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
-            cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
+    try:
+        run(
+            TrainConfig(
+                data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
+                fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
+                patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
+                init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
+                cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
+            )
         )
-    )
+    except SerStreamError as error:  # a data folder, window or model that cannot be used: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     return 0
 
 
