@@ -480,3 +480,16 @@ def test_a_data_folder_that_cannot_be_used_is_one_line(tmp_path, capsys, make, r
         main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {data}: {reason}"
+
+
+@pytest.mark.parametrize("command", ["score", "quantize"])
+def test_scoring_or_quantising_a_missing_model_is_one_line(tmp_path, capsys, command):
+    import importlib
+
+    main = importlib.import_module(f"training.{command}").main
+    missing = tmp_path / "none.onnx"
+    arguments = ["--actors", "3", "--model", str(missing)] if command == "score" else [str(missing), "--test-actors", "3"]
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"python -m training.{command}: error: {missing}: model file not found\n"

@@ -27,7 +27,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
 from ser_stream.clips import clip_spectrograms
+from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, model_input, resample_to_canonical
+from ser_stream.model import load_metadata
 from ser_stream.windows import WindowConfig
 from training.augment import telephone
 from training.evaluate import scores
@@ -86,7 +88,7 @@ def speed_ms(models: dict[str, onnxruntime.InferenceSession], windows: NDArray[n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="int8 static quantisation, judged against fp32 on held-out speakers")
+    parser = argparse.ArgumentParser(prog="python -m training.quantize", description="int8 static quantisation, judged against fp32 on held-out speakers")
     parser.add_argument("model", type=Path)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--test-actors", type=int, nargs="+", required=True, help="speakers the model never heard")
@@ -97,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unsigned-weights", action="store_true", help="u8 weights (per tensor): the fast kernels on CPUs without VNNI")
     args = parser.parse_args(argv)
     config = WindowConfig()
-    clips, _ = scan(args.data)
+    try:
+        load_metadata(args.model)  # a missing or mismatched model: one line, before any work
+        clips, _ = scan(args.data)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     rng = np.random.default_rng(0)
     training = [c for c in clips if c.actor not in args.test_actors]
     chosen = rng.choice(len(training), size=min(args.calibration_clips, len(training)), replace=False)

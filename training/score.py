@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
 from ser_stream.clips import clip_spectrograms
+from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
@@ -65,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=None, help="cut windows at this hop in seconds instead of the model's")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
-    models = [EmotionModel(path, provider="cpu") for path in args.model]
-    clips, _ = scan(args.data)
+    try:
+        models = [EmotionModel(path, provider="cpu") for path in args.model]
+        clips, _ = scan(args.data)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     held_out = [clip for clip in clips if clip.actor in args.actors]
+    if not held_out:
+        parser.exit(2, f"{parser.prog}: error: {args.data} has no clips of actors {', '.join(map(str, args.actors))}\n")
     window = models[0].metadata.window
     if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
         window = replace(window, hop_seconds=args.hop)
