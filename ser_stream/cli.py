@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,32 @@ from ser_stream.rtp import RtpConfig
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
     from ser_stream.publish import AccessConfig
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``, or a one-line usage error naming the option."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} s must be above 0")
+    return value
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -121,19 +148,19 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds, help="hop between windows, seconds")
     parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds")
     parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds")
-    parser.add_argument("--max-batch", type=int, default=32, help="most windows per inference batch")
-    parser.add_argument("--subscriber-queue", type=int, default=512, help="messages queued per subscriber before its oldest are dropped")
-    parser.add_argument("--await-subscribers", type=int, default=0, help="start the sources only once N subscribers are connected")
-    parser.add_argument("--rate", type=int, default=16000, help="stdin: sample rate of the raw s16le PCM")
-    parser.add_argument("--channels", type=int, default=1, help="stdin: channels of the raw PCM")
-    parser.add_argument("--samplerate", type=int, default=None, help="mic: capture rate (default: the device's)")
+    parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
+    parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
+    parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
+    parser.add_argument("--rate", type=whole_number(1), default=16000, help="stdin: sample rate of the raw s16le PCM")
+    parser.add_argument("--channels", type=whole_number(1), default=1, help="stdin: channels of the raw PCM")
+    parser.add_argument("--samplerate", type=whole_number(1), default=None, help="mic: capture rate (default: the device's)")
     parser.add_argument("--record", type=Path, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
     parser.add_argument("--allow-remote", action="store_true", help="allow --ws / rtp: addresses other than loopback")
     parser.add_argument("--tls-cert", default=None, help="serve wss:// and https:// with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
-    parser.add_argument("--max-ingest-connections", type=int, default=200, help="concurrent ingest connections accepted")
+    parser.add_argument("--max-ingest-connections", type=whole_number(1), default=200, help="concurrent ingest connections accepted")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
-    monitor.add_argument("--jitter-packets", type=int, default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
-    monitor.add_argument("--call-idle", type=float, default=RtpConfig().idle_seconds, help="rtp: seconds without packets that end a call")
+    monitor.add_argument("--jitter-packets", type=whole_number(1), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
+    monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp: seconds without packets that end a call")
     _add_monitor_arguments(monitor, pace="realtime")
     monitor.set_defaults(run=_monitor)
 

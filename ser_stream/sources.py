@@ -148,7 +148,8 @@ class MicSource:
         try:
             info: Any = sounddevice.query_devices(self.device, "input")
         except Exception as error:  # noqa: BLE001 - PortAudio errors
-            raise AudioInputError(f"mic:{device}: no such input device ({error})") from None
+            what = f"mic:{device}: no such input device" if device else "mic: no default input device"
+            raise AudioInputError(f"{what} ({error}); `ser-stream devices` lists them") from None
         self.sample_rate = int(sample_rate or info["default_samplerate"])
         self.sounddevice = sounddevice
         self.policy = policy or DevicePolicy()

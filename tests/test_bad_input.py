@@ -137,6 +137,25 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
     assert capsys.readouterr().err == f"ser-stream: error: {reason}\n"
 
 
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--max-batch", "0"], "argument --max-batch: 0 must be at least 1"),
+        (["--subscriber-queue", "0"], "argument --subscriber-queue: 0 must be at least 1"),
+        (["--await-subscribers", "-1"], "argument --await-subscribers: -1 must be at least 0"),
+        (["--channels", "two"], "argument --channels: 'two' is not a whole number"),
+        (["--call-idle", "0"], "argument --call-idle: 0.0 s must be above 0"),
+    ],
+)
+def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reason):
+    from ser_stream.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["monitor", "--no-dashboard", "--source", "stdin", *options])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"ser-stream monitor: error: {reason}"
+
+
 def test_an_rtp_port_out_of_range_is_one_line():
     from ser_stream.errors import SerStreamError
     from ser_stream.rtp import parse_address

@@ -5,20 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ser_stream.cli import whole_number
 from ser_stream.errors import SerStreamError
 from ser_stream.windows import WindowConfig
 from training.recipes import RECIPES
-
-
-def positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1, or a one-line usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,21 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
-    parser.add_argument("--epochs", type=positive, default=60)
-    parser.add_argument("--patience", type=positive, default=15, help="early stopping on validation mean per-class accuracy")
+    parser.add_argument("--epochs", type=whole_number(1), default=60)
+    parser.add_argument("--patience", type=whole_number(1), default=15, help="early stopping on validation mean per-class accuracy")
     parser.add_argument("--seed", type=int, default=0, help="splits (folds, the random split) and feature augmentation")
     parser.add_argument("--model-seed", type=int, default=None, help="initial weights and batch order (default: --seed); the same splits with another network, e.g. for an ensemble")
-    parser.add_argument("--batch-size", type=positive, default=32)
-    parser.add_argument("--windows-per-clip", type=positive, default=None, help="random windows of each training clip per epoch (default: the recipe's)")
+    parser.add_argument("--batch-size", type=whole_number(1), default=32)
+    parser.add_argument("--windows-per-clip", type=whole_number(1), default=None, help="random windows of each training clip per epoch (default: the recipe's)")
     parser.add_argument("--frequency-warp", type=float, default=None, help="vocal tract length perturbation: warp each training image's frequency axis by a factor in 1 ± this (default: the recipe's)")
     parser.add_argument("--window", type=float, default=WindowConfig().window_seconds)
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--keep", choices=["best", "last", "average"], default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
-    parser.add_argument("--average-epochs", type=positive, default=10, help="--keep average: how many final epochs' weights to average")
+    parser.add_argument("--average-epochs", type=whole_number(1), default=10, help="--keep average: how many final epochs' weights to average")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
-    parser.add_argument("--max-clips", type=positive, default=None, help="smoke runs: at most N clips per emotion")
+    parser.add_argument("--max-clips", type=whole_number(1), default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
     if args.folds < 2:
         parser.error(f"argument --folds: {args.folds} must be at least 2")
