@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``, or a one-line usage error naming the option."""
+    """An argparse type: a whole number of at least ``minimum``; argparse names the option in its error."""
 
     def parse(text: str) -> int:
         try:
