@@ -455,7 +455,8 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
 @pytest.mark.parametrize(
     "options, reason",
     [
-        (["--epochs", "0"], "argument --epochs: 0 must be at least 1"),
+        (["--epochs", "0"], "argument --epochs: 0 only with --init-from (which then exports the earlier run's weights as they are)"),
+        (["--epochs", "-1"], "argument --epochs: -1 must be at least 0"),
         (["--batch-size", "0"], "argument --batch-size: 0 must be at least 1"),
         (["--epochs", "x"], "argument --epochs: 'x' is not a whole number"),
         (["--fold", "9"], "argument --fold: 9 is not one of the 5 folds (0 to 4)"),

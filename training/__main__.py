@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
-    parser.add_argument("--epochs", type=whole_number(1), default=60)
+    parser.add_argument("--epochs", type=whole_number(0), default=60)
     parser.add_argument("--patience", type=whole_number(1), default=15, help="early stopping on validation mean per-class accuracy")
     parser.add_argument("--seed", type=int, default=0, help="splits (folds, the random split) and feature augmentation")
     parser.add_argument("--model-seed", type=int, default=None, help="initial weights and batch order (default: --seed); the same splits with another network, e.g. for an ensemble")
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--max-clips", type=whole_number(1), default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
+    if args.epochs == 0 and args.init_from is None:
+        parser.error("argument --epochs: 0 only with --init-from (which then exports the earlier run's weights as they are)")
     if args.folds < 2:
         parser.error(f"argument --folds: {args.folds} must be at least 2")
     if args.fold is not None and not 0 <= args.fold < args.folds:

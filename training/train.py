@@ -351,7 +351,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             console.print(f"{split.name}: starting from {start_from}")
         learning_rate: Any = recipe.learning_rate
         if recipe.cosine_decay:
-            learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=config.epochs * len(batches), alpha=0.05)
+            learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
