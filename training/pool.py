@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ser_stream import EMOTIONS
 from training import evaluate
-from training.calibrate import HeldOutClips, clip_means, read_report
+from training.calibrate import HeldOutClips, read_report
 
 
 def pooled_confusion(folds: list[HeldOutClips]) -> NDArray[np.int64]:
     """Clip labels by the paper's rule (argmax of the mean window output), all folds in one matrix."""
     true = np.concatenate([fold.labels for fold in folds])
-    predicted = np.concatenate([np.argmax(clip_means(fold, np.zeros(len(EMOTIONS))), axis=1) for fold in folds])
+    predicted = np.concatenate(
+        [np.argmax(evaluate.clip_probabilities(fold.window_probabilities, fold.window_clip, np.arange(len(fold.labels))), axis=1) for fold in folds]
+    )
     return evaluate.confusion(true, predicted)
 
 
