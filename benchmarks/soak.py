@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import soundfile
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from benchmarks.clients import free_port, stalled_client
 from benchmarks.monitor_e2e import build_file
@@ -77,10 +77,11 @@ def sample(pid: int) -> dict[str, float] | None:
     }
 
 
-async def reader(port: int, stream: str | None) -> dict[str, int]:
+async def reader(port: int, stream: str | None, subscribed: asyncio.Queue[None]) -> dict[str, int]:
     query = f"?stream={stream}" if stream else ""
     counts: dict[str, int] = {"utterance": 0, "dropped": 0, "messages": 0}
     async with connect(f"ws://127.0.0.1:{port}/{query}", max_queue=None) as ws:
+        subscribed.put_nowait(None)
         async for text in ws:
             message = json.loads(text)
             counts["messages"] += 1
@@ -91,7 +92,27 @@ async def reader(port: int, stream: str | None) -> dict[str, int]:
                 counts["dropped"] += message["count"]
             elif message["type"] == "status":
                 counts["monitor_subscriber_drops"] = message.get("subscriber_drops", 0)
+                counts["monitor_failed_handshakes"] = message.get("failed_handshakes", 0)
     return counts
+
+
+def monitor_closing(error: BaseException) -> bool:
+    """Whether a churn cycle met the monitor's own shutdown: refused, 503 during the upgrade, or 1001 (going away)."""
+    if isinstance(error, ConnectionRefusedError):
+        return True
+    if isinstance(error, InvalidStatus):
+        return error.response.status_code == 503
+    return isinstance(error, ConnectionClosed) and error.rcvd is not None and error.rcvd.code == 1001
+
+
+async def listener_gone(port: int) -> bool:
+    """Whether the monitor has stopped listening: connections it had not yet accepted are then reset by the kernel."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
 
 
 async def churn(port: int, stop: asyncio.Event) -> dict[str, Any]:
@@ -99,6 +120,15 @@ async def churn(port: int, stop: asyncio.Event) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     failed_at: list[float] = []  # monotonic times, to tell a shutdown race from a failure mid-soak
     kinds = list(cycles)[:3]
+    closing = 0  # cycles met by the monitor's shutdown, not counted as failures
+
+    def count_failure(kind: str, error: BaseException) -> None:
+        cycles["failed"] += 1
+        frames = traceback.extract_tb(error.__traceback__)  # which step of the cycle, and where it surfaced
+        reason = f"{kind}: {type(error).__name__} at soak.py:{frames[0].lineno} in {frames[-1].name}"
+        reasons[reason] = reasons.get(reason, 0) + 1
+        failed_at.append(time.monotonic())
+
     while not stop.is_set():
         kind = kinds[sum(cycles.values()) % 3]
         try:
@@ -121,16 +151,19 @@ async def churn(port: int, stop: asyncio.Event) -> dict[str, Any]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, mid-message
                 writer.close()
             cycles[kind] += 1
-        except (ConnectionRefusedError, InvalidStatus):  # the monitor has finished its files and is closing
+        except (ConnectionRefusedError, InvalidStatus, ConnectionClosed) as error:
+            if not monitor_closing(error):
+                count_failure(kind, error)
+            else:  # it has finished its files: refused, 503, or closed with 1001 right after the upgrade
+                closing += 1
             await asyncio.sleep(0.05)
         except Exception as error:  # noqa: BLE001 - count, never stop the soak
-            cycles["failed"] += 1
-            frames = traceback.extract_tb(error.__traceback__)  # which step of the cycle, and where it surfaced
-            reason = f"{kind}: {type(error).__name__} at soak.py:{frames[0].lineno} in {frames[-1].name}"
-            reasons[reason] = reasons.get(reason, 0) + 1
-            failed_at.append(time.monotonic())
+            if await listener_gone(port):  # reset in the accept queue as the monitor stopped listening
+                closing += 1
+            else:
+                count_failure(kind, error)
             await asyncio.sleep(0.05)
-    return {**cycles, "failure_reasons": reasons, "failed_at": failed_at}
+    return {**cycles, "while_closing": closing, "failure_reasons": reasons, "failed_at": failed_at}
 
 
 async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[str], process: subprocess.Popen[bytes]) -> dict:
@@ -145,7 +178,10 @@ async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[st
         raise SystemExit(f"the monitor (pid {pid}) exited before the soak began, status {process.wait()}")
     stalled_sockets = [stalled_client(port) for _ in range(stalled)]
     following = [streams[i % len(streams)] if i % 3 == 2 else None for i in range(readers)]  # every third follows one stream
-    reader_tasks = [asyncio.create_task(reader(port, stream)) for stream in following]
+    subscribed: asyncio.Queue[None] = asyncio.Queue()
+    reader_tasks = [asyncio.create_task(reader(port, stream, subscribed)) for stream in following]
+    for _ in following:  # churn only once every reader is in: the monitor starts its sources at --await-subscribers
+        await subscribed.get()
     stop = asyncio.Event()
     churn_task = asyncio.create_task(churn(port, stop))
     samples, started = [], time.monotonic()
@@ -209,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "reader_drops": sum(c["dropped"] for _, c in report["readers"]),
         "monitor_counted_drops": max((c.get("monitor_subscriber_drops", 0) for _, c in report["readers"]), default=0),
+        # the readiness probe's connect-and-close is one; any other is a client the monitor dropped mid-handshake
+        "monitor_failed_handshakes": max((c.get("monitor_failed_handshakes", 0) for _, c in report["readers"]), default=0),
         "churn_cycles": report["churn"],
         "rss_mb": {"start": report["baseline"]["rss_mb"], "median": float(np.median(rss)) if rss else 0, "max": max(rss, default=0),
                    "last": rss[-1] if rss else 0},

@@ -120,7 +120,7 @@ async def run_monitor(options: MonitorOptions) -> int:
             print(f"ser-stream: {message['message']}", file=sys.stderr, flush=True)
 
     worker = Worker(model, options.config, emit)
-    worker.extra_counters.append(lambda: {"subscribers": len(publisher.subscribers), "subscriber_drops": publisher.dropped_total})
+    worker.extra_counters.append(publisher.counters)
     stop = threading.Event()
 
     def open_call_stream(stream_id: str, sample_rate: int) -> Stream:

@@ -82,6 +82,30 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
 
 
+def counting_connection(failed: dict[str, int]) -> type[ServerConnection]:
+    """A connection class that counts, by cause, opening handshakes that fail.
+
+    websockets aborts those quietly (and its log is silenced here): a client
+    that closes before sending its request, sends a malformed one, or takes
+    longer than the open timeout. Deliberate refusals (403, 429) are counted
+    in ``Publisher.refused`` instead.
+    """
+
+    class CountedConnection(ServerConnection):
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                await super().handshake(*args, **kwargs)
+            except asyncio.CancelledError:  # the open timeout, or the server closing
+                failed["cancelled"] = failed.get("cancelled", 0) + 1
+                raise
+            error = self.protocol.handshake_exc
+            if error is not None:
+                cause = error.__cause__ or error  # e.g. EOFError under InvalidMessage: closed before a request
+                failed[type(cause).__name__] = failed.get(type(cause).__name__, 0) + 1
+
+    return CountedConnection
+
+
 def seq_of(text: str) -> int | None:
     """The ``seq`` of a queued utterance's JSON text (it is the first key), without parsing the rest."""
     if not text.startswith('{"seq":'):
@@ -107,11 +131,13 @@ class Publisher:
         self.access = access or AccessConfig()
         self.record_path: Path | None = None  # the --record database, for ?since= catch-up
         self.refused = {"token": 0, "origin": 0, "ingest_limit": 0}
+        self.failed_handshakes: dict[str, int] = {}  # by cause; see counting_connection
         self.ingest_connections = 0
         self._ingest_rate = RateLimit(self.access.ingest_connections_per_second, 2 * self.access.ingest_connections_per_second)
         self.page: Callable[[ServerConnection, Request], Response | None] | None = None  # plain HTTP requests, when set
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
+        self.connections: set[ServerConnection] = set()  # every open one, subscribers and ingest clients alike
         self.dropped_total = 0
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -124,12 +150,27 @@ class Publisher:
         self._loop_thread = threading.get_ident()
         self.server = await serve(
             self._serve, self.host, self.port, max_size=self.access.max_message_bytes, ping_interval=20,
-            process_request=self._check_request, ssl=self.access.tls,
+            process_request=self._check_request, ssl=self.access.tls, create_connection=counting_connection(self.failed_handshakes),
         )
         self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else self.port
 
-    async def close(self, drain_seconds: float = 2.0) -> None:
-        """Give subscribers up to ``drain_seconds`` to receive what is queued, then close."""
+    def counters(self) -> dict[str, int]:
+        """For the status message: subscribers, their drops, refused connections and failed handshakes."""
+        return {
+            "subscribers": len(self.subscribers),
+            "subscriber_drops": self.dropped_total,
+            **{f"refused_{reason}": count for reason, count in self.refused.items()},
+            "failed_handshakes": sum(self.failed_handshakes.values()),
+        }
+
+    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0) -> None:
+        """Give subscribers up to ``drain_seconds`` to receive what is queued, then close.
+
+        Each connection gets ``close_seconds`` to answer the closing handshake
+        (1001, going away); one that does not (a client that has stopped
+        reading) is cut off, so a stalled subscriber cannot hold the monitor's
+        exit for websockets' default 10 s.
+        """
         await asyncio.sleep(0)  # let messages other threads handed over just now reach the queues
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(s.queue for s in self.subscribers) and asyncio.get_running_loop().time() < deadline:
@@ -137,8 +178,14 @@ class Publisher:
         for subscriber in list(self.subscribers):
             if subscriber.queue:  # still stalled after the drain time: cut it off rather than wait
                 subscriber.connection.transport.abort()
-        if self.server is not None:
-            self.server.close()
+        if self.server is None:
+            return
+        self.server.close()  # stop listening; 1001 to every open connection
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), close_seconds)
+        except TimeoutError:
+            for connection in list(self.connections):
+                connection.transport.abort()
             await self.server.wait_closed()
 
     def publish(self, message: Message) -> None:
@@ -189,6 +236,13 @@ class Publisher:
         return origin == f"{scheme}://{request.headers.get('Host', '')}"
 
     async def _serve(self, connection: ServerConnection) -> None:
+        self.connections.add(connection)
+        try:
+            await self._serve_open(connection)
+        finally:
+            self.connections.discard(connection)
+
+    async def _serve_open(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
         if self.access.token is not None and not token_matches(request_token(request), self.access.token):

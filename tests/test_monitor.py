@@ -126,6 +126,41 @@ def test_publisher_drops_oldest_for_a_stalled_subscriber_and_reports_it():
     assert dropped > 0  # and what it lost was counted
 
 
+def test_a_subscriber_that_stopped_reading_is_cut_off_at_shutdown_instead_of_holding_it():
+    """websockets waits 10 s for a closing handshake; a stalled client never answers one."""
+    from ser_stream.publish import Publisher
+
+    async def scenario():
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        stalled = await asyncio.to_thread(stalled_client, publisher.port)
+        reader = await connect(f"ws://127.0.0.1:{publisher.port}/")
+        await reader.recv()
+        while len(publisher.connections) < 2:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await publisher.close(drain_seconds=0, close_seconds=0.2)
+        took = time.monotonic() - started
+        await reader.wait_closed()
+        stalled.settimeout(5)
+        try:  # what reaches the stalled client: the close frame it never answered, then the end of the connection
+            while stalled.recv(4096):
+                pass
+            ending = "closed"
+        except ConnectionResetError:
+            ending = "closed"
+        except TimeoutError:
+            ending = "still open"
+        stalled.close()
+        return took, reader.close_code, ending, len(publisher.connections)
+
+    took, reader_code, stalled_ending, still_open = asyncio.run(scenario())
+    assert reader_code == 1001  # a reading subscriber is told the monitor is going away
+    assert stalled_ending == "closed" and still_open == 0
+    assert took < 5  # not websockets' 10 s close timeout (0.2 s asked; a wide margin for a loaded machine)
+
+
 def test_stdin_source_reads_raw_pcm_and_reports_a_trailing_partial_frame(clips_with_silence, shipped_model):
     path, bounds = clips_with_silence
     audio, rate = soundfile.read(path, dtype="int16")

@@ -57,6 +57,29 @@ def test_a_token_is_required_and_a_wrong_one_is_refused_as_a_policy_violation():
     assert counted == 4
 
 
+def test_failed_opening_handshakes_are_counted_by_cause_and_reach_the_status_counters():
+    async def scenario():
+        publisher = await started(AccessConfig())
+        for request in (b"", b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b"\x16\x03\x01 TLS to a plain port\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", publisher.port)
+            writer.write(request)  # nothing, an upgrade without a key, not HTTP at all
+            await writer.drain()
+            writer.write_eof()
+            await reader.read()  # the server's answer, if any, then its close
+            writer.close()
+        hello = await first_message(f"ws://127.0.0.1:{publisher.port}/")
+        await asyncio.sleep(0.1)
+        counters, by_cause = publisher.counters(), dict(publisher.failed_handshakes)
+        await publisher.close()
+        return hello, counters, by_cause
+
+    hello, counters, by_cause = asyncio.run(scenario())
+    assert hello["type"] == "hello"  # a good client after three bad ones
+    assert counters["failed_handshakes"] == 3 and counters["subscribers"] == 0
+    assert by_cause == {"EOFError": 1, "InvalidHeader": 1, "ValueError": 1}, by_cause
+    assert counters["refused_token"] == counters["refused_origin"] == counters["refused_ingest_limit"] == 0
+
+
 def test_token_comparison_is_exact():
     assert token_matches("abc", "abc")
     assert not token_matches("abcd", "abc") and not token_matches("", "abc") and not token_matches(None, "abc")

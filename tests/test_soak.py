@@ -23,7 +23,8 @@ def test_short_soak_keeps_every_reader_whole_and_resources_bounded(ravdess, ship
     summary = json.loads(report_path.read_text())["summary"]
     assert summary["every_full_reader_got_the_same"] and summary["utterances_per_full_reader"][0] >= 10
     assert summary["stream_followers_agree"]
-    assert summary["churn_cycles"]["failed"] == 0, summary["churn_cycles"]  # reasons, and when before the monitor's exit
+    assert summary["churn_cycles"]["failed"] == 0, json.dumps(summary)  # reasons and times, in full (a dict would be cut short)
+    assert summary["monitor_failed_handshakes"] == 1, json.dumps(summary)  # the soak's own readiness probe, no other
     assert sum(summary["churn_cycles"][kind] for kind in ("clean", "reset", "garbage")) >= 60
     assert summary["fds"]["last"] <= summary["fds"]["start"] + 4  # nothing leaked by thousands of connections
     assert summary["rss_mb"]["max"] < 800  # bounded: two stalled subscribers did not make queues grow
