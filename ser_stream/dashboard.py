@@ -106,11 +106,12 @@ class DashboardState:
                 )
             if len(self.streams) > len(shown):
                 calls.add_row(f"… {len(self.streams) - len(shown)} more", "", "", "", "")
+            status: dict[str, Any] = self.status
             totals = Text(
                 f"streams active {len(self.streams)}  started {self.streams_started}  ended {self.streams_ended}  "
-                f"utterances {self.status.get('utterances', 0)}"
+                f"utterances {status.get('utterances', 0)}  subscribers {status.get('subscribers', 0)}  "
+                f"subscriber drops {status.get('subscriber_drops', 0)}"
             )
-            status: dict[str, Any] = self.status
             latency = status.get("latency_ms", {})
             stats = Text(
                 f"level {bar(min(1.0, self.level * 5), 12)}  "

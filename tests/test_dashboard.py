@@ -19,7 +19,8 @@ def test_dashboard_shows_bars_the_last_utterances_and_the_stats():
     state.handle({"type": "utterance", "stream": "call-1", "id": 1, "t_start": 0.4, "t_end": 3.1, "label": "angry",
                   "confidence": 0.65, "probabilities": probabilities("angry"), "windows": 3, "latency_ms": 12.0})
     state.handle({"type": "status", "overruns": 2, "overrun_samples": 800, "input_overflows": 1, "queue_depth": 0,
-                  "latency_ms": {"median": 12.0, "p95": 30.0}, "streams": 1, "windows": 3, "utterances": 1})
+                  "latency_ms": {"median": 12.0, "p95": 30.0}, "streams": 1, "windows": 3, "utterances": 1,
+                  "subscribers": 4, "subscriber_drops": 17})
     console = Console(record=True, width=120, color_system=None)
     console.print(state.render())
     text = console.export_text()
@@ -31,6 +32,7 @@ def test_dashboard_shows_bars_the_last_utterances_and_the_stats():
     assert "0.4–3.1 s" in utterance_row and "angry" in utterance_row and "0.65" in utterance_row
     assert "latency median 12 ms p95 30 ms" in text
     assert "overruns 2" in text and "input overflows 1" in text and "provider cpu" in text
+    assert "subscribers 4" in text and "subscriber drops 17" in text  # no loss goes unseen
 
 
 def test_dashboard_has_one_row_per_active_stream_and_the_totals():
