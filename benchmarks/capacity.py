@@ -150,6 +150,16 @@ def run_load(calls: int, seconds: float, codes: bytes, truth_ends: np.ndarray, m
     return result
 
 
+def wav_output(text: str) -> Path:
+    """argparse type for ``--out``: the calls' audio is written there, so a .wav file in an existing folder."""
+    path = Path(text)
+    if path.suffix.lower() != ".wav":
+        raise argparse.ArgumentTypeError(f"{text} is not a .wav file name (the calls' audio is written there)")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no folder {path.parent} to write the calls' audio in")
+    return path
+
+
 def call_audio(data: Path, out: Path) -> tuple[bytes, np.ndarray]:
     """The μ-law bytes every call plays (12 clips of speakers the fold-0 model never heard) and where each clip's speech ends."""
     truth = build_file(data, [3, 5, 7, 20], 3, out)
@@ -165,7 +175,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--bound-ms", type=float, default=250.0, help="p95 latency a sustained load must stay under")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/ser_stream_capacity.wav"))
+    parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_capacity.wav"), help="where the calls' audio is written (.wav)")
     args = parser.parse_args()
     codes, truth_ends = call_audio(args.data, args.out)
     print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),

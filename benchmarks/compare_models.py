@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.capacity import call_audio, run_load
+from benchmarks.capacity import call_audio, run_load, wav_output
 from ser_stream.inference import EmotionModel
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
     parser.add_argument("--bound-ms", type=float, default=250.0)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
-    parser.add_argument("--out", type=Path, default=Path("/tmp/ser_stream_compare.wav"))
+    parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_compare.wav"), help="where the calls' audio is written (.wav)")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.exit(2, "error: give at least two models to compare\n")

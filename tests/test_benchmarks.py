@@ -53,3 +53,13 @@ def test_comparing_needs_two_models(shipped_model, capsys):
     with pytest.raises(SystemExit) as stopped:
         compare_main([str(shipped_model)])
     assert stopped.value.code == 2 and "at least two models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out, reason", [("figures.json", "is not a .wav file name"), ("/no/such/folder/calls.wav", "no folder")])
+def test_the_calls_audio_path_is_checked_before_anything_is_timed(shipped_model, capsys, out, reason):
+    from benchmarks.compare_models import main as compare_main
+
+    with pytest.raises(SystemExit) as stopped:
+        compare_main([str(shipped_model), str(shipped_model), "--calls", "2", "--out", out])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and reason in error and "Traceback" not in error
