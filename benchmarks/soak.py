@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "reader_drops": sum(c["dropped"] for _, c in report["readers"]),
         "monitor_counted_drops": max((c.get("monitor_subscriber_drops", 0) for _, c in report["readers"]), default=0),
-        # the readiness probe's connect-and-close is one; any other is a client the monitor dropped mid-handshake
+        # the readiness probe's connect-and-close is one (as is listener_gone's probe after a failed cycle); any other
+        # is a client the monitor dropped mid-handshake
         "monitor_failed_handshakes": max((c.get("monitor_failed_handshakes", 0) for _, c in report["readers"]), default=0),
         "churn_cycles": report["churn"],
         "rss_mb": {"start": report["baseline"]["rss_mb"], "median": float(np.median(rss)) if rss else 0, "max": max(rss, default=0),
