@@ -494,3 +494,45 @@ def test_scoring_or_quantising_a_missing_model_is_one_line(tmp_path, capsys, com
         main(arguments)
     assert stopped.value.code == 2
     assert capsys.readouterr().err == f"python -m training.{command}: error: {missing}: model file not found\n"
+
+
+def test_distillation_targets_mix_each_label_with_the_teachers_mean_output_on_the_same_augmented_window(smoke_run):
+    from pathlib import Path
+
+    from ser_stream.inference import EmotionModel
+    from training.recipes import RECIPES
+    from training.train import TrainConfig, TrainingBatches
+
+    clips = 8
+    features = clean_windows(np.random.default_rng(0).random((clips, 260, 270)).astype(np.float16), clips)
+    teacher = EmotionModel(smoke_run / "model.onnx", provider="cpu")
+    config = TrainConfig(data=Path("unused"), out=Path("unused"), distill_weight=0.25)
+    batches = TrainingBatches(features, np.arange(clips), RECIPES["improved"], config, [teacher, teacher])
+    images, targets, _ = batches[0]
+    labels = [label for _, label in batches.epoch_picks[: len(images)]]
+    expected = 0.75 * np.eye(8, dtype=np.float32)[labels] + 0.25 * teacher.predict(images)
+    np.testing.assert_allclose(targets, expected, atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_distilled_run_learns_from_its_own_splits_teacher_and_records_it(smoke_run, tiny_ravdess, tmp_path):
+    from training.__main__ import main
+
+    out = tmp_path / "student"
+    teacher = str(smoke_run.parent / "{split}" / "model.onnx")  # the random split's model teaches the random split
+    assert main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "1", "--batch-size", "8",
+                 "--cache-dir", str(tmp_path / "cache"), "--teacher", teacher, "--distill-weight", "0.5"]) == 0
+    training = json.loads((out / "random" / "metrics.json").read_text())["training"]
+    assert training["teachers"][0].startswith(str(smoke_run / "model.onnx")) and training["distill_weight"] == 0.5
+    assert (out / "random" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("teacher_split, reason", [("{split}", "no such model file"), ("random", "trained on split 'random' (seed 0), not 'all'")])
+def test_a_teacher_that_may_have_heard_the_held_out_speakers_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys, teacher_split, reason):
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "student"), "--protocol", "all", "--epochs", "1",
+              "--cache-dir", str(tmp_path / "cache"), "--teacher", str(smoke_run.parent / teacher_split / "model.onnx")])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and reason in error and "Traceback" not in error

@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--keep", choices=["best", "last", "average"], default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
     parser.add_argument("--average-epochs", type=whole_number(1), default=10, help="--keep average: how many final epochs' weights to average")
+    parser.add_argument("--teacher", action="append", default=[], metavar="MODEL.onnx",
+                        help="distil: mix this model's output (the mean, if given several times) into each training window's target; "
+                        "'{split}' in the path stands for the split's name, so each fold learns from its own fold's models")
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="--teacher: the teachers' share of the target (0 to 1)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--max-clips", type=whole_number(1), default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --folds: {args.folds} must be at least 2")
     if args.fold is not None and not 0 <= args.fold < args.folds:
         parser.error(f"argument --fold: {args.fold} is not one of the {args.folds} folds (0 to {args.folds - 1})")
+    if not 0.0 <= args.distill_weight <= 1.0:
+        parser.error(f"argument --distill-weight: {args.distill_weight} is outside 0 to 1")
     if args.frequency_warp is not None and not 0.0 <= args.frequency_warp < 0.5:
         parser.error(f"argument --frequency-warp: {args.frequency_warp} is outside 0 to 0.5")
 
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
                 init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
                 cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
+                teachers=tuple(args.teacher), distill_weight=args.distill_weight,
             )
         )
     except SerStreamError as error:  # a data folder, window or model that cannot be used: one line, no traceback

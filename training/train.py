@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ser_stream import EMOTIONS
+from ser_stream.errors import SerStreamError
+from ser_stream.inference import EmotionModel
 from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
@@ -55,6 +57,10 @@ class TrainConfig:
     cache_dir: Path | None = Path(".cache")
     max_clips: int | None = None  # smoke runs: the first N clips of each emotion
     window: WindowConfig = field(default_factory=WindowConfig)
+    # Distillation: ONNX models whose mean output on each augmented training window is mixed into its target,
+    # ``distill_weight`` of it; "{split}" in a path stands for the split's name (a fold's teachers are that fold's models)
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.5
 
 
 @dataclass
@@ -139,12 +145,38 @@ def network_seed(config: TrainConfig) -> int:
     return config.seed if config.model_seed is None else config.model_seed
 
 
+def load_teachers(config: TrainConfig, split_name: str) -> list[EmotionModel]:
+    """The split's teacher models, each checked to have been trained on this very split.
+
+    A teacher that had heard the split's validation or test speakers would pass
+    what it learnt from them into the student's targets.
+    """
+    teachers = []
+    for template in config.teachers:
+        path = Path(template.replace("{split}", split_name))
+        if not path.is_file():
+            raise SerStreamError(f"--teacher {path}: no such model file")
+        teacher = EmotionModel(path, provider="cpu")
+        trained_on = teacher.metadata.metrics.get("split")
+        split_seed = teacher.metadata.metrics.get("training", {}).get("seed")
+        if trained_on != split_name or split_seed != config.seed:
+            raise SerStreamError(
+                f"--teacher {path}: trained on split {trained_on!r} (seed {split_seed}), not {split_name!r} (seed {config.seed}); "
+                "it may have heard this split's held-out speakers"
+            )
+        teachers.append(teacher)
+    return teachers
+
+
 class TrainingBatches(keras.utils.PyDataset):
     """Each epoch, ``windows_per_clip`` random windows of every training clip, augmented per recipe."""
 
-    def __init__(self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig) -> None:
+    def __init__(
+        self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig, teachers: list[EmotionModel] | None = None
+    ) -> None:
         super().__init__()
         self.features, self.recipe, self.config = features, with_command_overrides(recipe, config), config
+        self.teachers = teachers or []
         self.rng = np.random.default_rng(network_seed(config) + 1)
         candidates = features.windows_of(clips, recipe.variants)
         self.windows_by_clip = [candidates[features.window_clip[candidates] == c] for c in clips]
@@ -181,6 +213,9 @@ class TrainingBatches(keras.utils.PyDataset):
         x = np.stack(images)[..., None]
         labels = np.array([label for _, label in batch])
         y = keras.utils.to_categorical(labels, len(EMOTIONS)).astype(np.float32)
+        if self.teachers:  # cross-entropy against this mix = (1 - w) × the label's + w × the teachers' (distillation, T = 1)
+            soft = np.mean([teacher.predict(x) for teacher in self.teachers], axis=0)
+            y = (1 - self.config.distill_weight) * y + self.config.distill_weight * soft
         weights = self.class_weight[labels].astype(np.float32)
         if self.recipe.mixup_alpha > 0:
             mix = self.rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha, size=len(batch)).astype(np.float32)
@@ -329,7 +364,8 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     folder.mkdir(parents=True, exist_ok=True)
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    batches = TrainingBatches(features, split.train, recipe, config)
+    teachers = load_teachers(config, split.name)
+    batches = TrainingBatches(features, split.train, recipe, config, teachers)
     history: dict[str, list[float]] = {}
     initial_epoch = 0
     earlier = earlier_split(config.init_from, split.name) if config.init_from is not None else None  # (model, its epochs)
@@ -384,6 +420,9 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
+    if teachers:
+        metrics["training"]["teachers"] = [f"{teacher.path} ({teacher.metadata.sha256[:12]}…)" for teacher in teachers]
+        metrics["training"]["distill_weight"] = config.distill_weight
     if earlier is not None:
         metrics["training"]["initialised_from"] = str(earlier[0].parent)
         metrics["training"]["earlier_epochs"] = earlier[1]
