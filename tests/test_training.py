@@ -536,3 +536,4 @@ def test_a_teacher_that_may_have_heard_the_held_out_speakers_is_refused_in_one_l
               "--cache-dir", str(tmp_path / "cache"), "--teacher", str(smoke_run.parent / teacher_split / "model.onnx")])
     error = capsys.readouterr().err
     assert stopped.value.code == 2 and reason in error and "Traceback" not in error
+    assert not (tmp_path / "student" / "all").exists()

@@ -361,10 +361,10 @@ class RunState(keras.callbacks.Callback):
 
 def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, folder: Path) -> dict[str, Any]:
     """Train, pick the best validation epoch, score the test clips, export ONNX; return the metrics."""
+    teachers = load_teachers(config, split.name)  # refused before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
-    teachers = load_teachers(config, split.name)
     batches = TrainingBatches(features, split.train, recipe, config, teachers)
     history: dict[str, list[float]] = {}
     initial_epoch = 0
