@@ -266,13 +266,17 @@ def test_a_warm_restart_starts_each_split_from_the_earlier_runs_model_and_record
     assert training["initialised_from"] == str(smoke_run) and training["earlier_epochs"] == 2
 
 
-def test_a_warm_restart_refuses_an_earlier_run_without_the_split_before_training(smoke_run, tiny_ravdess, tmp_path):
+def test_a_warm_restart_refuses_an_earlier_run_without_the_split_before_training(smoke_run, tiny_ravdess, tmp_path, capsys):
     from training.__main__ import main
 
     out = tmp_path / "restart"
     with pytest.raises(SystemExit) as stopped:
         main(["--data", str(tiny_ravdess), "--out", str(out), "--protocol", "all", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
-    assert "no model for split all" in str(stopped.value.code) and str(smoke_run.parent) in str(stopped.value.code)
+    assert stopped.value.code == 2
+    missing = smoke_run.parent / "all" / "model.keras"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --init-from {smoke_run.parent}: no model for split all ({missing} is missing)"
+    )
     assert not out.exists()
 
 
@@ -332,13 +336,14 @@ def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export
     assert not any(isinstance(layer, MelFrequencyRows) for layer in build_model(RECIPES["improved"]).layers)
 
 
-def test_a_warm_restart_refuses_an_earlier_model_of_another_network(smoke_run, tiny_ravdess, tmp_path):
+def test_a_warm_restart_refuses_an_earlier_model_of_another_network(smoke_run, tiny_ravdess, tmp_path, capsys):
     from training.__main__ import main
 
     with pytest.raises(SystemExit) as stopped:  # smoke_run trained the paper network, without batch norm
         main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "improved", "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
-    message = str(stopped.value.code)
-    assert message.count("\n") == 0 and str(smoke_run / "model.keras") in message and "is not a network of recipe improved" in message
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"python -m training: error: --init-from {smoke_run.parent}: {smoke_run / 'model.keras'} is not a network of recipe improved")
 
 
 @pytest.fixture(scope="module")
@@ -448,8 +453,6 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
                  "--keep", "average", "--average-epochs", "2", "--batch-size", "8", "--max-clips", "4", "--cache-dir", str(tmp_path / "cache")]) == 0
     metrics = json.loads((out / "random" / "metrics.json").read_text())
     assert metrics["weights"] == "mean of the last 2 epochs" and metrics["onnx_parity_max_abs_diff"] <= 1e-4
-    with pytest.raises(SystemExit, match="--average-epochs 5: must be between 1 and --epochs"):
-        main(["--data", str(tiny_ravdess), "--out", str(out), "--epochs", "3", "--keep", "average", "--average-epochs", "5"])
 
 
 @pytest.mark.parametrize(
@@ -460,6 +463,13 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
         (["--batch-size", "0"], "argument --batch-size: 0 must be at least 1"),
         (["--epochs", "x"], "argument --epochs: 'x' is not a whole number"),
         (["--fold", "9"], "argument --fold: 9 is not one of the 5 folds (0 to 4)"),
+        (["--protocol", "random", "--fold", "0"], "argument --fold: only with --protocol actors (the 'random' protocol has one split)"),
+        (["--protocol", "all", "--balance-voices"], "argument --balance-voices: only with --protocol actors (the 'all' protocol holds out no speakers)"),
+        (["--epochs", "3", "--patience", "3", "--keep", "average", "--average-epochs", "5"], "argument --average-epochs: 5 must be at most --epochs (3)"),
+        (["--epochs", "40", "--keep", "average"], "argument --patience: 15 is below --epochs (40): early stopping could end the run before the epochs --keep average averages"),
+        (["--distill-weight", "0.3"], "argument --distill-weight: only with --teacher"),
+        (["--teacher", "t.onnx", "--distill-weight", "2"], "argument --distill-weight: 2.0 is outside 0 to 1"),
+        (["--frequency-warp", "0.5"], "argument --frequency-warp: 0.5 is outside 0 to 0.5"),
         (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
     ],
 )
@@ -470,6 +480,29 @@ def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, opt
         main(["--out", str(tmp_path / "run"), *options])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason}"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"fold": 9}, "fold: 9 is not one of the 5 folds (0 to 4)"),
+        ({"epochs": 0}, "epochs: 0 only with --init-from"),
+        ({"distill_weight": 2.0}, "distill_weight: 2.0 is outside 0 to 1"),
+        ({"recipe": "papr"}, "recipe: 'papr' is not one of paper, improved"),
+        ({"keep": "first"}, "keep: 'first' is not one of best, last, average"),
+        ({"batch_size": 0}, "batch_size: 0 must be at least 1"),
+        ({"max_clips": 0}, "max_clips: 0 must be at least 1"),
+    ],
+)
+def test_a_training_configuration_that_would_train_nothing_or_the_wrong_thing_is_refused_when_made(fields, message):
+    """Code that builds a TrainConfig itself gets the same checks as the command, before any data is read."""
+    from pathlib import Path
+
+    from training.train import TrainConfig, TrainConfigError
+
+    with pytest.raises(TrainConfigError) as refused:
+        TrainConfig(data=Path("unused"), out=Path("unused"), **fields)
+    assert str(refused.value).startswith(message)
 
 
 @pytest.mark.parametrize("make, reason", [(lambda tmp: tmp / "missing", "not a folder"), (lambda tmp: tmp, "no RAVDESS clips found")])

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="run folder (one subfolder per split)")
     parser.add_argument("--recipe", default="improved", choices=list(RECIPES))
     parser.add_argument("--protocol", default="actors", choices=["random", "actors", "all"])
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=5, help="--protocol actors: how many folds of held-out speakers")
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
     parser.add_argument("--epochs", type=whole_number(0), default=60)
@@ -36,35 +36,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", action="append", default=[], metavar="MODEL.onnx",
                         help="distil: mix this model's output (the mean, if given several times) into each training window's target; "
                         "'{split}' in the path stands for the split's name, so each fold learns from its own fold's models")
-    parser.add_argument("--distill-weight", type=float, default=0.5, help="--teacher: the teachers' share of the target (0 to 1)")
+    parser.add_argument("--distill-weight", type=float, default=None, help="--teacher: the teachers' share of the target (0 to 1; default 0.5)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--max-clips", type=whole_number(1), default=None, help="smoke runs: at most N clips per emotion")
     args = parser.parse_args(argv)
-    if args.epochs == 0 and args.init_from is None:
-        parser.error("argument --epochs: 0 only with --init-from (which then exports the earlier run's weights as they are)")
-    if args.folds < 2:
-        parser.error(f"argument --folds: {args.folds} must be at least 2")
-    if args.fold is not None and not 0 <= args.fold < args.folds:
-        parser.error(f"argument --fold: {args.fold} is not one of the {args.folds} folds (0 to {args.folds - 1})")
-    if not 0.0 <= args.distill_weight <= 1.0:
-        parser.error(f"argument --distill-weight: {args.distill_weight} is outside 0 to 1")
-    if args.frequency_warp is not None and not 0.0 <= args.frequency_warp < 0.5:
-        parser.error(f"argument --frequency-warp: {args.frequency_warp} is outside 0 to 0.5")
+    if args.distill_weight is not None and not args.teacher:
+        parser.error("argument --distill-weight: only with --teacher")
 
-    from training.train import TrainConfig, run
+    from training.train import TrainConfig, TrainConfigError, run
 
     try:
-        run(
-            TrainConfig(
-                data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
-                fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
-                patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
-                init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
-                cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
-                teachers=tuple(args.teacher), distill_weight=args.distill_weight,
-            )
+        config = TrainConfig(
+            data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
+            fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
+            patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
+            init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
+            cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
+            teachers=tuple(args.teacher), distill_weight=0.5 if args.distill_weight is None else args.distill_weight,
         )
-    except SerStreamError as error:  # a data folder, window or model that cannot be used: one line, no traceback
+    except TrainConfigError as error:  # TrainConfig checks its fields; the command names them as its options
+        parser.error(f"argument --{error.option.replace('_', '-')}: {error.reason}")
+    except SerStreamError as error:  # a window that cannot be cut
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    try:
+        run(config)
+    except SerStreamError as error:  # a data folder, earlier run or model that cannot be used: one line, no traceback
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     return 0
 

@@ -29,6 +29,16 @@ from training.recipes import RECIPES, Recipe, build_model
 
 console = Console()
 PROTOCOLS = ("random", "actors", "all")
+KEEPS = ("best", "last", "average")
+
+
+class TrainConfigError(SerStreamError):
+    """A training configuration that cannot be run as asked; names the field (the command's option) and why."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,44 @@ class TrainConfig:
     # ``distill_weight`` of it; "{split}" in a path stands for the split's name (a fold's teachers are that fold's models)
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Refuse a configuration that would train nothing, or the wrong thing, before any data is read."""
+        for option, problem in self.problems():
+            raise TrainConfigError(option, problem)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Each field that cannot be run as asked, with why, as ``(field, reason)``."""
+        problems = []
+        if self.recipe not in RECIPES:
+            problems.append(("recipe", f"{self.recipe!r} is not one of {', '.join(RECIPES)}"))
+        if self.protocol not in PROTOCOLS:
+            problems.append(("protocol", f"{self.protocol!r} is not one of {', '.join(PROTOCOLS)}"))
+        if self.keep not in KEEPS:
+            problems.append(("keep", f"{self.keep!r} is not one of {', '.join(KEEPS)}"))
+        for name, lowest in (("folds", 2), ("epochs", 0), ("batch_size", 1), ("patience", 1), ("average_epochs", 1)):
+            if getattr(self, name) < lowest:
+                problems.append((name, f"{getattr(self, name)} must be at least {lowest}"))
+        for name in ("windows_per_clip", "max_clips"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                problems.append((name, f"{getattr(self, name)} must be at least 1"))
+        if self.fold is not None and self.protocol != "actors":
+            problems.append(("fold", f"only with --protocol actors (the {self.protocol!r} protocol has one split)"))
+        elif self.fold is not None and not 0 <= self.fold < self.folds:
+            problems.append(("fold", f"{self.fold} is not one of the {self.folds} folds (0 to {self.folds - 1})"))
+        if self.balance_voices and self.protocol != "actors":
+            problems.append(("balance_voices", f"only with --protocol actors (the {self.protocol!r} protocol holds out no speakers)"))
+        if self.epochs == 0 and self.init_from is None:
+            problems.append(("epochs", "0 only with --init-from (which then exports the earlier run's weights as they are)"))
+        if self.keep == "average" and self.average_epochs > self.epochs:
+            problems.append(("average_epochs", f"{self.average_epochs} must be at most --epochs ({self.epochs})"))
+        if self.keep == "average" and self.protocol != "all" and self.patience < self.epochs:
+            problems.append(("patience", f"{self.patience} is below --epochs ({self.epochs}): early stopping could end the run before the epochs --keep average averages"))
+        if self.frequency_warp is not None and not 0.0 <= self.frequency_warp < 0.5:
+            problems.append(("frequency_warp", f"{self.frequency_warp} is outside 0 to 0.5"))
+        if not 0.0 <= self.distill_weight <= 1.0:
+            problems.append(("distill_weight", f"{self.distill_weight} is outside 0 to 1"))
+        return problems
 
 
 @dataclass
@@ -135,7 +183,7 @@ def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
     """The model an earlier run trained for this split, and its epochs, to start a warm restart from."""
     model_path = run_folder / split_name / "model.keras"
     if not model_path.is_file():
-        raise SystemExit(f"--init-from {run_folder}: no model for split {split_name} ({model_path} is missing)")
+        raise SerStreamError(f"--init-from {run_folder}: no model for split {split_name} ({model_path} is missing)")
     metrics_path = run_folder / split_name / "metrics.json"
     epochs = json.loads(metrics_path.read_text()).get("epochs_run", 0) if metrics_path.is_file() else 0
     return model_path, int(epochs)
@@ -383,7 +431,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             try:
                 model.set_weights(keras.models.load_model(start_from).get_weights())
             except ValueError as error:
-                raise SystemExit(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
+                raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
             console.print(f"{split.name}: starting from {start_from}")
         learning_rate: Any = recipe.learning_rate
         if recipe.cosine_decay:
@@ -413,7 +461,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model = keras.models.load_model(checkpoints / "best.keras")
     if averaging is not None:
         if averaging.count == 0:
-            raise SystemExit(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
+            raise SerStreamError(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
         model.set_weights(averaging.averaged())
     recalibrate_batch_norm(model, features, split.train)
     model.save(folder / "model.keras")
@@ -465,12 +513,6 @@ def limit_per_emotion(clips: list[Any], max_clips: int) -> list[Any]:
 
 def run(config: TrainConfig) -> dict[str, Any]:
     """Train every split the protocol names; write one folder per split and a summary."""
-    if config.recipe not in RECIPES:
-        raise SystemExit(f"unknown recipe {config.recipe!r}; choose from {', '.join(RECIPES)}")
-    if config.protocol not in PROTOCOLS:
-        raise SystemExit(f"unknown protocol {config.protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    if config.keep == "average" and not 1 <= config.average_epochs <= config.epochs:
-        raise SystemExit(f"--average-epochs {config.average_epochs}: must be between 1 and --epochs ({config.epochs})")
     recipe = RECIPES[config.recipe]
     clips, problems = scan(config.data)
     for problem in problems:
