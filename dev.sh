@@ -54,7 +54,7 @@ case "${1:-}" in
     system_packages test
     environment "train,dev"
     "$VENV/bin/ruff" check ser_stream training tests benchmarks
-    "$VENV/bin/mypy" ser_stream
+    "$VENV/bin/mypy" ser_stream training benchmarks
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

@@ -63,3 +63,15 @@ def test_the_calls_audio_path_is_checked_before_anything_is_timed(shipped_model,
         compare_main([str(shipped_model), str(shipped_model), "--calls", "2", "--out", out])
     error = capsys.readouterr().err
     assert stopped.value.code == 2 and reason in error and "Traceback" not in error
+
+
+def test_a_ladder_where_no_load_was_sustained_is_reported_as_missed_not_left_out():
+    from pathlib import Path
+
+    from benchmarks.__main__ import render
+
+    figures = json.loads((Path(__file__).parent.parent / "docs" / "benchmarks.json").read_text())
+    figures["capacity"] = [{**load, "sustained": False} for load in figures["capacity"]]
+    table = render(figures)
+    assert "| concurrent real-time calls sustained | none of the loads tried | ≥ 50 | **missed** |" in table
+    assert "end-to-end utterance latency at" not in table

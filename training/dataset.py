@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ def build_features(
     window_clip: list[int] = []
     window_variant: list[int] = []
     window_is_eval: list[bool] = []
+    per_clip: Iterable[list[tuple[int, bool, NDArray[np.float16]]]]
     if workers == 1:
         per_clip = map(_clip_windows, tasks)
     else:

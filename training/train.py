@@ -138,15 +138,15 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
     if config.protocol == "all":
         return [Split("all", clips, clips[:0], clips[:0])]
     if config.protocol == "random":
-        train, validation, test = [], [], []
+        picked: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
         for label in range(len(EMOTIONS)):
             members = rng.permutation(clips[features.clip_labels == label])
             n_test = int(round(len(members) * 0.25))
             n_val = int(round((len(members) - n_test) * 0.1))
-            test += list(members[:n_test])
-            validation += list(members[n_test : n_test + n_val])
-            train += list(members[n_test + n_val :])
-        return [Split("random", np.sort(train), np.sort(validation), np.sort(test))]
+            picked["test"] += list(members[:n_test])
+            picked["validation"] += list(members[n_test : n_test + n_val])
+            picked["train"] += list(members[n_test + n_val :])
+        return [Split("random", *(np.sort(np.array(picked[part], dtype=np.int64)) for part in ("train", "validation", "test")))]
     actors = np.unique(features.clip_actors)
     if config.balance_voices:
         # Deal the men, then the women, round the folds, so each fold holds out both voices alike.
