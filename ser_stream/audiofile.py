@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.errors import AudioInputError, shown
+from ser_stream.features import check_sample_rate
 
 
 def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -20,11 +23,30 @@ def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
 
 
 def require_file(path: str | Path) -> None:
-    """A missing path and a folder get different one-line errors; both name the path."""
-    if Path(path).is_dir():
+    """A missing path, a folder and a pipe or device get different one-line errors; each names the path."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AudioInputError(f"{shown(path)}: no such file") from None
+    except OSError as error:
+        raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
         raise AudioInputError(f"{shown(path)}: is a folder, not an audio file")
-    if not Path(path).is_file():
-        raise AudioInputError(f"{shown(path)}: no such file")
+    if not stat.S_ISREG(mode):
+        raise AudioInputError(f"{shown(path)}: not a regular file (a pipe or device); save the audio to a file, or pipe raw PCM to --source stdin")
+
+
+def file_name(path: str | Path) -> bytes:
+    """The path as bytes for libsndfile, so names that are not valid UTF-8 open as they are."""
+    return os.fsencode(path)
+
+
+def check_file_rate(path: str | Path, sample_rate: int) -> None:
+    """``check_sample_rate``, its error naming the file."""
+    try:
+        check_sample_rate(sample_rate)
+    except AudioInputError as error:
+        raise AudioInputError(f"{shown(path)}: {error}") from None
 
 
 def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
@@ -35,13 +57,14 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     """
     require_file(path)
     try:
-        samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples, sample_rate = soundfile.read(file_name(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise unreadable(path, error) from None
     if samples.shape[0] == 0:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
+    check_file_rate(path, int(sample_rate))
     mono = to_mono(samples)
     if not np.all(np.isfinite(mono)):
         raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
@@ -52,11 +75,12 @@ def audio_info(path: str | Path) -> Any:
     """``soundfile.info`` with the same one-line errors as ``read_audio``; refuses empty files."""
     require_file(path)
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(file_name(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise unreadable(path, error) from None
     if info.frames == 0:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
+    check_file_rate(path, int(info.samplerate))
     return info
 
 

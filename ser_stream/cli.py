@@ -7,12 +7,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError
 from ser_stream.model import DEFAULT_MODEL
-from ser_stream.rtp import RtpConfig
+from ser_stream.rtp import RtpConfig, listen_host
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -32,6 +32,26 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is the one line that names the option and the reason (``--help`` has the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def sample_rate(text: str) -> int:
+    """An argparse type: a whole number of hertz in the range the feature code reads."""
+    from ser_stream.features import MAX_INPUT_RATE, MIN_INPUT_RATE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of hertz") from None
+    if not MIN_INPUT_RATE <= value <= MAX_INPUT_RATE:
+        raise argparse.ArgumentTypeError(f"{value} Hz is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE} Hz")
+    return value
 
 
 def positive_seconds(text: str) -> float:
@@ -69,21 +89,27 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
     from ser_stream.pipeline import MonitorConfig
     from ser_stream.sources import parse_source
     from ser_stream.utterances import UtteranceConfig
-    from ser_stream.windows import WindowConfig
 
     host, _, port = args.ws.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
         raise SerStreamError(f"--ws {args.ws!r} is not HOST:PORT (a port from 0 to 65535)")
+    host = listen_host(host, "--ws") if host else host
+    specs = tuple(parse_source(s) for s in sources)
+    kinds = [spec.kind for spec in specs]
+    if kinds.count("stdin") > 1:
+        raise SerStreamError("--source stdin is given twice: one pipe cannot feed two streams")
+    for option, value, kind in (("--rate", args.rate, "stdin"), ("--channels", args.channels, "stdin"), ("--samplerate", args.samplerate, "mic")):
+        if value is not None and kind not in kinds:
+            raise SerStreamError(f"{option} {value}: only with --source {kind} (other sources carry their own)")
     config = MonitorConfig(
-        window=WindowConfig(args.window, args.hop),
         utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance),
         max_batch=args.max_batch,
     )
     return MonitorOptions(
         access=_access(args), allow_remote=args.allow_remote, record=args.record,
-        sources=tuple(parse_source(s) for s in sources), model=args.model, provider=args.provider,
+        sources=specs, window_seconds=args.window, hop_seconds=args.hop, model=args.model, provider=args.provider,
         host=host or "127.0.0.1", port=int(port), dashboard=not args.no_dashboard, pace=args.pace,
-        stdin_rate=args.rate, stdin_channels=args.channels, mic_rate=args.samplerate, config=config,
+        stdin_rate=args.rate or 16000, stdin_channels=args.channels or 1, mic_rate=args.samplerate, config=config,
         print_messages=args.print_utterances, subscriber_queue=args.subscriber_queue,
         await_subscribers=args.await_subscribers,
     )
@@ -136,7 +162,6 @@ def _devices(args: argparse.Namespace) -> int:
 
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     from ser_stream.utterances import UtteranceConfig
-    from ser_stream.windows import WindowConfig
 
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
     parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
@@ -144,16 +169,16 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
     parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
     parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible")
-    parser.add_argument("--window", type=float, default=WindowConfig().window_seconds, help="window length, seconds")
-    parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds, help="hop between windows, seconds")
+    parser.add_argument("--window", type=float, default=None, help="window length, seconds: always the model's (its 270 columns span one window); given, it is checked against the model")
+    parser.add_argument("--hop", type=float, default=None, help="hop between windows, seconds (default: the model's)")
     parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds")
     parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds")
     parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
-    parser.add_argument("--rate", type=whole_number(1), default=16000, help="stdin: sample rate of the raw s16le PCM")
-    parser.add_argument("--channels", type=whole_number(1), default=1, help="stdin: channels of the raw PCM")
-    parser.add_argument("--samplerate", type=whole_number(1), default=None, help="mic: capture rate (default: the device's)")
+    parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the raw s16le PCM (default 16000)")
+    parser.add_argument("--channels", type=whole_number(1), default=None, help="stdin: channels of the raw PCM (default 1)")
+    parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
     parser.add_argument("--record", type=Path, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
@@ -164,7 +189,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ser-stream", description="Streaming speech emotion recognition.")
+    parser = OneLineParser(prog="ser-stream", description="Streaming speech emotion recognition.")
     parser.add_argument("--version", action="version", version=f"ser-stream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import to_mono
+from ser_stream.audiofile import audio_info, file_name, to_mono
 from ser_stream.errors import AudioInputError, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
@@ -31,10 +31,10 @@ TRIM_FRAME = int(0.025 * SAMPLE_RATE)  # trim_silence's 25 ms energy frame at th
 
 def _canonical_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
     """A file, block by block, as mono canonical-rate audio (never whole in memory)."""
-    info = soundfile.info(str(path))
+    info = audio_info(path)
     resampler = StreamResampler(int(info.samplerate), SAMPLE_RATE)
     block = max(1, int(block_seconds * info.samplerate))
-    for samples in soundfile.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+    for samples in soundfile.blocks(file_name(path), blocksize=block, dtype="float32", always_2d=True):
         mono = to_mono(samples)
         if not np.all(np.isfinite(mono)):
             raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")

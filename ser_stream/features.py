@@ -58,10 +58,22 @@ def feature_parameters() -> dict[str, float | int | str]:
     }
 
 
+# Rates audio may arrive at. Below 1 kHz nothing of speech's pitch survives (and a few bytes
+# would claim hours of audio); above 1 MHz no audio interface records, and the polyphase ratio
+# to 8 kHz could no longer be kept exact within a denominator of 1000.
+MIN_INPUT_RATE = 1_000
+MAX_INPUT_RATE = 1_000_000
+
+
+def check_sample_rate(sample_rate: int) -> None:
+    """Refuse a sample rate this code cannot turn into the model's input (callers prefix the input's name)."""
+    if not MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE:
+        raise AudioInputError(f"sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE} Hz, the rates this reads")
+
+
 def resample_to_canonical(audio: NDArray[np.floating], sample_rate: int) -> NDArray[np.float32]:
     """Polyphase-resample mono audio to ``SAMPLE_RATE``; a no-op at that rate."""
-    if sample_rate <= 0:
-        raise AudioInputError(f"sample rate {sample_rate} Hz is not positive")
+    check_sample_rate(sample_rate)
     samples = np.asarray(audio, dtype=np.float32)
     if sample_rate == SAMPLE_RATE:
         return samples

@@ -10,14 +10,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import ModelError
+from ser_stream.errors import ModelError, shown
 from ser_stream.model import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, load_metadata
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def cuda_available() -> bool:
-    """True when onnxruntime has its CUDA provider and an NVIDIA driver is present.
+def cuda_unavailable_reason() -> str | None:
+    """Why CUDA cannot be used here, or None when onnxruntime has its CUDA provider and an NVIDIA driver is present.
 
     Checked before asking for CUDA, because onnxruntime logs an error when it
     is asked for CUDA on a machine without one.
@@ -25,18 +25,24 @@ def cuda_available() -> bool:
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return False
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
+        return "this onnxruntime has no CUDA provider; install onnxruntime-gpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", None)
+    if visible in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
     if ctypes.util.find_library("cuda") is None and not Path("/proc/driver/nvidia/version").exists():
-        return False
+        return "no NVIDIA driver found"
     try:
         preload = getattr(onnxruntime, "preload_dlls", None)
         if preload is not None:
             preload()  # the CUDA and cuDNN libraries installed by the onnxruntime-gpu[cuda,cudnn] extras
     except Exception:  # noqa: BLE001 - a failed preload just means no usable CUDA
-        return False
-    return True
+        return "the CUDA or cuDNN libraries do not load"
+    return None
+
+
+def cuda_available() -> bool:
+    """True when onnxruntime has its CUDA provider and an NVIDIA driver is present."""
+    return cuda_unavailable_reason() is None
 
 
 def choose_providers(requested: str = "auto") -> list[str]:
@@ -46,8 +52,9 @@ def choose_providers(requested: str = "auto") -> list[str]:
     if requested == "cpu":
         return ["CPUExecutionProvider"]
     if requested == "cuda":
-        if not cuda_available():
-            raise ModelError("provider cuda was requested but no usable CUDA GPU / onnxruntime CUDA provider was found")
+        reason = cuda_unavailable_reason()
+        if reason is not None:
+            raise ModelError(f"--provider cuda: no usable CUDA GPU here ({reason}); use --provider auto or cpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda_available() else ["CPUExecutionProvider"]
 
@@ -66,20 +73,19 @@ class EmotionModel:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        providers = choose_providers(provider)  # outside the try: a provider refusal is not the model file's fault
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), sess_options=options, providers=choose_providers(provider)
-            )
+            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own unexported types
-            raise ModelError(f"{self.path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+            raise ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
             raise ModelError(
-                f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
+                f"{shown(self.path)}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, "
                 f"found {[i.name for i in inputs]} → {[o.name for o in outputs]}"
             )
         if list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
-            raise ModelError(f"{self.path}: input shape {inputs[0].shape} is not [N, {', '.join(map(str, INPUT_SHAPE))}]")
+            raise ModelError(f"{shown(self.path)}: input shape {inputs[0].shape} is not [N, {', '.join(map(str, INPUT_SHAPE))}]")
         self.max_batch = max_batch
         self.provider = self.session.get_providers()[0]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import ModelError
+from ser_stream.errors import AudioInputError, ModelError, shown
 from ser_stream.features import N_BINS, N_FRAMES, feature_parameters
 from ser_stream.windows import WindowConfig
 
@@ -64,31 +64,89 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# The JSON types that can hold each ModelMetadata annotation, and how an error names them.
+JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "list[str]": ((list,), f"a list of {len(EMOTIONS)} strings"),
+    "dict[str, Any]": ((dict,), "an object"),
+    "float": ((int, float), "a number of seconds"),
+    "str": ((str,), "a string"),
+    "int": ((int,), "a whole number"),
+}
+
+
+def described(value: object) -> str:
+    """A JSON value as a one-line error shows it: ``null``, ``'1' (a string)``, ``3 (a number)``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"{value[:40]!r} (a string)"
+    if isinstance(value, int | float):
+        return f"{value} (a number)"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def holds(value: object, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)  # JSON true is not a number
+
+
 def load_metadata(model_path: str | Path) -> ModelMetadata:
     """Read and check the metadata beside ``model_path``; ``ModelError`` with the reason if unusable."""
     model_path = Path(model_path)
+    if model_path.is_dir():
+        raise ModelError(f"{shown(model_path)}: is a folder, not a model file")
     if not model_path.is_file():
-        raise ModelError(f"{model_path}: model file not found")
+        raise ModelError(f"{shown(model_path)}: model file not found")
+    if model_path.suffix.lower() == ".json":
+        raise ModelError(f"{shown(model_path)}: is the metadata JSON; give the .onnx file beside it")
     meta_path = metadata_path(model_path)
     if not meta_path.is_file():
-        raise ModelError(f"{model_path}: its metadata {meta_path.name} is missing")
+        raise ModelError(f"{shown(model_path)}: its metadata {shown(meta_path.name)} is missing")
     try:
-        raw = json.loads(meta_path.read_text())
-        metadata = ModelMetadata(**raw)
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ModelError(f"{meta_path}: unreadable model metadata ({error})") from None
-    if metadata.metadata_version != METADATA_VERSION:
-        raise ModelError(f"{meta_path}: metadata version {metadata.metadata_version}, this code reads {METADATA_VERSION}")
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise ModelError(f"{shown(meta_path)}: unreadable model metadata ({error})") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{shown(meta_path)}: model metadata is not a JSON object ({described(raw)})")
+    version = raw.get("metadata_version", METADATA_VERSION)
+    if not holds(version, (int,)):
+        raise ModelError(f"{shown(meta_path)}: metadata_version is {described(version)}, this code reads {METADATA_VERSION}")
+    if version != METADATA_VERSION:
+        raise ModelError(f"{shown(meta_path)}: metadata version {version}, this code reads {METADATA_VERSION}")
+    known = {f.name: f for f in fields(ModelMetadata)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ModelError(f"{shown(meta_path)}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+    for name, spec in known.items():
+        if name not in raw:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                raise ModelError(f"{shown(meta_path)}: field {name!r} is missing")
+            continue
+        types, expected_type = JSON_TYPES[str(spec.type)]
+        if not holds(raw[name], types):
+            raise ModelError(f"{shown(meta_path)}: field {name!r} is {described(raw[name])}, expected {expected_type}")
+    metadata = ModelMetadata(**raw)
     if tuple(metadata.labels) != EMOTIONS:
-        raise ModelError(f"{meta_path}: labels {metadata.labels} differ from this code's {list(EMOTIONS)}")
+        raise ModelError(f"{shown(meta_path)}: labels {metadata.labels} differ from this code's {list(EMOTIONS)}")
     expected = feature_parameters()
     if metadata.features != expected:
         differing = sorted(k for k in set(expected) | set(metadata.features) if expected.get(k) != metadata.features.get(k))
         raise ModelError(
-            f"{meta_path}: model was trained with different feature parameters ({', '.join(differing)}); "
+            f"{shown(meta_path)}: model was trained with different feature parameters ({', '.join(map(shown, differing))}); "
             "retrain it or use a matching ser-stream version"
         )
-    actual = file_sha256(model_path)
+    try:
+        WindowConfig(metadata.window_seconds, metadata.hop_seconds)  # checked here, not blamed on each audio file
+    except AudioInputError as error:
+        raise ModelError(f"{shown(meta_path)}: {error}") from None
+    try:
+        actual = file_sha256(model_path)
+    except OSError as error:
+        raise ModelError(f"{shown(model_path)}: cannot read it ({error.strerror})") from None
     if actual != metadata.sha256:
-        raise ModelError(f"{model_path}: sha256 {actual[:12]}… does not match its metadata ({metadata.sha256[:12]}…); the file is corrupt or was replaced")
+        raise ModelError(
+            f"{shown(model_path)}: sha256 {actual[:12]}… does not match its metadata ({shown(metadata.sha256[:12])}…); "
+            "the file is corrupt or was replaced"
+        )
     return metadata

@@ -10,10 +10,11 @@ import sys
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ser_stream import EMOTIONS
 from ser_stream.dashboard import Dashboard, DashboardState
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import AudioInputError, SerStreamError
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message
@@ -24,6 +25,7 @@ from ser_stream.record import UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
 from ser_stream.sources import SourceSpec, open_source
 from ser_stream.web import serve_page
+from ser_stream.windows import WindowConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class MonitorOptions:
     access: AccessConfig = field(default_factory=AccessConfig)  # token, origins, TLS, ingest limits
     allow_remote: bool = False  # listening beyond loopback must be asked for
     record: Path | None = None  # SQLite log of every utterance, written before it is broadcast
+    # Windows are always as long as the model's (its 270 columns span one); ``config.window`` is replaced by
+    # the model's, with this hop if one is given. A window length given here must equal the model's.
+    window_seconds: float | None = None
+    hop_seconds: float | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -69,6 +75,18 @@ def distinct_stream_id(name: str, path: str, taken: set[str]) -> str:
     return f"{name}#{count}"
 
 
+def model_windows(trained: WindowConfig, window_seconds: float | None, hop_seconds: float | None) -> WindowConfig:
+    """The windows to cut for a model: its own length (a spectrogram spreads 270 columns over one window, so
+    another length would stretch the time axis it learnt), at its hop unless another is asked for."""
+    if window_seconds is not None and abs(window_seconds - trained.window_seconds) > 1e-6:
+        raise SerStreamError(f"--window {window_seconds}: the model was trained on {trained.window_seconds} s windows; leave --window out")
+    hop = trained.hop_seconds if hop_seconds is None else hop_seconds
+    try:
+        return WindowConfig(trained.window_seconds, hop)
+    except AudioInputError as error:
+        raise SerStreamError(f"--hop {hop}: {error}") from None
+
+
 def check_listening(options: MonitorOptions) -> None:
     """Refuse to listen beyond this machine unless asked; warn when that is done without a token."""
     hosts = [options.host] + [parse_address(spec.target)[0] for spec in options.sources if spec.kind == "rtp"]
@@ -79,12 +97,24 @@ def check_listening(options: MonitorOptions) -> None:
         print("ser-stream: warning: listening beyond loopback without --token: anyone who can reach it can subscribe", file=sys.stderr, flush=True)
 
 
+def opened_or_failed(spec: SourceSpec, options: MonitorOptions) -> Any:
+    """The opened source, or the error that stopped it opening: one bad source must not stop the others."""
+    try:
+        return open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate)
+    except SerStreamError as error:
+        return error
+
+
 async def run_monitor(options: MonitorOptions) -> int:
     check_listening(options)
     model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
-    log = UtteranceLog(options.record) if options.record is not None else None
+    config = replace(options.config, window=model_windows(model.metadata.window, options.window_seconds, options.hop_seconds))
     file_like = [spec for spec in options.sources if spec.kind != "rtp"]
-    opened = [open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate) for spec in file_like]
+    opened = [opened_or_failed(spec, options) for spec in file_like]
+    failed = [source for source in opened if isinstance(source, SerStreamError)]
+    if failed and len(failed) == len(options.sources) and not options.ingest:
+        raise SerStreamError("; ".join(str(error) for error in failed))  # nothing left to monitor
+    log = UtteranceLog(options.record) if options.record is not None else None
     publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
     publisher.record_path = options.record
     publisher.page = serve_page
@@ -95,8 +125,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         "labels": list(EMOTIONS),
         "provider": model.provider_name,
         "sample_rate": SAMPLE_RATE,
-        "window": options.config.window.window_seconds,
-        "hop": options.config.window.hop_seconds,
+        "window": config.window.window_seconds,
+        "hop": config.window.hop_seconds,
         "record": log is not None,
     }
     publisher.hello = hello
@@ -119,12 +149,12 @@ async def run_monitor(options: MonitorOptions) -> int:
         elif message.get("type") in ("error", "warning"):
             print(f"ser-stream: {message['message']}", file=sys.stderr, flush=True)
 
-    worker = Worker(model, options.config, emit)
+    worker = Worker(model, config, emit)
     worker.extra_counters.append(publisher.counters)
     stop = threading.Event()
 
     def open_call_stream(stream_id: str, sample_rate: int) -> Stream:
-        stream = Stream(stream_id, sample_rate, options.config)
+        stream = Stream(stream_id, sample_rate, config)
         worker.add_stream(stream)
         return stream
 
@@ -148,12 +178,17 @@ async def run_monitor(options: MonitorOptions) -> int:
         else:
             stream_id = spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
         taken.add(stream_id)
-        stream = Stream(stream_id, source.sample_rate, options.config)
+        if isinstance(source, SerStreamError):  # reported and counted as this stream's failure; the others run
+            stream = Stream(stream_id, SAMPLE_RATE, config)
+            stream.error, stream.finished = str(source), True
+            worker.add_stream(stream)
+            continue
+        stream = Stream(stream_id, source.sample_rate, config)
         worker.add_stream(stream)
         thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)
         source_threads.append(thread)
     scheme = "s" if options.access.tls is not None else ""
-    address = f"{options.host}:{publisher.port}"
+    address = f"[{options.host}]:{publisher.port}" if ":" in options.host else f"{options.host}:{publisher.port}"  # IPv6 in a URL
     print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/ · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
     dashboard = None
     if options.dashboard:

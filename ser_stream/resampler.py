@@ -15,11 +15,12 @@ import numpy as np
 import scipy.signal
 from numpy.typing import NDArray
 
-from ser_stream.features import SAMPLE_RATE
+from ser_stream.features import SAMPLE_RATE, check_sample_rate
 
 
 class StreamResampler:
     def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE) -> None:
+        check_sample_rate(rate_in)
         ratio = Fraction(rate_out, rate_in).limit_denominator(1000)
         self.up, self.down = ratio.numerator, ratio.denominator
         self.passthrough = self.up == self.down == 1

@@ -11,6 +11,7 @@ publishes its last utterance. RTCP sharing the port (RFC 5761) is ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 import threading
@@ -136,11 +137,28 @@ class RtpConfig:
     receive_buffer_bytes: int = 4 << 20  # room for bursts from many calls while the thread is descheduled
 
 
+def listen_host(host: str, option: str) -> str:
+    """A host to listen on, as the socket wants it: ``[::1]`` → ``::1``; a malformed IPv4 address is refused here,
+    not reported later as a remote address or a failed name lookup."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare.replace(".", "").isdigit():
+        try:
+            ipaddress.IPv4Address(bare)
+        except ValueError:
+            raise SerStreamError(f"{option} {host!r}: not an IPv4 address") from None
+    elif ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            raise SerStreamError(f"{option} {host!r}: not an IPv6 address") from None
+    return bare
+
+
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not port.isdigit() or not host or int(port) > 65535:
         raise SerStreamError(f"rtp source {text!r} is not rtp:HOST:PORT (a port from 0 to 65535)")
-    return host, int(port)
+    return listen_host(host, "rtp source"), int(port)
 
 
 class _Call:

@@ -16,8 +16,9 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import soundfile
 
-from ser_stream.audiofile import audio_info, require_file, to_mono
+from ser_stream.audiofile import audio_info, file_name, require_file, to_mono
 from ser_stream.errors import AudioInputError, shown
+from ser_stream.features import check_sample_rate
 from ser_stream.ringbuffer import RingBuffer
 
 BLOCK_SECONDS = 0.05
@@ -71,7 +72,7 @@ class FileSource:
         started = time.monotonic()
         sent = 0
         try:
-            for samples in soundfile.blocks(self.path, blocksize=block, dtype="float32", always_2d=True):
+            for samples in soundfile.blocks(file_name(self.path), blocksize=block, dtype="float32", always_2d=True):
                 if stop.is_set():
                     break
                 mono = to_mono(samples)
@@ -96,8 +97,12 @@ class StdinSource:
     """Raw little-endian 16-bit PCM from a pipe."""
 
     def __init__(self, sample_rate: int, channels: int = 1, stream: BinaryIO | None = None) -> None:
-        if sample_rate <= 0 or channels <= 0:
-            raise AudioInputError(f"stdin: rate {sample_rate} and channels {channels} must be positive")
+        if channels <= 0:
+            raise AudioInputError(f"stdin: channels {channels} must be positive")
+        try:
+            check_sample_rate(sample_rate)
+        except AudioInputError as error:
+            raise AudioInputError(f"stdin: {error}") from None
         self.sample_rate, self.channels = sample_rate, channels
         self.stream = stream if stream is not None else sys.stdin.buffer
 
@@ -151,6 +156,10 @@ class MicSource:
             what = f"mic:{device}: no such input device" if device else "mic: no default input device"
             raise AudioInputError(f"{what} ({error}); `ser-stream devices` lists them") from None
         self.sample_rate = int(sample_rate or info["default_samplerate"])
+        try:
+            check_sample_rate(self.sample_rate)
+        except AudioInputError as error:
+            raise AudioInputError(f"mic:{device}: {error}") from None
         self.sounddevice = sounddevice
         self.policy = policy or DevicePolicy()
         self.failures: list[str] = []

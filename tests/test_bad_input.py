@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -125,7 +128,13 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--min-silence", "-1"], "silence that ends an utterance (--min-silence) of -1.0 s is outside 0.05–60 s"),
         (["--min-silence", "nan"], "silence that ends an utterance (--min-silence) of nan s is outside 0.05–60 s"),
         (["--max-utterance", "0"], "longest utterance (--max-utterance) of 0.0 s must be above the shortest speech kept (0.25 s) and at most 600 s"),
-        (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
+        (["--window", "1"], "--window 1.0: the model was trained on 2.0 s windows; leave --window out"),
+        (["--hop", "0"], "--hop 0.0: hop of 0.0 s must be at least 0.01 s and at most the window"),
+        (["--rate", "8000"], "--rate 8000: only with --source stdin (other sources carry their own)"),
+        (["--samplerate", "48000"], "--samplerate 48000: only with --source mic (other sources carry their own)"),
+        (["--source", "stdin", "--source", "stdin"], "--source stdin is given twice: one pipe cannot feed two streams"),
+        (["--source", "rtp:999.1.1.1:5004"], "rtp source '999.1.1.1': not an IPv4 address"),
+        (["--ws", "256.0.0.1:8765"], "--ws '256.0.0.1': not an IPv4 address"),
     ],
 )
 def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, options, reason):
@@ -145,6 +154,8 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
         (["--await-subscribers", "-1"], "argument --await-subscribers: -1 must be at least 0"),
         (["--channels", "two"], "argument --channels: 'two' is not a whole number"),
         (["--call-idle", "0"], "argument --call-idle: 0.0 s must be above 0"),
+        (["--rate", "100000000"], "argument --rate: 100000000 Hz is outside 1000–1000000 Hz"),
+        (["--rate", "3"], "argument --rate: 3 Hz is outside 1000–1000000 Hz"),
     ],
 )
 def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reason):
@@ -153,7 +164,7 @@ def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reaso
     with pytest.raises(SystemExit) as stopped:
         main(["monitor", "--no-dashboard", "--source", "stdin", *options])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"ser-stream monitor: error: {reason}"
+    assert capsys.readouterr().err == f"ser-stream monitor: error: {reason}\n"  # the line alone, no usage block
 
 
 def test_an_rtp_port_out_of_range_is_one_line():
@@ -171,3 +182,82 @@ def test_a_folder_given_as_audio_is_named_as_a_folder(tmp_path):
         read_audio(tmp_path)
     with pytest.raises(AudioInputError, match=r"missing\.wav: no such file$"):
         read_audio(tmp_path / "missing.wav")
+
+
+def with_header_rate(path, rate: int) -> None:
+    """Rewrite a 16-bit mono WAV's header to claim another sample rate (and the byte rate to match)."""
+    data = bytearray(path.read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")
+    data[28:32] = (2 * rate).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_a_header_claiming_an_absurd_sample_rate_is_one_line_and_the_other_files_still_classify(tmp_path, shipped_model, capsys):
+    """100 MHz once crashed resampling (and stopped the files after it); 3 Hz made 96 kB last hours."""
+    from ser_stream.cli import main
+
+    good = tmp_path / "good.wav"
+    soundfile.write(good, speechlike(2.0, 16000), 16000, subtype="PCM_16")
+    files = []
+    for rate in (3, 100_000_000):
+        path = tmp_path / f"rate{rate}.wav"
+        path.write_bytes(good.read_bytes())
+        with_header_rate(path, rate)
+        files.append(path)
+    assert main(["classify", "--model", str(shipped_model), "--json", str(files[0]), str(files[1]), str(good)]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line.get("error") for line in lines] == [
+        "sample rate 3 Hz is outside 1000–1000000 Hz, the rates this reads",
+        "sample rate 100000000 Hz is outside 1000–1000000 Hz, the rates this reads",
+        None,
+    ]
+    assert lines[2]["windows"] >= 1
+
+
+def test_a_file_name_that_is_not_utf8_is_read_as_it_is(tmp_path):
+    name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 on a UTF-8 system: a surrogate in Python's str
+    path = os.path.join(os.fsdecode(tmp_path), name)
+    soundfile.write(os.fsencode(path), speechlike(1.0, 16000), 16000)
+    audio, rate = read_audio(path)
+    assert rate == 16000 and audio.size == 16000
+
+
+def test_a_pipe_given_as_a_file_is_named_as_a_pipe_not_as_missing(tmp_path):
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioInputError, match=r"fifo\.wav: not a regular file \(a pipe or device\)"):
+        read_audio(fifo)
+
+
+def test_a_file_source_that_cannot_be_opened_fails_alone_and_the_others_run(tmp_path, clips_with_silence, shipped_model, capsys):
+    from ser_stream.cli import main
+
+    good, _ = clips_with_silence
+    missing = tmp_path / "missing.wav"
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--source", f"file:{missing}", "--source", f"file:{good}"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 1  # a stream failed
+    assert {"type": "error", "stream": "missing.wav", "message": f"{missing}: no such file"} in lines
+    assert [line["stream"] for line in lines if line["type"] == "utterance"] and all(
+        line["stream"] == good.name for line in lines if line["type"] == "utterance")
+
+
+def test_when_every_source_fails_to_open_the_monitor_says_why_in_one_line(tmp_path, shipped_model, capsys):
+    from ser_stream.cli import main
+
+    folder, missing = tmp_path, tmp_path / "missing.wav"
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0",
+                 "--source", f"file:{missing}", "--source", f"file:{folder}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {missing}: no such file; {folder}: is a folder, not an audio file\n"
+
+
+def test_the_monitor_cuts_windows_as_long_as_the_model_was_trained_on():
+    from ser_stream.errors import SerStreamError
+    from ser_stream.monitor import model_windows
+
+    one_second = WindowConfig(1.0, 0.5)
+    assert model_windows(one_second, None, None) == one_second
+    assert model_windows(one_second, 1.0, 0.25) == WindowConfig(1.0, 0.25)
+    with pytest.raises(SerStreamError, match=r"^--window 2\.0: the model was trained on 1\.0 s windows"):
+        model_windows(one_second, 2.0, None)

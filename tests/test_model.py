@@ -1,0 +1,124 @@
+"""Loading a model and its metadata: anything wrong with the pair is one line naming the file and the reason."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile
+
+from ser_stream.errors import ModelError, shown
+from ser_stream.inference import EmotionModel
+from ser_stream.model import load_metadata, metadata_path
+from tests.conftest import speechlike
+
+
+def copy_of_model(shipped_model: Path, folder: Path, name: str = "model.onnx") -> Path:
+    copy = folder / name
+    shutil.copy(shipped_model, copy)
+    shutil.copy(metadata_path(shipped_model), metadata_path(copy))
+    return copy
+
+
+def with_field(name: str, value: Any) -> Any:
+    def change(metadata: dict[str, Any]) -> dict[str, Any]:
+        return {**metadata, name: value}
+
+    return change
+
+
+def without_field(name: str) -> Any:
+    def change(metadata: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in metadata.items() if key != name}
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (b'{"labels": "\xff"}', r"unreadable model metadata \('utf-8' codec can't decode byte 0xff in position 12: invalid start byte\)"),
+        (b'{"labels": ', r"unreadable model metadata \(Expecting value: line 1 column 12 \(char 11\)\)"),
+        (b"[1, 2]", r"model metadata is not a JSON object \(a list\)"),
+        (with_field("bogus", 1), r"unknown field 'bogus'"),
+        (with_field("metadata_version", "1"), r"metadata_version is '1' \(a string\), this code reads 1"),
+        (with_field("metadata_version", 2), r"metadata version 2, this code reads 1"),
+        (without_field("sha256"), r"field 'sha256' is missing"),
+        (with_field("sha256", 5), r"field 'sha256' is 5 \(a number\), expected a string"),
+        (with_field("sha256", None), r"field 'sha256' is null, expected a string"),
+        (with_field("labels", None), r"field 'labels' is null, expected a list of 8 strings"),
+        (with_field("labels", 8), r"field 'labels' is 8 \(a number\), expected a list of 8 strings"),
+        (with_field("features", None), r"field 'features' is null, expected an object"),
+        (with_field("features", []), r"field 'features' is a list, expected an object"),
+        (with_field("window_seconds", "2"), r"field 'window_seconds' is '2' \(a string\), expected a number of seconds"),
+        (with_field("hop_seconds", None), r"field 'hop_seconds' is null, expected a number of seconds"),
+        (with_field("hop_seconds", True), r"field 'hop_seconds' is true, expected a number of seconds"),
+        (with_field("metrics", "good"), r"field 'metrics' is 'good' \(a string\), expected an object"),
+        (with_field("licence", ["CC"]), r"field 'licence' is a list, expected a string"),
+    ],
+    ids=[
+        "not-utf8", "not-json", "json-list", "unknown-field", "version-as-string", "newer-version", "no-sha256",
+        "sha256-int", "sha256-null", "labels-null", "labels-int", "features-null", "features-list",
+        "window-string", "hop-null", "hop-bool", "metrics-string", "licence-list",
+    ],
+)
+def test_damaged_metadata_is_one_line_naming_the_json_and_the_field(shipped_model, tmp_path, damage, reason):
+    model = copy_of_model(shipped_model, tmp_path)
+    if isinstance(damage, bytes):
+        metadata_path(model).write_bytes(damage)
+    else:
+        metadata_path(model).write_text(json.dumps(damage(json.loads(metadata_path(model).read_text()))))
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(metadata_path(model)))}: {reason}$"):
+        load_metadata(model)
+
+
+@pytest.mark.parametrize(
+    "window_seconds, hop_seconds, reason",
+    [(100, 0.5, "window of 100 s is outside 0.1–30 s"), (2.0, 0, "hop of 0 s must be at least 0.01 s and at most the window")],
+)
+def test_a_window_the_runtime_cannot_cut_is_refused_at_load_naming_the_metadata(
+    shipped_model, tmp_path, capsys, window_seconds, hop_seconds, reason
+):
+    from ser_stream.cli import main
+
+    model = copy_of_model(shipped_model, tmp_path)
+    metadata = json.loads(metadata_path(model).read_text())
+    metadata_path(model).write_text(json.dumps({**metadata, "window_seconds": window_seconds, "hop_seconds": hop_seconds}))
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--model", str(model), str(audio)]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {metadata_path(model)}: {reason}\n"
+
+
+def test_the_metadata_json_or_a_folder_given_as_the_model_is_named_for_what_it_is(shipped_model, tmp_path):
+    model = copy_of_model(shipped_model, tmp_path)
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(metadata_path(model)))}: is the metadata JSON; give the \.onnx file beside it$"):
+        load_metadata(metadata_path(model))
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path))}: is a folder, not a model file$"):
+        load_metadata(tmp_path)
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'missing.onnx'))}: model file not found$"):
+        load_metadata(tmp_path / "missing.onnx")
+
+
+def test_a_model_path_with_a_line_break_is_escaped_in_the_error(shipped_model, tmp_path):
+    model = copy_of_model(shipped_model, tmp_path, "two\nlines.onnx")
+    metadata_path(model).write_text(json.dumps(with_field("labels", None)(json.loads(metadata_path(model).read_text()))))
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{shown(metadata_path(model))}: field 'labels' is null")
+    missing = tmp_path / "gone\nmissing.onnx"
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(missing)
+    assert str(refused.value) == f"{shown(missing)}: model file not found"
+
+
+def test_asking_for_cuda_without_a_usable_gpu_blames_the_provider_not_the_model(shipped_model, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # no GPU, even on a machine that has one
+    with pytest.raises(ModelError, match=r"^--provider cuda: no usable CUDA GPU here \(.+\); use --provider auto or cpu$") as refused:
+        EmotionModel(shipped_model, provider="cuda")
+    assert str(shipped_model) not in str(refused.value)
