@@ -1,6 +1,6 @@
 """The benchmark suite: every figure issue 5 asks for, in one run, written into docs/benchmarks.md.
 
-    .venv/bin/python -m benchmarks [--model M] [--keras K] [--held-out-actors 3 5 7 20] [--calls 40 50 60 ...]
+    .venv/bin/python -m benchmarks [--model M] [--keras K] [--data D] [--held-out-actors 3 5 7 20] [--calls 40 50 60 ...]
     .venv/bin/python -m benchmarks --quick --out /tmp/bench.md      # seconds: the smoke run the tests use
 
 Runs, each as its own process (so one cannot warm the next): the component
@@ -23,6 +23,9 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from ser_stream.errors import DatasetError, SerStreamError, shown
+from training.reports import read_json
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 TARGETS = {"features_ms": 2.0, "fp32_ms": 4.0, "int8_ms": 2.0, "rtf": 100.0, "streams": 50, "latency_p95_ms": 150.0, "rss_mb": 500.0}
@@ -65,9 +68,10 @@ def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="the benchmark suite")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="the benchmark suite")
     parser.add_argument("--model", type=Path, default=None, help="default: the fold-0 model if trained, else the shipped one")
     parser.add_argument("--keras", type=Path, default=None, help="the same model as .keras, for the Keras baseline")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"), help="the RAVDESS folder the parts read clips from")
     parser.add_argument("--held-out-actors", type=int, nargs="+", default=[3, 5, 7, 20], help="speakers --model never heard")
     parser.add_argument("--calls", type=int, nargs="+", default=[40, 50, 60, 70, 80, 100, 120])
     parser.add_argument("--call-seconds", type=float, default=60.0)
@@ -75,13 +79,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--render-only", action="store_true", help="rewrite the section from the .json beside --out; measure nothing")
     args = parser.parse_args(argv)
+    if not args.out.parent.is_dir():  # found out now, not after an hour of measuring
+        parser.exit(2, f"{parser.prog}: error: --out {shown(args.out)}: no folder {shown(args.out.parent)} to write it in\n")
     if args.render_only:
-        write_section(args.out, render(json.loads(args.out.with_suffix(".json").read_text())))
+        saved = args.out.with_suffix(".json")
+        try:
+            markdown = render(read_json(saved, "the figures of a benchmark run"))
+        except SerStreamError as error:
+            parser.exit(2, f"{parser.prog}: error: {error} (--render-only renders the figures a full run saved beside --out)\n")
+        except (KeyError, TypeError) as error:  # an older or hand-edited file
+            reason = f"no {error} figure" if isinstance(error, KeyError) else "figures of another shape"
+            parser.exit(2, f"{parser.prog}: error: {shown(saved)}: not the figures of a benchmark run ({reason})\n")
+        write_section(args.out, markdown)
         return 0
     if args.model is None:
         fold0 = sorted(Path("runs/improved-actors-e40").glob("fold0-*/model.onnx")) + sorted(Path("runs/improved-actors").glob("fold0-*/model.onnx"))
         args.model = fold0[0] if fold0 else Path("models/ser_cnn.onnx")
+    if args.keras is not None and not args.keras.is_file():
+        parser.exit(2, f"{parser.prog}: error: --keras {shown(args.keras)}: no such file\n")
+    try:  # what every part reads, checked before any part runs: a bad input is one line here, not a part's traceback
+        check_inputs(args.model, args.data, args.held_out_actors)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     model = ["--model", str(args.model)]
+    data = ["--data", str(args.data)]
     quick = args.quick
     figures: dict[str, object] = {"machine": machine(), "date": datetime.date.today().isoformat(), "model": str(args.model)}
 
@@ -90,22 +111,35 @@ def main(argv: list[str] | None = None) -> int:
         components += ["--keras", str(args.keras)]
     figures["components"] = run_json(components, 900)[0]
     int8_out = Path("/tmp/ser_stream_bench.int8.onnx")
-    quantize = ["training.quantize", str(args.model), "--test-actors", *map(str, args.held_out_actors), "--out", str(int8_out)]
+    quantize = ["training.quantize", str(args.model), *data, "--test-actors", *map(str, args.held_out_actors), "--out", str(int8_out)]
     if quick:
         quantize += ["--calibration-clips", "16", "--repeats", "1"]
     figures["int8"] = run_json(quantize, 1800)[-1]
-    e2e = ["benchmarks.monitor_e2e", *model, "--actors", *map(str, args.held_out_actors)]
+    e2e = ["benchmarks.monitor_e2e", *model, *data, "--actors", *map(str, args.held_out_actors)]
     figures["fast"] = run_json([*e2e, "--per-actor", "1" if quick else "15", "--pace", "fast"], 1800)[0]
     figures["realtime"] = run_json([*e2e, "--per-actor", "1" if quick else "6", "--pace", "realtime"], 1800)[0]
     calls = [2] if quick else args.calls
     seconds = 8.0 if quick else args.call_seconds
-    figures["capacity"] = run_json(["benchmarks.capacity", *model, "--calls", *map(str, calls), "--seconds", str(seconds)], 3600)[1:]
+    figures["capacity"] = run_json(["benchmarks.capacity", *model, *data, "--calls", *map(str, calls), "--seconds", str(seconds)], 3600)[1:]
 
     markdown = render(figures)
     print(markdown)
     write_section(args.out, markdown)
     (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=1) + "\n")
     return 0
+
+
+def check_inputs(model: Path, data: Path, held_out_actors: list[int]) -> None:
+    """The model loads, and ``data`` holds clips of every actor a part plays; else the project's error, naming the input."""
+    from benchmarks.capacity import CALL_ACTORS
+    from ser_stream.inference import EmotionModel
+    from training.ravdess import scan
+
+    EmotionModel(model, provider="cpu")
+    clips, _ = scan(data)
+    missing = [actor for actor in sorted({*held_out_actors, *CALL_ACTORS}) if not any(clip.actor == actor for clip in clips)]
+    if missing:
+        raise DatasetError(f"{shown(data)}: no clips of actor(s) {', '.join(map(str, missing))}")
 
 
 def write_section(out: Path, markdown: str) -> None:

@@ -38,12 +38,15 @@ import scipy.signal
 import soundfile
 
 from benchmarks.clients import free_port, subscriber_when_up
-from benchmarks.monitor_e2e import build_file
+from benchmarks.monitor_e2e import build_file, wav_output
+from ser_stream.errors import SerStreamError
 from ser_stream.g711 import mulaw_encode
+from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceConfig
 
 PACKET = 160  # samples per 20 ms packet at 8 kHz
 MIN_SILENCE = UtteranceConfig().min_silence_seconds
+CALL_ACTORS = [3, 5, 7, 20]  # every call plays these speakers, whom the fold-0 model never heard
 
 
 def send_calls(codes: bytes, calls: int, seconds: float, port: int, start_at: float) -> None:
@@ -150,39 +153,35 @@ def run_load(calls: int, seconds: float, codes: bytes, truth_ends: np.ndarray, m
     return result
 
 
-def wav_output(text: str) -> Path:
-    """argparse type for ``--out``: the calls' audio is written there, so a .wav file in an existing folder."""
-    path = Path(text)
-    if path.suffix.lower() != ".wav":
-        raise argparse.ArgumentTypeError(f"{text} is not a .wav file name (the calls' audio is written there)")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: no folder {path.parent} to write the calls' audio in")
-    return path
-
-
 def call_audio(data: Path, out: Path) -> tuple[bytes, np.ndarray]:
     """The μ-law bytes every call plays (12 clips of speakers the fold-0 model never heard) and where each clip's speech ends."""
-    truth = build_file(data, [3, 5, 7, 20], 3, out)
+    truth = build_file(data, CALL_ACTORS, 3, out)
     audio, rate = soundfile.read(out, dtype="float32")
     codes = mulaw_encode(scipy.signal.resample_poly(audio, 8000, rate)).tobytes()
     return codes[: len(codes) - len(codes) % PACKET], np.array([end for _, end, _ in truth])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--bound-ms", type=float, default=250.0, help="p95 latency a sustained load must stay under")
     parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_capacity.wav"), help="where the calls' audio is written (.wav)")
-    args = parser.parse_args()
-    codes, truth_ends = call_audio(args.data, args.out)
+    args = parser.parse_args(argv)
+    try:
+        if args.model is not None:
+            EmotionModel(args.model, provider="cpu")  # the monitor would fail on it unheard (its stderr is not shown)
+        codes, truth_ends = call_audio(args.data, args.out)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),
                       "call_audio_seconds": round(len(codes) / 8000, 1)}), flush=True)
     for calls in args.calls:
         print(json.dumps(run_load(calls, args.seconds, codes, truth_ends, args.model, args.bound_ms)), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.capacity import call_audio, run_load, wav_output
+from benchmarks.capacity import call_audio, run_load
+from benchmarks.monitor_e2e import wav_output
+from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
 
 
-def inference_ms(paths: list[Path], batch: int, rounds: int, seed: int = 0) -> dict[str, float]:
+def inference_ms(models: list[EmotionModel], batch: int, rounds: int, seed: int = 0) -> dict[str, float]:
     """Median ms per window of each model at ``batch``, the models timed alternately."""
-    models = [EmotionModel(path, provider="cpu") for path in paths]
     inputs = np.random.default_rng(seed).random((batch, 260, 270, 1), dtype=np.float32)
     samples: list[list[float]] = [[] for _ in models]
     for model in models:
@@ -35,7 +36,7 @@ def inference_ms(paths: list[Path], batch: int, rounds: int, seed: int = 0) -> d
             start = time.perf_counter()
             model.predict(inputs)
             times.append((time.perf_counter() - start) * 1000 / batch)
-    return {str(path): round(float(np.median(times)), 3) for path, times in zip(paths, samples)}
+    return {str(model.path): round(float(np.median(times)), 3) for model, times in zip(models, samples)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,14 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_compare.wav"), help="where the calls' audio is written (.wav)")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
-        parser.exit(2, "error: give at least two models to compare\n")
+        parser.exit(2, f"{parser.prog}: error: give at least two models to compare\n")
+    try:  # every model loads, and the calls' audio is written, before anything is timed
+        models = [EmotionModel(path, provider="cpu") for path in args.models]
+        if args.calls:
+            codes, truth_ends = call_audio(args.data, args.out)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     reference = str(args.models[0])
     for batch in (1, 32):
-        medians = inference_ms(args.models, batch, args.rounds)
+        medians = inference_ms(models, batch, args.rounds)
         ratios = {path: round(ms / medians[reference], 2) for path, ms in medians.items()}
         print(json.dumps({"batch": batch, "ms_per_window_median": medians, "ratio_to_first": ratios}), flush=True)
+    del models  # their sessions' threads stay out of the way of the monitors measured next
     if args.calls:
-        codes, truth_ends = call_audio(args.data, args.out)
         for calls in args.calls:
             for model in args.models:
                 print(json.dumps({"model": str(model), **run_load(calls, args.seconds, codes, truth_ends, model, args.bound_ms)}), flush=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import spectrogram
 from ser_stream.inference import EmotionModel
 
@@ -58,12 +59,18 @@ def paper_image_features(audio: np.ndarray, rate: int) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.components", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/ser_cnn.onnx"))
     parser.add_argument("--keras", type=Path, default=None, help="the same model as .keras, for the Keras baseline")
     parser.add_argument("--repeats", type=int, default=50)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.keras is not None and not args.keras.is_file():
+        parser.exit(2, f"{parser.prog}: error: --keras {shown(args.keras)}: no such file\n")
+    try:
+        model = EmotionModel(args.model, provider="cpu")  # before any timing: a bad model is one line, not a late traceback
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     rng = np.random.default_rng(0)
     window_16k = (0.1 * rng.standard_normal(32000)).astype(np.float32)
     window_8k = window_16k[::2].copy()
@@ -71,7 +78,6 @@ def main() -> None:
     results["features_scipy_8k_ms"] = timings_ms(lambda: spectrogram(window_8k, 8000), args.repeats)
     results["features_scipy_16k_ms"] = timings_ms(lambda: spectrogram(window_16k, 16000), args.repeats)
     results["features_paper_image_ms"] = timings_ms(lambda: paper_image_features(window_16k, 16000), max(5, args.repeats // 5))
-    model = EmotionModel(args.model, provider="cpu")
     batch = np.stack([spectrogram(window_8k, 8000)] * 32)
     results["onnx_batch1_ms_per_window"] = timings_ms(lambda: model.predict(batch[:1]), args.repeats)
     results["onnx_batch32_ms_per_window"] = timings_ms(lambda: model.predict(batch), max(5, args.repeats // 5), per=32)
@@ -86,7 +92,8 @@ def main() -> None:
         results["ratio_keras_call_to_onnx_batch1"] = round(results["keras_call_batch1_ms_per_window"]["median"] / results["onnx_batch1_ms_per_window"]["median"], 2)  # type: ignore[index]
     results["ratio_paper_image_to_scipy"] = round(results["features_paper_image_ms"]["median"] / results["features_scipy_16k_ms"]["median"], 1)  # type: ignore[index]
     print(json.dumps(results, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

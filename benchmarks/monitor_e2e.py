@@ -25,14 +25,33 @@ import soundfile
 from websockets.asyncio.client import connect
 
 from ser_stream.audiofile import read_audio
+from ser_stream.errors import DatasetError, SerStreamError, shown
+from ser_stream.inference import EmotionModel
 from ser_stream.windows import trim_silence
 from training.ravdess import scan
 
 GAP_SECONDS = 1.5
 
 
+def wav_output(text: str) -> Path:
+    """argparse type for ``--out``: the benchmark's audio is written there, so a .wav file in an existing folder."""
+    path = Path(text)
+    if path.suffix.lower() != ".wav":
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a .wav file name (the benchmark's audio is written there)")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{shown(text)}: no folder {shown(path.parent)} to write the benchmark's audio in")
+    return path
+
+
 def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
+    """Write ``per_actor`` clips of each of ``actors`` to ``out``, separated by silence; where each clip's speech lies.
+
+    ``DatasetError`` before anything is read when ``data`` is not a RAVDESS folder or lacks one of the actors.
+    """
     clips, _ = scan(data)
+    missing = [actor for actor in actors if not any(clip.actor == actor for clip in clips)]
+    if missing:
+        raise DatasetError(f"{shown(data)}: no clips of actor(s) {', '.join(map(str, missing))}")
     chosen = []
     for actor in actors:
         chosen += [c for c in clips if c.actor == actor][:: max(1, 60 // per_actor)][:per_actor]
@@ -57,18 +76,31 @@ async def listen(port: int) -> list[dict]:
     raise RuntimeError("monitor did not start")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor_e2e", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
-    parser.add_argument("--per-actor", type=int, default=15)
+    parser.add_argument("--per-actor", type=positive, default=15)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--pace", default="fast", choices=["fast", "realtime"])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/ser_stream_bench.wav"))
+    parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_bench.wav"), help="where the clips' audio is written (.wav)")
     parser.add_argument("--window", type=float, default=None)
     parser.add_argument("--hop", type=float, default=None)
-    args = parser.parse_args()
-    truth = build_file(args.data, args.actors, args.per_actor, args.out)
+    args = parser.parse_args(argv)
+    try:
+        if args.model is not None:
+            EmotionModel(args.model, provider="cpu")  # the monitor would fail on it unheard (its stderr is not shown)
+        truth = build_file(args.data, args.actors, args.per_actor, args.out)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     duration = soundfile.info(str(args.out)).duration
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -111,9 +143,11 @@ def main() -> None:
         "hop": args.hop,
         "windows": len([m for m in messages if m["type"] == "window"]),
     }, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
     t0 = time.monotonic()
-    main()
+    status = main()
     print(f"wall seconds: {time.monotonic() - t0:.1f}")
+    raise SystemExit(status)

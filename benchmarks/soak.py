@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from benchmarks.clients import free_port, stalled_client
 from benchmarks.monitor_e2e import build_file
+from ser_stream.errors import SerStreamError, shown
 
 
 def build_streams(data: Path, minutes: float, streams: int, folder: Path) -> list[Path]:
@@ -205,7 +206,7 @@ async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--minutes", type=float, default=30.0, help="audio in all streams together")
     parser.add_argument("--streams", type=int, default=4)
@@ -214,8 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/ser_stream_soak"))
     parser.add_argument("--json", type=Path, default=None, help="also write the full report (with samples) here")
     args = parser.parse_args(argv)
-    args.folder.mkdir(parents=True, exist_ok=True)
-    paths = build_streams(args.data, args.minutes, args.streams, args.folder)
+    if args.json is not None and not args.json.parent.is_dir():  # found out now, not after the soak
+        parser.exit(2, f"{parser.prog}: error: --json {shown(args.json)}: no folder {shown(args.json.parent)} to write it in\n")
+    try:
+        args.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file of that name, or no permission
+        parser.exit(2, f"{parser.prog}: error: --folder {shown(args.folder)}: cannot make the folder ({error.strerror})\n")
+    try:
+        paths = build_streams(args.data, args.minutes, args.streams, args.folder)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     port = free_port()
     command = [sys.executable, "-m", "ser_stream", "monitor", "--no-dashboard", "--pace", "fast", "--ws", f"127.0.0.1:{port}",
                "--await-subscribers", str(args.readers + args.stalled), "--subscriber-queue", "256"]

@@ -9,6 +9,7 @@ import pytest
 
 from ser_stream import EMOTIONS
 from training.calibrate import HeldOutClips, calibrated, cross_validate, fit_log_weights, read_report
+from training.reports import ReportError
 
 SAD = EMOTIONS.index("sad")
 
@@ -53,7 +54,7 @@ def test_unbiased_outputs_keep_weights_near_one():
 def test_a_report_without_window_outputs_is_refused_by_name(tmp_path):
     report = tmp_path / "old.json"
     report.write_text(json.dumps({"models": ["m.onnx"], "actors": [1], "clean": {"mean_per_class_accuracy": 0.5}}))
-    with pytest.raises(SystemExit, match=r"old\.json: not a training\.score report with clean window outputs"):
+    with pytest.raises(ReportError, match=r"old\.json: not a training\.score report with clean window outputs"):
         read_report(report, "clean")
 
 

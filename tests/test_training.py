@@ -153,7 +153,8 @@ def test_training_images_are_frequency_warped_only_when_the_recipe_or_the_comman
 
 
 def test_the_spectral_mean_channel_keeps_the_input_and_adds_it_with_each_frequencys_window_mean_removed():
-    from training.recipes import RECIPES, SpectralMeanChannel, build_model
+    from training.network import SpectralMeanChannel, build_model
+    from training.recipes import RECIPES
 
     rng = np.random.default_rng(0)
     spectrograms = rng.random((2, 260, 270, 1), dtype=np.float32)
@@ -312,7 +313,8 @@ def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_i
 
 def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export_with_parity(tmp_path):
     from training.export import export_onnx, parity
-    from training.recipes import RECIPES, MelFrequencyRows, build_model, mel_rows_matrix
+    from training.network import MelFrequencyRows, build_model, mel_rows_matrix
+    from training.recipes import RECIPES
 
     weights = mel_rows_matrix()
     assert weights.shape == (260, 260) and (weights >= 0).all()
@@ -470,6 +472,8 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
         (["--distill-weight", "0.3"], "argument --distill-weight: only with --teacher"),
         (["--teacher", "t.onnx", "--distill-weight", "2"], "argument --distill-weight: 2.0 is outside 0 to 1"),
         (["--frequency-warp", "0.5"], "argument --frequency-warp: 0.5 is outside 0 to 0.5"),
+        (["--teacher", "missing.onnx"], "argument --teacher: missing.onnx: no such model file"),
+        (["--epochs", "0", "--init-from", "no-such-run"], "argument --init-from: no-such-run is not a run folder"),
         (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
     ],
 )
@@ -498,7 +502,7 @@ def test_a_training_configuration_that_would_train_nothing_or_the_wrong_thing_is
     """Code that builds a TrainConfig itself gets the same checks as the command, before any data is read."""
     from pathlib import Path
 
-    from training.train import TrainConfig, TrainConfigError
+    from training.config import TrainConfig, TrainConfigError
 
     with pytest.raises(TrainConfigError) as refused:
         TrainConfig(data=Path("unused"), out=Path("unused"), **fields)

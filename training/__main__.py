@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ser_stream.cli import whole_number
+from ser_stream.cli import OneLineParser, whole_number
 from ser_stream.errors import SerStreamError
 from ser_stream.windows import WindowConfig
+from training.config import KEEPS, PROTOCOLS, TrainConfig, TrainConfigError
 from training.recipes import RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description="Train the emotion CNN and export it to ONNX.")
+    parser = OneLineParser(prog="python -m training", description="Train the emotion CNN and export it to ONNX.")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"), help="RAVDESS-layout folder")
     parser.add_argument("--out", type=Path, required=True, help="run folder (one subfolder per split)")
     parser.add_argument("--recipe", default="improved", choices=list(RECIPES))
-    parser.add_argument("--protocol", default="actors", choices=["random", "actors", "all"])
+    parser.add_argument("--protocol", default="actors", choices=PROTOCOLS)
     parser.add_argument("--folds", type=int, default=5, help="--protocol actors: how many folds of held-out speakers")
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
-    parser.add_argument("--keep", choices=["best", "last", "average"], default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
+    parser.add_argument("--keep", choices=KEEPS, default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
     parser.add_argument("--average-epochs", type=whole_number(1), default=10, help="--keep average: how many final epochs' weights to average")
     parser.add_argument("--teacher", action="append", default=[], metavar="MODEL.onnx",
                         help="distil: mix this model's output (the mean, if given several times) into each training window's target; "
@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.distill_weight is not None and not args.teacher:
         parser.error("argument --distill-weight: only with --teacher")
-
-    from training.train import TrainConfig, TrainConfigError, run
 
     try:
         config = TrainConfig(
@@ -58,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --{error.option.replace('_', '-')}: {error.reason}")
     except SerStreamError as error:  # a window that cannot be cut
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    from training.train import run  # TensorFlow loads here, once the arguments are known to be usable
+
     try:
         run(config)
     except SerStreamError as error:  # a data folder, earlier run or model that cannot be used: one line, no traceback

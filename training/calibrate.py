@@ -26,7 +26,9 @@ import scipy.optimize
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
+from ser_stream.errors import shown
 from training import evaluate
+from training.reports import ReportError, read_json, require_keys
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,22 @@ class HeldOutClips:
 
 
 def read_report(path: Path, variant: str) -> HeldOutClips:
-    """The clips of one ``training.score`` report; a report without window outputs is refused by name."""
+    """The clips of one ``training.score`` report; ``ReportError`` naming the file if it has no window outputs."""
+    key = f"{variant}_clips"
+    what = f"a training.score report with {variant} window outputs"
+    clips = require_keys(read_json(path, what), path, what, (key,))[key]
     try:
-        clips = json.loads(path.read_text())[f"{variant}_clips"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SystemExit(f"{path}: not a training.score report with {variant} window outputs ({error!r})") from None
-    windows = [np.asarray(clip["window_probabilities"], dtype=np.float64) for clip in clips]
+        windows = [np.asarray(clip["window_probabilities"], dtype=np.float64) for clip in clips]
+        labels = [EMOTIONS.index(clip["label"]) for clip in clips]
+    except (KeyError, TypeError, ValueError):  # not a list of clips, a clip without outputs or label, an unknown label
+        raise ReportError(f"{shown(path)}: not {what} ({key!r} is not a list of clips, each with its label and window outputs)") from None
+    if not clips or any(w.ndim != 2 or len(w) == 0 or w.shape[1] != len(EMOTIONS) for w in windows):
+        raise ReportError(f"{shown(path)}: not {what} ({key!r} holds no clips, or a clip without {len(EMOTIONS)} outputs per window)")
     return HeldOutClips(
         name=path.stem,
         window_probabilities=np.concatenate(windows),
         window_clip=np.repeat(np.arange(len(clips)), [len(w) for w in windows]),
-        labels=np.asarray([EMOTIONS.index(clip["label"]) for clip in clips]),
+        labels=np.asarray(labels),
     )
 
 
@@ -114,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the result here as JSON")
     args = parser.parse_args(argv)
     if len(args.reports) < 2:
-        parser.exit(2, "error: cross-validation needs at least two fold reports\n")
-    folds = [read_report(path, args.variant) for path in args.reports]
+        parser.exit(2, f"{parser.prog}: error: cross-validation needs at least two fold reports\n")
+    if args.out is not None and not args.out.parent.is_dir():
+        parser.exit(2, f"{parser.prog}: error: --out {shown(args.out)}: no folder {shown(args.out.parent)} to write it in\n")
+    try:
+        folds = [read_report(path, args.variant) for path in args.reports]
+    except ReportError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     rows = cross_validate(folds)
     for row in rows:
         before, after = row["uncalibrated"], row["calibrated"]

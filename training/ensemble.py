@@ -17,7 +17,6 @@ members' fold models scored together on held-out actors.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import helper
 
-from ser_stream.errors import ModelError
+from ser_stream.errors import ModelError, SerStreamError, shown
 from ser_stream.model import (
     DEFAULT_MODEL,
     INPUT_NAME,
@@ -37,17 +36,28 @@ from ser_stream.model import (
     load_metadata,
     metadata_path,
 )
+from training.reports import ReportError, read_json, require_keys
 
 PARITY_BOUND = 1e-5
 
 
-def merge_onnx(members: list[Path], out: Path) -> None:
+def load_member(path: Path) -> onnx.ModelProto:
+    """One member's graph, checked; ``ModelError`` naming the file if it is not an ONNX model."""
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as error:  # protobuf's DecodeError, onnx's ValidationError, ...: the reason, not the type, is the user's
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{shown(path)}: not a readable ONNX model ({reason})") from None
+    return proto
+
+
+def merge_onnx(protos: list[onnx.ModelProto], out: Path) -> None:
     """Write one ONNX graph that feeds ``spectrogram`` to every member and outputs the mean of their outputs."""
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     outputs: list[str] = []
     opsets: dict[str, int] = {}
-    protos = [onnx.load(str(path)) for path in members]
     first = protos[0]
     for index, proto in enumerate(protos):
         for opset in proto.opset_import:
@@ -118,13 +128,14 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         raise ModelError("an ensemble needs at least two member models")
     metadata = [load_metadata(path) for path in members]
     check_members_agree(metadata, members)
+    protos = [load_member(path) for path in members]  # every member parses before any evidence is read or file written
     held_out: dict[str, Any] = {}
     for path in evidence:
-        try:
-            report = json.loads(path.read_text())
-            scored, actors, clean = report["models"], report["actors"], report["clean"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ModelError(f"{path}: not a training.score report ({error!r})") from None
+        what = "a training.score report"
+        report = require_keys(read_json(path, what), path, what, ("models", "actors", "clean"))
+        scored, actors, clean = report["models"], report["actors"], report["clean"]
+        if not isinstance(scored, list) or not isinstance(actors, list) or not all(isinstance(actor, int) for actor in actors):
+            raise ReportError(f"{shown(path)}: not a training.score report ('models' and 'actors' are not lists of model files and actor numbers)")
         if len(scored) != len(members):
             raise ModelError(f"{path}: scores {len(scored)} model(s), the ensemble has {len(members)}")
         hop = report.get("hop_seconds", metadata[0].hop_seconds)
@@ -134,7 +145,7 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")
     try:
-        merge_onnx(members, merged_tmp)
+        merge_onnx(protos, merged_tmp)
         result = replace(
             metadata[0],
             sha256=file_sha256(merged_tmp),
@@ -162,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="training.score --out reports of the members' fold models together")
     args = parser.parse_args(argv)
+    if args.to.suffix != ".onnx" or args.to.is_dir():  # the metadata goes beside it as .json: a .json --to would be overwritten
+        parser.exit(2, f"{parser.prog}: error: --to {shown(args.to)}: not an .onnx file to write\n")
     try:
         result = build(args.members, args.to, args.evidence)
-    except ModelError as error:
-        parser.exit(2, f"error: {error}\n")
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(
         f"wrote {args.to} ({result.sha256[:12]}…): mean of {len(args.members)} models, "
         f"parity {result.metrics['ensemble_parity_max_abs_diff']:.1e}, {len(result.metrics['held_out_evaluations'])} held-out evaluation(s)"

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from ser_stream.errors import shown
 from training import evaluate
 from training.calibrate import HeldOutClips, read_report
+from training.reports import ReportError
 
 
 def pooled_confusion(folds: list[HeldOutClips]) -> NDArray[np.int64]:
@@ -36,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="clean", choices=["clean", "telephone"])
     parser.add_argument("--png", type=Path, default=None, help="also draw the matrix as a heatmap here")
     args = parser.parse_args(argv)
-    folds = [read_report(path, args.variant) for path in args.reports]
+    if args.png is not None and not args.png.parent.is_dir():
+        parser.exit(2, f"{parser.prog}: error: --png {shown(args.png)}: no folder {shown(args.png.parent)} to draw it in\n")
+    try:
+        folds = [read_report(path, args.variant) for path in args.reports]
+    except ReportError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     matrix = pooled_confusion(folds)
     title = f"{args.variant}, {len(folds)} folds pooled"
     print(evaluate.confusion_markdown(matrix, title))

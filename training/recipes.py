@@ -1,23 +1,14 @@
 """Training recipes: the paper's network exactly as published, and our improved one.
 
 Both take the same [N, 260, 270, 1] input and export the same way; only the
-layers between, the augmentation and the optimiser settings differ.
+layers between (``training.network`` builds them), the augmentation and the
+optimiser settings differ. No TensorFlow here, so the training command can
+check its arguments before loading it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
-
-import keras
-import numpy as np
-from keras import layers
-from numpy.typing import NDArray
-
-from ser_stream import EMOTIONS
-from ser_stream.features import N_BINS, N_FFT, N_FRAMES, SAMPLE_RATE
-
-DENSE_UNITS = 128  # the paper does not give the dense width
 
 
 @dataclass(frozen=True)
@@ -76,93 +67,3 @@ RECIPES["improved-cmn"] = replace(RECIPES["improved"], name="improved-cmn", spec
 # Experimental: the improved recipe seeing its input on a mel frequency axis (MelFrequencyRows).
 # Tried at 40 epochs: fold 2 39.1 % (improved: 44.5 %), docs/results.md
 RECIPES["improved-mel"] = replace(RECIPES["improved"], name="improved-mel", mel_rows=True)
-
-
-def hz_to_mel(hz: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 2595.0 * np.log10(1.0 + hz / 700.0)
-
-
-@lru_cache(maxsize=1)
-def mel_rows_matrix(oversampling: int = 8) -> NDArray[np.float32]:
-    """[260 mel rows, 260 linear bins]: each row a triangular mel band of the linearly interpolated spectrum.
-
-    Row centres are evenly spaced in mel from 0 Hz to the top bin, each band
-    reaching its neighbours' centres. Bands are integrated on a grid
-    ``oversampling`` times finer than the bins, so the narrow low bands
-    interpolate between bins instead of falling between them; every row's
-    weights sum to 1, so outputs stay in [0, 1].
-    """
-    bin_hz = np.arange(N_BINS) * SAMPLE_RATE / N_FFT
-    fine_hz = np.linspace(0.0, bin_hz[-1], (N_BINS - 1) * oversampling + 1)
-    position = fine_hz / (SAMPLE_RATE / N_FFT)  # fractional bin index
-    lower = np.minimum(np.floor(position).astype(int), N_BINS - 2)
-    interpolation = np.zeros((fine_hz.size, N_BINS))
-    interpolation[np.arange(fine_hz.size), lower] = 1.0 - (position - lower)
-    interpolation[np.arange(fine_hz.size), lower + 1] = position - lower
-    centres = np.linspace(0.0, hz_to_mel(bin_hz[-1]), N_BINS)
-    spacing = centres[1] - centres[0]
-    bands = np.maximum(0.0, 1.0 - np.abs(hz_to_mel(fine_hz)[None, :] - centres[:, None]) / spacing)
-    bands /= bands.sum(axis=1, keepdims=True)
-    return (bands @ interpolation).astype(np.float32)
-
-
-@keras.saving.register_keras_serializable(package="ser_stream")
-class MelFrequencyRows(layers.Layer):
-    """Resamples the spectrogram's frequency rows (linear, 15.4 Hz apart) onto the mel scale.
-
-    Below 1 kHz, where pitch and the first formant live, rows become about three
-    times denser; above, bands widen. A change of pitch or vocal tract length
-    then moves a pattern more nearly rigidly, which convolutions and pooling
-    absorb. A fixed matrix inside the network, so the runtime's input is unchanged.
-    """
-
-    def call(self, inputs):
-        matrix = keras.ops.convert_to_tensor(mel_rows_matrix(), dtype=inputs.dtype)
-        return keras.ops.expand_dims(keras.ops.matmul(matrix, inputs[..., 0]), -1)
-
-
-@keras.saving.register_keras_serializable(package="ser_stream")
-class SpectralMeanChannel(layers.Layer):
-    """Adds a channel: the spectrogram minus each frequency row's mean over the window.
-
-    A window's mean log spectrum is mostly who is speaking and through what
-    (vocal tract, microphone, line); removing it — cepstral mean normalisation
-    in the log-spectral domain — leaves how the spectrum moves, which is where
-    emotion shows. The raw channel stays, so level cues such as spectral tilt
-    are not lost. Inside the network, so the runtime's input is unchanged.
-    """
-
-    def call(self, inputs):
-        centred = inputs - keras.ops.mean(inputs, axis=2, keepdims=True)
-        return keras.ops.concatenate([inputs, centred], axis=-1)
-
-
-def build_model(recipe: Recipe, seed: int = 0) -> keras.Model:
-    """Conv 32 → pool → conv 64 → pool → conv 32 → pool, flatten, dense ReLU, softmax over 8.
-
-    5×5 kernels without padding; 5×5 max-pools with stride 3 (overlapping pools
-    that shrink each map about threefold), dropout 25 % before and 50 % after
-    the dense layer. The improved recipe adds batch normalisation after each
-    convolution and strides its first convolution by 2: the 5×5 kernel still
-    sees every pixel, and the network costs about a quarter of the paper's, which
-    is what lets a 2-core machine train it and serve 50 streams.
-    """
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(N_BINS, N_FRAMES, 1), name="spectrogram")
-    x = MelFrequencyRows(name="mel_frequency_rows")(inputs) if recipe.mel_rows else inputs
-    x = SpectralMeanChannel(name="spectral_mean_channel")(x) if recipe.spectral_mean_channel else x
-    for layer, filters in enumerate((32, 64, 32)):
-        stride = recipe.first_stride if layer == 0 else 1
-        x = layers.Conv2D(filters, 5, strides=stride, padding="valid", use_bias=not recipe.batch_norm)(x)
-        if recipe.batch_norm:
-            # Momentum 0.9, not Keras' 0.99: with ~30 steps an epoch the slow average lags
-            # the weights so far that inference-mode outputs collapse to one class.
-            x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.Activation("relu")(x)
-        x = layers.MaxPooling2D(pool_size=5, strides=3)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.25)(x)
-    x = layers.Dense(DENSE_UNITS, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(len(EMOTIONS), activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=f"mittal2021_{recipe.name}")

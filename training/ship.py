@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from ser_stream.errors import ModelError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
+from training.reports import read_json, require_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,19 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="metrics.json files of held-out evaluations of the same recipe")
     parser.add_argument("--to", type=Path, default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
+    if args.to.suffix != ".onnx" or args.to.is_dir():  # the metadata goes beside it as .json: a .json --to would be overwritten
+        parser.exit(2, f"{parser.prog}: error: --to {shown(args.to)}: not an .onnx file to write\n")
     source = args.split if args.split.suffix == ".onnx" else args.split / "model.onnx"
+    evidence = {}
     try:
         metadata: ModelMetadata = load_metadata(source)
-    except ModelError as error:
-        parser.exit(2, f"error: {error}\n")
-    evidence = {}
-    for path in args.evidence:
-        try:
-            metrics = json.loads(path.read_text())
-            split = metrics["split"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-            parser.exit(2, f"error: {path}: not a training run's metrics.json ({error!r})\n")
-        evidence[split] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
+        for path in args.evidence:
+            what = "a training run's metrics.json"
+            metrics = require_keys(read_json(path, what), path, what, ("split",))
+            evidence[str(metrics["split"])] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     metrics = dict(metadata.metrics, held_out_evaluations=evidence)
     args.to.parent.mkdir(parents=True, exist_ok=True)
     if not (args.to.exists() and args.to.samefile(source)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,98 +19,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ser_stream import EMOTIONS
 from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
-from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
+from training.config import TrainConfig
 from training.dataset import VARIANTS, FeatureSet, build_features
 from training.export import export_onnx, parity, write_metadata
+from training.network import build_model
 from training.ravdess import scan
-from training.recipes import RECIPES, Recipe, build_model
+from training.recipes import RECIPES, Recipe
 
 console = Console()
-PROTOCOLS = ("random", "actors", "all")
-KEEPS = ("best", "last", "average")
-
-
-class TrainConfigError(SerStreamError):
-    """A training configuration that cannot be run as asked; names the field (the command's option) and why."""
-
-    def __init__(self, option: str, reason: str) -> None:
-        super().__init__(f"{option}: {reason}")
-        self.option = option
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything one training command was asked to do."""
-
-    data: Path
-    out: Path
-    recipe: str = "improved"
-    protocol: str = "actors"
-    folds: int = 5
-    fold: int | None = None  # None: every fold of the protocol
-    balance_voices: bool = False  # actors protocol: as many male as female actors in each fold's test and validation
-    epochs: int = 60
-    seed: int = 0  # splits and feature augmentation
-    model_seed: int | None = None  # initial weights and batch order; None: ``seed``. Same splits, another network: ensemble members
-    batch_size: int = 32
-    patience: int = 15
-    windows_per_clip: int | None = None  # None: the recipe's
-    frequency_warp: float | None = None  # None: the recipe's
-    init_from: Path | None = None  # an earlier run folder: each split starts from its model there, on a fresh schedule
-    resume: bool = False
-    keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships;
-    # "average": the mean of the last ``average_epochs`` epochs' weights (stochastic weight averaging)
-    average_epochs: int = 10
-    cache_dir: Path | None = Path(".cache")
-    max_clips: int | None = None  # smoke runs: the first N clips of each emotion
-    window: WindowConfig = field(default_factory=WindowConfig)
-    # Distillation: ONNX models whose mean output on each augmented training window is mixed into its target,
-    # ``distill_weight`` of it; "{split}" in a path stands for the split's name (a fold's teachers are that fold's models)
-    teachers: tuple[str, ...] = ()
-    distill_weight: float = 0.5
-
-    def __post_init__(self) -> None:
-        """Refuse a configuration that would train nothing, or the wrong thing, before any data is read."""
-        for option, problem in self.problems():
-            raise TrainConfigError(option, problem)
-
-    def problems(self) -> list[tuple[str, str]]:
-        """Each field that cannot be run as asked, with why, as ``(field, reason)``."""
-        problems = []
-        if self.recipe not in RECIPES:
-            problems.append(("recipe", f"{self.recipe!r} is not one of {', '.join(RECIPES)}"))
-        if self.protocol not in PROTOCOLS:
-            problems.append(("protocol", f"{self.protocol!r} is not one of {', '.join(PROTOCOLS)}"))
-        if self.keep not in KEEPS:
-            problems.append(("keep", f"{self.keep!r} is not one of {', '.join(KEEPS)}"))
-        for name, lowest in (("folds", 2), ("epochs", 0), ("batch_size", 1), ("patience", 1), ("average_epochs", 1)):
-            if getattr(self, name) < lowest:
-                problems.append((name, f"{getattr(self, name)} must be at least {lowest}"))
-        for name in ("windows_per_clip", "max_clips"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                problems.append((name, f"{getattr(self, name)} must be at least 1"))
-        if self.fold is not None and self.protocol != "actors":
-            problems.append(("fold", f"only with --protocol actors (the {self.protocol!r} protocol has one split)"))
-        elif self.fold is not None and not 0 <= self.fold < self.folds:
-            problems.append(("fold", f"{self.fold} is not one of the {self.folds} folds (0 to {self.folds - 1})"))
-        if self.balance_voices and self.protocol != "actors":
-            problems.append(("balance_voices", f"only with --protocol actors (the {self.protocol!r} protocol holds out no speakers)"))
-        if self.epochs == 0 and self.init_from is None:
-            problems.append(("epochs", "0 only with --init-from (which then exports the earlier run's weights as they are)"))
-        if self.keep == "average" and self.average_epochs > self.epochs:
-            problems.append(("average_epochs", f"{self.average_epochs} must be at most --epochs ({self.epochs})"))
-        if self.keep == "average" and self.protocol != "all" and self.patience < self.epochs:
-            problems.append(("patience", f"{self.patience} is below --epochs ({self.epochs}): early stopping could end the run before the epochs --keep average averages"))
-        if self.frequency_warp is not None and not 0.0 <= self.frequency_warp < 0.5:
-            problems.append(("frequency_warp", f"{self.frequency_warp} is outside 0 to 0.5"))
-        if not 0.0 <= self.distill_weight <= 1.0:
-            problems.append(("distill_weight", f"{self.distill_weight} is outside 0 to 1"))
-        return problems
-
-
 @dataclass
 class Split:
     name: str
@@ -523,9 +441,12 @@ def run(config: TrainConfig) -> dict[str, Any]:
     console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
     features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
     splits = make_splits(features, config)
-    if config.init_from is not None:
-        for split in splits:
-            earlier_split(config.init_from, split.name)  # refuse before hours of training, not after
+    for split in splits:  # refuse before hours of training, not after, and before any folder is made
+        if config.init_from is not None:
+            earlier_split(config.init_from, split.name)
+        for template in config.teachers:
+            if not Path(template.replace("{split}", split.name)).is_file():
+                raise SerStreamError(f"--teacher {template.replace('{split}', split.name)}: no such model file")
     config.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}, "splits": {}}
     for split in splits:

@@ -1,0 +1,210 @@
+"""The benchmark and training tools: a missing or wrong input is one line naming it, exit status 2, before any work."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser_stream.model import file_sha256, metadata_path
+
+# Each case: the tool (``python -m`` module), its arguments, and the input it must name. ``{missing}`` is a path
+# under the test's folder that does not exist; ``{tmp}`` the folder itself; ``{model}`` the shipped model.
+MISSING_MODEL = [
+    ("benchmarks", ["--model", "{missing}.onnx", "--out", "{tmp}/bench.md"]),
+    ("benchmarks.components", ["--model", "{missing}.onnx", "--repeats", "1"]),
+    ("benchmarks.compare_models", ["{missing}.onnx", "{model}", "--rounds", "1", "--out", "{tmp}/cmp.wav"]),
+    ("benchmarks.capacity", ["--model", "{missing}.onnx", "--calls", "1", "--seconds", "1", "--out", "{tmp}/calls.wav"]),
+    ("benchmarks.monitor_e2e", ["--model", "{missing}.onnx", "--per-actor", "1", "--out", "{tmp}/clips.wav"]),
+    ("training.ensemble", ["{missing}.onnx", "{model}", "--to", "{tmp}/ensemble.onnx"]),
+    ("training.ship", ["{missing}.onnx", "--to", "{tmp}/shipped.onnx"]),
+]
+MISSING_DATA = [
+    ("benchmarks", ["--model", "{model}", "--data", "{missing}", "--out", "{tmp}/bench.md"]),
+    ("benchmarks.compare_models", ["{model}", "{model}", "--rounds", "1", "--calls", "1", "--data", "{missing}", "--out", "{tmp}/cmp.wav"]),
+    ("benchmarks.capacity", ["--data", "{missing}", "--calls", "1", "--seconds", "1", "--out", "{tmp}/calls.wav"]),
+    ("benchmarks.monitor_e2e", ["--data", "{missing}", "--per-actor", "1", "--out", "{tmp}/clips.wav"]),
+    ("benchmarks.soak", ["--data", "{missing}", "--minutes", "0.1", "--folder", "{tmp}/soak"]),
+]
+MISSING_REPORT = [
+    ("benchmarks", ["--render-only", "--out", "{missing}.md"]),  # the figures it renders are the .json beside --out
+    ("training.calibrate", ["{missing}.json", "{missing}.json"]),
+    ("training.pool", ["{missing}.json"]),
+    ("training.ensemble", ["{model}", "{model}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{missing}.json"]),
+    ("training.ship", ["{model}", "--to", "{tmp}/shipped.onnx", "--evidence", "{missing}.json"]),
+]
+
+
+def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the tool's ``main`` in this process; assert it stopped with status 2 and one line of stderr; return the line."""
+    main = importlib.import_module("benchmarks.__main__" if module == "benchmarks" else module).main
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    captured = capsys.readouterr()
+    assert stopped.value.code == 2, captured.err
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
+    assert captured.err.startswith(f"python -m {module}: error: "), captured.err
+    return captured.err.rstrip("\n")
+
+
+def filled(arguments: list[str], tmp_path: Path, model: Path) -> list[str]:
+    return [argument.format(missing=tmp_path / "missing", tmp=tmp_path, model=model) for argument in arguments]
+
+
+@pytest.fixture
+def no_part_runs(monkeypatch):
+    """The suite's parts are subprocesses; any of them starting means the suite did not refuse up front."""
+    import benchmarks.__main__
+
+    def part(arguments: list[str], timeout: float) -> list[dict]:
+        raise AssertionError(f"a benchmark part ran: {arguments}")
+
+    monkeypatch.setattr(benchmarks.__main__, "run_json", part)
+
+
+@pytest.mark.parametrize("module, arguments", MISSING_MODEL, ids=[f"{m}-model" for m, _ in MISSING_MODEL])
+def test_a_missing_model_is_one_line_naming_it(module, arguments, shipped_model, tmp_path, capsys, no_part_runs):
+    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+    assert line == f"python -m {module}: error: {tmp_path / 'missing.onnx'}: model file not found"
+
+
+@pytest.mark.parametrize("module, arguments", MISSING_DATA, ids=[f"{m}-data" for m, _ in MISSING_DATA])
+def test_a_missing_data_folder_is_one_line_naming_it(module, arguments, shipped_model, tmp_path, capsys, no_part_runs):
+    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+    assert line == f"python -m {module}: error: {tmp_path / 'missing'}: not a folder"
+    assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob("soak/*.wav"))
+
+
+@pytest.mark.parametrize("module, arguments", MISSING_REPORT, ids=[f"{m}-report" for m, _ in MISSING_REPORT])
+def test_a_missing_report_is_one_line_naming_it(module, arguments, shipped_model, tmp_path, capsys):
+    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+    assert line.startswith(f"python -m {module}: error: {tmp_path / 'missing.json'}: no such file")
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.md"))
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("{not json", "not a training.score report with clean window outputs (not valid JSON)"),
+        (json.dumps({"models": ["m.onnx"], "actors": [3], "clean": {}}), "not a training.score report with clean window outputs (no 'clean_clips' key)"),
+        (json.dumps([1, 2]), "not a training.score report with clean window outputs (not a JSON object)"),
+        (json.dumps({"clean_clips": [{"label": "furious", "window_probabilities": [[0.125] * 8]}]}), "not a training.score report with clean window outputs"),
+        (json.dumps({"clean_clips": [{"label": "calm", "window_probabilities": [[0.5, 0.5]]}]}), "not a training.score report with clean window outputs"),
+    ],
+    ids=["not-json", "no-window-outputs", "not-an-object", "unknown-label", "wrong-width"],
+)
+@pytest.mark.parametrize("module", ["training.calibrate", "training.pool"])
+def test_a_report_that_is_not_a_score_report_is_one_line_with_a_plain_reason(module, content, reason, tmp_path, capsys):
+    report = tmp_path / "fold0.json"
+    report.write_text(content)
+    line = refusal(module, [str(report), str(report)], capsys)
+    assert line.startswith(f"python -m {module}: error: {report}: {reason}")
+    assert "Error(" not in line and "Traceback" not in line  # a reason, not an exception's repr
+
+
+@pytest.mark.parametrize(
+    "module, arguments, what, key",
+    [
+        ("training.ensemble", ["{model}", "{model}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{tmp}/evidence.json"], "a training.score report", "models"),
+        ("training.ship", ["{model}", "--to", "{tmp}/shipped.onnx", "--evidence", "{tmp}/evidence.json"], "a training run's metrics.json", "split"),
+    ],
+    ids=["ensemble", "ship"],
+)
+@pytest.mark.parametrize("content, reason", [("not json", "not valid JSON"), (json.dumps({"epochs": 3}), "no '{key}' key")], ids=["not-json", "wrong-keys"])
+def test_evidence_that_is_not_what_the_tool_reads_is_one_line_with_a_plain_reason(module, arguments, what, key, content, reason, shipped_model, tmp_path, capsys):
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(content)
+    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+    assert line == f"python -m {module}: error: {evidence}: not {what} ({reason.format(key=key)})"
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_an_ensemble_member_that_is_not_onnx_is_one_line_naming_it(shipped_model, tmp_path, capsys):
+    impostor = tmp_path / "impostor.onnx"
+    impostor.write_text("a text file with an .onnx name\n")
+    metadata = json.loads(metadata_path(shipped_model).read_text())
+    metadata_path(impostor).write_text(json.dumps(dict(metadata, sha256=file_sha256(impostor))))  # metadata that vouches for it
+    line = refusal("training.ensemble", [str(shipped_model), str(impostor), "--to", str(tmp_path / "ensemble.onnx")], capsys)
+    assert line.startswith(f"python -m training.ensemble: error: {impostor}: not a readable ONNX model")
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+@pytest.mark.parametrize("module", ["training.ensemble", "training.ship"])
+def test_a_to_that_is_not_an_onnx_file_name_is_refused_before_anything_is_written(module, shipped_model, tmp_path, capsys):
+    to = tmp_path / "model.json"  # its metadata would be written over it
+    members = [str(shipped_model)] * (2 if module == "training.ensemble" else 1)
+    line = refusal(module, [*members, "--to", str(to)], capsys)
+    assert line == f"python -m {module}: error: --to {to}: not an .onnx file to write"
+    assert not to.exists()
+
+
+@pytest.mark.parametrize(
+    "module, arguments, reason",
+    [
+        ("benchmarks", ["--model", "{model}", "--out", "{missing}/bench.md"], "--out {missing}/bench.md: no folder {missing} to write it in"),
+        ("benchmarks", ["--model", "{model}", "--keras", "{missing}.keras", "--out", "{tmp}/bench.md"], "--keras {missing}.keras: no such file"),
+        ("benchmarks.components", ["--model", "{model}", "--keras", "{missing}.keras"], "--keras {missing}.keras: no such file"),
+        ("benchmarks.soak", ["--json", "{missing}/soak.json", "--folder", "{tmp}/soak"], "--json {missing}/soak.json: no folder {missing} to write it in"),
+        ("benchmarks.soak", ["--folder", "{tmp}/file"], "--folder {tmp}/file: cannot make the folder (File exists)"),
+        ("training.calibrate", ["{tmp}/a.json", "{tmp}/b.json", "--out", "{missing}/weights.json"], "--out {missing}/weights.json: no folder {missing} to write it in"),
+        ("training.pool", ["{tmp}/a.json", "--png", "{missing}/pooled.png"], "--png {missing}/pooled.png: no folder {missing} to draw it in"),
+    ],
+    ids=["suite-out", "suite-keras", "components-keras", "soak-json", "soak-folder", "calibrate-out", "pool-png"],
+)
+def test_an_output_folder_or_side_file_that_is_not_there_is_one_line_before_any_work(module, arguments, reason, shipped_model, tmp_path, capsys, no_part_runs):
+    (tmp_path / "file").write_text("a file where the soak wants its folder")
+    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+    assert line == f"python -m {module}: error: " + reason.format(missing=tmp_path / "missing", tmp=tmp_path)
+
+
+def test_the_suite_refuses_a_data_folder_without_the_actors_its_parts_play(shipped_model, tiny_ravdess, tmp_path, capsys, no_part_runs):
+    line = refusal("benchmarks", ["--model", str(shipped_model), "--data", str(tiny_ravdess), "--held-out-actors", "1", "--out", str(tmp_path / "bench.md")], capsys)
+    assert line == f"python -m benchmarks: error: {tiny_ravdess}: no clips of actor(s) 3, 5, 7, 20"  # the calls of the capacity part
+
+
+def test_the_end_to_end_benchmark_refuses_actors_the_data_folder_lacks(tiny_ravdess, tmp_path, capsys):
+    line = refusal("benchmarks.monitor_e2e", ["--data", str(tiny_ravdess), "--actors", "1", "9", "--per-actor", "1", "--out", str(tmp_path / "clips.wav")], capsys)
+    assert line == f"python -m benchmarks.monitor_e2e: error: {tiny_ravdess}: no clips of actor(s) 9"
+    assert not (tmp_path / "clips.wav").exists()
+
+
+def test_rendering_figures_of_another_kind_is_one_line_naming_the_file(tmp_path, capsys):
+    figures = tmp_path / "bench.json"
+    figures.write_text(json.dumps({"date": "2025-01-01"}))
+    line = refusal("benchmarks", ["--render-only", "--out", str(tmp_path / "bench.md")], capsys)
+    assert line == f"python -m benchmarks: error: {figures}: not the figures of a benchmark run (no 'components' figure)"
+    assert not (tmp_path / "bench.md").exists()
+
+
+def test_the_suite_with_a_missing_model_prints_one_line_and_no_traceback_as_a_process(tmp_path):
+    missing = tmp_path / "none.onnx"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--model", str(missing), "--out", str(tmp_path / "bench.md")],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"python -m benchmarks: error: {missing}: model file not found\n"
+
+
+def test_the_calibration_report_reader_names_a_missing_file_with_the_projects_error(tmp_path):
+    from ser_stream.errors import SerStreamError
+    from training.calibrate import read_report
+
+    with pytest.raises(SerStreamError, match=r"^.*fold3\.json: no such file$"):
+        read_report(tmp_path / "fold3.json", "clean")
+
+
+def test_shipping_the_shipped_model_elsewhere_still_works(shipped_model, tmp_path, capsys):
+    """The up-front checks refuse only what is wrong: a real model with no evidence ships."""
+    from training.ship import main as ship_main
+
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(shipped_model, copy)
+    shutil.copy(metadata_path(shipped_model), metadata_path(copy))
+    assert ship_main([str(copy), "--to", str(tmp_path / "shipped.onnx")]) == 0
+    assert (tmp_path / "shipped.onnx").read_bytes() == shipped_model.read_bytes()

@@ -1,0 +1,39 @@
+"""Reading the JSON reports the training tools pass each other (``training.score --out`` reports, a run's
+metrics.json, benchmark figures): a missing or foreign file is one line naming it and the plain reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ser_stream.errors import SerStreamError, shown
+
+
+class ReportError(SerStreamError):
+    """A JSON report a tool reads (a ``training.score --out`` report, a run's metrics.json) that is missing or is not one."""
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON value in ``path``, which should be ``what``; ``ReportError`` naming the file and the plain reason if none."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        reason = "no such file"
+    except IsADirectoryError:
+        reason = "a folder, not a file"
+    except OSError as error:
+        reason = f"cannot be read ({error.strerror or type(error).__name__})"
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8/16/32 text
+        reason = f"not {what} (not valid JSON)"
+    raise ReportError(f"{shown(path)}: {reason}")
+
+
+def require_keys(report: Any, path: Path, what: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``report`` if it is a JSON object holding every one of ``keys``; else ``ReportError``: not ``what``, and why."""
+    if not isinstance(report, dict):
+        raise ReportError(f"{shown(path)}: not {what} (not a JSON object)")
+    missing = [key for key in keys if key not in report]
+    if missing:
+        raise ReportError(f"{shown(path)}: not {what} (no {missing[0]!r} key)")
+    return report
