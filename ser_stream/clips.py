@@ -12,9 +12,23 @@ from numpy.typing import NDArray
 
 from ser_stream.audiofile import audio_info, file_name, to_mono
 from ser_stream.errors import AudioInputError, shown
-from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
+from ser_stream.features import SAMPLE_RATE, SILENCE_DB, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
+from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import WindowConfig, cut_windows, trim_silence, window_starts
+
+# A clip must hold at least this much sound, as an utterance must in the live monitor: a label for a
+# click or for digital silence would be the network's guess at nothing, given with a confidence.
+MIN_SOUND_SECONDS = UtteranceConfig().min_speech_seconds
+SILENT_PEAK = 10 ** (SILENCE_DB / 20)  # the feature code's digital-silence level, as an amplitude
+
+
+def check_sound(samples: int, peak: float) -> None:
+    """Refuse a trimmed clip that is silent throughout or too short to classify."""
+    if samples < MIN_SOUND_SECONDS * SAMPLE_RATE:
+        raise AudioInputError(f"only {samples / SAMPLE_RATE:.2f} s of sound once silence is trimmed; at least {MIN_SOUND_SECONDS} s is needed")
+    if peak < SILENT_PEAK:
+        raise AudioInputError(f"silent throughout (peak below {SILENCE_DB:.0f} dBFS): nothing to classify")
 
 
 def clip_spectrograms(
@@ -22,6 +36,7 @@ def clip_spectrograms(
 ) -> NDArray[np.float32]:
     """Resample, trim leading/trailing silence, cut windows → [n, 260, 270] spectrograms."""
     canonical = trim_silence(resample_to_canonical(audio, sample_rate), SAMPLE_RATE)
+    check_sound(canonical.size, float(np.max(np.abs(canonical), initial=0.0)))
     windows, _ = cut_windows(canonical, config)
     return np.stack([spectrogram(window, SAMPLE_RATE) for window in windows])
 
@@ -55,8 +70,10 @@ def stream_file_windows(
     energies: list[NDArray[np.float64]] = []
     carry = np.zeros(0, dtype=np.float32)
     total = 0
+    peak = 0.0
     for canonical in _canonical_blocks(path, block_seconds):
         total += canonical.size
+        peak = max(peak, float(np.max(np.abs(canonical), initial=0.0)))
         joined = np.concatenate([carry, canonical])
         whole = joined.size // TRIM_FRAME * TRIM_FRAME
         energies.append(np.square(joined[:whole].reshape(-1, TRIM_FRAME), dtype=np.float64).mean(axis=1))
@@ -67,6 +84,7 @@ def stream_file_windows(
         active = np.flatnonzero(energy >= energy.max() * 10 ** (-threshold_db / 10))
         margin = int(margin_seconds * SAMPLE_RATE)
         first, last = max(0, active[0] * TRIM_FRAME - margin), min(total, (active[-1] + 1) * TRIM_FRAME + margin)
+    check_sound(last - first, peak)
     if last - first <= config.window_samples:  # one (padded) window: small enough to hold
         held = np.concatenate(list(_canonical_blocks(path, block_seconds)))[first:last]
         yield cut_windows(held, config)[0][0]

@@ -68,10 +68,28 @@ def test_an_empty_wav_is_refused_by_name(tmp_path):
         read_audio(path)
 
 
-def test_pure_silence_and_full_scale_clipping_still_classify(tmp_path):
-    for name, audio in (("silence", np.zeros(32000, np.float32)), ("clipped", np.clip(speechlike(2.0, 16000) * 50, -1, 1))):
-        spectrograms = clip_spectrograms(audio, 16000, WindowConfig())
-        assert np.all(np.isfinite(spectrograms)), name
+def test_full_scale_clipping_still_classifies():
+    spectrograms = clip_spectrograms(np.clip(speechlike(2.0, 16000) * 50, -1, 1), 16000, WindowConfig())
+    assert np.all(np.isfinite(spectrograms)) and spectrograms.max() <= 1.0
+
+
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_silence_or_a_click_is_refused_rather_than_given_a_label(tmp_path, shipped_model, in_memory_seconds):
+    """A label for digital silence or 10 ms of sound would be the network's guess at nothing."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    cases = {
+        "silence.wav": (np.zeros(16000, np.float32), "silent throughout (peak below -100 dBFS): nothing to classify"),
+        "click.wav": (speechlike(0.01, 16000), "only 0.01 s of sound once silence is trimmed; at least 0.25 s is needed"),
+        "one_sample.wav": (np.full(1, 0.5, np.float32), "only 0.00 s of sound once silence is trimmed; at least 0.25 s is needed"),
+    }
+    for name, (audio, reason) in cases.items():
+        soundfile.write(tmp_path / name, audio, 16000)
+        assert classify_file(tmp_path / name, model, in_memory_seconds=in_memory_seconds).error == reason, name
+    soundfile.write(tmp_path / "quarter.wav", speechlike(0.3, 16000), 16000)
+    assert classify_file(tmp_path / "quarter.wav", model, in_memory_seconds=in_memory_seconds).utterance is not None
 
 
 def test_long_files_are_read_in_blocks_with_the_same_windows(clips_with_silence):
