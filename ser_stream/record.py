@@ -53,8 +53,12 @@ class UtteranceLog:
 
 
 def read_since(path: Path, since: int, stream: str | None = None, page: int = 500) -> Iterator[list[str]]:
-    """Pages of stored utterance messages (JSON text) with ``seq > since``, oldest first, on a fresh connection."""
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """Pages of stored utterance messages (JSON text) with ``seq > since``, oldest first, on a fresh connection.
+
+    The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
+    thread: the connection is used by one thread at a time, but not always the same one.
+    """
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
         last = since
         while True:

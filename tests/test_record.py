@@ -152,3 +152,23 @@ def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_wit
     broadcast = {m["seq"]: {k: v for k, v in m.items() if k != "seq"} for m in messages if m["type"] == "utterance"}
     assert len(broadcast) == 2  # the complete one, and the one SIGTERM closed
     assert stored(database) == broadcast  # every one of them written, nothing else
+
+
+def test_catch_up_pages_can_be_read_on_different_threads(tmp_path):
+    """The publisher reads each page through asyncio.to_thread: under load, successive pages land on
+    different pool threads (once a subscriber's catch-up failed with 1011 that way)."""
+    import threading
+
+    from ser_stream.record import UtteranceLog, read_since
+
+    log = UtteranceLog(tmp_path / "utterances.db")
+    for index in range(3):
+        log.append({"type": "utterance", "stream": "a", "id": index})
+    log.close()
+    pages = read_since(tmp_path / "utterances.db", 0, page=1)
+    read: list[list[str]] = []
+    for _ in range(4):  # three pages, then the end, each on a thread of its own
+        thread = threading.Thread(target=lambda: read.append(next(pages, [])))
+        thread.start()
+        thread.join()
+    assert [json.loads(page[0])["seq"] for page in read if page] == [1, 2, 3] and read[-1] == []
