@@ -22,6 +22,7 @@ from ser_stream.features import check_sample_rate
 from ser_stream.ringbuffer import RingBuffer
 
 BLOCK_SECONDS = 0.05
+READ_SECONDS = 1.0  # file sources decode this much at a time
 
 
 class Sink(Protocol):
@@ -68,23 +69,28 @@ class FileSource:
         self.path, self.pace, self.sample_rate = path, pace, int(info.samplerate)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
+        # Decoded a second at a time (libsndfile's MP3 decoder reports, and may drop, frames when asked
+        # for 50 ms at a time), handed on in 50 ms blocks as a live source would.
+        read = max(1, int(self.sample_rate * READ_SECONDS))
         block = max(1, int(self.sample_rate * BLOCK_SECONDS))
         started = time.monotonic()
         sent = 0
         try:
-            for samples in soundfile.blocks(file_name(self.path), blocksize=block, dtype="float32", always_2d=True):
-                if stop.is_set():
-                    break
-                mono = to_mono(samples)
-                if not np.all(np.isfinite(mono)):
+            for samples in soundfile.blocks(file_name(self.path), blocksize=read, dtype="float32", always_2d=True):
+                decoded = to_mono(samples)
+                if not np.all(np.isfinite(decoded)):
                     raise AudioInputError(f"{shown(self.path)}: contains NaN or infinite samples")
-                _wait_for_room(sink, mono.size, stop)
-                sink.ring.write(mono)
-                sent += mono.size
-                if self.pace == "realtime":
-                    delay = started + sent / self.sample_rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
+                for offset in range(0, decoded.size, block):
+                    if stop.is_set():
+                        return
+                    mono = decoded[offset : offset + block]
+                    _wait_for_room(sink, mono.size, stop)
+                    sink.ring.write(mono)
+                    sent += mono.size
+                    if self.pace == "realtime":
+                        delay = started + sent / self.sample_rate - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
         except AudioInputError as error:
             sink.error = str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream

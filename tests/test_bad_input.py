@@ -279,3 +279,14 @@ def test_the_monitor_cuts_windows_as_long_as_the_model_was_trained_on():
     assert model_windows(one_second, 1.0, 0.25) == WindowConfig(1.0, 0.25)
     with pytest.raises(SerStreamError, match=r"^--window 2\.0: the model was trained on 1\.0 s windows"):
         model_windows(one_second, 2.0, None)
+
+
+def test_an_mp3_file_source_decodes_without_the_decoders_complaints(tmp_path, shipped_model, capfd):
+    """Asked for 50 ms at a time, libsndfile's MP3 decoder printed frame errors; file sources decode a second at a time."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "speech.mp3"
+    soundfile.write(path, speechlike(3.0, 16000), 16000, format="MP3")
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 0
+    err = capfd.readouterr().err
+    assert "libmpg123" not in err and "error" not in err
