@@ -114,6 +114,14 @@ def cross_validate(folds: list[HeldOutClips]) -> list[dict]:
     return rows
 
 
+def read_reports_or_exit(parser: argparse.ArgumentParser, paths: list[Path], variant: str) -> list[HeldOutClips]:
+    """Every report's clips, or the command's one-line error naming the first that is not a report."""
+    try:
+        return [read_report(path, variant) for path in paths]
+    except ReportError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path, nargs="+", help="training.score --out reports, one per fold")
@@ -124,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: cross-validation needs at least two fold reports\n")
     if args.out is not None and not args.out.parent.is_dir():
         parser.exit(2, f"{parser.prog}: error: --out {shown(args.out)}: no folder {shown(args.out.parent)} to write it in\n")
-    try:
-        folds = [read_report(path, args.variant) for path in args.reports]
-    except ReportError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    folds = read_reports_or_exit(parser, args.reports, args.variant)
     rows = cross_validate(folds)
     for row in rows:
         before, after = row["uncalibrated"], row["calibrated"]

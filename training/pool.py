@@ -19,8 +19,7 @@ from numpy.typing import NDArray
 
 from ser_stream.errors import shown
 from training import evaluate
-from training.calibrate import HeldOutClips, read_report
-from training.reports import ReportError
+from training.calibrate import HeldOutClips, read_reports_or_exit
 
 
 def pooled_confusion(folds: list[HeldOutClips]) -> NDArray[np.int64]:
@@ -40,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.png is not None and not args.png.parent.is_dir():
         parser.exit(2, f"{parser.prog}: error: --png {shown(args.png)}: no folder {shown(args.png.parent)} to draw it in\n")
-    try:
-        folds = [read_report(path, args.variant) for path in args.reports]
-    except ReportError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    folds = read_reports_or_exit(parser, args.reports, args.variant)
     matrix = pooled_confusion(folds)
     title = f"{args.variant}, {len(folds)} folds pooled"
     print(evaluate.confusion_markdown(matrix, title))
