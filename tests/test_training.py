@@ -574,3 +574,20 @@ def test_a_teacher_that_may_have_heard_the_held_out_speakers_is_refused_in_one_l
     error = capsys.readouterr().err
     assert stopped.value.code == 2 and reason in error and "Traceback" not in error
     assert not (tmp_path / "student" / "all").exists()
+
+
+def test_spec_augment_blanks_at_most_two_bands_and_two_spans_and_leaves_the_rest():
+    from training.augment import spec_augment
+    from training.recipes import RECIPES
+
+    image = np.random.default_rng(0).uniform(0.1, 1.0, (260, 270)).astype(np.float32)
+    for seed in range(20):
+        masked = spec_augment(image, np.random.default_rng(seed))
+        blank_rows = np.flatnonzero((masked == 0).all(axis=1))
+        blank_cols = np.flatnonzero((masked == 0).all(axis=0))
+        assert len(blank_rows) <= 2 * 24 and len(blank_cols) <= 2 * 27
+        kept = np.ones_like(image, dtype=bool)
+        kept[blank_rows, :] = False
+        kept[:, blank_cols] = False
+        assert np.array_equal(masked[kept], image[kept]) and np.all(masked[~kept] == 0)
+    assert RECIPES["improved-specaug"].spec_augment and not RECIPES["improved"].spec_augment

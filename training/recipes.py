@@ -67,3 +67,6 @@ RECIPES["improved-cmn"] = replace(RECIPES["improved"], name="improved-cmn", spec
 # Experimental: the improved recipe seeing its input on a mel frequency axis (MelFrequencyRows).
 # Tried at 40 epochs: fold 2 39.1 % (improved: 44.5 %), docs/results.md
 RECIPES["improved-mel"] = replace(RECIPES["improved"], name="improved-mel", mel_rows=True)
+# Experimental: the improved recipe with SpecAugment masks on every training image (two frequency bands,
+# two time spans). Untried since the early short runs it slowed to chance; being screened at 40 epochs.
+RECIPES["improved-specaug"] = replace(RECIPES["improved"], name="improved-specaug", spec_augment=True)
