@@ -591,3 +591,35 @@ def test_spec_augment_blanks_at_most_two_bands_and_two_spans_and_leaves_the_rest
         kept[:, blank_cols] = False
         assert np.array_equal(masked[kept], image[kept]) and np.all(masked[~kept] == 0)
     assert RECIPES["improved-specaug"].spec_augment and not RECIPES["improved"].spec_augment
+
+
+def test_mixup_blends_each_image_target_and_weight_with_one_partner_its_own_share_at_least_half():
+    from pathlib import Path
+
+    from training.recipes import RECIPES
+    from training.train import TrainConfig, TrainingBatches
+
+    clips = 8
+    shades = np.arange(clips, dtype=np.float32) / clips  # clip c's image is the constant c / 8: its mix is readable
+    features = clean_windows(np.repeat(shades[:, None, None], 260 * 270).reshape(clips, 260, 270), clips)
+    config = TrainConfig(data=Path("unused"), out=Path("unused"), batch_size=clips)
+    mixup = RECIPES["improved-mixup"]
+    assert mixup.mixup_alpha > 0 and RECIPES["improved"].mixup_alpha == 0
+    blended = 0
+    for epoch in range(5):
+        batches = TrainingBatches(features, np.arange(clips), mixup, config)
+        batches.rng = np.random.default_rng(epoch)
+        batches.on_epoch_end()
+        images, targets, weights = batches[0]
+        labels = [label for _, label in batches.epoch_picks]
+        np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+        for image, target, label in zip(images[..., 0], targets, labels):
+            own = target[label]
+            assert own >= 0.5 - 1e-6 and np.count_nonzero(target > 1e-6) <= 2
+            partner = int(np.argmax(np.where(np.arange(8) == label, -1, target))) if own < 1 - 1e-6 else label
+            np.testing.assert_allclose(image, own * shades[label] + (1 - own) * shades[partner], atol=1e-5)
+            blended += own < 0.95
+        assert np.all(weights > 0)
+    assert blended > 0
+    images, targets, _ = TrainingBatches(features, np.arange(clips), RECIPES["improved"], config)[0]
+    assert set(np.unique(targets)) == {0.0, 1.0}

@@ -70,3 +70,6 @@ RECIPES["improved-mel"] = replace(RECIPES["improved"], name="improved-mel", mel_
 # Experimental: the improved recipe with SpecAugment masks on every training image (two frequency bands,
 # two time spans). Tried at 40 epochs: fold 0 44.9 % (improved: 53.5 %), docs/results.md
 RECIPES["improved-specaug"] = replace(RECIPES["improved"], name="improved-specaug", spec_augment=True)
+# Experimental: the improved recipe with mixup (alpha 0.2): each training image and its target blended with
+# another of the batch, the image's own share at least half. Tried at 40 epochs: see docs/results.md.
+RECIPES["improved-mixup"] = replace(RECIPES["improved"], name="improved-mixup", mixup_alpha=0.2)
