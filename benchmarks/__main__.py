@@ -15,7 +15,6 @@ the analysis around them is written by hand.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -24,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import DatasetError, SerStreamError, shown
 from training.reports import read_json
 
@@ -68,7 +68,7 @@ def verdict(value: float, target: float, lower_is_better: bool = True) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="the benchmark suite")
+    parser = OneLineParser(prog="python -m benchmarks", description="the benchmark suite")
     parser.add_argument("--model", type=Path, default=None, help="default: the fold-0 model if trained, else the shipped one")
     parser.add_argument("--keras", type=Path, default=None, help="the same model as .keras, for the Keras baseline")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"), help="the RAVDESS folder the parts read clips from")
@@ -76,11 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, nargs="+", default=[40, 50, 60, 70, 80, 100, 120])
     parser.add_argument("--call-seconds", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="a smoke run of every part, in seconds")
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--out", type=output_file(".md"), default="docs/benchmarks.md", help="the figures go beside it as .json")
     parser.add_argument("--render-only", action="store_true", help="rewrite the section from the .json beside --out; measure nothing")
     args = parser.parse_args(argv)
-    if not args.out.parent.is_dir():  # found out now, not after an hour of measuring
-        parser.exit(2, f"{parser.prog}: error: --out {shown(args.out)}: no folder {shown(args.out.parent)} to write it in\n")
     if args.render_only:
         saved = args.out.with_suffix(".json")
         try:

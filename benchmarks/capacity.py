@@ -18,7 +18,6 @@ time and peak resident memory (VmHWM) are read from /proc. Run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import multiprocessing
@@ -38,7 +37,8 @@ import scipy.signal
 import soundfile
 
 from benchmarks.clients import free_port, subscriber_when_up
-from benchmarks.monitor_e2e import build_file, wav_output
+from benchmarks.monitor_e2e import build_file
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.g711 import mulaw_encode
 from ser_stream.inference import EmotionModel
@@ -162,13 +162,13 @@ def call_audio(data: Path, out: Path) -> tuple[bytes, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m benchmarks.capacity", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--calls", type=int, nargs="+", default=[10, 20, 30, 40, 50, 60])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--bound-ms", type=float, default=250.0, help="p95 latency a sustained load must stay under")
-    parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_capacity.wav"), help="where the calls' audio is written (.wav)")
+    parser.add_argument("--out", type=output_file(".wav"), default="/tmp/ser_stream_capacity.wav", help="where the calls' audio is written (.wav)")
     args = parser.parse_args(argv)
     try:
         if args.model is not None:

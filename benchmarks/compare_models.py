@@ -12,7 +12,6 @@ Prints one JSON line per measurement; the first model is the reference of the ra
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.capacity import call_audio, run_load
-from benchmarks.monitor_e2e import wav_output
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
 
@@ -40,14 +39,14 @@ def inference_ms(models: list[EmotionModel], batch: int, rounds: int, seed: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare_models", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.compare_models", description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, nargs="+", help="model .onnx files, each beside its metadata")
     parser.add_argument("--rounds", type=int, default=40, help="timing rounds per batch size")
     parser.add_argument("--calls", type=int, nargs="*", default=[], help="capacity loads to run each model at (none: timing only)")
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
     parser.add_argument("--bound-ms", type=float, default=250.0)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
-    parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_compare.wav"), help="where the calls' audio is written (.wav)")
+    parser.add_argument("--out", type=output_file(".wav"), default="/tmp/ser_stream_compare.wav", help="where the calls' audio is written (.wav)")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.exit(2, f"{parser.prog}: error: give at least two models to compare\n")

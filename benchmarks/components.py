@@ -12,7 +12,6 @@ Prints medians and p95 in ms per window, and the ratios.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_stream.cli import OneLineParser
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import spectrogram
 from ser_stream.inference import EmotionModel
@@ -60,7 +60,7 @@ def paper_image_features(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.components", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.components", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/ser_cnn.onnx"))
     parser.add_argument("--keras", type=Path, default=None, help="the same model as .keras, for the Keras baseline")
     parser.add_argument("--repeats", type=int, default=50)

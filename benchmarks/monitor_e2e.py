@@ -25,22 +25,13 @@ import soundfile
 from websockets.asyncio.client import connect
 
 from ser_stream.audiofile import read_audio
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import DatasetError, SerStreamError, shown
 from ser_stream.inference import EmotionModel
 from ser_stream.windows import trim_silence
 from training.ravdess import scan
 
 GAP_SECONDS = 1.5
-
-
-def wav_output(text: str) -> Path:
-    """argparse type for ``--out``: the benchmark's audio is written there, so a .wav file in an existing folder."""
-    path = Path(text)
-    if path.suffix.lower() != ".wav":
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not a .wav file name (the benchmark's audio is written there)")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{shown(text)}: no folder {shown(path.parent)} to write the benchmark's audio in")
-    return path
 
 
 def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
@@ -85,13 +76,13 @@ def positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor_e2e", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmarks.monitor_e2e", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
     parser.add_argument("--per-actor", type=positive, default=15)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--pace", default="fast", choices=["fast", "realtime"])
-    parser.add_argument("--out", type=wav_output, default=Path("/tmp/ser_stream_bench.wav"), help="where the clips' audio is written (.wav)")
+    parser.add_argument("--out", type=output_file(".wav"), default="/tmp/ser_stream_bench.wav", help="where the clips' audio is written (.wav)")
     parser.add_argument("--window", type=float, default=None)
     parser.add_argument("--hop", type=float, default=None)
     args = parser.parse_args(argv)

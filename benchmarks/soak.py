@@ -18,7 +18,6 @@ descriptors over time. Run:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -38,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from benchmarks.clients import free_port, stalled_client
 from benchmarks.monitor_e2e import build_file
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError, shown
 
 
@@ -206,17 +206,15 @@ async def soak(port: int, pid: int, readers: int, stalled: int, streams: list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--minutes", type=float, default=30.0, help="audio in all streams together")
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--readers", type=int, default=18)
     parser.add_argument("--stalled", type=int, default=2)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/ser_stream_soak"))
-    parser.add_argument("--json", type=Path, default=None, help="also write the full report (with samples) here")
+    parser.add_argument("--json", type=output_file(".json"), default=None, help="also write the full report (with samples) here")
     args = parser.parse_args(argv)
-    if args.json is not None and not args.json.parent.is_dir():  # found out now, not after the soak
-        parser.exit(2, f"{parser.prog}: error: --json {shown(args.json)}: no folder {shown(args.json.parent)} to write it in\n")
     try:
         args.folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a file of that name, or no permission

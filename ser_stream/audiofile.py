@@ -41,14 +41,6 @@ def file_name(path: str | Path) -> bytes:
     return os.fsencode(path)
 
 
-def check_file_rate(path: str | Path, sample_rate: int) -> None:
-    """``check_sample_rate``, its error naming the file."""
-    try:
-        check_sample_rate(sample_rate)
-    except AudioInputError as error:
-        raise AudioInputError(f"{shown(path)}: {error}") from None
-
-
 def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     """Read a whole file as mono float32 in [-1, 1] with its sample rate.
 
@@ -64,7 +56,7 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
         raise unreadable(path, error) from None
     if samples.shape[0] == 0:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
-    check_file_rate(path, int(sample_rate))
+    check_sample_rate(int(sample_rate), shown(path))
     mono = to_mono(samples)
     if not np.all(np.isfinite(mono)):
         raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
@@ -80,7 +72,7 @@ def audio_info(path: str | Path) -> Any:
         raise unreadable(path, error) from None
     if info.frames == 0:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
-    check_file_rate(path, int(info.samplerate))
+    check_sample_rate(int(info.samplerate), shown(path))
     return info
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ser_stream import __version__
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.rtp import RtpConfig, listen_host
 
@@ -30,6 +30,24 @@ def whole_number(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
         return value
+
+    return parse
+
+
+def output_file(suffix: str) -> Callable[[str], Path]:
+    """An argparse type: a ``suffix`` file to write, in a folder that exists, found out before any work.
+
+    The suffix matters where a tool writes companions beside the file (a model's
+    .json metadata, a benchmark's .json figures): a wrong one would overwrite them.
+    """
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() != suffix or path.is_dir():
+            raise argparse.ArgumentTypeError(f"{shown(text)}: not a {suffix} file to write")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{shown(text)}: no folder {shown(path.parent)} to write it in")
+        return path
 
     return parse
 

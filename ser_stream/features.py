@@ -65,10 +65,11 @@ MIN_INPUT_RATE = 1_000
 MAX_INPUT_RATE = 1_000_000
 
 
-def check_sample_rate(sample_rate: int) -> None:
-    """Refuse a sample rate this code cannot turn into the model's input (callers prefix the input's name)."""
+def check_sample_rate(sample_rate: int, source: str | None = None) -> None:
+    """Refuse a sample rate this code cannot turn into the model's input; the error names ``source`` when given."""
     if not MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE:
-        raise AudioInputError(f"sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE} Hz, the rates this reads")
+        named = f"{source}: " if source else ""
+        raise AudioInputError(f"{named}sample rate {sample_rate} Hz is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE} Hz, the rates this reads")
 
 
 def resample_to_canonical(audio: NDArray[np.floating], sample_rate: int) -> NDArray[np.float32]:

@@ -105,10 +105,7 @@ class StdinSource:
     def __init__(self, sample_rate: int, channels: int = 1, stream: BinaryIO | None = None) -> None:
         if channels <= 0:
             raise AudioInputError(f"stdin: channels {channels} must be positive")
-        try:
-            check_sample_rate(sample_rate)
-        except AudioInputError as error:
-            raise AudioInputError(f"stdin: {error}") from None
+        check_sample_rate(sample_rate, "stdin")
         self.sample_rate, self.channels = sample_rate, channels
         self.stream = stream if stream is not None else sys.stdin.buffer
 
@@ -162,10 +159,7 @@ class MicSource:
             what = f"mic:{device}: no such input device" if device else "mic: no default input device"
             raise AudioInputError(f"{what} ({error}); `ser-stream devices` lists them") from None
         self.sample_rate = int(sample_rate or info["default_samplerate"])
-        try:
-            check_sample_rate(self.sample_rate)
-        except AudioInputError as error:
-            raise AudioInputError(f"mic:{device}: {error}") from None
+        check_sample_rate(self.sample_rate, f"mic:{device}")
         self.sounddevice = sounddevice
         self.policy = policy or DevicePolicy()
         self.failures: list[str] = []

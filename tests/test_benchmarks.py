@@ -55,7 +55,7 @@ def test_comparing_needs_two_models(shipped_model, capsys):
     assert stopped.value.code == 2 and "at least two models" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("out, reason", [("figures.json", "is not a .wav file name"), ("/no/such/folder/calls.wav", "no folder")])
+@pytest.mark.parametrize("out, reason", [("figures.json", "not a .wav file to write"), ("/no/such/folder/calls.wav", "no folder")])
 def test_the_calls_audio_path_is_checked_before_anything_is_timed(shipped_model, capsys, out, reason):
     from benchmarks.compare_models import main as compare_main
 

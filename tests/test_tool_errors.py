@@ -139,22 +139,28 @@ def test_a_to_that_is_not_an_onnx_file_name_is_refused_before_anything_is_writte
     to = tmp_path / "model.json"  # its metadata would be written over it
     members = [str(shipped_model)] * (2 if module == "training.ensemble" else 1)
     line = refusal(module, [*members, "--to", str(to)], capsys)
-    assert line == f"python -m {module}: error: --to {to}: not an .onnx file to write"
+    assert line == f"python -m {module}: error: argument --to: {to}: not a .onnx file to write"
     assert not to.exists()
 
 
 @pytest.mark.parametrize(
     "module, arguments, reason",
     [
-        ("benchmarks", ["--model", "{model}", "--out", "{missing}/bench.md"], "--out {missing}/bench.md: no folder {missing} to write it in"),
+        ("benchmarks", ["--model", "{model}", "--out", "{missing}/bench.md"], "argument --out: {missing}/bench.md: no folder {missing} to write it in"),
+        ("benchmarks", ["--model", "{model}", "--out", "{tmp}/bench.json"], "argument --out: {tmp}/bench.json: not a .md file to write"),
+        ("benchmarks.monitor_e2e", ["--out", "{tmp}/clips.flac"], "argument --out: {tmp}/clips.flac: not a .wav file to write"),
+        ("benchmarks.capacity", ["--out", "{missing}/calls.wav"], "argument --out: {missing}/calls.wav: no folder {missing} to write it in"),
         ("benchmarks", ["--model", "{model}", "--keras", "{missing}.keras", "--out", "{tmp}/bench.md"], "--keras {missing}.keras: no such file"),
         ("benchmarks.components", ["--model", "{model}", "--keras", "{missing}.keras"], "--keras {missing}.keras: no such file"),
-        ("benchmarks.soak", ["--json", "{missing}/soak.json", "--folder", "{tmp}/soak"], "--json {missing}/soak.json: no folder {missing} to write it in"),
+        ("benchmarks.soak", ["--json", "{missing}/soak.json", "--folder", "{tmp}/soak"], "argument --json: {missing}/soak.json: no folder {missing} to write it in"),
+        ("benchmarks.soak", ["--json", "{tmp}", "--folder", "{tmp}/soak"], "argument --json: {tmp}: not a .json file to write"),
         ("benchmarks.soak", ["--folder", "{tmp}/file"], "--folder {tmp}/file: cannot make the folder (File exists)"),
-        ("training.calibrate", ["{tmp}/a.json", "{tmp}/b.json", "--out", "{missing}/weights.json"], "--out {missing}/weights.json: no folder {missing} to write it in"),
-        ("training.pool", ["{tmp}/a.json", "--png", "{missing}/pooled.png"], "--png {missing}/pooled.png: no folder {missing} to draw it in"),
+        ("training.calibrate", ["{tmp}/a.json", "{tmp}/b.json", "--out", "{missing}/weights.json"], "argument --out: {missing}/weights.json: no folder {missing} to write it in"),
+        ("training.pool", ["{tmp}/a.json", "--png", "{missing}/pooled.png"], "argument --png: {missing}/pooled.png: no folder {missing} to write it in"),
+        ("training.pool", ["{tmp}/a.json", "--png", "{tmp}/pooled.svg"], "argument --png: {tmp}/pooled.svg: not a .png file to write"),
     ],
-    ids=["suite-out", "suite-keras", "components-keras", "soak-json", "soak-folder", "calibrate-out", "pool-png"],
+    ids=["suite-out", "suite-out-suffix", "e2e-out-suffix", "capacity-out", "suite-keras", "components-keras", "soak-json", "soak-json-folder",
+         "soak-folder", "calibrate-out", "pool-png", "pool-png-suffix"],
 )
 def test_an_output_folder_or_side_file_that_is_not_there_is_one_line_before_any_work(module, arguments, reason, shipped_model, tmp_path, capsys, no_part_runs):
     (tmp_path / "file").write_text("a file where the soak wants its folder")

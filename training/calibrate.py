@@ -26,6 +26,7 @@ import scipy.optimize
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import shown
 from training import evaluate
 from training.reports import ReportError, read_json, require_keys
@@ -123,15 +124,13 @@ def read_reports_or_exit(parser: argparse.ArgumentParser, paths: list[Path], var
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path, nargs="+", help="training.score --out reports, one per fold")
     parser.add_argument("--variant", default="clean", choices=["clean", "telephone"])
-    parser.add_argument("--out", type=Path, default=None, help="also write the result here as JSON")
+    parser.add_argument("--out", type=output_file(".json"), default=None, help="also write the result here as JSON")
     args = parser.parse_args(argv)
     if len(args.reports) < 2:
         parser.exit(2, f"{parser.prog}: error: cross-validation needs at least two fold reports\n")
-    if args.out is not None and not args.out.parent.is_dir():
-        parser.exit(2, f"{parser.prog}: error: --out {shown(args.out)}: no folder {shown(args.out.parent)} to write it in\n")
     folds = read_reports_or_exit(parser, args.reports, args.variant)
     rows = cross_validate(folds)
     for row in rows:

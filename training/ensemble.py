@@ -16,7 +16,6 @@ members' fold models scored together on held-out actors.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import helper
 
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import ModelError, SerStreamError, shown
 from ser_stream.model import (
     DEFAULT_MODEL,
@@ -168,13 +168,11 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m training.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("members", type=Path, nargs="+", help="member model.onnx files (each with its metadata)")
-    parser.add_argument("--to", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--to", type=output_file(".onnx"), default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="training.score --out reports of the members' fold models together")
     args = parser.parse_args(argv)
-    if args.to.suffix != ".onnx" or args.to.is_dir():  # the metadata goes beside it as .json: a .json --to would be overwritten
-        parser.exit(2, f"{parser.prog}: error: --to {shown(args.to)}: not an .onnx file to write\n")
     try:
         result = build(args.members, args.to, args.evidence)
     except SerStreamError as error:

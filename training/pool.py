@@ -11,13 +11,12 @@ The reports are ``training.score --out`` files holding every clip's window outpu
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ser_stream.errors import shown
+from ser_stream.cli import OneLineParser, output_file
 from training import evaluate
 from training.calibrate import HeldOutClips, read_reports_or_exit
 
@@ -32,13 +31,11 @@ def pooled_confusion(folds: list[HeldOutClips]) -> NDArray[np.int64]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.pool", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m training.pool", description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path, nargs="+", help="training.score --out reports, one per fold")
     parser.add_argument("--variant", default="clean", choices=["clean", "telephone"])
-    parser.add_argument("--png", type=Path, default=None, help="also draw the matrix as a heatmap here")
+    parser.add_argument("--png", type=output_file(".png"), default=None, help="also draw the matrix as a heatmap here")
     args = parser.parse_args(argv)
-    if args.png is not None and not args.png.parent.is_dir():
-        parser.exit(2, f"{parser.prog}: error: --png {shown(args.png)}: no folder {shown(args.png.parent)} to draw it in\n")
     folds = read_reports_or_exit(parser, args.reports, args.variant)
     matrix = pooled_confusion(folds)
     title = f"{args.variant}, {len(folds)} folds pooled"

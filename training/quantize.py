@@ -13,7 +13,6 @@ stdout and to ``model.int8.quantization.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
+from ser_stream.cli import OneLineParser
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, model_input, resample_to_canonical
@@ -88,7 +88,7 @@ def speed_ms(models: dict[str, onnxruntime.InferenceSession], windows: NDArray[n
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.quantize", description="int8 static quantisation, judged against fp32 on held-out speakers")
+    parser = OneLineParser(prog="python -m training.quantize", description="int8 static quantisation, judged against fp32 on held-out speakers")
     parser.add_argument("model", type=Path)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--test-actors", type=int, nargs="+", required=True, help="speakers the model never heard")

@@ -10,7 +10,6 @@ whether an ensemble is worth its inference cost.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
+from ser_stream.cli import OneLineParser
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
@@ -58,7 +58,7 @@ def score(models: list[EmotionModel], clips: list, window: WindowConfig, variant
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.score", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m training.score", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", required=True, help="held-out actors to score on")
     parser.add_argument("--model", type=Path, action="append", required=True, help="repeat for an ensemble")

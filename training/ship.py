@@ -6,24 +6,22 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from ser_stream.errors import SerStreamError, shown
+from ser_stream.cli import OneLineParser, output_file
+from ser_stream.errors import SerStreamError
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
 from training.reports import read_json, require_keys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.ship")
+    parser = OneLineParser(prog="python -m training.ship")
     parser.add_argument("split", type=Path, help="a run's split folder holding model.onnx and model.json, or an .onnx file beside its metadata")
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="metrics.json files of held-out evaluations of the same recipe")
-    parser.add_argument("--to", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--to", type=output_file(".onnx"), default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
     args = parser.parse_args(argv)
-    if args.to.suffix != ".onnx" or args.to.is_dir():  # the metadata goes beside it as .json: a .json --to would be overwritten
-        parser.exit(2, f"{parser.prog}: error: --to {shown(args.to)}: not an .onnx file to write\n")
     source = args.split if args.split.suffix == ".onnx" else args.split / "model.onnx"
     evidence = {}
     try:
