@@ -623,3 +623,66 @@ def test_mixup_blends_each_image_target_and_weight_with_one_partner_its_own_shar
     assert blended > 0
     images, targets, _ = TrainingBatches(features, np.arange(clips), RECIPES["improved"], config)[0]
     assert set(np.unique(targets)) == {0.0, 1.0}
+
+
+def test_gradient_reversal_passes_values_unchanged_and_returns_the_gradient_negated_and_scaled():
+    import tensorflow as tf
+
+    from training.network import GradientReversal
+
+    reversal = GradientReversal()
+    features = tf.constant(np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    reversal.build(features.shape)
+    reversal.strength.assign(0.3)
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        passed = reversal(features)
+        loss = tf.reduce_sum(passed * 2.0)
+    np.testing.assert_array_equal(passed.numpy(), features.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, features).numpy(), -0.3 * 2.0, atol=1e-6)
+
+
+def test_a_speaker_adversary_learns_the_training_actors_and_is_left_out_of_the_exported_network():
+    from pathlib import Path
+
+    from training.network import SPEAKER_OUTPUT, build_model, emotion_network
+    from training.recipes import RECIPES
+    from training.train import SpeakerAdversaryRamp, TrainConfig, TrainingBatches
+
+    recipe = RECIPES["improved-advspk"]
+    clips = 8
+    features = clean_windows(np.random.default_rng(0).random((clips * 2, 260, 270)), clips)
+    features.clip_actors[:] = [1, 1, 4, 4, 9, 9, 12, 12]
+    training_clips = np.array([0, 1, 2, 3, 4, 5])  # actors 1, 4, 9: three speakers to tell apart
+    batches = TrainingBatches(features, training_clips, recipe, TrainConfig(data=Path("unused"), out=Path("unused"), batch_size=6))
+    images, targets, weights = batches[0]
+    assert list(batches.speakers) == [1, 4, 9] and set(targets) == set(weights) == {"probabilities", SPEAKER_OUTPUT}
+    actors = features.clip_actors[features.window_clip[[window for window, _ in batches.epoch_picks[:6]]]]
+    np.testing.assert_array_equal(targets[SPEAKER_OUTPUT].argmax(axis=1), np.searchsorted([1, 4, 9], actors))
+
+    model = build_model(recipe, speakers=len(batches.speakers))
+    outputs = model(images)
+    assert outputs[SPEAKER_OUTPUT].shape == (6, 3) and outputs["probabilities"].shape == (6, 8)
+    network = emotion_network(model)
+    assert network.input_shape == (None, 260, 270, 1) and network.output_shape == (None, 8)
+    np.testing.assert_allclose(network(images).numpy(), outputs["probabilities"].numpy(), atol=1e-6)
+    assert len(build_model(recipe).outputs) == 1 and len(build_model(RECIPES["improved"], speakers=3).outputs) == 1
+
+    ramp = SpeakerAdversaryRamp(recipe.speaker_adversary, total_epochs=40)
+    strengths = [ramp.strength_at(epoch) for epoch in range(40)]
+    assert strengths[0] == 0 and all(a < b for a, b in zip(strengths, strengths[1:])) and 0.99 * recipe.speaker_adversary < strengths[-1] < recipe.speaker_adversary
+
+
+def test_a_run_with_a_speaker_adversary_exports_the_runtime_contract_with_parity(tiny_ravdess, tmp_path):
+    from ser_stream.inference import EmotionModel
+    from training.__main__ import main
+
+    out = tmp_path / "adversary"
+    assert main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "improved-advspk", "--protocol", "random", "--epochs", "2",
+                 "--batch-size", "8", "--max-clips", "4", "--cache-dir", str(tmp_path / "cache")]) == 0
+    metrics = json.loads((out / "random" / "metrics.json").read_text())
+    assert metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    model = EmotionModel(out / "random" / "model.onnx", provider="cpu")
+    assert model.predict(np.zeros((2, 260, 270, 1), np.float32)).shape == (2, 8)
+    state = json.loads((out / "random" / "checkpoints" / "state.json").read_text())
+    assert {"speaker_loss", "probabilities_accuracy"} <= set(state["history"])

@@ -104,10 +104,10 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "val_loss"):
+    for key in ("loss", "val_loss", "probabilities_loss", "speaker_loss"):
         if history.get(key):
             loss_axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
-    for key in ("accuracy", "val_clip_accuracy", "val_mean_per_class_accuracy"):
+    for key in ("accuracy", "probabilities_accuracy", "speaker_accuracy", "val_clip_accuracy", "val_mean_per_class_accuracy"):
         if history.get(key):
             score_axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
     loss_axes.set_xlabel("epoch")

@@ -75,7 +75,27 @@ class SpectralMeanChannel(layers.Layer):
         return keras.ops.concatenate([inputs, centred], axis=-1)
 
 
-def build_model(recipe: Recipe, seed: int = 0) -> keras.Model:
+@keras.saving.register_keras_serializable(package="ser_stream")
+class GradientReversal(layers.Layer):
+    """The identity going forward; going back, the gradient times ``-strength`` (Ganin & Lempitsky 2015).
+
+    Below it, the network is pushed to make what the layer above learns (here,
+    who is speaking) harder to learn. ``strength`` is a weight, not a constant,
+    so a callback can ramp it up as training goes; it is saved with the model.
+    """
+
+    def build(self, input_shape):
+        self.strength = self.add_weight(shape=(), initializer="zeros", trainable=False, name="strength")
+
+    def call(self, inputs):
+        held = keras.ops.stop_gradient(inputs)
+        return held - self.strength * (inputs - held)  # forward: exactly the input; backward: -strength
+
+
+SPEAKER_OUTPUT = "speaker"
+
+
+def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model:
     """Conv 32 → pool → conv 64 → pool → conv 32 → pool, flatten, dense ReLU, softmax over 8.
 
     5×5 kernels without padding; 5×5 max-pools with stride 3 (overlapping pools
@@ -84,6 +104,11 @@ def build_model(recipe: Recipe, seed: int = 0) -> keras.Model:
     convolution and strides its first convolution by 2: the 5×5 kernel still
     sees every pixel, and the network costs about a quarter of the paper's, which
     is what lets a 2-core machine train it and serve 50 streams.
+
+    A recipe with a speaker adversary and ``speakers`` > 0 gets a second output,
+    ``speaker``: which of the training actors is speaking, read from the dense
+    layer through a ``GradientReversal``. It exists for training only;
+    ``emotion_network`` is the network that is evaluated and exported.
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=(N_BINS, N_FRAMES, 1), name="spectrogram")
@@ -100,7 +125,19 @@ def build_model(recipe: Recipe, seed: int = 0) -> keras.Model:
         x = layers.MaxPooling2D(pool_size=5, strides=3)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.25)(x)
-    x = layers.Dense(DENSE_UNITS, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
+    dense = layers.Dense(DENSE_UNITS, activation="relu")(x)
+    x = layers.Dropout(0.5)(dense)
     outputs = layers.Dense(len(EMOTIONS), activation="softmax", name="probabilities")(x)
+    if recipe.speaker_adversary > 0 and speakers > 0:
+        reversed_features = GradientReversal(name="speaker_gradient_reversal")(dense)
+        guess = layers.Dense(DENSE_UNITS // 2, activation="relu")(reversed_features)
+        speaker = layers.Dense(speakers, activation="softmax", name=SPEAKER_OUTPUT)(guess)
+        return keras.Model(inputs, {"probabilities": outputs, SPEAKER_OUTPUT: speaker}, name=f"mittal2021_{recipe.name}")
     return keras.Model(inputs, outputs, name=f"mittal2021_{recipe.name}")
+
+
+def emotion_network(model: keras.Model) -> keras.Model:
+    """The model as the runtime sees it: spectrogram in, probabilities out (a training-only speaker head left off)."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs[0], model.get_layer("probabilities").output, name=model.name)

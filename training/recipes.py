@@ -30,6 +30,7 @@ class Recipe:
     frequency_warp: float = 0.0  # vocal tract length perturbation: factors drawn from 1 ± this
     spectral_mean_channel: bool = False  # a second input channel with each frequency's window mean removed
     mel_rows: bool = False  # the network first resamples the input's linear frequency rows onto the mel scale
+    speaker_adversary: float = 0.0  # gradient reversal strength of a head that learns who is speaking (0: no head)
 
 
 RECIPES = {
@@ -73,3 +74,7 @@ RECIPES["improved-specaug"] = replace(RECIPES["improved"], name="improved-specau
 # Experimental: the improved recipe with mixup (alpha 0.2): each training image and its target blended with
 # another of the batch, the image's own share at least half. Tried at 40 epochs: see docs/results.md.
 RECIPES["improved-mixup"] = replace(RECIPES["improved"], name="improved-mixup", mixup_alpha=0.2)
+# Experimental: the improved recipe with a speaker adversary: a head learns which training actor is speaking
+# from the dense layer, and its gradient reaches the network reversed (strength ramped to 0.3), so the
+# features emotion is read from carry as little of the speaker as the network can manage. Dropped at export.
+RECIPES["improved-advspk"] = replace(RECIPES["improved"], name="improved-advspk", speaker_adversary=0.3)

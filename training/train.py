@@ -24,7 +24,7 @@ from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.config import TrainConfig
 from training.dataset import VARIANTS, FeatureSet, build_features
 from training.export import export_onnx, parity, write_metadata
-from training.network import build_model
+from training.network import SPEAKER_OUTPUT, GradientReversal, build_model, emotion_network
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe
 
@@ -147,6 +147,8 @@ class TrainingBatches(keras.utils.PyDataset):
         candidates = features.windows_of(clips, recipe.variants)
         self.windows_by_clip = [candidates[features.window_clip[candidates] == c] for c in clips]
         self.labels = features.clip_labels[clips]
+        # The speaker adversary's classes: the training clips' actors, in order.
+        self.speakers = np.unique(features.clip_actors[clips]) if recipe.speaker_adversary > 0 else np.zeros(0, np.int32)
         counts = np.bincount(self.labels, minlength=len(EMOTIONS)).astype(np.float64)
         weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
         self.class_weight = weights if recipe.class_weights else np.ones(len(EMOTIONS))
@@ -163,7 +165,8 @@ class TrainingBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return int(np.ceil(len(self.epoch_picks) / self.config.batch_size))
 
-    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], Any, Any]:
+        """Images, targets and sample weights; with a speaker adversary, targets and weights are per output."""
         batch = self.epoch_picks[index * self.config.batch_size : (index + 1) * self.config.batch_size]
         images = []
         for window, _ in batch:
@@ -183,13 +186,19 @@ class TrainingBatches(keras.utils.PyDataset):
             soft = np.mean([teacher.predict(x) for teacher in self.teachers], axis=0)
             y = (1 - self.config.distill_weight) * y + self.config.distill_weight * soft
         weights = self.class_weight[labels].astype(np.float32)
+        actors = self.features.clip_actors[self.features.window_clip[[window for window, _ in batch]]]
+        speakers = keras.utils.to_categorical(np.searchsorted(self.speakers, actors), len(self.speakers)).astype(np.float32) if len(self.speakers) else None
         if self.recipe.mixup_alpha > 0:
             mix = self.rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha, size=len(batch)).astype(np.float32)
             mix = np.maximum(mix, 1 - mix)
             partner = self.rng.permutation(len(batch))
             x = mix[:, None, None, None] * x + (1 - mix[:, None, None, None]) * x[partner]
             y = mix[:, None] * y + (1 - mix[:, None]) * y[partner]
+            if speakers is not None:
+                speakers = mix[:, None] * speakers + (1 - mix[:, None]) * speakers[partner]
             weights = mix * weights + (1 - mix) * weights[partner]
+        if speakers is not None:
+            return x, {"probabilities": y, SPEAKER_OUTPUT: speakers}, {"probabilities": weights, SPEAKER_OUTPUT: np.ones_like(weights)}
         return x, y, weights
 
 
@@ -240,10 +249,32 @@ class ClipValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None or len(self.clips) == 0:
             return
-        recalibrate_batch_norm(self.model, self.features, self.train_clips, batches=6, seed=epoch)
-        result, _ = clip_scores(self.model, self.features, self.clips)
+        network = emotion_network(self.model)
+        recalibrate_batch_norm(network, self.features, self.train_clips, batches=6, seed=epoch)
+        result, _ = clip_scores(network, self.features, self.clips)
         logs["val_mean_per_class_accuracy"] = result["mean_per_class_accuracy"]
         logs["val_clip_accuracy"] = result["accuracy"]
+
+
+class SpeakerAdversaryRamp(keras.callbacks.Callback):
+    """Raises the gradient reversal's strength from 0 towards the recipe's over the run (DANN's schedule).
+
+    Early on the speaker head has learnt nothing worth reversing; full strength
+    from the first step only adds noise to features that do not exist yet.
+    """
+
+    def __init__(self, strength: float, total_epochs: int) -> None:
+        super().__init__()
+        self.strength, self.total_epochs = strength, total_epochs
+
+    def strength_at(self, epoch: int) -> float:
+        progress = epoch / max(1, self.total_epochs)
+        return float(self.strength * (2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for layer in self.model.layers:
+            if isinstance(layer, GradientReversal):
+                layer.strength.assign(self.strength_at(epoch))
 
 
 class WeightAverage(keras.callbacks.Callback):
@@ -342,7 +373,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model = keras.models.load_model(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
-        model = build_model(recipe, network_seed(config))
+        model = build_model(recipe, network_seed(config), speakers=len(batches.speakers))
         if earlier is not None:
             # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
             start_from = earlier[0]
@@ -354,11 +385,15 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         learning_rate: Any = recipe.learning_rate
         if recipe.cosine_decay:
             learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-            metrics=["accuracy"],
-        )
+        emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+        if len(batches.speakers):
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss={"probabilities": emotion_loss, SPEAKER_OUTPUT: keras.losses.CategoricalCrossentropy()},
+                metrics={"probabilities": ["accuracy"], SPEAKER_OUTPUT: ["accuracy"]},
+            )
+        else:
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=emotion_loss, metrics=["accuracy"])
     callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation, split.train)]
     has_validation = len(split.validation) > 0
     if has_validation:
@@ -366,6 +401,8 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_mean_per_class_accuracy", mode="max", save_best_only=True),
             keras.callbacks.EarlyStopping(monitor="val_mean_per_class_accuracy", mode="max", patience=config.patience),
         ]
+    if len(batches.speakers):
+        callbacks.append(SpeakerAdversaryRamp(recipe.speaker_adversary, config.epochs))
     callbacks.append(RunState(checkpoints, history, config.epochs))
     averaging = None
     if config.keep == "average":
@@ -381,6 +418,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         if averaging.count == 0:
             raise SerStreamError(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
         model.set_weights(averaging.averaged())
+    model = emotion_network(model)  # what is evaluated, saved and exported: the speaker head was for training only
     recalibrate_batch_norm(model, features, split.train)
     model.save(folder / "model.keras")
 
