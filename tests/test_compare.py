@@ -1,0 +1,59 @@
+"""``python -m training.compare``: a recipe screen's table from the runs' metrics.json files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.compare import main
+
+
+def write_fold(run: Path, fold: int, clean: float, telephone: float, fitted: float | None, head: bool = False) -> None:
+    folder = run / f"fold{fold}-actors-01-02"
+    (folder / "checkpoints").mkdir(parents=True)
+    metrics = {"split": folder.name}
+    for variant, score in (("clean", clean), ("telephone", telephone)):
+        metrics[f"test_{variant}"] = {"mean_per_class_accuracy": score, "accuracy": score + 0.01}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    if fitted is not None:
+        key = "probabilities_accuracy" if head else "accuracy"
+        (folder / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 2, "history": {key: [0.1, fitted]}}))
+
+
+def test_runs_are_compared_on_the_folds_all_have_finished_with_means_and_training_fit(tmp_path, capsys):
+    baseline, screen = tmp_path / "baseline", tmp_path / "screen"
+    for fold, score in enumerate((0.50, 0.60, 0.40)):
+        write_fold(baseline, fold, score, score - 0.02, 0.62)
+    write_fold(screen, 0, 0.56, 0.55, 0.67, head=True)
+    write_fold(screen, 2, 0.44, 0.40, None)  # a run whose checkpoints were cleaned away
+    assert main([str(baseline), str(screen)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| mean per-class | fold 0 | fold 2 | mean | accuracy | telephone | training accuracy per window |"
+    assert lines[2] == f"| {baseline} | 50.0 % | 40.0 % | **45.0 %** | 46.0 % | 43.0 % | 0.62 / 0.62 |"
+    assert lines[3] == f"| {screen} | 56.0 % | 44.0 % | **50.0 %** | 51.0 % | 47.5 % | 0.67 / – |"
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda tmp: tmp / "missing", "{run}: not a run folder"),
+        (lambda tmp: tmp, "{run}: no finished fold (no fold*-*/metrics.json)"),
+    ],
+    ids=["missing", "empty"],
+)
+def test_a_run_folder_without_finished_folds_is_one_line(tmp_path, capsys, make, reason):
+    run = make(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run)])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and error == f"python -m training.compare: error: {reason.format(run=run)}\n"
+
+
+def test_runs_without_a_fold_in_common_are_one_line(tmp_path, capsys):
+    write_fold(tmp_path / "a", 0, 0.5, 0.5, 0.6)
+    write_fold(tmp_path / "b", 1, 0.5, 0.5, 0.6)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert stopped.value.code == 2 and "no finished fold in common" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""Compare training runs fold by fold on held-out speakers: a recipe screen's table, from the runs' metrics.json.
+
+    python -m training.compare runs/improved-actors-e40-last runs/improved-advspk-actors-e40
+
+The first run is the baseline; every run is shown on the folds all of them have
+finished (a screen in progress compares like with like), clean and through the
+telephone chain, with the training accuracy per window each ended at.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ser_stream.cli import OneLineParser
+from ser_stream.errors import shown
+from training.reports import ReportError, read_json, require_keys
+
+FOLD_FOLDER = re.compile(r"fold(\d+)-")
+VARIANTS = ("clean", "telephone")
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold of one run: mean per-class and clip accuracy per variant, and how well it fitted its training windows."""
+
+    fold: int
+    mean_per_class: dict[str, float]
+    accuracy: dict[str, float]
+    training_accuracy: float | None
+
+
+def read_run(run: Path) -> dict[int, FoldResult]:
+    """Every finished fold of a run folder (``fold<K>-…/metrics.json``); ``ReportError`` if it has none."""
+    if not run.is_dir():
+        raise ReportError(f"{shown(run)}: not a run folder")
+    folds: dict[int, FoldResult] = {}
+    for metrics_path in sorted(run.glob("fold*-*/metrics.json")):
+        match = FOLD_FOLDER.match(metrics_path.parent.name)
+        if match is None:
+            continue
+        what = "a training run's metrics.json"
+        metrics = require_keys(read_json(metrics_path, what), metrics_path, what, ("test_clean",))
+        state_path = metrics_path.parent / "checkpoints" / "state.json"
+        history = read_json(state_path, "a run's checkpoint state").get("history", {}) if state_path.is_file() else {}
+        fitted = history.get("probabilities_accuracy") or history.get("accuracy")  # a run with a speaker head names its outputs
+        folds[int(match.group(1))] = FoldResult(
+            fold=int(match.group(1)),
+            mean_per_class={v: 100 * metrics[f"test_{v}"]["mean_per_class_accuracy"] for v in VARIANTS if f"test_{v}" in metrics},
+            accuracy={v: 100 * metrics[f"test_{v}"]["accuracy"] for v in VARIANTS if f"test_{v}" in metrics},
+            training_accuracy=fitted[-1] if fitted else None,
+        )
+    if not folds:
+        raise ReportError(f"{shown(run)}: no finished fold (no fold*-*/metrics.json)")
+    return folds
+
+
+def table(runs: list[Path], results: list[dict[int, FoldResult]]) -> str:
+    """A Markdown table: one row per run, a column per shared fold, then means; clean, then telephone."""
+    shared = sorted(set.intersection(*(set(result) for result in results)))
+    if not shared:
+        raise ReportError("the runs have no finished fold in common")
+    header = "| mean per-class | " + " | ".join(f"fold {fold}" for fold in shared) + " | mean | accuracy | telephone | training accuracy per window |"
+    lines = [header, "|" + "---|" * (len(shared) + 5)]
+
+    def mean(values: list[float]) -> str:
+        """The mean over the shared folds; a dash where a fold lacks the figure."""
+        return f"{sum(values) / len(values):.1f} %" if len(values) == len(shared) else "–"
+
+    for run, result in zip(runs, results):
+        folds = [result[fold] for fold in shared]
+        cells = [f"{fold.mean_per_class['clean']:.1f} %" for fold in folds]
+        fitted = [f"{fold.training_accuracy:.2f}" if fold.training_accuracy is not None else "–" for fold in folds]
+        lines.append(
+            f"| {run} | " + " | ".join(cells)
+            + f" | **{mean([fold.mean_per_class['clean'] for fold in folds])}**"
+            + f" | {mean([fold.accuracy['clean'] for fold in folds])}"
+            + f" | {mean([fold.mean_per_class['telephone'] for fold in folds if 'telephone' in fold.mean_per_class])}"
+            + f" | {' / '.join(fitted)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders (--protocol actors), the baseline first")
+    args = parser.parse_args(argv)
+    try:
+        print(table(args.runs, [read_run(run) for run in args.runs]))
+    except ReportError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
