@@ -232,6 +232,17 @@ def test_a_header_claiming_an_absurd_sample_rate_is_one_line_and_the_other_files
     assert lines[2]["windows"] >= 1
 
 
+@pytest.mark.parametrize("rate", [3, 100_000_000])
+def test_a_live_source_at_an_absurd_rate_is_refused_naming_the_source(rate):
+    import io
+
+    from ser_stream.sources import StdinSource
+
+    with pytest.raises(AudioInputError) as refused:
+        StdinSource(rate, stream=io.BytesIO())
+    assert str(refused.value) == f"stdin: sample rate {rate} Hz is outside 1000–1000000 Hz, the rates this reads"
+
+
 def test_a_file_name_that_is_not_utf8_is_read_as_it_is(tmp_path):
     name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 on a UTF-8 system: a surrogate in Python's str
     path = os.path.join(os.fsdecode(tmp_path), name)
