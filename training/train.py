@@ -165,6 +165,11 @@ class TrainingBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return int(np.ceil(len(self.epoch_picks) / self.config.batch_size))
 
+    def speaker_targets(self, batch: list[tuple[int, int]]) -> NDArray[np.float32]:
+        """One-hot: which training actor speaks in each window of the batch (the speaker adversary's target)."""
+        actors = self.features.clip_actors[self.features.window_clip[[window for window, _ in batch]]]
+        return keras.utils.to_categorical(np.searchsorted(self.speakers, actors), len(self.speakers)).astype(np.float32)
+
     def __getitem__(self, index: int) -> tuple[NDArray[np.float32], Any, Any]:
         """Images, targets and sample weights; with a speaker adversary, targets and weights are per output."""
         batch = self.epoch_picks[index * self.config.batch_size : (index + 1) * self.config.batch_size]
@@ -186,8 +191,7 @@ class TrainingBatches(keras.utils.PyDataset):
             soft = np.mean([teacher.predict(x) for teacher in self.teachers], axis=0)
             y = (1 - self.config.distill_weight) * y + self.config.distill_weight * soft
         weights = self.class_weight[labels].astype(np.float32)
-        actors = self.features.clip_actors[self.features.window_clip[[window for window, _ in batch]]]
-        speakers = keras.utils.to_categorical(np.searchsorted(self.speakers, actors), len(self.speakers)).astype(np.float32) if len(self.speakers) else None
+        speakers = self.speaker_targets(batch) if len(self.speakers) else None
         if self.recipe.mixup_alpha > 0:
             mix = self.rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha, size=len(batch)).astype(np.float32)
             mix = np.maximum(mix, 1 - mix)
@@ -246,12 +250,14 @@ class ClipValidation(keras.callbacks.Callback):
         super().__init__()
         self.features, self.clips, self.train_clips = features, clips, train_clips
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.network = emotion_network(self.model)  # the layers it shares train on; built once, not every epoch
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None or len(self.clips) == 0:
             return
-        network = emotion_network(self.model)
-        recalibrate_batch_norm(network, self.features, self.train_clips, batches=6, seed=epoch)
-        result, _ = clip_scores(network, self.features, self.clips)
+        recalibrate_batch_norm(self.network, self.features, self.train_clips, batches=6, seed=epoch)
+        result, _ = clip_scores(self.network, self.features, self.clips)
         logs["val_mean_per_class_accuracy"] = result["mean_per_class_accuracy"]
         logs["val_clip_accuracy"] = result["accuracy"]
 
