@@ -57,3 +57,30 @@ def test_runs_without_a_fold_in_common_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([str(tmp_path / "a"), str(tmp_path / "b")])
     assert stopped.value.code == 2 and "no finished fold in common" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda fold: (fold / "metrics.json").write_text("[1, 2]"), "{fold}/metrics.json: not a training run's metrics.json (not a JSON object)"),
+        (lambda fold: (fold / "metrics.json").write_text('{"test_clean": 0.5}'), "{fold}/metrics.json: not a training run's metrics.json (test_clean.mean_per_class_accuracy is not a number)"),
+        (
+            lambda fold: (fold / "metrics.json").write_text('{"test_clean": {"mean_per_class_accuracy": 0.5, "accuracy": 0.5}, "test_telephone": {"mean_per_class_accuracy": "high", "accuracy": 0.5}}'),
+            "{fold}/metrics.json: not a training run's metrics.json (test_telephone.mean_per_class_accuracy is not a number)",
+        ),
+        (lambda fold: (fold / "checkpoints" / "state.json").write_text('"done"'), "{fold}/checkpoints/state.json: not a run's checkpoint state (not a JSON object)"),
+        (
+            lambda fold: (fold / "checkpoints" / "state.json").write_text('{"epoch": 2, "history": {"accuracy": [0.1, null]}}'),
+            "{fold}/checkpoints/state.json: not a run's checkpoint state ('history' is not lists of numbers by metric)",
+        ),
+    ],
+    ids=["metrics-not-an-object", "score-not-a-section", "score-not-a-number", "state-not-an-object", "history-with-a-gap"],
+)
+def test_a_damaged_metrics_or_state_file_is_one_line_naming_it(tmp_path, capsys, damage, reason):
+    run = tmp_path / "run"
+    write_fold(run, 0, 0.5, 0.5, 0.6)
+    fold = run / "fold0-actors-01-02"
+    damage(fold)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run)])
+    assert stopped.value.code == 2 and capsys.readouterr().err == f"python -m training.compare: error: {reason.format(fold=fold)}\n"

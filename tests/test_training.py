@@ -281,6 +281,48 @@ def test_a_warm_restart_refuses_an_earlier_run_without_the_split_before_training
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda run: (run / "checkpoints" / "state.json").write_text("[]"), "{state}: not a run's checkpoint state (not a JSON object)"),
+        (lambda run: (run / "checkpoints" / "state.json").write_text('{"epoch": "two", "history": {}}'), "{state}: not a run's checkpoint state ('epoch' is not a count of epochs)"),
+        (lambda run: (run / "checkpoints" / "state.json").write_text('{"epoch": 2, "history": {"loss": "low"}}'), "{state}: not a run's checkpoint state ('history' is not lists of numbers by metric)"),
+        (lambda run: (run / "checkpoints" / "state.json").write_bytes(b'{"epoch": 2, "hist'), "{state}: not a run's checkpoint state (not valid JSON)"),
+    ],
+    ids=["not-an-object", "epoch-not-a-count", "history-not-numbers", "truncated"],
+)
+def test_a_resume_from_a_damaged_checkpoint_state_is_one_line_naming_the_file(smoke_run, tiny_ravdess, tmp_path, capsys, damage, reason):
+    import shutil
+
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out / "random")
+    damage(out / "random")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "3", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--resume"])
+    assert stopped.value.code == 2
+    state = out / "random" / "checkpoints" / "state.json"
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason.format(state=state)}"
+
+
+def test_a_warm_restart_refuses_an_earlier_run_whose_metrics_do_not_count_its_epochs(smoke_run, tiny_ravdess, tmp_path, capsys):
+    import shutil
+
+    from training.__main__ import main
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(smoke_run, earlier / "random")
+    metrics_path = earlier / "random" / "metrics.json"
+    metrics_path.write_text(json.dumps(dict(json.loads(metrics_path.read_text()), epochs_run="2")))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "paper", "--protocol", "random", "--epochs", "0", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(earlier)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --init-from {earlier}: {metrics_path}: not a training run's metrics.json ('epochs_run' is not a count of epochs)"
+    )
+
+
 def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_it_as_evidence(smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
     from dataclasses import replace
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ser_stream.cli import OneLineParser
 from ser_stream.errors import shown
-from training.reports import ReportError, read_json, require_keys
+from training.reports import METRICS, ReportError, read_checkpoint_state, read_json, require_keys
 
 FOLD_FOLDER = re.compile(r"fold(\d+)-")
-VARIANTS = ("clean", "telephone")
+COMPARED_VARIANTS = ("clean", "telephone")  # of the variants a run scores (training.dataset.VARIANTS), those a screen is judged on
 
 
 @dataclass(frozen=True)
@@ -40,20 +41,35 @@ def read_run(run: Path) -> dict[int, FoldResult]:
         match = FOLD_FOLDER.match(metrics_path.parent.name)
         if match is None:
             continue
-        what = "a training run's metrics.json"
-        metrics = require_keys(read_json(metrics_path, what), metrics_path, what, ("test_clean",))
-        state_path = metrics_path.parent / "checkpoints" / "state.json"
-        history = read_json(state_path, "a run's checkpoint state").get("history", {}) if state_path.is_file() else {}
-        fitted = history.get("probabilities_accuracy") or history.get("accuracy")  # a run with a speaker head names its outputs
+        metrics = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("test_clean",))
+        scored = [variant for variant in COMPARED_VARIANTS if f"test_{variant}" in metrics]
         folds[int(match.group(1))] = FoldResult(
             fold=int(match.group(1)),
-            mean_per_class={v: 100 * metrics[f"test_{v}"]["mean_per_class_accuracy"] for v in VARIANTS if f"test_{v}" in metrics},
-            accuracy={v: 100 * metrics[f"test_{v}"]["accuracy"] for v in VARIANTS if f"test_{v}" in metrics},
-            training_accuracy=fitted[-1] if fitted else None,
+            mean_per_class={v: 100 * score(metrics, v, "mean_per_class_accuracy", metrics_path) for v in scored},
+            accuracy={v: 100 * score(metrics, v, "accuracy", metrics_path) for v in scored},
+            training_accuracy=training_accuracy(metrics_path.parent / "checkpoints" / "state.json"),
         )
     if not folds:
         raise ReportError(f"{shown(run)}: no finished fold (no fold*-*/metrics.json)")
     return folds
+
+
+def score(metrics: dict[str, Any], variant: str, key: str, path: Path) -> float:
+    """``metrics["test_<variant>"][key]``, a fraction; ``ReportError`` naming the file if it is not a number."""
+    section = metrics[f"test_{variant}"]
+    value = section.get(key) if isinstance(section, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ReportError(f"{shown(path)}: not {METRICS} (test_{variant}.{key} is not a number)")
+    return float(value)
+
+
+def training_accuracy(state_path: Path) -> float | None:
+    """The training accuracy per window of a run's last epoch, from its checkpoint state; None if it kept none."""
+    if not state_path.is_file():
+        return None  # a run whose checkpoints were cleaned away
+    _, history = read_checkpoint_state(state_path)
+    fitted = history.get("probabilities_accuracy") or history.get("accuracy")  # a run with a speaker head names its outputs
+    return fitted[-1] if fitted else None
 
 
 def table(runs: list[Path], results: list[dict[int, FoldResult]]) -> str:

@@ -37,3 +37,23 @@ def require_keys(report: Any, path: Path, what: str, keys: tuple[str, ...]) -> d
     if missing:
         raise ReportError(f"{shown(path)}: not {what} (no {missing[0]!r} key)")
     return report
+
+
+METRICS = "a training run's metrics.json"
+CHECKPOINT_STATE = "a run's checkpoint state"
+
+
+def read_checkpoint_state(path: Path) -> tuple[int, dict[str, list[float]]]:
+    """The epochs done and the per-epoch history a run saved in ``checkpoints/state.json``; ``ReportError`` if it is not that.
+
+    Read by ``--resume`` and by ``training.compare``: a hand-edited or truncated file is one line, not a traceback.
+    """
+    state = require_keys(read_json(path, CHECKPOINT_STATE), path, CHECKPOINT_STATE, ("epoch", "history"))
+    epoch, history = state["epoch"], state["history"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ReportError(f"{shown(path)}: not {CHECKPOINT_STATE} ('epoch' is not a count of epochs)")
+    if not isinstance(history, dict) or not all(
+        isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) for values in history.values()
+    ):
+        raise ReportError(f"{shown(path)}: not {CHECKPOINT_STATE} ('history' is not lists of numbers by metric)")
+    return epoch, {key: [float(v) for v in values] for key, values in history.items()}

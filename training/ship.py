@@ -13,7 +13,7 @@ from pathlib import Path
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
-from training.reports import read_json, require_keys
+from training.reports import METRICS, read_json, require_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metadata: ModelMetadata = load_metadata(source)
         for path in args.evidence:
-            what = "a training run's metrics.json"
-            metrics = require_keys(read_json(path, what), path, what, ("split",))
+            metrics = require_keys(read_json(path, METRICS), path, METRICS, ("split",))
             evidence[str(metrics["split"])] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

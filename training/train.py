@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.inference import EmotionModel
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
@@ -27,6 +27,7 @@ from training.export import export_onnx, parity, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, build_model, emotion_network
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe
+from training.reports import METRICS, read_checkpoint_state, read_json, require_keys
 
 console = Console()
 @dataclass
@@ -103,8 +104,12 @@ def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
     if not model_path.is_file():
         raise SerStreamError(f"--init-from {run_folder}: no model for split {split_name} ({model_path} is missing)")
     metrics_path = run_folder / split_name / "metrics.json"
-    epochs = json.loads(metrics_path.read_text()).get("epochs_run", 0) if metrics_path.is_file() else 0
-    return model_path, int(epochs)
+    if not metrics_path.is_file():
+        return model_path, 0
+    epochs = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("epochs_run",))["epochs_run"]
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise SerStreamError(f"--init-from {run_folder}: {shown(metrics_path)}: not {METRICS} ('epochs_run' is not a count of epochs)")
+    return model_path, epochs
 
 
 def network_seed(config: TrainConfig) -> int:
@@ -374,8 +379,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     earlier = earlier_split(config.init_from, split.name) if config.init_from is not None else None  # (model, its epochs)
     state_file = checkpoints / "state.json"
     if config.resume and state_file.exists() and (checkpoints / "last.keras").exists():
-        state = json.loads(state_file.read_text())
-        initial_epoch, history = int(state["epoch"]), state["history"]
+        initial_epoch, history = read_checkpoint_state(state_file)
         model = keras.models.load_model(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
