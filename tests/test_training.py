@@ -440,6 +440,44 @@ def test_folds_balanced_by_voice_hold_out_as_many_men_as_women_and_every_actor_o
     assert [s.name for s in default][2] == "fold2-actors-01-09-11-13"  # the folds of every run so far, unchanged
 
 
+def test_folds_can_train_on_the_validation_speakers_too_or_on_nested_subsets_of_the_others():
+    from pathlib import Path
+
+    from ser_stream.errors import SerStreamError
+    from training.train import TrainConfig, make_splits
+
+    features = clean_windows(np.zeros((20, 260, 270)), 20)  # one clip for each of actors 1-20
+
+    def actors(split, part):
+        return set(features.clip_actors[getattr(split, part)])
+
+    default = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused")))
+    without_validation = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), validation_actors=0, keep="last"))
+    for ours, theirs in zip(default, without_validation):
+        assert ours.name == theirs.name and np.array_equal(ours.test, theirs.test)  # the same held-out speakers
+        assert len(theirs.validation) == 0 and actors(theirs, "train") == actors(ours, "train") | actors(ours, "validation")
+    smaller = {count: make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), training_actors=count)) for count in (4, 8, 14)}
+    for fold, split in enumerate(default):
+        assert [len(actors(smaller[count][fold], "train")) for count in (4, 8)] == [4, 8]
+        assert actors(smaller[4][fold], "train") < actors(smaller[8][fold], "train") < actors(split, "train") == actors(smaller[14][fold], "train")
+        assert np.array_equal(smaller[4][fold].validation, split.validation) and np.array_equal(smaller[4][fold].test, split.test)
+    with pytest.raises(SerStreamError, match="^--training-actors 15: fold0-actors-03-05-07-20 has only 14 speakers left to train on$"):
+        make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), training_actors=15))
+
+
+def test_a_fold_without_validation_speakers_trains_on_every_other_speaker_and_records_who(tiny_ravdess, tmp_path):
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    assert main(["--data", str(tiny_ravdess), "--out", str(out), "--protocol", "actors", "--folds", "2", "--fold", "0", "--validation-actors", "0",
+                 "--keep", "last", "--epochs", "1", "--batch-size", "8", "--max-clips", "4", "--cache-dir", str(tmp_path / "cache")]) == 0
+    (metrics_path,) = out.glob("fold0-actors-*/metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    held_out = int(metrics["split"].rsplit("-", 1)[1])
+    assert metrics["training"]["train_actors"] == [3 - held_out] and metrics["training"]["validation_actors"] == []
+    assert metrics["weights"] == "last epoch" and "best_epoch" not in metrics and metrics["test_clean"]["clips"] == 16
+
+
 def test_a_model_seed_draws_another_network_and_batch_order_on_the_same_splits():
     from dataclasses import replace
     from pathlib import Path
@@ -517,6 +555,11 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
         (["--teacher", "missing.onnx"], "argument --teacher: missing.onnx: no such model file"),
         (["--epochs", "0", "--init-from", "no-such-run"], "argument --init-from: no-such-run is not a run folder"),
         (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
+        (["--validation-actors", "0"], "argument --validation-actors: 0 leaves no speakers to pick the best epoch on: use --keep last or --keep average"),
+        (["--protocol", "random", "--validation-actors", "0", "--keep", "last"], "argument --validation-actors: only with --protocol actors (the 'random' protocol holds out no speakers)"),
+        (["--protocol", "all", "--training-actors", "8"], "argument --training-actors: only with --protocol actors (the 'all' protocol holds out no speakers)"),
+        (["--balance-voices", "--validation-actors", "1"], "argument --validation-actors: 1 with --balance-voices, which validates on one man and one woman: 2 or 0"),
+        (["--training-actors", "0"], "argument --training-actors: 0 must be at least 1"),
     ],
 )
 def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, options, reason):

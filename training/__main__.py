@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5, help="--protocol actors: how many folds of held-out speakers")
     parser.add_argument("--fold", type=int, default=None, help="only this fold of --protocol actors")
     parser.add_argument("--balance-voices", action="store_true", help="--protocol actors: hold out as many male as female actors in each fold (RAVDESS: odd actors are male)")
+    parser.add_argument("--validation-actors", type=whole_number(0), default=2, help="--protocol actors: speakers kept apart for validation (0: none; then --keep last or average)")
+    parser.add_argument("--training-actors", type=whole_number(1), default=None, help="--protocol actors: train on only this many of the remaining speakers (nested sets: how accuracy grows with speakers)")
     parser.add_argument("--epochs", type=whole_number(0), default=60)
     parser.add_argument("--patience", type=whole_number(1), default=15, help="early stopping on validation mean per-class accuracy")
     parser.add_argument("--seed", type=int, default=0, help="splits (folds, the random split) and feature augmentation")
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = TrainConfig(
             data=args.data, out=args.out, recipe=args.recipe, protocol=args.protocol, folds=args.folds,
-            fold=args.fold, balance_voices=args.balance_voices, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
+            fold=args.fold, balance_voices=args.balance_voices, validation_actors=args.validation_actors,
+            training_actors=args.training_actors, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
             patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
             init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),

@@ -36,6 +36,8 @@ class TrainConfig:
     folds: int = 5
     fold: int | None = None  # None: every fold of the protocol
     balance_voices: bool = False  # actors protocol: as many male as female actors in each fold's test and validation
+    validation_actors: int = 2  # actors protocol: speakers kept apart to validate on (0: none, every other speaker trains)
+    training_actors: int | None = None  # actors protocol: train on only this many of the other speakers (how accuracy grows with speakers)
     epochs: int = 60
     seed: int = 0  # splits and feature augmentation
     model_seed: int | None = None  # initial weights and batch order; None: ``seed``. Same splits, another network: ensemble members
@@ -82,6 +84,18 @@ class TrainConfig:
             problems.append(("fold", f"{self.fold} is not one of the {self.folds} folds (0 to {self.folds - 1})"))
         if self.balance_voices and self.protocol != "actors":
             problems.append(("balance_voices", f"only with --protocol actors (the {self.protocol!r} protocol holds out no speakers)"))
+        actors_options = (("validation_actors", self.validation_actors != 2), ("training_actors", self.training_actors is not None))
+        for name, asked in actors_options:
+            if asked and self.protocol != "actors":
+                problems.append((name, f"only with --protocol actors (the {self.protocol!r} protocol holds out no speakers)"))
+        if self.validation_actors < 0:
+            problems.append(("validation_actors", f"{self.validation_actors} must be at least 0"))
+        elif self.balance_voices and self.validation_actors not in (0, 2):
+            problems.append(("validation_actors", f"{self.validation_actors} with --balance-voices, which validates on one man and one woman: 2 or 0"))
+        if self.validation_actors == 0 and self.keep == "best":
+            problems.append(("validation_actors", "0 leaves no speakers to pick the best epoch on: use --keep last or --keep average"))
+        if self.training_actors is not None and self.training_actors < 1:
+            problems.append(("training_actors", f"{self.training_actors} must be at least 1"))
         if self.epochs == 0 and self.init_from is None:
             problems.append(("epochs", "0 only with --init-from (which then exports the earlier run's weights as they are)"))
         if self.keep == "average" and self.average_epochs > self.epochs:

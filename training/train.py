@@ -50,8 +50,9 @@ def first_of_each_voice(actors: list[int]) -> list[int]:
 
 def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
     """Clip indices per split. ``random``: the paper's stratified 75/25 (10 % of the 75 kept for
-    validation); ``actors``: k folds of held-out speakers, two more actors for validation
-    (with ``balance_voices``, as many men as women in each); ``all``: every clip trains."""
+    validation); ``actors``: k folds of held-out speakers, ``validation_actors`` more (two by default) for
+    validation (with ``balance_voices``, as many men as women in each), the rest (or ``training_actors``
+    of them) to train; ``all``: every clip trains."""
     rng = np.random.default_rng(config.seed)
     clips = np.arange(len(features.clip_labels))
     if config.protocol == "all":
@@ -78,13 +79,18 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
         if config.fold is not None and index != config.fold:
             continue
         others = [a for a in rng.permutation(actors) if a not in test_actors]
-        validation_actors = others[:2]
-        if config.balance_voices:
+        validation_actors = others[: config.validation_actors]
+        if config.balance_voices and config.validation_actors:
             validation_actors = first_of_each_voice(others)
+        training_actors = [a for a in others if a not in validation_actors]
+        name = f"fold{index}-actors-" + "-".join(f"{a:02d}" for a in sorted(test_actors))
+        if config.training_actors is not None:
+            if config.training_actors > len(training_actors):
+                raise SerStreamError(f"--training-actors {config.training_actors}: {name} has only {len(training_actors)} speakers left to train on")
+            training_actors = training_actors[: config.training_actors]  # the same seed's smaller sets are nested
         test = clips[np.isin(features.clip_actors, test_actors)]
         validation = clips[np.isin(features.clip_actors, validation_actors)]
-        train = clips[~np.isin(features.clip_actors, np.concatenate([test_actors, validation_actors]))]
-        name = f"fold{index}-actors-" + "-".join(f"{a:02d}" for a in sorted(test_actors))
+        train = clips[np.isin(features.clip_actors, training_actors)]
         splits.append(Split(name, train, validation, test))
     return splits
 
@@ -434,6 +440,8 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
 
     metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
+    for part in ("train", "validation"):
+        metrics["training"][f"{part}_actors"] = sorted(int(actor) for actor in np.unique(features.clip_actors[getattr(split, part)]))
     if teachers:
         metrics["training"]["teachers"] = [f"{teacher.path} ({teacher.metadata.sha256[:12]}…)" for teacher in teachers]
         metrics["training"]["distill_weight"] = config.distill_weight
