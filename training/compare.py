@@ -16,7 +16,7 @@ from typing import Any
 
 from ser_stream.cli import OneLineParser
 from ser_stream.errors import shown
-from training.reports import METRICS, ReportError, read_checkpoint_state, read_json, require_keys
+from training.reports import METRICS, ReportError, is_number, read_checkpoint_state, read_json, require_keys
 
 FOLD_FOLDER = re.compile(r"fold(\d+)-")
 COMPARED_VARIANTS = ("clean", "telephone")  # of the variants a run scores (training.dataset.VARIANTS), those a screen is judged on
@@ -58,7 +58,7 @@ def score(metrics: dict[str, Any], variant: str, key: str, path: Path) -> float:
     """``metrics["test_<variant>"][key]``, a fraction; ``ReportError`` naming the file if it is not a number."""
     section = metrics[f"test_{variant}"]
     value = section.get(key) if isinstance(section, dict) else None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not is_number(value):
         raise ReportError(f"{shown(path)}: not {METRICS} (test_{variant}.{key} is not a number)")
     return float(value)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ser_stream.errors import SerStreamError, shown
 
@@ -43,6 +43,16 @@ METRICS = "a training run's metrics.json"
 CHECKPOINT_STATE = "a run's checkpoint state"
 
 
+def is_number(value: Any) -> TypeGuard[int | float]:
+    """A JSON number (``true`` is not one, though Python's bool is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_count(value: Any) -> TypeGuard[int]:
+    """A JSON whole number of at least 0, such as a count of epochs."""
+    return is_number(value) and isinstance(value, int) and value >= 0
+
+
 def read_checkpoint_state(path: Path) -> tuple[int, dict[str, list[float]]]:
     """The epochs done and the per-epoch history a run saved in ``checkpoints/state.json``; ``ReportError`` if it is not that.
 
@@ -50,10 +60,8 @@ def read_checkpoint_state(path: Path) -> tuple[int, dict[str, list[float]]]:
     """
     state = require_keys(read_json(path, CHECKPOINT_STATE), path, CHECKPOINT_STATE, ("epoch", "history"))
     epoch, history = state["epoch"], state["history"]
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+    if not is_count(epoch):
         raise ReportError(f"{shown(path)}: not {CHECKPOINT_STATE} ('epoch' is not a count of epochs)")
-    if not isinstance(history, dict) or not all(
-        isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) for values in history.values()
-    ):
+    if not isinstance(history, dict) or not all(isinstance(values, list) and all(map(is_number, values)) for values in history.values()):
         raise ReportError(f"{shown(path)}: not {CHECKPOINT_STATE} ('history' is not lists of numbers by metric)")
     return epoch, {key: [float(v) for v in values] for key, values in history.items()}
