@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ser_stream.errors import SerStreamError, shown
+from ser_stream.model import holds
 
 
 class ReportError(SerStreamError):
@@ -44,13 +45,13 @@ CHECKPOINT_STATE = "a run's checkpoint state"
 
 
 def is_number(value: Any) -> TypeGuard[int | float]:
-    """A JSON number (``true`` is not one, though Python's bool is an int)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number (``true`` is not one): the model metadata's own check, ``ser_stream.model.holds``."""
+    return holds(value, (int, float))
 
 
 def is_count(value: Any) -> TypeGuard[int]:
     """A JSON whole number of at least 0, such as a count of epochs."""
-    return is_number(value) and isinstance(value, int) and value >= 0
+    return holds(value, (int,)) and value >= 0
 
 
 def read_checkpoint_state(path: Path) -> tuple[int, dict[str, list[float]]]:
