@@ -306,7 +306,16 @@ def test_a_resume_from_a_damaged_checkpoint_state_is_one_line_naming_the_file(sm
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason.format(state=state)}"
 
 
-def test_a_warm_restart_refuses_an_earlier_run_whose_metrics_do_not_count_its_epochs(smoke_run, tiny_ravdess, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("metrics_text", "reason"),
+    [
+        ('{"epochs_run": "2"}', "not a training run's metrics.json ('epochs_run' is not a count of epochs)"),
+        ('{"split": "random"}', "not a training run's metrics.json (no 'epochs_run' key)"),
+        ('{"epochs_run": 2', "not a training run's metrics.json (not valid JSON)"),
+    ],
+    ids=["epochs-not-a-count", "no-epochs", "truncated"],
+)
+def test_a_warm_restart_refuses_an_earlier_run_whose_metrics_do_not_count_its_epochs(smoke_run, tiny_ravdess, tmp_path, capsys, metrics_text, reason):
     import shutil
 
     from training.__main__ import main
@@ -314,13 +323,11 @@ def test_a_warm_restart_refuses_an_earlier_run_whose_metrics_do_not_count_its_ep
     earlier = tmp_path / "earlier"
     shutil.copytree(smoke_run, earlier / "random")
     metrics_path = earlier / "random" / "metrics.json"
-    metrics_path.write_text(json.dumps(dict(json.loads(metrics_path.read_text()), epochs_run="2")))
+    metrics_path.write_text(metrics_text)
     with pytest.raises(SystemExit) as stopped:
         main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "paper", "--protocol", "random", "--epochs", "0", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(earlier)])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"python -m training: error: --init-from {earlier}: {metrics_path}: not a training run's metrics.json ('epochs_run' is not a count of epochs)"
-    )
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: --init-from {earlier}: {metrics_path}: {reason}"
 
 
 def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_it_as_evidence(smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):

@@ -27,7 +27,7 @@ from training.export import export_onnx, parity, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, build_model, emotion_network
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe
-from training.reports import METRICS, is_count, read_checkpoint_state, read_json, require_keys
+from training.reports import METRICS, ReportError, is_count, read_checkpoint_state, read_json, require_keys
 
 console = Console()
 @dataclass
@@ -112,7 +112,10 @@ def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
     metrics_path = run_folder / split_name / "metrics.json"
     if not metrics_path.is_file():
         return model_path, 0
-    epochs = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("epochs_run",))["epochs_run"]
+    try:
+        epochs = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("epochs_run",))["epochs_run"]
+    except ReportError as error:
+        raise SerStreamError(f"--init-from {run_folder}: {error}") from None
     if not is_count(epochs):
         raise SerStreamError(f"--init-from {run_folder}: {shown(metrics_path)}: not {METRICS} ('epochs_run' is not a count of epochs)")
     return model_path, epochs
