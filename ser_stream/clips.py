@@ -15,7 +15,18 @@ from ser_stream.errors import AudioInputError, shown
 from ser_stream.features import SAMPLE_RATE, SILENCE_DB, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
 from ser_stream.utterances import UtteranceConfig
-from ser_stream.windows import WindowConfig, cut_windows, trim_silence, window_starts
+from ser_stream.windows import (
+    TRIM_FRAME_SECONDS,
+    TRIM_MARGIN_SECONDS,
+    TRIM_THRESHOLD_DB,
+    WindowConfig,
+    cut_windows,
+    frame_energies,
+    loud_frames,
+    sound_samples,
+    trim_silence,
+    window_starts,
+)
 
 # A clip must hold at least this much sound, as an utterance must in the live monitor: a label for a
 # click or for digital silence would be the network's guess at nothing, given with a confidence.
@@ -24,7 +35,7 @@ SILENT_PEAK = 10 ** (SILENCE_DB / 20)  # the feature code's digital-silence leve
 
 
 def check_sound(samples: int, peak: float) -> None:
-    """Refuse a trimmed clip that is silent throughout or too short to classify."""
+    """Refuse a clip that is silent throughout or whose sound (first to last loud frame) is too short to classify."""
     if samples < MIN_SOUND_SECONDS * SAMPLE_RATE:
         raise AudioInputError(f"only {samples / SAMPLE_RATE:.2f} s of sound once silence is trimmed; at least {MIN_SOUND_SECONDS} s is needed")
     if peak < SILENT_PEAK:
@@ -35,13 +46,13 @@ def clip_spectrograms(
     audio: NDArray[np.floating], sample_rate: int, config: WindowConfig
 ) -> NDArray[np.float32]:
     """Resample, trim leading/trailing silence, cut windows → [n, 260, 270] spectrograms."""
-    canonical = trim_silence(resample_to_canonical(audio, sample_rate), SAMPLE_RATE)
-    check_sound(canonical.size, float(np.max(np.abs(canonical), initial=0.0)))
-    windows, _ = cut_windows(canonical, config)
+    canonical = resample_to_canonical(audio, sample_rate)
+    check_sound(sound_samples(canonical), float(np.max(np.abs(canonical), initial=0.0)))
+    windows, _ = cut_windows(trim_silence(canonical), config)
     return np.stack([spectrogram(window, SAMPLE_RATE) for window in windows])
 
 
-TRIM_FRAME = int(0.025 * SAMPLE_RATE)  # trim_silence's 25 ms energy frame at the canonical rate
+TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy frame at the canonical rate
 
 
 def _canonical_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
@@ -58,7 +69,11 @@ def _canonical_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArra
 
 
 def stream_file_windows(
-    path: str | Path, config: WindowConfig, block_seconds: float = 30.0, threshold_db: float = 40.0, margin_seconds: float = 0.1
+    path: str | Path,
+    config: WindowConfig,
+    block_seconds: float = 30.0,
+    threshold_db: float = TRIM_THRESHOLD_DB,
+    margin_seconds: float = TRIM_MARGIN_SECONDS,
 ) -> Iterator[NDArray[np.float32]]:
     """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it twice in blocks.
 
@@ -76,15 +91,14 @@ def stream_file_windows(
         peak = max(peak, float(np.max(np.abs(canonical), initial=0.0)))
         joined = np.concatenate([carry, canonical])
         whole = joined.size // TRIM_FRAME * TRIM_FRAME
-        energies.append(np.square(joined[:whole].reshape(-1, TRIM_FRAME), dtype=np.float64).mean(axis=1))
+        energies.append(frame_energies(joined[:whole], TRIM_FRAME))
         carry = joined[whole:]
-    energy = np.concatenate(energies) if energies else np.zeros(0)
+    span = loud_frames(np.concatenate(energies) if energies else np.zeros(0), threshold_db)
     first, last = 0, total
-    if energy.size >= 2 and energy.max() > 1e-12:
-        active = np.flatnonzero(energy >= energy.max() * 10 ** (-threshold_db / 10))
+    if span is not None:
         margin = int(margin_seconds * SAMPLE_RATE)
-        first, last = max(0, active[0] * TRIM_FRAME - margin), min(total, (active[-1] + 1) * TRIM_FRAME + margin)
-    check_sound(last - first, peak)
+        first, last = max(0, span[0] * TRIM_FRAME - margin), min(total, span[1] * TRIM_FRAME + margin)
+    check_sound(total if span is None else (span[1] - span[0]) * TRIM_FRAME, peak)
     if last - first <= config.window_samples:  # one (padded) window: small enough to hold
         held = np.concatenate(list(_canonical_blocks(path, block_seconds)))[first:last]
         yield cut_windows(held, config)[0][0]

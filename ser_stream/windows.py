@@ -79,28 +79,53 @@ def cut_windows(
     return windows, np.asarray(starts, dtype=np.float64) / SAMPLE_RATE
 
 
+TRIM_FRAME_SECONDS = 0.025  # the energy frame that trimming and the sound check measure in
+TRIM_THRESHOLD_DB = 40.0  # frames this far below the loudest count as silence
+TRIM_MARGIN_SECONDS = 0.1  # kept either side of the sound, so onsets and decays are not cut
+
+
+def frame_energies(audio: NDArray[np.float32], frame: int) -> NDArray[np.float64]:
+    """Mean square of each whole ``frame``-sample frame (a trailing partial frame is left out)."""
+    n_frames = audio.size // frame
+    return np.square(audio[: n_frames * frame].reshape(n_frames, frame), dtype=np.float64).mean(axis=1)
+
+
+def loud_frames(energy: NDArray[np.float64], threshold_db: float = TRIM_THRESHOLD_DB) -> tuple[int, int] | None:
+    """First and one-past-last frame within ``threshold_db`` of the loudest: where the sound is.
+
+    None when there are fewer than two frames or all are digital silence.
+    """
+    if energy.size < 2 or energy.max() <= 1e-12:
+        return None
+    active = np.flatnonzero(energy >= energy.max() * 10 ** (-threshold_db / 10))
+    return int(active[0]), int(active[-1]) + 1
+
+
+def sound_samples(audio: NDArray[np.float32], sample_rate: int = SAMPLE_RATE, threshold_db: float = TRIM_THRESHOLD_DB) -> int:
+    """How many samples span the sound, from its first loud frame to its last, without trimming's margins.
+
+    The whole length when no frame stands out (silence, or audio under two frames).
+    """
+    frame = max(1, int(TRIM_FRAME_SECONDS * sample_rate))
+    span = loud_frames(frame_energies(audio, frame), threshold_db)
+    return audio.size if span is None else (span[1] - span[0]) * frame
+
+
 def trim_silence(
     audio: NDArray[np.float32],
     sample_rate: int = SAMPLE_RATE,
-    threshold_db: float = 40.0,
-    margin_seconds: float = 0.1,
+    threshold_db: float = TRIM_THRESHOLD_DB,
+    margin_seconds: float = TRIM_MARGIN_SECONDS,
 ) -> NDArray[np.float32]:
-    """Drop leading and trailing audio quieter than ``threshold_db`` below the peak.
+    """Drop leading and trailing audio quieter than ``threshold_db`` below the peak, keeping a margin.
 
     Used on whole recorded clips (offline classification, training) so their
     windows hold speech, as the live monitor's VAD-bounded utterances do.
     Returns the input unchanged when it is silent throughout.
     """
-    frame = max(1, int(0.025 * sample_rate))
-    n_frames = audio.size // frame
-    if n_frames < 2:
+    frame = max(1, int(TRIM_FRAME_SECONDS * sample_rate))
+    span = loud_frames(frame_energies(audio, frame), threshold_db)
+    if span is None:
         return audio
-    energy = np.square(audio[: n_frames * frame].reshape(n_frames, frame), dtype=np.float64).mean(axis=1)
-    peak = energy.max()
-    if peak <= 1e-12:
-        return audio
-    active = np.flatnonzero(energy >= peak * 10 ** (-threshold_db / 10))
     margin = int(margin_seconds * sample_rate)
-    first = max(0, active[0] * frame - margin)
-    last = min(audio.size, (active[-1] + 1) * frame + margin)
-    return audio[first:last]
+    return audio[max(0, span[0] * frame - margin) : min(audio.size, span[1] * frame + margin)]

@@ -68,9 +68,52 @@ def test_an_empty_wav_is_refused_by_name(tmp_path):
         read_audio(path)
 
 
+def test_a_zero_byte_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "zero.wav"
+    path.write_bytes(b"")
+    with pytest.raises(AudioInputError, match=r"zero\.wav: not a readable audio file \(Format not recognised\.\)"):
+        read_audio(path)
+
+
+def test_a_text_file_named_like_audio_is_refused_by_name(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("call notes, not audio\n" * 40)
+    with pytest.raises(AudioInputError, match=r"notes\.wav: not a readable audio file \(Format not recognised\.\)"):
+        read_audio(path)
+
+
+def test_an_unsupported_codec_is_refused_by_name(tmp_path):
+    path = tmp_path / "codec.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    fmt = data.index(b"fmt ")
+    data[fmt + 8 : fmt + 10] = (0x1234).to_bytes(2, "little")  # the format tag: a codec libsndfile does not know
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioInputError, match=r"codec\.wav: not a readable audio file \("):
+        read_audio(path)
+
+
+def test_a_file_name_with_a_line_break_still_gives_one_error_line(tmp_path, shipped_model, capsys):
+    from ser_stream.cli import main
+
+    path = tmp_path / "evil\nname.wav"
+    path.write_bytes(b"")
+    assert main(["classify", "--model", str(shipped_model), str(path)]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "evil\\nname.wav" in error and "not a readable audio file" in error
+
+
 def test_full_scale_clipping_still_classifies():
     spectrograms = clip_spectrograms(np.clip(speechlike(2.0, 16000) * 50, -1, 1), 16000, WindowConfig())
     assert np.all(np.isfinite(spectrograms)) and spectrograms.max() <= 1.0
+
+
+def in_silence(sound: np.ndarray, seconds: float = 3.0, sample_rate: int = 16000) -> np.ndarray:
+    """``sound`` placed in the middle of digital silence, off the 25 ms frame grid."""
+    audio = np.zeros(int(seconds * sample_rate), np.float32)
+    start = audio.size // 2 + 13
+    audio[start : start + sound.size] = sound
+    return audio
 
 
 @pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
@@ -84,6 +127,9 @@ def test_silence_or_a_click_is_refused_rather_than_given_a_label(tmp_path, shipp
         "silence.wav": (np.zeros(16000, np.float32), "silent throughout (peak below -100 dBFS): nothing to classify"),
         "click.wav": (speechlike(0.01, 16000), "only 0.01 s of sound once silence is trimmed; at least 0.25 s is needed"),
         "one_sample.wav": (np.full(1, 0.5, np.float32), "only 0.00 s of sound once silence is trimmed; at least 0.25 s is needed"),
+        # Trimming keeps 0.1 s either side of the sound; the margins are not sound, so a click in silence is still a click.
+        "click_in_silence.wav": (in_silence(speechlike(0.01, 16000)), "only 0.03 s of sound once silence is trimmed; at least 0.25 s is needed"),
+        "burst_in_silence.wav": (in_silence(speechlike(0.1, 16000)), "only 0.12 s of sound once silence is trimmed; at least 0.25 s is needed"),
     }
     for name, (audio, reason) in cases.items():
         soundfile.write(tmp_path / name, audio, 16000)

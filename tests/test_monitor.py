@@ -246,3 +246,64 @@ def test_files_that_share_a_name_become_distinct_streams(clips_with_silence, shi
     for utterance in utterances:
         by_stream[utterance["stream"]] = by_stream.get(utterance["stream"], 0) + 1
     assert by_stream == {"call.wav": len(bounds), str(sources[1]): len(bounds), str(sources[0]): len(bounds)}
+
+
+def run_worker(model, audio: np.ndarray, rate: int) -> list[dict]:
+    """Every message a worker emits for one live stream fed ``audio`` a second at a time, then ended."""
+    import threading
+
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(model, config, messages.append)
+    stream = Stream("live", rate, config)
+    worker.add_stream(stream)
+    for start in range(0, audio.size, rate):
+        stream.ring.write(audio[start : start + rate])
+        worker.step()
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None
+    return messages
+
+
+def test_nan_and_inf_from_a_live_source_are_played_as_silence_and_counted(clips_with_silence, shipped_model):
+    from ser_stream.inference import EmotionModel
+
+    path, bounds = clips_with_silence
+    clean, rate = soundfile.read(path, dtype="float32")
+    damaged = clean.copy()
+    gap = int((bounds[0][1] + 0.5) * rate)  # inside the silence after the first clip
+    damaged[gap : gap + 100] = np.nan
+    damaged[gap + 200 : gap + 250] = np.inf
+    damaged[gap + 300] = -np.inf
+    model = EmotionModel(shipped_model, provider="cpu")
+    expected, got = run_worker(model, clean, rate), run_worker(model, damaged, rate)
+    labels = [[m["label"] for m in messages if m["type"] == "utterance"] for messages in (expected, got)]
+    assert len(labels[1]) == len(bounds) and labels[1] == labels[0]  # the resampler's filter was not poisoned
+    assert [m["nonfinite_samples"] for m in got if m["type"] == "status"][-1] == 151
+    assert [m["nonfinite_samples"] for m in expected if m["type"] == "status"][-1] == 0
+
+
+def test_a_worker_that_fails_ends_with_the_reason_instead_of_hanging(clips_with_silence):
+    import threading
+
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    class BrokenModel:
+        def predict(self, batch):
+            raise RuntimeError("onnxruntime lost its device")
+
+    path, _ = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    worker = Worker(BrokenModel(), MonitorConfig(), lambda message: None)  # type: ignore[arg-type]
+    stream = Stream("live", rate, MonitorConfig())
+    worker.add_stream(stream)
+    stream.ring.write(audio[: 8 * rate])
+    stream.finished = True
+    thread = threading.Thread(target=worker.run, args=(threading.Event(), True))
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert worker.crash == "RuntimeError: onnxruntime lost its device"
