@@ -1,11 +1,11 @@
 """The JSON messages subscribers receive (protocol version 1), defined once.
 
-docs/protocol.md documents these. Times are seconds of stream audio.
+docs/protocol.md documents these; the monitor's tests check every message they
+receive against them (``field_problem``). Times are seconds of stream audio.
 """
 
-from __future__ import annotations
-
-from typing import Any, Literal, TypedDict
+# No `from __future__ import annotations`: TypedDict reads NotRequired only from evaluated annotations.
+from typing import Any, Literal, NotRequired, TypedDict
 
 PROTOCOL_VERSION = 1
 
@@ -47,13 +47,24 @@ class Utterance(TypedDict):
 
 class Status(TypedDict):
     type: Literal["status"]
-    overruns: int
+    overruns: int  # loss counters: totals since start, ended streams included
     overrun_samples: int
     input_overflows: int
+    nonfinite_samples: int
     queue_depth: int
     latency_ms: dict[str, float]
-    dropped: int
     streams: int
+    windows: int
+    utterances: int
+    subscribers: NotRequired[int]  # from the publisher: absent only where a worker runs without one
+    subscriber_drops: NotRequired[int]
+    refused_token: NotRequired[int]
+    refused_origin: NotRequired[int]
+    refused_ingest_limit: NotRequired[int]
+    failed_handshakes: NotRequired[int]
+    rtp_bad_packets: NotRequired[int]  # with an rtp: source
+    rtp_lost_packets: NotRequired[int]
+    rtp_late_packets: NotRequired[int]
 
 
 class StreamEvent(TypedDict):
@@ -65,6 +76,44 @@ class StreamEvent(TypedDict):
 class Dropped(TypedDict):
     type: Literal["dropped"]
     count: int
+
+
+class CaughtUp(TypedDict):
+    type: Literal["caught_up"]
+    since: int
+    last: int
+
+
+class Notice(TypedDict):
+    type: Literal["error", "warning"]
+    stream: NotRequired[str]  # absent for a refused ?since=, a bad ingest frame, a sender that never became a stream
+    message: str
+
+
+MESSAGE_TYPES: dict[str, Any] = {
+    "hello": Hello,
+    "stream_started": StreamEvent,
+    "window": Window,
+    "utterance": Utterance,
+    "status": Status,
+    "caught_up": CaughtUp,
+    "dropped": Dropped,
+    "error": Notice,
+    "warning": Notice,
+    "stream_ended": StreamEvent,
+}
+
+
+def field_problem(message: dict[str, Any]) -> str | None:
+    """Why ``message`` does not match its type's definition above (a missing or unknown field), or None if it does."""
+    definition = MESSAGE_TYPES.get(message.get("type"))  # type: ignore[arg-type]
+    if definition is None:
+        return f"unknown type {message.get('type')!r}"
+    missing = definition.__required_keys__ - message.keys()
+    unknown = message.keys() - definition.__required_keys__ - definition.__optional_keys__
+    if missing or unknown:
+        return f"{message['type']}: missing {sorted(missing)}, unknown {sorted(unknown)}"
+    return None
 
 
 Message = dict[str, Any]

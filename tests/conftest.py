@@ -25,6 +25,13 @@ def speechlike(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
     return (0.3 * signal / np.max(np.abs(signal))).astype(np.float32)
 
 
+def undocumented_fields(messages: list[dict]) -> list[str]:
+    """What in these messages differs from ``ser_stream.messages`` (the definitions docs/protocol.md documents)."""
+    from ser_stream.messages import field_problem
+
+    return [problem for message in messages if (problem := field_problem(message)) is not None]
+
+
 @pytest.fixture
 def ravdess() -> Path:
     if not RAVDESS.is_dir():

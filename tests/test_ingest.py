@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import mulaw_encode
 from ser_stream.ingest import IngestError, parse_message
+from tests.conftest import undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +98,8 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
     for call_replies in replies:
         errors = [r["message"] for r in call_replies]
         assert len(errors) == 2 and "not JSON" in errors[0] and "not valid base64" in errors[1]
+        assert undocumented_fields(call_replies) == []
+    assert undocumented_fields(messages) == []
     for stream in ("MZ-one", "MZ-two"):
         utterances = [m for m in messages if m["type"] == "utterance" and m["stream"] == stream]
         assert len(utterances) == len(bounds)

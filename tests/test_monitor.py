@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
+from tests.conftest import undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,8 @@ def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, s
         mean = {e: np.mean([w["probabilities"][e] for w in own]) for e in EMOTIONS}
         assert all(abs(mean[e] - utterance["probabilities"][e]) < 1e-3 for e in EMOTIONS)
     types = [m["type"] for m in messages]
+    assert undocumented_fields(messages) == []
+    assert {"hello", "stream_started", "window", "utterance", "status", "stream_ended"} <= set(types)
     assert types.count("stream_started") == 1 and types.count("stream_ended") == 1
     assert types.index("stream_started") < types.index("window") and types[-1] in ("stream_ended", "status")
 
@@ -176,6 +179,7 @@ def test_stdin_source_reads_raw_pcm_and_reports_a_trailing_partial_frame(clips_w
     warnings = [m for m in lines if m["type"] == "warning"]
     assert len(utterances) == len(bounds)
     assert len(warnings) == 1 and "1 byte(s)" in warnings[0]["message"]
+    assert undocumented_fields(lines) == []
     assert not [m for m in lines if m["type"] == "error"]
     assert b"Traceback" not in result.stderr
 

@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.record import UtteranceLog, read_since
+from tests.conftest import undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,7 @@ def test_a_subscriber_catches_up_from_a_seq_and_seqs_keep_growing_across_restart
     replayed = [m for m in messages[:caught_up] if m["type"] == "utterance"]
     assert [m["seq"] for m in replayed] == list(range(3, len(bounds) + 1))  # what it missed, oldest first
     assert messages[caught_up]["last"] == len(bounds)
+    assert undocumented_fields(messages) == []
     live = [m["seq"] for m in messages[caught_up:] if m["type"] == "utterance"]
     assert live == list(range(len(bounds) + 1, 2 * len(bounds) + 1))  # numbering continues, nothing twice
 

@@ -22,6 +22,7 @@ from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.rtp import JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
+from tests.conftest import undocumented_fields
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
 
@@ -229,3 +230,4 @@ def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(cl
     assert "rtp packet from 127.0.0.1" in stderr and "shorter than the 12-byte RTP header" in stderr
     status = [m for m in messages if m["type"] == "status"][-1]
     assert status["rtp_bad_packets"] == 1 and status["rtp_lost_packets"] == 0 and status["overruns"] == 0
+    assert undocumented_fields(messages) == []
