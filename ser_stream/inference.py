@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ctypes.util
+import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"
 
 
 def cuda_unavailable_reason() -> str | None:
-    """Why CUDA cannot be used here, or None when onnxruntime has its CUDA provider and an NVIDIA driver is present.
+    """Why CUDA cannot be used here, or None when onnxruntime's CUDA provider, a driver and the CUDA libraries are here.
 
     Checked before asking for CUDA, because onnxruntime logs an error when it
     is asked for CUDA on a machine without one.
@@ -31,17 +35,42 @@ def cuda_unavailable_reason() -> str | None:
         return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
     if ctypes.util.find_library("cuda") is None and not Path("/proc/driver/nvidia/version").exists():
         return "no NVIDIA driver found"
-    try:
+    failure = cuda_library_failure()
+    return None if failure is None else f"the CUDA or cuDNN libraries do not load ({failure})"
+
+
+def cuda_library_failure() -> str | None:
+    """The loader's message for the first library the CUDA provider cannot load, or None; prints nothing."""
+    import onnxruntime
+
+    # preload_dlls loads the libraries of the onnxruntime-gpu[cuda,cudnn] extras so the provider finds them; it
+    # reports a missing one by printing "Failed to load …" to stdout, not by raising, which would break --json.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         preload = getattr(onnxruntime, "preload_dlls", None)
-        if preload is not None:
-            preload()  # the CUDA and cuDNN libraries installed by the onnxruntime-gpu[cuda,cudnn] extras
-    except Exception:  # noqa: BLE001 - a failed preload just means no usable CUDA
-        return "the CUDA or cuDNN libraries do not load"
-    return None
+        try:
+            if preload is not None:
+                preload()
+        except Exception as error:  # noqa: BLE001 - a failed preload just means no usable CUDA
+            return str(error).splitlines()[0] if str(error) else type(error).__name__
+    # Loading the provider library as onnxruntime will (its shared helper first, with global symbols) is the real
+    # test: preload also complains about a broken copy in the extras' folder that the system's own copy replaces.
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    provider, helper = capi / "libonnxruntime_providers_cuda.so", capi / "libonnxruntime_providers_shared.so"
+    if provider.is_file() and helper.is_file():
+        try:
+            ctypes.CDLL(str(helper), mode=ctypes.RTLD_GLOBAL)
+            ctypes.CDLL(str(provider))
+        except OSError as error:
+            return str(error).splitlines()[0]
+        return None
+    failures = [line for line in printed.getvalue().splitlines() if line.startswith("Failed to load ")]
+    return failures[0].removeprefix("Failed to load ") if failures else None
 
 
 def cuda_available() -> bool:
-    """True when onnxruntime has its CUDA provider and an NVIDIA driver is present."""
+    """True when onnxruntime has its CUDA provider, an NVIDIA driver is present and the CUDA libraries load."""
     return cuda_unavailable_reason() is None
 
 

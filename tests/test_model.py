@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import re
 import shutil
@@ -122,3 +123,38 @@ def test_asking_for_cuda_without_a_usable_gpu_blames_the_provider_not_the_model(
     with pytest.raises(ModelError, match=r"^--provider cuda: no usable CUDA GPU here \(.+\); use --provider auto or cpu$") as refused:
         EmotionModel(shipped_model, provider="cuda")
     assert str(shipped_model) not in str(refused.value)
+
+
+@pytest.fixture
+def driver_without_cuda_libraries(monkeypatch) -> None:
+    """This machine as one with an NVIDIA driver installed but not the CUDA libraries onnxruntime-gpu loads."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu, whose CUDA provider is what gets checked")
+    if ctypes.util.find_library("cuda") is not None or Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("this machine has a real NVIDIA driver; the test fakes one where there is none")
+    find_library = ctypes.util.find_library
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda.so.1" if name == "cuda" else find_library(name))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_a_driver_without_the_cuda_libraries_runs_on_the_cpu_without_a_word(shipped_model, driver_without_cuda_libraries, capfd):
+    model = EmotionModel(shipped_model, provider="auto")
+    assert model.provider_name == "cpu"
+    printed, logged = capfd.readouterr()
+    assert printed == "", "the CUDA check wrote to stdout, where classify --json and monitor write their JSON"
+    assert logged == "", "onnxruntime was asked for CUDA and logged its failure"
+
+
+def test_asking_for_cuda_with_a_driver_but_without_the_cuda_libraries_names_what_does_not_load(
+    shipped_model, driver_without_cuda_libraries, capfd
+):
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(shipped_model, provider="cuda")
+    assert re.fullmatch(
+        r"--provider cuda: no usable CUDA GPU here \(the CUDA or cuDNN libraries do not load \(\S+\.so[.\d]*: .+\)\); "
+        r"use --provider auto or cpu",
+        str(refused.value),
+    ), str(refused.value)
+    assert capfd.readouterr() == ("", "")
