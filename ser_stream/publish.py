@@ -11,7 +11,8 @@ Access control happens here too: a bearer token (``Authorization: Bearer T``
 or ``?token=T`` for browsers, compared in constant time; a wrong or missing
 one closes the connection with 1008, policy violation), an allow-list of
 browser origins (others get HTTP 403 before the upgrade), and a limit on ingest
-connections, concurrent and per second (HTTP 429).
+connections, concurrent and per second (HTTP 429), charged only to clients with
+the token.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sqlite3
 import ssl
 import threading
 import time
@@ -36,10 +38,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from ser_stream.errors import shown
 from ser_stream.messages import Message
 from ser_stream.record import read_since
 
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
+
+LARGEST_SEQ = 2**63 - 1  # seqs are SQLite row ids; a larger ?since= overflows the catch-up's query
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,25 @@ def counting_connection(failed: dict[str, int]) -> type[ServerConnection]:
     return CountedConnection
 
 
+def since_seq(text: str) -> int | None:
+    """``?since=`` as an utterance seq, or None: ASCII digits only (``str.isdigit`` also takes '²'), 0 to ``LARGEST_SEQ``."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(LARGEST_SEQ)):  # before int(), which refuses strings of over 4300 digits
+        return None
+    seq = int(digits)
+    return seq if seq <= LARGEST_SEQ else None
+
+
+def since_refusal(text: str) -> str:
+    """The close reason for a bad ``?since=``, naming the value; a close frame holds at most 123 bytes of it."""
+    value = shown(text)
+    if len(value.encode()) > 40:
+        value = value.encode()[:37].decode(errors="ignore") + "…"
+    return f"?since={value}: not an utterance seq (a whole number, 0 to 2**63-1)"
+
+
 def seq_of(text: str) -> int | None:
     """The ``seq`` of a queued utterance's JSON text (it is the first key), without parsing the rest."""
     if not text.startswith('{"seq":'):
@@ -132,12 +156,15 @@ class Publisher:
         self.record_path: Path | None = None  # the --record database, for ?since= catch-up
         self.refused = {"token": 0, "origin": 0, "ingest_limit": 0}
         self.failed_handshakes: dict[str, int] = {}  # by cause; see counting_connection
+        self.failed_catch_ups = 0  # ?since= answered with an error because the --record database could not be read
         self.ingest_connections = 0
         self._ingest_rate = RateLimit(self.access.ingest_connections_per_second, 2 * self.access.ingest_connections_per_second)
         self.page: Callable[[ServerConnection, Request], Response | None] | None = None  # plain HTTP requests, when set
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
         self.connections: set[ServerConnection] = set()  # every open one, subscribers and ingest clients alike
+        self._handlers: set[asyncio.Task[Any]] = set()  # their handler tasks, for close() to cancel any that hang
+        self.cancelled_handlers = 0  # handlers close() cancelled because they had not returned in time
         self.dropped_total = 0
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -163,13 +190,16 @@ class Publisher:
             "failed_handshakes": sum(self.failed_handshakes.values()),
         }
 
-    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0) -> None:
+    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> None:
         """Give subscribers up to ``drain_seconds`` to receive what is queued, then close.
 
         Each connection gets ``close_seconds`` to answer the closing handshake
         (1001, going away); one that does not (a client that has stopped
         reading) is cut off, so a stalled subscriber cannot hold the monitor's
-        exit for websockets' default 10 s.
+        exit for websockets' default 10 s. A handler still running
+        ``handler_seconds`` after that (stuck on something other than its
+        connection, e.g. ingest waiting for the worker) is cancelled and counted
+        in ``cancelled_handlers``: close() never hangs.
         """
         await asyncio.sleep(0)  # let messages other threads handed over just now reach the queues
         deadline = asyncio.get_running_loop().time() + drain_seconds
@@ -186,7 +216,15 @@ class Publisher:
         except TimeoutError:
             for connection in list(self.connections):
                 connection.transport.abort()
-            await self.server.wait_closed()
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), handler_seconds)  # wait_closed() is shielded
+            except TimeoutError:
+                stuck = [task for task in self._handlers if not task.done()]
+                self.cancelled_handlers += len(stuck)
+                for task in stuck:
+                    task.cancel()
+                if stuck:  # (the last ones may have returned just as the time ran out)
+                    await asyncio.wait(stuck, timeout=close_seconds)  # their clean-up; one that ignores cancelling is left
 
     def publish(self, message: Message) -> None:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""
@@ -225,11 +263,16 @@ class Publisher:
         if origin is not None and origin not in self.access.allowed_origins and not self._same_origin(origin, request):
             self.refused["origin"] += 1
             return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (--allow-origin)\n")
-        if urlsplit(request.path).path.rstrip("/") == "/ingest":
+        # Only a client with the token is charged to the ingest limit: tokenless attempts are refused after the
+        # upgrade (1008, refused_token) and must not use up the limit that keeps the real platform's calls coming.
+        if urlsplit(request.path).path.rstrip("/") == "/ingest" and self._authorised(request):
             if self.ingest_connections >= self.access.max_ingest_connections or not self._ingest_rate.allow():
                 self.refused["ingest_limit"] += 1
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections; retry later\n")
         return None
+
+    def _authorised(self, request: Request) -> bool:
+        return self.access.token is None or token_matches(request_token(request), self.access.token)
 
     def _same_origin(self, origin: str, request: Request) -> bool:
         scheme = "https" if self.access.tls is not None else "http"
@@ -237,15 +280,19 @@ class Publisher:
 
     async def _serve(self, connection: ServerConnection) -> None:
         self.connections.add(connection)
+        handler = asyncio.current_task()
+        assert handler is not None  # websockets runs each handler as a task
+        self._handlers.add(handler)
         try:
             await self._serve_open(connection)
         finally:
             self.connections.discard(connection)
+            self._handlers.discard(handler)
 
     async def _serve_open(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        if self.access.token is not None and not token_matches(request_token(request), self.access.token):
+        if not self._authorised(request):
             self.refused["token"] += 1
             await connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
             return
@@ -260,8 +307,9 @@ class Publisher:
         query = parse_qs(url.query)
         stream = query.get("stream", [None])[0]
         since_text = query.get("since", [None])[0]
-        if since_text is not None and not since_text.isdigit():
-            await connection.close(CloseCode.POLICY_VIOLATION, "since must be a whole number (an utterance seq)")
+        since = since_seq(since_text) if since_text is not None else None
+        if since_text is not None and since is None:
+            await connection.close(CloseCode.POLICY_VIOLATION, since_refusal(since_text))
             return
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
         self.subscribers.add(subscriber)  # live messages queue from here on; the catch-up below overlaps them
@@ -273,7 +321,7 @@ class Publisher:
             for started in list(self.active_streams.values()):
                 if stream is None or started["stream"] == stream:
                     await connection.send(json.dumps(started))
-            replayed = await self._catch_up(subscriber, int(since_text)) if since_text is not None else 0
+            replayed = await self._catch_up(subscriber, since) if since is not None else 0
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -297,15 +345,25 @@ class Publisher:
             self.subscribers.discard(subscriber)
 
     async def _catch_up(self, subscriber: Subscriber, since: int) -> int:
-        """Send stored utterances with ``seq > since``; return the last seq sent."""
+        """Send stored utterances with ``seq > since``; return the last seq sent.
+
+        Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
+        """
         if self.record_path is None:
             await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
             return 0
         last = 0
-        pages = read_since(self.record_path, since, subscriber.stream)
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
-            for text in page:
-                await subscriber.connection.send(text)
-            last = seq_of(page[-1]) or last
+        try:
+            pages = read_since(self.record_path, since, subscriber.stream)
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                for text in page:
+                    await subscriber.connection.send(text)
+                last = seq_of(page[-1]) or last
+        except sqlite3.Error as error:
+            self.failed_catch_ups += 1
+            reason = " ".join(str(error).split())
+            message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
+            await subscriber.connection.send(json.dumps({"type": "error", "message": message}))
+            return last
         await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))
         return last

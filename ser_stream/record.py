@@ -58,7 +58,8 @@ def read_since(path: Path, since: int, stream: str | None = None, page: int = 50
     The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
     thread: the connection is used by one thread at a time, but not always the same one.
     """
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    # as_uri() percent-encodes the path: a raw "file:{path}" would read '#', '?' and '%' in it as URI syntax.
+    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
     try:
         last = since
         while True:

@@ -11,8 +11,10 @@ import sys
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
 
 from benchmarks.clients import free_port, subscriber_when_up
+from ser_stream.publish import Publisher
 from ser_stream.record import UtteranceLog, read_since
 from tests.conftest import undocumented_fields
 
@@ -174,3 +176,91 @@ def test_catch_up_pages_can_be_read_on_different_threads(tmp_path):
         thread.start()
         thread.join()
     assert [json.loads(page[0])["seq"] for page in read if page] == [1, 2, 3] and read[-1] == []
+
+
+async def publishing(database) -> Publisher:
+    """A publisher serving catch-up from ``database``, as ``--record`` sets it up."""
+    publisher = Publisher("127.0.0.1", 0)
+    publisher.record_path = database
+    publisher.hello = {"type": "hello", "version": 1}
+    await publisher.start()
+    return publisher
+
+
+async def received(url: str, count: int) -> list[dict]:
+    async with connect(url) as ws:
+        return [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(count)]
+
+
+def test_a_since_that_is_not_an_utterance_seq_is_refused_with_1008_naming_it(tmp_path):
+    """'²' passes str.isdigit() and 2**63 overflows SQLite: both once closed the subscriber with an unexplained 1011."""
+    log = UtteranceLog(tmp_path / "utterances.db")
+    log.append({"type": "utterance", "stream": "a"})
+    log.close()
+    bad = {"x": "x", "-1": "-1", "%C2%B2": "²", "%D9%A3": "٣", "9223372036854775808": "9223372036854775808",
+           "99999999999999999999": "99999999999999999999", "1" * 5000: "1" * 37 + "…"}
+
+    async def scenario():
+        publisher = await publishing(tmp_path / "utterances.db")
+        refused = {}
+        for query in bad:
+            with pytest.raises(ConnectionClosedError) as closed:
+                await received(f"ws://127.0.0.1:{publisher.port}/?since={query}", 1)
+            refused[query] = (closed.value.rcvd.code, closed.value.rcvd.reason)
+        largest = await received(f"ws://127.0.0.1:{publisher.port}/?since=9223372036854775807", 2)
+        padded = await received(f"ws://127.0.0.1:{publisher.port}/?since=0000000000000000000000", 3)
+        await publisher.close()
+        return refused, largest, padded
+
+    refused, largest, padded = asyncio.run(scenario())
+    for query, shown in bad.items():
+        assert refused[query] == (1008, f"?since={shown}: not an utterance seq (a whole number, 0 to 2**63-1)")
+    assert largest[1] == {"type": "caught_up", "since": 2**63 - 1, "last": 0}
+    assert [m["type"] for m in padded] == ["hello", "utterance", "caught_up"] and padded[1]["seq"] == 1
+
+
+@pytest.mark.parametrize("name", ["rec#1.db", "rec?mode=rw.db", "100%.db", "%23.db", "my records.db", "a #b?c%20d/rec.db"])
+def test_catch_up_reads_a_record_path_with_uri_characters_in_its_name(tmp_path, name):
+    """read_since opens the database read-only through a file: URI; '#', '?' or '%' in --record once broke every catch-up."""
+    database = tmp_path / name
+    database.parent.mkdir(exist_ok=True)
+    log = UtteranceLog(database)
+    for index in range(2):
+        log.append({"type": "utterance", "stream": "a", "id": index})
+    log.close()
+    assert [json.loads(text)["seq"] for page in read_since(database, 0) for text in page] == [1, 2]
+
+    async def scenario():
+        publisher = await publishing(database)
+        messages = await received(f"ws://127.0.0.1:{publisher.port}/?since=1", 3)
+        await publisher.close()
+        return messages
+
+    hello, utterance, caught_up = asyncio.run(scenario())
+    assert utterance["seq"] == 2 and caught_up == {"type": "caught_up", "since": 1, "last": 2}
+
+
+@pytest.mark.parametrize("damage", ["missing", "not_sqlite", "no_table"])
+def test_a_record_database_that_cannot_be_read_is_an_error_line_and_live_messages_follow(tmp_path, damage):
+    """As without --record: one error line naming ?since=, then live messages, instead of a 1011 close."""
+    database = tmp_path / "utterances.db"
+    if damage == "not_sqlite":
+        database.write_text("not a database\n" * 100)
+    elif damage == "no_table":
+        with sqlite3.connect(database) as connection:
+            connection.execute("CREATE TABLE other (x)")
+
+    async def scenario():
+        publisher = await publishing(database)
+        async with connect(f"ws://127.0.0.1:{publisher.port}/?since=3") as ws:
+            hello, error = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+            publisher.publish({"seq": 4, "type": "utterance", "stream": "a"})
+            live = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        failed = publisher.failed_catch_ups
+        await publisher.close()
+        return hello, error, live, failed
+
+    hello, error, live, failed = asyncio.run(scenario())
+    assert error["type"] == "error" and "stream" not in error
+    assert error["message"].startswith("?since=3: cannot read the --record database (") and "\n" not in error["message"]
+    assert live == {"seq": 4, "type": "utterance", "stream": "a"} and failed == 1

@@ -166,3 +166,66 @@ def test_the_cli_says_so_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "ser-stream: error: 0.0.0.0 is reachable from other machines; add --allow-remote to listen there (and set --token)"
     ]
+
+
+def test_tokenless_ingest_attempts_are_refused_without_using_up_the_ingest_rate_limit():
+    """The limit is charged only to clients with the token: a flood without one must not lock out the real platform."""
+
+    async def scenario():
+        publisher = await started(AccessConfig(token="s3cret-token", ingest_connections_per_second=0.5))  # one, then one per 2 s
+
+        async def ingest(connection):
+            await connection.wait_closed()
+
+        publisher.ingest = ingest
+        url = f"ws://127.0.0.1:{publisher.port}/ingest"
+        refused = []
+        for attempt in [url] * 10 + [url + "?token=wrong"] * 10:
+            with pytest.raises(ConnectionClosedError) as closed:
+                await first_message(attempt)
+            refused.append(closed.value.rcvd.code)
+        platform = await connect(url + "?token=s3cret-token")
+        with pytest.raises(InvalidStatus) as limited:  # the limit still holds for clients with the token
+            await connect(url, additional_headers={"Authorization": "Bearer s3cret-token"})
+        await platform.close()
+        counters = publisher.counters()
+        await publisher.close()
+        return refused, limited.value.response.status_code, counters
+
+    refused, limited, counters = asyncio.run(scenario())
+    assert refused == [POLICY_VIOLATION] * 20
+    assert limited == 429
+    assert counters["refused_token"] == 20 and counters["refused_ingest_limit"] == 1
+
+
+def test_a_connection_handler_stuck_at_shutdown_cannot_hold_the_publishers_close():
+    """A handler waiting on something other than its connection (ingest held by backpressure from a worker that
+    has stopped) once made close() wait for ever; it is cancelled once the time for handlers has passed."""
+
+    async def scenario():
+        publisher = await started(AccessConfig())
+        cleaned_up = asyncio.Event()
+
+        async def ingest(connection):
+            try:
+                while True:  # room in a ring buffer that never comes
+                    await asyncio.sleep(0.005)
+            finally:
+                cleaned_up.set()
+
+        publisher.ingest = ingest
+        sender = await connect(f"ws://127.0.0.1:{publisher.port}/ingest")
+        subscriber = await connect(f"ws://127.0.0.1:{publisher.port}/")
+        began = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(publisher.close(), 15)
+        except TimeoutError:
+            return None, cleaned_up.is_set(), 0
+        took = asyncio.get_running_loop().time() - began
+        await sender.close()
+        await subscriber.close()
+        return took, cleaned_up.is_set(), publisher.cancelled_handlers
+
+    took, cleaned_up, cancelled = asyncio.run(scenario())
+    assert took is not None, "Publisher.close() was still waiting after 15 s"
+    assert took < 5 and cleaned_up and cancelled == 1  # 1 s for the closing handshakes, 2 s for handlers
