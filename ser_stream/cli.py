@@ -122,7 +122,11 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
     config = MonitorConfig(
         utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance),
         max_batch=args.max_batch,
+        max_streams=args.max_streams,
     )
+    file_like = sum(kind != "rtp" for kind in kinds)
+    if file_like > args.max_streams:
+        raise SerStreamError(f"{file_like} sources but --max-streams {args.max_streams}: raise --max-streams")
     return MonitorOptions(
         access=_access(args), allow_remote=args.allow_remote, record=args.record,
         sources=specs, window_seconds=args.window, hop_seconds=args.hop, model=args.model, provider=args.provider,
@@ -179,6 +183,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
+    from ser_stream.pipeline import MonitorConfig
     from ser_stream.utterances import UtteranceConfig
 
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
@@ -192,6 +197,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds")
     parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds")
     parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
+    parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once (RTP and ingest calls beyond it are refused, counted in status)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
     parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the raw s16le PCM (default 16000)")

@@ -13,6 +13,14 @@ class ModelError(SerStreamError):
     """A model file or its metadata that is missing, corrupt or does not match this code."""
 
 
+class StreamRefused(SerStreamError):
+    """A stream the worker will not take: its id is still active, the limit is reached, or the monitor is stopping."""
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        super().__init__(f"stream {stream_id!r} refused: {reason}")
+        self.reason = reason
+
+
 class DatasetError(SerStreamError):
     """A training data folder or file name that does not follow the expected layout."""
 

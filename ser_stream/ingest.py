@@ -19,15 +19,22 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, StreamRefused
 from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.sources import Sink
 
 DECODERS = {"audio/x-mulaw": mulaw_decode, "audio/x-alaw": alaw_decode}
+# Twilio sends one call per connection; a connection that opens more is refused the extras, so one
+# client cannot hold the monitor's whole --max-streams.
+STREAMS_PER_CONNECTION = 1
 
 
 class IngestError(SerStreamError):
     """One ingest message that cannot be used; the connection stays open."""
+
+
+class MonitorStopping(IngestError):
+    """Audio for a stream the stopping monitor has closed; the connection is closed after saying so."""
 
 
 def parse_message(text: str | bytes) -> dict[str, Any]:
@@ -72,7 +79,7 @@ class MediaIngest:
         self.errors = 0
 
     async def handle(self, connection: ServerConnection) -> None:
-        sinks: dict[str, tuple[Sink, Callable[[bytes], Any]]] = {}
+        sinks: dict[str, tuple[Sink, Callable[[bytes], Any]]] = {}  # the connection's open calls
         try:
             async for text in connection:
                 try:
@@ -80,6 +87,9 @@ class MediaIngest:
                 except IngestError as error:
                     self.errors += 1
                     await connection.send(json.dumps({"type": "error", "message": str(error)}))
+                    if isinstance(error, MonitorStopping):
+                        await connection.close(1001, "the monitor is stopping")
+                        return
         except ConnectionClosed:
             pass
         finally:
@@ -92,10 +102,12 @@ class MediaIngest:
             stream_id = message["start"].get("streamSid") or message["streamSid"]
             if stream_id in sinks:
                 raise IngestError(f"stream {stream_id} started twice")
+            if len(sinks) >= STREAMS_PER_CONNECTION:
+                raise IngestError(f"stream {stream_id} refused: this connection already carries {', '.join(sinks)}; one call per connection")
             encoding = message["start"].get("mediaFormat", {}).get("encoding", "audio/x-mulaw")
             try:
                 sinks[stream_id] = (self.open_stream(stream_id, 8000), DECODERS[encoding])
-            except ValueError as error:
+            except StreamRefused as error:  # a limit reached, or the monitor stopping
                 raise IngestError(str(error)) from None
         elif event == "media":
             stream_id = message["streamSid"]
@@ -107,8 +119,10 @@ class MediaIngest:
                 raise IngestError(f"stream {stream_id}: media payload is not valid base64") from None
             sink, decode = sinks[stream_id]
             samples = decode(payload)
-            while sink.ring.free() < samples.size:  # wait for the worker: TCP backpressure to the sender
+            while sink.ring.free() < samples.size and not sink.finished:  # wait for the worker: TCP backpressure
                 await asyncio.sleep(0.005)
+            if sink.finished:  # the worker closed the stream: the monitor is stopping
+                raise MonitorStopping(f"stream {stream_id}: the monitor is stopping; audio from here on is not analysed")
             sink.ring.write(samples)
         elif event == "stop":
             stream_id = message["streamSid"]

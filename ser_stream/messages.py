@@ -56,6 +56,7 @@ class Status(TypedDict):
     streams: int
     windows: int
     utterances: int
+    refused_streams: int  # streams not taken: at --max-streams, a duplicate id, or while stopping
     subscribers: NotRequired[int]  # from the publisher: absent only where a worker runs without one
     subscriber_drops: NotRequired[int]
     refused_token: NotRequired[int]
@@ -65,6 +66,8 @@ class Status(TypedDict):
     rtp_bad_packets: NotRequired[int]  # with an rtp: source
     rtp_lost_packets: NotRequired[int]
     rtp_late_packets: NotRequired[int]
+    rtp_resyncs: NotRequired[int]
+    rtp_refused_packets: NotRequired[int]
 
 
 class StreamEvent(TypedDict):

@@ -55,6 +55,9 @@ class MonitorOptions:
     hop_seconds: float | None = None
 
 
+FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish what the streams hold
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -176,7 +179,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         if spec.kind == "file":
             stream_id = distinct_stream_id(Path(spec.target).name, spec.target, taken)
         else:
-            stream_id = spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
+            name = spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
+            stream_id = distinct_stream_id(name, name, taken)  # a file may be called 'stdin1' too
         taken.add(stream_id)
         if isinstance(source, SerStreamError):  # reported and counted as this stream's failure; the others run
             stream = Stream(stream_id, SAMPLE_RATE, config)
@@ -193,7 +197,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     dashboard = None
     if options.dashboard:
         dashboard = Dashboard(state)
-        dashboard.level_source = lambda: max((s.level for s in worker.streams.values()), default=0.0)
+        dashboard.level_source = lambda: worker.loudest_level()
         dashboard.start()
     while len(publisher.subscribers) < options.await_subscribers:
         await asyncio.sleep(0.01)
@@ -206,19 +210,22 @@ async def run_monitor(options: MonitorOptions) -> int:
         except (NotImplementedError, RuntimeError):
             pass
     calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
-    worker_thread = threading.Thread(target=worker.run, args=(stop, not calls_come_and_go), name="worker", daemon=True)
+    worker_stop = threading.Event()  # set only if the worker does not finish in time
+    worker_thread = threading.Thread(target=worker.run, args=(worker_stop, not calls_come_and_go), name="worker", daemon=True)
     worker_thread.start()
     while worker_thread.is_alive() and not interrupted.is_set():
         await asyncio.sleep(0.05)
-    stop.set()  # sources stop; the worker publishes what is complete and exits
+    stop.set()  # sources stop
     for thread in source_threads:  # an RTP receiver flushes its jitter buffers as it stops
         if thread.is_alive():
             await asyncio.to_thread(thread.join, 1)
-    await asyncio.to_thread(worker_thread.join, 5)
-    if interrupted.is_set():
-        for stream in list(worker.streams.values()):
-            stream.finished = True
-        worker.step()  # close open utterances and publish them before exit
+    # The worker, in its own thread (the streams' only reader), closes the open utterances, publishes them
+    # and returns; finish() also releases ingest connections waiting for room in a stream's buffer.
+    worker.finish()
+    await asyncio.to_thread(worker_thread.join, FINISH_SECONDS)
+    if worker_thread.is_alive():
+        worker_stop.set()
+        print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
     await publisher.close()
     if log is not None:
         log.close()

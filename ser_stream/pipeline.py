@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ser_stream import EMOTIONS
+from ser_stream.errors import StreamRefused
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import Message, rounded
@@ -40,6 +41,10 @@ class MonitorConfig:
     max_batch: int = 32
     ring_seconds: float = 10.0
     status_interval_seconds: float = 1.0
+    # Streams open at once. Each holds ~0.5 MB (ring, resampler, VAD state) and 2 cores follow ~80 real-time
+    # calls, so 200 leaves room for bursts while a flood of spoofed RTP SSRCs or ingest 'start's cannot
+    # exhaust memory; what is refused is counted (``refused_streams``).
+    max_streams: int = 200
 
 
 class Stream:
@@ -72,20 +77,48 @@ class Worker:
         self.queue_depth = 0
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
+        self.refused_streams = 0  # StreamRefused: at the --max-streams limit, a duplicate id, or while stopping
+        self.finishing = False  # set by finish(): every stream is closed and published, then run() returns
         self.crash: str | None = None  # set if the worker itself failed
         self.ended_totals: dict[str, int] = dict.fromkeys(STREAM_COUNTERS, 0)  # counts of streams that have left
         self.extra_counters: list[Callable[[], dict[str, int]]] = []  # e.g. the RTP receiver's, merged into status
         self._last_status = 0.0
 
     def add_stream(self, stream: Stream) -> None:
+        """Take a stream, or raise ``StreamRefused`` (counted) with the reason in one line."""
         with self.lock:
-            if stream.stream_id in self.streams:
-                raise ValueError(f"stream {stream.stream_id!r} is already active")
+            reason = None
+            if self.finishing:
+                reason = "the monitor is stopping"
+            elif stream.stream_id in self.streams:
+                reason = "a stream of that id is still active"
+            elif len(self.streams) >= self.config.max_streams:
+                reason = f"{self.config.max_streams} streams are open, the most this monitor takes (--max-streams)"
+            if reason is not None:
+                self.refused_streams += 1
+                raise StreamRefused(stream.stream_id, reason)
             self.streams[stream.stream_id] = stream
             self.streams_started += 1
         self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0})
 
+    def loudest_level(self) -> float:
+        """The highest RMS level among the open streams, for the dashboard's meter (read from its own thread)."""
+        with self.lock:
+            return max((stream.level for stream in self.streams.values()), default=0.0)
+
+    def finish(self) -> None:
+        """Close every stream as if its source had ended; ``run`` publishes what they hold, then returns.
+
+        Only flags are set here, so any thread may call it; the streams are
+        still drained by the worker's own thread, their only reader.
+        """
+        with self.lock:
+            self.finishing = True
+            for stream in self.streams.values():
+                stream.finished = True
+
     def run(self, stop: threading.Event, until_all_ended: bool = False) -> None:
+        """Step until ``stop`` is set, until every stream has ended (``until_all_ended``), or until finished."""
         try:
             self._loop(stop, until_all_ended)
         except Exception as error:  # noqa: BLE001 - a bug must end the monitor with a clear line, not hang it
@@ -95,8 +128,8 @@ class Worker:
         while not stop.is_set():
             busy = self.step()
             with self.lock:
-                idle = self.streams_started > 0 and not self.streams
-            if until_all_ended and idle:
+                idle = not self.streams and (self.finishing or self.streams_started > 0)
+            if (until_all_ended or self.finishing) and idle:
                 break
             if not busy:
                 time.sleep(0.005)
@@ -204,7 +237,7 @@ class Worker:
         for stream in streams:
             for name, count in stream_counters(stream).items():
                 totals[name] += count
-        message: Message = {"type": "status", **totals}
+        message: Message = {"type": "status", **totals, "refused_streams": self.refused_streams}
         message.update(
             {
                 "queue_depth": self.queue_depth,

@@ -107,6 +107,8 @@ class StdinSource:
             raise AudioInputError(f"stdin: channels {channels} must be positive")
         check_sample_rate(sample_rate, "stdin")
         self.sample_rate, self.channels = sample_rate, channels
+        if stream is None and sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise AudioInputError("stdin: closed; pipe raw PCM into it, or choose another --source")
         self.stream = stream if stream is not None else sys.stdin.buffer
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -127,6 +129,8 @@ class StdinSource:
                 sink.ring.write(mono)
             if leftover:
                 sink.warning = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
+        except OSError as error:  # e.g. stdin open for writing only, or a read error on the pipe
+            sink.error = f"stdin: read failed ({error.strerror or type(error).__name__})"
         finally:
             sink.finished = True
 

@@ -199,6 +199,7 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "stdin", "--source", "stdin"], "--source stdin is given twice: one pipe cannot feed two streams"),
         (["--source", "rtp:999.1.1.1:5004"], "rtp source '999.1.1.1': not an IPv4 address"),
         (["--ws", "256.0.0.1:8765"], "--ws '256.0.0.1': not an IPv4 address"),
+        (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
     ],
 )
 def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, options, reason):
@@ -214,6 +215,7 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
     "options, reason",
     [
         (["--max-batch", "0"], "argument --max-batch: 0 must be at least 1"),
+        (["--max-streams", "0"], "argument --max-streams: 0 must be at least 1"),
         (["--subscriber-queue", "0"], "argument --subscriber-queue: 0 must be at least 1"),
         (["--await-subscribers", "-1"], "argument --await-subscribers: -1 must be at least 0"),
         (["--channels", "two"], "argument --channels: 'two' is not a whole number"),
@@ -347,3 +349,21 @@ def test_an_mp3_file_source_decodes_without_the_decoders_complaints(tmp_path, sh
     assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 0
     err = capfd.readouterr().err
     assert "libmpg123" not in err and "error" not in err
+
+
+@pytest.mark.parametrize(
+    ("redirect", "status", "reason"),
+    [("<&-", 2, "ser-stream: error: stdin: closed; pipe raw PCM into it, or choose another --source"),
+     ("0>{tmp}/not-readable.raw", 1, "ser-stream: stdin: read failed (Bad file descriptor)")],
+    ids=["closed", "write-only"],
+)
+def test_a_closed_or_unreadable_stdin_is_one_line_not_a_traceback(tmp_path, shipped_model, redirect, status, reason):
+    """Once an AttributeError traceback (closed) and a traceback with exit status 0 (write-only, as under nohup)."""
+    import shlex
+    import subprocess
+    import sys
+
+    command = f"exec {shlex.quote(sys.executable)} -m ser_stream monitor --source stdin --no-dashboard --ws 127.0.0.1:0 {redirect.format(tmp=tmp_path)}"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert result.returncode == status, result.stderr
+    assert reason in result.stderr.splitlines() and "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ import pytest
 import scipy.signal
 import soundfile
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import mulaw_encode
@@ -105,3 +106,85 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
         assert len(utterances) == len(bounds)
         for utterance, (start, end) in zip(utterances, bounds):
             assert abs(utterance["t_start"] - start) <= 0.3 and abs(utterance["t_end"] - end) <= 0.3
+
+
+def start_ingest_monitor(port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_ctrl_c_ends_the_monitor_while_a_call_is_sent_faster_than_real_time():
+    """The ingest handler waits for room in the stream's buffer; at shutdown it once waited for ever."""
+    port = free_port()
+    process = start_ingest_monitor(port)
+    silence = base64.b64encode(b"\xff" * 160).decode()
+    frame = json.dumps({"event": "media", "streamSid": "MZ-fast", "media": {"payload": silence}})
+
+    async def flood() -> list[str]:
+        subscriber = await subscriber_when_up(port)
+        await subscriber.close()
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{port}/ingest") as ws:
+            await ws.send(json.dumps({"event": "start", "start": {"streamSid": "MZ-fast"}}))
+            for _ in range(4000):  # 80 s of audio as fast as TCP takes it: the 10 s buffer fills
+                await ws.send(frame)
+            process.send_signal(signal.SIGINT)
+            try:
+                while True:
+                    await ws.send(frame)
+                    while True:  # collect replies without waiting for them
+                        replies.append(await asyncio.wait_for(ws.recv(), 0.001))
+            except (TimeoutError, ConnectionClosed):
+                pass
+            try:
+                async for reply in ws:
+                    replies.append(str(reply))
+            except ConnectionClosed:
+                pass
+        return replies
+
+    try:
+        replies = asyncio.run(asyncio.wait_for(flood(), 90))
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, process.stderr.read()
+    assert any("stream MZ-fast: the monitor is stopping; audio from here on is not analysed" in reply for reply in replies), replies[-3:]
+
+
+def test_calls_beyond_max_streams_or_a_second_call_on_one_connection_are_refused_and_counted():
+    port = free_port()
+    process = start_ingest_monitor(port, "--max-streams", "2")
+
+    async def scenario() -> tuple[list[str], list[dict]]:
+        subscriber = await subscriber_when_up(port)
+        replies: list[str] = []
+        connections = [await connect(f"ws://127.0.0.1:{port}/ingest") for _ in range(3)]
+        for index, connection in enumerate(connections):
+            await connection.send(json.dumps({"event": "start", "start": {"streamSid": f"MZ{index}"}}))
+        await connections[0].send(json.dumps({"event": "start", "start": {"streamSid": "MZ-extra"}}))
+        for connection in (connections[2], connections[0]):
+            replies.append(json.loads(await asyncio.wait_for(connection.recv(), 10))["message"])
+        messages: list[dict] = []
+        while not any(m["type"] == "status" and m["refused_streams"] for m in messages):
+            messages.append(json.loads(await asyncio.wait_for(subscriber.recv(), 10)))
+        for connection in connections:
+            await connection.close()
+        await subscriber.close()
+        return replies, messages
+
+    try:
+        replies, messages = asyncio.run(scenario())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, process.stderr.read()
+    assert replies == [
+        "stream 'MZ2' refused: 2 streams are open, the most this monitor takes (--max-streams)",
+        "stream MZ-extra refused: this connection already carries MZ0; one call per connection",
+    ]
+    started = {m["stream"] for m in messages if m["type"] == "stream_started"}
+    assert started == {"MZ0", "MZ1"}
+    assert [m for m in messages if m["type"] == "status"][-1]["refused_streams"] == 1

@@ -311,3 +311,80 @@ def test_a_worker_that_fails_ends_with_the_reason_instead_of_hanging(clips_with_
     thread.join(60)
     assert not thread.is_alive()
     assert worker.crash == "RuntimeError: onnxruntime lost its device"
+
+
+def test_finish_publishes_what_the_streams_hold_and_returns(clips_with_silence, shipped_model):
+    """Ctrl-C: the worker thread itself closes open utterances; nothing else reads the streams."""
+    import threading
+
+    from ser_stream.errors import StreamRefused
+    from ser_stream.inference import EmotionModel
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EmotionModel(shipped_model, provider="cpu"), config, messages.append)
+    stream = Stream("live", rate, config)
+    worker.add_stream(stream)
+    cut = int(bounds[1][0] * rate) + rate // 2  # half a second into the second clip: an utterance is open
+    stream.ring.write(audio[:cut])
+    thread = threading.Thread(target=worker.run, args=(threading.Event(), False))  # runs until stopped, as with calls
+    thread.start()
+    while stream.ring.available():
+        time.sleep(0.01)
+    worker.finish()
+    thread.join(60)
+    assert not thread.is_alive() and worker.crash is None
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert len(utterances) == 2 and abs(utterances[1]["t_end"] - cut / rate) <= 0.3  # the open one, cut where the audio stopped
+    assert [m["type"] for m in messages].count("stream_ended") == 1
+    with pytest.raises(StreamRefused, match="stream 'late' refused: the monitor is stopping"):
+        worker.add_stream(Stream("late", rate, config))
+
+
+def test_streams_beyond_the_limit_or_with_an_active_id_are_refused_and_counted():
+    from ser_stream.errors import StreamRefused
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig(max_streams=2)
+    worker = Worker(None, config, messages.append)  # type: ignore[arg-type]  # no window reaches the model here
+    worker.add_stream(Stream("a", 8000, config))
+    with pytest.raises(StreamRefused, match="stream 'a' refused: a stream of that id is still active"):
+        worker.add_stream(Stream("a", 8000, config))
+    worker.add_stream(Stream("b", 8000, config))
+    with pytest.raises(StreamRefused, match=r"stream 'c' refused: 2 streams are open, the most this monitor takes \(--max-streams\)"):
+        worker.add_stream(Stream("c", 8000, config))
+    worker.publish_status(force=True)
+    assert messages[-1]["refused_streams"] == 2 and messages[-1]["streams"] == 2
+
+
+def test_the_dashboard_meter_reads_the_loudest_open_stream():
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    worker = Worker(None, MonitorConfig(), lambda message: None)  # type: ignore[arg-type]
+    assert worker.loudest_level() == 0.0
+    for name, level in (("quiet", 0.01), ("loud", 0.3)):
+        stream = Stream(name, 8000, MonitorConfig())
+        stream.level = level
+        worker.add_stream(stream)
+    assert worker.loudest_level() == 0.3
+
+
+def test_a_file_named_like_a_generated_stream_id_does_not_clash_with_it(clips_with_silence, shipped_model, tmp_path):
+    """`--source file:stdin1 --source stdin` once stopped start-up with a traceback (two streams 'stdin1')."""
+    path, bounds = clips_with_silence
+    named = tmp_path / "stdin1"
+    named.write_bytes(path.read_bytes())
+    audio, rate = soundfile.read(path, dtype="int16")
+    result = subprocess.run(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{named}", "--source", "stdin", "--rate", str(rate),
+         "--pace", "fast", "--no-dashboard", "--print-utterances", "--ws", "127.0.0.1:0"],
+        input=audio.tobytes(), capture_output=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    utterances = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert sorted({m["stream"] for m in utterances}) == ["stdin1", "stdin1#2"]
+    assert all(sum(m["stream"] == s for m in utterances) == len(bounds) for s in ("stdin1", "stdin1#2"))

@@ -129,6 +129,129 @@ def test_duplicates_are_played_once():
     assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
 
 
+def restarted(before: int, after: int, start_sequence: int, restart_sequence: int, new_timestamp: int | None) -> list[RtpPacket]:
+    """A tone whose sender renumbers its packets (and maybe its timestamps) after ``before`` of them."""
+    packets = tone_packets(before + after, start_sequence)
+    offset = 0 if new_timestamp is None else new_timestamp - before * PACKET_SAMPLES
+    return packets[:before] + [
+        RtpPacket(p.payload_type, (restart_sequence + i) & 0xFFFF, (p.timestamp + offset) & 0xFFFFFFFF, p.ssrc, p.payload)
+        for i, p in enumerate(packets[before:])
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 0xFFFF), st.integers(3000, 0x10000 - 101), st.integers(1, 8),
+       st.none() | st.integers(0, 0xFFFFFFFF))
+def test_a_sender_that_restarts_its_sequence_numbers_keeps_playing(start, jump, depth, new_timestamp):
+    """More than 100 behind or 3000 ahead (a relay failing over from 30049 to 100, say): followed, nothing lost."""
+    packets = restarted(50, 100, start, start + 50 + jump, new_timestamp)
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, packets)
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))  # no silence for the renumbering
+    assert (jitter.resyncs, jitter.lost, jitter.late) == (1, 0, 0)
+
+
+def test_the_reviewers_restart_plays_all_of_its_audio():
+    jitter = JitterBuffer(5)
+    audio = played(jitter, restarted(50, 1500, 30000, 100, None))
+    assert audio.size == 1550 * PACKET_SAMPLES and jitter.resyncs == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 0xFFFF), st.integers(1, 2998), st.integers(1, 8))
+def test_a_forward_jump_counts_as_lost_what_its_silence_holds(start, skipped, depth):
+    """Less than 3000 past the highest received is loss: at most 1 s (50 packets) of silence, and that many counted."""
+    packets = tone_packets(40 + skipped, start)
+    arrived = packets[:20] + packets[20 + skipped:]
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, arrived)
+    silence = min(skipped * PACKET_SAMPLES, 8000)
+    assert audio.size == 40 * PACKET_SAMPLES + silence
+    assert np.all(audio[20 * PACKET_SAMPLES:20 * PACKET_SAMPLES + silence] == 0)
+    assert (jitter.lost, jitter.late) == (min(skipped, 50), 0)
+    assert jitter.resyncs == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 0xFFFF), st.integers(3000, 0x10000 - 101), st.integers(1, 8), st.integers(1, 28),
+       st.integers(0, 0xFFFFFFFF))
+def test_a_lone_packet_far_out_of_sequence_is_dropped_without_a_resync(start, distance, depth, position, timestamp):
+    """One stray packet (or two, not one after the other) does not move playback: it is dropped and counted late."""
+    packets = tone_packets(30, start)
+    stray = RtpPacket(0, (packets[position].sequence + distance) & 0xFFFF, timestamp, 7, b"\x00" * PACKET_SAMPLES)
+    follower = RtpPacket(0, (stray.sequence + 1) & 0xFFFF, timestamp, 7, b"\x00" * PACKET_SAMPLES)
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, packets[:position] + [stray, packets[position], follower] + packets[position + 1:])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.lost, jitter.late) == (0, 2)
+    assert jitter.resyncs == 0
+
+
+def test_a_stray_packet_still_held_when_the_call_ends_is_counted_late():
+    packets = tone_packets(10)
+    jitter = JitterBuffer(3)
+    audio = played(jitter, [*packets, RtpPacket(0, 20000, 0, 7, b"\x00" * PACKET_SAMPLES)])
+    assert audio.size == 10 * PACKET_SAMPLES and jitter.late == 1
+    assert jitter.resyncs == 0
+
+
+def test_receiver_counts_a_restarted_call_as_a_resync_and_plays_it_on():
+    streams: dict[str, Stream] = {}
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        streams[stream_id] = Stream(stream_id, sample_rate, MonitorConfig())
+        return streams[stream_id]
+
+    receiver = RtpReceiver(RtpConfig(port=0), open_stream, [].append)
+    try:
+        for packet in restarted(50, 100, 30000, 100, None):
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload, ssrc=5), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    stream = streams["rtp-00000005"]
+    assert stream.finished and stream.ring.read().size == 150 * PACKET_SAMPLES
+    assert receiver.counters() == {"rtp_bad_packets": 0, "rtp_lost_packets": 0, "rtp_late_packets": 0, "rtp_refused_packets": 0, "rtp_resyncs": 1}
+    assert stream.warning is not None and "restarted 1 time(s)" in stream.warning
+
+
+def test_a_call_refused_a_stream_is_counted_reported_once_and_tried_again_a_second_later():
+    """At --max-streams a flood of SSRCs cannot make streams; a refused call starts once there is room."""
+    from ser_stream.errors import StreamRefused
+    from ser_stream.rtp import REFUSED_RETRY_SECONDS
+
+    streams: dict[str, Stream] = {}
+    attempts: list[str] = []
+    reports: list[str] = []
+    room = threading.Event()
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        attempts.append(stream_id)
+        if not room.is_set():
+            raise StreamRefused(stream_id, "1 streams are open, the most this monitor takes (--max-streams)")
+        streams[stream_id] = Stream(stream_id, sample_rate, MonitorConfig())
+        return streams[stream_id]
+
+    receiver = RtpReceiver(RtpConfig(port=0), open_stream, reports.append)
+    payload = mulaw_encode(np.zeros(PACKET_SAMPLES)).tobytes()
+    try:
+        for sequence in range(20):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payload, ssrc=7), "127.0.0.1:4000")
+        assert attempts == ["rtp-00000007"] and receiver.counters()["rtp_refused_packets"] == 20
+        assert reports == [
+            "rtp packet from 127.0.0.1:4000 skipped: its call has no stream: 1 streams are open, "
+            "the most this monitor takes (--max-streams) (further ones are only counted)"
+        ]
+        room.set()
+        time.sleep(REFUSED_RETRY_SECONDS + 0.05)
+        for sequence in range(20, 30):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payload, ssrc=7), "127.0.0.1:4000")
+    finally:
+        receiver.socket.close()
+    assert attempts == ["rtp-00000007"] * 2 and receiver.counters()["rtp_refused_packets"] == 20
+    assert "rtp-00000007" in streams and len(reports) == 1
+
+
 def test_receiver_makes_one_stream_per_ssrc_closes_idle_calls_and_counts_bad_packets():
     streams: dict[str, Stream] = {}
     reports: list[str] = []
