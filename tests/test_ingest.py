@@ -8,6 +8,8 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -22,6 +24,8 @@ from ser_stream.ingest import IngestError, parse_message
 from tests.conftest import undocumented_fields
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 
 @pytest.mark.parametrize(
@@ -54,15 +58,30 @@ def twilio_frames(stream_sid: str, audio_8k: np.ndarray) -> list[str]:
     return frames
 
 
+def start_ingest_monitor(port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run_then_sigterm(process: subprocess.Popen[str], scenario: Callable[[], Awaitable[T]]) -> T:
+    """The clients' scenario, then SIGTERM as an operator would send it; the monitor must exit 0."""
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, process.stderr.read()
+    return result
+
+
 def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_them(clips_with_silence, shipped_model):
     path, bounds = clips_with_silence
     audio, rate = soundfile.read(path, dtype="float32")
     audio_8k = scipy.signal.resample_poly(audio, 8000, rate)
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    process = start_ingest_monitor(port)
 
     async def call(stream_sid: str) -> list[dict]:
         replies = []
@@ -90,12 +109,7 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
         await subscriber.close()
         return replies, messages
 
-    try:
-        replies, messages = asyncio.run(scenario())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert process.returncode == 0, process.stderr.read()
+    replies, messages = run_then_sigterm(process, scenario)
     for call_replies in replies:
         errors = [r["message"] for r in call_replies]
         assert len(errors) == 2 and "not JSON" in errors[0] and "not valid base64" in errors[1]
@@ -106,13 +120,6 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
         assert len(utterances) == len(bounds)
         for utterance, (start, end) in zip(utterances, bounds):
             assert abs(utterance["t_start"] - start) <= 0.3 and abs(utterance["t_end"] - end) <= 0.3
-
-
-def start_ingest_monitor(port: int, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
 
 
 def test_ctrl_c_ends_the_monitor_while_a_call_is_sent_faster_than_real_time():
@@ -175,12 +182,7 @@ def test_calls_beyond_max_streams_or_a_second_call_on_one_connection_are_refused
         await subscriber.close()
         return replies, messages
 
-    try:
-        replies, messages = asyncio.run(scenario())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert process.returncode == 0, process.stderr.read()
+    replies, messages = run_then_sigterm(process, scenario)
     assert replies == [
         "stream 'MZ2' refused: 2 streams are open, the most this monitor takes (--max-streams)",
         "stream MZ-extra refused: this connection already carries MZ0; one call per connection",
