@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ser_stream import EMOTIONS
+from ser_stream.errors import shown
 from ser_stream.messages import Message
 
 COLOURS = {
@@ -24,6 +25,12 @@ COLOURS = {
 
 
 MAX_STREAM_ROWS = 24  # more active streams are summarised in one line
+
+
+def untrusted(name: str) -> Text:
+    """A stream id or file name as plain text: never read as rich markup (``[/]`` once killed the dashboard's
+    refresh thread), control characters escaped so they cannot drive the terminal."""
+    return Text(shown(name))
 
 
 @dataclass
@@ -91,7 +98,7 @@ class DashboardState:
             recent = Table("stream", "time", "label", "conf.", box=None)
             for message in self.recent:
                 recent.add_row(
-                    message["stream"], f"{message['t_start']:7.1f}–{message['t_end']:.1f} s",
+                    untrusted(message["stream"]), f"{message['t_start']:7.1f}–{message['t_end']:.1f} s",
                     Text(message["label"], style=COLOURS.get(message["label"], "white")), f"{message['confidence']:.2f}",
                 )
             calls = Table("stream", "now", "conf.", "last utterance", "utterances", box=None)
@@ -100,7 +107,7 @@ class DashboardState:
                 label, confidence = row.current
                 last = row.last
                 calls.add_row(
-                    stream_id, Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else "",
+                    untrusted(stream_id), Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else "",
                     Text(f"{last['label']} {last['confidence']:.2f} at {last['t_end']:.1f} s", style=COLOURS.get(last["label"], "white")) if last else "",
                     str(row.utterances),
                 )

@@ -20,6 +20,7 @@ class Hello(TypedDict):
     window: float
     hop: float
     record: bool  # utterances are stored: ?since=SEQ replays what a subscriber missed
+    record_id: str | None  # names the --record database: seqs from another database mean nothing here
 
 
 class Window(TypedDict):
@@ -32,7 +33,7 @@ class Window(TypedDict):
 
 
 class Utterance(TypedDict):
-    seq: int  # grows across all streams (and restarts, with --record)
+    seq: int | None  # grows across all streams (and restarts, with --record); None: --record failed to store it
     type: Literal["utterance"]
     stream: str
     id: int
@@ -68,6 +69,7 @@ class Status(TypedDict):
     rtp_late_packets: NotRequired[int]
     rtp_resyncs: NotRequired[int]
     rtp_refused_packets: NotRequired[int]
+    record_failures: NotRequired[int]  # with --record: utterances published but not stored
 
 
 class StreamEvent(TypedDict):

@@ -21,7 +21,7 @@ from ser_stream.messages import PROTOCOL_VERSION, Message
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
-from ser_stream.record import UtteranceLog
+from ser_stream.record import RecordError, UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
 from ser_stream.sources import SourceSpec, open_source
 from ser_stream.web import serve_page
@@ -131,6 +131,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         "window": config.window.window_seconds,
         "hop": config.window.hop_seconds,
         "record": log is not None,
+        "record_id": log.record_id if log is not None else None,
     }
     publisher.hello = hello
     try:
@@ -142,9 +143,20 @@ async def run_monitor(options: MonitorOptions) -> int:
 
     utterance_count = itertools.count(1)
 
+    last_record_error: list[str] = []  # the --record failure last reported: a new reason is reported again
+
     def emit(message: Message) -> None:
-        if message.get("type") == "utterance":  # on disk before anyone can have seen it
-            message = log.append(message) if log is not None else {"seq": next(utterance_count), **message}
+        if message.get("type") == "utterance" and log is None:
+            message = {"seq": next(utterance_count), **message}
+        elif message.get("type") == "utterance" and log is not None:  # on disk before anyone can have seen it
+            try:
+                message = log.append(message)
+                last_record_error.clear()
+            except RecordError as error:  # published all the same: losing the record must not lose the result
+                message = {"seq": None, **message}
+                if last_record_error != [str(error)]:
+                    last_record_error[:] = [str(error)]
+                    emit({"type": "error", "message": str(error)})
         publisher.publish_threadsafe(message)
         state.handle(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
@@ -154,6 +166,8 @@ async def run_monitor(options: MonitorOptions) -> int:
 
     worker = Worker(model, config, emit)
     worker.extra_counters.append(publisher.counters)
+    if log is not None:
+        worker.extra_counters.append(lambda: {"record_failures": log.failures})
     stop = threading.Event()
 
     def open_call_stream(stream_id: str, sample_rate: int) -> Stream:
@@ -233,6 +247,9 @@ async def run_monitor(options: MonitorOptions) -> int:
         dashboard.stop()
     if worker.crash:
         print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
+        return 1
+    if log is not None and log.failures:
+        print(f"ser-stream: error: --record {log.path}: {log.failures} utterance(s) were published but not stored", file=sys.stderr, flush=True)
         return 1
     return 1 if worker.failed_streams else 0
 

@@ -131,8 +131,11 @@ def since_refusal(text: str) -> str:
 
 
 def seq_of(text: str) -> int | None:
-    """The ``seq`` of a queued utterance's JSON text (it is the first key), without parsing the rest."""
-    if not text.startswith('{"seq":'):
+    """The ``seq`` of a queued utterance's JSON text (it is the first key), without parsing the rest.
+
+    None for other messages, and for an utterance ``--record`` failed to store (``"seq":null``).
+    """
+    if not text.startswith('{"seq":') or text.startswith('{"seq":null'):
         return None
     return int(text[7 : text.index(",")])
 

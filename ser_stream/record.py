@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.messages import Message
 
 SCHEMA = """
@@ -26,7 +27,15 @@ CREATE TABLE IF NOT EXISTS utterances (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS utterances_stream ON utterances (stream, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# A writer that holds the database (another process, a backup) makes each insert wait this long before it
+# fails; the worker thread waits with it, so it is short: a failed insert is reported and counted instead.
+BUSY_TIMEOUT_SECONDS = 0.25
+
+
+class RecordError(SerStreamError):
+    """An utterance the --record database did not store; the utterance is still published."""
 
 
 class UtteranceLog:
@@ -34,18 +43,31 @@ class UtteranceLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.failures = 0  # utterances not stored (published without a seq)
         try:
-            self.connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False, isolation_level=None)
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=NORMAL")
             self.connection.executescript(SCHEMA)
         except sqlite3.Error as error:
-            raise SerStreamError(f"--record {path}: cannot open the database ({error})") from None
+            raise SerStreamError(f"--record {shown(path)}: cannot open the database ({error})") from None
+        try:  # a database that opens but refuses writes (read-only file or medium, locked) is refused now, not mid-call
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('record_id', ?)", (uuid.uuid4().hex,))
+            self.connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise SerStreamError(f"--record {shown(path)}: cannot write to the database ({error})") from None
+        # Names this database in hello: a page that kept a seq from another database must not ask this one for it.
+        self.record_id = str(self.connection.execute("SELECT value FROM meta WHERE key = 'record_id'").fetchone()[0])
 
     def append(self, message: Message) -> Message:
-        """Store the message; return it with its ``seq``."""
+        """Store the message; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""
         text = json.dumps(message, separators=(",", ":"))
-        cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
+        try:
+            cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
+        except sqlite3.Error as error:
+            self.failures += 1
+            raise RecordError(f"--record {shown(self.path)}: an utterance was not stored ({error}); it is published without a seq") from None
         return {"seq": cursor.lastrowid, **message}
 
     def close(self) -> None:

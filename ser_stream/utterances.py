@@ -155,7 +155,8 @@ class Utterance:
     """An utterance being heard or waiting for its last windows' outputs."""
 
     utterance_id: int
-    start_sample: int
+    start_sample: int  # the first frame of speech, less the margin (not before the stream's start)
+    speech_start: int = 0  # the first frame of speech itself
     end_sample: int = 0
     next_window_sample: int = 0
     windows_cut: int = 0
@@ -256,7 +257,7 @@ class UtteranceTracker:
             if probability >= threshold:
                 if self.open is None:
                     start = max(0, frame_start - margin)
-                    self.open = Utterance(self._next_id, start, next_window_sample=start)
+                    self.open = Utterance(self._next_id, start, speech_start=frame_start, next_window_sample=start)
                     self._next_id += 1
                 self._in_speech = True
                 self._last_speech_end = frame_end
@@ -295,7 +296,7 @@ class UtteranceTracker:
         margin = int(self.config.margin_seconds * SAMPLE_RATE)
         utterance.end_sample = self._refine_end(utterance)
         end = min(utterance.end_sample + margin, self._history_end)
-        speech = utterance.end_sample - utterance.start_sample - margin
+        speech = utterance.end_sample - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
         jobs: list[WindowJob] = []
         if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0:
             return jobs  # a click or a breath: not an utterance

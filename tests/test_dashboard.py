@@ -64,3 +64,23 @@ def test_many_streams_are_summarised_beyond_the_row_limit():
     console = Console(record=True, width=140, color_system=None)
     console.print(state.render())
     assert "… 6 more" in console.export_text()
+
+
+def test_hostile_stream_ids_are_shown_as_text_never_as_markup_or_terminal_controls():
+    """An ingest client names its streams: `[/]` once killed the refresh thread, escapes reached the terminal."""
+    import io
+
+    hostile = ["[/]", "[bold red]HIJACK[/bold red]", "interview [final].wav", "\x1b]0;pwned\x07\x1b[2J"]
+    state = DashboardState({"type": "hello", "provider": "cpu"})
+    for stream in hostile:
+        state.handle({"type": "stream_started", "stream": stream, "t": 0.0})
+        state.handle({"type": "utterance", "stream": stream, "id": 1, "t_start": 0.0, "t_end": 1.0, "label": "calm",
+                      "confidence": 0.5, "probabilities": probabilities("calm"), "windows": 1, "latency_ms": 1.0})
+    terminal = io.StringIO()
+    console = Console(file=terminal, force_terminal=True, width=160, record=True)
+    console.print(state.render())
+    text = console.export_text()
+    for stream in hostile[:3]:
+        assert text.count(stream) == 2  # its row among the streams and among the last utterances, verbatim
+    assert "\x1b]0;" not in terminal.getvalue() and "\x1b[2J" not in terminal.getvalue()
+    assert text.count(ascii(hostile[3])) == 2  # escaped where it is shown

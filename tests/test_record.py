@@ -264,3 +264,69 @@ def test_a_record_database_that_cannot_be_read_is_an_error_line_and_live_message
     assert error["type"] == "error" and "stream" not in error
     assert error["message"].startswith("?since=3: cannot read the --record database (") and "\n" not in error["message"]
     assert live == {"seq": 4, "type": "utterance", "stream": "a"} and failed == 1
+
+
+def held_by_another_writer(database) -> sqlite3.Connection:
+    """A second process's write transaction, as a backup tool or a second monitor would hold it."""
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_database_that_cannot_be_written_is_refused_at_start_in_one_line(clips_with_silence, shipped_model, tmp_path):
+    path, _ = clips_with_silence
+    database = tmp_path / "utterances.db"
+    UtteranceLog(database).close()
+    holder = held_by_another_writer(database)
+    try:
+        status, errors = finished(monitor(path, free_port(), database, "--pace", "fast"))
+    finally:
+        holder.close()
+    assert status == 2
+    assert errors.strip().splitlines()[-1] == f"ser-stream: error: --record {database}: cannot write to the database (database is locked)"
+
+
+def test_an_utterance_the_database_cannot_store_is_still_published_reported_once_and_counted(clips_with_silence, shipped_model, tmp_path):
+    """Once, the first failed insert stopped the worker and with it every stream."""
+    import socket
+    import time
+
+    path, bounds = clips_with_silence
+    database = tmp_path / "utterances.db"
+    port = free_port()
+    process = monitor(path, port, database, "--pace", "fast", "--await-subscribers", "1")
+    deadline = time.monotonic() + 60
+    while True:  # the monitor listens once its database has passed the start-up write check
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, finished(process)
+            time.sleep(0.05)
+    holder = held_by_another_writer(database)
+    try:
+        messages = asyncio.run(subscribe(port))
+        status, errors = finished(process)
+    finally:
+        holder.close()
+    assert status == 1, errors
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert len(utterances) == len(bounds) and all(m["seq"] is None for m in utterances)
+    reason = f"--record {database}: an utterance was not stored (database is locked); it is published without a seq"
+    assert [m["message"] for m in messages if m["type"] == "error"] == [reason]  # once, not once per utterance
+    assert [m for m in messages if m["type"] == "status"][-1]["record_failures"] == len(bounds)
+    assert errors.strip().splitlines()[-1] == f"ser-stream: error: --record {database}: {len(bounds)} utterance(s) were published but not stored"
+    assert undocumented_fields(messages) == []
+    assert stored(database) == {}
+
+
+def test_a_database_keeps_its_record_id_across_restarts_and_another_database_has_its_own(tmp_path):
+    """hello carries it, so a page that kept a seq from yesterday's database does not ask today's for it."""
+    first = UtteranceLog(tmp_path / "monday.db")
+    monday = first.record_id
+    first.close()
+    again = UtteranceLog(tmp_path / "monday.db")
+    other = UtteranceLog(tmp_path / "tuesday.db")
+    assert again.record_id == monday != other.record_id and len(monday) == 32
+    again.close()
+    other.close()

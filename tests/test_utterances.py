@@ -88,3 +88,10 @@ def test_silero_batched_across_streams_equals_each_stream_alone():
         frames = [signal[start : start + 256] for signal in signals]
         expected = [detector(frame) for detector, frame in zip(alone, frames)]
         assert np.allclose(silero_batch(together, frames), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("lead_seconds", [0.0, 0.05, 1.0], ids=["at the stream's start", "50 ms in", "after a second"])
+def test_a_short_greeting_counts_as_an_utterance_wherever_the_stream_starts_it(lead_seconds):
+    """A call that opens with a 0.3 s 'hi': near t=0 the 0.1 s margin was cut, and was still subtracted."""
+    jobs, done = run(stream((lead_seconds, False), (0.3, True), (1.0, False)))
+    assert len(done) == 1 and len(jobs) == 1
