@@ -13,12 +13,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port
+from ser_stream import EMOTIONS
+from ser_stream.publish import Publisher
+from ser_stream.record import UtteranceLog
+from ser_stream.web import serve_page
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -71,6 +77,67 @@ def wait_until(condition, seconds: float = 60.0) -> None:
 def stored_labels(database: Path) -> dict[int, str]:
     with sqlite3.connect(database) as connection:
         return {seq: json.loads(text)["label"] for seq, text in connection.execute("SELECT seq, message FROM utterances")}
+
+
+def stream_cards(page) -> dict[str, tuple[str, str, int]]:
+    """Each card on the page: its stream, whether it is shown live, the state it says, how many utterances it lists."""
+    cards = page.eval_on_selector_all(
+        "section.stream",
+        "cards => cards.map(c => [c.dataset.stream, c.dataset.state, c.querySelector('.state').textContent, c.querySelectorAll('.utterance').length])",
+    )
+    return {stream: (shown, says, rows) for stream, shown, says, rows in cards}
+
+
+class MonitorStandIn:
+    """The monitor's real Publisher serving the page, fed by the test as the worker would: every message and
+    every moment of a restart is the test's to choose (its own thread and event loop: Playwright owns this one)."""
+
+    def __init__(self, log: UtteranceLog | None, port: int) -> None:
+        self.log, self.loop = log, asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.publisher = Publisher("127.0.0.1", port, queue_size=10_000)  # the page reads all a test sends at once
+        self.publisher.page = serve_page
+        self.publisher.record_path = log.path if log is not None else None
+        self.publisher.hello = {
+            "type": "hello", "version": 1, "model": "stand-in.onnx", "labels": list(EMOTIONS), "provider": "cpu",
+            "sample_rate": 8000, "window": 2.0, "hop": 0.5, "record": log is not None, "record_id": log.record_id if log is not None else None,
+        }
+        asyncio.run_coroutine_threadsafe(self.publisher.start(), self.loop).result(10)
+        self.port = self.publisher.port
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def publish(self, message: dict) -> None:
+        """As the worker does: an utterance is stored first (and so gets its seq), then published."""
+        if message["type"] == "utterance" and self.log is not None:
+            message = self.log.append(message)
+        self.publisher.publish_threadsafe(message)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.publisher.close(0.5, 0.5, 0.5), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@contextmanager
+def serving(log: UtteranceLog | None = None, port: int = 0) -> Iterator[MonitorStandIn]:
+    stand_in = MonitorStandIn(log, port)
+    try:
+        yield stand_in
+    finally:
+        stand_in.close()
+
+
+def utterance(stream: str) -> dict:
+    probabilities = dict.fromkeys(EMOTIONS, 0.05) | {"sad": 0.65}
+    return {"type": "utterance", "stream": stream, "id": 1, "t_start": 0.5, "t_end": 2.5, "label": "sad", "confidence": 0.65,
+            "probabilities": probabilities, "windows": 5, "latency_ms": 3.0}
+
+
+def subscribed(page) -> bool:
+    """The page has its hello: what is published from now on reaches it."""
+    return page.inner_text("#model") == "stand-in.onnx"
 
 
 class WebSocketWitness(threading.Thread):
@@ -173,3 +240,104 @@ def test_a_page_from_another_origin_cannot_subscribe(browser, shipped_model):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     assert outcome == "refused"
+
+
+def test_a_monitor_back_on_another_database_is_caught_up_from_that_databases_start_not_from_a_seq_of_the_old_one(browser, tmp_path):
+    """Seqs start at 1 in every --record database: asked for since=50, Tuesday's database would answer nothing."""
+    monday, tuesday, wednesday = (UtteranceLog(tmp_path / f"{day}.db") for day in ("monday", "tuesday", "wednesday"))
+    context = browser.new_context()  # one browser profile: its tabs share localStorage
+    page = context.new_page()
+    with serving(monday) as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        for _ in range(50):
+            first.publish(utterance("monday-call"))
+        wait_until(lambda: len(page_utterances(page)) == 50, 20)
+        port = first.port
+    for _ in range(3):  # the monitor is back on the same address, recording to a new file; calls before the page is back
+        tuesday.append(utterance("tuesday-call"))
+    with serving(tuesday, port) as second:
+        wait_until(lambda: stream_cards(page).get("tuesday-call", ("", "", 0))[2] == 3, 20)
+        for _ in range(2):
+            second.publish(utterance("tuesday-call"))
+        wait_until(lambda: stream_cards(page)["tuesday-call"][2] == 5, 20)
+    for _ in range(7):  # a network blip: the page is away while seven more are stored
+        tuesday.append(utterance("tuesday-call"))
+    with serving(tuesday, port):
+        wait_until(lambda: stream_cards(page)["tuesday-call"][2] == 12, 20)
+        shown = page_utterances(page)
+        replayed = page.eval_on_selector_all(".utterance.replayed", "rows => rows.map(r => Number(r.dataset.seq))")
+    page.close()
+    assert sorted(seq for seq, _, stream in shown if stream == "monday-call") == list(range(1, 51))
+    assert sorted(seq for seq, _, stream in shown if stream == "tuesday-call") == list(range(1, 13))  # none missed, none twice
+    assert sorted(replayed) == [1, 2, 3, 6, 7, 8, 9, 10, 11, 12]  # the live ones are not italic
+
+    # A page opened afresh on a database this browser never watched starts live: a supervisor opening the live view
+    # wants the calls now, not the weeks a database may hold, and a seq from Tuesday means nothing in it.
+    for _ in range(5):
+        wednesday.append(utterance("stored-call"))
+    tab = context.new_page()  # the same localStorage, which remembers Tuesday's seq 12
+    with serving(wednesday, port) as third:
+        tab.goto(third.url)
+        wait_until(lambda: subscribed(tab), 20)
+        third.publish(utterance("live-call"))
+        wait_until(lambda: len(page_utterances(tab)) > 0, 20)
+        shown = page_utterances(tab)
+    context.close()
+    assert shown == [[6, "sad", "live-call"]]
+
+
+def test_ended_streams_beyond_fifty_are_removed_and_no_card_shows_live_a_stream_that_is_not(browser, tmp_path):
+    """An --ingest monitor running for days once left a card per call: 2000 calls, 1796 cards, 77k DOM nodes."""
+    log = UtteranceLog(tmp_path / "calls.db")
+    page = browser.new_page()
+    with serving(log) as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        for call in range(200):
+            first.publish({"type": "stream_started", "stream": f"call-{call}", "t": 0.0})
+            first.publish(utterance(f"call-{call}"))
+            first.publish({"type": "stream_ended", "stream": f"call-{call}", "t": 3.0})
+        for call in range(60):  # still talking when the page loses the monitor
+            first.publish({"type": "stream_started", "stream": f"talking-{call}", "t": 0.0})
+            first.publish(utterance(f"talking-{call}"))
+        wait_until(lambda: "talking-59" in stream_cards(page), 20)
+        before = stream_cards(page)
+        port = first.port
+    log.append(utterance("while-away"))  # a call that began and ended while the page was away
+    with serving(log, port) as second:
+        for call in range(1, 60):  # talking-0 ended while the page was away; the others are announced again after hello
+            second.publish({"type": "stream_started", "stream": f"talking-{call}", "t": 0.0})
+        wait_until(lambda: "while-away" in stream_cards(page), 20)
+        after = stream_cards(page)
+    page.close()
+    assert sorted(before) == sorted([f"call-{call}" for call in range(150, 200)] + [f"talking-{call}" for call in range(60)])
+    assert all(before[f"call-{call}"] == ("ended", "ended at 3.0 s", 1) for call in range(150, 200))
+    ended = {stream for stream, (shown, _, _) in after.items() if shown == "ended"}
+    assert ended == {f"call-{call}" for call in range(152, 200)} | {"talking-0", "while-away"}  # the 50 that ended last
+    assert after["talking-0"] == ("ended", "ended while disconnected", 1)
+    assert after["while-away"] == ("ended", "ended", 1)  # known only from the catch-up: not live
+    assert all(after[f"talking-{call}"] == ("started", "started", 1) for call in range(1, 60))  # live again, timeline kept
+
+
+def test_a_stream_id_5000_characters_long_is_cut_short_on_its_card_and_does_not_widen_the_page(browser):
+    """Ingest clients choose stream ids; one that long made its card 51,000 px wide and the page scroll sideways."""
+    long_id = "<b>" + "x" * 4997
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for stream in (long_id, "call-2"):
+            server.publish({"type": "stream_started", "stream": stream, "t": 0.0})
+            server.publish(utterance(stream))
+        wait_until(lambda: len(page_utterances(page)) == 2, 20)
+        widths = page.evaluate("""() => {
+            const card = document.querySelector("section.stream"), name = card.querySelector("h2 .name");
+            return {page: document.documentElement.scrollWidth, window: innerWidth, card: card.scrollWidth, cardShown: card.clientWidth,
+                    name: name.textContent, title: name.title, state: card.querySelector(".state").getBoundingClientRect().right,
+                    cardRight: card.getBoundingClientRect().right};
+        }""")
+    page.close()
+    assert widths["page"] <= widths["window"] and widths["card"] <= widths["cardShown"]
+    assert widths["state"] <= widths["cardRight"]  # "started" is still on the card, beside the cut-short id
+    assert widths["name"] == long_id == widths["title"]  # as text, never markup; the tooltip has all of it
