@@ -112,8 +112,11 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
             score_axes.plot(range(1, len(history[key]) + 1), history[key], label=key)
     loss_axes.set_xlabel("epoch")
     score_axes.set_xlabel("epoch")
-    loss_axes.legend()
-    score_axes.legend()
+    for axes in (loss_axes, score_axes):
+        if axes.lines:  # a run of 0 epochs (a warm restart exported as it was) has no curves to name
+            axes.legend()
+        else:
+            axes.text(0.5, 0.5, "no epochs trained in this run", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -397,7 +397,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
             start_from = earlier[0]
             try:
-                model.set_weights(keras.models.load_model(start_from).get_weights())
+                model.set_weights(keras.models.load_model(start_from, compile=False).get_weights())  # weights only: the optimizer starts afresh
             except ValueError as error:
                 raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
             console.print(f"{split.name}: starting from {start_from}")
