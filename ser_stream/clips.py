@@ -22,9 +22,7 @@ from ser_stream.windows import (
     WindowConfig,
     cut_windows,
     frame_energies,
-    loud_frames,
-    sound_samples,
-    trim_silence,
+    trim_bounds,
     window_starts,
 )
 
@@ -32,6 +30,8 @@ from ser_stream.windows import (
 # click or for digital silence would be the network's guess at nothing, given with a confidence.
 MIN_SOUND_SECONDS = UtteranceConfig().min_speech_seconds
 SILENT_PEAK = 10 ** (SILENCE_DB / 20)  # the feature code's digital-silence level, as an amplitude
+TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy frame at the canonical rate
+TRIM_MARGIN = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
 
 
 def check_sound(samples: int, peak: float) -> None:
@@ -47,12 +47,10 @@ def clip_spectrograms(
 ) -> NDArray[np.float32]:
     """Resample, trim leading/trailing silence, cut windows → [n, 260, 270] spectrograms."""
     canonical = resample_to_canonical(audio, sample_rate)
-    check_sound(sound_samples(canonical), float(np.max(np.abs(canonical), initial=0.0)))
-    windows, _ = cut_windows(trim_silence(canonical), config)
+    first, last, sound = trim_bounds(frame_energies(canonical, TRIM_FRAME), TRIM_FRAME, canonical.size, margin=TRIM_MARGIN)
+    check_sound(sound, float(np.max(np.abs(canonical), initial=0.0)))
+    windows, _ = cut_windows(canonical[first:last], config)  # as trim_silence would cut it
     return np.stack([spectrogram(window, SAMPLE_RATE) for window in windows])
-
-
-TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy frame at the canonical rate
 
 
 def _canonical_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
@@ -93,12 +91,9 @@ def stream_file_windows(
         whole = joined.size // TRIM_FRAME * TRIM_FRAME
         energies.append(frame_energies(joined[:whole], TRIM_FRAME))
         carry = joined[whole:]
-    span = loud_frames(np.concatenate(energies) if energies else np.zeros(0), threshold_db)
-    first, last = 0, total
-    if span is not None:
-        margin = int(margin_seconds * SAMPLE_RATE)
-        first, last = max(0, span[0] * TRIM_FRAME - margin), min(total, span[1] * TRIM_FRAME + margin)
-    check_sound(total if span is None else (span[1] - span[0]) * TRIM_FRAME, peak)
+    energy = np.concatenate(energies) if energies else np.zeros(0)
+    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, threshold_db, margin=int(margin_seconds * SAMPLE_RATE))
+    check_sound(sound, peak)
     if last - first <= config.window_samples:  # one (padded) window: small enough to hold
         held = np.concatenate(list(_canonical_blocks(path, block_seconds)))[first:last]
         yield cut_windows(held, config)[0][0]

@@ -90,25 +90,20 @@ def frame_energies(audio: NDArray[np.float32], frame: int) -> NDArray[np.float64
     return np.square(audio[: n_frames * frame].reshape(n_frames, frame), dtype=np.float64).mean(axis=1)
 
 
-def loud_frames(energy: NDArray[np.float64], threshold_db: float = TRIM_THRESHOLD_DB) -> tuple[int, int] | None:
-    """First and one-past-last frame within ``threshold_db`` of the loudest: where the sound is.
+def trim_bounds(
+    energy: NDArray[np.float64], frame: int, size: int, threshold_db: float = TRIM_THRESHOLD_DB, *, margin: int
+) -> tuple[int, int, int]:
+    """Where trimming cuts ``size`` samples whose ``frame``-sample frames have ``energy``: ``first``, ``last``
+    (the frames within ``threshold_db`` of the loudest, widened by ``margin`` samples each side) and how many
+    samples the sound itself spans, first loud frame to last, without the margins.
 
-    None when there are fewer than two frames or all are digital silence.
+    Silent throughout, or under two frames: the whole audio, all of it counted as sound.
     """
     if energy.size < 2 or energy.max() <= 1e-12:
-        return None
+        return 0, size, size
     active = np.flatnonzero(energy >= energy.max() * 10 ** (-threshold_db / 10))
-    return int(active[0]), int(active[-1]) + 1
-
-
-def sound_samples(audio: NDArray[np.float32], sample_rate: int = SAMPLE_RATE, threshold_db: float = TRIM_THRESHOLD_DB) -> int:
-    """How many samples span the sound, from its first loud frame to its last, without trimming's margins.
-
-    The whole length when no frame stands out (silence, or audio under two frames).
-    """
-    frame = max(1, int(TRIM_FRAME_SECONDS * sample_rate))
-    span = loud_frames(frame_energies(audio, frame), threshold_db)
-    return audio.size if span is None else (span[1] - span[0]) * frame
+    start, end = int(active[0]) * frame, (int(active[-1]) + 1) * frame
+    return max(0, start - margin), min(size, end + margin), end - start
 
 
 def trim_silence(
@@ -124,8 +119,5 @@ def trim_silence(
     Returns the input unchanged when it is silent throughout.
     """
     frame = max(1, int(TRIM_FRAME_SECONDS * sample_rate))
-    span = loud_frames(frame_energies(audio, frame), threshold_db)
-    if span is None:
-        return audio
-    margin = int(margin_seconds * sample_rate)
-    return audio[max(0, span[0] * frame - margin) : min(audio.size, span[1] * frame + margin)]
+    first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, threshold_db, margin=int(margin_seconds * sample_rate))
+    return audio[first:last]
