@@ -27,25 +27,46 @@ from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
 from ser_stream.windows import WindowConfig
 from training import evaluate
-from training.augment import telephone
+from training.augment import frequency_warp, telephone
 from training.ravdess import scan
 
+# Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
+# "slower"/"faster": the clip played 5 % slower or faster (pitch, formants and tempo moved together, a nearby
+# voice); "lower"/"higher": each window's frequency rows warped by 5 % (pitch and formants alone, as a network
+# layer could do it); "telephone": the clip through another simulated phone line (which training sees).
+PLAYBACK_SPEEDS = {"slower": 0.95, "faster": 1.05}
+ROW_WARPS = {"lower": 0.95, "higher": 1.05}
+TEST_TIME_VIEWS = (*PLAYBACK_SPEEDS, *ROW_WARPS, "telephone")
 
-def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int) -> NDArray[np.float32]:
-    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line)."""
+
+def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int, views: tuple[str, ...] = ()) -> NDArray[np.float32]:
+    """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line), then
+    those of each test-time view of it, all in one array."""
     audio, rate = read_audio(path)
     if variant == "telephone":
         audio = telephone(resample_to_canonical(audio, rate), np.random.default_rng(seed))
         rate = SAMPLE_RATE
-    return clip_spectrograms(audio, rate, window)
+    own = clip_spectrograms(audio, rate, window)
+    windows = [own]
+    for view in views:
+        if view in PLAYBACK_SPEEDS:  # read as if recorded at speed × its rate: played at its own rate, that much faster
+            windows.append(clip_spectrograms(audio, round(rate * PLAYBACK_SPEEDS[view]), window))
+        elif view in ROW_WARPS:
+            windows.append(np.stack([frequency_warp(image, ROW_WARPS[view]) for image in own]))
+        else:
+            line = telephone(resample_to_canonical(audio, rate), np.random.default_rng([seed, 1]))
+            windows.append(clip_spectrograms(line, SAMPLE_RATE, window))
+    return np.concatenate(windows)
 
 
-def score(models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean") -> tuple[dict[str, float], dict[str, dict[str, float]], list[dict]]:
+def score(
+    models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean", views: tuple[str, ...] = ()
+) -> tuple[dict[str, float], dict[str, dict[str, float]], list[dict]]:
     """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs: all clips, and each
     actor's; and every clip's window outputs, to study what a change after the network (calibration) would do."""
     true, predicted, outputs_by_clip = [], [], []
     for index, clip in enumerate(clips):
-        windows = clip_inputs(clip.path, window, variant, seed=index)
+        windows = clip_inputs(clip.path, window, variant, seed=index, views=views)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
         true.append(clip.label_index)
         predicted.append(EMOTIONS.index(average_windows(outputs).label))
@@ -64,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, action="append", required=True, help="repeat for an ensemble")
     parser.add_argument("--variants", nargs="+", default=["clean", "telephone"], choices=["clean", "telephone"])
     parser.add_argument("--hop", type=float, default=None, help="cut windows at this hop in seconds instead of the model's")
+    parser.add_argument("--test-time", nargs="+", default=[], choices=TEST_TIME_VIEWS,
+                        help="also average each clip's outputs over these views of it (costs a network pass per window each)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
     try:
@@ -78,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
         window = replace(window, hop_seconds=args.hop)
     result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
+    if args.test_time:
+        result["test_time_views"] = args.test_time
     for variant in args.variants:
-        result[variant], result[f"{variant}_by_actor"], result[f"{variant}_clips"] = score(models, held_out, window, variant)
+        result[variant], result[f"{variant}_by_actor"], result[f"{variant}_clips"] = score(models, held_out, window, variant, tuple(args.test_time))
     print(json.dumps({key: value for key, value in result.items() if not key.endswith("_clips")}))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
