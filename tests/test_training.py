@@ -360,6 +360,35 @@ def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_i
     assert error.count("\n") == 0 and str(report) in error and "0.25 s hop" in error
 
 
+def test_test_time_views_add_the_windows_of_each_view_of_the_clip_and_the_report_names_them(smoke_run, tiny_ravdess, tmp_path):
+    import soundfile
+
+    from tests.conftest import speechlike
+    from training.augment import frequency_warp
+    from training.score import clip_inputs
+    from training.score import main as score_main
+
+    clip = tmp_path / "twelve-seconds.wav"
+    soundfile.write(clip, speechlike(12.0, 16000), 16000)
+    window = EmotionModel(smoke_run / "model.onnx", provider="cpu").metadata.window
+    own = clip_inputs(clip, window, "clean", seed=0)
+    slower, faster = (clip_inputs(clip, window, "clean", seed=0, views=(view,))[len(own):] for view in ("slower", "faster"))
+    assert len(slower) > len(own) > len(faster)  # 5 % slower is 5 % longer: more windows at the same hop
+    lower_higher = clip_inputs(clip, window, "clean", seed=0, views=("lower", "higher"))
+    assert len(lower_higher) == 3 * len(own)
+    np.testing.assert_array_equal(lower_higher[: len(own)], own)  # the clip as heard comes first, unchanged
+    np.testing.assert_array_equal(lower_higher[len(own) : 2 * len(own)], [frequency_warp(image, 0.95) for image in own])
+    line = clip_inputs(clip, window, "clean", seed=0, views=("telephone",))[len(own):]
+    below_200_hz = slice(0, 13)  # rows 15.4 Hz apart; the line's band starts at 300 Hz
+    assert line.shape == own.shape and line[:, below_200_hz].mean() < 0.75 * own[:, below_200_hz].mean()
+
+    report = tmp_path / "views.json"
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--variants", "clean", "--test-time", "slower", "faster", "--model", str(smoke_run / "model.onnx"), "--out", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert written["test_time_views"] == ["slower", "faster"]
+    assert all(len(clip["window_probabilities"]) >= 3 for clip in written["clean_clips"])
+
+
 def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export_with_parity(tmp_path):
     from training.export import export_onnx, parity
     from training.network import MelFrequencyRows, build_model, mel_rows_matrix
