@@ -596,6 +596,8 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
         (["--protocol", "all", "--training-actors", "8"], "argument --training-actors: only with --protocol actors (the 'all' protocol holds out no speakers)"),
         (["--balance-voices", "--validation-actors", "1"], "argument --validation-actors: 1 with --balance-voices, which validates on one man and one woman: 2 or 0"),
         (["--training-actors", "0"], "argument --training-actors: 0 must be at least 1"),
+        (["--seed", "-1"], "argument --seed: -1 must be at least 0"),
+        (["--model-seed", "-5"], "argument --model-seed: -5 must be at least 0"),
     ],
 )
 def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, options, reason):
@@ -605,6 +607,156 @@ def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, opt
         main(["--out", str(tmp_path / "run"), *options])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason}"
+
+
+@pytest.mark.parametrize("option", ["--out", "--cache-dir"])
+def test_an_output_or_cache_folder_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, option):
+    from training.__main__ import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    paths = {"--out": tmp_path / "run", "--cache-dir": tmp_path / "cache", option: a_file}
+    with pytest.raises(SystemExit) as stopped:
+        main(["--out", str(paths["--out"]), "--cache-dir", str(paths["--cache-dir"])])
+    assert stopped.value.code == 2
+    option_name = option.removeprefix("--")
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: argument --{option_name}: {a_file} is a file, not a folder to write in"
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--folds", "3"], "--folds 3: {data} has only 2 actors to hold out"),
+        (["--folds", "2", "--fold", "0"], "--validation-actors 2: of 2 actors, a fold holds out 1 and validates on 2, which leaves none to train on"),
+        (["--folds", "2", "--validation-actors", "0", "--keep", "last", "--training-actors", "2"], "--training-actors 2: a fold has only 1 speakers left to train on"),
+    ],
+)
+def test_folds_that_would_hold_out_or_train_on_nobody_are_refused_before_features_are_computed(tiny_ravdess, tmp_path, capsys, options, reason):
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "run"), "--protocol", "actors", "--cache-dir", str(tmp_path / "cache"), *options])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason.format(data=tiny_ravdess)}"
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_keeps_the_best_validation_epoch_it_had_unless_a_new_epoch_beats_it(tiny_ravdess, tmp_path):
+    import shutil
+
+    import keras
+
+    from training.__main__ import main
+
+    data = tmp_path / "three-actors"  # a held-out, a validation and a training speaker
+    shutil.copytree(tiny_ravdess, data)
+    (data / "Actor_03").mkdir()
+    for clip in (data / "Actor_01").iterdir():
+        shutil.copy(clip, data / "Actor_03" / clip.name.replace("-01.", "-03."))
+    out = tmp_path / "run"
+    command = ["--data", str(data), "--out", str(out), "--recipe", "paper", "--protocol", "actors", "--folds", "3", "--fold", "0",
+               "--validation-actors", "1", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*command, "--epochs", "2"]) == 0
+    (split,) = out.glob("fold0-*")
+    checkpoints = split / "checkpoints"
+    best_before = [w.copy() for w in keras.models.load_model(checkpoints / "best.keras").get_weights()]
+    assert main([*command, "--epochs", "3", "--resume"]) == 0
+    scores = json.loads((checkpoints / "state.json").read_text())["history"]["val_mean_per_class_accuracy"]
+    metrics = json.loads((split / "metrics.json").read_text())
+    best_now = keras.models.load_model(checkpoints / "best.keras").get_weights()
+    last = keras.models.load_model(checkpoints / "last.keras").get_weights()
+    assert len(scores) == 3 and metrics["best_epoch"] == int(np.argmax(scores)) + 1
+    if scores[2] > max(scores[:2]):  # the resumed epoch is the best: it is saved as such
+        assert all(np.array_equal(a, b) for a, b in zip(best_now, last))
+    else:  # the best epoch is still one from before the resume, and its weights are what best.keras holds
+        assert all(np.array_equal(a, b) for a, b in zip(best_now, best_before))
+        assert not all(np.array_equal(a, b) for a, b in zip(best_now, last))
+
+
+@pytest.mark.parametrize(
+    "options, difference",
+    [
+        (["--recipe", "improved"], "recipe name: 'paper' → 'improved'"),
+        (["--recipe", "paper", "--windows-per-clip", "2"], "recipe windows_per_clip: 1 → 2"),
+        (["--recipe", "paper", "--seed", "1"], "--model-seed 0 → 1; --seed 0 → 1"),
+    ],
+)
+def test_a_resume_with_other_settings_than_the_checkpoints_were_trained_with_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys, options, difference):
+    import shutil
+
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out / "random")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--protocol", "random", "--epochs", "3", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--resume", *options])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"python -m training: error: --resume {out / 'random'}: its runs were trained with other settings ({difference}")
+    assert message.endswith("; use another --out")
+
+
+def test_a_resume_from_a_truncated_checkpoint_is_one_line_naming_it(smoke_run, tiny_ravdess, tmp_path, capsys):
+    import shutil
+
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out / "random")
+    damaged = out / "random" / "checkpoints" / "last.keras"
+    damaged.write_bytes(damaged.read_bytes()[:5000])  # as a run killed while writing it would have left it, before writes were atomic
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "3", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--resume"])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"python -m training: error: {damaged}: not a readable checkpoint (")
+    assert message.endswith(f"); delete {damaged.parent} to start the split afresh")
+
+
+def test_folds_trained_one_at_a_time_into_one_folder_are_all_in_its_summary_and_other_settings_are_refused(tiny_ravdess, tmp_path, capsys):
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    common = ["--data", str(tiny_ravdess), "--out", str(out), "--protocol", "actors", "--folds", "2", "--validation-actors", "0", "--keep", "last",
+              "--epochs", "1", "--batch-size", "8", "--max-clips", "4", "--cache-dir", str(tmp_path / "cache")]
+    for fold in ("0", "1"):
+        assert main([*common, "--fold", fold]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(name.split("-")[0] for name in summary["splits"]) == ["fold0", "fold1"]
+    each = [split["test_clean"]["mean_per_class_accuracy"] for split in summary["splits"].values()]
+    assert summary["mean_over_splits"]["mean_per_class_accuracy"] == pytest.approx(np.mean(each))
+
+    with pytest.raises(SystemExit) as stopped:
+        main([*common, "--fold", "0", "--recipe", "paper"])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"python -m training: error: --out {out}: its runs were trained with other settings (recipe name: 'improved' → 'paper'")
+
+
+def test_the_feature_cache_is_recomputed_when_a_clip_changes_or_the_cache_file_is_damaged(tiny_ravdess, tmp_path, capsys):
+    import shutil
+
+    import soundfile
+
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import scan
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_ravdess / "Actor_01", data / "Actor_01")
+    clips = scan(data)[0][:2]
+    cache = tmp_path / "cache"
+    first = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    (cache_file,) = cache.glob("features-*.npz")
+    soundfile.write(clips[0].path, np.zeros(8000 * 6, np.float32) + 0.01 * np.random.default_rng(0).standard_normal(8000 * 6).astype(np.float32), 8000)
+    changed = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    assert (changed.window_clip == 0).sum() > (first.window_clip == 0).sum()  # 6 s of new audio: more windows than 3 s had
+
+    (new_cache,) = set(cache.glob("features-*.npz")) - {cache_file}
+    new_cache.write_bytes(new_cache.read_bytes()[:1000])
+    again = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    np.testing.assert_array_equal(again.spectrograms, changed.spectrograms)
+    assert f"{new_cache}: not a readable feature cache" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,10 @@ class TrainConfig:
         if not 0.0 <= self.distill_weight <= 1.0:
             problems.append(("distill_weight", f"{self.distill_weight} is outside 0 to 1"))
         # Last: the files it names, once the numbers are known to be sensible
+        for name in ("out", "cache_dir"):
+            path = getattr(self, name)
+            if path is not None and path.exists() and not path.is_dir():
+                problems.append((name, f"{path} is a file, not a folder to write in"))
         if self.init_from is not None and not self.init_from.is_dir():
             problems.append(("init_from", f"{self.init_from} is not a run folder"))
         for template in self.teachers:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import zipfile
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -75,13 +77,23 @@ def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> 
     return results
 
 
+def file_stamp(path: Path) -> tuple[int, int]:
+    """A file's size and modification time in ns; (-1, -1) if it cannot be read (its features will then fail to compute)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return -1, -1
+    return status.st_size, status.st_mtime_ns
+
+
 def cache_key(clips: list[RavdessClip], config: WindowConfig, variants: tuple[str, ...], seed: int) -> str:
     description = {
         "features": feature_parameters(),
         "window": [config.window_seconds, config.hop_seconds, TRAINING_HOP_SECONDS],
         "variants": variants,
         "seed": seed,
-        "clips": [str(c.path) for c in clips],
+        # Each file's size and modification time too: audio replaced under the same name is new audio.
+        "clips": [[str(c.path), *file_stamp(c.path)] for c in clips],
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -99,16 +111,19 @@ def build_features(
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"features-{cache_key(clips, config, variants, seed)}.npz"
         if cache_file.exists():
-            data = np.load(cache_file)
-            return FeatureSet(
-                spectrograms=data["spectrograms"],
-                window_clip=data["window_clip"],
-                window_variant=data["window_variant"],
-                window_is_eval=data["window_is_eval"],
-                clip_labels=data["clip_labels"],
-                clip_actors=data["clip_actors"],
-                clip_names=[str(n) for n in data["clip_names"]],
-            )
+            try:
+                with np.load(cache_file) as data:
+                    return FeatureSet(
+                        spectrograms=data["spectrograms"],
+                        window_clip=data["window_clip"],
+                        window_variant=data["window_variant"],
+                        window_is_eval=data["window_is_eval"],
+                        clip_labels=data["clip_labels"],
+                        clip_actors=data["clip_actors"],
+                        clip_names=[str(n) for n in data["clip_names"]],
+                    )
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # truncated or foreign: computed afresh below
+                print(f"{cache_file}: not a readable feature cache ({type(error).__name__}); computing the features again", file=sys.stderr)
     tasks = [(i, str(clip.path), seed, config, variants) for i, clip in enumerate(clips)]
     workers = workers or max(1, min(len(tasks), os.cpu_count() or 1))
     spectrograms: list[NDArray[np.float16]] = []

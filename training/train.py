@@ -27,7 +27,15 @@ from training.export import export_onnx, parity, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, build_model, emotion_network
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe
-from training.reports import METRICS, ReportError, is_count, read_checkpoint_state, read_json, require_keys
+from training.reports import (
+    CHECKPOINT_STATE,
+    METRICS,
+    ReportError,
+    is_count,
+    read_checkpoint_state,
+    read_json,
+    require_keys,
+)
 
 console = Console()
 @dataclass
@@ -91,8 +99,28 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
         test = clips[np.isin(features.clip_actors, test_actors)]
         validation = clips[np.isin(features.clip_actors, validation_actors)]
         train = clips[np.isin(features.clip_actors, training_actors)]
+        if not len(train) or not len(test):
+            raise SerStreamError(f"{name}: {'no clips to train on' if not len(train) else 'no held-out actor'} (actors {sorted(map(int, actors))})")
         splits.append(Split(name, train, validation, test))
     return splits
+
+
+def check_speakers(actors: set[int], config: TrainConfig) -> None:
+    """Refuse, before any feature is computed, an actors protocol whose folds would hold out or train on nobody."""
+    if config.protocol != "actors":
+        return
+    if config.folds > len(actors):
+        raise SerStreamError(f"--folds {config.folds}: {config.data} has only {len(actors)} actors to hold out")
+    held_out = [len(group) for group in np.array_split(np.arange(len(actors)), config.folds)]  # make_splits' group sizes
+    most = max(held_out) if config.fold is None else held_out[config.fold]
+    left = len(actors) - most - (min(2, config.validation_actors) if config.balance_voices else config.validation_actors)
+    if left < 1:
+        raise SerStreamError(
+            f"--validation-actors {config.validation_actors}: of {len(actors)} actors, a fold holds out {most} and validates on "
+            f"{config.validation_actors}, which leaves none to train on"
+        )
+    if config.training_actors is not None and config.training_actors > left:
+        raise SerStreamError(f"--training-actors {config.training_actors}: a fold has only {left} speakers left to train on")
 
 
 COMMAND_OVERRIDES = ("windows_per_clip", "frequency_warp")  # recipe fields the training command may set
@@ -344,12 +372,76 @@ class WeightAverage(keras.callbacks.Callback):
         return [(t / self.count).astype(np.float32) for t in self.total]
 
 
+# What a run folder's checkpoints were trained as: a resumed run must ask for the same (epochs and patience may
+# grow: a run carried on further is still the same run).
+NOT_IDENTITY = ("fold", "resume", "epochs", "patience", "cache_dir", "out")
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """The configuration a run folder's checkpoints and summary belong to, as JSON values."""
+    recipe = with_command_overrides(RECIPES[config.recipe], config)
+    chosen = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
+    return json.loads(json.dumps({**chosen, "recipe": asdict(recipe), "model_seed": network_seed(config)}, default=str))
+
+
+def identity_differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``option: earlier → now`` for each setting that differs (an option a newer version added counts only if set)."""
+    differences = []
+    for key in sorted(set(earlier) | set(now)):
+        if key in earlier and earlier.get(key) != now.get(key):
+            if key == "recipe" and isinstance(earlier[key], dict) and isinstance(now.get(key), dict):
+                changed = [name for name in earlier[key] if earlier[key][name] != now[key].get(name)]
+                differences.append(f"recipe {', '.join(f'{n}: {earlier[key][n]!r} → {now[key].get(n)!r}' for n in changed)}")
+            else:
+                differences.append(f"--{key.replace('_', '-')} {earlier[key]!r} → {now.get(key)!r}")
+    return differences
+
+
+def check_same_run(folder: Path, config: TrainConfig, what: str, earlier: dict[str, Any] | None) -> None:
+    """Refuse to carry on (``what``) a run folder whose earlier runs were trained with other settings."""
+    if earlier is None:  # written before runs recorded their settings: nothing to compare
+        return
+    differences = identity_differences(earlier, run_identity(config))
+    if differences:
+        raise SerStreamError(f"{what} {folder}: its runs were trained with other settings ({'; '.join(differences)}); use another --out")
+
+
+def recorded_identity(path: Path, key: str) -> dict[str, Any] | None:
+    """The settings a checkpoint state (``identity``) or a summary (``settings``) recorded, if it did (older runs did not)."""
+    recorded = read_json(path, CHECKPOINT_STATE if key == "identity" else "a run's summary.json")
+    value = recorded.get(key) if isinstance(recorded, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def load_checkpoint(path: Path) -> keras.Model:
+    """A checkpoint written by this loop; one line naming it if it cannot be read (a run killed mid-write, a disk error)."""
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises ValueError, zipfile and OS errors alike: the reason is what matters
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SerStreamError(f"{shown(path)}: not a readable checkpoint ({reason}); delete {shown(path.parent)} to start the split afresh") from None
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that, on resume, still knows the best epoch so far and how long it has waited since."""
+
+    def __init__(self, scores_so_far: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scores_so_far = scores_so_far
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.scores_so_far:
+            best = int(np.argmax(self.scores_so_far))
+            self.best, self.best_epoch, self.wait = self.scores_so_far[best], best, len(self.scores_so_far) - 1 - best
+
+
 class RunState(keras.callbacks.Callback):
     """Saves the model and history after every epoch so a run can resume; prints one line per epoch."""
 
-    def __init__(self, folder: Path, history: dict[str, list[float]], total_epochs: int) -> None:
+    def __init__(self, folder: Path, history: dict[str, list[float]], total_epochs: int, identity: dict[str, Any]) -> None:
         super().__init__()
-        self.folder, self.history, self.total_epochs = folder, history, total_epochs
+        self.folder, self.history, self.total_epochs, self.identity = folder, history, total_epochs, identity
         self.progress: Progress | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -370,8 +462,12 @@ class RunState(keras.callbacks.Callback):
         logs = logs or {}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
-        self.model.save(self.folder / "last.keras")
-        (self.folder / "state.json").write_text(json.dumps({"epoch": epoch + 1, "history": self.history}))
+        # Written aside, then renamed: a run stopped mid-write leaves the previous epoch's checkpoint whole.
+        self.model.save(self.folder / "last-partial.keras")
+        os.replace(self.folder / "last-partial.keras", self.folder / "last.keras")
+        state = {"epoch": epoch + 1, "history": self.history, "identity": self.identity}
+        (self.folder / "state-partial.json").write_text(json.dumps(state))
+        os.replace(self.folder / "state-partial.json", self.folder / "state.json")
         shown = "  ".join(f"{k} {float(v):.3f}" for k, v in logs.items() if k != "learning_rate")
         console.print(f"[bold]epoch {epoch + 1}/{self.total_epochs}[/]  {shown}")
 
@@ -389,7 +485,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     state_file = checkpoints / "state.json"
     if config.resume and state_file.exists() and (checkpoints / "last.keras").exists():
         initial_epoch, history = read_checkpoint_state(state_file)
-        model = keras.models.load_model(checkpoints / "last.keras")
+        model = load_checkpoint(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
         model = build_model(recipe, network_seed(config), speakers=len(batches.speakers))
@@ -415,24 +511,32 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=emotion_loss, metrics=["accuracy"])
     callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation, split.train)]
     has_validation = len(split.validation) > 0
+    scores_so_far = history.get("val_mean_per_class_accuracy", [])
     if has_validation:
+        # On resume both carry on from the epochs already run: the best so far stays best.keras until beaten.
         callbacks += [
-            keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_mean_per_class_accuracy", mode="max", save_best_only=True),
-            keras.callbacks.EarlyStopping(monitor="val_mean_per_class_accuracy", mode="max", patience=config.patience),
+            keras.callbacks.ModelCheckpoint(
+                checkpoints / "best.keras", monitor="val_mean_per_class_accuracy", mode="max", save_best_only=True,
+                initial_value_threshold=max(scores_so_far) if scores_so_far else None,
+            ),
+            ResumedEarlyStopping(scores_so_far, monitor="val_mean_per_class_accuracy", mode="max", patience=config.patience),
         ]
+    stopped_early = has_validation and len(scores_so_far) - 1 - int(np.argmax(scores_so_far or [0.0])) >= config.patience
     if len(batches.speakers):
         callbacks.append(SpeakerAdversaryRamp(recipe.speaker_adversary, config.epochs))
-    callbacks.append(RunState(checkpoints, history, config.epochs))
+    callbacks.append(RunState(checkpoints, history, config.epochs, run_identity(config)))
     averaging = None
     if config.keep == "average":
         averaging = WeightAverage(checkpoints, config.epochs, config.average_epochs, initial_epoch if initial_epoch else None)
         averaging.catch_up(model.get_weights(), initial_epoch)
         callbacks.append(averaging)  # after RunState: a sum at most one epoch behind state.json, which catch_up repairs
     console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
-    if initial_epoch < config.epochs:
+    if stopped_early and scores_so_far:
+        console.print(f"{split.name}: early stopping had ended it after epoch {initial_epoch} ({config.patience} epochs without a better validation score)")
+    elif initial_epoch < config.epochs:
         model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
     if config.keep == "best" and has_validation and (checkpoints / "best.keras").exists():
-        model = keras.models.load_model(checkpoints / "best.keras")
+        model = load_checkpoint(checkpoints / "best.keras")
     if averaging is not None:
         if averaging.count == 0:
             raise SerStreamError(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
@@ -454,7 +558,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if averaging is not None:
         metrics["weights"] = f"mean of the last {averaging.count} epochs"
-    if has_validation:
+    if has_validation and history.get("val_mean_per_class_accuracy"):
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
         metrics["best_epoch"] = best + 1
         metrics["validation_mean_per_class_accuracy"] = history["val_mean_per_class_accuracy"][best]
@@ -491,24 +595,35 @@ def limit_per_emotion(clips: list[Any], max_clips: int) -> list[Any]:
 def run(config: TrainConfig) -> dict[str, Any]:
     """Train every split the protocol names; write one folder per split and a summary."""
     recipe = RECIPES[config.recipe]
+    summary_path = config.out / "summary.json"
+    if summary_path.is_file():  # another fold (or an earlier try) of a run: it must be the same run
+        check_same_run(config.out, config, "--out", recorded_identity(summary_path, "settings"))
     clips, problems = scan(config.data)
     for problem in problems:
         console.print(f"[yellow]skipped[/] {problem}")
     if config.max_clips:
         clips = limit_per_emotion(clips, config.max_clips)
+    check_speakers({clip.actor for clip in clips}, config)
     variants = tuple(dict.fromkeys(("clean", "telephone") + recipe.variants))
     console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
     features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
     splits = make_splits(features, config)
     for split in splits:  # refuse before hours of training, not after, and before any folder is made
+        state_file = config.out / split.name / "checkpoints" / "state.json"
+        if config.resume and state_file.is_file():
+            check_same_run(config.out / split.name, config, "--resume", recorded_identity(state_file, "identity"))
         if config.init_from is not None:
             earlier_split(config.init_from, split.name)
         for template in config.teachers:
             if not Path(template.replace("{split}", split.name)).is_file():
                 raise SerStreamError(f"--teacher {template.replace('{split}', split.name)}: no such model file")
     config.out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}, "splits": {}}
-    for split in splits:
+    summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}}
+    if summary_path.is_file() and recorded_identity(summary_path, "settings") is not None:  # the same run (checked above)
+        summary["splits"].update(read_json(summary_path, "a run's summary.json").get("splits") or {})
+    elif summary_path.is_file():
+        console.print(f"{summary_path}: written before runs recorded their settings; it will list this run's splits only")
+    for split in splits:  # the summary covers every split of the folder: those trained before (other folds) and these
         summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name)
     tested = [m["test_clean"] for m in summary["splits"].values() if "test_clean" in m]
     if tested:
