@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,14 @@ def test_a_damaged_metrics_or_state_file_is_one_line_naming_it(tmp_path, capsys,
     with pytest.raises(SystemExit) as stopped:
         main([str(run)])
     assert stopped.value.code == 2 and capsys.readouterr().err == f"python -m training.compare: error: {reason.format(fold=fold)}\n"
+
+
+def test_a_run_with_two_folders_for_one_fold_is_one_line_naming_both(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_fold(run, 0, 0.5, 0.5, 0.6)
+    shutil.copytree(run / "fold0-actors-01-02", run / "fold0-actors-01-03")  # the same fold held out on other actors
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run)])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert error == f"python -m training.compare: error: {run / 'fold0-actors-01-02'} and {run / 'fold0-actors-01-03'}: two folders for fold 0; keep one in the run\n"

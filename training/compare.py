@@ -37,14 +37,19 @@ def read_run(run: Path) -> dict[int, FoldResult]:
     if not run.is_dir():
         raise ReportError(f"{shown(run)}: not a run folder")
     folds: dict[int, FoldResult] = {}
+    fold_folders: dict[int, Path] = {}
     for metrics_path in sorted(run.glob("fold*-*/metrics.json")):
         match = FOLD_FOLDER.match(metrics_path.parent.name)
         if match is None:
             continue
+        fold = int(match.group(1))
+        if fold in fold_folders:
+            raise ReportError(f"{shown(fold_folders[fold])} and {shown(metrics_path.parent)}: two folders for fold {fold}; keep one in the run")
+        fold_folders[fold] = metrics_path.parent
         metrics = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("test_clean",))
         scored = [variant for variant in COMPARED_VARIANTS if f"test_{variant}" in metrics]
-        folds[int(match.group(1))] = FoldResult(
-            fold=int(match.group(1)),
+        folds[fold] = FoldResult(
+            fold=fold,
             mean_per_class={v: 100 * score(metrics, v, "mean_per_class_accuracy", metrics_path) for v in scored},
             accuracy={v: 100 * score(metrics, v, "accuracy", metrics_path) for v in scored},
             training_accuracy=training_accuracy(metrics_path.parent / "checkpoints" / "state.json"),

@@ -126,13 +126,22 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
     """Merge ``members`` into ``to`` with metadata naming each member and the ensemble's held-out scores."""
     if len(members) < 2:
         raise ModelError("an ensemble needs at least two member models")
+    overwritten = next((member for member in members if member.resolve() == to.resolve()), None)
+    if overwritten is not None:
+        raise ModelError(f"--to {shown(to)}: is the member {shown(overwritten)}; the ensemble needs a file of its own")
     metadata = [load_metadata(path) for path in members]
     check_members_agree(metadata, members)
     protos = [load_member(path) for path in members]  # every member parses before any evidence is read or file written
     held_out: dict[str, Any] = {}
+    evidence_files: dict[str, Path] = {}  # held-out actors → the report that scored them
     for path in evidence:
         what = "a training.score report"
         report = require_keys(read_json(path, what), path, what, ("models", "actors", "clean"))
+        if "test_time_views" in report:
+            raise ReportError(
+                f"{shown(path)}: scored with test-time views ({', '.join(map(str, report['test_time_views']))}), which the merged "
+                "graph does not compute; score the members without --test-time"
+            )
         scored, actors, clean = report["models"], report["actors"], report["clean"]
         if not isinstance(scored, list) or not isinstance(actors, list) or not all(isinstance(actor, int) for actor in actors):
             raise ReportError(f"{shown(path)}: not a training.score report ('models' and 'actors' are not lists of model files and actor numbers)")
@@ -142,6 +151,9 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         if hop != metadata[0].hop_seconds:
             raise ModelError(f"{path}: scored windows at a {hop} s hop, the ensemble cuts them at {metadata[0].hop_seconds} s")
         name = "actors-" + "-".join(f"{actor:02d}" for actor in actors)
+        if name in evidence_files:
+            raise ReportError(f"{shown(path)}: scores the same actors ({name}) as {shown(evidence_files[name])}; give each held-out set once")
+        evidence_files[name] = path
         held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")
     try:

@@ -25,12 +25,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
-from ser_stream.cli import OneLineParser
+from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, model_input, resample_to_canonical
 from ser_stream.model import load_metadata
-from ser_stream.windows import WindowConfig
 from training.augment import telephone
 from training.evaluate import scores
 from training.ravdess import scan
@@ -92,26 +91,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--test-actors", type=int, nargs="+", required=True, help="speakers the model never heard")
-    parser.add_argument("--calibration-clips", type=int, default=160, help="training clips whose windows calibrate")
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=None, help="default: model.int8.onnx beside the model")
+    parser.add_argument("--calibration-clips", type=whole_number(1), default=160, help="training clips whose windows calibrate")
+    parser.add_argument("--repeats", type=whole_number(1), default=30)
+    parser.add_argument("--out", type=output_file(".onnx"), default=None, help="default: model.int8.onnx beside the model")
     parser.add_argument("--operator-format", action="store_true", help="QLinearConv operators instead of QDQ pairs")
     parser.add_argument("--unsigned-weights", action="store_true", help="u8 weights (per tensor): the fast kernels on CPUs without VNNI")
     args = parser.parse_args(argv)
-    config = WindowConfig()
+    out = args.out or args.model.with_name(args.model.stem + ".int8.onnx")
+    if out.resolve() == args.model.resolve():
+        parser.error(f"argument --out: {shown(out)}: is the model itself; the int8 model needs a file of its own")
     try:
-        load_metadata(args.model)  # a missing or mismatched model: one line, before any work
+        config = load_metadata(args.model).window  # a missing or mismatched model: one line, before any work
         clips, _ = scan(args.data)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    rng = np.random.default_rng(0)
     training = [c for c in clips if c.actor not in args.test_actors]
-    chosen = rng.choice(len(training), size=min(args.calibration_clips, len(training)), replace=False)
+    held_out = [c for c in clips if c.actor in args.test_actors]
+    absent = sorted(set(args.test_actors) - {c.actor for c in held_out})
+    if absent:
+        parser.error(f"{shown(args.data)}: no clips of actor(s) {', '.join(map(str, absent))}")
+    if len(training) < args.calibration_clips:
+        parser.error(
+            f"{shown(args.data)}: {len(training)} clip(s) of actors other than the test actors, "
+            f"--calibration-clips asks for {args.calibration_clips}; ask for fewer"
+        )
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(training), size=args.calibration_clips, replace=False)
     calibration = np.concatenate([clip_spectrograms(*read_audio(training[i].path), config) for i in chosen])
-    out = args.out or args.model.with_name(args.model.stem + ".int8.onnx")
     quantize(args.model, calibration, out, args.operator_format, args.unsigned_weights)
 
-    held_out = [c for c in clips if c.actor in args.test_actors]
     labels = np.array([EMOTIONS.index(c.emotion) for c in held_out])
     wideband, phone = [], []
     for index, clip in enumerate(held_out):

@@ -10,6 +10,7 @@ whether an ensemble is worth its inference cost.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -21,13 +22,14 @@ from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser
 from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
 from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
+from training.ensemble import check_members_agree
 from training.ravdess import scan
 
 # Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
@@ -37,6 +39,17 @@ from training.ravdess import scan
 PLAYBACK_SPEEDS = {"slower": 0.95, "faster": 1.05}
 ROW_WARPS = {"lower": 0.95, "higher": 1.05}
 TEST_TIME_VIEWS = (*PLAYBACK_SPEEDS, *ROW_WARPS, "telephone")
+
+
+def report_file(text: str) -> Path:
+    """An argparse type: a .json file to write (missing folders are made), refused before the scoring if it cannot be one."""
+    path = Path(text)
+    if path.suffix.lower() != ".json" or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{shown(text)}: not a .json file to write")
+    nearest = next(folder for folder in path.parents if folder.exists())  # the current folder at the latest
+    if not nearest.is_dir():
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {shown(nearest)} is a file, not a folder to write it in")
+    return path
 
 
 def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int, views: tuple[str, ...] = ()) -> NDArray[np.float32]:
@@ -87,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=None, help="cut windows at this hop in seconds instead of the model's")
     parser.add_argument("--test-time", nargs="+", default=[], choices=TEST_TIME_VIEWS,
                         help="also average each clip's outputs over these views of it (costs a network pass per window each)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the report here (evidence for training.ensemble)")
+    parser.add_argument("--out", type=report_file, default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
     try:
         models = [EmotionModel(path, provider="cpu") for path in args.model]
+        check_members_agree([model.metadata for model in models], args.model)  # one set of windows feeds them all
         clips, _ = scan(args.data)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -99,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {args.data} has no clips of actors {', '.join(map(str, args.actors))}\n")
     window = models[0].metadata.window
     if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
-        window = replace(window, hop_seconds=args.hop)
+        try:
+            window = replace(window, hop_seconds=args.hop)
+        except SerStreamError as error:
+            parser.error(f"--hop {args.hop}: {error}")
     result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
     if args.test_time:
         result["test_time_views"] = args.test_time

@@ -11,9 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ser_stream.cli import OneLineParser, output_file
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
-from training.reports import METRICS, read_json, require_keys
+from training.reports import METRICS, ReportError, read_json, require_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source = args.split if args.split.suffix == ".onnx" else args.split / "model.onnx"
     evidence = {}
+    evidence_files: dict[str, Path] = {}  # split → the metrics.json that evaluated it
     try:
         metadata: ModelMetadata = load_metadata(source)
         for path in args.evidence:
             metrics = require_keys(read_json(path, METRICS), path, METRICS, ("split",))
-            evidence[str(metrics["split"])] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
+            split = str(metrics["split"])
+            if not any(key.startswith("test_") for key in metrics):
+                raise ReportError(f"{shown(path)}: not held-out evidence (split {split!r} has no test_* scores)")
+            if split in evidence_files:
+                raise ReportError(f"{shown(path)}: split {split!r} again, already evaluated by {shown(evidence_files[split])}; give each split once")
+            evidence_files[split] = path
+            evidence[split] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     metrics = dict(metadata.metrics, held_out_evaluations=evidence)

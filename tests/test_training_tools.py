@@ -1,0 +1,180 @@
+"""The tools around a trained model (quantize, score, ensemble, ship): they use the model's own window, and refuse in
+one line, before any work or write, what would overwrite a model or drop or mislabel evidence."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ser_stream.model import load_metadata, metadata_path
+
+pytestmark = pytest.mark.slow
+
+
+def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the tool's ``main``; assert it stopped with status 2 and one line of stderr; return the line."""
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    captured = capsys.readouterr()
+    assert stopped.value.code == 2, captured.err
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
+    assert captured.err.startswith(f"python -m {module}: error: "), captured.err
+    return captured.err.rstrip("\n")
+
+
+def model_copy(source: Path, to: Path, **metadata_changes: object) -> Path:
+    """``source`` and its metadata copied to ``to``, with these metadata fields changed."""
+    shutil.copy(source, to)
+    metadata = json.loads(metadata_path(source).read_text())
+    metadata_path(to).write_text(json.dumps(dict(metadata, **metadata_changes)))
+    return to
+
+
+def test_quantising_calibrates_on_windows_cut_the_way_the_model_cuts_them(smoke_run, tiny_ravdess, tmp_path):
+    from ser_stream.audiofile import read_audio
+    from ser_stream.clips import clip_spectrograms
+    from ser_stream.windows import WindowConfig
+    from training.quantize import main as quantize_main
+
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "short-windows.onnx", window_seconds=1.0, hop_seconds=0.25)
+    out = tmp_path / "short-windows.int8.onnx"
+    assert quantize_main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "16", "--repeats", "1", "--out", str(out)]) == 0
+    calibration_clips = sorted((tiny_ravdess / "Actor_01").iterdir())  # all of actor 1's, so the count does not depend on the draw
+    own, default = (sum(len(clip_spectrograms(*read_audio(path), window)) for path in calibration_clips) for window in (WindowConfig(1.0, 0.25), WindowConfig()))
+    assert own > default
+    assert json.loads(out.with_name(out.stem + ".quantization.json").read_text())["calibration_windows"] == own
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--out", "{model}"], "argument --out: {model}: is the model itself; the int8 model needs a file of its own"),
+        (["--out", "{tmp}/int8"], "argument --out: {tmp}/int8: not a .onnx file to write"),
+        (["--calibration-clips", "0"], "argument --calibration-clips: 0 must be at least 1"),
+        (["--repeats", "0"], "argument --repeats: 0 must be at least 1"),
+        (["--test-actors", "2", "99"], "{data}: no clips of actor(s) 99"),
+        (["--test-actors", "1", "2"], "{data}: 0 clip(s) of actors other than the test actors, --calibration-clips asks for 8; ask for fewer"),
+        (["--calibration-clips", "17"], "{data}: 16 clip(s) of actors other than the test actors, --calibration-clips asks for 17; ask for fewer"),
+    ],
+    ids=["out-is-the-model", "out-not-onnx", "no-calibration-clips", "no-repeats", "absent-test-actor", "nothing-to-calibrate-on", "too-few-to-calibrate-on"],
+)
+def test_quantising_refuses_an_out_that_is_the_model_and_counts_or_actors_it_cannot_use_before_writing(smoke_run, tiny_ravdess, tmp_path, capsys, options, reason):
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    before = model.read_bytes()
+    arguments = [str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"]
+    arguments += [option.format(model=model, tmp=tmp_path) for option in options]  # argparse keeps the last of a repeated option
+    line = refusal("training.quantize", arguments, capsys)
+    assert line == "python -m training.quantize: error: " + reason.format(model=model, tmp=tmp_path, data=tiny_ravdess)
+    assert model.read_bytes() == before and load_metadata(model).sha256
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.onnx"]
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--model", "{other}"], "{other}: window 1.5 s / hop 0.5 s differs from {model}'s 2.0 s / 0.5 s; an ensemble needs one window"),
+        (["--hop", "0"], "--hop 0.0: hop of 0.0 s must be at least 0.01 s and at most the window"),
+        (["--hop", "5"], "--hop 5.0: hop of 5.0 s must be at least 0.01 s and at most the window"),
+        (["--out", "{tmp}"], "argument --out: {tmp}: not a .json file to write"),
+        (["--out", "{tmp}/notes.txt/report.json"], "argument --out: {tmp}/notes.txt/report.json: {tmp}/notes.txt is a file, not a folder to write it in"),
+        (["--out", "{tmp}/report.onnx"], "argument --out: {tmp}/report.onnx: not a .json file to write"),
+    ],
+    ids=["models-with-other-windows", "hop-zero", "hop-beyond-the-window", "out-a-folder", "out-under-a-file", "out-not-json"],
+)
+def test_scoring_refuses_models_with_other_windows_an_impossible_hop_or_an_unwritable_report_before_scoring(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch, options, reason):
+    import training.score
+
+    model = smoke_run / "model.onnx"
+    other = model_copy(model, tmp_path / "other.onnx", window_seconds=1.5)
+    (tmp_path / "notes.txt").write_text("a file where the report wants a folder")
+    monkeypatch.setattr(training.score, "score", lambda *args, **kwargs: pytest.fail("scored before refusing"))
+    arguments = ["--data", str(tiny_ravdess), "--actors", "2", "--model", str(model), *(option.format(other=other, tmp=tmp_path) for option in options)]
+    line = refusal("training.score", arguments, capsys)
+    assert line == "python -m training.score: error: " + reason.format(model=model, other=other, tmp=tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "other.json", "other.onnx"]
+
+
+@pytest.fixture
+def shippable(smoke_run, tmp_path) -> tuple[Path, str]:
+    """A copy of the smoke model to ship in place, and its metadata as it was."""
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "ser_cnn.onnx")
+    return model, metadata_path(model).read_text()
+
+
+def test_shipping_refuses_two_evaluations_of_the_same_split_naming_both_files(shippable, smoke_run, tmp_path, capsys):
+    model, before = shippable
+    again = tmp_path / "again" / "metrics.json"
+    again.parent.mkdir()
+    shutil.copy(smoke_run / "metrics.json", again)
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(smoke_run / "metrics.json"), str(again)], capsys)
+    assert line == f"python -m training.ship: error: {again}: split 'random' again, already evaluated by {smoke_run / 'metrics.json'}; give each split once"
+    assert metadata_path(model).read_text() == before
+
+
+def test_shipping_refuses_evidence_without_held_out_scores(shippable, tmp_path, capsys):
+    model, before = shippable
+    evidence = tmp_path / "metrics.json"
+    evidence.write_text(json.dumps({"split": "fold9", "epochs_run": 3}))
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
+    assert line == f"python -m training.ship: error: {evidence}: not held-out evidence (split 'fold9' has no test_* scores)"
+    assert metadata_path(model).read_text() == before
+
+
+@pytest.fixture
+def members(smoke_run, shipped_model, tmp_path) -> list[Path]:
+    """Two members with one window, the first a copy the test may try to overwrite."""
+    return [model_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), shipped_model]
+
+
+def score_report(members: list[Path], data: Path, out: Path, *options: str) -> Path:
+    """``training.score --out`` of ``members`` together on actor 2, clean only."""
+    from training.score import main as score_main
+
+    assert score_main(["--data", str(data), "--actors", "2", "--variants", "clean", *options, "--out", str(out), *(f"--model={member}" for member in members)]) == 0
+    return out
+
+
+def test_an_ensemble_refuses_two_reports_on_the_same_actors_naming_both(members, tiny_ravdess, tmp_path, capsys):
+    first = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    second = tmp_path / "fold-again.json"
+    shutil.copy(first, second)
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(first), str(second)], capsys)
+    assert line == f"python -m training.ensemble: error: {second}: scores the same actors (actors-02) as {first}; give each held-out set once"
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+def test_an_ensemble_refuses_a_report_scored_with_test_time_views_the_merged_graph_does_not_compute(members, tiny_ravdess, tmp_path, capsys):
+    report = score_report(members, tiny_ravdess, tmp_path / "views.json", "--test-time", "higher")
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == f"python -m training.ensemble: error: {report}: scored with test-time views (higher), which the merged graph does not compute; score the members without --test-time"
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+@pytest.mark.parametrize("spelling", [lambda member: member, lambda member: member.parent / "sub" / ".." / member.name], ids=["same-path", "other-spelling"])
+def test_an_ensemble_refuses_to_write_over_one_of_its_members(members, tmp_path, capsys, spelling):
+    (tmp_path / "sub").mkdir()
+    to = spelling(members[0])
+    before = members[0].read_bytes(), metadata_path(members[0]).read_text()
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(to)], capsys)
+    assert line == f"python -m training.ensemble: error: --to {to}: is the member {members[0]}; the ensemble needs a file of its own"
+    assert (members[0].read_bytes(), metadata_path(members[0]).read_text()) == before
+    assert not list(tmp_path.glob("*merging*"))
+
+
+def test_a_plain_report_of_the_members_written_to_a_new_folder_is_evidence_an_ensemble_accepts(members, tiny_ravdess, tmp_path):
+    """The refusals above turn away only what is wrong: a plain report of the members builds the ensemble."""
+    from training.ensemble import main as ensemble_main
+
+    report = score_report(members, tiny_ravdess, tmp_path / "new-folder" / "fold.json")  # a missing folder for the report is made
+    assert ensemble_main([*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)]) == 0
+    assert list(load_metadata(tmp_path / "ensemble.onnx").metrics["held_out_evaluations"]) == ["actors-02"]
+    assert np.isfinite(json.loads(report.read_text())["clean"]["mean_per_class_accuracy"])
