@@ -389,6 +389,36 @@ def test_test_time_views_add_the_windows_of_each_view_of_the_clip_and_the_report
     assert all(len(clip["window_probabilities"]) >= 3 for clip in written["clean_clips"])
 
 
+def test_removing_speaker_profiles_leaves_every_speaker_the_mean_profile_and_keeps_what_moves_within_a_speaker():
+    from training.dataset import FeatureSet, remove_speaker_profiles
+
+    rng = np.random.default_rng(0)
+    rows = np.linspace(0.2, 0.6, 260, dtype=np.float32)[:, None]
+    voices = {1: rows + 0.1, 2: rows - 0.1}  # two speakers' average spectra
+    emotion = rng.uniform(-0.05, 0.05, (6, 260, 270)).astype(np.float32)  # what differs from window to window
+    clip_actors = np.array([1, 1, 1, 2, 2, 2], dtype=np.int32)
+    spectrograms = np.stack([voices[actor] + emotion[i] for i, actor in enumerate(clip_actors)]).astype(np.float16)
+    features = FeatureSet(
+        spectrograms=spectrograms.copy(), window_clip=np.arange(6, dtype=np.int32), window_variant=np.zeros(6, np.int8),
+        window_is_eval=np.ones(6, bool), clip_labels=np.zeros(6, np.int32), clip_actors=clip_actors, clip_names=[str(i) for i in range(6)],
+    )
+    remove_speaker_profiles(features)
+    profiles = [features.spectrograms[clip_actors == actor].astype(np.float32).mean(axis=(0, 2)) for actor in (1, 2)]
+    np.testing.assert_allclose(profiles[0], profiles[1], atol=2e-3)  # the voices' difference is gone
+    np.testing.assert_allclose(profiles[0], rows[:, 0], atol=4e-3)  # the mean voice is what is left (float16 rounding)
+    within = features.spectrograms[1].astype(np.float32) - features.spectrograms[0].astype(np.float32)
+    np.testing.assert_allclose(within, spectrograms[1].astype(np.float32) - spectrograms[0].astype(np.float32), atol=2e-3)
+
+
+def test_a_recipe_that_needs_every_clip_of_a_speaker_cannot_train_a_model_to_ship():
+    from pathlib import Path
+
+    from training.config import TrainConfig, TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="^recipe: improved-spknorm needs each speaker's profile"):
+        TrainConfig(data=Path("unused"), out=Path("unused"), recipe="improved-spknorm", protocol="all", keep="last")
+
+
 def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export_with_parity(tmp_path):
     from training.export import export_onnx, parity
     from training.network import MelFrequencyRows, build_model, mel_rows_matrix

@@ -78,6 +78,8 @@ class TrainConfig:
         for name in ("windows_per_clip", "max_clips"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append((name, f"{getattr(self, name)} must be at least 1"))
+        if self.recipe in RECIPES and RECIPES[self.recipe].speaker_profiles_removed and self.protocol == "all":
+            problems.append(("recipe", f"{self.recipe} needs each speaker's profile from all their clips, which the runtime cannot know: a screen, not a model to ship"))
         if self.fold is not None and self.protocol != "actors":
             problems.append(("fold", f"only with --protocol actors (the {self.protocol!r} protocol has one split)"))
         elif self.fold is not None and not 0 <= self.fold < self.folds:

@@ -159,3 +159,27 @@ def build_features(
         np.savez(partial, **{k: v for k, v in vars(features).items() if k != "clip_names"}, clip_names=np.asarray(features.clip_names))
         partial.replace(cache_file)
     return features
+
+
+def remove_speaker_profiles(features: FeatureSet) -> None:
+    """Remove from every window its speaker's mean spectral profile and add back the mean over speakers, in place.
+
+    A profile is the mean, over all of one speaker's windows of one audio
+    variant, of each frequency row: mostly the voice and the line, little of
+    the emotion, since every speaker says the same sentences in every emotion.
+    Held-out speakers get theirs from all their clips, which no single file
+    could give the runtime: this measures what knowing the voice is worth.
+    """
+    window_actor = features.clip_actors[features.window_clip]
+    for variant in np.unique(features.window_variant):
+        of_variant = features.window_variant == variant
+        profiles = {}
+        for actor in np.unique(window_actor[of_variant]):
+            windows = np.flatnonzero(of_variant & (window_actor == actor))
+            profiles[actor] = np.mean([features.spectrograms[w].mean(axis=1, dtype=np.float32) for w in windows], axis=0)
+        reference = np.mean(list(profiles.values()), axis=0)
+        for actor, profile in profiles.items():
+            windows = np.flatnonzero(of_variant & (window_actor == actor))
+            shift = (reference - profile).astype(np.float32)[:, None]
+            for w in windows:
+                features.spectrograms[w] = np.clip(features.spectrograms[w].astype(np.float32) + shift, 0.0, 1.0)

@@ -22,7 +22,7 @@ from ser_stream.inference import EmotionModel
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.config import TrainConfig
-from training.dataset import VARIANTS, FeatureSet, build_features
+from training.dataset import VARIANTS, FeatureSet, build_features, remove_speaker_profiles
 from training.export import export_onnx, parity, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, build_model, emotion_network
 from training.ravdess import scan
@@ -607,6 +607,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
     variants = tuple(dict.fromkeys(("clean", "telephone") + recipe.variants))
     console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
     features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
+    if recipe.speaker_profiles_removed:
+        remove_speaker_profiles(features)
     splits = make_splits(features, config)
     for split in splits:  # refuse before hours of training, not after, and before any folder is made
         state_file = config.out / split.name / "checkpoints" / "state.json"
