@@ -114,7 +114,7 @@ def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model
     inputs = keras.Input(shape=(N_BINS, N_FRAMES, 1), name="spectrogram")
     x = MelFrequencyRows(name="mel_frequency_rows")(inputs) if recipe.mel_rows else inputs
     x = SpectralMeanChannel(name="spectral_mean_channel")(x) if recipe.spectral_mean_channel else x
-    for layer, filters in enumerate((32, 64, 32)):
+    for layer, filters in enumerate(recipe.filters):
         stride = recipe.first_stride if layer == 0 else 1
         x = layers.Conv2D(filters, 5, strides=stride, padding="valid", use_bias=not recipe.batch_norm)(x)
         if recipe.batch_norm:
