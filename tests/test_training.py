@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from ser_stream.errors import ModelError
 from ser_stream.inference import EmotionModel
 from ser_stream.model import load_metadata, metadata_path
+from training.recipes import RECIPES  # no TensorFlow: the recipes are plain dataclasses
 
 pytestmark = pytest.mark.slow
 
@@ -417,6 +418,20 @@ def test_a_recipe_that_needs_every_clip_of_a_speaker_cannot_train_a_model_to_shi
 
     with pytest.raises(TrainConfigError, match="^recipe: improved-spknorm needs each speaker's profile"):
         TrainConfig(data=Path("unused"), out=Path("unused"), recipe="improved-spknorm", protocol="all", keep="last")
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_builds_the_runtime_contract_with_the_papers_three_convolutions_at_its_widths(name):
+    import keras
+
+    from training.network import build_model
+
+    recipe = RECIPES[name]
+    model = build_model(recipe)
+    assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convolutions] == list(recipe.filters) and all(layer.kernel_size == (5, 5) for layer in convolutions)
+    assert RECIPES["paper"].filters == (32, 64, 32)  # as published
 
 
 def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export_with_parity(tmp_path):
