@@ -268,19 +268,17 @@ class UtteranceTracker:
                 frame_end - self._last_speech_end >= max(silence, margin)
                 or frame_end - self.open.start_sample >= longest
             ):
-                jobs += self._schedule(self.open, frame_end)
                 jobs += self._close(self.open, arrival)
         if self.open is not None:
-            jobs += self._schedule(self.open, self._vad_position)
+            # Only windows inside the utterance as heard so far: its end (the last speech and the margin) can
+            # still move later, never earlier. Silence after it waits; if the utterance closes there, the
+            # windows the offline rule cuts from its span are added when it closes.
+            jobs += self._schedule(self.open, min(self._vad_position, self.open.end_sample + margin))
         return jobs
 
     def finish(self, arrival: float) -> list[WindowJob]:
         """End of stream: close the open utterance with what was heard."""
-        jobs: list[WindowJob] = []
-        if self.open is not None:
-            jobs += self._schedule(self.open, self._history_end)
-            jobs += self._close(self.open, arrival)
-        return jobs
+        return self._close(self.open, arrival) if self.open is not None else []
 
     def _schedule(self, utterance: Utterance, available_until: int) -> list[WindowJob]:
         jobs = []
@@ -291,7 +289,8 @@ class UtteranceTracker:
         return jobs
 
     def _close(self, utterance: Utterance, arrival: float) -> list[WindowJob]:
-        """End an utterance; add the window(s) the offline rule would still cut (end-aligned or padded)."""
+        """End an utterance; cut the rest of the windows the offline rule cuts from its span
+        (``window_starts``: by the hop from its start, then one aligned to its end, or one padded)."""
         self.open = None
         margin = int(self.config.margin_seconds * SAMPLE_RATE)
         utterance.end_sample = self._refine_end(utterance)
@@ -300,11 +299,11 @@ class UtteranceTracker:
         jobs: list[WindowJob] = []
         if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0:
             return jobs  # a click or a breath: not an utterance
+        jobs += self._schedule(utterance, end)
         window = self.window.window_samples
-        if utterance.windows_cut == 0:
-            padded, starts = cut_windows(self._audio(utterance.start_sample, end), self.window)
-            start = utterance.start_sample + int(round(starts[0] * SAMPLE_RATE))
-            jobs.append(self._job(utterance, start, start + window, audio=padded[0]))
+        if utterance.windows_cut == 0:  # shorter than a window: centred in silence, as offline
+            padded, _ = cut_windows(self._audio(utterance.start_sample, end), self.window)
+            jobs.append(self._job(utterance, utterance.start_sample, end, audio=padded[0]))  # its times: the audio it holds
         elif utterance.last_window_end < end:
             jobs.append(self._job(utterance, end - window, end))
         utterance.end_sample = end

@@ -36,15 +36,41 @@ def run(audio: np.ndarray, block: int = 800) -> tuple[list, list]:
     return jobs, tracker.completed()
 
 
-def test_three_seconds_of_speech_gives_four_windows_from_its_onset():
+def test_three_seconds_of_speech_gives_four_windows_from_its_onset_the_last_aligned_to_its_end():
     jobs, done = run(stream((1.0, False), (3.0, True), (1.0, False)))
-    # VAD frames are 256 samples: speech is first seen in the frame starting at 7936;
-    # the utterance starts 0.1 s (800 samples) earlier, at 7136 = 0.892 s, and windows step by 0.5 s
-    # while the 0.5 s of closing silence is heard (until 4.512 s).
-    assert [round(j.t_start, 3) for j in jobs] == [0.892, 1.392, 1.892, 2.392]
+    # VAD frames are 256 samples: speech is first seen in the frame starting at 7936; the utterance starts
+    # 0.1 s (800 samples) earlier, at 7136 = 0.892 s, and ends 0.1 s after its last speech, at 4.1 s.
+    # Its 3.208 s are cut as offline: by 0.5 s from its start while a window fits, then one ending at its end.
+    assert [round(j.t_start, 3) for j in jobs] == [0.892, 1.392, 1.892, 2.1]
     assert len(done) == 1
     assert done[0].t_start == pytest.approx(0.892) and done[0].t_end == pytest.approx(4.1)
+    assert all(j.t_end <= done[0].t_end + 1e-9 for j in jobs)
     assert done[0].label.label == "angry" and done[0].label.windows == 4
+
+
+@pytest.mark.parametrize("min_silence", [0.5, 1.0, 4.0])
+@pytest.mark.parametrize("speech_seconds", [0.3, 1.9, 2.0, 2.3, 3.0, 4.7, 7.25])
+def test_an_utterance_is_cut_into_the_windows_offline_classification_cuts_from_its_span_whatever_the_silence_that_ends_it(min_silence, speech_seconds):
+    """Waiting longer to be sure the speaker has stopped must not add windows of that silence to the label."""
+    from ser_stream.utterances import UtteranceConfig
+    from ser_stream.windows import window_starts
+
+    config = WindowConfig(2.0, 0.5)
+    tracker = UtteranceTracker("s", config, UtteranceConfig(min_silence_seconds=min_silence), detector=energy_detector)
+    audio = stream((1.0, False), (speech_seconds, True), (min_silence + 1.0, False))
+    jobs = []
+    for start in range(0, audio.size, 800):
+        jobs += tracker.feed(audio[start : start + 800], arrival=0.0)
+    jobs += tracker.finish(arrival=0.0)
+    for job in jobs:
+        tracker.add_output(job, np.eye(8, dtype=np.float32)[4])
+    (done,) = tracker.completed()
+    first, span = round(done.t_start * RATE), round((done.t_end - done.t_start) * RATE)
+    if span <= config.window_samples:  # one window, the utterance centred in it; its times are the utterance's
+        assert [(job.t_start, job.t_end) for job in jobs] == [(done.t_start, done.t_end)] and jobs[0].audio.size == config.window_samples
+    else:
+        assert [round(job.t_start * RATE) for job in jobs] == [first + start for start in window_starts(span, config)]
+    assert done.label.windows == len(jobs)
 
 
 def test_a_short_utterance_gets_one_window_centred_on_it():
