@@ -49,4 +49,5 @@ class StreamResampler:
             return np.zeros(0, dtype=np.float32)
         remaining = self._pending.size - self.context
         out = self.process(np.zeros(self.context + self.down, dtype=np.float32))
-        return out[: max(0, int(round(remaining * self.up / self.down)))]
+        # resample_poly sizes its output as the ceiling of n_in * up / down; round() would drop its last sample.
+        return out[: -(-remaining * self.up // self.down)]

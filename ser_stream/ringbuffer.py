@@ -5,9 +5,10 @@ wait, and the newest audio is what a live monitor must judge; the samples the
 reader lost are counted in ``overrun_samples``. Writers that can wait (files,
 stdin) ask ``free()`` first and never overrun.
 
-Lock-free for one writer and one reader: the writer copies, then advances
-``written``; the reader snapshots ``written``, copies, then re-checks that the
-writer did not lap it during the copy.
+Lock-free for one writer and one reader, seqlock-style: the writer advances
+``reserved`` to the end of its block, copies, then advances ``written``; the
+reader snapshots ``written``, copies, then reads ``reserved`` and drops (and
+counts) whatever a write in progress or finished during the copy overwrote.
 """
 
 from __future__ import annotations
@@ -25,23 +26,24 @@ class RingBuffer:
         self.capacity = capacity
         self._data = np.zeros(capacity, dtype=np.float32)
         self.written = 0  # total samples ever written
+        self.reserved = 0  # ``written`` plus the block being copied in; slots below reserved - capacity are stale
         self.read_position = 0  # total samples consumed or skipped by the reader
         self.overrun_samples = 0
         self.overruns = 0
 
     def write(self, samples: NDArray[np.float32]) -> None:
         """Copy ``samples`` in; never blocks, never allocates (beyond numpy views)."""
-        count = samples.shape[0]
-        if count > self.capacity:  # only the newest capacity samples can be kept
-            samples = samples[count - self.capacity :]
-            self.written += count - self.capacity
-            count = self.capacity
-        start = self.written % self.capacity
+        end = self.written + samples.shape[0]
+        kept = samples[max(0, samples.shape[0] - self.capacity) :]  # only the newest capacity samples can be kept
+        # Announce the overwrite before making it, so a read copying those slots meanwhile can tell.
+        self.reserved = end
+        count = kept.shape[0]
+        start = (end - count) % self.capacity
         first = min(count, self.capacity - start)
-        self._data[start : start + first] = samples[:first]
+        self._data[start : start + first] = kept[:first]
         if first < count:
-            self._data[: count - first] = samples[first:]
-        self.written += count
+            self._data[: count - first] = kept[first:]
+        self.written = end
 
     def free(self) -> int:
         """Samples that can be written without overwriting unread audio."""
@@ -53,9 +55,7 @@ class RingBuffer:
     def read(self, max_samples: int | None = None) -> NDArray[np.float32]:
         """Copy out unread samples in order (oldest first), skipping and counting any overwritten ones."""
         written = self.written
-        if written - self.read_position > self.capacity:
-            self._count_overrun(written - self.capacity - self.read_position)
-            self.read_position = written - self.capacity
+        self._skip_overwritten(up_to=written)
         count = written - self.read_position
         if max_samples is not None:
             count = min(count, max_samples)
@@ -64,15 +64,19 @@ class RingBuffer:
         out = np.empty(count, dtype=np.float32)
         out[:first] = self._data[start : start + first]
         out[first:] = self._data[: count - first]
-        # The writer may have lapped us while we copied: drop what it overwrote.
-        lapped = self.written - self.capacity - self.read_position
-        if lapped > 0:
-            lost = min(lapped, count)
-            self._count_overrun(lost)
-            out = out[lost:]
-            self.read_position += lost
+        # The writer may have reserved over what we just copied: drop what it overwrote, or is overwriting.
+        out = out[self._skip_overwritten(up_to=self.read_position + count) :]
         self.read_position += out.shape[0]
         return out
+
+    def _skip_overwritten(self, up_to: int) -> int:
+        """Move the read position past samples the writer has reserved over (not past ``up_to``); count them."""
+        lost = min(self.reserved - self.capacity, up_to) - self.read_position
+        if lost <= 0:
+            return 0
+        self._count_overrun(lost)
+        self.read_position += lost
+        return lost
 
     def _count_overrun(self, samples: int) -> None:
         self.overrun_samples += samples

@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ser_stream.features import resample_to_canonical
 from ser_stream.resampler import StreamResampler
 
+LIVE_SOURCE_RATES = [8000, 11025, 16000, 22050, 44100, 48000, 96000]
 
-@settings(max_examples=25, deadline=None)
-@given(rate=st.sampled_from([8000, 11025, 16000, 22050, 44100, 48000]), blocks=st.lists(st.integers(1, 3000), min_size=1, max_size=12))
-def test_blockwise_output_matches_one_shot(rate, blocks):
-    rng = np.random.default_rng(0)
-    signal = rng.standard_normal(sum(blocks)).astype(np.float32) * 0.1
-    resampler = StreamResampler(rate)
+
+def stream_through(resampler: StreamResampler, signal: np.ndarray, block_sizes: list[int]) -> np.ndarray:
+    """What a live source gets out: each block as it arrives, then the flush at end of stream."""
     pieces, start = [], 0
-    for size in blocks:
+    for size in block_sizes:
         pieces.append(resampler.process(signal[start : start + size]))
         start += size
+    pieces.append(resampler.process(signal[start:]))
     pieces.append(resampler.flush())
-    streamed = np.concatenate(pieces)
-    one_shot = scipy.signal.resample_poly(signal, 8000, rate) if rate != 8000 else signal
-    assert abs(streamed.size - one_shot.size) <= 1
-    n = min(streamed.size, one_shot.size)
-    assert np.allclose(streamed[:n], one_shot[:n], atol=1e-5)
+    return np.concatenate(pieces)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate=st.sampled_from(LIVE_SOURCE_RATES),
+    block_sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=12),
+    tail=st.integers(0, 200),
+)
+def test_streamed_output_equals_one_shot_resampling_in_length_and_values(rate, block_sizes, tail):
+    signal = (np.random.default_rng(0).standard_normal(sum(block_sizes) + tail) * 0.1).astype(np.float32)
+    streamed = stream_through(StreamResampler(rate), signal, block_sizes)
+    one_shot = resample_to_canonical(signal, rate)
+    assert streamed.size == one_shot.size
+    np.testing.assert_allclose(streamed, one_shot, atol=1e-5)
+
+
+def test_flush_emits_the_last_sample_that_one_shot_rounds_up_to():
+    # 6 samples at 44.1 kHz are 6 * 8000 / 44100 = 1.09 samples at 8 kHz; resample_poly takes the ceiling, 2.
+    signal = np.array([0.1, -0.2, 0.3, -0.4, 0.5, -0.6], dtype=np.float32)
+    streamed = stream_through(StreamResampler(44100), signal, [6])
+    one_shot = resample_to_canonical(signal, 44100)
+    assert one_shot.size == 2
+    np.testing.assert_allclose(streamed, one_shot, atol=1e-6)

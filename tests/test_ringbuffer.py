@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,3 +61,69 @@ def test_free_space_lets_a_patient_writer_avoid_overruns():
     assert ring.free() == 2
     ring.read(4)
     assert ring.free() == 6 and ring.overruns == 0
+
+
+class ReadsMidCopy(np.ndarray):
+    """Ring storage that hands the reader a turn right after the writer's first store (the GIL can do the same)."""
+
+    read_mid_copy: Callable[[], None] | None = None
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if self.read_mid_copy is not None:
+            read, self.read_mid_copy = self.read_mid_copy, None
+            read()
+
+
+def pause_next_write_for_a_read(ring: RingBuffer, received: list[float], max_samples: int | None = None) -> None:
+    """Make the ring's next write stop after its first store while ``ring.read(max_samples)`` runs."""
+    if not isinstance(ring._data, ReadsMidCopy):
+        ring._data = ring._data.view(ReadsMidCopy)
+    ring._data.read_mid_copy = lambda: received.extend(ring.read(max_samples).tolist())
+
+
+def test_a_read_during_a_write_never_returns_the_samples_being_overwritten():
+    ring = RingBuffer(8)
+    ring.write(np.arange(8, dtype=np.float32))
+    received: list[float] = []
+    pause_next_write_for_a_read(ring, received)
+    ring.write(np.arange(8, 12, dtype=np.float32))  # overwrites samples 0-3 while the reader copies 0-7
+    assert received == [4, 5, 6, 7]
+    assert ring.overrun_samples == 4
+    assert ring.read().tolist() == [8, 9, 10, 11]
+
+
+def test_a_read_during_a_write_longer_than_the_ring_returns_only_intact_audio():
+    ring = RingBuffer(4)
+    ring.write(np.arange(4, dtype=np.float32))
+    received: list[float] = []
+    pause_next_write_for_a_read(ring, received)
+    ring.write(np.arange(4, 14, dtype=np.float32))  # keeps 10-13, storing 10-11 then 12-13
+    received.extend(ring.read().tolist())
+    assert received == [10, 11, 12, 13]
+    assert ring.overrun_samples == 10
+
+
+@settings(max_examples=300)
+@given(
+    capacity=st.integers(1, 32),
+    script=st.lists(
+        st.tuples(st.integers(0, 40), st.one_of(st.none(), st.integers(0, 40)), st.booleans()), max_size=40
+    ),
+)
+def test_reads_interleaved_with_writes_are_in_order_and_every_sample_is_received_or_counted(capacity, script):
+    ring = RingBuffer(capacity)
+    next_value = 0
+    received: list[float] = []
+    for write_size, read_size, read_mid_copy in script:
+        if read_mid_copy:
+            pause_next_write_for_a_read(ring, received, read_size)
+        ring.write(np.arange(next_value, next_value + write_size, dtype=np.float32))
+        next_value += write_size
+        if not read_mid_copy:
+            received.extend(ring.read(read_size).tolist())
+    received.extend(ring.read().tolist())
+    assert all(b > a for a, b in zip(received, received[1:]))
+    assert len(received) + ring.overrun_samples == next_value
+    newest = list(range(max(0, next_value - capacity), next_value))
+    assert received[len(received) - len(newest) :] == newest  # the newest audio is never the audio lost
