@@ -323,6 +323,8 @@ class UtteranceTracker:
         tail = self._audio(utterance.end_sample, min(self._history_end, self._vad_position))
         if speech.size < frame or tail.size < frame:
             return utterance.end_sample
+        offset = np.float32(np.concatenate([speech, tail]).mean(dtype=np.float64))  # a DC offset is not speech going on
+        speech, tail = speech - offset, tail - offset
         peak = float(np.square(speech[: speech.size // frame * frame].reshape(-1, frame)).mean(axis=1).max())
         energies = np.square(tail[: tail.size // frame * frame].reshape(-1, frame)).mean(axis=1)
         loud = np.flatnonzero(energies >= peak * 10 ** (-self.config.tail_db / 10))

@@ -116,6 +116,16 @@ def in_silence(sound: np.ndarray, seconds: float = 3.0, sample_rate: int = 16000
     return audio
 
 
+@pytest.mark.parametrize("offset", [0.002, -0.05, 0.3])
+@pytest.mark.parametrize("rate", [8000, 16000, 44100])
+def test_a_dc_offset_changes_nothing_the_same_speech_gives_the_same_windows(offset, rate):
+    """An offset of 0.002 (-54 dBFS) once kept all 3 s of a clip with 1 s of speech: 18 windows instead of 3."""
+    speech = in_silence(speechlike(1.0, rate), seconds=3.0, sample_rate=rate)
+    plain = clip_spectrograms(speech, rate, WindowConfig())
+    shifted = clip_spectrograms(speech + np.float32(offset), rate, WindowConfig())
+    assert shifted.shape == plain.shape and np.abs(shifted - plain).max() < 0.02
+
+
 @pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
 def test_silence_or_a_click_is_refused_rather_than_given_a_label(tmp_path, shipped_model, in_memory_seconds):
     """A label for digital silence or 10 ms of sound would be the network's guess at nothing."""
@@ -124,7 +134,10 @@ def test_silence_or_a_click_is_refused_rather_than_given_a_label(tmp_path, shipp
 
     model = EmotionModel(shipped_model, provider="cpu")
     cases = {
-        "silence.wav": (np.zeros(16000, np.float32), "silent throughout (peak below -100 dBFS): nothing to classify"),
+        "silence.wav": (np.zeros(16000, np.float32), "silent throughout (peak below -100 dBFS, any DC offset aside): nothing to classify"),
+        # A DC offset (a cheap sound card's) is not sound: the spectrogram removes it too.
+        "offset_only.wav": (np.full(16000, 0.01, np.float32), "silent throughout (peak below -100 dBFS, any DC offset aside): nothing to classify"),
+        "click_on_an_offset.wav": (in_silence(speechlike(0.01, 16000)) + 0.01, "only 0.03 s of sound once silence is trimmed; at least 0.25 s is needed"),
         "click.wav": (speechlike(0.01, 16000), "only 0.01 s of sound once silence is trimmed; at least 0.25 s is needed"),
         "one_sample.wav": (np.full(1, 0.5, np.float32), "only 0.00 s of sound once silence is trimmed; at least 0.25 s is needed"),
         # Trimming keeps 0.1 s either side of the sound; the margins are not sound, so a click in silence is still a click.

@@ -778,6 +778,30 @@ def test_folds_trained_one_at_a_time_into_one_folder_are_all_in_its_summary_and_
     assert message.startswith(f"python -m training: error: --out {out}: its runs were trained with other settings (recipe name: 'improved' → 'paper'")
 
 
+def test_training_evaluates_every_clip_on_the_windows_classify_cuts_from_it_dc_offset_and_all(tiny_ravdess, tmp_path):
+    import shutil
+
+    import soundfile
+
+    from ser_stream.audiofile import read_audio
+    from ser_stream.clips import clip_spectrograms
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import scan
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_ravdess / "Actor_01", data / "Actor_01")
+    clips = scan(data)[0][:4]
+    audio, rate = read_audio(clips[0].path)
+    soundfile.write(clips[0].path, audio + np.float32(0.01), rate, subtype="FLOAT")  # a sound card's DC offset
+    features = build_features(clips, WindowConfig(), ("clean",), 0, None, workers=1)
+    for index, clip in enumerate(clips):
+        served = clip_spectrograms(*read_audio(clip.path), WindowConfig())
+        trained = features.spectrograms[features.eval_windows(np.array([index]))]
+        assert trained.shape == served.shape, clip.path.name
+        np.testing.assert_allclose(trained.astype(np.float32), served, atol=1e-3)  # stored as float16
+
+
 def test_the_feature_cache_is_recomputed_when_a_clip_changes_or_the_cache_file_is_damaged(tiny_ravdess, tmp_path, capsys):
     import shutil
 

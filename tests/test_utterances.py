@@ -73,6 +73,23 @@ def test_an_utterance_is_cut_into_the_windows_offline_classification_cuts_from_i
     assert done.label.windows == len(jobs)
 
 
+@pytest.mark.parametrize("offset", [0.05, -0.2])
+def test_a_dc_offset_does_not_stretch_an_utterance_over_the_silence_after_it(offset):
+    """The end is extended over trailing audio within 30 dB of the utterance's peak: an offset is not such audio."""
+    def varying(frame: np.ndarray) -> float:  # a detector that, as Silero, does not hear a constant
+        return 1.0 if np.var(frame) > 1e-4 else 0.0
+
+    ends = []
+    for shift in (0.0, offset):
+        tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=varying)
+        audio = stream((1.0, False), (3.0, True), (2.0, False)) + np.float32(shift)
+        for start in range(0, audio.size, 800):
+            tracker.feed(audio[start : start + 800], arrival=0.0)
+        assert tracker.open is None and len(tracker.waiting) == 1
+        ends.append(next(iter(tracker.waiting.values())).end_sample)
+    assert ends[1] == ends[0]
+
+
 def test_a_short_utterance_gets_one_window_centred_on_it():
     jobs, done = run(stream((1.0, False), (0.6, True), (1.5, False)))
     assert len(jobs) == 1 and len(done) == 1

@@ -42,10 +42,15 @@ def test_impossible_window_settings_are_refused(window, hop):
         WindowConfig(window, hop)
 
 
-def test_trim_silence_keeps_the_speech_and_a_margin():
+def tone_in_silence() -> np.ndarray:
+    """A second of a 200 Hz tone in the middle of three seconds of silence."""
     audio = np.zeros(3 * RATE, np.float32)
-    audio[RATE : 2 * RATE] = 0.5
-    trimmed = trim_silence(audio, RATE, margin_seconds=0.1)
+    audio[RATE : 2 * RATE] = 0.5 * np.sin(2 * np.pi * 200 * np.arange(RATE) / RATE)
+    return audio
+
+
+def test_trim_silence_keeps_the_speech_and_a_margin():
+    trimmed = trim_silence(tone_in_silence(), RATE, margin_seconds=0.1)
     assert trimmed.size == pytest.approx(1.2 * RATE, abs=0.05 * RATE)
 
 

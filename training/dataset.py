@@ -21,8 +21,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import read_audio
+from ser_stream.clips import without_dc
 from ser_stream.features import SAMPLE_RATE, feature_parameters, resample_to_canonical, spectrogram
-from ser_stream.windows import WindowConfig, cut_windows, trim_silence, window_starts
+from ser_stream.windows import (
+    TRIM_FRAME_SECONDS,
+    TRIM_MARGIN_SECONDS,
+    TRIM_THRESHOLD_DB,
+    WindowConfig,
+    cut_windows,
+    trim_silence,
+    window_starts,
+)
 from training.augment import add_noise, telephone
 from training.ravdess import RavdessClip
 
@@ -60,7 +69,7 @@ def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> 
     clip_index, path, seed, config, variants = task
     rng = np.random.default_rng([seed, clip_index])
     audio, rate = read_audio(path)
-    clean = trim_silence(resample_to_canonical(audio, rate), SAMPLE_RATE)
+    clean = trim_silence(resample_to_canonical(without_dc(audio), rate), SAMPLE_RATE)  # as clip_spectrograms does
     training_config = WindowConfig(config.window_seconds, TRAINING_HOP_SECONDS)
     eval_starts = {int(s) for s in window_starts(clean.size, config)}
     results = []
@@ -90,6 +99,8 @@ def cache_key(clips: list[RavdessClip], config: WindowConfig, variants: tuple[st
     description = {
         "features": feature_parameters(),
         "window": [config.window_seconds, config.hop_seconds, TRAINING_HOP_SECONDS],
+        # How clips are trimmed shapes the windows too (since 2026-11-30 with each clip's DC offset removed first).
+        "trimming": [TRIM_FRAME_SECONDS, TRIM_THRESHOLD_DB, TRIM_MARGIN_SECONDS, "without DC"],
         "variants": variants,
         "seed": seed,
         # Each file's size and modification time too: audio replaced under the same name is new audio.
