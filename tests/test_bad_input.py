@@ -186,6 +186,27 @@ def test_a_file_larger_than_memory_should_hold_is_never_loaded_whole(tmp_path):
     assert long_peak < short_peak * 1.3  # and it does not grow with the file's length
 
 
+def test_a_long_file_whose_sound_fits_one_window_is_not_loaded_whole_either(tmp_path):
+    """A 1.5 s burst in 20 minutes of silence: the one padded window is cut from the burst's span alone."""
+    import tracemalloc
+
+    from ser_stream.clips import stream_file_windows
+
+    path = tmp_path / "burst_in_twenty_minutes.wav"
+    with soundfile.SoundFile(path, "w", 16000, 1, "PCM_16") as out:
+        for minute in range(20):
+            block = np.zeros(60 * 16000, np.float32)
+            if minute == 10:
+                block[:24000] = speechlike(1.5, 16000)
+            out.write(block)
+    tracemalloc.start()
+    (window,) = stream_file_windows(path, WindowConfig(), block_seconds=10.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert window.size == WindowConfig().window_samples
+    assert peak < 20 * 60 * 8000 * 4 / 3  # the decoded file at 8 kHz is 38 MB (loaded whole, the peak was 77 MB); blocks are a few
+
+
 def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, shipped_model):
     from ser_stream.classify import classify_file
     from ser_stream.inference import EmotionModel
