@@ -62,6 +62,22 @@ class Stream:
         self.warning: str | None = None
         self.ended = False  # set by the worker once everything is published
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
+        self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
+
+    def skip_lost_audio(self, arrival: float) -> list[WindowJob]:
+        """Move stream time past audio the ring lost since the last read (the worker fell behind a live source).
+
+        The lost time is not heard (it is gone) but it is not left out of the
+        timeline either: what was open ends where the audio stopped, and the
+        times of everything after stay seconds since the stream's start.
+        """
+        lost = self.ring.overrun_samples - self.overrun_samples_skipped
+        if lost <= 0:
+            return []
+        self.overrun_samples_skipped = self.ring.overrun_samples
+        self.tracker.push(self.resampler.flush())  # what came before the gap, to its last sample
+        self.resampler = StreamResampler(self.sample_rate, SAMPLE_RATE)
+        return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), arrival)
 
 
 class Worker:
@@ -145,6 +161,7 @@ class Worker:
         for stream in streams:
             finished_before[stream.stream_id] = stream.finished  # read before draining, so nothing written after is missed
             block = stream.ring.read()
+            jobs += stream.skip_lost_audio(time.monotonic())  # the lost audio came before this block
             if block.size:
                 if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison
                     stream.nonfinite_samples += int(np.count_nonzero(~np.isfinite(block)))

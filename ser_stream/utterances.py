@@ -276,6 +276,23 @@ class UtteranceTracker:
             jobs += self._schedule(self.open, min(self._vad_position, self.open.end_sample + margin))
         return jobs
 
+    def skip(self, samples: int, arrival: float) -> list[WindowJob]:
+        """``samples`` of the stream were lost: end what was open where the audio stopped, then move past them unheard.
+
+        No VAD or window runs over the gap, so a worker that fell behind does
+        not fall further behind catching up on time it cannot hear.
+        """
+        jobs = self.advance(arrival)
+        if self.open is not None:
+            jobs += self._close(self.open, arrival)
+        kept = min(samples, self._history.size)
+        self._append(np.zeros(kept, dtype=np.float32))
+        self._history_end += samples - kept  # positions move on; the history holds silence for the gap
+        self._vad_position = self._history_end
+        self._in_speech = False
+        self.samples_seen += samples
+        return jobs
+
     def finish(self, arrival: float) -> list[WindowJob]:
         """End of stream: close the open utterance with what was heard."""
         return self._close(self.open, arrival) if self.open is not None else []

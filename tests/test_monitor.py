@@ -290,6 +290,39 @@ def test_nan_and_inf_from_a_live_source_are_played_as_silence_and_counted(clips_
     assert [m["nonfinite_samples"] for m in expected if m["type"] == "status"][-1] == 0
 
 
+def test_audio_a_live_source_lost_to_an_overrun_keeps_its_place_in_stream_time(clips_with_silence, shipped_model):
+    """Four clips written while the worker is stalled overrun a 10 s ring: the oldest audio is lost and counted,
+    and the clips that survive are reported where they are in the stream, not that much earlier."""
+    import threading
+
+    from ser_stream.inference import EmotionModel
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=10.0)
+    worker = Worker(EmotionModel(shipped_model, provider="cpu"), config, messages.append)
+    stream = Stream("live", rate, config)
+    worker.add_stream(stream)
+    for start in range(0, audio.size, rate // 50):  # 20 ms blocks, none read until all are written
+        stream.ring.write(audio[start : start + rate // 50])
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    lost_seconds = [m["overrun_samples"] for m in messages if m["type"] == "status"][-1] / rate
+    assert lost_seconds == pytest.approx(audio.size / rate - 10.0, abs=0.05)
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    survivors = [(start, end) for start, end in bounds if end > lost_seconds + 0.5]  # whole, or their end
+    assert len(utterances) == len(survivors) >= 2
+    for utterance, (start, end) in zip(utterances, survivors):
+        assert utterance["t_end"] == pytest.approx(end, abs=0.35)
+        if start > lost_seconds:
+            assert utterance["t_start"] == pytest.approx(start, abs=0.35)
+        else:  # its beginning was lost: it starts after the gap, never inside it
+            assert lost_seconds <= utterance["t_start"] < end
+    assert [m["t"] for m in messages if m["type"] == "stream_ended"] == [pytest.approx(audio.size / rate, abs=0.01)]
+
+
 def test_a_worker_that_fails_ends_with_the_reason_instead_of_hanging(clips_with_silence):
     import threading
 
