@@ -41,7 +41,8 @@ class MonitorConfig:
     max_batch: int = 32
     ring_seconds: float = 10.0
     status_interval_seconds: float = 1.0
-    # Streams open at once. Each holds ~0.5 MB (ring, resampler, VAD state) and 2 cores follow ~80 real-time
+    # Streams open at once. Each holds ~0.5 MB at the default --max-utterance (ring, resampler, VAD state; the
+    # audio history grows by 32 kB per second of --max-utterance) and 2 cores follow ~80 real-time
     # calls, so 200 leaves room for bursts while a flood of spoofed RTP SSRCs or ingest 'start's cannot
     # exhaust memory; what is refused is counted (``refused_streams``).
     max_streams: int = 200

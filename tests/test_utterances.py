@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ser_stream.utterances import UtteranceTracker
 from ser_stream.windows import WindowConfig
@@ -88,6 +90,27 @@ def test_a_dc_offset_does_not_stretch_an_utterance_over_the_silence_after_it(off
         assert tracker.open is None and len(tracker.waiting) == 1
         ends.append(next(iter(tracker.waiting.values())).end_sample)
     assert ends[1] == ends[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(blocks=st.lists(st.integers(0, 5000), max_size=30), reads=st.lists(st.tuples(st.integers(-3000, 60000), st.integers(0, 6000)), min_size=1, max_size=5))
+def test_the_history_returns_the_stream_audio_it_still_holds_and_silence_for_the_rest(blocks, reads):
+    from ser_stream.utterances import UtteranceConfig
+
+    tracker = UtteranceTracker("s", WindowConfig(0.5, 0.25), UtteranceConfig(max_utterance_seconds=0.5, min_silence_seconds=0.1), detector=energy_detector)
+    size = tracker._history.size
+    stream = np.arange(1, sum(blocks) + 1, dtype=np.float32)  # sample p holds p + 1: none is silence
+    position = 0
+    for block in blocks:
+        tracker.push(stream[position : position + block])
+        position += block
+    for start, length in reads:
+        expected = np.zeros(length, np.float32)
+        for offset in range(length):
+            p = start + offset
+            if max(0, position - size) <= p < position:
+                expected[offset] = stream[p]
+        assert np.array_equal(tracker._audio(start, start + length), expected)
 
 
 def test_a_short_utterance_gets_one_window_centred_on_it():
