@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,13 @@ def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[floa
     return path, bounds
 
 
+def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the tool's ``main`` in this process; assert it stopped with status 2 and one line of stderr; return the line."""
+    main = importlib.import_module("benchmarks.__main__" if module == "benchmarks" else module).main
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    captured = capsys.readouterr()
+    assert stopped.value.code == 2, captured.err
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
+    assert captured.err.startswith(f"python -m {module}: error: "), captured.err
+    return captured.err.rstrip("\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ser_stream.model import file_sha256, metadata_path
+from tests.conftest import refusal
 
 # Each case: the tool (``python -m`` module), its arguments, and the input it must name. ``{missing}`` is a path
 # under the test's folder that does not exist; ``{tmp}`` the folder itself; ``{model}`` the shipped model.
@@ -38,18 +38,6 @@ MISSING_REPORT = [
     ("training.ensemble", ["{model}", "{model}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{missing}.json"]),
     ("training.ship", ["{model}", "--to", "{tmp}/shipped.onnx", "--evidence", "{missing}.json"]),
 ]
-
-
-def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the tool's ``main`` in this process; assert it stopped with status 2 and one line of stderr; return the line."""
-    main = importlib.import_module("benchmarks.__main__" if module == "benchmarks" else module).main
-    with pytest.raises(SystemExit) as stopped:
-        main(arguments)
-    captured = capsys.readouterr()
-    assert stopped.value.code == 2, captured.err
-    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
-    assert captured.err.startswith(f"python -m {module}: error: "), captured.err
-    return captured.err.rstrip("\n")
 
 
 def filled(arguments: list[str], tmp_path: Path, model: Path) -> list[str]:

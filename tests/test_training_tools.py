@@ -3,7 +3,6 @@ one line, before any work or write, what would overwrite a model or drop or misl
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -15,20 +14,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ser_stream.model import load_metadata, metadata_path
+from tests.conftest import refusal
 
 pytestmark = pytest.mark.slow
-
-
-def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the tool's ``main``; assert it stopped with status 2 and one line of stderr; return the line."""
-    main = importlib.import_module(module).main
-    with pytest.raises(SystemExit) as stopped:
-        main(arguments)
-    captured = capsys.readouterr()
-    assert stopped.value.code == 2, captured.err
-    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
-    assert captured.err.startswith(f"python -m {module}: error: "), captured.err
-    return captured.err.rstrip("\n")
 
 
 def model_copy(source: Path, to: Path, **metadata_changes: object) -> Path:
