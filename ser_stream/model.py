@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import site
+import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,25 @@ INPUT_NAME = "spectrogram"
 OUTPUT_NAME = "probabilities"
 INPUT_SHAPE = (N_BINS, N_FRAMES, 1)
 METADATA_VERSION = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "ser_cnn.onnx"
+MODEL_FILE = "ser_cnn.onnx"
+INSTALLED_MODELS = Path("share") / "ser-stream" / "models"  # where a wheel puts models/ (pyproject's data-files)
+
+
+def default_model_path(package_dir: Path = Path(__file__).resolve().parent, bases: tuple[str, ...] | None = None) -> Path:
+    """The shipped model: in models/ beside the package in a checkout (or an editable install), else where
+    ``pip install`` put it under the environment's or the user's data folder; if it is in neither, the
+    checkout's path, which the missing-model error then names."""
+    checkout = package_dir.parent / "models" / MODEL_FILE
+    if checkout.is_file():
+        return checkout
+    for base in bases if bases is not None else (sys.prefix, site.getuserbase()):
+        installed = Path(base) / INSTALLED_MODELS / MODEL_FILE
+        if installed.is_file():
+            return installed
+    return checkout
+
+
+DEFAULT_MODEL = default_model_path()
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,33 @@ def test_asking_for_cuda_with_a_driver_but_without_the_cuda_libraries_names_what
         str(refused.value),
     ), str(refused.value)
     assert capfd.readouterr() == ("", "")
+
+
+def test_the_default_model_is_the_checkouts_else_the_one_pip_installed_with_the_package(tmp_path):
+    from ser_stream.model import INSTALLED_MODELS, MODEL_FILE, default_model_path
+
+    checkout, prefix, user = tmp_path / "checkout", tmp_path / "venv", tmp_path / "user"
+    package = checkout / "ser_stream"
+    package.mkdir(parents=True)
+    assert default_model_path(package, (str(prefix), str(user))) == checkout / "models" / MODEL_FILE  # nowhere: named where a checkout keeps it
+    for base in (user, prefix):
+        (base / INSTALLED_MODELS).mkdir(parents=True)
+        (base / INSTALLED_MODELS / MODEL_FILE).write_bytes(b"onnx")
+    assert default_model_path(package, (str(prefix), str(user))) == prefix / INSTALLED_MODELS / MODEL_FILE  # pip install
+    assert default_model_path(package, (str(tmp_path / "elsewhere"), str(user))) == user / INSTALLED_MODELS / MODEL_FILE  # pip install --user
+    (checkout / "models").mkdir()
+    (checkout / "models" / MODEL_FILE).write_bytes(b"onnx")
+    assert default_model_path(package, (str(prefix), str(user))) == checkout / "models" / MODEL_FILE  # a checkout's own first
+
+
+def test_the_wheel_carries_the_shipped_model_its_metadata_and_licence_note_where_the_runtime_looks():
+    """A `pip install` of the project once had no model at all: models/ sat beside the package, outside the wheel."""
+    import tomllib
+
+    from ser_stream.model import INSTALLED_MODELS, MODEL_FILE
+
+    repo = Path(__file__).resolve().parent.parent
+    data_files = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    assert sorted(data_files[INSTALLED_MODELS.as_posix()]) == sorted(f"models/{name}" for name in (MODEL_FILE, "ser_cnn.json", "README.md"))
+    assert all((repo / path).is_file() for path in data_files[INSTALLED_MODELS.as_posix()])
+
