@@ -12,7 +12,9 @@ system_packages() {
   # ffmpeg (the RTP tests' real telephony sender) and Chromium (the web page's
   # browser tests, driven by Playwright) too.
   local missing=()
-  ldconfig -p 2>/dev/null | grep -q libportaudio.so || missing+=(libportaudio2)
+  # Not grep -q: it would stop reading at the first match, and under pipefail ldconfig's SIGPIPE then
+  # reads as "missing" now and then (and as root, apt-get ran again).
+  ldconfig -p 2>/dev/null | grep libportaudio.so >/dev/null || missing+=(libportaudio2)
   if [ "${1:-}" = test ]; then
     command -v ffmpeg >/dev/null || missing+=(ffmpeg)
     command -v chromium >/dev/null || missing+=(chromium)
@@ -27,9 +29,24 @@ system_packages() {
   fi
 }
 
+usable_python() {
+  # A virtual environment of Python >= 3.11 with a working pip: one cut short (Ctrl-C mid-creation, no
+  # ensurepip) or made by an older Python is made again, instead of failing the same way on every run.
+  "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11) or sys.prefix == sys.base_prefix)' 2>/dev/null \
+    && "$1" -m pip --version >/dev/null 2>&1
+}
+
 environment() {
   local extras=$1
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "dev.sh: needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1 || echo missing) (set PYTHON=/path/to/python3.11)" >&2
+    exit 2
+  fi
+  if [ -e "$VENV" ] && ! usable_python "$VENV/bin/python"; then
+    echo "dev.sh: $VENV is unusable (an interrupted set-up or an older Python); making it again" >&2
+    rm -rf "$VENV"
+  fi
+  [ -e "$VENV" ] || "$PYTHON" -m venv "$VENV"  # if cut short, the check above makes it again next time
   local stamp="$VENV/.installed-${extras:-runtime}"
   local want
   want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
@@ -57,8 +74,11 @@ case "${1:-}" in
     "$VENV/bin/mypy" ser_stream training benchmarks
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  -h|--help|help)
+    echo "usage: ./dev.sh demo [monitor options] | test [pytest args]   (PYTHON=python3.11 to choose the interpreter)"
+    ;;
   *)
-    echo "usage: ./dev.sh demo | test [pytest args]" >&2
+    echo "dev.sh: unknown command '${1:-}'; usage: ./dev.sh demo [monitor options] | test [pytest args]" >&2
     exit 2
     ;;
 esac

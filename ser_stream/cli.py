@@ -188,7 +188,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
 
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
     parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (port 0 picks a free one)")
+    parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (default %(default)s; port 0 picks a free one)")
     parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
     parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
     parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible")
@@ -197,7 +197,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds")
     parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds (each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
     parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
-    parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once (RTP and ingest calls beyond it are refused, counted in status)")
+    parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
     parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the raw s16le PCM (default 16000)")
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ser-stream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC; any rate; mono or stereo)")
+    classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC; 1 kHz to 1 MHz; mono or stereo)")
     classify.add_argument("files", nargs="+", type=Path, metavar="FILE")
     classify.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
     classify.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])

@@ -12,6 +12,7 @@ import hashlib
 import json
 import site
 import sys
+import sysconfig
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ MODEL_FILE = "ser_cnn.onnx"
 INSTALLED_MODELS = Path("share") / "ser-stream" / "models"  # where a wheel puts models/ (pyproject's data-files)
 
 
+def installed_data_folders() -> tuple[str, ...]:
+    """Where pip may have put the package's data files: the environment's data folder (``/usr/local`` for
+    Debian's system Python, whose ``sys.prefix`` is ``/usr``), the user's (``pip install --user``), the prefix."""
+    folders = [sysconfig.get_path("data"), sys.prefix, site.getuserbase()]
+    folders += [sysconfig.get_path("data", scheme) for scheme in sysconfig.get_scheme_names() if scheme.endswith("_user")]
+    return tuple(dict.fromkeys(folders))
+
+
 def default_model_path(package_dir: Path = Path(__file__).resolve().parent, bases: tuple[str, ...] | None = None) -> Path:
     """The shipped model: in models/ beside the package in a checkout (or an editable install), else where
     ``pip install`` put it under the environment's or the user's data folder; if it is in neither, the
@@ -36,7 +45,7 @@ def default_model_path(package_dir: Path = Path(__file__).resolve().parent, base
     checkout = package_dir.parent / "models" / MODEL_FILE
     if checkout.is_file():
         return checkout
-    for base in bases if bases is not None else (sys.prefix, site.getuserbase()):
+    for base in bases if bases is not None else installed_data_folders():
         installed = Path(base) / INSTALLED_MODELS / MODEL_FILE
         if installed.is_file():
             return installed

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import itertools
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field, replace
@@ -59,12 +60,19 @@ FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish
 
 
 def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` stands for is this machine's loopback; a name that does not resolve is
+    refused here, in one line, rather than taken for a remote address (which would ask for --allow-remote)."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # a host name: it may resolve to anything
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError) as error:
+        raise SerStreamError(f"{host}: cannot resolve this host name ({getattr(error, 'strerror', None) or error})") from None
+    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def distinct_stream_id(name: str, path: str, taken: set[str]) -> str:

@@ -177,6 +177,21 @@ def test_the_default_model_is_the_checkouts_else_the_one_pip_installed_with_the_
     assert default_model_path(package, (str(prefix), str(user))) == checkout / "models" / MODEL_FILE  # a checkout's own first
 
 
+def test_a_system_python_whose_data_folder_is_not_its_prefix_finds_the_model_pip_put_there(tmp_path, monkeypatch):
+    """Debian's system Python: sys.prefix is /usr, but pip installs data files under /usr/local."""
+    import sysconfig
+
+    from ser_stream.model import INSTALLED_MODELS, MODEL_FILE, default_model_path
+
+    local = tmp_path / "usr" / "local"
+    (local / INSTALLED_MODELS).mkdir(parents=True)
+    (local / INSTALLED_MODELS / MODEL_FILE).write_bytes(b"onnx")
+    real_get_path = sysconfig.get_path
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *scheme: str(local) if name == "data" and not scheme else real_get_path(name, *scheme))
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "usr"))
+    assert default_model_path(tmp_path / "site-packages" / "ser_stream") == local / INSTALLED_MODELS / MODEL_FILE
+
+
 def test_the_wheel_carries_the_shipped_model_its_metadata_and_licence_note_where_the_runtime_looks():
     """A `pip install` of the project once had no model at all: models/ sat beside the package, outside the wheel."""
     import tomllib

@@ -150,11 +150,27 @@ def test_listening_beyond_loopback_needs_an_explicit_flag():
     for options in (
         MonitorOptions(sources=(), host="0.0.0.0"),
         MonitorOptions(sources=(SourceSpec("rtp", "0.0.0.0:5004"),)),
-        MonitorOptions(sources=(), host="monitor.example"),
     ):
         with pytest.raises(SerStreamError, match="add --allow-remote"):
             check_listening(options)
     check_listening(MonitorOptions(sources=(), host="0.0.0.0", allow_remote=True, access=AccessConfig(token="t")))
+
+
+def test_a_host_name_is_judged_by_the_addresses_it_resolves_to_and_one_that_does_not_resolve_is_named_as_such(monkeypatch):
+    """A typo in --ws or an rtp: host once asked for --allow-remote, steering the user to open the monitor up."""
+    import socket
+
+    from ser_stream.monitor import MonitorOptions, check_listening
+    from ser_stream.publish import AccessConfig
+
+    with pytest.raises(SerStreamError, match=r"^nosuchhost\.invalid: cannot resolve this host name \("):
+        check_listening(MonitorOptions(sources=(), host="nosuchhost.invalid", access=AccessConfig()))
+    check_listening(MonitorOptions(sources=(), host="localhost", access=AccessConfig()))  # loopback by name: fine
+    addresses = {"monitor.example": "203.0.113.7", "loopback.example": "127.0.0.2"}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (addresses[host], 0))])
+    with pytest.raises(SerStreamError, match="add --allow-remote"):
+        check_listening(MonitorOptions(sources=(), host="monitor.example", access=AccessConfig()))
+    check_listening(MonitorOptions(sources=(), host="loopback.example", access=AccessConfig()))
 
 
 def test_the_cli_says_so_in_one_line(tmp_path):

@@ -202,3 +202,16 @@ def test_shipping_the_shipped_model_elsewhere_still_works(shipped_model, tmp_pat
     shutil.copy(metadata_path(shipped_model), metadata_path(copy))
     assert ship_main([str(copy), "--to", str(tmp_path / "shipped.onnx")]) == 0
     assert (tmp_path / "shipped.onnx").read_bytes() == shipped_model.read_bytes()
+
+
+@pytest.mark.parametrize("tool", ["training", "training.score", "training.ensemble", "training.quantize", "training.compare"])
+def test_a_training_tool_without_the_train_extra_says_so_in_one_line(tool, tmp_path):
+    """A runtime-only install (`pip install .`) has the training package but not TensorFlow or onnx."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = sys.modules['onnx'] = None  # as if not installed\n")
+    result = subprocess.run([sys.executable, "-m", tool, "--help"], capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path), "PATH": ""}, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "python -m training: error: the training tools need the train extra (tensorflow, onnx not installed): "
+        "pip install -c requirements.lock '.[train]'\n"
+    )
+
