@@ -72,7 +72,7 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError) as error:
         raise SerStreamError(f"{host}: cannot resolve this host name ({getattr(error, 'strerror', None) or error})") from None
-    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+    return all(ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses)
 
 
 def distinct_stream_id(name: str, path: str, taken: set[str]) -> str:
