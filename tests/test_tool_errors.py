@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -214,4 +215,31 @@ def test_a_training_tool_without_the_train_extra_says_so_in_one_line(tool, tmp_p
         "python -m training: error: the training tools need the train extra (tensorflow, onnx not installed): "
         "pip install -c requirements.lock '.[train]'\n"
     )
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "arguments, status, stdout, stderr",
+    [
+        (["--help"], 0, "usage: ./dev.sh demo [monitor options] | test [pytest args]   (PYTHON=python3.11 to choose the interpreter)\n", ""),
+        (["bogus"], 2, "", "dev.sh: unknown command 'bogus'; usage: ./dev.sh demo [monitor options] | test [pytest args]\n"),
+    ],
+)
+def test_dev_sh_answers_help_and_unknown_commands_in_one_line(arguments, status, stdout, stderr):
+    result = subprocess.run(["bash", str(REPO / "dev.sh"), *arguments], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (status, stdout, stderr)
+
+
+def test_dev_sh_refuses_a_python_older_than_3_11_before_making_anything(tmp_path):
+    """A .venv made by Python 3.10 once failed on every later run, with pip blaming scipy's pin."""
+    old_python = tmp_path / "python3.10"
+    old_python.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Python 3.10.13';; *) exit 1;; esac\n")
+    old_python.chmod(0o755)
+    before = sorted(path.name for path in REPO.iterdir())
+    result = subprocess.run(["bash", str(REPO / "dev.sh"), "demo"], capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": str(old_python)})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"dev.sh: needs Python 3.11 or newer; {old_python} is Python 3.10.13 (set PYTHON=/path/to/python3.11)"
+    assert sorted(path.name for path in REPO.iterdir()) == before
 
