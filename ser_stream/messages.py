@@ -64,6 +64,7 @@ class Status(TypedDict):
     refused_origin: NotRequired[int]
     refused_ingest_limit: NotRequired[int]
     failed_handshakes: NotRequired[int]
+    failed_catch_ups: NotRequired[int]  # with --record: ?since= answered with an error line, the database unreadable
     rtp_bad_packets: NotRequired[int]  # with an rtp: source
     rtp_lost_packets: NotRequired[int]
     rtp_late_packets: NotRequired[int]

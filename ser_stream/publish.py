@@ -185,12 +185,14 @@ class Publisher:
         self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else self.port
 
     def counters(self) -> dict[str, int]:
-        """For the status message: subscribers, their drops, refused connections and failed handshakes."""
+        """For the status message: subscribers, their drops, refused connections, failed handshakes, and
+        ``?since=`` catch-ups the --record database could not serve (with --record)."""
         return {
             "subscribers": len(self.subscribers),
             "subscriber_drops": self.dropped_total,
             **{f"refused_{reason}": count for reason, count in self.refused.items()},
             "failed_handshakes": sum(self.failed_handshakes.values()),
+            **({"failed_catch_ups": self.failed_catch_ups} if self.record_path is not None else {}),
         }
 
     async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> None:

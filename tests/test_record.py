@@ -256,7 +256,7 @@ def test_a_record_database_that_cannot_be_read_is_an_error_line_and_live_message
             hello, error = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
             publisher.publish({"seq": 4, "type": "utterance", "stream": "a"})
             live = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        failed = publisher.failed_catch_ups
+        failed = publisher.counters()["failed_catch_ups"]  # as the status message reports it
         await publisher.close()
         return hello, error, live, failed
 
