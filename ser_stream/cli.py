@@ -34,18 +34,24 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def output_file(suffix: str) -> Callable[[str], Path]:
+def output_file(suffix: str, make_folders: bool = False) -> Callable[[str], Path]:
     """An argparse type: a ``suffix`` file to write, in a folder that exists, found out before any work.
 
     The suffix matters where a tool writes companions beside the file (a model's
     .json metadata, a benchmark's .json figures): a wrong one would overwrite them.
+    With ``make_folders`` (a tool that makes the file's missing folders) only a
+    file standing where a folder must be is refused.
     """
 
     def parse(text: str) -> Path:
         path = Path(text)
         if path.suffix.lower() != suffix or path.is_dir():
             raise argparse.ArgumentTypeError(f"{shown(text)}: not a {suffix} file to write")
-        if not path.parent.is_dir():
+        if make_folders:
+            nearest = next(folder for folder in path.parents if folder.exists())  # the current folder at the latest
+            if not nearest.is_dir():
+                raise argparse.ArgumentTypeError(f"{shown(text)}: {shown(nearest)} is a file, not a folder to write it in")
+        elif not path.parent.is_dir():
             raise argparse.ArgumentTypeError(f"{shown(text)}: no folder {shown(path.parent)} to write it in")
         return path
 

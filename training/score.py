@@ -10,7 +10,6 @@ whether an ensemble is worth its inference cost.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -20,9 +19,9 @@ from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
-from ser_stream.cli import OneLineParser
+from ser_stream.cli import OneLineParser, output_file
 from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError, shown
+from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
@@ -39,17 +38,6 @@ from training.ravdess import scan
 PLAYBACK_SPEEDS = {"slower": 0.95, "faster": 1.05}
 ROW_WARPS = {"lower": 0.95, "higher": 1.05}
 TEST_TIME_VIEWS = (*PLAYBACK_SPEEDS, *ROW_WARPS, "telephone")
-
-
-def report_file(text: str) -> Path:
-    """An argparse type: a .json file to write (missing folders are made), refused before the scoring if it cannot be one."""
-    path = Path(text)
-    if path.suffix.lower() != ".json" or path.is_dir():
-        raise argparse.ArgumentTypeError(f"{shown(text)}: not a .json file to write")
-    nearest = next(folder for folder in path.parents if folder.exists())  # the current folder at the latest
-    if not nearest.is_dir():
-        raise argparse.ArgumentTypeError(f"{shown(text)}: {shown(nearest)} is a file, not a folder to write it in")
-    return path
 
 
 def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int, views: tuple[str, ...] = ()) -> NDArray[np.float32]:
@@ -100,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=None, help="cut windows at this hop in seconds instead of the model's")
     parser.add_argument("--test-time", nargs="+", default=[], choices=TEST_TIME_VIEWS,
                         help="also average each clip's outputs over these views of it (costs a network pass per window each)")
-    parser.add_argument("--out", type=report_file, default=None, help="also write the report here (evidence for training.ensemble)")
+    parser.add_argument("--out", type=output_file(".json", make_folders=True), default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
     try:
         models = [EmotionModel(path, provider="cpu") for path in args.model]
