@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import site
 import sys
 import sysconfig
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -32,8 +31,8 @@ INSTALLED_MODELS = Path("share") / "ser-stream" / "models"  # where a wheel puts
 
 def installed_data_folders() -> tuple[str, ...]:
     """Where pip may have put the package's data files: the environment's data folder (``/usr/local`` for
-    Debian's system Python, whose ``sys.prefix`` is ``/usr``), the user's (``pip install --user``), the prefix."""
-    folders = [sysconfig.get_path("data"), sys.prefix, site.getuserbase()]
+    Debian's system Python, whose ``sys.prefix`` is ``/usr``), the prefix, the user's (``pip install --user``)."""
+    folders = [sysconfig.get_path("data"), sys.prefix]
     folders += [sysconfig.get_path("data", scheme) for scheme in sysconfig.get_scheme_names() if scheme.endswith("_user")]
     return tuple(dict.fromkeys(folders))
 

@@ -184,13 +184,13 @@ def remove_speaker_profiles(features: FeatureSet) -> None:
     window_actor = features.clip_actors[features.window_clip]
     for variant in np.unique(features.window_variant):
         of_variant = features.window_variant == variant
-        profiles = {}
-        for actor in np.unique(window_actor[of_variant]):
-            windows = np.flatnonzero(of_variant & (window_actor == actor))
-            profiles[actor] = np.mean([features.spectrograms[w].mean(axis=1, dtype=np.float32) for w in windows], axis=0)
+        windows_of = {actor: np.flatnonzero(of_variant & (window_actor == actor)) for actor in np.unique(window_actor[of_variant])}
+        profiles = {
+            actor: np.mean([features.spectrograms[w].mean(axis=1, dtype=np.float32) for w in windows], axis=0)
+            for actor, windows in windows_of.items()
+        }
         reference = np.mean(list(profiles.values()), axis=0)
-        for actor, profile in profiles.items():
-            windows = np.flatnonzero(of_variant & (window_actor == actor))
-            shift = (reference - profile).astype(np.float32)[:, None]
+        for actor, windows in windows_of.items():
+            shift = (reference - profiles[actor]).astype(np.float32)[:, None]
             for w in windows:
                 features.spectrograms[w] = np.clip(features.spectrograms[w].astype(np.float32) + shift, 0.0, 1.0)

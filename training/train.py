@@ -621,9 +621,10 @@ def run(config: TrainConfig) -> dict[str, Any]:
                 raise SerStreamError(f"--teacher {template.replace('{split}', split.name)}: no such model file")
     config.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}}
-    if summary_path.is_file() and recorded_identity(summary_path, "settings") is not None:  # the same run (checked above)
-        summary["splits"].update(read_json(summary_path, "a run's summary.json").get("splits") or {})
-    elif summary_path.is_file():
+    earlier = read_json(summary_path, "a run's summary.json") if summary_path.is_file() else None
+    if isinstance(earlier, dict) and isinstance(earlier.get("settings"), dict):  # the same run (checked above)
+        summary["splits"].update(earlier.get("splits") or {})
+    elif earlier is not None:
         console.print(f"{summary_path}: written before runs recorded their settings; it will list this run's splits only")
     for split in splits:  # the summary covers every split of the folder: those trained before (other folds) and these
         summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name)
