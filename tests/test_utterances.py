@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ser_stream.utterances import UtteranceTracker
+from ser_stream.utterances import UtteranceConfig, UtteranceTracker
 from ser_stream.windows import WindowConfig
 from tests.conftest import speechlike
 
@@ -27,8 +27,8 @@ def stream(*segments: tuple[float, bool]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def run(audio: np.ndarray, block: int = 800) -> tuple[list, list]:
-    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=energy_detector)
+def run(audio: np.ndarray, block: int = 800, config: UtteranceConfig = UtteranceConfig()) -> tuple[list, list]:
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), config, detector=energy_detector)
     jobs = []
     for start in range(0, audio.size, block):
         jobs += tracker.feed(audio[start : start + block], arrival=0.0)
@@ -54,19 +54,10 @@ def test_three_seconds_of_speech_gives_four_windows_from_its_onset_the_last_alig
 @pytest.mark.parametrize("speech_seconds", [0.3, 1.9, 2.0, 2.3, 3.0, 4.7, 7.25])
 def test_an_utterance_is_cut_into_the_windows_offline_classification_cuts_from_its_span_whatever_the_silence_that_ends_it(min_silence, speech_seconds):
     """Waiting longer to be sure the speaker has stopped must not add windows of that silence to the label."""
-    from ser_stream.utterances import UtteranceConfig
     from ser_stream.windows import window_starts
 
-    config = WindowConfig(2.0, 0.5)
-    tracker = UtteranceTracker("s", config, UtteranceConfig(min_silence_seconds=min_silence), detector=energy_detector)
-    audio = stream((1.0, False), (speech_seconds, True), (min_silence + 1.0, False))
-    jobs = []
-    for start in range(0, audio.size, 800):
-        jobs += tracker.feed(audio[start : start + 800], arrival=0.0)
-    jobs += tracker.finish(arrival=0.0)
-    for job in jobs:
-        tracker.add_output(job, np.eye(8, dtype=np.float32)[4])
-    (done,) = tracker.completed()
+    config = WindowConfig(2.0, 0.5)  # run()'s
+    jobs, (done,) = run(stream((1.0, False), (speech_seconds, True), (min_silence + 1.0, False)), config=UtteranceConfig(min_silence_seconds=min_silence))
     first, span = round(done.t_start * RATE), round((done.t_end - done.t_start) * RATE)
     if span <= config.window_samples:  # one window, the utterance centred in it; its times are the utterance's
         assert [(job.t_start, job.t_end) for job in jobs] == [(done.t_start, done.t_end)] and jobs[0].audio.size == config.window_samples
@@ -95,8 +86,6 @@ def test_a_dc_offset_does_not_stretch_an_utterance_over_the_silence_after_it(off
 @settings(max_examples=200, deadline=None)
 @given(blocks=st.lists(st.integers(0, 5000), max_size=30), reads=st.lists(st.tuples(st.integers(-3000, 60000), st.integers(0, 6000)), min_size=1, max_size=5))
 def test_the_history_returns_the_stream_audio_it_still_holds_and_silence_for_the_rest(blocks, reads):
-    from ser_stream.utterances import UtteranceConfig
-
     tracker = UtteranceTracker("s", WindowConfig(0.5, 0.25), UtteranceConfig(max_utterance_seconds=0.5, min_silence_seconds=0.1), detector=energy_detector)
     size = tracker._history.size
     stream = np.arange(1, sum(blocks) + 1, dtype=np.float32)  # sample p holds p + 1: none is silence
