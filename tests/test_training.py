@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -190,6 +191,39 @@ def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contr
     assert [m["sha256"] for m in metadata.metrics["members"]] == [load_metadata(m).sha256 for m in members]
     held_out = metadata.metrics["held_out_evaluations"]["actors-02"]
     assert held_out["test_clean"]["clips"] == 16 and 0.0 <= held_out["test_clean"]["mean_per_class_accuracy"] <= 1.0
+
+
+def test_an_ensemble_unpacks_into_members_that_regrow_it(shipped_model, tmp_path):
+    from training.ensemble import demo_inputs
+    from training.ensemble import main as ensemble_main
+
+    listed = load_metadata(shipped_model).metrics["members"]
+    assert ensemble_main([str(shipped_model), "--unpack", str(tmp_path / "members")]) == 0
+    members = sorted((tmp_path / "members").glob("member*.onnx"))
+    assert [m.name for m in members] == [f"member{i}.onnx" for i in range(len(listed))]
+    for index, (member, summary) in enumerate(zip(members, listed)):
+        metadata = load_metadata(member)  # hash and feature contract hold for each file on its own
+        assert metadata.recipe == summary["recipe"] and metadata.metrics["held_out_evaluations"] == summary["held_out_evaluations"]
+        assert metadata.metrics["unpacked_from"]["member"] == index and metadata.metrics["unpacked_from"]["sha256"] == summary["sha256"]
+
+    inputs = demo_inputs()
+    outputs = [EmotionModel(member, provider="cpu").predict(inputs) for member in members]
+    assert min(np.abs(a - b).max() for a, b in itertools.combinations(outputs, 2)) > 0.01  # each is a different network
+    regrown = tmp_path / "regrown.onnx"
+    assert ensemble_main([*map(str, members), "--to", str(regrown)]) == 0
+    assert np.abs(EmotionModel(regrown, provider="cpu").predict(inputs) - EmotionModel(shipped_model, provider="cpu").predict(inputs)).max() <= 1e-5
+    assert load_metadata(regrown).metrics["members"][0]["unpacked_from"]["file"] == listed[0]["file"]
+
+
+def test_unpacking_a_single_network_is_refused_in_one_line(smoke_run, tmp_path, capsys):
+    from training.ensemble import main as ensemble_main
+
+    with pytest.raises(SystemExit) as stopped:
+        ensemble_main([str(smoke_run / "model.onnx"), "--unpack", str(tmp_path / "members")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "not an ensemble" in error and str(smoke_run / "model.onnx") in error
+    assert not (tmp_path / "members").exists()
 
 
 def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shipped_model, tmp_path, capsys):

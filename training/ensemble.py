@@ -12,6 +12,12 @@ per window, which grows with the number of members (docs/benchmarks.md).
 
 Evidence files are ``python -m training.score --out`` reports of the same
 members' fold models scored together on held-out actors.
+
+    python -m training.ensemble models/ser_cnn.onnx --unpack runs/shipped-members
+
+writes each member of an ensemble back out as a model of its own (graph and
+metadata), so a shipped ensemble can be regrown or cut down when the runs that
+made its members are gone.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.utils
 from numpy.typing import NDArray
 from onnx import helper
 
@@ -81,6 +88,53 @@ def merge_onnx(protos: list[onnx.ModelProto], out: Path) -> None:
     onnx.save(merged, str(out))
 
 
+def unpack(ensemble: Path, folder: Path) -> list[Path]:
+    """Write each member of ``ensemble`` to ``folder/member<i>.onnx`` with its metadata; the files, in order.
+
+    A member is the part of the merged graph that computes one input of its
+    final ``Mean``; its metadata is the ensemble's with the member's own recipe,
+    protocol and evaluations (from the ensemble's metadata), and where it came
+    from. The members' mean is checked against the ensemble's output.
+    """
+    metadata = load_metadata(ensemble)
+    listed = metadata.metrics.get("members")
+    proto = load_member(ensemble)
+    final = [node for node in proto.graph.node if node.op_type == "Mean" and list(node.output) == [OUTPUT_NAME]]
+    if not final or not isinstance(listed, list) or len(listed) != len(final[0].input):
+        raise ModelError(f"{shown(ensemble)}: not an ensemble written by training.ensemble (no final mean over its listed members)")
+    if folder.exists() and not folder.is_dir():
+        raise ModelError(f"--unpack {shown(folder)}: is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for output in final[0].input:  # each member's output is typed as the ensemble's, so the extractor knows it
+        typed = proto.graph.value_info.add()
+        typed.CopyFrom(proto.graph.output[0])
+        typed.name = output
+    written = []
+    for index, (output, summary) in enumerate(zip(final[0].input, listed)):
+        member = onnx.utils.Extractor(proto).extract_model([INPUT_NAME], [output])
+        for node in member.graph.node:
+            node.output[:] = [OUTPUT_NAME if name == output else name for name in node.output]
+        member.graph.output[0].name = OUTPUT_NAME
+        onnx.checker.check_model(member)
+        path = folder / f"member{index}.onnx"
+        onnx.save(member, str(path))
+        own = {key: value for key, value in summary.items() if key not in ("file", "sha256", "recipe", "protocol")}
+        origin = {"ensemble": str(ensemble), "ensemble_sha256": metadata.sha256, "member": index, "file": summary.get("file"), "sha256": summary.get("sha256")}
+        member_metadata = replace(
+            metadata,
+            sha256=file_sha256(path),
+            recipe=str(summary.get("recipe", "")),
+            protocol=str(summary.get("protocol", "")),
+            metrics={**own, "unpacked_from": origin},
+        )
+        metadata_path(path).write_text(member_metadata.to_json())
+        written.append(path)
+    difference = ensemble_parity(written, ensemble, demo_inputs())
+    if difference > PARITY_BOUND:
+        raise ModelError(f"{shown(ensemble)}: its unpacked members' mean differs from it by {difference:.2e} (bound {PARITY_BOUND:.0e})")
+    return written
+
+
 def check_members_agree(metadata: list[ModelMetadata], paths: list[Path]) -> None:
     """Members must cut and render windows the same way, or their mean means nothing."""
     reference = metadata[0]
@@ -99,7 +153,7 @@ def member_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
         "sha256": metadata.sha256,
         "recipe": metadata.recipe,
         "protocol": metadata.protocol,
-        **{key: metrics[key] for key in ("split", "epochs_run", "training", "weights", "held_out_evaluations") if key in metrics},
+        **{key: metrics[key] for key in ("split", "epochs_run", "training", "weights", "held_out_evaluations", "unpacked_from") if key in metrics},
     }
 
 
@@ -184,7 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("members", type=Path, nargs="+", help="member model.onnx files (each with its metadata)")
     parser.add_argument("--to", type=output_file(".onnx"), default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="training.score --out reports of the members' fold models together")
+    parser.add_argument("--unpack", type=Path, metavar="FOLDER", default=None, help="instead: write each member of the one ensemble given into FOLDER")
     args = parser.parse_args(argv)
+    if args.unpack is not None:
+        if len(args.members) != 1 or args.evidence:
+            parser.error("--unpack takes one ensemble and no --evidence")
+        try:
+            written = unpack(args.members[0], args.unpack)
+        except SerStreamError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        print(f"wrote {len(written)} members of {args.members[0]} to {args.unpack}: {', '.join(p.name for p in written)}")
+        return 0
     try:
         result = build(args.members, args.to, args.evidence)
     except SerStreamError as error:
