@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,35 @@ import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.errors import AudioInputError, shown
-from ser_stream.features import check_sample_rate
+from ser_stream.features import MAX_AMPLITUDE, check_sample_rate
+
+CANCELLING_MIX_DB = 40.0  # a mix this far below its loudest channel is channels cancelling, not a quiet recording
 
 
 def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Average channels: (frames, channels) or (frames,) → (frames,)."""
+    """Average channels: (frames, channels) or (frames,) → (frames,).
+
+    Channels in opposite phase (one wired inverted, a common fault) cancel in
+    the mean; then the loudest channel is used instead of a mix that is silence.
+    """
     if samples.ndim == 2:
-        samples = samples.mean(axis=1)
+        mix = samples.mean(axis=1)
+        if samples.shape[1] > 1 and mix.size:
+            channel_power = np.mean(np.square(samples, dtype=np.float64), axis=0)
+            mix_power = float(np.mean(np.square(mix, dtype=np.float64)))
+            if mix_power * 10 ** (CANCELLING_MIX_DB / 10) < channel_power.max():
+                mix = samples[:, int(np.argmax(channel_power))]
+        samples = mix
     return np.asarray(samples, dtype=np.float32)
+
+
+def check_samples(samples: NDArray[np.floating], path: str | Path) -> None:
+    """Refuse what no recording holds: NaN or infinite samples, or values far beyond any audio scale."""
+    if not np.all(np.isfinite(samples)):
+        raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
+    peak = float(np.max(np.abs(samples), initial=0.0))
+    if peak > MAX_AMPLITUDE:
+        raise AudioInputError(f"{shown(path)}: samples reach {peak:.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio (a damaged float file?)")
 
 
 def require_file(path: str | Path) -> None:
@@ -34,6 +56,10 @@ def require_file(path: str | Path) -> None:
         raise AudioInputError(f"{shown(path)}: is a folder, not an audio file")
     if not stat.S_ISREG(mode):
         raise AudioInputError(f"{shown(path)}: not a regular file (a pipe or device); save the audio to a file, or pipe raw PCM to --source stdin")
+    try:  # permissions: libsndfile would only say "System error."
+        open(path, "rb").close()
+    except OSError as error:
+        raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
 
 
 def file_name(path: str | Path) -> bytes:
@@ -58,8 +84,7 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
     check_sample_rate(int(sample_rate), shown(path))
     mono = to_mono(samples)
-    if not np.all(np.isfinite(mono)):
-        raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
+    check_samples(mono, path)
     return mono, int(sample_rate)
 
 
@@ -74,6 +99,29 @@ def audio_info(path: str | Path) -> Any:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
     check_sample_rate(int(info.samplerate), shown(path))
     return info
+
+
+# libsndfile 1.2's MP3 decoder garbles audio at the joins of successive reads (by up to a fifth of full scale
+# at 1 s reads, printing libmpg123 errors), so an MP3 is decoded in one read when it fits in this.
+WHOLE_MP3_SECONDS = 600.0
+LONG_MP3_READ_SECONDS = 60.0  # longer MP3s: few, long reads (a join every minute)
+
+
+def sample_blocks(path: str | Path, block_frames: int) -> Iterator[NDArray[np.float32]]:
+    """A file's samples as [frames, channels] float32 blocks of ``block_frames`` (the last shorter)."""
+    info = audio_info(path)
+    if info.format == "MP3" and info.duration <= WHOLE_MP3_SECONDS:
+        whole, _ = soundfile.read(file_name(path), dtype="float32", always_2d=True)
+        for start in range(0, whole.shape[0], block_frames):
+            yield whole[start : start + block_frames]
+        return
+    if info.format == "MP3":
+        read = max(block_frames, int(LONG_MP3_READ_SECONDS * info.samplerate))
+        for samples in soundfile.blocks(file_name(path), blocksize=read, dtype="float32", always_2d=True):
+            for start in range(0, samples.shape[0], block_frames):
+                yield samples[start : start + block_frames]
+        return
+    yield from soundfile.blocks(file_name(path), blocksize=block_frames, dtype="float32", always_2d=True)
 
 
 def unreadable(path: str | Path, error: Exception) -> AudioInputError:

@@ -12,7 +12,7 @@ import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import audio_info, read_audio
-from ser_stream.clips import clip_spectrograms, stream_file_windows
+from ser_stream.clips import clip_windows, stream_file_windows
 from ser_stream.errors import AudioInputError, SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
@@ -49,17 +49,29 @@ class FileResult:
         return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows)"
 
 
-IN_MEMORY_SECONDS = 600.0  # longer files are read in blocks, twice, and never held whole
+# Files of more samples than 10 minutes of 16 kHz mono (all channels counted) are read in blocks (three
+# passes) and never held whole: 38 MB of float32 at most, whatever the rate or channel count.
+IN_MEMORY_SECONDS = 600.0
+IN_MEMORY_RATE = 16000
 
 
-def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: float = IN_MEMORY_SECONDS) -> FileResult:
-    """Read, window and classify one file; any input problem becomes ``FileResult.error``."""
+def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: float = IN_MEMORY_SECONDS, batch: int = 32) -> FileResult:
+    """Read, window and classify one file; any input problem becomes ``FileResult.error``.
+
+    Spectrograms are made ``batch`` windows at a time, so a long file never holds all of them (0.28 MB each).
+    """
     try:
-        if audio_info(path).duration <= in_memory_seconds:
+        info = audio_info(path)
+        if info.frames * info.channels <= in_memory_seconds * IN_MEMORY_RATE:
             audio, sample_rate = read_audio(path)
-            outputs = model.predict(clip_spectrograms(audio, sample_rate, model.metadata.window))
+            windows = clip_windows(audio, sample_rate, model.metadata.window)
+            outputs = np.concatenate(
+                [model.predict(np.stack([spectrogram(w, SAMPLE_RATE) for w in windows[start : start + batch]])) for start in range(0, len(windows), batch)]
+            )
         else:
-            outputs = _classify_in_blocks(path, model)
+            outputs = _classify_in_blocks(path, model, batch)
+        if not np.all(np.isfinite(outputs)):
+            raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")
         return FileResult(str(path), utterance=average_windows(outputs))
     except SerStreamError as error:
         message = str(error)

@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import audio_info, file_name, to_mono
-from ser_stream.errors import AudioInputError, shown
-from ser_stream.features import SAMPLE_RATE, SILENCE_DB, resample_to_canonical, spectrogram
+from ser_stream.audiofile import audio_info, check_samples, sample_blocks, to_mono
+from ser_stream.errors import AudioInputError
+from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
 from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import (
@@ -29,28 +28,50 @@ from ser_stream.windows import (
 # A clip must hold at least this much sound, as an utterance must in the live monitor: a label for a
 # click or for digital silence would be the network's guess at nothing, given with a confidence.
 MIN_SOUND_SECONDS = UtteranceConfig().min_speech_seconds
-SILENT_PEAK = 10 ** (SILENCE_DB / 20)  # the feature code's digital-silence level, as an amplitude
+# Quieter than this throughout (the loudest 25 ms frame's RMS), a file holds no sound worth a label: 16-bit
+# dither sits near -92 dBFS and digital silence below. RAVDESS's quietest clip peaks at -54.6 dBFS, 25 dB above.
+SOUND_FLOOR_DB = -80.0
 TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy frame at the canonical rate
 TRIM_MARGIN = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
 
 
-def check_sound(samples: int, peak: float) -> None:
-    """Refuse a clip that is silent throughout or whose sound (first to last loud frame) is too short to classify."""
+def check_sound(samples: int, loudest_frame_power: float) -> None:
+    """Refuse a clip that is silent throughout or whose sound (first to last loud frame) is too short to classify.
+
+    Silent means no 25 ms frame (canonical rate, so 0–4 kHz) reaches ``SOUND_FLOOR_DB``: digital silence,
+    dither, a DC offset alone. Room noise above it is sound; ``classify`` takes a file to be speech.
+    """
     if samples < MIN_SOUND_SECONDS * SAMPLE_RATE:
         raise AudioInputError(f"only {samples / SAMPLE_RATE:.2f} s of sound once silence is trimmed; at least {MIN_SOUND_SECONDS} s is needed")
-    if peak < SILENT_PEAK:
-        raise AudioInputError(f"silent throughout (peak below {SILENCE_DB:.0f} dBFS, any DC offset aside): nothing to classify")
+    if loudest_frame_power <= 1e-30:
+        raise AudioInputError("silent throughout (no sound once any DC offset is removed): nothing to classify")
+    if loudest_frame_power < 10 ** (SOUND_FLOOR_DB / 10):
+        raise AudioInputError(
+            f"silent throughout (its loudest 25 ms is at {10 * np.log10(loudest_frame_power):.0f} dBFS, "
+            f"below the {SOUND_FLOOR_DB:.0f} dBFS floor of sound): nothing to classify"
+        )
 
 
-def clip_spectrograms(
-    audio: NDArray[np.floating], sample_rate: int, config: WindowConfig
-) -> NDArray[np.float32]:
-    """Remove the DC offset, resample, trim leading/trailing silence, cut windows → [n, 260, 270] spectrograms."""
+def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig) -> NDArray[np.float32]:
+    """Remove the DC offset, resample, trim leading/trailing silence, cut windows → [n, window samples] at the canonical rate."""
     canonical = resample_to_canonical(without_dc(audio), sample_rate)
-    first, last, sound = trim_bounds(frame_energies(canonical, TRIM_FRAME), TRIM_FRAME, canonical.size, margin=TRIM_MARGIN)
-    check_sound(sound, float(np.max(np.abs(canonical), initial=0.0)))
+    energy = frame_energies(canonical, TRIM_FRAME)
+    first, last, sound = trim_bounds(energy, TRIM_FRAME, canonical.size, margin=TRIM_MARGIN)
+    check_sound(sound, loudest_power(energy, canonical))
     windows, _ = cut_windows(canonical[first:last], config)  # as trim_silence would cut it
-    return np.stack([spectrogram(window, SAMPLE_RATE) for window in windows])
+    return windows
+
+
+def clip_spectrograms(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig) -> NDArray[np.float32]:
+    """``clip_windows`` → [n, 260, 270] spectrograms, all at once (0.28 MB a window: for clips, not hours)."""
+    return np.stack([spectrogram(window, SAMPLE_RATE) for window in clip_windows(audio, sample_rate, config)])
+
+
+def loudest_power(energy: NDArray[np.float64], canonical: NDArray[np.float32]) -> float:
+    """The loudest 25 ms frame's mean square; for audio shorter than a frame, that of all of it."""
+    if energy.size:
+        return float(energy.max())
+    return float(np.mean(np.square(canonical, dtype=np.float64))) if canonical.size else 0.0
 
 
 def without_dc(audio: NDArray[np.floating]) -> NDArray[np.floating]:
@@ -66,13 +87,12 @@ def without_dc(audio: NDArray[np.floating]) -> NDArray[np.floating]:
 
 
 def _input_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
-    """A file, block by block, as mono audio at its own rate; ``AudioInputError`` at a NaN or infinite sample."""
+    """A file, block by block, as mono audio at its own rate; ``AudioInputError`` at a sample that is not audio."""
     info = audio_info(path)
     block = max(1, int(block_seconds * info.samplerate))
-    for samples in soundfile.blocks(file_name(path), blocksize=block, dtype="float32", always_2d=True):
+    for samples in sample_blocks(path, block):
         mono = to_mono(samples)
-        if not np.all(np.isfinite(mono)):
-            raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
+        check_samples(mono, path)
         yield mono
 
 
@@ -91,9 +111,9 @@ def stream_file_windows(
     threshold_db: float = TRIM_THRESHOLD_DB,
     margin_seconds: float = TRIM_MARGIN_SECONDS,
 ) -> Iterator[NDArray[np.float32]]:
-    """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it twice in blocks.
+    """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks.
 
-    Pass 1 measures 25 ms frame energies to find the leading and trailing
+    Pass 0 measures the DC offset; pass 1 measures 25 ms frame energies to find the leading and trailing
     silence exactly as ``trim_silence`` does; pass 2 cuts the windows of the
     trimmed span as the audio arrives. Memory stays at a block and a window
     whatever the file's length.
@@ -105,17 +125,15 @@ def stream_file_windows(
     energies: list[NDArray[np.float64]] = []
     carry = np.zeros(0, dtype=np.float32)
     total = 0
-    peak = 0.0
     for canonical in _canonical_blocks(path, block_seconds, offset):
         total += canonical.size
-        peak = max(peak, float(np.max(np.abs(canonical), initial=0.0)))
         joined = np.concatenate([carry, canonical])
         whole = joined.size // TRIM_FRAME * TRIM_FRAME
         energies.append(frame_energies(joined[:whole], TRIM_FRAME))
         carry = joined[whole:]
     energy = np.concatenate(energies) if energies else np.zeros(0)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, total, threshold_db, margin=int(margin_seconds * SAMPLE_RATE))
-    check_sound(sound, peak)
+    check_sound(sound, loudest_power(energy, carry))
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, position = [], 0
         for canonical in _canonical_blocks(path, block_seconds, offset):

@@ -28,4 +28,4 @@ class DatasetError(SerStreamError):
 def shown(path: object) -> str:
     """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters."""
     text = str(path)
-    return text if text.isprintable() else ascii(text)
+    return text if text.isprintable() and text else ascii(text)  # an empty name shows as ''

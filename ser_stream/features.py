@@ -38,6 +38,8 @@ TOP_DB = 60.0
 # A window whose loudest bin is below this level is treated as digital silence
 # and renders (near) black rather than amplifying rounding noise to full range.
 SILENCE_DB = -100.0
+# Beyond any scale a float file is written at (±1, ±32768, ±2^31); past ~1e16 a window's power overflows float32.
+MAX_AMPLITUDE = 1e12
 MIN_SAMPLES = 64  # shorter windows carry nothing a 65 ms frame could resolve
 FEATURE_VERSION = 1
 DB_PER_OCTAVE = np.float32(10.0 * np.log10(2.0))
@@ -108,6 +110,8 @@ def spectrogram(audio: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> 
         raise AudioInputError("audio is empty")
     if not np.all(np.isfinite(samples)):
         raise AudioInputError("audio contains NaN or infinite samples")
+    if np.max(np.abs(samples)) > MAX_AMPLITUDE:  # its power would overflow float32: NaN out, not an error
+        raise AudioInputError(f"audio samples reach {float(np.max(np.abs(samples))):.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio")
     canonical = resample_to_canonical(samples, sample_rate)
     if canonical.size < MIN_SAMPLES:
         raise AudioInputError(

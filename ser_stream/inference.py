@@ -115,6 +115,14 @@ class EmotionModel:
             )
         if list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
             raise ModelError(f"{shown(self.path)}: input shape {inputs[0].shape} is not [N, {', '.join(map(str, INPUT_SHAPE))}]")
+        if inputs[0].type != "tensor(float)":
+            raise ModelError(f"{shown(self.path)}: input {INPUT_NAME!r} is {inputs[0].type}, not float32 (tensor(float))")
+        output = next(o for o in outputs if o.name == OUTPUT_NAME)
+        if list(output.shape[1:]) != [len(EMOTIONS)] or output.type != "tensor(float)":
+            raise ModelError(
+                f"{shown(self.path)}: output {OUTPUT_NAME!r} is {output.type} of shape {output.shape}, "
+                f"not float32 [N, {len(EMOTIONS)}] (one probability per emotion)"
+            )
         self.max_batch = max_batch
         self.provider = self.session.get_providers()[0]
 

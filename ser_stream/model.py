@@ -157,6 +157,9 @@ def load_metadata(model_path: str | Path) -> ModelMetadata:
     metadata = ModelMetadata(**raw)
     if tuple(metadata.labels) != EMOTIONS:
         raise ModelError(f"{shown(meta_path)}: labels {metadata.labels} differ from this code's {list(EMOTIONS)}")
+    for name, value, constant in (("input_name", metadata.input_name, INPUT_NAME), ("output_name", metadata.output_name, OUTPUT_NAME)):
+        if value != constant:
+            raise ModelError(f"{shown(meta_path)}: {name} is {shown(value)}, this code feeds and reads {constant!r}")
     expected = feature_parameters()
     if metadata.features != expected:
         differing = sorted(k for k in set(expected) | set(metadata.features) if expected.get(k) != metadata.features.get(k))

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 import numpy as np
-import soundfile
 
-from ser_stream.audiofile import audio_info, file_name, require_file, to_mono
+from ser_stream.audiofile import audio_info, check_samples, require_file, sample_blocks, to_mono
 from ser_stream.errors import AudioInputError, shown
 from ser_stream.features import check_sample_rate
 from ser_stream.ringbuffer import RingBuffer
@@ -69,17 +68,16 @@ class FileSource:
         self.path, self.pace, self.sample_rate = path, pace, int(info.samplerate)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
-        # Decoded a second at a time (libsndfile's MP3 decoder reports, and may drop, frames when asked
-        # for 50 ms at a time), handed on in 50 ms blocks as a live source would.
+        # Decoded a second at a time (an MP3 whole: audiofile.sample_blocks), handed on in 50 ms
+        # blocks as a live source would.
         read = max(1, int(self.sample_rate * READ_SECONDS))
         block = max(1, int(self.sample_rate * BLOCK_SECONDS))
         started = time.monotonic()
         sent = 0
         try:
-            for samples in soundfile.blocks(file_name(self.path), blocksize=read, dtype="float32", always_2d=True):
+            for samples in sample_blocks(self.path, read):
                 decoded = to_mono(samples)
-                if not np.all(np.isfinite(decoded)):
-                    raise AudioInputError(f"{shown(self.path)}: contains NaN or infinite samples")
+                check_samples(decoded, self.path)
                 for offset in range(0, decoded.size, block):
                     if stop.is_set():
                         return

@@ -12,6 +12,7 @@ import soundfile
 from ser_stream.audiofile import read_audio
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import AudioInputError
+from ser_stream.features import spectrogram
 from ser_stream.windows import WindowConfig
 from tests.conftest import speechlike
 
@@ -59,6 +60,62 @@ def test_nan_samples_in_a_float_wav_are_refused_by_name(tmp_path):
     soundfile.write(path, audio, 16000, subtype="FLOAT")
     with pytest.raises(AudioInputError, match=r"nan\.wav: contains NaN"):
         read_audio(path)
+
+
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_samples_no_recording_holds_are_refused_by_name_not_labelled_nan(tmp_path, shipped_model, in_memory_seconds):
+    """A damaged float file once gave {"confidence": NaN, ...}: not JSON, and exit 0."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    path = tmp_path / "damaged.wav"
+    soundfile.write(path, speechlike(2.0, 16000) * 1e30, 16000, subtype="FLOAT")
+    result = classify_file(path, EmotionModel(shipped_model, provider="cpu"), in_memory_seconds=in_memory_seconds)
+    assert result.error is not None and result.error.startswith("samples reach ") and "not audio" in result.error
+    scaled = tmp_path / "int32_scale.wav"  # floats written at an integer scale are audio, and classify
+    soundfile.write(scaled, speechlike(2.0, 16000) * 2**31, 16000, subtype="FLOAT")
+    assert classify_file(scaled, EmotionModel(shipped_model, provider="cpu"), in_memory_seconds=in_memory_seconds).utterance is not None
+    with pytest.raises(AudioInputError, match="not audio"):
+        spectrogram(speechlike(2.0, 8000) * 1e30, 8000)
+
+
+def test_channels_wired_in_opposite_phase_are_heard_not_cancelled(tmp_path):
+    path = tmp_path / "antiphase.wav"
+    speech = speechlike(2.0, 16000)
+    soundfile.write(path, np.stack([speech, -speech], axis=1), 16000, subtype="FLOAT")
+    audio, _ = read_audio(path)
+    assert np.allclose(np.abs(audio), np.abs(speech), atol=1e-4)
+    np.testing.assert_array_equal(clip_spectrograms(audio, 16000, WindowConfig()), clip_spectrograms(speech, 16000, WindowConfig()))
+    stereo = tmp_path / "stereo.wav"  # ordinary stereo is still the mean of its channels
+    soundfile.write(stereo, np.stack([speech, 0.5 * speech], axis=1), 16000)
+    assert np.allclose(read_audio(stereo)[0], 0.75 * speech, atol=1e-4)
+
+
+def test_a_file_the_user_may_not_read_is_named_with_the_reason(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    path = tmp_path / "locked.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    path.chmod(0)
+    expected = f"{path}: cannot be opened (Permission denied)"
+    if os.geteuid() != 0:
+        with pytest.raises(AudioInputError) as refused:
+            read_audio(path)
+        assert str(refused.value) == expected
+        return
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no user to be refused")
+    tmp_path.chmod(0o755)
+    probe = f"from ser_stream.audiofile import read_audio\ntry:\n    read_audio({str(path)!r})\nexcept Exception as error:\n    print(error)"
+    shown = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe],
+        capture_output=True, text=True, cwd=os.getcwd(), timeout=60,
+    )
+    if "No module named" in shown.stderr or "Permission denied" in shown.stderr and not shown.stdout:
+        pytest.skip(f"the unprivileged user cannot run this checkout's Python: {shown.stderr.strip().splitlines()[-1]}")
+    assert shown.stdout.strip() == expected
 
 
 def test_an_empty_wav_is_refused_by_name(tmp_path):
@@ -134,9 +191,12 @@ def test_silence_or_a_click_is_refused_rather_than_given_a_label(tmp_path, shipp
 
     model = EmotionModel(shipped_model, provider="cpu")
     cases = {
-        "silence.wav": (np.zeros(16000, np.float32), "silent throughout (peak below -100 dBFS, any DC offset aside): nothing to classify"),
+        "silence.wav": (np.zeros(16000, np.float32), "silent throughout (no sound once any DC offset is removed): nothing to classify"),
         # A DC offset (a cheap sound card's) is not sound: the spectrogram removes it too.
-        "offset_only.wav": (np.full(16000, 0.01, np.float32), "silent throughout (peak below -100 dBFS, any DC offset aside): nothing to classify"),
+        "offset_only.wav": (np.full(16000, 0.01, np.float32), "silent throughout (no sound once any DC offset is removed): nothing to classify"),
+        # What many editors export as silence: ±1 step of 16-bit dither (written as PCM_16 below).
+        "dither.wav": (np.random.default_rng(1).integers(-1, 2, 16000) / 32768, "silent throughout (its loudest 25 ms is at -94 dBFS, below the -80 dBFS floor of sound): nothing to classify"),
+        "hiss_at_minus_85_dbfs.wav": (np.random.default_rng(2).standard_normal(16000) * 10 ** (-85 / 20), "silent throughout (its loudest 25 ms is at -87 dBFS, below the -80 dBFS floor of sound): nothing to classify"),  # half its power is above 4 kHz
         "click_on_an_offset.wav": (in_silence(speechlike(0.01, 16000)) + 0.01, "only 0.03 s of sound once silence is trimmed; at least 0.25 s is needed"),
         "click.wav": (speechlike(0.01, 16000), "only 0.01 s of sound once silence is trimmed; at least 0.25 s is needed"),
         "one_sample.wav": (np.full(1, 0.5, np.float32), "only 0.00 s of sound once silence is trimmed; at least 0.25 s is needed"),
@@ -145,7 +205,7 @@ def test_silence_or_a_click_is_refused_rather_than_given_a_label(tmp_path, shipp
         "burst_in_silence.wav": (in_silence(speechlike(0.1, 16000)), "only 0.12 s of sound once silence is trimmed; at least 0.25 s is needed"),
     }
     for name, (audio, reason) in cases.items():
-        soundfile.write(tmp_path / name, audio, 16000)
+        soundfile.write(tmp_path / name, audio, 16000, subtype="PCM_16" if name == "dither.wav" else "FLOAT")
         assert classify_file(tmp_path / name, model, in_memory_seconds=in_memory_seconds).error == reason, name
     soundfile.write(tmp_path / "quarter.wav", speechlike(0.3, 16000), 16000)
     assert classify_file(tmp_path / "quarter.wav", model, in_memory_seconds=in_memory_seconds).utterance is not None
@@ -374,13 +434,18 @@ def test_the_monitor_cuts_windows_as_long_as_the_model_was_trained_on():
         model_windows(one_second, 2.0, None)
 
 
-def test_an_mp3_file_source_decodes_without_the_decoders_complaints(tmp_path, shipped_model, capfd):
-    """Asked for 50 ms at a time, libsndfile's MP3 decoder printed frame errors; file sources decode a second at a time."""
-    from ser_stream.cli import main
+def test_an_mp3_is_decoded_as_one_read_would_without_the_decoders_complaints(tmp_path, shipped_model, capfd):
+    """libsndfile's MP3 decoder garbles the joins of successive reads (37 s read a second at a time: 12 libmpg123
+    errors, samples off by 0.18); an MP3 of up to 10 minutes is decoded in one read, by file sources and classify."""
+    from ser_stream.audiofile import sample_blocks
+    from ser_stream.cli import DEMO_RECORDING, main
 
     path = tmp_path / "speech.mp3"
-    soundfile.write(path, speechlike(3.0, 16000), 16000, format="MP3")
+    soundfile.write(path, soundfile.read(DEMO_RECORDING, dtype="float32")[0], 16000, format="MP3")
+    whole, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(np.concatenate(list(sample_blocks(path, 16000))), whole)
     assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 0
+    assert main(["classify", "--model", str(shipped_model), str(path)]) == 0
     err = capfd.readouterr().err
     assert "libmpg123" not in err and "error" not in err
 

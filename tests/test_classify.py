@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,35 @@ def test_empty_and_missing_files_get_one_line(shipped_model, tmp_path, content, 
     result = classify(str(path))
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and reason in result.stderr
+
+
+def test_each_json_path_is_the_argument_exactly_as_given_and_an_empty_one_is_named(shipped_model, tmp_path):
+    soundfile.write(tmp_path / "speech.wav", speechlike(2.0, 16000), 16000)
+    given = [f"{tmp_path}//speech.wav", f"{tmp_path}/./speech.wav", ""]
+    result = classify("--json", *given)
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == given
+    assert json.loads(result.stdout.splitlines()[2])["error"] == "no such file" and result.returncode == 1
+    assert classify("").stderr == "'': error: no such file\n"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(shipped_model, tmp_path):
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(2.0, 16000), 16000)
+    piped = subprocess.run(
+        f"{sys.executable} -m ser_stream classify {path} {path} {path} {path} | head -1", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert piped.stdout.startswith(f"{path}: ") and piped.stdout.count("\n") == 1
+    assert piped.stderr == ""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_results_that_cannot_be_written_are_one_line_not_a_traceback(shipped_model, tmp_path):
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(2.0, 16000), 16000)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "ser_stream", "classify", "--json", str(path)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == "ser-stream: error: writing results to stdout failed (No space left on device)\n"
 
 
 def test_a_missing_model_is_a_clear_startup_error(tmp_path):

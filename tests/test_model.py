@@ -60,11 +60,13 @@ def without_field(name: str) -> Any:
         (with_field("hop_seconds", True), r"field 'hop_seconds' is true, expected a number of seconds"),
         (with_field("metrics", "good"), r"field 'metrics' is 'good' \(a string\), expected an object"),
         (with_field("licence", ["CC"]), r"field 'licence' is a list, expected a string"),
+        (with_field("output_name", "logits"), r"output_name is logits, this code feeds and reads 'probabilities'"),
+        (with_field("input_name", "mel"), r"input_name is mel, this code feeds and reads 'spectrogram'"),
     ],
     ids=[
         "not-utf8", "not-json", "json-list", "unknown-field", "version-as-string", "newer-version", "no-sha256",
         "sha256-int", "sha256-null", "labels-null", "labels-int", "features-null", "features-list",
-        "window-string", "hop-null", "hop-bool", "metrics-string", "licence-list",
+        "window-string", "hop-null", "hop-bool", "metrics-string", "licence-list", "output-name", "input-name",
     ],
 )
 def test_damaged_metadata_is_one_line_naming_the_json_and_the_field(shipped_model, tmp_path, damage, reason):
@@ -93,6 +95,56 @@ def test_a_window_the_runtime_cannot_cut_is_refused_at_load_naming_the_metadata(
     soundfile.write(audio, speechlike(2.5, 16000), 16000)
     assert main(["classify", "--model", str(model), str(audio)]) == 2
     assert capsys.readouterr().err == f"ser-stream: error: {metadata_path(model)}: {reason}\n"
+
+
+def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int) -> Path:
+    """A valid ONNX graph under the runtime's names, with its own metadata: mean of each row, then a softmax."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ser_stream.model import file_sha256
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["spectrogram"], ["floats"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["floats"], ["rows"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["rows", "weights"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1),
+        ],
+        "contract",
+        [helper.make_tensor_value_info("spectrogram", input_type, ["N", 260, 270, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", outputs])],
+        [numpy_helper.from_array(np.ones((260, outputs), np.float32), "weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = folder / "contract.onnx"
+    onnx.save(model, str(path))
+    metadata = json.loads(metadata_path(shipped_model).read_text())
+    metadata_path(path).write_text(json.dumps({**metadata, "sha256": file_sha256(path)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "input_type, outputs, reason",
+    [
+        (1, 7, r"output 'probabilities' is tensor\(float\) of shape \['N', 7\], not float32 \[N, 8\] \(one probability per emotion\)"),
+        (10, 8, r"input 'spectrogram' is tensor\(float16\), not float32 \(tensor\(float\)\)"),
+    ],
+    ids=["seven-outputs", "float16-input"],
+)
+def test_a_graph_that_breaks_the_contract_is_refused_at_load_not_at_the_first_file(shipped_model, tmp_path, capsys, input_type, outputs, reason):
+    from ser_stream.cli import main
+
+    model = graph_with(tmp_path, shipped_model, input_type, outputs)
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: {reason}$"):
+        EmotionModel(model, provider="cpu")
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--model", str(model), str(audio), str(audio)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"ser-stream: error: {model}: ") and error.count("\n") == 1
 
 
 def test_the_metadata_json_or_a_folder_given_as_the_model_is_named_for_what_it_is(shipped_model, tmp_path):
