@@ -95,13 +95,17 @@ def _classify(args: argparse.Namespace) -> int:
 
     model = EmotionModel(args.model, provider=args.provider)
     failures = 0
-    for path in args.files:
+    for path in args.files:  # as given (a str): --json's "path" is what the caller passed, to match on
         result = classify_file(path, model)
-        if result.error is not None:
-            failures += 1
-            print(result.to_json() if args.json else result.to_text(), file=sys.stdout if args.json else sys.stderr, flush=True)
-        else:
-            print(result.to_json() if args.json else result.to_text(), flush=True)
+        failures += result.error is not None
+        line = result.to_json() if args.json else result.to_text()
+        out = sys.stderr if result.error is not None and not args.json else sys.stdout
+        try:
+            print(line, file=out, flush=True)
+        except BrokenPipeError:
+            raise
+        except OSError as error:  # a full disk or a closed descriptor: the results are not where they were asked
+            raise SerStreamError(f"writing results to {'stderr' if out is sys.stderr else 'stdout'} failed ({error.strerror or error})") from None
     return 1 if failures else 0
 
 
@@ -159,7 +163,7 @@ def _access(args: argparse.Namespace) -> AccessConfig:
             raise SerStreamError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: cannot load ({error})") from None
     token = args.token or os.environ.get("SER_STREAM_TOKEN") or None
     return AccessConfig(
-        token=token, allowed_origins=tuple(args.allow_origin), tls=tls,
+        token=token, allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host), tls=tls,
         max_ingest_connections=args.max_ingest_connections,
     )
 
@@ -212,6 +216,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--record", type=Path, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="host name clients reach the monitor by, besides localhost, the --ws host and --allow-origin's (repeatable)")
     parser.add_argument("--allow-remote", action="store_true", help="allow --ws / rtp: addresses other than loopback")
     parser.add_argument("--tls-cert", default=None, help="serve wss:// and https:// with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
@@ -224,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC; 1 kHz to 1 MHz; mono or stereo)")
-    classify.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    classify.add_argument("files", nargs="+", metavar="FILE")
     classify.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
     classify.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
     classify.add_argument("--json", action="store_true", help="one JSON object per file and line")
@@ -256,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain either
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """WebSocket media-stream ingest: call audio forked by a contact-centre platform.
 
 The framing is Twilio Media Streams': JSON text messages ``connected``,
-``start`` (``start.streamSid``, ``start.mediaFormat``), ``media``
-(``media.payload``: base64 G.711 μ-law, 8 kHz mono) and ``stop``. Each
-``streamSid`` becomes one monitor stream. A bad message gets one ``error``
-line back on the same connection and is skipped; the call goes on.
+``start`` (``start.streamSid``, ``start.tracks``, ``start.mediaFormat``),
+``media`` (``media.track``, ``media.chunk``, ``media.timestamp``,
+``media.payload``: base64 G.711, 8 kHz mono), ``dtmf``, ``mark`` and ``stop``.
+Each track of a ``streamSid`` becomes one monitor stream: ``SID`` for a call
+of one track, ``SID/inbound`` and ``SID/outbound`` for both. Missing chunks and
+timestamp jumps are played as silence, so stream times stay the call's. A bad
+message gets one ``error`` line back on the same connection and is skipped;
+the call goes on.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -24,9 +31,15 @@ from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.sources import Sink
 
 DECODERS = {"audio/x-mulaw": mulaw_decode, "audio/x-alaw": alaw_decode}
+TRACKS = ("inbound", "outbound")  # Twilio's names; a call without start.tracks has the inbound one
+IGNORED_EVENTS = ("connected", "dtmf", "mark")  # a key press and a mark's echo carry no audio
+SAMPLE_RATE = 8000
 # Twilio sends one call per connection; a connection that opens more is refused the extras, so one
 # client cannot hold the monitor's whole --max-streams.
 STREAMS_PER_CONNECTION = 1
+# Silence played for one gap at most: a timestamp jumping hours ahead is a sender's error, and playing it all
+# would hold the call (and the worker) for as long.
+MAX_GAP_SAMPLES = 60 * SAMPLE_RATE
 
 
 class IngestError(SerStreamError):
@@ -37,8 +50,22 @@ class MonitorStopping(IngestError):
     """Audio for a stream the stopping monitor has closed; the connection is closed after saying so."""
 
 
+def whole_number(media: dict[str, Any], name: str) -> int | None:
+    """``media.chunk`` or ``media.timestamp`` (Twilio sends digits in a string) as an int; None when absent."""
+    value = media.get(name)
+    if value is None:
+        return None
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not (text.isascii() and text.isdigit()) or len(text) > 15:
+        raise IngestError(f"media.{name} {value!r:.40} is not a whole number")
+    return int(text)
+
+
 def parse_message(text: str | bytes) -> dict[str, Any]:
-    """Validate one ingest frame; ``IngestError`` says what is wrong with it."""
+    """Validate one ingest frame; ``IngestError`` says what is wrong with it.
+
+    ``start.tracks`` comes back filled in, ``media.chunk`` and ``media.timestamp`` as ints (or None).
+    """
     if isinstance(text, bytes):
         raise IngestError("binary frame: ingest messages are JSON text")
     try:
@@ -57,33 +84,83 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
             raise IngestError(f"unsupported media format {media_format!r}: audio/x-mulaw or audio/x-alaw")
         if media_format.get("sampleRate", 8000) != 8000 or media_format.get("channels", 1) != 1:
             raise IngestError(f"unsupported media format {media_format!r}: 8000 Hz mono only")
+        tracks = start["tracks"] = ["inbound"] if start.get("tracks") is None else start["tracks"]
+        if not (isinstance(tracks, list) and tracks and all(track in TRACKS for track in tracks) and len(set(tracks)) == len(tracks)):
+            raise IngestError(f"start.tracks {tracks!r:.60}: a list of 'inbound' and/or 'outbound'")
     elif event == "media":
         media = message.get("media")
         if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
             raise IngestError("media message lacks media.payload")
         if not isinstance(message.get("streamSid"), str):
             raise IngestError("media message lacks streamSid")
+        media["chunk"], media["timestamp"] = whole_number(media, "chunk"), whole_number(media, "timestamp")
     elif event == "stop":
         if not isinstance(message.get("streamSid"), str):
             raise IngestError("stop message lacks streamSid")
-    elif event != "connected":
+    elif event not in IGNORED_EVENTS:
         raise IngestError(f"unknown event {event!r}")
     return message
 
 
-class MediaIngest:
-    """Turns ingest connections into streams via ``open_stream(stream_id, sample_rate) -> Sink``."""
+@dataclass
+class Track:
+    """One track of a call: its stream, and how far its media has come (to find gaps and repeats)."""
 
-    def __init__(self, open_stream: Callable[[str, int], Sink]) -> None:
+    sink: Sink
+    decode: Callable[[bytes], NDArray[np.float32]]
+    next_chunk: int | None = None  # the media.chunk that follows the last one played
+    start_ms: float | None = None  # the media.timestamp at which stream time 0 lies
+    samples: int = 0  # written so far, gaps' silence included: the stream's time in samples
+
+    def gap(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int:
+        """Samples of silence that belong before this frame: time its timestamp skips, else chunks that never came.
+
+        Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
+        ``MAX_GAP_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
+        """
+        if timestamp_ms is not None:
+            if self.start_ms is None:
+                self.start_ms = timestamp_ms - self.samples * 1000 / SAMPLE_RATE
+            missing = round((timestamp_ms - self.start_ms) * SAMPLE_RATE / 1000) - self.samples
+        elif chunk is not None and self.next_chunk is not None:
+            missing = (chunk - self.next_chunk) * frame_samples
+        else:
+            missing = 0
+        # Timestamps are whole milliseconds and frames 20 ms: less than half a frame is rounding, not lost audio.
+        smallest = max(frame_samples // 2, SAMPLE_RATE // 1000)
+        silence = min(missing, MAX_GAP_SAMPLES) if missing >= smallest else 0
+        if timestamp_ms is not None and (missing > MAX_GAP_SAMPLES or missing <= -2 * smallest):
+            self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / SAMPLE_RATE
+        return silence
+
+
+Calls = dict[str, dict[str, Track]]  # a connection's calls: streamSid → track name → its stream
+
+
+class MediaIngest:
+    """Turns ingest connections into streams via ``open_stream(stream_id, sample_rate) -> Sink``.
+
+    ``count_refused`` is called for each ``start`` refused here, before it reaches ``open_stream``
+    (a second call on one connection, a repeated start): status counts them with the worker's refusals.
+    """
+
+    def __init__(self, open_stream: Callable[[str, int], Sink], count_refused: Callable[[], None] = lambda: None) -> None:
         self.open_stream = open_stream
+        self.count_refused = count_refused
         self.errors = 0
+        self.gaps = 0  # missing chunks or timestamp jumps, played as silence
+        self.late_chunks = 0  # repeated or out-of-order chunks, dropped
+
+    def counters(self) -> dict[str, int]:
+        """For the status message."""
+        return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks}
 
     async def handle(self, connection: ServerConnection) -> None:
-        sinks: dict[str, tuple[Sink, Callable[[bytes], Any]]] = {}  # the connection's open calls
+        calls: Calls = {}
         try:
             async for text in connection:
                 try:
-                    await self._handle_message(parse_message(text), sinks)
+                    await self._handle_message(parse_message(text), calls)
                 except IngestError as error:
                     self.errors += 1
                     await connection.send(json.dumps({"type": "error", "message": str(error)}))
@@ -93,40 +170,85 @@ class MediaIngest:
         except ConnectionClosed:
             pass
         finally:
-            for sink, _ in sinks.values():  # a call that vanished without 'stop' still ends cleanly
-                sink.finished = True
+            for tracks in calls.values():  # a call that vanished without 'stop' still ends cleanly
+                for track in tracks.values():
+                    track.sink.finished = True
 
-    async def _handle_message(self, message: dict[str, Any], sinks: dict[str, tuple[Sink, Callable[[bytes], Any]]]) -> None:
+    async def _handle_message(self, message: dict[str, Any], calls: Calls) -> None:
         event = message["event"]
         if event == "start":
-            stream_id = message["start"].get("streamSid") or message["streamSid"]
-            if stream_id in sinks:
-                raise IngestError(f"stream {stream_id} started twice")
-            if len(sinks) >= STREAMS_PER_CONNECTION:
-                raise IngestError(f"stream {stream_id} refused: this connection already carries {', '.join(sinks)}; one call per connection")
+            call_id = message["start"].get("streamSid") or message["streamSid"]
+            if call_id in calls:
+                self.count_refused()
+                raise IngestError(f"stream {call_id!r} started twice")
+            if len(calls) >= STREAMS_PER_CONNECTION:
+                self.count_refused()
+                carried = ", ".join(repr(other) for other in calls)
+                raise IngestError(f"stream {call_id!r} refused: this connection already carries {carried}; one call per connection")
             encoding = message["start"].get("mediaFormat", {}).get("encoding", "audio/x-mulaw")
+            names = message["start"]["tracks"]
+            tracks: dict[str, Track] = {}
             try:
-                sinks[stream_id] = (self.open_stream(stream_id, 8000), DECODERS[encoding])
-            except StreamRefused as error:  # a limit reached, or the monitor stopping
+                for name in names:
+                    stream_id = call_id if len(names) == 1 else f"{call_id}/{name}"
+                    tracks[name] = Track(self.open_stream(stream_id, SAMPLE_RATE), DECODERS[encoding])
+            except StreamRefused as error:  # a limit reached, or the monitor stopping: all the call's tracks or none
+                for track in tracks.values():
+                    track.sink.finished = True
                 raise IngestError(str(error)) from None
+            calls[call_id] = tracks
         elif event == "media":
-            stream_id = message["streamSid"]
-            if stream_id not in sinks:
-                raise IngestError(f"media for stream {stream_id} before its start")
+            call_id, media = message["streamSid"], message["media"]
+            if call_id not in calls:
+                raise IngestError(f"media for stream {call_id!r} before its start")
+            track = self._track(call_id, calls[call_id], media.get("track"))
             try:
-                payload = base64.b64decode(message["media"]["payload"], validate=True)
+                payload = base64.b64decode(media["payload"], validate=True)
             except (binascii.Error, ValueError):
-                raise IngestError(f"stream {stream_id}: media payload is not valid base64") from None
-            sink, decode = sinks[stream_id]
-            samples = decode(payload)
-            while sink.ring.free() < samples.size and not sink.finished:  # wait for the worker: TCP backpressure
-                await asyncio.sleep(0.005)
-            if sink.finished:  # the worker closed the stream: the monitor is stopping
-                raise MonitorStopping(f"stream {stream_id}: the monitor is stopping; audio from here on is not analysed")
-            sink.ring.write(samples)
+                raise IngestError(f"stream {call_id!r}: media payload is not valid base64") from None
+            chunk = media["chunk"]
+            if chunk is not None and track.next_chunk is not None and chunk < track.next_chunk:
+                self.late_chunks += 1  # its time has been played (or filled with silence) already
+                return
+            samples = track.decode(payload)
+            gap = track.gap(chunk, media["timestamp"], samples.size)
+            if gap:
+                self.gaps += 1
+                await self._write(call_id, track, np.zeros(gap, dtype=np.float32))
+            await self._write(call_id, track, samples)
+            if chunk is not None:
+                track.next_chunk = chunk + 1
         elif event == "stop":
-            stream_id = message["streamSid"]
-            if stream_id not in sinks:
-                raise IngestError(f"stop for unknown stream {stream_id}")
-            sink, _ = sinks.pop(stream_id)
-            sink.finished = True
+            call_id = message["streamSid"]
+            if call_id not in calls:
+                raise IngestError(f"stop for unknown stream {call_id!r}")
+            for track in calls.pop(call_id).values():
+                track.sink.finished = True
+
+    @staticmethod
+    def _track(call_id: str, tracks: dict[str, Track], name: Any) -> Track:
+        """The track a media frame belongs to: the one it names, or the call's only one if it names none."""
+        if name is None and len(tracks) == 1:
+            return next(iter(tracks.values()))
+        if isinstance(name, str) and name in tracks:
+            return tracks[name]
+        listed = ", ".join(tracks)
+        if name is None:
+            raise IngestError(f"stream {call_id!r}: media without media.track, but the call has tracks {listed}")
+        raise IngestError(f"stream {call_id!r}: media for track {name!r:.40}, which its start did not list (start.tracks: {listed})")
+
+    @staticmethod
+    async def _write(call_id: str, track: Track, samples: NDArray[np.float32]) -> None:
+        """Append to the track's stream, waiting for the worker to make room (TCP backpressure) rather than overwriting."""
+        ring = track.sink.ring
+        while True:
+            piece = samples[: ring.capacity]
+            while ring.free() < piece.size and not track.sink.finished:
+                await asyncio.sleep(0.005)
+            if track.sink.finished:  # the worker closed the stream: the monitor is stopping
+                raise MonitorStopping(f"stream {call_id!r}: the monitor is stopping; audio from here on is not analysed")
+            ring.write(piece)
+            track.samples += piece.size
+            samples = samples[piece.size :]
+            if not samples.size:
+                return

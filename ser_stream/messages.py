@@ -63,6 +63,7 @@ class Status(TypedDict):
     refused_token: NotRequired[int]
     refused_origin: NotRequired[int]
     refused_ingest_limit: NotRequired[int]
+    refused_host: NotRequired[int]  # requests for a Host the monitor does not serve (DNS rebinding, or a missing --allow-host)
     failed_handshakes: NotRequired[int]
     failed_catch_ups: NotRequired[int]  # with --record: ?since= answered with an error line, the database unreadable
     rtp_bad_packets: NotRequired[int]  # with an rtp: source
@@ -70,6 +71,9 @@ class Status(TypedDict):
     rtp_late_packets: NotRequired[int]
     rtp_resyncs: NotRequired[int]
     rtp_refused_packets: NotRequired[int]
+    rtp_wrong_sender_packets: NotRequired[int]  # a call's SSRC from another address (a collision, or spoofing)
+    ingest_gaps: NotRequired[int]  # with --ingest: missing chunks or timestamp jumps, played as silence
+    ingest_late_chunks: NotRequired[int]  # with --ingest: repeated or out-of-order chunks, dropped
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
 
 

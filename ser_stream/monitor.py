@@ -178,15 +178,14 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker.extra_counters.append(lambda: {"record_failures": log.failures})
     stop = threading.Event()
 
-    def open_call_stream(stream_id: str, sample_rate: int) -> Stream:
-        stream = Stream(stream_id, sample_rate, config)
-        worker.add_stream(stream)
-        return stream
+    open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
 
     if options.ingest:
         from ser_stream.ingest import MediaIngest
 
-        publisher.ingest = MediaIngest(open_call_stream).handle
+        ingest = MediaIngest(open_call_stream, worker.count_refused)
+        publisher.ingest = ingest.handle
+        worker.extra_counters.append(ingest.counters)
     source_threads = []
     for spec in options.sources:
         if spec.kind == "rtp":

@@ -48,6 +48,13 @@ class MonitorConfig:
     max_streams: int = 200
 
 
+# A refusal of an id refused less than this long before is the same call trying again (an RTP call is tried
+# each second while it sends, an ingest platform may retry its 'start'): refused_streams counts it once. At most
+# REFUSED_IDS_TRACKED ids are remembered, so a flood of new ones is counted one by one in bounded memory.
+REFUSED_ID_SECONDS = 5.0
+REFUSED_IDS_TRACKED = 4096
+
+
 class Stream:
     """One audio stream: what its source writes, and the worker's state for it."""
 
@@ -61,7 +68,7 @@ class Stream:
         self.finished = False  # set by the source when it has written everything
         self.error: str | None = None
         self.warning: str | None = None
-        self.ended = False  # set by the worker once everything is published
+        self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
 
@@ -94,7 +101,12 @@ class Worker:
         self.queue_depth = 0
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
-        self.refused_streams = 0  # StreamRefused: at the --max-streams limit, a duplicate id, or while stopping
+        self.refused_streams = 0  # calls refused (StreamRefused): at --max-streams, a duplicate id, or while stopping
+        self._refused_ids: dict[str, float] = {}  # id → when last refused, oldest first: retries are not new calls
+        # Streams taken but not yet announced. stream_started is emitted by the worker's thread, like every message
+        # about the stream after it: emitted on the event loop's thread (an ingest 'start') it would be published at
+        # once, ahead of the previous stream of that id's stream_ended, still queued for the loop.
+        self._unannounced: list[str] = []
         self.finishing = False  # set by finish(): every stream is closed and published, then run() returns
         self.crash: str | None = None  # set if the worker itself failed
         self.ended_totals: dict[str, int] = dict.fromkeys(STREAM_COUNTERS, 0)  # counts of streams that have left
@@ -102,21 +114,53 @@ class Worker:
         self._last_status = 0.0
 
     def add_stream(self, stream: Stream) -> None:
-        """Take a stream, or raise ``StreamRefused`` (counted) with the reason in one line."""
+        """Take a stream, or raise ``StreamRefused`` (counted) with the reason in one line; the worker announces it."""
         with self.lock:
-            reason = None
-            if self.finishing:
-                reason = "the monitor is stopping"
-            elif stream.stream_id in self.streams:
-                reason = "a stream of that id is still active"
-            elif len(self.streams) >= self.config.max_streams:
-                reason = f"{self.config.max_streams} streams are open, the most this monitor takes (--max-streams)"
-            if reason is not None:
-                self.refused_streams += 1
-                raise StreamRefused(stream.stream_id, reason)
+            self._check_room(stream.stream_id)
             self.streams[stream.stream_id] = stream
             self.streams_started += 1
-        self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0})
+            self._unannounced.append(stream.stream_id)
+
+    def open_stream(self, stream_id: str, sample_rate: int) -> Stream:
+        """A new stream for a call, taken; the limits are checked before it is built, so a flood of calls the
+        monitor has no room for (spoofed RTP SSRCs) costs a check each, not a stream."""
+        with self.lock:
+            self._check_room(stream_id)
+        stream = Stream(stream_id, sample_rate, self.config)
+        self.add_stream(stream)
+        return stream
+
+    def count_refused(self) -> None:
+        """A call refused before it reached the worker (an ingest connection's second 'start'), counted with the rest."""
+        with self.lock:
+            self.refused_streams += 1
+
+    def _check_room(self, stream_id: str) -> None:
+        """Raise ``StreamRefused`` if a stream of this id cannot be taken now; called with the lock held."""
+        if self.finishing:
+            reason = "the monitor is stopping"
+        elif stream_id in self.streams:
+            reason = "a stream of that id is still active"
+        elif len(self.streams) >= self.config.max_streams:
+            reason = f"{self.config.max_streams} streams are open, the most this monitor takes (--max-streams)"
+        else:
+            return
+        now = time.monotonic()
+        while self._refused_ids:
+            oldest, refused_at = next(iter(self._refused_ids.items()))
+            if now - refused_at < REFUSED_ID_SECONDS:
+                break
+            del self._refused_ids[oldest]
+        if self._refused_ids.pop(stream_id, None) is None:
+            self.refused_streams += 1
+        if len(self._refused_ids) < REFUSED_IDS_TRACKED:
+            self._refused_ids[stream_id] = now
+        raise StreamRefused(stream_id, reason)
+
+    def _announce(self, started: list[str]) -> None:
+        """stream_started for streams taken from ``_unannounced``, on the worker's thread (see there why)."""
+        for stream_id in started:
+            self.emit({"type": "stream_started", "stream": stream_id, "t": 0.0})
 
     def loudest_level(self) -> float:
         """The highest RMS level among the open streams, for the dashboard's meter (read from its own thread)."""
@@ -156,8 +200,10 @@ class Worker:
         """One pass over every stream; True if there was work."""
         jobs: list[WindowJob] = []
         finishing: list[Stream] = []
-        with self.lock:
+        with self.lock:  # every stream this step reads is announced before anything else is said about it
+            started, self._unannounced = self._unannounced, []
             streams = [s for s in self.streams.values() if not s.ended]
+        self._announce(started)
         finished_before: dict[str, bool] = {}
         for stream in streams:
             finished_before[stream.stream_id] = stream.finished  # read before draining, so nothing written after is missed
@@ -186,7 +232,6 @@ class Worker:
             for done in stream.tracker.completed():
                 self._publish_utterance(done)
         for stream in finishing:
-            stream.ended = True
             if stream.error:
                 self.emit({"type": "error", "stream": stream.stream_id, "message": stream.error})
             if stream.warning:
@@ -197,6 +242,7 @@ class Worker:
                 for name, count in stream_counters(stream).items():
                     self.ended_totals[name] += count
                 self.failed_streams += stream.error is not None
+                stream.ended = True  # with its id free: a call waiting to resume (RTP) may now open the next stream
         self.publish_status()
         return bool(jobs or finishing or any(s.ring.available() for s in streams))
 
@@ -249,13 +295,16 @@ class Worker:
         if not force and now - self._last_status < self.config.status_interval_seconds:
             return
         self._last_status = now
-        with self.lock:
+        with self.lock:  # a status that counts a refusal comes after the start of every stream taken before it
+            started, self._unannounced = self._unannounced, []
             streams = list(self.streams.values())
             totals = dict(self.ended_totals)
+            refused_streams = self.refused_streams
+        self._announce(started)
         for stream in streams:
             for name, count in stream_counters(stream).items():
                 totals[name] += count
-        message: Message = {"type": "status", **totals, "refused_streams": self.refused_streams}
+        message: Message = {"type": "status", **totals, "refused_streams": refused_streams}
         message.update(
             {
                 "queue_depth": self.queue_depth,

@@ -9,8 +9,9 @@ the monitor records (``--record``), for every utterance since one they saw:
 
 Access control happens here too: a bearer token (``Authorization: Bearer T``
 or ``?token=T`` for browsers, compared in constant time; a wrong or missing
-one closes the connection with 1008, policy violation), an allow-list of
-browser origins (others get HTTP 403 before the upgrade), and a limit on ingest
+one closes the connection with 1008, policy violation), an allow-list of the
+host names the monitor is reached by (against DNS rebinding) and one of browser
+origins (others get HTTP 403 before the upgrade), and a limit on ingest
 connections, concurrent and per second (HTTP 429), charged only to clients with
 the token.
 """
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
+import re
 import sqlite3
 import ssl
 import threading
@@ -53,6 +56,7 @@ class AccessConfig:
 
     token: str | None = None
     allowed_origins: tuple[str, ...] = ()  # besides the page's own origin; clients without Origin are not browsers
+    allowed_hosts: tuple[str, ...] = ()  # names the monitor is reached by besides loopback's, --ws's and the origins' (--allow-host)
     tls: ssl.SSLContext | None = None
     max_ingest_connections: int = 200
     ingest_connections_per_second: float = 20.0
@@ -81,6 +85,18 @@ def request_token(request: Request) -> str | None:
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return parse_qs(urlsplit(request.path).query).get("token", [None])[0]
+
+
+HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/@\[\]]+)(?::[0-9]{1,5})?")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+EVERY_ADDRESS = ("", "0.0.0.0", "::")  # a --ws host that listens on all of this machine's addresses
+
+
+def host_name(text: str) -> str | None:
+    """The name or address of a ``Host`` header or an origin's host, lower-case, without port, brackets or final
+    dot (``[::1]:8765`` → ``::1``); None for anything else."""
+    match = HOST_HEADER.fullmatch(text.strip())
+    return match.group(1).strip("[]").rstrip(".").lower() if match else None
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
@@ -157,7 +173,10 @@ class Publisher:
         self.host, self.port, self.queue_size = host, port, queue_size
         self.access = access or AccessConfig()
         self.record_path: Path | None = None  # the --record database, for ?since= catch-up
-        self.refused = {"token": 0, "origin": 0, "ingest_limit": 0}
+        self.refused = {"token": 0, "origin": 0, "ingest_limit": 0, "host": 0}
+        # DNS rebinding makes Host and Origin the attacker's (and equal): only names the operator gave are served.
+        names = (*LOOPBACK_NAMES, host, *self.access.allowed_hosts, *(urlsplit(origin).netloc for origin in self.access.allowed_origins))
+        self.served_hosts = frozenset(name for name in map(host_name, names) if name)
         self.failed_handshakes: dict[str, int] = {}  # by cause; see counting_connection
         self.failed_catch_ups = 0  # ?since= answered with an error because the --record database could not be read
         self.ingest_connections = 0
@@ -258,9 +277,34 @@ class Publisher:
         else:
             self.loop.call_soon_threadsafe(self.publish, message)
 
+    def serves_host(self, header: str) -> bool:
+        """Whether a request's ``Host`` is one this monitor is reached by: a name it was given, a loopback address, or,
+        listening on every address, any address (an address cannot be rebound to another machine; a name can)."""
+        name = host_name(header)
+        if name is None:
+            return False
+        if name in self.served_hosts:
+            return True
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return address.is_loopback or self.host in EVERY_ADDRESS
+
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Before the upgrade: plain HTTP (the page), origin allow-list, ingest limits."""
-        if "upgrade" not in request.headers.get("Connection", "").lower():
+        """Before the upgrade: malformed headers, the Host allow-list, plain HTTP (the page), origin allow-list, ingest limits."""
+        for header in ("Host", "Origin", "Authorization"):  # read below as one value each
+            if len(request.headers.get_all(header)) > 1:
+                return self._malformed(connection, f"two {header} headers: send one\n")
+        host = request.headers.get("Host")
+        if host is None:
+            return self._malformed(connection, "no Host header: HTTP/1.1 requires one\n")
+        if not self.serves_host(host):
+            self.refused["host"] += 1
+            name = host_name(host)
+            advice = f"; to reach it by that name, add --allow-host {name}" if name is not None else ""
+            return connection.respond(HTTPStatus.FORBIDDEN, f"host {name or host!r} is not one this monitor serves{advice}\n")
+        if "upgrade" not in ", ".join(request.headers.get_all("Connection")).lower():
             if self.page is not None:
                 return self.page(connection, request)
             return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "this is a WebSocket endpoint\n")
@@ -275,6 +319,11 @@ class Publisher:
                 self.refused["ingest_limit"] += 1
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections; retry later\n")
         return None
+
+    def _malformed(self, connection: ServerConnection, reason: str) -> Response:
+        """400 for a request that never becomes a connection; counted with the other failed handshakes."""
+        self.failed_handshakes["malformed request"] = self.failed_handshakes.get("malformed request", 0) + 1
+        return connection.respond(HTTPStatus.BAD_REQUEST, reason)
 
     def _authorised(self, request: Request) -> bool:
         return self.access.token is None or token_matches(request_token(request), self.access.token)

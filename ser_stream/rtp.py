@@ -7,7 +7,10 @@ ones are waiting, it is declared lost: its time is played as silence and
 counted. A packet that arrives after its slot was played is counted late and
 dropped. A sender that restarts its sequence numbers (a relay failing over, a
 phone re-inviting) is followed once two consecutive packets agree on the new
-numbering (RFC 3550 appendix A.1). A stream that sends nothing for
+numbering (RFC 3550 appendix A.1). Comfort noise (RFC 3389) and telephone
+events (RFC 4733) are packets of the call without audio: they keep it in
+sequence and alive, and their time is silence. A call belongs to the address
+its first packet came from (RFC 3550 §8.2). A stream that sends nothing for
 ``idle_seconds`` is closed, which publishes its last utterance. RTCP sharing
 the port (RFC 5761) is ignored.
 """
@@ -19,8 +22,10 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +35,14 @@ from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.sources import Sink
 
 PAYLOAD_DECODERS = {0: mulaw_decode, 8: alaw_decode}
+COMFORT_NOISE = 13  # RFC 3389: the sender is quiet (silence suppression); its time is played as silence
+# RFC 4733 telephone events (DTMF keys) travel on a dynamic payload type (101 by custom) of the call's SSRC. Without
+# the SDP that names it, a dynamic type whose payload is whole 4-byte events is taken for one (a G.711 payload is
+# 80 or more bytes); anything else on a dynamic type is another codec, which is bad here.
+DYNAMIC_PAYLOAD_TYPES = range(96, 128)
+EVENT_BYTES = 4
+MAX_EVENT_PAYLOAD = 16 * EVENT_BYTES
+NO_AUDIO = np.zeros(0, dtype=np.float32)
 RTP_SAMPLE_RATE = 8000
 HEADER = struct.Struct("!BBHII")
 MAX_GAP_SAMPLES = RTP_SAMPLE_RATE  # a longer timestamp jump is a discontinuity: at most 1 s of silence stands for it
@@ -57,6 +70,16 @@ class RtpPacket:
     ssrc: int
     payload: bytes
 
+    @property
+    def is_audio(self) -> bool:
+        """G.711 audio, as opposed to comfort noise or a telephone event, which only mark the call's time."""
+        return self.payload_type in PAYLOAD_DECODERS
+
+
+def is_telephone_event(payload_type: int, payload: bytes) -> bool:
+    """An RFC 4733 payload on a dynamic payload type: whole 4-byte events (key, end flag and volume, duration)."""
+    return payload_type in DYNAMIC_PAYLOAD_TYPES and 0 < len(payload) <= MAX_EVENT_PAYLOAD and len(payload) % EVENT_BYTES == 0
+
 
 def is_rtcp(datagram: bytes) -> bool:
     """RTCP multiplexed on the RTP port: packet types 192–223 in the second byte (RFC 5761)."""
@@ -83,10 +106,12 @@ def parse_packet(datagram: bytes) -> RtpPacket:
         end -= padding
     if offset > end:
         raise RtpError("header is longer than the datagram")
-    payload_type = second & 0x7F
-    if payload_type not in PAYLOAD_DECODERS:
-        raise RtpError(f"payload type {payload_type} is not G.711 at 8 kHz (0 μ-law or 8 A-law)")
-    return RtpPacket(payload_type, sequence, timestamp, ssrc, datagram[offset:end])
+    payload_type, payload = second & 0x7F, datagram[offset:end]
+    if payload_type not in PAYLOAD_DECODERS and payload_type != COMFORT_NOISE and not is_telephone_event(payload_type, payload):
+        raise RtpError(
+            f"payload type {payload_type} is not G.711 at 8 kHz (0 μ-law or 8 A-law), comfort noise (13) or telephone events (RFC 4733)"
+        )
+    return RtpPacket(payload_type, sequence, timestamp, ssrc, payload)
 
 
 class JitterBuffer:
@@ -98,9 +123,14 @@ class JitterBuffer:
         self.next_sequence: int | None = None
         self.next_timestamp = 0
         self.stray: RtpPacket | None = None  # far outside the window: a restarted numbering if the next one follows it
+        # Until the first packet plays the buffer fills to jitter_packets, so a call whose first packets arrive out
+        # of order starts with the earliest of them rather than dropping it as late.
+        self.playing = False
+        self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
+        self.packet_samples = 160  # the last audio packet's length, for counting what a gap before a non-audio one held
         self.lost = 0  # packets never received, played as silence
         self.late = 0  # packets that arrived after their slot was played, and strays far outside the window
-        self.duplicates = 0
+        self.duplicates = 0  # copies of a packet already waiting or played: nothing was lost
         self.resyncs = 0  # times the sender restarted its numbering and playback followed it
 
     def push(self, packet: RtpPacket) -> list[NDArray[np.float32]]:
@@ -118,8 +148,14 @@ class JitterBuffer:
         if sequence - highest >= MAX_DROPOUT or sequence < self.next_sequence - MAX_MISORDER:
             self.stray = packet
             return []
-        if sequence < self.next_sequence:
-            self.late += 1
+        if sequence < self.next_sequence and not self.playing and sequence > highest - self.jitter_packets:
+            # the call's first packets arrived out of order, within the window a later packet would be waited for
+            self.next_sequence, self.next_timestamp = sequence, packet.timestamp
+        elif sequence < self.next_sequence:
+            if sequence in self.played:
+                self.duplicates += 1
+            else:
+                self.late += 1
             return []
         if sequence in self.pending:
             self.duplicates += 1
@@ -141,10 +177,14 @@ class JitterBuffer:
         # the new numbering's time follows straight on: its first timestamp is not a gap to fill with silence
         self.next_sequence, self.next_timestamp = first.sequence, first.timestamp
         self.pending = {first.sequence: first, first.sequence + 1: second}
+        self.played.clear()  # numbers of the old numbering: a packet of the new one is no copy of them
         return audio + self._release(flush=False)
 
     def _release(self, flush: bool) -> list[NDArray[np.float32]]:
         audio: list[NDArray[np.float32]] = []
+        if not flush and not self.playing and len(self.pending) < self.jitter_packets:
+            return audio
+        self.playing = True
         while self.pending:
             assert self.next_sequence is not None
             missing = 0
@@ -155,7 +195,7 @@ class JitterBuffer:
                 missing = following - self.next_sequence
                 self.next_sequence = following
             packet = self.pending.pop(self.next_sequence)
-            samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload)
+            samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload) if packet.is_audio else NO_AUDIO
             gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF
             silence = min(gap, MAX_GAP_SAMPLES) if gap < 0x80000000 else 0
             if silence:  # time the sender skipped (loss or silence suppression)
@@ -163,10 +203,17 @@ class JitterBuffer:
             if missing:
                 # as many packets as the silence played for them holds (at least one), not the sequence gap,
                 # which a sender that skips ahead can make 3000 packets while at most 1 s is played
-                self.lost += min(missing, max(1, -(-silence // max(1, samples.size))))
-            audio.append(samples)
+                held = samples.size if packet.is_audio else self.packet_samples
+                self.lost += min(missing, max(1, -(-silence // max(1, held))))
+            if samples.size:
+                audio.append(samples)
+                self.packet_samples = samples.size
+            self.played.append(self.next_sequence)
             self.next_sequence += 1
-            self.next_timestamp = (packet.timestamp + samples.size) & 0xFFFFFFFF
+            # a telephone event carries its key's start time, which audio sent during the key has passed: time
+            # only moves back for audio (a sender that rewinds its clock), never for a packet without any
+            if packet.is_audio or gap < 0x80000000:
+                self.next_timestamp = (packet.timestamp + samples.size) & 0xFFFFFFFF
         return audio
 
 
@@ -207,25 +254,45 @@ def parse_address(text: str) -> tuple[str, int]:
 # starts once there is room; the SSRCs remembered are capped, so a flood of spoofed ones stays bounded.
 REFUSED_RETRY_SECONDS = 1.0
 REFUSED_CALLS_TRACKED = 4096
+# A call that resumes just after it was closed for going idle waits until the monitor has published the stream it
+# had (the worker's next step), its packets held meanwhile: this many at most (5 s of 20 ms packets).
+RESUMED_PACKETS_HELD = 250
+# A sender is told about each kind of fault once, and again an hour later if it still sends them. At most
+# REPORTS_TRACKED reports are remembered: a flood of spoofed senders gets that many lines an hour, the rest
+# are only counted, and once their hour is over new broken senders are reported again.
+REPORT_MEMORY_SECONDS = 3600.0
+REPORTS_TRACKED = 1000
+
+
+class CallSink(Sink, Protocol):
+    ended: bool  # set by the monitor once it has published everything the stream held: its id is free again
 
 
 class _Call:
-    def __init__(self, sink: Sink, jitter_packets: int) -> None:
-        self.sink, self.jitter = sink, JitterBuffer(jitter_packets)
+    def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
+        self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
         self.last_packet = time.monotonic()
+
+
+@dataclass
+class _Ending:
+    """A call closed for going idle whose stream the monitor is still publishing; its SSRC's packets wait here."""
+
+    sink: CallSink
+    held: list[tuple[RtpPacket, str]] = field(default_factory=list)
 
 
 class RtpReceiver:
     """Receives datagrams on one UDP port and feeds one stream per SSRC.
 
     ``open_stream(stream_id, sample_rate)`` creates a monitor stream (it raises
-    ``StreamRefused`` at the stream limit, or while a stream of that id is still
-    ending: the call's packets are then dropped and counted, and opening is
-    retried a second later);
+    ``StreamRefused`` at the stream limit: the call's packets are then dropped
+    and counted, and opening is retried a second later). A call that resumes
+    while the stream it had is still ending waits for that stream's ``ended``;
     ``report(line)`` tells the user about a bad sender, once per sender and reason.
     """
 
-    def __init__(self, config: RtpConfig, open_stream: Callable[[str, int], Sink], report: Callable[[str], None]) -> None:
+    def __init__(self, config: RtpConfig, open_stream: Callable[[str, int], CallSink], report: Callable[[str], None]) -> None:
         self.config, self.open_stream, self.report = config, open_stream, report
         self.socket = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -237,13 +304,15 @@ class RtpReceiver:
         self.port = self.socket.getsockname()[1]
         self.socket.settimeout(0.05)
         self.calls: dict[int, _Call] = {}
+        self._ending: dict[int, _Ending] = {}  # SSRC of a closed call → its stream, until the monitor has ended it
         self.bad_packets = 0
         self.lost_packets = 0  # totals over every call, ended ones included
         self.late_packets = 0
         self.resyncs = 0
         self.refused_packets = 0  # packets of calls the worker had no stream for
+        self.wrong_sender_packets = 0  # a call's SSRC from another address (a collision, or spoofing): dropped
         self._refused_until: dict[int, float] = {}  # SSRC of a refused call → when to try opening its stream again
-        self._reported: set[tuple[str, str]] = set()
+        self._reported: dict[tuple[str, str], float] = {}  # (sender, kind of fault) → when reported, oldest first
 
     def run(self, stop: threading.Event) -> None:
         last_sweep = time.monotonic()
@@ -262,6 +331,7 @@ class RtpReceiver:
         finally:
             for ssrc in list(self.calls):
                 self._close(ssrc)
+            self.refused_packets += sum(len(ending.held) for ending in self._ending.values())  # the monitor is stopping
             self.socket.close()
 
     def receive(self, datagram: bytes, sender: str) -> None:
@@ -273,22 +343,34 @@ class RtpReceiver:
             self.bad_packets += 1
             self._report_once(sender, str(error))
             return
+        self._route(packet, sender)
+
+    def _route(self, packet: RtpPacket, sender: str) -> None:
+        """A packet to its call: the first audio of a new SSRC opens one; its SSRC from another address is dropped."""
+        ending = self._ending.get(packet.ssrc)
+        if ending is not None:
+            if not ending.sink.ended:  # the call resumed just after going idle: wait for its stream's end, lose nothing
+                if len(ending.held) < RESUMED_PACKETS_HELD:
+                    ending.held.append((packet, sender))
+                else:
+                    self.refused_packets += 1
+                return
+            self._resume(packet.ssrc)
         call = self.calls.get(packet.ssrc)
         if call is None:
-            now = time.monotonic()
-            if self._refused_until.get(packet.ssrc, 0.0) > now:
-                self.refused_packets += 1
+            if not packet.is_audio:  # comfort noise or an event with no call: a call starts with its first audio
                 return
-            try:
-                sink = self.open_stream(f"rtp-{packet.ssrc:08x}", RTP_SAMPLE_RATE)
-            except StreamRefused as error:  # at --max-streams, or this SSRC's previous call is still being published
-                self.refused_packets += 1
-                if len(self._refused_until) < REFUSED_CALLS_TRACKED:
-                    self._refused_until[packet.ssrc] = now + REFUSED_RETRY_SECONDS
-                self._report_once(sender, f"its call has no stream: {error.reason}")
+            call = self._open_call(packet.ssrc, sender)
+            if call is None:
                 return
-            self._refused_until.pop(packet.ssrc, None)
-            call = self.calls[packet.ssrc] = _Call(sink, self.config.jitter_packets)
+        elif sender != call.sender:
+            self.wrong_sender_packets += 1
+            self._report_once(
+                sender,
+                f"its SSRC is that of call rtp-{packet.ssrc:08x} from {call.sender} (an SSRC collision, or spoofing)",
+                kind="another sender's SSRC",
+            )
+            return
         call.last_packet = time.monotonic()
         lost, late, resyncs = call.jitter.lost, call.jitter.late, call.jitter.resyncs
         for samples in call.jitter.push(packet):
@@ -297,8 +379,33 @@ class RtpReceiver:
         self.late_packets += call.jitter.late - late
         self.resyncs += call.jitter.resyncs - resyncs
 
+    def _open_call(self, ssrc: int, sender: str) -> _Call | None:
+        now = time.monotonic()
+        if self._refused_until.get(ssrc, 0.0) > now:
+            self.refused_packets += 1
+            return None
+        try:
+            sink = self.open_stream(f"rtp-{ssrc:08x}", RTP_SAMPLE_RATE)
+        except StreamRefused as error:  # at --max-streams, or the monitor is stopping
+            self.refused_packets += 1
+            if len(self._refused_until) < REFUSED_CALLS_TRACKED:
+                self._refused_until[ssrc] = now + REFUSED_RETRY_SECONDS
+            self._report_once(sender, f"its call has no stream: {error.reason}")
+            return None
+        self._refused_until.pop(ssrc, None)
+        call = self.calls[ssrc] = _Call(sink, self.config.jitter_packets, sender)
+        return call
+
+    def _resume(self, ssrc: int) -> None:
+        """The stream a closed call had has ended: what its SSRC sent meanwhile opens the next one, in order."""
+        for packet, sender in self._ending.pop(ssrc).held:
+            self._route(packet, sender)
+
     def close_idle(self, now: float) -> None:
         self._refused_until = {ssrc: until for ssrc, until in self._refused_until.items() if until > now}
+        for ssrc, ending in list(self._ending.items()):
+            if ending.sink.ended:
+                self._resume(ssrc)
         for ssrc, call in list(self.calls.items()):
             if now - call.last_packet >= self.config.idle_seconds:
                 self._close(ssrc)
@@ -317,10 +424,19 @@ class RtpReceiver:
                 f"sequence numbers restarted {call.jitter.resyncs} time(s) (followed)"
             )
         call.sink.finished = True
+        self._ending[ssrc] = _Ending(call.sink)
 
-    def _report_once(self, sender: str, reason: str) -> None:
-        if (sender, reason) not in self._reported and len(self._reported) < 1000:
-            self._reported.add((sender, reason))
+    def _report_once(self, sender: str, reason: str, kind: str | None = None) -> None:
+        """One line per sender and kind of fault (``reason`` unless given), again once REPORT_MEMORY_SECONDS have passed."""
+        now = time.monotonic()
+        while self._reported:
+            oldest, reported_at = next(iter(self._reported.items()))
+            if now - reported_at < REPORT_MEMORY_SECONDS:
+                break
+            del self._reported[oldest]
+        key = (sender, reason if kind is None else kind)
+        if key not in self._reported and len(self._reported) < REPORTS_TRACKED:
+            self._reported[key] = now
             self.report(f"rtp packet from {sender} skipped: {reason} (further ones are only counted)")
 
     def counters(self) -> dict[str, int]:
@@ -330,4 +446,5 @@ class RtpReceiver:
             "rtp_late_packets": self.late_packets,
             "rtp_refused_packets": self.refused_packets,
             "rtp_resyncs": self.resyncs,
+            "rtp_wrong_sender_packets": self.wrong_sender_packets,
         }

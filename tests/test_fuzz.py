@@ -15,7 +15,7 @@ from ser_stream.errors import DatasetError
 from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.ingest import IngestError, MediaIngest, parse_message
 from ser_stream.pipeline import MonitorConfig, Stream
-from ser_stream.rtp import JitterBuffer, RtpError, RtpPacket, parse_packet
+from ser_stream.rtp import COMFORT_NOISE, JitterBuffer, RtpError, RtpPacket, is_telephone_event, parse_packet
 from training.ravdess import parse_name
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -58,20 +58,23 @@ def test_rtp_parser_returns_a_packet_or_raises_rtp_error(datagram):
     except RtpError as error:
         assert str(error) and "\n" not in str(error)
     else:
-        assert packet.payload_type in (0, 8) and len(packet.payload) <= len(datagram) - 12
+        assert packet.is_audio or packet.payload_type == COMFORT_NOISE or is_telephone_event(packet.payload_type, packet.payload)
+        assert len(packet.payload) <= len(datagram) - 12
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=320)), max_size=40),
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=320),
+                          st.sampled_from([0, 8, 13, 101])), max_size=40),
        st.integers(1, 8))
 def test_jitter_buffer_survives_any_packet_order_and_timestamps(packets, depth):
+    """Audio, comfort noise (13) and telephone events (101) in any order, with any timestamps."""
     jitter = JitterBuffer(depth)
     played = 0
-    for sequence, timestamp, payload in packets:
-        played += sum(block.size for block in jitter.push(RtpPacket(0, sequence, timestamp, 1, payload)))
+    for sequence, timestamp, payload, payload_type in packets:
+        played += sum(block.size for block in jitter.push(RtpPacket(payload_type, sequence, timestamp, 1, payload)))
     played += sum(block.size for block in jitter.flush())
     # every payload byte at most once, plus at most 1 s of silence per packet for gaps
-    assert played <= sum(len(p) for _, _, p in packets) + 8000 * len(packets)
+    assert played <= sum(len(p) for _, _, p, _ in packets) + 8000 * len(packets)
     assert not jitter.pending
 
 

@@ -158,10 +158,10 @@ def test_ctrl_c_ends_the_monitor_while_a_call_is_sent_faster_than_real_time():
     finally:
         process.kill()
     assert process.returncode == 0, process.stderr.read()
-    assert any("stream MZ-fast: the monitor is stopping; audio from here on is not analysed" in reply for reply in replies), replies[-3:]
+    assert any("stream 'MZ-fast': the monitor is stopping; audio from here on is not analysed" in reply for reply in replies), replies[-3:]
 
 
-def test_calls_beyond_max_streams_or_a_second_call_on_one_connection_are_refused_and_counted():
+def test_calls_beyond_max_streams_a_second_call_on_one_connection_or_a_repeated_start_are_refused_and_counted():
     port = free_port()
     process = start_ingest_monitor(port, "--max-streams", "2")
 
@@ -172,11 +172,19 @@ def test_calls_beyond_max_streams_or_a_second_call_on_one_connection_are_refused
         for index, connection in enumerate(connections):
             await connection.send(json.dumps({"event": "start", "start": {"streamSid": f"MZ{index}"}}))
         await connections[0].send(json.dumps({"event": "start", "start": {"streamSid": "MZ-extra"}}))
-        for connection in (connections[2], connections[0]):
+        await connections[0].send(json.dumps({"event": "start", "start": {"streamSid": "MZ0"}}))
+        for connection in (connections[2], connections[0], connections[0]):
             replies.append(json.loads(await asyncio.wait_for(connection.recv(), 10))["message"])
         messages: list[dict] = []
-        while not any(m["type"] == "status" and m["refused_streams"] for m in messages):
-            messages.append(json.loads(await asyncio.wait_for(subscriber.recv(), 10)))
+
+        async def until_all_counted() -> None:
+            while not any(m["type"] == "status" and m["refused_streams"] == 3 for m in messages):
+                messages.append(json.loads(await subscriber.recv()))
+
+        try:
+            await asyncio.wait_for(until_all_counted(), 10)
+        except TimeoutError:
+            pass
         for connection in connections:
             await connection.close()
         await subscriber.close()
@@ -185,8 +193,11 @@ def test_calls_beyond_max_streams_or_a_second_call_on_one_connection_are_refused
     replies, messages = run_then_sigterm(process, scenario)
     assert replies == [
         "stream 'MZ2' refused: 2 streams are open, the most this monitor takes (--max-streams)",
-        "stream MZ-extra refused: this connection already carries MZ0; one call per connection",
+        "stream 'MZ-extra' refused: this connection already carries 'MZ0'; one call per connection",
+        "stream 'MZ0' started twice",
     ]
     started = {m["stream"] for m in messages if m["type"] == "stream_started"}
     assert started == {"MZ0", "MZ1"}
-    assert [m for m in messages if m["type"] == "status"][-1]["refused_streams"] == 1
+    status = [m for m in messages if m["type"] == "status"][-1]
+    assert status["refused_streams"] == 3  # every 'start' that opened no stream, as docs/protocol.md says
+    assert status["ingest_gaps"] == status["ingest_late_chunks"] == 0 and undocumented_fields(messages) == []

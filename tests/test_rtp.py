@@ -95,8 +95,8 @@ def test_in_order_packets_play_back_exactly():
 def test_reordering_within_the_jitter_window_is_undone(data):
     depth = data.draw(st.integers(2, 8))
     packets = tone_packets(30, start_sequence=data.draw(st.integers(0, 0xFFFF)))  # wraps around 65535 sometimes
-    # each packet may arrive up to depth-1 places late; the first one arrives first
-    keys = [i + data.draw(st.floats(0, depth - 1.01)) if i else -1.0 for i in range(len(packets))]
+    # each packet may arrive up to depth-1 places late, the call's first one too
+    keys = [i + data.draw(st.floats(0, depth - 1.01)) for i in range(len(packets))]
     arrival = [packets[i] for i in sorted(range(len(packets)), key=lambda i: keys[i])]
     jitter = JitterBuffer(depth)
     audio = played(jitter, arrival)
@@ -125,7 +125,7 @@ def test_duplicates_are_played_once():
     packets = tone_packets(6)
     jitter = JitterBuffer(3)
     audio = played(jitter, [packets[0], packets[2], packets[2], packets[1], packets[1], *packets[3:]])
-    assert (jitter.duplicates, jitter.late) == (1, 1)  # a copy of a packet already played counts as late
+    assert (jitter.duplicates, jitter.late) == (2, 0)  # a copy of a packet already played is a duplicate, not late
     assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
 
 
@@ -211,7 +211,8 @@ def test_receiver_counts_a_restarted_call_as_a_resync_and_plays_it_on():
         receiver.socket.close()
     stream = streams["rtp-00000005"]
     assert stream.finished and stream.ring.read().size == 150 * PACKET_SAMPLES
-    assert receiver.counters() == {"rtp_bad_packets": 0, "rtp_lost_packets": 0, "rtp_late_packets": 0, "rtp_refused_packets": 0, "rtp_resyncs": 1}
+    assert receiver.counters() == {"rtp_bad_packets": 0, "rtp_lost_packets": 0, "rtp_late_packets": 0, "rtp_refused_packets": 0,
+                                   "rtp_resyncs": 1, "rtp_wrong_sender_packets": 0}
     assert stream.warning is not None and "restarted 1 time(s)" in stream.warning
 
 
@@ -354,3 +355,176 @@ def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(cl
     status = [m for m in messages if m["type"] == "status"][-1]
     assert status["rtp_bad_packets"] == 1 and status["rtp_lost_packets"] == 0 and status["overruns"] == 0
     assert undocumented_fields(messages) == []
+
+
+def receiver_with_streams(**config) -> tuple[RtpReceiver, dict[str, list[Stream]], list[str]]:
+    """A receiver whose calls open plain streams (every stream opened, by id, in order) and whose reports are kept."""
+    streams: dict[str, list[Stream]] = {}
+    reports: list[str] = []
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        streams.setdefault(stream_id, []).append(Stream(stream_id, sample_rate, MonitorConfig()))
+        return streams[stream_id][-1]
+
+    return RtpReceiver(RtpConfig(port=0, **config), open_stream, reports.append), streams, reports
+
+
+def test_comfort_noise_and_telephone_events_are_rtp_packets_that_carry_no_audio():
+    """RFC 3389 comfort noise (PT 13) and RFC 4733 events (a dynamic PT, usually 101) belong to a G.711 call."""
+    comfort_noise = parse_packet(rtp(7, 160, b"\x40", payload_type=13))
+    key_five = parse_packet(rtp(8, 320, bytes([5, 0x8A, 0x03, 0x20]), payload_type=101))
+    assert (comfort_noise.payload_type, key_five.payload_type) == (13, 101)
+    assert not comfort_noise.is_audio and not key_five.is_audio and parse_packet(rtp(9, 480, b"\xff" * 160)).is_audio
+    with pytest.raises(RtpError, match="payload type 101 is not G.711"):  # a dynamic PT whose payload is no event
+        parse_packet(rtp(9, 480, b"\xff" * 161, payload_type=101))
+
+
+def test_comfort_noise_and_telephone_events_keep_the_call_in_sequence_and_play_as_silence():
+    """A pause held by comfort noise and a key press: nothing bad, nothing lost, their time is silence."""
+    receiver, streams, reports = receiver_with_streams()
+    t = np.arange(PACKET_SAMPLES) / 8000
+    voice = mulaw_encode(0.3 * np.sin(2 * np.pi * 440 * t)).tobytes()
+    sequence, timestamp = 1000, 0
+
+    def send(payload: bytes, payload_type: int = 0, at: int | None = None) -> None:
+        nonlocal sequence
+        receiver.receive(rtp(sequence, timestamp if at is None else at, payload, payload_type), "10.0.0.5:40000")
+        sequence += 1
+
+    try:
+        for _ in range(50):
+            send(voice)
+            timestamp += PACKET_SAMPLES
+        send(b"\x40", payload_type=13)  # the caller goes quiet: one comfort-noise update, then 0.5 s of nothing
+        timestamp += 4000
+        for _ in range(50):
+            send(voice)
+            timestamp += PACKET_SAMPLES
+        for duration in range(1, 12):  # a key held 220 ms: updates and three end packets, all at the key's start
+            send(bytes([5, 0x8A if duration > 8 else 0x0A, 0, duration * 20]), payload_type=101, at=timestamp)
+        timestamp += 11 * PACKET_SAMPLES
+        for _ in range(50):
+            send(voice)
+            timestamp += PACKET_SAMPLES
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    audio = streams["rtp-1234abcd"][0].ring.read()
+    assert audio.size == 150 * PACKET_SAMPLES + 4000 + 11 * PACKET_SAMPLES
+    assert np.all(audio[50 * PACKET_SAMPLES:50 * PACKET_SAMPLES + 4000] == 0)
+    assert np.all(audio[-61 * PACKET_SAMPLES:-50 * PACKET_SAMPLES] == 0)
+    assert set(receiver.counters().values()) == {0} and reports == []
+    assert streams["rtp-1234abcd"][0].warning is None
+
+
+def test_comfort_noise_during_a_pause_longer_than_call_idle_keeps_the_call_open():
+    """A phone in a pause sends comfort-noise updates: the call is alive, one stream, its time runs through the pause."""
+    receiver, streams, _ = receiver_with_streams(idle_seconds=0.3)
+    payload = mulaw_encode(np.full(PACKET_SAMPLES, 0.1)).tobytes()
+    try:
+        for sequence in range(10):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payload), "127.0.0.1:4000")
+        for update in range(8):  # 0.8 s of pause, an update every 0.1 s: far past --call-idle without them
+            time.sleep(0.1)
+            receiver.receive(rtp(10 + update, 1600 + update * 800, b"\x40", payload_type=13), "127.0.0.1:4000")
+            receiver.close_idle(time.monotonic())
+        for sequence in range(18, 28):
+            receiver.receive(rtp(sequence, 8000 + (sequence - 18) * PACKET_SAMPLES, payload), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic())
+        assert not streams["rtp-1234abcd"][0].finished
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    assert len(streams["rtp-1234abcd"]) == 1
+    assert streams["rtp-1234abcd"][0].ring.read().size == 8000 + 10 * PACKET_SAMPLES
+    assert set(receiver.counters().values()) == {0}
+
+
+def test_a_network_that_duplicates_every_packet_loses_nothing():
+    packets = tone_packets(100)
+    jitter = JitterBuffer(5)
+    audio = played(jitter, [packet for packet in packets for _ in range(2)])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.duplicates, jitter.late, jitter.lost) == (100, 0, 0)
+
+
+def test_a_call_whose_first_two_packets_arrive_swapped_plays_both():
+    packets = tone_packets(20)
+    jitter = JitterBuffer(5)
+    audio = played(jitter, [packets[1], packets[0], *packets[2:]])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost) == (0, 0)
+
+
+def test_a_second_sender_using_a_calls_ssrc_is_dropped_counted_and_reported_once():
+    """RFC 3550 §8.2: an SSRC is its first sender's; another address sending it (a collision) is not merged in."""
+    receiver, streams, reports = receiver_with_streams()
+    first = mulaw_encode(0.3 * np.sin(2 * np.pi * 300 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+    second = mulaw_encode(0.3 * np.sin(2 * np.pi * 1000 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+    try:
+        for i in range(250):
+            receiver.receive(rtp(10000 + i, 50000 + PACKET_SAMPLES * i, first, ssrc=0xABCD), "10.0.0.1:16384")
+            receiver.receive(rtp(40000 + i, 9000000 + PACKET_SAMPLES * i, second, ssrc=0xABCD), "10.0.0.2:16384")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    assert np.array_equal(streams["rtp-0000abcd"][0].ring.read(), np.tile(mulaw_decode(first), 250))
+    assert receiver.counters()["rtp_wrong_sender_packets"] == 250
+    assert receiver.counters()["rtp_late_packets"] == 0 and streams["rtp-0000abcd"][0].warning is None
+    assert reports == [
+        "rtp packet from 10.0.0.2:16384 skipped: its SSRC is that of call rtp-0000abcd from 10.0.0.1:16384 "
+        "(an SSRC collision, or spoofing) (further ones are only counted)"
+    ]
+
+
+def test_a_third_party_that_knows_a_calls_ssrc_cannot_inject_audio_into_it():
+    receiver, streams, reports = receiver_with_streams()
+    victim = mulaw_encode(0.3 * np.sin(2 * np.pi * 300 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+    attacker = mulaw_encode(0.3 * np.sin(2 * np.pi * 1000 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+    try:
+        for i in range(250):
+            receiver.receive(rtp(10000 + i, 50000 + PACKET_SAMPLES * i, victim, ssrc=0xABCD), "10.0.0.1:16384")
+            if i % 5 == 0:  # every 100 ms two consecutive packets: what a renumbered sender looks like
+                for k in range(2):
+                    receiver.receive(rtp(40000 + i + k, PACKET_SAMPLES * i, attacker, ssrc=0xABCD), "203.0.113.9:5555")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    assert np.array_equal(streams["rtp-0000abcd"][0].ring.read(), np.tile(mulaw_decode(victim), 250))
+    counters = receiver.counters()
+    assert (counters["rtp_resyncs"], counters["rtp_wrong_sender_packets"]) == (0, 100)
+    assert len(reports) == 1 and "203.0.113.9:5555" in reports[0]
+
+
+def test_new_bad_senders_are_still_reported_once_the_first_thousand_are_remembered_no_longer(monkeypatch):
+    """Reports are remembered for a while, at most REPORTS_TRACKED of them: a flood of spoofed senders is bounded,
+    yet a sender that breaks later (a new phone, a new codec) is still told about."""
+    from ser_stream import rtp as rtp_module
+
+    monkeypatch.setattr(rtp_module, "REPORT_MEMORY_SECONDS", 0.3)
+    receiver, _, reports = receiver_with_streams()
+    try:
+        for index in range(rtp_module.REPORTS_TRACKED + 50):
+            receiver.receive(b"\x80\x00", f"10.1.{index // 250}.{index % 250}:16384")
+        assert len(reports) == rtp_module.REPORTS_TRACKED  # the flood's first ones; the rest only counted
+        time.sleep(0.35)
+        receiver.receive(rtp(0, 0, b"\x00" * 160, payload_type=18), "192.0.2.67:9999")  # a G.729 phone, later
+        receiver.receive(b"\x80\x00", "10.1.0.0:16384")  # the first broken sender, still broken
+    finally:
+        receiver.socket.close()
+    assert reports[-2:] == [
+        "rtp packet from 192.0.2.67:9999 skipped: payload type 18 is not G.711 at 8 kHz (0 μ-law or 8 A-law), "
+        "comfort noise (13) or telephone events (RFC 4733) (further ones are only counted)",
+        "rtp packet from 10.1.0.0:16384 skipped: 2-byte datagram is shorter than the 12-byte RTP header "
+        "(further ones are only counted)",
+    ]
+    assert receiver.bad_packets == rtp_module.REPORTS_TRACKED + 52
+
+
+def test_a_forward_jump_ending_in_comfort_noise_counts_as_lost_what_its_silence_holds():
+    """As for audio: the silence before a comfort-noise packet (at most 1 s) holds 50 packets of 20 ms, not 2000."""
+    packets = tone_packets(20)
+    comfort_noise = RtpPacket(13, 2020, 2020 * PACKET_SAMPLES, 7, b"\x40")
+    jitter = JitterBuffer(3)
+    audio = played(jitter, [*packets, comfort_noise])
+    assert audio.size == 20 * PACKET_SAMPLES + 8000 and (jitter.lost, jitter.late) == (50, 0)

@@ -60,7 +60,7 @@ def test_a_token_is_required_and_a_wrong_one_is_refused_as_a_policy_violation():
 def test_failed_opening_handshakes_are_counted_by_cause_and_reach_the_status_counters():
     async def scenario():
         publisher = await started(AccessConfig())
-        for request in (b"", b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b"\x16\x03\x01 TLS to a plain port\r\n\r\n"):
+        for request in (b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b"\x16\x03\x01 TLS to a plain port\r\n\r\n"):
             reader, writer = await asyncio.open_connection("127.0.0.1", publisher.port)
             writer.write(request)  # nothing, an upgrade without a key, not HTTP at all
             await writer.drain()
@@ -77,7 +77,7 @@ def test_failed_opening_handshakes_are_counted_by_cause_and_reach_the_status_cou
     assert hello["type"] == "hello"  # a good client after three bad ones
     assert counters["failed_handshakes"] == 3 and counters["subscribers"] == 0
     assert by_cause == {"EOFError": 1, "InvalidHeader": 1, "ValueError": 1}, by_cause
-    assert counters["refused_token"] == counters["refused_origin"] == counters["refused_ingest_limit"] == 0
+    assert counters["refused_token"] == counters["refused_origin"] == counters["refused_ingest_limit"] == counters["refused_host"] == 0
 
 
 def test_token_comparison_is_exact():
@@ -100,6 +100,93 @@ def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade()
     status, *hellos = asyncio.run(scenario())
     assert status == 403
     assert all(hello["type"] == "hello" for hello in hellos)
+
+
+async def raw_request(port: int, headers: str, path: str = "/", upgrade: bool = True) -> tuple[str, str]:
+    """Send a request a browser (or anyone) could send, header by header; the status line and the body back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if upgrade:
+        headers += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    writer.write(f"GET {path} HTTP/1.1\r\n{headers}\r\n".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    body = await asyncio.wait_for(reader.readexactly(length), 5) if length else b""
+    writer.close()
+    return head.split(b"\r\n")[0].decode(), body.decode()
+
+
+def test_a_dns_rebound_name_is_refused_for_the_page_and_the_websocket_alike():
+    """DNS rebinding: a page at http://attacker.example:PORT whose name now resolves to 127.0.0.1 sends
+    ``Host`` and ``Origin`` of its own name, equal to each other; only the Host allow-list can tell."""
+    from ser_stream.web import serve_page
+
+    async def scenario():
+        publisher = await started(AccessConfig(allowed_origins=("https://wallboard.example",), allowed_hosts=("monitor.example",)))
+        publisher.page = serve_page
+        port = publisher.port
+        evil = f"attacker.example:{port}"
+        answers = {
+            "rebound upgrade": await raw_request(port, f"Host: {evil}\r\nOrigin: http://{evil}\r\n"),
+            "rebound page": await raw_request(port, f"Host: {evil}\r\n", upgrade=False),
+            "rebound ingest": await raw_request(port, f"Host: {evil}\r\nOrigin: http://{evil}\r\n", path="/ingest"),
+        }
+        no_host = await raw_request(port, "")
+        served = {}
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}", f"monitor.example:{port}", "wallboard.example"):
+            served[host] = (await raw_request(port, f"Host: {host}\r\nOrigin: http://{host}\r\n"))[0], (await raw_request(port, f"Host: {host}\r\n", upgrade=False))[0]
+        counters = publisher.counters()
+        await publisher.close()
+        return answers, no_host, served, counters
+
+    answers, no_host, served, counters = asyncio.run(scenario())
+    for status, _ in answers.values():
+        assert status == "HTTP/1.1 403 Forbidden", answers
+    assert answers["rebound page"][1] == "host 'attacker.example' is not one this monitor serves; to reach it by that name, add --allow-host attacker.example\n"
+    assert no_host == ("HTTP/1.1 400 Bad Request", "no Host header: HTTP/1.1 requires one\n")
+    assert counters["refused_host"] == 3 and counters["refused_origin"] == 0
+    assert served == {host: ("HTTP/1.1 101 Switching Protocols", "HTTP/1.1 200 OK") for host in served}
+
+
+def test_a_monitor_listening_on_every_address_serves_any_address_but_only_the_names_it_was_given():
+    """Addresses cannot be rebound (a page at http://10.0.0.5:PORT/ is the monitor's own); names can."""
+    everywhere = Publisher("0.0.0.0", 0, access=AccessConfig(allowed_hosts=("monitor.example",)))
+    assert all(everywhere.serves_host(host) for host in ("10.0.0.5:8765", "[2001:db8::5]:8765", "monitor.example", "MONITOR.EXAMPLE.:8765"))
+    assert not any(everywhere.serves_host(host) for host in ("attacker.example:8765", "", "monitor.example@attacker.example", "[::1"))
+    loopback = Publisher("127.0.0.1", 0)
+    assert loopback.serves_host("127.0.0.2:8765") and not loopback.serves_host("10.0.0.5:8765")
+
+
+def test_allow_host_adds_names_to_the_ones_a_monitor_serves():
+    """Behind a name (a reverse proxy, a DNS entry for the monitor's machine) the operator says which."""
+    from ser_stream.cli import _access, build_parser
+
+    args = build_parser().parse_args(["monitor", "--ws", "0.0.0.0:8765", "--allow-host", "monitor.example", "--allow-host", "ser.corp.example"])
+    publisher = Publisher("0.0.0.0", 8765, access=_access(args))
+    assert publisher.serves_host("monitor.example:8765") and publisher.serves_host("ser.corp.example")
+    assert not publisher.serves_host("attacker.example:8765")
+
+
+def test_a_request_with_a_header_twice_gets_400_naming_it():
+    """Two ``Origin`` headers once made the origin check raise: HTTP 500, "see server log", with the log silenced."""
+
+    async def scenario():
+        publisher = await started(AccessConfig())
+        host = f"Host: 127.0.0.1:{publisher.port}\r\n"
+        answers = [
+            await raw_request(publisher.port, host + "Origin: http://a.example\r\nOrigin: http://b.example\r\n"),
+            await raw_request(publisher.port, host + "Host: attacker.example\r\n"),
+            await raw_request(publisher.port, host + "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"),
+        ]
+        split = await raw_request(publisher.port, host + "Connection: keep-alive\r\n")  # one list in two headers is fine
+        counters = publisher.counters()
+        await publisher.close()
+        return answers, split, counters
+
+    answers, split, counters = asyncio.run(scenario())
+    assert answers == [("HTTP/1.1 400 Bad Request", f"two {name} headers: send one\n") for name in ("Origin", "Host", "Authorization")]
+    assert split[0] == "HTTP/1.1 101 Switching Protocols"
+    assert counters["failed_handshakes"] == 3 and counters["refused_host"] == 0  # malformed requests, not refusals
 
 
 def test_ingest_connections_beyond_the_limit_get_429():

@@ -1,0 +1,220 @@
+"""One ingest call as Twilio forks it: its tracks, its chunk numbers and timestamps, the events it may send besides audio.
+
+A real WebSocket client talks to the real publisher and ``MediaIngest``; the
+streams are the pipeline's own, read back from their ring buffers (no worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+
+from ser_stream.g711 import mulaw_decode, mulaw_encode
+from ser_stream.ingest import IngestError, MediaIngest, parse_message
+from ser_stream.pipeline import MonitorConfig, Stream
+from ser_stream.publish import Publisher
+
+SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
+FRAME = 160  # 20 ms of 8 kHz audio, as Twilio sends
+
+
+def tone_codes(hz: float) -> bytes:
+    return mulaw_encode(0.3 * np.sin(2 * np.pi * hz * np.arange(FRAME) / 8000)).tobytes()
+
+
+CALLER, AGENT = tone_codes(300), tone_codes(1000)
+
+
+def start(tracks: list[str] | None = None, sid: str = SID) -> str:
+    details: dict[str, Any] = {"streamSid": sid, "callSid": "CA1", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+    if tracks is not None:
+        details["tracks"] = tracks
+    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": details})
+
+
+def media(codes: bytes, chunk: int | None = None, timestamp_ms: int | None = None, track: str | None = None, sid: str = SID) -> str:
+    fields: dict[str, Any] = {"payload": base64.b64encode(codes).decode()}
+    if track is not None:
+        fields["track"] = track
+    if chunk is not None:
+        fields["chunk"] = str(chunk)
+    if timestamp_ms is not None:
+        fields["timestamp"] = str(timestamp_ms)
+    return json.dumps({"event": "media", "streamSid": sid, "media": fields})
+
+
+def call(frames: list[str]) -> tuple[dict[str, Stream], list[str], MediaIngest, int]:
+    """Send ``frames`` on one ingest connection; the streams it opened, the error lines it got, the ingest, refusals counted."""
+    opened: dict[str, Stream] = {}
+    refused: list[None] = []
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        # No worker drains these: the ring holds a whole test call, a minute of gap silence included.
+        opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig(ring_seconds=90.0))
+        return opened[stream_id]
+
+    ingest = MediaIngest(open_stream, lambda: refused.append(None))
+
+    async def scenario() -> list[str]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        publisher.ingest = ingest.handle
+        await publisher.start()
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for frame in frames:
+                await connection.send(frame)
+            try:
+                while True:
+                    replies.append(json.loads(await asyncio.wait_for(connection.recv(), 0.5))["message"])
+            except TimeoutError:
+                pass
+        await publisher.close()
+        return replies
+
+    replies = asyncio.run(scenario())
+    return opened, replies, ingest, len(refused)
+
+
+def audio(stream: Stream) -> np.ndarray:
+    return stream.ring.read()
+
+
+def test_both_tracks_of_a_call_become_two_streams_each_as_long_as_the_call():
+    """Twilio <Stream track="both_tracks"> interleaves caller and agent frames under one streamSid."""
+    frames = [start(["inbound", "outbound"])]
+    for index in range(50):  # 1 s of call
+        frames += [media(CALLER, index + 1, 20 * index, "inbound"), media(AGENT, index + 1, 20 * index, "outbound")]
+    frames.append(json.dumps({"event": "stop", "streamSid": SID}))
+    opened, replies, _, _ = call(frames)
+    assert replies == []
+    assert sorted(opened) == [f"{SID}/inbound", f"{SID}/outbound"]
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        stream = opened[f"{SID}/{track}"]
+        assert stream.finished
+        heard = audio(stream)
+        assert heard.size == 8000  # 1.00 s: one voice, not both interleaved
+        assert np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 50))
+
+
+def test_a_one_track_call_is_one_stream_named_by_its_stream_sid_and_other_tracks_are_refused_by_name():
+    opened, replies, _, _ = call([start(["inbound"]), media(CALLER, 1, 0, "inbound"), media(AGENT, 2, 20, "outbound"), media(CALLER, 2, 20)])
+    assert list(opened) == [SID] and audio(opened[SID]).size == 2 * FRAME
+    assert replies == [f"stream {SID!r}: media for track 'outbound', which its start did not list (start.tracks: inbound)"]
+
+
+def test_dtmf_and_mark_events_are_ignored_like_connected():
+    """Both are documented Twilio messages: a key press, and the answer to a mark the platform was sent."""
+    frames = [
+        json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+        start(["inbound"]),
+        media(CALLER, 1, 0, "inbound"),
+        json.dumps({"event": "dtmf", "streamSid": SID, "sequenceNumber": "5", "dtmf": {"track": "inbound_track", "digit": "1"}}),
+        json.dumps({"event": "mark", "streamSid": SID, "sequenceNumber": "6", "mark": {"name": "greeting"}}),
+        media(CALLER, 2, 20, "inbound"),
+    ]
+    opened, replies, ingest, _ = call(frames)
+    assert replies == [] and ingest.errors == 0
+    assert audio(opened[SID]).size == 2 * FRAME
+
+
+def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_true():
+    chunks = [*range(1, 11), *range(16, 21)]  # chunks 11-15 (100 ms) never arrive
+    opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in chunks)])
+    heard = audio(opened[SID])
+    assert replies == []
+    assert heard.size == 20 * FRAME  # 400 ms, as the call's timestamps say, not 300
+    assert not heard[10 * FRAME : 15 * FRAME].any() and heard[15 * FRAME :].any()
+    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0}
+
+
+def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_chunks_are_still_filled():
+    jump = [start(), media(CALLER, 1, 0), media(CALLER, 2, 20), media(CALLER, 3, 540)]  # 500 ms the platform never sent
+    opened, _, ingest, _ = call(jump)
+    assert audio(opened[SID]).size == 3 * FRAME + 4000 and ingest.counters()["ingest_gaps"] == 1
+    chunks_only = [start(), media(CALLER, 1), media(CALLER, 2), media(CALLER, 5)]
+    opened, _, ingest, _ = call(chunks_only)
+    assert audio(opened[SID]).size == 5 * FRAME and ingest.counters()["ingest_gaps"] == 1
+    in_step = [start(), *(media(CALLER, chunk, 20 * chunk + (chunk % 3)) for chunk in range(1, 30))]  # ms rounding is no gap
+    opened, _, ingest, _ = call(in_step)
+    assert audio(opened[SID]).size == 29 * FRAME and ingest.counters()["ingest_gaps"] == 0
+
+
+def test_a_timestamp_hours_ahead_plays_at_most_a_minute_of_silence_and_one_going_back_none():
+    """A sender's clock error must not hold the call (and the worker) for hours, nor turn every later frame into a gap."""
+    hours = 2 * 3600 * 1000
+    ahead = [start(), media(CALLER, 1, 0), *(media(CALLER, chunk, hours + 20 * chunk) for chunk in range(2, 10))]
+    opened, _, ingest, _ = call(ahead)
+    assert audio(opened[SID]).size == 9 * FRAME + 60 * 8000 and ingest.counters()["ingest_gaps"] == 1
+    back = [start(), *(media(CALLER, chunk, 20 * chunk) for chunk in range(1, 10)), *(media(CALLER, chunk, 20 * (chunk - 9)) for chunk in range(10, 20))]
+    opened, _, ingest, _ = call(back)
+    assert audio(opened[SID]).size == 19 * FRAME and ingest.counters()["ingest_gaps"] == 0
+
+
+def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
+    order = [1, 2, 3, 2, 3, 4, 1, 5]
+    opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in order)])
+    assert replies == [] and audio(opened[SID]).size == 5 * FRAME
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3}
+
+
+def test_a_chunk_or_timestamp_that_is_not_a_whole_number_is_named_and_skipped():
+    frame = json.loads(media(CALLER, 2, 20))
+    frame["media"]["chunk"] = "two"
+    opened, replies, _, _ = call([start(), media(CALLER, 1, 0), json.dumps(frame), media(CALLER, 2, 20)])
+    assert replies == ["media.chunk 'two' is not a whole number"] and audio(opened[SID]).size == 2 * FRAME
+
+
+def test_a_second_call_or_a_repeated_start_on_one_connection_is_refused_and_counted():
+    opened, replies, _, refused = call([start(), start(sid="MZ-extra"), start()])
+    assert list(opened) == [SID]
+    assert replies == [
+        f"stream 'MZ-extra' refused: this connection already carries {SID!r}; one call per connection",
+        f"stream {SID!r} started twice",
+    ]
+    assert refused == 2
+
+
+def test_error_lines_show_a_stream_sid_with_a_line_break_escaped():
+    """Ingest clients choose their streamSid; one with a newline once forged a second line in the monitor's output."""
+    forged = "MZ1\n[ERROR] forged log line"
+    frames = [json.dumps({"event": "stop", "streamSid": forged}), media(CALLER, sid=forged), start(sid=forged), start(sid=forged)]
+    _, replies, _, _ = call(frames)
+    assert len(replies) == 3
+    assert all("\n" not in reply and "'MZ1\\n[ERROR] forged log line'" in reply for reply in replies), replies
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values | st.sampled_from(["7", "０", "²", "1" * 16, ["inbound", "inbound"], ["outbound", "inbound"], []]), st.sampled_from(["chunk", "timestamp", "tracks"]))
+def test_any_chunk_timestamp_or_tracks_value_is_taken_or_named_in_one_line(value, field):
+    frame = {"event": "start", "start": {"streamSid": "MZ1", field: value}} if field == "tracks" else \
+        {"event": "media", "streamSid": "MZ1", "media": {"payload": "", field: value}}
+    try:
+        message = parse_message(json.dumps(frame))
+    except IngestError as error:
+        assert str(error) and "\n" not in str(error) and len(str(error)) < 200
+    else:
+        if field == "tracks":
+            assert message["start"]["tracks"] in (["inbound"], ["outbound"], ["inbound", "outbound"], ["outbound", "inbound"])
+        else:
+            assert message["media"][field] is None if value is None else message["media"][field] >= 0
+
+
+@pytest.mark.parametrize("value", ["12", 12])
+def test_chunk_numbers_may_come_as_digits_in_a_string_or_as_numbers(value):
+    assert parse_message(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "", "chunk": value}}))["media"]["chunk"] == 12

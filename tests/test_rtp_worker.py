@@ -1,0 +1,138 @@
+"""Calls coming and going through the worker: ids reused, calls refused, and the order subscribers hear of them."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ser_stream import pipeline
+from ser_stream.errors import StreamRefused
+from ser_stream.g711 import mulaw_encode
+from ser_stream.pipeline import MonitorConfig, Stream, Worker
+from ser_stream.rtp import RtpConfig, RtpReceiver
+
+PACKET_SAMPLES = 160
+SILENCE = mulaw_encode(np.zeros(PACKET_SAMPLES)).tobytes()  # no speech, so no window ever reaches a model
+
+
+def rtp(sequence: int, timestamp: int, ssrc: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc) + SILENCE
+
+
+def monitor_opener(worker: Worker):
+    """What the monitor hands its RTP receiver and ingest: build a stream, then give it to the worker."""
+
+    def open_call_stream(stream_id: str, sample_rate: int) -> Stream:
+        stream = Stream(stream_id, sample_rate, worker.config)
+        worker.add_stream(stream)
+        return stream
+
+    return open_call_stream
+
+
+def test_a_call_that_resumes_while_its_last_stream_is_still_ending_loses_no_audio():
+    """A caller pauses just past --call-idle while the worker is busy: the call's packets wait for the old
+    stream's end (no refusal, no second lost), then play in the next stream."""
+    messages: list[dict] = []
+    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
+    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    try:
+        for sequence in range(50):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=5), "127.0.0.1:4000")
+        worker.step()
+        receiver.close_idle(time.monotonic() + 2.1)  # the pause: the call is closed, its stream still being published
+        for sequence in range(50, 100):  # the caller speaks again before the worker's next step
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, ssrc=5), "127.0.0.1:4000")
+        worker.step()  # publishes the old stream's end
+        for sequence in range(100, 110):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, ssrc=5), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 60)
+        worker.step()
+        worker.step()
+    finally:
+        receiver.socket.close()
+    events = [(m["type"], m["t"]) for m in messages if m["type"] in ("stream_started", "stream_ended")]
+    assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 1.2)]
+    assert receiver.counters()["rtp_refused_packets"] == 0 and worker.refused_streams == 0
+
+
+def test_an_rtp_call_refused_for_many_retries_counts_as_one_refused_stream(monkeypatch):
+    """refused_streams counts calls: one call refused while it keeps sending is one, however often it is retried;
+    its packets are counted in rtp_refused_packets."""
+    from ser_stream import rtp as rtp_module
+
+    monkeypatch.setattr(rtp_module, "REFUSED_RETRY_SECONDS", 0.05)
+    worker = Worker(None, MonitorConfig(max_streams=1), [].append)  # type: ignore[arg-type]
+    receiver = RtpReceiver(RtpConfig(port=0), monitor_opener(worker), [].append)
+    try:
+        for sequence in range(30):  # 0.6 s: the refused call is tried again about ten times
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=1), "10.0.0.1:4000")
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=2), "10.0.0.2:4000")
+            time.sleep(0.02)
+            receiver.close_idle(time.monotonic())
+    finally:
+        receiver.socket.close()
+    assert worker.refused_streams == 1 and receiver.counters()["rtp_refused_packets"] == 30
+    with pytest.raises(StreamRefused):
+        worker.add_stream(Stream("rtp-00000003", 8000, worker.config))  # another call: counted
+    assert worker.refused_streams == 2
+
+
+def test_a_call_over_the_stream_limit_is_refused_before_a_stream_is_built(monkeypatch):
+    """A flood of new SSRCs at --max-streams costs each packet a check, not the construction of a stream."""
+    built: list[str] = []
+
+    class CountedStream(Stream):
+        def __init__(self, stream_id: str, sample_rate: int, config: MonitorConfig, detector=None) -> None:
+            built.append(stream_id)
+            super().__init__(stream_id, sample_rate, config, detector)
+
+    monkeypatch.setattr(pipeline, "Stream", CountedStream)
+    worker = Worker(None, MonitorConfig(max_streams=1), [].append)  # type: ignore[arg-type]
+    assert worker.open_stream("rtp-00000001", 8000).stream_id == "rtp-00000001"
+    receiver = RtpReceiver(RtpConfig(port=0), worker.open_stream, [].append)
+    try:
+        for ssrc in range(2, 1002):
+            receiver.receive(rtp(0, 0, ssrc=ssrc), f"198.51.100.7:{1024 + ssrc}")
+    finally:
+        receiver.socket.close()
+    assert built == ["rtp-00000001"] and receiver.counters()["rtp_refused_packets"] == 1000
+    assert worker.refused_streams == 1000 and list(worker.streams) == ["rtp-00000001"]
+
+
+def test_a_reused_stream_id_is_announced_started_only_after_the_old_one_ended():
+    """An ingest 'start' runs on the event loop, where a message is published at once; the worker's messages wait
+    their turn in the loop's queue. A new stream of an id must still never be announced before the old one's end."""
+    loop_thread = threading.get_ident()
+    published: list[dict] = []
+    queued: list[dict] = []  # handed to the event loop from the worker thread, not yet run (call_soon_threadsafe)
+
+    def emit(message: dict) -> None:
+        (published if threading.get_ident() == loop_thread else queued).append(message)
+
+    def worker_step() -> None:
+        thread = threading.Thread(target=worker.step)
+        thread.start()
+        thread.join()
+
+    def loop_runs_its_queue() -> None:
+        published.extend(queued)
+        queued.clear()
+
+    worker = Worker(None, MonitorConfig(), emit)  # type: ignore[arg-type]
+    first = Stream("MZreuse", 8000, worker.config)
+    worker.add_stream(first)  # the first call's 'start'
+    worker_step()
+    loop_runs_its_queue()
+    first.finished = True  # its 'stop'
+    worker_step()  # the worker publishes its end and lets the id go
+    worker.add_stream(Stream("MZreuse", 8000, worker.config))  # the next call's 'start', before the loop ran its queue
+    loop_runs_its_queue()
+    worker_step()
+    loop_runs_its_queue()
+    events = [m["type"] for m in published if m["type"] in ("stream_started", "stream_ended")]
+    assert events == ["stream_started", "stream_ended", "stream_started"]
