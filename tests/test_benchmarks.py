@@ -75,3 +75,23 @@ def test_a_ladder_where_no_load_was_sustained_is_reported_as_missed_not_left_out
     table = render(figures)
     assert "| concurrent real-time calls sustained | none of the loads tried | ≥ 50 | **missed** |" in table
     assert "end-to-end utterance latency at" not in table
+
+
+def test_vad_coverage_counts_the_clips_the_voice_detector_would_pass_over(tmp_path, capsys):
+    import numpy as np
+    import soundfile
+
+    from benchmarks.vad_coverage import main as coverage_main
+    from ser_stream.cli import DEMO_RECORDING
+
+    speech, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
+    folder = tmp_path / "Actor_01"
+    folder.mkdir()
+    soundfile.write(folder / "03-01-01-01-01-01-01.wav", speech[int(0.4 * rate) : int(6.3 * rate)], rate)  # the demo's first utterance
+    roar = 0.3 * np.random.default_rng(0).standard_normal(3 * rate).astype(np.float32)  # loud, and no voice in it
+    soundfile.write(folder / "03-01-05-02-01-01-01.wav", roar, rate)
+    assert coverage_main(["--data", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "wideband: 1 of 2 clips have under 0.25 s of VAD speech (no utterance in the monitor)"
+    assert lines[1] == "  by emotion/intensity: angry/strong 1" and lines[2] == "  by actor: 01: 1"
+    assert lines[3].startswith("telephone: 1 of 2 clips")

@@ -1,0 +1,67 @@
+"""How much of each RAVDESS clip the monitor's voice detector hears as speech, wideband and by telephone.
+
+The monitor publishes an utterance only where Silero VAD finds at least
+``min_speech_seconds`` of speech; ``classify`` trims by level instead. This
+counts the clips the monitor would pass over, by emotion, intensity and actor
+(frames scored at or above the threshold that starts speech; the tracker's
+hysteresis keeps a few more once speech has started, so this is close, not exact).
+
+    .venv/bin/python -m benchmarks.vad_coverage [--data ../shared/data/ravdess16k] [--actors 1 6]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ser_stream.audiofile import read_audio
+from ser_stream.cli import OneLineParser
+from ser_stream.clips import without_dc
+from ser_stream.errors import SerStreamError
+from ser_stream.features import SAMPLE_RATE, resample_to_canonical
+from ser_stream.utterances import VAD_FRAME_SAMPLES, SileroDetector, UtteranceConfig
+from training.augment import telephone
+from training.ravdess import scan
+
+INTENSITY = {1: "normal", 2: "strong"}
+
+
+def speech_seconds(canonical: np.ndarray, threshold: float) -> float:
+    """Seconds of 32 ms frames a fresh detector scores at or above ``threshold``."""
+    detector = SileroDetector()
+    frames = canonical[: canonical.size // VAD_FRAME_SAMPLES * VAD_FRAME_SAMPLES].reshape(-1, VAD_FRAME_SAMPLES)
+    return sum(detector(frame) >= threshold for frame in frames) * VAD_FRAME_SAMPLES / SAMPLE_RATE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m benchmarks.vad_coverage", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
+    parser.add_argument("--actors", type=int, nargs="*", default=None, help="only these actors (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        clips, _ = scan(args.data)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    clips = [clip for clip in clips if args.actors is None or clip.actor in args.actors]
+    config = UtteranceConfig()
+    missed: dict[str, list] = {"wideband": [], "telephone": []}
+    for index, clip in enumerate(clips):
+        audio, rate = read_audio(clip.path)
+        canonical = resample_to_canonical(without_dc(audio), rate)
+        for chain, heard in (("wideband", canonical), ("telephone", telephone(canonical, np.random.default_rng(index)))):
+            if speech_seconds(heard, config.speech_threshold) < config.min_speech_seconds:
+                missed[chain].append(clip)
+    for chain, passed_over in missed.items():
+        print(f"{chain}: {len(passed_over)} of {len(clips)} clips have under {config.min_speech_seconds} s of VAD speech "
+              f"(no utterance in the monitor)")
+        if passed_over:
+            kinds = Counter(f"{clip.emotion}/{INTENSITY.get(clip.intensity, clip.intensity)}" for clip in passed_over)
+            print("  by emotion/intensity:", ", ".join(f"{kind} {count}" for kind, count in kinds.most_common()))
+            print("  by actor:", ", ".join(f"{actor:02d}: {count}" for actor, count in sorted(Counter(c.actor for c in passed_over).items())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
