@@ -1,4 +1,9 @@
-"""The project's exception types: each carries a one-line message a user can act on."""
+"""The project's exception types: each carries a one-line message a user can act on; and the bounded memory
+that keeps a fault reported (or a refusal counted) once per key for a while, not once per packet."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
 
 
 class SerStreamError(Exception):
@@ -29,3 +34,33 @@ def shown(path: object) -> str:
     """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters."""
     text = str(path)
     return text if text.isprintable() and text else ascii(text)  # an empty name shows as ''
+
+
+class RecentKeys:
+    """Keys noted lately, oldest first, each forgotten ``seconds`` after it was noted, at most ``capacity`` at once.
+
+    What a flood of distinct keys (spoofed senders, retrying calls) can cost is bounded, and a key seen again
+    after a while counts as new again: a sender that breaks later is still told, a call refused later still counted.
+    """
+
+    def __init__(self, seconds: float, capacity: int) -> None:
+        self.seconds, self.capacity = seconds, capacity
+        self._noted: dict[Hashable, float] = {}
+
+    def remembers(self, key: Hashable, now: float) -> bool:
+        """Whether ``key`` was noted less than ``seconds`` before ``now`` (and forget those noted earlier)."""
+        while self._noted:
+            oldest, noted_at = next(iter(self._noted.items()))
+            if now - noted_at < self.seconds:
+                break
+            del self._noted[oldest]
+        return key in self._noted
+
+    def has_room(self) -> bool:
+        return len(self._noted) < self.capacity
+
+    def note(self, key: Hashable, now: float) -> None:
+        """Remember ``key`` from ``now`` (renewed if already noted), if there is room."""
+        self._noted.pop(key, None)
+        if self.has_room():
+            self._noted[key] = now

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import StreamRefused
+from ser_stream.errors import RecentKeys, StreamRefused
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import Message, rounded
@@ -102,7 +102,7 @@ class Worker:
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
         self.refused_streams = 0  # calls refused (StreamRefused): at --max-streams, a duplicate id, or while stopping
-        self._refused_ids: dict[str, float] = {}  # id → when last refused, oldest first: retries are not new calls
+        self._refused_ids = RecentKeys(REFUSED_ID_SECONDS, REFUSED_IDS_TRACKED)  # retries are not new calls
         # Streams taken but not yet announced. stream_started is emitted by the worker's thread, like every message
         # about the stream after it: emitted on the event loop's thread (an ingest 'start') it would be published at
         # once, ahead of the previous stream of that id's stream_ended, still queued for the loop.
@@ -146,15 +146,9 @@ class Worker:
         else:
             return
         now = time.monotonic()
-        while self._refused_ids:
-            oldest, refused_at = next(iter(self._refused_ids.items()))
-            if now - refused_at < REFUSED_ID_SECONDS:
-                break
-            del self._refused_ids[oldest]
-        if self._refused_ids.pop(stream_id, None) is None:
+        if not self._refused_ids.remembers(stream_id, now):
             self.refused_streams += 1
-        if len(self._refused_ids) < REFUSED_IDS_TRACKED:
-            self._refused_ids[stream_id] = now
+        self._refused_ids.note(stream_id, now)
         raise StreamRefused(stream_id, reason)
 
     def _announce(self, started: list[str]) -> None:

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ser_stream.errors import SerStreamError, StreamRefused
+from ser_stream.errors import RecentKeys, SerStreamError, StreamRefused
 from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.sources import Sink
 
@@ -312,7 +312,7 @@ class RtpReceiver:
         self.refused_packets = 0  # packets of calls the worker had no stream for
         self.wrong_sender_packets = 0  # a call's SSRC from another address (a collision, or spoofing): dropped
         self._refused_until: dict[int, float] = {}  # SSRC of a refused call → when to try opening its stream again
-        self._reported: dict[tuple[str, str], float] = {}  # (sender, kind of fault) → when reported, oldest first
+        self._reported = RecentKeys(REPORT_MEMORY_SECONDS, REPORTS_TRACKED)  # (sender, kind of fault) reported lately
 
     def run(self, stop: threading.Event) -> None:
         last_sweep = time.monotonic()
@@ -429,14 +429,9 @@ class RtpReceiver:
     def _report_once(self, sender: str, reason: str, kind: str | None = None) -> None:
         """One line per sender and kind of fault (``reason`` unless given), again once REPORT_MEMORY_SECONDS have passed."""
         now = time.monotonic()
-        while self._reported:
-            oldest, reported_at = next(iter(self._reported.items()))
-            if now - reported_at < REPORT_MEMORY_SECONDS:
-                break
-            del self._reported[oldest]
         key = (sender, reason if kind is None else kind)
-        if key not in self._reported and len(self._reported) < REPORTS_TRACKED:
-            self._reported[key] = now
+        if not self._reported.remembers(key, now) and self._reported.has_room():
+            self._reported.note(key, now)
             self.report(f"rtp packet from {sender} skipped: {reason} (further ones are only counted)")
 
     def counters(self) -> dict[str, int]:
