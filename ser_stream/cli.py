@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ser_stream.publish import AccessConfig
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``minimum``; argparse names the option in its error."""
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (and at most ``maximum``); argparse names the option in its error."""
 
     def parse(text: str) -> int:
         try:
@@ -29,6 +29,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} must be at most {maximum}")
         return value
 
     return parse
@@ -194,6 +196,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     from ser_stream.pipeline import MonitorConfig
+    from ser_stream.sources import MAX_STDIN_CHANNELS
     from ser_stream.utterances import UtteranceConfig
 
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
@@ -210,8 +213,8 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
-    parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the raw s16le PCM (default 16000)")
-    parser.add_argument("--channels", type=whole_number(1), default=None, help="stdin: channels of the raw PCM (default 1)")
+    parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the s16le PCM, raw or in a WAV stream (default 16000)")
+    parser.add_argument("--channels", type=whole_number(1, MAX_STDIN_CHANNELS), default=None, help=f"stdin: channels of the PCM, 1 to {MAX_STDIN_CHANNELS} (default 1)")
     parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
     parser.add_argument("--record", type=Path, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")

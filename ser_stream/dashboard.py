@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from rich.console import Console, Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -24,13 +25,58 @@ COLOURS = {
 }
 
 
-MAX_STREAM_ROWS = 24  # more active streams are summarised in one line
+RECENT_KEPT = 50  # last utterances kept; as many are shown as the terminal has rows for
+# Status fields that are not counts of something lost or refused: gauges, tallies of work done, the latency summary.
+# Every other field is a loss or refusal counter (those there are now, and any added later) and is shown when nonzero.
+NOT_LOSSES = frozenset({"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers"})
+BARS_HEIGHT = 10  # the emotions panel: 8 rows and its border
 
 
-def untrusted(name: str) -> Text:
+def untrusted(name: str, width: int | None = None) -> Text:
     """A stream id or file name as plain text: never read as rich markup (``[/]`` once killed the dashboard's
-    refresh thread), control characters escaped so they cannot drive the terminal."""
-    return Text(shown(name))
+    refresh thread), control characters escaped so they cannot drive the terminal; cut in the middle to ``width``."""
+    text = shown(name)
+    return Text(middle_cut(text, width) if width is not None else text)
+
+
+def middle_cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, cut in the middle: ids differ at their ends (``SID/inbound``,
+    ``SID/outbound``) as often as at their starts, so a third of the room goes to the start, the rest to the end."""
+    if cell_len(text) <= width:
+        return text
+    head_cells = max(0, (width - 1) // 3)
+    tail_cells = max(0, width - 1 - head_cells)
+    head = tail = ""
+    for character in text:
+        if cell_len(head + character) > head_cells:
+            break
+        head += character
+    for character in reversed(text):
+        if cell_len(character + tail) > tail_cells:
+            break
+        tail = character + tail
+    return f"{head}…{tail}"
+
+
+def losses(status: Message) -> list[str]:
+    """Every nonzero loss or refusal counter of a status message, in its order: ``overrun samples 800``."""
+    return [
+        f"{name.replace('_', ' ')} {value}"
+        for name, value in status.items()
+        if name not in NOT_LOSSES and isinstance(value, int) and not isinstance(value, bool) and value
+    ]
+
+
+def packed(items: list[str], width: int, separator: str = "  ") -> list[str]:
+    """``items`` joined into as few lines of at most ``width`` cells as they fit, never splitting an item."""
+    lines = [""]
+    for item in items:
+        candidate = f"{lines[-1]}{separator}{item}" if lines[-1] else item
+        if lines[-1] and cell_len(candidate) > width:
+            lines.append(item)
+        else:
+            lines[-1] = candidate
+    return lines
 
 
 @dataclass
@@ -55,7 +101,7 @@ class DashboardState:
         self.lock = threading.Lock()
         self.window: dict[str, float] = {}
         self.utterance: dict[str, float] = {}
-        self.recent: deque[Message] = deque(maxlen=8)
+        self.recent: deque[Message] = deque(maxlen=RECENT_KEPT)
         self.status: Message = {}
         self.streams: dict[str, StreamRow] = {}  # active streams only: endless calls keep this bounded
         self.streams_started = 0
@@ -84,55 +130,116 @@ class DashboardState:
             elif kind == "stream_ended":
                 self.streams_ended += self.streams.pop(message["stream"], None) is not None
 
-    def render(self) -> Group:
+    def render(self) -> DashboardFrame:
+        """A snapshot, laid out when drawn: to the terminal's size then (see ``DashboardFrame``)."""
         with self.lock:
-            bars = Table.grid(padding=(0, 1))
-            bars.add_column("emotion", width=10)
-            bars.add_column("window")
-            bars.add_column("utterance")
-            bars.add_row("", Text("current window", style="bold"), Text("current utterance", style="bold"))
-            for emotion in EMOTIONS:
-                colour = COLOURS[emotion]
-                w, u = self.window.get(emotion, 0.0), self.utterance.get(emotion, 0.0)
-                bars.add_row(emotion, Text(f"{bar(w)} {w:4.2f}", style=colour), Text(f"{bar(u)} {u:4.2f}", style=colour))
-            recent = Table("stream", "time", "label", "conf.", box=None)
-            for message in self.recent:
-                recent.add_row(
-                    untrusted(message["stream"]), f"{message['t_start']:7.1f}–{message['t_end']:.1f} s",
-                    Text(message["label"], style=COLOURS.get(message["label"], "white")), f"{message['confidence']:.2f}",
-                )
-            calls = Table("stream", "now", "conf.", "last utterance", "utterances", box=None)
-            shown = sorted(self.streams.items())[:MAX_STREAM_ROWS]
-            for stream_id, row in shown:
-                label, confidence = row.current
-                last = row.last
-                calls.add_row(
-                    untrusted(stream_id), Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else "",
-                    Text(f"{last['label']} {last['confidence']:.2f} at {last['t_end']:.1f} s", style=COLOURS.get(last["label"], "white")) if last else "",
-                    str(row.utterances),
-                )
-            if len(self.streams) > len(shown):
-                calls.add_row(f"… {len(self.streams) - len(shown)} more", "", "", "", "")
-            status: dict[str, Any] = self.status
-            totals = Text(
-                f"streams active {len(self.streams)}  started {self.streams_started}  ended {self.streams_ended}  "
-                f"utterances {status.get('utterances', 0)}  subscribers {status.get('subscribers', 0)}  "
-                f"subscriber drops {status.get('subscriber_drops', 0)}"
+            return DashboardFrame(
+                provider=str(self.hello.get("provider", "?")),
+                window=dict(self.window),
+                utterance=dict(self.utterance),
+                recent=list(self.recent),
+                status=dict(self.status),
+                streams=[(stream_id, replace(row)) for stream_id, row in sorted(self.streams.items())],
+                started=self.streams_started,
+                ended=self.streams_ended,
+                level=self.level,
             )
-            latency = status.get("latency_ms", {})
-            stats = Text(
-                f"level {bar(min(1.0, self.level * 5), 12)}  "
-                f"latency median {latency.get('median', 0):.0f} ms p95 {latency.get('p95', 0):.0f} ms  "
-                f"overruns {status.get('overruns', 0)}  input overflows {status.get('input_overflows', 0)}  "
-                f"queue {status.get('queue_depth', 0)}  windows {status.get('windows', 0)}  "
-                f"provider {self.hello.get('provider', '?')}"
+
+
+@dataclass
+class DashboardFrame:
+    """One frame of the dashboard, fitted to the terminal when rich draws it.
+
+    The stats and every nonzero loss come first, where rich's ``Live`` (which
+    crops a frame taller than the terminal at the bottom) always shows them; the
+    emotion bars next; then as many stream rows, and after them last utterances,
+    as the rows left over hold. Every row is one line: long ids are cut in the middle.
+    """
+
+    provider: str
+    window: dict[str, float]
+    utterance: dict[str, float]
+    recent: list[Message]
+    status: dict[str, Any]
+    streams: list[tuple[str, StreamRow]]
+    started: int
+    ended: int
+    level: float
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width, height = options.max_width, options.size.height
+        status = self.status
+        latency = status.get("latency_ms", {})
+        counts = [
+            f"provider {self.provider}",
+            f"latency median {latency.get('median', 0):.0f} ms p95 {latency.get('p95', 0):.0f} ms",
+            f"queue {status.get('queue_depth', 0)}",
+            f"windows {status.get('windows', 0)}",
+            f"level {bar(min(1.0, self.level * 5), 8)}",
+            f"streams active {len(self.streams)}", f"started {self.started}", f"ended {self.ended}",
+            f"utterances {status.get('utterances', 0)}", f"subscribers {status.get('subscribers', 0)}",
+        ]
+        lost = losses(status)
+        top = [Text(line) for line in packed(counts, width)]
+        top += [Text(line, style="bold red") for line in packed(["losses:", *lost], width)] if lost else [Text("losses: none", style="dim")]
+        for line in top:
+            line.no_wrap, line.overflow = True, "ellipsis"
+        room = height - len(top) - BARS_HEIGHT
+        parts: list[Any] = [*top, Panel(self._bars(width - 4), title="emotions: latest window, latest utterance (any stream)")]
+        streams_panel, used = self._streams(width - 4, room - 3)
+        parts.append(streams_panel)
+        room -= used
+        if self.recent and room - 3 >= 1:
+            parts.append(Panel(self._recent(width - 4, room - 3), title="last utterances"))
+        yield Group(*parts)
+
+    def _bars(self, inner: int) -> Table:
+        bar_width = max(4, min(24, (inner - 22) // 2))  # name column 10, two bars with their values, gaps
+        bars = Table.grid(padding=(0, 1))
+        bars.add_column("emotion", width=10, no_wrap=True)
+        bars.add_column("window", no_wrap=True)
+        bars.add_column("utterance", no_wrap=True)
+        for emotion in EMOTIONS:
+            colour = COLOURS[emotion]
+            w, u = self.window.get(emotion, 0.0), self.utterance.get(emotion, 0.0)
+            bars.add_row(emotion, Text(f"{bar(w, bar_width)} {w:4.2f}", style=colour), Text(f"{bar(u, bar_width)} {u:4.2f}", style=colour))
+        return bars
+
+    def _streams(self, inner: int, rows: int) -> tuple[Panel, int]:
+        """The active streams in at most ``rows`` rows (the last one then says how many more there are); its height."""
+        lasts = [f"{row.last['label']} {row.last['confidence']:.2f} at {row.last['t_end']:.1f} s" for _, row in self.streams if row.last]
+        last_width = max([len("last utterance"), *map(cell_len, lasts)])
+        id_width = max(8, inner - (9 + 5 + last_width + 10) - 2 * 5)  # the other columns, and a gap of 2 beside each
+        shown_streams = self.streams if len(self.streams) <= rows else self.streams[: max(0, rows - 1)]
+        calls = Table("stream", "now", "conf.", "last utterance", "utterances", box=None)
+        for column in calls.columns:
+            column.no_wrap = True
+        for stream_id, row in shown_streams:
+            label, confidence = row.current
+            last = row.last
+            calls.add_row(
+                untrusted(stream_id, id_width), Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else "",
+                Text(f"{last['label']} {last['confidence']:.2f} at {last['t_end']:.1f} s", style=COLOURS.get(last["label"], "white")) if last else "",
+                str(row.utterances),
             )
-        return Group(
-            Panel(bars, title="ser-stream: emotions (latest window and utterance, any stream)"),
-            Panel(Group(calls, totals), title="streams"),
-            Panel(recent, title="last utterances"),
-            stats,
-        )
+        more = len(self.streams) - len(shown_streams)
+        if more:
+            calls.add_row(f"… {more} more", "", "", "", "")
+        return Panel(calls, title="streams"), 3 + len(shown_streams) + (more > 0)
+
+    def _recent(self, inner: int, rows: int) -> Table:
+        shown_recent = self.recent[:rows]
+        times = [f"{m['t_start']:7.1f}–{m['t_end']:.1f} s" for m in shown_recent]
+        id_width = max(8, inner - (max(map(cell_len, times)) + 9 + 5) - 2 * 4)
+        recent = Table("stream", "time", "label", "conf.", box=None)
+        for column in recent.columns:
+            column.no_wrap = True
+        for message, span in zip(shown_recent, times):
+            recent.add_row(
+                untrusted(message["stream"], id_width), span,
+                Text(message["label"], style=COLOURS.get(message["label"], "white")), f"{message['confidence']:.2f}",
+            )
+        return recent
 
 
 class Dashboard:
@@ -149,7 +256,9 @@ class Dashboard:
         self._thread.start()
 
     def _run(self) -> None:
-        with Live(self.state.render(), console=self.console, refresh_per_second=self.refresh, transient=False) as live:
+        # On stderr (stdout carries --print-utterances' JSON lines) print() must still go to stdout, not through the display.
+        live = Live(self.state.render(), console=self.console, refresh_per_second=self.refresh, transient=False, redirect_stdout=not self.console.stderr)
+        with live:
             while not self._stop.wait(1.0 / self.refresh):
                 if self.level_source is not None:
                     self.state.level = self.level_source()

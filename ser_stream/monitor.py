@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import math
 import signal
 import socket
 import sys
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from ser_stream import EMOTIONS
 from ser_stream.dashboard import Dashboard, DashboardState
-from ser_stream.errors import AudioInputError, SerStreamError
+from ser_stream.errors import AudioInputError, SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message
@@ -24,7 +27,7 @@ from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
 from ser_stream.record import RecordError, UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
-from ser_stream.sources import SourceSpec, open_source
+from ser_stream.sources import SourceSpec, one_line, open_source
 from ser_stream.web import serve_page
 from ser_stream.windows import WindowConfig
 
@@ -89,7 +92,7 @@ def distinct_stream_id(name: str, path: str, taken: set[str]) -> str:
 def model_windows(trained: WindowConfig, window_seconds: float | None, hop_seconds: float | None) -> WindowConfig:
     """The windows to cut for a model: its own length (a spectrogram spreads 270 columns over one window, so
     another length would stretch the time axis it learnt), at its hop unless another is asked for."""
-    if window_seconds is not None and abs(window_seconds - trained.window_seconds) > 1e-6:
+    if window_seconds is not None and not (math.isfinite(window_seconds) and abs(window_seconds - trained.window_seconds) <= 1e-6):
         raise SerStreamError(f"--window {window_seconds}: the model was trained on {trained.window_seconds} s windows; leave --window out")
     hop = trained.hop_seconds if hop_seconds is None else hop_seconds
     try:
@@ -114,6 +117,28 @@ def opened_or_failed(spec: SourceSpec, options: MonitorOptions) -> Any:
         return open_source(spec, options.pace, options.stdin_rate, options.stdin_channels, options.mic_rate)
     except SerStreamError as error:
         return error
+    except Exception as error:  # noqa: BLE001 - whatever a driver or library raises (a device that reports no rate) ends only this stream
+        source = f"{spec.kind}:{spec.target}" if spec.target else spec.kind
+        return SerStreamError(f"{shown(source)}: could not be opened ({type(error).__name__}: {one_line(error)})")
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` (sys.stdout or sys.stderr, which may be None or closed) is a terminal."""
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (ValueError, OSError):  # closed
+        return False
+
+
+def dashboard_console(print_messages: bool) -> Console | None:
+    """Where the dashboard draws. With --print-utterances stdout carries JSON lines only: when it is not a terminal
+    (a file, a pipe to jq) the dashboard goes to stderr if that is one, else nowhere (a pipe would get its last
+    frame as text)."""
+    if not print_messages or is_terminal(sys.stdout):
+        return Console()
+    if is_terminal(sys.stderr):
+        return Console(stderr=True)
+    return None
 
 
 async def run_monitor(options: MonitorOptions) -> int:
@@ -215,43 +240,47 @@ async def run_monitor(options: MonitorOptions) -> int:
     scheme = "s" if options.access.tls is not None else ""
     address = f"[{options.host}]:{publisher.port}" if ":" in options.host else f"{options.host}:{publisher.port}"  # IPv6 in a URL
     print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/ · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
-    dashboard = None
-    if options.dashboard:
-        dashboard = Dashboard(state)
-        dashboard.level_source = lambda: worker.loudest_level()
-        dashboard.start()
-    while len(publisher.subscribers) < options.await_subscribers:
-        await asyncio.sleep(0.01)
-    for thread in source_threads:
-        thread.start()
     interrupted = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
         try:
             loop.add_signal_handler(signum, interrupted.set)
         except (NotImplementedError, RuntimeError):
             pass
-    calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
-    worker_stop = threading.Event()  # set only if the worker does not finish in time
-    worker_thread = threading.Thread(target=worker.run, args=(worker_stop, not calls_come_and_go), name="worker", daemon=True)
-    worker_thread.start()
-    while worker_thread.is_alive() and not interrupted.is_set():
-        await asyncio.sleep(0.05)
-    stop.set()  # sources stop
-    for thread in source_threads:  # an RTP receiver flushes its jitter buffers as it stops
-        if thread.is_alive():
-            await asyncio.to_thread(thread.join, 1)
-    # The worker, in its own thread (the streams' only reader), closes the open utterances, publishes them
-    # and returns; finish() also releases ingest connections waiting for room in a stream's buffer.
-    worker.finish()
-    await asyncio.to_thread(worker_thread.join, FINISH_SECONDS)
-    if worker_thread.is_alive():
-        worker_stop.set()
-        print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
-    await publisher.close()
-    if log is not None:
-        log.close()
-    if dashboard is not None:
-        dashboard.stop()
+    console = dashboard_console(options.print_messages) if options.dashboard else None
+    dashboard = None
+    if console is not None:
+        dashboard = Dashboard(state, console)
+        dashboard.level_source = lambda: worker.loudest_level()
+        dashboard.start()
+    try:
+        while len(publisher.subscribers) < options.await_subscribers and not interrupted.is_set():
+            await asyncio.sleep(0.01)
+        if not interrupted.is_set():
+            for thread in source_threads:
+                thread.start()
+        calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
+        worker_stop = threading.Event()  # set only if the worker does not finish in time
+        worker_thread = threading.Thread(target=worker.run, args=(worker_stop, not calls_come_and_go), name="worker", daemon=True)
+        worker_thread.start()
+        while worker_thread.is_alive() and not interrupted.is_set():
+            await asyncio.sleep(0.05)
+        stop.set()  # sources stop
+        for thread in source_threads:  # an RTP receiver flushes its jitter buffers as it stops
+            if thread.is_alive():
+                await asyncio.to_thread(thread.join, 1)
+        # The worker, in its own thread (the streams' only reader), closes the open utterances, publishes them
+        # and returns; finish() also releases ingest connections waiting for room in a stream's buffer.
+        worker.finish()
+        await asyncio.to_thread(worker_thread.join, FINISH_SECONDS)
+        if worker_thread.is_alive():
+            worker_stop.set()
+            print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+        await publisher.close()
+        if log is not None:
+            log.close()
+    finally:  # whatever happens, the terminal gets its cursor back
+        if dashboard is not None:
+            dashboard.stop()
     if worker.crash:
         print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
         return 1

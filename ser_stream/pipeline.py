@@ -219,9 +219,9 @@ class Worker:
                 jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
                 jobs += stream.tracker.finish(arrival)
                 finishing.append(stream)
-        self.queue_depth = len(jobs)
         for start in range(0, len(jobs), self.config.max_batch):
             self._infer(jobs[start : start + self.config.max_batch])
+        self.queue_depth = self._windows_waiting(streams)
         for stream in streams:
             for done in stream.tracker.completed():
                 self._publish_utterance(done)
@@ -239,6 +239,12 @@ class Worker:
                 stream.ended = True  # with its id free: a call waiting to resume (RTP) may now open the next stream
         self.publish_status()
         return bool(jobs or finishing or any(s.ring.available() for s in streams))
+
+    def _windows_waiting(self, streams: list[Stream]) -> int:
+        """Windows to come from audio that has arrived and not been read yet, one per hop of it: what the worker
+        has still to do, 0 while it keeps up (this step's own windows are done)."""
+        hop_seconds = self.config.window.hop_seconds
+        return sum(stream.ring.available() // max(1, round(hop_seconds * stream.sample_rate)) for stream in streams)
 
     def _infer(self, jobs: list[WindowJob]) -> None:
         if not jobs:

@@ -358,8 +358,8 @@ class Publisher:
             finally:
                 self.ingest_connections -= 1
             return
-        query = parse_qs(url.query)
-        stream = query.get("stream", [None])[0]
+        query = parse_qs(url.query, keep_blank_values=True)  # `?since=` must be refused, not read as absent
+        stream = query.get("stream", [None])[0] or None  # `?stream=` names no stream: every stream, as before
         since_text = query.get("since", [None])[0]
         since = since_seq(since_text) if since_text is not None else None
         if since_text is not None and since is None:

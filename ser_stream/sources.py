@@ -1,12 +1,13 @@
 """Audio sources: each runs its own thread (or PortAudio's) and only writes blocks into a ring buffer.
 
 ``file:PATH`` (read in blocks, never loaded whole; ``--pace realtime|fast``),
-``stdin`` (raw s16le PCM), ``mic`` / ``mic:DEVICE`` (sounddevice).
+``stdin`` (s16le PCM, raw or in a WAV stream), ``mic`` / ``mic:DEVICE`` (sounddevice).
 ``rtp:HOST:PORT`` (many calls, one stream each) lives in ``ser_stream.rtp``.
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 import threading
 import time
@@ -22,6 +23,8 @@ from ser_stream.ringbuffer import RingBuffer
 
 BLOCK_SECONDS = 0.05
 READ_SECONDS = 1.0  # file sources decode this much at a time
+MAX_STDIN_CHANNELS = 64  # --channels: a frame of more is not a recording (and would make each read enormous)
+WAV_CHUNK_LIMIT = 1 << 20  # a stdin WAV's chunks before its audio (fmt, LIST…) are read whole only up to this size
 
 
 class Sink(Protocol):
@@ -98,11 +101,11 @@ class FileSource:
 
 
 class StdinSource:
-    """Raw little-endian 16-bit PCM from a pipe."""
+    """Little-endian 16-bit PCM from a pipe: raw, or in a WAV stream (``arecord`` writes one unless given ``-t raw``)."""
 
     def __init__(self, sample_rate: int, channels: int = 1, stream: BinaryIO | None = None) -> None:
-        if channels <= 0:
-            raise AudioInputError(f"stdin: channels {channels} must be positive")
+        if not 0 < channels <= MAX_STDIN_CHANNELS:
+            raise AudioInputError(f"stdin: channels {channels} must be 1 to {MAX_STDIN_CHANNELS}")
         check_sample_rate(sample_rate, "stdin")
         self.sample_rate, self.channels = sample_rate, channels
         if stream is None and sys.stdin is None:  # started with stdin closed (`<&-`)
@@ -112,25 +115,95 @@ class StdinSource:
     def run(self, sink: Sink, stop: threading.Event) -> None:
         frame_bytes = 2 * self.channels
         block_bytes = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
-        leftover = b""
         try:
+            leftover = self._skip_wav_header()  # of a raw stream, its first bytes: audio
             while not stop.is_set():
                 chunk = self.stream.read(block_bytes)
-                if not chunk:
-                    break
                 data = leftover + chunk
                 usable = len(data) - len(data) % frame_bytes
                 leftover = data[usable:]
-                pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
-                mono = (pcm.astype(np.float32) / 32768.0).mean(axis=1)
-                _wait_for_room(sink, mono.size, stop)
-                sink.ring.write(mono)
+                if usable:
+                    pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
+                    mono = to_mono(pcm.astype(np.float32) / 32768.0)  # a channel wired inverted must not cancel the other
+                    _wait_for_room(sink, mono.size, stop)
+                    sink.ring.write(mono)
+                if not chunk:
+                    break
             if leftover:
                 sink.warning = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
+        except AudioInputError as error:
+            sink.error = str(error)
         except OSError as error:  # e.g. stdin open for writing only, or a read error on the pipe
             sink.error = f"stdin: read failed ({error.strerror or type(error).__name__})"
+        except Exception as error:  # noqa: BLE001 - anything else ends only this stream, in one line
+            sink.error = f"stdin: read failed ({one_line(error)})"
         finally:
             sink.finished = True
+
+    def _read(self, count: int) -> bytes:
+        """``count`` bytes, or fewer only at the end of the stream (a pipe may return less per read)."""
+        data = b""
+        while len(data) < count:
+            chunk = self.stream.read(count - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def _skip_wav_header(self) -> bytes:
+        """Read past a WAV header if the stream starts with one (and it matches --rate and --channels); return
+        the bytes read that are audio (the start of a raw stream), or raise ``AudioInputError`` naming both."""
+        start = self._read(12)
+        if len(start) < 12 or start[:4] not in (b"RIFF", b"RF64", b"RIFX") or start[8:12] != b"WAVE":
+            return start  # raw PCM
+        if start[:4] == b"RIFX":
+            raise AudioInputError("stdin: the stream is a big-endian (RIFX) WAV; send little-endian 16-bit PCM (arecord -f S16_LE)")
+        wav_format: tuple[int, int, int, int] | None = None  # format tag, channels, rate, bits per sample
+        while True:
+            header = self._read(8)
+            if len(header) < 8:
+                raise AudioInputError("stdin: the stream ended inside its WAV header")
+            name, size = header[:4], struct.unpack("<I", header[4:])[0]
+            if name == b"data":  # the audio follows, to the end of the stream (a pipe's writer cannot know its size)
+                break
+            if size > WAV_CHUNK_LIMIT:
+                raise AudioInputError(f"stdin: the stream's WAV header has a {size}-byte {shown(name.decode('latin-1'))} chunk; send raw PCM (arecord -t raw)")
+            body = self._read(size + size % 2)  # chunks are padded to an even size
+            if len(body) < size:
+                raise AudioInputError("stdin: the stream ended inside its WAV header")
+            if name == b"fmt " and size >= 16:
+                tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+                if tag == 0xFFFE and size >= 26:  # WAVE_FORMAT_EXTENSIBLE: the format is the sub-format GUID's first two bytes
+                    tag = struct.unpack("<H", body[24:26])[0]
+                wav_format = (tag, channels, rate, bits)
+        if wav_format is None:
+            raise AudioInputError("stdin: the stream is a WAV without a fmt chunk before its data; send raw PCM (arecord -t raw)")
+        tag, channels, rate, bits = wav_format
+        if (tag, bits) == (1, 16) and (channels, rate) == (self.channels, self.sample_rate):
+            return b""
+        found = f"{rate} Hz, {describe_channels(channels)}, {describe_wav_format(tag, bits)}"
+        expected = f"{self.sample_rate} Hz, {describe_channels(self.channels)}, 16-bit PCM"
+        if (tag, bits) == (1, 16) and 0 < channels <= MAX_STDIN_CHANNELS:
+            what_to_do = f"give --rate {rate} --channels {channels}, or pipe raw PCM (arecord -t raw)"
+        else:
+            what_to_do = "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"
+        raise AudioInputError(f"stdin: the stream is a WAV of {found}, not the {expected} expected; {what_to_do}")
+
+
+def describe_channels(count: int) -> str:
+    return "1 channel" if count == 1 else f"{count} channels"
+
+
+def describe_wav_format(tag: int, bits: int) -> str:
+    """A WAV format tag and sample size in words: ``16-bit PCM``, ``32-bit float``, ``μ-law``."""
+    names = {1: f"{bits}-bit PCM", 3: f"{bits}-bit float", 6: "A-law", 7: "μ-law"}
+    return names.get(tag, f"format 0x{tag:04x}")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message as one line for an error message; its type's name when it has none."""
+    text = str(error).strip()
+    return shown(text.splitlines()[0]) if text else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -154,14 +227,15 @@ class MicSource:
 
     def __init__(self, device: str = "", sample_rate: int | None = None, policy: DevicePolicy | None = None, sounddevice: Any = None) -> None:
         sounddevice = sounddevice or import_sounddevice()
-        self.device: int | str | None = int(device) if device.isdigit() else (device or None)
+        # ASCII digits only: '²'.isdigit() is True but int('²') fails; such a device is a name to look up
+        self.device: int | str | None = int(device) if device.isascii() and device.isdigit() else (device or None)
         try:
             info: Any = sounddevice.query_devices(self.device, "input")
         except Exception as error:  # noqa: BLE001 - PortAudio errors
-            what = f"mic:{device}: no such input device" if device else "mic: no default input device"
+            what = f"mic:{shown(device)}: no such input device" if device else "mic: no default input device"
             raise AudioInputError(f"{what} ({error}); `ser-stream devices` lists them") from None
         self.sample_rate = int(sample_rate or info["default_samplerate"])
-        check_sample_rate(self.sample_rate, f"mic:{device}")
+        check_sample_rate(self.sample_rate, f"mic:{shown(device)}")
         self.sounddevice = sounddevice
         self.policy = policy or DevicePolicy()
         self.failures: list[str] = []
@@ -225,8 +299,12 @@ def make_callback(sink: Sink, count_blocks: bool = False) -> Any:
 def import_sounddevice() -> Any:
     try:
         import sounddevice
-    except OSError as error:
+    except OSError as error:  # the library itself is missing
         raise AudioInputError(f"microphone input needs the PortAudio library ({error}); install libportaudio2") from None
+    except Exception as error:  # noqa: BLE001 - sounddevice raises its PortAudioError at import when Pa_Initialize fails
+        raise AudioInputError(
+            f"microphone input: PortAudio could not start ({one_line(error)}); check that the sound system is running and an input device is present"
+        ) from None
     return sounddevice
 
 
@@ -235,7 +313,7 @@ def list_devices() -> str:
     lines = []
     for index, device in enumerate(sounddevice.query_devices()):
         if device["max_input_channels"] > 0:
-            lines.append(f"{index}: {device['name']} ({device['max_input_channels']} ch, {device['default_samplerate']:.0f} Hz)")
+            lines.append(f"{index}: {shown(device['name'])} ({device['max_input_channels']} ch, {device['default_samplerate']:.0f} Hz)")
     return "\n".join(lines) if lines else "no input devices found"
 
 

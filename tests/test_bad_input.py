@@ -466,3 +466,24 @@ def test_a_closed_or_unreadable_stdin_is_one_line_not_a_traceback(tmp_path, ship
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert result.returncode == status, result.stderr
     assert reason in result.stderr.splitlines() and "Traceback" not in result.stderr
+
+
+def test_stdin_channels_beyond_what_a_recording_has_are_a_usage_line(capsys):
+    """--channels 10000000 --rate 1000000 once asked the pipe for 1 TB per read: a MemoryError traceback, exit 0."""
+    from ser_stream.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["monitor", "--no-dashboard", "--source", "stdin", "--rate", "1000000", "--channels", "10000000"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "ser-stream monitor: error: argument --channels: 10000000 must be at most 64\n"
+
+
+@pytest.mark.parametrize("window", ["nan", "inf", "-inf"])
+def test_a_window_that_is_not_a_finite_number_is_refused_by_name(tmp_path, shipped_model, capsys, window):
+    """`abs(nan - 2) > 1e-6` is False: --window nan once passed the check against the model's windows."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--source", f"file:{path}", f"--window={window}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: --window {float(window)}: the model was trained on 2.0 s windows; leave --window out\n"

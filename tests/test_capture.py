@@ -1,14 +1,21 @@
-"""The microphone path at the sounddevice callback boundary (there is no sound card here)."""
+"""Live capture: the microphone at the sounddevice boundary (there is no sound card here), and stdin."""
 
 from __future__ import annotations
 
+import io
+import struct
+import sys
 import threading
 import time
+import types
 
 import numpy as np
+import pytest
+import soundfile
 
+from ser_stream.errors import AudioInputError
 from ser_stream.ringbuffer import RingBuffer
-from ser_stream.sources import DevicePolicy, MicSource, make_callback
+from ser_stream.sources import DevicePolicy, MicSource, StdinSource, list_devices, make_callback
 
 
 class Flags:
@@ -129,3 +136,142 @@ def test_a_device_that_goes_quiet_is_reopened_and_the_stream_goes_on():
     assert sink.error is None and sink.finished
     assert fake.opened == 2 and sink.ring.available() == fake.delivered * 160 > 10 * 160  # audio from both sessions
     assert sink.warning == "mic: the device failed 1 time(s) and was reopened (no audio from the device for 0.3 s)"
+
+
+class LookupRecorder:
+    """A ``sounddevice`` stand-in that has one device, index 3, and records what it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[object] = []
+
+    def query_devices(self, device=None, kind=None):
+        self.asked.append(device)
+        if device in (None, 3):
+            return {"default_samplerate": 16000}
+        raise ValueError(f"No input device matching {device!r}")  # what sounddevice says for an unknown name
+
+
+def test_a_device_given_as_a_digit_that_is_not_ascii_is_a_name_to_look_up_not_a_crash():
+    """`mic:²` once stopped every stream with a ValueError traceback: '²'.isdigit() is True, int('²') fails."""
+    fake = LookupRecorder()
+    assert MicSource("3", sounddevice=fake).device == 3
+    with pytest.raises(AudioInputError) as refused:
+        MicSource("²", sounddevice=fake)
+    assert fake.asked == [3, "²"]
+    assert str(refused.value) == "mic:²: no such input device (No input device matching '²'); `ser-stream devices` lists them"
+
+
+def test_portaudio_that_cannot_start_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """sounddevice raises its PortAudioError (not an OSError) at import when Pa_Initialize fails."""
+    from ser_stream.cli import main
+
+    (tmp_path / "sounddevice.py").write_text(
+        "class PortAudioError(Exception):\n    pass\n"
+        "raise PortAudioError('Error initializing PortAudio: Host error [PaErrorCode -9999]')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    assert main(["devices"]) == 2
+    assert capsys.readouterr().err == (
+        "ser-stream: error: microphone input: PortAudio could not start (Error initializing PortAudio: Host error "
+        "[PaErrorCode -9999]); check that the sound system is running and an input device is present\n"
+    )
+    with pytest.raises(AudioInputError, match=r"^microphone input: PortAudio could not start"):
+        MicSource("")
+
+
+def test_device_names_are_listed_escaped_one_line_each(monkeypatch):
+    """A device name comes from a driver or a USB descriptor: it must not drive the terminal or forge a line."""
+    devices = [{"name": "USB Mic\x1b[2J\nfake: line", "max_input_channels": 1, "default_samplerate": 48000.0},
+               {"name": "Speakers", "max_input_channels": 0, "default_samplerate": 48000.0},
+               {"name": "Built-in", "max_input_channels": 2, "default_samplerate": 44100.0}]
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda: devices))
+    assert list_devices().splitlines() == [
+        "0: 'USB Mic\\x1b[2J\\nfake: line' (1 ch, 48000 Hz)",
+        "2: Built-in (2 ch, 44100 Hz)",
+    ]
+
+
+def read_stdin(data: bytes, sample_rate: int = 16000, channels: int = 1) -> Sink:
+    """Everything a stdin source makes of ``data``, as its stream's sink holds it at the end."""
+    sink = Sink(1 << 20)
+    StdinSource(sample_rate, channels, stream=io.BytesIO(data)).run(sink, threading.Event())
+    assert sink.finished
+    return sink
+
+
+def tone(seconds: float, sample_rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
+    """``audio`` as a WAV file's bytes (int16 samples are written as they are)."""
+    out = io.BytesIO()
+    soundfile.write(out, audio, sample_rate, subtype=subtype, format="WAV")
+    return out.getvalue()
+
+
+def arecord_header(sample_rate: int, channels: int) -> bytes:
+    """The header `arecord -f S16_LE` writes to a pipe: sizes it cannot know yet, a LIST chunk before the data."""
+    fmt = struct.pack("<HHIIHH", 1, channels, sample_rate, 2 * channels * sample_rate, 2 * channels, 16)
+    info = b"INFOISFT" + struct.pack("<I", 6) + b"alsa\x00\x00"
+    return (b"RIFF" + struct.pack("<I", 0x7FFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"LIST" + struct.pack("<I", len(info)) + info + b"data" + struct.pack("<I", 0x7FFFFFFF - 80))
+
+
+def test_a_wav_stream_on_stdin_has_its_header_skipped_not_heard_as_audio():
+    """`arecord -f S16_LE -r 16000 | ser-stream monitor --source stdin` writes a WAV header unless told -t raw."""
+    pcm = (tone(1.0, 16000) * 32767).astype("<i2")
+    for stream in (wav_bytes(pcm, 16000), arecord_header(16000, 1) + pcm.tobytes()):
+        sink = read_stdin(stream)
+        assert sink.error is None and sink.warning is None
+        np.testing.assert_array_equal(sink.ring.read(), pcm.astype(np.float32) / 32768.0)  # the samples, and only them
+
+
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        (wav_bytes(np.zeros((4410, 2), np.float32), 44100),
+         "stdin: the stream is a WAV of 44100 Hz, 2 channels, 16-bit PCM, not the 16000 Hz, 1 channel, 16-bit PCM expected; "
+         "give --rate 44100 --channels 2, or pipe raw PCM (arecord -t raw)"),
+        (wav_bytes(np.zeros(1600, np.float32), 16000, "FLOAT"),
+         "stdin: the stream is a WAV of 16000 Hz, 1 channel, 32-bit float, not the 16000 Hz, 1 channel, 16-bit PCM expected; "
+         "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"),
+        (wav_bytes(np.zeros(1600, np.float32), 16000, "ULAW"),
+         "stdin: the stream is a WAV of 16000 Hz, 1 channel, μ-law, not the 16000 Hz, 1 channel, 16-bit PCM expected; "
+         "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"),
+        (wav_bytes(np.zeros(1600, np.float32), 16000)[:30], "stdin: the stream ended inside its WAV header"),
+    ],
+    ids=["rate-and-channels", "float", "mu-law", "cut-short"],
+)
+def test_a_wav_stream_that_is_not_what_was_asked_for_is_refused_naming_both(stream, reason):
+    sink = read_stdin(stream)
+    assert sink.error == reason
+    assert sink.ring.available() == 0  # nothing of it was played as audio
+
+
+def test_stereo_on_stdin_with_one_channel_wired_inverted_is_heard_not_cancelled():
+    audio = tone(1.0, 16000)
+    pcm = (audio * 32767).astype("<i2")
+    sink = read_stdin(np.column_stack([pcm, -pcm]).tobytes(), channels=2)
+    heard = sink.ring.read()
+    assert heard.size == pcm.size
+    assert np.sqrt(np.mean(np.square(heard))) == pytest.approx(np.sqrt(np.mean(np.square(audio))), rel=0.01)
+
+
+def test_a_stdin_read_that_fails_in_any_way_ends_its_stream_with_one_error_line():
+    """--channels 10000000 --rate 1000000 once asked the pipe for 1 TB at a time: MemoryError, a traceback, exit 0."""
+
+    class Exhausted(io.BytesIO):
+        def read(self, size=-1):
+            raise MemoryError
+
+    sink = Sink(1024)
+    StdinSource(16000, 1, stream=Exhausted()).run(sink, threading.Event())
+    assert sink.finished and sink.error == "stdin: read failed (MemoryError)"
+
+
+def test_raw_pcm_on_stdin_shorter_than_a_wav_header_is_still_audio():
+    pcm = np.array([1000, -1000, 2000, -2000, 3000], "<i2")  # 10 bytes: fewer than the 12 read to look for a header
+    np.testing.assert_array_equal(read_stdin(pcm.tobytes()).ring.read(), pcm.astype(np.float32) / 32768.0)

@@ -421,3 +421,188 @@ def test_a_file_named_like_a_generated_stream_id_does_not_clash_with_it(clips_wi
     utterances = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert sorted({m["stream"] for m in utterances}) == ["stdin1", "stdin1#2"]
     assert all(sum(m["stream"] == s for m in utterances) == len(bounds) for s in ("stdin1", "stdin1#2"))
+
+
+@pytest.fixture(scope="module")
+def short_speech(tmp_path_factory) -> Path:
+    """The first 8 s of the bundled demo recording: a few utterances, quick to classify."""
+    from ser_stream.cli import DEMO_RECORDING
+
+    audio, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
+    path = tmp_path_factory.mktemp("speech") / "short.wav"
+    soundfile.write(path, audio[: 8 * rate], rate)
+    return path
+
+
+def test_a_source_that_fails_to_open_in_an_unforeseen_way_fails_alone_and_the_others_run(short_speech, shipped_model, monkeypatch, capsys):
+    """A driver that reports no default rate (a KeyError in MicSource) once killed every stream with a traceback."""
+    import types
+
+    from ser_stream.cli import main
+
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda device, kind: {}))
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast",
+                   "--ws", "127.0.0.1:0", "--source", f"file:{short_speech}", "--source", "mic"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 1  # a stream failed
+    assert {"type": "error", "stream": "mic1", "message": "mic: could not be opened (KeyError: 'default_samplerate')"} in lines
+    assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
+
+
+def pty_pair(rows: int = 24, columns: int = 100) -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) of that size: what a program started in a terminal writes to."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return master, slave
+
+
+class TerminalReader:
+    """Everything written to a pty's slave, read from its master in a thread (a full pty would block the writer)."""
+
+    def __init__(self, master: int) -> None:
+        import threading
+
+        self.master, self.output = master, b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        import os
+
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # the last writer closed the slave
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def wait_for(self, text: bytes, seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while text not in self.output:
+            assert time.monotonic() < deadline, self.output[-2000:]
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stderr_kind", ["terminal", "pipe"])
+def test_printed_utterances_on_a_pipe_are_json_lines_only_with_the_dashboard_on(short_speech, shipped_model, stderr_kind):
+    """`monitor --print-utterances > results.jsonl` once ended the file with the dashboard's last frame."""
+    import os
+
+    master, slave = pty_pair() if stderr_kind == "terminal" else (None, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--pace", "fast",
+         "--print-utterances", "--ws", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=slave if slave is not None else subprocess.PIPE, env={**os.environ, "TERM": "xterm"},
+    )
+    if slave is not None:
+        os.close(slave)
+        terminal = TerminalReader(master)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    lines = [json.loads(line) for line in out.decode().splitlines()]  # every line of stdout is a message
+    assert [line for line in lines if line["type"] == "utterance"]
+    if slave is not None:
+        terminal.thread.join(10)
+        os.close(master)
+        assert b"latency median" in terminal.output  # the dashboard went to the terminal, on stderr
+    else:
+        assert "latency median" not in err.decode()  # no terminal to show it on: no dashboard
+
+
+def test_ctrl_c_while_waiting_for_subscribers_gives_the_terminal_its_cursor_back(short_speech, shipped_model):
+    """The dashboard hides the cursor; Ctrl-C during --await-subscribers once left it hidden (and a traceback-free 130)."""
+    import os
+
+    master, slave = pty_pair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--await-subscribers", "1",
+         "--ws", "127.0.0.1:0"],
+        stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal would start it
+    )
+    os.close(slave)
+    terminal = TerminalReader(master)
+    terminal.wait_for(b"\x1b[?25l")  # the dashboard is up, the monitor waits for its subscriber
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    terminal.thread.join(10)
+    os.close(master)
+    output = terminal.output
+    assert output.rfind(b"\x1b[?25h") > output.rfind(b"\x1b[?25l")  # shown again after it was last hidden
+    assert b"Traceback" not in output
+
+
+def test_an_empty_since_is_refused_like_any_other_that_is_not_a_seq():
+    """`?since=` was silently ignored: the subscriber got live messages and no word that its catch-up was not done."""
+    from websockets.exceptions import ConnectionClosedError
+
+    from ser_stream.publish import Publisher
+
+    async def scenario() -> tuple[int, str, list[str]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=") as refused:
+                with pytest.raises(ConnectionClosedError) as closed:
+                    await refused.recv()
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?stream=") as everything:  # an empty filter filters nothing
+                first = json.loads(await everything.recv())["type"]
+        finally:
+            await publisher.close(0)
+        return closed.value.rcvd.code, closed.value.rcvd.reason, [first]
+
+    code, reason, received = asyncio.run(scenario())
+    assert code == 1008 and reason == "?since='': not an utterance seq (a whole number, 0 to 2**63-1)"
+    assert received == ["hello"]
+
+
+def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_run(clips_with_silence):
+    """status.queue_depth once reported the step's own batch: always busy-looking, never what was left behind."""
+    import threading
+
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    path, _ = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    messages: list[dict] = []
+    config = MonitorConfig()
+    stream = Stream("live", rate, config)
+    arriving: list[np.ndarray] = []  # audio that comes in once the worker has read the ring, during its step
+    read = stream.ring.read
+
+    def read_while_more_arrives() -> np.ndarray:
+        block = read()
+        while arriving:
+            stream.ring.write(arriving.pop())
+        return block
+
+    stream.ring.read = read_while_more_arrives  # type: ignore[method-assign]
+
+    class UniformModel:
+        def predict(self, batch):
+            return np.full((len(batch), len(EMOTIONS)), 1 / len(EMOTIONS), np.float32)
+
+    worker = Worker(UniformModel(), config, messages.append)  # type: ignore[arg-type]
+    worker.add_stream(stream)
+    stream.ring.write(audio[: 8 * rate])  # speech: windows to classify
+    worker.step()
+    worker.publish_status(force=True)
+    assert worker.windows_done > 0 and messages[-1]["queue_depth"] == 0  # all classified, nothing waits
+    stream.ring.write(audio[8 * rate : 10 * rate])
+    arriving.append(audio[10 * rate : 13 * rate])  # 3 s arrive while the worker works on the 2 s it read
+    worker.step()
+    worker.publish_status(force=True)
+    hop = config.window.hop_seconds
+    assert messages[-1]["queue_depth"] == int(3.0 / hop)  # 3 s unread: a window per hop of it to come
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None

@@ -341,3 +341,51 @@ def test_a_stream_id_5000_characters_long_is_cut_short_on_its_card_and_does_not_
     assert widths["page"] <= widths["window"] and widths["card"] <= widths["cardShown"]
     assert widths["state"] <= widths["cardRight"]  # "started" is still on the card, beside the cut-short id
     assert widths["name"] == long_id == widths["title"]  # as text, never markup; the tooltip has all of it
+
+
+def test_a_failed_stream_says_so_on_its_card_and_warnings_errors_and_losses_are_shown(browser):
+    """The page once ignored `error` and `warning`: a file that could not be read looked like a clean 0 s stream,
+    and of the loss counters only overruns were shown."""
+    from ser_stream.messages import Status
+
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    policy_violations: list[str] = []  # the page's inline script and style must still match the policy's hashes
+    page.on("console", lambda message: policy_violations.append(message.text) if "Content Security Policy" in message.text else None)
+    not_losses = {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers"}
+    counters = [name for name in Status.__annotations__ if name not in not_losses]
+    failure = "broken.wav: read failed (<img src=x onerror=alert(1)> unexpected end of data)"
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "broken.wav", "t": 0.0})
+        server.publish({"type": "error", "stream": "broken.wav", "message": failure})
+        server.publish({"type": "stream_ended", "stream": "broken.wav", "t": 0.0})
+        server.publish({"type": "stream_started", "stream": "good.wav", "t": 0.0})
+        server.publish(utterance("good.wav"))
+        for sender in range(60):
+            server.publish({"type": "warning", "message": f"10.0.0.{sender}:5004: not G.711 RTP (payload type 96)"})
+        server.publish({"type": "warning", "stream": "rtp-0000beef", "message": "rtp-0000beef: 3 packet(s) lost"})
+        server.publish({"type": "error", "message": "--record calls.db: an utterance was not stored (database is locked)"})
+        quiet = {"type": "status", "latency_ms": {"median": 1.0, "p95": 2.0}, "streams": 1, "windows": 5, "utterances": 1,
+                 "queue_depth": 0, "subscribers": 1} | dict.fromkeys(counters, 0)
+        server.publish(quiet)
+        wait_until(lambda: page.inner_text("#losses") == "no losses", 20)
+        server.publish(quiet | {name: 100 + index for index, name in enumerate(counters)})
+        wait_until(lambda: "record failures" in page.inner_text("#losses"), 20)
+        cards = stream_cards(page)
+        problems = page.eval_on_selector_all("section.stream", "cards => cards.map(c => [c.dataset.stream, c.dataset.failed || '', c.querySelector('.problem')?.textContent || ''])")
+        log = page.eval_on_selector_all("#log li", "rows => rows.map(r => r.textContent)")
+        losses = page.inner_text("#losses")
+        injected = page.evaluate("() => document.querySelectorAll('img').length")
+    page.close()
+    assert cards["broken.wav"] == ("ended", "failed, ended at 0.0 s", 0)
+    assert cards["good.wav"] == ("started", "started", 1)
+    assert sorted(problems) == [["broken.wav", "true", failure], ["good.wav", "", ""]]  # as text: no markup ran
+    assert injected == 0
+    assert len(log) == 50  # bounded: the newest 50
+    assert log[0] == "error: --record calls.db: an utterance was not stored (database is locked)"
+    assert log[1] == "warning (rtp-0000beef): rtp-0000beef: 3 packet(s) lost"
+    assert log[2] == "warning: 10.0.0.59:5004: not G.711 RTP (payload type 96)"
+    for index, name in enumerate(counters):
+        assert f"{name.replace('_', ' ')} {100 + index}" in losses
+    assert policy_violations == []
