@@ -38,6 +38,11 @@ def rtp(sequence: int, timestamp: int, payload: bytes, payload_type: int = 0, ss
     return header + payload + tail
 
 
+def tone_payload(hz: float) -> bytes:
+    """One 20 ms packet's μ-law payload of a tone: two senders told apart by pitch."""
+    return mulaw_encode(0.3 * np.sin(2 * np.pi * hz * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+
+
 def tone_packets(count: int, start_sequence: int = 0) -> list[RtpPacket]:
     t = np.arange(count * PACKET_SAMPLES) / 8000
     codes = mulaw_encode(0.3 * np.sin(2 * np.pi * 440 * t)).tobytes()
@@ -459,8 +464,7 @@ def test_a_call_whose_first_two_packets_arrive_swapped_plays_both():
 def test_a_second_sender_using_a_calls_ssrc_is_dropped_counted_and_reported_once():
     """RFC 3550 §8.2: an SSRC is its first sender's; another address sending it (a collision) is not merged in."""
     receiver, streams, reports = receiver_with_streams()
-    first = mulaw_encode(0.3 * np.sin(2 * np.pi * 300 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
-    second = mulaw_encode(0.3 * np.sin(2 * np.pi * 1000 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+    first, second = tone_payload(300), tone_payload(1000)
     try:
         for i in range(250):
             receiver.receive(rtp(10000 + i, 50000 + PACKET_SAMPLES * i, first, ssrc=0xABCD), "10.0.0.1:16384")
@@ -479,8 +483,7 @@ def test_a_second_sender_using_a_calls_ssrc_is_dropped_counted_and_reported_once
 
 def test_a_third_party_that_knows_a_calls_ssrc_cannot_inject_audio_into_it():
     receiver, streams, reports = receiver_with_streams()
-    victim = mulaw_encode(0.3 * np.sin(2 * np.pi * 300 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
-    attacker = mulaw_encode(0.3 * np.sin(2 * np.pi * 1000 * np.arange(PACKET_SAMPLES) / 8000)).tobytes()
+    victim, attacker = tone_payload(300), tone_payload(1000)
     try:
         for i in range(250):
             receiver.receive(rtp(10000 + i, 50000 + PACKET_SAMPLES * i, victim, ssrc=0xABCD), "10.0.0.1:16384")
