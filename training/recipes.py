@@ -89,3 +89,6 @@ RECIPES["improved-spknorm"] = replace(RECIPES["improved"], name="improved-spknor
 # Experimental: the improved recipe with twice the filters in every convolution (64/128/64): more capacity, about
 # three times the compute per window.
 RECIPES["improved-wide"] = replace(RECIPES["improved"], name="improved-wide", filters=(64, 128, 64))
+# Experimental: the improved recipe with the paper's image augmentation as well (horizontal flip: time reversed;
+# zoom ±20 % in time and frequency; shear ≤ 0.2 rad), which the improved recipe had replaced by audio variants.
+RECIPES["improved-paperaug"] = replace(RECIPES["improved"], name="improved-paperaug", paper_augmentation=True)
