@@ -13,6 +13,7 @@ Prints one JSON line per measurement; the first model is the reference of the ra
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
     parser.add_argument("--bound-ms", type=float, default=250.0)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
-    parser.add_argument("--out", type=output_file(".wav"), default="/tmp/ser_stream_compare.wav", help="where the calls' audio is written (.wav)")
+    parser.add_argument("--out", type=output_file(".wav"), default=None, help="where the calls' audio is written (.wav; default: a temporary folder)")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.exit(2, f"{parser.prog}: error: give at least two models to compare\n")
     try:  # every model loads, and the calls' audio is written, before anything is timed
         models = [EmotionModel(path, provider="cpu") for path in args.models]
         if args.calls:
-            codes, truth_ends = call_audio(args.data, args.out)
+            with tempfile.TemporaryDirectory(prefix="ser_stream_compare.") as folder:
+                codes, clips = call_audio(args.data, args.out or Path(folder) / "calls.wav")
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     reference = str(args.models[0])
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls:
         for calls in args.calls:
             for model in args.models:
-                print(json.dumps({"model": str(model), **run_load(calls, args.seconds, codes, truth_ends, model, args.bound_ms)}), flush=True)
+                print(json.dumps({"model": str(model), **run_load(calls, args.seconds, codes, clips, model, args.bound_ms)}), flush=True)
     return 0
 
 

@@ -7,7 +7,9 @@
   grayscale, resize to 270×260);
 - inference: onnxruntime at batch 1 and 32 against the same model in Keras
   (``model(x, training=False)`` and ``model.predict``).
-Prints medians and p95 in ms per window, and the ratios.
+Each comparison is timed alternately: every round runs each contender once, so
+a noisy machine slows them alike. Prints medians and p95 in ms per window, and
+the ratios.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ from ser_stream.inference import EmotionModel
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def timings_ms(function: Callable[[], object], repeats: int, per: int = 1) -> dict[str, float]:
-    function()  # warm up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - start) * 1000 / per)
-    return {"median": round(float(np.median(samples)), 3), "p95": round(float(np.percentile(samples, 95)), 3)}
+def alternate_ms(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, dict[str, float]]:
+    """Median and p95 ms per window of each ``(function, windows per call)``, timed alternately: one call of each per round."""
+    for function, _ in contenders.values():
+        function()  # warm up
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (function, per) in contenders.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append((time.perf_counter() - start) * 1000 / per)
+    return {name: {"median": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
+            for name, values in samples.items()}
 
 
 def paper_image_features(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -75,20 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     window_16k = (0.1 * rng.standard_normal(32000)).astype(np.float32)
     window_8k = window_16k[::2].copy()
     results: dict[str, object] = {"cpu_count": os.cpu_count()}
-    results["features_scipy_8k_ms"] = timings_ms(lambda: spectrogram(window_8k, 8000), args.repeats)
-    results["features_scipy_16k_ms"] = timings_ms(lambda: spectrogram(window_16k, 16000), args.repeats)
-    results["features_paper_image_ms"] = timings_ms(lambda: paper_image_features(window_16k, 16000), max(5, args.repeats // 5))
+    results.update(alternate_ms({
+        "features_scipy_8k_ms": (lambda: spectrogram(window_8k, 8000), 1),
+        "features_scipy_16k_ms": (lambda: spectrogram(window_16k, 16000), 1),
+        "features_paper_image_ms": (lambda: paper_image_features(window_16k, 16000), 1),
+    }, args.repeats))
     batch = np.stack([spectrogram(window_8k, 8000)] * 32)
-    results["onnx_batch1_ms_per_window"] = timings_ms(lambda: model.predict(batch[:1]), args.repeats)
-    results["onnx_batch32_ms_per_window"] = timings_ms(lambda: model.predict(batch), max(5, args.repeats // 5), per=32)
+    batch1: dict[str, tuple[Callable[[], object], int]] = {"onnx_batch1_ms_per_window": (lambda: model.predict(batch[:1]), 1)}
+    batch32: dict[str, tuple[Callable[[], object], int]] = {"onnx_batch32_ms_per_window": (lambda: model.predict(batch), 32)}
     if args.keras is not None:
         import keras
 
         keras_model = keras.models.load_model(args.keras)
         x1, x32 = batch[:1, ..., None], batch[..., None]
-        results["keras_call_batch1_ms_per_window"] = timings_ms(lambda: keras_model(x1, training=False), args.repeats)
-        results["keras_call_batch32_ms_per_window"] = timings_ms(lambda: keras_model(x32, training=False), max(5, args.repeats // 5), per=32)
-        results["keras_predict_batch32_ms_per_window"] = timings_ms(lambda: keras_model.predict(x32, verbose=0), max(5, args.repeats // 5), per=32)
+        batch1["keras_call_batch1_ms_per_window"] = (lambda: keras_model(x1, training=False), 1)
+        batch32["keras_call_batch32_ms_per_window"] = (lambda: keras_model(x32, training=False), 32)
+        batch32["keras_predict_batch32_ms_per_window"] = (lambda: keras_model.predict(x32, verbose=0), 32)
+    results.update(alternate_ms(batch1, args.repeats))
+    results.update(alternate_ms(batch32, max(5, args.repeats // 5)))
+    if args.keras is not None:
         results["ratio_keras_call_to_onnx_batch1"] = round(results["keras_call_batch1_ms_per_window"]["median"] / results["onnx_batch1_ms_per_window"]["median"], 2)  # type: ignore[index]
     results["ratio_paper_image_to_scipy"] = round(results["features_paper_image_ms"]["median"] / results["features_scipy_16k_ms"]["median"], 1)  # type: ignore[index]
     print(json.dumps(results, indent=2))

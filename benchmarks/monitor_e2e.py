@@ -1,10 +1,13 @@
 """End-to-end monitor benchmark: clips of chosen actors, separated by silence, through
 `ser-stream monitor` to a real WebSocket client.
 
-Reports the real-time factor, the utterance latency (median, p95; from the arrival
-of the audio that ended an utterance to its message, i.e. excluding the VAD's
-configured silence), how many clips became exactly one utterance, and the label
-accuracy of those utterances. Run:
+Reports the real-time factor (from the stream's start to its end, so excluding
+process start-up and model loading), the utterance latency end to end on the
+subscriber's clock (median, p95: from the true end of a clip's speech plus the
+VAD's configured silence to the receipt of its utterance; a clip without an
+utterance ending there counts as infinitely late, and the same figures over the
+clips that have one), how many clips became
+exactly one utterance, and the label accuracy of those utterances. Run:
 
     .venv/bin/python -m benchmarks.monitor_e2e --actors 3 5 7 20 --model runs/.../model.onnx --pace fast
 """
@@ -17,21 +20,61 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile
+from numpy.typing import NDArray
 from websockets.asyncio.client import connect
 
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import DatasetError, SerStreamError, shown
 from ser_stream.inference import EmotionModel
+from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import trim_silence
 from training.ravdess import scan
 
 GAP_SECONDS = 1.5
+MIN_SILENCE = UtteranceConfig().min_silence_seconds
+MATCH_SECONDS = 0.3  # an utterance ending this close to a clip's end reports that clip
+
+
+def match_clip_ends(clip_ends: NDArray[np.float64], every_end: NDArray[np.float64], utterances: list[tuple[float, float]],
+                    zero: float) -> dict:
+    """Match one stream's utterances, as (stream-time end, receipt time), to the clip ends they report.
+
+    An utterance reports the nearest of ``every_end`` within ``MATCH_SECONDS``; only ``clip_ends`` count.
+    A counted clip's latency runs from its true end plus the VAD's silence (``zero`` is stream time 0 on
+    the receiver's clock) to the receipt of its first match; a clip without a match is infinitely late,
+    one with two or more is duplicated.
+    """
+    received: list[list[float]] = [[] for _ in clip_ends]
+    other = 0
+    for t_end, receipt in utterances:
+        nearest = float(every_end[np.argmin(np.abs(every_end - t_end))]) if every_end.size else np.inf
+        if abs(nearest - t_end) > MATCH_SECONDS:
+            other += 1
+            continue
+        index = np.flatnonzero(clip_ends == nearest)
+        if index.size:  # else a clip end that does not count (cut by a call's start or end): neither missing nor extra
+            received[int(index[0])].append(receipt)
+    return {
+        "latencies_ms": [(min(times) - (zero + end + MIN_SILENCE)) * 1000.0 if times else np.inf for times, end in zip(received, clip_ends)],
+        "missing": sum(not times for times in received),
+        "duplicated": sum(len(times) > 1 for times in received),
+        "other_utterances": other,
+    }
+
+
+def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
+    """Median and p95 (the sample at or above the 95th percentile); an infinite latency (a clip without an utterance at its end) stays infinite."""
+    if not latencies_ms:
+        return {"median": float("nan"), "p95": float("nan")}
+    values = np.asarray(latencies_ms, dtype=np.float64)
+    return {name: round(float(np.percentile(values, q, method="higher")), 1) for name, q in (("median", 50), ("p95", 95))}
 
 
 def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
@@ -82,21 +125,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-actor", type=positive, default=15)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--pace", default="fast", choices=["fast", "realtime"])
-    parser.add_argument("--out", type=output_file(".wav"), default="/tmp/ser_stream_bench.wav", help="where the clips' audio is written (.wav)")
+    parser.add_argument("--out", type=output_file(".wav"), default=None, help="where the clips' audio is written (.wav; default: a temporary folder)")
     parser.add_argument("--window", type=float, default=None)
     parser.add_argument("--hop", type=float, default=None)
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ser_stream_bench.") as folder:
+        return run(parser, args, args.out or Path(folder) / "clips.wav")
+
+
+def run(parser: OneLineParser, args: argparse.Namespace, out: Path) -> int:
     try:
         if args.model is not None:
             EmotionModel(args.model, provider="cpu")  # the monitor would fail on it unheard (its stderr is not shown)
-        truth = build_file(args.data, args.actors, args.per_actor, args.out)
+        truth = build_file(args.data, args.actors, args.per_actor, out)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    duration = soundfile.info(str(args.out)).duration
+    duration = soundfile.info(str(out)).duration
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{args.out}", "--pace", args.pace,
+    command = [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{out}", "--pace", args.pace,
                "--no-dashboard", "--ws", f"127.0.0.1:{port}", "--await-subscribers", "1"]
     if args.model:
         command += ["--model", str(args.model)]
@@ -111,7 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     ended = [m for m in messages if m["type"] == "stream_ended"]
     status = [m for m in messages if m["type"] == "status"][-1]
     processing_seconds = ended[0]["received"] - first["received"]
-    latencies = np.array([u["latency_ms"] for u in utterances])
+    # Stream time zero on the subscriber's clock: the receipt of stream_started, which the worker sends once it
+    # has taken the stream; if that is after the source began, the clock starts late and latencies err short by as much.
+    ends = np.array([end for _, end, _ in truth])
+    clips = match_clip_ends(ends, ends, [(u["t_end"], u["received"]) for u in utterances], first["received"])
+    untimed = {"median": float("nan"), "p95": float("nan")}
+    latency = latency_summary(clips["latencies_ms"]) if args.pace == "realtime" else untimed
+    # the clips an utterance ended at: the VAD may end one early (trailing speech it does not hear) or split it
+    timed = latency_summary([ms for ms in clips["latencies_ms"] if np.isfinite(ms)]) if args.pace == "realtime" else untimed
+    worker = latency_summary([u["latency_ms"] for u in utterances])
     matched, correct = 0, 0
     for start, end, emotion in truth:
         overlapping = [u for u in utterances if u["t_start"] < end and u["t_end"] > start]
@@ -126,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         "utterances": len(utterances),
         "clips_with_exactly_one_utterance": matched,
         "label_accuracy": round(correct / max(1, matched), 3),
-        "latency_ms_median": round(float(np.median(latencies)), 1),
-        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
+        "latency_ms_median": latency["median"],  # end to end, real time only (at --pace fast the clock is not the audio's)
+        "latency_ms_p95": latency["p95"],
+        "latency_ms_median_timed": timed["median"],  # over the clips with an utterance ending at their end
+        "latency_ms_p95_timed": timed["p95"],
+        "clips_missing": clips["missing"],  # no utterance ending within MATCH_SECONDS of the speech's end
+        "clips_duplicated": clips["duplicated"],
+        "worker_ms_median": worker["median"],  # the monitor's own latency_ms: from the arrival of the audio that closed it
+        "worker_ms_p95": worker["p95"],
         "overruns": status["overruns"],
         "pace": args.pace,
         "window": args.window,

@@ -85,13 +85,13 @@ class FileSource:
                     if stop.is_set():
                         return
                     mono = decoded[offset : offset + block]
-                    _wait_for_room(sink, mono.size, stop)
-                    sink.ring.write(mono)
                     sent += mono.size
-                    if self.pace == "realtime":
+                    if self.pace == "realtime":  # a live source delivers a block once its last sample has been spoken
                         delay = started + sent / self.sample_rate - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
+                    _wait_for_room(sink, mono.size, stop)
+                    sink.ring.write(mono)
         except AudioInputError as error:
             sink.error = str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream
