@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.clients import figures_from_json, strict_json
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import DatasetError, SerStreamError, shown
 from training.reports import read_json
@@ -45,7 +46,7 @@ def run_json(arguments: list[str], timeout: float) -> list[dict]:
     while (start := text.find("{", index)) != -1:
         try:
             value, index = decoder.raw_decode(text, start)
-            objects.append(value)
+            objects.append(figures_from_json(value))
         except json.JSONDecodeError:
             index = start + 1
     return objects
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         saved = args.out.with_suffix(".json")
         try:
-            markdown = render(read_json(saved, "the figures of a benchmark run"))
+            markdown = render(figures_from_json(read_json(saved, "the figures of a benchmark run")))
         except SerStreamError as error:
             parser.exit(2, f"{parser.prog}: error: {error} (--render-only renders the figures a full run saved beside --out)\n")
         except (KeyError, TypeError) as error:  # an older or hand-edited file
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render(figures)
     print(markdown)
     write_section(args.out, markdown)
-    (args.out.with_suffix(".json")).write_text(json.dumps(figures, indent=1) + "\n")
+    (args.out.with_suffix(".json")).write_text(strict_json(figures, indent=1) + "\n")
     return 0
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from benchmarks.clients import free_port, subscriber_when_up
+from benchmarks.clients import free_port, strict_json, subscriber_when_up
 from benchmarks.monitor_e2e import MIN_SILENCE, build_file, latency_summary, match_clip_ends
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
@@ -237,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
             codes, clips = call_audio(args.data, args.out or Path(folder) / "calls.wav")
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),
+    print(strict_json({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),
                       "call_audio_seconds": round(len(codes) / 8000, 1)}), flush=True)
     for calls in args.calls:
         result = run_load(calls, args.seconds, codes, clips, args.model, args.bound_ms)
-        print(json.dumps(result), flush=True)
+        print(strict_json(result), flush=True)
         if args.until_failure and not result["sustained"]:
             break
     return 0

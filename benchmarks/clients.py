@@ -1,8 +1,10 @@
-"""Client helpers shared by the benchmarks and the tests: free ports, patient and stalled subscribers."""
+"""Helpers shared by the benchmarks and the tests: free ports, patient and stalled subscribers, strict JSON."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import socket
 from typing import Any
 
@@ -44,3 +46,34 @@ def stalled_client(port: int) -> socket.socket:
     if not response.startswith(b"HTTP/1.1 101"):
         raise ConnectionError(f"port {port} refused the WebSocket handshake: {response.splitlines()[0]!r}")
     return sock
+
+
+NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """JSON that every parser reads: a latency that is infinite (a clip never answered) or not measured (NaN) is
+    written as the string "inf" or "nan"; Python's json would write the bare words Infinity and NaN, which are not
+    JSON. ``figures_from_json`` turns them back into floats."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return "nan" if math.isnan(item) else ("inf" if item > 0 else "-inf")
+        if isinstance(item, dict):
+            return {key: finite(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(inner) for inner in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False, **options)
+
+
+def figures_from_json(value: Any) -> Any:
+    """The figures ``strict_json`` wrote, with "inf", "-inf" and "nan" floats again."""
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {key: figures_from_json(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [figures_from_json(inner) for inner in value]
+    return value

@@ -12,7 +12,6 @@ Prints one JSON line per measurement; the first model is the reference of the ra
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.capacity import call_audio, run_load
+from benchmarks.clients import strict_json
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     for batch in (1, 32):
         medians = inference_ms(models, batch, args.rounds)
         ratios = {path: round(ms / medians[reference], 2) for path, ms in medians.items()}
-        print(json.dumps({"batch": batch, "ms_per_window_median": medians, "ratio_to_first": ratios}), flush=True)
+        print(strict_json({"batch": batch, "ms_per_window_median": medians, "ratio_to_first": ratios}), flush=True)
     del models  # their sessions' threads stay out of the way of the monitors measured next
     if args.calls:
         for calls in args.calls:
             for model in args.models:
-                print(json.dumps({"model": str(model), **run_load(calls, args.seconds, codes, clips, model, args.bound_ms)}), flush=True)
+                print(strict_json({"model": str(model), **run_load(calls, args.seconds, codes, clips, model, args.bound_ms)}), flush=True)
     return 0
 
 

@@ -29,6 +29,7 @@ import soundfile
 from numpy.typing import NDArray
 from websockets.asyncio.client import connect
 
+from benchmarks.clients import strict_json
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import DatasetError, SerStreamError, shown
@@ -174,7 +175,7 @@ def run(parser: OneLineParser, args: argparse.Namespace, out: Path) -> int:
         if len(overlapping) == 1:
             matched += 1
             correct += overlapping[0]["label"] == emotion
-    print(json.dumps({
+    print(strict_json({
         "audio_seconds": round(duration, 1),
         "processing_seconds": round(processing_seconds, 2),
         "real_time_factor": round(duration / processing_seconds, 1),

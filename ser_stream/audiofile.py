@@ -102,15 +102,16 @@ def audio_info(path: str | Path) -> Any:
 
 
 # libsndfile 1.2's MP3 decoder garbles audio at the joins of successive reads (by up to a fifth of full scale
-# at 1 s reads, printing libmpg123 errors), so an MP3 is decoded in one read when it fits in this.
-WHOLE_MP3_SECONDS = 600.0
-LONG_MP3_READ_SECONDS = 60.0  # longer MP3s: few, long reads (a join every minute)
+# at 1 s reads, printing libmpg123 errors), so an MP3 is decoded in one read when it holds at most this many
+# samples, all channels counted (10 minutes of 16 kHz mono: 38 MB of float32; 100 s of 48 kHz stereo).
+WHOLE_MP3_SAMPLES = 600 * 16000
+LONG_MP3_READ_SECONDS = 60.0  # larger MP3s: few, long reads (a join a minute)
 
 
 def sample_blocks(path: str | Path, block_frames: int) -> Iterator[NDArray[np.float32]]:
     """A file's samples as [frames, channels] float32 blocks of ``block_frames`` (the last shorter)."""
     info = audio_info(path)
-    if info.format == "MP3" and info.duration <= WHOLE_MP3_SECONDS:
+    if info.format == "MP3" and info.frames * info.channels <= WHOLE_MP3_SAMPLES:
         whole, _ = soundfile.read(file_name(path), dtype="float32", always_2d=True)
         for start in range(0, whole.shape[0], block_frames):
             yield whole[start : start + block_frames]

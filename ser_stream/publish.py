@@ -95,6 +95,10 @@ EVERY_ADDRESS = ("", "0.0.0.0", "::")  # a --ws host that listens on all of this
 def host_name(text: str) -> str | None:
     """The name or address of a ``Host`` header or an origin's host, lower-case, without port, brackets or final
     dot (``[::1]:8765`` → ``::1``); None for anything else."""
+    try:  # an address as given to --ws or --allow-host: bare IPv6 has colons the Host pattern reads as a port
+        return ipaddress.ip_address(text.strip().strip("[]")).compressed
+    except ValueError:
+        pass
     match = HOST_HEADER.fullmatch(text.strip())
     return match.group(1).strip("[]").rstrip(".").lower() if match else None
 

@@ -1,6 +1,7 @@
 """Audio sources: each runs its own thread (or PortAudio's) and only writes blocks into a ring buffer.
 
-``file:PATH`` (read in blocks, never loaded whole; ``--pace realtime|fast``),
+``file:PATH`` (read in blocks, never loaded whole but for a small MP3: ``audiofile.sample_blocks``;
+``--pace realtime|fast``),
 ``stdin`` (s16le PCM, raw or in a WAV stream), ``mic`` / ``mic:DEVICE`` (sounddevice).
 ``rtp:HOST:PORT`` (many calls, one stream each) lives in ``ser_stream.rtp``.
 """
@@ -95,7 +96,7 @@ class FileSource:
         except AudioInputError as error:
             sink.error = str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream
-            sink.error = f"{shown(self.path)}: read failed ({str(error).splitlines()[0]})"
+            sink.error = f"{shown(self.path)}: read failed ({one_line(error)})"
         finally:
             sink.finished = True
 
@@ -248,7 +249,7 @@ class MicSource:
                 try:
                     reason = self._capture(callback, delivered, stop)
                 except Exception as error:  # noqa: BLE001 - opening or running the device failed
-                    reason = f"audio device failed ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+                    reason = f"audio device failed ({one_line(error)})"
                 if reason is None:  # stopped on request
                     break
                 self.failures.append(reason)

@@ -487,3 +487,24 @@ def test_a_window_that_is_not_a_finite_number_is_refused_by_name(tmp_path, shipp
     soundfile.write(path, speechlike(1.0, 16000), 16000)
     assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--source", f"file:{path}", f"--window={window}"]) == 2
     assert capsys.readouterr().err == f"ser-stream: error: --window {float(window)}: the model was trained on 2.0 s windows; leave --window out\n"
+
+
+def test_a_decoder_failure_without_a_message_still_ends_its_stream_with_one_line(tmp_path, monkeypatch):
+    """``str(MemoryError())`` is empty: taking its first line raised IndexError inside the handler."""
+    import threading
+    from types import SimpleNamespace
+
+    from ser_stream import sources
+    from ser_stream.ringbuffer import RingBuffer
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+
+    def failing(*_: object, **__: object):
+        raise MemoryError()
+        yield  # a generator, as sample_blocks is
+
+    monkeypatch.setattr(sources, "sample_blocks", failing)
+    sink = SimpleNamespace(ring=RingBuffer(16000), input_overflows=0, finished=False, error=None, warning=None)
+    sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
+    assert sink.finished and sink.error == f"{path}: read failed (MemoryError)"

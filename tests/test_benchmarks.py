@@ -401,3 +401,31 @@ def test_a_file_in_real_time_delivers_no_block_before_its_last_sample_was_spoken
     for at, size in delivered:
         spoken += size
         assert at >= 1000.0 + spoken / rate - 1e-9, (at, spoken)  # its last sample's time has come
+
+
+def test_figures_are_written_as_json_any_parser_reads_and_read_back_as_measured(tmp_path):
+    """An infinite latency (a clip never answered) was written as the bare word Infinity, which is not JSON."""
+    import json
+    import math
+
+    from benchmarks.clients import figures_from_json, strict_json
+
+    figures = {"latency_ms_p95": math.inf, "latency_ms_median": math.nan, "ladder": [{"p95": 150.7}, {"p95": -math.inf}]}
+    text = strict_json(figures)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    back = figures_from_json(json.loads(text, parse_constant=refuse))
+    assert back["latency_ms_p95"] == math.inf and math.isnan(back["latency_ms_median"])
+    assert back["ladder"] == [{"p95": 150.7}, {"p95": -math.inf}]
+
+
+def test_the_committed_benchmark_figures_are_strict_json():
+    import json
+    from pathlib import Path
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    json.loads((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text(), parse_constant=refuse)

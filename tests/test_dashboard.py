@@ -148,3 +148,10 @@ def test_stream_ids_too_long_for_their_column_keep_the_end_that_tells_them_apart
         shown = [line for line in lines if f"/{track}" in line]
         assert len(shown) == 2  # its row among the streams and among the last utterances
         assert all("MZ18" in line and "…" in line for line in shown)  # its start, the cut, its end
+
+
+def test_counters_that_count_no_loss_are_not_listed_as_losses():
+    """A sender's renumbering the call followed loses nothing; a port scan's half-open connection publishes nothing."""
+    from ser_stream.dashboard import losses
+
+    assert losses({"type": "status", "rtp_resyncs": 1, "failed_handshakes": 3, "rtp_lost_packets": 2}) == ["rtp lost packets 2"]

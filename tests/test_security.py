@@ -167,6 +167,15 @@ def test_allow_host_adds_names_to_the_ones_a_monitor_serves():
     assert not publisher.serves_host("attacker.example:8765")
 
 
+def test_a_monitor_on_a_bare_ipv6_address_serves_that_address_and_allow_host_takes_one_too():
+    """--ws fd00::5:8765 comes in bare; the Host pattern once read it as no name at all, so the monitor refused
+    requests to its own address and advised an --allow-host that was dropped the same way."""
+    own = Publisher("fd00::5", 8765)
+    assert own.serves_host("[fd00::5]:8765") and own.serves_host("[FD00:0::5]")
+    allowed = Publisher("127.0.0.1", 8765, access=AccessConfig(allowed_hosts=("fd00::7",)))
+    assert allowed.serves_host("[fd00::7]:8765") and not allowed.serves_host("[fd00::8]:8765")
+
+
 def test_a_request_with_a_header_twice_gets_400_naming_it():
     """Two ``Origin`` headers once made the origin check raise: HTTP 500, "see server log", with the log silenced."""
 
