@@ -95,8 +95,11 @@ EVERY_ADDRESS = ("", "0.0.0.0", "::")  # a --ws host that listens on all of this
 def host_name(text: str) -> str | None:
     """The name or address of a ``Host`` header or an origin's host, lower-case, without port, brackets or final
     dot (``[::1]:8765`` → ``::1``); None for anything else."""
+    address = text.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
     try:  # an address as given to --ws or --allow-host: bare IPv6 has colons the Host pattern reads as a port
-        return ipaddress.ip_address(text.strip().strip("[]")).compressed
+        return ipaddress.ip_address(address).compressed
     except ValueError:
         pass
     match = HOST_HEADER.fullmatch(text.strip())
