@@ -111,18 +111,15 @@ LONG_MP3_READ_SECONDS = 60.0  # larger MP3s: few, long reads (a join a minute)
 def sample_blocks(path: str | Path, block_frames: int) -> Iterator[NDArray[np.float32]]:
     """A file's samples as [frames, channels] float32 blocks of ``block_frames`` (the last shorter)."""
     info = audio_info(path)
-    if info.format == "MP3" and info.frames * info.channels <= WHOLE_MP3_SAMPLES:
-        whole, _ = soundfile.read(file_name(path), dtype="float32", always_2d=True)
-        for start in range(0, whole.shape[0], block_frames):
-            yield whole[start : start + block_frames]
+    if info.format != "MP3":
+        yield from soundfile.blocks(file_name(path), blocksize=block_frames, dtype="float32", always_2d=True)
         return
-    if info.format == "MP3":
-        read = max(block_frames, int(LONG_MP3_READ_SECONDS * info.samplerate))
-        for samples in soundfile.blocks(file_name(path), blocksize=read, dtype="float32", always_2d=True):
-            for start in range(0, samples.shape[0], block_frames):
-                yield samples[start : start + block_frames]
-        return
-    yield from soundfile.blocks(file_name(path), blocksize=block_frames, dtype="float32", always_2d=True)
+    # One read of at most WHOLE_MP3_SAMPLES frames takes a small MP3 whole (libsndfile sizes it to what is left).
+    whole = info.frames * info.channels <= WHOLE_MP3_SAMPLES
+    read = WHOLE_MP3_SAMPLES if whole else max(block_frames, int(LONG_MP3_READ_SECONDS * info.samplerate))
+    for samples in soundfile.blocks(file_name(path), blocksize=read, dtype="float32", always_2d=True):
+        for start in range(0, samples.shape[0], block_frames):
+            yield samples[start : start + block_frames]
 
 
 def unreadable(path: str | Path, error: Exception) -> AudioInputError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from numpy.typing import NDArray
 
 from ser_stream.audiofile import audio_info, read_audio
 from ser_stream.clips import clip_windows, stream_file_windows
-from ser_stream.errors import AudioInputError, SerStreamError, shown
+from ser_stream.errors import AudioInputError, SerStreamError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
@@ -64,10 +65,7 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
         info = audio_info(path)
         if info.frames * info.channels <= in_memory_seconds * IN_MEMORY_RATE:
             audio, sample_rate = read_audio(path)
-            windows = clip_windows(audio, sample_rate, model.metadata.window)
-            outputs = np.concatenate(
-                [model.predict(np.stack([spectrogram(w, SAMPLE_RATE) for w in windows[start : start + batch]])) for start in range(0, len(windows), batch)]
-            )
+            outputs = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window), model, batch)
         else:
             outputs = _classify_in_blocks(path, model, batch)
         if not np.all(np.isfinite(outputs)):
@@ -79,12 +77,17 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
         return FileResult(str(path), error=message[len(prefix) :] if message.startswith(prefix) else message)
 
 
-def _classify_in_blocks(path: str | Path, model: EmotionModel, batch: int = 32) -> NDArray[np.float32]:
-    windows = stream_file_windows(path, model.metadata.window)
+def _predict_in_batches(windows: Iterable[NDArray[np.float32]], model: EmotionModel, batch: int) -> NDArray[np.float32]:
+    """Window audio → outputs, ``batch`` spectrograms at a time, so a long file never holds all of them."""
+    remaining = iter(windows)
     outputs = []
-    try:
-        while chunk := list(itertools.islice(windows, batch)):
-            outputs.append(model.predict(np.stack([spectrogram(window, SAMPLE_RATE) for window in chunk])))
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise AudioInputError(f"{shown(path)}: read failed ({str(error).splitlines()[0]})") from None
+    while chunk := list(itertools.islice(remaining, batch)):
+        outputs.append(model.predict(np.stack([spectrogram(window, SAMPLE_RATE) for window in chunk])))
     return np.concatenate(outputs)
+
+
+def _classify_in_blocks(path: str | Path, model: EmotionModel, batch: int = 32) -> NDArray[np.float32]:
+    try:
+        return _predict_in_batches(stream_file_windows(path, model.metadata.window), model, batch)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None

@@ -36,6 +36,12 @@ def shown(path: object) -> str:
     return text if text.isprintable() and text else ascii(text)  # an empty name shows as ''
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message as one line for an error message; its type's name when it has none."""
+    text = str(error).strip()
+    return shown(text.splitlines()[0]) if text else type(error).__name__
+
+
 class RecentKeys:
     """Keys noted lately, oldest first, each forgotten ``seconds`` after it was noted, at most ``capacity`` at once.
 

@@ -110,8 +110,9 @@ def spectrogram(audio: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> 
         raise AudioInputError("audio is empty")
     if not np.all(np.isfinite(samples)):
         raise AudioInputError("audio contains NaN or infinite samples")
-    if np.max(np.abs(samples)) > MAX_AMPLITUDE:  # its power would overflow float32: NaN out, not an error
-        raise AudioInputError(f"audio samples reach {float(np.max(np.abs(samples))):.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio")
+    peak = float(np.max(np.abs(samples)))
+    if peak > MAX_AMPLITUDE:  # its power would overflow float32: NaN out, not an error
+        raise AudioInputError(f"audio samples reach {peak:.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio")
     canonical = resample_to_canonical(samples, sample_rate)
     if canonical.size < MIN_SAMPLES:
         raise AudioInputError(

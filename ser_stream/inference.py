@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import ModelError, shown
+from ser_stream.errors import ModelError, one_line, shown
 from ser_stream.model import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, load_metadata
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -53,7 +53,7 @@ def cuda_library_failure() -> str | None:
             if preload is not None:
                 preload()
         except Exception as error:  # noqa: BLE001 - a failed preload just means no usable CUDA
-            return str(error).splitlines()[0] if str(error) else type(error).__name__
+            return one_line(error)
     # Loading the provider library as onnxruntime will (its shared helper first, with global symbols) is the real
     # test: preload also complains about a broken copy in the extras' folder that the system's own copy replaces.
     capi = Path(onnxruntime.__file__).parent / "capi"
@@ -106,7 +106,7 @@ class EmotionModel:
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own unexported types
-            raise ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+            raise ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({one_line(error)})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
             raise ModelError(

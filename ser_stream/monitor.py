@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ser_stream import EMOTIONS
 from ser_stream.dashboard import Dashboard, DashboardState
-from ser_stream.errors import AudioInputError, SerStreamError, shown
+from ser_stream.errors import AudioInputError, SerStreamError, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message
@@ -27,7 +27,7 @@ from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
 from ser_stream.record import RecordError, UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
-from ser_stream.sources import SourceSpec, one_line, open_source
+from ser_stream.sources import SourceSpec, open_source
 from ser_stream.web import serve_page
 from ser_stream.windows import WindowConfig
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from ser_stream.audiofile import audio_info, check_samples, require_file, sample_blocks, to_mono
-from ser_stream.errors import AudioInputError, shown
+from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import check_sample_rate
 from ser_stream.ringbuffer import RingBuffer
 
@@ -199,12 +199,6 @@ def describe_wav_format(tag: int, bits: int) -> str:
     """A WAV format tag and sample size in words: ``16-bit PCM``, ``32-bit float``, ``μ-law``."""
     names = {1: f"{bits}-bit PCM", 3: f"{bits}-bit float", 6: "A-law", 7: "μ-law"}
     return names.get(tag, f"format 0x{tag:04x}")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message as one line for an error message; its type's name when it has none."""
-    text = str(error).strip()
-    return shown(text.splitlines()[0]) if text else type(error).__name__
 
 
 @dataclass(frozen=True)

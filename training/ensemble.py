@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from onnx import helper
 
 from ser_stream.cli import OneLineParser, output_file
-from ser_stream.errors import ModelError, SerStreamError, shown
+from ser_stream.errors import ModelError, SerStreamError, one_line, shown
 from ser_stream.model import (
     DEFAULT_MODEL,
     INPUT_NAME,
@@ -54,8 +54,7 @@ def load_member(path: Path) -> onnx.ModelProto:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
     except Exception as error:  # protobuf's DecodeError, onnx's ValidationError, ...: the reason, not the type, is the user's
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{shown(path)}: not a readable ONNX model ({reason})") from None
+        raise ModelError(f"{shown(path)}: not a readable ONNX model ({one_line(error)})") from None
     return proto
 
 

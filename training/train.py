@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import SerStreamError, shown
+from ser_stream.errors import SerStreamError, one_line, shown
 from ser_stream.inference import EmotionModel
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
@@ -418,8 +418,7 @@ def load_checkpoint(path: Path) -> keras.Model:
     try:
         return keras.models.load_model(path)
     except Exception as error:  # Keras raises ValueError, zipfile and OS errors alike: the reason is what matters
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SerStreamError(f"{shown(path)}: not a readable checkpoint ({reason}); delete {shown(path.parent)} to start the split afresh") from None
+        raise SerStreamError(f"{shown(path)}: not a readable checkpoint ({one_line(error)}); delete {shown(path.parent)} to start the split afresh") from None
 
 
 class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
