@@ -67,6 +67,9 @@ class RecentKeys:
 
     def note(self, key: Hashable, now: float) -> None:
         """Remember ``key`` from ``now`` (renewed if already noted), if there is room."""
-        self._noted.pop(key, None)
+        self.forget(key)
         if self.has_room():
             self._noted[key] = now
+
+    def forget(self, key: Hashable) -> None:
+        self._noted.pop(key, None)

@@ -311,7 +311,7 @@ class RtpReceiver:
         self.resyncs = 0
         self.refused_packets = 0  # packets of calls the worker had no stream for
         self.wrong_sender_packets = 0  # a call's SSRC from another address (a collision, or spoofing): dropped
-        self._refused_until: dict[int, float] = {}  # SSRC of a refused call → when to try opening its stream again
+        self._refused = RecentKeys(REFUSED_RETRY_SECONDS, REFUSED_CALLS_TRACKED)  # SSRCs of calls refused a stream lately
         self._reported = RecentKeys(REPORT_MEMORY_SECONDS, REPORTS_TRACKED)  # (sender, kind of fault) reported lately
 
     def run(self, stop: threading.Event) -> None:
@@ -381,18 +381,17 @@ class RtpReceiver:
 
     def _open_call(self, ssrc: int, sender: str) -> _Call | None:
         now = time.monotonic()
-        if self._refused_until.get(ssrc, 0.0) > now:
+        if self._refused.remembers(ssrc, now):  # opening is tried again once REFUSED_RETRY_SECONDS have passed
             self.refused_packets += 1
             return None
         try:
             sink = self.open_stream(f"rtp-{ssrc:08x}", RTP_SAMPLE_RATE)
         except StreamRefused as error:  # at --max-streams, or the monitor is stopping
             self.refused_packets += 1
-            if len(self._refused_until) < REFUSED_CALLS_TRACKED:
-                self._refused_until[ssrc] = now + REFUSED_RETRY_SECONDS
+            self._refused.note(ssrc, now)
             self._report_once(sender, f"its call has no stream: {error.reason}")
             return None
-        self._refused_until.pop(ssrc, None)
+        self._refused.forget(ssrc)
         call = self.calls[ssrc] = _Call(sink, self.config.jitter_packets, sender)
         return call
 
@@ -402,7 +401,6 @@ class RtpReceiver:
             self._route(packet, sender)
 
     def close_idle(self, now: float) -> None:
-        self._refused_until = {ssrc: until for ssrc, until in self._refused_until.items() if until > now}
         for ssrc, ending in list(self._ending.items()):
             if ending.sink.ended:
                 self._resume(ssrc)
