@@ -465,6 +465,7 @@ def test_every_recipe_builds_the_runtime_contract_with_the_papers_three_convolut
     assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
     convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [layer.filters for layer in convolutions] == list(recipe.filters) and all(layer.kernel_size == (5, 5) for layer in convolutions)
+    assert convolutions[0].strides == (recipe.first_stride,) * 2 and all(layer.strides == (1, 1) for layer in convolutions[1:])
     assert RECIPES["paper"].filters == (32, 64, 32)  # as published
 
 
