@@ -1,8 +1,10 @@
-"""Frequency warping (vocal tract length perturbation) moves sounds along the frequency axis and nothing else."""
+"""Frequency warping (vocal tract length perturbation) moves sounds along the frequency axis and nothing else;
+speed perturbation scales a recording's time and frequency together."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,3 +48,15 @@ def test_a_warped_spectrogram_is_still_a_valid_model_input_with_time_untouched(f
     assert warped.shape == (ROWS, COLUMNS) and warped.dtype == np.float32
     assert 0.0 <= warped.min() and warped.max() <= 1.0
     assert not warped[:, 7].any()
+
+
+def test_speed_perturbation_scales_pitch_up_and_duration_down_by_its_factor():
+    from training.augment import SPEED_FACTORS, change_speed
+
+    rate = 8000
+    tone = np.sin(2 * np.pi * 200 * np.arange(2 * rate) / rate).astype(np.float32)
+    for factor in (*SPEED_FACTORS.values(), 1.0):
+        played = change_speed(tone, factor)
+        assert played.dtype == np.float32 and abs(played.size - tone.size / factor) <= 1
+        spectrum = np.abs(np.fft.rfft(played * np.hanning(played.size)))
+        assert np.fft.rfftfreq(played.size, 1 / rate)[np.argmax(spectrum)] == pytest.approx(200 * factor, abs=1.0)

@@ -837,6 +837,19 @@ def test_training_evaluates_every_clip_on_the_windows_classify_cuts_from_it_dc_o
         np.testing.assert_allclose(trained.astype(np.float32), served, atol=1e-3)  # stored as float16
 
 
+def test_speed_perturbed_windows_are_training_windows_only_and_a_slower_clip_gives_more_of_them(tiny_ravdess):
+    from ser_stream.windows import WindowConfig
+    from training.dataset import VARIANTS, build_features
+    from training.ravdess import scan
+
+    clips = scan(tiny_ravdess)[0][:3]
+    features = build_features(clips, WindowConfig(), ("clean", "slower", "faster"), 0, None, workers=1)
+    count = {variant: features.windows_of(np.arange(3), (variant,)).size for variant in ("clean", "slower", "faster")}
+    assert count["slower"] > count["clean"] > count["faster"] > 0
+    evaluated = features.window_is_eval & (features.window_variant == VARIANTS.index("clean"))
+    assert np.array_equal(features.eval_windows(np.arange(3)), np.flatnonzero(evaluated))  # scored on clean audio alone
+
+
 def test_the_feature_cache_is_recomputed_when_a_clip_changes_or_the_cache_file_is_damaged(tiny_ravdess, tmp_path, capsys):
     import shutil
 

@@ -32,10 +32,10 @@ from ser_stream.windows import (
     trim_silence,
     window_starts,
 )
-from training.augment import add_noise, telephone
+from training.augment import SPEED_FACTORS, add_noise, change_speed, telephone
 from training.ravdess import RavdessClip
 
-VARIANTS = ("clean", "telephone", "noisy")
+VARIANTS = ("clean", "telephone", "noisy", "slower", "faster")  # new ones go last: ids are stored in caches
 TRAINING_HOP_SECONDS = 0.25
 
 
@@ -79,6 +79,8 @@ def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> 
             signal = telephone(clean, rng)
         elif variant == "noisy":
             signal = add_noise(clean, rng)
+        elif variant in SPEED_FACTORS:
+            signal = change_speed(clean, SPEED_FACTORS[variant])
         windows, starts = cut_windows(signal, training_config)
         for window, start in zip(windows, starts):
             is_eval = int(round(start * SAMPLE_RATE)) in eval_starts or starts.size == 1
