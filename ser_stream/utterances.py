@@ -64,7 +64,7 @@ class UtteranceConfig:
     max_utterance_seconds: float = 10.0  # a longer utterance is cut here
     min_speech_seconds: float = 0.25  # shorter bursts are not utterances
     margin_seconds: float = 0.1  # audio kept before and after speech, as offline trimming keeps
-    tail_db: float = 30.0  # trailing audio this close to the utterance's peak still belongs to it
+    tail_db: float = 30.0  # trailing audio this close to the utterance's peak belongs to it; fainter speech does not hold it open
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.min_silence_seconds <= 60.0:
