@@ -207,7 +207,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible")
     parser.add_argument("--window", type=float, default=None, help="window length, seconds: always the model's (its 270 columns span one window); given, it is checked against the model")
     parser.add_argument("--hop", type=float, default=None, help="hop between windows, seconds (default: the model's)")
-    parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds (counted from its last speech within 30 dB of its peak)")
+    parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds (counted from its last speech within 35 dB of its peak)")
     parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds (each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
     parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")

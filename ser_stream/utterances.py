@@ -64,7 +64,8 @@ class UtteranceConfig:
     max_utterance_seconds: float = 10.0  # a longer utterance is cut here
     min_speech_seconds: float = 0.25  # shorter bursts are not utterances
     margin_seconds: float = 0.1  # audio kept before and after speech, as offline trimming keeps
-    tail_db: float = 30.0  # trailing audio this close to the utterance's peak belongs to it; fainter speech does not hold it open
+    tail_db: float = 30.0  # trailing audio this close to the utterance's peak still belongs to it
+    hold_db: float = 35.0  # speech this far below the utterance's peak does not hold it open (30 split calls)
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.min_silence_seconds <= 60.0:
@@ -251,10 +252,10 @@ class UtteranceTracker:
         margin = int(self.config.margin_seconds * SAMPLE_RATE)
         silence = int(self.config.min_silence_seconds * SAMPLE_RATE)
         longest = int(self.config.max_utterance_seconds * SAMPLE_RATE)
-        # The VAD's recurrent state holds on to speech for a frame or several after it stops (50 ms typically, 120
-        # ms at the 95th percentile on RAVDESS): frames it still calls speech but ``tail_db`` below the utterance's
-        # peak stay in the utterance, yet its silence is counted from the last frame above them.
-        faint = 10 ** (-self.config.tail_db / 10)
+        # The VAD's recurrent state holds on to speech for a frame or several after the voice stops: frames it
+        # still calls speech but ``hold_db`` below the utterance's peak stay in the utterance, yet its silence is
+        # counted from the last frame above them (python -m benchmarks.utterance_ends measures the gain).
+        faint = 10 ** (-self.config.hold_db / 10)
         while self._vad_position + VAD_FRAME_SAMPLES <= self._history_end:
             frame_start = self._vad_position
             frame_end = frame_start + VAD_FRAME_SAMPLES

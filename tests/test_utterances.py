@@ -84,8 +84,8 @@ def test_a_dc_offset_does_not_stretch_an_utterance_over_the_silence_after_it(off
 
 
 def test_the_silence_that_ends_an_utterance_is_counted_from_its_last_loud_speech_not_from_the_vads_hangover():
-    """Silero's recurrent state keeps calling frames speech after the voice stops (~50 ms, 120 ms at p95 on
-    RAVDESS); frames it calls speech 30 dB below the utterance's peak stay in it but do not hold it open."""
+    """Silero's recurrent state keeps calling frames speech for a frame or several after the voice stops; frames
+    it calls speech 35 dB below the utterance's peak (``hold_db``) stay in it but do not hold it open."""
     class Lagging:  # speech while a frame is loud, and for 8 frames (256 ms) after: a long hangover
         def __init__(self) -> None:
             self.since_loud = 99
