@@ -95,6 +95,21 @@ def test_vad_coverage_counts_the_clips_the_voice_detector_would_pass_over(tmp_pa
     assert lines[3].startswith("telephone: 1 of 2 clips")
 
 
+def test_utterance_ends_plays_every_clip_with_each_hold_level_side_by_side_and_holding_less_never_closes_later(ravdess, capsys):
+    from benchmarks.utterance_ends import main as ends_main
+
+    assert ends_main(["--data", str(ravdess), "--actors", "3", "--per-actor", "3", "--hold-db", "inf", "35"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("3 clips of actors 3, ")
+    rows = [line.strip("| ").split(" | ") for line in lines if line.startswith(("| inf ", "| 35 "))]
+    assert [(row[0], row[1]) for row in rows] == [(level, chain) for level in ("inf", "35") for chain in ("wideband, 50 ms blocks", "G.711 μ-law, 20 ms packets")]
+    for row in rows:
+        assert sum(map(int, row[2].split(" / "))) == 3  # every clip end reported once, missing or twice
+    lag = {(row[0], row[1]): [float(ms) for ms in row[4].split(" / ")] for row in rows}
+    for chain in ("wideband, 50 ms blocks", "G.711 μ-law, 20 ms packets"):
+        assert lag[("35", chain)][1] <= lag[("inf", chain)][1]
+
+
 # --- alternation: every round runs each contender once, in turn ------------------------------------------------
 
 

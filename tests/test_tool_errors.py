@@ -31,6 +31,7 @@ MISSING_DATA = [
     ("benchmarks.capacity", ["--data", "{missing}", "--calls", "1", "--seconds", "1", "--out", "{tmp}/calls.wav"]),
     ("benchmarks.monitor_e2e", ["--data", "{missing}", "--per-actor", "1", "--out", "{tmp}/clips.wav"]),
     ("benchmarks.soak", ["--data", "{missing}", "--minutes", "0.1", "--folder", "{tmp}/soak"]),
+    ("benchmarks.utterance_ends", ["--data", "{missing}", "--per-actor", "1"]),
 ]
 MISSING_REPORT = [
     ("benchmarks", ["--render-only", "--out", "{missing}.md"]),  # the figures it renders are the .json beside --out
@@ -166,6 +167,17 @@ def test_the_end_to_end_benchmark_refuses_actors_the_data_folder_lacks(tiny_ravd
     line = refusal("benchmarks.monitor_e2e", ["--data", str(tiny_ravdess), "--actors", "1", "9", "--per-actor", "1", "--out", str(tmp_path / "clips.wav")], capsys)
     assert line == f"python -m benchmarks.monitor_e2e: error: {tiny_ravdess}: no clips of actor(s) 9"
     assert not (tmp_path / "clips.wav").exists()
+
+
+@pytest.mark.parametrize("level", ["0", "-3", "nan"])
+def test_the_utterance_end_benchmark_refuses_a_hold_level_that_is_not_above_0_db(level, tiny_ravdess, capsys):
+    line = refusal("benchmarks.utterance_ends", ["--data", str(tiny_ravdess), "--actors", "1", "--hold-db", level], capsys)
+    assert line.startswith("python -m benchmarks.utterance_ends: error: argument --hold-db: ") and line.endswith(f"{level} is not a level above 0 dB (or inf)")
+
+
+def test_the_utterance_end_benchmark_refuses_actors_the_data_folder_lacks(tiny_ravdess, capsys):
+    line = refusal("benchmarks.utterance_ends", ["--data", str(tiny_ravdess), "--actors", "1", "9", "--per-actor", "1"], capsys)
+    assert line == f"python -m benchmarks.utterance_ends: error: {tiny_ravdess}: no clips of actor(s) 9"
 
 
 def test_rendering_figures_of_another_kind_is_one_line_naming_the_file(tmp_path, capsys):
