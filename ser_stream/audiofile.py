@@ -13,7 +13,7 @@ import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.errors import AudioInputError, shown
-from ser_stream.features import MAX_AMPLITUDE, check_sample_rate
+from ser_stream.features import check_sample_rate, not_audio
 
 CANCELLING_MIX_DB = 40.0  # a mix this far below its loudest channel is channels cancelling, not a quiet recording
 
@@ -37,11 +37,8 @@ def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
 
 def check_samples(samples: NDArray[np.floating], path: str | Path) -> None:
     """Refuse what no recording holds: NaN or infinite samples, or values far beyond any audio scale."""
-    if not np.all(np.isfinite(samples)):
-        raise AudioInputError(f"{shown(path)}: contains NaN or infinite samples")
-    peak = float(np.max(np.abs(samples), initial=0.0))
-    if peak > MAX_AMPLITUDE:
-        raise AudioInputError(f"{shown(path)}: samples reach {peak:.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio (a damaged float file?)")
+    if (problem := not_audio(samples, scale_hint=" (a damaged float file?)")) is not None:
+        raise AudioInputError(f"{shown(path)}: {problem}")
 
 
 def require_file(path: str | Path) -> None:

@@ -97,6 +97,19 @@ def _frame_index(n_samples: int) -> NDArray[np.intp]:
     return starts[:, None] + np.arange(N_FFT, dtype=np.intp)[None, :]
 
 
+def not_audio(samples: NDArray[np.floating], scale_hint: str = "") -> str | None:
+    """Why ``samples`` cannot be audio — NaN or infinite values, or a peak beyond ``MAX_AMPLITUDE`` — or None.
+
+    One pass over them: their peak is NaN or infinite exactly when a sample is.
+    """
+    peak = float(np.max(np.abs(samples), initial=0.0))
+    if not np.isfinite(peak):
+        return "contains NaN or infinite samples"
+    if peak > MAX_AMPLITUDE:
+        return f"samples reach {peak:.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio{scale_hint}"
+    return None
+
+
 def spectrogram(audio: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> NDArray[np.float32]:
     """Mono audio at any rate → (260, 270) float32 grayscale spectrogram in [0, 1].
 
@@ -108,11 +121,8 @@ def spectrogram(audio: NDArray[np.floating], sample_rate: int = SAMPLE_RATE) -> 
         raise AudioInputError(f"expected mono audio (1-D), got shape {samples.shape}")
     if samples.size == 0:
         raise AudioInputError("audio is empty")
-    if not np.all(np.isfinite(samples)):
-        raise AudioInputError("audio contains NaN or infinite samples")
-    peak = float(np.max(np.abs(samples)))
-    if peak > MAX_AMPLITUDE:  # its power would overflow float32: NaN out, not an error
-        raise AudioInputError(f"audio samples reach {peak:.1e}, beyond ±{MAX_AMPLITUDE:.0e}: not audio")
+    if (problem := not_audio(samples)) is not None:  # beyond MAX_AMPLITUDE its power would overflow float32: NaN out
+        raise AudioInputError(f"audio {problem}")
     canonical = resample_to_canonical(samples, sample_rate)
     if canonical.size < MIN_SAMPLES:
         raise AudioInputError(
