@@ -36,7 +36,7 @@ from ser_stream.errors import DatasetError, SerStreamError, shown
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import trim_silence
-from training.ravdess import scan
+from training.ravdess import RavdessClip, scan
 
 GAP_SECONDS = 1.5
 MIN_SILENCE = UtteranceConfig().min_silence_seconds
@@ -78,8 +78,8 @@ def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
     return {name: round(float(np.percentile(values, q, method="higher")), 1) for name, q in (("median", 50), ("p95", 95))}
 
 
-def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
-    """Write ``per_actor`` clips of each of ``actors`` to ``out``, separated by silence; where each clip's speech lies.
+def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessClip]:
+    """``per_actor`` clips of each of ``actors``, spread over their 60 (so over emotions), actor by actor.
 
     ``DatasetError`` before anything is read when ``data`` is not a RAVDESS folder or lacks one of the actors.
     """
@@ -90,8 +90,13 @@ def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list
     chosen = []
     for actor in actors:
         chosen += [c for c in clips if c.actor == actor][:: max(1, 60 // per_actor)][:per_actor]
+    return chosen
+
+
+def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
+    """Write ``chosen_clips`` to ``out``, trimmed and separated by silence; where each clip's speech lies."""
     pieces, truth, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
-    for clip in chosen:
+    for clip in chosen_clips(data, actors, per_actor):
         audio, rate = read_audio(clip.path)
         speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)
         truth.append((t, t + speech.size / rate, clip.emotion))

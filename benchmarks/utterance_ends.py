@@ -27,39 +27,33 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.monitor_e2e import GAP_SECONDS, latency_summary, match_clip_ends, positive
+from benchmarks.monitor_e2e import GAP_SECONDS, chosen_clips, latency_summary, match_clip_ends, positive
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser
 from ser_stream.clips import without_dc
-from ser_stream.errors import DatasetError, SerStreamError, shown
+from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.g711 import mulaw_decode, mulaw_encode
 from ser_stream.sources import BLOCK_SECONDS
 from ser_stream.utterances import UtteranceConfig, UtteranceTracker
 from ser_stream.windows import TRIM_FRAME_SECONDS, WindowConfig, frame_energies, trim_bounds
-from training.ravdess import scan
 
 PACKET_SECONDS = 0.02  # an RTP packet's audio
 
 
 def room_tone_file(data: Path, actors: list[int], per_actor: int) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """Canonical-rate audio of the clips, each whole and then its room tone; where each clip's speech ends (s)."""
-    clips, _ = scan(data)
-    missing = [actor for actor in actors if not any(clip.actor == actor for clip in clips)]
-    if missing:
-        raise DatasetError(f"{shown(data)}: no clips of actor(s) {', '.join(map(str, missing))}")
     frame = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)
     pieces, ends, t = [], [], 0
-    for actor in actors:
-        for clip in [c for c in clips if c.actor == actor][:: max(1, 60 // per_actor)][:per_actor]:
-            recorded, rate = read_audio(clip.path)
-            audio = resample_to_canonical(without_dc(recorded), rate)
-            first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, 30.0, margin=0)
-            tone = audio[last:] if audio.size - last >= frame else audio[:first]
-            gap = np.resize(tone, int(GAP_SECONDS * SAMPLE_RATE)) if tone.size else np.zeros(int(GAP_SECONDS * SAMPLE_RATE), np.float32)
-            ends.append((t + last) / SAMPLE_RATE)
-            pieces += [audio, gap.astype(np.float32)]
-            t += audio.size + gap.size
+    for clip in chosen_clips(data, actors, per_actor):
+        recorded, rate = read_audio(clip.path)
+        audio = resample_to_canonical(without_dc(recorded), rate)
+        first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, 30.0, margin=0)
+        tone = audio[last:] if audio.size - last >= frame else audio[:first]
+        gap = np.resize(tone, int(GAP_SECONDS * SAMPLE_RATE)) if tone.size else np.zeros(int(GAP_SECONDS * SAMPLE_RATE), np.float32)
+        ends.append((t + last) / SAMPLE_RATE)
+        pieces += [audio, gap.astype(np.float32)]
+        t += audio.size + gap.size
     return np.concatenate(pieces), np.array(ends)
 
 
