@@ -103,3 +103,6 @@ RECIPES["improved-fine"] = replace(RECIPES["improved"], name="improved-fine", fi
 RECIPES["improved-speed"] = replace(
     RECIPES["improved"], name="improved-speed", variants=("clean", "telephone", "noisy", "slower", "faster")
 )
+# Experimental: the improved recipe with half the filters in every convolution (16/32/16). Twice the filters cost
+# 2.3 points on folds 0 and 2; if capacity goes to telling the training speakers apart, less of it may generalise better.
+RECIPES["improved-narrow"] = replace(RECIPES["improved"], name="improved-narrow", filters=(16, 32, 16))
