@@ -7,15 +7,17 @@ clips of held-out actors untrimmed, each followed by its own room tone
 (1.5 s, looped from the clip's quiet end), so the silences are a real room's,
 not digital zeros, through the monitor's segmentation (Silero VAD, 8 kHz),
 wideband in 50 ms blocks as the file source delivers it and through G.711
-μ-law in 20 ms packets, once for each ``--hold-db`` (same audio, side by side;
-``inf``: every frame the VAD calls speech holds, the rule before 2026-11-30).
+μ-law in 20 ms packets, once for each ``--hold-db`` and ``--voice-floor`` (same
+audio, side by side; hold ``inf``: every frame the VAD calls speech holds, the
+rule before 2026-11-30; floor ``off``: Silero alone, without WebRTC's second
+opinion, the rule before 2026-12-01).
 Reported per run: clips whose speech end (30 dB trim) has an utterance ending
 within 0.3 s, missing or twice; other utterances; and the close lag, the audio
 time from that end plus ``--min-silence`` to the block that closed the
 utterance: the part of the latency the segmentation decides (the worker's
 time and delivery come on top). Audio time only: no clock, no machine load.
 
-    .venv/bin/python -m benchmarks.utterance_ends [--actors 3 5 7 20] [--per-actor 25] [--hold-db inf 30 35 40]
+    .venv/bin/python -m benchmarks.utterance_ends [--actors 3 5 7 20] [--per-actor 25] [--hold-db inf 30 35 40] [--voice-floor off 0.1]
 """
 
 from __future__ import annotations
@@ -75,12 +77,26 @@ def hold_db(text: str) -> float:
     return value
 
 
+def voice_floor(text: str) -> float | None:
+    """argparse type: a Silero score in (0, 1), or off."""
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:  # nan too
+        raise argparse.ArgumentTypeError(f"{text} is not a VAD score between 0 and 1 (or off)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.utterance_ends", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
     parser.add_argument("--per-actor", type=positive, default=25)
     parser.add_argument("--hold-db", type=hold_db, nargs="+", default=[math.inf, UtteranceConfig().hold_db])
+    parser.add_argument("--voice-floor", type=voice_floor, nargs="+", default=[UtteranceConfig().voice_floor])
     args = parser.parse_args(argv)
     try:
         speech, ends = room_tone_file(args.data, args.actors, args.per_actor)
@@ -90,15 +106,17 @@ def main(argv: list[str] | None = None) -> int:
               "G.711 μ-law, 20 ms packets": (mulaw_decode(mulaw_encode(speech)).astype(np.float32), PACKET_SECONDS)}
     print(f"{ends.size} clips of actors {', '.join(map(str, args.actors))}, {speech.size / SAMPLE_RATE:.1f} s, each followed by its room tone")
     print()
-    print("| hold_db | audio | clip ends reported once / missing / twice | other utterances | close lag median / p95 (ms of audio) |")
-    print("|---|---|---|---|---|")
+    print("| hold_db | voice floor | audio | clip ends reported once / missing / twice | other utterances | close lag median / p95 (ms of audio) |")
+    print("|---|---|---|---|---|---|")
     for level in args.hold_db:
-        for chain, (audio, block_seconds) in chains.items():
-            found = match_clip_ends(ends, ends, segment(audio, block_seconds, UtteranceConfig(hold_db=level)), zero=0.0)
-            lag = latency_summary([ms for ms in found["latencies_ms"] if np.isfinite(ms)])
-            once = ends.size - found["missing"] - found["duplicated"]
-            print(f"| {level:g} | {chain} | {once} / {found['missing']} / {found['duplicated']} | {found['other_utterances']} | "
-                  f"{lag['median']:.0f} / {lag['p95']:.0f} |")
+        for floor in args.voice_floor:
+            for chain, (audio, block_seconds) in chains.items():
+                config = UtteranceConfig(hold_db=level, voice_floor=floor)
+                found = match_clip_ends(ends, ends, segment(audio, block_seconds, config), zero=0.0)
+                lag = latency_summary([ms for ms in found["latencies_ms"] if np.isfinite(ms)])
+                once = ends.size - found["missing"] - found["duplicated"]
+                print(f"| {level:g} | {'off' if floor is None else f'{floor:g}'} | {chain} | {once} / {found['missing']} / "
+                      f"{found['duplicated']} | {found['other_utterances']} | {lag['median']:.0f} / {lag['p95']:.0f} |")
     return 0
 
 

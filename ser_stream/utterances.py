@@ -66,6 +66,11 @@ class UtteranceConfig:
     margin_seconds: float = 0.1  # audio kept before and after speech, as offline trimming keeps
     tail_db: float = 30.0  # trailing audio this close to the utterance's peak still belongs to it
     hold_db: float = 35.0  # speech this far below the utterance's peak does not hold it open (30 split calls)
+    # Silero misses some shouting and screaming (python -m benchmarks.vad_coverage): a frame it scores below its
+    # threshold but at least this, that WebRTC's voice detector (aggressive mode) calls voice, is speech too.
+    # None: Silero alone. Noise WebRTC takes for voice (hiss, hum, sirens) Silero scores below it; at 0.1,
+    # breaths in room tone became utterances (python -m benchmarks.utterance_ends --voice-floor off 0.1 0.2).
+    voice_floor: float | None = 0.2
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.min_silence_seconds <= 60.0:
@@ -79,6 +84,8 @@ class UtteranceConfig:
             raise SerStreamError(
                 f"VAD thresholds must satisfy 0 < silence ({self.silence_threshold}) ≤ speech ({self.speech_threshold}) < 1"
             )
+        if self.voice_floor is not None and not 0.0 < self.voice_floor <= self.silence_threshold:
+            raise SerStreamError(f"VAD floor for a second opinion ({self.voice_floor}) must be above 0 and at most the silence threshold ({self.silence_threshold})")
 
 
 @lru_cache(maxsize=1)
@@ -140,6 +147,28 @@ def silero_detector() -> Callable[[NDArray[np.float32]], float]:
     return SileroDetector()
 
 
+VOICE_FRAME_SAMPLES = 240  # WebRTC's 30 ms frame at 8 kHz: the first 30 ms of each 32 ms VAD frame
+
+
+class WebRtcVoice:
+    """WebRTC's voice detector (a GMM of six sub-band energies) for one stream, in its most aggressive mode.
+
+    It hears the shouting Silero misses, and much noise as well (hiss, hum,
+    sirens), so it never decides alone: it is asked about frames Silero scored
+    between ``UtteranceConfig.voice_floor`` and its threshold. It sees every
+    frame all the same, since it adapts its noise model as it goes.
+    """
+
+    def __init__(self) -> None:
+        import webrtcvad
+
+        self.vad = webrtcvad.Vad(3)
+
+    def __call__(self, frame: NDArray[np.float32]) -> bool:
+        pcm = (np.clip(frame[:VOICE_FRAME_SAMPLES], -1.0, 1.0) * 32767.0).astype("<i2")
+        return bool(self.vad.is_speech(pcm.tobytes(), SAMPLE_RATE))
+
+
 @dataclass(frozen=True)
 class WindowJob:
     """A window cut from a stream, waiting for inference."""
@@ -192,9 +221,11 @@ class UtteranceTracker:
         config: UtteranceConfig = UtteranceConfig(),
         detector: Callable[[NDArray[np.float32]], float] | None = None,
         first_utterance_id: int = 1,
+        voice: Callable[[NDArray[np.float32]], bool] | None = None,
     ) -> None:
         self.stream, self.window, self.config = stream, window, config
         self.detector = detector or silero_detector()
+        self.voice = voice or (WebRtcVoice() if config.voice_floor is not None else None)
         keep = config.max_utterance_seconds + window.window_seconds + config.min_silence_seconds + 2 * config.margin_seconds
         self._history = np.zeros(int(keep * SAMPLE_RATE) + 2 * VAD_FRAME_SAMPLES, dtype=np.float32)
         self._history_end = 0  # stream position (samples) just past the newest sample kept
@@ -263,7 +294,8 @@ class UtteranceTracker:
             probability = next(given) if given is not None else self.detector(frame)
             self._vad_position = frame_end
             threshold = self.config.silence_threshold if self._in_speech else self.config.speech_threshold
-            if probability >= threshold:
+            voiced = self.voice(frame) if self.voice is not None else False
+            if probability >= threshold or (voiced and probability >= (self.config.voice_floor or threshold)):
                 if self.open is None:
                     start = max(0, frame_start - margin)
                     self.open = Utterance(self._next_id, start, speech_start=frame_start, next_window_sample=start)

@@ -90,24 +90,27 @@ def test_vad_coverage_counts_the_clips_the_voice_detector_would_pass_over(tmp_pa
     soundfile.write(folder / "03-01-05-02-01-01-01.wav", roar, rate)
     assert coverage_main(["--data", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "wideband: 1 of 2 clips have under 0.25 s of VAD speech (no utterance in the monitor)"
+    assert lines[0] == "wideband, Silero alone: 1 of 2 clips have under 0.25 s of speech"
     assert lines[1] == "  by emotion/intensity: angry/strong 1" and lines[2] == "  by actor: 01: 1"
-    assert lines[3].startswith("telephone: 1 of 2 clips")
+    assert lines[3] == "wideband, with WebRTC's second opinion above 0.2 (the monitor's rule): 1 of 2 clips have under 0.25 s of speech (no utterance in the monitor)"
+    assert lines[6].startswith("telephone, Silero alone: 1 of 2 clips") and lines[9].startswith("telephone, with WebRTC's second opinion")
 
 
-def test_utterance_ends_plays_every_clip_with_each_hold_level_side_by_side_and_holding_less_never_closes_later(ravdess, capsys):
+def test_utterance_ends_plays_every_clip_with_each_hold_level_and_voice_floor_side_by_side_and_holding_less_never_closes_later(ravdess, capsys):
     from benchmarks.utterance_ends import main as ends_main
 
-    assert ends_main(["--data", str(ravdess), "--actors", "3", "--per-actor", "3", "--hold-db", "inf", "35"]) == 0
+    assert ends_main(["--data", str(ravdess), "--actors", "3", "--per-actor", "3", "--hold-db", "inf", "35", "--voice-floor", "off", "0.2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("3 clips of actors 3, ")
     rows = [line.strip("| ").split(" | ") for line in lines if line.startswith(("| inf ", "| 35 "))]
-    assert [(row[0], row[1]) for row in rows] == [(level, chain) for level in ("inf", "35") for chain in ("wideband, 50 ms blocks", "G.711 μ-law, 20 ms packets")]
+    chains = ("wideband, 50 ms blocks", "G.711 μ-law, 20 ms packets")
+    assert [tuple(row[:3]) for row in rows] == [(level, floor, chain) for level in ("inf", "35") for floor in ("off", "0.2") for chain in chains]
     for row in rows:
-        assert sum(map(int, row[2].split(" / "))) == 3  # every clip end reported once, missing or twice
-    lag = {(row[0], row[1]): [float(ms) for ms in row[4].split(" / ")] for row in rows}
-    for chain in ("wideband, 50 ms blocks", "G.711 μ-law, 20 ms packets"):
-        assert lag[("35", chain)][1] <= lag[("inf", chain)][1]
+        assert sum(map(int, row[3].split(" / "))) == 3  # every clip end reported once, missing or twice
+    lag = {tuple(row[:3]): [float(ms) for ms in row[5].split(" / ")] for row in rows}
+    for floor in ("off", "0.2"):
+        for chain in chains:
+            assert lag[("35", floor, chain)][1] <= lag[("inf", floor, chain)][1]
 
 
 # --- alternation: every round runs each contender once, in turn ------------------------------------------------

@@ -112,6 +112,59 @@ def test_the_silence_that_ends_an_utterance_is_counted_from_its_last_loud_speech
         assert utterance.end_sample / RATE == pytest.approx(3.008 + 8 * 0.032 + 0.1, abs=1e-9)
 
 
+def test_speech_silero_hesitates_on_counts_when_webrtc_hears_a_voice_and_silero_scores_it_above_the_floor():
+    """Silero misses some shouting: scores under its threshold on a frame WebRTC calls voice still make it speech,
+    down to ``voice_floor`` (0.2), and only with WebRTC's yes."""
+    from ser_stream.utterances import UtteranceConfig
+
+    audio = stream((1.0, False), (2.0, True), (1.0, False))
+
+    def heard(silero_score: float, webrtc_says: bool, config: UtteranceConfig = UtteranceConfig()) -> list:
+        def hesitant(frame: np.ndarray) -> float:
+            return silero_score if energy_detector(frame) else 0.0
+
+        tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), config, detector=hesitant, voice=lambda frame: webrtc_says)
+        for start in range(0, audio.size, 800):
+            tracker.feed(audio[start : start + 800], arrival=0.0)
+        tracker.finish(arrival=0.0)
+        return [(round(u.speech_start / RATE, 3), round(u.end_sample / RATE, 3)) for u in tracker.waiting.values()]
+
+    assert UtteranceConfig().voice_floor == 0.2
+    assert heard(0.3, True) == heard(1.0, False) == [(0.992, 3.108)]  # the speech (frames of 256 samples), as a sure Silero hears it
+    assert heard(0.3, False) == []  # WebRTC alone never decides
+    assert heard(0.15, True) == []  # below the floor: Silero is sure it is not a voice
+    assert heard(0.3, True, UtteranceConfig(voice_floor=None)) == []  # Silero alone
+
+
+@pytest.mark.parametrize("noise", ["hiss", "hum", "siren"])
+def test_noise_webrtc_takes_for_a_voice_is_no_utterance_since_silero_scores_it_below_the_floor(noise):
+    from ser_stream.utterances import WebRtcVoice
+
+    t = np.arange(20 * RATE) / RATE
+    sound = {
+        "hiss": np.random.default_rng(0).standard_normal(t.size),
+        "hum": sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 10)),
+        "siren": np.sin(2 * np.pi * np.cumsum(1000 + 400 * np.sin(2 * np.pi * 0.5 * t)) / RATE),
+    }[noise]
+    audio = (0.03 * sound / np.sqrt(np.mean(sound**2))).astype(np.float32)  # -30 dBFS RMS
+    webrtc = WebRtcVoice()
+    frames = audio[: audio.size // 256 * 256].reshape(-1, 256)
+    assert sum(webrtc(frame) for frame in frames) * 256 / RATE > 4.0  # WebRTC alone takes seconds of it for a voice
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5))  # Silero, with WebRTC's second opinion
+    for start in range(0, audio.size, 400):
+        tracker.feed(audio[start : start + 400], arrival=0.0)
+    tracker.finish(arrival=0.0)
+    assert tracker.waiting == {}
+
+
+def test_a_voice_floor_outside_silero_scores_below_its_silence_threshold_is_refused():
+    from ser_stream.errors import SerStreamError
+
+    for floor in (0.0, 0.5):
+        with pytest.raises(SerStreamError, match=f"^VAD floor for a second opinion \\({floor}\\) must be above 0"):
+            UtteranceConfig(voice_floor=floor)
+
+
 @settings(max_examples=200, deadline=None)
 @given(blocks=st.lists(st.integers(0, 5000), max_size=30), reads=st.lists(st.tuples(st.integers(-3000, 60000), st.integers(0, 6000)), min_size=1, max_size=5))
 def test_the_history_returns_the_stream_audio_it_still_holds_and_silence_for_the_rest(blocks, reads):
