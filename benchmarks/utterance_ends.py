@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from benchmarks.monitor_e2e import GAP_SECONDS, chosen_clips, latency_summary, match_clip_ends, positive
 from ser_stream.audiofile import read_audio
-from ser_stream.cli import OneLineParser
+from ser_stream.cli import OneLineParser, score_or_off
 from ser_stream.clips import without_dc
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
@@ -77,26 +77,13 @@ def hold_db(text: str) -> float:
     return value
 
 
-def voice_floor(text: str) -> float | None:
-    """argparse type: a Silero score in (0, 1), or off."""
-    if text == "off":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:  # nan too
-        raise argparse.ArgumentTypeError(f"{text} is not a VAD score between 0 and 1 (or off)")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.utterance_ends", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
     parser.add_argument("--per-actor", type=positive, default=25)
     parser.add_argument("--hold-db", type=hold_db, nargs="+", default=[math.inf, UtteranceConfig().hold_db])
-    parser.add_argument("--voice-floor", type=voice_floor, nargs="+", default=[UtteranceConfig().voice_floor])
+    parser.add_argument("--voice-floor", type=score_or_off, nargs="+", default=[UtteranceConfig().voice_floor])
     args = parser.parse_args(argv)
     try:
         speech, ends = room_tone_file(args.data, args.actors, args.per_actor)

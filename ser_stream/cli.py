@@ -36,6 +36,16 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], in
     return parse
 
 
+def score_or_off(text: str) -> float | None:
+    """An argparse type: a VAD score (a number; the config checks its range), or ``off``."""
+    if text == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor off") from None
+
+
 def output_file(suffix: str, make_folders: bool = False) -> Callable[[str], Path]:
     """An argparse type: a ``suffix`` file to write, in a folder that exists, found out before any work.
 
@@ -132,7 +142,7 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
         if value is not None and kind not in kinds:
             raise SerStreamError(f"{option} {value}: only with --source {kind} (other sources carry their own)")
     config = MonitorConfig(
-        utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance),
+        utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance, voice_floor=args.voice_floor),
         max_batch=args.max_batch,
         max_streams=args.max_streams,
     )
@@ -209,6 +219,8 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--hop", type=float, default=None, help="hop between windows, seconds (default: the model's)")
     parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds (counted from its last speech within 35 dB of its peak)")
     parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds (each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
+    parser.add_argument("--voice-floor", type=score_or_off, default=UtteranceConfig().voice_floor, metavar="SCORE|off",
+                        help="frames Silero VAD scores at least this but under its threshold are speech if WebRTC's voice detector hears a voice (it catches shouting Silero misses); off: Silero alone (default %(default)s)")
     parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")

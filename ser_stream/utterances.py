@@ -85,7 +85,10 @@ class UtteranceConfig:
                 f"VAD thresholds must satisfy 0 < silence ({self.silence_threshold}) ≤ speech ({self.speech_threshold}) < 1"
             )
         if self.voice_floor is not None and not 0.0 < self.voice_floor <= self.silence_threshold:
-            raise SerStreamError(f"VAD floor for a second opinion ({self.voice_floor}) must be above 0 and at most the silence threshold ({self.silence_threshold})")
+            raise SerStreamError(
+                f"Silero score below which WebRTC's voice detector is not asked (--voice-floor) of {self.voice_floor} "
+                f"must be above 0 and at most Silero's silence threshold ({self.silence_threshold})"
+            )
 
 
 @lru_cache(maxsize=1)

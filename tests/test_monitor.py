@@ -606,3 +606,11 @@ def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_
     stream.finished = True
     worker.run(threading.Event(), until_all_ended=True)
     assert worker.crash is None
+
+
+@pytest.mark.parametrize(("given", "floor"), [([], 0.2), (["--voice-floor", "0.3"], 0.3), (["--voice-floor", "off"], None)])
+def test_voice_floor_sets_where_webrtc_is_asked_and_off_leaves_silero_alone(given, floor):
+    from ser_stream.cli import _monitor_options, build_parser
+
+    args = build_parser().parse_args(["monitor", "--source", "file:call.wav", *given])
+    assert _monitor_options(args, args.source).config.utterance.voice_floor == floor

@@ -157,12 +157,6 @@ def test_noise_webrtc_takes_for_a_voice_is_no_utterance_since_silero_scores_it_b
     assert tracker.waiting == {}
 
 
-def test_a_voice_floor_outside_silero_scores_below_its_silence_threshold_is_refused():
-    from ser_stream.errors import SerStreamError
-
-    for floor in (0.0, 0.5):
-        with pytest.raises(SerStreamError, match=f"^VAD floor for a second opinion \\({floor}\\) must be above 0"):
-            UtteranceConfig(voice_floor=floor)
 
 
 @settings(max_examples=200, deadline=None)
