@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice-floor", type=score_or_off, nargs="+", default=[UtteranceConfig().voice_floor])
     args = parser.parse_args(argv)
     try:
+        configs = [(level, floor, UtteranceConfig(hold_db=level, voice_floor=floor)) for level in args.hold_db for floor in args.voice_floor]
         speech, ends = room_tone_file(args.data, args.actors, args.per_actor)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -95,15 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| hold_db | voice floor | audio | clip ends reported once / missing / twice | other utterances | close lag median / p95 (ms of audio) |")
     print("|---|---|---|---|---|---|")
-    for level in args.hold_db:
-        for floor in args.voice_floor:
-            for chain, (audio, block_seconds) in chains.items():
-                config = UtteranceConfig(hold_db=level, voice_floor=floor)
-                found = match_clip_ends(ends, ends, segment(audio, block_seconds, config), zero=0.0)
-                lag = latency_summary([ms for ms in found["latencies_ms"] if np.isfinite(ms)])
-                once = ends.size - found["missing"] - found["duplicated"]
-                print(f"| {level:g} | {'off' if floor is None else f'{floor:g}'} | {chain} | {once} / {found['missing']} / "
-                      f"{found['duplicated']} | {found['other_utterances']} | {lag['median']:.0f} / {lag['p95']:.0f} |")
+    for level, floor, config in configs:
+        for chain, (audio, block_seconds) in chains.items():
+            found = match_clip_ends(ends, ends, segment(audio, block_seconds, config), zero=0.0)
+            lag = latency_summary([ms for ms in found["latencies_ms"] if np.isfinite(ms)])
+            once = ends.size - found["missing"] - found["duplicated"]
+            print(f"| {level:g} | {'off' if floor is None else f'{floor:g}'} | {chain} | {once} / {found['missing']} / "
+                  f"{found['duplicated']} | {found['other_utterances']} | {lag['median']:.0f} / {lag['p95']:.0f} |")
     return 0
 
 

@@ -9,7 +9,7 @@ least ``voice_floor`` that WebRTC's voice detector calls voice is speech too.
 The tracker's hysteresis keeps a few more frames once speech has started, so
 this is close, not exact.
 
-    .venv/bin/python -m benchmarks.vad_coverage [--data ../shared/data/ravdess16k] [--actors 1 6]
+    .venv/bin/python -m benchmarks.vad_coverage [--data ../shared/data/ravdess16k] [--actors 1 6] [--voice-floor 0.2]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ser_stream.audiofile import read_audio
-from ser_stream.cli import OneLineParser
+from ser_stream.cli import OneLineParser, score_or_off
 from ser_stream.clips import without_dc
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
@@ -46,14 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.vad_coverage", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="*", default=None, help="only these actors (default: all)")
+    parser.add_argument("--voice-floor", type=score_or_off, default=UtteranceConfig().voice_floor, metavar="SCORE|off",
+                        help="the monitor's --voice-floor (default %(default)s)")
     args = parser.parse_args(argv)
     try:
+        config = UtteranceConfig(voice_floor=args.voice_floor)
         clips, _ = scan(args.data)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     clips = [clip for clip in clips if args.actors is None or clip.actor in args.actors]
-    config = UtteranceConfig()
-    rules = {"Silero alone": 0, f"with WebRTC's second opinion above {config.voice_floor} (the monitor's rule)": 1}
+    rules = {"Silero alone": 0, f"with WebRTC's second opinion from a Silero score of {config.voice_floor} (the monitor's rule)": 1}
     missed: dict[tuple[str, str], list] = {(chain, rule): [] for chain in ("wideband", "telephone") for rule in rules}
     for index, clip in enumerate(clips):
         audio, rate = read_audio(clip.path)

@@ -92,7 +92,7 @@ def test_vad_coverage_counts_the_clips_the_voice_detector_would_pass_over(tmp_pa
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "wideband, Silero alone: 1 of 2 clips have under 0.25 s of speech"
     assert lines[1] == "  by emotion/intensity: angry/strong 1" and lines[2] == "  by actor: 01: 1"
-    assert lines[3] == "wideband, with WebRTC's second opinion above 0.2 (the monitor's rule): 1 of 2 clips have under 0.25 s of speech (no utterance in the monitor)"
+    assert lines[3] == "wideband, with WebRTC's second opinion from a Silero score of 0.2 (the monitor's rule): 1 of 2 clips have under 0.25 s of speech (no utterance in the monitor)"
     assert lines[6].startswith("telephone, Silero alone: 1 of 2 clips") and lines[9].startswith("telephone, with WebRTC's second opinion")
 
 

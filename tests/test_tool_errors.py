@@ -175,6 +175,13 @@ def test_the_utterance_end_benchmark_refuses_a_hold_level_that_is_not_above_0_db
     assert line.startswith("python -m benchmarks.utterance_ends: error: argument --hold-db: ") and line.endswith(f"{level} is not a level above 0 dB (or inf)")
 
 
+@pytest.mark.parametrize("module", ["benchmarks.utterance_ends", "benchmarks.vad_coverage"])
+def test_the_vad_benchmarks_refuse_a_voice_floor_the_monitor_refuses(module, tiny_ravdess, capsys):
+    line = refusal(module, ["--data", str(tiny_ravdess), "--actors", "1", "--voice-floor", "0.5"], capsys)
+    assert line == (f"python -m {module}: error: Silero score below which WebRTC's voice detector is not asked (--voice-floor) "
+                    "of 0.5 must be above 0 and at most Silero's silence threshold (0.35)")
+
+
 def test_the_utterance_end_benchmark_refuses_actors_the_data_folder_lacks(tiny_ravdess, capsys):
     line = refusal("benchmarks.utterance_ends", ["--data", str(tiny_ravdess), "--actors", "1", "9", "--per-actor", "1"], capsys)
     assert line == f"python -m benchmarks.utterance_ends: error: {tiny_ravdess}: no clips of actor(s) 9"
