@@ -111,7 +111,9 @@ class StdinSource:
         self.sample_rate, self.channels = sample_rate, channels
         if stream is None and sys.stdin is None:  # started with stdin closed (`<&-`)
             raise AudioInputError("stdin: closed; pipe raw PCM into it, or choose another --source")
-        self.stream = stream if stream is not None else sys.stdin.buffer
+        # Unbuffered: a reader blocked in a BufferedReader holds its lock, and a monitor stopped while the pipe
+        # was still open then died at interpreter shutdown ("could not acquire lock for <stdin>", exit 134).
+        self.stream = stream if stream is not None else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         frame_bytes = 2 * self.channels

@@ -201,6 +201,32 @@ def test_sigterm_publishes_what_is_complete_and_exits_cleanly(clips_with_silence
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stdin_monitor_stopped_while_its_pipe_is_still_open_exits_cleanly(clips_with_silence, shipped_model, stop_signal):
+    """`arecord | ser-stream monitor --source stdin`, stopped before arecord: the reader was blocked in stdin's
+    buffered reader and the interpreter died at shutdown ("could not acquire lock for <stdin>", exit 134)."""
+    path, _ = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="int16")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", "stdin", "--rate", str(rate), "--no-dashboard",
+         "--print-utterances", "--ws", "127.0.0.1:0"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal would start it
+    )
+    process.stdin.write(audio.tobytes())
+    process.stdin.flush()  # and the pipe stays open, as arecord keeps it
+    first = process.stdout.readline()
+    process.send_signal(stop_signal)
+    try:
+        process.wait(timeout=30)
+    finally:
+        process.stdin.close()
+    err = process.stderr.read().decode()
+    assert process.returncode == 0, err
+    assert json.loads(first)["type"] == "utterance"
+    assert "Fatal Python error" not in err and "Traceback" not in err
+
+
 def test_two_streams_share_one_worker_and_a_subscriber_can_follow_one(clips_with_silence, shipped_model, tmp_path):
     path, bounds = clips_with_silence
     other = tmp_path / "second.wav"
