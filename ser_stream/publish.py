@@ -315,13 +315,19 @@ class Publisher:
             if self.page is not None:
                 return self.page(connection, request)
             return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "this is a WebSocket endpoint\n")
+        path = urlsplit(request.path).path.rstrip("/")
+        if path == "/ingest" and self.ingest is None:  # a platform would stream a call into a subscriber, unheard
+            return connection.respond(HTTPStatus.NOT_FOUND, "no call audio is taken here: /ingest is served by a monitor started with --ingest\n")
+        if path not in ("", "/ingest"):
+            where = "/ and /ingest" if self.ingest is not None else "/"
+            return connection.respond(HTTPStatus.NOT_FOUND, f"not found: WebSockets are at {where}\n")
         origin = request.headers.get("Origin")
         if origin is not None and origin not in self.access.allowed_origins and not self._same_origin(origin, request):
             self.refused["origin"] += 1
             return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (--allow-origin)\n")
         # Only a client with the token is charged to the ingest limit: tokenless attempts are refused after the
         # upgrade (1008, refused_token) and must not use up the limit that keeps the real platform's calls coming.
-        if urlsplit(request.path).path.rstrip("/") == "/ingest" and self._authorised(request):
+        if path == "/ingest" and self._authorised(request):
             if self.ingest_connections >= self.access.max_ingest_connections or not self._ingest_rate.allow():
                 self.refused["ingest_limit"] += 1
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections; retry later\n")

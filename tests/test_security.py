@@ -36,6 +36,11 @@ async def first_message(url: str, **kwargs) -> dict:
 def test_a_token_is_required_and_a_wrong_one_is_refused_as_a_policy_violation():
     async def scenario():
         publisher = await started(AccessConfig(token="s3cret-token"))
+
+        async def ingest(connection):
+            await connection.close()
+
+        publisher.ingest = ingest  # a monitor taking calls
         url = f"ws://127.0.0.1:{publisher.port}/"
         refused = []
         for attempt in (url, url + "?token=wrong", url + "?token=s3cret-tokeN"):
@@ -341,3 +346,33 @@ def test_a_connection_handler_stuck_at_shutdown_cannot_hold_the_publishers_close
     took, cleaned_up, cancelled = asyncio.run(scenario())
     assert took is not None, "Publisher.close() was still waiting after 15 s"
     assert took < 5 and cleaned_up and cancelled == 1  # 1 s for the closing handshakes, 2 s for handlers
+
+
+def test_a_websocket_is_served_only_at_its_paths_and_ingest_only_by_a_monitor_taking_calls():
+    """A platform streaming a call to /ingest of a monitor without --ingest was taken for a subscriber: its audio
+    went nowhere and it was told nothing."""
+
+    async def scenario():
+        publisher = await started(AccessConfig())
+        base = f"127.0.0.1:{publisher.port}"
+        answers = {}
+        for path in ("/ingest", "/ingest/", "/other"):
+            answers[path] = await raw_request(publisher.port, f"Host: {base}\r\n", path)
+        subscriber = await first_message(f"ws://{base}/?stream=a")
+
+        async def ingest(connection):
+            await connection.close()
+
+        publisher.ingest = ingest
+        answers["/other, with ingest"] = await raw_request(publisher.port, f"Host: {base}\r\n", "/other")
+        async with connect(f"ws://{base}/ingest") as taken:  # now a call's way in
+            await taken.wait_closed()
+        await publisher.close()
+        return answers, subscriber
+
+    answers, subscriber = asyncio.run(scenario())
+    refusal = ("HTTP/1.1 404 Not Found", "no call audio is taken here: /ingest is served by a monitor started with --ingest\n")
+    assert answers["/ingest"] == answers["/ingest/"] == refusal
+    assert answers["/other"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at /\n")
+    assert answers["/other, with ingest"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at / and /ingest\n")
+    assert subscriber["type"] == "hello"

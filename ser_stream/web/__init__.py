@@ -36,7 +36,7 @@ def serve_page(connection: ServerConnection, request: Request) -> Response:
     """GET / → the page; anything else that is not a WebSocket upgrade → 404."""
     path = request.path.split("?", 1)[0]
     if path not in ("/", "/index.html"):
-        return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page is at /, WebSockets at / and /ingest\n")
+        return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page and its WebSocket are at /\n")
     body, policy = _page()
     headers = Headers(
         [
