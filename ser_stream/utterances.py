@@ -113,6 +113,8 @@ def _silero_session() -> Any:
 
 
 VAD_CONTEXT_SAMPLES = 32  # Silero's 4 ms of preceding audio at 8 kHz
+# A frame no louder than half a 16-bit step is digital silence (a muted line, a gap, a file's padding), not a room.
+DIGITAL_SILENCE_PEAK = 0.5 / 32768
 
 
 class SileroDetector:
@@ -124,6 +126,10 @@ class SileroDetector:
 
     def __init__(self) -> None:
         self.session = _silero_session()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state of a stream's start."""
         self.state = np.zeros((2, 1, 128), dtype=np.float32)
         self.context = np.zeros(VAD_CONTEXT_SAMPLES, dtype=np.float32)
 
@@ -132,17 +138,32 @@ class SileroDetector:
 
 
 def silero_batch(detectors: list[SileroDetector], frames: list[NDArray[np.float32]]) -> list[float]:
-    """One frame for each detector (each a different stream), classified in one run."""
-    batch = np.empty((len(detectors), VAD_CONTEXT_SAMPLES + VAD_FRAME_SAMPLES), dtype=np.float32)
+    """One frame for each detector (each a different stream), classified in one run.
+
+    A frame of digital silence is not speech, and is not run: it puts its detector back to a stream's start.
+    Fed seconds of zeros, Silero's recurrent state drifted until the room tone after them scored as speech
+    (0.5–0.7), and an utterance after a muted stretch started up to 0.9 s early, in the room tone.
+    """
+    probabilities = [0.0] * len(detectors)
+    heard = []
     for row, (detector, frame) in enumerate(zip(detectors, frames)):
-        batch[row, :VAD_CONTEXT_SAMPLES] = detector.context
-        batch[row, VAD_CONTEXT_SAMPLES:] = frame
-    state = np.concatenate([detector.state for detector in detectors], axis=1)
+        if frame.size and float(np.max(np.abs(frame))) > DIGITAL_SILENCE_PEAK:
+            heard.append(row)
+        else:
+            detector.reset()
+    if not heard:
+        return probabilities
+    batch = np.empty((len(heard), VAD_CONTEXT_SAMPLES + VAD_FRAME_SAMPLES), dtype=np.float32)
+    for index, row in enumerate(heard):
+        batch[index, :VAD_CONTEXT_SAMPLES] = detectors[row].context
+        batch[index, VAD_CONTEXT_SAMPLES:] = frames[row]
+    state = np.concatenate([detectors[row].state for row in heard], axis=1)
     output, new_state = _silero_session().run(None, {"input": batch, "state": state, "sr": np.array(SAMPLE_RATE, dtype=np.int64)})
-    for row, detector in enumerate(detectors):
-        detector.state = np.ascontiguousarray(new_state[:, row : row + 1])
-        detector.context = batch[row, -VAD_CONTEXT_SAMPLES:].copy()
-    return [float(p) for p in output[:, 0]]
+    for index, row in enumerate(heard):
+        detectors[row].state = np.ascontiguousarray(new_state[:, index : index + 1])
+        detectors[row].context = batch[index, -VAD_CONTEXT_SAMPLES:].copy()
+        probabilities[row] = float(output[index, 0])
+    return probabilities
 
 
 def silero_detector() -> Callable[[NDArray[np.float32]], float]:
@@ -195,6 +216,7 @@ class Utterance:
     windows_cut: int = 0
     last_window_end: int = 0
     peak_power: float = 0.0  # the loudest VAD-speech frame so far (variance of its samples)
+    continues: bool = False  # takes over, without a margin, from one cut at --max-utterance mid-speech
     closed: bool = False
     closed_at: float = 0.0  # wall clock (monotonic) when the audio that ended it arrived
     probabilities: list[NDArray[np.float32]] = field(default_factory=list)
@@ -311,11 +333,22 @@ class UtteranceTracker:
                 self.open.peak_power = max(self.open.peak_power, power)
             else:
                 self._in_speech = False
-            if self.open is not None and (
-                frame_end - self._last_speech_end >= max(silence, margin)
-                or frame_end - self.open.start_sample >= longest
-            ):
-                jobs += self._close(self.open, arrival)
+            if self.open is not None and frame_end - self._last_speech_end >= max(silence, margin):
+                jobs += self._close(self.open, arrival, available=self._vad_position)
+            elif self.open is not None and frame_end - self.open.start_sample >= longest:
+                # Mid-speech, cut at exactly --max-utterance, and the next utterance takes over from there: the
+                # pieces are contiguous and none is longer than the limit, whatever blocks the audio came in.
+                # In the silence after speech, end as silence would have, within the limit.
+                limit = self.open.start_sample + longest
+                if self._in_speech:
+                    cut_short = self.open
+                    cut_short.end_sample = limit
+                    jobs += self._close(cut_short, arrival, available=limit, cut=True)
+                    self.open = Utterance(self._next_id, limit, speech_start=limit, end_sample=frame_end, next_window_sample=limit,
+                                          peak_power=cut_short.peak_power, continues=True)
+                    self._next_id += 1
+                else:
+                    jobs += self._close(self.open, arrival, available=min(limit, self._vad_position))
         if self.open is not None:
             # Only windows inside the utterance as heard so far: its end (the last speech and the margin) can
             # still move later, never earlier. Silence after it waits; if the utterance closes there, the
@@ -352,16 +385,23 @@ class UtteranceTracker:
             utterance.next_window_sample += hop
         return jobs
 
-    def _close(self, utterance: Utterance, arrival: float) -> list[WindowJob]:
+    def _close(self, utterance: Utterance, arrival: float, available: int | None = None, cut: bool = False) -> list[WindowJob]:
         """End an utterance; cut the rest of the windows the offline rule cuts from its span
-        (``window_starts``: by the hop from its start, then one aligned to its end, or one padded)."""
+        (``window_starts``: by the hop from its start, then one aligned to its end, or one padded).
+
+        Its end (with the margin) goes no further than ``available``: where the VAD has got to, so that it does
+        not depend on how much audio the source had delivered past it; at the end of a stream, all of it. An
+        utterance ``cut`` at --max-utterance ends exactly there.
+        """
         self.open = None
-        margin = int(self.config.margin_seconds * SAMPLE_RATE)
-        utterance.end_sample = self._refine_end(utterance)
-        end = min(utterance.end_sample + margin, self._history_end)
+        margin = 0 if cut else int(self.config.margin_seconds * SAMPLE_RATE)
+        if not cut:
+            utterance.end_sample = self._refine_end(utterance)
+        end = min(utterance.end_sample + margin, self._history_end if available is None else available)
         speech = utterance.end_sample - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
         jobs: list[WindowJob] = []
-        if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0:
+        part_of_longer_speech = cut or utterance.continues
+        if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0 and not part_of_longer_speech:
             return jobs  # a click or a breath: not an utterance
         jobs += self._schedule(utterance, end)
         window = self.window.window_samples

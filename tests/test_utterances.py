@@ -178,6 +178,28 @@ def test_the_history_returns_the_stream_audio_it_still_holds_and_silence_for_the
         assert np.array_equal(tracker._audio(start, start + length), expected)
 
 
+@pytest.mark.parametrize("block", [400, 800, 1237, 8000], ids=["50 ms", "100 ms", "odd", "1 s"])
+def test_speech_longer_than_max_utterance_is_cut_into_contiguous_pieces_of_at_most_that_whatever_the_blocks(block):
+    """Pieces overlapped by both margins (0.2 s), ran 0.1 s past the limit, and where one ended depended on how
+    much audio had arrived when it was cut, so the same file gave different times run to run."""
+    jobs, done = run(stream((1.0, False), (25.0, True), (1.0, False)), block=block, config=UtteranceConfig(max_utterance_seconds=10.0))
+    spans = [(round(u.t_start, 3), round(u.t_end, 3)) for u in done]
+    # speech is first seen in the frame from 0.992 s, the first piece starting the margin before it; its last
+    # frame ends at 26.016 s (frames are 256 samples), the last piece the margin after it
+    assert spans == [(0.892, 10.892), (10.892, 20.892), (20.892, 26.116)]
+    assert all(j.t_end <= end + 1e-9 and j.t_start >= start - 1e-9 for (start, end) in spans for j in jobs if start <= j.t_start < end)
+
+
+@pytest.mark.parametrize("longest", [0.26, 0.3, 0.5])
+def test_a_max_utterance_just_above_the_shortest_speech_kept_still_publishes_every_piece(longest):
+    """At 0.26 s every piece was under 0.25 s of speech once its margin was counted, and all were dropped as clicks."""
+    _, done = run(stream((1.0, False), (2.0, True), (1.0, False)), config=UtteranceConfig(max_utterance_seconds=longest))
+    assert done and done[0].t_start == pytest.approx(0.892)
+    assert all(b.t_start == pytest.approx(a.t_end) for a, b in zip(done, done[1:]))  # contiguous, nothing dropped
+    assert done[-1].t_end == pytest.approx(3.108)  # the last speech frame ends at 3.008 s, and the margin
+    assert all(u.t_end - u.t_start <= longest + 1e-9 for u in done)
+
+
 def test_a_short_utterance_gets_one_window_centred_on_it():
     jobs, done = run(stream((1.0, False), (0.6, True), (1.5, False)))
     assert len(jobs) == 1 and len(done) == 1
@@ -219,6 +241,29 @@ def test_silero_batched_across_streams_equals_each_stream_alone():
         frames = [signal[start : start + 256] for signal in signals]
         expected = [detector(frame) for detector, frame in zip(alone, frames)]
         assert np.allclose(silero_batch(together, frames), expected, atol=1e-5)
+
+
+def test_after_a_minute_of_digital_silence_silero_hears_the_room_as_at_a_streams_start():
+    """Fed zeros, Silero's recurrent state drifted until a quiet room after them scored as speech: an utterance
+    after a muted minute started at the room tone, a second before the voice."""
+    from ser_stream.utterances import SileroDetector, silero_batch
+
+    rng = np.random.default_rng(0)
+    room = lambda seconds: (0.001 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)  # noqa: E731
+    clip = np.concatenate([room(1.0), speechlike(1.5, RATE, seed=1), room(1.0)])
+    heard = {}
+    for muted in (0, 60):
+        audio = np.concatenate([np.zeros(muted * RATE, np.float32), clip])
+        tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5))
+        for start in range(0, audio.size, 400):
+            tracker.feed(audio[start : start + 400], arrival=0.0)
+        tracker.finish(arrival=0.0)
+        heard[muted] = [(round(u.speech_start / RATE - muted, 3), round(u.end_sample / RATE - muted, 3)) for u in tracker.waiting.values()]
+    assert heard[60] == heard[0] and heard[0][0][0] > 0.9
+    detector = SileroDetector()
+    detector(speechlike(0.032, RATE))
+    assert silero_batch([detector], [np.zeros(256, np.float32)]) == [0.0]  # not speech, and not run:
+    assert not detector.state.any() and not detector.context.any()  # back to a stream's start
 
 
 @pytest.mark.parametrize("lead_seconds", [0.0, 0.05, 1.0], ids=["at the stream's start", "50 ms in", "after a second"])
