@@ -124,4 +124,6 @@ def unreadable(path: str | Path, error: Exception) -> AudioInputError:
     reason = str(error).split("\n")[0]
     if "Error opening" in reason and ":" in reason:
         reason = reason.rsplit(":", 1)[-1].strip()
+    if reason == "samplerate must be specified":  # what soundfile says of a .raw/.pcm name: it would read headerless PCM
+        reason = "headerless PCM, whose rate and format nothing says; give it a WAV or FLAC header, or pipe it to monitor --source stdin --rate R"
     return AudioInputError(f"{shown(path)}: not a readable audio file ({reason})")

@@ -139,6 +139,14 @@ def test_a_text_file_named_like_audio_is_refused_by_name(tmp_path):
         read_audio(path)
 
 
+def test_headerless_pcm_is_refused_saying_what_it_lacks(tmp_path):
+    path = tmp_path / "call.raw"
+    path.write_bytes((speechlike(1.0, 8000) * 32767).astype("<i2").tobytes())
+    with pytest.raises(AudioInputError, match=r"^.*call\.raw: not a readable audio file \(headerless PCM, whose rate and format nothing says; "
+                       r"give it a WAV or FLAC header, or pipe it to monitor --source stdin --rate R\)$"):
+        read_audio(path)
+
+
 def test_an_unsupported_codec_is_refused_by_name(tmp_path):
     path = tmp_path / "codec.wav"
     soundfile.write(path, speechlike(1.0, 16000), 16000, subtype="PCM_16")
