@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import zipfile
@@ -147,7 +148,9 @@ def build_features(
     if workers == 1:
         per_clip = map(_clip_windows, tasks)
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        # Spawned, not forked: a child forked while another thread held a lock (onnxruntime's, a test's server)
+        # waited on it for ever, and a CI run hung in the smoke training's feature pass.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         per_clip = pool.map(_clip_windows, tasks, chunksize=8)
     for clip_index, windows in enumerate(per_clip):
         for variant_id, is_eval, image in windows:
