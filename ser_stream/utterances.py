@@ -130,13 +130,13 @@ class SileroDetector:
 
     def __init__(self) -> None:
         self.session = _silero_session()
+        self.silent_frames = 0  # digital silence in a row, up to the frame just classified
         self.reset()
 
     def reset(self) -> None:
         """Back to the state of a stream's start."""
         self.state = np.zeros((2, 1, 128), dtype=np.float32)
         self.context = np.zeros(VAD_CONTEXT_SAMPLES, dtype=np.float32)
-        self.silent_frames = 0  # digital silence in a row, up to the frame just classified
 
     def hears(self, frame: NDArray[np.float32]) -> bool:
         """Whether this frame is to be run; after ``DIGITAL_SILENCE_RESET_SECONDS`` of digital silence it is not, and
@@ -148,9 +148,7 @@ class SileroDetector:
         if self.silent_frames * VAD_FRAME_SAMPLES < DIGITAL_SILENCE_RESET_SECONDS * SAMPLE_RATE:
             return True
         if self.state.any() or self.context.any():
-            silent = self.silent_frames
             self.reset()
-            self.silent_frames = silent
         return False
 
     def __call__(self, samples: NDArray[np.float32]) -> float:
@@ -364,7 +362,7 @@ class UtteranceTracker:
                                           peak_power=cut_short.peak_power, continues=True)
                     self._next_id += 1
                 else:
-                    jobs += self._close(self.open, arrival, available=min(limit, self._vad_position))
+                    jobs += self._close(self.open, arrival, available=limit)  # limit <= frame_end: where the VAD is
         if self.open is not None:
             # Only windows inside the utterance as heard so far: its end (the last speech and the margin) can
             # still move later, never earlier. Silence after it waits; if the utterance closes there, the
