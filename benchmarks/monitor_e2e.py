@@ -124,11 +124,16 @@ def positive(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m benchmarks.monitor_e2e", description=__doc__.splitlines()[0])
+def add_clip_arguments(parser: argparse.ArgumentParser, per_actor: int) -> None:
+    """The options ``chosen_clips`` takes: ``--data``, ``--actors`` (held out by the fold-0 model), ``--per-actor``."""
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
-    parser.add_argument("--per-actor", type=positive, default=15)
+    parser.add_argument("--per-actor", type=positive, default=per_actor)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m benchmarks.monitor_e2e", description=__doc__.splitlines()[0])
+    add_clip_arguments(parser, per_actor=15)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--pace", default="fast", choices=["fast", "realtime"])
     parser.add_argument("--out", type=output_file(".wav"), default=None, help="where the clips' audio is written (.wav; default: a temporary folder)")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.monitor_e2e import GAP_SECONDS, chosen_clips, latency_summary, match_clip_ends, positive
+from benchmarks.monitor_e2e import GAP_SECONDS, add_clip_arguments, chosen_clips, latency_summary, match_clip_ends
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, score_or_off
 from ser_stream.clips import without_dc
@@ -79,9 +79,7 @@ def hold_db(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.utterance_ends", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
-    parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
-    parser.add_argument("--per-actor", type=positive, default=25)
+    add_clip_arguments(parser, per_actor=25)
     parser.add_argument("--hold-db", type=hold_db, nargs="+", default=[math.inf, UtteranceConfig().hold_db])
     parser.add_argument("--voice-floor", type=score_or_off, nargs="+", default=[UtteranceConfig().voice_floor])
     args = parser.parse_args(argv)
