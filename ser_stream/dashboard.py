@@ -228,7 +228,10 @@ class DashboardFrame:
         more = len(self.streams) - len(shown_streams)
         if more:
             calls.add_row(f"… {more} more", "", "", "", "")
-        return Panel(calls, title="streams"), 3 + len(shown_streams) + (more > 0)
+        if not self.streams:  # an empty table after the demo's clip ended read as a broken panel
+            ended = f": {self.ended} ended, their utterances below" if self.ended else ""
+            calls.add_row(Text(f"none active{ended}", style="dim"), "", "", "", "")
+        return Panel(calls, title="streams"), 3 + max(1, len(shown_streams) + (more > 0))
 
     def _recent(self, inner: int, rows: int) -> Table:
         shown_recent = self.recent[:rows]
