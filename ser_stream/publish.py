@@ -311,6 +311,10 @@ class Publisher:
             name = host_name(host)
             advice = f"; to reach it by that name, add --allow-host {name}" if name is not None else ""
             return connection.respond(HTTPStatus.FORBIDDEN, f"host {name or host!r} is not one this monitor serves{advice}\n")
+        if request.method != "GET":  # a POST or PUT was answered with the page, as if it had been read
+            refusal = connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, f"{shown(request.method[:20])} is not served here: the page and the WebSockets take GET\n")
+            refusal.headers["Allow"] = "GET"
+            return refusal
         if "upgrade" not in ", ".join(request.headers.get_all("Connection")).lower():
             if self.page is not None:
                 return self.page(connection, request)
@@ -372,6 +376,10 @@ class Publisher:
                 self.ingest_connections -= 1
             return
         query = parse_qs(url.query, keep_blank_values=True)  # `?since=` must be refused, not read as absent
+        repeated = next((name for name in ("stream", "since") if len(query.get(name, ())) > 1), None)
+        if repeated is not None:  # the first was taken, and a subscriber never learned the other was not
+            await connection.close(CloseCode.POLICY_VIOLATION, f"?{repeated}= given {len(query[repeated])} times: give it once")
+            return
         stream = query.get("stream", [None])[0] or None  # `?stream=` names no stream: every stream, as before
         since_text = query.get("since", [None])[0]
         since = since_seq(since_text) if since_text is not None else None

@@ -107,12 +107,12 @@ def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade()
     assert all(hello["type"] == "hello" for hello in hellos)
 
 
-async def raw_request(port: int, headers: str, path: str = "/", upgrade: bool = True) -> tuple[str, str]:
+async def raw_request(port: int, headers: str, path: str = "/", upgrade: bool = True, method: str = "GET") -> tuple[str, str]:
     """Send a request a browser (or anyone) could send, header by header; the status line and the body back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     if upgrade:
         headers += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-    writer.write(f"GET {path} HTTP/1.1\r\n{headers}\r\n".encode())
+    writer.write(f"{method} {path} HTTP/1.1\r\n{headers}\r\n".encode())
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
@@ -376,3 +376,49 @@ def test_a_websocket_is_served_only_at_its_paths_and_ingest_only_by_a_monitor_ta
     assert answers["/other"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at /\n")
     assert answers["/other, with ingest"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at / and /ingest\n")
     assert subscriber["type"] == "hello"
+
+
+def test_a_request_that_is_not_a_get_is_refused_with_405_not_answered_with_the_page():
+    """`POST /` once got the page with 200, as if the form it posted had been taken."""
+    from ser_stream.web import serve_page
+
+    async def scenario():
+        publisher = await started(AccessConfig())
+        publisher.page = serve_page
+        host = f"Host: 127.0.0.1:{publisher.port}\r\nContent-Length: 0\r\n"
+        answers = {method: await raw_request(publisher.port, host, upgrade=False, method=method) for method in ("POST", "PUT", "DELETE")}
+        answers["upgrade by POST"] = await raw_request(publisher.port, host, method="POST")
+        page = await raw_request(publisher.port, host, upgrade=False)
+        await publisher.close()
+        return answers, page
+
+    answers, page = asyncio.run(scenario())
+    for method in ("POST", "PUT", "DELETE"):
+        assert answers[method] == ("HTTP/1.1 405 Method Not Allowed", f"{method} is not served here: the page and the WebSockets take GET\n")
+    assert answers["upgrade by POST"][0] == "HTTP/1.1 405 Method Not Allowed"
+    assert page[0] == "HTTP/1.1 200 OK" and "<html" in page[1].lower()
+
+
+def test_a_query_parameter_given_twice_is_refused_with_1008_naming_it():
+    """`?stream=a&stream=b` once subscribed to `a` alone, and the subscriber never learned `b` was not heard."""
+
+    async def scenario():
+        publisher = await started(AccessConfig())
+        base = f"ws://127.0.0.1:{publisher.port}/"
+        refused = {}
+        for query in ("stream=a&stream=b", "since=1&since=2", "stream=a&since=1&stream=a&stream=c"):
+            with pytest.raises(ConnectionClosedError) as closed:
+                async with connect(f"{base}?{query}") as ws:
+                    await asyncio.wait_for(ws.recv(), 5)
+            refused[query] = (closed.value.rcvd.code, closed.value.rcvd.reason)
+        once = await first_message(f"{base}?stream=a&since=1")
+        await publisher.close()
+        return refused, once
+
+    refused, once = asyncio.run(scenario())
+    assert refused == {
+        "stream=a&stream=b": (POLICY_VIOLATION, "?stream= given 2 times: give it once"),
+        "since=1&since=2": (POLICY_VIOLATION, "?since= given 2 times: give it once"),
+        "stream=a&since=1&stream=a&stream=c": (POLICY_VIOLATION, "?stream= given 3 times: give it once"),
+    }
+    assert once["type"] == "hello"
