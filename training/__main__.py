@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=WindowConfig().hop_seconds)
     parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    parser.add_argument("--overwrite", action="store_true", help="train splits the run folder already holds again from epoch 1, deleting their checkpoints (without it, or --resume, they are refused)")
     parser.add_argument("--keep", choices=KEEPS, default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
     parser.add_argument("--average-epochs", type=whole_number(1), default=10, help="--keep average: how many final epochs' weights to average")
     parser.add_argument("--teacher", action="append", default=[], metavar="MODEL.onnx",
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             fold=args.fold, balance_voices=args.balance_voices, validation_actors=args.validation_actors,
             training_actors=args.training_actors, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
             patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
-            init_from=args.init_from, resume=args.resume, keep=args.keep, average_epochs=args.average_epochs,
+            init_from=args.init_from, resume=args.resume, overwrite=args.overwrite, keep=args.keep, average_epochs=args.average_epochs,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
             teachers=tuple(args.teacher), distill_weight=0.5 if args.distill_weight is None else args.distill_weight,
         )
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         run(config)
     except SerStreamError as error:  # a data folder, earlier run or model that cannot be used: one line, no traceback
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C: the last whole epoch's checkpoint is on disk (written aside, then renamed)
+        parser.exit(130, f"{parser.prog}: interrupted; each split keeps its last whole epoch: run the same command with --resume to carry on\n")
     return 0
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     frequency_warp: float | None = None  # None: the recipe's
     init_from: Path | None = None  # an earlier run folder: each split starts from its model there, on a fresh schedule
     resume: bool = False
+    overwrite: bool = False  # train splits that already hold a run again from epoch 1 (without it they are refused)
     keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships;
     # "average": the mean of the last ``average_epochs`` epochs' weights (stochastic weight averaging)
     average_epochs: int = 10
@@ -108,7 +109,11 @@ class TrainConfig:
             problems.append(("frequency_warp", f"{self.frequency_warp} is outside 0 to 0.5"))
         if not 0.0 <= self.distill_weight <= 1.0:
             problems.append(("distill_weight", f"{self.distill_weight} is outside 0 to 1"))
+        if self.resume and self.overwrite:
+            problems.append(("overwrite", "with --resume: carry the run on, or train it again from epoch 1, not both"))
         # Last: the files it names, once the numbers are known to be sensible
+        if str(self.out) in ("", "."):  # `--out "$RUN"` with RUN unset once trained five folds into the repository
+            problems.append(("out", f"{str(self.out)!r} is the current folder: name a run folder (it gets a subfolder per split and summary.json)"))
         for name in ("out", "cache_dir"):
             path = getattr(self, name)
             if path is not None and path.exists() and not path.is_dir():

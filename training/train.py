@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
 import numpy as np
 from numpy.typing import NDArray
 from rich.console import Console
@@ -21,6 +20,7 @@ from ser_stream.errors import SerStreamError, one_line, shown
 from ser_stream.inference import EmotionModel
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
+from training.backend import keras
 from training.config import TrainConfig
 from training.dataset import VARIANTS, FeatureSet, build_features, remove_speaker_profiles
 from training.export import export_onnx, parity, write_metadata
@@ -180,12 +180,13 @@ class TrainingBatches(keras.utils.PyDataset):
     """Each epoch, ``windows_per_clip`` random windows of every training clip, augmented per recipe."""
 
     def __init__(
-        self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig, teachers: list[EmotionModel] | None = None
+        self, features: FeatureSet, clips: NDArray[np.int64], recipe: Recipe, config: TrainConfig,
+        teachers: list[EmotionModel] | None = None, first_epoch: int = 0,
     ) -> None:
         super().__init__()
         self.features, self.recipe, self.config = features, with_command_overrides(recipe, config), config
         self.teachers = teachers or []
-        self.rng = np.random.default_rng(network_seed(config) + 1)
+        self.epoch = first_epoch - 1  # on_epoch_end below moves to first_epoch: 0, or the epoch a resume starts at
         candidates = features.windows_of(clips, recipe.variants)
         self.windows_by_clip = [candidates[features.window_clip[candidates] == c] for c in clips]
         self.labels = features.clip_labels[clips]
@@ -197,6 +198,10 @@ class TrainingBatches(keras.utils.PyDataset):
         self.on_epoch_end()
 
     def on_epoch_end(self) -> None:
+        """The next epoch's windows, in order. Its generator is seeded by the epoch: a resumed run draws what the
+        uninterrupted one would have (it once started again from the first epoch's draws)."""
+        self.epoch += 1
+        self.rng = np.random.default_rng([network_seed(self.config) + 1, self.epoch])
         picks = []
         for clip_windows, label in zip(self.windows_by_clip, self.labels):
             for window in self.rng.choice(clip_windows, size=self.recipe.windows_per_clip):
@@ -343,9 +348,25 @@ class WeightAverage(keras.callbacks.Callback):
         if resumed_after is None:
             self.path.unlink(missing_ok=True)  # a fresh run: an earlier run's sum is not ours
         elif self.path.exists():
-            saved = np.load(self.path)
-            self.count, self.through_epoch = int(saved["count"]), int(saved["through_epoch"])
-            self.total = [saved[f"w{index}"] for index in range(len(saved.files) - 2)]
+            try:
+                with np.load(self.path) as saved:
+                    self.count, self.through_epoch = int(saved["count"]), int(saved["through_epoch"])
+                    self.total = [saved[f"w{index}"] for index in range(len(saved.files) - 2)]
+            except Exception as error:  # numpy raises zipfile, OS and key errors alike: the reason is what matters
+                raise SerStreamError(f"{shown(self.path)}: not a readable sum of weights ({one_line(error)}); --overwrite trains the split again") from None
+            if self.through_epoch - self.count + 1 != self.first_epoch:  # the run was carried on to more epochs
+                self._restart(resumed_after, total_epochs, epochs)
+
+    def _restart(self, resumed_after: int, total_epochs: int, epochs: int) -> None:
+        """A run carried on to more epochs averages later ones: drop the sum of the earlier ones, as long as no epoch
+        the new average needs has passed but the checkpointed last one (``catch_up`` adds that)."""
+        if resumed_after - 1 > self.first_epoch:
+            raise SerStreamError(
+                f"--keep average: the last {epochs} of {total_epochs} epochs start at epoch {self.first_epoch + 1}, but this run "
+                f"is past epoch {resumed_after} and kept only the sum of epochs {self.through_epoch - self.count + 2}–{self.through_epoch + 1}; "
+                f"use --average-epochs {total_epochs - resumed_after + 1} or fewer, or --overwrite"
+            )
+        self.total, self.count, self.through_epoch = None, 0, self.first_epoch - 1
 
     def add(self, weights: list[NDArray[Any]], epoch: int) -> None:
         weights64 = [np.asarray(w, dtype=np.float64) for w in weights]
@@ -374,7 +395,7 @@ class WeightAverage(keras.callbacks.Callback):
 
 # What a run folder's checkpoints were trained as: a resumed run must ask for the same (epochs and patience may
 # grow: a run carried on further is still the same run).
-NOT_IDENTITY = ("fold", "resume", "epochs", "patience", "cache_dir", "out")
+NOT_IDENTITY = ("fold", "resume", "overwrite", "epochs", "patience", "cache_dir", "out")
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:
@@ -476,14 +497,18 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     teachers = load_teachers(config, split.name)  # refused before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     checkpoints = folder / "checkpoints"
+    state_file = checkpoints / "state.json"
+    resuming = config.resume and state_file.exists()  # run() refused a state without its last.keras
+    if not resuming and checkpoints.exists():  # --overwrite (run() refused it otherwise): no earlier best.keras or sum may linger
+        shutil.rmtree(checkpoints)
     checkpoints.mkdir(exist_ok=True)
-    batches = TrainingBatches(features, split.train, recipe, config, teachers)
     history: dict[str, list[float]] = {}
     initial_epoch = 0
-    earlier = earlier_split(config.init_from, split.name) if config.init_from is not None else None  # (model, its epochs)
-    state_file = checkpoints / "state.json"
-    if config.resume and state_file.exists() and (checkpoints / "last.keras").exists():
+    if resuming:
         initial_epoch, history = read_checkpoint_state(state_file)
+    batches = TrainingBatches(features, split.train, recipe, config, teachers, first_epoch=initial_epoch)
+    earlier = earlier_split(config.init_from, split.name) if config.init_from is not None else None  # (model, its epochs)
+    if resuming:
         model = load_checkpoint(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
@@ -584,6 +609,30 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     return metrics
 
 
+def held_run(folder: Path) -> str | None:
+    """What a split folder already holds from an earlier run (``6 epochs``, ``a finished run``), or None if nothing."""
+    state_file = folder / "checkpoints" / "state.json"
+    if state_file.is_file():
+        try:
+            return f"{read_checkpoint_state(state_file)[0]} epochs"
+        except SerStreamError:
+            return "checkpoints"
+    if (folder / "metrics.json").is_file() or (folder / "model.onnx").is_file():
+        return "a finished run"
+    return None
+
+
+def writable_folder(folder: Path, option: str) -> None:
+    """Check that ``folder`` (or, while it does not exist, the folder it would be made in) takes files, without making
+    it: a refused run leaves nothing behind. One line naming it and why if not."""
+    nearest = next((path for path in (folder, *folder.absolute().parents) if path.exists()), Path("/"))
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as error:
+        raise SerStreamError(f"{option} {shown(folder)}: cannot write there ({error.strerror or type(error).__name__})") from None
+
+
 def limit_per_emotion(clips: list[Any], max_clips: int) -> list[Any]:
     kept: list[Any] = []
     for emotion in EMOTIONS:
@@ -603,6 +652,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
     if config.max_clips:
         clips = limit_per_emotion(clips, config.max_clips)
     check_speakers({clip.actor for clip in clips}, config)
+    writable_folder(config.out, "--out")  # before the features: an unwritable folder once failed after computing them
+    if config.cache_dir is not None:
+        writable_folder(config.cache_dir, "--cache-dir")
     variants = tuple(dict.fromkeys(("clean", "telephone") + recipe.variants))
     console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
     features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
@@ -613,6 +665,10 @@ def run(config: TrainConfig) -> dict[str, Any]:
         state_file = config.out / split.name / "checkpoints" / "state.json"
         if config.resume and state_file.is_file():
             check_same_run(config.out / split.name, config, "--resume", recorded_identity(state_file, "identity"))
+            if not (state_file.parent / "last.keras").is_file():  # it once started again from epoch 1 without a word
+                raise SerStreamError(f"--resume {config.out / split.name}: {state_file.parent / 'last.keras'} is missing, so it cannot carry on; --overwrite trains the split again from epoch 1")
+        elif not config.resume and not config.overwrite and (held := held_run(config.out / split.name)) is not None:
+            raise SerStreamError(f"--out {config.out / split.name}: holds a run of this split ({held}); add --resume to carry it on, or --overwrite to train it again from epoch 1")
         if config.init_from is not None:
             earlier_split(config.init_from, split.name)
         for template in config.teachers:
