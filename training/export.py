@@ -11,17 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import onnx
-import tensorflow as tf
-import tf2onnx
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.features import feature_parameters
 from ser_stream.model import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, file_sha256, metadata_path
 from ser_stream.windows import WindowConfig
+from training.backend import keras, tf
 
 OPSET = 17
 RAVDESS_NOTE = (
@@ -37,6 +35,8 @@ def export_onnx(model: keras.Model, onnx_path: Path) -> None:
     @tf.function(input_signature=signature)
     def serve(spectrogram: tf.Tensor) -> tf.Tensor:
         return model(spectrogram, training=False)
+
+    import tf2onnx  # after training.backend: its own import of TensorFlow would print the start-up lines
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET)
     graph = proto.graph

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import keras
 import numpy as np
-from keras import layers
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.features import N_BINS, N_FFT, N_FRAMES, SAMPLE_RATE
+from training.backend import keras
 from training.recipes import Recipe
+
+layers = keras.layers
 
 DENSE_UNITS = 128  # the paper does not give the dense width
 
