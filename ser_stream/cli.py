@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -65,6 +66,13 @@ def output_file(suffix: str, make_folders: bool = False) -> Callable[[str], Path
                 raise argparse.ArgumentTypeError(f"{shown(text)}: {shown(nearest)} is a file, not a folder to write it in")
         elif not path.parent.is_dir():
             raise argparse.ArgumentTypeError(f"{shown(text)}: no folder {shown(path.parent)} to write it in")
+        else:
+            nearest = path.parent
+        try:  # a read-only or virtual folder (/proc) once failed with a traceback after the tool's work was done
+            with tempfile.TemporaryFile(dir=nearest):
+                pass
+        except OSError as error:
+            raise argparse.ArgumentTypeError(f"{shown(text)}: cannot write in {shown(nearest)} ({error.strerror or type(error).__name__})") from None
         return path
 
     return parse

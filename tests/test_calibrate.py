@@ -79,3 +79,37 @@ def test_pooled_folds_count_every_clip_once_with_the_paper_rule(tmp_path):
         reports[-1].write_text(json.dumps({"clean_clips": clips}))
     assert pool_main([str(path) for path in reports] + ["--png", str(tmp_path / "pooled.png")]) == 0
     assert (tmp_path / "pooled.png").stat().st_size > 0
+
+
+def fold_report(path, fold: HeldOutClips, names: list[str]) -> str:
+    clips = [
+        {"clip": name, "label": EMOTIONS[label], "window_probabilities": fold.window_probabilities[fold.window_clip == index].tolist()}
+        for index, (name, label) in enumerate(zip(names, fold.labels))
+    ]
+    path.write_text(json.dumps({"clean_clips": clips}))
+    return str(path)
+
+
+def test_the_same_clip_in_two_fold_reports_is_refused_naming_both(tmp_path, capsys):
+    """The same report given twice was once cross-validated: each fold's weights fitted on its own clips."""
+    from training.calibrate import main
+
+    fold = biased_fold("fold0", 0, clips_per_class=2)
+    names = [f"03-01-0{label + 1}-01-01-0{index % 2 + 1}-03.wav" for index, label in enumerate(fold.labels)]
+    first = fold_report(tmp_path / "fold0.json", fold, names)
+    copy = fold_report(tmp_path / "fold0-copy.json", fold, names)
+    for reports, reason in (([first, first], f"{first}: given twice; give one report per fold"),
+                            ([first, copy], f"{copy}: scores {names[0]}, which {first} scores too; give one report per fold, each of other speakers")):
+        with pytest.raises(SystemExit) as stopped:
+            main(reports)
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err == f"python -m training.calibrate: error: {reason}\n"
+
+
+@pytest.mark.parametrize("bad", [np.nan, -0.5, 2.0], ids=["nan", "negative", "above-one"])
+def test_window_outputs_that_are_not_probabilities_are_refused_by_name(tmp_path, bad):
+    fold = biased_fold("fold0", 0, clips_per_class=1)
+    fold.window_probabilities[0, 0] = bad
+    fold_report(tmp_path / "odd.json", fold, [f"clip{i}" for i in range(len(fold.labels))])
+    with pytest.raises(ReportError, match=r"odd\.json: not a training\.score report with clean window outputs \(its window outputs are not probabilities"):
+        read_report(tmp_path / "odd.json", "clean")

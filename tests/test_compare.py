@@ -11,8 +11,8 @@ import pytest
 from training.compare import main
 
 
-def write_fold(run: Path, fold: int, clean: float, telephone: float, fitted: float | None, head: bool = False) -> None:
-    folder = run / f"fold{fold}-actors-01-02"
+def write_fold(run: Path, fold: int, clean: float, telephone: float, fitted: float | None, head: bool = False, actors: str = "01-02") -> None:
+    folder = run / f"fold{fold}-actors-{actors}"
     (folder / "checkpoints").mkdir(parents=True)
     metrics = {"split": folder.name}
     for variant, score in (("clean", clean), ("telephone", telephone)):
@@ -96,3 +96,16 @@ def test_a_run_with_two_folders_for_one_fold_is_one_line_naming_both(tmp_path, c
     error = capsys.readouterr().err
     assert stopped.value.code == 2
     assert error == f"python -m training.compare: error: {run / 'fold0-actors-01-02'} and {run / 'fold0-actors-01-03'}: two folders for fold 0; keep one in the run\n"
+
+
+def test_folds_of_the_same_number_that_hold_out_other_speakers_are_refused_in_one_line(tmp_path, capsys):
+    """Another --seed or --folds numbers other speakers' folds alike: they were once set side by side as one fold."""
+    write_fold(tmp_path / "a", 0, 0.5, 0.5, 0.6, actors="03-05")
+    write_fold(tmp_path / "b", 0, 0.5, 0.5, 0.6, actors="04-12")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m training.compare: error: fold 0 holds out other speakers in {tmp_path / 'b'} (fold0-actors-04-12) than in "
+        f"{tmp_path / 'a'} (fold0-actors-03-05); compare runs of the same folds (--folds, --seed, --balance-voices)\n"
+    )

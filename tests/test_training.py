@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ser_stream.errors import ModelError
+from ser_stream.errors import ModelError, SerStreamError
 from ser_stream.inference import EmotionModel
 from ser_stream.model import load_metadata, metadata_path
 from training.recipes import RECIPES  # no TensorFlow: the recipes are plain dataclasses
@@ -1076,3 +1076,142 @@ def test_a_run_with_a_speaker_adversary_exports_the_runtime_contract_with_parity
     assert model.predict(np.zeros((2, 260, 270, 1), np.float32)).shape == (2, 8)
     state = json.loads((out / "random" / "checkpoints" / "state.json").read_text())
     assert {"speaker_loss", "probabilities_accuracy"} <= set(state["history"])
+
+
+def test_running_again_without_resume_is_refused_and_overwrite_trains_the_split_again_from_epoch_one(tiny_ravdess, tmp_path, capsys):
+    """The same command without --resume once replaced a run's checkpoints, model and metrics without a word."""
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    command = ["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--batch-size", "8",
+               "--max-clips", "2", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*command, "--epochs", "2"]) == 0
+    state = out / "random" / "checkpoints" / "state.json"
+    model_bytes = (out / "random" / "model.onnx").read_bytes()
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--epochs", "1"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --out {out / 'random'}: holds a run of this split (2 epochs); "
+        "add --resume to carry it on, or --overwrite to train it again from epoch 1"
+    )
+    assert json.loads(state.read_text())["epoch"] == 2 and (out / "random" / "model.onnx").read_bytes() == model_bytes
+    assert main([*command, "--epochs", "1", "--overwrite"]) == 0
+    assert json.loads(state.read_text())["epoch"] == 1
+    assert json.loads((out / "random" / "metrics.json").read_text())["epochs_run"] == 1
+
+
+def test_a_resume_whose_last_checkpoint_is_missing_is_refused_not_started_again_from_epoch_one(smoke_run, tiny_ravdess, tmp_path, capsys):
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run.parent, out)
+    (out / "random" / "checkpoints" / "last.keras").unlink()
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "3", "--batch-size", "8",
+              "--cache-dir", str(tmp_path / "cache"), "--resume"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --resume {out / 'random'}: {out / 'random' / 'checkpoints' / 'last.keras'} is missing, "
+        "so it cannot carry on; --overwrite trains the split again from epoch 1"
+    )
+
+
+@pytest.mark.parametrize(
+    "out, reason",
+    [
+        ("", "argument --out: '.' is the current folder: name a run folder (it gets a subfolder per split and summary.json)"),
+        ("/proc/no-such-run", "--out /proc/no-such-run: cannot write there (No such file or directory)"),
+    ],
+)
+def test_an_output_folder_that_is_the_current_one_or_cannot_be_written_is_refused_before_the_features(tiny_ravdess, tmp_path, capsys, out, reason):
+    """`--out "$RUN"` with RUN unset once trained five folds into the repository; /proc/x failed after the features."""
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", out, "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason}"
+    assert not list((tmp_path / "cache").glob("features-*"))
+
+
+def test_a_resumed_run_draws_the_batches_the_uninterrupted_run_would_have():
+    """Its generator once started again from its seed: the first resumed epoch repeated epoch 1's order and augmentation."""
+    from pathlib import Path
+
+    from training.train import TrainConfig, TrainingBatches
+
+    features = clean_windows(np.random.default_rng(0).random((24, 260, 270)), 8)
+    config = TrainConfig(data=Path("unused"), out=Path("unused"))
+    straight = TrainingBatches(features, np.arange(8), RECIPES["improved"], config)
+    epochs = [straight.epoch_picks]
+    for _ in range(2):
+        straight.on_epoch_end()
+        epochs.append(straight.epoch_picks)
+    resumed = TrainingBatches(features, np.arange(8), RECIPES["improved"], config, first_epoch=2)
+    assert resumed.epoch_picks == epochs[2] and epochs[2] != epochs[0]
+
+
+def test_weight_averaging_carried_on_to_more_epochs_averages_the_new_last_ones_or_says_which_it_can(tmp_path):
+    """A run of 6 epochs averaging 3, carried on to 8, once averaged 5 (the old sum, and the new ones added to it)."""
+    from training.train import WeightAverage
+
+    averaging = WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=None)
+    for epoch in (3, 4, 5):
+        averaging.add([np.full(2, float(epoch))], epoch)
+    carried_on = WeightAverage(tmp_path, total_epochs=9, epochs=3, resumed_after=6)  # the last 3 of 9: epochs 7–9
+    carried_on.catch_up([np.full(2, 5.0)], completed_epochs=6)
+    for epoch in (6, 7, 8):
+        carried_on.add([np.full(2, float(epoch))], epoch)
+    assert carried_on.count == 3 and np.allclose(carried_on.averaged()[0], 7.0)
+    fresh = WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=None)
+    for epoch in (3, 4, 5):
+        fresh.add([np.full(2, float(epoch))], epoch)
+    with pytest.raises(SerStreamError) as refused:  # the last 3 of 7 start at epoch 5: epoch 5 is past, and not kept alone
+        WeightAverage(tmp_path, total_epochs=7, epochs=3, resumed_after=6)
+    assert str(refused.value) == (
+        "--keep average: the last 3 of 7 epochs start at epoch 5, but this run is past epoch 6 and kept only the sum of "
+        "epochs 4–6; use --average-epochs 2 or fewer, or --overwrite"
+    )
+
+
+def test_a_damaged_sum_of_weights_is_one_line_naming_it(tmp_path):
+    from training.train import WeightAverage
+
+    (tmp_path / "average.npz").write_bytes(b"not a zip")
+    with pytest.raises(SerStreamError, match=r"average.npz: not a readable sum of weights \(.*\); --overwrite trains the split again"):
+        WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=4)
+
+
+def test_ctrl_c_during_training_is_one_line_saying_how_to_carry_on(tmp_path, capsys, monkeypatch):
+    import training.train
+    from training.__main__ import main
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.train, "run", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--out", str(tmp_path / "run")])
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "python -m training: interrupted; each split keeps its last whole epoch: run the same command with --resume to carry on"
+    ]
+
+
+def test_a_refusal_after_tensorflow_has_loaded_is_still_the_one_line_on_stderr(smoke_run, tiny_ravdess, tmp_path):
+    """TensorFlow's start-up lines (oneDNN, no CUDA driver, cuInit) once came before the command's own answer."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run.parent, out)
+    command = [sys.executable, "-m", "training", "--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random",
+               "--epochs", "2", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert finished.returncode == 2
+    assert finished.stderr.splitlines() == [
+        f"python -m training: error: --out {out / 'random'}: holds a run of this split (2 epochs); "
+        "add --resume to carry it on, or --overwrite to train it again from epoch 1"
+    ]

@@ -166,3 +166,69 @@ def test_a_plain_report_of_the_members_written_to_a_new_folder_is_evidence_an_en
     assert ensemble_main([*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)]) == 0
     assert list(load_metadata(tmp_path / "ensemble.onnx").metrics["held_out_evaluations"]) == ["actors-02"]
     assert np.isfinite(json.loads(report.read_text())["clean"]["mean_per_class_accuracy"])
+
+
+@pytest.fixture
+def data_with_bad_clips(tiny_ravdess, tmp_path) -> tuple[Path, Path, Path]:
+    """The tiny set plus, under actor 2, a text file named as a clip and a clip of digital silence."""
+    import soundfile
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_ravdess, data)
+    text = data / "Actor_02" / "03-01-01-01-01-02-02.wav"
+    text.write_text("not audio")
+    silent = data / "Actor_02" / "03-01-02-01-01-02-02.wav"
+    soundfile.write(silent, np.zeros(32000, np.float32), 16000)
+    return data, text, silent
+
+
+def test_scoring_leaves_out_clips_it_cannot_read_names_them_and_scores_the_rest(smoke_run, data_with_bad_clips, tmp_path, capsys):
+    """One unreadable clip once ended a whole scoring run with a traceback; a silent one with a line that named no file."""
+    from training.score import main as score_main
+
+    data, text, silent = data_with_bad_clips
+    out = tmp_path / "report.json"
+    assert score_main(["--data", str(data), "--actors", "2", "--model", str(smoke_run / "model.onnx"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    err = capsys.readouterr().err.splitlines()
+    assert report["clips"] == 16 and len(report["clean_clips"]) == len(report["telephone_clips"]) == 16  # of 18
+    assert [line.split(":")[0] for line in report["skipped_clips"]] == [str(text), str(silent)]
+    assert all(line.startswith("skipped ") for line in err) and {line.removeprefix("skipped ") for line in err} == set(report["skipped_clips"])
+
+
+def test_quantising_leaves_out_clips_it_cannot_read_and_writes_metadata_the_runtime_loads(smoke_run, data_with_bad_clips, tmp_path):
+    """The int8 model once had no metadata, so `classify --model` refused it; a bad clip crashed after it was written."""
+    from ser_stream.inference import EmotionModel
+    from training.quantize import main as quantize_main
+
+    data, text, silent = data_with_bad_clips
+    out = tmp_path / "model.int8.onnx"
+    assert quantize_main([str(smoke_run / "model.onnx"), "--data", str(data), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "model.int8.quantization.json").read_text())
+    assert report["clips"] == 16 and [line.split(":")[0] for line in report["skipped_clips"]] == [str(text), str(silent)]
+    int8 = EmotionModel(out, provider="cpu")
+    assert int8.metadata.metrics["int8"]["quantized_from"] == load_metadata(smoke_run / "model.onnx").sha256
+    assert int8.predict(np.zeros((1, 260, 270, 1), np.float32)).shape == (1, 8)
+
+
+def test_an_ensemble_of_the_same_network_twice_is_refused_naming_both(members, tmp_path, capsys):
+    twin = model_copy(members[0], tmp_path / "twin.onnx")
+    line = refusal("training.ensemble", [str(members[0]), str(twin), "--to", str(tmp_path / "ensemble.onnx")], capsys)
+    sha = load_metadata(twin).sha256
+    assert line == f"python -m training.ensemble: error: {twin}: the same network as {members[0]} (sha256 {sha[:12]}…); give each member once"
+    assert not (tmp_path / "ensemble.onnx").exists()
+
+
+@pytest.mark.parametrize("tool", ["training.ship", "training.ensemble", "training.score", "training.calibrate"])
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_any_work(tool, smoke_run, tmp_path, capsys):
+    """/proc/x: the tools once did their work, then failed on the write with a traceback."""
+    model = str(smoke_run / "model.onnx")
+    arguments = {
+        "training.ship": [model, "--to", "/proc/m.onnx"],
+        "training.ensemble": [model, model, "--to", "/proc/e.onnx"],
+        "training.score": ["--actors", "2", "--model", model, "--out", "/proc/x.json"],
+        "training.calibrate": ["a.json", "b.json", "--out", "/proc/c.json"],
+    }[tool]
+    line = refusal(tool, arguments, capsys)
+    option = "--to" if tool in ("training.ship", "training.ensemble") else "--out"
+    assert line.startswith(f"python -m {tool}: error: argument {option}: /proc/") and ": cannot write in /proc (" in line

@@ -40,6 +40,7 @@ class HeldOutClips:
     window_probabilities: NDArray[np.float64]  # [windows, 8]
     window_clip: NDArray[np.int64]  # clip index of each window, ascending
     labels: NDArray[np.int64]  # [clips]
+    clip_names: tuple[str, ...] = ()  # to refuse a clip scored in two folds' reports
 
 
 def read_report(path: Path, variant: str) -> HeldOutClips:
@@ -54,11 +55,15 @@ def read_report(path: Path, variant: str) -> HeldOutClips:
         raise ReportError(f"{shown(path)}: not {what} ({key!r} is not a list of clips, each with its label and window outputs)") from None
     if not clips or any(w.ndim != 2 or len(w) == 0 or w.shape[1] != len(EMOTIONS) for w in windows):
         raise ReportError(f"{shown(path)}: not {what} ({key!r} holds no clips, or a clip without {len(EMOTIONS)} outputs per window)")
+    outputs = np.concatenate(windows)
+    if not np.all(np.isfinite(outputs)) or outputs.min() < 0 or outputs.max() > 1 or not np.all(outputs.sum(axis=1) > 0):
+        raise ReportError(f"{shown(path)}: not {what} (its window outputs are not probabilities: NaN, outside 0 to 1, or all zero)")
     return HeldOutClips(
         name=path.stem,
-        window_probabilities=np.concatenate(windows),
+        window_probabilities=outputs,
         window_clip=np.repeat(np.arange(len(clips)), [len(w) for w in windows]),
         labels=np.asarray(labels),
+        clip_names=tuple(str(clip.get("clip", "")) for clip in clips),
     )
 
 
@@ -118,9 +123,18 @@ def cross_validate(folds: list[HeldOutClips]) -> list[dict]:
 def read_reports_or_exit(parser: argparse.ArgumentParser, paths: list[Path], variant: str) -> list[HeldOutClips]:
     """Every report's clips, or the command's one-line error naming the first that is not a report."""
     try:
-        return [read_report(path, variant) for path in paths]
+        folds = [read_report(path, variant) for path in paths]
     except ReportError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    scored_in: dict[str, Path] = {}
+    for path, fold in zip(paths, folds):  # each fold's weights are fitted on the others: a clip in two would be fitted on itself
+        again = next((name for name in fold.clip_names if name and name in scored_in), None)
+        if again is not None and scored_in[again].resolve() == path.resolve():
+            parser.exit(2, f"{parser.prog}: error: {shown(path)}: given twice; give one report per fold\n")
+        if again is not None:
+            parser.exit(2, f"{parser.prog}: error: {shown(path)}: scores {shown(again)}, which {shown(scored_in[again])} scores too; give one report per fold, each of other speakers\n")
+        scored_in.update(dict.fromkeys(fold.clip_names, path))
+    return folds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ class FoldResult:
     mean_per_class: dict[str, float]
     accuracy: dict[str, float]
     training_accuracy: float | None
+    split: str = ""  # its folder's name, which names the held-out actors: fold 0 of another --seed is other speakers
 
 
 def read_run(run: Path) -> dict[int, FoldResult]:
@@ -53,6 +54,7 @@ def read_run(run: Path) -> dict[int, FoldResult]:
             mean_per_class={v: 100 * score(metrics, v, "mean_per_class_accuracy", metrics_path) for v in scored},
             accuracy={v: 100 * score(metrics, v, "accuracy", metrics_path) for v in scored},
             training_accuracy=training_accuracy(metrics_path.parent / "checkpoints" / "state.json"),
+            split=metrics_path.parent.name,
         )
     if not folds:
         raise ReportError(f"{shown(run)}: no finished fold (no fold*-*/metrics.json)")
@@ -82,6 +84,14 @@ def table(runs: list[Path], results: list[dict[int, FoldResult]]) -> str:
     shared = sorted(set.intersection(*(set(result) for result in results)))
     if not shared:
         raise ReportError("the runs have no finished fold in common")
+    for fold in shared:  # folds were once lined up by number alone, other speakers side by side without a word
+        for run, result in zip(runs[1:], results[1:]):
+            theirs, ours = result[fold].split, results[0][fold].split
+            if theirs and ours and theirs != ours:
+                raise ReportError(
+                    f"fold {fold} holds out other speakers in {shown(run)} ({shown(theirs)}) than in {shown(runs[0])} ({shown(ours)}); "
+                    "compare runs of the same folds (--folds, --seed, --balance-voices)"
+                )
     header = "| mean per-class | " + " | ".join(f"fold {fold}" for fold in shared) + " | mean | accuracy | telephone | training accuracy per window |"
     lines = [header, "|" + "---|" * (len(shared) + 5)]
 

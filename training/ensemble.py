@@ -103,7 +103,10 @@ def unpack(ensemble: Path, folder: Path) -> list[Path]:
         raise ModelError(f"{shown(ensemble)}: not an ensemble written by training.ensemble (no final mean over its listed members)")
     if folder.exists() and not folder.is_dir():
         raise ModelError(f"--unpack {shown(folder)}: is a file, not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ModelError(f"--unpack {shown(folder)}: cannot write there ({error.strerror or type(error).__name__})") from None
     for output in final[0].input:  # each member's output is typed as the ensemble's, so the extractor knows it
         typed = proto.graph.value_info.add()
         typed.CopyFrom(proto.graph.output[0])
@@ -184,6 +187,11 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         raise ModelError(f"--to {shown(to)}: is the member {shown(overwritten)}; the ensemble needs a file of its own")
     metadata = [load_metadata(path) for path in members]
     check_members_agree(metadata, members)
+    first_with: dict[str, Path] = {}
+    for path, member in zip(members, metadata):  # the same network twice is one network weighted double, not two
+        if member.sha256 in first_with:
+            raise ModelError(f"{shown(path)}: the same network as {shown(first_with[member.sha256])} (sha256 {member.sha256[:12]}…); give each member once")
+        first_with[member.sha256] = path
     protos = [load_member(path) for path in members]  # every member parses before any evidence is read or file written
     held_out: dict[str, Any] = {}
     evidence_files: dict[str, Path] = {}  # held-out actors → the report that scored them

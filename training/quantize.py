@@ -14,7 +14,9 @@ stdout and to ``model.int8.quantization.json``.
 from __future__ import annotations
 
 import json
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +31,10 @@ from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, model_input, resample_to_canonical
-from ser_stream.model import load_metadata
+from ser_stream.model import file_sha256, load_metadata, metadata_path
 from training.augment import telephone
 from training.evaluate import scores
-from training.ravdess import scan
+from training.ravdess import clip_problem, scan
 
 
 class WindowReader(CalibrationDataReader):
@@ -117,24 +119,41 @@ def main(argv: list[str] | None = None) -> int:
         )
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(training), size=args.calibration_clips, replace=False)
-    calibration = np.concatenate([clip_spectrograms(*read_audio(training[i].path), config) for i in chosen])
-    quantize(args.model, calibration, out, args.operator_format, args.unsigned_weights)
-
-    labels = np.array([EMOTIONS.index(c.emotion) for c in held_out])
-    wideband, phone = [], []
+    skipped: list[str] = []  # clips that cannot be read or classified: said, listed in the report, left out
+    calibration_windows = []
+    for i in chosen:
+        try:
+            calibration_windows.append(clip_spectrograms(*read_audio(training[i].path), config))
+        except SerStreamError as error:
+            skipped.append(clip_problem(training[i].path, error))
+            print(f"skipped {skipped[-1]}", file=sys.stderr)
+    wideband, phone, labels = [], [], []
     for index, clip in enumerate(held_out):
-        audio, rate = read_audio(clip.path)
-        canonical = resample_to_canonical(audio, rate)
-        wideband.append(clip_spectrograms(canonical, SAMPLE_RATE, config))
-        phone.append(clip_spectrograms(telephone(canonical, np.random.default_rng([7, index])), SAMPLE_RATE, config))
+        try:
+            audio, rate = read_audio(clip.path)
+            canonical = resample_to_canonical(audio, rate)
+            clip_windows = clip_spectrograms(canonical, SAMPLE_RATE, config)
+            line_windows = clip_spectrograms(telephone(canonical, np.random.default_rng([7, index])), SAMPLE_RATE, config)
+        except SerStreamError as error:
+            skipped.append(clip_problem(clip.path, error))
+            print(f"skipped {skipped[-1]}", file=sys.stderr)
+            continue
+        wideband.append(clip_windows)
+        phone.append(line_windows)
+        labels.append(EMOTIONS.index(clip.emotion))
+    if not calibration_windows or not wideband:  # refused before the int8 model is written
+        parser.exit(2, f"{parser.prog}: error: no {'calibration' if not calibration_windows else 'test'} clip could be read; see the lines above\n")
+    calibration = np.concatenate(calibration_windows)
+    quantize(args.model, calibration, out, args.operator_format, args.unsigned_weights)
     models = {"fp32": session(args.model), "int8": session(out)}
     all_windows = np.concatenate(wideband)
+    labels = np.asarray(labels)
     report = {
         "model": str(args.model),
         "int8_model": str(out),
         "size_bytes": {"fp32": args.model.stat().st_size, "int8": out.stat().st_size},
         "held_out_actors": args.test_actors,
-        "clips": len(held_out),
+        "clips": len(wideband),  # those read: skipped_clips lists the others
         "calibration_windows": len(calibration),
         "format": "QOperator" if args.operator_format else "QDQ",
         "weights": "u8 per tensor" if args.unsigned_weights else "s8 per channel",
@@ -149,8 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         report[key]["change_points"] = round(
             100 * (report[key]["int8"]["mean_per_class_accuracy"] - report[key]["fp32"]["mean_per_class_accuracy"]), 2
         )
+    if skipped:
+        report["skipped_clips"] = skipped
     text = json.dumps(report, indent=2)
     out.with_name(out.stem + ".quantization.json").write_text(text + "\n")
+    # Its own metadata, so the runtime can load it (--model): the fp32 model's, with the int8 file's hash and figures.
+    fp32 = load_metadata(args.model)
+    quantized = {key: report[key] for key in ("format", "weights", "calibration_windows", "wideband", "telephone")}
+    metadata_path(out).write_text(replace(fp32, sha256=file_sha256(out), metrics={**fp32.metrics, "int8": {"quantized_from": fp32.sha256, **quantized}}).to_json())
     print(text)
     return 0
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import DatasetError
+from ser_stream.errors import DatasetError, SerStreamError, shown
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 _FIELDS = ("modality", "vocal channel", "emotion", "intensity", "statement", "repetition", "actor")
@@ -94,3 +94,9 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
     if not clips:
         raise DatasetError(f"{root}: no RAVDESS clips found")
     return clips, problems
+
+
+def clip_problem(path: Path, error: SerStreamError) -> str:
+    """One line naming the clip and why it cannot be used, whether or not the error already names it."""
+    text = str(error)
+    return text if text.startswith((str(path), shown(path))) else f"{shown(path)}: {text}"

@@ -11,6 +11,7 @@ whether an ensemble is worth its inference cost.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
 from training.ensemble import check_members_agree
-from training.ravdess import scan
+from training.ravdess import clip_problem, scan
 
 # Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
 # "slower"/"faster": the clip played 5 % slower or faster (pitch, formants and tempo moved together, a nearby
@@ -61,18 +62,32 @@ def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int, views
 
 
 def score(
-    models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean", views: tuple[str, ...] = ()
+    models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean", views: tuple[str, ...] = (),
+    skipped: list[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], list[dict]]:
     """Mean per-class accuracy, accuracy and per-class recall of the models' averaged outputs: all clips, and each
-    actor's; and every clip's window outputs, to study what a change after the network (calibration) would do."""
-    true, predicted, outputs_by_clip = [], [], []
+    actor's; and every clip's window outputs, to study what a change after the network (calibration) would do.
+
+    A clip that cannot be read or classified is left out, said on stderr and listed in ``skipped``: one bad file
+    once ended a whole scoring run with a traceback."""
+    true, predicted, outputs_by_clip, scored = [], [], [], []
     for index, clip in enumerate(clips):
-        windows = clip_inputs(clip.path, window, variant, seed=index, views=views)
+        try:
+            windows = clip_inputs(clip.path, window, variant, seed=index, views=views)
+        except SerStreamError as error:
+            problem = clip_problem(clip.path, error)
+            print(f"skipped {problem}", file=sys.stderr)
+            if skipped is not None and problem not in skipped:
+                skipped.append(problem)
+            continue
+        scored.append(clip)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
         true.append(clip.label_index)
         predicted.append(EMOTIONS.index(average_windows(outputs).label))
         outputs_by_clip.append({"clip": clip.path.name, "actor": clip.actor, "label": clip.emotion, "window_probabilities": np.round(outputs, 6).tolist()})
-    true_labels, predicted_labels, actors = np.asarray(true), np.asarray(predicted), np.asarray([clip.actor for clip in clips])
+    if not scored:
+        raise SerStreamError(f"none of the {len(clips)} clip(s) could be scored ({variant})")
+    true_labels, predicted_labels, actors = np.asarray(true), np.asarray(predicted), np.asarray([clip.actor for clip in scored])
     by_actor = {
         f"{actor:02d}": evaluate.scores(true_labels[actors == actor], predicted_labels[actors == actor]) for actor in np.unique(actors)
     }
@@ -108,8 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
     if args.test_time:
         result["test_time_views"] = args.test_time
-    for variant in args.variants:
-        result[variant], result[f"{variant}_by_actor"], result[f"{variant}_clips"] = score(models, held_out, window, variant, tuple(args.test_time))
+    skipped: list[str] = []
+    try:
+        for variant in args.variants:
+            result[variant], result[f"{variant}_by_actor"], result[f"{variant}_clips"] = score(models, held_out, window, variant, tuple(args.test_time), skipped)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if skipped:
+        result["clips"] = len(result[f"{args.variants[0]}_clips"])  # those scored
+        result["skipped_clips"] = skipped
     print(json.dumps({key: value for key, value in result.items() if not key.endswith("_clips")}))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
