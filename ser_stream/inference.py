@@ -125,6 +125,22 @@ class EmotionModel:
             )
         self.max_batch = max_batch
         self.provider = self.session.get_providers()[0]
+        self._check_outputs_are_probabilities()
+
+    def _check_outputs_are_probabilities(self) -> None:
+        """Run a black and a grey input: a network exported without its softmax (raw scores) once loaded and
+        published confidences of 90 and negative 'probabilities'. The run also warms the session up."""
+        probe = np.stack([np.zeros(INPUT_SHAPE, np.float32), np.full(INPUT_SHAPE, 0.5, np.float32)])
+        try:
+            outputs = self.predict(probe)
+        except Exception as error:  # onnxruntime raises its own unexported types
+            raise ModelError(f"{shown(self.path)}: onnxruntime cannot run it ({one_line(error)})") from None
+        sums = outputs.sum(axis=1)
+        if not np.all(np.isfinite(outputs)) or outputs.min() < -1e-4 or outputs.max() > 1 + 1e-4 or np.abs(sums - 1).max() > 1e-3:
+            raise ModelError(
+                f"{shown(self.path)}: its outputs are not probabilities (on a test input they range {outputs.min():.3g} to "
+                f"{outputs.max():.3g} and sum to {sums.max():.3g}); export the network with its softmax"
+            )
 
     @property
     def provider_name(self) -> str:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import soundfile
 
@@ -97,8 +98,9 @@ def test_a_window_the_runtime_cannot_cut_is_refused_at_load_naming_the_metadata(
     assert capsys.readouterr().err == f"ser-stream: error: {metadata_path(model)}: {reason}\n"
 
 
-def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int) -> Path:
-    """A valid ONNX graph under the runtime's names, with its own metadata: mean of each row, then a softmax."""
+def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True) -> Path:
+    """A valid ONNX graph under the runtime's names, with its own metadata: mean of each row, then a softmax (or,
+    without ``softmax``, the raw scores)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -110,7 +112,7 @@ def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int)
             helper.make_node("Cast", ["spectrogram"], ["floats"], to=TensorProto.FLOAT),
             helper.make_node("ReduceMean", ["floats"], ["rows"], axes=[2, 3], keepdims=0),
             helper.make_node("MatMul", ["rows", "weights"], ["scores"]),
-            helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1),
+            helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1) if softmax else helper.make_node("Identity", ["scores"], ["probabilities"]),
         ],
         "contract",
         [helper.make_tensor_value_info("spectrogram", input_type, ["N", 260, 270, 1])],
@@ -145,6 +147,15 @@ def test_a_graph_that_breaks_the_contract_is_refused_at_load_not_at_the_first_fi
     assert main(["classify", "--model", str(model), str(audio), str(audio)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"ser-stream: error: {model}: ") and error.count("\n") == 1
+
+
+def test_a_network_exported_without_its_softmax_is_refused_at_load(shipped_model, tmp_path):
+    """Raw scores once loaded, and classify published a confidence of 90 and negative 'probabilities'."""
+    softmax = graph_with(tmp_path, shipped_model, 1, 8)
+    assert EmotionModel(softmax, provider="cpu").predict(np.zeros((1, 260, 270), np.float32)).sum() == pytest.approx(1.0)
+    raw = graph_with(tmp_path, shipped_model, 1, 8, softmax=False)
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(raw))}: its outputs are not probabilities \(on a test input they range 0 to 130 and sum to 1\.04e\+03\); export the network with its softmax$"):
+        EmotionModel(raw, provider="cpu")
 
 
 def test_the_metadata_json_or_a_folder_given_as_the_model_is_named_for_what_it_is(shipped_model, tmp_path):
