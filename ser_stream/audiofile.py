@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,25 @@ def audio_info(path: str | Path) -> Any:
         raise AudioInputError(f"{shown(path)}: contains no audio samples")
     check_sample_rate(int(info.samplerate), shown(path))
     return info
+
+
+TRUNCATED_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)$", re.M)  # libsndfile's log of a WAV cut short
+BLOCK_ALIGN = re.compile(r"^\s*Block Align\s*: (\d+)$", re.M)
+
+
+def truncation(path: str | Path, info: Any) -> str | None:
+    """What a WAV whose header promises more audio than the file holds is missing, for a warning; else None.
+
+    libsndfile reads what is there without a word: a recording cut short by a crash or a copy was once
+    classified on its first third as if whole.
+    """
+    found, align = TRUNCATED_DATA.search(info.extra_info), BLOCK_ALIGN.search(info.extra_info)
+    if found is None or align is None or int(align.group(1)) == 0:
+        return None
+    promised, held = (int(found.group(index)) // int(align.group(1)) / info.samplerate for index in (1, 2))
+    if promised <= held:
+        return None
+    return f"{shown(path)}: truncated: its header promises {promised:.2f} s of audio, the file holds {held:.2f} s; only that was heard"
 
 
 # libsndfile 1.2's MP3 decoder garbles audio at the joins of successive reads (by up to a fifth of full scale

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import audio_info, read_audio
+from ser_stream.audiofile import audio_info, read_audio, truncation
 from ser_stream.clips import clip_windows, stream_file_windows
 from ser_stream.errors import AudioInputError, SerStreamError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
@@ -27,27 +27,28 @@ class FileResult:
     path: str
     utterance: UtteranceLabel | None = None
     error: str | None = None
+    warning: str | None = None  # classified, but not all is as it should be (a file cut short)
 
     def to_json(self) -> str:
         if self.utterance is None:
             return json.dumps({"path": self.path, "error": self.error})
         fields = asdict(self.utterance)
-        return json.dumps(
-            {
-                "path": self.path,
-                "label": fields["label"],
-                "confidence": round(fields["confidence"], 6),
-                "probabilities": {k: round(v, 6) for k, v in fields["probabilities"].items()},
-                "windows": fields["windows"],
-            }
-        )
+        result = {
+            "path": self.path,
+            "label": fields["label"],
+            "confidence": round(fields["confidence"], 6),
+            "probabilities": {k: round(v, 6) for k, v in fields["probabilities"].items()},
+            "windows": fields["windows"],
+        }
+        return json.dumps(result | ({"warning": self.warning} if self.warning else {}))
 
     def to_text(self) -> str:
         if self.utterance is None:
             return f"{shown(self.path)}: error: {self.error}"
         top = sorted(self.utterance.probabilities.items(), key=lambda item: -item[1])[:3]
         best = ", ".join(f"{label} {p:.2f}" for label, p in top)
-        return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows)"
+        warning = f" (warning: {self.warning})" if self.warning else ""
+        return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows){warning}"
 
 
 # Files of more samples than 10 minutes of 16 kHz mono (all channels counted) are read in blocks (three
@@ -70,11 +71,15 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
             outputs = _classify_in_blocks(path, model, batch)
         if not np.all(np.isfinite(outputs)):
             raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")
-        return FileResult(str(path), utterance=average_windows(outputs))
+        return FileResult(str(path), utterance=average_windows(outputs), warning=without_path(truncation(path, info), path))
     except SerStreamError as error:
-        message = str(error)
-        prefix = f"{shown(path)}: "
-        return FileResult(str(path), error=message[len(prefix) :] if message.startswith(prefix) else message)
+        return FileResult(str(path), error=without_path(str(error), path))
+
+
+def without_path(message: str | None, path: str | Path) -> str | None:
+    """A message about ``path`` without the path in front: the result names it already."""
+    prefix = f"{shown(path)}: "
+    return message[len(prefix) :] if message is not None and message.startswith(prefix) else message
 
 
 def _predict_in_batches(windows: Iterable[NDArray[np.float32]], model: EmotionModel, batch: int) -> NDArray[np.float32]:

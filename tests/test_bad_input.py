@@ -519,3 +519,29 @@ def test_a_decoder_failure_without_a_message_still_ends_its_stream_with_one_line
     sink = SimpleNamespace(ring=RingBuffer(16000), input_overflows=0, finished=False, error=None, warning=None)
     sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
     assert sink.finished and sink.error == f"{path}: read failed (MemoryError)"
+
+
+def test_a_wav_cut_short_is_classified_on_what_it_holds_with_a_warning_saying_so(tmp_path, shipped_model, capsys):
+    """libsndfile reads what is there without a word: a recording cut to a third was once labelled as if whole."""
+    import subprocess
+    import sys
+
+    from ser_stream.cli import main
+
+    good = tmp_path / "good.wav"
+    soundfile.write(good, speechlike(3.0, 16000), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(good.read_bytes()[: 44 + 2 * 16000])  # the header (3 s) and the first second
+    assert main(["classify", "--json", str(good), str(cut)]) == 0
+    whole, short = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert "warning" not in whole
+    assert short["warning"] == "truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard"
+    assert main(["classify", str(cut)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("windows) (warning: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard)")
+    monitor = subprocess.run(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{cut}", "--pace", "fast", "--no-dashboard", "--print-utterances", "--ws", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert monitor.returncode == 0, monitor.stderr
+    warnings = [json.loads(line) for line in monitor.stdout.splitlines() if json.loads(line)["type"] == "warning"]
+    assert [w["message"] for w in warnings] == [f"{cut}: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard"]
