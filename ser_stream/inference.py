@@ -136,7 +136,8 @@ class EmotionModel:
         except Exception as error:  # onnxruntime raises its own unexported types
             raise ModelError(f"{shown(self.path)}: onnxruntime cannot run it ({one_line(error)})") from None
         sums = outputs.sum(axis=1)
-        if not np.all(np.isfinite(outputs)) or outputs.min() < -1e-4 or outputs.max() > 1 + 1e-4 or np.abs(sums - 1).max() > 1e-3:
+        # Loose enough for an int8 model, whose outputs are quantised in steps of 1/255 and sum to 1 within ~0.02.
+        if not np.all(np.isfinite(outputs)) or outputs.min() < -0.01 or outputs.max() > 1.01 or np.abs(sums - 1).max() > 0.05:
             raise ModelError(
                 f"{shown(self.path)}: its outputs are not probabilities (on a test input they range {outputs.min():.3g} to "
                 f"{outputs.max():.3g} and sum to {sums.max():.3g}); export the network with its softmax"

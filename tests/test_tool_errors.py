@@ -37,13 +37,14 @@ MISSING_REPORT = [
     ("benchmarks", ["--render-only", "--out", "{missing}.md"]),  # the figures it renders are the .json beside --out
     ("training.calibrate", ["{missing}.json", "{missing}.json"]),
     ("training.pool", ["{missing}.json"]),
-    ("training.ensemble", ["{model}", "{model}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{missing}.json"]),
+    ("training.ensemble", ["{model}", "{other}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{missing}.json"]),
     ("training.ship", ["{model}", "--to", "{tmp}/shipped.onnx", "--evidence", "{missing}.json"]),
 ]
 
 
-def filled(arguments: list[str], tmp_path: Path, model: Path) -> list[str]:
-    return [argument.format(missing=tmp_path / "missing", tmp=tmp_path, model=model) for argument in arguments]
+def filled(arguments: list[str], tmp_path: Path, model: Path, other: Path | None = None) -> list[str]:
+    """The arguments with their placeholders filled; ``{other}``: a second network (an ensemble refuses one twice)."""
+    return [argument.format(missing=tmp_path / "missing", tmp=tmp_path, model=model, other=other) for argument in arguments]
 
 
 @pytest.fixture
@@ -70,9 +71,10 @@ def test_a_missing_data_folder_is_one_line_naming_it(module, arguments, shipped_
     assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob("soak/*.wav"))
 
 
+@pytest.mark.slow  # the ensemble's second network is the smoke run's
 @pytest.mark.parametrize("module, arguments", MISSING_REPORT, ids=[f"{m}-report" for m, _ in MISSING_REPORT])
-def test_a_missing_report_is_one_line_naming_it(module, arguments, shipped_model, tmp_path, capsys):
-    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+def test_a_missing_report_is_one_line_naming_it(module, arguments, shipped_model, smoke_run, tmp_path, capsys):
+    line = refusal(module, filled(arguments, tmp_path, shipped_model, smoke_run / "model.onnx"), capsys)
     assert line.startswith(f"python -m {module}: error: {tmp_path / 'missing.json'}: no such file")
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.md"))
 
@@ -97,19 +99,20 @@ def test_a_report_that_is_not_a_score_report_is_one_line_with_a_plain_reason(mod
     assert "Error(" not in line and "Traceback" not in line  # a reason, not an exception's repr
 
 
+@pytest.mark.slow  # the ensemble's second network is the smoke run's
 @pytest.mark.parametrize(
     "module, arguments, what, key",
     [
-        ("training.ensemble", ["{model}", "{model}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{tmp}/evidence.json"], "a training.score report", "models"),
+        ("training.ensemble", ["{model}", "{other}", "--to", "{tmp}/ensemble.onnx", "--evidence", "{tmp}/evidence.json"], "a training.score report", "models"),
         ("training.ship", ["{model}", "--to", "{tmp}/shipped.onnx", "--evidence", "{tmp}/evidence.json"], "a training run's metrics.json", "split"),
     ],
     ids=["ensemble", "ship"],
 )
 @pytest.mark.parametrize("content, reason", [("not json", "not valid JSON"), (json.dumps({"epochs": 3}), "no '{key}' key")], ids=["not-json", "wrong-keys"])
-def test_evidence_that_is_not_what_the_tool_reads_is_one_line_with_a_plain_reason(module, arguments, what, key, content, reason, shipped_model, tmp_path, capsys):
+def test_evidence_that_is_not_what_the_tool_reads_is_one_line_with_a_plain_reason(module, arguments, what, key, content, reason, shipped_model, smoke_run, tmp_path, capsys):
     evidence = tmp_path / "evidence.json"
     evidence.write_text(content)
-    line = refusal(module, filled(arguments, tmp_path, shipped_model), capsys)
+    line = refusal(module, filled(arguments, tmp_path, shipped_model, smoke_run / "model.onnx"), capsys)
     assert line == f"python -m {module}: error: {evidence}: not {what} ({reason.format(key=key)})"
     assert not list(tmp_path.glob("*.onnx"))
 
