@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL
-from ser_stream.rtp import RtpConfig, listen_host
+from ser_stream.rtp import MAX_JITTER_PACKETS, RtpConfig, listen_host
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -181,10 +181,12 @@ def _access(args: argparse.Namespace) -> AccessConfig:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as error:
             raise SerStreamError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: cannot load ({error})") from None
+    if args.token is not None and not args.token.strip():  # `--token "$T"` with T unset once turned authentication off
+        raise SerStreamError("--token is empty: an empty token would let anyone in; give the token, or leave the option out")
     token = args.token or os.environ.get("SER_STREAM_TOKEN") or None
     return AccessConfig(
         token=token, allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host), tls=tls,
-        max_ingest_connections=args.max_ingest_connections,
+        **({"max_ingest_connections": args.max_ingest_connections} if args.max_ingest_connections is not None else {}),
     )
 
 
@@ -195,6 +197,15 @@ def _monitor(args: argparse.Namespace) -> int:
 
     if not args.source and not args.ingest:
         raise SerStreamError("monitor needs at least one --source, or --ingest")
+    takes_rtp = any(source.startswith("rtp:") for source in args.source)
+    defaults = RtpConfig()
+    for option, value, default in (("--jitter-packets", args.jitter_packets, defaults.jitter_packets), ("--call-idle", args.call_idle, defaults.idle_seconds)):
+        if value != default and not takes_rtp:
+            raise SerStreamError(f"{option} {value}: only with an rtp: source")
+    if args.max_ingest_connections is not None and not args.ingest:
+        raise SerStreamError(f"--max-ingest-connections {args.max_ingest_connections}: only with --ingest")
+    if args.await_subscribers and (takes_rtp or args.ingest):  # a call cannot wait: its packets were lost in the kernel, uncounted
+        raise SerStreamError(f"--await-subscribers {args.await_subscribers}: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot")
     rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle)
     return monitor(replace(_monitor_options(args, args.source), ingest=args.ingest, rtp=rtp))
 
@@ -243,7 +254,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--allow-remote", action="store_true", help="allow --ws / rtp: addresses other than loopback")
     parser.add_argument("--tls-cert", default=None, help="serve wss:// and https:// with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
-    parser.add_argument("--max-ingest-connections", type=whole_number(1), default=200, help="concurrent ingest connections accepted")
+    parser.add_argument("--max-ingest-connections", type=whole_number(1), default=None, help="concurrent ingest connections accepted (default 200)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
-    monitor.add_argument("--jitter-packets", type=whole_number(1), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
+    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
     monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp: seconds without packets that end a call")
     _add_monitor_arguments(monitor, pace="realtime")
     monitor.set_defaults(run=_monitor)

@@ -217,6 +217,11 @@ class JitterBuffer:
         return audio
 
 
+# A second of 20 ms packets: beyond it a call would be held back longer than a listener waits, and a flush of the
+# buffer at a call's end could pass its stream's ring (1000 once published nothing for a whole call).
+MAX_JITTER_PACKETS = 50
+
+
 @dataclass(frozen=True)
 class RtpConfig:
     host: str = "127.0.0.1"

@@ -304,6 +304,12 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "rtp:999.1.1.1:5004"], "rtp source '999.1.1.1': not an IPv4 address"),
         (["--ws", "256.0.0.1:8765"], "--ws '256.0.0.1': not an IPv4 address"),
         (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
+        (["--jitter-packets", "10"], "--jitter-packets 10: only with an rtp: source"),
+        (["--call-idle", "5"], "--call-idle 5.0: only with an rtp: source"),
+        (["--max-ingest-connections", "5"], "--max-ingest-connections 5: only with --ingest"),
+        (["--source", "rtp:127.0.0.1:0", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
+        (["--ingest", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
+        (["--token", ""], "--token is empty: an empty token would let anyone in; give the token, or leave the option out"),
     ],
 )
 def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, options, reason):
@@ -327,6 +333,7 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
         (["--call-idle", "0"], "argument --call-idle: 0.0 s must be above 0"),
         (["--rate", "100000000"], "argument --rate: 100000000 Hz is outside 1000–1000000 Hz"),
         (["--rate", "3"], "argument --rate: 3 Hz is outside 1000–1000000 Hz"),
+        (["--jitter-packets", "1000"], "argument --jitter-packets: 1000 must be at most 50"),
     ],
 )
 def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reason):
