@@ -28,9 +28,9 @@ COLOURS = {
 RECENT_KEPT = 50  # last utterances kept; as many are shown as the terminal has rows for
 # Status fields that are not counts of something lost or refused: gauges, tallies of work done, the latency summary.
 # Every other field is a loss or refusal counter (those there are now, and any added later) and is shown when nonzero.
-# rtp_resyncs: renumberings the call followed, nothing lost; failed_handshakes: port scans and health checks.
+# rtp_resyncs, ingest_renumbered: renumberings the call followed, nothing lost; failed_handshakes: port scans and health checks.
 NOT_LOSSES = frozenset(
-    {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "failed_handshakes"}
+    {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
 )
 BARS_HEIGHT = 10  # the emotions panel: 8 rows and its border
 

@@ -40,6 +40,9 @@ STREAMS_PER_CONNECTION = 1
 # Silence played for one gap at most: a timestamp jumping hours ahead is a sender's error, and playing it all
 # would hold the call (and the worker) for as long.
 MAX_GAP_SAMPLES = 60 * SAMPLE_RATE
+# A frame numbered this far behind the track is not late but renumbered (a platform restarting its count, or one
+# garbled number): one chunk of 99999999 once had every later frame of the call dropped as late.
+RENUMBERED_SAMPLES = SAMPLE_RATE
 
 
 class IngestError(SerStreamError):
@@ -111,23 +114,36 @@ class Track:
     next_chunk: int | None = None  # the media.chunk that follows the last one played
     start_ms: float | None = None  # the media.timestamp at which stream time 0 lies
     samples: int = 0  # written so far, gaps' silence included: the stream's time in samples
+    renumbered: int = 0  # times its chunk numbers jumped and were followed
+    first_jump: str = ""  # the first of those jumps, for the stream's warning
 
-    def gap(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int:
-        """Samples of silence that belong before this frame: time its timestamp skips, else chunks that never came.
+    def place(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int | None:
+        """Samples of silence that belong before this frame (time its timestamp skips, else chunks that never came),
+        or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped.
 
         Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
         ``MAX_GAP_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
+        Chunk numbers that jump by more than a sender can mean (a minute ahead, a second back) were renumbered,
+        or one was garbled: the track follows them (``renumbered``) instead of dropping every later frame as late.
         """
+        smallest = max(frame_samples // 2, SAMPLE_RATE // 1000)  # ms timestamps, 20 ms frames: less is rounding
+        renumbered = False
+        if chunk is not None and self.next_chunk is not None:
+            ahead = (chunk - self.next_chunk) * frame_samples
+            if -RENUMBERED_SAMPLES <= ahead < 0:
+                return None
+            renumbered = ahead < -RENUMBERED_SAMPLES or ahead > MAX_GAP_SAMPLES
+            self.renumbered += renumbered
         if timestamp_ms is not None:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms - self.samples * 1000 / SAMPLE_RATE
             missing = round((timestamp_ms - self.start_ms) * SAMPLE_RATE / 1000) - self.samples
-        elif chunk is not None and self.next_chunk is not None:
+            if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
+                return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
+        elif chunk is not None and self.next_chunk is not None and not renumbered:
             missing = (chunk - self.next_chunk) * frame_samples
         else:
             missing = 0
-        # Timestamps are whole milliseconds and frames 20 ms: less than half a frame is rounding, not lost audio.
-        smallest = max(frame_samples // 2, SAMPLE_RATE // 1000)
         silence = min(missing, MAX_GAP_SAMPLES) if missing >= smallest else 0
         if timestamp_ms is not None and (missing > MAX_GAP_SAMPLES or missing <= -2 * smallest):
             self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / SAMPLE_RATE
@@ -150,10 +166,11 @@ class MediaIngest:
         self.errors = 0
         self.gaps = 0  # missing chunks or timestamp jumps, played as silence
         self.late_chunks = 0  # repeated or out-of-order chunks, dropped
+        self.renumbered = 0  # chunk-number jumps followed (a platform renumbering, a garbled number)
 
     def counters(self) -> dict[str, int]:
         """For the status message."""
-        return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks}
+        return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks, "ingest_renumbered": self.renumbered}
 
     async def handle(self, connection: ServerConnection) -> None:
         calls: Calls = {}
@@ -207,11 +224,17 @@ class MediaIngest:
             except (binascii.Error, ValueError):
                 raise IngestError(f"stream {call_id!r}: media payload is not valid base64") from None
             chunk = media["chunk"]
-            if chunk is not None and track.next_chunk is not None and chunk < track.next_chunk:
+            samples = track.decode(payload)
+            renumbered, expected = track.renumbered, track.next_chunk
+            gap = track.place(chunk, media["timestamp"], samples.size)
+            if gap is None:
                 self.late_chunks += 1  # its time has been played (or filled with silence) already
                 return
-            samples = track.decode(payload)
-            gap = track.gap(chunk, media["timestamp"], samples.size)
+            if track.renumbered > renumbered:  # said in the stream's warning at its end, counted every time
+                self.renumbered += 1
+                track.first_jump = track.first_jump or f"media.chunk {chunk} came where {expected} was due"
+                times = f", {track.renumbered} times in all" if track.renumbered > 1 else ""
+                track.sink.warning = f"{track.first_jump} and the numbering was followed (ingest_renumbered{times})"
             if gap:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))

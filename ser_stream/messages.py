@@ -74,6 +74,7 @@ class Status(TypedDict):
     rtp_wrong_sender_packets: NotRequired[int]  # a call's SSRC from another address (a collision, or spoofing)
     ingest_gaps: NotRequired[int]  # with --ingest: missing chunks or timestamp jumps, played as silence
     ingest_late_chunks: NotRequired[int]  # with --ingest: repeated or out-of-order chunks, dropped
+    ingest_renumbered: NotRequired[int]  # with --ingest: chunk numbers that jumped (renumbered, garbled) and were followed
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
 
 

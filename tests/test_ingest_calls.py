@@ -133,7 +133,7 @@ def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_t
     assert replies == []
     assert heard.size == 20 * FRAME  # 400 ms, as the call's timestamps say, not 300
     assert not heard[10 * FRAME : 15 * FRAME].any() and heard[15 * FRAME :].any()
-    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0}
+    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0, "ingest_renumbered": 0}
 
 
 def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_chunks_are_still_filled():
@@ -163,7 +163,31 @@ def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
     order = [1, 2, 3, 2, 3, 4, 1, 5]
     opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in order)])
     assert replies == [] and audio(opened[SID]).size == 5 * FRAME
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3, "ingest_renumbered": 0}
+
+
+def test_one_garbled_chunk_number_costs_no_later_frame_with_or_without_timestamps():
+    """Chunk 99999999 once had every later frame of the call dropped as late (with timestamps), or a minute of
+    silence put in and then every frame dropped (without)."""
+    numbers = [*range(1, 101), 99999999, *range(102, 201)]
+    with_time = [start(), *(media(CALLER, chunk, 20 * index) for index, chunk in enumerate(numbers))]
+    opened, replies, ingest, _ = call(with_time)
+    assert replies == [] and audio(opened[SID]).size == 200 * FRAME
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2}
+    assert opened[SID].warning == "media.chunk 99999999 came where 101 was due and the numbering was followed (ingest_renumbered, 2 times in all)"
+    opened, _, ingest, _ = call([start(), *(media(CALLER, chunk) for chunk in numbers)])
+    assert audio(opened[SID]).size == 200 * FRAME and ingest.counters()["ingest_gaps"] == 0
+
+
+def test_a_platform_restarting_its_chunk_numbers_is_followed_and_a_repeat_without_one_is_dropped_by_its_time():
+    restarted = [start(), *(media(CALLER, chunk) for chunk in range(1, 151)), *(media(CALLER, chunk) for chunk in range(1, 51))]
+    opened, _, ingest, _ = call(restarted)
+    assert audio(opened[SID]).size == 200 * FRAME  # 3 s of it were once dropped as late
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 1}
+    twice = [start(), *(media(CALLER, None, 20 * index) for index in range(50) for _ in range(2))]  # each frame sent twice
+    opened, _, ingest, _ = call(twice)
+    assert audio(opened[SID]).size == 50 * FRAME  # once played twice, the call twice its length, uncounted
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0}
 
 
 def test_a_chunk_or_timestamp_that_is_not_a_whole_number_is_named_and_skipped():
