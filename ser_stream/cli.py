@@ -199,9 +199,10 @@ def _monitor(args: argparse.Namespace) -> int:
         raise SerStreamError("monitor needs at least one --source, or --ingest")
     takes_rtp = any(source.startswith("rtp:") for source in args.source)
     defaults = RtpConfig()
-    for option, value, default in (("--jitter-packets", args.jitter_packets, defaults.jitter_packets), ("--call-idle", args.call_idle, defaults.idle_seconds)):
-        if value != default and not takes_rtp:
-            raise SerStreamError(f"{option} {value}: only with an rtp: source")
+    if args.jitter_packets != defaults.jitter_packets and not takes_rtp:
+        raise SerStreamError(f"--jitter-packets {args.jitter_packets}: only with an rtp: source")
+    if args.call_idle != defaults.idle_seconds and not (takes_rtp or args.ingest):
+        raise SerStreamError(f"--call-idle {args.call_idle}: only with calls (an rtp: source, or --ingest)")
     if args.max_ingest_connections is not None and not args.ingest:
         raise SerStreamError(f"--max-ingest-connections {args.max_ingest_connections}: only with --ingest")
     if args.await_subscribers and (takes_rtp or args.ingest):  # a call cannot wait: its packets were lost in the kernel, uncounted
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
     monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
-    monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp: seconds without packets that end a call")
+    monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp and --ingest: seconds without audio that end a call")
     _add_monitor_arguments(monitor, pace="realtime")
     monitor.set_defaults(run=_monitor)
 

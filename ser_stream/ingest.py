@@ -43,6 +43,9 @@ MAX_GAP_SAMPLES = 60 * SAMPLE_RATE
 # A frame numbered this far behind the track is not late but renumbered (a platform restarting its count, or one
 # garbled number): one chunk of 99999999 once had every later frame of the call dropped as late.
 RENUMBERED_SAMPLES = SAMPLE_RATE
+# How long a 'start' waits for a stream of its id to finish publishing (the same call, reconnected) before it is
+# refused: the old stream's last utterance ends after --min-silence and one worker step.
+REJOIN_SECONDS = 5.0
 
 
 class IngestError(SerStreamError):
@@ -160,9 +163,14 @@ class MediaIngest:
     (a second call on one connection, a repeated start): status counts them with the worker's refusals.
     """
 
-    def __init__(self, open_stream: Callable[[str, int], Sink], count_refused: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, open_stream: Callable[[str, int], Sink], count_refused: Callable[[], None] = lambda: None,
+        is_active: Callable[[str], bool] = lambda stream_id: False, idle_seconds: float = 2.0,
+    ) -> None:
         self.open_stream = open_stream
         self.count_refused = count_refused
+        self.is_active = is_active
+        self.idle_seconds = idle_seconds  # a call whose media stops this long (the connection open) is ended
         self.errors = 0
         self.gaps = 0  # missing chunks or timestamp jumps, played as silence
         self.late_chunks = 0  # repeated or out-of-order chunks, dropped
@@ -174,10 +182,31 @@ class MediaIngest:
 
     async def handle(self, connection: ServerConnection) -> None:
         calls: Calls = {}
+        starts: dict[str, dict[str, Any]] = {}  # each call's start message, to begin it again after a pause
+        paused: set[str] = set()  # calls ended for want of media while the connection stayed open
         try:
-            async for text in connection:
+            while True:
                 try:
-                    await self._handle_message(parse_message(text), calls)
+                    text = await asyncio.wait_for(connection.recv(), self.idle_seconds if calls else None)
+                except TimeoutError:  # a stalled platform once held a call's last utterance and its --max-streams slot
+                    for call_id, tracks in calls.items():
+                        for track in tracks.values():
+                            track.sink.warning = f"no media for {self.idle_seconds:g} s with the connection open: the call was ended (media that comes later begins a new stream)"
+                            track.sink.finished = True
+                        paused.add(call_id)
+                    calls.clear()
+                    continue
+                try:
+                    message = parse_message(text)
+                    resumed = message.get("streamSid") if message["event"] in ("media", "stop") else None
+                    if isinstance(resumed, str) and resumed in paused:  # media again: the call goes on as a new stream; a stop: it had ended
+                        paused.discard(resumed)
+                        if message["event"] == "stop":
+                            continue
+                        await self._handle_message(starts[resumed], calls)
+                    await self._handle_message(message, calls)
+                    if message["event"] == "start":
+                        starts[next(reversed(calls))] = message
                 except IngestError as error:
                     self.errors += 1
                     await connection.send(json.dumps({"type": "error", "message": str(error)}))
@@ -205,9 +234,14 @@ class MediaIngest:
             encoding = message["start"].get("mediaFormat", {}).get("encoding", "audio/x-mulaw")
             names = message["start"]["tracks"]
             tracks: dict[str, Track] = {}
+            stream_ids = {name: call_id if len(names) == 1 else f"{call_id}/{name}" for name in names}
+            # A platform reconnecting at once (a dropped socket) restarts the call under its id while the old
+            # stream still publishes its last utterance: wait for it rather than refuse (half of such were refused).
+            deadline = asyncio.get_running_loop().time() + REJOIN_SECONDS
+            while any(map(self.is_active, stream_ids.values())) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
             try:
-                for name in names:
-                    stream_id = call_id if len(names) == 1 else f"{call_id}/{name}"
+                for name, stream_id in stream_ids.items():
                     tracks[name] = Track(self.open_stream(stream_id, SAMPLE_RATE), DECODERS[encoding])
             except StreamRefused as error:  # a limit reached, or the monitor stopping: all the call's tracks or none
                 for track in tracks.values():

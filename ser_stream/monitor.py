@@ -208,7 +208,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     if options.ingest:
         from ser_stream.ingest import MediaIngest
 
-        ingest = MediaIngest(open_call_stream, worker.count_refused)
+        ingest = MediaIngest(open_call_stream, worker.count_refused, worker.is_active, options.rtp.idle_seconds)
         publisher.ingest = ingest.handle
         worker.extra_counters.append(ingest.counters)
     source_threads = []

@@ -130,6 +130,11 @@ class Worker:
         self.add_stream(stream)
         return stream
 
+    def is_active(self, stream_id: str) -> bool:
+        """Whether a stream of this id is still open: a caller reconnecting at once waits for it (ingest)."""
+        with self.lock:
+            return stream_id in self.streams
+
     def count_refused(self) -> None:
         """A call refused before it reached the worker (an ingest connection's second 'start'), counted with the rest."""
         with self.lock:

@@ -305,7 +305,7 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--ws", "256.0.0.1:8765"], "--ws '256.0.0.1': not an IPv4 address"),
         (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
         (["--jitter-packets", "10"], "--jitter-packets 10: only with an rtp: source"),
-        (["--call-idle", "5"], "--call-idle 5.0: only with an rtp: source"),
+        (["--call-idle", "5"], "--call-idle 5.0: only with calls (an rtp: source, or --ingest)"),
         (["--max-ingest-connections", "5"], "--max-ingest-connections 5: only with --ingest"),
         (["--source", "rtp:127.0.0.1:0", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--ingest", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),

@@ -242,3 +242,75 @@ def test_any_chunk_timestamp_or_tracks_value_is_taken_or_named_in_one_line(value
 @pytest.mark.parametrize("value", ["12", 12])
 def test_chunk_numbers_may_come_as_digits_in_a_string_or_as_numbers(value):
     assert parse_message(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "", "chunk": value}}))["media"]["chunk"] == 12
+
+
+def test_a_call_reconnecting_at_once_waits_for_its_old_stream_to_finish_instead_of_being_refused(monkeypatch):
+    """Half of the calls that reconnected at once under their streamSid were refused ('still active'), their audio lost."""
+    import time
+
+    import ser_stream.ingest
+    from ser_stream.errors import StreamRefused
+
+    busy_until = {SID: time.monotonic() + 0.4, "STUCK": float("inf")}  # the old stream publishes its last utterance
+    opened: dict[str, Stream] = {}
+
+    def is_active(stream_id: str) -> bool:
+        return time.monotonic() < busy_until.get(stream_id, 0.0)
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        if is_active(stream_id):
+            raise StreamRefused(stream_id, "a stream of that id is still active")
+        opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig())
+        return opened[stream_id]
+
+    monkeypatch.setattr(ser_stream.ingest, "REJOIN_SECONDS", 1.0)
+    ingest = MediaIngest(open_stream, is_active=is_active)
+
+    async def scenario() -> list[str]:
+        calls: dict = {}
+        await ingest._handle_message(parse_message(start()), calls)
+        refusals = []
+        try:
+            await ingest._handle_message(parse_message(start(sid="STUCK")), {})
+        except IngestError as error:
+            refusals.append(str(error))
+        return refusals
+
+    refusals = asyncio.run(scenario())
+    assert SID in opened  # it waited the 0.4 s, then got its stream
+    assert refusals == ["stream 'STUCK' refused: a stream of that id is still active"]  # a real duplicate, after the wait
+
+
+def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_again_when_media_returns():
+    """A stalled platform once held the call's last utterance (and a --max-streams slot) until it closed the socket."""
+    opened: list[Stream] = []
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        opened.append(Stream(stream_id, sample_rate, MonitorConfig()))
+        return opened[-1]
+
+    ingest = MediaIngest(open_stream, idle_seconds=0.3)
+
+    async def scenario() -> tuple[bool, bool]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        publisher.ingest = ingest.handle
+        await publisher.start()
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            await connection.send(start())
+            for chunk in range(1, 11):
+                await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
+            await asyncio.sleep(0.8)  # the platform stalls, the socket open
+            ended_while_open = opened[0].finished
+            for chunk in range(11, 21):
+                await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
+            await asyncio.sleep(0.1)
+            second_running = len(opened) == 2 and not opened[1].finished
+        await publisher.close()
+        return ended_while_open, second_running
+
+    ended_while_open, second_running = asyncio.run(scenario())
+    assert ended_while_open and second_running
+    assert opened[0].warning == "no media for 0.3 s with the connection open: the call was ended (media that comes later begins a new stream)"
+    assert [stream.stream_id for stream in opened] == [SID, SID]
+    assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
