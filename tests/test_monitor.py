@@ -640,3 +640,18 @@ def test_voice_floor_sets_where_webrtc_is_asked_and_off_leaves_silero_alone(give
 
     args = build_parser().parse_args(["monitor", "--source", "file:call.wav", *given])
     assert _monitor_options(args, args.source).config.utterance.voice_floor == floor
+
+
+@pytest.mark.parametrize("after", [0.05, 0.3, 0.8])
+def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_speech):
+    """Ctrl-C in the first second, while numpy and onnxruntime load, once printed a 30-line KeyboardInterrupt traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--no-dashboard", "--ws", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal would start it
+    )
+    time.sleep(after)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert process.returncode in (0, 130), err
