@@ -56,6 +56,10 @@ MAX_GAP_SAMPLES = RTP_SAMPLE_RATE  # a longer timestamp jump is a discontinuity:
 # stray and is dropped as late.
 MAX_MISORDER = 100
 MAX_DROPOUT = 3000
+# A sender whose timestamps skip ahead at one packet in this many, though no packet is missing, does not keep an 8 kHz
+# clock (a 16 kHz one, random ones): its call is stretched with silence, which its stream's warning says. Silence
+# suppression skips once a pause, far more rarely.
+CLOCK_SKIP_SHARE = 4
 
 
 class RtpError(SerStreamError):
@@ -132,6 +136,9 @@ class JitterBuffer:
         self.late = 0  # packets that arrived after their slot was played, and strays far outside the window
         self.duplicates = 0  # copies of a packet already waiting or played: nothing was lost
         self.resyncs = 0  # times the sender restarted its numbering and playback followed it
+        self.audio_packets = 0  # played
+        self.clock_skips = 0  # audio packets whose timestamp skipped ahead though none was missing before them
+        self.clock_silence = 0  # samples of silence those skips were played as
 
     def push(self, packet: RtpPacket) -> list[NDArray[np.float32]]:
         """Add a packet; return whatever audio is now ready, in order."""
@@ -140,6 +147,9 @@ class JitterBuffer:
         stray, self.stray = self.stray, None
         if stray is not None:
             if packet.sequence == (stray.sequence + 1) & 0xFFFF:
+                if self._replayed(stray):  # old packets sent again, not a new numbering: dropped as late
+                    self.late += 2
+                    return []
                 return self._resync(stray, packet)
             self.late += 1  # the packet after it did not continue it
         highest = max(self.pending, default=self.next_sequence - 1)
@@ -169,6 +179,15 @@ class JitterBuffer:
             self.stray = None
             self.late += 1
         return self._release(flush=True)
+
+    def _replayed(self, packet: RtpPacket) -> bool:
+        """Whether a packet far outside the window is an old one sent again: its number and its timestamp both lie
+        a little behind the call's (less than MAX_DROPOUT packets). Two such copies in a row once passed for a
+        restarted numbering: the call jumped back, their audio was played again and 50 packets were counted lost."""
+        assert self.next_sequence is not None
+        behind = (self.next_sequence - packet.sequence) & 0xFFFF
+        clock_behind = (self.next_timestamp - packet.timestamp) & 0xFFFFFFFF
+        return 0 < behind < MAX_DROPOUT and 0 < clock_behind <= MAX_DROPOUT * self.packet_samples
 
     def _resync(self, first: RtpPacket, second: RtpPacket) -> list[NDArray[np.float32]]:
         """Two consecutive packets far outside the window: the sender restarted its numbering, so follow it."""
@@ -200,6 +219,10 @@ class JitterBuffer:
             silence = min(gap, MAX_GAP_SAMPLES) if gap < 0x80000000 else 0
             if silence:  # time the sender skipped (loss or silence suppression)
                 audio.append(np.zeros(silence, dtype=np.float32))
+                if not missing and packet.is_audio:
+                    self.clock_skips += 1
+                    self.clock_silence += silence
+            self.audio_packets += packet.is_audio
             if missing:
                 # as many packets as the silence played for them holds (at least one), not the sequence gap,
                 # which a sender that skips ahead can make 3000 packets while at most 1 s is played
@@ -420,12 +443,21 @@ class RtpReceiver:
             call.sink.ring.write(samples)
         self.lost_packets += call.jitter.lost - lost
         self.late_packets += call.jitter.late - late  # a stray still held when the call ends
-        if call.jitter.lost or call.jitter.late or call.jitter.resyncs:
-            call.sink.warning = (
-                f"rtp-{ssrc:08x}: {call.jitter.lost} packet(s) lost (played as silence), "
-                f"{call.jitter.late} arrived too late or far out of sequence (dropped), "
-                f"sequence numbers restarted {call.jitter.resyncs} time(s) (followed)"
+        jitter = call.jitter
+        faults = []
+        if jitter.lost or jitter.late or jitter.resyncs:
+            faults.append(
+                f"{jitter.lost} packet(s) lost (played as silence), "
+                f"{jitter.late} arrived too late or far out of sequence (dropped), "
+                f"sequence numbers restarted {jitter.resyncs} time(s) (followed)"
             )
+        if jitter.clock_skips * CLOCK_SKIP_SHARE >= max(1, jitter.audio_packets):  # silence suppression skips once a pause
+            faults.append(
+                f"the timestamps skipped ahead at {jitter.clock_skips} of {jitter.audio_packets} packets with none missing, "
+                f"{jitter.clock_silence / RTP_SAMPLE_RATE:.1f} s played as silence: the sender's clock is not G.711's 8 kHz"
+            )
+        if faults:
+            call.sink.warning = f"rtp-{ssrc:08x}: " + "; ".join(faults)
         call.sink.finished = True
         self._ending[ssrc] = _Ending(call.sink)
 

@@ -15,13 +15,13 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
-from ser_stream.rtp import JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
+from ser_stream.rtp import MAX_DROPOUT, JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
 from tests.conftest import undocumented_fields
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
@@ -148,12 +148,52 @@ def restarted(before: int, after: int, start_sequence: int, restart_sequence: in
 @given(st.integers(0, 0xFFFF), st.integers(3000, 0x10000 - 101), st.integers(1, 8),
        st.none() | st.integers(0, 0xFFFFFFFF))
 def test_a_sender_that_restarts_its_sequence_numbers_keeps_playing(start, jump, depth, new_timestamp):
-    """More than 100 behind or 3000 ahead (a relay failing over from 30049 to 100, say): followed, nothing lost."""
+    """More than 100 behind or 3000 ahead (a relay failing over from 30049 to 100, say): followed, nothing lost.
+    (Numbers and clock both a little behind the call's are old packets sent again: the next test.)"""
+    steps_back = jump > 0x10000 - MAX_DROPOUT
+    clock_back = new_timestamp is not None and 0 < (50 * PACKET_SAMPLES - new_timestamp) & 0xFFFFFFFF <= MAX_DROPOUT * PACKET_SAMPLES
+    assume(not (steps_back and clock_back))
     packets = restarted(50, 100, start, start + 50 + jump, new_timestamp)
     jitter = JitterBuffer(depth)
     audio = played(jitter, packets)
     assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))  # no silence for the renumbering
     assert (jitter.resyncs, jitter.lost, jitter.late) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("copies", [2, 50], ids=["a-pair", "a-second"])
+def test_old_packets_sent_again_far_behind_the_call_are_dropped_as_late_not_taken_for_a_restart(copies):
+    """Copies of packets played 200 numbers earlier once passed for a restarted numbering: 50 packets counted lost,
+    the call a second longer, and (a second of them) their audio played again as a new utterance."""
+    packets = tone_packets(400)
+    stale = packets[100 : 100 + copies]
+    jitter = JitterBuffer(5)
+    audio = played(jitter, packets[:300] + stale + packets[300:])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.resyncs, jitter.lost, jitter.late) == (0, 0, copies)
+
+
+def test_a_sender_whose_clock_is_not_8_khz_is_played_stretched_and_its_stream_warning_says_so():
+    """Timestamps stepping 320 a 20 ms packet (a 16 kHz clock) once stretched a call to twice its length, unsaid."""
+    receiver, streams, _ = receiver_with_streams()
+    try:
+        for index in range(100):
+            receiver.receive(rtp(index, 320 * index, tone_payload(300)), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 10)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-1234abcd"]
+    assert stream.warning == (
+        "rtp-1234abcd: the timestamps skipped ahead at 99 of 100 packets with none missing, 2.0 s played as silence: "
+        "the sender's clock is not G.711's 8 kHz"
+    )
+    pauses, paused_streams, _ = receiver_with_streams()  # silence suppression: one skip a pause is no fault
+    try:
+        for index in range(100):
+            pauses.receive(rtp(index, 160 * index + (8000 if index >= 50 else 0), tone_payload(300)), "127.0.0.1:4000")
+        pauses.close_idle(time.monotonic() + 10)
+    finally:
+        pauses.socket.close()
+    assert paused_streams["rtp-1234abcd"][0].warning is None
 
 
 def test_the_reviewers_restart_plays_all_of_its_audio():
