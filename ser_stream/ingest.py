@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from ser_stream.errors import SerStreamError, StreamRefused
 from ser_stream.g711 import alaw_decode, mulaw_decode
@@ -85,6 +86,8 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
         start = message.get("start")
         if not isinstance(start, dict) or not isinstance(start.get("streamSid") or message.get("streamSid"), str):
             raise IngestError("start message lacks start.streamSid")
+        if not str(start.get("streamSid") or message.get("streamSid")).strip():  # ?stream= of it would select every stream
+            raise IngestError("start.streamSid is empty: name the call")
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
         if not isinstance(media_format, dict) or media_format.get("encoding") not in DECODERS:
             raise IngestError(f"unsupported media format {media_format!r}: audio/x-mulaw or audio/x-alaw")
@@ -153,6 +156,12 @@ class Track:
         return silence
 
 
+def shown_size(connection: ServerConnection) -> str:
+    """The connection's largest frame, as a person reads it: ``64 KiB``."""
+    limit = connection.protocol.max_message_size
+    return "size" if limit is None else f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} byte"
+
+
 Calls = dict[str, dict[str, Track]]  # a connection's calls: streamSid → track name → its stream
 
 
@@ -213,8 +222,11 @@ class MediaIngest:
                     if isinstance(error, MonitorStopping):
                         await connection.close(1001, "the monitor is stopping")
                         return
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as closed:
+            if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:  # the call's audio stops here
+                for tracks in calls.values():
+                    for track in tracks.values():
+                        track.sink.warning = f"the connection sent a frame over the {shown_size(connection)} limit and was closed (1009); the call ended there"
         finally:
             for tracks in calls.values():  # a call that vanished without 'stop' still ends cleanly
                 for track in tracks.values():

@@ -314,3 +314,36 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     assert opened[0].warning == "no media for 0.3 s with the connection open: the call was ended (media that comes later begins a new stream)"
     assert [stream.stream_id for stream in opened] == [SID, SID]
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
+
+
+def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_stream_id_is_refused():
+    """The 1009 close once ended the call like a clean hang-up: its lost remainder was counted and said nowhere."""
+    from websockets.exceptions import ConnectionClosed
+
+    opened: dict[str, Stream] = {}
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig())
+        return opened[stream_id]
+
+    ingest = MediaIngest(open_stream)
+
+    async def scenario() -> None:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        publisher.ingest = ingest.handle
+        await publisher.start()
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest", max_size=None) as connection:
+            await connection.send(start())
+            await connection.send(media(CALLER, 1, 0))
+            await connection.send(media(CALLER * 500, 2, 20))  # 80 KB of payload, 107 KB of base64
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(connection.recv(), 5)
+        await asyncio.sleep(0.1)
+        await publisher.close()
+
+    asyncio.run(scenario())
+    assert opened[SID].finished and audio(opened[SID]).size == FRAME
+    assert opened[SID].warning == "the connection sent a frame over the 64 KiB limit and was closed (1009); the call ended there"
+    with pytest.raises(IngestError, match=r"^start\.streamSid is empty: name the call$"):
+        parse_message(start(sid=""))
