@@ -12,8 +12,6 @@ from ser_stream.features import N_BINS, N_FFT, N_FRAMES, SAMPLE_RATE
 from training.backend import keras
 from training.recipes import Recipe
 
-layers = keras.layers
-
 DENSE_UNITS = 128  # the paper does not give the dense width
 
 
@@ -46,7 +44,7 @@ def mel_rows_matrix(oversampling: int = 8) -> NDArray[np.float32]:
 
 
 @keras.saving.register_keras_serializable(package="ser_stream")
-class MelFrequencyRows(layers.Layer):
+class MelFrequencyRows(keras.layers.Layer):
     """Resamples the spectrogram's frequency rows (linear, 15.4 Hz apart) onto the mel scale.
 
     Below 1 kHz, where pitch and the first formant live, rows become about three
@@ -61,7 +59,7 @@ class MelFrequencyRows(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ser_stream")
-class SpectralMeanChannel(layers.Layer):
+class SpectralMeanChannel(keras.layers.Layer):
     """Adds a channel: the spectrogram minus each frequency row's mean over the window.
 
     A window's mean log spectrum is mostly who is speaking and through what
@@ -77,7 +75,7 @@ class SpectralMeanChannel(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="ser_stream")
-class GradientReversal(layers.Layer):
+class GradientReversal(keras.layers.Layer):
     """The identity going forward; going back, the gradient times ``-strength`` (Ganin & Lempitsky 2015).
 
     Below it, the network is pushed to make what the layer above learns (here,
@@ -117,22 +115,22 @@ def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model
     x = SpectralMeanChannel(name="spectral_mean_channel")(x) if recipe.spectral_mean_channel else x
     for layer, filters in enumerate(recipe.filters):
         stride = recipe.first_stride if layer == 0 else 1
-        x = layers.Conv2D(filters, 5, strides=stride, padding="valid", use_bias=not recipe.batch_norm)(x)
+        x = keras.layers.Conv2D(filters, 5, strides=stride, padding="valid", use_bias=not recipe.batch_norm)(x)
         if recipe.batch_norm:
             # Momentum 0.9, not Keras' 0.99: with ~30 steps an epoch the slow average lags
             # the weights so far that inference-mode outputs collapse to one class.
-            x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.Activation("relu")(x)
-        x = layers.MaxPooling2D(pool_size=5, strides=3)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.25)(x)
-    dense = layers.Dense(DENSE_UNITS, activation="relu")(x)
-    x = layers.Dropout(0.5)(dense)
-    outputs = layers.Dense(len(EMOTIONS), activation="softmax", name="probabilities")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.Activation("relu")(x)
+        x = keras.layers.MaxPooling2D(pool_size=5, strides=3)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.25)(x)
+    dense = keras.layers.Dense(DENSE_UNITS, activation="relu")(x)
+    x = keras.layers.Dropout(0.5)(dense)
+    outputs = keras.layers.Dense(len(EMOTIONS), activation="softmax", name="probabilities")(x)
     if recipe.speaker_adversary > 0 and speakers > 0:
         reversed_features = GradientReversal(name="speaker_gradient_reversal")(dense)
-        guess = layers.Dense(DENSE_UNITS // 2, activation="relu")(reversed_features)
-        speaker = layers.Dense(speakers, activation="softmax", name=SPEAKER_OUTPUT)(guess)
+        guess = keras.layers.Dense(DENSE_UNITS // 2, activation="relu")(reversed_features)
+        speaker = keras.layers.Dense(speakers, activation="softmax", name=SPEAKER_OUTPUT)(guess)
         return keras.Model(inputs, {"probabilities": outputs, SPEAKER_OUTPUT: speaker}, name=f"mittal2021_{recipe.name}")
     return keras.Model(inputs, outputs, name=f"mittal2021_{recipe.name}")
 

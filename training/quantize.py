@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         except SerStreamError as error:
             skipped.append(clip_problem(training[i].path, error))
             print(f"skipped {skipped[-1]}", file=sys.stderr)
-    wideband, phone, labels = [], [], []
+    wideband, phone, clip_labels = [], [], []
     for index, clip in enumerate(held_out):
         try:
             audio, rate = read_audio(clip.path)
@@ -140,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         wideband.append(clip_windows)
         phone.append(line_windows)
-        labels.append(EMOTIONS.index(clip.emotion))
+        clip_labels.append(EMOTIONS.index(clip.emotion))
     if not calibration_windows or not wideband:  # refused before the int8 model is written
         parser.exit(2, f"{parser.prog}: error: no {'calibration' if not calibration_windows else 'test'} clip could be read; see the lines above\n")
     calibration = np.concatenate(calibration_windows)
     quantize(args.model, calibration, out, args.operator_format, args.unsigned_weights)
     models = {"fp32": session(args.model), "int8": session(out)}
     all_windows = np.concatenate(wideband)
-    labels = np.asarray(labels)
+    labels = np.asarray(clip_labels)
     report = {
         "model": str(args.model),
         "int8_model": str(out),

@@ -124,13 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_time:
         result["test_time_views"] = args.test_time
     skipped: list[str] = []
+    scored = 0
     try:
         for variant in args.variants:
-            result[variant], result[f"{variant}_by_actor"], result[f"{variant}_clips"] = score(models, held_out, window, variant, tuple(args.test_time), skipped)
+            result[variant], result[f"{variant}_by_actor"], clip_outputs = score(models, held_out, window, variant, tuple(args.test_time), skipped)
+            result[f"{variant}_clips"], scored = clip_outputs, len(clip_outputs)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if skipped:
-        result["clips"] = len(result[f"{args.variants[0]}_clips"])  # those scored
+        result["clips"] = scored  # those scored
         result["skipped_clips"] = skipped
     print(json.dumps({key: value for key, value in result.items() if not key.endswith("_clips")}))
     if args.out is not None:
