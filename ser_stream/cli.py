@@ -184,6 +184,15 @@ def _access(args: argparse.Namespace) -> AccessConfig:
     if args.token is not None and not args.token.strip():  # `--token "$T"` with T unset once turned authentication off
         raise SerStreamError("--token is empty: an empty token would let anyone in; give the token, or leave the option out")
     token = args.token or os.environ.get("SER_STREAM_TOKEN") or None
+    from ser_stream.publish import host_name
+
+    for name in args.allow_host:  # a name no Host header can carry would allow nothing, unsaid
+        if host_name(name) is None:
+            raise SerStreamError(f"--allow-host {name!r}: not a host name or address (NAME, or an address without port)")
+    for origin in args.allow_origin:  # a browser sends scheme://host[:port], nothing else; anything else matches no page
+        scheme, separator, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not separator or host_name(rest) is None or "/" in rest:
+            raise SerStreamError(f"--allow-origin {origin!r}: not an origin (http:// or https://, a host, maybe a port, no path)")
     return AccessConfig(
         token=token, allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host), tls=tls,
         **({"max_ingest_connections": args.max_ingest_connections} if args.max_ingest_connections is not None else {}),

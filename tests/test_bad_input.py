@@ -310,6 +310,10 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "rtp:127.0.0.1:0", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--ingest", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--token", ""], "--token is empty: an empty token would let anyone in; give the token, or leave the option out"),
+        (["--allow-host", ""], "--allow-host '': not a host name or address (NAME, or an address without port)"),
+        (["--allow-host", "bad host"], "--allow-host 'bad host': not a host name or address (NAME, or an address without port)"),
+        (["--allow-origin", "notaurl"], "--allow-origin 'notaurl': not an origin (http:// or https://, a host, maybe a port, no path)"),
+        (["--allow-origin", "https://wall.example/board"], "--allow-origin 'https://wall.example/board': not an origin (http:// or https://, a host, maybe a port, no path)"),
     ],
 )
 def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, options, reason):

@@ -651,6 +651,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
         console.print(f"[yellow]skipped[/] {problem}")
     if config.max_clips:
         clips = limit_per_emotion(clips, config.max_clips)
+    absent = [emotion for emotion in EMOTIONS if not any(clip.emotion == emotion for clip in clips)]
+    if absent and clips:  # its mean per-class accuracy is then over fewer classes than the paper's
+        console.print(f"[yellow]warning[/] {config.data}: no clips of {', '.join(absent)}; mean per-class accuracy is over the other {len(EMOTIONS) - len(absent)} emotions")
     check_speakers({clip.actor for clip in clips}, config)
     writable_folder(config.out, "--out")  # before the features: an unwritable folder once failed after computing them
     if config.cache_dir is not None:
