@@ -68,14 +68,21 @@ def output_file(suffix: str, make_folders: bool = False) -> Callable[[str], Path
             raise argparse.ArgumentTypeError(f"{shown(text)}: no folder {shown(path.parent)} to write it in")
         else:
             nearest = path.parent
-        try:  # a read-only or virtual folder (/proc) once failed with a traceback after the tool's work was done
-            with tempfile.TemporaryFile(dir=nearest):
-                pass
-        except OSError as error:
-            raise argparse.ArgumentTypeError(f"{shown(text)}: cannot write in {shown(nearest)} ({error.strerror or type(error).__name__})") from None
+        if (reason := cannot_write_in(nearest)) is not None:
+            raise argparse.ArgumentTypeError(f"{shown(text)}: cannot write in {shown(nearest)} ({reason})")
         return path
 
     return parse
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why no file can be written in an existing ``folder``, or None: a read-only or virtual folder (/proc) once
+    failed with a traceback after a tool's work was done. Found by writing a temporary file there."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as error:
+        return error.strerror or type(error).__name__
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -170,7 +177,7 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
 def _access(args: argparse.Namespace) -> AccessConfig:
     import ssl
 
-    from ser_stream.publish import AccessConfig
+    from ser_stream.publish import AccessConfig, host_name
 
     tls = None
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -184,8 +191,6 @@ def _access(args: argparse.Namespace) -> AccessConfig:
     if args.token is not None and not args.token.strip():  # `--token "$T"` with T unset once turned authentication off
         raise SerStreamError("--token is empty: an empty token would let anyone in; give the token, or leave the option out")
     token = args.token or os.environ.get("SER_STREAM_TOKEN") or None
-    from ser_stream.publish import host_name
-
     for name in args.allow_host:  # a name no Host header can carry would allow nothing, unsaid
         if host_name(name) is None:
             raise SerStreamError(f"--allow-host {name!r}: not a host name or address (NAME, or an address without port)")
@@ -195,7 +200,7 @@ def _access(args: argparse.Namespace) -> AccessConfig:
             raise SerStreamError(f"--allow-origin {origin!r}: not an origin (http:// or https://, a host, maybe a port, no path)")
     return AccessConfig(
         token=token, allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host), tls=tls,
-        **({"max_ingest_connections": args.max_ingest_connections} if args.max_ingest_connections is not None else {}),
+        max_ingest_connections=args.max_ingest_connections or AccessConfig.max_ingest_connections,  # None: not given
     )
 
 
@@ -206,7 +211,8 @@ def _monitor(args: argparse.Namespace) -> int:
 
     if not args.source and not args.ingest:
         raise SerStreamError("monitor needs at least one --source, or --ingest")
-    takes_rtp = any(source.startswith("rtp:") for source in args.source)
+    options = _monitor_options(args, args.source)
+    takes_rtp = any(spec.kind == "rtp" for spec in options.sources)
     defaults = RtpConfig()
     if args.jitter_packets != defaults.jitter_packets and not takes_rtp:
         raise SerStreamError(f"--jitter-packets {args.jitter_packets}: only with an rtp: source")
@@ -217,7 +223,7 @@ def _monitor(args: argparse.Namespace) -> int:
     if args.await_subscribers and (takes_rtp or args.ingest):  # a call cannot wait: its packets were lost in the kernel, uncounted
         raise SerStreamError(f"--await-subscribers {args.await_subscribers}: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot")
     rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle)
-    return monitor(replace(_monitor_options(args, args.source), ingest=args.ingest, rtp=rtp))
+    return monitor(replace(options, ingest=args.ingest, rtp=rtp))
 
 
 def _demo(args: argparse.Namespace) -> int:

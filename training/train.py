@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ser_stream import EMOTIONS
+from ser_stream.cli import cannot_write_in
 from ser_stream.errors import SerStreamError, one_line, shown
 from ser_stream.inference import EmotionModel
 from training import evaluate
@@ -626,11 +626,8 @@ def writable_folder(folder: Path, option: str) -> None:
     """Check that ``folder`` (or, while it does not exist, the folder it would be made in) takes files, without making
     it: a refused run leaves nothing behind. One line naming it and why if not."""
     nearest = next((path for path in (folder, *folder.absolute().parents) if path.exists()), Path("/"))
-    try:
-        with tempfile.TemporaryFile(dir=nearest):
-            pass
-    except OSError as error:
-        raise SerStreamError(f"{option} {shown(folder)}: cannot write there ({error.strerror or type(error).__name__})") from None
+    if (reason := cannot_write_in(nearest)) is not None:
+        raise SerStreamError(f"{option} {shown(folder)}: cannot write there ({reason})")
 
 
 def limit_per_emotion(clips: list[Any], max_clips: int) -> list[Any]:
