@@ -156,6 +156,11 @@ class Track:
         return silence
 
 
+def started_call(message: dict[str, Any]) -> str:
+    """The call a ``start`` message opens: ``start.streamSid``, or the message's own ``streamSid``."""
+    return str(message["start"].get("streamSid") or message["streamSid"])
+
+
 def shown_size(connection: ServerConnection) -> str:
     """The connection's largest frame, as a person reads it: ``64 KiB``."""
     limit = connection.protocol.max_message_size
@@ -215,7 +220,7 @@ class MediaIngest:
                         await self._handle_message(starts[resumed], calls)
                     await self._handle_message(message, calls)
                     if message["event"] == "start":
-                        starts[next(reversed(calls))] = message
+                        starts[started_call(message)] = message
                 except IngestError as error:
                     self.errors += 1
                     await connection.send(json.dumps({"type": "error", "message": str(error)}))
@@ -235,7 +240,7 @@ class MediaIngest:
     async def _handle_message(self, message: dict[str, Any], calls: Calls) -> None:
         event = message["event"]
         if event == "start":
-            call_id = message["start"].get("streamSid") or message["streamSid"]
+            call_id = started_call(message)
             if call_id in calls:
                 self.count_refused()
                 raise IngestError(f"stream {call_id!r} started twice")

@@ -129,10 +129,12 @@ def read_reports_or_exit(parser: argparse.ArgumentParser, paths: list[Path], var
     scored_in: dict[str, Path] = {}
     for path, fold in zip(paths, folds):  # each fold's weights are fitted on the others: a clip in two would be fitted on itself
         again = next((name for name in fold.clip_names if name and name in scored_in), None)
-        if again is not None and scored_in[again].resolve() == path.resolve():
-            parser.exit(2, f"{parser.prog}: error: {shown(path)}: given twice; give one report per fold\n")
         if again is not None:
-            parser.exit(2, f"{parser.prog}: error: {shown(path)}: scores {shown(again)}, which {shown(scored_in[again])} scores too; give one report per fold, each of other speakers\n")
+            earlier = scored_in[again]
+            reason = "given twice; give one report per fold" if earlier.resolve() == path.resolve() else (
+                f"scores {shown(again)}, which {shown(earlier)} scores too; give one report per fold, each of other speakers"
+            )
+            parser.exit(2, f"{parser.prog}: error: {shown(path)}: {reason}\n")
         scored_in.update(dict.fromkeys(fold.clip_names, path))
     return folds
 

@@ -112,7 +112,7 @@ class TrainConfig:
         if self.resume and self.overwrite:
             problems.append(("overwrite", "with --resume: carry the run on, or train it again from epoch 1, not both"))
         # Last: the files it names, once the numbers are known to be sensible
-        if str(self.out) in ("", "."):  # `--out "$RUN"` with RUN unset once trained five folds into the repository
+        if self.out == Path("."):  # `--out "$RUN"` with RUN unset (Path("") is ".") once trained five folds into the repository
             problems.append(("out", f"{str(self.out)!r} is the current folder: name a run folder (it gets a subfolder per split and summary.json)"))
         for name in ("out", "cache_dir"):
             path = getattr(self, name)

@@ -14,7 +14,6 @@ stdout and to ``model.int8.quantization.json``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from ser_stream.features import SAMPLE_RATE, model_input, resample_to_canonical
 from ser_stream.model import file_sha256, load_metadata, metadata_path
 from training.augment import telephone
 from training.evaluate import scores
-from training.ravdess import clip_problem, scan
+from training.ravdess import scan, skip_clip
 
 
 class WindowReader(CalibrationDataReader):
@@ -125,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             calibration_windows.append(clip_spectrograms(*read_audio(training[i].path), config))
         except SerStreamError as error:
-            skipped.append(clip_problem(training[i].path, error))
-            print(f"skipped {skipped[-1]}", file=sys.stderr)
+            skip_clip(training[i].path, error, skipped)
     wideband, phone, clip_labels = [], [], []
     for index, clip in enumerate(held_out):
         try:
@@ -135,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             clip_windows = clip_spectrograms(canonical, SAMPLE_RATE, config)
             line_windows = clip_spectrograms(telephone(canonical, np.random.default_rng([7, index])), SAMPLE_RATE, config)
         except SerStreamError as error:
-            skipped.append(clip_problem(clip.path, error))
-            print(f"skipped {skipped[-1]}", file=sys.stderr)
+            skip_clip(clip.path, error, skipped)
             continue
         wideband.append(clip_windows)
         phone.append(line_windows)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,11 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
     return clips, problems
 
 
-def clip_problem(path: Path, error: SerStreamError) -> str:
-    """One line naming the clip and why it cannot be used, whether or not the error already names it."""
+def skip_clip(path: Path, error: SerStreamError, skipped: list[str]) -> None:
+    """Say on stderr that a clip is left out and why, naming it whether or not the error does; list it in ``skipped``
+    (once, however often it is met)."""
     text = str(error)
-    return text if text.startswith((str(path), shown(path))) else f"{shown(path)}: {text}"
+    problem = text if text.startswith((str(path), shown(path))) else f"{shown(path)}: {text}"
+    print(f"skipped {problem}", file=sys.stderr)
+    if problem not in skipped:
+        skipped.append(problem)

@@ -11,7 +11,6 @@ whether an ensemble is worth its inference cost.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ser_stream.windows import WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
 from training.ensemble import check_members_agree
-from training.ravdess import clip_problem, scan
+from training.ravdess import scan, skip_clip
 
 # Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
 # "slower"/"faster": the clip played 5 % slower or faster (pitch, formants and tempo moved together, a nearby
@@ -75,10 +74,7 @@ def score(
         try:
             windows = clip_inputs(clip.path, window, variant, seed=index, views=views)
         except SerStreamError as error:
-            problem = clip_problem(clip.path, error)
-            print(f"skipped {problem}", file=sys.stderr)
-            if skipped is not None and problem not in skipped:
-                skipped.append(problem)
+            skip_clip(clip.path, error, skipped if skipped is not None else [])
             continue
         scored.append(clip)
         outputs = np.mean([model.predict(windows) for model in models], axis=0)
