@@ -51,6 +51,15 @@ def media(codes: bytes, chunk: int | None = None, timestamp_ms: int | None = Non
     return json.dumps({"event": "media", "streamSid": sid, "media": fields})
 
 
+async def serving(ingest: MediaIngest) -> Publisher:
+    """A real publisher on a free port whose /ingest is ``ingest``'s."""
+    publisher = Publisher("127.0.0.1", 0)
+    publisher.hello = {"type": "hello"}
+    publisher.ingest = ingest.handle
+    await publisher.start()
+    return publisher
+
+
 def call(frames: list[str]) -> tuple[dict[str, Stream], list[str], MediaIngest, int]:
     """Send ``frames`` on one ingest connection; the streams it opened, the error lines it got, the ingest, refusals counted."""
     opened: dict[str, Stream] = {}
@@ -64,10 +73,7 @@ def call(frames: list[str]) -> tuple[dict[str, Stream], list[str], MediaIngest, 
     ingest = MediaIngest(open_stream, lambda: refused.append(None))
 
     async def scenario() -> list[str]:
-        publisher = Publisher("127.0.0.1", 0)
-        publisher.hello = {"type": "hello"}
-        publisher.ingest = ingest.handle
-        await publisher.start()
+        publisher = await serving(ingest)
         replies: list[str] = []
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
             for frame in frames:
@@ -292,10 +298,7 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     ingest = MediaIngest(open_stream, idle_seconds=0.3)
 
     async def scenario() -> tuple[bool, bool]:
-        publisher = Publisher("127.0.0.1", 0)
-        publisher.hello = {"type": "hello"}
-        publisher.ingest = ingest.handle
-        await publisher.start()
+        publisher = await serving(ingest)
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
             await connection.send(start())
             for chunk in range(1, 11):
@@ -329,10 +332,7 @@ def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_s
     ingest = MediaIngest(open_stream)
 
     async def scenario() -> None:
-        publisher = Publisher("127.0.0.1", 0)
-        publisher.hello = {"type": "hello"}
-        publisher.ingest = ingest.handle
-        await publisher.start()
+        publisher = await serving(ingest)
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest", max_size=None) as connection:
             await connection.send(start())
             await connection.send(media(CALLER, 1, 0))
