@@ -91,6 +91,48 @@ class GradientReversal(keras.layers.Layer):
         return held - self.strength * (inputs - held)  # forward: exactly the input; backward: -strength
 
 
+@keras.saving.register_keras_serializable(package="ser_stream")
+class StyleMixing(keras.layers.Layer):
+    """MixStyle (Zhou et al. 2021): in training, each example's statistics mixed with another's of the batch.
+
+    Over ``axes`` each example has a mean and a spread: over time and frequency
+    for every feature map ("channel"), or over time for every frequency row
+    ("frequency", on the input: a voice's and a line's spectral colour). With
+    probability ``probability`` a batch is normalised by its own statistics
+    and re-coloured with a blend, weight ~ Beta(``alpha``, ``alpha``), of its
+    own and a shuffled partner's, so what the network learns cannot lean on
+    them. The identity at inference, and while ``enabled`` is False (batch-norm
+    statistics are re-estimated on the inputs inference sees).
+    """
+
+    def __init__(self, axes: tuple[int, ...], probability: float = 0.5, alpha: float = 0.3, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.axes = tuple(axes)
+        self.probability = probability
+        self.alpha = alpha
+        self.seed = seed
+        self.enabled = True
+        self.seeds = keras.random.SeedGenerator(seed)
+
+    def get_config(self):
+        return {**super().get_config(), "axes": self.axes, "probability": self.probability, "alpha": self.alpha, "seed": self.seed}
+
+    def call(self, inputs, training=None):
+        if not training or not self.enabled:
+            return inputs
+        mean = keras.ops.stop_gradient(keras.ops.mean(inputs, axis=self.axes, keepdims=True))
+        spread = keras.ops.stop_gradient(keras.ops.sqrt(keras.ops.var(inputs, axis=self.axes, keepdims=True) + 1e-6))
+        batch = keras.ops.shape(inputs)[0]
+        stat_shape = (batch,) + (1,) * (len(inputs.shape) - 1)
+        weight = keras.random.beta(stat_shape, self.alpha, self.alpha, seed=self.seeds)
+        partner = keras.random.shuffle(keras.ops.arange(batch), seed=self.seeds)
+        mixed_mean = weight * mean + (1.0 - weight) * keras.ops.take(mean, partner, axis=0)
+        mixed_spread = weight * spread + (1.0 - weight) * keras.ops.take(spread, partner, axis=0)
+        restyled = (inputs - mean) / spread * mixed_spread + mixed_mean
+        chosen = keras.random.uniform((), seed=self.seeds) < self.probability
+        return keras.ops.where(chosen, restyled, inputs)
+
+
 SPEAKER_OUTPUT = "speaker"
 
 
@@ -113,6 +155,7 @@ def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model
     inputs = keras.Input(shape=(N_BINS, N_FRAMES, 1), name="spectrogram")
     x = MelFrequencyRows(name="mel_frequency_rows")(inputs) if recipe.mel_rows else inputs
     x = SpectralMeanChannel(name="spectral_mean_channel")(x) if recipe.spectral_mean_channel else x
+    x = StyleMixing(axes=(2, 3), seed=seed, name="frequency_style_mixing")(x) if recipe.style_mixing == "frequency" else x
     for layer, filters in enumerate(recipe.filters):
         stride = recipe.first_stride if layer == 0 else 1
         x = keras.layers.Conv2D(filters, 5, strides=stride, padding="valid", use_bias=not recipe.batch_norm)(x)
@@ -122,6 +165,8 @@ def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model
             x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.Activation("relu")(x)
         x = keras.layers.MaxPooling2D(pool_size=5, strides=3)(x)
+        if recipe.style_mixing == "channel" and layer < 2:
+            x = StyleMixing(axes=(1, 2), seed=seed + layer, name=f"style_mixing_{layer}")(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dropout(0.25)(x)
     dense = keras.layers.Dense(DENSE_UNITS, activation="relu")(x)

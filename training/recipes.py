@@ -33,6 +33,7 @@ class Recipe:
     speaker_adversary: float = 0.0  # gradient reversal strength of a head that learns who is speaking (0: no head)
     speaker_profiles_removed: bool = False  # inputs without each speaker's mean spectrum: needs all of a speaker's clips
     filters: tuple[int, int, int] = (32, 64, 32)  # the paper's three convolutions
+    style_mixing: str = ""  # MixStyle in training: "frequency" (the input's per-row statistics), "channel" (after blocks 1, 2)
 
 
 RECIPES = {
@@ -107,3 +108,10 @@ RECIPES["improved-speed"] = replace(
 # 2.3 points on folds 0 and 2; if capacity goes to telling the training speakers apart, less of it may generalise better.
 # Tried at 40 epochs: folds 0 and 2 46.9 / 39.8 % (improved: 53.5 / 44.5 %), docs/results.md
 RECIPES["improved-narrow"] = replace(RECIPES["improved"], name="improved-narrow", filters=(16, 32, 16))
+# Experimental: the improved recipe with frequency MixStyle (Schmid et al., DCASE 2022; Zhou et al. 2021): in training,
+# half the batches have each input's per-row mean and spread (over time) swapped, in a random proportion, for another
+# clip's of the batch, so a voice's spectral colour no longer says which clip it is. The identity at inference.
+RECIPES["improved-freqmix"] = replace(RECIPES["improved"], name="improved-freqmix", style_mixing="frequency")
+# Experimental: the improved recipe with MixStyle (Zhou et al. 2021) after the first two convolution blocks: each
+# feature map's mean and spread (over time and frequency) mixed with another clip's of the batch, in half the batches.
+RECIPES["improved-mixstyle"] = replace(RECIPES["improved"], name="improved-mixstyle", style_mixing="channel")

@@ -24,7 +24,7 @@ from training.backend import keras
 from training.config import TrainConfig
 from training.dataset import VARIANTS, FeatureSet, build_features, remove_speaker_profiles
 from training.export import export_onnx, parity, write_metadata
-from training.network import SPEAKER_OUTPUT, GradientReversal, build_model, emotion_network
+from training.network import SPEAKER_OUTPUT, GradientReversal, StyleMixing, build_model, emotion_network
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe
 from training.reports import (
@@ -282,12 +282,17 @@ def recalibrate_batch_norm(model: keras.Model, features: FeatureSet, clips: NDAr
         return
     windows = np.random.default_rng(seed).permutation(features.windows_of(clips, VARIANTS))[: batches * 32]
     momenta = [layer.momentum for layer in norms]
+    mixers = [layer for layer in model.layers if isinstance(layer, StyleMixing)]
+    for layer in mixers:
+        layer.enabled = False  # statistics of the inputs inference sees, not of restyled ones
     for step, start in enumerate(range(0, len(windows), 32)):
         for layer in norms:
             layer.momentum = step / (step + 1)  # a running mean over the batches seen
         model(features.spectrograms[np.sort(windows[start : start + 32])].astype(np.float32)[..., None], training=True)
     for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
+    for layer in mixers:
+        layer.enabled = True
 
 
 class ClipValidation(keras.callbacks.Callback):
