@@ -54,6 +54,21 @@ def test_scan_reports_unparseable_files_and_keeps_going(tmp_path):
     assert len(problems) == 1 and "03-01-03-01-01-01-01.WAV.flac" in problems[0]
 
 
+def test_scan_names_a_clip_in_another_format_and_a_link_to_nothing_but_not_other_files(tmp_path):
+    (tmp_path / "Actor_01").mkdir()
+    (tmp_path / "Actor_01" / "03-01-03-01-01-01-01.wav").write_bytes(b"")
+    (tmp_path / "Actor_01" / "03-01-04-01-01-01-01.mp3").write_bytes(b"")  # once left out without a word
+    (tmp_path / "Actor_01" / "03-01-05-01-01-01-01.wav").symlink_to(tmp_path / "moved-away.wav")
+    (tmp_path / "Actor_01" / "cover.mp3").write_bytes(b"")  # not a clip's name: nothing to say
+    (tmp_path / "notes").symlink_to(tmp_path / "gone")
+    clips, problems = scan(tmp_path)
+    assert [c.path.name for c in clips] == ["03-01-03-01-01-01-01.wav"]
+    assert problems == [
+        f"{tmp_path}/Actor_01/03-01-04-01-01-01-01.mp3: not a WAV or FLAC file; convert it (soundfile reads both)",
+        f"{tmp_path}/Actor_01/03-01-05-01-01-01-01.wav: a link to nothing ({tmp_path}/moved-away.wav)",
+    ]
+
+
 def test_the_shared_dataset_has_60_clips_for_each_of_20_actors(ravdess):
     clips, problems = scan(ravdess)
     assert problems == []

@@ -876,6 +876,52 @@ def test_the_feature_cache_is_recomputed_when_a_clip_changes_or_the_cache_file_i
     assert f"{new_cache}: not a readable feature cache" in capsys.readouterr().err
 
 
+def test_clips_classify_would_refuse_are_left_out_of_training_by_name_and_the_cache_keeps_saying_so(tiny_ravdess, tmp_path, capsys):
+    import shutil
+
+    import soundfile
+
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import scan
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_ravdess / "Actor_01", data / "Actor_01")
+    clips = scan(data)[0][:4]
+    soundfile.write(clips[1].path, np.zeros(16000 * 3, np.float32), 16000)  # digital silence labelled as an emotion
+    soundfile.write(clips[2].path, 0.3 * np.sin(np.arange(800) / 3).astype(np.float32), 16000)  # 0.05 s
+    cache = tmp_path / "cache"
+    features = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    assert features.clip_names == [clips[0].path.name, clips[3].path.name]
+    assert sorted(np.unique(features.window_clip)) == [0, 1]  # windows numbered by the clips kept
+    assert features.clip_labels.tolist() == [clips[0].label_index, clips[3].label_index]
+    assert [line.split(":")[0] for line in features.skipped_clips] == [str(clips[1].path), str(clips[2].path)]
+    assert "silent throughout" in features.skipped_clips[0] and "of sound once silence is trimmed" in features.skipped_clips[1]
+    first = capsys.readouterr().err.splitlines()
+    assert first == [f"skipped {line}" for line in features.skipped_clips]
+    cached = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    assert cached.skipped_clips == features.skipped_clips and capsys.readouterr().err.splitlines() == first
+
+
+def test_training_on_nothing_but_clips_it_cannot_learn_from_is_one_line_naming_one(tiny_ravdess, tmp_path, capsys):
+    import soundfile
+
+    from training.__main__ import main
+
+    data = tmp_path / "silent"
+    shutil.copytree(tiny_ravdess, data)
+    for clip in sorted(data.rglob("03-01-*")):
+        soundfile.write(clip, np.zeros(16000, np.float32), 16000)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(data), "--out", str(tmp_path / "run"), "--protocol", "all", "--epochs", "1", "--cache-dir", str(tmp_path / "cache")])
+    assert stopped.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    first_clip = data / "Actor_01" / "03-01-01-01-01-01-01.wav"
+    assert last.startswith(f"python -m training: error: none of the 32 clips can be learned from: {first_clip}: silent throughout")
+    assert last.endswith("(and 31 more)")
+    assert not (tmp_path / "run" / "all").exists()
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [

@@ -117,6 +117,44 @@ def test_shipping_refuses_evidence_without_held_out_scores(shippable, tmp_path, 
     assert metadata_path(model).read_text() == before
 
 
+def evidence_copy(smoke_run: Path, to: Path, **changes: object) -> Path:
+    """The smoke run's metrics.json copied to ``to``, with these fields changed (None: removed)."""
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    for key, value in changes.items():
+        metrics.pop(key) if value is None else metrics.__setitem__(key, value)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_text(json.dumps(metrics))
+    return to
+
+
+def test_shipping_refuses_evidence_of_another_recipe_or_other_training_settings(shippable, smoke_run, tmp_path, capsys):
+    """The held-out figures shipped with a model were once taken from whatever run was named."""
+    model, before = shippable
+    assert json.loads((smoke_run / "metrics.json").read_text())["recipe"] == "paper" == load_metadata(model).recipe
+    other_recipe = evidence_copy(smoke_run, tmp_path / "improved" / "metrics.json", recipe="improved")
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(other_recipe)], capsys)
+    assert line == f"python -m training.ship: error: {other_recipe}: evaluates recipe 'improved', the model shipped is 'paper'; give evidence of the same recipe"
+    training = json.loads((smoke_run / "metrics.json").read_text())["training"]
+    two_windows = evidence_copy(smoke_run, tmp_path / "w2" / "metrics.json", training=dict(training, windows_per_clip=2))
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(two_windows)], capsys)
+    assert line == f"python -m training.ship: error: {two_windows}: trained with windows_per_clip 2, the model shipped with 1; give evidence trained the same way"
+    assert metadata_path(model).read_text() == before
+
+
+def test_shipping_reads_an_older_runs_recipe_from_its_summary_and_says_when_none_is_recorded(shippable, smoke_run, tmp_path, capsys):
+    from training.ship import main as ship_main
+
+    model, before = shippable
+    older = evidence_copy(smoke_run, tmp_path / "older" / "random" / "metrics.json", recipe=None)
+    (older.parent.parent / "summary.json").write_text(json.dumps({"settings": {"recipe": {"name": "improved"}}}))
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(older)], capsys)
+    assert line.endswith(f"{older}: evaluates recipe 'improved', the model shipped is 'paper'; give evidence of the same recipe")
+    (older.parent.parent / "summary.json").unlink()
+    assert ship_main([str(model), "--to", str(model), "--evidence", str(older)]) == 0
+    assert capsys.readouterr().err == f"{older}: records no recipe; taken as evidence of 'paper' unchecked\n"
+    assert list(load_metadata(model).metrics["held_out_evaluations"]) == ["random"]
+
+
 @pytest.fixture
 def members(smoke_run, shipped_model, tmp_path) -> list[Path]:
     """Two members with one window, the first a copy the test may try to overwrite."""
@@ -144,6 +182,17 @@ def test_an_ensemble_refuses_a_report_scored_with_test_time_views_the_merged_gra
     report = score_report(members, tiny_ravdess, tmp_path / "views.json", "--test-time", "higher")
     line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
     assert line == f"python -m training.ensemble: error: {report}: scored with test-time views (higher), which the merged graph does not compute; score the members without --test-time"
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+def test_an_ensemble_refuses_a_report_that_scored_networks_of_other_recipes(members, tiny_ravdess, tmp_path, capsys):
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    assert scored["recipes"] == [load_metadata(member).recipe for member in members]
+    report.write_text(json.dumps(dict(scored, recipes=["improved", "improved-wide"])))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    recipes = ", ".join(load_metadata(member).recipe for member in members)
+    assert line == f"python -m training.ensemble: error: {report}: scores recipes improved, improved-wide; the ensemble's members are {recipes}"
     assert not list(tmp_path.glob("ensemble*"))
 
 

@@ -15,14 +15,16 @@ import sys
 import zipfile
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import read_audio
-from ser_stream.clips import without_dc
+from ser_stream.clips import TRIM_FRAME, check_sound, loudest_power, without_dc
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, feature_parameters, resample_to_canonical, spectrogram
 from ser_stream.windows import (
     TRIM_FRAME_SECONDS,
@@ -30,6 +32,7 @@ from ser_stream.windows import (
     TRIM_THRESHOLD_DB,
     WindowConfig,
     cut_windows,
+    frame_energies,
     trim_silence,
     window_starts,
 )
@@ -51,6 +54,7 @@ class FeatureSet:
     clip_labels: NDArray[np.int32]
     clip_actors: NDArray[np.int32]
     clip_names: list[str]
+    skipped_clips: list[str] = field(default_factory=list)  # one line per clip left out (unreadable, silent, too little sound), naming it
 
     def windows_of(self, clip_indices: NDArray[np.integer], variants: tuple[str, ...]) -> NDArray[np.int64]:
         variant_ids = [VARIANTS.index(v) for v in variants]
@@ -66,11 +70,24 @@ class FeatureSet:
         return np.flatnonzero(chosen)
 
 
-def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> list[tuple[int, bool, NDArray[np.float16]]]:
+ClipWindows = list[tuple[int, bool, NDArray[np.float16]]]
+
+
+def _clip_windows_or_problem(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipWindows | str:
+    """A clip's windows, or why it is left out: what ``ser-stream classify`` would refuse, training does not learn from."""
+    try:
+        return _clip_windows(task)
+    except SerStreamError as error:
+        path, text = task[1], str(error)
+        return text if text.startswith((path, shown(path))) else f"{shown(path)}: {text}"
+
+
+def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipWindows:
     clip_index, path, seed, config, variants = task
     rng = np.random.default_rng([seed, clip_index])
     audio, rate = read_audio(path)
     clean = trim_silence(resample_to_canonical(without_dc(audio), rate), SAMPLE_RATE)  # as clip_spectrograms does
+    check_sound(clean.size, loudest_power(frame_energies(clean, TRIM_FRAME), clean))  # a silent clip labelled angry is noise
     training_config = WindowConfig(config.window_seconds, TRAINING_HOP_SECONDS)
     eval_starts = {int(s) for s in window_starts(clean.size, config)}
     results = []
@@ -104,6 +121,8 @@ def cache_key(clips: list[RavdessClip], config: WindowConfig, variants: tuple[st
         "window": [config.window_seconds, config.hop_seconds, TRAINING_HOP_SECONDS],
         # How clips are trimmed shapes the windows too (since 2026-11-30 with each clip's DC offset removed first).
         "trimming": [TRIM_FRAME_SECONDS, TRIM_THRESHOLD_DB, TRIM_MARGIN_SECONDS, "without DC"],
+        # Since 2026-11-30 (seventh session) clips classify refuses (unreadable, silent, too short) are left out.
+        "left out": "what classify refuses",
         "variants": variants,
         "seed": seed,
         # Each file's size and modification time too: audio replaced under the same name is new audio.
@@ -127,7 +146,7 @@ def build_features(
         if cache_file.exists():
             try:
                 with np.load(cache_file) as data:
-                    return FeatureSet(
+                    cached = FeatureSet(
                         spectrograms=data["spectrograms"],
                         window_clip=data["window_clip"],
                         window_variant=data["window_variant"],
@@ -135,7 +154,11 @@ def build_features(
                         clip_labels=data["clip_labels"],
                         clip_actors=data["clip_actors"],
                         clip_names=[str(n) for n in data["clip_names"]],
+                        skipped_clips=[str(n) for n in data["skipped_clips"]],
                     )
+                for problem in cached.skipped_clips:  # every run says what it leaves out, not only the first
+                    print(f"skipped {problem}", file=sys.stderr)
+                return cached
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # truncated or foreign: computed afresh below
                 print(f"{cache_file}: not a readable feature cache ({type(error).__name__}); computing the features again", file=sys.stderr)
     tasks = [(i, str(clip.path), seed, config, variants) for i, clip in enumerate(clips)]
@@ -144,35 +167,46 @@ def build_features(
     window_clip: list[int] = []
     window_variant: list[int] = []
     window_is_eval: list[bool] = []
-    per_clip: Iterable[list[tuple[int, bool, NDArray[np.float16]]]]
+    per_clip: Iterable[ClipWindows | str]
     if workers == 1:
-        per_clip = map(_clip_windows, tasks)
+        per_clip = map(_clip_windows_or_problem, tasks)
     else:
         # Spawned, not forked: a child forked while another thread held a lock (onnxruntime's, a test's server)
         # waited on it for ever, and a CI run hung in the smoke training's feature pass.
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        per_clip = pool.map(_clip_windows, tasks, chunksize=8)
-    for clip_index, windows in enumerate(per_clip):
+        per_clip = pool.map(_clip_windows_or_problem, tasks, chunksize=8)
+    kept: list[RavdessClip] = []
+    skipped: list[str] = []
+    for clip, windows in zip(clips, per_clip):
+        if isinstance(windows, str):
+            print(f"skipped {windows}", file=sys.stderr)
+            skipped.append(windows)
+            continue
+        kept.append(clip)
         for variant_id, is_eval, image in windows:
             spectrograms.append(image)
-            window_clip.append(clip_index)
+            window_clip.append(len(kept) - 1)
             window_variant.append(variant_id)
             window_is_eval.append(is_eval)
     if workers != 1:
         pool.shutdown()
+    if not kept:
+        raise SerStreamError(f"none of the {len(clips)} clips can be learned from: {skipped[0]}" + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
     features = FeatureSet(
         spectrograms=np.stack(spectrograms),
         window_clip=np.asarray(window_clip, dtype=np.int32),
         window_variant=np.asarray(window_variant, dtype=np.int8),
         window_is_eval=np.asarray(window_is_eval, dtype=bool),
-        clip_labels=np.asarray([c.label_index for c in clips], dtype=np.int32),
-        clip_actors=np.asarray([c.actor for c in clips], dtype=np.int32),
-        clip_names=[c.path.name for c in clips],
+        clip_labels=np.asarray([c.label_index for c in kept], dtype=np.int32),
+        clip_actors=np.asarray([c.actor for c in kept], dtype=np.int32),
+        clip_names=[c.path.name for c in kept],
+        skipped_clips=skipped,
     )
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         partial = cache_file.with_suffix(".partial.npz")
-        np.savez(partial, **{k: v for k, v in vars(features).items() if k != "clip_names"}, clip_names=np.asarray(features.clip_names))
+        arrays: dict[str, Any] = {k: np.asarray(v, dtype=str) if isinstance(v, list) else v for k, v in vars(features).items()}
+        np.savez(partial, **arrays)  # the name lists as string arrays
         partial.replace(cache_file)
     return features
 

@@ -208,6 +208,9 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
             raise ReportError(f"{shown(path)}: not a training.score report ('models' and 'actors' are not lists of model files and actor numbers)")
         if len(scored) != len(members):
             raise ModelError(f"{path}: scores {len(scored)} model(s), the ensemble has {len(members)}")
+        recipes = report.get("recipes")  # reports before the seventh session record none
+        if isinstance(recipes, list) and sorted(map(str, recipes)) != sorted(m.recipe for m in metadata):
+            raise ModelError(f"{path}: scores recipes {', '.join(map(str, recipes))}; the ensemble's members are {', '.join(m.recipe for m in metadata)}")
         hop = report.get("hop_seconds", metadata[0].hop_seconds)
         if hop != metadata[0].hop_seconds:
             raise ModelError(f"{path}: scored windows at a {hop} s hop, the ensemble cuts them at {metadata[0].hop_seconds} s")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,15 @@ def parse_name(path: str | Path) -> RavdessClip:
     )
 
 
+def named_like_a_clip(path: Path) -> bool:
+    """Whether a file's name, whatever its extension, would be a RAVDESS clip's."""
+    try:
+        parse_name(path.with_name(path.stem + ".wav"))
+    except DatasetError:
+        return False
+    return True
+
+
 def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip], list[str]]:
     """Every parseable clip under ``folder`` (sorted) and one problem line per file that is not."""
     root = Path(folder)
@@ -81,8 +91,14 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
         raise DatasetError(f"{root}: not a folder")
     clips: list[RavdessClip] = []
     problems: list[str] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            if path.is_symlink() and named_like_a_clip(path):
+                problems.append(f"{shown(path)}: a link to nothing ({os.readlink(path)})")
+            continue
         if path.suffix.lower() not in AUDIO_SUFFIXES:
+            if named_like_a_clip(path):  # a RAVDESS name in another format: say so rather than train without it
+                problems.append(f"{shown(path)}: not a WAV or FLAC file; convert it (soundfile reads both)")
             continue
         try:
             clip = parse_name(path)

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             window = replace(window, hop_seconds=args.hop)
         except SerStreamError as error:
             parser.error(f"--hop {args.hop}: {error}")
-    result: dict[str, object] = {"models": [str(p) for p in args.model], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
+    result: dict[str, object] = {"models": [str(p) for p in args.model], "recipes": [model.metadata.recipe for model in models], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
     if args.test_time:
         result["test_time_views"] = args.test_time
     skipped: list[str] = []

@@ -6,14 +6,48 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
 from training.reports import METRICS, ReportError, read_json, require_keys
+
+# What the training command sets per run beyond the recipe: evidence trained otherwise is of another model.
+TRAINING_SETTINGS = ("epochs", "windows_per_clip", "frequency_warp", "batch_size")
+
+
+def evaluated_recipe(path: Path, metrics: dict[str, Any]) -> str | None:
+    """The recipe a metrics.json evaluated: its own record, or (runs before the seventh session) its run's summary.json."""
+    if isinstance(metrics.get("recipe"), str):
+        return metrics["recipe"]
+    try:
+        name = json.loads((path.parent.parent / "summary.json").read_text())["settings"]["recipe"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def check_same_training(path: Path, metrics: dict[str, Any], metadata: ModelMetadata) -> None:
+    """Refuse evidence of another recipe or other training settings than the model shipped; say when it cannot tell."""
+    recipe = evaluated_recipe(path, metrics)
+    if recipe is None:
+        print(f"{shown(path)}: records no recipe; taken as evidence of {metadata.recipe!r} unchecked", file=sys.stderr)
+    elif recipe != metadata.recipe:
+        raise ReportError(f"{shown(path)}: evaluates recipe {recipe!r}, the model shipped is {metadata.recipe!r}; give evidence of the same recipe")
+    evidence_training, shipped_training = metrics.get("training"), metadata.metrics.get("training")
+    if isinstance(evidence_training, dict) and isinstance(shipped_training, dict):
+        for setting in TRAINING_SETTINGS:
+            if setting in evidence_training and setting in shipped_training and evidence_training[setting] != shipped_training[setting]:
+                raise ReportError(
+                    f"{shown(path)}: trained with {setting} {evidence_training[setting]}, the model shipped with "
+                    f"{shipped_training[setting]}; give evidence trained the same way"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ReportError(f"{shown(path)}: not held-out evidence (split {split!r} has no test_* scores)")
             if split in evidence_files:
                 raise ReportError(f"{shown(path)}: split {split!r} again, already evaluated by {shown(evidence_files[split])}; give each split once")
+            check_same_training(path, metrics, metadata)
             evidence_files[split] = path
             evidence[split] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     except SerStreamError as error:

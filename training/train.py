@@ -574,7 +574,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     recalibrate_batch_norm(model, features, split.train)
     model.save(folder / "model.keras")
 
-    metrics: dict[str, Any] = {"split": split.name, "epochs_run": len(history.get("loss", []))}
+    metrics: dict[str, Any] = {"split": split.name, "recipe": recipe.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
     for part in ("train", "validation"):
         metrics["training"][f"{part}_actors"] = sorted(int(actor) for actor in np.unique(features.clip_actors[getattr(split, part)]))
@@ -680,7 +680,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
             if not Path(template.replace("{split}", split.name)).is_file():
                 raise SerStreamError(f"--teacher {template.replace('{split}', split.name)}: no such model file")
     config.out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}}
+    summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}, "skipped_files": problems + features.skipped_clips}
     earlier = read_json(summary_path, "a run's summary.json") if summary_path.is_file() else None
     if isinstance(earlier, dict) and isinstance(earlier.get("settings"), dict):  # the same run (checked above)
         summary["splits"].update(earlier.get("splits") or {})
