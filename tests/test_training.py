@@ -1012,6 +1012,27 @@ def test_a_teacher_that_may_have_heard_the_held_out_speakers_is_refused_in_one_l
     assert not (tmp_path / "student" / "all").exists()
 
 
+def test_a_teacher_or_earlier_run_that_is_not_a_model_is_one_line_naming_the_option_before_any_training(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """A junk --init-from model said only Keras' 'File not found', and a junk --teacher did not say which option it was."""
+    from training.__main__ import main
+
+    junk_run = tmp_path / "junk-run" / "random"
+    junk_run.mkdir(parents=True)
+    (junk_run / "model.keras").write_text("not a model")
+    junk_teacher = tmp_path / "teacher.onnx"
+    junk_teacher.write_text("not a model")
+    common = ["--data", str(tiny_ravdess), "--recipe", "paper", "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    for option, value, expected in [
+        ("--init-from", junk_run.parent, f"--init-from {junk_run.parent}: {junk_run / 'model.keras'}: not a readable Keras model ("),
+        ("--teacher", junk_teacher, f"--teacher {junk_teacher}: "),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main([*common, "--out", str(tmp_path / "out"), option, str(value)])
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert stopped.value.code == 2 and last.startswith(f"python -m training: error: {expected}"), last
+        assert not (tmp_path / "out").exists()
+
+
 def test_spec_augment_blanks_at_most_two_bands_and_two_spans_and_leaves_the_rest():
     from training.augment import spec_augment
     from training.recipes import RECIPES

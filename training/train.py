@@ -149,6 +149,16 @@ def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
     return model_path, epochs
 
 
+def earlier_network(config: TrainConfig, split_name: str) -> tuple[keras.Model, Path, int]:
+    """``earlier_split``'s model loaded, with one line naming ``--init-from`` if it is not a readable Keras model."""
+    assert config.init_from is not None
+    model_path, epochs = earlier_split(config.init_from, split_name)
+    try:
+        return keras.models.load_model(model_path, compile=False), model_path, epochs
+    except Exception as error:  # Keras raises ValueError, zipfile and OS errors alike ("File not found" for a damaged one)
+        raise SerStreamError(f"--init-from {config.init_from}: {shown(model_path)}: not a readable Keras model ({one_line(error)})") from None
+
+
 def network_seed(config: TrainConfig) -> int:
     return config.seed if config.model_seed is None else config.model_seed
 
@@ -164,7 +174,10 @@ def load_teachers(config: TrainConfig, split_name: str) -> list[EmotionModel]:
         path = Path(template.replace("{split}", split_name))
         if not path.is_file():
             raise SerStreamError(f"--teacher {path}: no such model file")
-        teacher = EmotionModel(path, provider="cpu")
+        try:
+            teacher = EmotionModel(path, provider="cpu")
+        except SerStreamError as error:  # it names the file; the option says which of the command's files it is
+            raise SerStreamError(f"--teacher {error}") from None
         trained_on = teacher.metadata.metrics.get("split")
         split_seed = teacher.metadata.metrics.get("training", {}).get("seed")
         if trained_on != split_name or split_seed != config.seed:
@@ -512,7 +525,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     if resuming:
         initial_epoch, history = read_checkpoint_state(state_file)
     batches = TrainingBatches(features, split.train, recipe, config, teachers, first_epoch=initial_epoch)
-    earlier = earlier_split(config.init_from, split.name) if config.init_from is not None else None  # (model, its epochs)
+    earlier = earlier_network(config, split.name) if config.init_from is not None else None  # (network, its file, its epochs)
     if resuming:
         model = load_checkpoint(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
@@ -520,9 +533,9 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model = build_model(recipe, network_seed(config), speakers=len(batches.speakers))
         if earlier is not None:
             # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
-            start_from = earlier[0]
+            start_from = earlier[1]
             try:
-                model.set_weights(keras.models.load_model(start_from, compile=False).get_weights())  # weights only: the optimizer starts afresh
+                model.set_weights(earlier[0].get_weights())  # weights only: the optimizer starts afresh
             except ValueError as error:
                 raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
             console.print(f"{split.name}: starting from {start_from}")
@@ -582,8 +595,8 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         metrics["training"]["teachers"] = [f"{teacher.path} ({teacher.metadata.sha256[:12]}…)" for teacher in teachers]
         metrics["training"]["distill_weight"] = config.distill_weight
     if earlier is not None:
-        metrics["training"]["initialised_from"] = str(earlier[0].parent)
-        metrics["training"]["earlier_epochs"] = earlier[1]
+        metrics["training"]["initialised_from"] = str(earlier[1].parent)
+        metrics["training"]["earlier_epochs"] = earlier[2]
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if averaging is not None:
         metrics["weights"] = f"mean of the last {averaging.count} epochs"
@@ -675,10 +688,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
         elif not config.resume and not config.overwrite and (held := held_run(config.out / split.name)) is not None:
             raise SerStreamError(f"--out {config.out / split.name}: holds a run of this split ({held}); add --resume to carry it on, or --overwrite to train it again from epoch 1")
         if config.init_from is not None:
-            earlier_split(config.init_from, split.name)
-        for template in config.teachers:
-            if not Path(template.replace("{split}", split.name)).is_file():
-                raise SerStreamError(f"--teacher {template.replace('{split}', split.name)}: no such model file")
+            earlier_network(config, split.name)  # a damaged one once failed only when its split's turn came
+        load_teachers(config, split.name)
     config.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}, "skipped_files": problems + features.skipped_clips}
     earlier = read_json(summary_path, "a run's summary.json") if summary_path.is_file() else None
