@@ -156,6 +156,8 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
     for option, value, kind in (("--rate", args.rate, "stdin"), ("--channels", args.channels, "stdin"), ("--samplerate", args.samplerate, "mic")):
         if value is not None and kind not in kinds:
             raise SerStreamError(f"{option} {value}: only with --source {kind} (other sources carry their own)")
+    if args.pace == "fast" and "file" not in kinds:
+        raise SerStreamError("--pace fast: only with --source file:PATH (live sources, calls and pipes arrive at their own pace)")
     config = MonitorConfig(
         utterance=UtteranceConfig(min_silence_seconds=args.min_silence, max_utterance_seconds=args.max_utterance, voice_floor=args.voice_floor),
         max_batch=args.max_batch,

@@ -49,9 +49,9 @@ def parse_source(text: str) -> SourceSpec:
     kind, _, target = text.partition(":")
     if kind == "file" and target:
         return SourceSpec("file", target)
-    if kind == "stdin" and not target:
+    if text == "stdin":  # not "stdin:", which reads as a target left out
         return SourceSpec("stdin")
-    if kind == "mic":
+    if text == "mic" or (kind == "mic" and target):
         return SourceSpec("mic", target)
     if kind == "rtp" and target.rpartition(":")[2].isdigit() and target.rpartition(":")[0]:
         return SourceSpec("rtp", target)

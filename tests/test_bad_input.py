@@ -349,6 +349,23 @@ def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reaso
     assert capsys.readouterr().err == f"ser-stream monitor: error: {reason}\n"  # the line alone, no usage block
 
 
+@pytest.mark.parametrize(
+    "sources, reason",
+    [
+        (["--source", "rtp:127.0.0.1:0", "--pace", "fast"], "--pace fast: only with --source file:PATH (live sources, calls and pipes arrive at their own pace)"),
+        (["--ingest", "--pace", "fast"], "--pace fast: only with --source file:PATH (live sources, calls and pipes arrive at their own pace)"),
+        (["--source", "stdin:"], "source 'stdin:' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
+        (["--source", "mic:"], "source 'mic:' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
+    ],
+)
+def test_an_option_no_source_of_the_run_can_use_is_one_line_naming_it(capsys, sources, reason):
+    """Once accepted without a word: --pace fast with nothing to hurry, a source spelled with an empty target."""
+    from ser_stream.cli import main
+
+    assert main(["monitor", "--no-dashboard", *sources]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {reason}\n"
+
+
 def test_an_rtp_port_out_of_range_is_one_line():
     from ser_stream.errors import SerStreamError
     from ser_stream.rtp import parse_address
