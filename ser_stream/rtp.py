@@ -56,9 +56,15 @@ MAX_GAP_SAMPLES = RTP_SAMPLE_RATE  # a longer timestamp jump is a discontinuity:
 # stray and is dropped as late.
 MAX_MISORDER = 100
 MAX_DROPOUT = 3000
-# A sender whose timestamps skip ahead at one packet in this many, though no packet is missing, does not keep an 8 kHz
-# clock (a 16 kHz one, random ones): its call is stretched with silence, which its stream's warning says. Silence
-# suppression skips once a pause, far more rarely.
+# G.711 timestamps count 8 kHz samples, but some gateways stamp them at 16, 24, 32 or 48 kHz. A sender whose first
+# CLOCK_EVIDENCE pairs of consecutive audio packets each step by the same whole multiple of the earlier packet's
+# samples keeps that clock: its timestamps are divided by it (re-clocked), and its stream's warning says so. With the
+# default jitter window (5 packets) the clock is known before the first packet plays.
+CLOCK_RATIOS = (1, 2, 3, 4, 6)
+CLOCK_EVIDENCE = 4
+# A sender whose timestamps still skip ahead at one packet in this many, though no packet is missing, keeps no clock
+# of those (random steps): its call is stretched with silence, which its stream's warning says. Silence suppression
+# skips once a pause, far more rarely.
 CLOCK_SKIP_SHARE = 4
 
 
@@ -139,11 +145,31 @@ class JitterBuffer:
         self.audio_packets = 0  # played
         self.clock_skips = 0  # audio packets whose timestamp skipped ahead though none was missing before them
         self.clock_silence = 0  # samples of silence those skips were played as
+        self.clock_ratio = 1  # the sender's timestamp units per 8 kHz sample (2: a 16 kHz clock), once learnt
+        self.clock_learnt = False
+        self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
+        self._last_audio: RtpPacket | None = None  # the last audio packet to arrive, for the step to the next
+
+    def _learn_clock(self, packet: RtpPacket) -> None:
+        """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
+        last, self._last_audio = self._last_audio, packet
+        if self.clock_learnt or last is None or packet.sequence != (last.sequence + 1) & 0xFFFF or not last.payload:
+            return
+        ratio, remainder = divmod((packet.timestamp - last.timestamp) & 0xFFFFFFFF, len(last.payload))  # G.711: a byte a sample
+        if remainder or ratio not in CLOCK_RATIOS:
+            self._clock_guess = (0, 0)
+            return
+        agreeing = self._clock_guess[1] + 1 if ratio == self._clock_guess[0] else 1
+        self._clock_guess = (ratio, agreeing)
+        if agreeing >= CLOCK_EVIDENCE:
+            self.clock_ratio, self.clock_learnt = ratio, True
 
     def push(self, packet: RtpPacket) -> list[NDArray[np.float32]]:
         """Add a packet; return whatever audio is now ready, in order."""
         if self.next_sequence is None:
             self.next_sequence, self.next_timestamp = packet.sequence, packet.timestamp
+        if packet.is_audio:
+            self._learn_clock(packet)
         stray, self.stray = self.stray, None
         if stray is not None:
             if packet.sequence == (stray.sequence + 1) & 0xFFFF:
@@ -187,7 +213,7 @@ class JitterBuffer:
         assert self.next_sequence is not None
         behind = (self.next_sequence - packet.sequence) & 0xFFFF
         clock_behind = (self.next_timestamp - packet.timestamp) & 0xFFFFFFFF
-        return 0 < behind < MAX_DROPOUT and 0 < clock_behind <= MAX_DROPOUT * self.packet_samples
+        return 0 < behind < MAX_DROPOUT and 0 < clock_behind <= MAX_DROPOUT * self.packet_samples * self.clock_ratio
 
     def _resync(self, first: RtpPacket, second: RtpPacket) -> list[NDArray[np.float32]]:
         """Two consecutive packets far outside the window: the sender restarted its numbering, so follow it."""
@@ -215,8 +241,8 @@ class JitterBuffer:
                 self.next_sequence = following
             packet = self.pending.pop(self.next_sequence)
             samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload) if packet.is_audio else NO_AUDIO
-            gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF
-            silence = min(gap, MAX_GAP_SAMPLES) if gap < 0x80000000 else 0
+            gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF  # in the sender's clock
+            silence = min(gap // self.clock_ratio, MAX_GAP_SAMPLES) if gap < 0x80000000 else 0
             if silence:  # time the sender skipped (loss or silence suppression)
                 audio.append(np.zeros(silence, dtype=np.float32))
                 if not missing and packet.is_audio:
@@ -236,7 +262,7 @@ class JitterBuffer:
             # a telephone event carries its key's start time, which audio sent during the key has passed: time
             # only moves back for audio (a sender that rewinds its clock), never for a packet without any
             if packet.is_audio or gap < 0x80000000:
-                self.next_timestamp = (packet.timestamp + samples.size) & 0xFFFFFFFF
+                self.next_timestamp = (packet.timestamp + samples.size * self.clock_ratio) & 0xFFFFFFFF
         return audio
 
 
@@ -451,10 +477,12 @@ class RtpReceiver:
                 f"{jitter.late} arrived too late or far out of sequence (dropped), "
                 f"sequence numbers restarted {jitter.resyncs} time(s) (followed)"
             )
+        if jitter.clock_ratio != 1:
+            faults.append(f"the timestamps ran at {8 * jitter.clock_ratio} kHz, not G.711's 8 kHz (re-clocked: played at its length)")
         if jitter.clock_skips * CLOCK_SKIP_SHARE >= max(1, jitter.audio_packets):  # silence suppression skips once a pause
             faults.append(
                 f"the timestamps skipped ahead at {jitter.clock_skips} of {jitter.audio_packets} packets with none missing, "
-                f"{jitter.clock_silence / RTP_SAMPLE_RATE:.1f} s played as silence: the sender's clock is not G.711's 8 kHz"
+                f"{jitter.clock_silence / RTP_SAMPLE_RATE:.1f} s played as silence: the sender keeps no steady clock"
             )
         if faults:
             call.sink.warning = f"rtp-{ssrc:08x}: " + "; ".join(faults)

@@ -172,20 +172,40 @@ def test_old_packets_sent_again_far_behind_the_call_are_dropped_as_late_not_take
     assert (jitter.resyncs, jitter.lost, jitter.late) == (0, 0, copies)
 
 
-def test_a_sender_whose_clock_is_not_8_khz_is_played_stretched_and_its_stream_warning_says_so():
-    """Timestamps stepping 320 a 20 ms packet (a 16 kHz clock) once stretched a call to twice its length, unsaid."""
+@pytest.mark.parametrize("ratio", [2, 6])
+def test_a_sender_whose_clock_runs_at_16_or_48_khz_is_re_clocked_and_its_stream_warning_says_so(ratio):
+    """Timestamps stepping 320 a 20 ms packet (a 16 kHz clock) once stretched a call to twice its length."""
+    packets = tone_packets(100)
+    fast_clock = [RtpPacket(p.payload_type, p.sequence, p.timestamp * ratio, p.ssrc, p.payload) for p in packets]
+    jitter = JitterBuffer(5)
+    audio = played(jitter, fast_clock[:40] + [fast_clock[41], fast_clock[40]] + fast_clock[42:60] + fast_clock[61:])  # one swap, one loss
+    expected = mulaw_decode(b"".join(p.payload for p in packets))
+    expected[60 * PACKET_SAMPLES : 61 * PACKET_SAMPLES] = 0  # the lost packet's 20 ms, played as silence
+    assert np.array_equal(audio, expected)
+    assert (jitter.clock_ratio, jitter.lost, jitter.late, jitter.clock_skips) == (ratio, 1, 0, 0)
     receiver, streams, _ = receiver_with_streams()
     try:
-        for index in range(100):
-            receiver.receive(rtp(index, 320 * index, tone_payload(300)), "127.0.0.1:4000")
+        for packet in fast_clock:
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
         receiver.close_idle(time.monotonic() + 10)
     finally:
         receiver.socket.close()
     (stream,) = streams["rtp-1234abcd"]
-    assert stream.warning == (
-        "rtp-1234abcd: the timestamps skipped ahead at 99 of 100 packets with none missing, 2.0 s played as silence: "
-        "the sender's clock is not G.711's 8 kHz"
-    )
+    assert stream.warning == f"rtp-1234abcd: the timestamps ran at {8 * ratio} kHz, not G.711's 8 kHz (re-clocked: played at its length)"
+
+
+def test_a_sender_without_a_steady_clock_is_played_stretched_and_its_stream_warning_says_so():
+    steps = np.random.default_rng(0).integers(161, 800, 100)  # each step more than a packet's 160 samples, none a multiple
+    receiver, streams, _ = receiver_with_streams()
+    try:
+        for index in range(100):
+            receiver.receive(rtp(index, int(steps[:index].sum()), tone_payload(300)), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 10)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-1234abcd"]
+    assert stream.warning is not None and stream.warning.startswith("rtp-1234abcd: the timestamps skipped ahead at ")
+    assert stream.warning.endswith("played as silence: the sender keeps no steady clock")
     pauses, paused_streams, _ = receiver_with_streams()  # silence suppression: one skip a pause is no fault
     try:
         for index in range(100):
