@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,10 +32,10 @@ class FileResult:
 
     def to_json(self) -> str:
         if self.utterance is None:
-            return json.dumps({"path": self.path, "error": self.error})
+            return json.dumps({"path": json_path(self.path), "error": self.error})
         fields = asdict(self.utterance)
         result = {
-            "path": self.path,
+            "path": json_path(self.path),
             "label": fields["label"],
             "confidence": round(fields["confidence"], 6),
             "probabilities": {k: round(v, 6) for k, v in fields["probabilities"].items()},
@@ -49,6 +50,12 @@ class FileResult:
         best = ", ".join(f"{label} {p:.2f}" for label, p in top)
         warning = f" (warning: {self.warning})" if self.warning else ""
         return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows){warning}"
+
+
+def json_path(path: str) -> str:
+    """A file name as valid Unicode for JSON: bytes that are not UTF-8 as ``\\xNN`` text, not lone surrogates
+    (``\\udce9``), which strict JSON readers refuse; UTF-8 names are unchanged."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # Files of more samples than 10 minutes of 16 kHz mono (all channels counted) are read in blocks (three

@@ -432,6 +432,20 @@ def test_a_file_name_that_is_not_utf8_is_read_as_it_is(tmp_path):
     assert rate == 16000 and audio.size == 16000
 
 
+def test_classify_json_names_a_file_that_is_not_utf8_in_valid_unicode(tmp_path, shipped_model, capsys):
+    """Its path came out as a lone surrogate escape (\\udce9), which strict JSON readers refuse."""
+    from ser_stream.cli import main
+
+    path = os.path.join(os.fsdecode(tmp_path), os.fsdecode(b"caf\xe9.wav"))
+    soundfile.write(os.fsencode(path), speechlike(1.0, 16000), 16000)
+    assert main(["classify", "--model", str(shipped_model), "--json", path, path + "-missing"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert all("\\ud" not in line for line in lines)
+    named = [json.loads(line)["path"] for line in lines]
+    assert named == [f"{tmp_path}/caf\\xe9.wav", f"{tmp_path}/caf\\xe9.wav-missing"]
+    assert all(name.encode("utf-8") for name in named)  # no lone surrogate: encodes as UTF-8
+
+
 def test_a_pipe_given_as_a_file_is_named_as_a_pipe_not_as_missing(tmp_path):
     fifo = tmp_path / "fifo.wav"
     os.mkfifo(fifo)
