@@ -654,4 +654,5 @@ def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert process.returncode in (0, 130), err
+    # 130, or killed by the signal itself if it came before the interpreter set its handler (a loaded machine): a shell shows both as 130
+    assert process.returncode in (0, 130, -signal.SIGINT), err
