@@ -171,6 +171,34 @@ def test_the_spectral_mean_channel_keeps_the_input_and_adds_it_with_each_frequen
     assert not any(isinstance(layer, SpectralMeanChannel) for layer in build_model(RECIPES["improved"]).layers)
 
 
+def test_style_mixing_recolours_training_examples_with_a_partners_statistics_and_is_the_identity_otherwise():
+    from training.network import StyleMixing, build_model
+    from training.recipes import RECIPES
+
+    rng = np.random.default_rng(0)
+    spectrograms = rng.random((16, 260, 270, 1), dtype=np.float32) * rng.uniform(0.2, 1.0, (16, 260, 1, 1)).astype(np.float32)
+    mixing = StyleMixing(axes=(2, 3), probability=1.0, seed=0)
+    np.testing.assert_array_equal(mixing(spectrograms, training=False).numpy(), spectrograms)
+    mixing.enabled = False  # while batch norm is re-estimated
+    np.testing.assert_array_equal(mixing(spectrograms, training=True).numpy(), spectrograms)
+    mixing.enabled = True
+    restyled = mixing(spectrograms, training=True).numpy()
+    own_mean, own_spread = spectrograms.mean(axis=2), spectrograms.std(axis=2)
+    new_mean, new_spread = restyled.mean(axis=2), restyled.std(axis=2)
+    assert not np.allclose(new_mean, own_mean, atol=1e-3)  # each row's colour is changed ...
+    # ... to a blend of its own and one other example's, row by row: between the batch's extremes
+    assert np.all(new_mean >= own_mean.min(axis=0) - 1e-4) and np.all(new_mean <= own_mean.max(axis=0) + 1e-4)
+    assert np.all(new_spread <= own_spread.max(axis=0) + 1e-3)
+    centred = (spectrograms - spectrograms.mean(axis=2, keepdims=True)) / spectrograms.std(axis=2, keepdims=True)
+    np.testing.assert_allclose((restyled - new_mean[:, :, None]) / new_spread[:, :, None], centred, atol=2e-3)  # the shape kept
+    never = StyleMixing(axes=(2, 3), probability=0.0, seed=0)
+    np.testing.assert_allclose(never(spectrograms, training=True).numpy(), spectrograms, atol=1e-6)
+    for recipe, count in (("improved-freqmix", 1), ("improved-mixstyle", 2), ("improved", 0)):
+        model = build_model(RECIPES[recipe])
+        assert sum(isinstance(layer, StyleMixing) for layer in model.layers) == count, recipe
+        assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
+
+
 def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
     from training.ensemble import demo_inputs
     from training.ensemble import main as ensemble_main
