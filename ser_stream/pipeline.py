@@ -24,6 +24,7 @@ from ser_stream.messages import Message, rounded
 from ser_stream.resampler import StreamResampler
 from ser_stream.ringbuffer import RingBuffer
 from ser_stream.utterances import (
+    PUSH_LIMIT_SECONDS,
     FinishedUtterance,
     SileroDetector,
     UtteranceConfig,
@@ -61,6 +62,7 @@ class Stream:
     def __init__(self, stream_id: str, sample_rate: int, config: MonitorConfig, detector: Any = None) -> None:
         self.stream_id, self.sample_rate = stream_id, sample_rate
         self.ring = RingBuffer(int(config.ring_seconds * sample_rate))
+        self.read_limit = int(PUSH_LIMIT_SECONDS * sample_rate)  # a step's read: a second of audio, however much is waiting
         self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
         self.tracker = UtteranceTracker(stream_id, config.window, config.utterance, detector)
         self.input_overflows = 0
@@ -206,7 +208,7 @@ class Worker:
         finished_before: dict[str, bool] = {}
         for stream in streams:
             finished_before[stream.stream_id] = stream.finished  # read before draining, so nothing written after is missed
-            block = stream.ring.read()
+            block = stream.ring.read(stream.read_limit)  # what the voice detector's history has room for, at most
             jobs += stream.skip_lost_audio(time.monotonic())  # the lost audio came before this block
             if block.size:
                 if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison

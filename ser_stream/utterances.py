@@ -54,6 +54,12 @@ from ser_stream.windows import WindowConfig, cut_windows  # noqa: E402
 VAD_FRAME_SAMPLES = 256  # Silero VAD's frame at 8 kHz (32 ms)
 
 
+# The most audio (seconds at the canonical rate) taken between two passes of the voice detector: the worker reads
+# a stream's ring in pieces this long, and the history keeps room for one beyond the utterance it must hold.
+PUSH_LIMIT_SECONDS = 1.0
+PUSH_SLACK_SAMPLES = 64  # a resampler's block may come out a few samples longer than its input's duration
+
+
 @dataclass(frozen=True)
 class UtteranceConfig:
     """How speech is cut into utterances."""
@@ -265,7 +271,9 @@ class UtteranceTracker:
         self.stream, self.window, self.config = stream, window, config
         self.detector = detector or silero_detector()
         self.voice = voice or (WebRtcVoice() if config.voice_floor is not None else None)
-        keep = config.max_utterance_seconds + window.window_seconds + config.min_silence_seconds + 2 * config.margin_seconds
+        # One push may bring up to PUSH_LIMIT_SECONDS not yet classified: room for it too, or a block read at
+        # --pace fast (the ring's 10 s) overwrote the open utterance's start before the VAD reached it.
+        keep = config.max_utterance_seconds + window.window_seconds + config.min_silence_seconds + 2 * config.margin_seconds + PUSH_LIMIT_SECONDS
         self._history = np.zeros(int(keep * SAMPLE_RATE) + 2 * VAD_FRAME_SAMPLES, dtype=np.float32)
         self._history_end = 0  # stream position (samples) just past the newest sample kept
         self._vad_position = 0  # stream position of the next frame to classify
@@ -301,12 +309,19 @@ class UtteranceTracker:
 
     # segmentation ------------------------------------------------------------
     def feed(self, samples: NDArray[np.float32], arrival: float) -> list[WindowJob]:
-        """Take new canonical-rate audio; return the windows now ready for inference."""
-        self.push(samples)
-        return self.advance(arrival)
+        """Take new canonical-rate audio, however much; return the windows now ready for inference."""
+        jobs: list[WindowJob] = []
+        step = int(PUSH_LIMIT_SECONDS * SAMPLE_RATE)
+        for start in range(0, max(samples.size, 1), step):
+            self.push(samples[start : start + step])
+            jobs += self.advance(arrival)
+        return jobs
 
     def push(self, samples: NDArray[np.float32]) -> None:
-        """Take new canonical-rate audio without classifying it yet (see ``pending_frames``)."""
+        """Take new canonical-rate audio without classifying it yet (see ``pending_frames``): at most
+        ``PUSH_LIMIT_SECONDS`` between two ``advance`` calls, which the history has room for."""
+        if samples.size > PUSH_LIMIT_SECONDS * SAMPLE_RATE + PUSH_SLACK_SAMPLES:
+            raise ValueError(f"{samples.size} samples pushed at once; at most {PUSH_LIMIT_SECONDS} s between advances")
         self._append(samples)
         self.samples_seen += samples.size
 

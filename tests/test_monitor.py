@@ -605,8 +605,8 @@ def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_
     arriving: list[np.ndarray] = []  # audio that comes in once the worker has read the ring, during its step
     read = stream.ring.read
 
-    def read_while_more_arrives() -> np.ndarray:
-        block = read()
+    def read_while_more_arrives(max_samples: int | None = None) -> np.ndarray:
+        block = read(max_samples)
         while arriving:
             stream.ring.write(arriving.pop())
         return block
@@ -620,11 +620,12 @@ def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_
     worker = Worker(UniformModel(), config, messages.append)  # type: ignore[arg-type]
     worker.add_stream(stream)
     stream.ring.write(audio[: 8 * rate])  # speech: windows to classify
-    worker.step()
+    while stream.ring.available():  # a step reads at most a second (PUSH_LIMIT_SECONDS)
+        worker.step()
     worker.publish_status(force=True)
     assert worker.windows_done > 0 and messages[-1]["queue_depth"] == 0  # all classified, nothing waits
-    stream.ring.write(audio[8 * rate : 10 * rate])
-    arriving.append(audio[10 * rate : 13 * rate])  # 3 s arrive while the worker works on the 2 s it read
+    stream.ring.write(audio[8 * rate : 9 * rate])
+    arriving.append(audio[9 * rate : 12 * rate])  # 3 s arrive while the worker works on the 1 s it read
     worker.step()
     worker.publish_status(force=True)
     hop = config.window.hop_seconds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -178,7 +180,7 @@ def test_the_history_returns_the_stream_audio_it_still_holds_and_silence_for_the
         assert np.array_equal(tracker._audio(start, start + length), expected)
 
 
-@pytest.mark.parametrize("block", [400, 800, 1237, 8000], ids=["50 ms", "100 ms", "odd", "1 s"])
+@pytest.mark.parametrize("block", [400, 800, 1237, 8000, 80000, 10**9], ids=["50 ms", "100 ms", "odd", "1 s", "10 s", "all at once"])
 def test_speech_longer_than_max_utterance_is_cut_into_contiguous_pieces_of_at_most_that_whatever_the_blocks(block):
     """Pieces overlapped by both margins (0.2 s), ran 0.1 s past the limit, and where one ended depended on how
     much audio had arrived when it was cut, so the same file gave different times run to run."""
@@ -198,6 +200,38 @@ def test_a_max_utterance_just_above_the_shortest_speech_kept_still_publishes_eve
     assert all(b.t_start == pytest.approx(a.t_end) for a, b in zip(done, done[1:]))  # contiguous, nothing dropped
     assert done[-1].t_end == pytest.approx(3.108)  # the last speech frame ends at 3.008 s, and the margin
     assert all(u.t_end - u.t_start <= longest + 1e-9 for u in done)
+
+
+def test_a_worker_reading_ten_seconds_at_once_loses_none_of_the_first_piece_at_a_short_max_utterance():
+    """At --pace fast the worker read the ring's 10 s in one step; with --max-utterance 2 the voice detector's history
+    (2 s plus a window and a few margins) was overwritten before it got there, and the first 4.7 s of speech were
+    never published, with every counter at zero."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    audio = stream((0.5, False), (8.0, True), (1.0, False))  # 9.5 s: the ring (10 s) holds it all
+    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=2.0))
+
+    class UniformModel:
+        def predict(self, batch):
+            return np.full((len(batch), 8), 1 / 8, np.float32)
+
+    def utterances(block: int) -> list[tuple[float, float]]:
+        published: list[dict] = []
+        worker = Worker(UniformModel(), config, published.append)  # type: ignore[arg-type]
+        live = Stream("s", RATE, config, detector=energy_detector)
+        worker.add_stream(live)
+        for start in range(0, audio.size, block):
+            live.ring.write(audio[start : start + block])
+            worker.step()
+        live.finished = True
+        worker.run(threading.Event(), until_all_ended=True)
+        assert worker.crash is None
+        return [(m["t_start"], m["t_end"]) for m in published if m["type"] == "utterance"]
+
+    at_once = utterances(audio.size)  # the whole file in the ring before the first step, as --pace fast has it
+    assert at_once == utterances(400)  # 50 ms blocks, as a live source delivers them
+    assert at_once[0][0] == pytest.approx(0.38) and at_once[-1][1] == pytest.approx(8.612)
+    assert all(b[0] == pytest.approx(a[1]) for a, b in zip(at_once, at_once[1:]))  # contiguous: nothing lost
 
 
 def test_a_short_utterance_gets_one_window_centred_on_it():
