@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -145,12 +145,59 @@ def since_seq(text: str) -> int | None:
     return seq if seq <= LARGEST_SEQ else None
 
 
-def since_refusal(text: str) -> str:
-    """The close reason for a bad ``?since=``, naming the value; a close frame holds at most 123 bytes of it."""
+def clipped(text: str) -> str:
+    """A value for a close reason: escaped, and cut to 40 bytes (a close frame holds at most 123)."""
     value = shown(text)
     if len(value.encode()) > 40:
         value = value.encode()[:37].decode(errors="ignore") + "…"
-    return f"?since={value}: not an utterance seq (a whole number, 0 to 2**63-1)"
+    return value
+
+
+def since_refusal(text: str) -> str:
+    """The close reason for a bad ``?since=``, naming the value."""
+    return f"?since={clipped(text)}: not an utterance seq (a whole number, 0 to 2**63-1)"
+
+
+SUBSCRIBER_PARAMETERS = ("stream", "since", "token")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a subscriber's query asks for, or why it is refused (``refusal``, the close reason)."""
+
+    stream: str | None = None
+    since: int | None = None
+    refusal: str | None = None
+
+
+def subscription(query: str) -> Subscription:
+    """``?stream=ID&since=SEQ&token=T`` → what to send. ``stream`` is form-decoded (``+`` is a space, as
+    URLSearchParams writes it); ``since`` is percent-decoded only, so ``+5`` is named as sent, not as `` 5``.
+    A parameter given twice, or one no subscriber has (a misspelt ``streams`` once got every stream), is refused."""
+    pairs = [(unquote_plus(name), value) for name, _, value in (pair.partition("=") for pair in query.split("&") if pair)]
+    names = [name for name, _ in pairs]
+    unknown = next((name for name in names if name not in SUBSCRIBER_PARAMETERS), None)
+    if unknown is not None:
+        return Subscription(refusal=f"?{clipped(unknown)}= is not a subscriber's parameter: give stream, since or token")
+    repeated = next((name for name in SUBSCRIBER_PARAMETERS if names.count(name) > 1), None)
+    if repeated is not None:  # the first was taken, and a subscriber never learned the other was not
+        return Subscription(refusal=f"?{repeated}= given {names.count(repeated)} times: give it once")
+    values = dict(pairs)
+    stream = unquote_plus(values.get("stream", "")) or None  # `?stream=` names no stream: every stream, as before
+    if "since" not in values:
+        return Subscription(stream)
+    try:
+        since_text = unquote(values["since"], errors="strict")
+    except UnicodeDecodeError:  # named as sent (%FF), not as a replacement character
+        since_text = values["since"]
+    since = since_seq(since_text)
+    return Subscription(stream, since) if since is not None else Subscription(refusal=since_refusal(since_text))
+
+
+def endpoint(target: str) -> str | None:
+    """The WebSocket a request's path names: ``/`` (subscribers) or ``/ingest`` (call audio; ``/ingest/`` too);
+    None for any other path (``//`` was once served as ``/``)."""
+    return {"/": "/", "/ingest": "/ingest", "/ingest/": "/ingest"}.get(target.partition("?")[0])  # urlsplit reads "//x" as a host
 
 
 def seq_of(text: str) -> int | None:
@@ -161,6 +208,27 @@ def seq_of(text: str) -> int | None:
     if not text.startswith('{"seq":') or text.startswith('{"seq":null'):
         return None
     return int(text[7 : text.index(",")])
+
+
+def window_of(text: str) -> tuple[str, int] | None:
+    """(stream, utterance id) of a queued ``window`` message's JSON text; None for other messages."""
+    if not text.startswith('{"type":"window"'):
+        return None
+    window = json.loads(text)
+    return window["stream"], window["utterance"]
+
+
+async def ignore_what_is_sent(connection: ServerConnection) -> None:
+    """Read and drop what a subscriber sends (application pings, 'subscribe' messages) until its connection closes.
+
+    Unread, 16 frames filled websockets' receive queue; it then stopped reading the connection, so the
+    subscriber's pongs and close frame went unseen and it was cut off 40 s later (1011, keepalive ping timeout).
+    """
+    try:
+        async for _ in connection:
+            pass
+    except ConnectionClosed:
+        pass
 
 
 @dataclass(eq=False)
@@ -319,10 +387,10 @@ class Publisher:
             if self.page is not None:
                 return self.page(connection, request)
             return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "this is a WebSocket endpoint\n")
-        path = urlsplit(request.path).path.rstrip("/")
+        path = endpoint(request.path)
         if path == "/ingest" and self.ingest is None:  # a platform would stream a call into a subscriber, unheard
             return connection.respond(HTTPStatus.NOT_FOUND, "no call audio is taken here: /ingest is served by a monitor started with --ingest\n")
-        if path not in ("", "/ingest"):
+        if path is None:
             where = "/ and /ingest" if self.ingest is not None else "/"
             return connection.respond(HTTPStatus.NOT_FOUND, f"not found: WebSockets are at {where}\n")
         origin = request.headers.get("Origin")
@@ -367,36 +435,29 @@ class Publisher:
             self.refused["token"] += 1
             await connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
             return
-        url = urlsplit(request.path)
-        if url.path.rstrip("/") == "/ingest" and self.ingest is not None:
+        if endpoint(request.path) == "/ingest" and self.ingest is not None:
             self.ingest_connections += 1
             try:
                 await self.ingest(connection)
             finally:
                 self.ingest_connections -= 1
             return
-        query = parse_qs(url.query, keep_blank_values=True)  # `?since=` must be refused, not read as absent
-        repeated = next((name for name in ("stream", "since") if len(query.get(name, ())) > 1), None)
-        if repeated is not None:  # the first was taken, and a subscriber never learned the other was not
-            await connection.close(CloseCode.POLICY_VIOLATION, f"?{repeated}= given {len(query[repeated])} times: give it once")
+        asked = subscription(request.path.partition("?")[2])
+        if asked.refusal is not None:
+            await connection.close(CloseCode.POLICY_VIOLATION, asked.refusal)
             return
-        stream = query.get("stream", [None])[0] or None  # `?stream=` names no stream: every stream, as before
-        since_text = query.get("since", [None])[0]
-        since = since_seq(since_text) if since_text is not None else None
-        if since_text is not None and since is None:
-            await connection.close(CloseCode.POLICY_VIOLATION, since_refusal(since_text))
-            return
+        stream, since = asked.stream, asked.since
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
         self.subscribers.add(subscriber)  # live messages queue from here on; the catch-up below overlaps them
         # Wait on our queue *or* the connection closing, so a client that leaves while
         # nothing is queued does not leave its handler waiting for ever.
-        closed = asyncio.ensure_future(connection.wait_closed())
+        closed = asyncio.ensure_future(ignore_what_is_sent(connection))
         try:
             await connection.send(json.dumps(self.hello))
             for started in list(self.active_streams.values()):
                 if stream is None or started["stream"] == stream:
                     await connection.send(json.dumps(started))
-            replayed = await self._catch_up(subscriber, since) if since is not None else 0
+            replayed, replayed_utterances = await self._catch_up(subscriber, since) if since is not None else (0, set())
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -411,6 +472,10 @@ class Publisher:
                         await connection.send(json.dumps(notice))
                     text = subscriber.queue.popleft()
                     seq = seq_of(text) if replayed else None
+                    if seq is not None and seq > replayed:
+                        replayed_utterances.clear()  # live from here on: no later window belongs to a replayed one
+                    if replayed_utterances and window_of(text) in replayed_utterances:
+                        continue  # a window of an utterance the catch-up sent, which would come after it
                     if seq is None or seq > replayed:  # not already sent by the catch-up
                         await connection.send(text)
         except ConnectionClosed:
@@ -419,26 +484,29 @@ class Publisher:
             closed.cancel()
             self.subscribers.discard(subscriber)
 
-    async def _catch_up(self, subscriber: Subscriber, since: int) -> int:
-        """Send stored utterances with ``seq > since``; return the last seq sent.
+    async def _catch_up(self, subscriber: Subscriber, since: int) -> tuple[int, set[tuple[Any, Any]]]:
+        """Send stored utterances with ``seq > since``; return the last seq sent, and (stream, id) of the last page's
+        utterances: those that may also be waiting, windows first, in the live queue that filled meanwhile.
 
         Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
         """
         if self.record_path is None:
             await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
-            return 0
+            return 0, set()
         last = 0
+        recent: set[tuple[Any, Any]] = set()
         try:
             pages = read_since(self.record_path, since, subscriber.stream)
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 for text in page:
                     await subscriber.connection.send(text)
                 last = seq_of(page[-1]) or last
+                recent = {(stored.get("stream"), stored.get("id")) for stored in map(json.loads, page)}
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
             message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
             await subscriber.connection.send(json.dumps({"type": "error", "message": message}))
-            return last
+            return last, recent
         await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))
-        return last
+        return last, recent

@@ -129,6 +129,34 @@ def test_publisher_drops_oldest_for_a_stalled_subscriber_and_reports_it():
     assert dropped > 0  # and what it lost was counted
 
 
+def test_a_subscriber_that_sends_messages_keeps_its_connection_and_closes_cleanly():
+    """Nothing read what subscribers sent: past 16 frames the server stopped reading the connection, missed the
+    client's pongs and close frame, and cut it off 40 s later (1011); a close after them took 10 s and ended 1006."""
+    from ser_stream.publish import Publisher
+
+    async def scenario():
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        chatty = await connect(f"ws://127.0.0.1:{publisher.port}/", close_timeout=2)
+        await chatty.recv()
+        for index in range(200):  # an application-level ping a second, for a few minutes
+            await chatty.send(json.dumps({"type": "ping", "n": index}))
+        while not publisher.subscribers:
+            await asyncio.sleep(0.01)
+        publisher.publish({"type": "window", "stream": "s", "n": 1})
+        received = json.loads(await asyncio.wait_for(chatty.recv(), 5))
+        pong_waiter = await chatty.ping()  # the server still reads: it answers a ping
+        await asyncio.wait_for(pong_waiter, 5)
+        await chatty.close()
+        await publisher.close(0)
+        return received, chatty.close_code, len(publisher.subscribers)
+
+    received, close_code, left = asyncio.run(scenario())
+    assert received == {"type": "window", "stream": "s", "n": 1}
+    assert close_code == 1000 and left == 0  # the server read the close frame and answered it
+
+
 def test_a_subscriber_that_stopped_reading_is_cut_off_at_shutdown_instead_of_holding_it():
     """websockets waits 10 s for a closing handshake; a stalled client never answers one."""
     from ser_stream.publish import Publisher

@@ -158,6 +158,40 @@ def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_wit
     assert stored(database) == broadcast  # every one of them written, nothing else
 
 
+def test_a_window_queued_live_during_the_catch_up_never_follows_its_replayed_utterance(tmp_path, monkeypatch):
+    """An utterance stored while a ?since= subscriber's catch-up ran was replayed, then its live windows, already
+    queued, came after it (only the live utterance was recognised as a duplicate)."""
+    import ser_stream.publish
+
+    log = UtteranceLog(tmp_path / "utterances.db")
+    utterance = log.append({"type": "utterance", "stream": "s", "id": 1, "windows": 1})
+    log.close()
+    live_window = {"type": "window", "stream": "s", "utterance": 1, "t_start": 0.0, "t_end": 2.0}
+    later_window = {"type": "window", "stream": "s", "utterance": 2, "t_start": 2.0, "t_end": 4.0}
+
+    async def scenario():
+        publisher = await publishing(tmp_path / "utterances.db")
+        loop = asyncio.get_running_loop()
+
+        def pages_after_the_live_messages(path, since, stream=None):
+            async def live():  # the worker published utterance 1 (windows first) while the catch-up read
+                for message in (live_window, utterance, later_window):
+                    publisher.publish(message)
+            asyncio.run_coroutine_threadsafe(live(), loop).result()
+            yield from read_since(path, since, stream)
+
+        monkeypatch.setattr(ser_stream.publish, "read_since", pages_after_the_live_messages)
+        async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
+            messages = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(4)]
+        await publisher.close()
+        return messages
+
+    messages = asyncio.run(scenario())
+    assert [(m["type"], m.get("utterance", m.get("id"))) for m in messages] == [
+        ("hello", None), ("utterance", 1), ("caught_up", None), ("window", 2)
+    ]
+
+
 def test_catch_up_pages_can_be_read_on_different_threads(tmp_path):
     """The publisher reads each page through asyncio.to_thread: under load, successive pages land on
     different pool threads (once a subscriber's catch-up failed with 1011 that way)."""
@@ -198,7 +232,8 @@ def test_a_since_that_is_not_an_utterance_seq_is_refused_with_1008_naming_it(tmp
     log.append({"type": "utterance", "stream": "a"})
     log.close()
     bad = {"x": "x", "-1": "-1", "%C2%B2": "²", "%D9%A3": "٣", "9223372036854775808": "9223372036854775808",
-           "99999999999999999999": "99999999999999999999", "1" * 5000: "1" * 37 + "…"}
+           "99999999999999999999": "99999999999999999999", "1" * 5000: "1" * 37 + "…",
+           "+5": "+5", "%FF": "%FF"}  # named as sent: "+5" was once named " 5", and "%FF" a replacement character
 
     async def scenario():
         publisher = await publishing(tmp_path / "utterances.db")

@@ -356,7 +356,7 @@ def test_a_websocket_is_served_only_at_its_paths_and_ingest_only_by_a_monitor_ta
         publisher = await started(AccessConfig())
         base = f"127.0.0.1:{publisher.port}"
         answers = {}
-        for path in ("/ingest", "/ingest/", "/other"):
+        for path in ("/ingest", "/ingest/", "/other", "//", "///?stream=x"):  # "//" was once served as "/"
             answers[path] = await raw_request(publisher.port, f"Host: {base}\r\n", path)
         subscriber = await first_message(f"ws://{base}/?stream=a")
 
@@ -373,7 +373,7 @@ def test_a_websocket_is_served_only_at_its_paths_and_ingest_only_by_a_monitor_ta
     answers, subscriber = asyncio.run(scenario())
     refusal = ("HTTP/1.1 404 Not Found", "no call audio is taken here: /ingest is served by a monitor started with --ingest\n")
     assert answers["/ingest"] == answers["/ingest/"] == refusal
-    assert answers["/other"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at /\n")
+    assert answers["/other"] == answers["//"] == answers["///?stream=x"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at /\n")
     assert answers["/other, with ingest"] == ("HTTP/1.1 404 Not Found", "not found: WebSockets are at / and /ingest\n")
     assert subscriber["type"] == "hello"
 
@@ -399,14 +399,15 @@ def test_a_request_that_is_not_a_get_is_refused_with_405_not_answered_with_the_p
     assert page[0] == "HTTP/1.1 200 OK" and "<html" in page[1].lower()
 
 
-def test_a_query_parameter_given_twice_is_refused_with_1008_naming_it():
+def test_a_query_parameter_given_twice_or_unknown_is_refused_with_1008_naming_it():
     """`?stream=a&stream=b` once subscribed to `a` alone, and the subscriber never learned `b` was not heard."""
 
     async def scenario():
         publisher = await started(AccessConfig())
         base = f"ws://127.0.0.1:{publisher.port}/"
         refused = {}
-        for query in ("stream=a&stream=b", "since=1&since=2", "stream=a&since=1&stream=a&stream=c"):
+        for query in ("stream=a&stream=b", "since=1&since=2", "stream=a&since=1&stream=a&stream=c", "token=t&token=u",
+                      "streams=a", "STREAM=a", "stream=a&Since=1", "stream=a&_=1712"):
             with pytest.raises(ConnectionClosedError) as closed:
                 async with connect(f"{base}?{query}") as ws:
                     await asyncio.wait_for(ws.recv(), 5)
@@ -420,5 +421,11 @@ def test_a_query_parameter_given_twice_is_refused_with_1008_naming_it():
         "stream=a&stream=b": (POLICY_VIOLATION, "?stream= given 2 times: give it once"),
         "since=1&since=2": (POLICY_VIOLATION, "?since= given 2 times: give it once"),
         "stream=a&since=1&stream=a&stream=c": (POLICY_VIOLATION, "?stream= given 3 times: give it once"),
+        "token=t&token=u": (POLICY_VIOLATION, "?token= given 2 times: give it once"),
+        # a misspelt parameter once subscribed to every stream without a word
+        "streams=a": (POLICY_VIOLATION, "?streams= is not a subscriber's parameter: give stream, since or token"),
+        "STREAM=a": (POLICY_VIOLATION, "?STREAM= is not a subscriber's parameter: give stream, since or token"),
+        "stream=a&Since=1": (POLICY_VIOLATION, "?Since= is not a subscriber's parameter: give stream, since or token"),
+        "stream=a&_=1712": (POLICY_VIOLATION, "?_= is not a subscriber's parameter: give stream, since or token"),
     }
     assert once["type"] == "hello"
