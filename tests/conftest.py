@@ -111,3 +111,25 @@ def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str
     assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
     assert captured.err.startswith(f"python -m {module}: error: "), captured.err
     return captured.err.rstrip("\n")
+
+
+def run_worker(model, audio: np.ndarray, rate: int, block: int | None = None, config=None, detector=None) -> list[dict]:
+    """Every message a worker emits for one live stream fed ``audio`` ``block`` samples at a time (a second by
+    default), a step after each, then ended."""
+    import threading
+
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = config or MonitorConfig()
+    worker = Worker(model, config, messages.append)
+    stream = Stream("live", rate, config, detector=detector)
+    worker.add_stream(stream)
+    block = block or rate
+    for start in range(0, audio.size, block):
+        stream.ring.write(audio[start : start + block])
+        worker.step()
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None
+    return messages

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
-from tests.conftest import undocumented_fields
+from tests.conftest import run_worker, undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -304,26 +304,6 @@ def test_files_that_share_a_name_become_distinct_streams(clips_with_silence, shi
     for utterance in utterances:
         by_stream[utterance["stream"]] = by_stream.get(utterance["stream"], 0) + 1
     assert by_stream == {"call.wav": len(bounds), str(sources[1]): len(bounds), str(sources[0]): len(bounds)}
-
-
-def run_worker(model, audio: np.ndarray, rate: int) -> list[dict]:
-    """Every message a worker emits for one live stream fed ``audio`` a second at a time, then ended."""
-    import threading
-
-    from ser_stream.pipeline import MonitorConfig, Stream, Worker
-
-    messages: list[dict] = []
-    config = MonitorConfig()
-    worker = Worker(model, config, messages.append)
-    stream = Stream("live", rate, config)
-    worker.add_stream(stream)
-    for start in range(0, audio.size, rate):
-        stream.ring.write(audio[start : start + rate])
-        worker.step()
-    stream.finished = True
-    worker.run(threading.Event(), until_all_ended=True)
-    assert worker.crash is None
-    return messages
 
 
 def test_nan_and_inf_from_a_live_source_are_played_as_silence_and_counted(clips_with_silence, shipped_model):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +9,7 @@ from hypothesis import strategies as st
 
 from ser_stream.utterances import UtteranceConfig, UtteranceTracker
 from ser_stream.windows import WindowConfig
-from tests.conftest import speechlike
+from tests.conftest import run_worker, speechlike
 
 RATE = 8000
 
@@ -206,7 +204,7 @@ def test_a_worker_reading_ten_seconds_at_once_loses_none_of_the_first_piece_at_a
     """At --pace fast the worker read the ring's 10 s in one step; with --max-utterance 2 the voice detector's history
     (2 s plus a window and a few margins) was overwritten before it got there, and the first 4.7 s of speech were
     never published, with every counter at zero."""
-    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+    from ser_stream.pipeline import MonitorConfig
 
     audio = stream((0.5, False), (8.0, True), (1.0, False))  # 9.5 s: the ring (10 s) holds it all
     config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=2.0))
@@ -216,16 +214,7 @@ def test_a_worker_reading_ten_seconds_at_once_loses_none_of_the_first_piece_at_a
             return np.full((len(batch), 8), 1 / 8, np.float32)
 
     def utterances(block: int) -> list[tuple[float, float]]:
-        published: list[dict] = []
-        worker = Worker(UniformModel(), config, published.append)  # type: ignore[arg-type]
-        live = Stream("s", RATE, config, detector=energy_detector)
-        worker.add_stream(live)
-        for start in range(0, audio.size, block):
-            live.ring.write(audio[start : start + block])
-            worker.step()
-        live.finished = True
-        worker.run(threading.Event(), until_all_ended=True)
-        assert worker.crash is None
+        published = run_worker(UniformModel(), audio, RATE, block, config, energy_detector)
         return [(m["t_start"], m["t_end"]) for m in published if m["type"] == "utterance"]
 
     at_once = utterances(audio.size)  # the whole file in the ring before the first step, as --pace fast has it
