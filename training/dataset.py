@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from ser_stream.audiofile import read_audio
 from ser_stream.clips import TRIM_FRAME, check_sound, loudest_power, without_dc
-from ser_stream.errors import SerStreamError, shown
+from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, feature_parameters, resample_to_canonical, spectrogram
 from ser_stream.windows import (
     TRIM_FRAME_SECONDS,
@@ -37,7 +37,7 @@ from ser_stream.windows import (
     window_starts,
 )
 from training.augment import SPEED_FACTORS, add_noise, change_speed, telephone
-from training.ravdess import RavdessClip
+from training.ravdess import RavdessClip, clip_problem
 
 VARIANTS = ("clean", "telephone", "noisy", "slower", "faster")  # new ones go last: ids are stored in caches
 TRAINING_HOP_SECONDS = 0.25
@@ -78,8 +78,7 @@ def _clip_windows_or_problem(task: tuple[int, str, int, WindowConfig, tuple[str,
     try:
         return _clip_windows(task)
     except SerStreamError as error:
-        path, text = task[1], str(error)
-        return text if text.startswith((path, shown(path))) else f"{shown(path)}: {text}"
+        return clip_problem(task[1], error)
 
 
 def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipWindows:

@@ -113,11 +113,15 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
     return clips, problems
 
 
-def skip_clip(path: Path, error: SerStreamError, skipped: list[str]) -> None:
-    """Say on stderr that a clip is left out and why, naming it whether or not the error does; list it in ``skipped``
-    (once, however often it is met)."""
+def clip_problem(path: str | Path, error: SerStreamError) -> str:
+    """Why a clip is left out, as one line naming it whether or not the error does."""
     text = str(error)
-    problem = text if text.startswith((str(path), shown(path))) else f"{shown(path)}: {text}"
+    return text if text.startswith((str(path), shown(path))) else f"{shown(path)}: {text}"
+
+
+def skip_clip(path: Path, error: SerStreamError, skipped: list[str]) -> None:
+    """Say on stderr that a clip is left out and why; list it in ``skipped`` (once, however often it is met)."""
+    problem = clip_problem(path, error)
     print(f"skipped {problem}", file=sys.stderr)
     if problem not in skipped:
         skipped.append(problem)
