@@ -47,6 +47,8 @@ def require_file(path: str | Path) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if str(path) == "-":  # the shell's name for stdin, which a file reader cannot rewind
+            raise AudioInputError("-: no such file (stdin is not read here: save the audio to a file, or pipe raw PCM to monitor --source stdin)") from None
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except OSError as error:
         raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
@@ -101,6 +103,9 @@ def audio_info(path: str | Path) -> Any:
 
 TRUNCATED_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)$", re.M)  # libsndfile's log of a WAV cut short
 BLOCK_ALIGN = re.compile(r"^\s*Block Align\s*: (\d+)$", re.M)
+STREAMED_DATA_SIZE = 0x7FFFF000  # a data size this large is a streaming writer's placeholder (0x7FFFFFFF, 0xFFFFFFFF)
+MISSING_SECONDS = 0.1  # less missing is a cut inside the last frame or two, not a recording cut short
+UNDECODED_SHARE = 0.05
 
 
 def truncation(path: str | Path, info: Any) -> str | None:
@@ -112,10 +117,39 @@ def truncation(path: str | Path, info: Any) -> str | None:
     found, align = TRUNCATED_DATA.search(info.extra_info), BLOCK_ALIGN.search(info.extra_info)
     if found is None or align is None or int(align.group(1)) == 0:
         return None
+    if int(found.group(1)) >= STREAMED_DATA_SIZE:  # a WAV written to a pipe (ffmpeg, arecord): no size was known
+        return None
     promised, held = (int(found.group(index)) // int(align.group(1)) / info.samplerate for index in (1, 2))
-    if promised <= held:
+    if promised - held < MISSING_SECONDS:
         return None
     return f"{shown(path)}: truncated: its header promises {promised:.2f} s of audio, the file holds {held:.2f} s; only that was heard"
+
+
+def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
+    """What a compressed file (FLAC, OGG, MP3…) could not decode of the length its header gives, for a warning.
+
+    libsndfile stops at damage or a cut without a word: a half MP3 was once labelled on its first half as if whole.
+    Encoders' padding and MP3 length estimates differ by a little, so only a shortfall of 5 % (and 0.1 s) counts.
+    """
+    if info.format == "WAV" or info.frames <= 0:
+        return None  # a WAV's header is checked by ``truncation``
+    missing = info.frames - decoded_frames
+    if missing < max(UNDECODED_SHARE * info.frames, MISSING_SECONDS * info.samplerate):
+        return None
+    return (
+        f"{shown(path)}: damaged or cut short: its header promises {info.frames / info.samplerate:.2f} s of audio, "
+        f"{decoded_frames / info.samplerate:.2f} s could be decoded; only that was heard"
+    )
+
+
+def narrow_band(path: str | Path, sample_rate: int) -> str | None:
+    """A warning for audio sampled below 8 kHz: the model's picture spans 0–4 kHz, and the top of it is then black."""
+    if sample_rate >= 8000:
+        return None
+    return (
+        f"{shown(path)}: sampled at {sample_rate} Hz, so it holds nothing above {sample_rate // 2} Hz of the 0–4000 Hz "
+        "the model hears; its label may differ from the same speech recorded at 8 kHz or more"
+    )
 
 
 # libsndfile 1.2's MP3 decoder garbles audio at the joins of successive reads (by up to a fifth of full scale

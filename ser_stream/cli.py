@@ -120,6 +120,8 @@ def _classify(args: argparse.Namespace) -> int:
     from ser_stream.classify import classify_file
     from ser_stream.inference import EmotionModel
 
+    if sys.stdout is None:  # started with stdout closed (>&-): print() would drop every result without a word
+        raise SerStreamError("writing results to stdout failed (it is closed)")
     model = EmotionModel(args.model, provider=args.provider)
     failures = 0
     for path in args.files:  # as given (a str): --json's "path" is what the caller passed, to match on
@@ -127,6 +129,8 @@ def _classify(args: argparse.Namespace) -> int:
         failures += result.error is not None
         line = result.to_json() if args.json else result.to_text()
         out = sys.stderr if result.error is not None and not args.json else sys.stdout
+        if out is None:  # stderr closed (2>&-): the error line has nowhere to go; the exit status still says it
+            continue
         try:
             print(line, file=out, flush=True)
         except BrokenPipeError:

@@ -31,6 +31,7 @@ MIN_SOUND_SECONDS = UtteranceConfig().min_speech_seconds
 # Quieter than this throughout (the loudest 25 ms frame's RMS), a file holds no sound worth a label: 16-bit
 # dither sits near -92 dBFS and digital silence below. RAVDESS's quietest clip peaks at -54.6 dBFS, 25 dB above.
 SOUND_FLOOR_DB = -80.0
+BLOCK_SAMPLE_RATE = 16000  # a file read in blocks: blocks of block_seconds at this rate, mono, whatever the file's
 TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy frame at the canonical rate
 TRIM_MARGIN = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
 
@@ -89,7 +90,9 @@ def without_dc(audio: NDArray[np.floating]) -> NDArray[np.floating]:
 def _input_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
     """A file, block by block, as mono audio at its own rate; ``AudioInputError`` at a sample that is not audio."""
     info = audio_info(path)
-    block = max(1, int(block_seconds * info.samplerate))
+    # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s of 192 kHz 6-channel
+    # blocks once took 783 MB, and the memory a long file is read in would grow with its rate and channel count
+    block = max(1, int(block_seconds * BLOCK_SAMPLE_RATE / info.channels))
     for samples in sample_blocks(path, block):
         mono = to_mono(samples)
         check_samples(mono, path)

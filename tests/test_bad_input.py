@@ -230,6 +230,18 @@ def test_long_files_are_read_in_blocks_with_the_same_windows(clips_with_silence)
     assert np.array_equal(whole, in_blocks)
 
 
+def test_a_file_read_in_blocks_is_read_in_blocks_of_the_same_sample_count_whatever_its_rate_and_channels(tmp_path):
+    """Blocks were block_seconds at the file's own rate and channel count: 30 s of 192 kHz 6-channel audio took 876 MB."""
+    from ser_stream.clips import BLOCK_SAMPLE_RATE, _input_blocks
+
+    for rate, channels in ((16000, 1), (48000, 6), (8000, 2)):
+        path = tmp_path / f"{rate}-{channels}.wav"
+        soundfile.write(path, np.tile(speechlike(3.0, rate)[:, None], (1, channels)), rate)
+        sizes = [block.size for block in _input_blocks(path, block_seconds=0.5)]
+        assert max(sizes) * channels == int(0.5 * BLOCK_SAMPLE_RATE) // channels * channels, (rate, channels)
+        assert sum(sizes) == 3 * rate  # every frame, once
+
+
 def test_a_file_larger_than_memory_should_hold_is_never_loaded_whole(tmp_path):
     import tracemalloc
 
@@ -587,3 +599,75 @@ def test_a_wav_cut_short_is_classified_on_what_it_holds_with_a_warning_saying_so
     assert monitor.returncode == 0, monitor.stderr
     warnings = [json.loads(line) for line in monitor.stdout.splitlines() if json.loads(line)["type"] == "warning"]
     assert [w["message"] for w in warnings] == [f"{cut}: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard"]
+
+
+def test_a_wav_streamed_through_a_pipe_or_a_byte_short_gets_no_truncation_warning(tmp_path, shipped_model, capsys):
+    """ffmpeg and arecord writing to a pipe put a placeholder size (0xFFFFFFFF) in the header: it 'promised'
+    134217.73 s, and a file one byte short 'promised 4.10 s, held 4.10 s'."""
+    from ser_stream.cli import main
+
+    good = tmp_path / "good.wav"
+    soundfile.write(good, speechlike(3.0, 16000), 16000, subtype="PCM_16")
+    data = good.read_bytes()
+    assert data[36:40] == b"data"
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(data[:4] + b"\xff\xff\xff\xff" + data[8:40] + b"\xff\xff\xff\xff" + data[44:])
+    half_streamed = tmp_path / "half-streamed.wav"
+    half_streamed.write_bytes(data[:4] + b"\xff\xff\xff\x7f" + data[8:40] + b"\xff\xff\xff\x7f" + data[44:])
+    byte_short = tmp_path / "byte-short.wav"
+    byte_short.write_bytes(data[:-1])
+    assert main(["classify", "--json", str(good), str(streamed), str(half_streamed), str(byte_short)]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [result.get("warning") for result in results] == [None] * 4
+    assert len({result["label"] for result in results}) == 1 and {result["windows"] for result in results} == {results[0]["windows"]}
+
+
+@pytest.mark.parametrize("format_, subtype", [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"), ("FLAC", "PCM_16")])
+def test_a_compressed_file_cut_short_or_damaged_is_classified_on_what_decodes_with_a_warning_saying_so(tmp_path, shipped_model, capsys, format_, subtype):
+    """libsndfile decodes an OGG or MP3 up to the damage without a word: half an MP3 was labelled as if whole."""
+    from ser_stream.cli import main
+
+    whole = tmp_path / f"whole.{format_.lower()}"
+    soundfile.write(whole, speechlike(4.0, 16000), 16000, format=format_, subtype=subtype)
+    half = tmp_path / f"half.{format_.lower()}"
+    data = whole.read_bytes()
+    if format_ == "OGG":  # an OGG's length is read from its last page: junk in the middle, as a bad copy leaves
+        half.write_bytes(data[: len(data) // 2] + bytes(range(256)) * 8 + data[len(data) // 2 + 2048 :])
+    else:
+        half.write_bytes(data[: len(data) // 2])
+    status = main(["classify", "--json", str(whole), str(half)])
+    intact, cut = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert "warning" not in intact and "error" not in intact
+    if format_ == "FLAC":  # libsndfile refuses a FLAC cut short outright ("lost sync"): named, not labelled
+        assert status == 1 and cut["error"].startswith("not a readable audio file")
+        return
+    assert status == 0
+    assert cut["warning"].startswith("damaged or cut short: its header promises 4.00 s of audio, ")
+    assert cut["warning"].endswith(" s could be decoded; only that was heard")
+
+
+def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_hears_more(tmp_path, shipped_model, capsys):
+    from ser_stream.cli import main
+
+    path = tmp_path / "narrow.wav"
+    soundfile.write(path, speechlike(3.0, 4000), 4000)
+    assert main(["classify", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["warning"] == (
+        "sampled at 4000 Hz, so it holds nothing above 2000 Hz of the 0–4000 Hz the model hears; "
+        "its label may differ from the same speech recorded at 8 kHz or more"
+    )
+
+
+def test_classify_says_it_does_not_read_stdin_and_that_a_closed_stdout_loses_the_results(tmp_path, shipped_model):
+    """`-` was 'no such file'; with stdout closed (>&-) every result was dropped and the exit status was 0."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(2.0, 16000), 16000)
+    dash = subprocess.run([sys.executable, "-m", "ser_stream", "classify", "-"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert dash.returncode == 1
+    assert dash.stderr == "-: error: no such file (stdin is not read here: save the audio to a file, or pipe raw PCM to monitor --source stdin)\n"
+    closed = subprocess.run(f"{sys.executable} -m ser_stream classify --json {path} >&-", shell=True, capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 2
+    assert closed.stderr == "ser-stream: error: writing results to stdout failed (it is closed)\n"
