@@ -646,6 +646,29 @@ def test_a_compressed_file_cut_short_or_damaged_is_classified_on_what_decodes_wi
     assert cut["warning"].endswith(" s could be decoded; only that was heard")
 
 
+def test_a_file_whose_windows_are_mostly_silence_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model, capsys):
+    """Two clicks 30 s apart were labelled fearful 0.24 from 58 windows, 56 of them silence, without a word."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    clicks = np.zeros(16000 * 31, np.float32)
+    clicks[16000 : 16000 + 80] = 0.5
+    clicks[16000 * 30 : 16000 * 30 + 80] = 0.5
+    soundfile.write(tmp_path / "clicks.wav", clicks, 16000)
+    speech = np.concatenate([speechlike(2.0, 16000), np.zeros(16000, np.float32), speechlike(2.0, 16000, seed=3)])
+    soundfile.write(tmp_path / "speech.wav", speech, 16000)  # a pause inside an utterance: no warning
+    model = EmotionModel(shipped_model, provider="cpu")
+    far_apart = classify_file(tmp_path / "clicks.wav", model)
+    assert far_apart.utterance is not None and far_apart.utterance.windows == 56  # 0.9 s to 30.1 s, a window per 0.5 s
+    assert far_apart.warning == (
+        "54 of its 56 windows hold no sound: classify takes a file as one utterance, pauses included; "
+        "for a recording of many, use the monitor (its voice detector cuts them)"
+    )  # each click is in the first or the last window alone
+    in_blocks = classify_file(tmp_path / "clicks.wav", model, in_memory_seconds=1.0)  # read in blocks: the same
+    assert in_blocks.warning == far_apart.warning
+    assert classify_file(tmp_path / "speech.wav", model).warning is None
+
+
 def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_hears_more(tmp_path, shipped_model, capsys):
     from ser_stream.cli import main
 
