@@ -50,7 +50,8 @@ class FileResult:
         top = sorted(self.utterance.probabilities.items(), key=lambda item: -item[1])[:3]
         best = ", ".join(f"{label} {p:.2f}" for label, p in top)
         warning = f" (warning: {self.warning})" if self.warning else ""
-        return f"{shown(self.path)}: {self.utterance.label} ({best}; {self.utterance.windows} windows){warning}"
+        count = self.utterance.windows
+        return f"{shown(self.path)}: {self.utterance.label} ({best}; {count} window{'' if count == 1 else 's'}){warning}"
 
 
 def json_path(path: str) -> str:

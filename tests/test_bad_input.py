@@ -667,6 +667,10 @@ def test_a_file_whose_windows_are_mostly_silence_is_labelled_with_a_warning_sayi
     in_blocks = classify_file(tmp_path / "clicks.wav", model, in_memory_seconds=1.0)  # read in blocks: the same
     assert in_blocks.warning == far_apart.warning
     assert classify_file(tmp_path / "speech.wav", model).warning is None
+    one = classify_file(tmp_path / "speech.wav", model, in_memory_seconds=600)
+    assert one.to_text().endswith(" windows)")
+    soundfile.write(tmp_path / "short.wav", speechlike(1.0, 16000), 16000)
+    assert classify_file(tmp_path / "short.wav", model).to_text().endswith("; 1 window)")  # was "1 windows"
 
 
 def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_hears_more(tmp_path, shipped_model, capsys):
