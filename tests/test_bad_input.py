@@ -591,7 +591,7 @@ def test_a_wav_cut_short_is_classified_on_what_it_holds_with_a_warning_saying_so
     assert "warning" not in whole
     assert short["warning"] == "truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard"
     assert main(["classify", str(cut)]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("windows) (warning: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard)")
+    assert capsys.readouterr().out.rstrip().endswith("; 1 window) (warning: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard)")
     monitor = subprocess.run(
         [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{cut}", "--pace", "fast", "--no-dashboard", "--print-utterances", "--ws", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=120,
