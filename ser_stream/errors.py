@@ -3,6 +3,7 @@ that keeps a fault reported (or a refusal counted) once per key for a while, not
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 
 
@@ -31,9 +32,18 @@ class DatasetError(SerStreamError):
 
 
 def shown(path: object) -> str:
-    """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters."""
+    """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters.
+
+    A name that is not UTF-8 shows its other bytes as ``\\xNN`` (``caf\\xe9.wav``), as ``classify --json`` gives
+    it, not as the surrogate escapes Python reads them into (``'caf\\udce9.wav'``)."""
     text = str(path)
-    return text if text.isprintable() and text else ascii(text)  # an empty name shows as ''
+    if text.isprintable() and text:
+        return text
+    try:
+        undecoded = os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a surrogate no file name decodes to
+        undecoded = text
+    return undecoded if undecoded.isprintable() and undecoded else ascii(text)  # an empty name shows as ''
 
 
 def one_line(error: BaseException) -> str:

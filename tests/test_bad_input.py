@@ -456,6 +456,10 @@ def test_classify_json_names_a_file_that_is_not_utf8_in_valid_unicode(tmp_path, 
     named = [json.loads(line)["path"] for line in lines]
     assert named == [f"{tmp_path}/caf\\xe9.wav", f"{tmp_path}/caf\\xe9.wav-missing"]
     assert all(name.encode("utf-8") for name in named)  # no lone surrogate: encodes as UTF-8
+    assert main(["classify", "--model", str(shipped_model), path, path + "-missing"]) == 1
+    text = capsys.readouterr()  # the text lines name it the same way (they said 'caf\\udce9.wav', quoted)
+    assert text.out.startswith(f"{tmp_path}/caf\\xe9.wav: ")
+    assert text.err == f"{tmp_path}/caf\\xe9.wav-missing: error: no such file\n"
 
 
 def test_a_pipe_given_as_a_file_is_named_as_a_pipe_not_as_missing(tmp_path):
