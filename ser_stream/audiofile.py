@@ -142,6 +142,25 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
     )
 
 
+def read_until_damage(path: str | Path, error: AudioInputError) -> tuple[NDArray[np.float32], int]:
+    """A compressed file that fails part-way (a FLAC cut short: "lost sync"), read up to the damage, a quarter
+    second at a time; ``error`` (the whole read's) again if nothing before it decodes, or if it is a WAV."""
+    info = audio_info(path)
+    if info.format == "WAV":
+        raise error
+    blocks = []
+    try:
+        for block in soundfile.blocks(file_name(path), blocksize=max(1, info.samplerate // 4), dtype="float32", always_2d=True):
+            blocks.append(block)
+    except (soundfile.LibsndfileError, RuntimeError):
+        pass
+    if not blocks:
+        raise error
+    mono = to_mono(np.concatenate(blocks))
+    check_samples(mono, path)
+    return mono, int(info.samplerate)
+
+
 def narrow_band(path: str | Path, sample_rate: int) -> str | None:
     """A warning for audio sampled below 8 kHz: the model's picture spans 0–4 kHz, and the top of it is then black."""
     if sample_rate >= 8000:

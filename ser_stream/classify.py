@@ -13,7 +13,7 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import audio_info, narrow_band, read_audio, truncation, undecoded
+from ser_stream.audiofile import audio_info, narrow_band, read_audio, read_until_damage, truncation, undecoded
 from ser_stream.clips import TRIM_FRAME, clip_windows, stream_file_windows
 from ser_stream.errors import AudioInputError, SerStreamError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
@@ -76,7 +76,10 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
         info = audio_info(path)
         warnings = [truncation(path, info), narrow_band(path, info.samplerate)]
         if info.frames * info.channels <= in_memory_seconds * IN_MEMORY_RATE:
-            audio, sample_rate = read_audio(path)
+            try:
+                audio, sample_rate = read_audio(path)
+            except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
+                audio, sample_rate = read_until_damage(path, error)
             warnings.append(undecoded(path, info, audio.size))
             outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window), model, batch)
         else:

@@ -642,10 +642,7 @@ def test_a_compressed_file_cut_short_or_damaged_is_classified_on_what_decodes_wi
     status = main(["classify", "--json", str(whole), str(half)])
     intact, cut = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert "warning" not in intact and "error" not in intact
-    if format_ == "FLAC":  # libsndfile refuses a FLAC cut short outright ("lost sync"): named, not labelled
-        assert status == 1 and cut["error"].startswith("not a readable audio file")
-        return
-    assert status == 0
+    assert status == 0  # a FLAC cut short failed the whole read ("lost sync") and was refused: it is read up to the cut
     assert cut["warning"].startswith("damaged or cut short: its header promises 4.00 s of audio, ")
     assert cut["warning"].endswith(" s could be decoded; only that was heard")
 
