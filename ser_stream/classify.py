@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from numpy.typing import NDArray
 
 from ser_stream.audiofile import audio_info, narrow_band, read_audio, read_until_damage, truncation, undecoded
 from ser_stream.clips import TRIM_FRAME, clip_windows, stream_file_windows
-from ser_stream.errors import AudioInputError, SerStreamError, one_line, shown
+from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, one_line, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
@@ -33,10 +32,10 @@ class FileResult:
 
     def to_json(self) -> str:
         if self.utterance is None:
-            return json.dumps({"path": json_path(self.path), "error": self.error})
+            return json.dumps({"path": bytes_as_text(self.path), "error": self.error})
         fields = asdict(self.utterance)
         result = {
-            "path": json_path(self.path),
+            "path": bytes_as_text(self.path),
             "label": fields["label"],
             "confidence": round(fields["confidence"], 6),
             "probabilities": {k: round(v, 6) for k, v in fields["probabilities"].items()},
@@ -52,12 +51,6 @@ class FileResult:
         warning = f" (warning: {self.warning})" if self.warning else ""
         count = self.utterance.windows
         return f"{shown(self.path)}: {self.utterance.label} ({best}; {count} window{'' if count == 1 else 's'}){warning}"
-
-
-def json_path(path: str) -> str:
-    """A file name as valid Unicode for JSON: bytes that are not UTF-8 as ``\\xNN`` text, not lone surrogates
-    (``\\udce9``), which strict JSON readers refuse; UTF-8 names are unchanged."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # Files of more samples than 10 minutes of 16 kHz mono (all channels counted: 38 MB of float32) are read in

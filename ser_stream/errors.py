@@ -39,11 +39,17 @@ def shown(path: object) -> str:
     text = str(path)
     if text.isprintable() and text:
         return text
-    try:
-        undecoded = os.fsencode(text).decode("utf-8", "backslashreplace")
-    except UnicodeError:  # a surrogate no file name decodes to
-        undecoded = text
+    undecoded = bytes_as_text(text)
     return undecoded if undecoded.isprintable() and undecoded else ascii(text)  # an empty name shows as ''
+
+
+def bytes_as_text(name: str) -> str:
+    """A file name Python read from bytes that are not UTF-8 (surrogate escapes) with those bytes as ``\\xNN``
+    text: valid Unicode, for JSON and messages alike; any other name unchanged."""
+    try:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a surrogate no file name decodes to
+        return name
 
 
 def one_line(error: BaseException) -> str:
