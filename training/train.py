@@ -510,9 +510,14 @@ class RunState(keras.callbacks.Callback):
         console.print(f"[bold]epoch {epoch + 1}/{self.total_epochs}[/]  {shown}")
 
 
-def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, folder: Path) -> dict[str, Any]:
-    """Train, pick the best validation epoch, score the test clips, export ONNX; return the metrics."""
-    teachers = load_teachers(config, split.name)  # refused before anything is written
+SplitInputs = tuple[list[EmotionModel], tuple[keras.Model, Path, int] | None]  # its teachers; the earlier run's (network, file, epochs)
+
+
+def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, folder: Path, inputs: SplitInputs) -> dict[str, Any]:
+    """Train, pick the best validation epoch, score the test clips, export ONNX; return the metrics.
+
+    ``inputs`` were loaded (and refused, if bad) by ``run`` before any split was trained."""
+    teachers, earlier = inputs
     folder.mkdir(parents=True, exist_ok=True)
     checkpoints = folder / "checkpoints"
     state_file = checkpoints / "state.json"
@@ -525,7 +530,6 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     if resuming:
         initial_epoch, history = read_checkpoint_state(state_file)
     batches = TrainingBatches(features, split.train, recipe, config, teachers, first_epoch=initial_epoch)
-    earlier = earlier_network(config, split.name) if config.init_from is not None else None  # (network, its file, its epochs)
     if resuming:
         model = load_checkpoint(checkpoints / "last.keras")
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
@@ -679,6 +683,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     if recipe.speaker_profiles_removed:
         remove_speaker_profiles(features)
     splits = make_splits(features, config)
+    inputs: dict[str, SplitInputs] = {}
     for split in splits:  # refuse before hours of training, not after, and before any folder is made
         state_file = config.out / split.name / "checkpoints" / "state.json"
         if config.resume and state_file.is_file():
@@ -687,9 +692,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
                 raise SerStreamError(f"--resume {config.out / split.name}: {state_file.parent / 'last.keras'} is missing, so it cannot carry on; --overwrite trains the split again from epoch 1")
         elif not config.resume and not config.overwrite and (held := held_run(config.out / split.name)) is not None:
             raise SerStreamError(f"--out {config.out / split.name}: holds a run of this split ({held}); add --resume to carry it on, or --overwrite to train it again from epoch 1")
-        if config.init_from is not None:
-            earlier_network(config, split.name)  # a damaged one once failed only when its split's turn came
-        load_teachers(config, split.name)
+        # a damaged earlier model or teacher once failed only when its split's turn came
+        inputs[split.name] = (load_teachers(config, split.name), earlier_network(config, split.name) if config.init_from is not None else None)
     config.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}, "skipped_files": problems + features.skipped_clips}
     earlier = read_json(summary_path, "a run's summary.json") if summary_path.is_file() else None
@@ -698,7 +702,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     elif earlier is not None:
         console.print(f"{summary_path}: written before runs recorded their settings; it will list this run's splits only")
     for split in splits:  # the summary covers every split of the folder: those trained before (other folds) and these
-        summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name)
+        summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name, inputs[split.name])
     tested = [m["test_clean"] for m in summary["splits"].values() if "test_clean" in m]
     if tested:
         summary["mean_over_splits"] = {
