@@ -53,13 +53,20 @@ def check_sound(samples: int, loudest_frame_power: float) -> None:
         )
 
 
-def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig) -> NDArray[np.float32]:
-    """Remove the DC offset, resample, trim leading/trailing silence, cut windows → [n, window samples] at the canonical rate."""
+def trimmed_clip(audio: NDArray[np.floating], sample_rate: int) -> NDArray[np.float32]:
+    """Remove the DC offset, resample, trim leading/trailing silence → the clip's sound at the canonical rate;
+    ``AudioInputError`` for a clip silent throughout or with too little sound (``check_sound``). Classification
+    and training both take clips through here, so training learns from no clip classify would refuse."""
     canonical = resample_to_canonical(without_dc(audio), sample_rate)
     energy = frame_energies(canonical, TRIM_FRAME)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, canonical.size, margin=TRIM_MARGIN)
     check_sound(sound, loudest_power(energy, canonical))
-    windows, _ = cut_windows(canonical[first:last], config)  # as trim_silence would cut it
+    return canonical[first:last]  # as trim_silence would cut it
+
+
+def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig) -> NDArray[np.float32]:
+    """``trimmed_clip`` cut into windows → [n, window samples] at the canonical rate."""
+    windows, _ = cut_windows(trimmed_clip(audio, sample_rate), config)
     return windows
 
 

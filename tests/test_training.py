@@ -917,7 +917,10 @@ def test_clips_classify_would_refuse_are_left_out_of_training_by_name_and_the_ca
     shutil.copytree(tiny_ravdess / "Actor_01", data / "Actor_01")
     clips = scan(data)[0][:4]
     soundfile.write(clips[1].path, np.zeros(16000 * 3, np.float32), 16000)  # digital silence labelled as an emotion
-    soundfile.write(clips[2].path, 0.3 * np.sin(np.arange(800) / 3).astype(np.float32), 16000)  # 0.05 s
+    # 0.1 s of sound in a second of silence, which classify refuses; training once measured the trimmed clip with
+    # its 0.1 s margins (0.3 s) instead of its sound, and learnt from it
+    tone = 0.3 * np.sin(np.arange(1600) / 3).astype(np.float32)
+    soundfile.write(clips[2].path, np.concatenate([np.zeros(7200, np.float32), tone, np.zeros(7200, np.float32)]), 16000)
     cache = tmp_path / "cache"
     features = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
     assert features.clip_names == [clips[0].path.name, clips[3].path.name]

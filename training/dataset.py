@@ -23,17 +23,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import read_audio
-from ser_stream.clips import TRIM_FRAME, check_sound, loudest_power, without_dc
+from ser_stream.clips import trimmed_clip
 from ser_stream.errors import SerStreamError
-from ser_stream.features import SAMPLE_RATE, feature_parameters, resample_to_canonical, spectrogram
+from ser_stream.features import SAMPLE_RATE, feature_parameters, spectrogram
 from ser_stream.windows import (
     TRIM_FRAME_SECONDS,
     TRIM_MARGIN_SECONDS,
     TRIM_THRESHOLD_DB,
     WindowConfig,
     cut_windows,
-    frame_energies,
-    trim_silence,
     window_starts,
 )
 from training.augment import SPEED_FACTORS, add_noise, change_speed, telephone
@@ -85,8 +83,7 @@ def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> 
     clip_index, path, seed, config, variants = task
     rng = np.random.default_rng([seed, clip_index])
     audio, rate = read_audio(path)
-    clean = trim_silence(resample_to_canonical(without_dc(audio), rate), SAMPLE_RATE)  # as clip_spectrograms does
-    check_sound(clean.size, loudest_power(frame_energies(clean, TRIM_FRAME), clean))  # a silent clip labelled angry is noise
+    clean = trimmed_clip(audio, rate)  # as classify takes it; a clip it refuses (silent, a click) is left out
     training_config = WindowConfig(config.window_seconds, TRAINING_HOP_SECONDS)
     eval_starts = {int(s) for s in window_starts(clean.size, config)}
     results = []
