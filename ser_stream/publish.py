@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -84,7 +84,12 @@ def request_token(request: Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return parse_qs(urlsplit(request.path).query).get("token", [None])[0]
+    return next((unquote_plus(value) for name, value in query_pairs(request.path) if name == "token"), None)
+
+
+def query_pairs(target: str) -> list[tuple[str, str]]:
+    """A request target's query as (name, value) pairs in order, names form-decoded, values as sent."""
+    return [(unquote_plus(name), value) for name, _, value in (pair.partition("=") for pair in target.partition("?")[2].split("&") if pair)]
 
 
 HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/@\[\]]+)(?::[0-9]{1,5})?")
@@ -170,11 +175,11 @@ class Subscription:
     refusal: str | None = None
 
 
-def subscription(query: str) -> Subscription:
-    """``?stream=ID&since=SEQ&token=T`` → what to send. ``stream`` is form-decoded (``+`` is a space, as
+def subscription(target: str) -> Subscription:
+    """A request target's ``?stream=ID&since=SEQ&token=T`` → what to send. ``stream`` is form-decoded (``+`` is a space, as
     URLSearchParams writes it); ``since`` is percent-decoded only, so ``+5`` is named as sent, not as `` 5``.
     A parameter given twice, or one no subscriber has (a misspelt ``streams`` once got every stream), is refused."""
-    pairs = [(unquote_plus(name), value) for name, _, value in (pair.partition("=") for pair in query.split("&") if pair)]
+    pairs = query_pairs(target)
     names = [name for name, _ in pairs]
     unknown = next((name for name in names if name not in SUBSCRIBER_PARAMETERS), None)
     if unknown is not None:
@@ -442,7 +447,7 @@ class Publisher:
             finally:
                 self.ingest_connections -= 1
             return
-        asked = subscription(request.path.partition("?")[2])
+        asked = subscription(request.path)
         if asked.refusal is not None:
             await connection.close(CloseCode.POLICY_VIOLATION, asked.refusal)
             return
