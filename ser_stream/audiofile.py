@@ -142,10 +142,10 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
     )
 
 
-def read_until_damage(path: str | Path, error: AudioInputError) -> tuple[NDArray[np.float32], int]:
-    """A compressed file that fails part-way (a FLAC cut short: "lost sync"), read up to the damage, a quarter
-    second at a time; ``error`` (the whole read's) again if nothing before it decodes, or if it is a WAV."""
-    info = audio_info(path)
+def read_until_damage(path: str | Path, info: Any, error: AudioInputError) -> tuple[NDArray[np.float32], int]:
+    """A compressed file (``info``: its ``audio_info``) that fails part-way (a FLAC cut short: "lost sync"), read up
+    to the damage, a quarter second at a time; ``error`` (the whole read's) again if nothing before it decodes, or
+    if it is a WAV."""
     if info.format == "WAV":
         raise error
     blocks = []

@@ -72,7 +72,7 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
             try:
                 audio, sample_rate = read_audio(path)
             except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
-                audio, sample_rate = read_until_damage(path, error)
+                audio, sample_rate = read_until_damage(path, info, error)
             warnings.append(undecoded(path, info, audio.size))
             outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window), model, batch)
         else:

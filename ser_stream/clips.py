@@ -97,8 +97,8 @@ def without_dc(audio: NDArray[np.floating]) -> NDArray[np.floating]:
 def _input_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
     """A file, block by block, as mono audio at its own rate; ``AudioInputError`` at a sample that is not audio."""
     info = audio_info(path)
-    # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s of 192 kHz 6-channel
-    # blocks once took 783 MB, and the memory a long file is read in would grow with its rate and channel count
+    # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
+    # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
     block = max(1, int(block_seconds * BLOCK_SAMPLE_RATE / info.channels))
     for samples in sample_blocks(path, block):
         mono = to_mono(samples)
