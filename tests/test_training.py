@@ -199,6 +199,35 @@ def test_style_mixing_recolours_training_examples_with_a_partners_statistics_and
         assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
 
 
+def test_weight_decay_shrinks_kernels_only_and_a_reloaded_checkpoint_still_spares_the_rest(tmp_path):
+    import keras
+
+    from training.train import make_optimizer, spare_from_decay
+
+    assert isinstance(make_optimizer(RECIPES["improved"], 1e-3), keras.optimizers.Adam)  # no decay: plain Adam
+
+    def one_zero_gradient_step(model, optimizer):
+        before = {weight.path: weight.numpy().copy() for weight in model.trainable_weights}
+        optimizer.apply_gradients([(keras.ops.zeros_like(weight), weight) for weight in model.trainable_weights])
+        return {weight.path: (before[weight.path], weight.numpy()) for weight in model.trainable_weights}
+
+    def check(changes):  # a zero gradient moves nothing but the decay: kernels × (1 − lr × 0.5), the rest kept
+        for path, (before, after) in changes.items():
+            factor = 1 - 0.1 * 0.5 if path.endswith("kernel") else 1.0
+            np.testing.assert_allclose(after, before * factor, rtol=1e-6, err_msg=path)
+
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.BatchNormalization(), keras.layers.Flatten(), keras.layers.Dense(3)])
+    for weight in model.trainable_weights:
+        weight.assign(np.full(weight.shape, 0.5, dtype=np.float32))
+    optimizer = make_optimizer(RECIPES["improved-wd"], 0.1)
+    model.compile(optimizer=optimizer, loss="mse")
+    check(one_zero_gradient_step(model, optimizer))
+    model.save(tmp_path / "last.keras")
+    reloaded = keras.models.load_model(tmp_path / "last.keras")
+    spare_from_decay(reloaded.optimizer)
+    check(one_zero_gradient_step(reloaded, reloaded.optimizer))
+
+
 def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
     from training.ensemble import demo_inputs
     from training.ensemble import main as ensemble_main

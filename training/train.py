@@ -452,6 +452,21 @@ def recorded_identity(path: Path, key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def make_optimizer(recipe: Recipe, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW when the recipe decays weights: kernels only, as biases and batch-norm scales carry no capacity to curb."""
+    if recipe.weight_decay <= 0:
+        return keras.optimizers.Adam(learning_rate)
+    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=recipe.weight_decay)
+    spare_from_decay(optimizer)
+    return optimizer
+
+
+def spare_from_decay(optimizer: keras.optimizers.Optimizer) -> None:
+    """Biases and batch-norm scales and shifts are not decayed; a saved checkpoint forgets this, so a resume says it again."""
+    if isinstance(optimizer, keras.optimizers.AdamW):
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+
+
 def load_checkpoint(path: Path) -> keras.Model:
     """A checkpoint written by this loop; one line naming it if it cannot be read (a run killed mid-write, a disk error)."""
     try:
@@ -532,6 +547,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     batches = TrainingBatches(features, split.train, recipe, config, teachers, first_epoch=initial_epoch)
     if resuming:
         model = load_checkpoint(checkpoints / "last.keras")
+        spare_from_decay(model.optimizer)
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
     else:
         model = build_model(recipe, network_seed(config), speakers=len(batches.speakers))
@@ -547,14 +563,15 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         if recipe.cosine_decay:
             learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
         emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+        optimizer = make_optimizer(recipe, learning_rate)
         if len(batches.speakers):
             model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
+                optimizer=optimizer,
                 loss={"probabilities": emotion_loss, SPEAKER_OUTPUT: keras.losses.CategoricalCrossentropy()},
                 metrics={"probabilities": ["accuracy"], SPEAKER_OUTPUT: ["accuracy"]},
             )
         else:
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=emotion_loss, metrics=["accuracy"])
+            model.compile(optimizer=optimizer, loss=emotion_loss, metrics=["accuracy"])
     callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation, split.train)]
     has_validation = len(split.validation) > 0
     scores_so_far = history.get("val_mean_per_class_accuracy", [])
