@@ -101,6 +101,18 @@ def audio_info(path: str | Path) -> Any:
     return info
 
 
+# The step of each format coarser than 16 bits, as a fraction of full scale: rounding (and its dither) at that size
+# is not sound. μ-law and A-law's finest step, near zero, is 8 in 16-bit terms.
+ROUNDING_STEPS = {"PCM_U8": 2.0**-7, "PCM_S8": 2.0**-7, "ULAW": 2.0**-12, "ALAW": 2.0**-12}
+
+
+def rounding_floor(info: Any) -> float:
+    """The mean square under which a file's frames are its format's rounding noise and dither, not sound: half
+    the square of its step; 16-bit's (``windows.TRIM_FLOOR``) for every finer or compressed format."""
+    step = ROUNDING_STEPS.get(info.subtype, 2.0**-15)
+    return step * step / 2
+
+
 TRUNCATED_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)$", re.M)  # libsndfile's log of a WAV cut short
 BLOCK_ALIGN = re.compile(r"^\s*Block Align\s*: (\d+)$", re.M)
 STREAMED_DATA_SIZE = 0x7FFFF000  # a data size this large is a streaming writer's placeholder (0x7FFFFFFF, 0xFFFFFFFF)

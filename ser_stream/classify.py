@@ -12,13 +12,21 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import audio_info, narrow_band, read_audio, read_until_damage, truncation, undecoded
+from ser_stream.audiofile import (
+    audio_info,
+    narrow_band,
+    read_audio,
+    read_until_damage,
+    rounding_floor,
+    truncation,
+    undecoded,
+)
 from ser_stream.clips import TRIM_FRAME, clip_windows, stream_file_windows
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, one_line, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
-from ser_stream.windows import TRIM_THRESHOLD_DB, frame_energies
+from ser_stream.windows import TRIM_FLOOR, TRIM_THRESHOLD_DB, frame_energies
 
 
 @dataclass(frozen=True)
@@ -68,18 +76,19 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
     try:
         info = audio_info(path)
         warnings = [truncation(path, info), narrow_band(path, info.samplerate)]
+        floor = rounding_floor(info)  # rounding noise is not sound: trimming and the silence warning both say so
         if info.frames * info.channels <= in_memory_seconds * IN_MEMORY_RATE:
             try:
                 audio, sample_rate = read_audio(path)
             except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
                 audio, sample_rate = read_until_damage(path, info, error)
             warnings.append(undecoded(path, info, audio.size))
-            outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window), model, batch)
+            outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window, floor), model, batch)
         else:
             outputs, loudness = _classify_in_blocks(path, model, batch)
         if not np.all(np.isfinite(outputs)):
             raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")
-        warnings.append(mostly_silent(loudness))
+        warnings.append(mostly_silent(loudness, floor))
         said = [without_path(warning, path) for warning in warnings if warning is not None]
         return FileResult(str(path), utterance=average_windows(outputs), warning="; ".join(w for w in said if w) or None)
     except SerStreamError as error:
@@ -103,11 +112,11 @@ def _predict_in_batches(windows: Iterable[NDArray[np.float32]], model: EmotionMo
     return np.concatenate(outputs), np.asarray(loudness)
 
 
-def mostly_silent(loudness: NDArray[np.float64]) -> str | None:
+def mostly_silent(loudness: NDArray[np.float64], floor: float = TRIM_FLOOR) -> str | None:
     """A warning when most of a file's windows hold no sound (none of their 25 ms frames within 40 dB of the file's
-    loudest, as trimming judges silence): its label is then mostly the network's reading of silence. Two clicks
-    30 s apart were once labelled fearful 0.24 from 58 windows, 56 of them silence."""
-    silent = int(np.count_nonzero(loudness < loudness.max(initial=0.0) * 10 ** (-TRIM_THRESHOLD_DB / 10)))
+    loudest and over its format's rounding ``floor``, as trimming judges silence): its label is then mostly the
+    network's reading of silence. Two clicks 30 s apart were once labelled fearful 0.24 from 58 windows, 56 of them silence."""
+    silent = int(np.count_nonzero(loudness < max(loudness.max(initial=0.0) * 10 ** (-TRIM_THRESHOLD_DB / 10), floor)))
     if silent * 2 <= loudness.size:
         return None
     return (

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import audio_info, check_samples, sample_blocks, to_mono
+from ser_stream.audiofile import audio_info, check_samples, rounding_floor, sample_blocks, to_mono
 from ser_stream.errors import AudioInputError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
 from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import (
+    TRIM_FLOOR,
     TRIM_FRAME_SECONDS,
     TRIM_MARGIN_SECONDS,
     TRIM_THRESHOLD_DB,
@@ -36,43 +37,49 @@ TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy fram
 TRIM_MARGIN = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
 
 
-def check_sound(samples: int, loudest_frame_power: float) -> None:
+def check_sound(samples: int, loudest_frame_power: float, floor: float = TRIM_FLOOR) -> None:
     """Refuse a clip that is silent throughout or whose sound (first to last loud frame) is too short to classify.
 
-    Silent means no 25 ms frame (canonical rate, so 0–4 kHz) reaches ``SOUND_FLOOR_DB``: digital silence,
-    dither, a DC offset alone. Room noise above it is sound; ``classify`` takes a file to be speech.
+    Silent means no 25 ms frame (canonical rate, so 0–4 kHz) reaches ``SOUND_FLOOR_DB``, or its format's
+    rounding ``floor`` where that is higher (8-bit, μ-law): digital silence, dither, a DC offset alone. Room
+    noise above both is sound; ``classify`` takes a file to be speech.
     """
     if samples < MIN_SOUND_SECONDS * SAMPLE_RATE:
         raise AudioInputError(f"only {samples / SAMPLE_RATE:.2f} s of sound once silence is trimmed; at least {MIN_SOUND_SECONDS} s is needed")
     if loudest_frame_power <= 1e-30:
         raise AudioInputError("silent throughout (no sound once any DC offset is removed): nothing to classify")
+    loudest_db = 10 * np.log10(loudest_frame_power)
     if loudest_frame_power < 10 ** (SOUND_FLOOR_DB / 10):
+        raise AudioInputError(f"silent throughout (its loudest 25 ms is at {loudest_db:.0f} dBFS, below the {SOUND_FLOOR_DB:.0f} dBFS floor of sound): nothing to classify")
+    if loudest_frame_power <= floor:
         raise AudioInputError(
-            f"silent throughout (its loudest 25 ms is at {10 * np.log10(loudest_frame_power):.0f} dBFS, "
-            f"below the {SOUND_FLOOR_DB:.0f} dBFS floor of sound): nothing to classify"
+            f"silent throughout (its loudest 25 ms is at {loudest_db:.0f} dBFS, within its format's rounding noise, "
+            f"under {10 * np.log10(floor):.0f} dBFS): nothing to classify"
         )
 
 
-def trimmed_clip(audio: NDArray[np.floating], sample_rate: int) -> NDArray[np.float32]:
+def trimmed_clip(audio: NDArray[np.floating], sample_rate: int, floor: float = TRIM_FLOOR) -> NDArray[np.float32]:
     """Remove the DC offset, resample, trim leading/trailing silence → the clip's sound at the canonical rate;
     ``AudioInputError`` for a clip silent throughout or with too little sound (``check_sound``). Classification
-    and training both take clips through here, so training learns from no clip classify would refuse."""
+    and training both take clips through here, so training learns from no clip classify would refuse.
+
+    ``floor``: the file's format's rounding noise (``audiofile.rounding_floor``; the default is 16-bit's)."""
     canonical = resample_to_canonical(without_dc(audio), sample_rate)
     energy = frame_energies(canonical, TRIM_FRAME)
-    first, last, sound = trim_bounds(energy, TRIM_FRAME, canonical.size, margin=TRIM_MARGIN)
-    check_sound(sound, loudest_power(energy, canonical))
+    first, last, sound = trim_bounds(energy, TRIM_FRAME, canonical.size, margin=TRIM_MARGIN, floor=floor)
+    check_sound(sound, loudest_power(energy, canonical), floor)
     return canonical[first:last]  # as trim_silence would cut it
 
 
-def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig) -> NDArray[np.float32]:
+def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig, floor: float = TRIM_FLOOR) -> NDArray[np.float32]:
     """``trimmed_clip`` cut into windows → [n, window samples] at the canonical rate."""
-    windows, _ = cut_windows(trimmed_clip(audio, sample_rate), config)
+    windows, _ = cut_windows(trimmed_clip(audio, sample_rate, floor), config)
     return windows
 
 
-def clip_spectrograms(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig) -> NDArray[np.float32]:
+def clip_spectrograms(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig, floor: float = TRIM_FLOOR) -> NDArray[np.float32]:
     """``clip_windows`` → [n, 260, 270] spectrograms, all at once (0.28 MB a window: for clips, not hours)."""
-    return np.stack([spectrogram(window, SAMPLE_RATE) for window in clip_windows(audio, sample_rate, config)])
+    return np.stack([spectrogram(window, SAMPLE_RATE) for window in clip_windows(audio, sample_rate, config, floor)])
 
 
 def loudest_power(energy: NDArray[np.float64], canonical: NDArray[np.float32]) -> float:
@@ -142,8 +149,9 @@ def stream_file_windows(
         energies.append(frame_energies(joined[:whole], TRIM_FRAME))
         carry = joined[whole:]
     energy = np.concatenate(energies) if energies else np.zeros(0)
-    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, threshold_db, margin=int(margin_seconds * SAMPLE_RATE))
-    check_sound(sound, loudest_power(energy, carry))
+    floor = rounding_floor(audio_info(path))
+    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, threshold_db, margin=int(margin_seconds * SAMPLE_RATE), floor=floor)
+    check_sound(sound, loudest_power(energy, carry), floor)
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, position = [], 0
         for canonical in _canonical_blocks(path, block_seconds, offset):

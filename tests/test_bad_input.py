@@ -674,6 +674,37 @@ def test_a_file_whose_windows_are_mostly_silence_is_labelled_with_a_warning_sayi
     assert classify_file(tmp_path / "short.wav", model).to_text().endswith("; 1 window)")  # was "1 windows"
 
 
+def dithered(audio: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
+    """``audio`` rounded to ``bits``-bit steps with TPDF dither of ±1 step, as an editor lowering a level writes it."""
+    rng, scale = np.random.default_rng(seed), 2.0 ** (bits - 1)
+    noise = rng.uniform(-0.5, 0.5, audio.size) + rng.uniform(-0.5, 0.5, audio.size)
+    return (np.clip(np.round(audio * scale + noise), -scale, scale - 1) / scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_a_quiet_or_8_bit_recording_is_trimmed_to_its_speech_not_to_its_dither(tmp_path, shipped_model, in_memory_seconds):
+    """Trimming is relative to the loudest frame; a voice 45 dB down in 16-bit (or 8-bit at all) has its dither
+    within 40 dB of that, and 1 s of speech in 3 s was classified as 3 windows, the silence with it."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    speech = in_silence(speechlike(1.0, 16000))  # its loudest 25 ms near -17 dBFS
+    soundfile.write(tmp_path / "clean.wav", speech, 16000, subtype="FLOAT")
+    reference = classify_file(tmp_path / "clean.wav", model, in_memory_seconds=in_memory_seconds).utterance
+    assert reference is not None and reference.windows == 1
+    cases = {"quiet_16_bit.wav": (dithered(speech * 10 ** (-45 / 20), 16), "PCM_16"), "8_bit.wav": (dithered(speech * 0.5, 8), "PCM_U8")}
+    for name, (audio, subtype) in cases.items():
+        soundfile.write(tmp_path / name, audio, 16000, subtype=subtype)
+        result = classify_file(tmp_path / name, model, in_memory_seconds=in_memory_seconds)
+        assert result.utterance is not None and result.utterance.windows == reference.windows, name
+        assert result.warning is None, name
+    soundfile.write(tmp_path / "8_bit_dither.wav", dithered(np.zeros(16000 * 3), 8), 16000, subtype="PCM_U8")
+    assert classify_file(tmp_path / "8_bit_dither.wav", model, in_memory_seconds=in_memory_seconds).error == (
+        "silent throughout (its loudest 25 ms is at -50 dBFS, within its format's rounding noise, under -45 dBFS): nothing to classify"
+    )
+
+
 def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_hears_more(tmp_path, shipped_model, capsys):
     from ser_stream.cli import main
 

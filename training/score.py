@@ -18,14 +18,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
-from ser_stream.audiofile import read_audio
+from ser_stream.audiofile import audio_info, read_audio, rounding_floor
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
-from ser_stream.windows import WindowConfig
+from ser_stream.windows import TRIM_FLOOR, WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
 from training.ensemble import check_members_agree
@@ -44,14 +44,15 @@ def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int, views
     """The windows ``classify`` would cut from one clip (``telephone``: after a simulated phone line), then
     those of each test-time view of it, all in one array."""
     audio, rate = read_audio(path)
+    floor = rounding_floor(audio_info(path))  # as classify trims it
     if variant == "telephone":
         audio = telephone(resample_to_canonical(audio, rate), np.random.default_rng(seed))
-        rate = SAMPLE_RATE
-    own = clip_spectrograms(audio, rate, window)
+        rate, floor = SAMPLE_RATE, TRIM_FLOOR
+    own = clip_spectrograms(audio, rate, window, floor)
     windows = [own]
     for view in views:
         if view in PLAYBACK_SPEEDS:  # read as if recorded at speed × its rate: played at its own rate, that much faster
-            windows.append(clip_spectrograms(audio, round(rate * PLAYBACK_SPEEDS[view]), window))
+            windows.append(clip_spectrograms(audio, round(rate * PLAYBACK_SPEEDS[view]), window, floor))
         elif view in ROW_WARPS:
             windows.append(np.stack([frequency_warp(image, ROW_WARPS[view]) for image in own]))
         else:
