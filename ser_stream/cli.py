@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -88,8 +88,25 @@ def cannot_write_in(folder: Path) -> str | None:
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is the one line that names the option and the reason (``--help`` has the usage)."""
 
+    given: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:  # type: ignore[override]
+        self.given = list(sys.argv[1:] if args is None else args)  # a subcommand's parser gets its own share
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
+        unknown = self.unknown_options()
+        if named := next((a for a in unknown if os.path.lexists(a)), None):
+            message = f"{named} is read as an option; for the file of that name write ./{named} or put -- before it"
+        elif unknown and message.startswith("the following arguments are required"):
+            message = f"{unknown[0]} is not an option here, nor a file"
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def unknown_options(self) -> list[str]:
+        """Arguments before any ``--`` that start with '-' and are no option here: argparse took ``classify
+        -dash.wav`` for an unknown option and said only that FILE was required, the file unnamed."""
+        before = self.given[: self.given.index("--")] if "--" in self.given else self.given
+        return [a for a in before if a.startswith("-") and a != "-" and a.split("=")[0] not in self._option_string_actions]
 
 
 def sample_rate(text: str) -> int:

@@ -378,6 +378,25 @@ def test_an_option_no_source_of_the_run_can_use_is_one_line_naming_it(capsys, so
     assert capsys.readouterr().err == f"ser-stream: error: {reason}\n"
 
 
+def test_a_file_named_like_an_option_is_named_with_how_to_pass_it(tmp_path, shipped_model, capsys, monkeypatch):
+    """argparse took `classify -dash.wav` for an unknown option and said only that FILE was required."""
+    from ser_stream.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    soundfile.write(tmp_path / "-dash.wav", speechlike(1.0, 16000), 16000)
+    how = "-dash.wav is read as an option; for the file of that name write ./-dash.wav or put -- before it"
+    for arguments, prog in ((["-dash.wav"], "ser-stream classify"), (["./-dash.wav", "-dash.wav"], "ser-stream")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["classify", *arguments])
+        assert stopped.value.code == 2 and capsys.readouterr().err == f"{prog}: error: {how}\n"
+    for arguments in (["--", "-dash.wav"], ["./-dash.wav"]):
+        assert main(["classify", *arguments]) == 0
+        assert capsys.readouterr().out.endswith("; 1 window)\n")
+    with pytest.raises(SystemExit):  # was "the following arguments are required: FILE"
+        main(["classify", "-nothing.wav"])
+    assert capsys.readouterr().err == "ser-stream classify: error: -nothing.wav is not an option here, nor a file\n"
+
+
 def test_an_rtp_port_out_of_range_is_one_line():
     from ser_stream.errors import SerStreamError
     from ser_stream.rtp import parse_address
