@@ -156,16 +156,14 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
 
 def read_until_damage(path: str | Path, info: Any, error: AudioInputError) -> tuple[NDArray[np.float32], int]:
     """A compressed file (``info``: its ``audio_info``) that fails part-way (a FLAC cut short: "lost sync"), read up
-    to the damage, a quarter second at a time; ``error`` (the whole read's) again if nothing before it decodes, or
-    if it is a WAV."""
+    to the damage (``decoded_blocks``); ``error`` (the whole read's) again if nothing before it decodes, or if it is
+    a WAV."""
     if info.format == "WAV":
         raise error
-    blocks = []
     try:
-        for block in soundfile.blocks(file_name(path), blocksize=max(1, info.samplerate // 4), dtype="float32", always_2d=True):
-            blocks.append(block)
+        blocks = list(decoded_blocks(path, max(1, info.frames)))
     except (soundfile.LibsndfileError, RuntimeError):
-        pass
+        raise error from None
     if not blocks:
         raise error
     mono = to_mono(np.concatenate(blocks))
@@ -190,16 +188,47 @@ WHOLE_MP3_SAMPLES = 600 * 16000
 LONG_MP3_READ_SECONDS = 60.0  # larger MP3s: few, long reads (a join a minute)
 
 
+def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[np.float32]]:
+    """A file's samples as [frames, channels] float32, ``frames_per_read`` at a time, as far as they decode.
+
+    A compressed file damaged part-way (a FLAC cut short: "lost sync") ends at the damage, to a quarter second:
+    the read that failed is made again a quarter second at a time. Callers say how much decoded (``undecoded``).
+    A WAV that fails to read, or a file of which not a quarter second decodes, raises libsndfile's error.
+    Not ``soundfile.blocks``: it hands on every block whole, whatever the decoder gave, and past the end of a
+    damaged MP3 or OGG (whose header promises more) it once handed on uninitialised memory as audio, noise or NaN.
+    """
+    with soundfile.SoundFile(file_name(path)) as file:
+        if file.seekable():
+            file.seek(0)  # as soundfile.read does: libmpg123 then decodes bit for bit as one whole read would
+        step = max(1, file.samplerate // 4)
+        read, position = max(1, frames_per_read), 0
+        while True:
+            try:
+                samples = file.read(read, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError):
+                if file.format == "WAV" or (read <= step and position == 0):
+                    raise
+                if read <= step:
+                    return  # the damage: what came before is the file
+                file.seek(position)
+                read = step
+                continue
+            if not len(samples):
+                return
+            position += len(samples)
+            yield samples
+
+
 def sample_blocks(path: str | Path, block_frames: int) -> Iterator[NDArray[np.float32]]:
-    """A file's samples as [frames, channels] float32 blocks of ``block_frames`` (the last shorter)."""
+    """A file's samples as [frames, channels] float32 blocks of at most ``block_frames``, as far as they decode."""
     info = audio_info(path)
     if info.format != "MP3":
-        yield from soundfile.blocks(file_name(path), blocksize=block_frames, dtype="float32", always_2d=True)
+        yield from decoded_blocks(path, block_frames)
         return
     # One read of at most WHOLE_MP3_SAMPLES frames takes a small MP3 whole (libsndfile sizes it to what is left).
     whole = info.frames * info.channels <= WHOLE_MP3_SAMPLES
     read = WHOLE_MP3_SAMPLES if whole else max(block_frames, int(LONG_MP3_READ_SECONDS * info.samplerate))
-    for samples in soundfile.blocks(file_name(path), blocksize=read, dtype="float32", always_2d=True):
+    for samples in decoded_blocks(path, read):
         for start in range(0, samples.shape[0], block_frames):
             yield samples[start : start + block_frames]
 

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import (
@@ -21,8 +20,8 @@ from ser_stream.audiofile import (
     truncation,
     undecoded,
 )
-from ser_stream.clips import TRIM_FRAME, clip_windows, stream_file_windows
-from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, one_line, shown
+from ser_stream.clips import TRIM_FRAME, BlockReading, clip_windows, stream_file_windows
+from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
@@ -85,7 +84,9 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
             warnings.append(undecoded(path, info, audio.size))
             outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window, floor), model, batch)
         else:
-            outputs, loudness = _classify_in_blocks(path, model, batch)
+            reading = BlockReading()
+            outputs, loudness = _predict_in_batches(stream_file_windows(path, model.metadata.window, reading=reading), model, batch)
+            warnings.append(undecoded(path, info, reading.frames))
         if not np.all(np.isfinite(outputs)):
             raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")
         warnings.append(mostly_silent(loudness, floor))
@@ -125,8 +126,3 @@ def mostly_silent(loudness: NDArray[np.float64], floor: float = TRIM_FLOOR) -> s
     )
 
 
-def _classify_in_blocks(path: str | Path, model: EmotionModel, batch: int = 32) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
-    try:
-        return _predict_in_batches(stream_file_windows(path, model.metadata.window), model, batch)
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None

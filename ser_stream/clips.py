@@ -4,13 +4,15 @@ classification and training, so both see a clip the same way."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import audio_info, check_samples, rounding_floor, sample_blocks, to_mono
-from ser_stream.errors import AudioInputError
+from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
 from ser_stream.utterances import UtteranceConfig
@@ -101,16 +103,28 @@ def without_dc(audio: NDArray[np.floating]) -> NDArray[np.floating]:
     return samples - samples.mean(dtype=np.float64).astype(samples.dtype) if samples.size else samples
 
 
+@dataclass
+class BlockReading:
+    """What ``stream_file_windows``'s first pass decoded of a file, in frames at its own rate: for the warning
+    that a file whose header promises more is damaged or cut short (``audiofile.undecoded``)."""
+
+    frames: int = 0
+
+
 def _input_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
-    """A file, block by block, as mono audio at its own rate; ``AudioInputError`` at a sample that is not audio."""
+    """A file, block by block, as mono audio at its own rate, up to any damage (``audiofile.decoded_blocks``);
+    ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
     info = audio_info(path)
     # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
     # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
     block = max(1, int(block_seconds * BLOCK_SAMPLE_RATE / info.channels))
-    for samples in sample_blocks(path, block):
-        mono = to_mono(samples)
-        check_samples(mono, path)
-        yield mono
+    try:
+        for samples in sample_blocks(path, block):
+            mono = to_mono(samples)
+            check_samples(mono, path)
+            yield mono
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None
 
 
 def _canonical_blocks(path: str | Path, block_seconds: float, offset: float = 0.0) -> Iterator[NDArray[np.float32]]:
@@ -127,17 +141,21 @@ def stream_file_windows(
     block_seconds: float = 30.0,
     threshold_db: float = TRIM_THRESHOLD_DB,
     margin_seconds: float = TRIM_MARGIN_SECONDS,
+    reading: BlockReading | None = None,
 ) -> Iterator[NDArray[np.float32]]:
-    """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks.
+    """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks;
+    ``reading``, if given, learns how many frames decoded.
 
     Pass 0 measures the DC offset; pass 1 measures 25 ms frame energies to find the leading and trailing
-    silence exactly as ``trim_silence`` does; pass 2 cuts the windows of the
+    silence exactly as ``trimmed_clip`` does; pass 2 cuts the windows of the
     trimmed span as the audio arrives. Memory stays at a block and a window
     whatever the file's length.
     """
     count, total_sum = 0, 0.0  # pass 0: the DC offset, at the file's own rate, as without_dc measures it
     for mono in _input_blocks(path, block_seconds):
         count, total_sum = count + mono.size, total_sum + float(np.sum(mono, dtype=np.float64))
+    if reading is not None:
+        reading.frames = count
     offset = total_sum / count if count else 0.0
     energies: list[NDArray[np.float64]] = []
     carry = np.zeros(0, dtype=np.float32)

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from ser_stream.audiofile import audio_info, check_samples, require_file, sample_blocks, to_mono, truncation
+from ser_stream.audiofile import audio_info, check_samples, require_file, sample_blocks, to_mono, truncation, undecoded
 from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import check_sample_rate
 from ser_stream.ringbuffer import RingBuffer
@@ -68,9 +68,9 @@ class FileSource:
     """Blocks of a WAV/FLAC file, mono, at the file's rate; realtime pace sleeps to match the clock."""
 
     def __init__(self, path: str, pace: str = "realtime") -> None:
-        info = audio_info(path)
-        self.path, self.pace, self.sample_rate = path, pace, int(info.samplerate)
-        self.truncation = truncation(path, info)  # said as the stream's warning once it has played
+        self.info = audio_info(path)
+        self.path, self.pace, self.sample_rate = path, pace, int(self.info.samplerate)
+        self.truncation = truncation(path, self.info)  # said as the stream's warning once it has played
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         # Decoded a second at a time (an MP3 whole: audiofile.sample_blocks), handed on in 50 ms
@@ -98,8 +98,8 @@ class FileSource:
             sink.error = str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream
             sink.error = f"{shown(self.path)}: read failed ({one_line(error)})"
-        else:
-            sink.warning = self.truncation
+        else:  # a WAV's header promising more, or a compressed file decoding short of its length (damaged, cut)
+            sink.warning = "; ".join(w for w in (self.truncation, undecoded(self.path, self.info, sent)) if w) or None
         finally:
             sink.finished = True
 

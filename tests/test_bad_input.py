@@ -666,6 +666,41 @@ def test_a_compressed_file_cut_short_or_damaged_is_classified_on_what_decodes_wi
     assert cut["warning"].endswith(" s could be decoded; only that was heard")
 
 
+@pytest.mark.parametrize("format_, subtype", [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"), ("FLAC", "PCM_16")])
+def test_a_compressed_file_cut_short_is_heard_up_to_the_damage_in_blocks_and_by_the_monitor_with_the_same_warning(tmp_path, shipped_model, format_, subtype):
+    """In blocks (classify's files over 10 minutes, every monitor file), a FLAC cut short was refused whole, and
+    soundfile.blocks handed on uninitialised memory past a half MP3's end: NaN, or noise labelled over 5 windows."""
+    import threading
+    from types import SimpleNamespace
+
+    from ser_stream import sources
+    from ser_stream.audiofile import sample_blocks
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+    from ser_stream.ringbuffer import RingBuffer
+
+    whole = tmp_path / f"whole.{format_.lower()}"
+    soundfile.write(whole, speechlike(4.0, 16000), 16000, format=format_, subtype=subtype)
+    half = tmp_path / f"half.{format_.lower()}"
+    half.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    decoded = np.concatenate(list(sample_blocks(half, 4000)))
+    assert 0 < decoded.shape[0] < 64000 and np.all(np.isfinite(decoded))
+    if format_ != "OGG":  # an OGG's length is read from its last page: cut, it promises nothing more
+        assert np.array_equal(decoded, np.concatenate(list(sample_blocks(half, 100_000))))  # any read size, the same
+    model = EmotionModel(shipped_model, provider="cpu")
+    in_memory, in_blocks = (classify_file(half, model, in_memory_seconds=seconds) for seconds in (600.0, 0.0))
+    assert in_blocks.utterance is not None and in_memory.utterance is not None
+    assert in_blocks.warning == in_memory.warning
+    if format_ != "OGG":
+        assert in_blocks.warning.startswith("damaged or cut short: its header promises 4.00 s of audio, ")
+        assert in_blocks.utterance.windows == in_memory.utterance.windows
+        np.testing.assert_allclose(in_blocks.utterance.confidence, in_memory.utterance.confidence, atol=1e-4)
+    sink = SimpleNamespace(ring=RingBuffer(16000 * 8), input_overflows=0, finished=False, error=None, warning=None)
+    sources.FileSource(str(half), pace="fast").run(sink, threading.Event())
+    assert sink.finished and sink.error is None and sink.ring.available() == decoded.shape[0]
+    assert sink.warning == (f"{half}: {in_blocks.warning}" if in_blocks.warning else None)
+
+
 def test_a_file_whose_windows_are_mostly_silence_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model, capsys):
     """Two clicks 30 s apart were labelled fearful 0.24 from 58 windows, 56 of them silence, without a word."""
     from ser_stream.classify import classify_file
