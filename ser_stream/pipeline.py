@@ -321,8 +321,11 @@ class Worker:
                 "utterances": self.utterances_done,
             }
         )
-        for counters in self.extra_counters:
-            message.update(counters())
+        extra: dict[str, int] = {}
+        for counters in self.extra_counters:  # summed: two RTP listeners count under the same names
+            for name, count in counters().items():
+                extra[name] = extra.get(name, 0) + count
+        message.update(extra)
         self.emit(message)
 
 

@@ -428,6 +428,18 @@ def test_streams_beyond_the_limit_or_with_an_active_id_are_refused_and_counted()
     assert messages[-1]["refused_streams"] == 2 and messages[-1]["streams"] == 2
 
 
+def test_status_sums_the_counters_of_every_rtp_listener():
+    """With two RTP ports, the last listener's counters overwrote the first's: 31 lost packets showed as 0."""
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    messages: list[dict] = []
+    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]
+    worker.extra_counters += [lambda: {"rtp_lost_packets": 31, "rtp_bad_packets": 30}, lambda: {"rtp_lost_packets": 0, "rtp_bad_packets": 0}]
+    worker.extra_counters.append(lambda: {"record_failures": 2})
+    worker.publish_status(force=True)
+    assert (messages[-1]["rtp_lost_packets"], messages[-1]["rtp_bad_packets"], messages[-1]["record_failures"]) == (31, 30, 2)
+
+
 def test_the_dashboard_meter_reads_the_loudest_open_stream():
     from ser_stream.pipeline import MonitorConfig, Stream, Worker
 
