@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import math
+import os
 import signal
 import socket
 import sys
@@ -173,6 +175,24 @@ async def run_monitor(options: MonitorOptions) -> int:
         raise SerStreamError(f"cannot serve WebSocket on {options.host}:{options.port} ({error.strerror or error}); choose another --ws") from None
     state = DashboardState(hello)
     loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
+    lost_outputs: list[str] = []  # why stdout or stderr could not be written, once each
+
+    def print_line(text: str, to_stderr: bool) -> None:
+        """One line to stdout or stderr, from any thread. If it cannot be written (its reader went away: `| head`,
+        a log pipe that died; a full disk), the monitor stops cleanly and says why on the other one: the RTP
+        thread that printed a warning once died of the BrokenPipeError, and calls were silently no longer taken."""
+        name, stream = ("stderr", sys.stderr) if to_stderr else ("stdout", sys.stdout)
+        if any(lost.startswith(name) for lost in lost_outputs):
+            return
+        try:
+            print(text, file=stream, flush=True)
+        except (OSError, ValueError) as error:  # ValueError: a stream already closed
+            reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
+            lost_outputs.append(f"{name} ({reason})")
+            with contextlib.suppress(OSError, ValueError):  # later writes, and the interpreter's last flush, go nowhere
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            loop.call_soon_threadsafe(interrupted.set)
 
     utterance_count = itertools.count(1)
 
@@ -193,9 +213,9 @@ async def run_monitor(options: MonitorOptions) -> int:
         publisher.publish_threadsafe(message)
         state.handle(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
-            print(json_line(message), flush=True)
+            print_line(json_line(message), to_stderr=False)
         elif message.get("type") in ("error", "warning"):
-            print(f"ser-stream: {message['message']}", file=sys.stderr, flush=True)
+            print_line(f"ser-stream: {message['message']}", to_stderr=True)
 
     worker = Worker(model, config, emit)
     worker.extra_counters.append(publisher.counters)
@@ -240,7 +260,6 @@ async def run_monitor(options: MonitorOptions) -> int:
     scheme = "s" if options.access.tls is not None else ""
     address = f"[{options.host}]:{publisher.port}" if ":" in options.host else f"{options.host}:{publisher.port}"  # IPv6 in a URL
     print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/ · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
-    interrupted = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
         try:
             loop.add_signal_handler(signum, interrupted.set)
@@ -281,6 +300,10 @@ async def run_monitor(options: MonitorOptions) -> int:
     finally:  # whatever happens, the terminal gets its cursor back
         if dashboard is not None:
             dashboard.stop()
+    if lost_outputs:
+        for lost in lost_outputs:  # on the one still open, if either is
+            print_line(f"ser-stream: error: {lost} could not be written: the monitor stopped", to_stderr=not lost.startswith("stderr"))
+        return 1
     if worker.crash:
         print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
         return 1

@@ -358,6 +358,34 @@ def test_receiver_makes_one_stream_per_ssrc_closes_idle_calls_and_counts_bad_pac
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("lost", ["stdout", "stderr"])
+def test_when_the_reader_of_the_monitors_output_goes_away_it_stops_cleanly_and_says_so(shipped_model, lost):
+    """`--print-utterances | head -n 1`: the RTP thread that printed the next warning died of the BrokenPipeError,
+    and the monitor ran on, taking no more calls, its status saying nothing."""
+    rtp_port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"rtp:127.0.0.1:{rtp_port}", "--no-dashboard",
+         "--ws", f"127.0.0.1:{free_port()}", *(["--print-utterances"] if lost == "stdout" else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    kept, gone = (process.stderr, process.stdout) if lost == "stdout" else (process.stdout, process.stderr)
+    assert kept is not None and gone is not None and process.stderr is not None
+    while "WebSocket" not in process.stderr.readline():  # up and listening
+        assert process.poll() is None
+    gone.close()  # the reader goes away
+    for _ in range(2):  # each from a new sender: each is warned of, and the warning is printed
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"not rtp", ("127.0.0.1", rtp_port))
+    try:
+        assert process.wait(timeout=60) == 1
+    finally:
+        process.kill()
+    said = kept.read()
+    assert f"ser-stream: error: {lost} (BrokenPipeError: Broken pipe) could not be written: the monitor stopped" in said
+    assert "Traceback" not in said
+
+
+@pytest.mark.slow
 def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(clips_with_silence, shipped_model):
     """Three real RTP senders at once (Debian's ffmpeg, μ-law and A-law), plus junk datagrams on the same port."""
     if shutil.which("ffmpeg") is None:
