@@ -52,6 +52,11 @@ def bytes_as_text(name: str) -> str:
         return name
 
 
+def host_port(host: str, port: int) -> str:
+    """An address as URLs and logs write it: IPv6 in brackets (``[::1]:5004``), so the port reads apart from it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message as one line for an error message; its type's name when it has none."""
     text = str(error).strip()

@@ -27,7 +27,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from ser_stream.errors import SerStreamError, StreamRefused
+from ser_stream.errors import SerStreamError, StreamRefused, host_port
 from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.sources import Sink
 
@@ -55,6 +55,15 @@ class IngestError(SerStreamError):
 
 class MonitorStopping(IngestError):
     """Audio for a stream the stopping monitor has closed; the connection is closed after saying so."""
+
+
+class CallRefused(IngestError):
+    """A call's ``start`` refused: counted in ``refused_streams`` (unless the worker counted it already) and said as
+    a warning, not only to the sender, which a platform may never read."""
+
+    def __init__(self, message: str, counted: bool = False) -> None:
+        super().__init__(message)
+        self.counted = counted
 
 
 def whole_number(media: dict[str, Any], name: str) -> int | None:
@@ -85,17 +94,18 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
     if event == "start":
         start = message.get("start")
         if not isinstance(start, dict) or not isinstance(start.get("streamSid") or message.get("streamSid"), str):
-            raise IngestError("start message lacks start.streamSid")
+            raise CallRefused("call refused: its start message lacks start.streamSid")
+        call = f"stream {str(start.get('streamSid') or message.get('streamSid'))!r:.60} refused"
         if not str(start.get("streamSid") or message.get("streamSid")).strip():  # ?stream= of it would select every stream
-            raise IngestError("start.streamSid is empty: name the call")
+            raise CallRefused("call refused: start.streamSid is empty: name the call")
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
         if not isinstance(media_format, dict) or media_format.get("encoding") not in DECODERS:
-            raise IngestError(f"unsupported media format {media_format!r}: audio/x-mulaw or audio/x-alaw")
-        if media_format.get("sampleRate", 8000) != 8000 or media_format.get("channels", 1) != 1:
-            raise IngestError(f"unsupported media format {media_format!r}: 8000 Hz mono only")
+            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw")
+        if str(media_format.get("sampleRate", 8000)) != "8000" or str(media_format.get("channels", 1)) != "1":  # "8000" too
+            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate 8000 and channels 1 only")
         tracks = start["tracks"] = ["inbound"] if start.get("tracks") is None else start["tracks"]
         if not (isinstance(tracks, list) and tracks and all(track in TRACKS for track in tracks) and len(set(tracks)) == len(tracks)):
-            raise IngestError(f"start.tracks {tracks!r:.60}: a list of 'inbound' and/or 'outbound'")
+            raise CallRefused(f"{call}: start.tracks {tracks!r:.60}: a list of 'inbound' and/or 'outbound'")
     elif event == "media":
         media = message.get("media")
         if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
@@ -122,6 +132,7 @@ class Track:
     samples: int = 0  # written so far, gaps' silence included: the stream's time in samples
     renumbered: int = 0  # times its chunk numbers jumped and were followed
     first_jump: str = ""  # the first of those jumps, for the stream's warning
+    frame_samples: int = 0  # the last readable frame's length: an unreadable one's time, played as silence
 
     def place(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int | None:
         """Samples of silence that belong before this frame (time its timestamp skips, else chunks that never came),
@@ -167,6 +178,12 @@ def shown_size(connection: ServerConnection) -> str:
     return "size" if limit is None else f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} byte"
 
 
+def shown_peer(connection: ServerConnection) -> str:
+    """Where an ingest connection comes from, ``host:port``, for the operator's warning."""
+    peer = connection.remote_address
+    return host_port(str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else "an unknown address"
+
+
 Calls = dict[str, dict[str, Track]]  # a connection's calls: streamSid → track name → its stream
 
 
@@ -180,24 +197,28 @@ class MediaIngest:
     def __init__(
         self, open_stream: Callable[[str, int], Sink], count_refused: Callable[[], None] = lambda: None,
         is_active: Callable[[str], bool] = lambda stream_id: False, idle_seconds: float = 2.0,
+        warn: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.open_stream = open_stream
         self.count_refused = count_refused
         self.is_active = is_active
         self.idle_seconds = idle_seconds  # a call whose media stops this long (the connection open) is ended
-        self.errors = 0
+        self.warn = warn  # the operator's line: refused calls, and each connection's first rejected message
+        self.rejected = 0  # messages answered with an error: counted in status, not only told to the sender
         self.gaps = 0  # missing chunks or timestamp jumps, played as silence
         self.late_chunks = 0  # repeated or out-of-order chunks, dropped
         self.renumbered = 0  # chunk-number jumps followed (a platform renumbering, a garbled number)
 
     def counters(self) -> dict[str, int]:
         """For the status message."""
-        return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks, "ingest_renumbered": self.renumbered}
+        return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks, "ingest_renumbered": self.renumbered,
+                "ingest_rejected_messages": self.rejected}
 
     async def handle(self, connection: ServerConnection) -> None:
         calls: Calls = {}
         starts: dict[str, dict[str, Any]] = {}  # each call's start message, to begin it again after a pause
         paused: set[str] = set()  # calls ended for want of media while the connection stayed open
+        warned = False  # this connection's first rejected message has been said
         try:
             while True:
                 try:
@@ -222,7 +243,14 @@ class MediaIngest:
                     if message["event"] == "start":
                         starts[started_call(message)] = message
                 except IngestError as error:
-                    self.errors += 1
+                    self.rejected += 1
+                    if isinstance(error, CallRefused):  # a call lost: the operator is told each time
+                        if not error.counted:
+                            self.count_refused()
+                        self.warn(f"ingest: {error}")
+                    elif not warned:  # a sender's mistakes: told once a connection, then counted
+                        warned = True
+                        self.warn(f"ingest connection from {shown_peer(connection)}: {error} (further rejected messages are only counted: ingest_rejected_messages)")
                     await connection.send(json.dumps({"type": "error", "message": str(error)}))
                     if isinstance(error, MonitorStopping):
                         await connection.close(1001, "the monitor is stopping")
@@ -242,12 +270,10 @@ class MediaIngest:
         if event == "start":
             call_id = started_call(message)
             if call_id in calls:
-                self.count_refused()
-                raise IngestError(f"stream {call_id!r} started twice")
+                raise CallRefused(f"stream {call_id!r} started twice")
             if len(calls) >= STREAMS_PER_CONNECTION:
-                self.count_refused()
                 carried = ", ".join(repr(other) for other in calls)
-                raise IngestError(f"stream {call_id!r} refused: this connection already carries {carried}; one call per connection")
+                raise CallRefused(f"stream {call_id!r} refused: this connection already carries {carried}; one call per connection")
             encoding = message["start"].get("mediaFormat", {}).get("encoding", "audio/x-mulaw")
             names = message["start"]["tracks"]
             tracks: dict[str, Track] = {}
@@ -263,7 +289,7 @@ class MediaIngest:
             except StreamRefused as error:  # a limit reached, or the monitor stopping: all the call's tracks or none
                 for track in tracks.values():
                     track.sink.finished = True
-                raise IngestError(str(error)) from None
+                raise CallRefused(str(error), counted=True) from None  # the worker counted it
             calls[call_id] = tracks
         elif event == "media":
             call_id, media = message["streamSid"], message["media"]
@@ -271,11 +297,12 @@ class MediaIngest:
                 raise IngestError(f"media for stream {call_id!r} before its start")
             track = self._track(call_id, calls[call_id], media.get("track"))
             try:
-                payload = base64.b64decode(media["payload"], validate=True)
-            except (binascii.Error, ValueError):
-                raise IngestError(f"stream {call_id!r}: media payload is not valid base64") from None
+                samples = track.decode(base64.b64decode(media["payload"], validate=True))
+                track.frame_samples, unreadable = samples.size, None
+            except (binascii.Error, ValueError):  # its time is kept as silence, as a missing chunk's is: a frame's length
+                samples = np.zeros(track.frame_samples or len(media["payload"].rstrip("=")) * 3 // 4, dtype=np.float32)
+                unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / SAMPLE_RATE * 1000:.0f} ms were played as silence")
             chunk = media["chunk"]
-            samples = track.decode(payload)
             renumbered, expected = track.renumbered, track.next_chunk
             gap = track.place(chunk, media["timestamp"], samples.size)
             if gap is None:
@@ -292,6 +319,8 @@ class MediaIngest:
             await self._write(call_id, track, samples)
             if chunk is not None:
                 track.next_chunk = chunk + 1
+            if unreadable is not None:
+                raise unreadable
         elif event == "stop":
             call_id = message["streamSid"]
             if call_id not in calls:

@@ -75,6 +75,7 @@ class Status(TypedDict):
     ingest_gaps: NotRequired[int]  # with --ingest: missing chunks or timestamp jumps, played as silence
     ingest_late_chunks: NotRequired[int]  # with --ingest: repeated or out-of-order chunks, dropped
     ingest_renumbered: NotRequired[int]  # with --ingest: chunk numbers that jumped (renumbered, garbled) and were followed
+    ingest_rejected_messages: NotRequired[int]  # with --ingest: messages answered with an error (refused starts included)
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
 
 

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from ser_stream import EMOTIONS
 from ser_stream.dashboard import Dashboard, DashboardState
-from ser_stream.errors import AudioInputError, SerStreamError, one_line, shown
+from ser_stream.errors import AudioInputError, SerStreamError, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message
@@ -228,7 +228,8 @@ async def run_monitor(options: MonitorOptions) -> int:
     if options.ingest:
         from ser_stream.ingest import MediaIngest
 
-        ingest = MediaIngest(open_call_stream, worker.count_refused, worker.is_active, options.rtp.idle_seconds)
+        ingest = MediaIngest(open_call_stream, worker.count_refused, worker.is_active, options.rtp.idle_seconds,
+                             warn=lambda line: emit({"type": "warning", "message": line}))
         publisher.ingest = ingest.handle
         worker.extra_counters.append(ingest.counters)
     source_threads = []
@@ -238,7 +239,7 @@ async def run_monitor(options: MonitorOptions) -> int:
             receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream,
                                    lambda line: emit({"type": "warning", "message": line}))
             worker.extra_counters.append(receiver.counters)
-            print(f"ser-stream: receiving RTP (G.711) on udp://{host}:{receiver.port}", file=sys.stderr, flush=True)
+            print(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}", file=sys.stderr, flush=True)
             source_threads.append(threading.Thread(target=receiver.run, args=(stop,), name=f"rtp-{receiver.port}", daemon=True))
     taken: set[str] = set()
     for index, (spec, source) in enumerate(zip(file_like, opened)):
@@ -258,7 +259,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)
         source_threads.append(thread)
     scheme = "s" if options.access.tls is not None else ""
-    address = f"[{options.host}]:{publisher.port}" if ":" in options.host else f"{options.host}:{publisher.port}"  # IPv6 in a URL
+    address = host_port(options.host, publisher.port)
     print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/ · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
         try:

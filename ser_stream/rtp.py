@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ser_stream.errors import RecentKeys, SerStreamError, StreamRefused
+from ser_stream.errors import RecentKeys, SerStreamError, StreamRefused, host_port
 from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.sources import Sink
 
@@ -377,7 +377,7 @@ class RtpReceiver:
                 except TimeoutError:
                     datagram = b""
                 if datagram:
-                    self.receive(datagram, f"{sender[0]}:{sender[1]}")
+                    self.receive(datagram, host_port(sender[0], sender[1]))
                 now = time.monotonic()
                 if now - last_sweep >= 0.1:
                     self.close_idle(now)

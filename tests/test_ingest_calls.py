@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -60,8 +61,9 @@ async def serving(ingest: MediaIngest) -> Publisher:
     return publisher
 
 
-def call(frames: list[str]) -> tuple[dict[str, Stream], list[str], MediaIngest, int]:
-    """Send ``frames`` on one ingest connection; the streams it opened, the error lines it got, the ingest, refusals counted."""
+def call(frames: list[str], warnings: list[str] | None = None) -> tuple[dict[str, Stream], list[str], MediaIngest, int]:
+    """Send ``frames`` on one ingest connection; the streams it opened, the error lines it got, the ingest, refusals
+    counted; the operator's warnings go to ``warnings``."""
     opened: dict[str, Stream] = {}
     refused: list[None] = []
 
@@ -70,7 +72,7 @@ def call(frames: list[str]) -> tuple[dict[str, Stream], list[str], MediaIngest, 
         opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig(ring_seconds=90.0))
         return opened[stream_id]
 
-    ingest = MediaIngest(open_stream, lambda: refused.append(None))
+    ingest = MediaIngest(open_stream, lambda: refused.append(None), warn=(warnings if warnings is not None else []).append)
 
     async def scenario() -> list[str]:
         publisher = await serving(ingest)
@@ -128,8 +130,27 @@ def test_dtmf_and_mark_events_are_ignored_like_connected():
         media(CALLER, 2, 20, "inbound"),
     ]
     opened, replies, ingest, _ = call(frames)
-    assert replies == [] and ingest.errors == 0
+    assert replies == [] and ingest.rejected == 0
     assert audio(opened[SID]).size == 2 * FRAME
+
+
+def test_refused_calls_and_rejected_messages_reach_the_operator_not_only_the_sender():
+    """A call in an unsupported format, or media without a start, was refused to the sender alone (a platform may
+    never read the replies): no warning, no count. An unreadable payload without a chunk number lost its time."""
+    l16 = json.dumps({"event": "start", "streamSid": "MZl16", "start": {"streamSid": "MZl16", "mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}}})
+    as_text = json.dumps({"event": "start", "streamSid": SID, "start": {"streamSid": SID, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "8000", "channels": 1}}})
+    garbled = json.dumps({"event": "media", "streamSid": SID, "media": {"payload": base64.b64encode(CALLER).decode()[:-3] + "!!!"}})
+    frames = [l16, media(CALLER, sid="MZnostart"), media(CALLER, sid="MZnostart"), as_text, media(CALLER), garbled, media(CALLER)]
+    warnings: list[str] = []
+    opened, replies, ingest, refused = call(frames, warnings)
+    assert refused == 1 and ingest.counters()["ingest_rejected_messages"] == 4
+    assert len(warnings) == 2 and warnings[0] == (
+        "ingest: stream 'MZl16' refused: unsupported media format {'encoding': 'audio/l16', 'sampleRate': 16000, 'channels': 1}: audio/x-mulaw or audio/x-alaw"
+    )
+    assert re.fullmatch(r"ingest connection from 127\.0\.0\.1:\d+: media for stream 'MZnostart' before its start "
+                        r"\(further rejected messages are only counted: ingest_rejected_messages\)", warnings[1])
+    assert replies[-1] == f"stream {SID!r}: media payload is not valid base64; its 20 ms were played as silence"
+    assert audio(opened[SID]).size == 3 * FRAME  # sampleRate "8000" is 8000; the garbled frame's 20 ms kept as silence
 
 
 def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_true():
@@ -139,7 +160,7 @@ def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_t
     assert replies == []
     assert heard.size == 20 * FRAME  # 400 ms, as the call's timestamps say, not 300
     assert not heard[10 * FRAME : 15 * FRAME].any() and heard[15 * FRAME :].any()
-    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0, "ingest_renumbered": 0}
+    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
 
 
 def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_chunks_are_still_filled():
@@ -169,7 +190,7 @@ def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
     order = [1, 2, 3, 2, 3, 4, 1, 5]
     opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in order)])
     assert replies == [] and audio(opened[SID]).size == 5 * FRAME
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3, "ingest_renumbered": 0}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
 
 
 def test_one_garbled_chunk_number_costs_no_later_frame_with_or_without_timestamps():
@@ -179,7 +200,7 @@ def test_one_garbled_chunk_number_costs_no_later_frame_with_or_without_timestamp
     with_time = [start(), *(media(CALLER, chunk, 20 * index) for index, chunk in enumerate(numbers))]
     opened, replies, ingest, _ = call(with_time)
     assert replies == [] and audio(opened[SID]).size == 200 * FRAME
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0}
     assert opened[SID].warning == "media.chunk 99999999 came where 101 was due and the numbering was followed (ingest_renumbered, 2 times in all)"
     opened, _, ingest, _ = call([start(), *(media(CALLER, chunk) for chunk in numbers)])
     assert audio(opened[SID]).size == 200 * FRAME and ingest.counters()["ingest_gaps"] == 0
@@ -189,11 +210,11 @@ def test_a_platform_restarting_its_chunk_numbers_is_followed_and_a_repeat_withou
     restarted = [start(), *(media(CALLER, chunk) for chunk in range(1, 151)), *(media(CALLER, chunk) for chunk in range(1, 51))]
     opened, _, ingest, _ = call(restarted)
     assert audio(opened[SID]).size == 200 * FRAME  # 3 s of it were once dropped as late
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 1}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 1, "ingest_rejected_messages": 0}
     twice = [start(), *(media(CALLER, None, 20 * index) for index in range(50) for _ in range(2))]  # each frame sent twice
     opened, _, ingest, _ = call(twice)
     assert audio(opened[SID]).size == 50 * FRAME  # once played twice, the call twice its length, uncounted
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
 
 
 def test_a_chunk_or_timestamp_that_is_not_a_whole_number_is_named_and_skipped():
@@ -345,5 +366,5 @@ def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_s
     asyncio.run(scenario())
     assert opened[SID].finished and audio(opened[SID]).size == FRAME
     assert opened[SID].warning == "the connection sent a frame over the 64 KiB limit and was closed (1009); the call ended there"
-    with pytest.raises(IngestError, match=r"^start\.streamSid is empty: name the call$"):
+    with pytest.raises(IngestError, match=r"^call refused: start\.streamSid is empty: name the call$"):
         parse_message(start(sid=""))
