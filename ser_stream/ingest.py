@@ -47,6 +47,11 @@ RENUMBERED_SAMPLES = SAMPLE_RATE
 # How long a 'start' waits for a stream of its id to finish publishing (the same call, reconnected) before it is
 # refused: the old stream's last utterance ends after --min-silence and one worker step.
 REJOIN_SECONDS = 5.0
+# The tracks of a call share its clock: a track that sends nothing while another's frames come (a leg that stopped
+# sending, one that starts late) has its time played as silence up to the other's, less this margin for the two
+# tracks' skew. Its last utterance then ends half a second after its speech, not at the call's stop 9 s later, and
+# a track that starts 5 s into the call is 5 s into its stream, not at 0.
+TRACK_SKEW_MS = 300
 
 
 class IngestError(SerStreamError):
@@ -319,6 +324,8 @@ class MediaIngest:
             await self._write(call_id, track, samples)
             if chunk is not None:
                 track.next_chunk = chunk + 1
+            if media["timestamp"] is not None:
+                await self._keep_pace(call_id, calls[call_id], track)
             if unreadable is not None:
                 raise unreadable
         elif event == "stop":
@@ -327,6 +334,20 @@ class MediaIngest:
                 raise IngestError(f"stop for unknown stream {call_id!r}")
             for track in calls.pop(call_id).values():
                 track.sink.finished = True
+
+    async def _keep_pace(self, call_id: str, tracks: dict[str, Track], leader: Track) -> None:
+        """The call's other tracks brought up to ``leader``'s time (less ``TRACK_SKEW_MS``) with silence: a track
+        with no timestamp yet takes the call's start as its own."""
+        assert leader.start_ms is not None
+        now_ms = leader.start_ms + leader.samples * 1000 / SAMPLE_RATE
+        for track in tracks.values():
+            if track is leader:
+                continue
+            if track.start_ms is None:
+                track.start_ms = leader.start_ms
+            behind = int((now_ms - TRACK_SKEW_MS - track.start_ms) * SAMPLE_RATE / 1000) - track.samples
+            if behind > 0:
+                await self._write(call_id, track, np.zeros(min(behind, MAX_GAP_SAMPLES), dtype=np.float32))
 
     @staticmethod
     def _track(call_id: str, tracks: dict[str, Track], name: Any) -> Track:

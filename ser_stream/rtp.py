@@ -10,13 +10,16 @@ phone re-inviting) is followed once two consecutive packets agree on the new
 numbering (RFC 3550 appendix A.1). Comfort noise (RFC 3389) and telephone
 events (RFC 4733) are packets of the call without audio: they keep it in
 sequence and alive, and their time is silence. A call belongs to the address
-its first packet came from (RFC 3550 §8.2). A stream that sends nothing for
-``idle_seconds`` is closed, which publishes its last utterance. RTCP sharing
-the port (RFC 5761) is ignored.
+its first packet came from (RFC 3550 §8.2). A call that sends nothing has its
+time played as silence as it passes (``FILL_AFTER_SECONDS``), as a phone plays
+it; one that sends nothing for ``idle_seconds`` (after comfort noise, a longer
+pause) is closed, which publishes its last utterance. RTCP sharing the port
+(RFC 5761) is ignored.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -46,6 +49,14 @@ NO_AUDIO = np.zeros(0, dtype=np.float32)
 RTP_SAMPLE_RATE = 8000
 HEADER = struct.Struct("!BBHII")
 MAX_GAP_SAMPLES = RTP_SAMPLE_RATE  # a longer timestamp jump is a discontinuity: at most 1 s of silence stands for it
+# A call that sends nothing for this long (silence suppression without comfort noise, an outage) has its time played
+# as silence as it passes, as a phone plays it: its last utterance ends half a second after the speech, not when the
+# next packet comes (1.9 s later, or a call's end), and an outage longer than MAX_GAP_SAMPLES keeps the call's clock.
+# Longer than any jitter the buffer absorbs (5 packets, 100 ms): a late packet still plays, after the silence.
+FILL_AFTER_SECONDS = 0.25
+# RFC 3389 lets a sender mark a pause with one comfort-noise packet and send nothing more until speech resumes: a call
+# whose last packet was comfort noise is closed only after this long (at least --call-idle), not split in two.
+COMFORT_NOISE_PAUSE_SECONDS = 30.0
 # How far a packet's sequence number may be from those being played and still belong to them (RFC 3550
 # appendix A.1's values). Up to 100 behind the next one to play (2 s of 20 ms packets, twenty jitter windows)
 # it is a late packet, dropped and counted. Less than 3000 ahead of the highest one received (60 s) it follows
@@ -143,6 +154,7 @@ class JitterBuffer:
         self.duplicates = 0  # copies of a packet already waiting or played: nothing was lost
         self.resyncs = 0  # times the sender restarted its numbering and playback followed it
         self.audio_packets = 0  # played
+        self.filled = 0  # silence played since the last packet because none came (``fill``): part of the next gap
         self.clock_skips = 0  # audio packets whose timestamp skipped ahead though none was missing before them
         self.clock_silence = 0  # samples of silence those skips were played as
         self.clock_ratio = 1  # the sender's timestamp units per 8 kHz sample (2: a 16 kHz clock), once learnt
@@ -199,6 +211,16 @@ class JitterBuffer:
         self.pending[sequence] = packet
         return self._release(flush=False)
 
+    def fill(self, samples: int) -> list[NDArray[np.float32]]:
+        """No packet has come for a while: what is waiting plays (gaps declared lost), then ``samples`` of silence,
+        the call's time passing as it does on a phone. The next packet's timestamp gap counts the silence played."""
+        audio = self._release(flush=True) if self.pending else []
+        if samples > 0:
+            audio.append(np.zeros(samples, dtype=np.float32))
+            self.next_timestamp = (self.next_timestamp + samples * self.clock_ratio) & 0xFFFFFFFF
+            self.filled += samples
+        return audio
+
     def flush(self) -> list[NDArray[np.float32]]:
         """Everything still waiting, gaps declared lost: the stream is ending."""
         if self.stray is not None:
@@ -250,10 +272,12 @@ class JitterBuffer:
                     self.clock_silence += silence
             self.audio_packets += packet.is_audio
             if missing:
-                # as many packets as the silence played for them holds (at least one), not the sequence gap,
-                # which a sender that skips ahead can make 3000 packets while at most 1 s is played
+                # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
+                # included), not the sequence gap, which a sender that skips ahead can make 3000 packets while at
+                # most 1 s is played
                 held = samples.size if packet.is_audio else self.packet_samples
-                self.lost += min(missing, max(1, -(-silence // max(1, held))))
+                self.lost += min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
+            self.filled = 0
             if samples.size:
                 audio.append(samples)
                 self.packet_samples = samples.size
@@ -326,6 +350,7 @@ class _Call:
     def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
         self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
         self.last_packet = time.monotonic()
+        self.pausing = False  # its last packet was comfort noise: a pause the sender announced
 
 
 @dataclass
@@ -426,8 +451,13 @@ class RtpReceiver:
             )
             return
         call.last_packet = time.monotonic()
+        call.pausing = packet.payload_type == COMFORT_NOISE
+        self._play(call, functools.partial(call.jitter.push, packet))
+
+    def _play(self, call: _Call, release: Callable[[], list[NDArray[np.float32]]]) -> None:
+        """What ``release`` has the call's jitter buffer give, into its stream; the buffer's new losses into the totals."""
         lost, late, resyncs = call.jitter.lost, call.jitter.late, call.jitter.resyncs
-        for samples in call.jitter.push(packet):
+        for samples in release():
             call.sink.ring.write(samples)  # live audio: a reader that falls behind loses the oldest, counted
         self.lost_packets += call.jitter.lost - lost
         self.late_packets += call.jitter.late - late
@@ -459,16 +489,17 @@ class RtpReceiver:
             if ending.sink.ended:
                 self._resume(ssrc)
         for ssrc, call in list(self.calls.items()):
-            if now - call.last_packet >= self.config.idle_seconds:
+            quiet = now - call.last_packet
+            if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
+            elif quiet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
+                due = int((quiet - FILL_AFTER_SECONDS) * RTP_SAMPLE_RATE) - call.jitter.filled
+                if due > 0:
+                    self._play(call, functools.partial(call.jitter.fill, due))
 
     def _close(self, ssrc: int) -> None:
         call = self.calls.pop(ssrc)
-        lost, late = call.jitter.lost, call.jitter.late
-        for samples in call.jitter.flush():
-            call.sink.ring.write(samples)
-        self.lost_packets += call.jitter.lost - lost
-        self.late_packets += call.jitter.late - late  # a stray still held when the call ends
+        self._play(call, call.jitter.flush)  # a stray still held when the call ends counts late
         jitter = call.jitter
         faults = []
         if jitter.lost or jitter.late or jitter.resyncs:

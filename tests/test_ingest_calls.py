@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from ser_stream.g711 import mulaw_decode, mulaw_encode
-from ser_stream.ingest import IngestError, MediaIngest, parse_message
+from ser_stream.ingest import TRACK_SKEW_MS, IngestError, MediaIngest, parse_message
 from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.publish import Publisher
 
@@ -111,6 +111,27 @@ def test_both_tracks_of_a_call_become_two_streams_each_as_long_as_the_call():
         heard = audio(stream)
         assert heard.size == 8000  # 1.00 s: one voice, not both interleaved
         assert np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 50))
+
+
+def test_the_tracks_of_a_call_keep_its_clock_when_one_stops_sending_or_starts_late():
+    """An outbound leg that stopped sending held its last utterance until the call's stop (9 s); one whose first
+    frame came 5 s into the call had its speech published at 0.3 s instead of 5.3 s."""
+    frames = [start(["inbound", "outbound"])]
+    for index in range(150):  # the caller's 3 s; the agent speaks in the first second only, then sends nothing
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        if index < 50:
+            frames.append(media(AGENT, index + 1, 20 * index, "outbound"))
+    stopped, _, _, _ = call(frames)
+    assert audio(stopped[f"{SID}/inbound"]).size == 150 * FRAME
+    assert audio(stopped[f"{SID}/outbound"]).size == 150 * FRAME - TRACK_SKEW_MS * 8  # kept up to the call, less the skew
+    frames = [start(["inbound", "outbound"])]
+    for index in range(300):  # the agent's leg starts 5 s into the call
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        if index >= 250:
+            frames.append(media(AGENT, index - 249, 20 * index, "outbound"))
+    late, _, ingest, _ = call(frames)
+    agent = audio(late[f"{SID}/outbound"])
+    assert agent.size == 300 * FRAME and not agent[: 250 * FRAME].any() and agent[250 * FRAME :].any()
 
 
 def test_a_one_track_call_is_one_stream_named_by_its_stream_sid_and_other_tracks_are_refused_by_name():

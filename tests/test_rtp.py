@@ -21,7 +21,17 @@ from hypothesis import strategies as st
 from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
-from ser_stream.rtp import MAX_DROPOUT, JitterBuffer, RtpConfig, RtpError, RtpPacket, RtpReceiver, is_rtcp, parse_packet
+from ser_stream.rtp import (
+    FILL_AFTER_SECONDS,
+    MAX_DROPOUT,
+    JitterBuffer,
+    RtpConfig,
+    RtpError,
+    RtpPacket,
+    RtpReceiver,
+    is_rtcp,
+    parse_packet,
+)
 from tests.conftest import undocumented_fields
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
@@ -460,6 +470,53 @@ def receiver_with_streams(**config) -> tuple[RtpReceiver, dict[str, list[Stream]
         return streams[stream_id][-1]
 
     return RtpReceiver(RtpConfig(port=0, **config), open_stream, reports.append), streams, reports
+
+
+def send(receiver: RtpReceiver, first: int, count: int, ssrc: int = 9, payload_type: int = 0) -> None:
+    """Packets ``first`` to ``first + count - 1`` of one call, each 20 ms of tone (or comfort noise), in order."""
+    payload = tone_payload(440) if payload_type == 0 else b"\x40"
+    for sequence in range(first, first + count):
+        receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payload, payload_type=payload_type, ssrc=ssrc), "127.0.0.1:4000")
+
+
+def test_a_call_that_sends_nothing_has_its_time_played_as_silence_as_it_passes():
+    """Silence suppression without comfort noise left the last utterance open until the next packet (1.9 s later,
+    or the call's end), and an outage of 5 s was played as 1 s, shifting every later time 4 s early and counting
+    50 of its 250 packets lost."""
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    try:
+        send(receiver, 0, 50)  # 1 s of speech, then nothing: a pause, or the network failing
+        stream, call = streams["rtp-00000009"][0], receiver.calls[9]
+        receiver.close_idle(call.last_packet + FILL_AFTER_SECONDS - 0.01)
+        assert stream.ring.available() == 50 * PACKET_SAMPLES  # packets late within the jitter: nothing played yet
+        receiver.close_idle(call.last_packet + FILL_AFTER_SECONDS + 0.6)
+        assert stream.ring.available() == 50 * PACKET_SAMPLES + int(0.6 * 8000)  # the pause passes as it happens
+        receiver.close_idle(call.last_packet + FILL_AFTER_SECONDS + 5.0)
+        send(receiver, 300, 50)  # 250 packets (5 s) never came; the call goes on in sequence and in time
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    assert stream.ring.read().size == 350 * PACKET_SAMPLES  # 7 s: the call's own length, its later times true
+    assert receiver.counters()["rtp_lost_packets"] == 250
+
+
+def test_a_call_paused_by_one_comfort_noise_packet_stays_one_call():
+    """RFC 3389 lets a sender send one comfort-noise packet and nothing until speech resumes: after --call-idle
+    the call was closed and resumed as a second stream, its times from 0 and its utterance ids again from 1."""
+    receiver, streams, _ = receiver_with_streams(idle_seconds=2.0)
+    try:
+        send(receiver, 0, 50)
+        send(receiver, 50, 1, payload_type=13)  # "I am quiet now"
+        last = receiver.calls[9].last_packet
+        receiver.close_idle(last + 4.0)
+        assert 9 in receiver.calls  # a pause it announced, not a call gone
+        send(receiver, 250, 50)  # speech again, 4 s on
+        last = receiver.calls[9].last_packet
+        receiver.close_idle(last + 2.0)  # after audio, --call-idle ends it as before
+        assert 9 not in receiver.calls
+    finally:
+        receiver.socket.close()
+    assert len(streams["rtp-00000009"]) == 1
 
 
 def test_comfort_noise_and_telephone_events_are_rtp_packets_that_carry_no_audio():
