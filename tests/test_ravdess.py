@@ -74,3 +74,31 @@ def test_the_shared_dataset_has_60_clips_for_each_of_20_actors(ravdess):
     assert problems == []
     assert len(clips) == 1200
     assert sorted({c.actor for c in clips}) == list(range(1, 21))
+
+
+def test_an_actor_folder_that_is_a_link_is_scanned_once_and_a_link_back_up_the_tree_is_not_followed_round(tmp_path):
+    """A symbolically linked actor folder was once skipped without a word."""
+    (tmp_path / "elsewhere" / "Actor_02").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "Actor_02" / "03-01-03-01-01-01-02.wav").write_bytes(b"")
+    data = tmp_path / "data"
+    (data / "Actor_01").mkdir(parents=True)
+    (data / "Actor_01" / "03-01-03-01-01-01-01.wav").write_bytes(b"")
+    (data / "Actor_02").symlink_to(tmp_path / "elsewhere" / "Actor_02")
+    (data / "Actor_01" / "loop").symlink_to(data)
+    clips, problems = scan(data)
+    assert [c.path for c in clips] == [data / "Actor_01" / "03-01-03-01-01-01-01.wav", data / "Actor_02" / "03-01-03-01-01-01-02.wav"]
+    assert problems == []
+
+
+@pytest.mark.parametrize("second", ["backup/03-01-03-01-01-01-01.wav", "Actor_01/03-01-03-01-01-01-01.flac"], ids=["two-folders", "wav-and-flac"])
+def test_the_same_recording_found_twice_is_refused_in_one_line_naming_both(tmp_path, second):
+    """Counted twice, one recording could train and test at once."""
+    first = tmp_path / "Actor_01" / "03-01-03-01-01-01-01.wav"
+    first.parent.mkdir()
+    first.write_bytes(b"")
+    (tmp_path / second).parent.mkdir(exist_ok=True)
+    (tmp_path / second).write_bytes(b"")
+    with pytest.raises(DatasetError) as refused:
+        scan(tmp_path)
+    named = sorted([first, tmp_path / second])
+    assert str(refused.value) == f"{named[1]}: the same RAVDESS recording as {named[0]}; keep one of them"

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,10 +91,11 @@ def test_a_corrupt_model_file_is_refused_with_a_clear_message(tmp_path):
 
 
 def test_int8_quantisation_runs_and_reports_accuracy_and_speed_side_by_side(smoke_run, tiny_ravdess, tmp_path):
+    from tests.test_training_tools import held_out_copy
     from training.quantize import main as quantize_main
 
     out = tmp_path / "model.int8.onnx"
-    assert quantize_main([str(smoke_run / "model.onnx"), "--data", str(tiny_ravdess), "--test-actors", "2",
+    assert quantize_main([str(held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")), "--data", str(tiny_ravdess), "--test-actors", "2",
                           "--calibration-clips", "8", "--repeats", "1", "--out", str(out)]) == 0
     report = json.loads((tmp_path / "model.int8.quantization.json").read_text())
     assert out.is_file() and report["size_bytes"]["int8"] < report["size_bytes"]["fp32"]
@@ -229,11 +231,12 @@ def test_weight_decay_shrinks_kernels_only_and_a_reloaded_checkpoint_still_spare
 
 
 def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
+    from tests.test_training_tools import held_out_copy
     from training.ensemble import demo_inputs
     from training.ensemble import main as ensemble_main
     from training.score import main as score_main
 
-    members = [smoke_run / "model.onnx", shipped_model]
+    members = [held_out_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), shipped_model]
     report = tmp_path / "fold.json"
     assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--model", str(members[0]), "--model", str(members[1]), "--out", str(report)]) == 0
     merged = tmp_path / "ensemble.onnx"
@@ -441,7 +444,9 @@ def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_i
     assert len(finer) > len(own) > 2
     assert all(any(np.array_equal(window, other) for other in finer) for window in own)  # the finer hop sees every window the model's does
 
-    members = [smoke_run / "model.onnx", shipped_model]
+    from tests.test_training_tools import held_out_copy
+
+    members = [held_out_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), shipped_model]
     report = tmp_path / "fold-finer-hop.json"
     assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--variants", "clean", "--hop", "0.25", "--model", str(members[0]), "--model", str(members[1]), "--out", str(report)]) == 0
     assert json.loads(report.read_text())["hop_seconds"] == 0.25
@@ -456,6 +461,7 @@ def test_test_time_views_add_the_windows_of_each_view_of_the_clip_and_the_report
     import soundfile
 
     from tests.conftest import speechlike
+    from tests.test_training_tools import held_out_copy
     from training.augment import frequency_warp
     from training.score import clip_inputs
     from training.score import main as score_main
@@ -475,7 +481,7 @@ def test_test_time_views_add_the_windows_of_each_view_of_the_clip_and_the_report
     assert line.shape == own.shape and line[:, below_200_hz].mean() < 0.75 * own[:, below_200_hz].mean()
 
     report = tmp_path / "views.json"
-    assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--variants", "clean", "--test-time", "slower", "faster", "--model", str(smoke_run / "model.onnx"), "--out", str(report)]) == 0
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--variants", "clean", "--test-time", "slower", "faster", "--model", str(held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")), "--out", str(report)]) == 0
     written = json.loads(report.read_text())
     assert written["test_time_views"] == ["slower", "faster"]
     assert all(len(clip["window_probabilities"]) >= 3 for clip in written["clean_clips"])
@@ -553,23 +559,49 @@ def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export
     assert not any(isinstance(layer, MelFrequencyRows) for layer in build_model(RECIPES["improved"]).layers)
 
 
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--recipe", "improved"], "random was trained as recipe 'paper', this run trains 'improved'; start from a run of the same recipe"),
+        (["--recipe", "paper", "--window", "1.5"], "random was trained on 2.0 s windows, this run cuts 1.5 s; start from a run of the same --window"),
+    ],
+    ids=["other-recipe", "other-window"],
+)
+def test_a_warm_restart_from_an_earlier_run_of_another_recipe_or_window_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys, options, reason):
+    """An earlier run of another window length, or of a recipe with the same weights' shapes, was once loaded all the same."""
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:  # smoke_run trained the paper network on 2 s windows
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent), *options])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: --init-from {smoke_run.parent}: {reason}"
+    assert not (tmp_path / "restart").exists()
+
+
 def test_a_warm_restart_refuses_an_earlier_model_of_another_network(smoke_run, tiny_ravdess, tmp_path, capsys):
     from training.__main__ import main
 
+    earlier = tmp_path / "earlier"
+    shutil.copytree(smoke_run, earlier / "random")
+    metrics = json.loads((earlier / "random" / "metrics.json").read_text())
+    (earlier / "random" / "metrics.json").write_text(json.dumps({key: value for key, value in metrics.items() if key != "recipe"}))  # as older runs
     with pytest.raises(SystemExit) as stopped:  # smoke_run trained the paper network, without batch norm
-        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "improved", "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(smoke_run.parent)])
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "restart"), "--recipe", "improved", "--protocol", "random", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--init-from", str(earlier)])
     assert stopped.value.code == 2
     message = capsys.readouterr().err.splitlines()[-1]
-    assert message.startswith(f"python -m training: error: --init-from {smoke_run.parent}: {smoke_run / 'model.keras'} is not a network of recipe improved")
+    assert message.startswith(f"python -m training: error: --init-from {earlier}: {earlier / 'random' / 'model.keras'} is not a network of recipe improved")
 
 
 @pytest.fixture(scope="module")
 def two_actor_report(smoke_run, tiny_ravdess, tmp_path_factory):
     """The smoke model scored on actors 1 and 2 by ``training.score``: the report's path."""
+    from tests.test_training_tools import held_out_copy
     from training.score import main as score_main
 
-    report_path = tmp_path_factory.mktemp("score") / "two-actors.json"
-    assert score_main(["--data", str(tiny_ravdess), "--actors", "1", "2", "--variants", "clean", "--model", str(smoke_run / "model.onnx"), "--out", str(report_path)]) == 0
+    folder = tmp_path_factory.mktemp("score")
+    report_path = folder / "two-actors.json"
+    model = held_out_copy(smoke_run / "model.onnx", folder / "model.onnx")
+    assert score_main(["--data", str(tiny_ravdess), "--actors", "1", "2", "--variants", "clean", "--model", str(model), "--out", str(report_path)]) == 0
     return report_path
 
 
@@ -611,6 +643,51 @@ def test_folds_balanced_by_voice_hold_out_as_many_men_as_women_and_every_actor_o
                 assert sorted(features.clip_actors[split.validation] % 2) == [0, 1]
     default = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused")))
     assert [s.name for s in default][2] == "fold2-actors-01-09-11-13"  # the folds of every run so far, unchanged
+
+
+@pytest.mark.parametrize("balance_voices", [False, True])
+def test_a_fold_is_the_same_split_whether_it_alone_or_every_fold_is_trained(balance_voices):
+    """An all-folds run once drew each fold's validation speakers after the folds before it: its "fold2" trained and
+    validated on other speakers than `--fold 2` (every documented run's) did, under the same name."""
+    from pathlib import Path
+
+    from training.train import TrainConfig, make_splits
+
+    features = clean_windows(np.zeros((20, 260, 270)), 20)  # one clip for each of actors 1-20
+    every = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), balance_voices=balance_voices))
+    for fold, split in enumerate(every):
+        (alone,) = make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), balance_voices=balance_voices, fold=fold))
+        assert alone.name == split.name
+        for part in ("train", "validation", "test"):
+            assert np.array_equal(getattr(alone, part), getattr(split, part)), (fold, part)
+    if not balance_voices:  # `--fold 2`'s split as every run so far trained it
+        assert every[2].name == "fold2-actors-01-09-11-13" and sorted(features.clip_actors[every[2].validation]) == [12, 17]
+
+
+def test_a_random_split_that_leaves_nothing_to_test_is_refused_in_one_line():
+    """One clip of each emotion once trained, scored nothing and exported a model without a word."""
+    from pathlib import Path
+
+    from training.train import TrainConfig, make_splits
+
+    features = clean_windows(np.zeros((8, 260, 270)), 8)  # one clip of each emotion
+    with pytest.raises(SerStreamError) as refused:
+        make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), protocol="random"))
+    assert str(refused.value) == "--protocol random: 8 clips leave none to test on (a quarter of each emotion's, rounded); give at least 3 clips of an emotion"
+
+
+def test_max_clips_deals_each_emotions_clips_from_every_actor_in_turn():
+    """--max-clips N once took the first N of each emotion in path order: all of them the first actor's."""
+    from pathlib import Path
+
+    from training.ravdess import parse_name
+    from training.train import limit_per_emotion
+
+    clips = [parse_name(Path(f"Actor_{actor:02d}/03-01-{emotion:02d}-01-{statement:02d}-01-{actor:02d}.wav"))
+             for actor in (1, 2, 3) for emotion in (3, 4) for statement in (1, 2)]
+    kept = limit_per_emotion(clips, 2)
+    assert [(clip.emotion, clip.actor) for clip in kept] == [("happy", 1), ("happy", 2), ("sad", 1), ("sad", 2)]
+    assert sorted(clip.actor for clip in limit_per_emotion(clips, 3) if clip.emotion == "happy") == [1, 2, 3]
 
 
 def test_folds_can_train_on_the_validation_speakers_too_or_on_nested_subsets_of_the_others():
@@ -735,6 +812,7 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
         (["--training-actors", "0"], "argument --training-actors: 0 must be at least 1"),
         (["--seed", "-1"], "argument --seed: -1 must be at least 0"),
         (["--model-seed", "-5"], "argument --model-seed: -5 must be at least 0"),
+        (["--hop", "0.3"], "argument --hop: 0.3 s is not a multiple of the training hop (0.25 s): validation and test would score fewer windows than classify cuts"),
     ],
 )
 def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, options, reason):
@@ -1005,7 +1083,15 @@ def test_a_training_configuration_that_would_train_nothing_or_the_wrong_thing_is
     assert str(refused.value).startswith(message)
 
 
-@pytest.mark.parametrize("make, reason", [(lambda tmp: tmp / "missing", "not a folder"), (lambda tmp: tmp, "no RAVDESS clips found")])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda tmp: tmp / "missing", "not a folder"),
+        (lambda tmp: tmp, "no RAVDESS clips found (no WAV or FLAC file named like 03-01-05-01-02-01-12.wav)"),
+        (lambda tmp: (tmp / "03-01-01-01-01-01.wav").write_bytes(b"") or tmp, "no RAVDESS clips found (1 file(s) skipped, e.g. 03-01-01-01-01-01.wav: expected 7 dash-separated fields, found 6)"),
+    ],
+    ids=["missing", "empty", "only-misnamed"],
+)
 def test_a_data_folder_that_cannot_be_used_is_one_line(tmp_path, capsys, make, reason):
     from training.__main__ import main
 
@@ -1211,7 +1297,7 @@ def test_running_again_without_resume_is_refused_and_overwrite_trains_the_split_
 
     out = tmp_path / "run"
     command = ["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--batch-size", "8",
-               "--max-clips", "2", "--cache-dir", str(tmp_path / "cache")]
+               "--max-clips", "3", "--cache-dir", str(tmp_path / "cache")]
     assert main([*command, "--epochs", "2"]) == 0
     state = out / "random" / "checkpoints" / "state.json"
     model_bytes = (out / "random" / "model.onnx").read_bytes()
@@ -1356,3 +1442,75 @@ def test_a_data_set_missing_an_emotion_is_trained_with_a_warning_saying_which(ti
                  "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in out
+
+
+def test_a_resume_of_a_cosine_scheduled_run_to_other_epochs_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Carried on to more epochs, it once kept the learning-rate schedule of the epochs it started with while
+    metrics.json recorded the new ones."""
+    from training.__main__ import main
+    from training.config import TrainConfig
+    from training.train import run_identity
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out / "random")
+    state_file = out / "random" / "checkpoints" / "state.json"
+    improved = TrainConfig(data=tiny_ravdess, out=out, recipe="improved", protocol="random", batch_size=8, cache_dir=tmp_path / "cache")
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps(dict(state, epochs=2, identity=run_identity(improved))))  # an improved run of 2 epochs
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "improved", "--protocol", "random", "--epochs", "4", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--resume"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --resume {out / 'random'}: its learning rate follows a cosine schedule over 2 epochs, not --epochs 4; "
+        "resume with --epochs 2, or start a new --out with --init-from (a warm restart)"
+    )
+    assert json.loads(state_file.read_text())["epoch"] == state["epoch"]
+
+
+def test_a_resume_names_the_same_data_folder_however_it_is_spelled(tiny_ravdess, tmp_path, monkeypatch):
+    """`--data ../data` from another folder was once refused as other settings than the absolute path it was trained on."""
+    from training.config import TrainConfig
+    from training.train import identity_differences, run_identity
+
+    absolute = run_identity(TrainConfig(data=tiny_ravdess, out=tmp_path / "run"))
+    monkeypatch.chdir(tiny_ravdess / "Actor_01")
+    relative = run_identity(TrainConfig(data=Path(".."), out=tmp_path / "run"))
+    assert identity_differences(absolute, relative) == [] and identity_differences(dict(absolute, data=".."), relative) == []  # recorded as spelled, before it was resolved
+    assert identity_differences(absolute, run_identity(TrainConfig(data=Path("."), out=tmp_path / "run"))) != []
+
+
+def test_an_interrupted_overwrite_leaves_none_of_the_earlier_runs_results(smoke_run, tiny_ravdess, tmp_path, monkeypatch):
+    """Stopped after its first epochs, --overwrite once left the old metrics.json, model and confusion matrices beside
+    the new checkpoints, where they passed for the new run's."""
+    import keras
+
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out / "random")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "fit", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(out), "--recipe", "paper", "--protocol", "random", "--epochs", "2", "--batch-size", "8",
+              "--cache-dir", str(tmp_path / "cache"), "--overwrite"])
+    assert stopped.value.code == 130
+    assert sorted(path.name for path in (out / "random").iterdir()) == ["checkpoints"]
+
+
+def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_the_uninterrupted_run(tiny_ravdess, tmp_path):
+    """Keras' own random state (dropout masks) was not seeded on resume: the resumed run drew other masks."""
+    import keras
+
+    from training.__main__ import main
+
+    command = ["--data", str(tiny_ravdess), "--recipe", "paper", "--protocol", "random", "--batch-size", "8", "--max-clips", "3", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*command, "--out", str(tmp_path / "straight"), "--epochs", "2"]) == 0
+    assert main([*command, "--out", str(tmp_path / "resumed"), "--epochs", "1"]) == 0
+    keras.utils.set_random_seed(12345)  # what else ran in this process before the resume must not matter
+    assert main([*command, "--out", str(tmp_path / "resumed"), "--epochs", "2", "--resume"]) == 0
+    straight, resumed = (keras.models.load_model(tmp_path / run / "random" / "checkpoints" / "last.keras").get_weights() for run in ("straight", "resumed"))
+    for ours, theirs in zip(straight, resumed, strict=True):
+        np.testing.assert_array_equal(ours, theirs)

@@ -27,13 +27,21 @@ def model_copy(source: Path, to: Path, **metadata_changes: object) -> Path:
     return to
 
 
+def held_out_copy(source: Path, to: Path, **metadata_changes: object) -> Path:
+    """``source`` copied with metadata saying it learnt from actor 3 alone, so both of the tiny set's actors are held out:
+    the smoke model heard them both, and the tools refuse to score or test a model on a speaker it heard."""
+    metrics = json.loads(metadata_path(source).read_text())["metrics"]
+    training = dict(metrics["training"], train_actors=[3], validation_actors=[])
+    return model_copy(source, to, metrics=dict(metrics, training=training), **metadata_changes)
+
+
 def test_quantising_calibrates_on_windows_cut_the_way_the_model_cuts_them(smoke_run, tiny_ravdess, tmp_path):
     from ser_stream.audiofile import read_audio
     from ser_stream.clips import clip_spectrograms
     from ser_stream.windows import WindowConfig
     from training.quantize import main as quantize_main
 
-    model = model_copy(smoke_run / "model.onnx", tmp_path / "short-windows.onnx", window_seconds=1.0, hop_seconds=0.25)
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "short-windows.onnx", window_seconds=1.0, hop_seconds=0.25)
     out = tmp_path / "short-windows.int8.onnx"
     assert quantize_main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "16", "--repeats", "1", "--out", str(out)]) == 0
     calibration_clips = sorted((tiny_ravdess / "Actor_01").iterdir())  # all of actor 1's, so the count does not depend on the draw
@@ -56,7 +64,7 @@ def test_quantising_calibrates_on_windows_cut_the_way_the_model_cuts_them(smoke_
     ids=["out-is-the-model", "out-not-onnx", "no-calibration-clips", "no-repeats", "absent-test-actor", "nothing-to-calibrate-on", "too-few-to-calibrate-on"],
 )
 def test_quantising_refuses_an_out_that_is_the_model_and_counts_or_actors_it_cannot_use_before_writing(smoke_run, tiny_ravdess, tmp_path, capsys, options, reason):
-    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
     before = model.read_bytes()
     arguments = [str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"]
     arguments += [option.format(model=model, tmp=tmp_path) for option in options]  # argparse keeps the last of a repeated option
@@ -158,7 +166,7 @@ def test_shipping_reads_an_older_runs_recipe_from_its_summary_and_says_when_none
 @pytest.fixture
 def members(smoke_run, shipped_model, tmp_path) -> list[Path]:
     """Two members with one window, the first a copy the test may try to overwrite."""
-    return [model_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), shipped_model]
+    return [held_out_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), shipped_model]
 
 
 def score_report(members: list[Path], data: Path, out: Path, *options: str) -> Path:
@@ -237,7 +245,8 @@ def test_scoring_leaves_out_clips_it_cannot_read_names_them_and_scores_the_rest(
 
     data, text, silent = data_with_bad_clips
     out = tmp_path / "report.json"
-    assert score_main(["--data", str(data), "--actors", "2", "--model", str(smoke_run / "model.onnx"), "--out", str(out)]) == 0
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    assert score_main(["--data", str(data), "--actors", "2", "--model", str(model), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     err = capsys.readouterr().err.splitlines()
     assert report["clips"] == 16 and len(report["clean_clips"]) == len(report["telephone_clips"]) == 16  # of 18
@@ -252,11 +261,12 @@ def test_quantising_leaves_out_clips_it_cannot_read_and_writes_metadata_the_runt
 
     data, text, silent = data_with_bad_clips
     out = tmp_path / "model.int8.onnx"
-    assert quantize_main([str(smoke_run / "model.onnx"), "--data", str(data), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)]) == 0
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    assert quantize_main([str(model), "--data", str(data), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)]) == 0
     report = json.loads((tmp_path / "model.int8.quantization.json").read_text())
     assert report["clips"] == 16 and [line.split(":")[0] for line in report["skipped_clips"]] == [str(text), str(silent)]
     int8 = EmotionModel(out, provider="cpu")
-    assert int8.metadata.metrics["int8"]["quantized_from"] == load_metadata(smoke_run / "model.onnx").sha256
+    assert int8.metadata.metrics["int8"]["quantized_from"] == load_metadata(model).sha256
     assert int8.predict(np.zeros((1, 260, 270, 1), np.float32)).shape == (1, 8)
 
 
@@ -281,3 +291,54 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_any_work
     line = refusal(tool, arguments, capsys)
     option = "--to" if tool in ("training.ship", "training.ensemble") else "--out"
     assert line.startswith(f"python -m {tool}: error: argument {option}: /proc/") and ": cannot write in /proc (" in line
+
+
+@pytest.mark.parametrize(
+    "tool, options, reason",
+    [
+        ("training.score", ["--actors", "1", "2"], "--actors 1 2: {model} was trained or validated on actor(s) 1, 2; score it on actors it has not heard"),
+        ("training.score", ["--actors", "2", "9"], "{data}: no clips of actor(s) 9"),
+        ("training.quantize", ["--test-actors", "2", "--calibration-clips", "8"], "--test-actors 2: {model} was trained or validated on actor(s) 2; test it on actors it has not heard"),
+    ],
+    ids=["score-on-training-actors", "score-on-an-absent-actor", "quantize-tested-on-training-actors"],
+)
+def test_scoring_or_quantising_on_actors_the_model_heard_or_the_data_lacks_is_refused_in_one_line(tool, options, reason, smoke_run, tiny_ravdess, tmp_path, capsys):
+    """The smoke model (trained on actors 1 and 2) was once scored on them as held out; an absent actor was left out silently."""
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    arguments = ["--data", str(tiny_ravdess), *options] + (["--model", str(model)] if tool == "training.score" else [str(model), "--repeats", "1"])
+    line = refusal(tool, arguments, capsys)
+    assert line == f"python -m {tool}: error: " + reason.format(model=model, data=tiny_ravdess)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.onnx"]  # no report, no int8 model
+
+
+def test_an_ensemble_refuses_a_report_that_scored_networks_trained_otherwise_than_its_members(members, tiny_ravdess, tmp_path, capsys):
+    """A report of fold models trained for other epochs than the members once went into the ensemble's evidence."""
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    training = load_metadata(members[0]).metrics["training"]
+    assert scored["trainings"][0]["training"] == training
+    report.write_text(json.dumps(dict(scored, trainings=[{"training": dict(training, epochs=4), "weights": "best validation epoch"}, scored["trainings"][1]])))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == f"python -m training.ensemble: error: {report}: trained with epochs 4, the model shipped with 2; give evidence trained the same way"
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+@pytest.mark.parametrize(
+    "model_changes, evidence_changes, beside, reason",
+    [
+        ({"protocol": "all"}, {}, {}, "evaluates split 'random' of the 'random' protocol, the model shipped (protocol 'all') needs evidence of --protocol actors"),
+        ({}, {}, {"window_seconds": 1.5}, "scored 1.5 s windows at a 0.5 s hop, the model shipped cuts 2.0 s at 0.5 s; give evidence of the same --window and --hop"),
+        ({}, {"weights": "best validation epoch"}, {}, "scores the weights of the best validation epoch, the model shipped has those of the last epoch; give evidence trained with the same --keep"),
+    ],
+    ids=["random-split-for-an-all-model", "other-window", "other-keep"],
+)
+def test_shipping_refuses_evidence_of_another_protocol_window_or_kept_weights_in_one_line(smoke_run, tmp_path, capsys, model_changes, evidence_changes, beside, reason):
+    """A random split's metrics.json once shipped as held-out evidence, and so did runs of another window or --keep."""
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "ser_cnn.onnx", **model_changes)
+    before = metadata_path(model).read_text()
+    evidence = evidence_copy(smoke_run, tmp_path / "evidence" / "metrics.json", **evidence_changes)
+    metadata = json.loads(metadata_path(smoke_run / "model.onnx").read_text())
+    (evidence.parent / "model.json").write_text(json.dumps(dict(metadata, **beside)))
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
+    assert line == f"python -m training.ship: error: {evidence}: {reason}"
+    assert metadata_path(model).read_text() == before

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ser_stream.errors import SerStreamError
+from ser_stream.features import SAMPLE_RATE
 from ser_stream.windows import WindowConfig
 from training.recipes import RECIPES
+
+TRAINING_HOP_SECONDS = 0.25  # training windows start every this many seconds (training.dataset cuts them)
 
 PROTOCOLS = ("random", "actors", "all")
 KEEPS = ("best", "last", "average")
@@ -107,6 +110,8 @@ class TrainConfig:
             problems.append(("patience", f"{self.patience} is below --epochs ({self.epochs}): early stopping could end the run before the epochs --keep average averages"))
         if self.frequency_warp is not None and not 0.0 <= self.frequency_warp < 0.5:
             problems.append(("frequency_warp", f"{self.frequency_warp} is outside 0 to 0.5"))
+        if self.window.hop_samples % round(TRAINING_HOP_SECONDS * SAMPLE_RATE):  # its evaluation windows are those of the training hop that classify also cuts
+            problems.append(("hop", f"{self.window.hop_seconds} s is not a multiple of the training hop ({TRAINING_HOP_SECONDS} s): validation and test would score fewer windows than classify cuts"))
         if not 0.0 <= self.distill_weight <= 1.0:
             problems.append(("distill_weight", f"{self.distill_weight} is outside 0 to 1"))
         if self.resume and self.overwrite:

@@ -35,10 +35,10 @@ from ser_stream.windows import (
     window_starts,
 )
 from training.augment import SPEED_FACTORS, add_noise, change_speed, telephone
+from training.config import TRAINING_HOP_SECONDS
 from training.ravdess import RavdessClip, clip_problem
 
 VARIANTS = ("clean", "telephone", "noisy", "slower", "faster")  # new ones go last: ids are stored in caches
-TRAINING_HOP_SECONDS = 0.25
 
 
 @dataclass

@@ -44,6 +44,7 @@ from ser_stream.model import (
     metadata_path,
 )
 from training.reports import ReportError, read_json, require_keys
+from training.ship import check_same_training
 
 PARITY_BOUND = 1e-5
 
@@ -148,6 +149,25 @@ def check_members_agree(metadata: list[ModelMetadata], paths: list[Path]) -> Non
             )
 
 
+def check_scored_like_members(path: Path, report: dict[str, Any], metadata: list[ModelMetadata]) -> None:
+    """Refuse a report whose models were trained otherwise (epochs, windows per clip, kept weights…) than every member,
+    as ``training.ship`` refuses such evidence; reports before they recorded it are taken unchecked."""
+    trainings, recipes = report.get("trainings"), report.get("recipes")
+    if not isinstance(trainings, list) or not isinstance(recipes, list):
+        return
+    for recipe, training in zip(recipes, trainings):
+        scored = {"recipe": recipe, **(training if isinstance(training, dict) else {})}
+        refusals = []
+        for member in metadata:  # in any order: a scored model needs a member trained as it was
+            try:
+                check_same_training(path, scored, member)
+                break
+            except ReportError as refusal:
+                refusals.append(refusal)
+        else:
+            raise refusals[0]
+
+
 def member_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
     metrics = metadata.metrics
     return {
@@ -211,6 +231,7 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         recipes = report.get("recipes")  # reports before the seventh session record none
         if isinstance(recipes, list) and sorted(map(str, recipes)) != sorted(m.recipe for m in metadata):
             raise ModelError(f"{path}: scores recipes {', '.join(map(str, recipes))}; the ensemble's members are {', '.join(m.recipe for m in metadata)}")
+        check_scored_like_members(path, report, metadata)
         hop = report.get("hop_seconds", metadata[0].hop_seconds)
         if hop != metadata[0].hop_seconds:
             raise ModelError(f"{path}: scored windows at a {hop} s hop, the ensemble cuts them at {metadata[0].hop_seconds} s")

@@ -34,6 +34,7 @@ from ser_stream.model import file_sha256, load_metadata, metadata_path
 from training.augment import telephone
 from training.evaluate import scores
 from training.ravdess import scan, skip_clip
+from training.reports import heard_actors
 
 
 class WindowReader(CalibrationDataReader):
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.resolve() == args.model.resolve():
         parser.error(f"argument --out: {shown(out)}: is the model itself; the int8 model needs a file of its own")
     try:
-        config = load_metadata(args.model).window  # a missing or mismatched model: one line, before any work
+        metadata = load_metadata(args.model)  # a missing or mismatched model: one line, before any work
         clips, _ = scan(args.data)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{shown(args.data)}: {len(training)} clip(s) of actors other than the test actors, "
             f"--calibration-clips asks for {args.calibration_clips}; ask for fewer"
         )
+    if heard := sorted(set(args.test_actors) & set(heard_actors(metadata.metrics))):  # its accuracy change would be on voices it knows
+        parser.error(f"--test-actors {' '.join(map(str, heard))}: {shown(args.model)} was trained or validated on actor(s) {', '.join(map(str, heard))}; test it on actors it has not heard")
+    config = metadata.window
     rng = np.random.default_rng(0)
     chosen = rng.choice(len(training), size=args.calibration_clips, replace=False)
     skipped: list[str] = []  # clips that cannot be read or classified: said, listed in the report, left out

@@ -84,6 +84,21 @@ def named_like_a_clip(path: Path) -> bool:
     return True
 
 
+def files_under(root: Path) -> list[Path]:
+    """Every path under ``root``, sorted, through folders that are links too (an actor folder linked in was once
+    skipped without a word), each real folder once: a link back up the tree is not followed round again."""
+    seen: set[str] = set()
+    paths: list[Path] = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        paths += [Path(folder) / name for name in subfolders + names]
+    return sorted(paths)
+
+
 def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip], list[str]]:
     """Every parseable clip under ``folder`` (sorted) and one problem line per file that is not."""
     root = Path(folder)
@@ -91,7 +106,9 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
         raise DatasetError(f"{root}: not a folder")
     clips: list[RavdessClip] = []
     problems: list[str] = []
-    for path in sorted(root.rglob("*")):
+    songs = 0
+    first_of: dict[str, Path] = {}  # recording (its name without extension) → the first file of it
+    for path in files_under(root):
         if not path.is_file():
             if path.is_symlink() and named_like_a_clip(path):
                 problems.append(f"{shown(path)}: a link to nothing ({os.readlink(path)})")
@@ -106,10 +123,15 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
             problems.append(str(error))
             continue
         if speech_only and clip.vocal_channel != 1:
+            songs += 1
             continue
+        if (first := first_of.setdefault(path.stem, path)) != path:  # counted twice, it could train and test at once
+            raise DatasetError(f"{shown(path)}: the same RAVDESS recording as {shown(first)}; keep one of them")
         clips.append(clip)
     if not clips:
-        raise DatasetError(f"{root}: no RAVDESS clips found")
+        why = [f"{len(problems)} file(s) skipped, e.g. {problems[0]}"] if problems else []
+        why += [f"{songs} song clip(s) left out (vocal channel 02)"] if songs else []
+        raise DatasetError(f"{root}: no RAVDESS clips found ({'; '.join(why) or 'no WAV or FLAC file named like 03-01-05-01-02-01-12.wav'})")
     return clips, problems
 
 

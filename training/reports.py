@@ -44,6 +44,41 @@ METRICS = "a training run's metrics.json"
 CHECKPOINT_STATE = "a run's checkpoint state"
 
 
+def evaluated_recipe(path: Path, metrics: dict[str, Any]) -> str | None:
+    """The recipe a metrics.json evaluated: its own record, or (runs before the seventh session) its run's summary.json."""
+    if isinstance(metrics.get("recipe"), str):
+        return str(metrics["recipe"])
+    try:
+        name = json.loads((path.parent.parent / "summary.json").read_text())["settings"]["recipe"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def recorded_window(split_folder: Path) -> tuple[float, float] | None:
+    """The window and hop in seconds a run's split was trained and scored on, from its model.json; None if it has none.
+
+    metrics.json does not record them; the metadata exported beside it does."""
+    try:
+        metadata = json.loads((split_folder / "model.json").read_text())
+        window = (metadata["window_seconds"], metadata["hop_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return window if all(map(is_number, window)) else None
+
+
+def heard_actors(metrics: dict[str, Any]) -> list[int]:
+    """The actors a model learnt from or had its epoch picked on, as its metadata's metrics record them (an
+    ensemble's: its members'); none if they are not recorded. Scores on them are not held-out evidence."""
+    records = [metrics.get("training")] + [member.get("training") for member in metrics.get("members") or [] if isinstance(member, dict)]
+    heard = {
+        actor for record in records if isinstance(record, dict)
+        for part in ("train_actors", "validation_actors") if isinstance(record.get(part), list)
+        for actor in record[part] if is_count(actor)
+    }
+    return sorted(heard)
+
+
 def is_number(value: Any) -> TypeGuard[int | float]:
     """A JSON number (``true`` is not one): the model metadata's own check, ``ser_stream.model.holds``."""
     return holds(value, (int, float))

@@ -21,7 +21,7 @@ from ser_stream import EMOTIONS
 from ser_stream.audiofile import audio_info, read_audio, rounding_floor
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import average_windows
@@ -30,6 +30,7 @@ from training import evaluate
 from training.augment import frequency_warp, telephone
 from training.ensemble import check_members_agree
 from training.ravdess import scan, skip_clip
+from training.reports import heard_actors
 
 # Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
 # "slower"/"faster": the clip played 5 % slower or faster (pitch, formants and tempo moved together, a nearby
@@ -109,15 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     held_out = [clip for clip in clips if clip.actor in args.actors]
-    if not held_out:
-        parser.exit(2, f"{parser.prog}: error: {args.data} has no clips of actors {', '.join(map(str, args.actors))}\n")
+    absent = sorted(set(args.actors) - {clip.actor for clip in held_out})
+    if absent:  # an actor without clips once scored the others under a report naming it
+        parser.exit(2, f"{parser.prog}: error: {shown(args.data)}: no clips of actor(s) {', '.join(map(str, absent))}\n")
     window = models[0].metadata.window
     if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
         try:
             window = replace(window, hop_seconds=args.hop)
         except SerStreamError as error:
             parser.error(f"--hop {args.hop}: {error}")
-    result: dict[str, object] = {"models": [str(p) for p in args.model], "recipes": [model.metadata.recipe for model in models], "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds}
+    for path, model in zip(args.model, models):  # a score on speakers the model learnt from is not held-out evidence
+        if heard := sorted(set(args.actors) & set(heard_actors(model.metadata.metrics))):
+            parser.exit(2, f"{parser.prog}: error: --actors {' '.join(map(str, heard))}: {shown(path)} was trained or validated on actor(s) {', '.join(map(str, heard))}; score it on actors it has not heard\n")
+    result: dict[str, object] = {
+        "models": [str(p) for p in args.model], "recipes": [model.metadata.recipe for model in models],
+        # how each model was trained, which training.ensemble checks against its members
+        "trainings": [{key: model.metadata.metrics.get(key) for key in ("training", "weights")} for model in models],
+        "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds,
+    }
     if args.test_time:
         result["test_time_views"] = args.test_time
     skipped: list[str] = []

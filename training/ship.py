@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import replace
@@ -16,21 +15,10 @@ from typing import Any
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
-from training.reports import METRICS, ReportError, read_json, require_keys
+from training.reports import METRICS, ReportError, evaluated_recipe, read_json, recorded_window, require_keys
 
 # What the training command sets per run beyond the recipe: evidence trained otherwise is of another model.
 TRAINING_SETTINGS = ("epochs", "windows_per_clip", "frequency_warp", "batch_size")
-
-
-def evaluated_recipe(path: Path, metrics: dict[str, Any]) -> str | None:
-    """The recipe a metrics.json evaluated: its own record, or (runs before the seventh session) its run's summary.json."""
-    if isinstance(metrics.get("recipe"), str):
-        return metrics["recipe"]
-    try:
-        name = json.loads((path.parent.parent / "summary.json").read_text())["settings"]["recipe"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return name if isinstance(name, str) else None
 
 
 def check_same_training(path: Path, metrics: dict[str, Any], metadata: ModelMetadata) -> None:
@@ -48,6 +36,32 @@ def check_same_training(path: Path, metrics: dict[str, Any], metadata: ModelMeta
                     f"{shown(path)}: trained with {setting} {evidence_training[setting]}, the model shipped with "
                     f"{shipped_training[setting]}; give evidence trained the same way"
                 )
+    evidence_weights, shipped_weights = metrics.get("weights"), metadata.metrics.get("weights")
+    if isinstance(evidence_weights, str) and isinstance(shipped_weights, str) and evidence_weights != shipped_weights:
+        raise ReportError(f"{shown(path)}: scores the weights of the {evidence_weights}, the model shipped has those of the {shipped_weights}; give evidence trained with the same --keep")
+
+
+def split_protocol(split: str) -> str:
+    """The protocol that cut a split, from the name ``training.train.make_splits`` gave it."""
+    return split if split in ("random", "all") else "actors"
+
+
+def check_same_evaluation(path: Path, metrics: dict[str, Any], metadata: ModelMetadata) -> None:
+    """Refuse evidence scored on another kind of split or on other windows than the model shipped is judged by: a model
+    trained on every speaker needs folds of held-out speakers, not a random split that heard them all."""
+    split = str(metrics["split"])
+    wanted = "actors" if metadata.protocol == "all" else metadata.protocol
+    if split_protocol(split) != wanted:
+        raise ReportError(
+            f"{shown(path)}: evaluates split {split!r} of the {split_protocol(split)!r} protocol, the model shipped "
+            f"(protocol {metadata.protocol!r}) needs evidence of --protocol {wanted}"
+        )
+    window = recorded_window(path.parent)  # None for evidence without model.json beside it: not checked
+    if window is not None and window != (metadata.window_seconds, metadata.hop_seconds):
+        raise ReportError(
+            f"{shown(path)}: scored {window[0]} s windows at a {window[1]} s hop, the model shipped cuts {metadata.window_seconds} s "
+            f"at {metadata.hop_seconds} s; give evidence of the same --window and --hop"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             if split in evidence_files:
                 raise ReportError(f"{shown(path)}: split {split!r} again, already evaluated by {shown(evidence_files[split])}; give each split once")
             check_same_training(path, metrics, metadata)
+            check_same_evaluation(path, metrics, metadata)
             evidence_files[split] = path
             evidence[split] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
     except SerStreamError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -31,9 +32,11 @@ from training.reports import (
     CHECKPOINT_STATE,
     METRICS,
     ReportError,
+    evaluated_recipe,
     is_count,
     read_checkpoint_state,
     read_json,
+    recorded_window,
     require_keys,
 )
 
@@ -74,6 +77,8 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
             picked["test"] += list(members[:n_test])
             picked["validation"] += list(members[n_test : n_test + n_val])
             picked["train"] += list(members[n_test + n_val :])
+        if not picked["test"]:  # it once trained, scored nothing and exported a model without a word
+            raise SerStreamError(f"--protocol random: {len(clips)} clips leave none to test on (a quarter of each emotion's, rounded); give at least 3 clips of an emotion")
         return [Split("random", *(np.sort(np.array(picked[part], dtype=np.int64)) for part in ("train", "validation", "test")))]
     actors = np.unique(features.clip_actors)
     if config.balance_voices:
@@ -82,10 +87,15 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
         groups = [dealt[index :: config.folds] for index in range(config.folds)]
     else:
         groups = np.array_split(rng.permutation(actors), config.folds)
+    # Every fold draws its validation speakers from the generator as it stands after the groups: a fold is then the
+    # same split whether `--fold K` or every fold was asked for (an all-folds run once advanced it fold by fold, so
+    # its "fold2" trained and validated on other speakers than `--fold 2`'s, under the same name).
+    after_groups = rng.bit_generator.state
     splits = []
     for index, test_actors in enumerate(groups):
         if config.fold is not None and index != config.fold:
             continue
+        rng.bit_generator.state = after_groups
         others = [a for a in rng.permutation(actors) if a not in test_actors]
         validation_actors = others[: config.validation_actors]
         if config.balance_voices and config.validation_actors:
@@ -132,8 +142,9 @@ def with_command_overrides(recipe: Recipe, config: TrainConfig) -> Recipe:
     return replace(recipe, **overrides)
 
 
-def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
-    """The model an earlier run trained for this split, and its epochs, to start a warm restart from."""
+def earlier_split(run_folder: Path, split_name: str, config: TrainConfig | None = None) -> tuple[Path, int]:
+    """The model an earlier run trained for this split, and its epochs, to start a warm restart from; refused if it
+    was trained as another recipe or on other windows than ``config`` asks (its weights once loaded all the same)."""
     model_path = run_folder / split_name / "model.keras"
     if not model_path.is_file():
         raise SerStreamError(f"--init-from {run_folder}: no model for split {split_name} ({model_path} is missing)")
@@ -141,18 +152,28 @@ def earlier_split(run_folder: Path, split_name: str) -> tuple[Path, int]:
     if not metrics_path.is_file():
         return model_path, 0
     try:
-        epochs = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("epochs_run",))["epochs_run"]
+        metrics = require_keys(read_json(metrics_path, METRICS), metrics_path, METRICS, ("epochs_run",))
     except ReportError as error:
         raise SerStreamError(f"--init-from {run_folder}: {error}") from None
+    epochs = metrics["epochs_run"]
     if not is_count(epochs):
         raise SerStreamError(f"--init-from {run_folder}: {shown(metrics_path)}: not {METRICS} ('epochs_run' is not a count of epochs)")
+    if config is not None:
+        recipe, window = evaluated_recipe(metrics_path, metrics), recorded_window(metrics_path.parent)
+        if recipe is not None and recipe != config.recipe:
+            raise SerStreamError(f"--init-from {run_folder}: {split_name} was trained as recipe {recipe!r}, this run trains {config.recipe!r}; start from a run of the same recipe")
+        if window is not None and window[0] != config.window.window_seconds:
+            raise SerStreamError(
+                f"--init-from {run_folder}: {split_name} was trained on {window[0]} s windows, this run cuts {config.window.window_seconds} s; "
+                "start from a run of the same --window"
+            )
     return model_path, epochs
 
 
 def earlier_network(config: TrainConfig, split_name: str) -> tuple[keras.Model, Path, int]:
     """``earlier_split``'s model loaded, with one line naming ``--init-from`` if it is not a readable Keras model."""
     assert config.init_from is not None
-    model_path, epochs = earlier_split(config.init_from, split_name)
+    model_path, epochs = earlier_split(config.init_from, split_name, config)
     try:
         return keras.models.load_model(model_path, compile=False), model_path, epochs
     except Exception as error:  # Keras raises ValueError, zipfile and OS errors alike ("File not found" for a damaged one)
@@ -327,6 +348,24 @@ class ClipValidation(keras.callbacks.Callback):
         logs["val_clip_accuracy"] = result["accuracy"]
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Seeds Keras' random state (dropout masks, style mixing) at the start of each epoch from the model seed and the
+    epoch, as ``TrainingBatches`` seeds the batches: a resumed run then draws what the uninterrupted one would have.
+
+    A checkpoint keeps no random state; its dropout layers were once seeded afresh at load, unseeded.
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        keras.utils.set_random_seed(int(np.random.default_rng([self.seed, epoch]).integers(2**31)))
+        generators = [generator for layer in self.model._flatten_layers() for generator in layer._seed_generators]
+        for index, generator in enumerate(generators):  # each its own stream, in layer order
+            generator.state.assign(np.array([np.random.default_rng([self.seed, epoch, index]).integers(2**31), 0], dtype=generator.state.dtype))
+
+
 class SpeakerAdversaryRamp(keras.callbacks.Callback):
     """Raises the gradient reversal's strength from 0 towards the recipe's over the run (DANN's schedule).
 
@@ -420,6 +459,8 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
     """The configuration a run folder's checkpoints and summary belong to, as JSON values."""
     recipe = with_command_overrides(RECIPES[config.recipe], config)
     chosen = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
+    # The data folder resolved: `--data ../data/tiny` from another folder is the same data (it was once refused)
+    chosen["data"] = config.data.resolve()
     return json.loads(json.dumps({**chosen, "recipe": asdict(recipe), "model_seed": network_seed(config)}, default=str))
 
 
@@ -427,6 +468,8 @@ def identity_differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[s
     """``option: earlier → now`` for each setting that differs (an option a newer version added counts only if set)."""
     differences = []
     for key in sorted(set(earlier) | set(now)):
+        if key == "data" and isinstance(earlier.get(key), str) and Path(earlier[key]).resolve() == Path(now[key]):
+            continue  # runs before it was recorded resolved: the same folder however spelled
         if key in earlier and earlier.get(key) != now.get(key):
             if key == "recipe" and isinstance(earlier[key], dict) and isinstance(now.get(key), dict):
                 changed = [name for name in earlier[key] if earlier[key][name] != now[key].get(name)]
@@ -443,6 +486,18 @@ def check_same_run(folder: Path, config: TrainConfig, what: str, earlier: dict[s
     differences = identity_differences(earlier, run_identity(config))
     if differences:
         raise SerStreamError(f"{what} {folder}: its runs were trained with other settings ({'; '.join(differences)}); use another --out")
+
+
+def check_same_schedule(folder: Path, config: TrainConfig, recipe: Recipe, state_file: Path) -> None:
+    """Refuse to resume a cosine-scheduled run to other epochs: its checkpoint keeps the schedule it started with, so
+    the learning rate would follow the old epochs while metrics.json recorded the new (a constant rate may be extended)."""
+    state = read_json(state_file, CHECKPOINT_STATE)
+    planned = state.get("epochs") if isinstance(state, dict) else None  # checkpoints before it was recorded: unknown
+    if recipe.cosine_decay and is_count(planned) and planned != config.epochs:
+        raise SerStreamError(
+            f"--resume {folder}: its learning rate follows a cosine schedule over {planned} epochs, not --epochs {config.epochs}; "
+            f"resume with --epochs {planned}, or start a new --out with --init-from (a warm restart)"
+        )
 
 
 def recorded_identity(path: Path, key: str) -> dict[str, Any] | None:
@@ -518,7 +573,7 @@ class RunState(keras.callbacks.Callback):
         # Written aside, then renamed: a run stopped mid-write leaves the previous epoch's checkpoint whole.
         self.model.save(self.folder / "last-partial.keras")
         os.replace(self.folder / "last-partial.keras", self.folder / "last.keras")
-        state = {"epoch": epoch + 1, "history": self.history, "identity": self.identity}
+        state = {"epoch": epoch + 1, "epochs": self.total_epochs, "history": self.history, "identity": self.identity}
         (self.folder / "state-partial.json").write_text(json.dumps(state))
         os.replace(self.folder / "state-partial.json", self.folder / "state.json")
         shown = "  ".join(f"{k} {float(v):.3f}" for k, v in logs.items() if k != "learning_rate")
@@ -533,13 +588,14 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
 
     ``inputs`` were loaded (and refused, if bad) by ``run`` before any split was trained."""
     teachers, earlier = inputs
-    folder.mkdir(parents=True, exist_ok=True)
     checkpoints = folder / "checkpoints"
     state_file = checkpoints / "state.json"
     resuming = config.resume and state_file.exists()  # run() refused a state without its last.keras
-    if not resuming and checkpoints.exists():  # --overwrite (run() refused it otherwise): no earlier best.keras or sum may linger
-        shutil.rmtree(checkpoints)
-    checkpoints.mkdir(exist_ok=True)
+    if not resuming and folder.exists():
+        # --overwrite (run() refused it otherwise): no earlier checkpoint, sum of weights, metrics.json, model or
+        # confusion matrix may linger; an interrupted overwrite once left the old results beside the new checkpoints
+        shutil.rmtree(folder)
+    checkpoints.mkdir(parents=True, exist_ok=True)
     history: dict[str, list[float]] = {}
     initial_epoch = 0
     if resuming:
@@ -572,7 +628,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             )
         else:
             model.compile(optimizer=optimizer, loss=emotion_loss, metrics=["accuracy"])
-    callbacks: list[keras.callbacks.Callback] = [ClipValidation(features, split.validation, split.train)]
+    callbacks: list[keras.callbacks.Callback] = [EpochSeeds(network_seed(config)), ClipValidation(features, split.validation, split.train)]
     has_validation = len(split.validation) > 0
     scores_so_far = history.get("val_mean_per_class_accuracy", [])
     if has_validation:
@@ -670,9 +726,16 @@ def writable_folder(folder: Path, option: str) -> None:
 
 
 def limit_per_emotion(clips: list[Any], max_clips: int) -> list[Any]:
+    """At most ``max_clips`` clips of each emotion, dealt from the actors in turn: the first N in path order were
+    once all the first actor's, which left an actors protocol nobody else to hold out or train on."""
     kept: list[Any] = []
     for emotion in EMOTIONS:
-        kept += [c for c in clips if c.emotion == emotion][:max_clips]
+        by_actor: dict[int, list[Any]] = {}
+        for clip in clips:
+            if clip.emotion == emotion:
+                by_actor.setdefault(clip.actor, []).append(clip)
+        dealt = [clip for turn in itertools.zip_longest(*by_actor.values()) for clip in turn if clip is not None]
+        kept += sorted(dealt[:max_clips], key=lambda clip: clip.path)
     return kept
 
 
@@ -705,6 +768,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
         state_file = config.out / split.name / "checkpoints" / "state.json"
         if config.resume and state_file.is_file():
             check_same_run(config.out / split.name, config, "--resume", recorded_identity(state_file, "identity"))
+            check_same_schedule(config.out / split.name, config, recipe, state_file)
             if not (state_file.parent / "last.keras").is_file():  # it once started again from epoch 1 without a word
                 raise SerStreamError(f"--resume {config.out / split.name}: {state_file.parent / 'last.keras'} is missing, so it cannot carry on; --overwrite trains the split again from epoch 1")
         elif not config.resume and not config.overwrite and (held := held_run(config.out / split.name)) is not None:
