@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL
-from ser_stream.rtp import MAX_JITTER_PACKETS, RtpConfig, listen_host
+from ser_stream.rtp import MAX_CALL_IDLE_SECONDS, MAX_JITTER_PACKETS, RtpConfig, listen_host
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -120,6 +120,13 @@ def sample_rate(text: str) -> int:
     if not MIN_INPUT_RATE <= value <= MAX_INPUT_RATE:
         raise argparse.ArgumentTypeError(f"{value} Hz is outside {MIN_INPUT_RATE}–{MAX_INPUT_RATE} Hz")
     return value
+
+
+def database_file(text: str) -> Path:
+    """An argparse type: a path, not empty (``--record ''`` was reported as the current folder, ``.``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names no file; give the database's path")
+    return Path(text)
 
 
 def positive_seconds(text: str) -> float:
@@ -241,6 +248,8 @@ def _monitor(args: argparse.Namespace) -> int:
         raise SerStreamError(f"--jitter-packets {args.jitter_packets}: only with an rtp: source")
     if args.call_idle != defaults.idle_seconds and not (takes_rtp or args.ingest):
         raise SerStreamError(f"--call-idle {args.call_idle}: only with calls (an rtp: source, or --ingest)")
+    if args.call_idle > MAX_CALL_IDLE_SECONDS:  # 100000 was taken: a call gone silent held its stream for a day
+        raise SerStreamError(f"--call-idle {args.call_idle}: at most {MAX_CALL_IDLE_SECONDS:g} s (an RTP sequence gap longer than that reads as a restarted numbering)")
     if args.max_ingest_connections is not None and not args.ingest:
         raise SerStreamError(f"--max-ingest-connections {args.max_ingest_connections}: only with --ingest")
     if args.await_subscribers and (takes_rtp or args.ingest):  # a call cannot wait: its packets were lost in the kernel, uncounted
@@ -286,7 +295,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the s16le PCM, raw or in a WAV stream (default 16000)")
     parser.add_argument("--channels", type=whole_number(1, MAX_STDIN_CHANNELS), default=None, help=f"stdin: channels of the PCM, 1 to {MAX_STDIN_CHANNELS} (default 1)")
     parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
-    parser.add_argument("--record", type=Path, default=None, help="append every utterance to this SQLite database before broadcasting it")
+    parser.add_argument("--record", type=database_file, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="host name clients reach the monitor by, besides localhost, the --ws host and --allow-origin's (repeatable)")

@@ -92,5 +92,9 @@ class RecentKeys:
         if self.has_room():
             self._noted[key] = now
 
+    def noted_at(self, key: Hashable) -> float | None:
+        """When ``key`` was noted, if it still is."""
+        return self._noted.get(key)
+
     def forget(self, key: Hashable) -> None:
         self._noted.pop(key, None)

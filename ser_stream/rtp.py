@@ -67,6 +67,7 @@ COMFORT_NOISE_PAUSE_SECONDS = 30.0
 # stray and is dropped as late.
 MAX_MISORDER = 100
 MAX_DROPOUT = 3000
+MAX_CALL_IDLE_SECONDS = 60.0  # the longest --call-idle: MAX_DROPOUT packets of 20 ms
 # G.711 timestamps count 8 kHz samples, but some gateways stamp them at 16, 24, 32 or 48 kHz. A sender whose first
 # CLOCK_EVIDENCE pairs of consecutive audio packets each step by the same whole multiple of the earlier packet's
 # samples keeps that clock: its timestamps are divided by it (re-clocked), and its stream's warning says so. With the
@@ -391,6 +392,7 @@ class RtpReceiver:
         self.refused_packets = 0  # packets of calls the worker had no stream for
         self.wrong_sender_packets = 0  # a call's SSRC from another address (a collision, or spoofing): dropped
         self._refused = RecentKeys(REFUSED_RETRY_SECONDS, REFUSED_CALLS_TRACKED)  # SSRCs of calls refused a stream lately
+        self._refused_since = RecentKeys(REPORT_MEMORY_SECONDS, REFUSED_CALLS_TRACKED)  # when each was first refused
         self._reported = RecentKeys(REPORT_MEMORY_SECONDS, REPORTS_TRACKED)  # (sender, kind of fault) reported lately
 
     def run(self, stop: threading.Event) -> None:
@@ -473,9 +475,17 @@ class RtpReceiver:
         except StreamRefused as error:  # at --max-streams, or the monitor is stopping
             self.refused_packets += 1
             self._refused.note(ssrc, now)
-            self._report_once(sender, f"its call has no stream: {error.reason}")
+            if not self._refused_since.remembers(ssrc, now):
+                self._refused_since.note(ssrc, now)
+            # each call by name: one line for all of a sender's refused calls once named none of them
+            self._report_once(sender, f"call rtp-{ssrc:08x} has no stream: {error.reason}", kind=f"no stream for {ssrc}")
             return None
         self._refused.forget(ssrc)
+        refused_at = self._refused_since.noted_at(ssrc)
+        self._refused_since.forget(ssrc)
+        if refused_at is not None:  # its start was never heard: its times count from now, which nothing said
+            self.report(f"call rtp-{ssrc:08x} from {sender} got a stream {now - refused_at:.1f} s after it was first refused: "
+                        "what it sent before was not analysed, and its times count from now")
         call = self.calls[ssrc] = _Call(sink, self.config.jitter_packets, sender)
         return call
 

@@ -318,6 +318,7 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
         (["--jitter-packets", "10"], "--jitter-packets 10: only with an rtp: source"),
         (["--call-idle", "5"], "--call-idle 5.0: only with calls (an rtp: source, or --ingest)"),
+        (["--ingest", "--call-idle", "100000"], "--call-idle 100000.0: at most 60 s (an RTP sequence gap longer than that reads as a restarted numbering)"),
         (["--max-ingest-connections", "5"], "--max-ingest-connections 5: only with --ingest"),
         (["--source", "rtp:127.0.0.1:0", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--ingest", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
@@ -350,6 +351,7 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
         (["--rate", "100000000"], "argument --rate: 100000000 Hz is outside 1000–1000000 Hz"),
         (["--rate", "3"], "argument --rate: 3 Hz is outside 1000–1000000 Hz"),
         (["--jitter-packets", "1000"], "argument --jitter-packets: 1000 must be at most 50"),
+        (["--record", ""], "argument --record: '' names no file; give the database's path"),  # was '--record .: …'
     ],
 )
 def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reason):
