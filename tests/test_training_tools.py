@@ -342,3 +342,19 @@ def test_shipping_refuses_evidence_of_another_protocol_window_or_kept_weights_in
     line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
     assert line == f"python -m training.ship: error: {evidence}: {reason}"
     assert metadata_path(model).read_text() == before
+
+
+def test_a_clips_telephone_score_does_not_depend_on_the_actors_scored_beside_it(smoke_run, tiny_ravdess):
+    """The phone line was seeded by a clip's place in the list: actor 05 scored 62.5 % by telephone with actors
+    3, 7 and 20, and 60.9 % alone."""
+    from ser_stream.inference import EmotionModel
+    from ser_stream.windows import WindowConfig
+    from training.ravdess import scan
+    from training.score import score
+
+    clips, _ = scan(tiny_ravdess)
+    model = [EmotionModel(smoke_run / "model.onnx", provider="cpu")]
+    _, together, beside = score(model, clips, WindowConfig(), "telephone")
+    _, alone, by_itself = score(model, [clip for clip in clips if clip.actor == 2], WindowConfig(), "telephone")
+    assert alone["02"] == together["02"]
+    assert by_itself == [clip for clip in beside if clip["actor"] == 2]

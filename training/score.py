@@ -10,6 +10,7 @@ whether an ensemble is worth its inference cost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +63,12 @@ def clip_inputs(path: Path, window: WindowConfig, variant: str, seed: int, views
     return np.concatenate(windows)
 
 
+def clip_seed(path: Path) -> int:
+    """The simulated phone line's seed for a clip, from its name: seeded by its place in the list scored, a clip's
+    telephone result changed with the actors scored beside it (actor 05: 62.5 % with 3, 7, 20; 60.9 % alone)."""
+    return int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:8], "big")
+
+
 def score(
     models: list[EmotionModel], clips: list, window: WindowConfig, variant: str = "clean", views: tuple[str, ...] = (),
     skipped: list[str] | None = None,
@@ -72,9 +79,9 @@ def score(
     A clip that cannot be read or classified is left out, said on stderr and listed in ``skipped``: one bad file
     once ended a whole scoring run with a traceback."""
     true, predicted, outputs_by_clip, scored = [], [], [], []
-    for index, clip in enumerate(clips):
+    for clip in clips:
         try:
-            windows = clip_inputs(clip.path, window, variant, seed=index, views=views)
+            windows = clip_inputs(clip.path, window, variant, seed=clip_seed(clip.path), views=views)
         except SerStreamError as error:
             skip_clip(clip.path, error, skipped if skipped is not None else [])
             continue
