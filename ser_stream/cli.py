@@ -335,14 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # it loads modules too (the pipeline's defaults)
         return int(args.run(args))
     except SerStreamError as error:
         print(f"ser-stream: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except ImportError as error:  # Ctrl-C inside a C extension's import (numpy, onnxruntime) surfaces as this
+        if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+            return 130
+        raise
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain either
