@@ -98,11 +98,11 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
     event = message["event"]
     if event == "start":
         start = message.get("start")
-        if not isinstance(start, dict) or not isinstance(start.get("streamSid") or message.get("streamSid"), str):
+        if not isinstance(start, dict) or not isinstance(sid := start.get("streamSid") or message.get("streamSid"), str):
             raise CallRefused("call refused: its start message lacks start.streamSid")
-        call = f"stream {str(start.get('streamSid') or message.get('streamSid'))!r:.60} refused"
-        if not str(start.get("streamSid") or message.get("streamSid")).strip():  # ?stream= of it would select every stream
+        if not sid.strip():  # ?stream= of it would select every stream
             raise CallRefused("call refused: start.streamSid is empty: name the call")
+        call = f"stream {sid!r:.60} refused"
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
         if not isinstance(media_format, dict) or media_format.get("encoding") not in DECODERS:
             raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw")
