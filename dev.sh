@@ -39,7 +39,9 @@ usable_python() {
 environment() {
   local extras=$1
   if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    echo "dev.sh: needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1 || echo missing) (set PYTHON=/path/to/python3.11)" >&2
+    local found
+    found=$("$PYTHON" -V 2>/dev/null) || found="not found"  # a missing interpreter's own complaint once split this line
+    echo "dev.sh: needs Python 3.11 or newer; $PYTHON is ${found:-not found} (set PYTHON=/path/to/python3.11)" >&2
     exit 2
   fi
   if [ -e "$VENV" ] && ! usable_python "$VENV/bin/python"; then
@@ -78,7 +80,8 @@ case "${1:-}" in
     echo "usage: ./dev.sh demo [monitor options] | test [pytest args]   (PYTHON=python3.11 to choose the interpreter)"
     ;;
   *)
-    echo "dev.sh: unknown command '${1:-}'; usage: ./dev.sh demo [monitor options] | test [pytest args]" >&2
+    if [ -z "${1:-}" ]; then echo "dev.sh: usage: ./dev.sh demo [monitor options] | test [pytest args]" >&2
+    else echo "dev.sh: unknown command '$1'; usage: ./dev.sh demo [monitor options] | test [pytest args]" >&2; fi
     exit 2
     ;;
 esac

@@ -49,6 +49,8 @@ def require_file(path: str | Path) -> None:
     except FileNotFoundError:
         if str(path) == "-":  # the shell's name for stdin, which a file reader cannot rewind
             raise AudioInputError("-: no such file (stdin is not read here: save the audio to a file, or pipe raw PCM to monitor --source stdin)") from None
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", str(path)):
+            raise AudioInputError(f"{shown(path)}: a URL; nothing is fetched from the network: download the file first") from None
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except OSError as error:
         raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None

@@ -276,8 +276,8 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     from ser_stream.sources import MAX_STDIN_CHANNELS
     from ser_stream.utterances import UtteranceConfig
 
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
-    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
+    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
     parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (default %(default)s; port 0 picks a free one)")
     parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
     parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
@@ -310,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ser-stream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC; 1 kHz to 1 MHz; mono or stereo)")
+    classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC, OGG, MP3…; 1 kHz to 1 MHz; any channels)")
     classify.add_argument("files", nargs="+", metavar="FILE")
-    classify.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it")
-    classify.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    classify.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
+    classify.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
     classify.add_argument("--json", action="store_true", help="one JSON object per file and line")
     classify.set_defaults(run=_classify)
 

@@ -214,7 +214,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         state.handle(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
             print_line(json_line(message), to_stderr=False)
-        elif message.get("type") in ("error", "warning"):
+        # an error on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks
+        if message.get("type") == "error" or (message.get("type") == "warning" and not options.print_messages):
             print_line(f"ser-stream: {message['message']}", to_stderr=True)
 
     worker = Worker(model, config, emit)
@@ -260,7 +261,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         source_threads.append(thread)
     scheme = "s" if options.access.tls is not None else ""
     address = host_port(options.host, publisher.port)
-    print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/ · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
+    ingest_url = f" · ingest ws{scheme}://{address}/ingest" if options.ingest else ""
+    print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
         try:
             loop.add_signal_handler(signum, interrupted.set)

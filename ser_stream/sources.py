@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import threading
@@ -55,7 +56,8 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec("mic", target)
     if kind == "rtp" and target.rpartition(":")[2].isdigit() and target.rpartition(":")[0]:
         return SourceSpec("rtp", target)
-    raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT")
+    hint = f" (for the file, --source file:{text})" if os.path.isfile(text) else ""
+    raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT{hint}")
 
 
 def _wait_for_room(sink: Sink, count: int, stop: threading.Event) -> None:

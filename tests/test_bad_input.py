@@ -497,11 +497,26 @@ def test_a_file_source_that_cannot_be_opened_fails_alone_and_the_others_run(tmp_
     missing = tmp_path / "missing.wav"
     status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
                    "--source", f"file:{missing}", "--source", f"file:{good}"])
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    said = capsys.readouterr()
+    lines = [json.loads(line) for line in said.out.splitlines()]
     assert status == 1  # a stream failed
     assert {"type": "error", "stream": "missing.wav", "message": f"{missing}: no such file"} in lines
+    assert f"ser-stream: {missing}: no such file\n" in said.err  # with stdout in a file, the reason where one looks too
     assert [line["stream"] for line in lines if line["type"] == "utterance"] and all(
         line["stream"] == good.name for line in lines if line["type"] == "utterance")
+
+
+def test_a_url_or_a_bare_file_name_where_a_source_is_expected_says_what_to_give_instead(tmp_path):
+    """A URL was 'no such file'; an existing file given as --source a.wav was told only the source forms."""
+    from ser_stream.audiofile import read_audio
+    from ser_stream.sources import parse_source
+
+    with pytest.raises(AudioInputError, match=r"^https://example\.com/a\.wav: a URL; nothing is fetched from the network: download the file first$"):
+        read_audio("https://example.com/a.wav")
+    path = tmp_path / "a.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    with pytest.raises(AudioInputError, match=rf"^source '{path}' is not file:PATH, .* \(for the file, --source file:{path}\)$"):
+        parse_source(str(path))
 
 
 def test_when_every_source_fails_to_open_the_monitor_says_why_in_one_line(tmp_path, shipped_model, capsys):

@@ -247,6 +247,7 @@ REPO = Path(__file__).resolve().parent.parent
     [
         (["--help"], 0, "usage: ./dev.sh demo [monitor options] | test [pytest args]   (PYTHON=python3.11 to choose the interpreter)\n", ""),
         (["bogus"], 2, "", "dev.sh: unknown command 'bogus'; usage: ./dev.sh demo [monitor options] | test [pytest args]\n"),
+        ([], 2, "", "dev.sh: usage: ./dev.sh demo [monitor options] | test [pytest args]\n"),  # was "unknown command ''"
     ],
 )
 def test_dev_sh_answers_help_and_unknown_commands_in_one_line(arguments, status, stdout, stderr):
@@ -264,4 +265,7 @@ def test_dev_sh_refuses_a_python_older_than_3_11_before_making_anything(tmp_path
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == f"dev.sh: needs Python 3.11 or newer; {old_python} is Python 3.10.13 (set PYTHON=/path/to/python3.11)"
     assert sorted(path.name for path in REPO.iterdir()) == before
+    missing = subprocess.run(["bash", str(REPO / "dev.sh"), "demo"], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": str(tmp_path / "nowhere")})
+    assert missing.returncode == 2  # the shell's own complaint once split the line in two
+    assert missing.stderr == f"dev.sh: needs Python 3.11 or newer; {tmp_path / 'nowhere'} is not found (set PYTHON=/path/to/python3.11)\n"
 
