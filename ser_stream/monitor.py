@@ -243,6 +243,7 @@ async def run_monitor(options: MonitorOptions) -> int:
             print(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}", file=sys.stderr, flush=True)
             source_threads.append(threading.Thread(target=receiver.run, args=(stop,), name=f"rtp-{receiver.port}", daemon=True))
     taken: set[str] = set()
+    files_read: list[Stream] = []  # file sources' streams: one stopped before its end is said to be
     for index, (spec, source) in enumerate(zip(file_like, opened)):
         if spec.kind == "file":
             stream_id = distinct_stream_id(Path(spec.target).name, spec.target, taken)
@@ -257,6 +258,8 @@ async def run_monitor(options: MonitorOptions) -> int:
             continue
         stream = Stream(stream_id, source.sample_rate, config)
         worker.add_stream(stream)
+        if spec.kind == "file":
+            files_read.append(stream)
         thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)
         source_threads.append(thread)
     scheme = "s" if options.access.tls is not None else ""
@@ -286,6 +289,10 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker_thread.start()
         while worker_thread.is_alive() and not interrupted.is_set():
             await asyncio.sleep(0.05)
+        for stream in files_read if interrupted.is_set() and not lost_outputs else []:
+            if not stream.finished:  # Ctrl-C or SIGTERM: a clean stop, but a file cut short must not pass for a whole one
+                emit({"type": "warning", "stream": stream.stream_id,
+                      "message": f"{stream.stream_id}: stopped before the end of its file; what came after was not heard"})
         stop.set()  # sources stop
         for thread in source_threads:  # an RTP receiver flushes its jitter buffers as it stops
             if thread.is_alive():
