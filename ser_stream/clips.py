@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -111,10 +112,9 @@ class BlockReading:
     frames: int = 0
 
 
-def _input_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np.float32]]:
-    """A file, block by block, as mono audio at its own rate, up to any damage (``audiofile.decoded_blocks``);
-    ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
-    info = audio_info(path)
+def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator[NDArray[np.float32]]:
+    """A file (``info``: its ``audio_info``), block by block, as mono audio at its own rate, up to any damage
+    (``audiofile.decoded_blocks``); ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
     # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
     # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
     block = max(1, int(block_seconds * BLOCK_SAMPLE_RATE / info.channels))
@@ -127,10 +127,10 @@ def _input_blocks(path: str | Path, block_seconds: float) -> Iterator[NDArray[np
         raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None
 
 
-def _canonical_blocks(path: str | Path, block_seconds: float, offset: float = 0.0) -> Iterator[NDArray[np.float32]]:
+def _canonical_blocks(path: str | Path, info: Any, block_seconds: float, offset: float = 0.0) -> Iterator[NDArray[np.float32]]:
     """A file less its DC ``offset``, block by block, as mono canonical-rate audio (never whole in memory)."""
-    resampler = StreamResampler(int(audio_info(path).samplerate), SAMPLE_RATE)
-    for mono in _input_blocks(path, block_seconds):
+    resampler = StreamResampler(int(info.samplerate), SAMPLE_RATE)
+    for mono in _input_blocks(path, info, block_seconds):
         yield resampler.process(mono - np.float32(offset))
     yield resampler.flush()
 
@@ -151,8 +151,9 @@ def stream_file_windows(
     trimmed span as the audio arrives. Memory stays at a block and a window
     whatever the file's length.
     """
+    info = audio_info(path)  # read once: each pass used to read the header again, twice
     count, total_sum = 0, 0.0  # pass 0: the DC offset, at the file's own rate, as without_dc measures it
-    for mono in _input_blocks(path, block_seconds):
+    for mono in _input_blocks(path, info, block_seconds):
         count, total_sum = count + mono.size, total_sum + float(np.sum(mono, dtype=np.float64))
     if reading is not None:
         reading.frames = count
@@ -160,19 +161,19 @@ def stream_file_windows(
     energies: list[NDArray[np.float64]] = []
     carry = np.zeros(0, dtype=np.float32)
     total = 0
-    for canonical in _canonical_blocks(path, block_seconds, offset):
+    for canonical in _canonical_blocks(path, info, block_seconds, offset):
         total += canonical.size
         joined = np.concatenate([carry, canonical])
         whole = joined.size // TRIM_FRAME * TRIM_FRAME
         energies.append(frame_energies(joined[:whole], TRIM_FRAME))
         carry = joined[whole:]
     energy = np.concatenate(energies) if energies else np.zeros(0)
-    floor = rounding_floor(audio_info(path))
+    floor = rounding_floor(info)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, total, threshold_db, margin=int(margin_seconds * SAMPLE_RATE), floor=floor)
     check_sound(sound, loudest_power(energy, carry), floor)
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, position = [], 0
-        for canonical in _canonical_blocks(path, block_seconds, offset):
+        for canonical in _canonical_blocks(path, info, block_seconds, offset):
             lo, hi = max(first - position, 0), min(last - position, canonical.size)
             if hi > lo:
                 span.append(canonical[lo:hi])
@@ -182,7 +183,7 @@ def stream_file_windows(
     starts = iter(window_starts(last - first, config))
     start = next(starts, None)
     buffer, buffer_start, position = np.zeros(0, dtype=np.float32), 0, 0  # buffer holds trimmed samples from buffer_start
-    for canonical in _canonical_blocks(path, block_seconds, offset):
+    for canonical in _canonical_blocks(path, info, block_seconds, offset):
         lo, hi = max(first, position), min(last, position + canonical.size)
         position += canonical.size
         if hi > lo:
