@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,16 @@ def test_style_mixing_recolours_training_examples_with_a_partners_statistics_and
         model = build_model(RECIPES[recipe])
         assert sum(isinstance(layer, StyleMixing) for layer in model.layers) == count, recipe
         assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
+
+
+def test_the_sgd_recipe_trains_by_sgd_with_nesterov_momentum_and_nothing_else_changes():
+    import keras
+
+    from training.train import make_optimizer
+
+    optimizer = make_optimizer(RECIPES["improved-sgd"], 0.05)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov and optimizer.momentum == 0.9
+    assert replace(RECIPES["improved-sgd"], name="improved", sgd_momentum=0.0, learning_rate=2e-3) == RECIPES["improved"]
 
 
 def test_weight_decay_shrinks_kernels_only_and_a_reloaded_checkpoint_still_spares_the_rest(tmp_path):

@@ -508,7 +508,9 @@ def recorded_identity(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def make_optimizer(recipe: Recipe, learning_rate: Any) -> keras.optimizers.Optimizer:
-    """Adam, or AdamW when the recipe decays weights: kernels only, as biases and batch-norm scales carry no capacity to curb."""
+    """Adam; SGD with Nesterov momentum if the recipe asks; AdamW when it decays weights: kernels only, as biases and batch-norm scales carry no capacity to curb."""
+    if recipe.sgd_momentum > 0:
+        return keras.optimizers.SGD(learning_rate, momentum=recipe.sgd_momentum, nesterov=True)
     if recipe.weight_decay <= 0:
         return keras.optimizers.Adam(learning_rate)
     optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=recipe.weight_decay)
