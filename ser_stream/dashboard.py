@@ -33,6 +33,7 @@ NOT_LOSSES = frozenset(
     {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
 )
 BARS_HEIGHT = 10  # the emotions panel: 8 rows and its border
+ID_CELLS_WANTED = 16  # a stream id narrower than this on a narrow terminal costs the streams panel its "now" columns
 
 
 def untrusted(name: str, width: int | None = None) -> Text:
@@ -209,28 +210,35 @@ class DashboardFrame:
         return bars
 
     def _streams(self, inner: int, rows: int) -> tuple[Panel, int]:
-        """The active streams in at most ``rows`` rows (the last one then says how many more there are); its height."""
-        lasts = [f"{row.last['label']} {row.last['confidence']:.2f} at {row.last['t_end']:.1f} s" for _, row in self.streams if row.last]
-        last_width = max([len("last utterance"), *map(cell_len, lasts)])
-        id_width = max(8, inner - (9 + 5 + last_width + 10) - 2 * 5)  # the other columns, and a gap of 2 beside each
+        """The active streams in at most ``rows`` rows (the last one then says how many more there are); its height.
+
+        Columns are as wide as what they hold and the stream id gets the rest; where that leaves an id under
+        ``ID_CELLS_WANTED`` cells (a narrow terminal), the latest window's label and confidence give way to it.
+        """
         shown_streams = self.streams if len(self.streams) <= rows else self.streams[: max(0, rows - 1)]
-        calls = Table("stream", "now", "conf.", "last utterance", "utterances", box=None)
+        lasts = [f"{row.last['label']} {row.last['confidence']:.2f} at {row.last['t_end']:.1f} s" if row.last else "" for _, row in shown_streams]
+        nows = [row.current[0] for _, row in shown_streams]
+        now_cells = max([len("now"), *map(cell_len, nows)]) + len("conf.")  # two columns
+        other_cells = len("last utterance") if not lasts else max(len("last utterance"), *map(cell_len, lasts))
+        other_cells += len("utterances") + 2 * 3  # and each column's padding of one either side
+        with_now = inner - other_cells - now_cells - 2 * 2 >= ID_CELLS_WANTED
+        id_width = max(8, inner - other_cells - (now_cells + 2 * 2 if with_now else 0))
+        headers = ["stream", "now", "conf.", "last utterance", "utterances"] if with_now else ["stream", "last utterance", "utterances"]
+        calls = Table(*headers, box=None)
         for column in calls.columns:
             column.no_wrap = True
-        for stream_id, row in shown_streams:
+        for (stream_id, row), last_text in zip(shown_streams, lasts):
             label, confidence = row.current
-            last = row.last
-            calls.add_row(
-                untrusted(stream_id, id_width), Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else "",
-                Text(f"{last['label']} {last['confidence']:.2f} at {last['t_end']:.1f} s", style=COLOURS.get(last["label"], "white")) if last else "",
-                str(row.utterances),
-            )
+            last = Text(last_text, style=COLOURS.get(row.last["label"], "white")) if row.last else ""
+            now = [Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else ""] if with_now else []
+            calls.add_row(untrusted(stream_id, id_width), *now, last, str(row.utterances))
+        blanks = [""] * (len(headers) - 1)
         more = len(self.streams) - len(shown_streams)
         if more:
-            calls.add_row(f"… {more} more", "", "", "", "")
+            calls.add_row(f"… {more} more", *blanks)
         if not self.streams:  # an empty table after the demo's clip ended read as a broken panel
             ended = f": {self.ended} ended, their utterances below" if self.ended else ""
-            calls.add_row(Text(f"none active{ended}", style="dim"), "", "", "", "")
+            calls.add_row(Text(f"none active{ended}", style="dim"), *blanks)
         return Panel(calls, title="streams"), 3 + max(1, len(shown_streams) + (more > 0))
 
     def _recent(self, inner: int, rows: int) -> Table:

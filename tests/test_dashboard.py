@@ -171,3 +171,23 @@ def test_counters_that_count_no_loss_are_not_listed_as_losses():
     from ser_stream.dashboard import losses
 
     assert losses({"type": "status", "rtp_resyncs": 1, "failed_handshakes": 3, "rtp_lost_packets": 2}) == ["rtp lost packets 2"]
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_the_streams_panel_cuts_nothing_but_a_long_id_and_gives_the_id_what_is_left(width):
+    """At 80 columns it once cut ids to 8 cells beside 16 blank ones; at 60 it cut every header and the last utterance."""
+    long_id = "file:/home/user/recordings/a-very-long-name-of-a-call-2026-11-30.wav"
+    state = busy_state(3)
+    state.handle({"type": "stream_started", "stream": long_id, "t": 0.0})
+    state.handle({"type": "utterance", "stream": long_id, "id": 1, "t_start": 100.0, "t_end": 1234.5, "label": "surprised",
+                  "confidence": 0.65, "probabilities": probabilities("surprised"), "windows": 3, "latency_ms": 5.0})
+    lines = live_frame(state, width, 40)
+    panel = lines[next(i for i, line in enumerate(lines) if "streams ─" in line) + 1:]
+    panel = panel[: next(i for i, line in enumerate(panel) if line.startswith("╰"))]
+    header, long_row, *rtp_rows = panel
+    assert "…" not in header and "last utterance" in header and "utterances" in header
+    assert ("now" in header and "conf." in header) == (width >= 80)  # a narrow terminal gives them up for the id
+    assert "surprised 0.65 at 1234.5 s" in long_row and "│  file" in long_row and "…" in long_row and ".wav" in long_row
+    assert all("rtp-0000000" in row and "calm 0.65 at 3.0 s" in row for row in rtp_rows)
+    assert long_row.index("…") - long_row.index("file") >= 4  # the id got the room left: at least a third of it before the cut
+    assert header.endswith("utterances  │")  # the columns fill the panel: no blank cells beside a cut id
