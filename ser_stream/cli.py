@@ -267,13 +267,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     from ser_stream.sources import list_devices
 
-    print(list_devices())
+    devices = list_devices()
+    if not devices:  # exit 1, so a script that looks for a microphone first can tell
+        print("ser-stream: no audio input devices found; check that a microphone is connected and the sound system sees it", file=sys.stderr)
+        return 1
+    print("\n".join(devices))
     return 0
 
 
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     from ser_stream.pipeline import MonitorConfig
-    from ser_stream.sources import MAX_STDIN_CHANNELS
     from ser_stream.utterances import UtteranceConfig
 
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
@@ -292,9 +295,6 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
-    parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the s16le PCM, raw or in a WAV stream (default 16000)")
-    parser.add_argument("--channels", type=whole_number(1, MAX_STDIN_CHANNELS), default=None, help=f"stdin: channels of the PCM, 1 to {MAX_STDIN_CHANNELS} (default 1)")
-    parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
     parser.add_argument("--record", type=database_file, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
@@ -302,6 +302,15 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--allow-remote", action="store_true", help="allow --ws / rtp: addresses other than loopback")
     parser.add_argument("--tls-cert", default=None, help="serve wss:// and https:// with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+
+
+def _add_live_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the sources only ``monitor`` takes (stdin, mic, ingest): ``demo`` neither lists nor accepts them."""
+    from ser_stream.sources import MAX_STDIN_CHANNELS
+
+    parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the s16le PCM, raw or in a WAV stream (default 16000)")
+    parser.add_argument("--channels", type=whole_number(1, MAX_STDIN_CHANNELS), default=None, help=f"stdin: channels of the PCM, 1 to {MAX_STDIN_CHANNELS} (default 1)")
+    parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
     parser.add_argument("--max-ingest-connections", type=whole_number(1), default=None, help="concurrent ingest connections accepted (default 200)")
 
 
@@ -323,11 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
     monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp and --ingest: seconds without audio that end a call")
     _add_monitor_arguments(monitor, pace="realtime")
+    _add_live_input_arguments(monitor)
     monitor.set_defaults(run=_monitor)
 
     demo = commands.add_parser("demo", help="the monitor on the bundled demo recording (no microphone, no network)")
     _add_monitor_arguments(demo, pace="realtime")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, rate=None, channels=None, samplerate=None, max_ingest_connections=None)
 
     devices = commands.add_parser("devices", help="list audio input devices")
     devices.set_defaults(run=_devices)

@@ -666,6 +666,27 @@ def test_voice_floor_sets_where_webrtc_is_asked_and_off_leaves_silero_alone(give
     assert _monitor_options(args, args.source).config.utterance.voice_floor == floor
 
 
+def test_demo_lists_and_takes_only_the_options_its_bundled_recording_can_use(capsys):
+    """``demo --help`` once listed stdin's, the microphone's and ingest's options, which the demo never uses."""
+    from ser_stream.cli import _monitor_options, build_parser
+
+    live_only = ["--rate", "--channels", "--samplerate", "--max-ingest-connections"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    demo_help = capsys.readouterr().out
+    assert "--pace" in demo_help and "--token" in demo_help and not any(option in demo_help for option in live_only)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["monitor", "--help"])
+    monitor_help = capsys.readouterr().out
+    assert all(option in monitor_help for option in live_only)
+    for option in live_only:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["demo", option, "8000"])
+        assert f"unrecognized arguments: {option} 8000" in capsys.readouterr().err
+    args = build_parser().parse_args(["demo", "--pace", "fast"])
+    assert _monitor_options(args, ["file:demo.flac"]).stdin_rate == 16000  # the monitor's defaults stand in for what demo lacks
+
+
 @pytest.mark.parametrize("after", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_speech):
     """Ctrl-C in the first second, while numpy and onnxruntime load, once printed a 30-line KeyboardInterrupt traceback."""
