@@ -229,8 +229,8 @@ class DashboardFrame:
             column.no_wrap = True
         for (stream_id, row), last_text in zip(shown_streams, lasts):
             label, confidence = row.current
-            last = Text(last_text, style=COLOURS.get(row.last["label"], "white")) if row.last else ""
-            now = [Text(label, style=COLOURS.get(label, "white")), f"{confidence:.2f}" if label != "-" else ""] if with_now else []
+            last = Text(last_text, style=COLOURS.get(row.last["label"], "white")) if row.last else Text("")
+            now = [Text(label, style=COLOURS.get(label, "white")), Text(f"{confidence:.2f}" if label != "-" else "")] if with_now else []
             calls.add_row(untrusted(stream_id, id_width), *now, last, str(row.utterances))
         blanks = [""] * (len(headers) - 1)
         more = len(self.streams) - len(shown_streams)

@@ -116,6 +116,8 @@ class StdinSource:
         self.sample_rate, self.channels = sample_rate, channels
         if stream is None and sys.stdin is None:  # started with stdin closed (`<&-`)
             raise AudioInputError("stdin: closed; pipe raw PCM into it, or choose another --source")
+        if stream is None and sys.stdin.isatty():  # it would wait for keystrokes, saying nothing
+            raise AudioInputError("stdin: a terminal, not a pipe; pipe PCM into it (arecord -f S16_LE -r 16000 -t raw | ser-stream monitor --source stdin), or choose another --source")
         # Unbuffered: a reader blocked in a BufferedReader holds its lock, and a monitor stopped while the pipe
         # was still open then died at interpreter shutdown ("could not acquire lock for <stdin>", exit 134).
         self.stream = stream if stream is not None else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
@@ -310,13 +312,14 @@ def import_sounddevice() -> Any:
     return sounddevice
 
 
-def list_devices() -> str:
+def list_devices() -> list[str]:
+    """One line per audio input device, as ``mic:DEVICE`` takes them: its index, its name escaped, channels and rate."""
     sounddevice = import_sounddevice()
     lines = []
     for index, device in enumerate(sounddevice.query_devices()):
         if device["max_input_channels"] > 0:
             lines.append(f"{index}: {shown(device['name'])} ({device['max_input_channels']} ch, {device['default_samplerate']:.0f} Hz)")
-    return "\n".join(lines) if lines else "no input devices found"
+    return lines
 
 
 def open_source(spec: SourceSpec, pace: str, rate: int, channels: int, mic_rate: int | None) -> Any:

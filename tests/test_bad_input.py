@@ -559,17 +559,25 @@ def test_an_mp3_is_decoded_as_one_read_would_without_the_decoders_complaints(tmp
 @pytest.mark.parametrize(
     ("redirect", "status", "reason"),
     [("<&-", 2, "ser-stream: error: stdin: closed; pipe raw PCM into it, or choose another --source"),
-     ("0>{tmp}/not-readable.raw", 1, "ser-stream: stdin: read failed (Bad file descriptor)")],
-    ids=["closed", "write-only"],
+     ("0>{tmp}/not-readable.raw", 1, "ser-stream: stdin: read failed (Bad file descriptor)"),
+     ("0<{terminal}", 2, "ser-stream: error: stdin: a terminal, not a pipe; pipe PCM into it "
+      "(arecord -f S16_LE -r 16000 -t raw | ser-stream monitor --source stdin), or choose another --source")],
+    ids=["closed", "write-only", "terminal"],
 )
-def test_a_closed_or_unreadable_stdin_is_one_line_not_a_traceback(tmp_path, shipped_model, redirect, status, reason):
-    """Once an AttributeError traceback (closed) and a traceback with exit status 0 (write-only, as under nohup)."""
+def test_a_closed_or_unreadable_stdin_or_a_terminal_is_one_line_not_a_traceback(tmp_path, shipped_model, redirect, status, reason):
+    """Once an AttributeError traceback (closed), a traceback with exit status 0 (write-only, as under nohup), and
+    a silent wait for keystrokes (a terminal: `--source stdin` typed without a pipe)."""
     import shlex
     import subprocess
     import sys
 
-    command = f"exec {shlex.quote(sys.executable)} -m ser_stream monitor --source stdin --no-dashboard --ws 127.0.0.1:0 {redirect.format(tmp=tmp_path)}"
-    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    controller, terminal = os.openpty()
+    command = f"exec {shlex.quote(sys.executable)} -m ser_stream monitor --source stdin --no-dashboard --ws 127.0.0.1:0 "
+    command += redirect.format(tmp=tmp_path, terminal=os.ttyname(terminal))
+    try:
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(controller), os.close(terminal)
     assert result.returncode == status, result.stderr
     assert reason in result.stderr.splitlines() and "Traceback" not in result.stderr
 

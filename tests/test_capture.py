@@ -186,10 +186,23 @@ def test_device_names_are_listed_escaped_one_line_each(monkeypatch):
                {"name": "Speakers", "max_input_channels": 0, "default_samplerate": 48000.0},
                {"name": "Built-in", "max_input_channels": 2, "default_samplerate": 44100.0}]
     monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda: devices))
-    assert list_devices().splitlines() == [
+    assert list_devices() == [
         "0: 'USB Mic\\x1b[2J\\nfake: line' (1 ch, 48000 Hz)",
         "2: Built-in (2 ch, 44100 Hz)",
     ]
+
+
+def test_devices_without_an_input_device_says_so_on_stderr_and_exits_1(monkeypatch, capsys):
+    """It once printed "no input devices found" on stdout with exit 0, like a device of that name."""
+    from ser_stream.cli import main
+
+    outputs_only = [{"name": "Speakers", "max_input_channels": 0, "default_samplerate": 48000.0}]
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda: outputs_only))
+    assert main(["devices"]) == 1
+    assert capsys.readouterr() == ("", "ser-stream: no audio input devices found; check that a microphone is connected and the sound system sees it\n")
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda: [{**outputs_only[0], "max_input_channels": 1}]))
+    assert main(["devices"]) == 0
+    assert capsys.readouterr() == ("0: Speakers (1 ch, 48000 Hz)\n", "")
 
 
 def read_stdin(data: bytes, sample_rate: int = 16000, channels: int = 1) -> Sink:
