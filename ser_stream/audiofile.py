@@ -183,10 +183,14 @@ def narrow_band(path: str | Path, sample_rate: int) -> str | None:
     )
 
 
+# The memory a file is read in is counted in samples, all channels counted, as seconds of 16 kHz mono, whatever
+# its rate and channel count: a file of at most WHOLE_FILE_SECONDS of that (38 MB of float32; 100 s of 48 kHz
+# stereo) may be decoded in one read; a longer one is read in blocks (classify, clips).
+MEMORY_BUDGET_RATE = 16000
+WHOLE_FILE_SECONDS = 600.0
+WHOLE_FILE_SAMPLES = int(WHOLE_FILE_SECONDS * MEMORY_BUDGET_RATE)
 # libsndfile 1.2's MP3 decoder garbles audio at the joins of successive reads (by up to a fifth of full scale
-# at 1 s reads, printing libmpg123 errors), so an MP3 is decoded in one read when it holds at most this many
-# samples, all channels counted (10 minutes of 16 kHz mono: 38 MB of float32; 100 s of 48 kHz stereo).
-WHOLE_MP3_SAMPLES = 600 * 16000
+# at 1 s reads, printing libmpg123 errors), so an MP3 of at most WHOLE_FILE_SAMPLES is decoded in one read.
 LONG_MP3_READ_SECONDS = 60.0  # larger MP3s: few, long reads (a join a minute)
 
 
@@ -221,15 +225,16 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
             yield samples
 
 
-def sample_blocks(path: str | Path, block_frames: int) -> Iterator[NDArray[np.float32]]:
-    """A file's samples as [frames, channels] float32 blocks of at most ``block_frames``, as far as they decode."""
-    info = audio_info(path)
+def sample_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iterator[NDArray[np.float32]]:
+    """A file's samples as [frames, channels] float32 blocks of at most ``block_frames``, as far as they decode;
+    ``info``: its ``audio_info`` if the caller has it (read again otherwise)."""
+    info = audio_info(path) if info is None else info
     if info.format != "MP3":
         yield from decoded_blocks(path, block_frames)
         return
-    # One read of at most WHOLE_MP3_SAMPLES frames takes a small MP3 whole (libsndfile sizes it to what is left).
-    whole = info.frames * info.channels <= WHOLE_MP3_SAMPLES
-    read = WHOLE_MP3_SAMPLES if whole else max(block_frames, int(LONG_MP3_READ_SECONDS * info.samplerate))
+    # One read of at most WHOLE_FILE_SAMPLES frames takes a small MP3 whole (libsndfile sizes it to what is left).
+    whole = info.frames * info.channels <= WHOLE_FILE_SAMPLES
+    read = WHOLE_FILE_SAMPLES if whole else max(block_frames, int(LONG_MP3_READ_SECONDS * info.samplerate))
     for samples in decoded_blocks(path, read):
         for start in range(0, samples.shape[0], block_frames):
             yield samples[start : start + block_frames]

@@ -12,6 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import (
+    MEMORY_BUDGET_RATE,
+    WHOLE_FILE_SECONDS,
     audio_info,
     narrow_band,
     read_audio,
@@ -20,12 +22,12 @@ from ser_stream.audiofile import (
     truncation,
     undecoded,
 )
-from ser_stream.clips import TRIM_FRAME, BlockReading, clip_windows, stream_file_windows
+from ser_stream.clips import BlockReading, clip_windows, stream_file_windows
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceLabel, average_windows
-from ser_stream.windows import TRIM_FLOOR, TRIM_THRESHOLD_DB, frame_energies
+from ser_stream.windows import TRIM_FLOOR, TRIM_FRAME, TRIM_THRESHOLD_DB, frame_energies
 
 
 @dataclass(frozen=True)
@@ -60,32 +62,31 @@ class FileResult:
         return f"{shown(self.path)}: {self.utterance.label} ({best}; {count} window{'' if count == 1 else 's'}){warning}"
 
 
+WINDOWS_PER_BATCH = 32
+
+
 # Files of more samples than 10 minutes of 16 kHz mono (all channels counted: 38 MB of float32) are read in
 # blocks (three passes) of 30 s of 16 kHz mono's worth of samples, whatever the rate or channel count, and never
 # held whole (measured: 60 s of 192 kHz 6-channel took 261 MB in all, as a 4 s file does; 876 MB with 30 s blocks).
-IN_MEMORY_SECONDS = 600.0
-IN_MEMORY_RATE = 16000
-
-
-def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: float = IN_MEMORY_SECONDS, batch: int = 32) -> FileResult:
+def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: float = WHOLE_FILE_SECONDS) -> FileResult:
     """Read, window and classify one file; any input problem becomes ``FileResult.error``.
 
-    Spectrograms are made ``batch`` windows at a time, so a long file never holds all of them (0.28 MB each).
+    Spectrograms are made ``WINDOWS_PER_BATCH`` at a time, so a long file never holds all of them (0.28 MB each).
     """
     try:
         info = audio_info(path)
         warnings = [truncation(path, info), narrow_band(path, info.samplerate)]
         floor = rounding_floor(info)  # rounding noise is not sound: trimming and the silence warning both say so
-        if info.frames * info.channels <= in_memory_seconds * IN_MEMORY_RATE:
+        if info.frames * info.channels <= in_memory_seconds * MEMORY_BUDGET_RATE:
             try:
                 audio, sample_rate = read_audio(path)
             except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
                 audio, sample_rate = read_until_damage(path, info, error)
             warnings.append(undecoded(path, info, audio.size))
-            outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window, floor), model, batch)
+            outputs, loudness = _predict_in_batches(clip_windows(audio, sample_rate, model.metadata.window, floor), model, WINDOWS_PER_BATCH)
         else:
             reading = BlockReading()
-            outputs, loudness = _predict_in_batches(stream_file_windows(path, model.metadata.window, reading=reading), model, batch)
+            outputs, loudness = _predict_in_batches(stream_file_windows(path, model.metadata.window, reading=reading), model, WINDOWS_PER_BATCH)
             warnings.append(undecoded(path, info, reading.frames))
         if not np.all(np.isfinite(outputs)):
             raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")

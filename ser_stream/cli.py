@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL
-from ser_stream.rtp import MAX_CALL_IDLE_SECONDS, MAX_JITTER_PACKETS, RtpConfig, listen_host
+from ser_stream.rtp import MAX_CALL_IDLE_SECONDS, MAX_JITTER_PACKETS, RtpConfig, listen_address
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -173,10 +173,7 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
     from ser_stream.sources import parse_source
     from ser_stream.utterances import UtteranceConfig
 
-    host, _, port = args.ws.rpartition(":")
-    if not port.isdigit() or int(port) > 65535:
-        raise SerStreamError(f"--ws {args.ws!r} is not HOST:PORT (a port from 0 to 65535)")
-    host = listen_host(host, "--ws") if host else host
+    host, port = listen_address(args.ws, "--ws", default_host="127.0.0.1")
     specs = tuple(parse_source(s) for s in sources)
     kinds = [spec.kind for spec in specs]
     if kinds.count("stdin") > 1:
@@ -197,7 +194,7 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
     return MonitorOptions(
         access=_access(args), allow_remote=args.allow_remote, record=args.record,
         sources=specs, window_seconds=args.window, hop_seconds=args.hop, model=args.model, provider=args.provider,
-        host=host or "127.0.0.1", port=int(port), dashboard=not args.no_dashboard, pace=args.pace,
+        host=host, port=port, dashboard=not args.no_dashboard, pace=args.pace,
         stdin_rate=args.rate or 16000, stdin_channels=args.channels or 1, mic_rate=args.samplerate, config=config,
         print_messages=args.print_utterances, subscriber_queue=args.subscriber_queue,
         await_subscribers=args.await_subscribers,
@@ -275,12 +272,17 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and --provider, as classify and the monitor take them."""
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
+    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
+
+
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     from ser_stream.pipeline import MonitorConfig
     from ser_stream.utterances import UtteranceConfig
 
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
-    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
+    _add_model_arguments(parser)
     parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (default %(default)s; port 0 picks a free one)")
     parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
     parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
@@ -321,8 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC, OGG, MP3…; 1 kHz to 1 MHz; any channels)")
     classify.add_argument("files", nargs="+", metavar="FILE")
-    classify.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
-    classify.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
+    _add_model_arguments(classify)
     classify.add_argument("--json", action="store_true", help="one JSON object per file and line")
     classify.set_defaults(run=_classify)
 

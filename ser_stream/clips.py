@@ -12,16 +12,15 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import audio_info, check_samples, rounding_floor, sample_blocks, to_mono
+from ser_stream.audiofile import MEMORY_BUDGET_RATE, audio_info, check_samples, rounding_floor, sample_blocks, to_mono
 from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
 from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import (
     TRIM_FLOOR,
-    TRIM_FRAME_SECONDS,
+    TRIM_FRAME,
     TRIM_MARGIN_SECONDS,
-    TRIM_THRESHOLD_DB,
     WindowConfig,
     cut_windows,
     frame_energies,
@@ -35,8 +34,6 @@ MIN_SOUND_SECONDS = UtteranceConfig().min_speech_seconds
 # Quieter than this throughout (the loudest 25 ms frame's RMS), a file holds no sound worth a label: 16-bit
 # dither sits near -92 dBFS and digital silence below. RAVDESS's quietest clip peaks at -54.6 dBFS, 25 dB above.
 SOUND_FLOOR_DB = -80.0
-BLOCK_SAMPLE_RATE = 16000  # a file read in blocks: blocks of block_seconds at this rate, mono, whatever the file's
-TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # trim_silence's energy frame at the canonical rate
 TRIM_MARGIN = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
 
 
@@ -117,9 +114,9 @@ def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator
     (``audiofile.decoded_blocks``); ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
     # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
     # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
-    block = max(1, int(block_seconds * BLOCK_SAMPLE_RATE / info.channels))
+    block = max(1, int(block_seconds * MEMORY_BUDGET_RATE / info.channels))
     try:
-        for samples in sample_blocks(path, block):
+        for samples in sample_blocks(path, block, info):
             mono = to_mono(samples)
             check_samples(mono, path)
             yield mono
@@ -139,8 +136,6 @@ def stream_file_windows(
     path: str | Path,
     config: WindowConfig,
     block_seconds: float = 30.0,
-    threshold_db: float = TRIM_THRESHOLD_DB,
-    margin_seconds: float = TRIM_MARGIN_SECONDS,
     reading: BlockReading | None = None,
 ) -> Iterator[NDArray[np.float32]]:
     """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks;
@@ -169,7 +164,7 @@ def stream_file_windows(
         carry = joined[whole:]
     energy = np.concatenate(energies) if energies else np.zeros(0)
     floor = rounding_floor(info)
-    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, threshold_db, margin=int(margin_seconds * SAMPLE_RATE), floor=floor)
+    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, margin=TRIM_MARGIN, floor=floor)
     check_sound(sound, loudest_power(energy, carry), floor)
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, position = [], 0

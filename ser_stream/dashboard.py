@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -283,4 +282,3 @@ class Dashboard:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        time.sleep(0)

@@ -57,6 +57,18 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+MAX_PORT = 65535
+
+
+def port_number(text: str) -> int | None:
+    """A port written as ASCII digits, 0 to 65535, or None: ``str.isdigit`` also takes '²', which int() refuses,
+    and int() refuses strings of over 4300 digits, each once a traceback instead of the option's one line."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_PORT)):
+        return None
+    port = int(text)
+    return port if port <= MAX_PORT else None
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message as one line for an error message; its type's name when it has none."""
     text = str(error).strip()

@@ -1,8 +1,10 @@
 """Audio → model input: the one function that training and serving both call.
 
-Every constant that ties a trained model to the runtime lives here and is
-written into the model's metadata; the runtime refuses a model whose metadata
-disagrees (see ``ser_stream.model``).
+Every constant that shapes the model input lives here and is written into the
+model's metadata (the window length, from ``windows``, travels there too); the
+runtime refuses a model whose metadata disagrees (see ``ser_stream.model``).
+The silence trimming that training and classify share (``windows.TRIM_*``) is
+not in the metadata: a model trained on clips trimmed otherwise is not told apart.
 
 Choices the paper leaves open, and why:
 - Canonical rate 8 kHz, so the spectrogram covers 0–4 kHz. That band carries

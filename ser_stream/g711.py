@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+G711_SAMPLE_RATE = 8000  # telephone audio, whether it comes by RTP or in a platform's media stream
 _MULAW_BIAS = 0x84
-_MULAW_CLIP = 32635
 
 
 def _mulaw_decode_table() -> NDArray[np.int16]:

@@ -17,8 +17,6 @@ from ser_stream import EMOTIONS
 from ser_stream.errors import ModelError, one_line, shown
 from ser_stream.model import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, load_metadata
 
-PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-
 
 def cuda_unavailable_reason() -> str | None:
     """Why CUDA cannot be used here, or None when onnxruntime's CUDA provider, a driver and the CUDA libraries are here.
@@ -92,7 +90,7 @@ class EmotionModel:
     """A checked ONNX emotion model: spectrograms in, probabilities out, in batches."""
 
     def __init__(
-        self, path: str | Path = DEFAULT_MODEL, provider: str = "auto", threads: int = 0, max_batch: int = 32
+        self, path: str | Path = DEFAULT_MODEL, provider: str = "auto", max_batch: int = 32
     ) -> None:
         import onnxruntime
 
@@ -100,8 +98,6 @@ class EmotionModel:
         self.metadata: ModelMetadata = load_metadata(self.path)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         providers = choose_providers(provider)  # outside the try: a provider refusal is not the model file's fault
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=providers)

@@ -28,22 +28,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from ser_stream.errors import SerStreamError, StreamRefused, host_port
-from ser_stream.g711 import alaw_decode, mulaw_decode
-from ser_stream.sources import Sink
+from ser_stream.g711 import G711_SAMPLE_RATE, alaw_decode, mulaw_decode
+from ser_stream.sources import Sink, add_warning
 
 DECODERS = {"audio/x-mulaw": mulaw_decode, "audio/x-alaw": alaw_decode}
 TRACKS = ("inbound", "outbound")  # Twilio's names; a call without start.tracks has the inbound one
 IGNORED_EVENTS = ("connected", "dtmf", "mark")  # a key press and a mark's echo carry no audio
-SAMPLE_RATE = 8000
 # Twilio sends one call per connection; a connection that opens more is refused the extras, so one
 # client cannot hold the monitor's whole --max-streams.
 STREAMS_PER_CONNECTION = 1
 # Silence played for one gap at most: a timestamp jumping hours ahead is a sender's error, and playing it all
 # would hold the call (and the worker) for as long.
-MAX_GAP_SAMPLES = 60 * SAMPLE_RATE
+MAX_GAP_SILENCE_SAMPLES = 60 * G711_SAMPLE_RATE
 # A frame numbered this far behind the track is not late but renumbered (a platform restarting its count, or one
 # garbled number): one chunk of 99999999 once had every later frame of the call dropped as late.
-RENUMBERED_SAMPLES = SAMPLE_RATE
+RENUMBERED_SAMPLES = G711_SAMPLE_RATE
 # How long a 'start' waits for a stream of its id to finish publishing (the same call, reconnected) before it is
 # refused: the old stream's last utterance ends after --min-silence and one worker step.
 REJOIN_SECONDS = 5.0
@@ -71,7 +70,7 @@ class CallRefused(IngestError):
         self.counted = counted
 
 
-def whole_number(media: dict[str, Any], name: str) -> int | None:
+def json_whole_number(media: dict[str, Any], name: str) -> int | None:
     """``media.chunk`` or ``media.timestamp`` (Twilio sends digits in a string) as an int; None when absent."""
     value = media.get(name)
     if value is None:
@@ -117,7 +116,7 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
             raise IngestError("media message lacks media.payload")
         if not isinstance(message.get("streamSid"), str):
             raise IngestError("media message lacks streamSid")
-        media["chunk"], media["timestamp"] = whole_number(media, "chunk"), whole_number(media, "timestamp")
+        media["chunk"], media["timestamp"] = json_whole_number(media, "chunk"), json_whole_number(media, "timestamp")
     elif event == "stop":
         if not isinstance(message.get("streamSid"), str):
             raise IngestError("stop message lacks streamSid")
@@ -137,6 +136,7 @@ class Track:
     samples: int = 0  # written so far, gaps' silence included: the stream's time in samples
     renumbered: int = 0  # times its chunk numbers jumped and were followed
     first_jump: str = ""  # the first of those jumps, for the stream's warning
+    renumbering_warning: str = ""  # what the stream's warning says of them so far
     frame_samples: int = 0  # the last readable frame's length: an unreadable one's time, played as silence
 
     def place(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int | None:
@@ -144,31 +144,31 @@ class Track:
         or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped.
 
         Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
-        ``MAX_GAP_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
+        ``MAX_GAP_SILENCE_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
         Chunk numbers that jump by more than a sender can mean (a minute ahead, a second back) were renumbered,
         or one was garbled: the track follows them (``renumbered``) instead of dropping every later frame as late.
         """
-        smallest = max(frame_samples // 2, SAMPLE_RATE // 1000)  # ms timestamps, 20 ms frames: less is rounding
+        smallest = max(frame_samples // 2, G711_SAMPLE_RATE // 1000)  # ms timestamps, 20 ms frames: less is rounding
         renumbered = False
         if chunk is not None and self.next_chunk is not None:
             ahead = (chunk - self.next_chunk) * frame_samples
             if -RENUMBERED_SAMPLES <= ahead < 0:
                 return None
-            renumbered = ahead < -RENUMBERED_SAMPLES or ahead > MAX_GAP_SAMPLES
+            renumbered = ahead < -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
             self.renumbered += renumbered
         if timestamp_ms is not None:
             if self.start_ms is None:
-                self.start_ms = timestamp_ms - self.samples * 1000 / SAMPLE_RATE
-            missing = round((timestamp_ms - self.start_ms) * SAMPLE_RATE / 1000) - self.samples
+                self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
+            missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
                 return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
         elif chunk is not None and self.next_chunk is not None and not renumbered:
             missing = (chunk - self.next_chunk) * frame_samples
         else:
             missing = 0
-        silence = min(missing, MAX_GAP_SAMPLES) if missing >= smallest else 0
-        if timestamp_ms is not None and (missing > MAX_GAP_SAMPLES or missing <= -2 * smallest):
-            self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / SAMPLE_RATE
+        silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
+        if timestamp_ms is not None and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
+            self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / G711_SAMPLE_RATE
         return silence
 
 
@@ -231,7 +231,7 @@ class MediaIngest:
                 except TimeoutError:  # a stalled platform once held a call's last utterance and its --max-streams slot
                     for call_id, tracks in calls.items():
                         for track in tracks.values():
-                            track.sink.warning = f"no media for {self.idle_seconds:g} s with the connection open: the call was ended (media that comes later begins a new stream)"
+                            add_warning(track.sink, f"no media for {self.idle_seconds:g} s with the connection open: the call was ended (media that comes later begins a new stream)")
                             track.sink.finished = True
                         paused.add(call_id)
                     calls.clear()
@@ -264,7 +264,7 @@ class MediaIngest:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:  # the call's audio stops here
                 for tracks in calls.values():
                     for track in tracks.values():
-                        track.sink.warning = f"the connection sent a frame over the {shown_size(connection)} limit and was closed (1009); the call ended there"
+                        add_warning(track.sink, f"the connection sent a frame over the {shown_size(connection)} limit and was closed (1009); the call ended there")
         finally:
             for tracks in calls.values():  # a call that vanished without 'stop' still ends cleanly
                 for track in tracks.values():
@@ -290,7 +290,7 @@ class MediaIngest:
                 await asyncio.sleep(0.05)
             try:
                 for name, stream_id in stream_ids.items():
-                    tracks[name] = Track(self.open_stream(stream_id, SAMPLE_RATE), DECODERS[encoding])
+                    tracks[name] = Track(self.open_stream(stream_id, G711_SAMPLE_RATE), DECODERS[encoding])
             except StreamRefused as error:  # a limit reached, or the monitor stopping: all the call's tracks or none
                 for track in tracks.values():
                     track.sink.finished = True
@@ -306,7 +306,7 @@ class MediaIngest:
                 track.frame_samples, unreadable = samples.size, None
             except (binascii.Error, ValueError):  # its time is kept as silence, as a missing chunk's is: a frame's length
                 samples = np.zeros(track.frame_samples or len(media["payload"].rstrip("=")) * 3 // 4, dtype=np.float32)
-                unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / SAMPLE_RATE * 1000:.0f} ms were played as silence")
+                unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / G711_SAMPLE_RATE * 1000:.0f} ms were played as silence")
             chunk = media["chunk"]
             renumbered, expected = track.renumbered, track.next_chunk
             gap = track.place(chunk, media["timestamp"], samples.size)
@@ -317,7 +317,8 @@ class MediaIngest:
                 self.renumbered += 1
                 track.first_jump = track.first_jump or f"media.chunk {chunk} came where {expected} was due"
                 times = f", {track.renumbered} times in all" if track.renumbered > 1 else ""
-                track.sink.warning = f"{track.first_jump} and the numbering was followed (ingest_renumbered{times})"
+                said, track.renumbering_warning = track.renumbering_warning, f"{track.first_jump} and the numbering was followed (ingest_renumbered{times})"
+                add_warning(track.sink, track.renumbering_warning, replacing=said)
             if gap:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))
@@ -339,15 +340,15 @@ class MediaIngest:
         """The call's other tracks brought up to ``leader``'s time (less ``TRACK_SKEW_MS``) with silence: a track
         with no timestamp yet takes the call's start as its own."""
         assert leader.start_ms is not None
-        now_ms = leader.start_ms + leader.samples * 1000 / SAMPLE_RATE
+        now_ms = leader.start_ms + leader.samples * 1000 / G711_SAMPLE_RATE
         for track in tracks.values():
             if track is leader:
                 continue
             if track.start_ms is None:
                 track.start_ms = leader.start_ms
-            behind = int((now_ms - TRACK_SKEW_MS - track.start_ms) * SAMPLE_RATE / 1000) - track.samples
+            behind = int((now_ms - TRACK_SKEW_MS - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
             if behind > 0:
-                await self._write(call_id, track, np.zeros(min(behind, MAX_GAP_SAMPLES), dtype=np.float32))
+                await self._write(call_id, track, np.zeros(min(behind, MAX_GAP_SILENCE_SAMPLES), dtype=np.float32))
 
     @staticmethod
     def _track(call_id: str, tracks: dict[str, Track], name: Any) -> Track:

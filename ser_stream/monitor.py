@@ -172,7 +172,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     try:
         await publisher.start()
     except OSError as error:
-        raise SerStreamError(f"cannot serve WebSocket on {options.host}:{options.port} ({error.strerror or error}); choose another --ws") from None
+        raise SerStreamError(f"cannot serve WebSocket on {host_port(options.host, options.port)} ({error.strerror or error}); choose another --ws") from None
     state = DashboardState(hello)
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly

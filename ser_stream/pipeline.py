@@ -200,10 +200,10 @@ class Worker:
     def step(self) -> bool:
         """One pass over every stream; True if there was work."""
         jobs: list[WindowJob] = []
-        finishing: list[Stream] = []
+        ending_streams: list[Stream] = []
         with self.lock:  # every stream this step reads is announced before anything else is said about it
             started, self._unannounced = self._unannounced, []
-            streams = [s for s in self.streams.values() if not s.ended]
+            streams = list(self.streams.values())  # a stream leaves them in the locked block that marks it ended
         self._announce(started)
         finished_before: dict[str, bool] = {}
         for stream in streams:
@@ -225,14 +225,14 @@ class Worker:
             if finished_before[stream.stream_id] and stream.ring.available() == 0:
                 jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
                 jobs += stream.tracker.finish(arrival)
-                finishing.append(stream)
+                ending_streams.append(stream)
         for start in range(0, len(jobs), self.config.max_batch):
             self._infer(jobs[start : start + self.config.max_batch])
         self.queue_depth = self._windows_waiting(streams)
         for stream in streams:
             for done in stream.tracker.completed():
                 self._publish_utterance(done)
-        for stream in finishing:
+        for stream in ending_streams:
             if stream.error:
                 self.emit({"type": "error", "stream": stream.stream_id, "message": stream.error})
             if stream.warning:
@@ -245,7 +245,7 @@ class Worker:
                 self.failed_streams += stream.error is not None
                 stream.ended = True  # with its id free: a call waiting to resume (RTP) may now open the next stream
         self.publish_status()
-        return bool(jobs or finishing or any(s.ring.available() for s in streams))
+        return bool(jobs or ending_streams or any(s.ring.available() for s in streams))
 
     def _windows_waiting(self, streams: list[Stream]) -> int:
         """Windows to come from audio that has arrived and not been read yet, one per hop of it: what the worker
@@ -316,7 +316,7 @@ class Worker:
             {
                 "queue_depth": self.queue_depth,
                 "latency_ms": self.latency_summary(),
-                "streams": sum(not s.ended for s in streams),
+                "streams": len(streams),
                 "windows": self.windows_done,
                 "utterances": self.utterances_done,
             }

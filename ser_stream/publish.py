@@ -242,7 +242,6 @@ class Subscriber:
     stream: str | None
     queue: deque[str]
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    dropped: int = 0
     unreported_drops: int = 0
 
 
@@ -342,7 +341,6 @@ class Publisher:
             if subscriber.stream is not None and stream is not None and stream != subscriber.stream:
                 continue
             if len(subscriber.queue) == subscriber.queue.maxlen:
-                subscriber.dropped += 1
                 subscriber.unreported_drops += 1
                 self.dropped_total += 1
             subscriber.queue.append(text)

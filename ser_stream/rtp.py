@@ -33,9 +33,9 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ser_stream.errors import RecentKeys, SerStreamError, StreamRefused, host_port
-from ser_stream.g711 import alaw_decode, mulaw_decode
-from ser_stream.sources import Sink
+from ser_stream.errors import MAX_PORT, RecentKeys, SerStreamError, StreamRefused, host_port, port_number
+from ser_stream.g711 import G711_SAMPLE_RATE, alaw_decode, mulaw_decode
+from ser_stream.sources import Sink, add_warning
 
 PAYLOAD_DECODERS = {0: mulaw_decode, 8: alaw_decode}
 COMFORT_NOISE = 13  # RFC 3389: the sender is quiet (silence suppression); its time is played as silence
@@ -46,12 +46,11 @@ DYNAMIC_PAYLOAD_TYPES = range(96, 128)
 EVENT_BYTES = 4
 MAX_EVENT_PAYLOAD = 16 * EVENT_BYTES
 NO_AUDIO = np.zeros(0, dtype=np.float32)
-RTP_SAMPLE_RATE = 8000
 HEADER = struct.Struct("!BBHII")
-MAX_GAP_SAMPLES = RTP_SAMPLE_RATE  # a longer timestamp jump is a discontinuity: at most 1 s of silence stands for it
+DISCONTINUITY_SAMPLES = G711_SAMPLE_RATE  # a longer timestamp jump is a discontinuity: at most 1 s of silence stands for it
 # A call that sends nothing for this long (silence suppression without comfort noise, an outage) has its time played
 # as silence as it passes, as a phone plays it: its last utterance ends half a second after the speech, not when the
-# next packet comes (1.9 s later, or a call's end), and an outage longer than MAX_GAP_SAMPLES keeps the call's clock.
+# next packet comes (1.9 s later, or a call's end), and an outage longer than DISCONTINUITY_SAMPLES keeps the call's clock.
 # Longer than any jitter the buffer absorbs (5 packets, 100 ms): a late packet still plays, after the silence.
 FILL_AFTER_SECONDS = 0.25
 # RFC 3389 lets a sender mark a pause with one comfort-noise packet and send nothing more until speech resumes: a call
@@ -265,7 +264,7 @@ class JitterBuffer:
             packet = self.pending.pop(self.next_sequence)
             samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload) if packet.is_audio else NO_AUDIO
             gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF  # in the sender's clock
-            silence = min(gap // self.clock_ratio, MAX_GAP_SAMPLES) if gap < 0x80000000 else 0
+            silence = min(gap // self.clock_ratio, DISCONTINUITY_SAMPLES) if gap < 0x80000000 else 0
             if silence:  # time the sender skipped (loss or silence suppression)
                 audio.append(np.zeros(silence, dtype=np.float32))
                 if not missing and packet.is_audio:
@@ -322,11 +321,19 @@ def listen_host(host: str, option: str) -> str:
     return bare
 
 
+def listen_address(text: str, option: str, form: str = "HOST:PORT", default_host: str = "") -> tuple[str, int]:
+    """``HOST:PORT`` → the host as the socket wants it (``listen_host``) and the port; ``default_host`` where the
+    host is left out (none: it is required). One line naming ``option`` and the ``form`` expected otherwise."""
+    host, _, port_text = text.rpartition(":")
+    host, port = host or default_host, port_number(port_text)
+    if port is None or not host:
+        raise SerStreamError(f"{option} {text!r} is not {form} (a port from 0 to {MAX_PORT})")
+    return listen_host(host, option), port
+
+
 def parse_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not port.isdigit() or not host or int(port) > 65535:
-        raise SerStreamError(f"rtp source {text!r} is not rtp:HOST:PORT (a port from 0 to 65535)")
-    return listen_host(host, "rtp source"), int(port)
+    """An ``rtp:`` source's ``HOST:PORT``."""
+    return listen_address(text, "rtp source", "rtp:HOST:PORT")
 
 
 # A call refused a stream (the monitor at --max-streams) is tried again this often while it sends, so it
@@ -380,7 +387,7 @@ class RtpReceiver:
             self.socket.bind((config.host, config.port))
         except OSError as error:
             self.socket.close()
-            raise SerStreamError(f"rtp:{config.host}:{config.port}: cannot listen ({error.strerror or error})") from None
+            raise SerStreamError(f"rtp:{host_port(config.host, config.port)}: cannot listen ({error.strerror or error})") from None
         self.port = self.socket.getsockname()[1]
         self.socket.settimeout(0.05)
         self.calls: dict[int, _Call] = {}
@@ -471,7 +478,7 @@ class RtpReceiver:
             self.refused_packets += 1
             return None
         try:
-            sink = self.open_stream(f"rtp-{ssrc:08x}", RTP_SAMPLE_RATE)
+            sink = self.open_stream(f"rtp-{ssrc:08x}", G711_SAMPLE_RATE)
         except StreamRefused as error:  # at --max-streams, or the monitor is stopping
             self.refused_packets += 1
             self._refused.note(ssrc, now)
@@ -503,7 +510,7 @@ class RtpReceiver:
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
             elif quiet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
-                due = int((quiet - FILL_AFTER_SECONDS) * RTP_SAMPLE_RATE) - call.jitter.filled
+                due = int((quiet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
                 if due > 0:
                     self._play(call, functools.partial(call.jitter.fill, due))
 
@@ -523,10 +530,10 @@ class RtpReceiver:
         if jitter.clock_skips * CLOCK_SKIP_SHARE >= max(1, jitter.audio_packets):  # silence suppression skips once a pause
             faults.append(
                 f"the timestamps skipped ahead at {jitter.clock_skips} of {jitter.audio_packets} packets with none missing, "
-                f"{jitter.clock_silence / RTP_SAMPLE_RATE:.1f} s played as silence: the sender keeps no steady clock"
+                f"{jitter.clock_silence / G711_SAMPLE_RATE:.1f} s played as silence: the sender keeps no steady clock"
             )
         if faults:
-            call.sink.warning = f"rtp-{ssrc:08x}: " + "; ".join(faults)
+            add_warning(call.sink, f"rtp-{ssrc:08x}: " + "; ".join(faults))
         call.sink.finished = True
         self._ending[ssrc] = _Ending(call.sink)
 

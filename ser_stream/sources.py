@@ -39,6 +39,15 @@ class Sink(Protocol):
     warning: str | None  # something the user should know; the stream itself was fine
 
 
+def add_warning(sink: Sink, warning: str, replacing: str | None = None) -> None:
+    """Add ``warning`` to what the stream says at its end, after '; ', or in place of ``replacing`` (an earlier
+    count of the same fault): a renumbered call that then went quiet once said only that it went quiet."""
+    if replacing and sink.warning and replacing in sink.warning:
+        sink.warning = sink.warning.replace(replacing, warning, 1)
+    else:
+        sink.warning = f"{sink.warning}; {warning}" if sink.warning else warning
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     kind: str  # file, stdin, mic, rtp
@@ -54,7 +63,8 @@ def parse_source(text: str) -> SourceSpec:
         return SourceSpec("stdin")
     if text == "mic" or (kind == "mic" and target):
         return SourceSpec("mic", target)
-    if kind == "rtp" and target.rpartition(":")[2].isdigit() and target.rpartition(":")[0]:
+    host, _, port = target.rpartition(":")
+    if kind == "rtp" and host and port.isascii() and port.isdigit():  # '²' is a digit to isdigit; the range is parse_address's
         return SourceSpec("rtp", target)
     hint = f" (for the file, --source file:{text})" if os.path.isfile(text) else ""
     raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT{hint}")
@@ -67,7 +77,7 @@ def _wait_for_room(sink: Sink, count: int, stop: threading.Event) -> None:
 
 
 class FileSource:
-    """Blocks of a WAV/FLAC file, mono, at the file's rate; realtime pace sleeps to match the clock."""
+    """Blocks of an audio file (WAV, FLAC, OGG, MP3…), mono, at the file's rate; realtime pace sleeps to match the clock."""
 
     def __init__(self, path: str, pace: str = "realtime") -> None:
         self.info = audio_info(path)
@@ -82,7 +92,7 @@ class FileSource:
         started = time.monotonic()
         sent = 0
         try:
-            for samples in sample_blocks(self.path, read):
+            for samples in sample_blocks(self.path, read, self.info):
                 decoded = to_mono(samples)
                 check_samples(decoded, self.path)
                 for offset in range(0, decoded.size, block):

@@ -49,7 +49,7 @@ def average_windows(window_probabilities: NDArray[np.floating]) -> UtteranceLabe
 from dataclasses import field  # noqa: E402
 
 from ser_stream.features import SAMPLE_RATE  # noqa: E402
-from ser_stream.windows import WindowConfig, cut_windows  # noqa: E402
+from ser_stream.windows import TRIM_FRAME, WindowConfig, cut_windows, frame_energies  # noqa: E402
 
 VAD_FRAME_SAMPLES = 256  # Silero VAD's frame at 8 kHz (32 ms)
 
@@ -265,7 +265,6 @@ class UtteranceTracker:
         window: WindowConfig,
         config: UtteranceConfig = UtteranceConfig(),
         detector: Callable[[NDArray[np.float32]], float] | None = None,
-        first_utterance_id: int = 1,
         voice: Callable[[NDArray[np.float32]], bool] | None = None,
     ) -> None:
         self.stream, self.window, self.config = stream, window, config
@@ -279,7 +278,7 @@ class UtteranceTracker:
         self._vad_position = 0  # stream position of the next frame to classify
         self._in_speech = False
         self._last_speech_end = 0
-        self._next_id = first_utterance_id
+        self._next_id = 1
         self.open: Utterance | None = None
         self.waiting: dict[int, Utterance] = {}  # utterances with windows cut, until labelled
         self.samples_seen = 0
@@ -451,15 +450,15 @@ class UtteranceTracker:
         Silero at 8 kHz lets go of quiet word endings (a sad "…by the door")
         early; the energy envelope still holds them, as offline trimming does.
         """
-        frame = int(0.025 * SAMPLE_RATE)
+        frame = TRIM_FRAME  # offline trimming's 25 ms
         speech = self._audio(utterance.start_sample, utterance.end_sample)
         tail = self._audio(utterance.end_sample, min(self._history_end, self._vad_position))
         if speech.size < frame or tail.size < frame:
             return utterance.end_sample
         offset = np.float32(np.concatenate([speech, tail]).mean(dtype=np.float64))  # a DC offset is not speech going on
         speech, tail = speech - offset, tail - offset
-        peak = float(np.square(speech[: speech.size // frame * frame].reshape(-1, frame)).mean(axis=1).max())
-        energies = np.square(tail[: tail.size // frame * frame].reshape(-1, frame)).mean(axis=1)
+        peak = float(frame_energies(speech, frame).max())
+        energies = frame_energies(tail, frame)
         loud = np.flatnonzero(energies >= peak * 10 ** (-self.config.tail_db / 10))
         if loud.size == 0:
             return utterance.end_sample

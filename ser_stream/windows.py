@@ -80,6 +80,7 @@ def cut_windows(
 
 
 TRIM_FRAME_SECONDS = 0.025  # the energy frame that trimming and the sound check measure in
+TRIM_FRAME = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)  # that frame at the canonical rate
 TRIM_THRESHOLD_DB = 40.0  # frames this far below the loudest count as silence
 TRIM_MARGIN_SECONDS = 0.1  # kept either side of the sound, so onsets and decays are not cut
 # Frames quieter than this (mean square) are never sound, however quiet the loudest: half a 16-bit step's square

@@ -230,16 +230,42 @@ def test_long_files_are_read_in_blocks_with_the_same_windows(clips_with_silence)
     assert np.array_equal(whole, in_blocks)
 
 
+def test_a_file_read_in_blocks_or_played_as_a_source_has_its_header_read_once(tmp_path, monkeypatch):
+    """stream_file_windows read a file's header four times (once, then in each of its three passes), FileSource twice."""
+    import threading
+    from types import SimpleNamespace
+
+    from ser_stream import audiofile, clips, sources
+    from ser_stream.ringbuffer import RingBuffer
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(3.0, 16000), 16000)
+    reads: list[object] = []
+
+    def counted(path: object, real=audiofile.audio_info):  # audio_info, counting its calls
+        reads.append(path)
+        return real(path)
+
+    for module in (audiofile, clips, sources):
+        monkeypatch.setattr(module, "audio_info", counted)
+    assert sum(1 for _ in clips.stream_file_windows(path, WindowConfig(), block_seconds=0.7)) > 1
+    assert len(reads) == 1
+    reads.clear()
+    sink = SimpleNamespace(ring=RingBuffer(4 * 16000), input_overflows=0, finished=False, error=None, warning=None)
+    sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
+    assert sink.finished and sink.error is None and len(reads) == 1
+
+
 def test_a_file_read_in_blocks_is_read_in_blocks_of_the_same_sample_count_whatever_its_rate_and_channels(tmp_path):
     """Blocks were block_seconds at the file's own rate and channel count: 30 s of 192 kHz 6-channel audio took 876 MB."""
-    from ser_stream.audiofile import audio_info
-    from ser_stream.clips import BLOCK_SAMPLE_RATE, _input_blocks
+    from ser_stream.audiofile import MEMORY_BUDGET_RATE, audio_info
+    from ser_stream.clips import _input_blocks
 
     for rate, channels in ((16000, 1), (48000, 6), (8000, 2)):
         path = tmp_path / f"{rate}-{channels}.wav"
         soundfile.write(path, np.tile(speechlike(3.0, rate)[:, None], (1, channels)), rate)
         sizes = [block.size for block in _input_blocks(path, audio_info(path), block_seconds=0.5)]
-        assert max(sizes) * channels == int(0.5 * BLOCK_SAMPLE_RATE) // channels * channels, (rate, channels)
+        assert max(sizes) * channels == int(0.5 * MEMORY_BUDGET_RATE) // channels * channels, (rate, channels)
         assert sum(sizes) == 3 * rate  # every frame, once
 
 
@@ -406,6 +432,26 @@ def test_an_rtp_port_out_of_range_is_one_line():
 
     with pytest.raises(SerStreamError, match=r"^rtp source '127\.0\.0\.1:99999' is not rtp:HOST:PORT \(a port from 0 to 65535\)$"):
         parse_address("127.0.0.1:99999")
+
+
+@pytest.mark.parametrize(
+    "port, rtp_reason",
+    [
+        ("5²", "source 'rtp:127.0.0.1:5²' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
+        ("5" * 5000, f"rtp source '127.0.0.1:{'5' * 5000}' is not rtp:HOST:PORT (a port from 0 to 65535)"),
+    ],
+    ids=["a superscript digit", "5000 digits"],
+)
+def test_a_port_of_other_than_ascii_digits_or_of_thousands_of_digits_is_one_line(tmp_path, capsys, port, rtp_reason):
+    """'5²'.isdigit() is True, and int() refuses it as it refuses 5000 digits: --ws and rtp: ended in a traceback."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    assert main(["monitor", "--no-dashboard", "--source", f"file:{path}", "--ws", f"127.0.0.1:{port}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: --ws '127.0.0.1:{port}' is not HOST:PORT (a port from 0 to 65535)\n"
+    assert main(["monitor", "--no-dashboard", "--source", f"rtp:127.0.0.1:{port}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {rtp_reason}\n"
 
 
 def test_a_folder_given_as_audio_is_named_as_a_folder(tmp_path):

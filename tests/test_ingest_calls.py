@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from ser_stream.g711 import mulaw_decode, mulaw_encode
 from ser_stream.ingest import TRACK_SKEW_MS, IngestError, MediaIngest, parse_message
-from ser_stream.pipeline import MonitorConfig, Stream
+from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import Publisher
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
@@ -359,6 +359,40 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     assert opened[0].warning == "no media for 0.3 s with the connection open: the call was ended (media that comes later begins a new stream)"
     assert [stream.stream_id for stream in opened] == [SID, SID]
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
+
+
+def test_a_call_renumbered_then_stalled_says_both_in_its_end_warning():
+    """The stall's warning once replaced the renumbering's at the stream's end: the jump was never said."""
+    messages: list[dict[str, Any]] = []
+    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        stream = Stream(stream_id, sample_rate, worker.config)
+        worker.add_stream(stream)
+        return stream
+
+    ingest = MediaIngest(open_stream, idle_seconds=0.2)
+    silence = mulaw_encode(np.zeros(FRAME)).tobytes()
+
+    async def scenario() -> None:
+        publisher = await serving(ingest)
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            await connection.send(start())
+            for chunk in (1, 2, 99999999, 4):  # a garbled number, then the count going on: two jumps followed
+                await connection.send(media(silence, chunk))
+            await asyncio.sleep(0.5)  # the platform stalls, the socket open
+        await publisher.close()
+
+    asyncio.run(scenario())
+    for _ in range(100):
+        if not worker.streams:
+            break
+        worker.step()
+    assert [(m["type"], m.get("message")) for m in messages if m["type"] in ("warning", "stream_ended")] == [
+        ("warning", "media.chunk 99999999 came where 3 was due and the numbering was followed (ingest_renumbered, 2 times in all); "
+                    "no media for 0.2 s with the connection open: the call was ended (media that comes later begins a new stream)"),
+        ("stream_ended", None),
+    ]
 
 
 def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_stream_id_is_refused():

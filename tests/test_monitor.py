@@ -498,6 +498,27 @@ def test_a_source_that_fails_to_open_in_an_unforeseen_way_fails_alone_and_the_ot
     assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
 
 
+def test_an_ipv6_port_already_taken_is_named_with_its_address_in_brackets(short_speech, shipped_model, capsys):
+    """'cannot serve WebSocket on ::1:58221' read as host ::1:58221 or port 1:58221, unlike every other message."""
+    import socket
+
+    from ser_stream.cli import main
+
+    taken = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        taken.bind(("::1", 0))
+    except OSError as error:
+        taken.close()
+        pytest.skip(f"no IPv6 loopback here ({error.strerror})")
+    with taken:
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", f"[::1]:{port}", "--source", f"file:{short_speech}"])
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1
+    assert error.startswith(f"ser-stream: error: cannot serve WebSocket on [::1]:{port} (") and error.endswith("); choose another --ws\n")
+
+
 def pty_pair(rows: int = 24, columns: int = 100) -> tuple[int, int]:
     """A pseudo-terminal (master, slave) of that size: what a program started in a terminal writes to."""
     import fcntl

@@ -681,3 +681,19 @@ def test_a_forward_jump_ending_in_comfort_noise_counts_as_lost_what_its_silence_
     jitter = JitterBuffer(3)
     audio = played(jitter, [*packets, comfort_noise])
     assert audio.size == 20 * PACKET_SAMPLES + 8000 and (jitter.lost, jitter.late) == (50, 0)
+
+
+def test_an_ipv6_rtp_port_already_taken_is_named_with_its_address_in_brackets():
+    """'rtp:::1:5004: cannot listen' read as no address at all, unlike every other message."""
+    from ser_stream.errors import SerStreamError
+
+    taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        taken.bind(("::1", 0))
+    except OSError as error:
+        taken.close()
+        pytest.skip(f"no IPv6 loopback here ({error.strerror})")
+    with taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(SerStreamError, match=rf"^rtp:\[::1\]:{port}: cannot listen \(.+\)$"):
+            RtpReceiver(RtpConfig(host="::1", port=port), lambda stream_id, rate: None, [].append)  # type: ignore[arg-type,return-value]
