@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import socket
+import subprocess
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,9 +19,19 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
-async def subscriber_when_up(port: int, path: str = "/", seconds: float = 60.0, **options: Any) -> ClientConnection:
-    """A WebSocket subscriber, retrying while the monitor starts; ``options`` go to ``connect``."""
+class MonitorExited(RuntimeError):
+    """The monitor process ended before it took a subscriber."""
+
+
+async def subscriber_when_up(port: int, path: str = "/", seconds: float = 60.0, monitor: subprocess.Popen[bytes] | None = None,
+                             **options: Any) -> ClientConnection:
+    """A WebSocket subscriber, retrying while the monitor starts; ``options`` go to ``connect``.
+
+    Given the ``monitor`` process, its exit ends the wait at once (``MonitorExited``): a refused option once
+    left the caller retrying for the whole wait."""
     for _ in range(int(seconds * 10)):
+        if monitor is not None and monitor.poll() is not None:
+            raise MonitorExited(f"the monitor exited with status {monitor.returncode} before it listened on port {port}")
         try:
             return await connect(f"ws://127.0.0.1:{port}{path}", **options)
         except OSError:

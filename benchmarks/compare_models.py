@@ -13,30 +13,25 @@ Prints one JSON line per measurement; the first model is the reference of the ra
 from __future__ import annotations
 
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.capacity import call_audio, run_load
+from benchmarks.capacity import LATENCY_BOUND_MS, call_audio, run_load
 from benchmarks.clients import strict_json
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
+from training.timing import alternate_ms
 
 
 def inference_ms(models: list[EmotionModel], batch: int, rounds: int, seed: int = 0) -> dict[str, float]:
     """Median ms per window of each model at ``batch``, the models timed alternately."""
     inputs = np.random.default_rng(seed).random((batch, 260, 270, 1), dtype=np.float32)
-    samples: list[list[float]] = [[] for _ in models]
-    for model in models:
-        model.predict(inputs)  # warm up
-    for _ in range(rounds):
-        for model, times in zip(models, samples):
-            start = time.perf_counter()
-            model.predict(inputs)
-            times.append((time.perf_counter() - start) * 1000 / batch)
-    return {str(model.path): round(float(np.median(times)), 3) for model, times in zip(models, samples)}
+    # keyed by place, not path: a model compared with itself is timed twice, as two contenders
+    timings = alternate_ms({str(index): (partial(model.predict, inputs), batch) for index, model in enumerate(models)}, rounds)
+    return {str(model.path): timings[str(index)]["median"] for index, model in enumerate(models)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="timing rounds per batch size")
     parser.add_argument("--calls", type=int, nargs="*", default=[], help="capacity loads to run each model at (none: timing only)")
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per call at each load")
-    parser.add_argument("--bound-ms", type=float, default=250.0)
+    parser.add_argument("--bound-ms", type=float, default=LATENCY_BOUND_MS)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--out", type=output_file(".wav"), default=None, help="where the calls' audio is written (.wav; default: a temporary folder)")
     args = parser.parse_args(argv)

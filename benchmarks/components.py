@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,22 +26,9 @@ from ser_stream.cli import OneLineParser
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import spectrogram
 from ser_stream.inference import EmotionModel
+from training.timing import alternate_ms
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def alternate_ms(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, dict[str, float]]:
-    """Median and p95 ms per window of each ``(function, windows per call)``, timed alternately: one call of each per round."""
-    for function, _ in contenders.values():
-        function()  # warm up
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, (function, per) in contenders.items():
-            start = time.perf_counter()
-            function()
-            samples[name].append((time.perf_counter() - start) * 1000 / per)
-    return {name: {"median": round(float(np.median(values)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
-            for name, values in samples.items()}
 
 
 def paper_image_features(audio: np.ndarray, rate: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
+import math
 import subprocess
 import sys
 import tempfile
@@ -25,20 +25,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.signal
 import soundfile
 from numpy.typing import NDArray
-from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
 
-from benchmarks.clients import strict_json
+from benchmarks.clients import free_port, strict_json, subscriber_when_up
 from ser_stream.audiofile import read_audio
-from ser_stream.cli import OneLineParser, output_file
-from ser_stream.errors import DatasetError, SerStreamError, shown
+from ser_stream.cli import OneLineParser, output_file, whole_number
+from ser_stream.errors import SerStreamError, shown
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import trim_silence
-from training.ravdess import RavdessClip, scan
+from training.ravdess import RavdessClip, require_actors, scan
 
 GAP_SECONDS = 1.5
+FILE_RATE = 16000  # the rate of the file the monitor reads, whatever the clips' own
+LISTEN_SECONDS = 30.0  # how long the monitor may take to start (load its model) and listen
 MIN_SILENCE = UtteranceConfig().min_silence_seconds
 MATCH_SECONDS = 0.3  # an utterance ending this close to a clip's end reports that clip
 
@@ -84,9 +87,7 @@ def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessC
     ``DatasetError`` before anything is read when ``data`` is not a RAVDESS folder or lacks one of the actors.
     """
     clips, _ = scan(data)
-    missing = [actor for actor in actors if not any(clip.actor == actor for clip in clips)]
-    if missing:
-        raise DatasetError(f"{shown(data)}: no clips of actor(s) {', '.join(map(str, missing))}")
+    require_actors(data, clips, actors)
     chosen = []
     for actor in actors:
         chosen += [c for c in clips if c.actor == actor][:: max(1, 60 // per_actor)][:per_actor]
@@ -94,41 +95,73 @@ def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessC
 
 
 def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
-    """Write ``chosen_clips`` to ``out``, trimmed and separated by silence; where each clip's speech lies."""
-    pieces, truth, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
+    """Write ``chosen_clips`` to ``out`` at ``FILE_RATE``, trimmed and separated by silence; where each clip's speech lies."""
+    pieces, truth, t = [np.zeros(int(GAP_SECONDS * FILE_RATE), np.float32)], [], GAP_SECONDS
     for clip in chosen_clips(data, actors, per_actor):
         audio, rate = read_audio(clip.path)
         speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)
-        truth.append((t, t + speech.size / rate, clip.emotion))
-        t += speech.size / rate + GAP_SECONDS
-        pieces += [speech, np.zeros(int(GAP_SECONDS * 16000), np.float32)]
-    soundfile.write(out, np.concatenate(pieces), 16000)
+        if rate != FILE_RATE:  # a 48 kHz clip written as 16 kHz samples once lasted three times its length
+            common = math.gcd(FILE_RATE, rate)
+            speech = scipy.signal.resample_poly(speech, FILE_RATE // common, rate // common).astype(np.float32)
+        truth.append((t, t + speech.size / FILE_RATE, clip.emotion))
+        t += speech.size / FILE_RATE + GAP_SECONDS
+        pieces += [speech, np.zeros(int(GAP_SECONDS * FILE_RATE), np.float32)]
+    soundfile.write(out, np.concatenate(pieces), FILE_RATE)
     return truth
 
 
-async def listen(port: int) -> list[dict]:
-    for _ in range(300):
+class MonitorFailed(Exception):
+    """The monitor published no whole stream; ``status``: its exit status (2: it refused its options)."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+async def listen(port: int, monitor: subprocess.Popen[bytes]) -> list[dict]:
+    """Every message the monitor publishes, each with its time of receipt, until it closes the connection."""
+    messages: list[dict] = []
+    async with await subscriber_when_up(port, seconds=LISTEN_SECONDS, monitor=monitor, max_queue=None) as ws:
         try:
-            async with connect(f"ws://127.0.0.1:{port}/", max_queue=None) as ws:
-                return [dict(json.loads(text), received=time.monotonic()) async for text in ws]
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError("monitor did not start")
+            async for text in ws:
+                messages.append(dict(json.loads(text), received=time.monotonic()))
+        except ConnectionClosedError:  # it died mid-stream: what it published is kept, and its stderr says why
+            pass
+    return messages
 
 
-def positive(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
-    return value
+def monitor_messages(command: list[str], port: int) -> list[dict]:
+    """Run the monitor ``command`` (publishing on ``port``) to its end; every message it published.
+
+    ``MonitorFailed`` with its own last line on stderr when it published no whole stream: it once failed
+    unheard (its stderr thrown away) and the benchmark waited 30 s to end in a traceback."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stderr=errors)
+        reason: str | None = None
+        try:
+            messages = asyncio.run(listen(port, process))
+            process.wait(timeout=LISTEN_SECONDS)  # it exits once its stream has ended
+        except subprocess.TimeoutExpired:  # every message is in; it is stopped below
+            pass
+        except RuntimeError as error:  # it never listened: it exited (MonitorExited), or it was still starting
+            messages, reason = [], str(error)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            status = process.wait()
+        if {"stream_started", "stream_ended", "status"} <= {message["type"] for message in messages}:
+            return messages
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip().splitlines()
+    reason = reason or f"the monitor exited with status {status} before its stream ended"
+    raise MonitorFailed(f"{reason}: {shown(said[-1])}" if said else reason, status)
 
 
 def add_clip_arguments(parser: argparse.ArgumentParser, per_actor: int) -> None:
     """The options ``chosen_clips`` takes: ``--data``, ``--actors`` (held out by the fold-0 model), ``--per-actor``."""
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
     parser.add_argument("--actors", type=int, nargs="+", default=[3, 5, 7, 20])
-    parser.add_argument("--per-actor", type=positive, default=per_actor)
+    parser.add_argument("--per-actor", type=whole_number(1), default=per_actor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,14 +180,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(parser: OneLineParser, args: argparse.Namespace, out: Path) -> int:
     try:
         if args.model is not None:
-            EmotionModel(args.model, provider="cpu")  # the monitor would fail on it unheard (its stderr is not shown)
+            EmotionModel(args.model, provider="cpu")  # before the clips are written: a bad model is one line at once
         truth = build_file(args.data, args.actors, args.per_actor, out)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     duration = soundfile.info(str(out)).duration
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{out}", "--pace", args.pace,
                "--no-dashboard", "--ws", f"127.0.0.1:{port}", "--await-subscribers", "1"]
     if args.model:
@@ -162,9 +193,10 @@ def run(parser: OneLineParser, args: argparse.Namespace, out: Path) -> int:
     for flag, value in (("--window", args.window), ("--hop", args.hop)):
         if value is not None:
             command += [flag, str(value)]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    messages = asyncio.run(listen(port))
-    process.wait()
+    try:
+        messages = monitor_messages(command, port)
+    except MonitorFailed as failure:
+        parser.exit(2 if failure.status == 2 else 1, f"{parser.prog}: error: {failure}\n")
     first = next(m for m in messages if m["type"] == "stream_started")
     utterances = [m for m in messages if m["type"] == "utterance"]
     ended = [m for m in messages if m["type"] == "stream_ended"]

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from benchmarks.__main__ import BEGIN, END
+from tests.conftest import refusal
 
 
 @pytest.mark.slow
@@ -384,6 +385,69 @@ def test_matched_clip_ends_take_the_first_utterance_ending_there():
     clips = match_clip_ends(ends, ends, utterances, zero=10.0)
     assert clips["missing"] == 1 and clips["duplicated"] == 1 and clips["other_utterances"] == 1
     assert round(clips["latencies_ms"][0], 6) == 80.0 and clips["latencies_ms"][2] == float("inf")
+
+
+# --- a part that fails: its own reason, in one line, at once -----------------------------------------------------
+
+
+def test_a_monitor_that_refuses_its_options_ends_the_benchmark_at_once_with_its_own_reason(tiny_ravdess, tmp_path, capsys):
+    """The monitor's stderr was thrown away: the benchmark waited 30 s for it to listen, then ended in a traceback."""
+    import time
+
+    started = time.monotonic()
+    line = refusal("benchmarks.monitor_e2e", ["--data", str(tiny_ravdess), "--actors", "1", "--per-actor", "1", "--hop", "0.001",
+                                              "--out", str(tmp_path / "clips.wav")], capsys)
+    assert time.monotonic() - started < 20
+    assert line.startswith("python -m benchmarks.monitor_e2e: error: the monitor exited with status 2 before it listened on port ")
+    assert "--hop 0.001" in line.split(": ", 3)[3]  # the monitor's own line, naming the option it refused
+
+
+def test_a_benchmark_part_that_fails_ends_the_suite_in_one_line_naming_it_and_why(shipped_model, ravdess, tmp_path, capsys):
+    """A part's failure was a traceback of the suite's own process, the part's reason a list's repr at its end."""
+    from benchmarks.__main__ import main as suite_main
+
+    not_keras = tmp_path / "model.keras"
+    not_keras.write_text("not a Keras model")
+    with pytest.raises(SystemExit) as stopped:
+        suite_main(["--quick", "--model", str(shipped_model), "--keras", str(not_keras), "--data", str(ravdess), "--out", str(tmp_path / "bench.md")])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 1 and error.count("\n") == 1 and "Traceback" not in error, error
+    assert error.startswith("python -m benchmarks: error: benchmarks.components --model ") and " failed (exit status 1): ValueError: " in error
+    assert not (tmp_path / "bench.md").exists()
+
+
+def test_a_benchmark_part_that_outlasts_its_time_is_stopped_and_named():
+    from benchmarks.__main__ import run_json
+
+    with pytest.raises(RuntimeError, match=r"^benchmarks.components --repeats 100000: still running after 1 s; stopped$"):
+        run_json(["benchmarks.components", "--repeats", "100000"], timeout=1)
+
+
+# --- the clips' audio -------------------------------------------------------------------------------------------
+
+
+def test_clips_at_48k_and_16k_are_written_at_the_files_rate_where_the_truth_says_they_are(tmp_path):
+    """Every clip was written as 16 kHz samples whatever its rate: a 48 kHz clip lasted three times what the truth said."""
+    import numpy as np
+    import soundfile
+
+    from benchmarks.monitor_e2e import FILE_RATE, GAP_SECONDS, build_file
+    from tests.conftest import speechlike
+
+    for actor, rate in ((1, 48000), (2, 16000)):
+        folder = tmp_path / "data" / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        quiet = np.zeros(rate // 2, np.float32)
+        soundfile.write(folder / f"03-01-05-01-01-01-{actor:02d}.wav", np.concatenate([quiet, speechlike(2.0, rate, seed=actor), quiet]), rate)
+    truth = build_file(tmp_path / "data", [1, 2], 1, tmp_path / "clips.wav")
+    audio, rate = soundfile.read(tmp_path / "clips.wav", dtype="float32")
+    assert rate == FILE_RATE
+    assert [round(end - start, 1) for start, end, _ in truth] == [2.0, 2.0]
+    assert audio.size / rate == pytest.approx(truth[-1][1] + GAP_SECONDS, abs=1e-3)
+    edges = [0.0, *(t for start, end, _ in truth for t in (start, end)), audio.size / rate]
+    for k, (start, end) in enumerate(zip(edges[:-1], edges[1:])):
+        level = float(np.sqrt(np.mean(np.square(audio[int(start * rate) + 160 : int(end * rate) - 160]))))
+        assert level > 0.05 if k % 2 else level == 0.0, (start, end, level)  # speech where the truth says, silence between
 
 
 # --- the file source in real time ---------------------------------------------------------------------------------

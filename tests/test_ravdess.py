@@ -35,6 +35,15 @@ def test_bad_names_are_reported_with_the_reason(name, reason):
     assert Path(name).name in str(error.value)
 
 
+def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_as_classify_shows_it():
+    """It was shown as Python's repr of the surrogate escape ('caf\\udce9.wav'), not as the other tools show it."""
+    import os
+
+    with pytest.raises(DatasetError) as error:
+        parse_name(os.fsdecode(b"Actor_01/caf\xe9.wav"))
+    assert str(error.value) == "caf\\xe9.wav: expected 7 dash-separated fields, found 1"
+
+
 @given(st.text(max_size=40))
 def test_parser_raises_only_dataset_errors(name):
     try:

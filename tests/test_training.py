@@ -996,6 +996,21 @@ def test_speed_perturbed_windows_are_training_windows_only_and_a_slower_clip_giv
     assert np.array_equal(features.eval_windows(np.arange(3)), np.flatnonzero(evaluated))  # scored on clean audio alone
 
 
+def test_the_feature_workers_are_stopped_when_computing_the_features_fails(tiny_ravdess):
+    """The worker pool was shut down only when every clip's features came back: an error left its processes running."""
+    import multiprocessing
+
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import scan
+
+    before = set(multiprocessing.active_children())
+    with pytest.raises(ValueError) as failed:  # a variant no worker knows: no clip's fault, so no clip left out but an error
+        build_features(scan(tiny_ravdess)[0][:4], WindowConfig(), ("clean", "unknown"), 0, None, workers=2)
+    assert "not in tuple" in str(failed.value)
+    assert set(multiprocessing.active_children()) <= before
+
+
 def test_the_feature_cache_is_recomputed_when_a_clip_changes_or_the_cache_file_is_damaged(tiny_ravdess, tmp_path, capsys):
     import shutil
 

@@ -358,3 +358,37 @@ def test_a_clips_telephone_score_does_not_depend_on_the_actors_scored_beside_it(
     _, alone, by_itself = score(model, [clip for clip in clips if clip.actor == 2], WindowConfig(), "telephone")
     assert alone["02"] == together["02"]
     assert by_itself == [clip for clip in beside if clip["actor"] == 2]
+
+
+def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_run, tiny_ravdess, tmp_path, monkeypatch):
+    """quantize seeded the phone line by a clip's place among the held-out clips, so a clip's telephone result changed
+    with the actors tested beside it (training.score seeds it by the clip's name), and cut the clean windows its own way."""
+    import training.quantize
+    from training.ravdess import scan
+    from training.score import clip_inputs, clip_seed
+
+    judged: list[list[np.ndarray]] = []
+
+    def recorded(model, clips, labels):
+        judged.append(clips)
+        return {"mean_per_class_accuracy": 0.5, "accuracy": 0.5}
+
+    monkeypatch.setattr(training.quantize, "clip_accuracy", recorded)
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    assert training.quantize.main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"]) == 0
+    held_out = [clip.path for clip in scan(tiny_ravdess)[0] if clip.actor == 2]
+    window = load_metadata(model).window
+    assert len(judged) == 4  # wideband, then telephone, each for fp32 and int8
+    for variant, inputs in (("clean", judged[0]), ("telephone", judged[2])):
+        expected = [clip_inputs(path, window, variant, clip_seed(path)) for path in held_out]
+        assert len(inputs) == len(expected) and all(np.array_equal(got, want) for got, want in zip(inputs, expected)), variant
+
+
+def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model, tmp_path):
+    """The pre-processed model (``.prep.onnx``) was removed only when quantize_static succeeded."""
+    from training.quantize import quantize
+
+    out = tmp_path / "model.int8.onnx"
+    with pytest.raises(ValueError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
+        quantize(shipped_model, np.zeros((0, 260, 270), np.float32), out)
+    assert list(tmp_path.iterdir()) == []

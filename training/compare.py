@@ -16,6 +16,7 @@ from typing import Any
 
 from ser_stream.cli import OneLineParser
 from ser_stream.errors import shown
+from ser_stream.model import OUTPUT_NAME
 from training.reports import METRICS, ReportError, is_number, read_checkpoint_state, read_json, require_keys
 
 FOLD_FOLDER = re.compile(r"fold(\d+)-")
@@ -75,7 +76,7 @@ def training_accuracy(state_path: Path) -> float | None:
     if not state_path.is_file():
         return None  # a run whose checkpoints were cleaned away
     _, history = read_checkpoint_state(state_path)
-    fitted = history.get("probabilities_accuracy") or history.get("accuracy")  # a run with a speaker head names its outputs
+    fitted = history.get(f"{OUTPUT_NAME}_accuracy") or history.get("accuracy")  # a run with a speaker head names its outputs
     return fitted[-1] if fitted else None
 
 

@@ -68,18 +68,19 @@ class FeatureSet:
         return np.flatnonzero(chosen)
 
 
-ClipWindows = list[tuple[int, bool, NDArray[np.float16]]]
+ClipSpectrograms = list[tuple[int, bool, NDArray[np.float16]]]
 
 
-def _clip_windows_or_problem(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipWindows | str:
-    """A clip's windows, or why it is left out: what ``ser-stream classify`` would refuse, training does not learn from."""
+def _clip_spectrograms_or_problem(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipSpectrograms | str:
+    """A clip's window spectrograms, or why it is left out: what ``ser-stream classify`` would refuse, training does not learn from."""
     try:
-        return _clip_windows(task)
+        return _clip_spectrograms(task)
     except SerStreamError as error:
         return clip_problem(task[1], error)
 
 
-def _clip_windows(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipWindows:
+def _clip_spectrograms(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipSpectrograms:
+    """(variant id, cut by the evaluation windowing, spectrogram) of every training window of one clip in each variant."""
     clip_index, path, seed, config, variants = task
     rng = np.random.default_rng([seed, clip_index])
     audio, rate = read_audio(path)
@@ -166,29 +167,28 @@ def build_features(
     window_clip: list[int] = []
     window_variant: list[int] = []
     window_is_eval: list[bool] = []
-    per_clip: Iterable[ClipWindows | str]
-    if workers == 1:
-        per_clip = map(_clip_windows_or_problem, tasks)
-    else:
-        # Spawned, not forked: a child forked while another thread held a lock (onnxruntime's, a test's server)
-        # waited on it for ever, and a CI run hung in the smoke training's feature pass.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        per_clip = pool.map(_clip_windows_or_problem, tasks, chunksize=8)
     kept: list[RavdessClip] = []
     skipped: list[str] = []
-    for clip, windows in zip(clips, per_clip):
-        if isinstance(windows, str):
-            print(f"skipped {windows}", file=sys.stderr)
-            skipped.append(windows)
-            continue
-        kept.append(clip)
-        for variant_id, is_eval, image in windows:
-            spectrograms.append(image)
-            window_clip.append(len(kept) - 1)
-            window_variant.append(variant_id)
-            window_is_eval.append(is_eval)
-    if workers != 1:
-        pool.shutdown()
+    # Spawned, not forked: a child forked while another thread held a lock (onnxruntime's, a test's server)
+    # waited on it for ever, and a CI run hung in the smoke training's feature pass.
+    pool = None if workers == 1 else ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        per_clip: Iterable[ClipSpectrograms | str]
+        per_clip = map(_clip_spectrograms_or_problem, tasks) if pool is None else pool.map(_clip_spectrograms_or_problem, tasks, chunksize=8)
+        for clip, windows in zip(clips, per_clip):
+            if isinstance(windows, str):
+                print(f"skipped {windows}", file=sys.stderr)
+                skipped.append(windows)
+                continue
+            kept.append(clip)
+            for variant_id, is_eval, image in windows:
+                spectrograms.append(image)
+                window_clip.append(len(kept) - 1)
+                window_variant.append(variant_id)
+                window_is_eval.append(is_eval)
+    finally:  # on an error too (an interrupt, a clip that breaks a worker): the workers stop, the clips not begun are dropped
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if not kept:
         raise SerStreamError(f"none of the {len(clips)} clips can be learned from: {skipped[0]}" + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""))
     features = FeatureSet(

@@ -9,20 +9,6 @@ from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 
-# The paper's Table 1 (rows true, columns predicted, row %).
-PAPER_TABLE_1 = np.array(
-    [
-        [50, 34, 1, 1, 0, 6, 4, 5],
-        [8, 56, 6, 1, 2, 4, 7, 3],
-        [0, 0, 78, 2, 1, 1, 0, 20],
-        [3, 0, 2, 83, 3, 4, 3, 2],
-        [2, 3, 5, 5, 67, 10, 9, 4],
-        [4, 6, 3, 7, 2, 75, 0, 3],
-        [1, 6, 1, 4, 0, 1, 87, 0],
-        [2, 0, 4, 3, 7, 2, 2, 80],
-    ]
-)
-
 
 def clip_probabilities(
     window_probabilities: NDArray[np.floating], window_clip: NDArray[np.integer], clip_indices: NDArray[np.integer]

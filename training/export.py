@@ -7,7 +7,6 @@ input and output as the runtime contract says.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +77,6 @@ def write_metadata(
     )
     metadata_path(onnx_path).write_text(metadata.to_json())
     return metadata
-
-
-def refresh_hash(onnx_path: Path, metadata: ModelMetadata) -> ModelMetadata:
-    updated = replace(metadata, sha256=file_sha256(onnx_path))
-    metadata_path(onnx_path).write_text(updated.to_json())
-    return updated
 
 
 def parity(model: keras.Model, onnx_path: Path, inputs: NDArray[np.float32]) -> float:

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.features import N_BINS, N_FFT, N_FRAMES, SAMPLE_RATE
+from ser_stream.model import INPUT_NAME, OUTPUT_NAME
 from training.backend import keras
 from training.recipes import Recipe
 
@@ -152,7 +153,7 @@ def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model
     ``emotion_network`` is the network that is evaluated and exported.
     """
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(N_BINS, N_FRAMES, 1), name="spectrogram")
+    inputs = keras.Input(shape=(N_BINS, N_FRAMES, 1), name=INPUT_NAME)
     x = MelFrequencyRows(name="mel_frequency_rows")(inputs) if recipe.mel_rows else inputs
     x = SpectralMeanChannel(name="spectral_mean_channel")(x) if recipe.spectral_mean_channel else x
     x = StyleMixing(axes=(2, 3), seed=seed, name="frequency_style_mixing")(x) if recipe.style_mixing == "frequency" else x
@@ -171,12 +172,12 @@ def build_model(recipe: Recipe, seed: int = 0, speakers: int = 0) -> keras.Model
     x = keras.layers.Dropout(0.25)(x)
     dense = keras.layers.Dense(DENSE_UNITS, activation="relu")(x)
     x = keras.layers.Dropout(0.5)(dense)
-    outputs = keras.layers.Dense(len(EMOTIONS), activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(len(EMOTIONS), activation="softmax", name=OUTPUT_NAME)(x)
     if recipe.speaker_adversary > 0 and speakers > 0:
         reversed_features = GradientReversal(name="speaker_gradient_reversal")(dense)
         guess = keras.layers.Dense(DENSE_UNITS // 2, activation="relu")(reversed_features)
         speaker = keras.layers.Dense(speakers, activation="softmax", name=SPEAKER_OUTPUT)(guess)
-        return keras.Model(inputs, {"probabilities": outputs, SPEAKER_OUTPUT: speaker}, name=f"mittal2021_{recipe.name}")
+        return keras.Model(inputs, {OUTPUT_NAME: outputs, SPEAKER_OUTPUT: speaker}, name=f"mittal2021_{recipe.name}")
     return keras.Model(inputs, outputs, name=f"mittal2021_{recipe.name}")
 
 
@@ -184,4 +185,4 @@ def emotion_network(model: keras.Model) -> keras.Model:
     """The model as the runtime sees it: spectrogram in, probabilities out (a training-only speaker head left off)."""
     if len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs[0], model.get_layer("probabilities").output, name=model.name)
+    return keras.Model(model.inputs[0], model.get_layer(OUTPUT_NAME).output, name=model.name)

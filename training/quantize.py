@@ -14,8 +14,8 @@ stdout and to ``model.int8.quantization.json``.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,13 @@ from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import SerStreamError, shown
-from ser_stream.features import SAMPLE_RATE, model_input, resample_to_canonical
+from ser_stream.features import model_input
 from ser_stream.model import file_sha256, load_metadata, metadata_path
-from training.augment import telephone
 from training.evaluate import scores
-from training.ravdess import scan, skip_clip
+from training.ravdess import require_actors, scan, skip_clip
 from training.reports import heard_actors
+from training.score import clip_inputs, clip_seed
+from training.timing import alternate_ms
 
 
 class WindowReader(CalibrationDataReader):
@@ -51,16 +52,19 @@ class WindowReader(CalibrationDataReader):
 
 
 def quantize(model: Path, calibration: NDArray[np.float32], out: Path, operator_format: bool = False, unsigned_weights: bool = False) -> None:
+    """Write ``model`` as int8 to ``out``, calibrated on ``calibration``; the intermediate file goes, even when it fails."""
     prepared = out.with_suffix(".prep.onnx")
-    quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-    input_name = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    quantize_static(
-        str(prepared), str(out), WindowReader(calibration, input_name),
-        quant_format=QuantFormat.QOperator if operator_format else QuantFormat.QDQ, per_channel=not unsigned_weights,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
-        calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
-    )
-    prepared.unlink()
+    try:
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        input_name = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        quantize_static(
+            str(prepared), str(out), WindowReader(calibration, input_name),
+            quant_format=QuantFormat.QOperator if operator_format else QuantFormat.QDQ, per_channel=not unsigned_weights,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
@@ -77,15 +81,8 @@ def clip_accuracy(model: onnxruntime.InferenceSession, clips: list[NDArray[np.fl
 def speed_ms(models: dict[str, onnxruntime.InferenceSession], windows: NDArray[np.float32], batch: int, repeats: int) -> dict[str, float]:
     """Median ms per window, the models timed alternately so machine noise hits both alike."""
     inputs = model_input(windows[:batch])
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():
-        model.run(None, {model.get_inputs()[0].name: inputs})
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.run(None, {model.get_inputs()[0].name: inputs})
-            samples[name].append((time.perf_counter() - start) * 1000 / batch)
-    return {name: round(float(np.median(values)), 3) for name, values in samples.items()}
+    timings = alternate_ms({name: (partial(model.run, None, {model.get_inputs()[0].name: inputs}), batch) for name, model in models.items()}, repeats)
+    return {name: timing["median"] for name, timing in timings.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,13 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metadata = load_metadata(args.model)  # a missing or mismatched model: one line, before any work
         clips, _ = scan(args.data)
+        require_actors(args.data, clips, args.test_actors)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     training = [c for c in clips if c.actor not in args.test_actors]
     held_out = [c for c in clips if c.actor in args.test_actors]
-    absent = sorted(set(args.test_actors) - {c.actor for c in held_out})
-    if absent:
-        parser.error(f"{shown(args.data)}: no clips of actor(s) {', '.join(map(str, absent))}")
     if len(training) < args.calibration_clips:
         parser.error(
             f"{shown(args.data)}: {len(training)} clip(s) of actors other than the test actors, "
@@ -130,12 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         except SerStreamError as error:
             skip_clip(training[i].path, error, skipped)
     wideband, phone, clip_labels = [], [], []
-    for index, clip in enumerate(held_out):
+    for clip in held_out:  # as training.score takes them: the phone line seeded by the clip's name, not its place
         try:
-            audio, rate = read_audio(clip.path)
-            canonical = resample_to_canonical(audio, rate)
-            clip_windows = clip_spectrograms(canonical, SAMPLE_RATE, config)
-            line_windows = clip_spectrograms(telephone(canonical, np.random.default_rng([7, index])), SAMPLE_RATE, config)
+            clip_windows = clip_inputs(clip.path, config, "clean", clip_seed(clip.path))
+            line_windows = clip_inputs(clip.path, config, "telephone", clip_seed(clip.path))
         except SerStreamError as error:
             skip_clip(clip.path, error, skipped)
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class RavdessClip:
 def parse_name(path: str | Path) -> RavdessClip:
     """File name → clip labels; ``DatasetError`` naming the file and the bad part."""
     path = Path(path)
-    name = path.name if path.name.isprintable() else ascii(path.name)  # errors stay one line
+    name = shown(path.name)  # errors stay one line
     if path.suffix.lower() not in AUDIO_SUFFIXES:
         raise DatasetError(f"{name}: not a WAV or FLAC file")
     parts = path.stem.split("-")
@@ -99,8 +100,8 @@ def files_under(root: Path) -> list[Path]:
     return sorted(paths)
 
 
-def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip], list[str]]:
-    """Every parseable clip under ``folder`` (sorted) and one problem line per file that is not."""
+def scan(folder: str | Path) -> tuple[list[RavdessClip], list[str]]:
+    """Every parseable speech clip under ``folder`` (sorted; songs are left out) and one problem line per file that is not."""
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
@@ -122,7 +123,7 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
         except DatasetError as error:
             problems.append(str(error))
             continue
-        if speech_only and clip.vocal_channel != 1:
+        if clip.vocal_channel != 1:
             songs += 1
             continue
         if (first := first_of.setdefault(path.stem, path)) != path:  # counted twice, it could train and test at once
@@ -133,6 +134,13 @@ def scan(folder: str | Path, speech_only: bool = True) -> tuple[list[RavdessClip
         why += [f"{songs} song clip(s) left out (vocal channel 02)"] if songs else []
         raise DatasetError(f"{root}: no RAVDESS clips found ({'; '.join(why) or 'no WAV or FLAC file named like 03-01-05-01-02-01-12.wav'})")
     return clips, problems
+
+
+def require_actors(data: Path, clips: list[RavdessClip], actors: Iterable[int]) -> None:
+    """``DatasetError`` naming ``data`` and every one of ``actors`` without a clip among ``clips``: a tool once went on without them."""
+    missing = sorted(set(actors) - {clip.actor for clip in clips})
+    if missing:
+        raise DatasetError(f"{shown(data)}: no clips of actor(s) {', '.join(map(str, missing))}")
 
 
 def clip_problem(path: str | Path, error: SerStreamError) -> str:

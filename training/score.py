@@ -30,7 +30,7 @@ from ser_stream.windows import TRIM_FLOOR, WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
 from training.ensemble import check_members_agree
-from training.ravdess import scan, skip_clip
+from training.ravdess import require_actors, scan, skip_clip
 from training.reports import heard_actors
 
 # Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
@@ -114,12 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         models = [EmotionModel(path, provider="cpu") for path in args.model]
         check_members_agree([model.metadata for model in models], args.model)  # one set of windows feeds them all
         clips, _ = scan(args.data)
+        require_actors(args.data, clips, args.actors)  # an actor without clips once scored the others under a report naming it
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     held_out = [clip for clip in clips if clip.actor in args.actors]
-    absent = sorted(set(args.actors) - {clip.actor for clip in held_out})
-    if absent:  # an actor without clips once scored the others under a report naming it
-        parser.exit(2, f"{parser.prog}: error: {shown(args.data)}: no clips of actor(s) {', '.join(map(str, absent))}\n")
     window = models[0].metadata.window
     if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
         try:

@@ -19,6 +19,7 @@ from ser_stream import EMOTIONS
 from ser_stream.cli import cannot_write_in
 from ser_stream.errors import SerStreamError, one_line, shown
 from ser_stream.inference import EmotionModel
+from ser_stream.model import OUTPUT_NAME
 from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.backend import keras
@@ -283,7 +284,7 @@ class TrainingBatches(keras.utils.PyDataset):
                 speakers = mix[:, None] * speakers + (1 - mix[:, None]) * speakers[partner]
             weights = mix * weights + (1 - mix) * weights[partner]
         if speakers is not None:
-            return x, {"probabilities": y, SPEAKER_OUTPUT: speakers}, {"probabilities": weights, SPEAKER_OUTPUT: np.ones_like(weights)}
+            return x, {OUTPUT_NAME: y, SPEAKER_OUTPUT: speakers}, {OUTPUT_NAME: weights, SPEAKER_OUTPUT: np.ones_like(weights)}
         return x, y, weights
 
 
@@ -578,8 +579,8 @@ class RunState(keras.callbacks.Callback):
         state = {"epoch": epoch + 1, "epochs": self.total_epochs, "history": self.history, "identity": self.identity}
         (self.folder / "state-partial.json").write_text(json.dumps(state))
         os.replace(self.folder / "state-partial.json", self.folder / "state.json")
-        shown = "  ".join(f"{k} {float(v):.3f}" for k, v in logs.items() if k != "learning_rate")
-        console.print(f"[bold]epoch {epoch + 1}/{self.total_epochs}[/]  {shown}")
+        figures = "  ".join(f"{k} {float(v):.3f}" for k, v in logs.items() if k != "learning_rate")
+        console.print(f"[bold]epoch {epoch + 1}/{self.total_epochs}[/]  {figures}")
 
 
 SplitInputs = tuple[list[EmotionModel], tuple[keras.Model, Path, int] | None]  # its teachers; the earlier run's (network, file, epochs)
@@ -589,6 +590,48 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     """Train, pick the best validation epoch, score the test clips, export ONNX; return the metrics.
 
     ``inputs`` were loaded (and refused, if bad) by ``run`` before any split was trained."""
+    checkpoints = folder / "checkpoints"
+    model, batches, history, initial_epoch = prepare_model(features, split, recipe, config, folder, inputs)
+    callbacks, averaging = training_callbacks(features, split, recipe, config, checkpoints, model, history, initial_epoch, len(batches.speakers))
+    has_validation = len(split.validation) > 0
+    scores_so_far = history.get("val_mean_per_class_accuracy", [])
+    stopped_early = has_validation and len(scores_so_far) - 1 - int(np.argmax(scores_so_far or [0.0])) >= config.patience
+    console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
+    if stopped_early and scores_so_far:
+        console.print(f"{split.name}: early stopping had ended it after epoch {initial_epoch} ({config.patience} epochs without a better validation score)")
+    elif initial_epoch < config.epochs:
+        model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    if config.keep == "best" and has_validation and (checkpoints / "best.keras").exists():
+        model = load_checkpoint(checkpoints / "best.keras")
+    if averaging is not None:
+        if averaging.count == 0:
+            raise SerStreamError(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
+        model.set_weights(averaging.averaged())
+    model = emotion_network(model)  # what is evaluated, saved and exported: the speaker head was for training only
+    recalibrate_batch_norm(model, features, split.train)
+    model.save(folder / "model.keras")
+
+    metrics = split_metrics(features, split, batches.recipe, config, inputs, history, averaging)
+    evaluate.plot_curves(history, folder / "curves.png")
+    parity_inputs = features.spectrograms[features.eval_windows(split.test if len(split.test) else split.train)[:16]].astype(np.float32)[..., None]
+    if len(split.test):
+        write_test_reports(model, features, split, recipe, folder, metrics)
+    onnx_path = folder / "model.onnx"
+    export_onnx(model, onnx_path)
+    metrics["onnx_parity_max_abs_diff"] = parity(model, onnx_path, parity_inputs)
+    write_metadata(onnx_path, config.window, recipe.name, config.protocol, metrics, str(config.data))
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if len(split.test):
+        clean = metrics["test_clean"]
+        console.print(f"[bold green]{split.name}[/]: test mean per-class accuracy {clean['mean_per_class_accuracy']:.3f}, accuracy {clean['accuracy']:.3f}; ONNX parity {metrics['onnx_parity_max_abs_diff']:.2e}")
+    return metrics
+
+
+def prepare_model(
+    features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, folder: Path, inputs: SplitInputs
+) -> tuple[keras.Model, TrainingBatches, dict[str, list[float]], int]:
+    """The split's network and batches: resumed from its last checkpoint, or built afresh (from an earlier run's
+    weights with ``--init-from``) and compiled; with the history so far and the number of epochs already run."""
     teachers, earlier = inputs
     checkpoints = folder / "checkpoints"
     state_file = checkpoints / "state.json"
@@ -607,33 +650,41 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         model = load_checkpoint(checkpoints / "last.keras")
         spare_from_decay(model.optimizer)
         console.print(f"resuming {split.name} after epoch {initial_epoch}")
+        return model, batches, history, initial_epoch
+    model = build_model(recipe, network_seed(config), speakers=len(batches.speakers))
+    if earlier is not None:
+        # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
+        start_from = earlier[1]
+        try:
+            model.set_weights(earlier[0].get_weights())  # weights only: the optimizer starts afresh
+        except ValueError as error:
+            raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
+        console.print(f"{split.name}: starting from {start_from}")
+    learning_rate: Any = recipe.learning_rate
+    if recipe.cosine_decay:
+        learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
+    emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    optimizer = make_optimizer(recipe, learning_rate)
+    if len(batches.speakers):
+        model.compile(
+            optimizer=optimizer,
+            loss={OUTPUT_NAME: emotion_loss, SPEAKER_OUTPUT: keras.losses.CategoricalCrossentropy()},
+            metrics={OUTPUT_NAME: ["accuracy"], SPEAKER_OUTPUT: ["accuracy"]},
+        )
     else:
-        model = build_model(recipe, network_seed(config), speakers=len(batches.speakers))
-        if earlier is not None:
-            # A warm restart (SGDR): earlier weights, a learning-rate schedule from its peak again.
-            start_from = earlier[1]
-            try:
-                model.set_weights(earlier[0].get_weights())  # weights only: the optimizer starts afresh
-            except ValueError as error:
-                raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
-            console.print(f"{split.name}: starting from {start_from}")
-        learning_rate: Any = recipe.learning_rate
-        if recipe.cosine_decay:
-            learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
-        emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-        optimizer = make_optimizer(recipe, learning_rate)
-        if len(batches.speakers):
-            model.compile(
-                optimizer=optimizer,
-                loss={"probabilities": emotion_loss, SPEAKER_OUTPUT: keras.losses.CategoricalCrossentropy()},
-                metrics={"probabilities": ["accuracy"], SPEAKER_OUTPUT: ["accuracy"]},
-            )
-        else:
-            model.compile(optimizer=optimizer, loss=emotion_loss, metrics=["accuracy"])
+        model.compile(optimizer=optimizer, loss=emotion_loss, metrics=["accuracy"])
+    return model, batches, history, initial_epoch
+
+
+def training_callbacks(
+    features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, checkpoints: Path, model: keras.Model,
+    history: dict[str, list[float]], initial_epoch: int, speakers: int,
+) -> tuple[list[keras.callbacks.Callback], WeightAverage | None]:
+    """What runs after each epoch: seeds, clip validation, the best checkpoint and early stopping (with validation clips),
+    the speaker adversary's ramp, the run state; and the weight average with ``--keep average``, also returned."""
     callbacks: list[keras.callbacks.Callback] = [EpochSeeds(network_seed(config)), ClipValidation(features, split.validation, split.train)]
-    has_validation = len(split.validation) > 0
     scores_so_far = history.get("val_mean_per_class_accuracy", [])
-    if has_validation:
+    if len(split.validation) > 0:
         # On resume both carry on from the epochs already run: the best so far stays best.keras until beaten.
         callbacks += [
             keras.callbacks.ModelCheckpoint(
@@ -642,8 +693,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
             ),
             ResumedEarlyStopping(scores_so_far, monitor="val_mean_per_class_accuracy", mode="max", patience=config.patience),
         ]
-    stopped_early = has_validation and len(scores_so_far) - 1 - int(np.argmax(scores_so_far or [0.0])) >= config.patience
-    if len(batches.speakers):
+    if speakers:
         callbacks.append(SpeakerAdversaryRamp(recipe.speaker_adversary, config.epochs))
     callbacks.append(RunState(checkpoints, history, config.epochs, run_identity(config)))
     averaging = None
@@ -651,23 +701,19 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         averaging = WeightAverage(checkpoints, config.epochs, config.average_epochs, initial_epoch if initial_epoch else None)
         averaging.catch_up(model.get_weights(), initial_epoch)
         callbacks.append(averaging)  # after RunState: a sum at most one epoch behind state.json, which catch_up repairs
-    console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
-    if stopped_early and scores_so_far:
-        console.print(f"{split.name}: early stopping had ended it after epoch {initial_epoch} ({config.patience} epochs without a better validation score)")
-    elif initial_epoch < config.epochs:
-        model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
-    if config.keep == "best" and has_validation and (checkpoints / "best.keras").exists():
-        model = load_checkpoint(checkpoints / "best.keras")
-    if averaging is not None:
-        if averaging.count == 0:
-            raise SerStreamError(f"{split.name}: stopped after epoch {len(history.get('loss', []))}, before the last {config.average_epochs} epochs of {config.epochs} it was to average; raise --patience or --average-epochs")
-        model.set_weights(averaging.averaged())
-    model = emotion_network(model)  # what is evaluated, saved and exported: the speaker head was for training only
-    recalibrate_batch_norm(model, features, split.train)
-    model.save(folder / "model.keras")
+    return callbacks, averaging
 
+
+def split_metrics(
+    features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, inputs: SplitInputs, history: dict[str, list[float]],
+    averaging: WeightAverage | None,
+) -> dict[str, Any]:
+    """What a split's metrics.json says of its training (``recipe``: as the batches applied it, the command's overrides
+    included): settings, actors, teachers, the weights kept and the best validation epoch."""
+    teachers, earlier = inputs
+    has_validation = len(split.validation) > 0
     metrics: dict[str, Any] = {"split": split.name, "recipe": recipe.name, "epochs_run": len(history.get("loss", []))}
-    metrics["training"] = {"epochs": config.epochs, **{name: getattr(batches.recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
+    metrics["training"] = {"epochs": config.epochs, **{name: getattr(recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
     for part in ("train", "validation"):
         metrics["training"][f"{part}_actors"] = sorted(int(actor) for actor in np.unique(features.clip_actors[getattr(split, part)]))
     if teachers:
@@ -683,27 +729,20 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         best = int(np.argmax(history["val_mean_per_class_accuracy"]))
         metrics["best_epoch"] = best + 1
         metrics["validation_mean_per_class_accuracy"] = history["val_mean_per_class_accuracy"][best]
-    evaluate.plot_curves(history, folder / "curves.png")
-    parity_inputs = features.spectrograms[features.eval_windows(split.test if len(split.test) else split.train)[:16]].astype(np.float32)[..., None]
-    if len(split.test):
-        for variant in ("clean", "telephone"):
-            if variant not in [v for v in ("clean", "telephone", "noisy") if features.windows_of(split.test[:1], (v,)).size]:
-                continue
-            result, matrix = clip_scores(model, features, split.test, variant)
-            metrics[f"test_{variant}"] = result
-            title = f"{recipe.name} / {split.name} / {variant}: rows true, columns predicted, row %"
-            (folder / f"confusion_{variant}.md").write_text(evaluate.confusion_markdown(matrix, title))
-            evaluate.plot_confusion(matrix, folder / f"confusion_{variant}.png", f"{recipe.name} {split.name} ({variant})")
-            np.savetxt(folder / f"confusion_{variant}.csv", matrix, fmt="%d", delimiter=",")
-    onnx_path = folder / "model.onnx"
-    export_onnx(model, onnx_path)
-    metrics["onnx_parity_max_abs_diff"] = parity(model, onnx_path, parity_inputs)
-    write_metadata(onnx_path, config.window, recipe.name, config.protocol, metrics, str(config.data))
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if len(split.test):
-        clean = metrics["test_clean"]
-        console.print(f"[bold green]{split.name}[/]: test mean per-class accuracy {clean['mean_per_class_accuracy']:.3f}, accuracy {clean['accuracy']:.3f}; ONNX parity {metrics['onnx_parity_max_abs_diff']:.2e}")
     return metrics
+
+
+def write_test_reports(model: keras.Model, features: FeatureSet, split: Split, recipe: Recipe, folder: Path, metrics: dict[str, Any]) -> None:
+    """Score the test clips, clean and by telephone, into ``metrics``; write each one's confusion matrix (.md, .png, .csv)."""
+    for variant in ("clean", "telephone"):
+        if not features.windows_of(split.test[:1], (variant,)).size:  # a variant the features were not computed in
+            continue
+        result, matrix = clip_scores(model, features, split.test, variant)
+        metrics[f"test_{variant}"] = result
+        title = f"{recipe.name} / {split.name} / {variant}: rows true, columns predicted, row %"
+        (folder / f"confusion_{variant}.md").write_text(evaluate.confusion_markdown(matrix, title))
+        evaluate.plot_confusion(matrix, folder / f"confusion_{variant}.png", f"{recipe.name} {split.name} ({variant})")
+        np.savetxt(folder / f"confusion_{variant}.csv", matrix, fmt="%d", delimiter=",")
 
 
 def held_run(folder: Path) -> str | None:
