@@ -41,8 +41,8 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-from benchmarks.clients import free_port, strict_json, subscriber_when_up
-from benchmarks.monitor_e2e import MIN_SILENCE, build_file, latency_summary, match_clip_ends
+from benchmarks.clients import MonitorExited, free_port, strict_json, subscriber_when_up
+from benchmarks.monitor_e2e import MIN_SILENCE, MonitorFailed, build_file, latency_summary, match_clip_ends
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.g711 import mulaw_encode
@@ -84,12 +84,12 @@ def process_stats(pid: int) -> dict[str, float]:
 
 
 async def subscribe(port: int, calls: int, seconds: float, start_sender: Callable[[float], None],
-                    sample: Callable[[], dict[str, float]]) -> tuple[float, list[dict], list[dict[str, float]]]:
+                    sample: Callable[[], dict[str, float]], monitor: subprocess.Popen[bytes]) -> tuple[float, list[dict], list[dict[str, float]]]:
     """Connect (the monitor is then listening for RTP too), start the calls, record until their streams have ended.
 
     Also samples the monitor (``sample``) when the calls start and when they end: the interval CPU is measured over.
     """
-    async with await subscriber_when_up(port, max_queue=None) as ws:
+    async with await subscriber_when_up(port, monitor=monitor, max_queue=None) as ws:
         start_at = time.monotonic() + 0.5
         start_sender(start_at)
 
@@ -192,21 +192,24 @@ def run_load(calls: int, seconds: float, codes: bytes, clips: np.ndarray, model:
                "--ws", f"127.0.0.1:{ws_port}"]
     if model is not None:
         command += ["--model", str(model)]
-    monitor = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     senders: list[multiprocessing.Process] = []
 
     def start_sender(start_at: float) -> None:
         senders.append(multiprocessing.Process(target=send_calls, args=(codes, calls, seconds, rtp_port, start_at)))
         senders[0].start()
 
-    try:
-        start_at, messages, (at_start, at_end) = asyncio.run(
-            subscribe(ws_port, calls, seconds, start_sender, lambda: process_stats(monitor.pid)))
-        peak_rss_mb = process_stats(monitor.pid)["peak_rss_mb"]
-        senders[0].join()
-    finally:
-        monitor.send_signal(signal.SIGTERM)
-        monitor.wait(timeout=30)
+    with tempfile.TemporaryFile() as errors:  # its stderr, for its own reason should it fail
+        monitor = subprocess.Popen(command, stderr=errors)
+        try:
+            start_at, messages, (at_start, at_end) = asyncio.run(
+                subscribe(ws_port, calls, seconds, start_sender, lambda: process_stats(monitor.pid), monitor))
+            peak_rss_mb = process_stats(monitor.pid)["peak_rss_mb"]
+            senders[0].join()
+        except MonitorExited as exited:  # a refused option once meant a 60 s wait and a traceback, its reason unheard
+            raise MonitorFailed.saying(str(exited), errors, monitor.wait()) from None
+        finally:
+            monitor.send_signal(signal.SIGTERM)
+            monitor.wait(timeout=30)
     result = judge_load(calls, seconds, len(codes) // PACKET, clips, start_at, messages, bound_ms)
     result["monitor_cpu_cores"] = round((at_end["cpu_seconds"] - at_start["cpu_seconds"]) / (at_end["at"] - at_start["at"]), 2)
     result["monitor_peak_rss_mb"] = round(peak_rss_mb, 1)
@@ -241,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     print(strict_json({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),
                       "call_audio_seconds": round(len(codes) / 8000, 1)}), flush=True)
     for calls in args.calls:
-        result = run_load(calls, args.seconds, codes, clips, args.model, args.bound_ms)
+        try:
+            result = run_load(calls, args.seconds, codes, clips, args.model, args.bound_ms)
+        except MonitorFailed as failure:
+            parser.exit(2 if failure.status == 2 else 1, f"{parser.prog}: error: {failure}\n")
         print(strict_json(result), flush=True)
         if args.until_failure and not result["sustained"]:
             break

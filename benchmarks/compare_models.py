@@ -20,6 +20,7 @@ import numpy as np
 
 from benchmarks.capacity import LATENCY_BOUND_MS, call_audio, run_load
 from benchmarks.clients import strict_json
+from benchmarks.monitor_e2e import MonitorFailed
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
@@ -62,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls:
         for calls in args.calls:
             for model in args.models:
-                print(strict_json({"model": str(model), **run_load(calls, args.seconds, codes, clips, model, args.bound_ms)}), flush=True)
+                try:
+                    result = run_load(calls, args.seconds, codes, clips, model, args.bound_ms)
+                except MonitorFailed as failure:
+                    parser.exit(2 if failure.status == 2 else 1, f"{parser.prog}: error: {failure}\n")
+                print(strict_json({"model": str(model), **result}), flush=True)
     return 0
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import scipy.signal
@@ -117,6 +118,13 @@ class MonitorFailed(Exception):
         super().__init__(reason)
         self.status = status
 
+    @classmethod
+    def saying(cls, reason: str, errors: IO[bytes], status: int) -> MonitorFailed:
+        """The failure, with the monitor's own last line on stderr (``errors``, the file it wrote) after ``reason``."""
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip().splitlines()
+        return cls(f"{reason}: {shown(said[-1])}" if said else reason, status)
+
 
 async def listen(port: int, monitor: subprocess.Popen[bytes]) -> list[dict]:
     """Every message the monitor publishes, each with its time of receipt, until it closes the connection."""
@@ -151,10 +159,7 @@ def monitor_messages(command: list[str], port: int) -> list[dict]:
             status = process.wait()
         if {"stream_started", "stream_ended", "status"} <= {message["type"] for message in messages}:
             return messages
-        errors.seek(0)
-        said = errors.read().decode(errors="replace").strip().splitlines()
-    reason = reason or f"the monitor exited with status {status} before its stream ended"
-    raise MonitorFailed(f"{reason}: {shown(said[-1])}" if said else reason, status)
+        raise MonitorFailed.saying(reason or f"the monitor exited with status {status} before its stream ended", errors, status)
 
 
 def add_clip_arguments(parser: argparse.ArgumentParser, per_actor: int) -> None:

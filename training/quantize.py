@@ -80,8 +80,8 @@ def clip_accuracy(model: onnxruntime.InferenceSession, clips: list[NDArray[np.fl
 
 def speed_ms(models: dict[str, onnxruntime.InferenceSession], windows: NDArray[np.float32], batch: int, repeats: int) -> dict[str, float]:
     """Median ms per window, the models timed alternately so machine noise hits both alike."""
-    inputs = model_input(windows[:batch])
-    timings = alternate_ms({name: (partial(model.run, None, {model.get_inputs()[0].name: inputs}), batch) for name, model in models.items()}, repeats)
+    inputs = model_input(windows[:batch])  # fewer windows than a batch: ms per window is of as many as there are
+    timings = alternate_ms({name: (partial(model.run, None, {model.get_inputs()[0].name: inputs}), len(inputs)) for name, model in models.items()}, repeats)
     return {name: timing["median"] for name, timing in timings.items()}
 
 
