@@ -92,6 +92,7 @@ def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[floa
     pieces, bounds, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
     for name in MONITOR_CLIPS:
         audio, rate = read_audio(RAVDESS / name)
+        assert rate == 16000, f"{name}: {rate} Hz; the fixture writes the clips as they are into a 16 kHz file"
         speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)  # the speech itself, without breaths and room tone
         bounds.append((t, t + speech.size / rate))
         t += speech.size / rate + GAP_SECONDS
