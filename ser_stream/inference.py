@@ -15,7 +15,16 @@ from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.errors import ModelError, one_line, shown
-from ser_stream.model import DEFAULT_MODEL, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, load_metadata
+from ser_stream.model import (
+    CONTRACT_PROPERTY,
+    DEFAULT_MODEL,
+    INPUT_NAME,
+    INPUT_SHAPE,
+    OUTPUT_NAME,
+    ModelMetadata,
+    check_trained_contract,
+    load_metadata,
+)
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -103,6 +112,7 @@ class EmotionModel:
             self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own unexported types
             raise ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({one_line(error)})") from None
+        check_trained_contract(self.path, self.metadata, self.session.get_modelmeta().custom_metadata_map.get(CONTRACT_PROPERTY))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
             raise ModelError(

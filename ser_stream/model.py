@@ -3,7 +3,10 @@
 Input ``spectrogram`` [N, 260, 270, 1] float32 in [0, 1]; output
 ``probabilities`` [N, 8] in ``EMOTIONS`` order. The metadata JSON records the
 feature parameters, window, labels and the file's sha256; ``load_metadata``
-refuses a model that does not match this code or whose bytes changed.
+refuses a model that does not match this code or whose bytes changed. The ONNX
+file keeps its own copy of what it was trained on (labels, features, window:
+``CONTRACT_PROPERTY``), inside the bytes the sha256 covers, so an edited JSON
+cannot feed the network windows of another length unnoticed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ INPUT_NAME = "spectrogram"
 OUTPUT_NAME = "probabilities"
 INPUT_SHAPE = (N_BINS, N_FRAMES, 1)
 METADATA_VERSION = 1
+CONTRACT_PROPERTY = "ser_stream.contract"  # the ONNX file's metadata_props entry holding ``trained_contract``'s JSON
 MODEL_FILE = "ser_cnn.onnx"
 INSTALLED_MODELS = Path("share") / "ser-stream" / "models"  # where a wheel puts models/ (pyproject's data-files)
 
@@ -78,6 +82,32 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def trained_contract(labels: list[str], features: dict[str, Any], window_seconds: float) -> str:
+    """What a network was trained on and must be fed, as the JSON an ONNX file keeps in ``CONTRACT_PROPERTY``."""
+    return json.dumps({"labels": list(labels), "features": features, "window_seconds": float(window_seconds)}, sort_keys=True)
+
+
+def check_trained_contract(model_path: str | Path, metadata: ModelMetadata, embedded: str | None) -> None:
+    """``ModelError`` where the metadata JSON says other than the ONNX file's own record (``embedded``; files
+    exported before it was kept have none, and pass): a JSON edited to 1 s windows once ran a 2 s network unnoticed."""
+    if embedded is None:
+        return
+    try:
+        recorded = json.loads(embedded)
+        trained = {name: recorded[name] for name in ("labels", "features", "window_seconds")}
+    except (ValueError, TypeError, KeyError):
+        raise ModelError(f"{shown(model_path)}: its {CONTRACT_PROPERTY} record is not readable; export it again") from None
+    described = {"labels": metadata.labels, "features": metadata.features, "window_seconds": metadata.window_seconds}
+    differing = [name for name in trained if trained[name] != described[name]]
+    if differing:
+        said = ", ".join(f"{name} {shown(str(described[name]))}" for name in differing)
+        was = ", ".join(f"{name} {shown(str(trained[name]))}" for name in differing)
+        raise ModelError(
+            f"{shown(metadata_path(model_path))}: says {said}, but the network in {shown(Path(model_path).name)} was trained on {was}; "
+            "restore the metadata (the window is the network's, not a setting)"
+        )
 
 
 def metadata_path(model_path: str | Path) -> Path:

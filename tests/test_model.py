@@ -15,7 +15,7 @@ import soundfile
 
 from ser_stream.errors import ModelError, shown
 from ser_stream.inference import EmotionModel
-from ser_stream.model import load_metadata, metadata_path
+from ser_stream.model import CONTRACT_PROPERTY, file_sha256, load_metadata, metadata_path
 from tests.conftest import speechlike
 
 
@@ -126,6 +126,42 @@ def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int,
     metadata = json.loads(metadata_path(shipped_model).read_text())
     metadata_path(path).write_text(json.dumps({**metadata, "sha256": file_sha256(path)}))
     return path
+
+
+def trained_record(model: Path) -> dict[str, Any]:
+    """What the ONNX file itself records it was trained on."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return json.loads(session.get_modelmeta().custom_metadata_map[CONTRACT_PROPERTY])
+
+
+def test_metadata_edited_to_another_window_than_the_network_was_trained_on_is_refused_at_load(shipped_model, tmp_path, capsys):
+    """The window is the network's: a JSON edited to 1 s windows once ran the 2 s network on squeezed inputs, unsaid."""
+    from ser_stream.cli import main
+
+    assert trained_record(shipped_model)["window_seconds"] == load_metadata(shipped_model).window_seconds == 2.0
+    model = copy_of_model(shipped_model, tmp_path)
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "window_seconds": 1.0, "hop_seconds": 0.25}))
+    load_metadata(model)  # the JSON alone is sound: only the file's own record tells
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--model", str(model), str(audio)]) == 2
+    assert capsys.readouterr().err == (
+        f"ser-stream: error: {metadata_path(model)}: says window_seconds 1.0, but the network in model.onnx was trained on "
+        "window_seconds 2.0; restore the metadata (the window is the network's, not a setting)\n"
+    )
+
+
+def test_a_model_exported_before_files_kept_their_own_record_still_loads(shipped_model, tmp_path):
+    onnx = pytest.importorskip("onnx")  # the training extra; the runtime reads the record with onnxruntime
+
+    model = copy_of_model(shipped_model, tmp_path)
+    proto = onnx.load(str(model))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(model))
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+    assert EmotionModel(model, provider="cpu").metadata.window_seconds == 2.0
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from ser_stream import EMOTIONS
 from ser_stream.errors import ModelError, SerStreamError
 from ser_stream.inference import EmotionModel
 from ser_stream.model import load_metadata, metadata_path
+from tests.test_model import trained_record
 from training.recipes import RECIPES  # no TensorFlow: the recipes are plain dataclasses
 
 pytestmark = pytest.mark.slow
@@ -91,6 +93,13 @@ def test_a_corrupt_model_file_is_refused_with_a_clear_message(tmp_path):
         EmotionModel(broken)
 
 
+def test_a_trained_network_s_onnx_file_records_the_labels_features_and_window_it_was_trained_on(smoke_run):
+    from ser_stream.features import feature_parameters
+
+    metadata = load_metadata(smoke_run / "model.onnx")
+    assert trained_record(smoke_run / "model.onnx") == {"labels": list(EMOTIONS), "features": feature_parameters(), "window_seconds": metadata.window_seconds}
+
+
 def test_int8_quantisation_runs_and_reports_accuracy_and_speed_side_by_side(smoke_run, tiny_ravdess, tmp_path):
     from tests.test_training_tools import held_out_copy
     from training.quantize import main as quantize_main
@@ -104,6 +113,7 @@ def test_int8_quantisation_runs_and_reports_accuracy_and_speed_side_by_side(smok
     for key in ("wideband", "telephone"):
         assert 0.0 <= report[key]["int8"]["mean_per_class_accuracy"] <= 1.0
     assert report["ms_per_window_batch1"]["speedup"] > 0 and report["ms_per_window_batch32"]["speedup"] > 0
+    assert trained_record(out) == trained_record(smoke_run / "model.onnx")  # kept through quantisation
 
 
 def clean_windows(spectrograms: np.ndarray, clips: int):
@@ -262,6 +272,7 @@ def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contr
     assert [m["sha256"] for m in metadata.metrics["members"]] == [load_metadata(m).sha256 for m in members]
     held_out = metadata.metrics["held_out_evaluations"]["actors-02"]
     assert held_out["test_clean"]["clips"] == 16 and 0.0 <= held_out["test_clean"]["mean_per_class_accuracy"] <= 1.0
+    assert trained_record(merged) == trained_record(members[0]) == trained_record(members[1])
 
 
 def test_an_ensemble_unpacks_into_members_that_regrow_it(shipped_model, tmp_path):
@@ -276,6 +287,7 @@ def test_an_ensemble_unpacks_into_members_that_regrow_it(shipped_model, tmp_path
         metadata = load_metadata(member)  # hash and feature contract hold for each file on its own
         assert metadata.recipe == summary["recipe"] and metadata.metrics["held_out_evaluations"] == summary["held_out_evaluations"]
         assert metadata.metrics["unpacked_from"]["member"] == index and metadata.metrics["unpacked_from"]["sha256"] == summary["sha256"]
+        assert trained_record(member) == trained_record(shipped_model)
 
     inputs = demo_inputs()
     outputs = [EmotionModel(member, provider="cpu").predict(inputs) for member in members]
@@ -544,6 +556,7 @@ def test_every_recipe_builds_the_runtime_contract_with_the_papers_three_convolut
 
 
 def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export_with_parity(tmp_path):
+    from ser_stream.windows import WindowConfig
     from training.export import export_onnx, parity
     from training.network import MelFrequencyRows, build_model, mel_rows_matrix
     from training.recipes import RECIPES
@@ -565,7 +578,7 @@ def test_mel_rows_give_low_frequencies_more_rows_keep_values_in_range_and_export
 
     model = build_model(RECIPES["improved-mel"])
     assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
-    export_onnx(model, tmp_path / "mel.onnx")
+    export_onnx(model, tmp_path / "mel.onnx", WindowConfig())
     assert parity(model, tmp_path / "mel.onnx", np.random.default_rng(0).random((4, 260, 270, 1), dtype=np.float32)) <= 1e-4
     assert not any(isinstance(layer, MelFrequencyRows) for layer in build_model(RECIPES["improved"]).layers)
 

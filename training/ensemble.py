@@ -43,6 +43,7 @@ from ser_stream.model import (
     load_metadata,
     metadata_path,
 )
+from training.contract import record_trained_contract
 from training.reports import ReportError, read_json, require_keys
 from training.ship import check_same_training
 
@@ -59,8 +60,9 @@ def load_member(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def merge_onnx(protos: list[onnx.ModelProto], out: Path) -> None:
-    """Write one ONNX graph that feeds ``spectrogram`` to every member and outputs the mean of their outputs."""
+def merge_onnx(protos: list[onnx.ModelProto], out: Path, window_seconds: float) -> None:
+    """Write one ONNX graph that feeds ``spectrogram`` to every member and outputs the mean of their outputs
+    (and records the contract they were trained on: every member's window is ``window_seconds``)."""
     nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     outputs: list[str] = []
@@ -83,6 +85,7 @@ def merge_onnx(protos: list[onnx.ModelProto], out: Path) -> None:
     )
     merged = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     merged.ir_version = first.ir_version
+    record_trained_contract(merged, window_seconds)
     onnx.checker.check_model(merged)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(merged, str(out))
@@ -118,6 +121,7 @@ def unpack(ensemble: Path, folder: Path) -> list[Path]:
         for node in member.graph.node:
             node.output[:] = [OUTPUT_NAME if name == output else name for name in node.output]
         member.graph.output[0].name = OUTPUT_NAME
+        record_trained_contract(member, metadata.window_seconds)
         onnx.checker.check_model(member)
         path = folder / f"member{index}.onnx"
         onnx.save(member, str(path))
@@ -242,7 +246,7 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")
     try:
-        merge_onnx(protos, merged_tmp)
+        merge_onnx(protos, merged_tmp, metadata[0].window_seconds)
         result = replace(
             metadata[0],
             sha256=file_sha256(merged_tmp),

@@ -19,6 +19,7 @@ from ser_stream.features import feature_parameters
 from ser_stream.model import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, ModelMetadata, file_sha256, metadata_path
 from ser_stream.windows import WindowConfig
 from training.backend import keras, tf
+from training.contract import record_trained_contract
 
 OPSET = 17
 RAVDESS_NOTE = (
@@ -27,8 +28,9 @@ RAVDESS_NOTE = (
 )
 
 
-def export_onnx(model: keras.Model, onnx_path: Path) -> None:
-    """Write ``model`` as ONNX (opset 17) with input ``spectrogram`` and output ``probabilities``."""
+def export_onnx(model: keras.Model, onnx_path: Path, window: WindowConfig) -> None:
+    """Write ``model`` as ONNX (opset 17) with input ``spectrogram`` and output ``probabilities``, and the
+    contract it was trained on (``window``'s length among it)."""
     signature = (tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=INPUT_NAME),)
 
     @tf.function(input_signature=signature)
@@ -49,6 +51,7 @@ def export_onnx(model: keras.Model, onnx_path: Path) -> None:
         for node in graph.node:
             node.input[:] = [INPUT_NAME if name == old_input else name for name in node.input]
         graph.input[0].name = INPUT_NAME
+    record_trained_contract(proto, window.window_seconds)
     onnx.checker.check_model(proto)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(onnx_path))

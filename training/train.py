@@ -617,7 +617,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     if len(split.test):
         write_test_reports(model, features, split, recipe, folder, metrics)
     onnx_path = folder / "model.onnx"
-    export_onnx(model, onnx_path)
+    export_onnx(model, onnx_path, config.window)
     metrics["onnx_parity_max_abs_diff"] = parity(model, onnx_path, parity_inputs)
     write_metadata(onnx_path, config.window, recipe.name, config.protocol, metrics, str(config.data))
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
