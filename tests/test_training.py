@@ -1539,6 +1539,39 @@ def test_an_interrupted_overwrite_leaves_none_of_the_earlier_runs_results(smoke_
     assert sorted(path.name for path in (out / "random").iterdir()) == ["checkpoints"]
 
 
+def test_a_run_killed_between_writing_its_checkpoint_and_its_state_resumes_without_training_an_epoch_twice(tiny_ravdess, tmp_path, monkeypatch):
+    """last.keras was renamed into place before state.json: a kill between the two left the weights of epoch 2 with
+    the state of epoch 1, and the resumed run trained epoch 2 again (its weights then differed from the straight run's)."""
+    import keras
+
+    import training.train
+    from training.__main__ import main
+
+    command = ["--data", str(tiny_ravdess), "--recipe", "paper", "--protocol", "random", "--batch-size", "8", "--max-clips", "3",
+               "--cache-dir", str(tmp_path / "cache"), "--epochs", "3"]
+    assert main([*command, "--out", str(tmp_path / "straight")]) == 0
+    real_replace, renames = os.replace, []
+
+    def killed_before_the_second_state(source, target):
+        renames.append(Path(target).name)
+        if renames.count("state.json") == 2 and Path(target).name == "state.json":
+            raise KeyboardInterrupt  # after epoch 2's checkpoint, before its state
+        real_replace(source, target)
+
+    monkeypatch.setattr(training.train.os, "replace", killed_before_the_second_state)
+    with pytest.raises(SystemExit):
+        main([*command, "--out", str(tmp_path / "killed")])
+    monkeypatch.setattr(training.train.os, "replace", real_replace)
+    checkpoints = tmp_path / "killed" / "random" / "checkpoints"
+    assert json.loads((checkpoints / "state.json").read_text())["epoch"] == 1  # the state lagging its weights
+    assert main([*command, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    assert json.loads((checkpoints / "state.json").read_text())["epoch"] == 3
+    assert len(json.loads((checkpoints / "state.json").read_text())["history"]["loss"]) == 3  # one entry an epoch
+    straight, resumed = (keras.models.load_model(tmp_path / run / "random" / "checkpoints" / "last.keras").get_weights() for run in ("straight", "killed"))
+    for ours, theirs in zip(straight, resumed, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_the_uninterrupted_run(tiny_ravdess, tmp_path):
     """Keras' own random state (dropout masks) was not seeded on resume: the resumed run drew other masks."""
     import keras

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -501,6 +502,30 @@ def check_same_schedule(folder: Path, config: TrainConfig, recipe: Recipe, state
         )
 
 
+STATE_IN_CHECKPOINT = "ser_stream_state.json"  # the run state of the epoch whose weights last.keras holds
+
+
+def write_state(checkpoints: Path, state: dict[str, Any]) -> None:
+    (checkpoints / "state-partial.json").write_text(json.dumps(state))
+    os.replace(checkpoints / "state-partial.json", checkpoints / "state.json")
+
+
+def state_from_checkpoint(checkpoints: Path) -> None:
+    """state.json as last.keras records it, where a run was stopped after writing the one and before the other: the
+    epoch whose weights it held once trained again on resume. Checkpoints from before the record are left as they are."""
+    try:
+        with zipfile.ZipFile(checkpoints / "last.keras") as bundle:
+            recorded = json.loads(bundle.read(STATE_IN_CHECKPOINT))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # none, or damaged: load_checkpoint names it if it must
+        return
+    try:
+        written = json.loads((checkpoints / "state.json").read_text()).get("epoch", -1)
+    except (OSError, ValueError, AttributeError):
+        written = -1
+    if isinstance(recorded, dict) and is_count(recorded.get("epoch")) and recorded["epoch"] > written:
+        write_state(checkpoints, recorded)
+
+
 def recorded_identity(path: Path, key: str) -> dict[str, Any] | None:
     """The settings a checkpoint state (``identity``) or a summary (``settings``) recorded, if it did (older runs did not)."""
     recorded = read_json(path, CHECKPOINT_STATE if key == "identity" else "a run's summary.json")
@@ -573,12 +598,14 @@ class RunState(keras.callbacks.Callback):
         logs = logs or {}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
-        # Written aside, then renamed: a run stopped mid-write leaves the previous epoch's checkpoint whole.
-        self.model.save(self.folder / "last-partial.keras")
-        os.replace(self.folder / "last-partial.keras", self.folder / "last.keras")
+        # Written aside, then renamed: a run stopped mid-write leaves the previous epoch's checkpoint whole. The
+        # state goes inside the checkpoint too, so one rename writes both; state.json, the readable copy, follows.
         state = {"epoch": epoch + 1, "epochs": self.total_epochs, "history": self.history, "identity": self.identity}
-        (self.folder / "state-partial.json").write_text(json.dumps(state))
-        os.replace(self.folder / "state-partial.json", self.folder / "state.json")
+        self.model.save(self.folder / "last-partial.keras")
+        with zipfile.ZipFile(self.folder / "last-partial.keras", "a") as bundle:
+            bundle.writestr(STATE_IN_CHECKPOINT, json.dumps(state))
+        os.replace(self.folder / "last-partial.keras", self.folder / "last.keras")
+        write_state(self.folder, state)
         figures = "  ".join(f"{k} {float(v):.3f}" for k, v in logs.items() if k != "learning_rate")
         console.print(f"[bold]epoch {epoch + 1}/{self.total_epochs}[/]  {figures}")
 
@@ -807,6 +834,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
     inputs: dict[str, SplitInputs] = {}
     for split in splits:  # refuse before hours of training, not after, and before any folder is made
         state_file = config.out / split.name / "checkpoints" / "state.json"
+        if config.resume:
+            state_from_checkpoint(state_file.parent)
         if config.resume and state_file.is_file():
             check_same_run(config.out / split.name, config, "--resume", recorded_identity(state_file, "identity"))
             check_same_schedule(config.out / split.name, config, recipe, state_file)
