@@ -57,13 +57,26 @@ def test_callback_never_blocks_when_the_reader_falls_behind():
     assert sink.ring.overrun_samples == 10 * 256 - 1024
 
 
-def test_callback_does_not_reallocate_its_buffer():
-    sink = Sink(2048)
-    storage = sink.ring._data
+def test_callback_allocates_nothing_the_size_of_a_block():
+    """The real-time callback copies into the preallocated ring and returns: a copy of each block (a concatenate,
+    an astype) would allocate its 16 kB on PortAudio's thread."""
+    import tracemalloc
+
+    block_samples = 4096
+    sink = Sink(4 * block_samples)
     callback = make_callback(sink)
-    for _ in range(50):
-        callback(np.ones((128, 1), np.float32), 128, None, Flags())
-    assert sink.ring._data is storage
+    blocks = [np.full((block_samples, 1), i / 100, np.float32) for i in range(20)]
+    flags = [Flags(input_overflow=i == 7) for i in range(20)]
+    callback(blocks[0], block_samples, None, flags[0])  # anything done once, on the first call
+    tracemalloc.start()
+    try:
+        for block, status in zip(blocks[1:], flags[1:]):
+            callback(block, block_samples, None, status)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < block_samples * 4  # less than one block of float32
+    assert sink.input_overflows == 1 and np.array_equal(sink.ring.read()[-block_samples:], blocks[-1][:, 0])
 
 
 class FakeSoundDevice:

@@ -108,10 +108,23 @@ def test_ingest_parser_returns_a_message_or_raises_ingest_error(frame):
         assert isinstance(message["event"], str)
 
 
+# Well-formed frames of two calls (one track, both tracks), so that calls start, carry audio and stop among the rest.
+call_frames = st.one_of(
+    st.builds(lambda sid, tracks: json.dumps({"event": "start", "start": {"streamSid": sid, "tracks": tracks}}),
+              st.sampled_from(["MZ1", "MZ2"]), st.sampled_from([["inbound"], ["inbound", "outbound"]])),
+    st.builds(lambda sid, track, payload, chunk: json.dumps({"event": "media", "streamSid": sid, "media": {
+                  "payload": base64.b64encode(payload).decode(), **track, **chunk}}),
+              st.sampled_from(["MZ1", "MZ2"]), st.sampled_from([{}, {"track": "inbound"}, {"track": "outbound"}]),
+              st.binary(max_size=160), st.sampled_from([{}, {"chunk": "1"}, {"chunk": "2"}, {"chunk": "9"}])),
+    st.sampled_from(["MZ1", "MZ2"]).map(lambda sid: json.dumps({"event": "stop", "streamSid": sid})),
+)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(ingest_frames, max_size=12))
+@given(st.lists(ingest_frames | call_frames, max_size=12))
 def test_an_ingest_connection_survives_any_sequence_of_frames(frames):
-    """The handler itself, fed frame by frame as a connection would: only IngestError, never a crash."""
+    """The handler itself, fed frame by frame as a connection would: only IngestError, never a crash; every stream
+    it opened is still carried by the connection or finished, and holds exactly the audio its track counted."""
     opened: list[Stream] = []
 
     def open_stream(stream_id: str, sample_rate: int) -> Stream:
@@ -120,6 +133,7 @@ def test_an_ingest_connection_survives_any_sequence_of_frames(frames):
 
     ingest = MediaIngest(open_stream)
     sinks: dict = {}
+    tracks: dict = {}  # every track the connection carried at some point, by id
 
     async def feed() -> None:
         for frame in frames:
@@ -127,6 +141,10 @@ def test_an_ingest_connection_survives_any_sequence_of_frames(frames):
                 await ingest._handle_message(parse_message(frame), sinks)
             except IngestError:
                 pass
+            tracks.update({id(track): track for call in sinks.values() for track in call.values()})
 
     asyncio.run(feed())
-    assert all(stream.ring.available() <= stream.ring.capacity for stream in opened)
+    carried = {id(track.sink) for call in sinks.values() for track in call.values()}
+    for stream in opened:  # still carried by the connection, or finished: none is left open with nothing to end it
+        assert stream.finished == (id(stream) not in carried)
+    assert all(track.sink.ring.written == track.samples for track in tracks.values())

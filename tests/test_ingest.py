@@ -135,23 +135,27 @@ def test_ctrl_c_ends_the_monitor_while_a_call_is_sent_faster_than_real_time():
         subscriber = await subscriber_when_up(port)
         await subscriber.close()
         replies: list[str] = []
-        async with connect(f"ws://127.0.0.1:{port}/ingest") as ws:
-            await ws.send(json.dumps({"event": "start", "start": {"streamSid": "MZ-fast"}}))
-            for _ in range(4000):  # 80 s of audio as fast as TCP takes it: the 10 s buffer fills
-                await ws.send(frame)
-            process.send_signal(signal.SIGINT)
-            try:
-                while True:
-                    await ws.send(frame)
-                    while True:  # collect replies without waiting for them
-                        replies.append(await asyncio.wait_for(ws.recv(), 0.001))
-            except (TimeoutError, ConnectionClosed):
-                pass
+
+        async def collect(ws) -> None:  # every reply, whenever it comes, until the monitor closes the connection
             try:
                 async for reply in ws:
                     replies.append(str(reply))
             except ConnectionClosed:
                 pass
+
+        async with connect(f"ws://127.0.0.1:{port}/ingest") as ws:
+            collecting = asyncio.create_task(collect(ws))
+            await ws.send(json.dumps({"event": "start", "start": {"streamSid": "MZ-fast"}}))
+            for _ in range(4000):  # 80 s of audio as fast as TCP takes it: the 10 s buffer fills
+                await ws.send(frame)
+            process.send_signal(signal.SIGINT)
+            try:  # the call goes on sending until the monitor ends it
+                while True:
+                    await ws.send(frame)
+                    await asyncio.sleep(0.001)  # still 20 times real time
+            except ConnectionClosed:
+                pass
+            await collecting
         return replies
 
     try:

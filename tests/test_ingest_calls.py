@@ -61,34 +61,42 @@ async def serving(ingest: MediaIngest) -> Publisher:
     return publisher
 
 
+# Sent after a scenario's frames: its error line, the last reply, says every frame before it has been handled.
+LAST_FRAME = json.dumps({"event": "end-of-the-test-frames"})
+LAST_REPLY = "unknown event 'end-of-the-test-frames'"
+
+
 def call(frames: list[str], warnings: list[str] | None = None) -> tuple[dict[str, Stream], list[str], MediaIngest, int]:
     """Send ``frames`` on one ingest connection; the streams it opened, the error lines it got, the ingest, refusals
-    counted; the operator's warnings go to ``warnings``."""
+    counted; the operator's warnings go to ``warnings``. ``LAST_FRAME`` follows the frames and is not counted in any of these."""
     opened: dict[str, Stream] = {}
     refused: list[None] = []
+    said = warnings if warnings is not None else []
 
     def open_stream(stream_id: str, sample_rate: int) -> Stream:
         # No worker drains these: the ring holds a whole test call, a minute of gap silence included.
         opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig(ring_seconds=90.0))
         return opened[stream_id]
 
-    ingest = MediaIngest(open_stream, lambda: refused.append(None), warn=(warnings if warnings is not None else []).append)
+    def warn(line: str) -> None:
+        if LAST_REPLY not in line:
+            said.append(line)
+
+    ingest = MediaIngest(open_stream, lambda: refused.append(None), warn=warn)
 
     async def scenario() -> list[str]:
         publisher = await serving(ingest)
         replies: list[str] = []
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
-            for frame in frames:
+            for frame in [*frames, LAST_FRAME]:
                 await connection.send(frame)
-            try:
-                while True:
-                    replies.append(json.loads(await asyncio.wait_for(connection.recv(), 0.5))["message"])
-            except TimeoutError:
-                pass
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
         await publisher.close()
         return replies
 
     replies = asyncio.run(scenario())
+    ingest.rejected -= 1  # LAST_FRAME's
     return opened, replies, ingest, len(refused)
 
 

@@ -19,7 +19,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(capacity=st.integers(1, 32), script=operations)
 def test_reads_return_samples_in_order_and_overruns_are_counted_exactly(capacity, script):
     ring = RingBuffer(capacity)
@@ -104,7 +104,7 @@ def test_a_read_during_a_write_longer_than_the_ring_returns_only_intact_audio():
     assert ring.overrun_samples == 10
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     capacity=st.integers(1, 32),
     script=st.lists(

@@ -27,7 +27,11 @@ def test_short_soak_keeps_every_reader_whole_and_resources_bounded(ravdess, ship
     assert summary["monitor_failed_handshakes"] == 1, json.dumps(summary)  # the soak's own readiness probe, no other
     assert sum(summary["churn_cycles"][kind] for kind in ("clean", "reset", "garbage")) >= 60
     assert summary["fds"]["last"] <= summary["fds"]["start"] + 4  # nothing leaked by thousands of connections
-    assert summary["rss_mb"]["max"] < 800  # bounded: two stalled subscribers did not make queues grow
+    assert summary["reader_drops"] == 0  # the stalled subscribers cost the readers nothing
+    # Memory did not balloon from its start, sampled once the model is loaded (it grows ~10 MB). How much the monitor
+    # needs at all depends on the provider: a benchmark's figure. That a stalled subscriber's queue keeps its bound is
+    # test_monitor.py's drop-oldest test: here so little is sent that the kernel's socket buffers take it all.
+    assert summary["rss_mb"]["max"] - summary["rss_mb"]["start"] < 200
     assert summary["monitor_errors"] == []
 
 
