@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,18 @@ import soundfile
 REPO = Path(__file__).resolve().parent.parent
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess16k"
 SHIPPED_MODEL = REPO / "models" / "ser_cnn.onnx"
+
+
+def taken_ipv6_loopback_port(kind: int) -> socket.socket:
+    """A socket bound to a free port on ::1 (``kind``: SOCK_STREAM or SOCK_DGRAM), to find that port taken; a skip
+    where this machine has no IPv6 loopback."""
+    taken = socket.socket(socket.AF_INET6, kind)
+    try:
+        taken.bind(("::1", 0))
+    except OSError as error:
+        taken.close()
+        pytest.skip(f"no IPv6 loopback here ({error.strerror})")
+    return taken
 
 
 def speechlike(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:

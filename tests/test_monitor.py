@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
-from tests.conftest import run_worker, undocumented_fields
+from tests.conftest import run_worker, taken_ipv6_loopback_port, undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -553,13 +553,7 @@ def test_an_ipv6_port_already_taken_is_named_with_its_address_in_brackets(short_
 
     from ser_stream.cli import main
 
-    taken = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    try:
-        taken.bind(("::1", 0))
-    except OSError as error:
-        taken.close()
-        pytest.skip(f"no IPv6 loopback here ({error.strerror})")
-    with taken:
+    with taken_ipv6_loopback_port(socket.SOCK_STREAM) as taken:
         taken.listen()
         port = taken.getsockname()[1]
         status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", f"[::1]:{port}", "--source", f"file:{short_speech}"])

@@ -32,7 +32,7 @@ from ser_stream.rtp import (
     is_rtcp,
     parse_packet,
 )
-from tests.conftest import undocumented_fields
+from tests.conftest import taken_ipv6_loopback_port, undocumented_fields
 
 PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
 
@@ -691,13 +691,7 @@ def test_an_ipv6_rtp_port_already_taken_is_named_with_its_address_in_brackets():
     """'rtp:::1:5004: cannot listen' read as no address at all, unlike every other message."""
     from ser_stream.errors import SerStreamError
 
-    taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        taken.bind(("::1", 0))
-    except OSError as error:
-        taken.close()
-        pytest.skip(f"no IPv6 loopback here ({error.strerror})")
-    with taken:
+    with taken_ipv6_loopback_port(socket.SOCK_DGRAM) as taken:
         port = taken.getsockname()[1]
         with pytest.raises(SerStreamError, match=rf"^rtp:\[::1\]:{port}: cannot listen \(.+\)$"):
             RtpReceiver(RtpConfig(host="::1", port=port), lambda stream_id, rate: None, [].append)  # type: ignore[arg-type,return-value]
