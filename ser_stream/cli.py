@@ -217,7 +217,10 @@ def _access(args: argparse.Namespace) -> AccessConfig:
             raise SerStreamError(f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: cannot load ({error})") from None
     if args.token is not None and not args.token.strip():  # `--token "$T"` with T unset once turned authentication off
         raise SerStreamError("--token is empty: an empty token would let anyone in; give the token, or leave the option out")
-    token = args.token or os.environ.get("SER_STREAM_TOKEN") or None
+    from_environment = os.environ.get("SER_STREAM_TOKEN")
+    if args.token is None and from_environment is not None and not from_environment.strip():  # an unset variable in an EnvironmentFile
+        raise SerStreamError("SER_STREAM_TOKEN is set but empty: an empty token would let anyone in; give the token, or unset the variable")
+    token = args.token or from_environment or None
     for name in args.allow_host:  # a name no Host header can carry would allow nothing, unsaid
         if host_name(name) is None:
             raise SerStreamError(f"--allow-host {name!r}: not a host name or address (NAME, or an address without port)")

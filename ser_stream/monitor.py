@@ -8,10 +8,12 @@ import ipaddress
 import itertools
 import math
 import os
+import queue
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,45 @@ class MonitorOptions:
 
 
 FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish what the streams hold
+# Messages waiting for the outbox thread: 40 calls make about 160 a second, so a --record database held by another
+# writer for two minutes fits before the threads that emit (the worker among them) wait for room.
+OUTBOX_MESSAGES = 20000
+# Ctrl-C or SIGTERM to stop; SIGHUP too (a terminal closed, a habit of `kill -HUP` to reload): it once ended the
+# monitor at once, exit 129, its open utterances and every stream's end unpublished.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Outbox:
+    """Every message the monitor emits, handed on in order by a thread of its own (``deliver``: store, publish,
+    print). The worker used to store each utterance itself: a --record database held by another writer (a
+    retention job's DELETE, a VACUUM) stalled it, and with it every call's audio, which overran and was lost."""
+
+    def __init__(self, deliver: Callable[[Message], None], capacity: int = OUTBOX_MESSAGES) -> None:
+        self.deliver = deliver
+        self.messages: queue.Queue[Message | None] = queue.Queue(capacity)
+        self.full_waits = 0  # times a thread found it full and waited for room (the monitor's messages are never dropped)
+        self.thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, message: Message) -> None:
+        """Queue ``message`` from any thread; wait only if the outbox is full."""
+        try:
+            self.messages.put_nowait(message)
+        except queue.Full:
+            self.full_waits += 1
+            self.messages.put(message)
+
+    def _run(self) -> None:
+        while (message := self.messages.get()) is not None:
+            self.deliver(message)
+
+    def close(self, seconds: float) -> bool:
+        """Hand on what is queued, then stop; False if that took longer than ``seconds``."""
+        self.messages.put(None)
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
 
 
 def is_loopback(host: str) -> bool:
@@ -132,11 +173,10 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
-def dashboard_console(print_messages: bool) -> Console | None:
-    """Where the dashboard draws. With --print-utterances stdout carries JSON lines only: when it is not a terminal
-    (a file, a pipe to jq) the dashboard goes to stderr if that is one, else nowhere (a pipe would get its last
-    frame as text)."""
-    if not print_messages or is_terminal(sys.stdout):
+def dashboard_console() -> Console | None:
+    """Where the dashboard draws: a terminal. With stdout not one (JSON lines piped to jq, a service's log) it goes to
+    stderr if that is one, else nowhere: a log once got a 23-line box-drawn frame as text at every stop."""
+    if is_terminal(sys.stdout):
         return Console()
     if is_terminal(sys.stderr):
         return Console(stderr=True)
@@ -177,6 +217,7 @@ async def run_monitor(options: MonitorOptions) -> int:
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
     lost_outputs: list[str] = []  # why stdout or stderr could not be written, once each
+    output_lock = threading.Lock()
 
     def print_line(text: str, to_stderr: bool) -> None:
         """One line to stdout or stderr, from any thread. If it cannot be written (its reader went away: `| head`,
@@ -186,7 +227,9 @@ async def run_monitor(options: MonitorOptions) -> int:
         if any(lost.startswith(name) for lost in lost_outputs):
             return
         try:
-            print(text, file=stream, flush=True)
+            with output_lock:  # one write per line: print() writes the text and its newline apart, and two threads' lines ran together
+                stream.write(text + "\n")
+                stream.flush()
         except (OSError, ValueError) as error:  # ValueError: a stream already closed
             reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
             lost_outputs.append(f"{name} ({reason})")
@@ -198,7 +241,10 @@ async def run_monitor(options: MonitorOptions) -> int:
 
     last_record_error: list[str] = []  # the --record failure last reported: a new reason is reported again
 
-    def emit(message: Message) -> None:
+    def deliver(message: Message) -> None:
+        """Store (an utterance, with --record), publish, show and print one message: on the outbox's thread."""
+        if message.get("type") == "status" and log is not None:  # counted here, by the inserts before it, not when the worker wrote it
+            message = {**message, "record_failures": log.failures}
         if message.get("type") == "utterance" and log is None:
             message = {"seq": next(utterance_count), **message}
         elif message.get("type") == "utterance" and log is not None:  # on disk before anyone can have seen it
@@ -209,7 +255,7 @@ async def run_monitor(options: MonitorOptions) -> int:
                 message = {"seq": None, **message}
                 if last_record_error != [str(error)]:
                     last_record_error[:] = [str(error)]
-                    emit({"type": "error", "message": str(error)})
+                    deliver({"type": "error", "message": str(error)})
         publisher.publish_threadsafe(message)
         state.handle(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
@@ -218,10 +264,11 @@ async def run_monitor(options: MonitorOptions) -> int:
         if message.get("type") == "error" or (message.get("type") == "warning" and not options.print_messages):
             print_line(f"ser-stream: {message['message']}", to_stderr=True)
 
+    outbox = Outbox(deliver)
+    outbox.start()
+    emit = outbox.put
     worker = Worker(model, config, emit)
     worker.extra_counters.append(publisher.counters)
-    if log is not None:
-        worker.extra_counters.append(lambda: {"record_failures": log.failures})
     stop = threading.Event()
 
     open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
@@ -266,12 +313,12 @@ async def run_monitor(options: MonitorOptions) -> int:
     address = host_port(options.host, publisher.port)
     ingest_url = f" · ingest ws{scheme}://{address}/ingest" if options.ingest else ""
     print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
+    for signum in STOP_SIGNALS:  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
         try:
             loop.add_signal_handler(signum, interrupted.set)
         except (NotImplementedError, RuntimeError):
             pass
-    console = dashboard_console(options.print_messages) if options.dashboard else None
+    console = dashboard_console() if options.dashboard else None
     dashboard = None
     if console is not None:
         dashboard = Dashboard(state, console)
@@ -304,6 +351,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         if worker_thread.is_alive():
             worker_stop.set()
             print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+        if not await asyncio.to_thread(outbox.close, FINISH_SECONDS):
+            print(f"ser-stream: warning: stopped before publishing everything (messages were still waiting for the --record database after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
         await publisher.close()
         if log is not None:
             log.close()

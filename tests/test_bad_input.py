@@ -374,6 +374,21 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
     assert capsys.readouterr().err == f"ser-stream: error: {reason}\n"
 
 
+@pytest.mark.parametrize("value", ["", " "], ids=["empty", "blank"])
+def test_an_empty_token_in_the_environment_is_refused_not_taken_for_no_token(tmp_path, capsys, monkeypatch, value):
+    """An unset variable in a service's EnvironmentFile (SER_STREAM_TOKEN=) turned authentication off, unsaid;
+    a blank one was taken as a one-space token."""
+    from ser_stream.cli import main
+
+    monkeypatch.setenv("SER_STREAM_TOKEN", value)
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    assert main(["monitor", "--no-dashboard", "--source", f"file:{path}"]) == 2
+    assert capsys.readouterr().err == (
+        "ser-stream: error: SER_STREAM_TOKEN is set but empty: an empty token would let anyone in; give the token, or unset the variable\n"
+    )
+
+
 @pytest.mark.parametrize(
     "options, reason",
     [

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -252,7 +253,7 @@ def test_stdin_source_reads_raw_pcm_and_reports_a_trailing_partial_frame(clips_w
     assert b"Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
 def test_sigterm_publishes_what_is_complete_and_exits_cleanly(clips_with_silence, shipped_model, stop_signal):
     path, bounds = clips_with_silence
     process = subprocess.Popen(
@@ -728,6 +729,52 @@ def test_voice_floor_sets_where_webrtc_is_asked_and_off_leaves_silero_alone(give
 
     args = build_parser().parse_args(["monitor", "--source", "file:call.wav", *given])
     assert _monitor_options(args, args.source).config.utterance.voice_floor == floor
+
+
+def test_the_outbox_hands_messages_on_in_order_and_never_holds_up_a_thread_that_emits_while_the_database_waits():
+    """The worker stored each utterance itself: a --record database held by a retention job's DELETE stalled it, and
+    40 calls' audio overran (31 s of it lost in an audit)."""
+    from ser_stream.monitor import Outbox
+
+    released, handed_on = threading.Event(), []
+
+    def deliver(message):
+        if message["n"] == 0:
+            released.wait(30)  # the first insert waits on another writer's lock
+        handed_on.append(message["n"])
+
+    outbox = Outbox(deliver, capacity=100)
+    outbox.start()
+    for n in range(100):  # the worker goes on emitting while the database is held
+        outbox.put({"n": n})
+    assert outbox.full_waits == 0 and handed_on == []
+    released.set()
+    assert outbox.close(30) and handed_on == list(range(100))
+
+
+def test_a_full_outbox_makes_the_emitting_thread_wait_rather_than_drop_a_message():
+    from ser_stream.monitor import Outbox
+
+    released, handed_on = threading.Event(), []
+    outbox = Outbox(lambda message: (released.wait(30), handed_on.append(message["n"])), capacity=2)
+    outbox.start()
+    emitter = threading.Thread(target=lambda: [outbox.put({"n": n}) for n in range(5)])
+    emitter.start()
+    emitter.join(1.0)
+    assert emitter.is_alive() and outbox.full_waits >= 1  # it waits for room: the monitor's messages are never dropped
+    released.set()
+    emitter.join(30)
+    assert outbox.close(30) and handed_on == list(range(5))
+
+
+@pytest.mark.parametrize(("stdout", "stderr", "drawn_on"), [(True, True, "stdout"), (False, True, "stderr"), (False, False, None)])
+def test_the_dashboard_draws_on_a_terminal_only(monkeypatch, stdout, stderr, drawn_on):
+    """With stdout in a service's log and no --print-utterances, every stop wrote the last 23-line frame into the log."""
+    import ser_stream.monitor
+
+    monkeypatch.setattr(ser_stream.monitor, "is_terminal", lambda stream: stdout if stream is sys.stdout else stderr)
+    console = ser_stream.monitor.dashboard_console()
+    assert (None if console is None else "stderr" if console.stderr else "stdout") == drawn_on
 
 
 def test_demo_lists_and_takes_only_the_options_its_bundled_recording_can_use(capsys):
