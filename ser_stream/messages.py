@@ -5,6 +5,7 @@ receive against them (``field_problem``). Times are seconds of stream audio.
 """
 
 # No `from __future__ import annotations`: TypedDict reads NotRequired only from evaluated annotations.
+from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 PROTOCOL_VERSION = 1
@@ -21,6 +22,8 @@ class Hello(TypedDict):
     hop: float
     record: bool  # utterances are stored: ?since=SEQ replays what a subscriber missed
     record_id: str | None  # names the --record database: seqs from another database mean nothing here
+    instance: str  # names this run of the monitor: a new one after a restart, so a subscriber can tell
+    started_at: str  # when this run began, UTC (ISO 8601)
 
 
 class Window(TypedDict):
@@ -85,6 +88,10 @@ class StreamEvent(TypedDict):
     t: float
 
 
+class StreamStarted(StreamEvent):
+    started_at: str  # when the stream's source was taken, UTC (ISO 8601): its t = 0, to match a call to its records
+
+
 class Dropped(TypedDict):
     type: Literal["dropped"]
     count: int
@@ -104,7 +111,7 @@ class Notice(TypedDict):
 
 MESSAGE_TYPES: dict[str, Any] = {
     "hello": Hello,
-    "stream_started": StreamEvent,
+    "stream_started": StreamStarted,
     "window": Window,
     "utterance": Utterance,
     "status": Status,
@@ -129,6 +136,11 @@ def field_problem(message: dict[str, Any]) -> str | None:
 
 
 Message = dict[str, Any]
+
+
+def utc_now() -> str:
+    """Now, UTC, to the millisecond (ISO 8601): stream times are seconds from a stream's start; this places them."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def rounded(probabilities: dict[str, float]) -> dict[str, float]:

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from ser_stream.dashboard import Dashboard, DashboardState
 from ser_stream.errors import AudioInputError, SerStreamError, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
-from ser_stream.messages import PROTOCOL_VERSION, Message
+from ser_stream.messages import PROTOCOL_VERSION, Message, utc_now
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
@@ -209,6 +210,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         "hop": config.window.hop_seconds,
         "record": log is not None,
         "record_id": log.record_id if log is not None else None,
+        "instance": uuid.uuid4().hex,
+        "started_at": utc_now(),
     }
     publisher.hello = hello
     try:

@@ -20,7 +20,7 @@ from ser_stream import EMOTIONS
 from ser_stream.errors import RecentKeys, StreamRefused
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
-from ser_stream.messages import Message, rounded
+from ser_stream.messages import Message, rounded, utc_now
 from ser_stream.resampler import StreamResampler
 from ser_stream.ringbuffer import RingBuffer
 from ser_stream.utterances import (
@@ -73,6 +73,7 @@ class Stream:
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
+        self.started_at = utc_now()  # its t = 0 on the wall clock
 
     def skip_lost_audio(self, arrival: float) -> list[WindowJob]:
         """Move stream time past audio the ring lost since the last read (the worker fell behind a live source).
@@ -108,7 +109,7 @@ class Worker:
         # Streams taken but not yet announced. stream_started is emitted by the worker's thread, like every message
         # about the stream after it: emitted on the event loop's thread (an ingest 'start') it would be published at
         # once, ahead of the previous stream of that id's stream_ended, still queued for the loop.
-        self._unannounced: list[str] = []
+        self._unannounced: list[tuple[str, str]] = []  # (stream id, started_at)
         self.finishing = False  # set by finish(): every stream is closed and published, then run() returns
         self.crash: str | None = None  # set if the worker itself failed
         self.ended_totals: dict[str, int] = dict.fromkeys(STREAM_COUNTERS, 0)  # counts of streams that have left
@@ -121,7 +122,7 @@ class Worker:
             self._check_room(stream.stream_id)
             self.streams[stream.stream_id] = stream
             self.streams_started += 1
-            self._unannounced.append(stream.stream_id)
+            self._unannounced.append((stream.stream_id, stream.started_at))
 
     def open_stream(self, stream_id: str, sample_rate: int) -> Stream:
         """A new stream for a call, taken; the limits are checked before it is built, so a flood of calls the
@@ -158,10 +159,10 @@ class Worker:
         self._refused_ids.note(stream_id, now)
         raise StreamRefused(stream_id, reason)
 
-    def _announce(self, started: list[str]) -> None:
+    def _announce(self, started: list[tuple[str, str]]) -> None:
         """stream_started for streams taken from ``_unannounced``, on the worker's thread (see there why)."""
-        for stream_id in started:
-            self.emit({"type": "stream_started", "stream": stream_id, "t": 0.0})
+        for stream_id, started_at in started:
+            self.emit({"type": "stream_started", "stream": stream_id, "t": 0.0, "started_at": started_at})
 
     def loudest_level(self) -> float:
         """The highest RMS level among the open streams, for the dashboard's meter (read from its own thread)."""

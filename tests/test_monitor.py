@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -49,6 +50,13 @@ def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, s
     hello = messages[0]
     assert hello["type"] == "hello" and hello["version"] == 1 and hello["labels"] == list(EMOTIONS)
     assert {"model", "provider", "sample_rate", "window", "hop"} <= set(hello)
+    # a restart is told apart by its instance; a stream's t = 0 is placed on the wall clock
+    from datetime import datetime
+
+    started = next(m for m in messages if m["type"] == "stream_started")
+    assert re.fullmatch(r"[0-9a-f]{32}", hello["instance"])
+    assert datetime.fromisoformat(hello["started_at"]) <= datetime.fromisoformat(started["started_at"])
+    assert hello["started_at"].endswith("Z") and started["started_at"].endswith("Z")
     windows = [m for m in messages if m["type"] == "window"]
     utterances = [m for m in messages if m["type"] == "utterance"]
     assert windows and all(set(w["probabilities"]) == set(EMOTIONS) for w in windows)

@@ -102,6 +102,7 @@ class MonitorStandIn:
         self.publisher.hello = {
             "type": "hello", "version": 1, "model": "stand-in.onnx", "labels": list(EMOTIONS), "provider": "cpu",
             "sample_rate": 8000, "window": 2.0, "hop": 0.5, "record": log is not None, "record_id": log.record_id if log is not None else None,
+            "instance": "0" * 32, "started_at": "2026-12-01T00:00:00.000Z",
         }
         asyncio.run_coroutine_threadsafe(self.publisher.start(), self.loop).result(10)
         self.port = self.publisher.port
