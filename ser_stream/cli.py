@@ -197,7 +197,7 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
         host=host, port=port, dashboard=not args.no_dashboard, pace=args.pace,
         stdin_rate=args.rate or 16000, stdin_channels=args.channels or 1, mic_rate=args.samplerate, config=config,
         print_messages=args.print_utterances, subscriber_queue=args.subscriber_queue,
-        await_subscribers=args.await_subscribers,
+        await_subscribers=args.await_subscribers, log_status_seconds=args.log_status,
     )
 
 
@@ -300,6 +300,8 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
+    parser.add_argument("--log-status", type=positive_seconds, default=0.0, metavar="SECONDS",
+                        help="for a service's log: a status line on stderr this often, and a warning naming any loss or refusal counted since the line before (default: none)")
     parser.add_argument("--record", type=database_file, default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")

@@ -61,13 +61,14 @@ def middle_cut(text: str, width: int) -> str:
     return f"{head}…{tail}"
 
 
+def loss_counts(status: Message) -> dict[str, int]:
+    """Every loss or refusal counter of a status message, in its order."""
+    return {name: value for name, value in status.items() if name not in NOT_LOSSES and isinstance(value, int) and not isinstance(value, bool)}
+
+
 def losses(status: Message) -> list[str]:
     """Every nonzero loss or refusal counter of a status message, in its order: ``overrun samples 800``."""
-    return [
-        f"{name.replace('_', ' ')} {value}"
-        for name, value in status.items()
-        if name not in NOT_LOSSES and isinstance(value, int) and not isinstance(value, bool) and value
-    ]
+    return [f"{name.replace('_', ' ')} {value}" for name, value in loss_counts(status).items() if value]
 
 
 def packed(items: list[str], width: int, separator: str = "  ") -> list[str]:

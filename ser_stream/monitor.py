@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from ser_stream import EMOTIONS
-from ser_stream.dashboard import Dashboard, DashboardState
+from ser_stream.dashboard import Dashboard, DashboardState, loss_counts
 from ser_stream.errors import AudioInputError, SerStreamError, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
@@ -53,6 +54,7 @@ class MonitorOptions:
     print_messages: bool = False  # headless: one JSON line per utterance on stdout
     subscriber_queue: int = 512
     await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
+    log_status_seconds: float = 0.0  # services: a status line on stderr this often (0: none), and what was lost since
     ingest: bool = False  # accept call audio at ws://HOST:PORT/ingest; run until stopped
     rtp: RtpConfig = field(default_factory=RtpConfig)  # jitter and idle settings for rtp: sources
     access: AccessConfig = field(default_factory=AccessConfig)  # token, origins, TLS, ingest limits
@@ -71,6 +73,36 @@ OUTBOX_MESSAGES = 20000
 # Ctrl-C or SIGTERM to stop; SIGHUP too (a terminal closed, a habit of `kill -HUP` to reload): it once ended the
 # monitor at once, exit 129, its open utterances and every stream's end unpublished.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StatusLog:
+    """Status for a service's log: every ``seconds`` one line with the latest status message, and, when a loss or
+    refusal counter grew since the line before, a warning saying which and by how much. Status went to WebSocket
+    subscribers only: an operator reading the log never saw 40 calls overrun."""
+
+    def __init__(self, seconds: float, write: Callable[[str], None]) -> None:
+        self.seconds, self.write = seconds, write
+        self.latest: Message | None = None
+        self.logged: Message | None = None
+        self.logged_at = -math.inf
+        self.counted: dict[str, int] = {}  # the loss counters as the last line had them
+
+    def offer(self, status: Message) -> None:
+        self.latest = status
+        if time.monotonic() - self.logged_at >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Log the latest status now, unless it is logged already."""
+        if self.latest is None or self.latest is self.logged:
+            return
+        status = self.latest
+        self.write(f"ser-stream: status {json_line({name: value for name, value in status.items() if name != 'type'})}")
+        counts = loss_counts(status)
+        grown = [f"{name.replace('_', ' ')} +{count - self.counted.get(name, 0)}" for name, count in counts.items() if count > self.counted.get(name, 0)]
+        if grown:
+            self.write(f"ser-stream: warning: since the last status line: {', '.join(grown)}")
+        self.logged, self.logged_at, self.counted = status, time.monotonic(), counts
 
 
 class Outbox:
@@ -263,12 +295,15 @@ async def run_monitor(options: MonitorOptions) -> int:
                     deliver({"type": "error", "message": str(error)})
         publisher.publish_threadsafe(message)
         state.handle(message)
+        if message.get("type") == "status" and options.log_status_seconds > 0:
+            status_log.offer(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
             print_line(json_line(message), to_stderr=False)
         # an error on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks
         if message.get("type") == "error" or (message.get("type") == "warning" and not options.print_messages):
             print_line(f"ser-stream: {message['message']}", to_stderr=True)
 
+    status_log = StatusLog(options.log_status_seconds, lambda line: print_line(line, to_stderr=True))
     outbox = Outbox(deliver)
     outbox.start()
     emit = outbox.put
@@ -358,6 +393,8 @@ async def run_monitor(options: MonitorOptions) -> int:
             print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
         if not await asyncio.to_thread(outbox.close, FINISH_SECONDS):
             print(f"ser-stream: warning: stopped before publishing everything (messages were still waiting for the --record database after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+        if options.log_status_seconds > 0:
+            status_log.flush()  # the run's totals, whenever the last line was
         await publisher.close()
         if log is not None:
             log.close()

@@ -760,6 +760,40 @@ def test_the_outbox_hands_messages_on_in_order_and_never_holds_up_a_thread_that_
     assert outbox.close(30) and handed_on == list(range(100))
 
 
+def test_a_status_log_writes_the_latest_status_as_often_as_asked_and_names_what_was_lost_since_the_line_before(monkeypatch):
+    """Status went to WebSocket subscribers only: a service's log never said that 40 calls had overrun."""
+    import ser_stream.monitor
+    from ser_stream.monitor import StatusLog
+
+    clock, lines = [0.0], []
+    monkeypatch.setattr(ser_stream.monitor.time, "monotonic", lambda: clock[0])
+    log = StatusLog(60.0, lines.append)
+    quiet = {"type": "status", "overruns": 0, "refused_streams": 0, "streams": 40, "queue_depth": 0}
+    log.offer(quiet)
+    clock[0] = 30.0
+    log.offer({**quiet, "overruns": 40})  # within the minute: not yet
+    clock[0] = 61.0
+    log.offer({**quiet, "overruns": 40, "refused_streams": 2})
+    log.flush()  # nothing new since: nothing more
+    assert lines == [
+        'ser-stream: status {"overruns":0,"refused_streams":0,"streams":40,"queue_depth":0}',
+        'ser-stream: status {"overruns":40,"refused_streams":2,"streams":40,"queue_depth":0}',
+        "ser-stream: warning: since the last status line: overruns +40, refused streams +2",
+    ]
+
+
+def test_a_monitor_asked_to_log_its_status_ends_its_log_with_the_runs_totals(short_speech, shipped_model):
+    process = subprocess.run(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--pace", "fast", "--no-dashboard",
+         "--ws", "127.0.0.1:0", "--log-status", "3600"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    logged = [json.loads(line.removeprefix("ser-stream: status ")) for line in process.stderr.splitlines() if line.startswith("ser-stream: status ")]
+    assert len(logged) == 2  # the first status, then, at the stop, the last one: the run's totals
+    assert logged[-1]["utterances"] >= 1 and logged[-1]["overruns"] == 0 and "type" not in logged[-1]
+
+
 def test_a_full_outbox_makes_the_emitting_thread_wait_rather_than_drop_a_message():
     from ser_stream.monitor import Outbox
 
