@@ -12,6 +12,7 @@ cut may lose the last commits).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # long before it fails, reported and counted. Only the monitor's outbox thread waits, not the worker and the calls'
 # audio (monitor.Outbox), so it rides out a maintenance job's second or two.
 BUSY_TIMEOUT_SECONDS = 2.0
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device and inode), or None if there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 class RecordError(SerStreamError):
@@ -60,10 +70,17 @@ class UtteranceLog:
             raise SerStreamError(f"--record {shown(path)}: cannot write to the database ({error})") from None
         # Names this database in hello: a page that kept a seq from another database must not ask this one for it.
         self.record_id = str(self.connection.execute("SELECT value FROM meta WHERE key = 'record_id'").fetchone()[0])
+        self.file = file_identity(path)
 
     def append(self, message: Message) -> Message:
         """Store the message; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""
         text = json.dumps(message, separators=(",", ":"))
+        if file_identity(self.path) != self.file:  # SQLite goes on writing to the open file: a deleted one, unseen
+            self.failures += 1
+            raise RecordError(
+                f"--record {shown(self.path)}: an utterance was not stored (the database file was deleted or replaced while "
+                "the monitor ran; restart it to store again); it is published without a seq"
+            )
         try:
             cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
         except sqlite3.Error as error:

@@ -365,3 +365,22 @@ def test_a_database_keeps_its_record_id_across_restarts_and_another_database_has
     assert again.record_id == monday != other.record_id and len(monday) == 32
     again.close()
     other.close()
+
+
+@pytest.mark.parametrize("fate", ["deleted", "replaced"])
+def test_a_database_deleted_or_replaced_while_the_monitor_runs_is_a_counted_failure_not_a_silent_write_to_nowhere(tmp_path, fate):
+    """SQLite went on writing into the open, deleted file: seqs were published, record_failures stayed 0, and nothing was kept."""
+    from ser_stream.record import RecordError
+
+    path = tmp_path / "calls.db"
+    log = UtteranceLog(path)
+    utterance = {"type": "utterance", "stream": "call", "id": 1}
+    assert log.append(utterance)["seq"] == 1
+    for suffix in ("", "-wal", "-shm"):  # as `rm calls.db*` does
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    if fate == "replaced":
+        UtteranceLog(path).close()  # another database now at that path
+    with pytest.raises(RecordError, match=r"the database file was deleted or replaced while the monitor ran; restart it to store again"):
+        log.append(utterance)
+    assert log.failures == 1
+    log.close()
