@@ -67,6 +67,8 @@ class MonitorOptions:
 
 
 FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish what the streams hold
+# A worker that has not passed over its streams for this long is stuck (a step takes milliseconds): /healthz says 503.
+HEALTH_STALL_SECONDS = 5.0
 # Messages waiting for the outbox thread: 40 calls make about 160 a second, so a --record database held by another
 # writer for two minutes fits before the threads that emit (the worker among them) wait for room.
 OUTBOX_MESSAGES = 20000
@@ -309,6 +311,17 @@ async def run_monitor(options: MonitorOptions) -> int:
     emit = outbox.put
     worker = Worker(model, config, emit)
     worker.extra_counters.append(publisher.counters)
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        """GET /healthz: whether the worker is alive and stepping, with what a service manager may want to log."""
+        since = None if worker.last_step_at is None else round(time.monotonic() - worker.last_step_at, 3)
+        status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
+        return status in ("ok", "starting"), {
+            "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
+            "queue_depth": worker.queue_depth, "outbox": outbox.messages.qsize(), "seconds_since_worker_step": since,
+        }
+
+    publisher.health = health
     stop = threading.Event()
 
     open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks

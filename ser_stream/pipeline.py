@@ -112,6 +112,7 @@ class Worker:
         self._unannounced: list[tuple[str, str]] = []  # (stream id, started_at)
         self.finishing = False  # set by finish(): every stream is closed and published, then run() returns
         self.crash: str | None = None  # set if the worker itself failed
+        self.last_step_at: float | None = None  # time.monotonic() of its last pass over the streams: /healthz's heartbeat
         self.ended_totals: dict[str, int] = dict.fromkeys(STREAM_COUNTERS, 0)  # counts of streams that have left
         self.extra_counters: list[Callable[[], dict[str, int]]] = []  # e.g. the RTP receiver's, merged into status
         self._last_status = 0.0
@@ -190,6 +191,7 @@ class Worker:
     def _loop(self, stop: threading.Event, until_all_ended: bool) -> None:
         while not stop.is_set():
             busy = self.step()
+            self.last_step_at = time.monotonic()
             with self.lock:
                 idle = not self.streams and (self.finishing or self.streams_started > 0)
             if (until_all_ended or self.finishing) and idle:

@@ -261,6 +261,8 @@ class Publisher:
         self.ingest_connections = 0
         self._ingest_rate = RateLimit(self.access.ingest_connections_per_second, 2 * self.access.ingest_connections_per_second)
         self.page: Callable[[ServerConnection, Request], Response | None] | None = None  # plain HTTP requests, when set
+        # GET /healthz, for a service manager or an orchestrator: (healthy, report); 503 with the report when not healthy
+        self.health: Callable[[], tuple[bool, dict[str, Any]]] | None = None
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
         self.connections: set[ServerConnection] = set()  # every open one, subscribers and ingest clients alike
@@ -387,6 +389,13 @@ class Publisher:
             refusal.headers["Allow"] = "GET"
             return refusal
         if "upgrade" not in ", ".join(request.headers.get_all("Connection")).lower():
+            if request.path.split("?", 1)[0] == "/healthz" and self.health is not None:  # no token: it says how, not what
+                healthy, report = self.health()
+                answer = connection.respond(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, json.dumps(report) + "\n")
+                del answer.headers["Content-Type"]  # respond() made it text/plain
+                answer.headers["Content-Type"] = "application/json"
+                answer.headers["Cache-Control"] = "no-store"
+                return answer
             if self.page is not None:
                 return self.page(connection, request)
             return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "this is a WebSocket endpoint\n")

@@ -794,6 +794,39 @@ def test_a_monitor_asked_to_log_its_status_ends_its_log_with_the_runs_totals(sho
     assert logged[-1]["utterances"] >= 1 and logged[-1]["overruns"] == 0 and "type" not in logged[-1]
 
 
+def test_a_monitor_taking_calls_answers_healthz_with_its_instance_and_a_worker_that_steps(shipped_model):
+    import http.client
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", "rtp:127.0.0.1:0", "--no-dashboard",
+         "--ws", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        async def hello_then_health() -> tuple[dict, int, dict]:
+            async with await subscriber_when_up(port) as subscriber:
+                hello = json.loads(await subscriber.recv())
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for _ in range(100):  # the worker starts just after the sockets
+                client.request("GET", "/healthz")
+                response = client.getresponse()
+                report = json.loads(response.read())
+                if report["status"] != "starting":
+                    break
+                await asyncio.sleep(0.1)
+            client.close()
+            return hello, response.status, report
+
+        hello, status, report = asyncio.run(hello_then_health())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    assert status == 200 and report["status"] == "ok" and report["instance"] == hello["instance"]
+    assert report["seconds_since_worker_step"] < 5.0 and report["streams"] == 0 and report["outbox"] >= 0
+
+
 def test_a_full_outbox_makes_the_emitting_thread_wait_rather_than_drop_a_message():
     from ser_stream.monitor import Outbox
 

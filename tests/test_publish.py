@@ -135,3 +135,40 @@ def test_a_worker_that_fails_ends_the_monitor_with_exit_1_and_its_reason_in_one_
     assert status == 1
     assert errors == ["ser-stream: error: the worker stopped: RuntimeError: CUDA error: the device was lost"]
 
+
+
+def test_healthz_answers_a_service_manager_200_or_503_with_its_report_behind_the_host_check():
+    """There was no way to ask: GET / stayed 200 while the worker was stuck, /health was 404."""
+    import http.client
+
+    state = {"healthy": True}
+
+    async def scenario() -> list[tuple[int, str, dict | None]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        publisher.health = lambda: (state["healthy"], {"status": "ok" if state["healthy"] else "stalled"})
+        await publisher.start()
+        answers = []
+
+        def get(host: str) -> tuple[int, str, dict | None]:
+            client = http.client.HTTPConnection("127.0.0.1", publisher.port, timeout=10)
+            client.request("GET", "/healthz", headers={"Host": host})
+            response = client.getresponse()
+            body = response.read().decode()
+            client.close()
+            return response.status, response.getheader("Content-Type") or "", json.loads(body) if response.status in (200, 503) else None
+
+        try:
+            answers.append(await asyncio.to_thread(get, f"127.0.0.1:{publisher.port}"))
+            state["healthy"] = False
+            answers.append(await asyncio.to_thread(get, f"127.0.0.1:{publisher.port}"))
+            answers.append(await asyncio.to_thread(get, "attacker.example"))  # DNS rebinding: refused as for the page
+        finally:
+            await publisher.close(0)
+        return answers
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == [
+        (200, "application/json", {"status": "ok"}),
+        (503, "application/json", {"status": "stalled"}),
+        (403, "text/plain; charset=utf-8", None),
+    ]
