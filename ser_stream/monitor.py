@@ -116,6 +116,7 @@ class Outbox:
         self.deliver = deliver
         self.messages: queue.Queue[Message | None] = queue.Queue(capacity)
         self.full_waits = 0  # times a thread found it full and waited for room (the monitor's messages are never dropped)
+        self.crash: str | None = None  # set if handing on a message failed (a bug): the monitor then stops, saying so
         self.thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
     def start(self) -> None:
@@ -130,8 +131,13 @@ class Outbox:
             self.messages.put(message)
 
     def _run(self) -> None:
-        while (message := self.messages.get()) is not None:
-            self.deliver(message)
+        try:
+            while (message := self.messages.get()) is not None:
+                self.deliver(message)
+        except Exception as error:  # noqa: BLE001 - as the worker's: a bug must end the monitor with a clear line, not hang it
+            self.crash = f"{type(error).__name__}: {error}"
+            while self.messages.get() is not None:  # still taken, so no thread waits for room for ever
+                pass
 
     def close(self, seconds: float) -> bool:
         """Hand on what is queued, then stop; False if that took longer than ``seconds``."""
@@ -387,7 +393,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker_stop = threading.Event()  # set only if the worker does not finish in time
         worker_thread = threading.Thread(target=worker.run, args=(worker_stop, not calls_come_and_go), name="worker", daemon=True)
         worker_thread.start()
-        while worker_thread.is_alive() and not interrupted.is_set():
+        while worker_thread.is_alive() and not interrupted.is_set() and outbox.crash is None:
             await asyncio.sleep(0.05)
         for stream in files_read if interrupted.is_set() and not lost_outputs else []:
             if not stream.finished:  # Ctrl-C or SIGTERM: a clean stop, but a file cut short must not pass for a whole one
@@ -420,6 +426,9 @@ async def run_monitor(options: MonitorOptions) -> int:
         return 1
     if worker.crash:
         print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
+        return 1
+    if outbox.crash:
+        print(f"ser-stream: error: messages could no longer be handed on: {outbox.crash}", file=sys.stderr, flush=True)
         return 1
     if log is not None and log.failures:
         print(f"ser-stream: error: --record {log.path}: {log.failures} utterance(s) were published but not stored", file=sys.stderr, flush=True)

@@ -172,3 +172,29 @@ def test_healthz_answers_a_service_manager_200_or_503_with_its_report_behind_the
         (503, "application/json", {"status": "stalled"}),
         (403, "text/plain; charset=utf-8", None),
     ]
+
+
+def test_a_message_that_cannot_be_handed_on_ends_the_monitor_with_exit_1_and_its_reason_not_a_hang(tmp_path, shipped_model, monkeypatch, capsys):
+    """The outbox thread hands on every message: had it died of a bug, every thread emitting would in time wait for room for ever."""
+    import soundfile
+
+    import ser_stream.monitor
+    from ser_stream.cli import DEMO_RECORDING, main
+
+    audio, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, audio[: 8 * rate], rate)
+
+    handled_fine = ser_stream.monitor.DashboardState.handle
+
+    def broken(self, message):
+        if message.get("type") == "utterance":
+            raise KeyError("probabilities")
+        handled_fine(self, message)
+
+    monkeypatch.setattr(ser_stream.monitor.DashboardState, "handle", broken)
+    status = main(["monitor", "--model", str(shipped_model), "--provider", "cpu", "--no-dashboard", "--pace", "fast",
+                   "--ws", "127.0.0.1:0", "--source", f"file:{speech}"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert status == 1
+    assert errors == ["ser-stream: error: messages could no longer be handed on: KeyError: 'probabilities'"]
