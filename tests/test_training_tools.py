@@ -20,9 +20,20 @@ pytestmark = pytest.mark.slow
 
 
 def model_copy(source: Path, to: Path, **metadata_changes: object) -> Path:
-    """``source`` and its metadata copied to ``to``, with these metadata fields changed."""
+    """``source`` and its metadata copied to ``to``, with these metadata fields changed; another ``window_seconds``
+    goes into the file's own record too (and its hash into the metadata), as a network trained on it would have."""
     shutil.copy(source, to)
     metadata = json.loads(metadata_path(source).read_text())
+    if "window_seconds" in metadata_changes:
+        import onnx
+
+        from ser_stream.model import file_sha256
+        from training.contract import record_trained_contract
+
+        proto = onnx.load(str(to))
+        record_trained_contract(proto, float(metadata_changes["window_seconds"]))  # type: ignore[arg-type]
+        onnx.save(proto, str(to))
+        metadata_changes = {**metadata_changes, "sha256": file_sha256(to)}
     metadata_path(to).write_text(json.dumps(dict(metadata, **metadata_changes)))
     return to
 

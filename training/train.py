@@ -518,9 +518,15 @@ def state_from_checkpoint(checkpoints: Path) -> None:
             recorded = json.loads(bundle.read(STATE_IN_CHECKPOINT))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # none, or damaged: load_checkpoint names it if it must
         return
-    try:
-        written = json.loads((checkpoints / "state.json").read_text()).get("epoch", -1)
-    except (OSError, ValueError, AttributeError):
+    state_file = checkpoints / "state.json"
+    if state_file.exists():
+        try:
+            written = json.loads(state_file.read_text()).get("epoch")
+        except (OSError, ValueError, AttributeError):  # damaged: left for the resume to refuse, naming it
+            return
+        if not is_count(written):
+            return
+    else:
         written = -1
     if isinstance(recorded, dict) and is_count(recorded.get("epoch")) and recorded["epoch"] > written:
         write_state(checkpoints, recorded)
