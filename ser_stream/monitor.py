@@ -324,7 +324,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
         return status in ("ok", "starting"), {
             "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
-            "queue_depth": worker.queue_depth, "outbox": outbox.messages.qsize(), "seconds_since_worker_step": since,
+            "queue_depth": worker.queue_depth, "outbox": outbox.messages.qsize(),
+            "outbox_full_waits": outbox.full_waits, "seconds_since_worker_step": since,
         }
 
     publisher.health = health
