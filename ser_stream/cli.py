@@ -269,7 +269,7 @@ def _devices(args: argparse.Namespace) -> int:
 
     devices = list_devices()
     if not devices:  # exit 1, so a script that looks for a microphone first can tell
-        print("ser-stream: no audio input devices found; check that a microphone is connected and the sound system sees it", file=sys.stderr)
+        print("ser-stream: error: no audio input devices found; check that a microphone is connected and the sound system sees it", file=sys.stderr)
         return 1
     print("\n".join(devices))
     return 0

@@ -307,9 +307,10 @@ async def run_monitor(options: MonitorOptions) -> int:
             status_log.offer(message)
         if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
             print_line(json_line(message), to_stderr=False)
-        # an error on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks
+        # an error on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks;
+        # with its severity, as the lines before and after the run have it (a log grepped for "error:" found none)
         if message.get("type") == "error" or (message.get("type") == "warning" and not options.print_messages):
-            print_line(f"ser-stream: {message['message']}", to_stderr=True)
+            print_line(f"ser-stream: {message['type']}: {message['message']}", to_stderr=True)
 
     status_log = StatusLog(options.log_status_seconds, lambda line: print_line(line, to_stderr=True))
     outbox = Outbox(deliver)

@@ -572,7 +572,7 @@ def test_a_file_source_that_cannot_be_opened_fails_alone_and_the_others_run(tmp_
     lines = [json.loads(line) for line in said.out.splitlines()]
     assert status == 1  # a stream failed
     assert {"type": "error", "stream": "missing.wav", "message": f"{missing}: no such file"} in lines
-    assert f"ser-stream: {missing}: no such file\n" in said.err  # with stdout in a file, the reason where one looks too
+    assert f"ser-stream: error: {missing}: no such file\n" in said.err  # with stdout in a file, the reason where one looks too
     assert [line["stream"] for line in lines if line["type"] == "utterance"] and all(
         line["stream"] == good.name for line in lines if line["type"] == "utterance")
 
@@ -629,7 +629,7 @@ def test_an_mp3_is_decoded_as_one_read_would_without_the_decoders_complaints(tmp
 @pytest.mark.parametrize(
     ("redirect", "status", "reason"),
     [("<&-", 2, "ser-stream: error: stdin: closed; pipe raw PCM into it, or choose another --source"),
-     ("0>{tmp}/not-readable.raw", 1, "ser-stream: stdin: read failed (Bad file descriptor)"),
+     ("0>{tmp}/not-readable.raw", 1, "ser-stream: error: stdin: read failed (Bad file descriptor)"),
      ("0<{terminal}", 2, "ser-stream: error: stdin: a terminal, not a pipe; pipe PCM into it "
       "(arecord -f S16_LE -r 16000 -t raw | ser-stream monitor --source stdin), or choose another --source")],
     ids=["closed", "write-only", "terminal"],

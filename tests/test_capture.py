@@ -212,7 +212,7 @@ def test_devices_without_an_input_device_says_so_on_stderr_and_exits_1(monkeypat
     outputs_only = [{"name": "Speakers", "max_input_channels": 0, "default_samplerate": 48000.0}]
     monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda: outputs_only))
     assert main(["devices"]) == 1
-    assert capsys.readouterr() == ("", "ser-stream: no audio input devices found; check that a microphone is connected and the sound system sees it\n")
+    assert capsys.readouterr() == ("", "ser-stream: error: no audio input devices found; check that a microphone is connected and the sound system sees it\n")
     monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=lambda: [{**outputs_only[0], "max_input_channels": 1}]))
     assert main(["devices"]) == 0
     assert capsys.readouterr() == ("0: Speakers (1 ch, 48000 Hz)\n", "")
