@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL
-from ser_stream.rtp import MAX_CALL_IDLE_SECONDS, MAX_JITTER_PACKETS, RtpConfig, listen_address
+from ser_stream.rtp import MAX_CALL_IDLE_SECONDS, MAX_JITTER_PACKETS, RtpConfig, SenderNetwork, listen_address
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -129,6 +129,16 @@ def database_file(text: str) -> Path:
     return Path(text)
 
 
+def sender_network(text: str) -> SenderNetwork:
+    """An argparse type for --rtp-allow: a network (``10.0.5.0/24``, ``2001:db8::/32``) or one address."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_network(text.strip().removeprefix("[").removesuffix("]"), strict=True)
+    except ValueError as error:  # its reason names the fault: "has host bits set", "does not appear to be …"
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
 def positive_seconds(text: str) -> float:
     """An argparse type: a finite number of seconds above zero."""
     try:
@@ -235,9 +245,14 @@ def _access(args: argparse.Namespace) -> AccessConfig:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ser_stream.monitor import monitor
+
+    return monitor(_monitor_command_options(args))
+
+
+def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
+    """`monitor`'s options: those it shares with `demo`, and those for calls (rtp:, --ingest), checked against its sources."""
+    from dataclasses import replace
 
     if not args.source and not args.ingest:
         raise SerStreamError("monitor needs at least one --source, or --ingest")
@@ -254,8 +269,10 @@ def _monitor(args: argparse.Namespace) -> int:
         raise SerStreamError(f"--max-ingest-connections {args.max_ingest_connections}: only with --ingest")
     if args.await_subscribers and (takes_rtp or args.ingest):  # a call cannot wait: its packets were lost in the kernel, uncounted
         raise SerStreamError(f"--await-subscribers {args.await_subscribers}: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot")
-    rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle)
-    return monitor(replace(options, ingest=args.ingest, rtp=rtp))
+    if args.rtp_allow and not takes_rtp:
+        raise SerStreamError(f"--rtp-allow {args.rtp_allow[0]}: only with an rtp: source")
+    rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle, allowed_senders=tuple(args.rtp_allow))
+    return replace(options, ingest=args.ingest, rtp=rtp)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -336,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
     monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
+    monitor.add_argument("--rtp-allow", action="append", type=sender_network, default=[], metavar="CIDR",
+                         help="rtp: take packets only from this network or address, e.g. 10.0.5.0/24 (repeatable; default: any sender)")
     monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp and --ingest: seconds without audio that end a call")
     _add_monitor_arguments(monitor, pace="realtime")
     _add_live_input_arguments(monitor)

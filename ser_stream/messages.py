@@ -75,6 +75,7 @@ class Status(TypedDict):
     rtp_resyncs: NotRequired[int]
     rtp_refused_packets: NotRequired[int]
     rtp_wrong_sender_packets: NotRequired[int]  # a call's SSRC from another address (a collision, or spoofing)
+    rtp_not_allowed_packets: NotRequired[int]  # from an address outside --rtp-allow: dropped unread
     ingest_gaps: NotRequired[int]  # with --ingest: missing chunks or timestamp jumps, played as silence
     ingest_late_chunks: NotRequired[int]  # with --ingest: repeated or out-of-order chunks, dropped
     ingest_renumbered: NotRequired[int]  # with --ingest: chunk numbers that jumped (renumbered, garbled) and were followed

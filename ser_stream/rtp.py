@@ -10,7 +10,8 @@ phone re-inviting) is followed once two consecutive packets agree on the new
 numbering (RFC 3550 appendix A.1). Comfort noise (RFC 3389) and telephone
 events (RFC 4733) are packets of the call without audio: they keep it in
 sequence and alive, and their time is silence. A call belongs to the address
-its first packet came from (RFC 3550 §8.2). A call that sends nothing has its
+its first packet came from (RFC 3550 §8.2); with ``allowed_senders``, packets
+from any other address are dropped before they are read. A call that sends nothing has its
 time played as silence as it passes (``FILL_AFTER_SECONDS``), as a phone plays
 it; one that sends nothing for ``idle_seconds`` (after comfort noise, a longer
 pause) is closed, which publishes its last utterance. RTCP sharing the port
@@ -295,6 +296,18 @@ class JitterBuffer:
 MAX_JITTER_PACKETS = 50
 
 
+SenderNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_allowed(sender: str, networks: tuple[SenderNetwork, ...]) -> bool:
+    """Whether ``sender`` (``host:port`` as host_port writes it) is in one of ``networks``; a dual-stack socket's
+    IPv4-mapped address (``::ffff:10.0.5.7``) is taken as the IPv4 address it carries."""
+    address = ipaddress.ip_address(sender.rpartition(":")[0].strip("[]"))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 @dataclass(frozen=True)
 class RtpConfig:
     host: str = "127.0.0.1"
@@ -302,6 +315,7 @@ class RtpConfig:
     jitter_packets: int = 5  # 100 ms of 20 ms packets: the most a missing packet may delay the stream
     idle_seconds: float = 2.0  # a stream silent this long is closed and its last utterance published
     receive_buffer_bytes: int = 4 << 20  # room for bursts from many calls while the thread is descheduled
+    allowed_senders: tuple[SenderNetwork, ...] = ()  # --rtp-allow: only these addresses may send calls (none: any)
 
 
 def listen_host(host: str, option: str) -> str:
@@ -398,6 +412,7 @@ class RtpReceiver:
         self.resyncs = 0
         self.refused_packets = 0  # packets of calls the worker had no stream for
         self.wrong_sender_packets = 0  # a call's SSRC from another address (a collision, or spoofing): dropped
+        self.not_allowed_packets = 0  # from an address outside --rtp-allow: dropped unread
         self._refused = RecentKeys(REFUSED_RETRY_SECONDS, REFUSED_CALLS_TRACKED)  # SSRCs of calls refused a stream lately
         self._refused_since = RecentKeys(REPORT_MEMORY_SECONDS, REFUSED_CALLS_TRACKED)  # when each was first refused
         self._reported = RecentKeys(REPORT_MEMORY_SECONDS, REPORTS_TRACKED)  # (sender, kind of fault) reported lately
@@ -423,6 +438,10 @@ class RtpReceiver:
             self.socket.close()
 
     def receive(self, datagram: bytes, sender: str) -> None:
+        if self.config.allowed_senders and not is_allowed(sender, self.config.allowed_senders):
+            self.not_allowed_packets += 1
+            self._report_once(sender, "its address is not in --rtp-allow")
+            return
         if is_rtcp(datagram):
             return
         try:
@@ -553,4 +572,5 @@ class RtpReceiver:
             "rtp_refused_packets": self.refused_packets,
             "rtp_resyncs": self.resyncs,
             "rtp_wrong_sender_packets": self.wrong_sender_packets,
+            "rtp_not_allowed_packets": self.not_allowed_packets,
         }

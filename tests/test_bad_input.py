@@ -353,6 +353,7 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--ws", "256.0.0.1:8765"], "--ws '256.0.0.1': not an IPv4 address"),
         (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
         (["--jitter-packets", "10"], "--jitter-packets 10: only with an rtp: source"),
+        (["--rtp-allow", "10.0.5.0/24"], "--rtp-allow 10.0.5.0/24: only with an rtp: source"),
         (["--call-idle", "5"], "--call-idle 5.0: only with calls (an rtp: source, or --ingest)"),
         (["--ingest", "--call-idle", "100000"], "--call-idle 100000.0: at most 60 s (an RTP sequence gap longer than that reads as a restarted numbering)"),
         (["--max-ingest-connections", "5"], "--max-ingest-connections 5: only with --ingest"),
@@ -402,6 +403,8 @@ def test_an_empty_token_in_the_environment_is_refused_not_taken_for_no_token(tmp
         (["--rate", "100000000"], "argument --rate: 100000000 Hz is outside 1000–1000000 Hz"),
         (["--rate", "3"], "argument --rate: 3 Hz is outside 1000–1000000 Hz"),
         (["--jitter-packets", "1000"], "argument --jitter-packets: 1000 must be at most 50"),
+        (["--rtp-allow", "10.0.5.1/24"], "argument --rtp-allow: '10.0.5.1/24': 10.0.5.1/24 has host bits set"),
+        (["--rtp-allow", "pbx.example"], "argument --rtp-allow: 'pbx.example': 'pbx.example' does not appear to be an IPv4 or IPv6 network"),
         (["--record", ""], "argument --record: '' names no file; give the database's path"),  # was '--record .: …'
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import shutil
 import signal
@@ -287,7 +288,7 @@ def test_receiver_counts_a_restarted_call_as_a_resync_and_plays_it_on():
     stream = streams["rtp-00000005"]
     assert stream.finished and stream.ring.read().size == 150 * PACKET_SAMPLES
     assert receiver.counters() == {"rtp_bad_packets": 0, "rtp_lost_packets": 0, "rtp_late_packets": 0, "rtp_refused_packets": 0,
-                                   "rtp_resyncs": 1, "rtp_wrong_sender_packets": 0}
+                                   "rtp_resyncs": 1, "rtp_wrong_sender_packets": 0, "rtp_not_allowed_packets": 0}
     assert stream.warning is not None and "restarted 1 time(s)" in stream.warning
 
 
@@ -651,6 +652,46 @@ def test_a_third_party_that_knows_a_calls_ssrc_cannot_inject_audio_into_it():
     counters = receiver.counters()
     assert (counters["rtp_resyncs"], counters["rtp_wrong_sender_packets"]) == (0, 100)
     assert len(reports) == 1 and "203.0.113.9:5555" in reports[0]
+
+
+def test_with_rtp_allow_packets_from_other_addresses_are_dropped_unread_counted_and_each_sender_reported_once():
+    """--rtp-allow: no token can guard UDP, so the monitor itself admits only the telephony hosts named."""
+    receiver, streams, reports = receiver_with_streams(
+        allowed_senders=(ipaddress.ip_network("10.0.5.0/24"), ipaddress.ip_network("2001:db8::/32")))
+    payload = tone_payload(440)
+    senders = {"10.0.5.7:4000": 1, "[::ffff:10.0.5.8]:4000": 2, "[2001:db8::1]:4000": 3,  # admitted (the second: dual stack)
+               "203.0.113.9:5555": 4, "[2001:db9::1]:5555": 5, "10.0.6.1:4000": 6}
+    try:
+        for sequence in range(50):
+            for sender, ssrc in senders.items():
+                receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payload, ssrc=ssrc), sender)
+        receiver.receive(b"not rtp", "203.0.113.9:5555")  # not read at all: not counted as a bad packet
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    assert sorted(streams) == ["rtp-00000001", "rtp-00000002", "rtp-00000003"]
+    assert all(np.array_equal(streams[name][0].ring.read(), np.tile(mulaw_decode(payload), 50)) for name in streams)
+    counters = receiver.counters()
+    assert (counters["rtp_not_allowed_packets"], counters["rtp_bad_packets"]) == (151, 0)
+    assert reports == [f"rtp packet from {sender} skipped: its address is not in --rtp-allow (further ones are only counted)"
+                       for sender in ("203.0.113.9:5555", "[2001:db9::1]:5555", "10.0.6.1:4000")]
+
+
+@pytest.mark.parametrize(("allowed", "heard"), [("127.0.0.0/8", True), ("10.0.0.0/8", False)])
+def test_rtp_allow_is_applied_to_the_address_packets_come_from_on_the_socket(allowed, heard):
+    receiver, streams, _ = receiver_with_streams(allowed_senders=(ipaddress.ip_network(allowed),))
+    stop = threading.Event()
+    thread = threading.Thread(target=receiver.run, args=(stop,))
+    thread.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for sequence in range(20):
+            sender.sendto(rtp(sequence, sequence * PACKET_SAMPLES, tone_payload(440), ssrc=7), ("127.0.0.1", receiver.port))
+        deadline = time.monotonic() + 10
+        while sum(receiver.counters().values()) + len(streams) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    assert ("rtp-00000007" in streams, receiver.counters()["rtp_not_allowed_packets"] > 0) == (heard, not heard)
 
 
 def test_new_bad_senders_are_still_reported_once_the_first_thousand_are_remembered_no_longer(monkeypatch):

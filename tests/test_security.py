@@ -429,22 +429,27 @@ def test_a_query_parameter_given_twice_or_unknown_is_refused_with_1008_naming_it
     assert once["type"] == "hello"
 
 
+RTP_OPEN = ("rtp: listens beyond loopback: anyone who can reach the port can send it calls "
+            "(admit only your telephony hosts: --rtp-allow CIDR, or the firewall)")
+
+
 @pytest.mark.parametrize(
     ("options", "warnings"),
     [
-        (["--source", "rtp:0.0.0.0:5004"], ["rtp: listens beyond loopback: anyone who can reach the port can send it calls (admit only your telephony hosts at the firewall)"]),
-        (["--source", "rtp:0.0.0.0:5004", "--token", "t"], ["rtp: listens beyond loopback: anyone who can reach the port can send it calls (admit only your telephony hosts at the firewall)"]),
+        (["--source", "rtp:0.0.0.0:5004"], [RTP_OPEN]),
+        (["--source", "rtp:0.0.0.0:5004", "--token", "t"], [RTP_OPEN]),
+        (["--source", "rtp:0.0.0.0:5004", "--rtp-allow", "10.0.5.0/24"], []),
         (["--source", "file:a.wav", "--ws", "0.0.0.0:8765"], ["--ws listens beyond loopback without --token: anyone who can reach it can subscribe"]),
         (["--source", "file:a.wav", "--ws", "0.0.0.0:8765", "--token", "t"], []),
     ],
-    ids=["rtp", "rtp-with-token", "ws", "ws-with-token"],
+    ids=["rtp", "rtp-with-token", "rtp-allowing-one-network", "ws", "ws-with-token"],
 )
 def test_listening_beyond_loopback_warns_of_what_is_open_and_what_a_token_cannot_guard(options, warnings, capsys):
     """RTP on 0.0.0.0 with the page on loopback once warned that anyone could subscribe (untrue), and with --token
     said nothing, though no token can guard plain UDP: anyone who reaches the port can send calls."""
-    from ser_stream.cli import _monitor_options, build_parser
+    from ser_stream.cli import _monitor_command_options, build_parser
     from ser_stream.monitor import check_listening
 
     args = build_parser().parse_args(["monitor", "--allow-remote", *options])
-    check_listening(_monitor_options(args, args.source))
+    check_listening(_monitor_command_options(args))
     assert capsys.readouterr().err.splitlines() == [f"ser-stream: warning: {line}" for line in warnings]
