@@ -529,7 +529,8 @@ class RtpReceiver:
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
             elif quiet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
-                due = int((quiet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
+                # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short
+                due = round((quiet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
                 if due > 0:
                     self._play(call, functools.partial(call.jitter.fill, due))
 
