@@ -226,205 +226,294 @@ def dashboard_console() -> Console | None:
     return None
 
 
-async def run_monitor(options: MonitorOptions) -> int:
-    check_listening(options)
-    model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
-    config = replace(options.config, window=model_windows(model.metadata.window, options.window_seconds, options.hop_seconds))
+def open_file_like_sources(options: MonitorOptions) -> list[tuple[SourceSpec, Any]]:
+    """Each file, stdin and microphone source with what opening it gave: the source, or the error that stopped it.
+    Only when every source failed, and no calls can come in by --ingest, is there nothing to monitor."""
     file_like = [spec for spec in options.sources if spec.kind != "rtp"]
     opened = [opened_or_failed(spec, options) for spec in file_like]
     failed = [source for source in opened if isinstance(source, SerStreamError)]
     if failed and len(failed) == len(options.sources) and not options.ingest:
         raise SerStreamError("; ".join(str(error) for error in failed))  # nothing left to monitor
-    log = UtteranceLog(options.record) if options.record is not None else None
-    publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
-    publisher.record_path = options.record
-    publisher.page = serve_page
-    hello: Message = {
+    return list(zip(file_like, opened))
+
+
+def hello_message(model: EmotionModel, window: WindowConfig, log: UtteranceLog | None) -> Message:
+    """The first message every subscriber gets: what this run serves (model, labels, windows, whether it records)."""
+    return {
         "type": "hello",
         "version": PROTOCOL_VERSION,
         "model": model.path.name,
         "labels": list(EMOTIONS),
         "provider": model.provider_name,
         "sample_rate": SAMPLE_RATE,
-        "window": config.window.window_seconds,
-        "hop": config.window.hop_seconds,
+        "window": window.window_seconds,
+        "hop": window.hop_seconds,
         "record": log is not None,
         "record_id": log.record_id if log is not None else None,
         "instance": uuid.uuid4().hex,
         "started_at": utc_now(),
     }
+
+
+async def started_publisher(options: MonitorOptions, hello: Message) -> Publisher:
+    """The WebSocket server, serving the page and --record catch-up, listening; a port it cannot take is one line."""
+    publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
+    publisher.record_path = options.record
+    publisher.page = serve_page
     publisher.hello = hello
     try:
         await publisher.start()
     except OSError as error:
         raise SerStreamError(f"cannot serve WebSocket on {host_port(options.host, options.port)} ({error.strerror or error}); choose another --ws") from None
-    state = DashboardState(hello)
-    loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
-    lost_outputs: list[str] = []  # why stdout or stderr could not be written, once each
-    output_lock = threading.Lock()
+    return publisher
 
-    def print_line(text: str, to_stderr: bool) -> None:
-        """One line to stdout or stderr, from any thread. If it cannot be written (its reader went away: `| head`,
-        a log pipe that died; a full disk), the monitor stops cleanly and says why on the other one: the RTP
-        thread that printed a warning once died of the BrokenPipeError, and calls were silently no longer taken."""
+
+class Outputs:
+    """stdout and stderr, one line at a time from any thread. If one cannot be written (its reader went away: `| head`,
+    a log pipe that died; a full disk), the monitor stops cleanly and says why on the other one: the RTP
+    thread that printed a warning once died of the BrokenPipeError, and calls were silently no longer taken."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:
+        self.loop, self.interrupted = loop, interrupted  # set, on the loop's thread, when an output is lost
+        self.lost: list[str] = []  # why stdout or stderr could not be written, once each
+        self.lock = threading.Lock()
+
+    def print_line(self, text: str, to_stderr: bool) -> None:
+        """One line to stdout or stderr; nothing once that output is lost."""
         name, stream = ("stderr", sys.stderr) if to_stderr else ("stdout", sys.stdout)
-        if any(lost.startswith(name) for lost in lost_outputs):
+        if any(lost.startswith(name) for lost in self.lost):
             return
         try:
-            with output_lock:  # one write per line: print() writes the text and its newline apart, and two threads' lines ran together
+            with self.lock:  # one write per line: print() writes the text and its newline apart, and two threads' lines ran together
                 stream.write(text + "\n")
                 stream.flush()
         except (OSError, ValueError) as error:  # ValueError: a stream already closed
             reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
-            lost_outputs.append(f"{name} ({reason})")
+            self.lost.append(f"{name} ({reason})")
             with contextlib.suppress(OSError, ValueError):  # later writes, and the interpreter's last flush, go nowhere
                 os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-            loop.call_soon_threadsafe(interrupted.set)
+            self.loop.call_soon_threadsafe(self.interrupted.set)
 
-    utterance_count = itertools.count(1)
 
-    last_record_error: list[str] = []  # the --record failure last reported: a new reason is reported again
+class Delivery:
+    """What the outbox's thread does with each message: store it (an utterance, with --record), publish it, show it
+    on the dashboard, log it (a status, with --log-status) and print it. It numbers utterances when nothing
+    stores them, and remembers the last --record failure so that one reason is reported once."""
 
-    def deliver(message: Message) -> None:
+    def __init__(self, publisher: Publisher, state: DashboardState, log: UtteranceLog | None,
+                 status_log: StatusLog | None, outputs: Outputs, print_messages: bool) -> None:
+        self.publisher, self.state, self.log, self.status_log = publisher, state, log, status_log
+        self.outputs, self.print_messages = outputs, print_messages
+        self.utterance_count = itertools.count(1)  # the seq of utterances without --record
+        self.last_record_error: str | None = None  # the --record failure last reported: a new reason is reported again
+
+    def deliver(self, message: Message) -> None:
         """Store (an utterance, with --record), publish, show and print one message: on the outbox's thread."""
-        if message.get("type") == "status" and log is not None:  # counted here, by the inserts before it, not when the worker wrote it
-            message = {**message, "record_failures": log.failures}
-        if message.get("type") == "utterance" and log is None:
-            message = {"seq": next(utterance_count), **message}
-        elif message.get("type") == "utterance" and log is not None:  # on disk before anyone can have seen it
-            try:
-                message = log.append(message)
-                last_record_error.clear()
-            except RecordError as error:  # published all the same: losing the record must not lose the result
-                message = {"seq": None, **message}
-                if last_record_error != [str(error)]:
-                    last_record_error[:] = [str(error)]
-                    deliver({"type": "error", "message": str(error)})
-        publisher.publish_threadsafe(message)
-        state.handle(message)
-        if message.get("type") == "status" and options.log_status_seconds > 0:
-            status_log.offer(message)
-        if options.print_messages and message.get("type") in ("utterance", "error", "warning"):
-            print_line(json_line(message), to_stderr=False)
+        message = self.as_published(message)
+        self.publisher.publish_threadsafe(message)
+        self.state.handle(message)
+        if message.get("type") == "status" and self.status_log is not None:
+            self.status_log.offer(message)
+        self.print_lines(message)
+
+    def as_published(self, message: Message) -> Message:
+        """An utterance numbered (stored first, with --record); a status with the --record failures; else as it is."""
+        if message.get("type") == "status" and self.log is not None:  # counted here, by the inserts before it, not when the worker wrote it
+            return {**message, "record_failures": self.log.failures}
+        if message.get("type") != "utterance":
+            return message
+        if self.log is None:
+            return {"seq": next(self.utterance_count), **message}
+        try:  # on disk before anyone can have seen it
+            stored = self.log.append(message)
+        except RecordError as error:  # published all the same: losing the record must not lose the result
+            if self.last_record_error != str(error):
+                self.last_record_error = str(error)
+                self.deliver({"type": "error", "message": str(error)})
+            return {"seq": None, **message}
+        self.last_record_error = None
+        return stored
+
+    def print_lines(self, message: Message) -> None:
+        """With --print-utterances, utterances, errors and warnings as JSON lines on stdout; errors (and warnings not
+        printed there) as a line on stderr."""
+        if self.print_messages and message.get("type") in ("utterance", "error", "warning"):
+            self.outputs.print_line(json_line(message), to_stderr=False)
         # an error on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks;
         # with its severity, as the lines before and after the run have it (a log grepped for "error:" found none)
-        if message.get("type") == "error" or (message.get("type") == "warning" and not options.print_messages):
-            print_line(f"ser-stream: {message['type']}: {message['message']}", to_stderr=True)
+        if message.get("type") == "error" or (message.get("type") == "warning" and not self.print_messages):
+            self.outputs.print_line(f"ser-stream: {message['type']}: {message['message']}", to_stderr=True)
 
-    status_log = StatusLog(options.log_status_seconds, lambda line: print_line(line, to_stderr=True))
-    outbox = Outbox(deliver)
-    outbox.start()
-    emit = outbox.put
-    worker = Worker(model, config, emit)
-    worker.extra_counters.append(publisher.counters)
 
-    def health() -> tuple[bool, dict[str, Any]]:
-        """GET /healthz: whether the worker is alive and stepping, with what a service manager may want to log."""
-        since = None if worker.last_step_at is None else round(time.monotonic() - worker.last_step_at, 3)
-        status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
-        return status in ("ok", "starting"), {
-            "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
-            "queue_depth": worker.queue_depth, "outbox": outbox.messages.qsize(),
-            "outbox_full_waits": outbox.full_waits, "seconds_since_worker_step": since,
-        }
+def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool, dict[str, Any]]:
+    """GET /healthz: whether the worker is alive and stepping, with what a service manager may want to log."""
+    since = None if worker.last_step_at is None else round(time.monotonic() - worker.last_step_at, 3)
+    status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
+    return status in ("ok", "starting"), {
+        "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
+        "queue_depth": worker.queue_depth, "outbox": outbox.messages.qsize(),
+        "outbox_full_waits": outbox.full_waits, "seconds_since_worker_step": since,
+    }
 
-    publisher.health = health
-    stop = threading.Event()
 
-    open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
+def accept_ingest(publisher: Publisher, worker: Worker, open_call_stream: Callable[[str, int], Stream],
+                  idle_seconds: float, warn: Callable[[str], None]) -> None:
+    """Serve /ingest: each call connected there becomes a stream of the worker's, ended after ``idle_seconds`` of silence."""
+    from ser_stream.ingest import MediaIngest
 
-    if options.ingest:
-        from ser_stream.ingest import MediaIngest
+    ingest = MediaIngest(open_call_stream, worker.count_refused, worker.is_active, idle_seconds, warn=warn)
+    publisher.ingest = ingest.handle
+    worker.extra_counters.append(ingest.counters)
 
-        ingest = MediaIngest(open_call_stream, worker.count_refused, worker.is_active, options.rtp.idle_seconds,
-                             warn=lambda line: emit({"type": "warning", "message": line}))
-        publisher.ingest = ingest.handle
-        worker.extra_counters.append(ingest.counters)
-    source_threads = []
+
+class Sources:
+    """The threads that feed the worker's streams (RTP receivers, then file, stdin and microphone readers): they
+    start once the awaited subscribers are in and are stopped together."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.files_read: list[Stream] = []  # file sources' streams: one stopped before its end is said to be
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def warn_of_files_cut_short(self, emit: Callable[[Message], None]) -> None:
+        """A warning for each file whose stream has not reached its end."""
+        for stream in self.files_read:
+            if not stream.finished:  # Ctrl-C or SIGTERM: a clean stop, but a file cut short must not pass for a whole one
+                emit({"type": "warning", "stream": stream.stream_id,
+                      "message": f"{stream.stream_id}: stopped before the end of its file; what came after was not heard"})
+
+    async def stop(self) -> None:
+        """Every source stops; each thread gets a second to."""
+        self.stopping.set()
+        for thread in self.threads:  # an RTP receiver flushes its jitter buffers as it stops
+            if thread.is_alive():
+                await asyncio.to_thread(thread.join, 1)
+
+
+def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]], worker: Worker,
+                 open_call_stream: Callable[[str, int], Stream], warn: Callable[[str], None]) -> Sources:
+    """Every source's thread, not yet started: an RTP receiver (listening from here) for each rtp: source, then a
+    stream of the worker's for each file-like one; one that failed to open is added as a stream ended by its error."""
+    sources = Sources()
     for spec in options.sources:
         if spec.kind == "rtp":
             host, port = parse_address(spec.target)
-            receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream,
-                                   lambda line: emit({"type": "warning", "message": line}))
+            receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream, warn)
             worker.extra_counters.append(receiver.counters)
             print(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}", file=sys.stderr, flush=True)
-            source_threads.append(threading.Thread(target=receiver.run, args=(stop,), name=f"rtp-{receiver.port}", daemon=True))
+            sources.threads.append(threading.Thread(target=receiver.run, args=(sources.stopping,), name=f"rtp-{receiver.port}", daemon=True))
     taken: set[str] = set()
-    files_read: list[Stream] = []  # file sources' streams: one stopped before its end is said to be
-    for index, (spec, source) in enumerate(zip(file_like, opened)):
+    for index, (spec, source) in enumerate(file_like):
         if spec.kind == "file":
             stream_id = distinct_stream_id(Path(spec.target).name, spec.target, taken)
         else:
-            name = spec.kind if len(opened) == 1 else f"{spec.kind}{index}"
+            name = spec.kind if len(file_like) == 1 else f"{spec.kind}{index}"
             stream_id = distinct_stream_id(name, name, taken)  # a file may be called 'stdin1' too
         taken.add(stream_id)
         if isinstance(source, SerStreamError):  # reported and counted as this stream's failure; the others run
-            stream = Stream(stream_id, SAMPLE_RATE, config)
+            stream = Stream(stream_id, SAMPLE_RATE, worker.config)
             stream.error, stream.finished = str(source), True
             worker.add_stream(stream)
             continue
-        stream = Stream(stream_id, source.sample_rate, config)
+        stream = Stream(stream_id, source.sample_rate, worker.config)
         worker.add_stream(stream)
         if spec.kind == "file":
-            files_read.append(stream)
-        thread = threading.Thread(target=source.run, args=(stream, stop), name=f"source-{stream_id}", daemon=True)
-        source_threads.append(thread)
+            sources.files_read.append(stream)
+        sources.threads.append(threading.Thread(target=source.run, args=(stream, sources.stopping), name=f"source-{stream_id}", daemon=True))
+    return sources
+
+
+def print_addresses(options: MonitorOptions, publisher: Publisher, model: EmotionModel) -> None:
+    """Where to look and connect (with the port the server took), and the model serving, on stderr."""
     scheme = "s" if options.access.tls is not None else ""
     address = host_port(options.host, publisher.port)
     ingest_url = f" · ingest ws{scheme}://{address}/ingest" if options.ingest else ""
     print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
-    for signum in STOP_SIGNALS:  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:
+    """Ctrl-C, SIGTERM and SIGHUP set ``interrupted``, where the platform lets the loop handle signals."""
+    for signum in STOP_SIGNALS:
         try:
             loop.add_signal_handler(signum, interrupted.set)
         except (NotImplementedError, RuntimeError):
             pass
-    console = dashboard_console() if options.dashboard else None
-    dashboard = None
-    if console is not None:
-        dashboard = Dashboard(state, console)
-        dashboard.level_source = lambda: worker.loudest_level()
-        dashboard.start()
-    try:
-        while len(publisher.subscribers) < options.await_subscribers and not interrupted.is_set():
-            await asyncio.sleep(0.01)
-        if not interrupted.is_set():
-            for thread in source_threads:
-                thread.start()
-        calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
-        worker_stop = threading.Event()  # set only if the worker does not finish in time
-        worker_thread = threading.Thread(target=worker.run, args=(worker_stop, not calls_come_and_go), name="worker", daemon=True)
-        worker_thread.start()
-        while worker_thread.is_alive() and not interrupted.is_set() and outbox.crash is None:
-            await asyncio.sleep(0.05)
-        for stream in files_read if interrupted.is_set() and not lost_outputs else []:
-            if not stream.finished:  # Ctrl-C or SIGTERM: a clean stop, but a file cut short must not pass for a whole one
-                emit({"type": "warning", "stream": stream.stream_id,
-                      "message": f"{stream.stream_id}: stopped before the end of its file; what came after was not heard"})
-        stop.set()  # sources stop
-        for thread in source_threads:  # an RTP receiver flushes its jitter buffers as it stops
-            if thread.is_alive():
-                await asyncio.to_thread(thread.join, 1)
+
+
+def started_dashboard(state: DashboardState, worker: Worker) -> Dashboard | None:
+    """The live view, drawing on a terminal if there is one."""
+    console = dashboard_console()
+    if console is None:
+        return None
+    dashboard = Dashboard(state, console)
+    dashboard.level_source = lambda: worker.loudest_level()
+    dashboard.start()
+    return dashboard
+
+
+class WorkerThread:
+    """The worker on a thread of its own, the streams' only reader."""
+
+    def __init__(self, worker: Worker, until_all_ended: bool) -> None:
+        self.worker = worker
+        self.stopping = threading.Event()  # set only if the worker does not finish in time
+        self.thread = threading.Thread(target=worker.run, args=(self.stopping, until_all_ended), name="worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    async def finish(self, seconds: float) -> bool:
+        """Have the worker publish what its streams hold and return; False, and stopped, if it took over ``seconds``."""
         # The worker, in its own thread (the streams' only reader), closes the open utterances, publishes them
         # and returns; finish() also releases ingest connections waiting for room in a stream's buffer.
-        worker.finish()
-        await asyncio.to_thread(worker_thread.join, FINISH_SECONDS)
-        if worker_thread.is_alive():
-            worker_stop.set()
-            print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
-        if not await asyncio.to_thread(outbox.close, FINISH_SECONDS):
-            print(f"ser-stream: warning: stopped before publishing everything (messages were still waiting for the --record database after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
-        if options.log_status_seconds > 0:
-            status_log.flush()  # the run's totals, whenever the last line was
-        await publisher.close()
-        if log is not None:
-            log.close()
-    finally:  # whatever happens, the terminal gets its cursor back
-        if dashboard is not None:
-            dashboard.stop()
-    if lost_outputs:
-        for lost in lost_outputs:  # on the one still open, if either is
-            print_line(f"ser-stream: error: {lost} could not be written: the monitor stopped", to_stderr=not lost.startswith("stderr"))
+        self.worker.finish()
+        await asyncio.to_thread(self.thread.join, seconds)
+        if self.thread.is_alive():
+            self.stopping.set()
+            return False
+        return True
+
+
+async def wait_for_subscribers(publisher: Publisher, count: int, interrupted: asyncio.Event) -> None:
+    """Until ``count`` subscribers are connected (--await-subscribers) or a stop is asked for."""
+    while len(publisher.subscribers) < count and not interrupted.is_set():
+        await asyncio.sleep(0.01)
+
+
+async def wait_until_done(worker_thread: WorkerThread, outbox: Outbox, interrupted: asyncio.Event) -> None:
+    """Until the worker returns (every stream ended), a stop is asked for, or messages can no longer be handed on."""
+    while worker_thread.is_alive() and not interrupted.is_set() and outbox.crash is None:
+        await asyncio.sleep(0.05)
+
+
+async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbox, status_log: StatusLog | None,
+                    publisher: Publisher, log: UtteranceLog | None) -> None:
+    """Stop the sources, give the worker and then the outbox FINISH_SECONDS each to publish what they hold (saying so
+    if that was not enough), then close the server and the record."""
+    await sources.stop()
+    if not await worker_thread.finish(FINISH_SECONDS):
+        print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+    if not await asyncio.to_thread(outbox.close, FINISH_SECONDS):
+        print(f"ser-stream: warning: stopped before publishing everything (messages were still waiting for the --record database after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+    if status_log is not None:
+        status_log.flush()  # the run's totals, whenever the last line was
+    await publisher.close()
+    if log is not None:
+        log.close()
+
+
+def exit_status(outputs: Outputs, worker: Worker, outbox: Outbox, log: UtteranceLog | None) -> int:
+    """1 if the run lost or failed anything, else 0; the first reason in one line (a stream's failure was published)."""
+    if outputs.lost:
+        for lost in outputs.lost:  # on the one still open, if either is
+            outputs.print_line(f"ser-stream: error: {lost} could not be written: the monitor stopped", to_stderr=not lost.startswith("stderr"))
         return 1
     if worker.crash:
         print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
@@ -436,6 +525,55 @@ async def run_monitor(options: MonitorOptions) -> int:
         print(f"ser-stream: error: --record {log.path}: {log.failures} utterance(s) were published but not stored", file=sys.stderr, flush=True)
         return 1
     return 1 if worker.failed_streams else 0
+
+
+async def run_monitor(options: MonitorOptions) -> int:
+    """One monitor run: build the pipeline, start it, wait until its streams end or it is stopped, stop it, and
+    return the exit status."""
+    check_listening(options)
+    model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
+    config = replace(options.config, window=model_windows(model.metadata.window, options.window_seconds, options.hop_seconds))
+    file_like = open_file_like_sources(options)
+    log = UtteranceLog(options.record) if options.record is not None else None
+    hello = hello_message(model, config.window, log)
+    publisher = await started_publisher(options, hello)
+    state = DashboardState(hello)
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
+    outputs = Outputs(loop, interrupted)
+    status_log = StatusLog(options.log_status_seconds, lambda line: outputs.print_line(line, to_stderr=True)) if options.log_status_seconds > 0 else None
+    outbox = Outbox(Delivery(publisher, state, log, status_log, outputs, options.print_messages).deliver)
+    outbox.start()
+    emit = outbox.put
+    worker = Worker(model, config, emit)
+    worker.extra_counters.append(publisher.counters)
+    publisher.health = lambda: worker_health(worker, outbox, hello)
+
+    def warn(line: str) -> None:
+        emit({"type": "warning", "message": line})
+
+    open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
+    if options.ingest:
+        accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, warn)
+    sources = open_sources(options, file_like, worker, open_call_stream, warn)
+    print_addresses(options, publisher, model)
+    stop_on_signals(loop, interrupted)  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
+    dashboard = started_dashboard(state, worker) if options.dashboard else None
+    try:
+        await wait_for_subscribers(publisher, options.await_subscribers, interrupted)
+        if not interrupted.is_set():
+            sources.start()
+        calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
+        worker_thread = WorkerThread(worker, until_all_ended=not calls_come_and_go)
+        worker_thread.start()
+        await wait_until_done(worker_thread, outbox, interrupted)
+        if interrupted.is_set() and not outputs.lost:
+            sources.warn_of_files_cut_short(emit)
+        await shut_down(sources, worker_thread, outbox, status_log, publisher, log)
+    finally:  # whatever happens, the terminal gets its cursor back
+        if dashboard is not None:
+            dashboard.stop()
+    return exit_status(outputs, worker, outbox, log)
 
 
 def json_line(message: Message) -> str:
