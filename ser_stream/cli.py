@@ -276,9 +276,17 @@ def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ser_stream.monitor import monitor
+    """The monitor on the bundled recording. Without a terminal for its dashboard (`./dev.sh demo | tee`, a CI log)
+    it prints each utterance as a JSON line instead: it once ran its 40 seconds and showed nothing at all."""
+    from dataclasses import replace
 
-    return monitor(_monitor_options(args, [f"file:{DEMO_RECORDING}"]))
+    from ser_stream.monitor import is_terminal, monitor
+
+    options = _monitor_options(args, [f"file:{DEMO_RECORDING}"])
+    if not options.print_messages and not (options.dashboard and (is_terminal(sys.stdout) or is_terminal(sys.stderr))):
+        print("ser-stream: no dashboard (no terminal, or --no-dashboard): each utterance is printed as a JSON line", file=sys.stderr, flush=True)
+        options = replace(options, print_messages=True)
+    return monitor(options)
 
 
 def _devices(args: argparse.Namespace) -> int:

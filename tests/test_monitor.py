@@ -873,6 +873,16 @@ def test_demo_lists_and_takes_only_the_options_its_bundled_recording_can_use(cap
     assert _monitor_options(args, ["file:demo.flac"]).stdin_rate == 16000  # the monitor's defaults stand in for what demo lacks
 
 
+def test_the_demo_without_a_terminal_prints_its_utterances_as_json_lines():
+    """`./dev.sh demo | tee demo.log`: the dashboard needs a terminal, and the demo once ran and showed nothing."""
+    result = subprocess.run([sys.executable, "-m", "ser_stream", "demo", "--pace", "fast", "--ws", "127.0.0.1:0"],
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    utterances = [json.loads(line) for line in result.stdout.splitlines()]
+    assert utterances and all(line["type"] == "utterance" and line["label"] in EMOTIONS for line in utterances)
+    assert "ser-stream: no dashboard (no terminal, or --no-dashboard): each utterance is printed as a JSON line" in result.stderr.splitlines()
+
+
 @pytest.mark.parametrize("after", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_speech):
     """Ctrl-C in the first second, while numpy and onnxruntime load, once printed a 30-line KeyboardInterrupt traceback."""
