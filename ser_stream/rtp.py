@@ -299,6 +299,7 @@ MAX_JITTER_PACKETS = 50
 SenderNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every packet: a call's 50 a second come from one sender
 def is_allowed(sender: str, networks: tuple[SenderNetwork, ...]) -> bool:
     """Whether ``sender`` (``host:port`` as host_port writes it) is in one of ``networks``; a dual-stack socket's
     IPv4-mapped address (``::ffff:10.0.5.7``) is taken as the IPv4 address it carries."""
