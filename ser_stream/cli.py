@@ -280,10 +280,10 @@ def _demo(args: argparse.Namespace) -> int:
     it prints each utterance as a JSON line instead: it once ran its 40 seconds and showed nothing at all."""
     from dataclasses import replace
 
-    from ser_stream.monitor import is_terminal, monitor
+    from ser_stream.monitor import dashboard_console, monitor
 
     options = _monitor_options(args, [f"file:{DEMO_RECORDING}"])
-    if not options.print_messages and not (options.dashboard and (is_terminal(sys.stdout) or is_terminal(sys.stderr))):
+    if not options.print_messages and not (options.dashboard and dashboard_console() is not None):
         print("ser-stream: no dashboard (no terminal, or --no-dashboard): each utterance is printed as a JSON line", file=sys.stderr, flush=True)
         options = replace(options, print_messages=True)
     return monitor(options)
