@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, NoReturn
 from ser_stream import __version__
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.model import DEFAULT_MODEL
-from ser_stream.rtp import MAX_CALL_IDLE_SECONDS, MAX_JITTER_PACKETS, RtpConfig, SenderNetwork, listen_address
+from ser_stream.rtp import (
+    MAX_CALL_IDLE_SECONDS,
+    MAX_JITTER_PACKETS,
+    RtpConfig,
+    SenderNetwork,
+    listen_address,
+    parse_address,
+    sender_versions,
+)
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -133,10 +141,16 @@ def sender_network(text: str) -> SenderNetwork:
     """An argparse type for --rtp-allow: a network (``10.0.5.0/24``, ``2001:db8::/32``) or one address."""
     import ipaddress
 
+    if "%" in text:  # accepted by ipaddress, but a sender is matched by its address alone: fe80::1%eth1 matched too
+        raise argparse.ArgumentTypeError(f"{text!r}: a scope id (%…) cannot be matched; senders are matched by address alone")
     try:
-        return ipaddress.ip_network(text.strip().removeprefix("[").removesuffix("]"), strict=True)
+        network = ipaddress.ip_network(text.strip().removeprefix("[").removesuffix("]"), strict=True)
     except ValueError as error:  # its reason names the fault: "has host bits set", "does not appear to be …"
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:  # senders' mapped addresses are matched as IPv4: so is this
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def positive_seconds(text: str) -> float:
@@ -272,6 +286,10 @@ def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
     if args.rtp_allow and not takes_rtp:
         raise SerStreamError(f"--rtp-allow {args.rtp_allow[0]}: only with an rtp: source")
     rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle, allowed_senders=tuple(args.rtp_allow))
+    for spec in options.sources:  # a source that no allowed sender could reach would wait for calls that never come
+        versions = sender_versions(parse_address(spec.target)[0]) if spec.kind == "rtp" else frozenset({4, 6})
+        if rtp.allowed_senders and not any(network.version in versions for network in rtp.allowed_senders):
+            raise SerStreamError(f"rtp:{spec.target}: hears only IPv{min(versions)} senders, and no --rtp-allow network is IPv{min(versions)}")
     return replace(options, ingest=args.ingest, rtp=rtp)
 
 

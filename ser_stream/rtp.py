@@ -309,6 +309,15 @@ def is_allowed(sender: str, networks: tuple[SenderNetwork, ...]) -> bool:
     return any(address in network for network in networks)
 
 
+def sender_versions(host: str) -> frozenset[int]:
+    """The IP versions of the senders a socket listening on ``host`` can hear (IPv6 if it has a colon, as RtpReceiver
+    opens it): ``::`` hears IPv4 senders too (as mapped addresses), another IPv6 address only IPv6 ones."""
+    if ":" not in host:
+        return frozenset({4})
+    address = ipaddress.IPv6Address(host)
+    return frozenset({4, 6}) if address.is_unspecified else frozenset({4 if address.ipv4_mapped is not None else 6})
+
+
 @dataclass(frozen=True)
 class RtpConfig:
     host: str = "127.0.0.1"
@@ -363,6 +372,10 @@ RESUMED_PACKETS_HELD = 250
 # are only counted, and once their hour is over new broken senders are reported again.
 REPORT_MEMORY_SECONDS = 3600.0
 REPORTS_TRACKED = 1000
+# Senders outside --rtp-allow are told apart by host (a PBX sends each call from its own port) and remembered
+# apart from the rest: a flood of them, which --rtp-allow is there to stop, once used up the reports of the
+# allowed senders' faults for an hour.
+NOT_ALLOWED_HOSTS_TRACKED = 100
 
 
 class CallSink(Sink, Protocol):
@@ -417,6 +430,7 @@ class RtpReceiver:
         self._refused = RecentKeys(REFUSED_RETRY_SECONDS, REFUSED_CALLS_TRACKED)  # SSRCs of calls refused a stream lately
         self._refused_since = RecentKeys(REPORT_MEMORY_SECONDS, REFUSED_CALLS_TRACKED)  # when each was first refused
         self._reported = RecentKeys(REPORT_MEMORY_SECONDS, REPORTS_TRACKED)  # (sender, kind of fault) reported lately
+        self._not_allowed_reported = RecentKeys(REPORT_MEMORY_SECONDS, NOT_ALLOWED_HOSTS_TRACKED)  # hosts outside --rtp-allow
 
     def run(self, stop: threading.Event) -> None:
         last_sweep = time.monotonic()
@@ -441,7 +455,8 @@ class RtpReceiver:
     def receive(self, datagram: bytes, sender: str) -> None:
         if self.config.allowed_senders and not is_allowed(sender, self.config.allowed_senders):
             self.not_allowed_packets += 1
-            self._report_once(sender, "its address is not in --rtp-allow")
+            host = sender.rpartition(":")[0]
+            self._report_once(host, "its address is not in --rtp-allow", reported=self._not_allowed_reported)
             return
         if is_rtcp(datagram):
             return
@@ -558,12 +573,14 @@ class RtpReceiver:
         call.sink.finished = True
         self._ending[ssrc] = _Ending(call.sink)
 
-    def _report_once(self, sender: str, reason: str, kind: str | None = None) -> None:
-        """One line per sender and kind of fault (``reason`` unless given), again once REPORT_MEMORY_SECONDS have passed."""
+    def _report_once(self, sender: str, reason: str, kind: str | None = None, reported: RecentKeys | None = None) -> None:
+        """One line per sender and kind of fault (``reason`` unless given), again once REPORT_MEMORY_SECONDS have passed;
+        remembered in ``reported`` (default: the reports of every other fault)."""
+        reported = self._reported if reported is None else reported
         now = time.monotonic()
         key = (sender, reason if kind is None else kind)
-        if not self._reported.remembers(key, now) and self._reported.has_room():
-            self._reported.note(key, now)
+        if not reported.remembers(key, now) and reported.has_room():
+            reported.note(key, now)
             self.report(f"rtp packet from {sender} skipped: {reason} (further ones are only counted)")
 
     def counters(self) -> dict[str, int]:

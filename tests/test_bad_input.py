@@ -354,6 +354,8 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
         (["--jitter-packets", "10"], "--jitter-packets 10: only with an rtp: source"),
         (["--rtp-allow", "10.0.5.0/24"], "--rtp-allow 10.0.5.0/24: only with an rtp: source"),
+        (["--source", "rtp:127.0.0.1:0", "--rtp-allow", "2001:db8::/32"], "rtp:127.0.0.1:0: hears only IPv4 senders, and no --rtp-allow network is IPv4"),
+        (["--source", "rtp:[::1]:0", "--rtp-allow", "10.0.5.0/24"], "rtp:[::1]:0: hears only IPv6 senders, and no --rtp-allow network is IPv6"),
         (["--call-idle", "5"], "--call-idle 5.0: only with calls (an rtp: source, or --ingest)"),
         (["--ingest", "--call-idle", "100000"], "--call-idle 100000.0: at most 60 s (an RTP sequence gap longer than that reads as a restarted numbering)"),
         (["--max-ingest-connections", "5"], "--max-ingest-connections 5: only with --ingest"),
@@ -405,6 +407,7 @@ def test_an_empty_token_in_the_environment_is_refused_not_taken_for_no_token(tmp
         (["--jitter-packets", "1000"], "argument --jitter-packets: 1000 must be at most 50"),
         (["--rtp-allow", "10.0.5.1/24"], "argument --rtp-allow: '10.0.5.1/24': 10.0.5.1/24 has host bits set"),
         (["--rtp-allow", "pbx.example"], "argument --rtp-allow: 'pbx.example': 'pbx.example' does not appear to be an IPv4 or IPv6 network"),
+        (["--rtp-allow", "fe80::1%eth0"], "argument --rtp-allow: 'fe80::1%eth0': a scope id (%…) cannot be matched; senders are matched by address alone"),
         (["--record", ""], "argument --record: '' names no file; give the database's path"),  # was '--record .: …'
     ],
 )

@@ -674,7 +674,45 @@ def test_with_rtp_allow_packets_from_other_addresses_are_dropped_unread_counted_
     counters = receiver.counters()
     assert (counters["rtp_not_allowed_packets"], counters["rtp_bad_packets"]) == (151, 0)
     assert reports == [f"rtp packet from {sender} skipped: its address is not in --rtp-allow (further ones are only counted)"
-                       for sender in ("203.0.113.9:5555", "[2001:db9::1]:5555", "10.0.6.1:4000")]
+                       for sender in ("203.0.113.9", "[2001:db9::1]", "10.0.6.1")]
+
+
+def test_senders_outside_rtp_allow_are_reported_by_host_and_cannot_use_up_the_reports_of_allowed_senders():
+    """A flood from outside --rtp-allow (spoofed addresses, a PBX sending each call from its own port) gets a bounded
+    number of lines, and the allowed senders' faults are still reported."""
+    from ser_stream import rtp as rtp_module
+
+    receiver, _, reports = receiver_with_streams(allowed_senders=(ipaddress.ip_network("10.0.5.0/24"),))
+    payload = tone_payload(440)
+    try:
+        for port in range(4000, 4010):  # one blocked PBX, ten calls
+            receiver.receive(rtp(0, 0, payload, ssrc=port), f"192.0.2.10:{port}")
+        for index in range(rtp_module.REPORTS_TRACKED + 50):  # spoofed outsiders
+            receiver.receive(rtp(0, 0, payload, ssrc=index), f"198.18.{index // 250}.{index % 250}:16384")
+        receiver.receive(b"\x80\x00", "10.0.5.7:4000")  # an allowed phone sending a broken packet
+    finally:
+        receiver.socket.close()
+    assert reports[0] == "rtp packet from 192.0.2.10 skipped: its address is not in --rtp-allow (further ones are only counted)"
+    assert len(reports) == rtp_module.NOT_ALLOWED_HOSTS_TRACKED + 1
+    assert reports[-1] == ("rtp packet from 10.0.5.7:4000 skipped: 2-byte datagram is shorter than the 12-byte RTP header "
+                           "(further ones are only counted)")
+    assert receiver.counters()["rtp_not_allowed_packets"] == 10 + rtp_module.REPORTS_TRACKED + 50
+
+
+@pytest.mark.parametrize(("written", "network"), [("::ffff:10.0.5.0/120", "10.0.5.0/24"), ("[::ffff:10.0.5.7]", "10.0.5.7/32"),
+                                                  ("2001:db8::/32", "2001:db8::/32")])
+def test_an_ipv4_mapped_rtp_allow_network_is_taken_as_the_ipv4_network_it_carries(written, network):
+    """A dual-stack socket's mapped senders are matched as IPv4: a network written mapped once matched nobody."""
+    from ser_stream.cli import sender_network
+
+    assert sender_network(written) == ipaddress.ip_network(network)
+    receiver, streams, _ = receiver_with_streams(allowed_senders=(sender_network(written),))
+    try:
+        receiver.receive(rtp(0, 0, tone_payload(440), ssrc=1), "[::ffff:10.0.5.7]:4000")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    assert ("rtp-00000001" in streams) == network.startswith("10.")
 
 
 @pytest.mark.parametrize(("allowed", "heard"), [("127.0.0.0/8", True), ("10.0.0.0/8", False)])
