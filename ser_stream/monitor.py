@@ -373,6 +373,7 @@ class Sources:
     def __init__(self) -> None:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.receivers: list[tuple[RtpReceiver, threading.Thread]] = []  # listening from the start: closed if never run
         self.files_read: list[Stream] = []  # file sources' streams: one stopped before its end is said to be
 
     def start(self) -> None:
@@ -392,6 +393,14 @@ class Sources:
         for thread in self.threads:  # an RTP receiver flushes its jitter buffers as it stops
             if thread.is_alive():
                 await asyncio.to_thread(thread.join, 1)
+        self.close_receivers_never_run()
+
+    def close_receivers_never_run(self) -> None:
+        """The sockets of RTP receivers whose threads never started (a stop while awaiting subscribers, a start-up
+        step that failed after them): a run closes its own, and the port stayed bound in-process."""
+        for receiver, thread in self.receivers:
+            if thread.ident is None:
+                receiver.socket.close()
 
 
 def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]], worker: Worker,
@@ -399,13 +408,19 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
     """Every source's thread, not yet started: an RTP receiver (listening from here) for each rtp: source, then a
     stream of the worker's for each file-like one; one that failed to open is added as a stream ended by its error."""
     sources = Sources()
-    for spec in options.sources:
-        if spec.kind == "rtp":
-            host, port = parse_address(spec.target)
-            receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream, warn)
-            worker.extra_counters.append(receiver.counters)
-            print(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}", file=sys.stderr, flush=True)
-            sources.threads.append(threading.Thread(target=receiver.run, args=(sources.stopping,), name=f"rtp-{receiver.port}", daemon=True))
+    try:
+        for spec in options.sources:
+            if spec.kind == "rtp":
+                host, port = parse_address(spec.target)
+                receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream, warn)
+                worker.extra_counters.append(receiver.counters)
+                print(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}", file=sys.stderr, flush=True)
+                thread = threading.Thread(target=receiver.run, args=(sources.stopping,), name=f"rtp-{receiver.port}", daemon=True)
+                sources.threads.append(thread)
+                sources.receivers.append((receiver, thread))
+    except BaseException:  # a later port taken: the ones already bound are let go
+        sources.close_receivers_never_run()
+        raise
     taken: set[str] = set()
     for index, (spec, source) in enumerate(file_like):
         if spec.kind == "file":
@@ -534,28 +549,34 @@ async def run_monitor(options: MonitorOptions) -> int:
     model = EmotionModel(options.model, provider=options.provider, max_batch=options.config.max_batch)
     config = replace(options.config, window=model_windows(model.metadata.window, options.window_seconds, options.hop_seconds))
     file_like = open_file_like_sources(options)
-    log = UtteranceLog(options.record) if options.record is not None else None
-    hello = hello_message(model, config.window, log)
-    publisher = await started_publisher(options, hello)
-    state = DashboardState(hello)
-    loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
-    outputs = Outputs(loop, interrupted)
-    status_log = StatusLog(options.log_status_seconds, lambda line: outputs.print_line(line, to_stderr=True)) if options.log_status_seconds > 0 else None
-    outbox = Outbox(Delivery(publisher, state, log, status_log, outputs, options.print_messages).deliver)
-    outbox.start()
-    emit = outbox.put
-    worker = Worker(model, config, emit)
-    worker.extra_counters.append(publisher.counters)
-    publisher.health = lambda: worker_health(worker, outbox, hello)
+    async with contextlib.AsyncExitStack() as undo:  # what start-up opened, closed again if a later step fails
+        log = UtteranceLog(options.record) if options.record is not None else None
+        if log is not None:
+            undo.callback(log.close)
+        hello = hello_message(model, config.window, log)
+        publisher = await started_publisher(options, hello)
+        undo.push_async_callback(publisher.close)
+        state = DashboardState(hello)
+        loop = asyncio.get_running_loop()
+        interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
+        outputs = Outputs(loop, interrupted)
+        status_log = StatusLog(options.log_status_seconds, lambda line: outputs.print_line(line, to_stderr=True)) if options.log_status_seconds > 0 else None
+        outbox = Outbox(Delivery(publisher, state, log, status_log, outputs, options.print_messages).deliver)
+        outbox.start()
+        undo.callback(outbox.close, FINISH_SECONDS)
+        emit = outbox.put
+        worker = Worker(model, config, emit)
+        worker.extra_counters.append(publisher.counters)
+        publisher.health = lambda: worker_health(worker, outbox, hello)
 
-    def warn(line: str) -> None:
-        emit({"type": "warning", "message": line})
+        def warn(line: str) -> None:
+            emit({"type": "warning", "message": line})
 
-    open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
-    if options.ingest:
-        accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, warn)
-    sources = open_sources(options, file_like, worker, open_call_stream, warn)
+        open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
+        if options.ingest:
+            accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, warn)
+        sources = open_sources(options, file_like, worker, open_call_stream, warn)
+        undo.pop_all()  # started: from here shut_down closes them, in its order
     print_addresses(options, publisher, model)
     stop_on_signals(loop, interrupted)  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
     dashboard = started_dashboard(state, worker) if options.dashboard else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -569,6 +570,29 @@ def test_an_ipv6_port_already_taken_is_named_with_its_address_in_brackets(short_
     error = capsys.readouterr().err
     assert status == 2 and error.count("\n") == 1
     assert error.startswith(f"ser-stream: error: cannot serve WebSocket on [::1]:{port} (") and error.endswith("); choose another --ws\n")
+
+
+def test_a_start_up_step_that_fails_lets_go_of_what_the_steps_before_it_opened(shipped_model, tmp_path, capsys):
+    """A second rtp: port already taken once left the WebSocket server listening, the outbox thread running, the
+    --record database open and the first RTP port bound: harmless to the command, which exits, not to a caller."""
+    from ser_stream.errors import SerStreamError
+    from ser_stream.monitor import MonitorOptions, run_monitor
+    from ser_stream.sources import SourceSpec
+
+    ws_port, first_rtp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        options = MonitorOptions(model=shipped_model, port=ws_port, dashboard=False, record=tmp_path / "calls.db",
+                                 sources=(SourceSpec("rtp", f"127.0.0.1:{first_rtp_port}"),
+                                          SourceSpec("rtp", f"127.0.0.1:{taken.getsockname()[1]}")))
+        with pytest.raises(SerStreamError, match="cannot listen"):
+            asyncio.run(run_monitor(options))
+    assert [thread.name for thread in threading.enumerate() if thread.name == "outbox"] == []
+    for kind, port in ((socket.SOCK_STREAM, ws_port), (socket.SOCK_DGRAM, first_rtp_port)):
+        with socket.socket(socket.AF_INET, kind) as again:
+            again.bind(("127.0.0.1", port))  # free again
+    open_files = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [path for path in open_files if "calls.db" in path]
 
 
 def pty_pair(rows: int = 24, columns: int = 100) -> tuple[int, int]:
