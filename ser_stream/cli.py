@@ -259,9 +259,16 @@ def _access(args: argparse.Namespace) -> AccessConfig:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from ser_stream.monitor import monitor
+    """The monitor. Without a terminal for the dashboard and without --print-utterances it says where its results go
+    (`monitor … | cat` once printed nothing but the page's address)."""
+    from ser_stream.monitor import dashboard_console, monitor
 
-    return monitor(_monitor_command_options(args))
+    options = _monitor_command_options(args)
+    if options.dashboard and not options.print_messages and dashboard_console() is None:
+        stored = " and the --record database" if options.record is not None else ""
+        print(f"ser-stream: no terminal for the dashboard: utterances go to WebSocket subscribers{stored} only "
+              "(--print-utterances prints them as JSON lines; --no-dashboard silences this)", file=sys.stderr, flush=True)
+    return monitor(options)
 
 
 def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:

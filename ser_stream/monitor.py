@@ -190,7 +190,9 @@ def check_listening(options: MonitorOptions) -> None:
     hosts = [options.host] + [parse_address(spec.target)[0] for spec in options.sources if spec.kind == "rtp"]
     remote = [host for host in hosts if not is_loopback(host)]
     if remote and not options.allow_remote:
-        raise SerStreamError(f"{remote[0]} is reachable from other machines; add --allow-remote to listen there (and set --token)")
+        # a token guards the WebSocket port only: RTP's own guard is --rtp-allow (the advice once named the token alone)
+        guard = "set --token" if not is_loopback(options.host) else "name your telephony hosts with --rtp-allow CIDR"
+        raise SerStreamError(f"{remote[0]} is reachable from other machines; add --allow-remote to listen there (and {guard})")
     if not is_loopback(options.host) and options.access.token is None:
         print("ser-stream: warning: --ws listens beyond loopback without --token: anyone who can reach it can subscribe", file=sys.stderr, flush=True)
     if any(not is_loopback(host) for host in hosts[1:]) and not options.rtp.allowed_senders:  # no token can guard plain UDP

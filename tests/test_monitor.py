@@ -907,6 +907,18 @@ def test_the_demo_without_a_terminal_prints_its_utterances_as_json_lines():
     assert "ser-stream: no dashboard (no terminal, or --no-dashboard): each utterance is printed as a JSON line" in result.stderr.splitlines()
 
 
+@pytest.mark.parametrize(("options", "said"), [([], True), (["--print-utterances"], False), (["--no-dashboard"], False)],
+                         ids=["dashboard-asked", "printing", "no-dashboard"])
+def test_the_monitor_without_a_terminal_says_where_its_utterances_go(short_speech, shipped_model, capsys, options, said):
+    """`ser-stream monitor --source file:call.wav | cat` once printed the page's address and nothing else."""
+    from ser_stream.cli import main
+
+    status = main(["monitor", "--model", str(shipped_model), "--pace", "fast", "--ws", "127.0.0.1:0", "--source", f"file:{short_speech}", *options])
+    note = ("ser-stream: no terminal for the dashboard: utterances go to WebSocket subscribers only "
+            "(--print-utterances prints them as JSON lines; --no-dashboard silences this)")
+    assert status == 0 and (note in capsys.readouterr().err.splitlines()) == said
+
+
 @pytest.mark.parametrize("after", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_speech):
     """Ctrl-C in the first second, while numpy and onnxruntime load, once printed a 30-line KeyboardInterrupt traceback."""

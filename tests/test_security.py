@@ -274,14 +274,22 @@ def test_a_host_name_is_judged_by_the_addresses_it_resolves_to_and_one_that_does
     check_listening(MonitorOptions(sources=(), host="loopback.example", access=AccessConfig()))
 
 
-def test_the_cli_says_so_in_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("options", "guard"),
+    [
+        (["--ingest", "--ws", "0.0.0.0:0"], "set --token"),
+        (["--source", "rtp:0.0.0.0:0"], "name your telephony hosts with --rtp-allow CIDR"),  # once: "set --token", which cannot guard UDP
+    ],
+    ids=["ws", "rtp"],
+)
+def test_the_cli_says_so_in_one_line_with_the_guard_that_fits_the_port(options, guard):
     result = subprocess.run(
-        [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", "0.0.0.0:0"],
+        [sys.executable, "-m", "ser_stream", "monitor", "--no-dashboard", *options],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "ser-stream: error: 0.0.0.0 is reachable from other machines; add --allow-remote to listen there (and set --token)"
+        f"ser-stream: error: 0.0.0.0 is reachable from other machines; add --allow-remote to listen there (and {guard})"
     ]
 
 
