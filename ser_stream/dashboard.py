@@ -215,6 +215,11 @@ class DashboardFrame:
         Columns are as wide as what they hold and the stream id gets the rest; where that leaves an id under
         ``ID_CELLS_WANTED`` cells (a narrow terminal), the latest window's label and confidence give way to it.
         """
+        # An empty table after the demo's clip ended read as a broken panel; said in a row of it, this widened the
+        # id column until the headers were cut at 80 columns: it is the panel's one line instead.
+        if not self.streams:
+            ended = f": {self.ended} ended, their utterances below" if self.ended else ""
+            return Panel(Text(f"none active{ended}", style="dim", no_wrap=True, overflow="ellipsis"), title="streams"), 3
         shown_streams = self.streams if len(self.streams) <= rows else self.streams[: max(0, rows - 1)]
         lasts = [f"{row.last['label']} {row.last['confidence']:.2f} at {row.last['t_end']:.1f} s" if row.last else "" for _, row in shown_streams]
         nows = [row.current[0] for _, row in shown_streams]
@@ -236,9 +241,6 @@ class DashboardFrame:
         more = len(self.streams) - len(shown_streams)
         if more:
             calls.add_row(f"… {more} more", *blanks)
-        if not self.streams:  # an empty table after the demo's clip ended read as a broken panel
-            ended = f": {self.ended} ended, their utterances below" if self.ended else ""
-            calls.add_row(Text(f"none active{ended}", style="dim"), *blanks)
         return Panel(calls, title="streams"), 3 + max(1, len(shown_streams) + (more > 0))
 
     def _recent(self, inner: int, rows: int) -> Table:
