@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from ser_stream import EMOTIONS
+from ser_stream.audiofile import narrow_band
 from ser_stream.dashboard import Dashboard, DashboardState, loss_counts
 from ser_stream.errors import AudioInputError, SerStreamError, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
@@ -438,6 +439,8 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
             continue
         stream = Stream(stream_id, source.sample_rate, worker.config)
         worker.add_stream(stream)
+        if (below_telephone := narrow_band(stream_id, source.sample_rate)) is not None:  # classify said so; the monitor did not
+            warn(below_telephone)
         if spec.kind == "file":
             sources.files_read.append(stream)
         sources.threads.append(threading.Thread(target=source.run, args=(stream, sources.stopping), name=f"source-{stream_id}", daemon=True))

@@ -907,6 +907,19 @@ def test_the_demo_without_a_terminal_prints_its_utterances_as_json_lines():
     assert "ser-stream: no dashboard (no terminal, or --no-dashboard): each utterance is printed as a JSON line" in result.stderr.splitlines()
 
 
+def test_a_source_sampled_below_8_khz_is_warned_of_as_classify_warns_of_it(tmp_path, shipped_model, capsys):
+    """classify said a 6 kHz file holds nothing above 3 kHz of the 0–4 kHz the model hears; the monitor said nothing."""
+    from ser_stream.cli import main
+    from tests.conftest import speechlike
+
+    path = tmp_path / "low.wav"
+    soundfile.write(path, speechlike(2.0, 6000), 6000)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0", "--source", f"file:{path}"])
+    assert status == 0
+    assert ("ser-stream: warning: low.wav: sampled at 6000 Hz, so it holds nothing above 3000 Hz of the 0–4000 Hz the model "
+            "hears; its label may differ from the same speech recorded at 8 kHz or more") in capsys.readouterr().err.splitlines()
+
+
 @pytest.mark.parametrize(("options", "said"), [([], True), (["--print-utterances"], False), (["--no-dashboard"], False)],
                          ids=["dashboard-asked", "printing", "no-dashboard"])
 def test_the_monitor_without_a_terminal_says_where_its_utterances_go(short_speech, shipped_model, capsys, options, said):
