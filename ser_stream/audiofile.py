@@ -43,9 +43,9 @@ def check_samples(samples: NDArray[np.floating], path: str | Path) -> None:
 
 
 def require_file(path: str | Path) -> None:
-    """A missing path, a folder and a pipe or device get different one-line errors; each names the path."""
+    """A missing path, a folder, a pipe or device and an empty file get different one-line errors; each names the path."""
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(path)
     except FileNotFoundError:
         if str(path) == "-":  # the shell's name for stdin, which a file reader cannot rewind
             raise AudioInputError("-: no such file (stdin is not read here: save the audio to a file, or pipe raw PCM to monitor --source stdin)") from None
@@ -54,10 +54,12 @@ def require_file(path: str | Path) -> None:
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except OSError as error:
         raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(status.st_mode):
         raise AudioInputError(f"{shown(path)}: is a folder, not an audio file")
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         raise AudioInputError(f"{shown(path)}: not a regular file (a pipe or device); save the audio to a file, or pipe raw PCM to --source stdin")
+    if status.st_size == 0:  # libsndfile once called it "not a readable audio file (Format not recognised.)"
+        raise AudioInputError(f"{shown(path)}: the file is empty (0 bytes)")
     try:  # permissions: libsndfile would only say "System error."
         open(path, "rb").close()
     except OSError as error:

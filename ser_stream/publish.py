@@ -95,6 +95,7 @@ def query_pairs(target: str) -> list[tuple[str, str]]:
 HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/@\[\]]+)(?::[0-9]{1,5})?")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 EVERY_ADDRESS = ("", "0.0.0.0", "::")  # a --ws host that listens on all of this machine's addresses
+NO_INGEST = "no call audio is taken here: /ingest is served by a monitor started with --ingest\n"
 
 
 def host_name(text: str) -> str | None:
@@ -396,12 +397,14 @@ class Publisher:
                 answer.headers["Content-Type"] = "application/json"
                 answer.headers["Cache-Control"] = "no-store"
                 return answer
+            if endpoint(request.path) == "/ingest":  # `curl /ingest` once got the page's 404, "the page and its WebSocket are at /"
+                return self._ingest_without_upgrade(connection, request)
             if self.page is not None:
                 return self.page(connection, request)
             return connection.respond(HTTPStatus.UPGRADE_REQUIRED, "this is a WebSocket endpoint\n")
         path = endpoint(request.path)
         if path == "/ingest" and self.ingest is None:  # a platform would stream a call into a subscriber, unheard
-            return connection.respond(HTTPStatus.NOT_FOUND, "no call audio is taken here: /ingest is served by a monitor started with --ingest\n")
+            return connection.respond(HTTPStatus.NOT_FOUND, NO_INGEST)
         if path is None:
             where = "/ and /ingest" if self.ingest is not None else "/"
             return connection.respond(HTTPStatus.NOT_FOUND, f"not found: WebSockets are at {where}\n")
@@ -416,6 +419,21 @@ class Publisher:
                 self.refused["ingest_limit"] += 1
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections; retry later\n")
         return None
+
+    def _ingest_without_upgrade(self, connection: ServerConnection, request: Request) -> Response:
+        """A plain HTTP request to /ingest: 426 saying how to connect where calls are taken, 404 saying why where not."""
+        if self.ingest is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, NO_INGEST)
+        scheme = "wss" if self.access.tls is not None else "ws"
+        host = request.headers["Host"].strip()  # one this monitor serves, checked above: a name or address, and a port
+        answer = connection.respond(
+            HTTPStatus.UPGRADE_REQUIRED,
+            f"/ingest takes call audio over WebSocket (Twilio Media Streams framing): connect with {scheme}://{host}/ingest\n",
+        )
+        answer.headers["Upgrade"] = "websocket"  # RFC 9110: a 426 names the protocol, and Connection lists "upgrade"
+        del answer.headers["Connection"]  # respond() made it "close"
+        answer.headers["Connection"] = "upgrade, close"
+        return answer
 
     def _malformed(self, connection: ServerConnection, reason: str) -> Response:
         """400 for a request that never becomes a connection; counted with the other failed handshakes."""

@@ -45,6 +45,18 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+def unopenable(path: Path) -> str | None:
+    """Why no database can be opened at ``path``, or None: SQLite says "unable to open database file" of a folder, a
+    missing folder and a file where a folder should be alike (`--record adir` once said only that)."""
+    if path.is_dir():
+        return f"is a folder, not a database file; name a file in it ({shown(path / 'calls.db')})"
+    if not path.parent.exists():
+        return f"no folder {shown(path.parent)} to write it in"
+    if not path.parent.is_dir():
+        return f"{shown(path.parent)} is a file, not a folder to write it in"
+    return None
+
+
 class RecordError(SerStreamError):
     """An utterance the --record database did not store; the utterance is still published."""
 
@@ -61,7 +73,8 @@ class UtteranceLog:
             self.connection.execute("PRAGMA synchronous=NORMAL")
             self.connection.executescript(SCHEMA)
         except sqlite3.Error as error:
-            raise SerStreamError(f"--record {shown(path)}: cannot open the database ({error})") from None
+            reason = unopenable(Path(path)) or f"cannot open the database ({error})"
+            raise SerStreamError(f"--record {shown(path)}: {reason}") from None
         try:  # a database that opens but refuses writes (read-only file or medium, locked) is refused now, not mid-call
             self.connection.execute("BEGIN IMMEDIATE")
             self.connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('record_id', ?)", (uuid.uuid4().hex,))

@@ -27,6 +27,15 @@ BLOCK_SECONDS = 0.05
 READ_SECONDS = 1.0  # file sources decode this much at a time
 MAX_STDIN_CHANNELS = 64  # --channels: a frame of more is not a recording (and would make each read enormous)
 WAV_CHUNK_LIMIT = 1 << 20  # a stdin WAV's chunks before its audio (fmt, LIST…) are read whole only up to this size
+# MPEG audio frames (MP3 and its layers I and II): bitrates in kbit/s by [MPEG-1?][layer - 1][index], sample rates in Hz
+# by [version bits][index]. Index 0 is the rare "free" bitrate, whose frame length no header gives: not taken for MP3.
+MPEG_BITRATES = (
+    ((0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256), (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+     (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)),
+    ((0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448), (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+     (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)),
+)
+MPEG_SAMPLE_RATES = {0b00: (11025, 12000, 8000), 0b10: (22050, 24000, 16000), 0b11: (44100, 48000, 32000)}  # 0b01: reserved
 
 
 class Sink(Protocol):
@@ -172,8 +181,17 @@ class StdinSource:
 
     def _skip_wav_header(self) -> bytes:
         """Read past a WAV header if the stream starts with one (and it matches --rate and --channels); return
-        the bytes read that are audio (the start of a raw stream), or raise ``AudioInputError`` naming both."""
+        the bytes read that are audio (the start of a raw stream), or raise ``AudioInputError`` naming both.
+        A compressed or AIFF file is refused naming what it is: `cat call.flac |` was once heard as PCM, unsaid."""
         start = self._read(12)
+        if (file_format := refused_file_format(start)) is None and (frame_length := mpeg_frame_length(start)) is not None:
+            start += self._read(frame_length + 4 - len(start))  # an MP3 without a tag: its second frame's header too
+            file_format = "MP3" if mpeg_frame_length(start[frame_length:], like=start) is not None else None
+        if file_format is not None:
+            raise AudioInputError(
+                f"stdin: the stream is {file_format}, not 16-bit PCM (raw or WAV); decode it first (ffmpeg -i FILE -f s16le -ac 1 "
+                f"-ar {self.sample_rate} - | ser-stream monitor --source stdin --rate {self.sample_rate}), or give the file as --source file:FILE"
+            )
         if len(start) < 12 or start[:4] not in (b"RIFF", b"RF64", b"RIFX") or start[8:12] != b"WAVE":
             return start  # raw PCM
         if start[:4] == b"RIFX":
@@ -208,6 +226,47 @@ class StdinSource:
         else:
             what_to_do = "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"
         raise AudioInputError(f"stdin: the stream is a WAV of {found}, not the {expected} expected; {what_to_do}")
+
+
+def refused_file_format(start: bytes) -> str | None:
+    """What a stream's first 12 bytes say it is, in words, if an audio file format stdin does not take: FLAC, Ogg, MP3
+    with an ID3v2 tag, AIFF; else None. Each is checked in full: raw PCM starts so by chance one time in 2^32 or fewer.
+    (libsndfile tells them apart from a buffer too, but its MP3 probe prints libmpg123's notes on stderr.)"""
+    if start[:4] == b"fLaC":
+        return "FLAC"
+    if start[:5] == b"OggS\x00":  # version 0, the only one
+        return "Ogg (Vorbis, Opus…)"
+    # ID3v2: version 2 to 4, revision not 0xFF, a tag size of four 7-bit bytes
+    if len(start) >= 10 and start[:3] == b"ID3" and start[3] in (2, 3, 4) and start[4] != 0xFF and all(byte < 0x80 for byte in start[6:10]):
+        return "MP3"
+    if start[:4] == b"FORM" and start[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF" if start[8:12] == b"AIFF" else "AIFF-C"
+    return None
+
+
+def mpeg_frame_length(header: bytes, like: bytes | None = None) -> int | None:
+    """The length in bytes of the MPEG audio frame whose 4-byte header ``header`` starts with, or None if it is not a
+    valid one (of the same version, layer and sample rate as the header ``like``, when given).
+
+    Raw PCM can start with a frame sync (0xFFE…) by chance (a first sample of -1 does), and about a third of such
+    starts have valid header fields too; so an MP3 without a tag is taken as one only when a second frame header
+    follows the first where its length says (``like``).
+    """
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version, layer, bitrate_index, rate_index = (header[1] >> 3) & 3, (header[1] >> 1) & 3, header[2] >> 4, (header[2] >> 2) & 3
+    if version == 0b01 or layer == 0 or bitrate_index in (0, 0b1111) or rate_index == 0b11:  # reserved, reserved, free or bad, reserved
+        return None
+    if like is not None and (header[1] & 0x1E, header[2] & 0x0C) != (like[1] & 0x1E, like[2] & 0x0C):
+        return None
+    layer_number = 4 - layer  # the bits are 0b11 for layer I, 0b01 for layer III
+    bitrate = 1000 * MPEG_BITRATES[version == 0b11][layer_number - 1][bitrate_index]
+    sample_rate = MPEG_SAMPLE_RATES[version][rate_index]
+    padding = (header[2] >> 1) & 1
+    if layer_number == 1:
+        return (12 * bitrate // sample_rate + padding) * 4
+    samples_per_frame = 576 if layer_number == 3 and version != 0b11 else 1152  # MPEG-2 and 2.5 layer III: half
+    return samples_per_frame // 8 * bitrate // sample_rate + padding
 
 
 def describe_channels(count: int) -> str:

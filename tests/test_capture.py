@@ -15,7 +15,7 @@ import soundfile
 
 from ser_stream.errors import AudioInputError
 from ser_stream.ringbuffer import RingBuffer
-from ser_stream.sources import DevicePolicy, MicSource, StdinSource, list_devices, make_callback
+from ser_stream.sources import DevicePolicy, MicSource, StdinSource, list_devices, make_callback, mpeg_frame_length
 
 
 class Flags:
@@ -301,3 +301,60 @@ def test_a_stdin_read_that_fails_in_any_way_ends_its_stream_with_one_error_line(
 def test_raw_pcm_on_stdin_shorter_than_a_wav_header_is_still_audio():
     pcm = np.array([1000, -1000, 2000, -2000, 3000], "<i2")  # 10 bytes: fewer than the 12 read to look for a header
     np.testing.assert_array_equal(read_stdin(pcm.tobytes()).ring.read(), pcm.astype(np.float32) / 32768.0)
+
+
+def encoded(file_format: str, subtype: str | None = None) -> bytes:
+    """A second of tone as a file of ``file_format``'s bytes, as `cat call.flac |` would pipe them."""
+    out = io.BytesIO()
+    soundfile.write(out, tone(1.0, 16000), 16000, format=file_format, subtype=subtype)
+    return out.getvalue()
+
+
+ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10 bytes of padding, as taggers leave
+
+
+@pytest.mark.parametrize(
+    ("stream", "what"),
+    [
+        (encoded("FLAC"), "FLAC"),
+        (encoded("OGG", "VORBIS"), "Ogg (Vorbis, Opus…)"),
+        (encoded("OGG", "OPUS"), "Ogg (Vorbis, Opus…)"),
+        (ID3_TAG + encoded("MP3"), "MP3"),
+        (encoded("MP3"), "MP3"),  # libsndfile writes no tag: two frame headers in a row tell it
+        (encoded("AIFF", "PCM_16"), "AIFF"),
+    ],
+    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff"],
+)
+def test_a_compressed_or_aiff_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
+    """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0."""
+    sink = read_stdin(stream)
+    assert sink.error == (
+        f"stdin: the stream is {what}, not 16-bit PCM (raw or WAV); decode it first "
+        "(ffmpeg -i FILE -f s16le -ac 1 -ar 16000 - | ser-stream monitor --source stdin --rate 16000), or give the file as --source file:FILE"
+    )
+    assert sink.ring.available() == 0  # nothing of it was played as audio
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_raw_pcm_that_starts_like_an_mp3_frame_by_chance_is_heard_whole(seed):
+    """A first sample like 0xFBFF (-1025) reads as an MPEG frame sync with valid fields; without a second frame header
+    where the first frame's length ends, it is PCM, every byte of it."""
+    first = b"\xff\xfb\x90\x64"  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz: a 417-byte frame
+    assert mpeg_frame_length(first) == 417
+    samples = np.random.default_rng(seed).integers(-3000, 3000, 8000).astype("<i2").tobytes()
+    pcm = first + samples
+    assert mpeg_frame_length(pcm[417:]) is None  # no second frame header where the first frame would end
+    sink = read_stdin(pcm)
+    assert sink.error is None and sink.warning is None
+    np.testing.assert_array_equal(sink.ring.read(), np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)
+
+
+def test_raw_pcm_with_an_invalid_or_lone_frame_header_at_its_start_is_heard_not_refused():
+    """The boundary: a sync with a reserved or free field is no header at all; two valid ones a frame apart are an MP3."""
+    for first in (b"\xff\xff\xff\xff", b"\xff\xff\x00\x00", b"\xff\xeb\x90\x64", b"\xff\xf9\x90\x64", b"\xff\xfb\x9c\x64"):
+        assert mpeg_frame_length(first) is None  # bitrate 0b1111; free bitrate; reserved version; reserved layer; reserved rate
+        assert read_stdin(first + bytes(1000)).error is None
+    frame = b"\xff\xfb\x90\x64" + bytes(413)
+    assert read_stdin(frame + bytes(1000)).error is None  # one frame header, then silence: PCM
+    assert read_stdin(frame + frame).error.startswith("stdin: the stream is MP3, not 16-bit PCM")
+    assert read_stdin(frame[:300]).error is None  # the stream ends before a second header could: PCM

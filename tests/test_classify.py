@@ -45,7 +45,7 @@ def test_all_good_files_exit_zero_with_readable_lines(shipped_model, tmp_path):
     assert result.stdout.startswith(f"{path}: ") and " window" in result.stdout
 
 
-@pytest.mark.parametrize(("content", "reason"), [(b"", "not a readable audio file"), (None, "no such file")])
+@pytest.mark.parametrize(("content", "reason"), [(b"", "the file is empty (0 bytes)"), (None, "no such file")])
 def test_empty_and_missing_files_get_one_line(shipped_model, tmp_path, content, reason):
     path = tmp_path / "empty.flac"
     if content is not None:
@@ -53,6 +53,20 @@ def test_empty_and_missing_files_get_one_line(shipped_model, tmp_path, content, 
     result = classify(str(path))
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and reason in result.stderr
+
+
+def test_a_zero_byte_file_is_said_to_be_empty_by_classify_and_by_the_monitor(shipped_model, tmp_path, capsys):
+    """A 0-byte empty.wav was "not a readable audio file (Format not recognised.)", libsndfile's guess at a format."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    assert main(["classify", "--model", str(shipped_model), str(path)]) == 1
+    assert capsys.readouterr().err == f"{path}: error: the file is empty (0 bytes)\n"
+    assert main(["classify", "--model", str(shipped_model), "--json", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out) == {"path": str(path), "error": "the file is empty (0 bytes)"}
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {path}: the file is empty (0 bytes)\n"
 
 
 def test_each_json_path_is_the_argument_exactly_as_given_and_an_empty_one_is_named(shipped_model, tmp_path):

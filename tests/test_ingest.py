@@ -207,3 +207,49 @@ def test_calls_beyond_max_streams_a_second_call_on_one_connection_or_a_repeated_
     status = [m for m in messages if m["type"] == "status"][-1]
     assert status["refused_streams"] == 3  # every 'start' that opened no stream, as docs/protocol.md says
     assert status["ingest_gaps"] == status["ingest_late_chunks"] == 0 and undocumented_fields(messages) == []
+
+
+def plain_get(port: int, path: str) -> tuple[int, str, str, str]:
+    """What `curl http://127.0.0.1:PORT/PATH` gets: status, body, and the Upgrade and Connection headers."""
+    import http.client
+
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        client.request("GET", path)
+        response = client.getresponse()
+        return response.status, response.read().decode(), response.getheader("Upgrade") or "", response.getheader("Connection") or ""
+    finally:
+        client.close()
+
+
+def test_a_plain_http_get_of_ingest_is_told_to_connect_over_websocket_not_sent_to_the_page():
+    """`curl /ingest` of a monitor taking calls got 404 "not found: the page and its WebSocket are at /": ingest is there."""
+    port = free_port()
+    process = start_ingest_monitor(port)
+
+    async def requests() -> dict[str, tuple[int, str, str, str]]:
+        await (await subscriber_when_up(port, monitor=process)).close()
+        return {path: await asyncio.to_thread(plain_get, port, path) for path in ("/ingest", "/ingest/?token=x", "/", "/other")}
+
+    answers = run_then_sigterm(process, requests)
+    told = f"/ingest takes call audio over WebSocket (Twilio Media Streams framing): connect with ws://127.0.0.1:{port}/ingest\n"
+    assert answers["/ingest"] == answers["/ingest/?token=x"] == (426, told, "websocket", "upgrade, close")
+    assert answers["/"][0] == 200 and "<html" in answers["/"][1].lower()  # the page, as before
+    assert answers["/other"][:2] == (404, "not found: the page and its WebSocket are at /\n")
+
+
+def test_a_plain_http_get_of_ingest_without_ingest_says_to_start_the_monitor_with_it():
+    from ser_stream.publish import Publisher
+    from ser_stream.web import serve_page
+
+    async def requests() -> tuple[int, str, str, str]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        publisher.page = serve_page  # as the monitor serves it: the page's own 404 once answered
+        await publisher.start()
+        try:
+            return await asyncio.to_thread(plain_get, publisher.port, "/ingest")
+        finally:
+            await publisher.close(0)
+
+    assert asyncio.run(asyncio.wait_for(requests(), 60))[:2] == (404, "no call audio is taken here: /ingest is served by a monitor started with --ingest\n")

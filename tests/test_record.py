@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from benchmarks.clients import free_port, subscriber_when_up
+from ser_stream.errors import SerStreamError
 from ser_stream.publish import Publisher
 from ser_stream.record import UtteranceLog, read_since
 from tests.conftest import undocumented_fields
@@ -384,3 +385,36 @@ def test_a_database_deleted_or_replaced_while_the_monitor_runs_is_a_counted_fail
         log.append(utterance)
     assert log.failures == 1
     log.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("adir", "is a folder, not a database file; name a file in it ({tmp}/adir/calls.db)"),
+        ("missing/calls.db", "no folder {tmp}/missing to write it in"),
+        ("notes.txt/calls.db", "{tmp}/notes.txt is a file, not a folder to write it in"),
+    ],
+    ids=["folder", "missing-folder", "file-as-folder"],
+)
+def test_a_record_path_no_database_can_be_at_says_why_in_one_line(tmp_path, where, reason):
+    """`--record adir` once said only "cannot open the database (unable to open database file)", as SQLite does of all three."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(SerStreamError) as refused:
+        UtteranceLog(tmp_path / where)
+    assert str(refused.value) == f"--record {tmp_path / where}: " + reason.format(tmp=tmp_path)
+
+
+def test_monitor_record_given_a_folder_is_refused_at_start_naming_it_a_folder(tmp_path, shipped_model, capsys):
+    import numpy as np
+    import soundfile
+
+    from ser_stream.cli import main
+
+    recording = tmp_path / "x.wav"
+    soundfile.write(recording, np.zeros(16000, np.float32), 16000)
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0",
+                 "--record", str(folder), "--source", f"file:{recording}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: --record {folder}: is a folder, not a database file; name a file in it ({folder}/calls.db)\n"
