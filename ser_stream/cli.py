@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     classify = commands.add_parser("classify", help="label whole audio files (WAV, FLAC, OGG, MP3…; 1 kHz to 1 MHz; any channels)")
-    classify.add_argument("files", nargs="+", metavar="FILE")
+    classify.add_argument("files", nargs="+", metavar="FILE", help="audio files, each labelled as one utterance (a folder is refused: give its files, e.g. calls/*.wav)")
     _add_model_arguments(classify)
     classify.add_argument("--json", action="store_true", help="one JSON object per file and line")
     classify.set_defaults(run=_classify)
