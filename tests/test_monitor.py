@@ -848,7 +848,8 @@ def test_a_monitor_taking_calls_answers_healthz_with_its_instance_and_a_worker_t
         _, errors = process.communicate(timeout=60)
     assert process.returncode == 0, errors
     assert status == 200 and report["status"] == "ok" and report["instance"] == hello["instance"]
-    assert report["seconds_since_worker_step"] < 5.0 and report["streams"] == 0 and report["outbox"] >= 0 and report["outbox_full_waits"] == 0
+    assert report["seconds_since_worker_step"] < 5.0 and report["streams"] == 0 and report["outbox_full_waits"] == 0
+    assert report["outbox"] in (0, 1)  # idle: empty, or the second's status on its way
 
 
 def test_a_full_outbox_makes_the_emitting_thread_wait_rather_than_drop_a_message():

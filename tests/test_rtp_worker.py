@@ -67,7 +67,13 @@ def test_an_rtp_call_refused_for_many_retries_counts_as_one_refused_stream(monke
 
     monkeypatch.setattr(rtp_module, "REFUSED_RETRY_SECONDS", 0.05)
     worker = Worker(None, MonitorConfig(max_streams=1), [].append)  # type: ignore[arg-type]
-    receiver = RtpReceiver(RtpConfig(port=0), monitor_opener(worker), [].append)
+    opener, tried = monitor_opener(worker), []
+
+    def open_stream(stream_id: str, sample_rate: int):
+        tried.append(stream_id)
+        return opener(stream_id, sample_rate)
+
+    receiver = RtpReceiver(RtpConfig(port=0), open_stream, [].append)
     try:
         for sequence in range(30):  # 0.6 s: the refused call is tried again about ten times
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=1), "10.0.0.1:4000")
@@ -76,6 +82,7 @@ def test_an_rtp_call_refused_for_many_retries_counts_as_one_refused_stream(monke
             receiver.close_idle(time.monotonic())
     finally:
         receiver.socket.close()
+    assert tried.count("rtp-00000002") >= 3  # retried: the count below is of calls, not of tries
     assert worker.refused_streams == 1 and receiver.counters()["rtp_refused_packets"] == 30
     with pytest.raises(StreamRefused):
         worker.add_stream(Stream("rtp-00000003", 8000, worker.config))  # another call: counted

@@ -11,7 +11,7 @@ import sys
 import pytest
 import trustme
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
 
 from ser_stream.errors import SerStreamError
 from ser_stream.monitor import MonitorOptions, check_listening
@@ -237,7 +237,7 @@ def test_tls_serves_wss_and_refuses_plain_websocket():
     async def scenario():
         publisher = await started(AccessConfig(tls=server_context))
         hello = await first_message(f"wss://127.0.0.1:{publisher.port}/", ssl=client_context)
-        with pytest.raises(Exception):  # noqa: B017 - a plain client cannot complete the handshake
+        with pytest.raises(InvalidMessage):  # a plain client cannot complete the handshake (not a timeout: it is refused)
             await first_message(f"ws://127.0.0.1:{publisher.port}/", open_timeout=3)
         await publisher.close()
         return hello
