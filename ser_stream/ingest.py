@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,8 @@ RENUMBERED_SAMPLES = G711_SAMPLE_RATE
 # How long a 'start' waits for a stream of its id to finish publishing (the same call, reconnected) before it is
 # refused: the old stream's last utterance ends after --min-silence and one worker step.
 REJOIN_SECONDS = 5.0
+# Calls paused for want of media that a connection may resume (each keeps its start message): the latest ones.
+PAUSED_CALLS_KEPT = 16
 # The tracks of a call share its clock: a track that sends nothing while another's frames come (a leg that stopped
 # sending, one that starts late) has its time played as silence up to the other's, less this margin for the two
 # tracks' skew. Its last utterance then ends half a second after its speech, not at the call's stop 9 s later, and
@@ -92,6 +95,10 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise IngestError(f"not JSON ({error.msg} at character {error.pos})") from None
+    except ValueError:  # these two once ended the call, unsaid
+        raise IngestError(f"a number in it has more than {sys.get_int_max_str_digits()} digits") from None
+    except RecursionError:
+        raise IngestError("its arrays or objects are nested too deeply to read") from None
     if not isinstance(message, dict) or not isinstance(message.get("event"), str):
         raise IngestError("message has no 'event' field")
     event = message["event"]
@@ -101,6 +108,10 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
             raise CallRefused("call refused: its start message lacks start.streamSid")
         if not sid.strip():  # ?stream= of it would select every stream
             raise CallRefused("call refused: start.streamSid is empty: name the call")
+        try:  # JSON's "\ud800" is a str no encoding holds: it once stopped the monitor at --record's INSERT
+            sid.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CallRefused(f"call refused: start.streamSid {sid!r:.60} holds a lone surrogate, which is not text: name the call in Unicode") from None
         call = f"stream {sid!r:.60} refused"
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
         if not isinstance(media_format, dict) or media_format.get("encoding") not in DECODERS:
@@ -221,32 +232,45 @@ class MediaIngest:
 
     async def handle(self, connection: ServerConnection) -> None:
         calls: Calls = {}
-        starts: dict[str, dict[str, Any]] = {}  # each call's start message, to begin it again after a pause
-        paused: set[str] = set()  # calls ended for want of media while the connection stayed open
+        # Each call's start message, to begin it again after a pause: kept only for the call carried and the paused
+        # ones (a connection starting and stopping call after call once held every start it had sent, 64 KiB each).
+        starts: dict[str, dict[str, Any]] = {}
+        paused: dict[str, None] = {}  # calls ended for want of media while the connection stayed open, oldest first
         warned = False  # this connection's first rejected message has been said
+        loop = asyncio.get_running_loop()
+        media_at = loop.time()  # a call's last media (or its start): --call-idle runs from it, not from any frame's
         try:
             while True:
                 try:
-                    text = await asyncio.wait_for(connection.recv(), self.idle_seconds if calls else None)
+                    idle_left = max(0.0, media_at + self.idle_seconds - loop.time()) if calls else None
+                    text = await asyncio.wait_for(connection.recv(), idle_left)
                 except TimeoutError:  # a stalled platform once held a call's last utterance and its --max-streams slot
                     for call_id, tracks in calls.items():
                         for track in tracks.values():
                             add_warning(track.sink, f"no media for {self.idle_seconds:g} s with the connection open: the call was ended (media that comes later begins a new stream)")
                             track.sink.finished = True
-                        paused.add(call_id)
+                        paused[call_id] = None
                     calls.clear()
+                    for forgotten in list(paused)[:-PAUSED_CALLS_KEPT]:
+                        del paused[forgotten], starts[forgotten]
                     continue
                 try:
                     message = parse_message(text)
                     resumed = message.get("streamSid") if message["event"] in ("media", "stop") else None
                     if isinstance(resumed, str) and resumed in paused:  # media again: the call goes on as a new stream; a stop: it had ended
-                        paused.discard(resumed)
+                        del paused[resumed]
                         if message["event"] == "stop":
+                            del starts[resumed]
                             continue
                         await self._handle_message(starts[resumed], calls)
+                    if message["event"] == "media" and message["streamSid"] in calls:  # marks and DTMF once kept a call
+                        media_at = loop.time()  # without audio open; media whose payload is unreadable is still its time
                     await self._handle_message(message, calls)
                     if message["event"] == "start":
+                        media_at = loop.time()
                         starts[started_call(message)] = message
+                    elif message["event"] == "stop":
+                        starts.pop(message["streamSid"], None)
                 except IngestError as error:
                     self.rejected += 1
                     if isinstance(error, CallRefused):  # a call lost: the operator is told each time

@@ -25,7 +25,7 @@ from rich.console import Console
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import narrow_band
 from ser_stream.dashboard import Dashboard, DashboardState, loss_counts
-from ser_stream.errors import AudioInputError, SerStreamError, host_port, one_line, shown
+from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import PROTOCOL_VERSION, Message, utc_now
@@ -427,7 +427,8 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
     taken: set[str] = set()
     for index, (spec, source) in enumerate(file_like):
         if spec.kind == "file":
-            stream_id = distinct_stream_id(Path(spec.target).name, spec.target, taken)
+            # a name that is not UTF-8 as \xNN text: its surrogate escapes once stopped the monitor at --record's INSERT
+            stream_id = distinct_stream_id(bytes_as_text(Path(spec.target).name), bytes_as_text(spec.target), taken)
         else:
             name = spec.kind if len(file_like) == 1 else f"{spec.kind}{index}"
             stream_id = distinct_stream_id(name, name, taken)  # a file may be called 'stdin1' too

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ser_stream.errors import SerStreamError, shown
+from ser_stream.errors import SerStreamError, one_line, shown
 from ser_stream.messages import Message
 
 SCHEMA = """
@@ -96,9 +96,9 @@ class UtteranceLog:
             )
         try:
             cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
-        except sqlite3.Error as error:
+        except (sqlite3.Error, UnicodeError) as error:  # UnicodeError: a stream name no text encoding holds (it stopped the monitor)
             self.failures += 1
-            raise RecordError(f"--record {shown(self.path)}: an utterance was not stored ({error}); it is published without a seq") from None
+            raise RecordError(f"--record {shown(self.path)}: an utterance was not stored ({one_line(error)}); it is published without a seq") from None
         return {"seq": cursor.lastrowid, **message}
 
     def close(self) -> None:

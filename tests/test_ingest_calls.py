@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import re
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -367,6 +368,75 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     assert opened[0].warning == "no media for 0.3 s with the connection open: the call was ended (media that comes later begins a new stream)"
     assert [stream.stream_id for stream in opened] == [SID, SID]
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
+
+
+def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
+    """--call-idle runs from a call's last media: any frame (a mark's echo every half second) once reset it."""
+    opened: list[Stream] = []
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        opened.append(Stream(stream_id, sample_rate, MonitorConfig()))
+        return opened[-1]
+
+    ingest = MediaIngest(open_stream, idle_seconds=0.3)
+
+    async def scenario() -> bool:
+        publisher = await serving(ingest)
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            await connection.send(start())
+            await connection.send(media(CALLER, 1, 0))
+            for _ in range(8):  # 0.8 s without media, a mark every 0.1 s
+                await asyncio.sleep(0.1)
+                await connection.send(json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "played"}}))
+            ended = opened[0].finished
+        await publisher.close()
+        return ended
+
+    assert asyncio.run(scenario())
+    assert opened[0].warning.startswith("no media for 0.3 s with the connection open: the call was ended")
+
+
+def test_a_connection_starting_call_after_call_keeps_no_start_message_but_the_current_calls():
+    """Each start was kept for the connection's life (to resume a paused call): 1500 calls of 60 kB starts held 92 MB."""
+    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()))
+    kept: list[int] = []
+
+    async def scenario() -> None:
+        publisher = await serving(ingest)
+        padded = json.loads(start())
+        padded["start"]["customParameters"] = {"padding": "x" * 60_000}
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for number in range(150):
+                padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
+                await connection.send(json.dumps(padded))
+                await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
+                await connection.send(json.dumps({"event": "stop", "streamSid": f"MZ{number}"}))
+            await connection.send(LAST_FRAME)
+            await asyncio.wait_for(connection.recv(), 30)  # every frame before it handled
+            kept.append(tracemalloc.get_traced_memory()[0])
+        await publisher.close()
+
+    tracemalloc.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        tracemalloc.stop()
+    assert kept[0] < 5_000_000  # 150 starts of 60 kB kept were 18 MB, text and parsed copies
+
+
+def test_a_frame_json_cannot_read_is_answered_and_skipped_and_the_call_goes_on():
+    """A 5000-digit number (ValueError) or arrays nested 30000 deep (RecursionError) once ended the call, unsaid."""
+    opened, replies, ingest, _ = call([start(), media(CALLER, 1, 0), '{"event": "media", "n": ' + "9" * 5000 + "}",
+                                       "[" * 30000, media(CALLER, 2, 20)])
+    assert replies == ["a number in it has more than 4300 digits", "its arrays or objects are nested too deeply to read"]
+    assert ingest.rejected == 2 and audio(opened[SID]).size == 2 * FRAME  # the frame after them was heard: the call went on
+
+
+def test_a_stream_sid_that_is_not_text_is_refused_not_taken_to_the_record():
+    """JSON's "\\ud800" is a str no encoding holds: at --record's INSERT it once stopped the whole monitor."""
+    opened, replies, _, refused = call([start(sid="MZ\ud800")])
+    assert opened == {} and refused == 1
+    assert replies == ["call refused: start.streamSid 'MZ\\ud800' holds a lone surrogate, which is not text: name the call in Unicode"]
 
 
 def test_a_call_renumbered_then_stalled_says_both_in_its_end_warning():

@@ -418,3 +418,22 @@ def test_monitor_record_given_a_folder_is_refused_at_start_naming_it_a_folder(tm
     assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0",
                  "--record", str(folder), "--source", f"file:{recording}"]) == 2
     assert capsys.readouterr().err == f"ser-stream: error: --record {folder}: is a folder, not a database file; name a file in it ({folder}/calls.db)\n"
+
+
+def test_a_file_whose_name_is_not_utf8_is_stored_under_its_name_with_the_bytes_as_escapes(clips_with_silence, shipped_model, tmp_path, capsys):
+    """Its stream id held Python's surrogate escapes, which SQLite cannot encode: the INSERT raised UnicodeEncodeError
+    and stopped the monitor (exit 1, every stream with it)."""
+    import os
+    import shutil
+
+    from ser_stream.cli import main
+
+    source, _ = clips_with_silence
+    named = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.wav")
+    shutil.copyfile(source, named)
+    database = tmp_path / "calls.db"
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--record", str(database), "--print-utterances", "--source", f"file:{named}"])
+    published = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 0 and published and {message["stream"] for message in published} == {"caf\\xe9.wav"}
+    assert sorted(stored(database)) == [message["seq"] for message in published]
