@@ -258,10 +258,11 @@ def hello_message(model: EmotionModel, window: WindowConfig, log: UtteranceLog |
     }
 
 
-async def started_publisher(options: MonitorOptions, hello: Message) -> Publisher:
+async def started_publisher(options: MonitorOptions, hello: Message, log: UtteranceLog | None) -> Publisher:
     """The WebSocket server, serving the page and --record catch-up, listening; a port it cannot take is one line."""
     publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
     publisher.record_path = options.record
+    publisher.last_seq = log.seq_at_open if log is not None else 0
     publisher.page = serve_page
     publisher.hello = hello
     try:
@@ -560,7 +561,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         if log is not None:
             undo.callback(log.close)
         hello = hello_message(model, config.window, log)
-        publisher = await started_publisher(options, hello)
+        publisher = await started_publisher(options, hello, log)
         undo.push_async_callback(publisher.close)
         state = DashboardState(hello)
         loop = asyncio.get_running_loop()

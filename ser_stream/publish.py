@@ -271,6 +271,7 @@ class Publisher:
         self.cancelled_handlers = 0  # handlers close() cancelled because they had not returned in time
         self.dropped_total = 0
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
+        self.last_seq = 0  # of the utterances published: a ?since= subscriber's queue holds windows of later ones only
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ingest: Callable[[ServerConnection], Awaitable[None]] | None = None  # serves /ingest when set
         self.server: Server | None = None
@@ -338,6 +339,8 @@ class Publisher:
         stream = message.get("stream")
         if message.get("type") == "stream_started":
             self.active_streams[str(stream)] = message
+        elif message.get("type") == "utterance" and isinstance(seq := message.get("seq"), int):
+            self.last_seq = max(self.last_seq, seq)
         elif message.get("type") == "stream_ended":
             self.active_streams.pop(str(stream), None)
         for subscriber in self.subscribers:
@@ -479,6 +482,7 @@ class Publisher:
         stream, since = asked.stream, asked.since
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
         self.subscribers.add(subscriber)  # live messages queue from here on; the catch-up below overlaps them
+        live_after = self.last_seq  # utterances after this one may have windows in the queue, before them
         # Wait on our queue *or* the connection closing, so a client that leaves while
         # nothing is queued does not leave its handler waiting for ever.
         closed = asyncio.ensure_future(ignore_what_is_sent(connection))
@@ -487,7 +491,7 @@ class Publisher:
             for started in list(self.active_streams.values()):
                 if stream is None or started["stream"] == stream:
                     await connection.send(json.dumps(started))
-            replayed, replayed_utterances = await self._catch_up(subscriber, since) if since is not None else (0, set())
+            replayed, replayed_utterances = await self._catch_up(subscriber, since, live_after) if since is not None else (0, set())
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -514,9 +518,11 @@ class Publisher:
             closed.cancel()
             self.subscribers.discard(subscriber)
 
-    async def _catch_up(self, subscriber: Subscriber, since: int) -> tuple[int, set[tuple[Any, Any]]]:
-        """Send stored utterances with ``seq > since``; return the last seq sent, and (stream, id) of the last page's
-        utterances: those that may also be waiting, windows first, in the live queue that filled meanwhile.
+    async def _catch_up(self, subscriber: Subscriber, since: int, live_after: int) -> tuple[int, set[tuple[Any, Any]]]:
+        """Send stored utterances with ``seq > since``; return the last seq sent, and (stream, id) of those sent with
+        ``seq > live_after``: published since the subscriber's queue began, so their windows may be waiting in it.
+        (They were taken from the last page alone: a stream id and utterance id of an earlier run, a restarted `mic`,
+        had the current utterance's windows skipped, and one stored pages before the end had its windows follow it.)
 
         Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
         """
@@ -531,7 +537,7 @@ class Publisher:
                 for text in page:
                     await subscriber.connection.send(text)
                 last = seq_of(page[-1]) or last
-                recent = {(stored.get("stream"), stored.get("id")) for stored in map(json.loads, page)}
+                recent |= {(stored.get("stream"), stored.get("id")) for stored in map(json.loads, (text for text in page if (seq_of(text) or 0) > live_after))}
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())

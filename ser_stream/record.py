@@ -84,6 +84,8 @@ class UtteranceLog:
         # Names this database in hello: a page that kept a seq from another database must not ask this one for it.
         self.record_id = str(self.connection.execute("SELECT value FROM meta WHERE key = 'record_id'").fetchone()[0])
         self.file = file_identity(path)
+        # The seq stored last before this run: a ?since= catch-up replays those as stored, none has live windows.
+        self.seq_at_open = int(self.connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
 
     def append(self, message: Message) -> Message:
         """Store the message; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""

@@ -165,8 +165,6 @@ def test_a_window_queued_live_during_the_catch_up_never_follows_its_replayed_utt
     import ser_stream.publish
 
     log = UtteranceLog(tmp_path / "utterances.db")
-    utterance = log.append({"type": "utterance", "stream": "s", "id": 1, "windows": 1})
-    log.close()
     live_window = {"type": "window", "stream": "s", "utterance": 1, "t_start": 0.0, "t_end": 2.0}
     later_window = {"type": "window", "stream": "s", "utterance": 2, "t_start": 2.0, "t_end": 4.0}
 
@@ -175,9 +173,10 @@ def test_a_window_queued_live_during_the_catch_up_never_follows_its_replayed_utt
         loop = asyncio.get_running_loop()
 
         def pages_after_the_live_messages(path, since, stream=None):
-            async def live():  # the worker published utterance 1 (windows first) while the catch-up read
-                for message in (live_window, utterance, later_window):
-                    publisher.publish(message)
+            async def live():  # the worker published utterance 1 (windows first, stored first) while the catch-up read
+                publisher.publish(live_window)
+                publisher.publish(log.append({"type": "utterance", "stream": "s", "id": 1, "windows": 1}))
+                publisher.publish(later_window)
             asyncio.run_coroutine_threadsafe(live(), loop).result()
             yield from read_since(path, since, stream)
 
@@ -190,6 +189,62 @@ def test_a_window_queued_live_during_the_catch_up_never_follows_its_replayed_utt
     messages = asyncio.run(scenario())
     assert [(m["type"], m.get("utterance", m.get("id"))) for m in messages] == [
         ("hello", None), ("utterance", 1), ("caught_up", None), ("window", 2)
+    ]
+
+
+def test_live_windows_are_sent_whatever_an_earlier_run_stored_under_the_same_stream_and_id(tmp_path):
+    """A restarted monitor's `mic` numbers its utterances from 1 again: the live windows of its utterance 1 were
+    skipped, uncounted, as if the catch-up had replayed it, because an earlier run's (mic, 1) was on its last page."""
+    earlier_run = UtteranceLog(tmp_path / "utterances.db")
+    earlier_run.append({"type": "utterance", "stream": "mic", "id": 1, "windows": 3})
+    earlier_run.close()
+    this_run = UtteranceLog(tmp_path / "utterances.db")
+
+    async def scenario():
+        publisher = await publishing(tmp_path / "utterances.db")
+        publisher.last_seq = this_run.seq_at_open  # as the monitor's started_publisher sets it
+        async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
+            caught_up = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
+            for t in range(3):
+                publisher.publish({"type": "window", "stream": "mic", "utterance": 1, "t_start": t / 2, "t_end": t / 2 + 2})
+            live = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
+        await publisher.close()
+        return caught_up, live
+
+    caught_up, live = asyncio.run(scenario())
+    assert [m["type"] for m in caught_up] == ["hello", "utterance", "caught_up"]
+    assert [(m["type"], m["t_start"]) for m in live] == [("window", 0.0), ("window", 0.5), ("window", 1.0)]
+
+
+def test_live_windows_of_an_utterance_stored_pages_before_the_catch_ups_end_never_follow_it(tmp_path, monkeypatch):
+    """Only the last page's utterances were remembered: with 500 or more stored during one catch-up, windows of one
+    on an earlier page came after it (a page of one utterance stands in for 500 here)."""
+    import ser_stream.publish
+
+    log = UtteranceLog(tmp_path / "utterances.db")
+
+    async def scenario():
+        publisher = await publishing(tmp_path / "utterances.db")
+        loop = asyncio.get_running_loop()
+
+        def pages_of_one(path, since, stream=None):
+            async def live():  # the worker, while the catch-up reads: windows, then their utterance, stored first
+                for number in (1, 2):
+                    publisher.publish({"type": "window", "stream": "s", "utterance": number, "t_start": 0.0, "t_end": 2.0})
+                    publisher.publish(log.append({"type": "utterance", "stream": "s", "id": number, "windows": 1}))
+            asyncio.run_coroutine_threadsafe(live(), loop).result()
+            yield from read_since(path, since, stream, page=1)
+
+        monkeypatch.setattr(ser_stream.publish, "read_since", pages_of_one)
+        async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
+            publisher.publish({"type": "status"})
+            messages = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(5)]
+        await publisher.close()
+        return messages
+
+    messages = asyncio.run(scenario())
+    assert [(m["type"], m.get("id")) for m in messages] == [
+        ("hello", None), ("utterance", 1), ("utterance", 2), ("caught_up", None), ("status", None)
     ]
 
 
