@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import RecentKeys, StreamRefused
+from ser_stream.errors import RecentKeys, StreamRefused, one_line
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import Message, rounded, utc_now
@@ -62,8 +62,12 @@ class Stream:
     def __init__(self, stream_id: str, sample_rate: int, config: MonitorConfig, detector: Any = None) -> None:
         self.stream_id, self.sample_rate = stream_id, sample_rate
         self.ring = RingBuffer(int(config.ring_seconds * sample_rate))
-        self.read_limit = int(PUSH_LIMIT_SECONDS * sample_rate)  # a step's read: a second of audio, however much is waiting
         self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
+        # A step's read: a second of audio at most, however much is waiting, in whole blocks of the resampler's input. At
+        # a rate whose ratio to 8 kHz is approximated (47952 Hz: 166/995) a second's read left a remainder that grew
+        # until one read gave more than a second of output, and the worker stopped, every stream with it.
+        down = self.resampler.down
+        self.read_limit = max(down, int(PUSH_LIMIT_SECONDS * sample_rate) // down * down)
         self.tracker = UtteranceTracker(stream_id, config.window, config.utterance, detector)
         self.input_overflows = 0
         self.nonfinite_samples = 0  # NaN/Inf from a live source, replaced by silence and counted
@@ -209,26 +213,26 @@ class Worker:
             streams = list(self.streams.values())  # a stream leaves them in the locked block that marks it ended
         self._announce(started)
         finished_before: dict[str, bool] = {}
+        broken: list[Stream] = []  # a bug met in a stream's audio ends that stream alone (it once stopped every call)
         for stream in streams:
             finished_before[stream.stream_id] = stream.finished  # read before draining, so nothing written after is missed
-            block = stream.ring.read(stream.read_limit)  # what the voice detector's history has room for, at most
-            jobs += stream.skip_lost_audio(time.monotonic())  # the lost audio came before this block
-            if block.size:
-                if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison
-                    stream.nonfinite_samples += int(np.count_nonzero(~np.isfinite(block)))
-                    block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
-                canonical = stream.resampler.process(block)
-                if canonical.size:
-                    stream.level = float(np.sqrt(np.mean(np.square(canonical))))
-                stream.tracker.push(canonical)
+            try:
+                jobs += self._read(stream)
+            except Exception as error:  # noqa: BLE001 - said as the stream's error; the other streams go on
+                broken.append(self._broken(stream, error))
         arrival = time.monotonic()
-        probabilities = batched_vad([stream.tracker for stream in streams])
-        for stream in streams:
-            jobs += stream.tracker.advance(arrival, probabilities.get(id(stream.tracker)))
-            if finished_before[stream.stream_id] and stream.ring.available() == 0:
-                jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
-                jobs += stream.tracker.finish(arrival)
-                ending_streams.append(stream)
+        working = [stream for stream in streams if stream not in broken]
+        probabilities = batched_vad([stream.tracker for stream in working])
+        for stream in working:
+            try:
+                jobs += stream.tracker.advance(arrival, probabilities.get(id(stream.tracker)))
+                if finished_before[stream.stream_id] and stream.ring.available() == 0:
+                    jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
+                    jobs += stream.tracker.finish(arrival)
+                    ending_streams.append(stream)
+            except Exception as error:  # noqa: BLE001 - as above
+                broken.append(self._broken(stream, error))
+        ending_streams += broken
         for start in range(0, len(jobs), self.config.max_batch):
             self._infer(jobs[start : start + self.config.max_batch])
         self.queue_depth = self._windows_waiting(streams)
@@ -249,6 +253,28 @@ class Worker:
                 stream.ended = True  # with its id free: a call waiting to resume (RTP) may now open the next stream
         self.publish_status()
         return bool(jobs or ending_streams or any(s.ring.available() for s in streams))
+
+    def _read(self, stream: Stream) -> list[WindowJob]:
+        """A step's audio of one stream, through the resampler to its voice detector; the windows lost audio closed."""
+        block = stream.ring.read(stream.read_limit)  # what the voice detector's history has room for, at most
+        jobs = stream.skip_lost_audio(time.monotonic())  # the lost audio came before this block
+        if block.size:
+            if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison
+                stream.nonfinite_samples += int(np.count_nonzero(~np.isfinite(block)))
+                block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+            canonical = stream.resampler.process(block)
+            if canonical.size:
+                stream.level = float(np.sqrt(np.mean(np.square(canonical))))
+            stream.tracker.push(canonical)
+        return jobs
+
+    @staticmethod
+    def _broken(stream: Stream, error: Exception) -> Stream:
+        """End ``stream`` with the bug it met as its error (published, and the exit status 1); the stream itself."""
+        stream.error = (f"{stream.stream_id}: stopped by an internal error ({type(error).__name__}: {one_line(error)}); "
+                        "what came after was not heard (please report it)")
+        stream.finished = True
+        return stream
 
     def _windows_waiting(self, streams: list[Stream]) -> int:
         """Windows to come from audio that has arrived and not been read yet, one per hop of it: what the worker

@@ -431,6 +431,8 @@ class UtteranceTracker:
         part_of_longer_speech = cut or utterance.continues
         if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0 and not part_of_longer_speech:
             return jobs  # a click or a breath: not an utterance
+        if end <= utterance.start_sample and utterance.windows_cut == 0:  # a --max-utterance cut right at the stream's end:
+            return jobs  # a continuation without audio (its windows, cut from nothing, once stopped the worker); id unused
         jobs += self._schedule(utterance, end)
         window = self.window.window_samples
         if utterance.windows_cut == 0:  # shorter than a window: centred in silence, as offline

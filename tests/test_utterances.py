@@ -298,3 +298,70 @@ def test_a_short_greeting_counts_as_an_utterance_wherever_the_stream_starts_it(l
     """A call that opens with a 0.3 s 'hi': near t=0 the 0.1 s margin was cut, and was still subtracted."""
     jobs, done = run(stream((lead_seconds, False), (0.3, True), (1.0, False)))
     assert len(done) == 1 and len(jobs) == 1
+
+
+class UniformModel:
+    def predict(self, batch):
+        return np.full((len(batch), 8), 1 / 8, np.float32)
+
+
+def worker_run(streams: dict[str, tuple[int, np.ndarray]], config=None, detector=None, broken: str | None = None) -> tuple[list[dict], str | None]:
+    """Every message of one worker fed these streams (id: rate, audio) a second at a time, a step after each, then
+    ended; and its crash, if any. ``broken``: that stream's voice detector history raises, as a bug would."""
+    import threading
+
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    config = config or MonitorConfig()
+    messages: list[dict] = []
+    worker = Worker(UniformModel(), config, messages.append)
+    opened = {stream_id: Stream(stream_id, rate, config, detector=detector) for stream_id, (rate, _) in streams.items()}
+    for stream_id, stream in opened.items():
+        if stream_id == broken:
+            def push(samples, name=stream_id):
+                raise ValueError(f"a bug met in {name}'s audio")
+            stream.tracker.push = push  # type: ignore[method-assign]
+        worker.add_stream(stream)
+    for second in range(max(int(np.ceil(audio.size / rate)) for rate, audio in streams.values())):
+        for stream_id, (rate, audio) in streams.items():
+            opened[stream_id].ring.write(audio[second * rate : (second + 1) * rate])
+        worker.step()
+    for stream in opened.values():
+        stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    return messages, worker.crash
+
+
+@pytest.mark.parametrize("rate", [47952, 12345, 22254])
+def test_a_stream_at_a_rate_whose_ratio_to_8_khz_is_approximated_runs_to_its_end(rate):
+    """47952 Hz (48 kHz pulled down for video) resamples by 166/995: a second's read left a remainder that grew until
+    one read gave more than a second of audio, and the worker stopped, the 16 kHz stream beside it with it."""
+    messages, crash = worker_run({"usual": (16000, speechlike(9.0, 16000)), "odd": (rate, speechlike(9.0, rate, seed=1))})
+    assert crash is None
+    assert {m["stream"]: m["t"] for m in messages if m["type"] == "stream_ended"} == {"usual": 9.0, "odd": pytest.approx(9.0, abs=0.01)}
+
+
+def test_a_max_utterance_cut_right_at_a_streams_end_ends_it_cleanly():
+    """With --max-utterance 16 and speech to the end of a 16 s stream, the utterance after the cut was opened with no
+    audio, and cutting its windows from nothing stopped the worker: the other stream's last second and both ends lost."""
+    from ser_stream.pipeline import MonitorConfig
+
+    speech = (0.1 * np.random.default_rng(0).standard_normal(16 * RATE)).astype(np.float32)
+    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=16.0))
+    messages, crash = worker_run({"a": (RATE, speech), "b": (RATE, np.concatenate([speech, np.zeros(RATE, np.float32)]))},
+                                 config, detector=lambda frame: 0.9)
+    assert crash is None
+    assert [(m["stream"], m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance" and m["stream"] == "a"] == [("a", 0.0, 16.0)]
+    assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["a", "b"]
+
+
+def test_a_bug_met_in_one_streams_audio_ends_that_stream_alone_with_the_reason():
+    """A bug in one stream's processing stopped the worker and every stream on it (the two above did)."""
+    messages, crash = worker_run({"healthy": (RATE, stream((0.5, False), (2.0, True), (1.0, False))),
+                                  "broken": (RATE, stream((0.5, False), (2.0, True), (1.0, False)))},
+                                 detector=energy_detector, broken="broken")
+    assert crash is None
+    assert [m["stream"] for m in messages if m["type"] == "utterance"] == ["healthy"]
+    assert {"type": "error", "stream": "broken", "message": "broken: stopped by an internal error (ValueError: a bug met in broken's audio); "
+            "what came after was not heard (please report it)"} in messages
+    assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["broken", "healthy"]
