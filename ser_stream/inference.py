@@ -23,7 +23,7 @@ from ser_stream.model import (
     OUTPUT_NAME,
     ModelMetadata,
     check_trained_contract,
-    load_metadata,
+    load_verified,
 )
 
 
@@ -104,14 +104,21 @@ class EmotionModel:
         import onnxruntime
 
         self.path = Path(path)
-        self.metadata: ModelMetadata = load_metadata(self.path)
+        self.metadata: ModelMetadata
+        self.metadata, model_bytes = load_verified(self.path)  # loaded from the bytes hashed, external data refused
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        onnxruntime.set_default_logger_severity(4)  # a CUDA provider that fails to load is said once, by us, not logged in red
         providers = choose_providers(provider)  # outside the try: a provider refusal is not the model file's fault
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            self.session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers)
         except Exception as error:  # onnxruntime raises its own unexported types
+            if "external data" in str(error).lower():
+                raise ModelError(f"{shown(self.path)}: keeps its weights in an external data file, which the sha256 in its "
+                                 "metadata does not cover; export the model as one file") from None
             raise ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({one_line(error)})") from None
+        if provider == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":  # the check above misjudged
+            raise ModelError("--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu")
         check_trained_contract(self.path, self.metadata, self.session.get_modelmeta().custom_metadata_map.get(CONTRACT_PROPERTY))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
@@ -139,6 +146,8 @@ class EmotionModel:
         probe = np.stack([np.zeros(INPUT_SHAPE, np.float32), np.full(INPUT_SHAPE, 0.5, np.float32)])
         try:
             outputs = self.predict(probe)
+        except ModelError:
+            raise
         except Exception as error:  # onnxruntime raises its own unexported types
             raise ModelError(f"{shown(self.path)}: onnxruntime cannot run it ({one_line(error)})") from None
         sums = outputs.sum(axis=1)
@@ -166,4 +175,8 @@ class EmotionModel:
         ]
         if not outputs:
             return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+        probabilities = np.concatenate(outputs).astype(np.float32)
+        if probabilities.shape != (batch.shape[0], len(EMOTIONS)):  # one that averaged its batch gave one row for two
+            raise ModelError(f"{shown(self.path)}: gave outputs of shape {list(probabilities.shape)} for {batch.shape[0]} inputs; "
+                             f"export it with one row of {len(EMOTIONS)} per input")
+        return probabilities

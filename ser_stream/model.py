@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import sys
 import sysconfig
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -150,16 +151,61 @@ def holds(value: object, types: tuple[type, ...]) -> bool:
 
 
 def load_metadata(model_path: str | Path) -> ModelMetadata:
-    """Read and check the metadata beside ``model_path``; ``ModelError`` with the reason if unusable."""
-    model_path = Path(model_path)
-    if model_path.is_dir():
-        raise ModelError(f"{shown(model_path)}: is a folder, not a model file")
-    if not model_path.is_file():
+    """Read and check the metadata beside ``model_path``, and the file's sha256 against it; ``ModelError`` with the
+    reason if unusable."""
+    metadata = checked_metadata(Path(model_path))
+    try:
+        actual = file_sha256(model_path)
+    except OSError as error:
+        raise ModelError(f"{shown(model_path)}: cannot read it ({error.strerror})") from None
+    check_sha256(Path(model_path), metadata, actual)
+    return metadata
+
+
+def load_verified(model_path: str | Path) -> tuple[ModelMetadata, bytes]:
+    """The checked metadata and the model's bytes, hashed as read: what is run is what was checked (loaded from its
+    path, a model was read again after hashing, and weights kept in an external data file were never hashed)."""
+    metadata = checked_metadata(Path(model_path))
+    try:
+        model_bytes = Path(model_path).read_bytes()
+    except OSError as error:
+        raise ModelError(f"{shown(model_path)}: cannot read it ({error.strerror})") from None
+    check_sha256(Path(model_path), metadata, hashlib.sha256(model_bytes).hexdigest())
+    return metadata, model_bytes
+
+
+def check_sha256(model_path: Path, metadata: ModelMetadata, actual: str) -> None:
+    if actual != metadata.sha256:
+        raise ModelError(
+            f"{shown(model_path)}: sha256 {actual[:12]}… does not match its metadata ({shown(metadata.sha256[:12])}…); "
+            "the file is corrupt or was replaced"
+        )
+
+
+def regular_file(path: Path, what: str) -> bool:
+    """Whether ``path`` exists; a folder, a pipe or device, or a path that cannot be looked at (permission, a name
+    too long: Path.is_file() raised those as tracebacks) is a ``ModelError`` naming it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise ModelError(f"{shown(path)}: cannot open the {what} ({error.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ModelError(f"{shown(path)}: is a folder, not a {what}")
+    if not stat.S_ISREG(mode):
+        raise ModelError(f"{shown(path)}: not a regular file (a pipe or device), not a {what}")
+    return True
+
+
+def checked_metadata(model_path: Path) -> ModelMetadata:
+    """The metadata beside ``model_path``, checked against this code (all but the sha256)."""
+    if not regular_file(model_path, "model file"):
         raise ModelError(f"{shown(model_path)}: model file not found")
     if model_path.suffix.lower() == ".json":
         raise ModelError(f"{shown(model_path)}: is the metadata JSON; give the .onnx file beside it")
     meta_path = metadata_path(model_path)
-    if not meta_path.is_file():
+    if not regular_file(meta_path, "model metadata"):
         raise ModelError(f"{shown(model_path)}: its metadata {shown(meta_path.name)} is missing")
     try:
         raw = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -201,13 +247,4 @@ def load_metadata(model_path: str | Path) -> ModelMetadata:
         WindowConfig(metadata.window_seconds, metadata.hop_seconds)  # checked here, not blamed on each audio file
     except AudioInputError as error:
         raise ModelError(f"{shown(meta_path)}: {error}") from None
-    try:
-        actual = file_sha256(model_path)
-    except OSError as error:
-        raise ModelError(f"{shown(model_path)}: cannot read it ({error.strerror})") from None
-    if actual != metadata.sha256:
-        raise ModelError(
-            f"{shown(model_path)}: sha256 {actual[:12]}… does not match its metadata ({shown(metadata.sha256[:12])}…); "
-            "the file is corrupt or was replaced"
-        )
     return metadata

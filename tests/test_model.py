@@ -194,6 +194,46 @@ def test_a_network_exported_without_its_softmax_is_refused_at_load(shipped_model
         EmotionModel(raw, provider="cpu")
 
 
+def test_a_model_whose_weights_are_in_an_external_data_file_is_refused_for_the_sha256_does_not_cover_them(shipped_model, tmp_path):
+    """The sha256 covered the .onnx alone, and onnxruntime read the weights beside it: negated weights passed."""
+    import onnx
+
+    model = graph_with(tmp_path, shipped_model, 1, 8)
+    onnx.save(onnx.load(str(model)), str(model), save_as_external_data=True, location="contract.onnx.data", size_threshold=0)
+    assert (tmp_path / "contract.onnx.data").stat().st_size > 0
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: keeps its weights in an external data file, which the sha256 "
+                                         r"in its metadata does not cover; export the model as one file$"):
+        EmotionModel(model, provider="cpu")
+
+
+def test_a_model_that_gives_fewer_rows_than_windows_is_refused_at_load(shipped_model, tmp_path):
+    """One that averaged its batch loaded, and a file's windows were labelled as one, differently by batch size."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(graph_with(tmp_path, shipped_model, 1, 8)))
+    softmax = graph.graph.node[-1]
+    softmax.output[0] = "each"
+    graph.graph.node.append(helper.make_node("ReduceMean", ["each"], ["probabilities"], axes=[0], keepdims=1))
+    model = tmp_path / "contract.onnx"
+    onnx.save(graph, str(model))
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: gave outputs of shape \[1, 8\] for 2 inputs; export it with one row of 8 per input$"):
+        EmotionModel(model, provider="cpu")
+
+
+def test_a_model_path_that_cannot_be_looked_at_is_one_line_not_a_traceback(tmp_path):
+    """Path.is_file() raises for a name too long or a folder without permission: the traceback reached the user."""
+    import os
+
+    with pytest.raises(ModelError, match=r": cannot open the model file \(File name too long\)$"):
+        load_metadata(tmp_path / ("a" * 300 + ".onnx"))
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(ModelError, match=r"pipe\.onnx: not a regular file \(a pipe or device\), not a model file$"):
+        load_metadata(tmp_path / "pipe.onnx")
+
+
 def test_the_metadata_json_or_a_folder_given_as_the_model_is_named_for_what_it_is(shipped_model, tmp_path):
     model = copy_of_model(shipped_model, tmp_path)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(metadata_path(model)))}: is the metadata JSON; give the \.onnx file beside it$"):
@@ -302,3 +342,19 @@ def test_the_wheel_carries_the_shipped_model_its_metadata_and_licence_note_where
     assert sorted(data_files[INSTALLED_MODELS.as_posix()]) == sorted(f"models/{name}" for name in (MODEL_FILE, "ser_cnn.json", "README.md"))
     assert all((repo / path).is_file() for path in data_files[INSTALLED_MODELS.as_posix()])
 
+
+
+def test_cuda_asked_for_and_not_started_by_onnxruntime_is_refused_not_run_on_the_cpu_in_silence(shipped_model, monkeypatch, capfd):
+    """Where the check before loading misjudged, --provider cuda ran on the CPU, with onnxruntime's errors in red."""
+    import onnxruntime
+
+    import ser_stream.inference
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu, whose CUDA provider is what gets asked for")
+    if ser_stream.inference.cuda_available():
+        pytest.skip("this machine's GPU would start")
+    monkeypatch.setattr(ser_stream.inference, "cuda_unavailable_reason", lambda: None)  # the check misjudges
+    with pytest.raises(ModelError, match=r"^--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu$"):
+        EmotionModel(shipped_model, provider="cuda")
+    assert "onnxruntime" not in capfd.readouterr().err
