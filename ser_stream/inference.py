@@ -144,12 +144,7 @@ class EmotionModel:
         """Run a black and a grey input: a network exported without its softmax (raw scores) once loaded and
         published confidences of 90 and negative 'probabilities'. The run also warms the session up."""
         probe = np.stack([np.zeros(INPUT_SHAPE, np.float32), np.full(INPUT_SHAPE, 0.5, np.float32)])
-        try:
-            outputs = self.predict(probe)
-        except ModelError:
-            raise
-        except Exception as error:  # onnxruntime raises its own unexported types
-            raise ModelError(f"{shown(self.path)}: onnxruntime cannot run it ({one_line(error)})") from None
+        outputs = self.predict(probe)
         sums = outputs.sum(axis=1)
         # Loose enough for an int8 model, whose outputs are quantised in steps of 1/255 and sum to 1 within ~0.02.
         if not np.all(np.isfinite(outputs)) or outputs.min() < -0.01 or outputs.max() > 1.01 or np.abs(sums - 1).max() > 0.05:
@@ -169,10 +164,13 @@ class EmotionModel:
             batch = batch[..., None]
         if batch.ndim != 4 or batch.shape[1:] != INPUT_SHAPE:
             raise ValueError(f"expected [N, {', '.join(map(str, INPUT_SHAPE))}] input, got {batch.shape}")
-        outputs = [
-            self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + self.max_batch]})[0]
-            for start in range(0, batch.shape[0], self.max_batch)
-        ]
+        try:
+            outputs = [
+                self.session.run([OUTPUT_NAME], {INPUT_NAME: batch[start : start + self.max_batch]})[0]
+                for start in range(0, batch.shape[0], self.max_batch)
+            ]
+        except Exception as error:  # onnxruntime's own unexported types: at load, or mid-run (a GPU out of memory),
+            raise ModelError(f"{shown(self.path)}: onnxruntime cannot run it ({one_line(error)})") from None  # a line per file
         if not outputs:
             return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
         probabilities = np.concatenate(outputs).astype(np.float32)

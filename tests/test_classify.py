@@ -111,3 +111,35 @@ def test_shipped_model_labels_held_in_clips_sensibly(shipped_model, ravdess):
     labels = [json.loads(line)["label"] for line in result.stdout.splitlines()]
     truth = [EMOTIONS[int(p.name.split("-")[2]) - 1] for p in paths]
     assert sum(a == b for a, b in zip(labels, truth)) >= 5  # chance is 2 of 16
+
+
+def test_onnxruntime_failing_mid_run_is_an_error_line_for_that_file_and_the_others_are_classified(shipped_model, tmp_path, monkeypatch, capsys):
+    """A GPU out of memory after the model loaded was a traceback, and the files after it were never classified."""
+    from ser_stream.cli import main
+    from ser_stream.inference import EmotionModel
+
+    paths = []
+    for name in ("first.wav", "second.wav", "third.wav"):
+        paths.append(tmp_path / name)
+        soundfile.write(paths[-1], speechlike(2.5, 16000), 16000)
+    runs = {"count": 0}
+    load = EmotionModel.__init__
+
+    def flaky_after_loading(self, *args, **kwargs):
+        load(self, *args, **kwargs)
+        run = self.session.run
+
+        def sometimes_out_of_memory(*run_args, **run_kwargs):
+            runs["count"] += 1
+            if runs["count"] == 2:  # the second file's batch
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 2: out of memory")
+            return run(*run_args, **run_kwargs)
+
+        self.session = type("Session", (), {"run": staticmethod(sometimes_out_of_memory), "get_providers": self.session.get_providers})()
+
+    monkeypatch.setattr(EmotionModel, "__init__", flaky_after_loading)
+    assert main(["classify", "--json", "--model", str(shipped_model), *map(str, paths)]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [("label" in line, "error" in line) for line in lines] == [(True, False), (False, True), (True, False)]
+    assert lines[1]["error"] == (f"{shipped_model}: onnxruntime cannot run it ([ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : "
+                                 "CUDA failure 2: out of memory)")  # the model's failure, named as such
