@@ -936,14 +936,21 @@ def test_the_monitor_without_a_terminal_says_where_its_utterances_go(short_speec
 @pytest.mark.parametrize("after", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_speech):
     """Ctrl-C in the first second, while numpy and onnxruntime load, once printed a 30-line KeyboardInterrupt traceback."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--no-dashboard", "--ws", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal would start it
-    )
-    time.sleep(after)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    for _ in range(5):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--no-dashboard", "--ws", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal would start it
+        )
+        time.sleep(after)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        if "init_import_site" not in err:
+            break
+        # On a loaded machine the signal can land while Python itself starts (its site module, before any of this
+        # code runs: "Fatal Python error: init_import_site"), as for any Python program: that says nothing here, so
+        # the interrupt is sent again a little later.
+        after *= 2
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     # 130, or killed by the signal itself if it came before the interpreter set its handler (a loaded machine): a shell shows both as 130
     assert process.returncode in (0, 130, -signal.SIGINT), err
