@@ -338,15 +338,20 @@ def test_a_call_reconnecting_at_once_waits_for_its_old_stream_to_finish_instead_
     assert refusals == ["stream 'STUCK' refused: a stream of that id is still active"]  # a real duplicate, after the wait
 
 
-def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_again_when_media_returns():
-    """A stalled platform once held the call's last utterance (and a --max-streams slot) until it closed the socket."""
+def stalling_ingest(idle_seconds: float) -> tuple[MediaIngest, list[Stream]]:
+    """An ingest that ends a call after ``idle_seconds`` without media, and the streams it opens, in order."""
     opened: list[Stream] = []
 
     def open_stream(stream_id: str, sample_rate: int) -> Stream:
         opened.append(Stream(stream_id, sample_rate, MonitorConfig()))
         return opened[-1]
 
-    ingest = MediaIngest(open_stream, idle_seconds=0.3)
+    return MediaIngest(open_stream, idle_seconds=idle_seconds), opened
+
+
+def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_again_when_media_returns():
+    """A stalled platform once held the call's last utterance (and a --max-streams slot) until it closed the socket."""
+    ingest, opened = stalling_ingest(idle_seconds=0.3)
 
     async def scenario() -> tuple[bool, bool]:
         publisher = await serving(ingest)
@@ -372,13 +377,7 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
 
 def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
     """--call-idle runs from a call's last media: any frame (a mark's echo every half second) once reset it."""
-    opened: list[Stream] = []
-
-    def open_stream(stream_id: str, sample_rate: int) -> Stream:
-        opened.append(Stream(stream_id, sample_rate, MonitorConfig()))
-        return opened[-1]
-
-    ingest = MediaIngest(open_stream, idle_seconds=0.3)
+    ingest, opened = stalling_ingest(idle_seconds=0.3)
 
     async def scenario() -> bool:
         publisher = await serving(ingest)
