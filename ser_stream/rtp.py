@@ -372,6 +372,10 @@ RESUMED_PACKETS_HELD = 250
 # are only counted, and once their hour is over new broken senders are reported again.
 REPORT_MEMORY_SECONDS = 3600.0
 REPORTS_TRACKED = 1000
+# The receiver waits this long for a datagram before it looks for idle calls; before it does, it reads what the
+# socket holds, at most DRAIN_DATAGRAMS (the 4 MB receive buffer holds about 20000 of 200 bytes).
+RECEIVE_WAIT_SECONDS = 0.05
+DRAIN_DATAGRAMS = 20000
 # Senders outside --rtp-allow are told apart by host (a PBX sends each call from its own port) and remembered
 # apart from the rest: a flood of them, which --rtp-allow is there to stop, once used up the reports of the
 # allowed senders' faults for an hour.
@@ -385,7 +389,8 @@ class CallSink(Sink, Protocol):
 class _Call:
     def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
         self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
-        self.last_packet = time.monotonic()
+        self.last_packet = time.monotonic()  # any datagram of it: the idle close counts from here
+        self.kept_packet = self.last_packet  # the last one not dropped (late, a copy): a pause's silence counts from here
         self.pausing = False  # its last packet was comfort noise: a pause the sender announced
 
 
@@ -417,7 +422,7 @@ class RtpReceiver:
             self.socket.close()
             raise SerStreamError(f"rtp:{host_port(config.host, config.port)}: cannot listen ({error.strerror or error})") from None
         self.port = self.socket.getsockname()[1]
-        self.socket.settimeout(0.05)
+        self.socket.settimeout(RECEIVE_WAIT_SECONDS)
         self.calls: dict[int, _Call] = {}
         self._ending: dict[int, _Ending] = {}  # SSRC of a closed call → its stream, until the monitor has ended it
         self.bad_packets = 0
@@ -442,15 +447,35 @@ class RtpReceiver:
                     datagram = b""
                 if datagram:
                     self.receive(datagram, host_port(sender[0], sender[1]))
-                now = time.monotonic()
-                if now - last_sweep >= 0.1:
-                    self.close_idle(now)
-                    last_sweep = now
+                if time.monotonic() - last_sweep >= 0.1:
+                    last_sweep = self.sweep()
         finally:
             for ssrc in list(self.calls):
                 self._close(ssrc)
             self.refused_packets += sum(len(ending.held) for ending in self._ending.values())  # the monitor is stopping
             self.socket.close()
+
+    def sweep(self) -> float:
+        """Hear what the socket holds, then close idle calls and play quiet ones' time as silence; when, by the clock.
+        After the thread was descheduled for a second, the sweep once ran on its first datagram and padded every other
+        call with silence its queued packets then followed (or, past --call-idle, closed calls still sending)."""
+        self._drain()
+        now = time.monotonic()
+        self.close_idle(now)
+        return now
+
+    def _drain(self) -> None:
+        self.socket.settimeout(0.0)
+        try:
+            for _ in range(DRAIN_DATAGRAMS):
+                try:
+                    datagram, sender = self.socket.recvfrom(65536)
+                except BlockingIOError:
+                    break
+                if datagram:
+                    self.receive(datagram, host_port(sender[0], sender[1]))
+        finally:
+            self.socket.settimeout(RECEIVE_WAIT_SECONDS)
 
     def receive(self, datagram: bytes, sender: str) -> None:
         if self.config.allowed_senders and not is_allowed(sender, self.config.allowed_senders):
@@ -496,7 +521,10 @@ class RtpReceiver:
             return
         call.last_packet = time.monotonic()
         call.pausing = packet.payload_type == COMFORT_NOISE
+        dropped = call.jitter.late + call.jitter.duplicates
         self._play(call, functools.partial(call.jitter.push, packet))
+        if call.jitter.late + call.jitter.duplicates == dropped:  # a late copy mid-pause once restarted the fill's clock
+            call.kept_packet = call.last_packet  # but not its count, and the pause lost as much as was already played
 
     def _play(self, call: _Call, release: Callable[[], list[NDArray[np.float32]]]) -> None:
         """What ``release`` has the call's jitter buffer give, into its stream; the buffer's new losses into the totals."""
@@ -544,9 +572,9 @@ class RtpReceiver:
             quiet = now - call.last_packet
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
-            elif quiet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
+            elif now - call.kept_packet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
                 # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short
-                due = round((quiet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
+                due = round((now - call.kept_packet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
                 if due > 0:
                     self._play(call, functools.partial(call.jitter.fill, due))
 

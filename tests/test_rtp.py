@@ -510,6 +510,62 @@ def test_a_call_that_sends_nothing_has_its_time_played_as_silence_as_it_passes()
     assert receiver.counters()["rtp_lost_packets"] == 250
 
 
+def test_a_sweep_after_the_thread_was_descheduled_hears_the_queued_packets_before_judging_calls_quiet(monkeypatch):
+    """The sweep ran on the first datagram after a stall: every other call, its packets still in the socket, was
+    padded with the stall's silence, which its queued packets then followed (past --call-idle: closed while sending)."""
+    import types
+
+    import ser_stream.rtp
+
+    clock = [1000.0]
+    monkeypatch.setattr(ser_stream.rtp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    receiver, streams, _ = receiver_with_streams(idle_seconds=2.0)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.bind(("127.0.0.1", 0))
+            for ssrc in (1, 2):  # both calls under way
+                receiver.receive(rtp(0, 0, tone_payload(440), ssrc=ssrc), f"127.0.0.1:{sender.getsockname()[1]}")
+            for sequence in range(1, 51):  # what arrived while the thread was away
+                for ssrc in (1, 2):
+                    sender.sendto(rtp(sequence, sequence * PACKET_SAMPLES, tone_payload(440), ssrc=ssrc), ("127.0.0.1", receiver.port))
+        time.sleep(0.2)  # in the socket's buffer
+        clock[0] += 1.0  # the thread comes back a second later
+        receiver.sweep()
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    for ssrc in (1, 2):  # every packet, and no silence among them (0.75 s of it once, at the first sweep)
+        assert streams[f"rtp-0000000{ssrc}"][0].ring.read().size == 51 * PACKET_SAMPLES, ssrc
+
+
+def test_a_late_copy_mid_pause_does_not_cut_the_pause_short(monkeypatch):
+    """The silence a pause is played as counted from the last datagram heard, a dropped late copy included, but kept
+    the count already played: 1.25 s of a 7 s pause went missing and every later time moved early."""
+    import types
+
+    import ser_stream.rtp
+
+    clock = [1000.0]
+    monkeypatch.setattr(ser_stream.rtp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    try:
+        for sequence in range(50):  # 1 s of speech, then a 7 s pause (silence suppression: the clock runs on)
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, tone_payload(440), ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        for tenth in range(70):
+            if tenth == 20:  # 2 s in, a copy of the last packet, delayed in the network: dropped
+                receiver.receive(rtp(49, 49 * PACKET_SAMPLES, tone_payload(440), ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        for sequence in range(400, 450):  # speech again, its timestamps 7 s on
+            receiver.receive(rtp(sequence - 350, sequence * PACKET_SAMPLES, tone_payload(440), ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    assert streams["rtp-00000009"][0].ring.read().size == 450 * PACKET_SAMPLES  # 9 s: the call's own length
+
+
 def test_a_call_paused_by_one_comfort_noise_packet_stays_one_call():
     """RFC 3389 lets a sender send one comfort-noise packet and nothing until speech resumes: after --call-idle
     the call was closed and resumed as a second stream, its times from 0 and its utterance ids again from 1."""
