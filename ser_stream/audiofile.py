@@ -141,16 +141,25 @@ def truncation(path: str | Path, info: Any) -> str | None:
     return f"{shown(path)}: truncated: its header promises {promised:.2f} s of audio, the file holds {held:.2f} s; only that was heard"
 
 
+def unknown_length(frames: int) -> bool:
+    """Whether libsndfile's frame count says it does not know (2**63 - 1: a FLAC written to a pipe)."""
+    return frames >= 2**62
+
+
 def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
-    """What a compressed file (FLAC, OGG, MP3…) could not decode of the length its header gives, for a warning.
+    """What a file could not decode of the length its header gives (a compressed one damaged, a WAV cut while it was
+    read), for a warning.
 
     libsndfile stops at damage or a cut without a word: a half MP3 was once labelled on its first half as if whole.
     Encoders' padding and MP3 length estimates differ by a little, so only a shortfall of 5 % (and 0.1 s) counts.
     """
-    if info.format == "WAV" or info.frames <= 0:
-        return None  # a WAV's header is checked by ``truncation``
+    if info.frames <= 0 or unknown_length(info.frames):
+        return None
     missing = info.frames - decoded_frames
-    if missing < max(UNDECODED_SHARE * info.frames, MISSING_SECONDS * info.samplerate):
+    # A WAV's length is exact (one already cut short when opened is ``truncation``'s, its frames what it holds): a
+    # shortfall is the file cut while it was read, which once went unsaid.
+    enough = MISSING_SECONDS * info.samplerate if info.format == "WAV" else max(UNDECODED_SHARE * info.frames, MISSING_SECONDS * info.samplerate)
+    if missing < enough:
         return None
     return (
         f"{shown(path)}: damaged or cut short: its header promises {info.frames / info.samplerate:.2f} s of audio, "
@@ -205,11 +214,14 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
     Not ``soundfile.blocks``: it hands on every block whole, whatever the decoder gave, and past the end of a
     damaged MP3 or OGG (whose header promises more) it once handed on uninitialised memory as audio, noise or NaN.
     """
-    with soundfile.SoundFile(file_name(path)) as file:
+    file = soundfile.SoundFile(file_name(path))
+    try:
         if file.seekable():
             file.seek(0)  # as soundfile.read does: libmpg123 then decodes bit for bit as one whole read would
         step = max(1, file.samplerate // 4)
-        read, position = max(1, frames_per_read), 0
+        # A FLAC written to a pipe knows no length (2**63 - 1 frames): its last read fails at the real end, so it is
+        # read in steps from the start, and at most a step is lost.
+        read, position = step if unknown_length(file.frames) else max(1, frames_per_read), 0
         while True:
             try:
                 samples = file.read(read, dtype="float32", always_2d=True)
@@ -218,13 +230,34 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
                     raise
                 if read <= step:
                     return  # the damage: what came before is the file
-                file.seek(position)
+                file = moved_back(file, path, position, step)
                 read = step
                 continue
             if not len(samples):
                 return
             position += len(samples)
             yield samples
+    finally:
+        file.close()
+
+
+def moved_back(file: soundfile.SoundFile, path: str | Path, position: int, step: int) -> soundfile.SoundFile:
+    """``file`` at ``position`` again after a read failed; where its decoder can no longer seek (a FLAC promising more
+    than it holds: "Internal psf_fseek() failed", once an error line for the whole file), the file opened again and
+    read up to it."""
+    try:
+        file.seek(position)
+        return file
+    except (soundfile.LibsndfileError, RuntimeError):
+        file.close()
+    reopened = soundfile.SoundFile(file_name(path))
+    left = position
+    while left > 0:
+        skipped = len(reopened.read(min(step, left), dtype="float32", always_2d=True))  # decoded once already
+        if not skipped:
+            break
+        left -= skipped
+    return reopened
 
 
 def sample_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iterator[NDArray[np.float32]]:

@@ -18,7 +18,16 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from ser_stream.audiofile import audio_info, check_samples, require_file, sample_blocks, to_mono, truncation, undecoded
+from ser_stream.audiofile import (
+    STREAMED_DATA_SIZE,
+    audio_info,
+    check_samples,
+    require_file,
+    sample_blocks,
+    to_mono,
+    truncation,
+    undecoded,
+)
 from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import check_sample_rate
 from ser_stream.ringbuffer import RingBuffer
@@ -140,14 +149,18 @@ class StdinSource:
         # Unbuffered: a reader blocked in a BufferedReader holds its lock, and a monitor stopped while the pipe
         # was still open then died at interpreter shutdown ("could not acquire lock for <stdin>", exit 134).
         self.stream = stream if stream is not None else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+        self.wav_data_bytes: int | None = None  # a WAV stream's audio, where its header says how much (else to the end)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         frame_bytes = 2 * self.channels
         block_bytes = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
         try:
             leftover = self._skip_wav_header()  # of a raw stream, its first bytes: audio
+            data_left = self.wav_data_bytes  # chunks after the audio (a LIST of tags, as libsndfile writes) were played as noise
             while not stop.is_set():
-                chunk = self.stream.read(block_bytes)
+                chunk = self.stream.read(block_bytes if data_left is None else min(block_bytes, data_left))
+                if data_left is not None:
+                    data_left -= len(chunk)
                 data = leftover + chunk
                 usable = len(data) - len(data) % frame_bytes
                 leftover = data[usable:]
@@ -156,7 +169,7 @@ class StdinSource:
                     mono = to_mono(pcm.astype(np.float32) / 32768.0)  # a channel wired inverted must not cancel the other
                     _wait_for_room(sink, mono.size, stop)
                     sink.ring.write(mono)
-                if not chunk:
+                if not chunk or data_left == 0:
                     break
             if leftover:
                 sink.warning = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
@@ -202,7 +215,9 @@ class StdinSource:
             if len(header) < 8:
                 raise AudioInputError("stdin: the stream ended inside its WAV header")
             name, size = header[:4], struct.unpack("<I", header[4:])[0]
-            if name == b"data":  # the audio follows, to the end of the stream (a pipe's writer cannot know its size)
+            if name == b"data":  # the audio follows: as much as the header says, or to the end where it cannot know
+                if start[:4] == b"RIFF" and 0 < size < STREAMED_DATA_SIZE:  # a pipe's writer puts 0 or 0x7FFFFFFF there
+                    self.wav_data_bytes = size
                 break
             if size > WAV_CHUNK_LIMIT:
                 raise AudioInputError(f"stdin: the stream's WAV header has a {size}-byte {shown(name.decode('latin-1'))} chunk; send raw PCM (arecord -t raw)")
@@ -312,12 +327,14 @@ class MicSource:
         self.sounddevice = sounddevice
         self.policy = policy or DevicePolicy()
         self.failures: list[str] = []
+        self.name = f"mic:{shown(device)}" if device else "mic"  # in its lines: mic:1 and mic:2 once both said "mic:"
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         callback, delivered = make_callback(sink, count_blocks=True)
         attempts_left = self.policy.reopen_attempts
         try:
             while not stop.is_set():
+                before = delivered[0]
                 try:
                     reason = self._capture(callback, delivered, stop)
                 except Exception as error:  # noqa: BLE001 - opening or running the device failed
@@ -325,13 +342,15 @@ class MicSource:
                 if reason is None:  # stopped on request
                     break
                 self.failures.append(reason)
+                if delivered[0] != before:  # it had worked: the attempts count failures in a row, not in the stream's life
+                    attempts_left = self.policy.reopen_attempts  # (the 4th glitch in a month once lost the mic for good)
                 if attempts_left == 0:
-                    sink.error = f"mic: {reason}; gave up after {self.policy.reopen_attempts} reopen attempt(s)"
+                    sink.error = f"{self.name}: {reason}; gave up after {self.policy.reopen_attempts} reopen attempt(s) in a row"
                     break
                 attempts_left -= 1
                 stop.wait(self.policy.reopen_delay_seconds)
             if self.failures and sink.error is None:
-                sink.warning = f"mic: the device failed {len(self.failures)} time(s) and was reopened ({self.failures[-1]})"
+                sink.warning = f"{self.name}: the device failed {len(self.failures)} time(s) and was reopened ({self.failures[-1]})"
         finally:
             sink.finished = True
 

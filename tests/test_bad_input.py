@@ -886,3 +886,52 @@ def test_classify_says_it_does_not_read_stdin_and_that_a_closed_stdout_loses_the
     closed = subprocess.run(f"{sys.executable} -m ser_stream classify --json {path} >&-", shell=True, capture_output=True, text=True, timeout=120)
     assert closed.returncode == 2
     assert closed.stderr == "ser-stream: error: writing results to stdout failed (it is closed)\n"
+
+
+def flac_saying_it_holds(path, frames: int | None) -> None:
+    """Rewrite the FLAC at ``path`` so that its STREAMINFO promises ``frames`` (None: unknown, as a FLAC encoded to a
+    pipe says, 0)."""
+    data = bytearray(path.read_bytes())
+    total = 0 if frames is None else frames
+    at = 8 + 13  # 'fLaC', the block header, then the 36-bit total within STREAMINFO's bytes 13 to 17
+    data[at] = (data[at] & 0xF0) | ((total >> 32) & 0x0F)
+    data[at + 1 : at + 5] = (total & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("says", [None, 2 * 3 * 16000], ids=["unknown-length", "twice-its-length"])
+def test_a_flac_of_unknown_or_false_length_is_classified_on_what_it_holds(tmp_path, shipped_model, says, capsys):
+    """A FLAC encoded to a pipe (ffmpeg … -f flac - > x.flac) was 'read failed (Internal psf_fseek() failed.)': its
+    last read fails at the real end, and the decoder could not seek back to read it in steps."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "piped.flac"
+    soundfile.write(path, speechlike(3.0, 16000), 16000)
+    flac_saying_it_holds(path, says)
+    assert main(["classify", "--json", "--model", str(shipped_model), str(path)]) == 0
+    classified = json.loads(capsys.readouterr().out)
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 0
+    err = capsys.readouterr().err
+    assert classified["label"] and classified["windows"] >= 2 and "error" not in classified
+    if says is None:
+        assert "warning" not in classified and "error" not in err  # nothing promised, nothing missing
+    else:  # it promised 6 s and holds 3: said, as for any file cut short
+        assert classified["warning"].startswith("damaged or cut short: its header promises 6.00 s of audio, 2.")
+
+
+def test_a_wav_cut_while_the_monitor_reads_it_is_said_to_be_cut(tmp_path):
+    """Its length was checked once, at opening: a file cut (or rotated) while it was read lost the rest unsaid."""
+    import threading
+
+    from ser_stream.sources import FileSource
+    from tests.test_capture import Sink
+
+    path = tmp_path / "call.wav"
+    soundfile.write(path, speechlike(10.0, 16000), 16000)
+    source = FileSource(str(path), pace="fast")
+    with open(path, "r+b") as handle:  # after opening, before reading: the writer truncates it
+        handle.truncate(44 + 3 * 16000 * 2)
+    sink = Sink(1 << 20)
+    source.run(sink, threading.Event())
+    assert sink.error is None and sink.ring.available() == 3 * 16000
+    assert sink.warning == f"{path}: damaged or cut short: its header promises 10.00 s of audio, 3.00 s could be decoded; only that was heard"

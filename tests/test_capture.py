@@ -138,9 +138,25 @@ def test_an_unplugged_device_that_cannot_be_reopened_ends_the_stream_with_one_er
     sink, source = run_mic(FakeSoundDevice(["unplugged"]), seconds=10)
     assert sink.finished and sink.ring.available() == 20 * 160  # what it captured before is kept
     assert sink.error == (
-        "mic: audio device failed (Error opening InputStream: Device unavailable [PaErrorCode -9985]); gave up after 2 reopen attempt(s)"
+        "mic: audio device failed (Error opening InputStream: Device unavailable [PaErrorCode -9985]); gave up after 2 reopen attempt(s) in a row"
     )
     assert source.failures[0] == "the audio device stopped (unplugged or failed)" and len(source.failures) == 3
+
+
+def test_a_device_that_glitches_now_and_then_is_reopened_each_time_however_often():
+    """The reopen attempts counted over the stream's life: on the third glitch of a month (each reopen working) the
+    microphone was given up for good, with a 'gave up' error."""
+    sink, source = run_mic(FakeSoundDevice(["unplugged"] * 5 + ["healthy"]), seconds=3)
+    assert sink.error is None and len(source.failures) == 5
+    assert sink.warning == "mic: the device failed 5 time(s) and was reopened (the audio device stopped (unplugged or failed))"
+
+
+def test_a_failing_device_is_named_in_its_line():
+    """With --source mic:1 --source mic:2, either one's failure read 'mic: audio device failed …'."""
+    source = MicSource("2", None, DevicePolicy(stall_seconds=0.3, reopen_attempts=0, reopen_delay_seconds=0.05), sounddevice=FakeSoundDevice([]))
+    sink = Sink(1 << 16)
+    source.run(sink, threading.Event())
+    assert sink.error is not None and sink.error.startswith("mic:2: audio device failed (Error opening InputStream")
 
 
 def test_a_device_that_goes_quiet_is_reopened_and_the_stream_goes_on():
@@ -358,3 +374,16 @@ def test_raw_pcm_with_an_invalid_or_lone_frame_header_at_its_start_is_heard_not_
     assert read_stdin(frame + bytes(1000)).error is None  # one frame header, then silence: PCM
     assert read_stdin(frame + frame).error.startswith("stdin: the stream is MP3, not 16-bit PCM")
     assert read_stdin(frame[:300]).error is None  # the stream ends before a second header could: PCM
+
+
+def test_chunks_after_a_wav_streams_audio_are_not_played_as_audio():
+    """libsndfile (soundfile, Audacity) writes its tags after the data: `cat call.wav |` played them as noise."""
+    import struct
+
+    pcm = (tone(0.1, 16000) * 32767).astype("<i2").tobytes()
+    tags = b"LIST" + struct.pack("<I", 26) + b"INFOISFT" + struct.pack("<I", 14) + b"libsndfile-1.2\x00\x00"
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+    body = b"WAVE" + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm + tags
+    sink = read_stdin(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sink.error is None and sink.warning is None
+    np.testing.assert_array_equal(sink.ring.read(), np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)
