@@ -50,7 +50,8 @@ def test_scan_reports_unparseable_files_and_keeps_going(tmp_path):
     (tmp_path / "notes.txt").write_text("not audio")
     clips, problems = scan(tmp_path)
     assert [c.path.name for c in clips] == ["03-01-03-01-01-01-01.wav"]
-    assert len(problems) == 1 and "03-01-03-01-01-01-01.WAV.flac" in problems[0]
+    # with its folder: take2.wav in two actors' folders once read as the same file named twice
+    assert problems == [f"{tmp_path / 'Actor_01' / '03-01-03-01-01-01-01.WAV.flac'}: actor field '01.WAV' is not two digits"]
 
 
 def test_scan_names_a_clip_in_another_format_and_a_link_to_nothing_but_not_other_files(tmp_path):

@@ -1127,7 +1127,7 @@ def test_a_training_configuration_that_would_train_nothing_or_the_wrong_thing_is
     [
         (lambda tmp: tmp / "missing", "not a folder"),
         (lambda tmp: tmp, "no RAVDESS clips found (no WAV or FLAC file named like 03-01-05-01-02-01-12.wav)"),
-        (lambda tmp: (tmp / "03-01-01-01-01-01.wav").write_bytes(b"") or tmp, "no RAVDESS clips found (1 file(s) skipped, e.g. 03-01-01-01-01-01.wav: expected 7 dash-separated fields, found 6)"),
+        (lambda tmp: (tmp / "03-01-01-01-01-01.wav").write_bytes(b"") or tmp, "no RAVDESS clips found (1 file(s) skipped, e.g. {data}/03-01-01-01-01-01.wav: expected 7 dash-separated fields, found 6)"),
     ],
     ids=["missing", "empty", "only-misnamed"],
 )
@@ -1138,7 +1138,7 @@ def test_a_data_folder_that_cannot_be_used_is_one_line(tmp_path, capsys, make, r
     with pytest.raises(SystemExit) as stopped:
         main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {data}: {reason}"
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {data}: {reason.format(data=data)}"
 
 
 @pytest.mark.parametrize("command", ["score", "quantize"])
@@ -1586,3 +1586,105 @@ def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_the_uninterrupte
     straight, resumed = (keras.models.load_model(tmp_path / run / "random" / "checkpoints" / "last.keras").get_weights() for run in ("straight", "resumed"))
     for ours, theirs in zip(straight, resumed, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def resume_refusal(smoke_run, tiny_ravdess, tmp_path, capsys, *options: str, data=None) -> str:
+    """The one line a --resume of the smoke run (copied; ``options`` added) is refused with."""
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(data or tiny_ravdess), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random",
+              "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"), "--resume", *options])
+    assert stopped.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_resume_on_a_data_folder_whose_clips_changed_is_refused_not_trained_on_another_split(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """The run recorded the folder's path, not its clips: after a clip was added the split was drawn anew, and clips it
+    had tested on were trained on (and the other way round), without a word."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_ravdess, data)
+    next(data.glob("Actor_01/*.wav")).unlink()  # the folder's clips change
+    shutil.copytree(smoke_run, tmp_path / "run" / "random")
+    state_file = tmp_path / "run" / "random" / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "identity": {**state["identity"], "data": str(data.resolve())}}))  # same path, other clips
+    assert resume_refusal(smoke_run, tiny_ravdess, tmp_path, capsys, "--epochs", "3", data=data) == (
+        f"python -m training: error: --resume {tmp_path / 'run' / 'random'}: the data folder no longer gives the clips this split was "
+        "trained, validated and tested on (clips were added, removed or renamed); train it again with --overwrite, or into another --out"
+    )
+
+
+def test_a_resume_of_a_finished_split_whose_checkpoints_are_gone_is_refused_not_trained_again(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Without state.json it deleted the split's model and metrics and trained it again from epoch 1."""
+    shutil.copytree(smoke_run, tmp_path / "run" / "random")
+    shutil.rmtree(tmp_path / "run" / "random" / "checkpoints")
+    assert resume_refusal(smoke_run, tiny_ravdess, tmp_path, capsys, "--epochs", "2") == (
+        f"python -m training: error: --resume {tmp_path / 'run' / 'random'}: holds a finished run without its checkpoints, so it cannot "
+        "carry on; --overwrite trains the split again from epoch 1"
+    )
+    assert (tmp_path / "run" / "random" / "model.onnx").is_file()
+
+
+def test_a_resume_to_fewer_epochs_than_were_run_is_refused(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Accepted, metrics.json recorded the lower figure beside the weights of the higher."""
+    shutil.copytree(smoke_run, tmp_path / "run" / "random")
+    assert resume_refusal(smoke_run, tiny_ravdess, tmp_path, capsys, "--epochs", "1") == (
+        f"python -m training: error: --resume {tmp_path / 'run' / 'random'}: it has run 2 epochs, more than --epochs 1; give --epochs 2 or more"
+    )
+
+
+def test_a_teacher_that_learnt_from_a_speaker_the_split_holds_out_is_refused(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """The split's name and seed were checked, not its speakers: a teacher trained on the student's validation actor
+    was taken (its knowledge of that voice then picked the student's best epoch)."""
+    from training.__main__ import main
+
+    for held_out in (1, 2):  # whichever actor fold 0 holds out, its teacher heard both
+        folder = tmp_path / "teachers" / f"fold0-actors-{held_out:02d}"
+        folder.mkdir(parents=True)
+        shutil.copy(smoke_run / "model.onnx", folder / "model.onnx")
+        metadata = json.loads((smoke_run / "model.json").read_text())
+        metadata["metrics"] = {**metadata["metrics"], "split": folder.name, "training": {**metadata["metrics"]["training"], "train_actors": [1, 2]}}
+        (folder / "model.json").write_text(json.dumps(metadata))
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "student"), "--recipe", "paper", "--protocol", "actors", "--folds", "2",
+              "--fold", "0", "--validation-actors", "0", "--keep", "last", "--epochs", "1", "--batch-size", "8",
+              "--cache-dir", str(tmp_path / "cache"), "--teacher", str(tmp_path / "teachers" / "{split}" / "model.onnx")])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"python -m training: error: --teacher {tmp_path / 'teachers'}/fold0-actors-0") and line.endswith(
+        ", whom this split holds out (for validation or test); train the teacher with the same --validation-actors")
+    assert ": learnt from actor " in line
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        (["--protocol", "random", "--folds", "3"], "argument --folds: only with --protocol actors (the 'random' protocol holds out no speakers)"),
+        (["--average-epochs", "3"], "argument --average-epochs: 3: only with --keep average"),
+        (["--protocol", "all", "--keep", "last", "--patience", "5"], "argument --patience: 5: no speakers are kept for validation, so nothing stops a run early"),
+    ],
+    ids=["folds", "average-epochs", "patience"],
+)
+def test_an_option_that_would_be_ignored_is_refused_in_one_line(tmp_path, capsys, options, reason):
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), *options])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason}"
+
+
+def test_an_export_that_differs_from_its_network_is_refused_not_recorded_and_shipped(smoke_run, monkeypatch):
+    """The parity was only written into metrics.json: a broken export (or NaN) would have been shipped."""
+    import keras
+
+    import training.export
+
+    network = keras.models.load_model(smoke_run / "model.keras")
+    inputs = np.zeros((2, 260, 270, 1), np.float32)
+    assert training.export.checked_parity(network, smoke_run / "model.onnx", inputs) <= 1e-4
+    for difference in (2e-4, float("nan")):
+        monkeypatch.setattr(training.export, "parity", lambda model, path, inputs, d=difference: d)
+        with pytest.raises(SerStreamError, match=r"the ONNX export differs from the Keras model by .+ \(bound 1e-04\); the export is broken$"):
+            training.export.checked_parity(network, smoke_run / "model.onnx", inputs)

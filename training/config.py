@@ -90,7 +90,8 @@ class TrainConfig:
             problems.append(("fold", f"{self.fold} is not one of the {self.folds} folds (0 to {self.folds - 1})"))
         if self.balance_voices and self.protocol != "actors":
             problems.append(("balance_voices", f"only with --protocol actors (the {self.protocol!r} protocol holds out no speakers)"))
-        actors_options = (("validation_actors", self.validation_actors != 2), ("training_actors", self.training_actors is not None))
+        actors_options = (("validation_actors", self.validation_actors != 2), ("training_actors", self.training_actors is not None),
+                          ("folds", self.folds != 5))
         for name, asked in actors_options:
             if asked and self.protocol != "actors":
                 problems.append((name, f"only with --protocol actors (the {self.protocol!r} protocol holds out no speakers)"))
@@ -100,6 +101,11 @@ class TrainConfig:
             problems.append(("validation_actors", f"{self.validation_actors} with --balance-voices, which validates on one man and one woman: 2 or 0"))
         if self.validation_actors == 0 and self.keep == "best":
             problems.append(("validation_actors", "0 leaves no speakers to pick the best epoch on: use --keep last or --keep average"))
+        if self.average_epochs != 10 and self.keep != "average":  # asked for and ignored, without a word, until refused
+            problems.append(("average_epochs", f"{self.average_epochs}: only with --keep average"))
+        validated = self.protocol != "all" and not (self.protocol == "actors" and self.validation_actors == 0)
+        if self.patience != 15 and not validated:
+            problems.append(("patience", f"{self.patience}: no speakers are kept for validation, so nothing stops a run early"))
         if self.training_actors is not None and self.training_actors < 1:
             problems.append(("training_actors", f"{self.training_actors} must be at least 1"))
         if self.epochs == 0 and self.init_from is None:

@@ -137,7 +137,7 @@ def unpack(ensemble: Path, folder: Path) -> list[Path]:
         metadata_path(path).write_text(member_metadata.to_json())
         written.append(path)
     difference = ensemble_parity(written, ensemble, demo_inputs())
-    if difference > PARITY_BOUND:
+    if not difference <= PARITY_BOUND:  # NaN too
         raise ModelError(f"{shown(ensemble)}: its unpacked members' mean differs from it by {difference:.2e} (bound {PARITY_BOUND:.0e})")
     return written
 
@@ -256,7 +256,7 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         )
         metadata_path(merged_tmp).write_text(result.to_json())
         difference = ensemble_parity(members, merged_tmp, demo_inputs())
-        if difference > PARITY_BOUND:
+        if not difference <= PARITY_BOUND:  # NaN too
             raise ModelError(f"{to}: the merged graph differs from the mean of its members by {difference:.2e} (bound {PARITY_BOUND:.0e})")
         result = replace(result, metrics=dict(result.metrics, ensemble_parity_max_abs_diff=difference))
         merged_tmp.replace(to)

@@ -120,8 +120,8 @@ def scan(folder: str | Path) -> tuple[list[RavdessClip], list[str]]:
             continue
         try:
             clip = parse_name(path)
-        except DatasetError as error:
-            problems.append(str(error))
+        except DatasetError as error:  # with its folder: take2.wav in two actors' folders once read as one file twice
+            problems.append(f"{shown(path.parent)}{os.sep}{error}")
             continue
         if clip.vocal_channel != 1:
             songs += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -26,7 +27,7 @@ from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.backend import keras
 from training.config import TrainConfig
 from training.dataset import VARIANTS, FeatureSet, build_features, remove_speaker_profiles
-from training.export import export_onnx, parity, write_metadata
+from training.export import checked_parity, export_onnx, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, StyleMixing, build_model, emotion_network
 from training.ravdess import scan
 from training.recipes import RECIPES, Recipe
@@ -35,6 +36,7 @@ from training.reports import (
     METRICS,
     ReportError,
     evaluated_recipe,
+    heard_actors,
     is_count,
     read_checkpoint_state,
     read_json,
@@ -186,8 +188,10 @@ def network_seed(config: TrainConfig) -> int:
     return config.seed if config.model_seed is None else config.model_seed
 
 
-def load_teachers(config: TrainConfig, split_name: str) -> list[EmotionModel]:
-    """The split's teacher models, each checked to have been trained on this very split.
+def load_teachers(config: TrainConfig, split_name: str, held_out: set[int]) -> list[EmotionModel]:
+    """The split's teacher models, each checked to have been trained on this very split and, by actor, to have
+    heard none of ``held_out`` (its validation and test speakers; the split's name and seed alone once let a teacher
+    trained on the student's validation actor in).
 
     A teacher that had heard the split's validation or test speakers would pass
     what it learnt from them into the student's targets.
@@ -207,6 +211,11 @@ def load_teachers(config: TrainConfig, split_name: str) -> list[EmotionModel]:
             raise SerStreamError(
                 f"--teacher {path}: trained on split {trained_on!r} (seed {split_seed}), not {split_name!r} (seed {config.seed}); "
                 "it may have heard this split's held-out speakers"
+            )
+        if config.protocol == "actors" and (heard := held_out & set(heard_actors(teacher.metadata.metrics))):
+            raise SerStreamError(
+                f"--teacher {path}: learnt from actor{'s' if len(heard) > 1 else ''} {', '.join(map(str, sorted(heard)))}, whom this split "
+                "holds out (for validation or test); train the teacher with the same --validation-actors"
             )
         teachers.append(teacher)
     return teachers
@@ -490,6 +499,35 @@ def check_same_run(folder: Path, config: TrainConfig, what: str, earlier: dict[s
         raise SerStreamError(f"{what} {folder}: its runs were trained with other settings ({'; '.join(differences)}); use another --out")
 
 
+def split_clips(features: FeatureSet, split: Split) -> str:
+    """A digest of which clips a split trains, validates and tests on, by name: the same settings on a data folder
+    that has changed make another split."""
+    digest = hashlib.sha256()
+    for part in (split.train, split.validation, split.test):
+        digest.update("\n".join(sorted(features.clip_names[index] for index in part)).encode("utf-8", "backslashreplace") + b"\0")
+    return digest.hexdigest()
+
+
+def check_same_clips(folder: Path, features: FeatureSet, split: Split, state_file: Path) -> None:
+    """Refuse to resume a split on other clips than it began with (clips added to or gone from the data folder): its
+    test clips would have been trained on, or its training clips tested on, without a word."""
+    state = read_json(state_file, CHECKPOINT_STATE)
+    recorded = state.get("clips") if isinstance(state, dict) else None  # checkpoints before it was recorded: unknown
+    if isinstance(recorded, str) and recorded != split_clips(features, split):
+        raise SerStreamError(
+            f"--resume {folder}: the data folder no longer gives the clips this split was trained, validated and tested on "
+            "(clips were added, removed or renamed); train it again with --overwrite, or into another --out"
+        )
+
+
+def check_epochs_not_below(folder: Path, config: TrainConfig, state_file: Path) -> None:
+    """Refuse to resume a run that has already run more epochs than --epochs asks (accepted, it recorded the lower
+    figure beside weights of the higher)."""
+    done = read_checkpoint_state(state_file)[0]
+    if done > config.epochs:
+        raise SerStreamError(f"--resume {folder}: it has run {done} epochs, more than --epochs {config.epochs}; give --epochs {done} or more")
+
+
 def check_same_schedule(folder: Path, config: TrainConfig, recipe: Recipe, state_file: Path) -> None:
     """Refuse to resume a cosine-scheduled run to other epochs: its checkpoint keeps the schedule it started with, so
     the learning rate would follow the old epochs while metrics.json recorded the new (a constant rate may be extended)."""
@@ -581,9 +619,10 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
 class RunState(keras.callbacks.Callback):
     """Saves the model and history after every epoch so a run can resume; prints one line per epoch."""
 
-    def __init__(self, folder: Path, history: dict[str, list[float]], total_epochs: int, identity: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, history: dict[str, list[float]], total_epochs: int, identity: dict[str, Any], clips: str) -> None:
         super().__init__()
         self.folder, self.history, self.total_epochs, self.identity = folder, history, total_epochs, identity
+        self.clips = clips  # split_clips: which clips it trains, validates and tests on
         self.progress: Progress | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -606,7 +645,7 @@ class RunState(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(float(value))
         # Written aside, then renamed: a run stopped mid-write leaves the previous epoch's checkpoint whole. The
         # state goes inside the checkpoint too, so one rename writes both; state.json, the readable copy, follows.
-        state = {"epoch": epoch + 1, "epochs": self.total_epochs, "history": self.history, "identity": self.identity}
+        state = {"epoch": epoch + 1, "epochs": self.total_epochs, "history": self.history, "identity": self.identity, "clips": self.clips}
         self.model.save(self.folder / "last-partial.keras")
         with zipfile.ZipFile(self.folder / "last-partial.keras", "a") as bundle:
             bundle.writestr(STATE_IN_CHECKPOINT, json.dumps(state))
@@ -651,7 +690,7 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
         write_test_reports(model, features, split, recipe, folder, metrics)
     onnx_path = folder / "model.onnx"
     export_onnx(model, onnx_path, config.window)
-    metrics["onnx_parity_max_abs_diff"] = parity(model, onnx_path, parity_inputs)
+    metrics["onnx_parity_max_abs_diff"] = checked_parity(model, onnx_path, parity_inputs)
     write_metadata(onnx_path, config.window, recipe.name, config.protocol, metrics, str(config.data))
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if len(split.test):
@@ -728,7 +767,7 @@ def training_callbacks(
         ]
     if speakers:
         callbacks.append(SpeakerAdversaryRamp(recipe.speaker_adversary, config.epochs))
-    callbacks.append(RunState(checkpoints, history, config.epochs, run_identity(config)))
+    callbacks.append(RunState(checkpoints, history, config.epochs, run_identity(config), split_clips(features, split)))
     averaging = None
     if config.keep == "average":
         averaging = WeightAverage(checkpoints, config.epochs, config.average_epochs, initial_epoch if initial_epoch else None)
@@ -845,12 +884,17 @@ def run(config: TrainConfig) -> dict[str, Any]:
         if config.resume and state_file.is_file():
             check_same_run(config.out / split.name, config, "--resume", recorded_identity(state_file, "identity"))
             check_same_schedule(config.out / split.name, config, recipe, state_file)
+            check_epochs_not_below(config.out / split.name, config, state_file)
+            check_same_clips(config.out / split.name, features, split, state_file)
             if not (state_file.parent / "last.keras").is_file():  # it once started again from epoch 1 without a word
                 raise SerStreamError(f"--resume {config.out / split.name}: {state_file.parent / 'last.keras'} is missing, so it cannot carry on; --overwrite trains the split again from epoch 1")
         elif not config.resume and not config.overwrite and (held := held_run(config.out / split.name)) is not None:
             raise SerStreamError(f"--out {config.out / split.name}: holds a run of this split ({held}); add --resume to carry it on, or --overwrite to train it again from epoch 1")
+        elif config.resume and (held := held_run(config.out / split.name)) is not None:  # it was deleted and trained again
+            raise SerStreamError(f"--resume {config.out / split.name}: holds {held} without its checkpoints, so it cannot carry on; --overwrite trains the split again from epoch 1")
         # a damaged earlier model or teacher once failed only when its split's turn came
-        inputs[split.name] = (load_teachers(config, split.name), earlier_network(config, split.name) if config.init_from is not None else None)
+        held_out = {int(actor) for actor in features.clip_actors[np.concatenate([split.validation, split.test])]}
+        inputs[split.name] = (load_teachers(config, split.name, held_out), earlier_network(config, split.name) if config.init_from is not None else None)
     config.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"settings": run_identity(config), "splits": {}, "skipped_files": problems + features.skipped_clips}
     earlier = read_json(summary_path, "a run's summary.json") if summary_path.is_file() else None
