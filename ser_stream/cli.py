@@ -293,10 +293,11 @@ def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
     if args.rtp_allow and not takes_rtp:
         raise SerStreamError(f"--rtp-allow {args.rtp_allow[0]}: only with an rtp: source")
     rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle, allowed_senders=tuple(args.rtp_allow))
-    for spec in options.sources:  # a source that no allowed sender could reach would wait for calls that never come
-        versions = sender_versions(parse_address(spec.target)[0]) if spec.kind == "rtp" else frozenset({4, 6})
-        if rtp.allowed_senders and not any(network.version in versions for network in rtp.allowed_senders):
-            raise SerStreamError(f"rtp:{spec.target}: hears only IPv{min(versions)} senders, and no --rtp-allow network is IPv{min(versions)}")
+    if rtp.allowed_senders:  # a source that no allowed sender could reach would wait for calls that never come
+        for spec in (spec for spec in options.sources if spec.kind == "rtp"):
+            versions = sender_versions(parse_address(spec.target)[0])
+            if not any(network.version in versions for network in rtp.allowed_senders):
+                raise SerStreamError(f"rtp:{spec.target}: hears only IPv{min(versions)} senders, and no --rtp-allow network is IPv{min(versions)}")
     return replace(options, ingest=args.ingest, rtp=rtp)
 
 

@@ -299,11 +299,11 @@ MAX_JITTER_PACKETS = 50
 SenderNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@functools.lru_cache(maxsize=4096)  # asked for every packet: a call's 50 a second come from one sender
-def is_allowed(sender: str, networks: tuple[SenderNetwork, ...]) -> bool:
-    """Whether ``sender`` (``host:port`` as host_port writes it) is in one of ``networks``; a dual-stack socket's
-    IPv4-mapped address (``::ffff:10.0.5.7``) is taken as the IPv4 address it carries."""
-    address = ipaddress.ip_address(sender.rpartition(":")[0].strip("[]"))
+@functools.lru_cache(maxsize=4096)  # asked for every packet: a call's 50 a second come from one host, whatever its port
+def is_allowed(host: str, networks: tuple[SenderNetwork, ...]) -> bool:
+    """Whether ``host`` (of ``host:port`` as host_port writes it, IPv6 in brackets) is in one of ``networks``; a
+    dual-stack socket's IPv4-mapped address (``::ffff:10.0.5.7``) is taken as the IPv4 address it carries."""
+    address = ipaddress.ip_address(host.strip("[]"))
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in networks)
@@ -441,12 +441,7 @@ class RtpReceiver:
         last_sweep = time.monotonic()
         try:
             while not stop.is_set():
-                try:
-                    datagram, sender = self.socket.recvfrom(65536)
-                except TimeoutError:
-                    datagram = b""
-                if datagram:
-                    self.receive(datagram, host_port(sender[0], sender[1]))
+                self._hear()
                 if time.monotonic() - last_sweep >= 0.1:
                     last_sweep = self.sweep()
         finally:
@@ -468,19 +463,25 @@ class RtpReceiver:
         self.socket.settimeout(0.0)
         try:
             for _ in range(DRAIN_DATAGRAMS):
-                try:
-                    datagram, sender = self.socket.recvfrom(65536)
-                except BlockingIOError:
+                if not self._hear():
                     break
-                if datagram:
-                    self.receive(datagram, host_port(sender[0], sender[1]))
         finally:
             self.socket.settimeout(RECEIVE_WAIT_SECONDS)
 
+    def _hear(self) -> bool:
+        """Read one datagram and take it in; False if none came (within the socket's timeout, or none at once)."""
+        try:
+            datagram, sender = self.socket.recvfrom(65536)
+        except (TimeoutError, BlockingIOError):
+            return False
+        if datagram:
+            self.receive(datagram, host_port(sender[0], sender[1]))
+        return True
+
     def receive(self, datagram: bytes, sender: str) -> None:
-        if self.config.allowed_senders and not is_allowed(sender, self.config.allowed_senders):
+        host = sender.rpartition(":")[0]
+        if self.config.allowed_senders and not is_allowed(host, self.config.allowed_senders):
             self.not_allowed_packets += 1
-            host = sender.rpartition(":")[0]
             self._report_once(host, "its address is not in --rtp-allow", reported=self._not_allowed_reported)
             return
         if is_rtcp(datagram):

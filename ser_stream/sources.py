@@ -149,14 +149,14 @@ class StdinSource:
         # Unbuffered: a reader blocked in a BufferedReader holds its lock, and a monitor stopped while the pipe
         # was still open then died at interpreter shutdown ("could not acquire lock for <stdin>", exit 134).
         self.stream = stream if stream is not None else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
-        self.wav_data_bytes: int | None = None  # a WAV stream's audio, where its header says how much (else to the end)
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         frame_bytes = 2 * self.channels
         block_bytes = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
         try:
-            leftover = self._skip_wav_header()  # of a raw stream, its first bytes: audio
-            data_left = self.wav_data_bytes  # chunks after the audio (a LIST of tags, as libsndfile writes) were played as noise
+            # of a raw stream, its first bytes: audio; of a WAV, how much audio its header says (chunks after it, a LIST of
+            # tags as libsndfile writes, were played as noise), or None: to the end
+            leftover, data_left = self._skip_wav_header()
             while not stop.is_set():
                 chunk = self.stream.read(block_bytes if data_left is None else min(block_bytes, data_left))
                 if data_left is not None:
@@ -192,9 +192,10 @@ class StdinSource:
             data += chunk
         return data
 
-    def _skip_wav_header(self) -> bytes:
+    def _skip_wav_header(self) -> tuple[bytes, int | None]:
         """Read past a WAV header if the stream starts with one (and it matches --rate and --channels); return
-        the bytes read that are audio (the start of a raw stream), or raise ``AudioInputError`` naming both.
+        the bytes read that are audio (the start of a raw stream) and how many bytes of audio a WAV's header says
+        follow (None: to the end), or raise ``AudioInputError`` naming both.
         A compressed or AIFF file is refused naming what it is: `cat call.flac |` was once heard as PCM, unsaid."""
         start = self._read(12)
         if (file_format := refused_file_format(start)) is None and (frame_length := mpeg_frame_length(start)) is not None:
@@ -206,10 +207,11 @@ class StdinSource:
                 f"-ar {self.sample_rate} - | ser-stream monitor --source stdin --rate {self.sample_rate}), or give the file as --source file:FILE"
             )
         if len(start) < 12 or start[:4] not in (b"RIFF", b"RF64", b"RIFX") or start[8:12] != b"WAVE":
-            return start  # raw PCM
+            return start, None  # raw PCM
         if start[:4] == b"RIFX":
             raise AudioInputError("stdin: the stream is a big-endian (RIFX) WAV; send little-endian 16-bit PCM (arecord -f S16_LE)")
         wav_format: tuple[int, int, int, int] | None = None  # format tag, channels, rate, bits per sample
+        data_bytes: int | None = None
         while True:
             header = self._read(8)
             if len(header) < 8:
@@ -217,7 +219,7 @@ class StdinSource:
             name, size = header[:4], struct.unpack("<I", header[4:])[0]
             if name == b"data":  # the audio follows: as much as the header says, or to the end where it cannot know
                 if start[:4] == b"RIFF" and 0 < size < STREAMED_DATA_SIZE:  # a pipe's writer puts 0 or 0x7FFFFFFF there
-                    self.wav_data_bytes = size
+                    data_bytes = size
                 break
             if size > WAV_CHUNK_LIMIT:
                 raise AudioInputError(f"stdin: the stream's WAV header has a {size}-byte {shown(name.decode('latin-1'))} chunk; send raw PCM (arecord -t raw)")
@@ -233,7 +235,7 @@ class StdinSource:
             raise AudioInputError("stdin: the stream is a WAV without a fmt chunk before its data; send raw PCM (arecord -t raw)")
         tag, channels, rate, bits = wav_format
         if (tag, bits) == (1, 16) and (channels, rate) == (self.channels, self.sample_rate):
-            return b""
+            return b"", data_bytes
         found = f"{rate} Hz, {describe_channels(channels)}, {describe_wav_format(tag, bits)}"
         expected = f"{self.sample_rate} Hz, {describe_channels(self.channels)}, 16-bit PCM"
         if (tag, bits) == (1, 16) and 0 < channels <= MAX_STDIN_CHANNELS:
