@@ -94,7 +94,12 @@ def read_checkpoint_state(path: Path) -> tuple[int, dict[str, list[float]]]:
 
     Read by ``--resume`` and by ``training.compare``: a hand-edited or truncated file is one line, not a traceback.
     """
-    state = require_keys(read_json(path, CHECKPOINT_STATE), path, CHECKPOINT_STATE, ("epoch", "history"))
+    return checkpoint_state(read_json(path, CHECKPOINT_STATE), path)
+
+
+def checkpoint_state(value: Any, path: Path) -> tuple[int, dict[str, list[float]]]:
+    """``read_checkpoint_state`` of a state.json already read (``value``, from ``path``)."""
+    state = require_keys(value, path, CHECKPOINT_STATE, ("epoch", "history"))
     epoch, history = state["epoch"], state["history"]
     if not is_count(epoch):
         raise ReportError(f"{shown(path)}: not {CHECKPOINT_STATE} ('epoch' is not a count of epochs)")

@@ -35,6 +35,7 @@ from training.reports import (
     CHECKPOINT_STATE,
     METRICS,
     ReportError,
+    checkpoint_state,
     evaluated_recipe,
     heard_actors,
     is_count,
@@ -508,35 +509,32 @@ def split_clips(features: FeatureSet, split: Split) -> str:
     return digest.hexdigest()
 
 
-def check_same_clips(folder: Path, features: FeatureSet, split: Split, state_file: Path) -> None:
-    """Refuse to resume a split on other clips than it began with (clips added to or gone from the data folder): its
-    test clips would have been trained on, or its training clips tested on, without a word."""
+def check_resumable(folder: Path, config: TrainConfig, recipe: Recipe, features: FeatureSet, split: Split, state_file: Path) -> None:
+    """Refuse to carry on a split's checkpoints (its state.json, read once) trained with other settings, to other
+    epochs of a cosine schedule, to fewer epochs than were run, or on other clips."""
     state = read_json(state_file, CHECKPOINT_STATE)
-    recorded = state.get("clips") if isinstance(state, dict) else None  # checkpoints before it was recorded: unknown
-    if isinstance(recorded, str) and recorded != split_clips(features, split):
-        raise SerStreamError(
-            f"--resume {folder}: the data folder no longer gives the clips this split was trained, validated and tested on "
-            "(clips were added, removed or renamed); train it again with --overwrite, or into another --out"
-        )
-
-
-def check_epochs_not_below(folder: Path, config: TrainConfig, state_file: Path) -> None:
-    """Refuse to resume a run that has already run more epochs than --epochs asks (accepted, it recorded the lower
-    figure beside weights of the higher)."""
-    done = read_checkpoint_state(state_file)[0]
-    if done > config.epochs:
-        raise SerStreamError(f"--resume {folder}: it has run {done} epochs, more than --epochs {config.epochs}; give --epochs {done} or more")
-
-
-def check_same_schedule(folder: Path, config: TrainConfig, recipe: Recipe, state_file: Path) -> None:
-    """Refuse to resume a cosine-scheduled run to other epochs: its checkpoint keeps the schedule it started with, so
-    the learning rate would follow the old epochs while metrics.json recorded the new (a constant rate may be extended)."""
-    state = read_json(state_file, CHECKPOINT_STATE)
-    planned = state.get("epochs") if isinstance(state, dict) else None  # checkpoints before it was recorded: unknown
+    recorded = state if isinstance(state, dict) else {}
+    identity = recorded.get("identity")
+    check_same_run(folder, config, "--resume", identity if isinstance(identity, dict) else None)
+    # A cosine schedule over other epochs: the checkpoint keeps the one it started with, so the learning rate would
+    # follow the old epochs while metrics.json recorded the new (a constant rate may be extended).
+    planned = recorded.get("epochs")  # checkpoints before it was recorded: unknown
     if recipe.cosine_decay and is_count(planned) and planned != config.epochs:
         raise SerStreamError(
             f"--resume {folder}: its learning rate follows a cosine schedule over {planned} epochs, not --epochs {config.epochs}; "
             f"resume with --epochs {planned}, or start a new --out with --init-from (a warm restart)"
+        )
+    # Fewer epochs than were run: accepted, it recorded the lower figure beside weights of the higher.
+    done = checkpoint_state(state, state_file)[0]
+    if done > config.epochs:
+        raise SerStreamError(f"--resume {folder}: it has run {done} epochs, more than --epochs {config.epochs}; give --epochs {done} or more")
+    # Other clips (added to, gone from the data folder): its test clips would have been trained on, or its training
+    # clips tested on, without a word.
+    clips = recorded.get("clips")  # checkpoints before it was recorded: unknown
+    if isinstance(clips, str) and clips != split_clips(features, split):
+        raise SerStreamError(
+            f"--resume {folder}: the data folder no longer gives the clips this split was trained, validated and tested on "
+            "(clips were added, removed or renamed); train it again with --overwrite, or into another --out"
         )
 
 
@@ -882,10 +880,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
         if config.resume:
             state_from_checkpoint(state_file.parent)
         if config.resume and state_file.is_file():
-            check_same_run(config.out / split.name, config, "--resume", recorded_identity(state_file, "identity"))
-            check_same_schedule(config.out / split.name, config, recipe, state_file)
-            check_epochs_not_below(config.out / split.name, config, state_file)
-            check_same_clips(config.out / split.name, features, split, state_file)
+            check_resumable(config.out / split.name, config, recipe, features, split, state_file)
             if not (state_file.parent / "last.keras").is_file():  # it once started again from epoch 1 without a word
                 raise SerStreamError(f"--resume {config.out / split.name}: {state_file.parent / 'last.keras'} is missing, so it cannot carry on; --overwrite trains the split again from epoch 1")
         elif not config.resume and not config.overwrite and (held := held_run(config.out / split.name)) is not None:
