@@ -247,10 +247,10 @@ def tone(seconds: float, sample_rate: int) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
-    """``audio`` as a WAV file's bytes (int16 samples are written as they are)."""
+def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str | None = "PCM_16", file_format: str = "WAV") -> bytes:
+    """``audio`` as a WAV file's bytes (int16 samples are written as they are), or another ``file_format``'s."""
     out = io.BytesIO()
-    soundfile.write(out, audio, sample_rate, subtype=subtype, format="WAV")
+    soundfile.write(out, audio, sample_rate, subtype=subtype, format=file_format)
     return out.getvalue()
 
 
@@ -321,9 +321,7 @@ def test_raw_pcm_on_stdin_shorter_than_a_wav_header_is_still_audio():
 
 def encoded(file_format: str, subtype: str | None = None) -> bytes:
     """A second of tone as a file of ``file_format``'s bytes, as `cat call.flac |` would pipe them."""
-    out = io.BytesIO()
-    soundfile.write(out, tone(1.0, 16000), 16000, format=file_format, subtype=subtype)
-    return out.getvalue()
+    return wav_bytes(tone(1.0, 16000), 16000, subtype, file_format)
 
 
 ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10 bytes of padding, as taggers leave
@@ -378,8 +376,6 @@ def test_raw_pcm_with_an_invalid_or_lone_frame_header_at_its_start_is_heard_not_
 
 def test_chunks_after_a_wav_streams_audio_are_not_played_as_audio():
     """libsndfile (soundfile, Audacity) writes its tags after the data: `cat call.wav |` played them as noise."""
-    import struct
-
     pcm = (tone(0.1, 16000) * 32767).astype("<i2").tobytes()
     tags = b"LIST" + struct.pack("<I", 26) + b"INFOISFT" + struct.pack("<I", 14) + b"libsndfile-1.2\x00\x00"
     fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)

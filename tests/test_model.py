@@ -19,6 +19,11 @@ from ser_stream.model import CONTRACT_PROPERTY, file_sha256, load_metadata, meta
 from tests.conftest import speechlike
 
 
+def resealed(model: Path) -> None:
+    """The metadata beside ``model`` given the sha256 of the ONNX file as it now is (after the test changed it)."""
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+
+
 def copy_of_model(shipped_model: Path, folder: Path, name: str = "model.onnx") -> Path:
     copy = folder / name
     shutil.copy(shipped_model, copy)
@@ -160,7 +165,7 @@ def test_a_model_exported_before_files_kept_their_own_record_still_loads(shipped
     proto = onnx.load(str(model))
     del proto.metadata_props[:]
     onnx.save(proto, str(model))
-    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+    resealed(model)
     assert EmotionModel(model, provider="cpu").metadata.window_seconds == 2.0
 
 
@@ -201,7 +206,7 @@ def test_a_model_whose_weights_are_in_an_external_data_file_is_refused_for_the_s
     model = graph_with(tmp_path, shipped_model, 1, 8)
     onnx.save(onnx.load(str(model)), str(model), save_as_external_data=True, location="contract.onnx.data", size_threshold=0)
     assert (tmp_path / "contract.onnx.data").stat().st_size > 0
-    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+    resealed(model)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: keeps its weights in an external data file, which the sha256 "
                                          r"in its metadata does not cover; export the model as one file$"):
         EmotionModel(model, provider="cpu")
@@ -218,7 +223,7 @@ def test_a_model_that_gives_fewer_rows_than_windows_is_refused_at_load(shipped_m
     graph.graph.node.append(helper.make_node("ReduceMean", ["each"], ["probabilities"], axes=[0], keepdims=1))
     model = tmp_path / "contract.onnx"
     onnx.save(graph, str(model))
-    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model)}))
+    resealed(model)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: gave outputs of shape \[1, 8\] for 2 inputs; export it with one row of 8 per input$"):
         EmotionModel(model, provider="cpu")
 

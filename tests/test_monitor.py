@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
-from tests.conftest import run_worker, taken_ipv6_loopback_port, undocumented_fields
+from tests.conftest import run_worker, speechlike, taken_ipv6_loopback_port, undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -911,7 +911,6 @@ def test_the_demo_without_a_terminal_prints_its_utterances_as_json_lines():
 def test_a_source_sampled_below_8_khz_is_warned_of_as_classify_warns_of_it(tmp_path, shipped_model, capsys):
     """classify said a 6 kHz file holds nothing above 3 kHz of the 0–4 kHz the model hears; the monitor said nothing."""
     from ser_stream.cli import main
-    from tests.conftest import speechlike
 
     path = tmp_path / "low.wav"
     soundfile.write(path, speechlike(2.0, 6000), 6000)

@@ -292,17 +292,25 @@ def test_receiver_counts_a_restarted_call_as_a_resync_and_plays_it_on():
     assert stream.warning is not None and "restarted 1 time(s)" in stream.warning
 
 
-def test_a_call_refused_a_stream_is_counted_reported_once_by_name_and_tried_again_a_second_later(monkeypatch):
-    """At --max-streams a flood of SSRCs cannot make streams; a refused call starts once there is room. One line
-    once stood for every call a sender was refused, naming none, and a call taken late did not say it missed its start."""
+@pytest.fixture
+def receiver_clock(monkeypatch) -> list[float]:
+    """The RTP receiver's monotonic clock, as a one-element list the test moves."""
     import types
 
     import ser_stream.rtp
+
+    clock = [1000.0]
+    monkeypatch.setattr(ser_stream.rtp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    return clock
+
+
+def test_a_call_refused_a_stream_is_counted_reported_once_by_name_and_tried_again_a_second_later(receiver_clock):
+    """At --max-streams a flood of SSRCs cannot make streams; a refused call starts once there is room. One line
+    once stood for every call a sender was refused, naming none, and a call taken late did not say it missed its start."""
     from ser_stream.errors import StreamRefused
     from ser_stream.rtp import REFUSED_RETRY_SECONDS
 
-    clock = [1000.0]  # the receiver's monotonic clock, moved by the test
-    monkeypatch.setattr(ser_stream.rtp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    clock = receiver_clock
     streams: dict[str, Stream] = {}
     attempts: list[str] = []
     reports: list[str] = []
@@ -510,15 +518,10 @@ def test_a_call_that_sends_nothing_has_its_time_played_as_silence_as_it_passes()
     assert receiver.counters()["rtp_lost_packets"] == 250
 
 
-def test_a_sweep_after_the_thread_was_descheduled_hears_the_queued_packets_before_judging_calls_quiet(monkeypatch):
+def test_a_sweep_after_the_thread_was_descheduled_hears_the_queued_packets_before_judging_calls_quiet(receiver_clock):
     """The sweep ran on the first datagram after a stall: every other call, its packets still in the socket, was
     padded with the stall's silence, which its queued packets then followed (past --call-idle: closed while sending)."""
-    import types
-
-    import ser_stream.rtp
-
-    clock = [1000.0]
-    monkeypatch.setattr(ser_stream.rtp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    clock = receiver_clock
     receiver, streams, _ = receiver_with_streams(idle_seconds=2.0)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -538,15 +541,10 @@ def test_a_sweep_after_the_thread_was_descheduled_hears_the_queued_packets_befor
         assert streams[f"rtp-0000000{ssrc}"][0].ring.read().size == 51 * PACKET_SAMPLES, ssrc
 
 
-def test_a_late_copy_mid_pause_does_not_cut_the_pause_short(monkeypatch):
+def test_a_late_copy_mid_pause_does_not_cut_the_pause_short(receiver_clock):
     """The silence a pause is played as counted from the last datagram heard, a dropped late copy included, but kept
     the count already played: 1.25 s of a 7 s pause went missing and every later time moved early."""
-    import types
-
-    import ser_stream.rtp
-
-    clock = [1000.0]
-    monkeypatch.setattr(ser_stream.rtp, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    clock = receiver_clock
     receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
     try:
         for sequence in range(50):  # 1 s of speech, then a 7 s pause (silence suppression: the clock runs on)

@@ -18,6 +18,13 @@ def energy_detector(frame: np.ndarray) -> float:
     return 1.0 if np.mean(np.square(frame)) > 1e-4 else 0.0
 
 
+class UniformModel:
+    """Every window equally likely: the tests here are about where utterances fall, not their labels."""
+
+    def predict(self, batch):
+        return np.full((len(batch), 8), 1 / 8, np.float32)
+
+
 def stream(*segments: tuple[float, bool]) -> np.ndarray:
     """Concatenate (seconds, is_speech) segments: speech is a 200 Hz tone, silence is zeros."""
     parts = []
@@ -209,10 +216,6 @@ def test_a_worker_reading_ten_seconds_at_once_loses_none_of_the_first_piece_at_a
     audio = stream((0.5, False), (8.0, True), (1.0, False))  # 9.5 s: the ring (10 s) holds it all
     config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=2.0))
 
-    class UniformModel:
-        def predict(self, batch):
-            return np.full((len(batch), 8), 1 / 8, np.float32)
-
     def utterances(block: int) -> list[tuple[float, float]]:
         published = run_worker(UniformModel(), audio, RATE, block, config, energy_detector)
         return [(m["t_start"], m["t_end"]) for m in published if m["type"] == "utterance"]
@@ -298,11 +301,6 @@ def test_a_short_greeting_counts_as_an_utterance_wherever_the_stream_starts_it(l
     """A call that opens with a 0.3 s 'hi': near t=0 the 0.1 s margin was cut, and was still subtracted."""
     jobs, done = run(stream((lead_seconds, False), (0.3, True), (1.0, False)))
     assert len(done) == 1 and len(jobs) == 1
-
-
-class UniformModel:
-    def predict(self, batch):
-        return np.full((len(batch), 8), 1 / 8, np.float32)
 
 
 def worker_run(streams: dict[str, tuple[int, np.ndarray]], config=None, detector=None, broken: str | None = None) -> tuple[list[dict], str | None]:
