@@ -61,6 +61,26 @@ def shipped_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shipped_member0(tmp_path_factory) -> Path:
+    """The shipped model's first network, unpacked once for the session (each test unpacked the pair again)."""
+    from training.ensemble import main as ensemble_main
+
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip("no shipped model in models/")
+    folder = tmp_path_factory.mktemp("shipped-members")
+    assert ensemble_main([str(SHIPPED_MODEL), "--unpack", str(folder)]) == 0
+    return folder / "member0.onnx"
+
+
+@pytest.fixture
+def members(smoke_run, shipped_member0, tmp_path) -> list[Path]:
+    """Two networks of one window for the training tools, the first a copy the test may try to overwrite."""
+    from tests.test_training_tools import held_out_copy, held_out_network
+
+    return [held_out_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), held_out_network(shipped_member0, tmp_path)]
+
+
+@pytest.fixture(scope="session")
 def tiny_ravdess(tmp_path_factory) -> Path:
     """A RAVDESS-layout folder of generated 3 s clips: 8 emotions × 2 actors × 2 statements, WAV and FLAC."""
     import soundfile

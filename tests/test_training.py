@@ -251,13 +251,11 @@ def test_weight_decay_shrinks_kernels_only_and_a_reloaded_checkpoint_still_spare
     check(one_zero_gradient_step(reloaded, reloaded.optimizer))
 
 
-def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(smoke_run, shipped_model, tiny_ravdess, tmp_path):
-    from tests.test_training_tools import held_out_copy, held_out_network
+def test_an_ensemble_outputs_the_mean_of_its_members_and_keeps_the_runtime_contract(members, tiny_ravdess, tmp_path):
     from training.ensemble import demo_inputs
     from training.ensemble import main as ensemble_main
     from training.score import main as score_main
 
-    members = [held_out_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), held_out_network(shipped_model, tmp_path)]
     report = tmp_path / "fold.json"
     assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--model", str(members[0]), "--model", str(members[1]), "--out", str(report)]) == 0
     merged = tmp_path / "ensemble.onnx"
@@ -448,7 +446,7 @@ def test_a_warm_restart_refuses_an_earlier_run_whose_metrics_do_not_count_its_ep
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: --init-from {earlier}: {metrics_path}: {reason}"
 
 
-def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_it_as_evidence(smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
+def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_it_as_evidence(smoke_run, members, tiny_ravdess, tmp_path, capsys):
     from dataclasses import replace
 
     import soundfile
@@ -467,9 +465,6 @@ def test_scoring_at_another_hop_cuts_that_many_windows_and_an_ensemble_refuses_i
     assert len(finer) > len(own) > 2
     assert all(any(np.array_equal(window, other) for other in finer) for window in own)  # the finer hop sees every window the model's does
 
-    from tests.test_training_tools import held_out_copy, held_out_network
-
-    members = [held_out_copy(smoke_run / "model.onnx", tmp_path / "member.onnx"), held_out_network(shipped_model, tmp_path)]
     report = tmp_path / "fold-finer-hop.json"
     assert score_main(["--data", str(tiny_ravdess), "--actors", "2", "--variants", "clean", "--hop", "0.25", "--model", str(members[0]), "--model", str(members[1]), "--out", str(report)]) == 0
     assert json.loads(report.read_text())["hop_seconds"] == 0.25
