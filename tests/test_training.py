@@ -19,6 +19,7 @@ from ser_stream.errors import ModelError, SerStreamError
 from ser_stream.inference import EmotionModel
 from ser_stream.model import load_metadata, metadata_path
 from tests.test_model import trained_record
+from training.config import TrainConfig  # no TensorFlow either
 from training.recipes import RECIPES  # no TensorFlow: the recipes are plain dataclasses
 
 pytestmark = pytest.mark.slow
@@ -824,7 +825,8 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
         (["--teacher", "missing.onnx"], "argument --teacher: missing.onnx: no such model file"),
         (["--epochs", "0", "--init-from", "no-such-run"], "argument --init-from: no-such-run is not a run folder"),
         (["--window", "0"], "window of 0.0 s is outside 0.1–30 s"),
-        (["--validation-actors", "0"], "argument --validation-actors: 0 leaves no speakers to pick the best epoch on: use --keep last or --keep average"),
+        (["--validation-actors", "0", "--keep", "best"], "argument --validation-actors: 0 leaves no speakers to pick the best epoch on: use --keep last or --keep average"),
+        (["--protocol", "all", "--keep", "best"], "argument --keep: best: the 'all' protocol keeps no speakers to pick the best epoch on: --keep last or --keep average"),
         (["--protocol", "random", "--validation-actors", "0", "--keep", "last"], "argument --validation-actors: only with --protocol actors (the 'random' protocol holds out no speakers)"),
         (["--protocol", "all", "--training-actors", "8"], "argument --training-actors: only with --protocol actors (the 'all' protocol holds out no speakers)"),
         (["--balance-voices", "--validation-actors", "1"], "argument --validation-actors: 1 with --balance-voices, which validates on one man and one woman: 2 or 0"),
@@ -841,6 +843,17 @@ def test_the_training_command_refuses_nonsense_in_one_line(tmp_path, capsys, opt
         main(["--out", str(tmp_path / "run"), *options])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"python -m training: error: {reason}"
+
+
+def test_without_keep_a_run_keeps_its_best_validation_epoch_where_it_validates_and_its_last_where_it_cannot(tmp_path, monkeypatch):
+    import training.train
+    from training.__main__ import main
+
+    asked: list[TrainConfig] = []
+    monkeypatch.setattr(training.train, "run", asked.append)
+    for options in (["--protocol", "all"], ["--validation-actors", "0"], ["--protocol", "random"], ["--protocol", "actors"]):
+        assert main(["--out", str(tmp_path / "run"), *options]) == 0
+    assert [config.keep for config in asked] == ["last", "last", "best", "best"]
 
 
 @pytest.mark.parametrize("option", ["--out", "--cache-dir"])

@@ -7,7 +7,7 @@ from pathlib import Path
 from ser_stream.cli import OneLineParser, whole_number
 from ser_stream.errors import SerStreamError
 from ser_stream.windows import WindowConfig
-from training.config import KEEPS, PROTOCOLS, TrainConfig, TrainConfigError
+from training.config import KEEPS, PROTOCOLS, TrainConfig, TrainConfigError, validates
 from training.recipes import RECIPES
 
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-from", type=Path, default=None, help="an earlier run folder: each split starts from that run's model of the same split, with the learning-rate schedule started afresh (a warm restart)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     parser.add_argument("--overwrite", action="store_true", help="train splits the run folder already holds again from epoch 1, deleting their checkpoints (without it, or --resume, they are refused)")
-    parser.add_argument("--keep", choices=KEEPS, default="best", help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs")
+    parser.add_argument("--keep", choices=KEEPS, default=None, help="weights to score and export: best validation epoch, the last, or the mean of the last --average-epochs epochs (default: best; last where no speakers are kept for validation)")
     parser.add_argument("--average-epochs", type=whole_number(1), default=10, help="--keep average: how many final epochs' weights to average")
     parser.add_argument("--teacher", action="append", default=[], metavar="MODEL.onnx",
                         help="distil: mix this model's output (the mean, if given several times) into each training window's target; "
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.distill_weight is not None and not args.teacher:
         parser.error("argument --distill-weight: only with --teacher")
+    keep = args.keep or ("best" if validates(args.protocol, args.validation_actors) else "last")
 
     try:
         config = TrainConfig(
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             fold=args.fold, balance_voices=args.balance_voices, validation_actors=args.validation_actors,
             training_actors=args.training_actors, epochs=args.epochs, seed=args.seed, model_seed=args.model_seed, batch_size=args.batch_size,
             patience=args.patience, windows_per_clip=args.windows_per_clip, frequency_warp=args.frequency_warp,
-            init_from=args.init_from, resume=args.resume, overwrite=args.overwrite, keep=args.keep, average_epochs=args.average_epochs,
+            init_from=args.init_from, resume=args.resume, overwrite=args.overwrite, keep=keep, average_epochs=args.average_epochs,
             cache_dir=args.cache_dir, max_clips=args.max_clips, window=WindowConfig(args.window, args.hop),
             teachers=tuple(args.teacher), distill_weight=0.5 if args.distill_weight is None else args.distill_weight,
         )

@@ -19,6 +19,11 @@ PROTOCOLS = ("random", "actors", "all")
 KEEPS = ("best", "last", "average")
 
 
+def validates(protocol: str, validation_actors: int) -> bool:
+    """Whether a run keeps speakers apart to validate on: to pick its best epoch and to stop it early."""
+    return protocol != "all" and not (protocol == "actors" and validation_actors == 0)
+
+
 class TrainConfigError(SerStreamError):
     """A training configuration that cannot be run as asked; names the field (the command's option) and why."""
 
@@ -51,7 +56,8 @@ class TrainConfig:
     init_from: Path | None = None  # an earlier run folder: each split starts from its model there, on a fresh schedule
     resume: bool = False
     overwrite: bool = False  # train splits that already hold a run again from epoch 1 (without it they are refused)
-    keep: str = "best"  # "best": the best validation epoch's weights; "last": the final epoch's, as an all-actors run ships;
+    keep: str = "best"  # "best": the best validation epoch's weights (the command's default where it validates);
+    # "last": the final epoch's, as an all-actors run ships (the command's default where nothing is validated);
     # "average": the mean of the last ``average_epochs`` epochs' weights (stochastic weight averaging)
     average_epochs: int = 10
     cache_dir: Path | None = Path(".cache")
@@ -99,12 +105,13 @@ class TrainConfig:
             problems.append(("validation_actors", f"{self.validation_actors} must be at least 0"))
         elif self.balance_voices and self.validation_actors not in (0, 2):
             problems.append(("validation_actors", f"{self.validation_actors} with --balance-voices, which validates on one man and one woman: 2 or 0"))
-        if self.validation_actors == 0 and self.keep == "best":
+        if self.validation_actors == 0 and self.protocol == "actors" and self.keep == "best":
             problems.append(("validation_actors", "0 leaves no speakers to pick the best epoch on: use --keep last or --keep average"))
+        if self.protocol == "all" and self.keep == "best":  # it was once the last epoch's, without a word
+            problems.append(("keep", "best: the 'all' protocol keeps no speakers to pick the best epoch on: --keep last or --keep average"))
         if self.average_epochs != 10 and self.keep != "average":  # asked for and ignored, without a word, until refused
             problems.append(("average_epochs", f"{self.average_epochs}: only with --keep average"))
-        validated = self.protocol != "all" and not (self.protocol == "actors" and self.validation_actors == 0)
-        if self.patience != 15 and not validated:
+        if self.patience != 15 and not validates(self.protocol, self.validation_actors):
             problems.append(("patience", f"{self.patience}: no speakers are kept for validation, so nothing stops a run early"))
         if self.training_actors is not None and self.training_actors < 1:
             problems.append(("training_actors", f"{self.training_actors} must be at least 1"))
