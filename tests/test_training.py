@@ -856,6 +856,18 @@ def test_without_keep_a_run_keeps_its_best_validation_epoch_where_it_validates_a
     assert [config.keep for config in asked] == ["last", "last", "best", "best"]
 
 
+def test_averaged_weights_of_a_run_that_validates_on_nobody_are_not_refused_for_its_patience(tmp_path, monkeypatch):
+    """--validation-actors 0 --keep average was refused whatever --patience: the default as below --epochs, any other
+    as ignored; nothing validates there, so nothing stops the run early."""
+    import training.train
+    from training.__main__ import main
+
+    asked: list[TrainConfig] = []
+    monkeypatch.setattr(training.train, "run", asked.append)
+    assert main(["--out", str(tmp_path / "run"), "--protocol", "actors", "--validation-actors", "0", "--keep", "average", "--epochs", "60"]) == 0
+    assert [(config.keep, config.patience, config.epochs) for config in asked] == [("average", 15, 60)]
+
+
 @pytest.mark.parametrize("option", ["--out", "--cache-dir"])
 def test_an_output_or_cache_folder_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, option):
     from training.__main__ import main
