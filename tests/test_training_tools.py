@@ -199,6 +199,54 @@ def test_an_ensemble_refuses_two_reports_on_the_same_actors_naming_both(members,
     assert not list(tmp_path.glob("ensemble*"))
 
 
+def test_scoring_refuses_an_actor_given_twice(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """`--actors 2 2` once wrote a report listing actor 2 twice, which the ensemble then counted as evidence twice."""
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--actors", "2", "2", "--model", str(model), "--out", str(tmp_path / "report.json")], capsys)
+    assert line == "python -m training.score: error: argument --actors: 2 given more than once; give each actor once"
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    "first_actors, second_actors, reason",
+    [
+        ([1, 2], [2, 1], "{second}: scores the same actors (actors-01-02) as {first}; give each held-out set once"),
+        ([2], [1, 2], "{second}: scores actor(s) 02, which {first} scores too; give held-out sets that share no actor"),
+        ([2], [1, 1], "{second}: lists actor(s) 01 more than once; score each actor once"),
+    ],
+    ids=["same-actors-in-another-order", "overlapping-actors", "an-actor-listed-twice"],
+)
+def test_an_ensemble_counts_each_held_out_actor_once_in_its_evidence(members, tiny_ravdess, tmp_path, capsys, first_actors, second_actors, reason):
+    """Reports of the same actors listed in another order were two evaluations, and so were sets sharing an actor."""
+    scored = json.loads(score_report(members, tiny_ravdess, tmp_path / "scored.json").read_text())
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps(dict(scored, actors=first_actors)))
+    second.write_text(json.dumps(dict(scored, actors=second_actors)))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(first), str(second)], capsys)
+    assert line == "python -m training.ensemble: error: " + reason.format(first=first, second=second)
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+@pytest.mark.parametrize(
+    "window_seconds, reason",
+    [
+        (1.0, "{report}: scored 1.0 s windows, the ensemble's members cut 2.0 s; give evidence of networks of their window"),
+        (None, "{report}: records no window_seconds, so what it scored is unknown; score the members again with training.score --out"),
+    ],
+    ids=["other-window", "window-not-recorded"],
+)
+def test_an_ensemble_refuses_a_report_scored_on_other_windows_than_its_members_or_not_saying(members, tiny_ravdess, tmp_path, capsys, window_seconds, reason):
+    """Reports recorded the hop they scored at but not the window: networks of 1 s windows were evidence for 2 s ones."""
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    assert scored["window_seconds"] == load_metadata(members[0]).window_seconds == 2.0
+    scored.pop("window_seconds")
+    report.write_text(json.dumps(scored if window_seconds is None else dict(scored, window_seconds=window_seconds)))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == "python -m training.ensemble: error: " + reason.format(report=report)
+    assert not list(tmp_path.glob("ensemble*"))
+
+
 def test_an_ensemble_refuses_a_report_scored_with_test_time_views_the_merged_graph_does_not_compute(members, tiny_ravdess, tmp_path, capsys):
     report = score_report(members, tiny_ravdess, tmp_path / "views.json", "--test-time", "higher")
     line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)

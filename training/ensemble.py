@@ -44,7 +44,7 @@ from ser_stream.model import (
     metadata_path,
 )
 from training.contract import record_trained_contract
-from training.reports import ReportError, read_json, require_keys
+from training.reports import ReportError, is_number, read_json, require_keys
 from training.ship import check_same_training
 
 PARITY_BOUND = 1e-5
@@ -219,6 +219,7 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
     protos = [load_member(path) for path in members]  # every member parses before any evidence is read or file written
     held_out: dict[str, Any] = {}
     evidence_files: dict[str, Path] = {}  # held-out actors → the report that scored them
+    scored_by: dict[int, Path] = {}  # each held-out actor → the report that scored it
     for path in evidence:
         what = "a training.score report"
         report = require_keys(read_json(path, what), path, what, ("models", "actors", "clean"))
@@ -230,6 +231,8 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         scored, actors, clean = report["models"], report["actors"], report["clean"]
         if not isinstance(scored, list) or not isinstance(actors, list) or not all(isinstance(actor, int) for actor in actors):
             raise ReportError(f"{shown(path)}: not a training.score report ('models' and 'actors' are not lists of model files and actor numbers)")
+        if repeated := sorted({actor for actor in actors if actors.count(actor) > 1}):
+            raise ReportError(f"{shown(path)}: lists actor(s) {', '.join(f'{actor:02d}' for actor in repeated)} more than once; score each actor once")
         if len(scored) != len(members):
             raise ModelError(f"{path}: scores {len(scored)} model(s), the ensemble has {len(members)}")
         recipes = report.get("recipes")  # reports before the seventh session record none
@@ -239,10 +242,21 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         hop = report.get("hop_seconds", metadata[0].hop_seconds)
         if hop != metadata[0].hop_seconds:
             raise ModelError(f"{path}: scored windows at a {hop} s hop, the ensemble cuts them at {metadata[0].hop_seconds} s")
-        name = "actors-" + "-".join(f"{actor:02d}" for actor in actors)
+        window = report.get("window_seconds")
+        if not is_number(window):  # reports before they recorded it: the window they were scored on is unknown
+            raise ReportError(f"{shown(path)}: records no window_seconds, so what it scored is unknown; score the members again with training.score --out")
+        if window != metadata[0].window_seconds:
+            raise ModelError(f"{path}: scored {window} s windows, the ensemble's members cut {metadata[0].window_seconds} s; give evidence of networks of their window")
+        name = "actors-" + "-".join(f"{actor:02d}" for actor in sorted(actors))  # the same actors in another order are the same set
         if name in evidence_files:
             raise ReportError(f"{shown(path)}: scores the same actors ({name}) as {shown(evidence_files[name])}; give each held-out set once")
+        if shared := sorted(set(actors) & set(scored_by)):  # an actor in two sets would count twice in the evidence
+            raise ReportError(
+                f"{shown(path)}: scores actor(s) {', '.join(f'{actor:02d}' for actor in shared)}, which {shown(scored_by[shared[0]])} "
+                "scores too; give held-out sets that share no actor"
+            )
         evidence_files[name] = path
+        scored_by.update(dict.fromkeys(actors, path))
         held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")
     try:
