@@ -309,13 +309,10 @@ def test_unpacking_a_single_network_is_refused_in_one_line(smoke_run, tmp_path, 
 
 
 def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shipped_model, tmp_path, capsys):
+    from tests.test_training_tools import model_copy
     from training.ensemble import main as ensemble_main
 
-    other = tmp_path / "other.onnx"
-    shutil.copy(smoke_run / "model.onnx", other)
-    metadata = json.loads(metadata_path(smoke_run / "model.onnx").read_text())
-    metadata["window_seconds"] = 1.5
-    metadata_path(other).write_text(json.dumps(metadata))
+    other = model_copy(smoke_run / "model.onnx", tmp_path / "other.onnx", window_seconds=1.5)  # a network of 1.5 s windows
     with pytest.raises(SystemExit) as stopped:
         ensemble_main([str(shipped_model), str(other), "--to", str(tmp_path / "ensemble.onnx")])
     assert stopped.value.code == 2

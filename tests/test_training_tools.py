@@ -453,3 +453,85 @@ def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model
     with pytest.raises(ValueError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
         quantize(shipped_model, np.zeros((0, 260, 270), np.float32), out)
     assert list(tmp_path.iterdir()) == []
+
+
+def hand_edited(source: Path, to: Path, window_seconds: float) -> Path:
+    """``source`` copied with its metadata JSON alone saying another window: the file's own record and its sha256 are
+    unchanged, as after an edit by hand."""
+    shutil.copy(source, to)
+    metadata_path(to).write_text(json.dumps(dict(json.loads(metadata_path(source).read_text()), window_seconds=window_seconds)))
+    return to
+
+
+@pytest.mark.parametrize("tool", ["training.ship", "training.ensemble", "training.ensemble --unpack"])
+def test_a_model_whose_metadata_contradicts_its_network_is_refused_by_the_tools_before_any_work(tool, smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
+    """The tools checked only the sha256: from a JSON edited to 1 s windows, unpack stamped 1 s into each member, quantize
+    scored 1 s windows, and ship printed "shipped"; the runtime refused what they wrote, or ran a 2 s network on 1 s windows."""
+    (tmp_path / "source").mkdir()
+    source = shipped_model if tool == "training.ensemble --unpack" else held_out_copy(smoke_run / "model.onnx", tmp_path / "source" / "model.onnx")
+    edited = hand_edited(source, tmp_path / "edited.onnx", window_seconds=1.0)
+    arguments = {
+        "training.ship": [str(edited), "--to", str(tmp_path / "shipped.onnx")],
+        "training.ensemble": [str(edited), str(shipped_model), "--to", str(tmp_path / "ensemble.onnx")],
+        "training.ensemble --unpack": [str(edited), "--unpack", str(tmp_path / "members")],
+    }[tool]
+    line = refusal(tool.split()[0], arguments, capsys)
+    assert line.endswith(
+        f": error: {metadata_path(edited)}: says window_seconds 1.0, but the network in edited.onnx was trained on window_seconds 2.0; "
+        "restore the metadata (the window is the network's, not a setting)"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["edited.json", "edited.onnx", "source"]
+
+
+def test_unpacking_writes_no_member_unless_their_mean_is_the_ensembles(shipped_model, tmp_path, capsys, monkeypatch):
+    """The members were written into the folder first and checked after: a failed check left them there."""
+    import training.ensemble
+
+    monkeypatch.setattr(training.ensemble, "ensemble_parity", lambda members, merged, inputs: 0.5)
+    folder = tmp_path / "members"
+    line = refusal("training.ensemble", [str(shipped_model), "--unpack", str(folder)], capsys)
+    assert line == f"python -m training.ensemble: error: {shipped_model}: its unpacked members' mean differs from it by 5.00e-01 (bound 1e-05)"
+    assert list(folder.iterdir()) == []
+
+
+def test_shipping_keeps_the_evaluations_a_model_carries_unless_told_to_replace_them(shippable, smoke_run, tmp_path, capsys):
+    """Shipped again without --evidence, or with other evidence, a model lost every held-out evaluation it carried."""
+    from training.ship import main as ship_main
+
+    model, _ = shippable
+    carried = {"fold9": {"test_clean": {"mean_per_class_accuracy": 0.5}}}
+    metadata = json.loads(metadata_path(model).read_text())
+    metadata_path(model).write_text(json.dumps(dict(metadata, metrics=dict(metadata["metrics"], held_out_evaluations=carried))))
+    evidence = str(smoke_run / "metrics.json")
+    assert ship_main([str(model), "--to", str(model)]) == 0
+    assert load_metadata(model).metrics["held_out_evaluations"] == carried
+    assert ship_main([str(model), "--to", str(model), "--evidence", evidence]) == 0
+    assert capsys.readouterr().out.endswith("with 2 held-out evaluation(s), 1 of them carried over\n")
+    assert sorted(load_metadata(model).metrics["held_out_evaluations"]) == ["fold9", "random"]
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", evidence], capsys)
+    assert line == f"python -m training.ship: error: {evidence}: split 'random' is already among the held-out evaluations {model} carries; give --replace-evidence to replace them"
+    assert ship_main([str(model), "--to", str(model), "--replace-evidence", "--evidence", evidence]) == 0
+    assert list(load_metadata(model).metrics["held_out_evaluations"]) == ["random"]
+
+
+def test_shipping_refuses_a_runs_metrics_as_evidence_for_an_ensemble(shipped_model, smoke_run, tmp_path, capsys):
+    """An ensemble's evidence is its members scored together; ship replaced the shipped ensemble's five evaluations."""
+    model = model_copy(shipped_model, tmp_path / "ser_cnn.onnx")
+    before = metadata_path(model).read_text()
+    evidence = smoke_run / "metrics.json"
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
+    assert line == (f"python -m training.ship: error: {evidence}: evaluates one network, {model} is an ensemble; give evidence of its members "
+                    "scored together (training.score --out) to python -m training.ensemble --evidence")
+    assert metadata_path(model).read_text() == before
+
+
+@pytest.mark.parametrize("tool", ["training.ship", "training.ensemble"])
+def test_a_to_whose_metadata_would_land_on_a_folder_is_refused_before_anything_is_written(tool, members, tmp_path, capsys):
+    """--to X.onnx was checked, the X.json written beside it not: a folder of that name stopped the tool with a traceback
+    after X.onnx was written."""
+    to = tmp_path / "out" / "model.onnx"
+    metadata_path(to).mkdir(parents=True)
+    sources = members[:1] if tool == "training.ship" else members
+    line = refusal(tool, [*map(str, sources), "--to", str(to)], capsys)
+    assert line == f"python -m {tool}: error: argument --to: {to}: its metadata {metadata_path(to)}: is a folder, not a metadata file to write"
+    assert list((tmp_path / "out").iterdir()) == [metadata_path(to)]
