@@ -447,10 +447,11 @@ def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_
 
 def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model, tmp_path):
     """The pre-processed model (``.prep.onnx``) was removed only when quantize_static succeeded."""
+    from ser_stream.errors import ModelError
     from training.quantize import quantize
 
     out = tmp_path / "model.int8.onnx"
-    with pytest.raises(ValueError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
+    with pytest.raises(ModelError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
         quantize(shipped_model, np.zeros((0, 260, 270), np.float32), out)
     assert list(tmp_path.iterdir()) == []
 
@@ -463,7 +464,7 @@ def hand_edited(source: Path, to: Path, window_seconds: float) -> Path:
     return to
 
 
-@pytest.mark.parametrize("tool", ["training.ship", "training.ensemble", "training.ensemble --unpack"])
+@pytest.mark.parametrize("tool", ["training.ship", "training.quantize", "training.ensemble", "training.ensemble --unpack"])
 def test_a_model_whose_metadata_contradicts_its_network_is_refused_by_the_tools_before_any_work(tool, smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
     """The tools checked only the sha256: from a JSON edited to 1 s windows, unpack stamped 1 s into each member, quantize
     scored 1 s windows, and ship printed "shipped"; the runtime refused what they wrote, or ran a 2 s network on 1 s windows."""
@@ -472,6 +473,7 @@ def test_a_model_whose_metadata_contradicts_its_network_is_refused_by_the_tools_
     edited = hand_edited(source, tmp_path / "edited.onnx", window_seconds=1.0)
     arguments = {
         "training.ship": [str(edited), "--to", str(tmp_path / "shipped.onnx")],
+        "training.quantize": [str(edited), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"],
         "training.ensemble": [str(edited), str(shipped_model), "--to", str(tmp_path / "ensemble.onnx")],
         "training.ensemble --unpack": [str(edited), "--unpack", str(tmp_path / "members")],
     }[tool]
@@ -492,6 +494,60 @@ def test_unpacking_writes_no_member_unless_their_mean_is_the_ensembles(shipped_m
     line = refusal("training.ensemble", [str(shipped_model), "--unpack", str(folder)], capsys)
     assert line == f"python -m training.ensemble: error: {shipped_model}: its unpacked members' mean differs from it by 5.00e-01 (bound 1e-05)"
     assert list(folder.iterdir()) == []
+
+
+def test_quantising_prints_only_its_report_on_stdout(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """onnxruntime's calibrator printed its progress on stdout, before the JSON report it promises."""
+    from training.quantize import main as quantize_main
+
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    assert quantize_main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == json.loads((tmp_path / "model.int8.quantization.json").read_text())
+    assert "Collecting tensor data" in captured.err
+
+
+@pytest.mark.parametrize("recorded", ["in-its-metadata", "in-its-graph"])
+def test_quantising_an_int8_model_again_is_refused_before_any_work(recorded, smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Quantised again, an int8 model became a graph onnxruntime could not load: a traceback after the work, and the
+    file left behind."""
+    from ser_stream.model import file_sha256
+    from training.quantize import quantize
+
+    source = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    metadata = json.loads(metadata_path(source).read_text())
+    model = tmp_path / "model.int8.onnx"
+    if recorded == "in-its-metadata":
+        shutil.copy(source, model)
+        metrics = dict(metadata["metrics"], int8={"quantized_from": metadata["sha256"]})
+        came_from = f" (quantised from {metadata['sha256'][:12]}…)"
+    else:  # a real int8 graph, its metadata not saying so
+        quantize(source, np.random.default_rng(0).random((16, 260, 270), np.float32), model)
+        capsys.readouterr()  # the calibrator's progress
+        metrics, came_from = metadata["metrics"], ""
+    metadata_path(model).write_text(json.dumps(dict(metadata, sha256=file_sha256(model), metrics=metrics)))
+    out = tmp_path / "again.onnx"
+    line = refusal("training.quantize", [str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)], capsys)
+    assert line == f"python -m training.quantize: error: {model}: is already an int8 model{came_from}; quantise the fp32 model it came from"
+    assert not list(tmp_path.glob("again*"))
+
+
+def test_an_int8_model_onnxruntime_cannot_load_is_one_line_and_leaves_no_file(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch):
+    """A quantised graph onnxruntime wrote but could not load was left at --out, after a traceback."""
+    import training.quantize
+
+    def unloadable(prepared: str, out: str, *args: object, **kwargs: object) -> None:
+        Path(out).write_bytes(b"not a graph")
+
+    monkeypatch.setattr(training.quantize, "quantize_static", unloadable)
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(SystemExit) as stopped:
+        training.quantize.main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"python -m training.quantize: error: {model}: onnxruntime could not quantise it (") and "Traceback" not in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.onnx"]
 
 
 def test_shipping_keeps_the_evaluations_a_model_carries_unless_told_to_replace_them(shippable, smoke_run, tmp_path, capsys):
