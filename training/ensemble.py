@@ -44,7 +44,13 @@ from ser_stream.model import (
     file_sha256,
     metadata_path,
 )
-from training.contract import load_checked_model, model_output, put_in_place, record_trained_contract
+from training.contract import (
+    check_metadata_writable,
+    load_checked_model,
+    model_output,
+    put_in_place,
+    record_trained_contract,
+)
 from training.reports import ReportError, is_number, read_json, require_keys
 from training.ship import check_same_training
 
@@ -133,6 +139,8 @@ def unpack(ensemble: Path, folder: Path) -> list[Path]:
         if not difference <= PARITY_BOUND:  # NaN too
             raise ModelError(f"{shown(ensemble)}: its unpacked members' mean differs from it by {difference:.2e} (bound {PARITY_BOUND:.0e})")
         written = [folder / path.name for path in staged]
+        for to in written:  # every member's place is checked before any moves in
+            check_metadata_writable(to)
         for path, to in zip(staged, written):
             put_in_place(path, to)
     finally:
