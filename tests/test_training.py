@@ -309,13 +309,10 @@ def test_unpacking_a_single_network_is_refused_in_one_line(smoke_run, tmp_path, 
 
 
 def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shipped_model, tmp_path, capsys):
+    from tests.test_training_tools import model_copy
     from training.ensemble import main as ensemble_main
 
-    other = tmp_path / "other.onnx"
-    shutil.copy(smoke_run / "model.onnx", other)
-    metadata = json.loads(metadata_path(smoke_run / "model.onnx").read_text())
-    metadata["window_seconds"] = 1.5
-    metadata_path(other).write_text(json.dumps(metadata))
+    other = model_copy(smoke_run / "model.onnx", tmp_path / "other.onnx", window_seconds=1.5)  # a network of 1.5 s windows
     with pytest.raises(SystemExit) as stopped:
         ensemble_main([str(shipped_model), str(other), "--to", str(tmp_path / "ensemble.onnx")])
     assert stopped.value.code == 2
@@ -854,6 +851,18 @@ def test_without_keep_a_run_keeps_its_best_validation_epoch_where_it_validates_a
     for options in (["--protocol", "all"], ["--validation-actors", "0"], ["--protocol", "random"], ["--protocol", "actors"]):
         assert main(["--out", str(tmp_path / "run"), *options]) == 0
     assert [config.keep for config in asked] == ["last", "last", "best", "best"]
+
+
+def test_averaged_weights_of_a_run_that_validates_on_nobody_are_not_refused_for_its_patience(tmp_path, monkeypatch):
+    """--validation-actors 0 --keep average was refused whatever --patience: the default as below --epochs, any other
+    as ignored; nothing validates there, so nothing stops the run early."""
+    import training.train
+    from training.__main__ import main
+
+    asked: list[TrainConfig] = []
+    monkeypatch.setattr(training.train, "run", asked.append)
+    assert main(["--out", str(tmp_path / "run"), "--protocol", "actors", "--validation-actors", "0", "--keep", "average", "--epochs", "60"]) == 0
+    assert [(config.keep, config.patience, config.epochs) for config in asked] == [("average", 15, 60)]
 
 
 @pytest.mark.parametrize("option", ["--out", "--cache-dir"])

@@ -199,6 +199,54 @@ def test_an_ensemble_refuses_two_reports_on_the_same_actors_naming_both(members,
     assert not list(tmp_path.glob("ensemble*"))
 
 
+def test_scoring_refuses_an_actor_given_twice(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """`--actors 2 2` once wrote a report listing actor 2 twice, which the ensemble then counted as evidence twice."""
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--actors", "2", "2", "--model", str(model), "--out", str(tmp_path / "report.json")], capsys)
+    assert line == "python -m training.score: error: argument --actors: 2 given more than once; give each actor once"
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    "first_actors, second_actors, reason",
+    [
+        ([1, 2], [2, 1], "{second}: scores the same actors (actors-01-02) as {first}; give each held-out set once"),
+        ([2], [1, 2], "{second}: scores actor(s) 02, which {first} scores too; give held-out sets that share no actor"),
+        ([2], [1, 1], "{second}: lists actor(s) 01 more than once; score each actor once"),
+    ],
+    ids=["same-actors-in-another-order", "overlapping-actors", "an-actor-listed-twice"],
+)
+def test_an_ensemble_counts_each_held_out_actor_once_in_its_evidence(members, tiny_ravdess, tmp_path, capsys, first_actors, second_actors, reason):
+    """Reports of the same actors listed in another order were two evaluations, and so were sets sharing an actor."""
+    scored = json.loads(score_report(members, tiny_ravdess, tmp_path / "scored.json").read_text())
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps(dict(scored, actors=first_actors)))
+    second.write_text(json.dumps(dict(scored, actors=second_actors)))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(first), str(second)], capsys)
+    assert line == "python -m training.ensemble: error: " + reason.format(first=first, second=second)
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+@pytest.mark.parametrize(
+    "window_seconds, reason",
+    [
+        (1.0, "{report}: scored 1.0 s windows, the ensemble's members cut 2.0 s; give evidence of networks of their window"),
+        (None, "{report}: records no window_seconds, so what it scored is unknown; score the members again with training.score --out"),
+    ],
+    ids=["other-window", "window-not-recorded"],
+)
+def test_an_ensemble_refuses_a_report_scored_on_other_windows_than_its_members_or_not_saying(members, tiny_ravdess, tmp_path, capsys, window_seconds, reason):
+    """Reports recorded the hop they scored at but not the window: networks of 1 s windows were evidence for 2 s ones."""
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    assert scored["window_seconds"] == load_metadata(members[0]).window_seconds == 2.0
+    scored.pop("window_seconds")
+    report.write_text(json.dumps(scored if window_seconds is None else dict(scored, window_seconds=window_seconds)))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == "python -m training.ensemble: error: " + reason.format(report=report)
+    assert not list(tmp_path.glob("ensemble*"))
+
+
 def test_an_ensemble_refuses_a_report_scored_with_test_time_views_the_merged_graph_does_not_compute(members, tiny_ravdess, tmp_path, capsys):
     report = score_report(members, tiny_ravdess, tmp_path / "views.json", "--test-time", "higher")
     line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
@@ -399,9 +447,147 @@ def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_
 
 def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model, tmp_path):
     """The pre-processed model (``.prep.onnx``) was removed only when quantize_static succeeded."""
+    from ser_stream.errors import ModelError
     from training.quantize import quantize
 
     out = tmp_path / "model.int8.onnx"
-    with pytest.raises(ValueError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
+    with pytest.raises(ModelError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
         quantize(shipped_model, np.zeros((0, 260, 270), np.float32), out)
     assert list(tmp_path.iterdir()) == []
+
+
+def hand_edited(source: Path, to: Path, window_seconds: float) -> Path:
+    """``source`` copied with its metadata JSON alone saying another window: the file's own record and its sha256 are
+    unchanged, as after an edit by hand."""
+    shutil.copy(source, to)
+    metadata_path(to).write_text(json.dumps(dict(json.loads(metadata_path(source).read_text()), window_seconds=window_seconds)))
+    return to
+
+
+@pytest.mark.parametrize("tool", ["training.ship", "training.quantize", "training.ensemble", "training.ensemble --unpack"])
+def test_a_model_whose_metadata_contradicts_its_network_is_refused_by_the_tools_before_any_work(tool, smoke_run, shipped_model, tiny_ravdess, tmp_path, capsys):
+    """The tools checked only the sha256: from a JSON edited to 1 s windows, unpack stamped 1 s into each member, quantize
+    scored 1 s windows, and ship printed "shipped"; the runtime refused what they wrote, or ran a 2 s network on 1 s windows."""
+    (tmp_path / "source").mkdir()
+    source = shipped_model if tool == "training.ensemble --unpack" else held_out_copy(smoke_run / "model.onnx", tmp_path / "source" / "model.onnx")
+    edited = hand_edited(source, tmp_path / "edited.onnx", window_seconds=1.0)
+    arguments = {
+        "training.ship": [str(edited), "--to", str(tmp_path / "shipped.onnx")],
+        "training.quantize": [str(edited), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"],
+        "training.ensemble": [str(edited), str(shipped_model), "--to", str(tmp_path / "ensemble.onnx")],
+        "training.ensemble --unpack": [str(edited), "--unpack", str(tmp_path / "members")],
+    }[tool]
+    line = refusal(tool.split()[0], arguments, capsys)
+    assert line.endswith(
+        f": error: {metadata_path(edited)}: says window_seconds 1.0, but the network in edited.onnx was trained on window_seconds 2.0; "
+        "restore the metadata (the window is the network's, not a setting)"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["edited.json", "edited.onnx", "source"]
+
+
+def test_unpacking_writes_no_member_unless_their_mean_is_the_ensembles(shipped_model, tmp_path, capsys, monkeypatch):
+    """The members were written into the folder first and checked after: a failed check left them there."""
+    import training.ensemble
+
+    monkeypatch.setattr(training.ensemble, "ensemble_parity", lambda members, merged, inputs: 0.5)
+    folder = tmp_path / "members"
+    line = refusal("training.ensemble", [str(shipped_model), "--unpack", str(folder)], capsys)
+    assert line == f"python -m training.ensemble: error: {shipped_model}: its unpacked members' mean differs from it by 5.00e-01 (bound 1e-05)"
+    assert list(folder.iterdir()) == []
+
+
+def test_quantising_prints_only_its_report_on_stdout(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """onnxruntime's calibrator printed its progress on stdout, before the JSON report it promises."""
+    from training.quantize import main as quantize_main
+
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    assert quantize_main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == json.loads((tmp_path / "model.int8.quantization.json").read_text())
+    assert "Collecting tensor data" in captured.err
+
+
+@pytest.mark.parametrize("recorded", ["in-its-metadata", "in-its-graph"])
+def test_quantising_an_int8_model_again_is_refused_before_any_work(recorded, smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Quantised again, an int8 model became a graph onnxruntime could not load: a traceback after the work, and the
+    file left behind."""
+    from ser_stream.model import file_sha256
+    from training.quantize import quantize
+
+    source = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    metadata = json.loads(metadata_path(source).read_text())
+    model = tmp_path / "model.int8.onnx"
+    if recorded == "in-its-metadata":
+        shutil.copy(source, model)
+        metrics = dict(metadata["metrics"], int8={"quantized_from": metadata["sha256"]})
+        came_from = f" (quantised from {metadata['sha256'][:12]}…)"
+    else:  # a real int8 graph, its metadata not saying so
+        quantize(source, np.random.default_rng(0).random((16, 260, 270), np.float32), model)
+        capsys.readouterr()  # the calibrator's progress
+        metrics, came_from = metadata["metrics"], ""
+    metadata_path(model).write_text(json.dumps(dict(metadata, sha256=file_sha256(model), metrics=metrics)))
+    out = tmp_path / "again.onnx"
+    line = refusal("training.quantize", [str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)], capsys)
+    assert line == f"python -m training.quantize: error: {model}: is already an int8 model{came_from}; quantise the fp32 model it came from"
+    assert not list(tmp_path.glob("again*"))
+
+
+def test_an_int8_model_onnxruntime_cannot_load_is_one_line_and_leaves_no_file(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch):
+    """A quantised graph onnxruntime wrote but could not load was left at --out, after a traceback."""
+    import training.quantize
+
+    def unloadable(prepared: str, out: str, *args: object, **kwargs: object) -> None:
+        Path(out).write_bytes(b"not a graph")
+
+    monkeypatch.setattr(training.quantize, "quantize_static", unloadable)
+    model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(SystemExit) as stopped:
+        training.quantize.main([str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--out", str(out)])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"python -m training.quantize: error: {model}: onnxruntime could not quantise it (") and "Traceback" not in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.onnx"]
+
+
+def test_shipping_keeps_the_evaluations_a_model_carries_unless_told_to_replace_them(shippable, smoke_run, tmp_path, capsys):
+    """Shipped again without --evidence, or with other evidence, a model lost every held-out evaluation it carried."""
+    from training.ship import main as ship_main
+
+    model, _ = shippable
+    carried = {"fold9": {"test_clean": {"mean_per_class_accuracy": 0.5}}}
+    metadata = json.loads(metadata_path(model).read_text())
+    metadata_path(model).write_text(json.dumps(dict(metadata, metrics=dict(metadata["metrics"], held_out_evaluations=carried))))
+    evidence = str(smoke_run / "metrics.json")
+    assert ship_main([str(model), "--to", str(model)]) == 0
+    assert load_metadata(model).metrics["held_out_evaluations"] == carried
+    assert ship_main([str(model), "--to", str(model), "--evidence", evidence]) == 0
+    assert capsys.readouterr().out.endswith("with 2 held-out evaluation(s), 1 of them carried over\n")
+    assert sorted(load_metadata(model).metrics["held_out_evaluations"]) == ["fold9", "random"]
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", evidence], capsys)
+    assert line == f"python -m training.ship: error: {evidence}: split 'random' is already among the held-out evaluations {model} carries; give --replace-evidence to replace them"
+    assert ship_main([str(model), "--to", str(model), "--replace-evidence", "--evidence", evidence]) == 0
+    assert list(load_metadata(model).metrics["held_out_evaluations"]) == ["random"]
+
+
+def test_shipping_refuses_a_runs_metrics_as_evidence_for_an_ensemble(shipped_model, smoke_run, tmp_path, capsys):
+    """An ensemble's evidence is its members scored together; ship replaced the shipped ensemble's five evaluations."""
+    model = model_copy(shipped_model, tmp_path / "ser_cnn.onnx")
+    before = metadata_path(model).read_text()
+    evidence = smoke_run / "metrics.json"
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
+    assert line == (f"python -m training.ship: error: {evidence}: evaluates one network, {model} is an ensemble; give evidence of its members "
+                    "scored together (training.score --out) to python -m training.ensemble --evidence")
+    assert metadata_path(model).read_text() == before
+
+
+@pytest.mark.parametrize("tool", ["training.ship", "training.ensemble"])
+def test_a_to_whose_metadata_would_land_on_a_folder_is_refused_before_anything_is_written(tool, members, tmp_path, capsys):
+    """--to X.onnx was checked, the X.json written beside it not: a folder of that name stopped the tool with a traceback
+    after X.onnx was written."""
+    to = tmp_path / "out" / "model.onnx"
+    metadata_path(to).mkdir(parents=True)
+    sources = members[:1] if tool == "training.ship" else members
+    line = refusal(tool, [*map(str, sources), "--to", str(to)], capsys)
+    assert line == f"python -m {tool}: error: argument --to: {to}: its metadata {metadata_path(to)}: is a folder, not a metadata file to write"
+    assert list((tmp_path / "out").iterdir()) == [metadata_path(to)]

@@ -119,7 +119,7 @@ class TrainConfig:
             problems.append(("epochs", "0 only with --init-from (which then exports the earlier run's weights as they are)"))
         if self.keep == "average" and self.average_epochs > self.epochs:
             problems.append(("average_epochs", f"{self.average_epochs} must be at most --epochs ({self.epochs})"))
-        if self.keep == "average" and self.protocol != "all" and self.patience < self.epochs:
+        if self.keep == "average" and validates(self.protocol, self.validation_actors) and self.patience < self.epochs:  # nothing stops it early otherwise
             problems.append(("patience", f"{self.patience} is below --epochs ({self.epochs}): early stopping could end the run before the epochs --keep average averages"))
         if self.frequency_warp is not None and not 0.0 <= self.frequency_warp < 0.5:
             problems.append(("frequency_warp", f"{self.frequency_warp} is outside 0 to 0.5"))

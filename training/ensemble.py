@@ -22,6 +22,8 @@ made its members are gone.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,32 +34,27 @@ import onnx.utils
 from numpy.typing import NDArray
 from onnx import helper
 
-from ser_stream.cli import OneLineParser, output_file
-from ser_stream.errors import ModelError, SerStreamError, one_line, shown
+from ser_stream.cli import OneLineParser
+from ser_stream.errors import ModelError, SerStreamError, shown
 from ser_stream.model import (
     DEFAULT_MODEL,
     INPUT_NAME,
     OUTPUT_NAME,
     ModelMetadata,
     file_sha256,
-    load_metadata,
     metadata_path,
 )
-from training.contract import record_trained_contract
-from training.reports import ReportError, read_json, require_keys
+from training.contract import (
+    check_metadata_writable,
+    load_checked_model,
+    model_output,
+    put_in_place,
+    record_trained_contract,
+)
+from training.reports import ReportError, is_number, read_json, require_keys
 from training.ship import check_same_training
 
 PARITY_BOUND = 1e-5
-
-
-def load_member(path: Path) -> onnx.ModelProto:
-    """One member's graph, checked; ``ModelError`` naming the file if it is not an ONNX model."""
-    try:
-        proto = onnx.load(str(path))
-        onnx.checker.check_model(proto)
-    except Exception as error:  # protobuf's DecodeError, onnx's ValidationError, ...: the reason, not the type, is the user's
-        raise ModelError(f"{shown(path)}: not a readable ONNX model ({one_line(error)})") from None
-    return proto
 
 
 def merge_onnx(protos: list[onnx.ModelProto], out: Path, window_seconds: float) -> None:
@@ -97,11 +94,11 @@ def unpack(ensemble: Path, folder: Path) -> list[Path]:
     A member is the part of the merged graph that computes one input of its
     final ``Mean``; its metadata is the ensemble's with the member's own recipe,
     protocol and evaluations (from the ensemble's metadata), and where it came
-    from. The members' mean is checked against the ensemble's output.
+    from. The members are written aside and moved into ``folder`` only once
+    their mean matches the ensemble's output.
     """
-    metadata = load_metadata(ensemble)
+    metadata, proto = load_checked_model(ensemble)  # the window stamped into each member is the network's, not a JSON's
     listed = metadata.metrics.get("members")
-    proto = load_member(ensemble)
     final = [node for node in proto.graph.node if node.op_type == "Mean" and list(node.output) == [OUTPUT_NAME]]
     if not final or not isinstance(listed, list) or len(listed) != len(final[0].input):
         raise ModelError(f"{shown(ensemble)}: not an ensemble written by training.ensemble (no final mean over its listed members)")
@@ -109,36 +106,45 @@ def unpack(ensemble: Path, folder: Path) -> list[Path]:
         raise ModelError(f"--unpack {shown(folder)}: is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=folder))
     except OSError as error:
         raise ModelError(f"--unpack {shown(folder)}: cannot write there ({error.strerror or type(error).__name__})") from None
     for output in final[0].input:  # each member's output is typed as the ensemble's, so the extractor knows it
         typed = proto.graph.value_info.add()
         typed.CopyFrom(proto.graph.output[0])
         typed.name = output
-    written = []
-    for index, (output, summary) in enumerate(zip(final[0].input, listed)):
-        member = onnx.utils.Extractor(proto).extract_model([INPUT_NAME], [output])
-        for node in member.graph.node:
-            node.output[:] = [OUTPUT_NAME if name == output else name for name in node.output]
-        member.graph.output[0].name = OUTPUT_NAME
-        record_trained_contract(member, metadata.window_seconds)
-        onnx.checker.check_model(member)
-        path = folder / f"member{index}.onnx"
-        onnx.save(member, str(path))
-        own = {key: value for key, value in summary.items() if key not in ("file", "sha256", "recipe", "protocol")}
-        origin = {"ensemble": str(ensemble), "ensemble_sha256": metadata.sha256, "member": index, "file": summary.get("file"), "sha256": summary.get("sha256")}
-        member_metadata = replace(
-            metadata,
-            sha256=file_sha256(path),
-            recipe=str(summary.get("recipe", "")),
-            protocol=str(summary.get("protocol", "")),
-            metrics={**own, "unpacked_from": origin},
-        )
-        metadata_path(path).write_text(member_metadata.to_json())
-        written.append(path)
-    difference = ensemble_parity(written, ensemble, demo_inputs())
-    if not difference <= PARITY_BOUND:  # NaN too
-        raise ModelError(f"{shown(ensemble)}: its unpacked members' mean differs from it by {difference:.2e} (bound {PARITY_BOUND:.0e})")
+    try:
+        staged = []
+        for index, (output, summary) in enumerate(zip(final[0].input, listed)):
+            member = onnx.utils.Extractor(proto).extract_model([INPUT_NAME], [output])
+            for node in member.graph.node:
+                node.output[:] = [OUTPUT_NAME if name == output else name for name in node.output]
+            member.graph.output[0].name = OUTPUT_NAME
+            record_trained_contract(member, metadata.window_seconds)
+            onnx.checker.check_model(member)
+            path = staging / f"member{index}.onnx"
+            onnx.save(member, str(path))
+            own = {key: value for key, value in summary.items() if key not in ("file", "sha256", "recipe", "protocol")}
+            origin = {"ensemble": str(ensemble), "ensemble_sha256": metadata.sha256, "member": index, "file": summary.get("file"), "sha256": summary.get("sha256")}
+            member_metadata = replace(
+                metadata,
+                sha256=file_sha256(path),
+                recipe=str(summary.get("recipe", "")),
+                protocol=str(summary.get("protocol", "")),
+                metrics={**own, "unpacked_from": origin},
+            )
+            metadata_path(path).write_text(member_metadata.to_json())
+            staged.append(path)
+        difference = ensemble_parity(staged, ensemble, demo_inputs())
+        if not difference <= PARITY_BOUND:  # NaN too
+            raise ModelError(f"{shown(ensemble)}: its unpacked members' mean differs from it by {difference:.2e} (bound {PARITY_BOUND:.0e})")
+        written = [folder / path.name for path in staged]
+        for to in written:  # every member's place is checked before any moves in
+            check_metadata_writable(to)
+        for path, to in zip(staged, written):
+            put_in_place(path, to)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return written
 
 
@@ -209,16 +215,17 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
     overwritten = next((member for member in members if member.resolve() == to.resolve()), None)
     if overwritten is not None:
         raise ModelError(f"--to {shown(to)}: is the member {shown(overwritten)}; the ensemble needs a file of its own")
-    metadata = [load_metadata(path) for path in members]
+    loaded = [load_checked_model(path) for path in members]  # every member parses and agrees with its metadata first
+    metadata, protos = [member for member, _ in loaded], [proto for _, proto in loaded]
     check_members_agree(metadata, members)
     first_with: dict[str, Path] = {}
     for path, member in zip(members, metadata):  # the same network twice is one network weighted double, not two
         if member.sha256 in first_with:
             raise ModelError(f"{shown(path)}: the same network as {shown(first_with[member.sha256])} (sha256 {member.sha256[:12]}…); give each member once")
         first_with[member.sha256] = path
-    protos = [load_member(path) for path in members]  # every member parses before any evidence is read or file written
     held_out: dict[str, Any] = {}
     evidence_files: dict[str, Path] = {}  # held-out actors → the report that scored them
+    scored_by: dict[int, Path] = {}  # each held-out actor → the report that scored it
     for path in evidence:
         what = "a training.score report"
         report = require_keys(read_json(path, what), path, what, ("models", "actors", "clean"))
@@ -230,6 +237,8 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         scored, actors, clean = report["models"], report["actors"], report["clean"]
         if not isinstance(scored, list) or not isinstance(actors, list) or not all(isinstance(actor, int) for actor in actors):
             raise ReportError(f"{shown(path)}: not a training.score report ('models' and 'actors' are not lists of model files and actor numbers)")
+        if repeated := sorted({actor for actor in actors if actors.count(actor) > 1}):
+            raise ReportError(f"{shown(path)}: lists actor(s) {', '.join(f'{actor:02d}' for actor in repeated)} more than once; score each actor once")
         if len(scored) != len(members):
             raise ModelError(f"{path}: scores {len(scored)} model(s), the ensemble has {len(members)}")
         recipes = report.get("recipes")  # reports before the seventh session record none
@@ -239,13 +248,24 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         hop = report.get("hop_seconds", metadata[0].hop_seconds)
         if hop != metadata[0].hop_seconds:
             raise ModelError(f"{path}: scored windows at a {hop} s hop, the ensemble cuts them at {metadata[0].hop_seconds} s")
-        name = "actors-" + "-".join(f"{actor:02d}" for actor in actors)
+        window = report.get("window_seconds")
+        if not is_number(window):  # reports before they recorded it: the window they were scored on is unknown
+            raise ReportError(f"{shown(path)}: records no window_seconds, so what it scored is unknown; score the members again with training.score --out")
+        if window != metadata[0].window_seconds:
+            raise ModelError(f"{path}: scored {window} s windows, the ensemble's members cut {metadata[0].window_seconds} s; give evidence of networks of their window")
+        name = "actors-" + "-".join(f"{actor:02d}" for actor in sorted(actors))  # the same actors in another order are the same set
         if name in evidence_files:
             raise ReportError(f"{shown(path)}: scores the same actors ({name}) as {shown(evidence_files[name])}; give each held-out set once")
+        if shared := sorted(set(actors) & set(scored_by)):  # an actor in two sets would count twice in the evidence
+            raise ReportError(
+                f"{shown(path)}: scores actor(s) {', '.join(f'{actor:02d}' for actor in shared)}, which {shown(scored_by[shared[0]])} "
+                "scores too; give held-out sets that share no actor"
+            )
         evidence_files[name] = path
+        scored_by.update(dict.fromkeys(actors, path))
         held_out[name] = {"models": scored, "test_clean": clean, **({"test_telephone": report["telephone"]} if "telephone" in report else {})}
     merged_tmp = to.with_name(to.stem + ".merging.onnx")
-    try:
+    try:  # written aside and moved into place whole, once its parity holds: a failure leaves what --to held as it was
         merge_onnx(protos, merged_tmp, metadata[0].window_seconds)
         result = replace(
             metadata[0],
@@ -259,19 +279,18 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
         if not difference <= PARITY_BOUND:  # NaN too
             raise ModelError(f"{to}: the merged graph differs from the mean of its members by {difference:.2e} (bound {PARITY_BOUND:.0e})")
         result = replace(result, metrics=dict(result.metrics, ensemble_parity_max_abs_diff=difference))
-        merged_tmp.replace(to)
+        metadata_path(merged_tmp).write_text(result.to_json())
+        put_in_place(merged_tmp, to)
     finally:
         merged_tmp.unlink(missing_ok=True)
         metadata_path(merged_tmp).unlink(missing_ok=True)
-    metadata_path(to).write_text(result.to_json())
-    load_metadata(to)  # the written pair verifies
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m training.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("members", type=Path, nargs="+", help="member model.onnx files (each with its metadata)")
-    parser.add_argument("--to", type=output_file(".onnx"), default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
+    parser.add_argument("--to", type=model_output, default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
     parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="training.score --out reports of the members' fold models together")
     parser.add_argument("--unpack", type=Path, metavar="FOLDER", default=None, help="instead: write each member of the one ensemble given into FOLDER")
     args = parser.parse_args(argv)

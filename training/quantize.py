@@ -13,12 +13,15 @@ stdout and to ``model.int8.quantization.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 from numpy.typing import NDArray
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -28,14 +31,18 @@ from ser_stream import EMOTIONS
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.clips import clip_spectrograms
-from ser_stream.errors import SerStreamError, shown
+from ser_stream.errors import ModelError, SerStreamError, one_line, shown
 from ser_stream.features import model_input
-from ser_stream.model import file_sha256, load_metadata, metadata_path
+from ser_stream.model import ModelMetadata, file_sha256, metadata_path
+from training.contract import check_metadata_writable, load_checked_model, put_in_place
 from training.evaluate import scores
 from training.ravdess import require_actors, scan, skip_clip
 from training.reports import heard_actors
 from training.score import clip_inputs, clip_seed
 from training.timing import alternate_ms
+
+# Operators of a graph quantised by onnxruntime (QDQ pairs, QOperator kernels, integer convolutions).
+QUANTIZED_OPERATORS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
 
 
 class WindowReader(CalibrationDataReader):
@@ -52,19 +59,35 @@ class WindowReader(CalibrationDataReader):
 
 
 def quantize(model: Path, calibration: NDArray[np.float32], out: Path, operator_format: bool = False, unsigned_weights: bool = False) -> None:
-    """Write ``model`` as int8 to ``out``, calibrated on ``calibration``; the intermediate file goes, even when it fails."""
+    """Write ``model`` as int8 to ``out``, calibrated on ``calibration``, and load it; ``ModelError`` with onnxruntime's
+    reason if it cannot, and then neither ``out`` nor the intermediate file stays."""
     prepared = out.with_suffix(".prep.onnx")
     try:
-        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-        input_name = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-        quantize_static(
-            str(prepared), str(out), WindowReader(calibration, input_name),
-            quant_format=QuantFormat.QOperator if operator_format else QuantFormat.QDQ, per_channel=not unsigned_weights,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # the calibrator prints its progress; stdout is the report's
+            quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+            input_name = session(model).get_inputs()[0].name
+            quantize_static(
+                str(prepared), str(out), WindowReader(calibration, input_name),
+                quant_format=QuantFormat.QOperator if operator_format else QuantFormat.QDQ, per_channel=not unsigned_weights,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99},
+            )
+        session(out)  # a graph onnxruntime writes but cannot load once went on to be timed, with a traceback
+    except Exception as error:  # onnxruntime raises its own unexported types, and ValueError, RuntimeError...
+        out.unlink(missing_ok=True)
+        raise ModelError(f"{shown(model)}: onnxruntime could not quantise it ({one_line(error)})") from None
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def check_not_int8(model: Path, metadata: ModelMetadata, proto: onnx.ModelProto) -> None:
+    """``ModelError`` if the model is already the output of a quantisation (its metadata says so, or its graph
+    quantises): quantised again, onnxruntime wrote a graph it could not load, after all the work."""
+    if "int8" not in metadata.metrics and not any(node.op_type in QUANTIZED_OPERATORS for node in proto.graph.node):
+        return
+    record = metadata.metrics.get("int8")
+    source = f" (quantised from {str(record['quantized_from'])[:12]}…)" if isinstance(record, dict) and "quantized_from" in record else ""
+    raise ModelError(f"{shown(model)}: is already an int8 model{source}; quantise the fp32 model it came from")
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
@@ -102,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if out.resolve() == args.model.resolve():
         parser.error(f"argument --out: {shown(out)}: is the model itself; the int8 model needs a file of its own")
     try:
-        metadata = load_metadata(args.model)  # a missing or mismatched model: one line, before any work
+        metadata, proto = load_checked_model(args.model)  # a missing model, or a JSON the network contradicts: one line, before any work
+        check_not_int8(args.model, metadata, proto)
+        check_metadata_writable(out)
         clips, _ = scan(args.data)
         require_actors(args.data, clips, args.test_actors)
     except SerStreamError as error:
@@ -141,39 +166,47 @@ def main(argv: list[str] | None = None) -> int:
     if not calibration_windows or not wideband:  # refused before the int8 model is written
         parser.exit(2, f"{parser.prog}: error: no {'calibration' if not calibration_windows else 'test'} clip could be read; see the lines above\n")
     calibration = np.concatenate(calibration_windows)
-    quantize(args.model, calibration, out, args.operator_format, args.unsigned_weights)
-    models = {"fp32": session(args.model), "int8": session(out)}
-    all_windows = np.concatenate(wideband)
-    labels = np.asarray(clip_labels)
-    report = {
-        "model": str(args.model),
-        "int8_model": str(out),
-        "size_bytes": {"fp32": args.model.stat().st_size, "int8": out.stat().st_size},
-        "held_out_actors": args.test_actors,
-        "heard_test_actors": heard,  # with --heard-test-actors: those the model was trained on after all
-        "clips": len(wideband),  # those read: skipped_clips lists the others
-        "calibration_windows": len(calibration),
-        "format": "QOperator" if args.operator_format else "QDQ",
-        "weights": "u8 per tensor" if args.unsigned_weights else "s8 per channel",
-        "wideband": {name: clip_accuracy(model, wideband, labels) for name, model in models.items()},
-        "telephone": {name: clip_accuracy(model, phone, labels) for name, model in models.items()},
-        "ms_per_window_batch1": speed_ms(models, all_windows, 1, args.repeats * 4),
-        "ms_per_window_batch32": speed_ms(models, all_windows, 32, args.repeats),
-    }
-    for key in ("ms_per_window_batch1", "ms_per_window_batch32"):
-        report[key]["speedup"] = round(report[key]["fp32"] / report[key]["int8"], 2)
-    for key in ("wideband", "telephone"):
-        report[key]["change_points"] = round(
-            100 * (report[key]["int8"]["mean_per_class_accuracy"] - report[key]["fp32"]["mean_per_class_accuracy"]), 2
-        )
-    if skipped:
-        report["skipped_clips"] = skipped
+    staged = out.with_name(out.stem + ".quantizing.onnx")  # moved to --out with its metadata once all is written
+    try:
+        quantize(args.model, calibration, staged, args.operator_format, args.unsigned_weights)
+        models = {"fp32": session(args.model), "int8": session(staged)}
+        all_windows = np.concatenate(wideband)
+        labels = np.asarray(clip_labels)
+        report = {
+            "model": str(args.model),
+            "int8_model": str(out),
+            "size_bytes": {"fp32": args.model.stat().st_size, "int8": staged.stat().st_size},
+            "held_out_actors": args.test_actors,
+            "heard_test_actors": heard,  # with --heard-test-actors: those the model was trained on after all
+            "clips": len(wideband),  # those read: skipped_clips lists the others
+            "calibration_windows": len(calibration),
+            "format": "QOperator" if args.operator_format else "QDQ",
+            "weights": "u8 per tensor" if args.unsigned_weights else "s8 per channel",
+            "wideband": {name: clip_accuracy(model, wideband, labels) for name, model in models.items()},
+            "telephone": {name: clip_accuracy(model, phone, labels) for name, model in models.items()},
+            "ms_per_window_batch1": speed_ms(models, all_windows, 1, args.repeats * 4),
+            "ms_per_window_batch32": speed_ms(models, all_windows, 32, args.repeats),
+        }
+        for key in ("ms_per_window_batch1", "ms_per_window_batch32"):
+            report[key]["speedup"] = round(report[key]["fp32"] / report[key]["int8"], 2)
+        for key in ("wideband", "telephone"):
+            report[key]["change_points"] = round(
+                100 * (report[key]["int8"]["mean_per_class_accuracy"] - report[key]["fp32"]["mean_per_class_accuracy"]), 2
+            )
+        if skipped:
+            report["skipped_clips"] = skipped
+        # Its own metadata, so the runtime can load it (--model): the fp32 model's, with the int8 file's hash and figures.
+        quantized = {key: report[key] for key in ("format", "weights", "calibration_windows", "wideband", "telephone")}
+        int8_metadata = replace(metadata, sha256=file_sha256(staged), metrics={**metadata.metrics, "int8": {"quantized_from": metadata.sha256, **quantized}})
+        metadata_path(staged).write_text(int8_metadata.to_json())
+        put_in_place(staged, out)
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    finally:
+        staged.unlink(missing_ok=True)
+        metadata_path(staged).unlink(missing_ok=True)
     text = json.dumps(report, indent=2)
     out.with_name(out.stem + ".quantization.json").write_text(text + "\n")
-    # Its own metadata, so the runtime can load it (--model): the fp32 model's, with the int8 file's hash and figures.
-    fp32 = load_metadata(args.model)
-    quantized = {key: report[key] for key in ("format", "weights", "calibration_windows", "wideband", "telephone")}
-    metadata_path(out).write_text(replace(fp32, sha256=file_sha256(out), metrics={**fp32.metrics, "int8": {"quantized_from": fp32.sha256, **quantized}}).to_json())
     print(text)
     return 0
 

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also average each clip's outputs over these views of it (costs a network pass per window each)")
     parser.add_argument("--out", type=output_file(".json", make_folders=True), default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
+    if repeated := sorted({actor for actor in args.actors if args.actors.count(actor) > 1}):  # counted twice in the report's evidence
+        parser.error(f"argument --actors: {' '.join(map(str, repeated))} given more than once; give each actor once")
     try:
         models = [EmotionModel(path, provider="cpu") for path in args.model]
         check_members_agree([model.metadata for model in models], args.model)  # one set of windows feeds them all
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": [str(p) for p in args.model], "recipes": [model.metadata.recipe for model in models],
         # how each model was trained, which training.ensemble checks against its members
         "trainings": [{key: model.metadata.metrics.get(key) for key in ("training", "weights")} for model in models],
-        "actors": args.actors, "clips": len(held_out), "hop_seconds": window.hop_seconds,
+        "actors": args.actors, "clips": len(held_out),
+        "window_seconds": window.window_seconds, "hop_seconds": window.hop_seconds,  # training.ensemble holds both to its members
     }
     if args.test_time:
         result["test_time_views"] = args.test_time

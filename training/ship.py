@@ -1,7 +1,10 @@
 """Copy a trained split's ONNX model into models/ with its metadata, adding held-out evaluation figures.
 
     python -m training.ship runs/improved-all/all --evidence runs/improved-actors/fold0-*/metrics.json
-    python -m training.ship models/ser_cnn.onnx --evidence …   # same bytes, new evidence (e.g. more folds)
+    python -m training.ship models/ser_cnn.onnx --evidence …   # same bytes, more evidence (e.g. more folds)
+
+The held-out evaluations a model carries are kept unless --replace-evidence is given. An ensemble's evidence is
+its members scored together: ``training.ensemble --evidence``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ser_stream.cli import OneLineParser, output_file
-from ser_stream.errors import SerStreamError, shown
-from ser_stream.model import DEFAULT_MODEL, ModelMetadata, load_metadata, metadata_path
+from ser_stream.cli import OneLineParser
+from ser_stream.errors import ModelError, SerStreamError, shown
+from ser_stream.model import DEFAULT_MODEL, ModelMetadata, metadata_path
+from training.contract import load_checked_model, model_output, put_in_place
 from training.reports import METRICS, ReportError, evaluated_recipe, read_json, recorded_window, require_keys
 
 # What the training command sets per run beyond the recipe: evidence trained otherwise is of another model.
@@ -67,34 +71,50 @@ def check_same_evaluation(path: Path, metrics: dict[str, Any], metadata: ModelMe
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m training.ship")
     parser.add_argument("split", type=Path, help="a run's split folder holding model.onnx and model.json, or an .onnx file beside its metadata")
-    parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="metrics.json files of held-out evaluations of the same recipe")
-    parser.add_argument("--to", type=output_file(".onnx"), default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
+    parser.add_argument("--evidence", type=Path, nargs="*", default=[], help="metrics.json files of held-out evaluations of the same recipe, added to those the model carries")
+    parser.add_argument("--replace-evidence", action="store_true", help="drop the held-out evaluations the model carries; keep only --evidence's")
+    parser.add_argument("--to", type=model_output, default=str(DEFAULT_MODEL), help="its metadata is written beside it as .json")
     args = parser.parse_args(argv)
     source = args.split if args.split.suffix == ".onnx" else args.split / "model.onnx"
     evidence = {}
     evidence_files: dict[str, Path] = {}  # split → the metrics.json that evaluated it
     try:
-        metadata: ModelMetadata = load_metadata(source)
+        metadata, _ = load_checked_model(source)  # a JSON that contradicts the network is refused here, not by the runtime later
+        carried = metadata.metrics.get("held_out_evaluations")
+        carried = {} if args.replace_evidence or not isinstance(carried, dict) else carried
         for path in args.evidence:
             metrics = require_keys(read_json(path, METRICS), path, METRICS, ("split",))
             split = str(metrics["split"])
             if not any(key.startswith("test_") for key in metrics):
                 raise ReportError(f"{shown(path)}: not held-out evidence (split {split!r} has no test_* scores)")
+            if "members" in metadata.metrics:  # a run's metrics score one network, not the mean of several
+                raise ReportError(
+                    f"{shown(path)}: evaluates one network, {shown(source)} is an ensemble; give evidence of its members "
+                    "scored together (training.score --out) to python -m training.ensemble --evidence"
+                )
             if split in evidence_files:
                 raise ReportError(f"{shown(path)}: split {split!r} again, already evaluated by {shown(evidence_files[split])}; give each split once")
+            if split in carried:
+                raise ReportError(f"{shown(path)}: split {split!r} is already among the held-out evaluations {shown(source)} carries; give --replace-evidence to replace them")
             check_same_training(path, metrics, metadata)
             check_same_evaluation(path, metrics, metadata)
             evidence_files[split] = path
             evidence[split] = {k: v for k, v in metrics.items() if k.startswith("test_") or k in ("best_epoch", "weights", "training")}
+        shipped = replace(metadata, metrics=dict(metadata.metrics, held_out_evaluations={**carried, **evidence}))
+        staged = args.to.with_name(args.to.stem + ".shipping.onnx")
+        try:  # the pair is written aside and moved into place whole: a failure leaves what --to held as it was
+            shutil.copyfile(source, staged)
+            metadata_path(staged).write_text(shipped.to_json())
+            put_in_place(staged, args.to)
+        except OSError as error:
+            raise ModelError(f"--to {shown(args.to)}: cannot write it ({error.strerror or type(error).__name__})") from None
+        finally:
+            staged.unlink(missing_ok=True)
+            metadata_path(staged).unlink(missing_ok=True)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    metrics = dict(metadata.metrics, held_out_evaluations=evidence)
-    args.to.parent.mkdir(parents=True, exist_ok=True)
-    if not (args.to.exists() and args.to.samefile(source)):
-        shutil.copyfile(source, args.to)
-    metadata_path(args.to).write_text(replace(metadata, metrics=metrics).to_json())
-    load_metadata(args.to)  # the copy verifies
-    print(f"shipped {args.to} ({metadata.sha256[:12]}…) with {len(evidence)} held-out evaluation(s)")
+    kept = f", {len(carried)} of them carried over" if carried else ""
+    print(f"shipped {args.to} ({metadata.sha256[:12]}…) with {len(carried) + len(evidence)} held-out evaluation(s){kept}")
     return 0
 
 
