@@ -958,6 +958,20 @@ def test_a_source_sampled_below_8_khz_is_warned_of_as_classify_warns_of_it(tmp_p
             "hears; its label may differ from the same speech recorded at 8 kHz or more") in capsys.readouterr().err.splitlines()
 
 
+def test_the_below_8_khz_warning_names_its_stream_as_a_streams_warning_does(tmp_path, shipped_model, capsys):
+    """docs/protocol.md: a stream's warning carries ``stream``; this one had none, so a subscriber following another
+    stream (``?stream=``) got it too, and nothing tied it to its stream but the text."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "low.wav"
+    soundfile.write(path, speechlike(2.0, 6000), 6000)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--source", f"file:{path}"])
+    warnings = [line for line in map(json.loads, capsys.readouterr().out.splitlines()) if line["type"] == "warning"]
+    assert status == 0
+    assert [(line.get("stream"), line["message"].split(":")[0]) for line in warnings] == [("low.wav", "low.wav")]
+
+
 @pytest.mark.parametrize(("options", "said"), [([], True), (["--print-utterances"], False), (["--no-dashboard"], False)],
                          ids=["dashboard-asked", "printing", "no-dashboard"])
 def test_the_monitor_without_a_terminal_says_where_its_utterances_go(short_speech, shipped_model, capsys, options, said):
