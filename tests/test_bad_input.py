@@ -421,6 +421,28 @@ def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reaso
 
 
 @pytest.mark.parametrize(
+    "arguments, reason",
+    [
+        (["classify", "--model", "", "a.wav"], "argument --model: '' names no file; give the model's path"),  # was '.: is a folder, not a model file'
+        (["monitor", "--source", "stdin", "--model", " "], "argument --model: ' ' names no file; give the model's path"),
+        (["demo", "--model", ""], "argument --model: '' names no file; give the model's path"),
+        # both empty (unset variables) once served plain ws:// without a word
+        (["monitor", "--source", "stdin", "--tls-cert", "", "--tls-key", ""], "argument --tls-cert: '' names no file; give the certificate's path"),
+        (["monitor", "--source", "stdin", "--tls-cert", "cert.pem", "--tls-key", ""], "argument --tls-key: '' names no file; give the private key's path"),
+    ],
+    ids=["classify-model", "monitor-model-blank", "demo-model", "tls-both", "tls-key"],
+)
+def test_an_empty_path_is_a_usage_line_not_read_as_the_current_folder(capsys, arguments, reason):
+    """``Path('')`` is ``.``: ``--model ''`` was reported as the folder ``.``, not as a path left empty."""
+    from ser_stream.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"ser-stream {arguments[0]}: error: {reason}\n"
+
+
+@pytest.mark.parametrize(
     "sources, reason",
     [
         (["--source", "rtp:127.0.0.1:0", "--pace", "fast"], "--pace fast: only with --source file:PATH (live sources, calls and pipes arrive at their own pace)"),
