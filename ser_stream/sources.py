@@ -21,6 +21,7 @@ import numpy as np
 from ser_stream.audiofile import (
     STREAMED_DATA_SIZE,
     audio_info,
+    block_frames,
     check_samples,
     require_file,
     sample_blocks,
@@ -103,9 +104,9 @@ class FileSource:
         self.truncation = truncation(path, self.info)  # said as the stream's warning once it has played
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
-        # Decoded a second at a time (an MP3 whole: audiofile.sample_blocks), handed on in 50 ms
-        # blocks as a live source would.
-        read = max(1, int(self.sample_rate * READ_SECONDS))
+        # Decoded a second at a time, or less where that holds more samples than classify reads at once (many channels,
+        # a high rate), or an MP3 whole (audiofile.sample_blocks); handed on in 50 ms blocks as a live source would.
+        read = min(max(1, int(self.sample_rate * READ_SECONDS)), block_frames(self.info.channels))
         block = max(1, int(self.sample_rate * BLOCK_SECONDS))
         started = time.monotonic()
         sent = 0

@@ -278,6 +278,31 @@ def test_a_file_read_in_blocks_is_read_in_blocks_of_the_same_sample_count_whatev
         assert sum(sizes) == 3 * rate  # every frame, once
 
 
+def test_a_file_source_reads_no_more_samples_at_a_time_than_classify_whatever_its_channels(tmp_path, monkeypatch):
+    """The monitor read a second of frames whatever the channel count: 64 channels at 1 MHz took 256 MB a read, a
+    source each, where classify reads 30 s of 16 kHz mono's samples at a time."""
+    import threading
+
+    from ser_stream import sources
+    from ser_stream.audiofile import MEMORY_BUDGET_RATE
+    from tests.test_capture import Sink
+
+    path = tmp_path / "64-channels.wav"
+    soundfile.write(path, np.tile(speechlike(1.5, 16000)[:, None], (1, 64)), 16000)
+    read_sizes: list[int] = []
+
+    def measured(*arguments: object, real=sources.sample_blocks):  # sample_blocks, noting each block's samples
+        for block in real(*arguments):
+            read_sizes.append(block.size)
+            yield block
+
+    monkeypatch.setattr(sources, "sample_blocks", measured)
+    sink = Sink(1 << 20)
+    sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
+    assert sink.error is None and sink.ring.available() == 24000  # every frame, once
+    assert max(read_sizes) <= 30 * MEMORY_BUDGET_RATE
+
+
 def test_a_file_larger_than_memory_should_hold_is_never_loaded_whole(tmp_path):
     import tracemalloc
 
