@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -677,6 +678,53 @@ def test_an_mp3_is_decoded_as_one_read_would_without_the_decoders_complaints(tmp
     assert main(["classify", "--model", str(shipped_model), str(path)]) == 0
     err = capfd.readouterr().err
     assert "libmpg123" not in err and "error" not in err
+
+
+def mp3_without_its_length(audio: np.ndarray, rate: int, compression_level: float) -> bytes:
+    """``audio`` as a constant-bitrate MP3 less the Info frame that gives its length, its first if LAME wrote one
+    (some encoders write none: ffmpeg -write_xing 0, streams cut from a broadcast)."""
+    from ser_stream.sources import mpeg_frame_length
+
+    out = io.BytesIO()
+    soundfile.write(out, audio, rate, format="MP3", compression_level=compression_level, bitrate_mode="CONSTANT")
+    data = out.getvalue()
+    first = mpeg_frame_length(data[:4])
+    assert first is not None
+    return data[first:] if b"Info" in data[:first] else data
+
+
+@pytest.mark.parametrize("order", ["high-bitrate-first", "low-bitrate-first"])
+def test_an_mp3_whose_length_no_header_gives_is_heard_to_its_end_and_not_called_damaged(tmp_path, shipped_model, order):
+    """libsndfile took libmpg123's estimate of such a length (the file's size over its first frame's bitrate) and read
+    no further: of two bitrates joined, 3.2 s of 6.2 s was heard and the rest dropped unsaid; the other way round,
+    "damaged or cut short: its header promises 64.98 s of audio", of a whole file."""
+    import threading
+
+    from ser_stream.audiofile import audio_info, sample_blocks
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+    from ser_stream.sources import FileSource, mpeg_frame_length
+    from tests.test_capture import Sink
+
+    high, low = (mp3_without_its_length(speechlike(3.0, 16000, seed=seed), 16000, level) for seed, level in ((1, 0.0), (2, 0.99)))
+    data = high + low if order == "high-bitrate-first" else low + high
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(data)
+    mpeg_frames, offset = 0, 0
+    while (length := mpeg_frame_length(data[offset : offset + 4])) is not None:
+        mpeg_frames, offset = mpeg_frames + 1, offset + length
+    frames = 576 * mpeg_frames  # 16 kHz is MPEG-2: 576 samples a frame
+    assert abs(audio_info(path).frames - frames) > 16000  # the estimate is seconds off
+    assert sum(block.shape[0] for block in sample_blocks(path, 16000)) == frames
+    assert read_audio(path)[0].size == frames
+    sink = Sink(1 << 20)
+    FileSource(str(path), pace="fast").run(sink, threading.Event())
+    assert sink.error is None and sink.warning is None and sink.ring.available() == frames
+    model = EmotionModel(shipped_model, provider="cpu")
+    in_memory, in_blocks = (classify_file(path, model, in_memory_seconds=seconds) for seconds in (600.0, 0.0))
+    assert in_memory.warning is None and in_blocks.warning is None
+    assert in_memory.utterance is not None and in_blocks.utterance is not None
+    assert in_memory.utterance.windows == in_blocks.utterance.windows >= 10  # 6 s at a 0.5 s hop, trimmed
 
 
 @pytest.mark.parametrize(
