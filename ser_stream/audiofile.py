@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,11 @@ def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
     """
     require_file(path)
     try:
-        samples, sample_rate = soundfile.read(file_name(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(file_name(path)) as file:
+            sample_rate, mp3 = file.samplerate, file.format == "MP3"
+            samples = np.zeros((0, file.channels), np.float32) if mp3 else file.read(dtype="float32", always_2d=True)
+        if mp3:  # read to its end, which may lie past libsndfile's estimate of its length (decoded_blocks)
+            samples = np.concatenate([samples, *decoded_blocks(path, WHOLE_FILE_SAMPLES)])
     except FileNotFoundError:
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
@@ -161,6 +167,8 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
     enough = MISSING_SECONDS * info.samplerate if info.format == "WAV" else max(UNDECODED_SHARE * info.frames, MISSING_SECONDS * info.samplerate)
     if missing < enough:
         return None
+    if info.format == "MP3" and length_is_estimated(path):  # promises nothing: 65 s was once said of 6 s, as "damaged"
+        return None
     return (
         f"{shown(path)}: damaged or cut short: its header promises {info.frames / info.samplerate:.2f} s of audio, "
         f"{decoded_frames / info.samplerate:.2f} s could be decoded; only that was heard"
@@ -200,9 +208,78 @@ def narrow_band(path: str | Path, sample_rate: int) -> str | None:
 MEMORY_BUDGET_RATE = 16000
 WHOLE_FILE_SECONDS = 600.0
 WHOLE_FILE_SAMPLES = int(WHOLE_FILE_SECONDS * MEMORY_BUDGET_RATE)
+BLOCK_SECONDS = 30.0  # a block read holds at most this much of 16 kHz mono's samples (1.9 MB of float32)
+
+
+def block_frames(channels: int, block_seconds: float = BLOCK_SECONDS) -> int:
+    """Frames per block read of a file of ``channels``: ``block_seconds`` of 16 kHz mono's samples, all channels
+    counted. Counted in frames, a read grew with the channel count (64 channels at 1 MHz: 256 MB a read)."""
+    return max(1, int(block_seconds * MEMORY_BUDGET_RATE / channels))
 # libsndfile 1.2's MP3 decoder garbles audio at the joins of successive reads (by up to a fifth of full scale
 # at 1 s reads, printing libmpg123 errors), so an MP3 of at most WHOLE_FILE_SAMPLES is decoded in one read.
 LONG_MP3_READ_SECONDS = 60.0  # larger MP3s: few, long reads (a join a minute)
+
+
+def feed_pipe(path: str | Path, write_end: int) -> None:
+    """Copy a file into a pipe's ``write_end`` less any ID3v2 tags at its start, then close it; stop quietly once the
+    reader has closed its end. libsndfile takes no tag larger than a few kilobytes (cover art) from a pipe."""
+    try:
+        with open(write_end, "wb") as pipe, open(file_name(path), "rb") as source:
+            while len(header := source.read(10)) == 10 and header[:3] == b"ID3" and all(byte < 0x80 for byte in header[6:10]):
+                size = sum(byte << 7 * (3 - index) for index, byte in enumerate(header[6:10]))  # four 7-bit bytes
+                source.seek(size + (10 if header[5] & 0x10 else 0), os.SEEK_CUR)  # a footer follows the tag if flagged
+            pipe.write(header)
+            shutil.copyfileobj(source, pipe)
+    except OSError:  # BrokenPipeError: the reader read what it wanted
+        pass
+
+
+class PipedFile:
+    """A file handed to libsndfile through a pipe that a thread of its own fills, so that libsndfile opens it as it
+    opens a pipe: an MP3 is then read to its end, never seeked (``piped_if_estimated``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.read_end, write_end = os.pipe()
+        self.feeder = threading.Thread(target=feed_pipe, args=(path, write_end), name="audio-pipe", daemon=True)
+        self.feeder.start()
+        try:
+            self.file = soundfile.SoundFile(self.read_end, closefd=False)
+        except BaseException:
+            self.close_pipe()
+            raise
+
+    def close(self) -> None:
+        self.file.close()
+        self.close_pipe()
+
+    def close_pipe(self) -> None:
+        os.close(self.read_end)  # the feeder's next write fails, and it stops
+        self.feeder.join()
+
+
+def piped_if_estimated(path: str | Path) -> PipedFile | None:
+    """An MP3 whose length no Xing, Info or VBRI header gives, opened through a pipe (``PipedFile``), or None.
+
+    From a file, libsndfile takes libmpg123's estimate of such a length (the file's size over its first frame's
+    bitrate) and reads no further: 3 s of a 6 s file joined from two bitrates was heard, the rest dropped unsaid.
+    Through a pipe it knows no length and reads to the end. None as well for an MP3 that does not open so."""
+    try:
+        piped = PipedFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return None
+    if unknown_length(piped.file.frames):
+        return piped
+    piped.close()
+    return None
+
+
+def length_is_estimated(path: str | Path) -> bool:
+    """Whether an MP3's length (``info.frames``) is only libmpg123's estimate, which the audio may fall short of."""
+    piped = piped_if_estimated(path)
+    if piped is None:
+        return False
+    piped.close()
+    return True
 
 
 def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[np.float32]]:
@@ -215,20 +292,26 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
     damaged MP3 or OGG (whose header promises more) it once handed on uninitialised memory as audio, noise or NaN.
     """
     file = soundfile.SoundFile(file_name(path))
+    piped = None
     try:
+        if file.format == "MP3" and (piped := piped_if_estimated(path)) is not None:
+            file.close()
+            # A pipe is never seeked: its reads join seamlessly (a second at a time, bit for bit as one whole read),
+            # so a read is no larger than a block; no length is known to size one by.
+            file, frames_per_read = piped.file, min(frames_per_read, block_frames(piped.file.channels))
         if file.seekable():
             file.seek(0)  # as soundfile.read does: libmpg123 then decodes bit for bit as one whole read would
         step = max(1, file.samplerate // 4)
         # A FLAC written to a pipe knows no length (2**63 - 1 frames): its last read fails at the real end, so it is
         # read in steps from the start, and at most a step is lost.
-        read, position = step if unknown_length(file.frames) else max(1, frames_per_read), 0
+        read, position = step if unknown_length(file.frames) and piped is None else max(1, frames_per_read), 0
         while True:
             try:
                 samples = file.read(read, dtype="float32", always_2d=True)
             except (soundfile.LibsndfileError, RuntimeError):
-                if file.format == "WAV" or (read <= step and position == 0):
+                if file.format == "WAV" or (read <= step and position == 0) or (piped is not None and position == 0):
                     raise
-                if read <= step:
+                if read <= step or piped is not None:
                     return  # the damage: what came before is the file
                 file = moved_back(file, path, position, step)
                 read = step
@@ -239,6 +322,8 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
             yield samples
     finally:
         file.close()
+        if piped is not None:
+            piped.close()
 
 
 def moved_back(file: soundfile.SoundFile, path: str | Path, position: int, step: int) -> soundfile.SoundFile:

@@ -130,11 +130,17 @@ def sample_rate(text: str) -> int:
     return value
 
 
-def database_file(text: str) -> Path:
-    """An argparse type: a path, not empty (``--record ''`` was reported as the current folder, ``.``)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} names no file; give the database's path")
-    return Path(text)
+def named_file(what: str) -> Callable[[str], Path]:
+    """An argparse type: the path of ``what``, not empty or blank. ``Path('')`` is the current folder: ``--record ''``
+    and ``--model ''`` were reported as ``.``, and ``--tls-cert "$CERT" --tls-key "$KEY"`` with both unset served
+    plain ws:// without a word."""
+
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{text!r} names no file; give the {what}'s path")
+        return Path(text)
+
+    return parse
 
 
 def sender_network(text: str) -> SenderNetwork:
@@ -231,9 +237,9 @@ def _access(args: argparse.Namespace) -> AccessConfig:
     from ser_stream.publish import AccessConfig, host_name
 
     tls = None
-    if bool(args.tls_cert) != bool(args.tls_key):
+    if (args.tls_cert is None) != (args.tls_key is None):
         raise SerStreamError("--tls-cert and --tls-key go together")
-    if args.tls_cert:
+    if args.tls_cert is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
@@ -328,7 +334,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and --provider, as classify and the monitor take them."""
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
+    parser.add_argument("--model", type=named_file("model"), default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
     parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
 
 
@@ -353,13 +359,13 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
     parser.add_argument("--log-status", type=positive_seconds, default=0.0, metavar="SECONDS",
                         help="for a service's log: a status line on stderr this often, and a warning naming any loss or refusal counted since the line before (default: none)")
-    parser.add_argument("--record", type=database_file, default=None, help="append every utterance to this SQLite database before broadcasting it")
+    parser.add_argument("--record", type=named_file("database"), default=None, help="append every utterance to this SQLite database before broadcasting it")
     parser.add_argument("--token", default=None, help="bearer token subscribers and ingest clients must present (or SER_STREAM_TOKEN)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="browser origin allowed besides the page's own (repeatable)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="host name clients reach the monitor by, besides localhost, the --ws host and --allow-origin's (repeatable)")
     parser.add_argument("--allow-remote", action="store_true", help="allow --ws / rtp: addresses other than loopback")
-    parser.add_argument("--tls-cert", default=None, help="serve wss:// and https:// with this certificate (PEM)")
-    parser.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+    parser.add_argument("--tls-cert", type=named_file("certificate"), default=None, help="serve wss:// and https:// with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=named_file("private key"), default=None, help="private key of --tls-cert (PEM)")
 
 
 def _add_live_input_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,15 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from ser_stream.audiofile import MEMORY_BUDGET_RATE, audio_info, check_samples, rounding_floor, sample_blocks, to_mono
+from ser_stream.audiofile import (
+    BLOCK_SECONDS,
+    audio_info,
+    block_frames,
+    check_samples,
+    rounding_floor,
+    sample_blocks,
+    to_mono,
+)
 from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
@@ -114,9 +122,8 @@ def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator
     (``audiofile.decoded_blocks``); ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
     # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
     # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
-    block = max(1, int(block_seconds * MEMORY_BUDGET_RATE / info.channels))
     try:
-        for samples in sample_blocks(path, block, info):
+        for samples in sample_blocks(path, block_frames(info.channels, block_seconds), info):
             mono = to_mono(samples)
             check_samples(mono, path)
             yield mono
@@ -135,7 +142,7 @@ def _canonical_blocks(path: str | Path, info: Any, block_seconds: float, offset:
 def stream_file_windows(
     path: str | Path,
     config: WindowConfig,
-    block_seconds: float = 30.0,
+    block_seconds: float = BLOCK_SECONDS,
     reading: BlockReading | None = None,
 ) -> Iterator[NDArray[np.float32]]:
     """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks;

@@ -283,9 +283,19 @@ class Outputs:
         self.lock = threading.Lock()
 
     def print_line(self, text: str, to_stderr: bool) -> None:
-        """One line to stdout or stderr; nothing once that output is lost."""
+        """One line to stdout or stderr; nothing once that output is lost.
+
+        An output closed before the start (``2>&-``, ``>&-``: Python's None) once crashed the thread that wrote to it,
+        and every stream with it. Closed stderr: its lines are dropped, as classify drops them (the exit status
+        still says what failed). Closed stdout: the results asked for there (--print-utterances) are lost, as in a
+        stdout that closes mid-run."""
         name, stream = ("stderr", sys.stderr) if to_stderr else ("stdout", sys.stdout)
         if any(lost.startswith(name) for lost in self.lost):
+            return
+        if stream is None:
+            if not to_stderr:
+                self.lost.append("stdout (closed)")
+                self.loop.call_soon_threadsafe(self.interrupted.set)
             return
         try:
             with self.lock:  # one write per line: print() writes the text and its newline apart, and two threads' lines ran together
@@ -408,7 +418,7 @@ class Sources:
 
 
 def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]], worker: Worker,
-                 open_call_stream: Callable[[str, int], Stream], warn: Callable[[str], None]) -> Sources:
+                 open_call_stream: Callable[[str, int], Stream], warn: Callable[[str], None], say: Callable[[str], None]) -> Sources:
     """Every source's thread, not yet started: an RTP receiver (listening from here) for each rtp: source, then a
     stream of the worker's for each file-like one; one that failed to open is added as a stream ended by its error."""
     sources = Sources()
@@ -418,7 +428,7 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
                 host, port = parse_address(spec.target)
                 receiver = RtpReceiver(replace(options.rtp, host=host, port=port), open_call_stream, warn)
                 worker.extra_counters.append(receiver.counters)
-                print(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}", file=sys.stderr, flush=True)
+                say(f"ser-stream: receiving RTP (G.711) on udp://{host_port(host, receiver.port)}")
                 thread = threading.Thread(target=receiver.run, args=(sources.stopping,), name=f"rtp-{receiver.port}", daemon=True)
                 sources.threads.append(thread)
                 sources.receivers.append((receiver, thread))
@@ -442,19 +452,19 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
         stream = Stream(stream_id, source.sample_rate, worker.config)
         worker.add_stream(stream)
         if (below_telephone := narrow_band(stream_id, source.sample_rate)) is not None:  # classify said so; the monitor did not
-            warn(below_telephone)
+            worker.emit({"type": "warning", "stream": stream_id, "message": below_telephone})  # a stream's warning names it
         if spec.kind == "file":
             sources.files_read.append(stream)
         sources.threads.append(threading.Thread(target=source.run, args=(stream, sources.stopping), name=f"source-{stream_id}", daemon=True))
     return sources
 
 
-def print_addresses(options: MonitorOptions, publisher: Publisher, model: EmotionModel) -> None:
+def print_addresses(options: MonitorOptions, publisher: Publisher, model: EmotionModel, outputs: Outputs) -> None:
     """Where to look and connect (with the port the server took), and the model serving, on stderr."""
     scheme = "s" if options.access.tls is not None else ""
     address = host_port(options.host, publisher.port)
     ingest_url = f" · ingest ws{scheme}://{address}/ingest" if options.ingest else ""
-    print(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", file=sys.stderr, flush=True)
+    outputs.print_line(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", to_stderr=True)
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:
@@ -538,13 +548,13 @@ def exit_status(outputs: Outputs, worker: Worker, outbox: Outbox, log: Utterance
             outputs.print_line(f"ser-stream: error: {lost} could not be written: the monitor stopped", to_stderr=not lost.startswith("stderr"))
         return 1
     if worker.crash:
-        print(f"ser-stream: error: the worker stopped: {worker.crash}", file=sys.stderr, flush=True)
+        outputs.print_line(f"ser-stream: error: the worker stopped: {worker.crash}", to_stderr=True)
         return 1
     if outbox.crash:
-        print(f"ser-stream: error: messages could no longer be handed on: {outbox.crash}", file=sys.stderr, flush=True)
+        outputs.print_line(f"ser-stream: error: messages could no longer be handed on: {outbox.crash}", to_stderr=True)
         return 1
     if log is not None and log.failures:
-        print(f"ser-stream: error: --record {log.path}: {log.failures} utterance(s) were published but not stored", file=sys.stderr, flush=True)
+        outputs.print_line(f"ser-stream: error: --record {log.path}: {log.failures} utterance(s) were published but not stored", to_stderr=True)
         return 1
     return 1 if worker.failed_streams else 0
 
@@ -567,7 +577,11 @@ async def run_monitor(options: MonitorOptions) -> int:
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
         outputs = Outputs(loop, interrupted)
-        status_log = StatusLog(options.log_status_seconds, lambda line: outputs.print_line(line, to_stderr=True)) if options.log_status_seconds > 0 else None
+
+        def say(line: str) -> None:
+            outputs.print_line(line, to_stderr=True)
+
+        status_log = StatusLog(options.log_status_seconds, say) if options.log_status_seconds > 0 else None
         outbox = Outbox(Delivery(publisher, state, log, status_log, outputs, options.print_messages).deliver)
         outbox.start()
         undo.callback(outbox.close, FINISH_SECONDS)
@@ -582,9 +596,9 @@ async def run_monitor(options: MonitorOptions) -> int:
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
         if options.ingest:
             accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, warn)
-        sources = open_sources(options, file_like, worker, open_call_stream, warn)
+        sources = open_sources(options, file_like, worker, open_call_stream, warn, say)
         undo.pop_all()  # started: from here shut_down closes them, in its order
-    print_addresses(options, publisher, model)
+    print_addresses(options, publisher, model, outputs)
     stop_on_signals(loop, interrupted)  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
     dashboard = started_dashboard(state, worker) if options.dashboard else None
     try:

@@ -48,12 +48,15 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 def unopenable(path: Path) -> str | None:
     """Why no database can be opened at ``path``, or None: SQLite says "unable to open database file" of a folder, a
     missing folder and a file where a folder should be alike (`--record adir` once said only that)."""
-    if path.is_dir():
-        return f"is a folder, not a database file; name a file in it ({shown(path / 'calls.db')})"
-    if not path.parent.exists():
-        return f"no folder {shown(path.parent)} to write it in"
-    if not path.parent.is_dir():
-        return f"{shown(path.parent)} is a file, not a folder to write it in"
+    try:
+        if path.is_dir():
+            return f"is a folder, not a database file; name a file in it ({shown(path / 'calls.db')})"
+        if not path.parent.exists():
+            return f"no folder {shown(path.parent)} to write it in"
+        if not path.parent.is_dir():
+            return f"{shown(path.parent)} is a file, not a folder to write it in"
+    except OSError as error:  # a name too long for the file system: is_dir() raises it, and a traceback once said so
+        return f"cannot open the database ({error.strerror or type(error).__name__})"
     return None
 
 

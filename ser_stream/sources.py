@@ -19,8 +19,10 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 
 from ser_stream.audiofile import (
+    MISSING_SECONDS,
     STREAMED_DATA_SIZE,
     audio_info,
+    block_frames,
     check_samples,
     require_file,
     sample_blocks,
@@ -103,9 +105,9 @@ class FileSource:
         self.truncation = truncation(path, self.info)  # said as the stream's warning once it has played
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
-        # Decoded a second at a time (an MP3 whole: audiofile.sample_blocks), handed on in 50 ms
-        # blocks as a live source would.
-        read = max(1, int(self.sample_rate * READ_SECONDS))
+        # Decoded a second at a time, or less where that holds more samples than classify reads at once (many channels,
+        # a high rate), or an MP3 whole (audiofile.sample_blocks); handed on in 50 ms blocks as a live source would.
+        read = min(max(1, int(self.sample_rate * READ_SECONDS)), block_frames(self.info.channels))
         block = max(1, int(self.sample_rate * BLOCK_SECONDS))
         started = time.monotonic()
         sent = 0
@@ -157,6 +159,7 @@ class StdinSource:
             # of a raw stream, its first bytes: audio; of a WAV, how much audio its header says (chunks after it, a LIST of
             # tags as libsndfile writes, were played as noise), or None: to the end
             leftover, data_left = self._skip_wav_header()
+            promised = data_left
             while not stop.is_set():
                 chunk = self.stream.read(block_bytes if data_left is None else min(block_bytes, data_left))
                 if data_left is not None:
@@ -172,7 +175,15 @@ class StdinSource:
                 if not chunk or data_left == 0:
                     break
             if leftover:
-                sink.warning = f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)"
+                add_warning(sink, f"stdin: ended with {len(leftover)} byte(s) that do not make a whole frame (ignored)")
+            if promised is not None and data_left and not stop.is_set():  # as a file source says of a WAV cut short
+                held, seconds = promised - data_left, frame_bytes * self.sample_rate
+                if data_left >= MISSING_SECONDS * seconds:
+                    add_warning(sink, f"stdin: truncated: its WAV header promises {promised / seconds:.2f} s of audio, the stream held "
+                                f"{held // frame_bytes / self.sample_rate:.2f} s; only that was heard")
+            if promised is not None and data_left == 0 and (unheard := self._unheard_after_data(promised % 2 == 1, stop)):
+                add_warning(sink, f"stdin: {unheard} bytes after the WAV's audio were not heard (not a chunk of that WAV: a second file "
+                            "joined to it? pipe one WAV at a time, or raw PCM)")
         except AudioInputError as error:
             sink.error = str(error)
         except OSError as error:  # e.g. stdin open for writing only, or a read error on the pipe
@@ -191,6 +202,37 @@ class StdinSource:
                 break
             data += chunk
         return data
+
+    def _discard(self, count: int | None, stop: threading.Event) -> tuple[int, bool]:
+        """Read and drop ``count`` bytes (None: to the end), a block at a time: how many there were, and whether any
+        was not zero."""
+        dropped, nonzero = 0, False
+        while (count is None or dropped < count) and not stop.is_set():
+            chunk = self.stream.read(1 << 16 if count is None else min(1 << 16, count - dropped))
+            if not chunk:
+                break
+            dropped, nonzero = dropped + len(chunk), nonzero or bool(chunk.strip(b"\x00"))
+        return dropped, nonzero
+
+    def _unheard_after_data(self, padded: bool, stop: threading.Event) -> int:
+        """Read what follows a WAV's audio to the end of the stream: the WAV's own chunks (a LIST of tags, as libsndfile
+        writes) and zero padding are skipped; the bytes of anything else are counted, for a warning. They were never
+        read: a second WAV joined on (`cat a.wav b.wav |`) went unheard without a word."""
+        if padded:  # a chunk of odd size is followed by a pad byte
+            self._read(1)
+        while not stop.is_set():
+            header = self._read(8)
+            name = header[:4]
+            if len(header) == 8 and all(0x20 <= byte < 0x7F for byte in name) and name not in (b"RIFF", b"RF64", b"RIFX", b"data"):
+                size = struct.unpack("<I", header[4:])[0]
+                skipped, _ = self._discard(size, stop)
+                if skipped == size:
+                    self._discard(size % 2, stop)
+                    continue
+                return len(header) + skipped  # cut short: not a chunk after all
+            rest, nonzero = self._discard(None, stop)
+            return len(header) + rest if nonzero or any(header) else 0
+        return 0
 
     def _skip_wav_header(self) -> tuple[bytes, int | None]:
         """Read past a WAV header if the stream starts with one (and it matches --rate and --channels); return

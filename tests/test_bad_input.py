@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -278,6 +279,31 @@ def test_a_file_read_in_blocks_is_read_in_blocks_of_the_same_sample_count_whatev
         assert sum(sizes) == 3 * rate  # every frame, once
 
 
+def test_a_file_source_reads_no_more_samples_at_a_time_than_classify_whatever_its_channels(tmp_path, monkeypatch):
+    """The monitor read a second of frames whatever the channel count: 64 channels at 1 MHz took 256 MB a read, a
+    source each, where classify reads 30 s of 16 kHz mono's samples at a time."""
+    import threading
+
+    from ser_stream import sources
+    from ser_stream.audiofile import MEMORY_BUDGET_RATE
+    from tests.test_capture import Sink
+
+    path = tmp_path / "64-channels.wav"
+    soundfile.write(path, np.tile(speechlike(1.5, 16000)[:, None], (1, 64)), 16000)
+    read_sizes: list[int] = []
+
+    def measured(*arguments: object, real=sources.sample_blocks):  # sample_blocks, noting each block's samples
+        for block in real(*arguments):
+            read_sizes.append(block.size)
+            yield block
+
+    monkeypatch.setattr(sources, "sample_blocks", measured)
+    sink = Sink(1 << 20)
+    sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
+    assert sink.error is None and sink.ring.available() == 24000  # every frame, once
+    assert max(read_sizes) <= 30 * MEMORY_BUDGET_RATE
+
+
 def test_a_file_larger_than_memory_should_hold_is_never_loaded_whole(tmp_path):
     import tracemalloc
 
@@ -418,6 +444,28 @@ def test_a_count_or_duration_out_of_range_is_a_usage_line(capsys, options, reaso
         main(["monitor", "--no-dashboard", "--source", "stdin", *options])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == f"ser-stream monitor: error: {reason}\n"  # the line alone, no usage block
+
+
+@pytest.mark.parametrize(
+    "arguments, reason",
+    [
+        (["classify", "--model", "", "a.wav"], "argument --model: '' names no file; give the model's path"),  # was '.: is a folder, not a model file'
+        (["monitor", "--source", "stdin", "--model", " "], "argument --model: ' ' names no file; give the model's path"),
+        (["demo", "--model", ""], "argument --model: '' names no file; give the model's path"),
+        # both empty (unset variables) once served plain ws:// without a word
+        (["monitor", "--source", "stdin", "--tls-cert", "", "--tls-key", ""], "argument --tls-cert: '' names no file; give the certificate's path"),
+        (["monitor", "--source", "stdin", "--tls-cert", "cert.pem", "--tls-key", ""], "argument --tls-key: '' names no file; give the private key's path"),
+    ],
+    ids=["classify-model", "monitor-model-blank", "demo-model", "tls-both", "tls-key"],
+)
+def test_an_empty_path_is_a_usage_line_not_read_as_the_current_folder(capsys, arguments, reason):
+    """``Path('')`` is ``.``: ``--model ''`` was reported as the folder ``.``, not as a path left empty."""
+    from ser_stream.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"ser-stream {arguments[0]}: error: {reason}\n"
 
 
 @pytest.mark.parametrize(
@@ -630,6 +678,53 @@ def test_an_mp3_is_decoded_as_one_read_would_without_the_decoders_complaints(tmp
     assert main(["classify", "--model", str(shipped_model), str(path)]) == 0
     err = capfd.readouterr().err
     assert "libmpg123" not in err and "error" not in err
+
+
+def mp3_without_its_length(audio: np.ndarray, rate: int, compression_level: float) -> bytes:
+    """``audio`` as a constant-bitrate MP3 less the Info frame that gives its length, its first if LAME wrote one
+    (some encoders write none: ffmpeg -write_xing 0, streams cut from a broadcast)."""
+    from ser_stream.sources import mpeg_frame_length
+
+    out = io.BytesIO()
+    soundfile.write(out, audio, rate, format="MP3", compression_level=compression_level, bitrate_mode="CONSTANT")
+    data = out.getvalue()
+    first = mpeg_frame_length(data[:4])
+    assert first is not None
+    return data[first:] if b"Info" in data[:first] else data
+
+
+@pytest.mark.parametrize("order", ["high-bitrate-first", "low-bitrate-first"])
+def test_an_mp3_whose_length_no_header_gives_is_heard_to_its_end_and_not_called_damaged(tmp_path, shipped_model, order):
+    """libsndfile took libmpg123's estimate of such a length (the file's size over its first frame's bitrate) and read
+    no further: of two bitrates joined, 3.2 s of 6.2 s was heard and the rest dropped unsaid; the other way round,
+    "damaged or cut short: its header promises 64.98 s of audio", of a whole file."""
+    import threading
+
+    from ser_stream.audiofile import audio_info, sample_blocks
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+    from ser_stream.sources import FileSource, mpeg_frame_length
+    from tests.test_capture import Sink
+
+    high, low = (mp3_without_its_length(speechlike(3.0, 16000, seed=seed), 16000, level) for seed, level in ((1, 0.0), (2, 0.99)))
+    data = high + low if order == "high-bitrate-first" else low + high
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(data)
+    mpeg_frames, offset = 0, 0
+    while (length := mpeg_frame_length(data[offset : offset + 4])) is not None:
+        mpeg_frames, offset = mpeg_frames + 1, offset + length
+    frames = 576 * mpeg_frames  # 16 kHz is MPEG-2: 576 samples a frame
+    assert abs(audio_info(path).frames - frames) > 16000  # the estimate is seconds off
+    assert sum(block.shape[0] for block in sample_blocks(path, 16000)) == frames
+    assert read_audio(path)[0].size == frames
+    sink = Sink(1 << 20)
+    FileSource(str(path), pace="fast").run(sink, threading.Event())
+    assert sink.error is None and sink.warning is None and sink.ring.available() == frames
+    model = EmotionModel(shipped_model, provider="cpu")
+    in_memory, in_blocks = (classify_file(path, model, in_memory_seconds=seconds) for seconds in (600.0, 0.0))
+    assert in_memory.warning is None and in_blocks.warning is None
+    assert in_memory.utterance is not None and in_blocks.utterance is not None
+    assert in_memory.utterance.windows == in_blocks.utterance.windows >= 10  # 6 s at a 0.5 s hop, trimmed
 
 
 @pytest.mark.parametrize(

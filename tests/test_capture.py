@@ -383,3 +383,25 @@ def test_chunks_after_a_wav_streams_audio_are_not_played_as_audio():
     sink = read_stdin(b"RIFF" + struct.pack("<I", len(body)) + body)
     assert sink.error is None and sink.warning is None
     np.testing.assert_array_equal(sink.ring.read(), np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)
+
+
+def test_a_wav_on_stdin_that_ends_before_the_audio_its_header_promises_is_said_to_be_truncated():
+    """A file source says so of a WAV cut short; on stdin (`curl … |`, a writer killed) it passed without a word."""
+    pcm = (tone(3.0, 16000) * 32767).astype("<i2")
+    whole = wav_bytes(pcm, 16000)
+    sink = read_stdin(whole[: 44 + 16000 * 2])
+    assert sink.error is None and sink.ring.available() == 16000
+    assert sink.warning == "stdin: truncated: its WAV header promises 3.00 s of audio, the stream held 1.00 s; only that was heard"
+    assert read_stdin(whole[:-2]).warning is None  # a sample short: a cut inside the last frame, as a file source judges
+
+
+def test_bytes_after_a_wav_streams_audio_that_are_no_chunk_of_it_are_said_to_be_unheard():
+    """`cat a.wav b.wav |`: b.wav was never read, and nothing said so. The WAV's own chunks after its audio, and zero
+    padding, are skipped quietly (test_chunks_after_a_wav_streams_audio_are_not_played_as_audio)."""
+    first = wav_bytes((tone(1.0, 16000) * 32767).astype("<i2"), 16000)
+    second = wav_bytes((tone(0.5, 16000) * 32767).astype("<i2"), 16000)
+    sink = read_stdin(first + second)
+    assert sink.error is None and sink.ring.available() == 16000  # the first, as before
+    assert sink.warning == (f"stdin: {len(second)} bytes after the WAV's audio were not heard (not a chunk of that WAV: a second file "
+                            "joined to it? pipe one WAV at a time, or raw PCM)")
+    assert read_stdin(first + bytes(512)).warning is None

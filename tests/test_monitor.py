@@ -557,6 +557,44 @@ def test_a_source_that_fails_to_open_in_an_unforeseen_way_fails_alone_and_the_ot
     assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
 
 
+def test_with_stderr_closed_a_failing_source_stops_no_other_stream_and_every_result_is_stored(short_speech, shipped_model, tmp_path, monkeypatch, capsys):
+    """`monitor … 2>&-` (sys.stderr is None): the bad file's error line raised AttributeError in the thread that hands
+    messages on, which stopped every stream; --record stored nothing, and the page's address went to stdout."""
+    import sqlite3
+
+    from ser_stream.cli import main
+
+    bad = tmp_path / "nan.wav"
+    audio = speechlike(2.0, 16000)
+    audio[100] = np.nan
+    soundfile.write(bad, audio, 16000, subtype="FLOAT")
+    record = tmp_path / "calls.db"
+    monkeypatch.setattr(sys, "stderr", None)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--record", str(record), "--source", f"file:{short_speech}", "--source", f"file:{bad}"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON lines only: no page address among them
+    assert status == 1  # the bad file's stream failed
+    assert [line["type"] for line in lines if line["stream"] == "nan.wav"] == ["error"]
+    printed = [line["seq"] for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
+    with sqlite3.connect(record) as database:
+        stored = [seq for (seq,) in database.execute("SELECT seq FROM utterances WHERE stream = 'short.wav' ORDER BY seq")]
+    assert printed and stored == printed
+
+
+def test_with_stdout_closed_printed_utterances_are_lost_and_the_monitor_stops_saying_so(short_speech, shipped_model, monkeypatch, capsys):
+    """`monitor --print-utterances >&-` (sys.stdout is None): as a stdout that closes mid-run, not an AttributeError
+    ("messages could no longer be handed on")."""
+    from ser_stream.cli import main
+
+    monkeypatch.setattr(sys, "stdout", None)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--source", f"file:{short_speech}"])
+    said = capsys.readouterr().err
+    assert status == 1
+    assert "ser-stream: error: stdout (closed) could not be written: the monitor stopped" in said.splitlines()
+    assert "AttributeError" not in said
+
+
 def test_an_ipv6_port_already_taken_is_named_with_its_address_in_brackets(short_speech, shipped_model, capsys):
     """'cannot serve WebSocket on ::1:58221' read as host ::1:58221 or port 1:58221, unlike every other message."""
     import socket
@@ -918,6 +956,20 @@ def test_a_source_sampled_below_8_khz_is_warned_of_as_classify_warns_of_it(tmp_p
     assert status == 0
     assert ("ser-stream: warning: low.wav: sampled at 6000 Hz, so it holds nothing above 3000 Hz of the 0–4000 Hz the model "
             "hears; its label may differ from the same speech recorded at 8 kHz or more") in capsys.readouterr().err.splitlines()
+
+
+def test_the_below_8_khz_warning_names_its_stream_as_a_streams_warning_does(tmp_path, shipped_model, capsys):
+    """docs/protocol.md: a stream's warning carries ``stream``; this one had none, so a subscriber following another
+    stream (``?stream=``) got it too, and nothing tied it to its stream but the text."""
+    from ser_stream.cli import main
+
+    path = tmp_path / "low.wav"
+    soundfile.write(path, speechlike(2.0, 6000), 6000)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--source", f"file:{path}"])
+    warnings = [line for line in map(json.loads, capsys.readouterr().out.splitlines()) if line["type"] == "warning"]
+    assert status == 0
+    assert [(line.get("stream"), line["message"].split(":")[0]) for line in warnings] == [("low.wav", "low.wav")]
 
 
 @pytest.mark.parametrize(("options", "said"), [([], True), (["--print-utterances"], False), (["--no-dashboard"], False)],

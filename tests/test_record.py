@@ -448,11 +448,13 @@ def test_a_database_deleted_or_replaced_while_the_monitor_runs_is_a_counted_fail
         ("adir", "is a folder, not a database file; name a file in it ({tmp}/adir/calls.db)"),
         ("missing/calls.db", "no folder {tmp}/missing to write it in"),
         ("notes.txt/calls.db", "{tmp}/notes.txt is a file, not a folder to write it in"),
+        ("b" * 300 + ".db", "cannot open the database (File name too long)"),
     ],
-    ids=["folder", "missing-folder", "file-as-folder"],
+    ids=["folder", "missing-folder", "file-as-folder", "name-too-long"],
 )
 def test_a_record_path_no_database_can_be_at_says_why_in_one_line(tmp_path, where, reason):
-    """`--record adir` once said only "cannot open the database (unable to open database file)", as SQLite does of all three."""
+    """`--record adir` once said only "cannot open the database (unable to open database file)", as SQLite does of all
+    three; a name too long for the file system was an OSError traceback."""
     (tmp_path / "adir").mkdir()
     (tmp_path / "notes.txt").write_text("not a folder")
     with pytest.raises(SerStreamError) as refused:
