@@ -301,8 +301,9 @@ class Publisher:
             **({"failed_catch_ups": self.failed_catch_ups} if self.record_path is not None else {}),
         }
 
-    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> None:
-        """Give subscribers up to ``drain_seconds`` to receive what is queued, then close.
+    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> int:
+        """Give subscribers up to ``drain_seconds`` to receive what is queued, then close; return how many messages
+        subscribers cut off then still had queued (counted in ``dropped_total``: there is no one left to tell).
 
         Each connection gets ``close_seconds`` to answer the closing handshake
         (1001, going away); one that does not (a client that has stopped
@@ -316,11 +317,15 @@ class Publisher:
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(s.queue for s in self.subscribers) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+        cut_off_queued = 0
         for subscriber in list(self.subscribers):
             if subscriber.queue:  # still stalled after the drain time: cut it off rather than wait
+                cut_off_queued += len(subscriber.queue)
+                subscriber.queue.clear()
                 subscriber.connection.transport.abort()
+        self.dropped_total += cut_off_queued
         if self.server is None:
-            return
+            return cut_off_queued
         self.server.close()  # stop listening; 1001 to every open connection
         try:
             await asyncio.wait_for(self.server.wait_closed(), close_seconds)
@@ -336,6 +341,7 @@ class Publisher:
                     task.cancel()
                 if stuck:  # (the last ones may have returned just as the time ran out)
                     await asyncio.wait(stuck, timeout=close_seconds)  # their clean-up; one that ignores cancelling is left
+        return cut_off_queued
 
     def publish(self, message: Message) -> None:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""

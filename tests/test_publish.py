@@ -1,10 +1,14 @@
 """The publisher's bookkeeping: ingest admission given back and refilled, late joiners told what is live, a catch-up
-followed by every live message in the order published, a worker that fails ending the monitor with its reason."""
+followed by every live message in the order published, what a shutdown cuts off counted, a worker that fails ending the
+monitor with its reason."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import threading
 import types
 from collections.abc import Callable
@@ -310,3 +314,49 @@ def test_a_catch_up_counts_as_dropped_only_what_its_subscriber_never_receives(tm
     told = sum(m["count"] for m in received if m["type"] == "dropped")
     assert (live, told, dropped) == (list(range(24, 31)), 23, 23)  # the oldest 23 dropped; the newest 7 and END kept
 
+
+def stalled_subscriber(port: int) -> socket.socket:
+    """A subscriber that connects and never reads again (a frozen browser tab, a client behind a dead link)."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    client.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    return client
+
+
+def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_reported(capsys):
+    """The shutdown cut such a subscriber off and its queue went with it, counted nowhere: the last status line had
+    been written before, and subscriber_drops never grew."""
+    from ser_stream.monitor import Outbox, Sources, WorkerThread, shut_down
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    async def scenario() -> tuple[int, int, int]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client = await asyncio.to_thread(stalled_subscriber, publisher.port)
+        while not publisher.subscribers:
+            await asyncio.sleep(0.01)
+        subscriber = next(iter(publisher.subscribers))
+        for number in range(100_000):  # until the socket's buffers are full and messages wait in its queue
+            publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
+            await asyncio.sleep(0)
+            if len(subscriber.queue) >= 100:
+                break
+        queued, drops_before = len(subscriber.queue), publisher.dropped_total
+        outbox = Outbox(lambda message: None)
+        outbox.start()
+        worker_thread = WorkerThread(Worker(None, MonitorConfig(), outbox.put), until_all_ended=True)  # type: ignore[arg-type]
+        worker_thread.start()
+        await shut_down(Sources(), worker_thread, outbox, None, publisher, None)
+        client.close()
+        return queued, drops_before, publisher.counters()["subscriber_drops"]
+
+    queued, drops_before, drops_after = asyncio.run(asyncio.wait_for(scenario(), 60))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert queued >= 100 and drops_before == 0
+    assert 0 < drops_after <= queued  # (the drain time may have sent a few)
+    assert warnings == [f"ser-stream: warning: {drops_after} message(s) still queued for subscribers that read too slowly were dropped "
+                        f"at shutdown (subscriber drops {drops_after} in all)"]
