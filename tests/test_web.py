@@ -390,3 +390,26 @@ def test_a_failed_stream_says_so_on_its_card_and_warnings_errors_and_losses_are_
     for index, name in enumerate(counters):
         assert f"{name.replace('_', ' ')} {100 + index}" in losses
     assert policy_violations == []
+
+
+def test_a_stream_live_again_under_an_id_that_failed_before_is_not_marked_failed(browser):
+    """`--source mic` after the device was fixed and the monitor restarted, an ingest call id reused: the card kept
+    the red border, the old reason and, when it ended cleanly, "failed, ended at …"."""
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "mic", "t": 0.0})
+        server.publish({"type": "error", "stream": "mic", "message": "mic: the input device is gone"})
+        server.publish({"type": "stream_ended", "stream": "mic", "t": 12.0})
+        wait_until(lambda: stream_cards(page).get("mic", ("", "", 0))[1] == "failed, ended at 12.0 s", 20)
+        server.publish({"type": "stream_started", "stream": "mic", "t": 0.0})
+        server.publish(utterance("mic"))
+        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        live = page.eval_on_selector("section.stream", "c => [c.dataset.failed || '', c.querySelector('.problem')?.textContent || '']")
+        server.publish({"type": "stream_ended", "stream": "mic", "t": 30.0})
+        wait_until(lambda: stream_cards(page)["mic"][0] == "ended", 20)
+        ended = stream_cards(page)["mic"]
+    page.close()
+    assert live == ["", ""]
+    assert ended == ("ended", "ended at 30.0 s", 1)
