@@ -528,7 +528,7 @@ async def wait_until_done(worker_thread: WorkerThread, outbox: Outbox, interrupt
 async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbox, status_log: StatusLog | None,
                     publisher: Publisher, log: UtteranceLog | None) -> None:
     """Stop the sources, give the worker and then the outbox FINISH_SECONDS each to publish what they hold (saying so
-    if that was not enough), then close the server and the record."""
+    if that was not enough), then close the server (saying what subscribers cut off still had queued) and the record."""
     await sources.stop()
     if not await worker_thread.finish(FINISH_SECONDS):
         print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
@@ -536,7 +536,10 @@ async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbo
         print(f"ser-stream: warning: stopped before publishing everything (messages were still waiting for the --record database after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
     if status_log is not None:
         status_log.flush()  # the run's totals, whenever the last line was
-    await publisher.close()
+    cut_off_queued = await publisher.close()
+    if cut_off_queued:  # after the last status line: its subscriber drops did not have these
+        print(f"ser-stream: warning: {cut_off_queued} message(s) still queued for subscribers that read too slowly were dropped at shutdown "
+              f"(subscriber drops {publisher.dropped_total} in all)", file=sys.stderr, flush=True)
     if log is not None:
         log.close()
 

@@ -19,6 +19,7 @@ the token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -216,12 +217,13 @@ def seq_of(text: str) -> int | None:
     return int(text[7 : text.index(",")])
 
 
-def window_of(text: str) -> tuple[str, int] | None:
-    """(stream, utterance id) of a queued ``window`` message's JSON text; None for other messages."""
-    if not text.startswith('{"type":"window"'):
-        return None
-    window = json.loads(text)
-    return window["stream"], window["utterance"]
+def last_stored_seq(path: Path) -> int:
+    """The last utterance seq in a --record database; 0 for none, or for one that cannot be read (its catch-ups say so)."""
+    try:
+        with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+            return int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 async def ignore_what_is_sent(connection: ServerConnection) -> None:
@@ -271,7 +273,7 @@ class Publisher:
         self.cancelled_handlers = 0  # handlers close() cancelled because they had not returned in time
         self.dropped_total = 0
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
-        self.last_seq = 0  # of the utterances published: a ?since= subscriber's queue holds windows of later ones only
+        self.last_seq = 0  # of the utterances published: a ?since= catch-up replays stored ones up to it, the queue has the rest
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ingest: Callable[[ServerConnection], Awaitable[None]] | None = None  # serves /ingest when set
         self.server: Server | None = None
@@ -280,6 +282,8 @@ class Publisher:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        if self.record_path is not None:  # stored before this run: the catch-up's to replay, like those published since
+            self.last_seq = max(self.last_seq, await asyncio.to_thread(last_stored_seq, self.record_path))
         self.server = await serve(
             self._serve, self.host, self.port, max_size=self.access.max_message_bytes, ping_interval=20,
             process_request=self._check_request, ssl=self.access.tls, create_connection=counting_connection(self.failed_handshakes),
@@ -297,8 +301,9 @@ class Publisher:
             **({"failed_catch_ups": self.failed_catch_ups} if self.record_path is not None else {}),
         }
 
-    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> None:
-        """Give subscribers up to ``drain_seconds`` to receive what is queued, then close.
+    async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> int:
+        """Give subscribers up to ``drain_seconds`` to receive what is queued, then close; return how many messages
+        subscribers cut off then still had queued (counted in ``dropped_total``: there is no one left to tell).
 
         Each connection gets ``close_seconds`` to answer the closing handshake
         (1001, going away); one that does not (a client that has stopped
@@ -312,11 +317,15 @@ class Publisher:
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(s.queue for s in self.subscribers) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
+        cut_off_queued = 0
         for subscriber in list(self.subscribers):
             if subscriber.queue:  # still stalled after the drain time: cut it off rather than wait
+                cut_off_queued += len(subscriber.queue)
+                subscriber.queue.clear()
                 subscriber.connection.transport.abort()
+        self.dropped_total += cut_off_queued
         if self.server is None:
-            return
+            return cut_off_queued
         self.server.close()  # stop listening; 1001 to every open connection
         try:
             await asyncio.wait_for(self.server.wait_closed(), close_seconds)
@@ -332,6 +341,7 @@ class Publisher:
                     task.cancel()
                 if stuck:  # (the last ones may have returned just as the time ran out)
                     await asyncio.wait(stuck, timeout=close_seconds)  # their clean-up; one that ignores cancelling is left
+        return cut_off_queued
 
     def publish(self, message: Message) -> None:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""
@@ -481,17 +491,20 @@ class Publisher:
             return
         stream, since = asked.stream, asked.since
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
-        self.subscribers.add(subscriber)  # live messages queue from here on; the catch-up below overlaps them
-        live_after = self.last_seq  # utterances after this one may have windows in the queue, before them
+        self.subscribers.add(subscriber)  # live messages queue from here on
+        # What was published before that is sent from the publisher's state: the streams live then, and, with ?since=,
+        # stored utterances up to the last published. Everything later comes from the queue, in the order published.
+        live_after = self.last_seq
+        announced = [started for started in self.active_streams.values() if stream is None or started["stream"] == stream]
         # Wait on our queue *or* the connection closing, so a client that leaves while
         # nothing is queued does not leave its handler waiting for ever.
         closed = asyncio.ensure_future(ignore_what_is_sent(connection))
         try:
             await connection.send(json.dumps(self.hello))
-            for started in list(self.active_streams.values()):
-                if stream is None or started["stream"] == stream:
-                    await connection.send(json.dumps(started))
-            replayed, replayed_utterances = await self._catch_up(subscriber, since, live_after) if since is not None else (0, set())
+            for started in announced:
+                await connection.send(json.dumps(started))
+            if since is not None:
+                await self._catch_up(subscriber, since, live_after)
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -504,45 +517,39 @@ class Publisher:
                         notice: dict[str, Any] = {"type": "dropped", "count": subscriber.unreported_drops}
                         subscriber.unreported_drops = 0
                         await connection.send(json.dumps(notice))
-                    text = subscriber.queue.popleft()
-                    seq = seq_of(text) if replayed else None
-                    if seq is not None and seq > replayed:
-                        replayed_utterances.clear()  # live from here on: no later window belongs to a replayed one
-                    if replayed_utterances and window_of(text) in replayed_utterances:
-                        continue  # a window of an utterance the catch-up sent, which would come after it
-                    if seq is None or seq > replayed:  # not already sent by the catch-up
-                        await connection.send(text)
+                    await connection.send(subscriber.queue.popleft())
         except ConnectionClosed:
             pass
         finally:
             closed.cancel()
             self.subscribers.discard(subscriber)
 
-    async def _catch_up(self, subscriber: Subscriber, since: int, live_after: int) -> tuple[int, set[tuple[Any, Any]]]:
-        """Send stored utterances with ``seq > since``; return the last seq sent, and (stream, id) of those sent with
-        ``seq > live_after``: published since the subscriber's queue began, so their windows may be waiting in it.
-        (They were taken from the last page alone: a stream id and utterance id of an earlier run, a restarted `mic`,
-        had the current utterance's windows skipped, and one stored pages before the end had its windows follow it.)
+    async def _catch_up(self, subscriber: Subscriber, since: int, live_after: int) -> None:
+        """Send stored utterances with ``since < seq <= live_after``: those published before the subscriber's queue began.
+        Later ones come from the queue, in order. (Replayed from the database too, one came before its stream's
+        stream_started, its windows were skipped by stream and utterance id, those of a stream restarted under its id
+        with them, and the queue's overflow was counted as lost although replayed.)
 
         Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
         """
         if self.record_path is None:
             await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
-            return 0, set()
+            return
         last = 0
-        recent: set[tuple[Any, Any]] = set()
         try:
             pages = read_since(self.record_path, since, subscriber.stream)
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                for text in page:
+                published_before = [text for text in page if (seq_of(text) or 0) <= live_after]
+                for text in published_before:
                     await subscriber.connection.send(text)
-                last = seq_of(page[-1]) or last
-                recent |= {(stored.get("stream"), stored.get("id")) for stored in map(json.loads, (text for text in page if (seq_of(text) or 0) > live_after))}
+                if published_before:
+                    last = seq_of(published_before[-1]) or last
+                if len(published_before) < len(page):
+                    break  # the rest are in the queue
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
             message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
             await subscriber.connection.send(json.dumps({"type": "error", "message": message}))
-            return last, recent
+            return
         await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))
-        return last, recent

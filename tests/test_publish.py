@@ -1,18 +1,24 @@
-"""The publisher's bookkeeping: ingest admission given back and refilled, late joiners told what is live, a worker
-that fails ending the monitor with its reason."""
+"""The publisher's bookkeeping: ingest admission given back and refilled, late joiners told what is live, a catch-up
+followed by every live message in the order published, what a shutdown cuts off counted, a worker that fails ending the
+monitor with its reason."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import threading
 import types
+from collections.abc import Callable
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import ser_stream.publish
 from ser_stream.publish import AccessConfig, Publisher, RateLimit
+from ser_stream.record import UtteranceLog, read_since
 
 
 async def ingest_publisher(access: AccessConfig) -> Publisher:
@@ -198,3 +204,159 @@ def test_a_message_that_cannot_be_handed_on_ends_the_monitor_with_exit_1_and_its
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert status == 1
     assert errors == ["ser-stream: error: messages could no longer be handed on: KeyError: 'probabilities'"]
+
+
+def utterance(stream: str, number: int) -> dict:
+    return {"type": "utterance", "stream": stream, "id": number, "t_start": 0.0, "t_end": 2.0, "label": "sad", "windows": 1}
+
+
+def window(stream: str, utterance_id: int, t_start: float) -> dict:
+    return {"type": "window", "stream": stream, "utterance": utterance_id, "t_start": t_start, "t_end": t_start + 2.0}
+
+
+END = {"type": "warning", "message": "END"}
+
+
+def caught_up_while_publishing(tmp_path, monkeypatch, publish_meanwhile: Callable[[Callable, Callable], None],
+                               queue_size: int = 512) -> tuple[list[dict], int]:
+    """What a ``?since=0`` subscriber receives, up to an END warning, and the publisher's drop count, when
+    ``publish_meanwhile(publish, store)`` runs on the monitor's loop after the catch-up has read its first page: what
+    the monitor publishes while a long catch-up is read (a page of one stands in for 500). Three utterances of an
+    earlier call are stored, and published, before the subscriber connects."""
+    log = UtteranceLog(tmp_path / "calls.db")
+
+    async def scenario() -> tuple[list[dict], int]:
+        publisher = Publisher("127.0.0.1", 0, queue_size=queue_size)
+        publisher.record_path = log.path
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        for number in (1, 2, 3):
+            publisher.publish(log.append(utterance("earlier-call", number)))
+        loop = asyncio.get_running_loop()
+
+        def pages_with_the_monitor_publishing(path, since, stream=None):
+            pages = read_since(path, since, stream, page=1)
+            yield next(pages)
+
+            async def monitor() -> None:
+                publish_meanwhile(publisher.publish, log.append)  # stored first, then published, as the outbox does
+                publisher.publish(END)
+
+            asyncio.run_coroutine_threadsafe(monitor(), loop).result(10)
+            yield from pages
+
+        monkeypatch.setattr(ser_stream.publish, "read_since", pages_with_the_monitor_publishing)
+        received: list[dict] = []
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0", max_queue=None) as subscriber:
+                while received[-1:] != [END]:
+                    received.append(json.loads(await asyncio.wait_for(subscriber.recv(), 10)))
+        finally:
+            await publisher.close(0)
+        return received, publisher.dropped_total
+
+    return asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def described(messages: list[dict]) -> list[str]:
+    return [" ".join(str(part) for part in (m["type"], m.get("stream"), m.get("id", m.get("utterance"))) if part is not None) for m in messages]
+
+
+def test_a_call_that_starts_during_a_catch_up_is_received_in_the_order_published(tmp_path, monkeypatch):
+    """Its utterance, stored while the catch-up read on, was replayed before its stream_started (still queued), and
+    the page took the call for one that had ended."""
+
+    def new_call(publish, store) -> None:
+        publish({"type": "stream_started", "stream": "new-call", "t": 0.0})
+        publish(window("new-call", 1, 0.0))
+        publish(store(utterance("new-call", 1)))
+
+    received, dropped = caught_up_while_publishing(tmp_path, monkeypatch, new_call)
+    assert described(received) == [
+        "hello", "utterance earlier-call 1", "utterance earlier-call 2", "utterance earlier-call 3", "caught_up",
+        "stream_started new-call", "window new-call 1", "utterance new-call 1", "warning",
+    ]
+    assert dropped == 0
+
+
+def test_a_stream_restarted_under_its_id_during_a_catch_up_has_every_window_received(tmp_path, monkeypatch):
+    """An RTP sender resuming after its idle end, an ingest call reconnecting: the new instance's windows of its
+    utterance 1 were skipped, uncounted, as those of the earlier instance's utterance 1, which the catch-up replayed."""
+
+    def resumed(publish, store) -> None:
+        publish({"type": "stream_started", "stream": "rtp-0000beef", "t": 0.0})
+        publish(window("rtp-0000beef", 1, 0.0))
+        publish(store(utterance("rtp-0000beef", 1)))
+        publish({"type": "stream_ended", "stream": "rtp-0000beef", "t": 5.0})
+        publish({"type": "stream_started", "stream": "rtp-0000beef", "t": 0.0})
+        for t_start in (0.0, 0.5, 1.0):  # its utterance 1, still being spoken
+            publish(window("rtp-0000beef", 1, t_start))
+
+    received, dropped = caught_up_while_publishing(tmp_path, monkeypatch, resumed)
+    after_catch_up = received[described(received).index("caught_up") + 1 :]
+    assert [(m["type"], m.get("t_start")) for m in after_catch_up] == [
+        ("stream_started", None), ("window", 0.0), ("utterance", 0.0), ("stream_ended", None),
+        ("stream_started", None), ("window", 0.0), ("window", 0.5), ("window", 1.0), ("warning", None),
+    ]
+    assert dropped == 0
+
+
+def test_a_catch_up_counts_as_dropped_only_what_its_subscriber_never_receives(tmp_path, monkeypatch):
+    """Live utterances that overflowed the queue during a catch-up were counted, and announced, as dropped although
+    the catch-up replayed every one: a page said it had lost what it showed. Now the queue's 8 are what it gets."""
+
+    def busy(publish, store) -> None:
+        for number in range(1, 31):
+            publish(store(utterance("live-call", number)))
+
+    received, dropped = caught_up_while_publishing(tmp_path, monkeypatch, busy, queue_size=8)
+    live = [m["id"] for m in received if m.get("stream") == "live-call"]
+    told = sum(m["count"] for m in received if m["type"] == "dropped")
+    assert (live, told, dropped) == (list(range(24, 31)), 23, 23)  # the oldest 23 dropped; the newest 7 and END kept
+
+
+def stalled_subscriber(port: int) -> socket.socket:
+    """A subscriber that connects and never reads again (a frozen browser tab, a client behind a dead link)."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    client.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    return client
+
+
+def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_reported(capsys):
+    """The shutdown cut such a subscriber off and its queue went with it, counted nowhere: the last status line had
+    been written before, and subscriber_drops never grew."""
+    from ser_stream.monitor import Outbox, Sources, WorkerThread, shut_down
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    async def scenario() -> tuple[int, int, int]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client = await asyncio.to_thread(stalled_subscriber, publisher.port)
+        while not publisher.subscribers:
+            await asyncio.sleep(0.01)
+        subscriber = next(iter(publisher.subscribers))
+        for number in range(100_000):  # until the socket's buffers are full and messages wait in its queue
+            publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
+            await asyncio.sleep(0)
+            if len(subscriber.queue) >= 100:
+                break
+        queued, drops_before = len(subscriber.queue), publisher.dropped_total
+        outbox = Outbox(lambda message: None)
+        outbox.start()
+        worker_thread = WorkerThread(Worker(None, MonitorConfig(), outbox.put), until_all_ended=True)  # type: ignore[arg-type]
+        worker_thread.start()
+        await shut_down(Sources(), worker_thread, outbox, None, publisher, None)
+        client.close()
+        return queued, drops_before, publisher.counters()["subscriber_drops"]
+
+    queued, drops_before, drops_after = asyncio.run(asyncio.wait_for(scenario(), 60))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert queued >= 100 and drops_before == 0
+    assert 0 < drops_after <= queued  # (the drain time may have sent a few)
+    assert warnings == [f"ser-stream: warning: {drops_after} message(s) still queued for subscribers that read too slowly were dropped "
+                        f"at shutdown (subscriber drops {drops_after} in all)"]

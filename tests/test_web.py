@@ -347,13 +347,13 @@ def test_a_stream_id_5000_characters_long_is_cut_short_on_its_card_and_does_not_
 def test_a_failed_stream_says_so_on_its_card_and_warnings_errors_and_losses_are_shown(browser):
     """The page once ignored `error` and `warning`: a file that could not be read looked like a clean 0 s stream,
     and of the loss counters only overruns were shown."""
+    from ser_stream.dashboard import NOT_LOSSES
     from ser_stream.messages import Status
 
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     policy_violations: list[str] = []  # the page's inline script and style must still match the policy's hashes
     page.on("console", lambda message: policy_violations.append(message.text) if "Content Security Policy" in message.text else None)
-    not_losses = {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers"}
-    counters = [name for name in Status.__annotations__ if name not in not_losses]
+    counters = [name for name in Status.__annotations__ if name not in NOT_LOSSES]
     failure = "broken.wav: read failed (<img src=x onerror=alert(1)> unexpected end of data)"
     with serving() as server:
         page.goto(server.url)
@@ -390,3 +390,50 @@ def test_a_failed_stream_says_so_on_its_card_and_warnings_errors_and_losses_are_
     for index, name in enumerate(counters):
         assert f"{name.replace('_', ' ')} {100 + index}" in losses
     assert policy_violations == []
+
+
+def test_the_page_counts_as_losses_exactly_what_the_terminal_dashboard_does(browser):
+    """The page kept its own list of counters that are no loss, and missed three the dashboard had added: RTP resyncs,
+    renumbered ingest chunks and failed handshakes (port scans, health checks) were shown as losses, in red."""
+    from ser_stream.dashboard import loss_counts, losses
+    from ser_stream.messages import Status
+
+    every_counter = {name: 100 + index for index, name in enumerate(Status.__annotations__) if name not in ("type", "latency_ms")}
+    no_loss = {name: 0 if name in loss_counts(every_counter) else count for name, count in every_counter.items()}
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+
+        def losses_shown(counts: dict[str, int], p95: int) -> str:
+            server.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": p95}} | counts)
+            wait_until(lambda: f"latency p95 {p95} ms" in page.inner_text("#totals"), 20)  # this status, not the one before
+            return page.inner_text("#losses")
+
+        shown = [losses_shown(no_loss, 1), losses_shown(every_counter, 2)]
+    page.close()
+    assert {"rtp_resyncs", "ingest_renumbered", "failed_handshakes"} <= {name for name, count in no_loss.items() if count}
+    assert shown == ["no losses", "losses: " + " · ".join(losses({"type": "status"} | every_counter))]
+
+
+def test_a_stream_live_again_under_an_id_that_failed_before_is_not_marked_failed(browser):
+    """`--source mic` after the device was fixed and the monitor restarted, an ingest call id reused: the card kept
+    the red border, the old reason and, when it ended cleanly, "failed, ended at …"."""
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "mic", "t": 0.0})
+        server.publish({"type": "error", "stream": "mic", "message": "mic: the input device is gone"})
+        server.publish({"type": "stream_ended", "stream": "mic", "t": 12.0})
+        wait_until(lambda: stream_cards(page).get("mic", ("", "", 0))[1] == "failed, ended at 12.0 s", 20)
+        server.publish({"type": "stream_started", "stream": "mic", "t": 0.0})
+        server.publish(utterance("mic"))
+        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        live = page.eval_on_selector("section.stream", "c => [c.dataset.failed || '', c.querySelector('.problem')?.textContent || '']")
+        server.publish({"type": "stream_ended", "stream": "mic", "t": 30.0})
+        wait_until(lambda: stream_cards(page)["mic"][0] == "ended", 20)
+        ended = stream_cards(page)["mic"]
+    page.close()
+    assert live == ["", ""]
+    assert ended == ("ended", "ended at 30.0 s", 1)
