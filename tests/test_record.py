@@ -159,9 +159,10 @@ def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_wit
     assert stored(database) == broadcast  # every one of them written, nothing else
 
 
-def test_a_window_queued_live_during_the_catch_up_never_follows_its_replayed_utterance(tmp_path, monkeypatch):
+def test_an_utterance_stored_during_the_catch_up_comes_live_after_its_windows_not_replayed(tmp_path, monkeypatch):
     """An utterance stored while a ?since= subscriber's catch-up ran was replayed, then its live windows, already
-    queued, came after it (only the live utterance was recognised as a duplicate)."""
+    queued, came after it (only the live utterance was recognised as a duplicate). The catch-up now stops at the
+    last utterance published when the subscriber joined: later ones come from its queue, in the order published."""
     import ser_stream.publish
 
     log = UtteranceLog(tmp_path / "utterances.db")
@@ -182,13 +183,13 @@ def test_a_window_queued_live_during_the_catch_up_never_follows_its_replayed_utt
 
         monkeypatch.setattr(ser_stream.publish, "read_since", pages_after_the_live_messages)
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
-            messages = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(4)]
+            messages = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(5)]
         await publisher.close()
         return messages
 
     messages = asyncio.run(scenario())
     assert [(m["type"], m.get("utterance", m.get("id"))) for m in messages] == [
-        ("hello", None), ("utterance", 1), ("caught_up", None), ("window", 2)
+        ("hello", None), ("caught_up", None), ("window", 1), ("utterance", 1), ("window", 2)
     ]
 
 
@@ -216,9 +217,10 @@ def test_live_windows_are_sent_whatever_an_earlier_run_stored_under_the_same_str
     assert [(m["type"], m["t_start"]) for m in live] == [("window", 0.0), ("window", 0.5), ("window", 1.0)]
 
 
-def test_live_windows_of_an_utterance_stored_pages_before_the_catch_ups_end_never_follow_it(tmp_path, monkeypatch):
+def test_live_windows_of_utterances_stored_during_a_long_catch_up_never_follow_them(tmp_path, monkeypatch):
     """Only the last page's utterances were remembered: with 500 or more stored during one catch-up, windows of one
-    on an earlier page came after it (a page of one utterance stands in for 500 here)."""
+    on an earlier page came after it (a page of one utterance stands in for 500 here). Those utterances now come
+    from the queue, each after its windows."""
     import ser_stream.publish
 
     log = UtteranceLog(tmp_path / "utterances.db")
@@ -237,15 +239,16 @@ def test_live_windows_of_an_utterance_stored_pages_before_the_catch_ups_end_neve
 
         monkeypatch.setattr(ser_stream.publish, "read_since", pages_of_one)
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
-            publisher.publish({"type": "status"})
-            messages = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(5)]
+            publisher.publish({"type": "status"})  # before or after the worker's messages: it joins the same queue
+            messages = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(7)]
         await publisher.close()
         return messages
 
     messages = asyncio.run(scenario())
-    assert [(m["type"], m.get("id")) for m in messages] == [
-        ("hello", None), ("utterance", 1), ("utterance", 2), ("caught_up", None), ("status", None)
+    assert [(m["type"], m.get("utterance", m.get("id"))) for m in messages if m["type"] != "status"] == [
+        ("hello", None), ("caught_up", None), ("window", 1), ("utterance", 1), ("window", 2), ("utterance", 2)
     ]
+    assert [m["type"] for m in messages].count("status") == 1
 
 
 def test_catch_up_pages_can_be_read_on_different_threads(tmp_path):
