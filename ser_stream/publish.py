@@ -536,20 +536,19 @@ class Publisher:
             await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
             return
         last = 0
+        pages = read_since(self.record_path, since, subscriber.stream, until=live_after)
         try:
-            pages = read_since(self.record_path, since, subscriber.stream)
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                published_before = [text for text in page if (seq_of(text) or 0) <= live_after]
-                for text in published_before:
+                for text in page:
                     await subscriber.connection.send(text)
-                if published_before:
-                    last = seq_of(published_before[-1]) or last
-                if len(published_before) < len(page):
-                    break  # the rest are in the queue
+                last = seq_of(page[-1]) or last
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
             message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
             await subscriber.connection.send(json.dumps({"type": "error", "message": message}))
             return
+        finally:  # its connection to the database, were the subscriber to leave mid-way (one still running on a pool
+            with contextlib.suppress(ValueError):  # thread, cancelled at shutdown, closes it when it returns)
+                pages.close()
         await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))

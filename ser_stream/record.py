@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from ser_stream.errors import SerStreamError, one_line, shown
@@ -110,8 +110,9 @@ class UtteranceLog:
         self.connection.close()
 
 
-def read_since(path: Path, since: int, stream: str | None = None, page: int = 500) -> Iterator[list[str]]:
-    """Pages of stored utterance messages (JSON text) with ``seq > since``, oldest first, on a fresh connection.
+def read_since(path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500) -> Generator[list[str], None, None]:
+    """Pages of stored utterance messages (JSON text) with ``since < seq`` (``<= until``, if given), oldest first, on a
+    fresh connection, closed once the last page is read.
 
     The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
     thread: the connection is used by one thread at a time, but not always the same one.
@@ -119,13 +120,16 @@ def read_since(path: Path, since: int, stream: str | None = None, page: int = 50
     # as_uri() percent-encodes the path: a raw "file:{path}" would read '#', '?' and '%' in it as URI syntax.
     connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
     try:
-        last = since
+        last, highest = since, 2**63 - 1 if until is None else until
         while True:
             if stream is None:
-                rows = connection.execute("SELECT seq, message FROM utterances WHERE seq > ? ORDER BY seq LIMIT ?", (last, page)).fetchall()
+                rows = connection.execute(
+                    "SELECT seq, message FROM utterances WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (last, highest, page)
+                ).fetchall()
             else:
                 rows = connection.execute(
-                    "SELECT seq, message FROM utterances WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?", (stream, last, page)
+                    "SELECT seq, message FROM utterances WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (stream, last, highest, page),
                 ).fetchall()
             if not rows:
                 return

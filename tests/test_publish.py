@@ -234,8 +234,8 @@ def caught_up_while_publishing(tmp_path, monkeypatch, publish_meanwhile: Callabl
             publisher.publish(log.append(utterance("earlier-call", number)))
         loop = asyncio.get_running_loop()
 
-        def pages_with_the_monitor_publishing(path, since, stream=None):
-            pages = read_since(path, since, stream, page=1)
+        def pages_with_the_monitor_publishing(path, since, stream=None, until=None):
+            pages = read_since(path, since, stream, until, page=1)
             yield next(pages)
 
             async def monitor() -> None:
@@ -360,3 +360,37 @@ def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_r
     assert 0 < drops_after <= queued  # (the drain time may have sent a few)
     assert warnings == [f"ser-stream: warning: {drops_after} message(s) still queued for subscribers that read too slowly were dropped "
                         f"at shutdown (subscriber drops {drops_after} in all)"]
+
+
+def database_descriptors(path) -> int:
+    """How many of this process's open files are the database or its -wal and -shm."""
+    names = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    return sum(name.startswith(str(path)) for name in names)
+
+
+def test_a_catch_up_that_stops_before_the_databases_end_lets_go_of_the_database(tmp_path):
+    """The catch-up stops at the last utterance published when its subscriber joined; stopping there left its
+    connection to the database open, one per ?since= subscriber, whenever more was stored than published."""
+    log = UtteranceLog(tmp_path / "calls.db")
+
+    async def scenario() -> tuple[list[str], int, int]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.record_path = log.path
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        for number in (1, 2, 3):
+            publisher.publish(log.append(utterance("call", number)))
+        log.append(utterance("call", 4))  # stored, not yet published: the outbox stores first
+        before = database_descriptors(log.path)
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as subscriber:
+                received = [json.loads(await asyncio.wait_for(subscriber.recv(), 10)) for _ in range(5)]
+                await asyncio.sleep(0.2)
+                during = database_descriptors(log.path)
+        finally:
+            await publisher.close(0)
+        return described(received), before, during
+
+    received, before, during = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert received == ["hello", "utterance call 1", "utterance call 2", "utterance call 3", "caught_up"]
+    assert during == before

@@ -173,13 +173,13 @@ def test_an_utterance_stored_during_the_catch_up_comes_live_after_its_windows_no
         publisher = await publishing(tmp_path / "utterances.db")
         loop = asyncio.get_running_loop()
 
-        def pages_after_the_live_messages(path, since, stream=None):
+        def pages_after_the_live_messages(path, since, stream=None, until=None):
             async def live():  # the worker published utterance 1 (windows first, stored first) while the catch-up read
                 publisher.publish(live_window)
                 publisher.publish(log.append({"type": "utterance", "stream": "s", "id": 1, "windows": 1}))
                 publisher.publish(later_window)
             asyncio.run_coroutine_threadsafe(live(), loop).result()
-            yield from read_since(path, since, stream)
+            yield from read_since(path, since, stream, until)
 
         monkeypatch.setattr(ser_stream.publish, "read_since", pages_after_the_live_messages)
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
@@ -229,13 +229,13 @@ def test_live_windows_of_utterances_stored_during_a_long_catch_up_never_follow_t
         publisher = await publishing(tmp_path / "utterances.db")
         loop = asyncio.get_running_loop()
 
-        def pages_of_one(path, since, stream=None):
+        def pages_of_one(path, since, stream=None, until=None):
             async def live():  # the worker, while the catch-up reads: windows, then their utterance, stored first
                 for number in (1, 2):
                     publisher.publish({"type": "window", "stream": "s", "utterance": number, "t_start": 0.0, "t_end": 2.0})
                     publisher.publish(log.append({"type": "utterance", "stream": "s", "id": number, "windows": 1}))
             asyncio.run_coroutine_threadsafe(live(), loop).result()
-            yield from read_since(path, since, stream, page=1)
+            yield from read_since(path, since, stream, until, page=1)
 
         monkeypatch.setattr(ser_stream.publish, "read_since", pages_of_one)
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
