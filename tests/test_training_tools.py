@@ -207,6 +207,44 @@ def test_scoring_refuses_an_actor_given_twice(smoke_run, tiny_ravdess, tmp_path,
     assert not (tmp_path / "report.json").exists()
 
 
+def test_scoring_the_random_split_scores_the_clips_its_training_run_tested_and_finds_its_figures(smoke_run, tiny_ravdess, tmp_path):
+    """The paper's protocol, for models trained on it: the pair of two random-split networks could not be scored."""
+    from training.score import main as score_main
+
+    report = tmp_path / "random.json"
+    assert score_main(["--data", str(tiny_ravdess), "--random-split", "0", "--model", str(smoke_run / "model.onnx"), "--variants", "clean", "--out", str(report)]) == 0
+    scored, trained = json.loads(report.read_text()), json.loads((smoke_run / "metrics.json").read_text())
+    assert scored["random_split_seed"] == 0 and "actors" not in scored
+    assert scored["clips"] == trained["test_clean"]["clips"] == 8  # a quarter of each emotion's 4 clips
+    assert scored["clean"]["mean_per_class_accuracy"] == pytest.approx(trained["test_clean"]["mean_per_class_accuracy"])
+
+
+@pytest.mark.parametrize(
+    "seed, changes, reason",
+    [
+        ("1", {}, "trained under protocol random with seed 0, not --protocol random --seed 1"),
+        ("0", {"protocol": "all"}, "trained under protocol all with seed 0, not --protocol random --seed 0"),
+    ],
+    ids=["another-seed", "another-protocol"],
+)
+def test_scoring_the_random_split_refuses_a_model_that_trained_on_its_test_clips(smoke_run, tiny_ravdess, tmp_path, capsys, seed, changes, reason):
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx", **changes)
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--random-split", seed, "--model", str(model)], capsys)
+    assert line == f"python -m training.score: error: {model}: {reason}: its training clips would be among those scored"
+
+
+def test_random_split_evidence_is_refused_by_the_ensemble(members, smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Every speaker of a random split was heard in training: no evidence of how a model meets new voices."""
+    from training.score import main as score_main
+
+    report = tmp_path / "random.json"
+    assert score_main(["--data", str(tiny_ravdess), "--random-split", "0", "--model", str(smoke_run / "model.onnx"), "--variants", "clean", "--out", str(report)]) == 0
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == (f"python -m training.ensemble: error: {report}: scores a random split of clips, whose speakers the models heard in "
+                    "training: no evidence of new voices; score the members on held-out actors (training.score --actors)")
+    assert not list(tmp_path.glob("ensemble*"))
+
+
 @pytest.mark.parametrize(
     "first_actors, second_actors, reason",
     [

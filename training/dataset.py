@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ser_stream import EMOTIONS
 from ser_stream.audiofile import audio_info, read_audio, rounding_floor
 from ser_stream.clips import trimmed_clip
 from ser_stream.errors import SerStreamError
@@ -39,6 +40,23 @@ from training.config import TRAINING_HOP_SECONDS
 from training.ravdess import RavdessClip, clip_problem
 
 VARIANTS = ("clean", "telephone", "noisy", "slower", "faster")  # new ones go last: ids are stored in caches
+
+
+def random_split(clip_labels: NDArray[np.integer], seed: int) -> dict[str, NDArray[np.int64]]:
+    """The paper's protocol: each emotion's clips shuffled, a quarter (rounded) to test, a tenth of the rest to
+    validate, the others to train; clip indices per part, sorted. The training command and ``training.score
+    --random-split`` draw it alike from the clips' labels and the seed."""
+    rng = np.random.default_rng(seed)
+    clips = np.arange(len(clip_labels))
+    picked: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
+    for label in range(len(EMOTIONS)):
+        members = rng.permutation(clips[clip_labels == label])
+        n_test = int(round(len(members) * 0.25))
+        n_val = int(round((len(members) - n_test) * 0.1))
+        picked["test"] += list(members[:n_test])
+        picked["validation"] += list(members[n_test : n_test + n_val])
+        picked["train"] += list(members[n_test + n_val :])
+    return {part: np.sort(np.array(indices, dtype=np.int64)) for part, indices in picked.items()}
 
 
 @dataclass

@@ -228,7 +228,11 @@ def build(members: list[Path], to: Path, evidence: list[Path]) -> ModelMetadata:
     scored_by: dict[int, Path] = {}  # each held-out actor → the report that scored it
     for path in evidence:
         what = "a training.score report"
-        report = require_keys(read_json(path, what), path, what, ("models", "actors", "clean"))
+        report = read_json(path, what)
+        if isinstance(report, dict) and "random_split_seed" in report:
+            raise ReportError(f"{shown(path)}: scores a random split of clips, whose speakers the models heard in training: "
+                              "no evidence of new voices; score the members on held-out actors (training.score --actors)")
+        report = require_keys(report, path, what, ("models", "actors", "clean"))
         if "test_time_views" in report:
             raise ReportError(
                 f"{shown(path)}: scored with test-time views ({', '.join(map(str, report['test_time_views']))}), which the merged "

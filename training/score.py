@@ -1,6 +1,7 @@
 """Score exported ONNX models on held-out RAVDESS actors through the runtime's own path.
 
     python -m training.score --actors 3 5 7 20 --model runs/x/fold0-*/model.onnx [--model B.onnx ...]
+    python -m training.score --random-split 0 --model runs/y/random/model.onnx [...]   # the paper's protocol
 
 Every clip goes through ``read_audio`` → ``clip_spectrograms`` → ``EmotionModel.predict``
 → ``average_windows``, exactly as ``ser-stream classify`` does. Given several models it
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import audio_info, read_audio, rounding_floor
-from ser_stream.cli import OneLineParser, output_file
+from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
@@ -29,8 +30,9 @@ from ser_stream.utterances import average_windows
 from ser_stream.windows import TRIM_FLOOR, WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
+from training.dataset import random_split
 from training.ensemble import check_members_agree
-from training.ravdess import require_actors, scan, skip_clip
+from training.ravdess import RavdessClip, require_actors, scan, skip_clip
 from training.reports import heard_actors
 
 # Test-time views: what else a clip is heard as, its window outputs averaged with those of the clip itself.
@@ -99,10 +101,32 @@ def score(
     return evaluate.scores(true_labels, predicted_labels), by_actor, outputs_by_clip
 
 
+def random_split_test_clips(clips: list[RavdessClip], seed: int, models: list[EmotionModel], paths: list[Path]) -> list[RavdessClip]:
+    """The clips the random protocol tests on with ``seed``, drawn as the training command draws them; refused for a
+    model trained otherwise, or on other clips (its training clips could then be among them)."""
+    for path, model in zip(paths, models):
+        members = model.metadata.metrics.get("members") or [model.metadata.metrics]
+        protocols = {model.metadata.protocol} | {member.get("protocol", model.metadata.protocol) for member in members if isinstance(member, dict)}
+        seeds = {(member.get("training") or {}).get("seed") for member in members if isinstance(member, dict)}
+        if protocols != {"random"} or seeds != {seed}:
+            raise SerStreamError(f"{shown(path)}: trained under protocol {', '.join(sorted(map(str, protocols)))} with seed "
+                                 f"{', '.join(sorted(map(str, seeds)))}, not --protocol random --seed {seed}: its training clips would be among those scored")
+    test = [clips[index] for index in random_split(np.array([clip.label_index for clip in clips]), seed)["test"]]
+    for path, model in zip(paths, models):
+        tested = (model.metadata.metrics.get("test_clean") or {}).get("clips")
+        if tested is not None and tested != len(test):
+            raise SerStreamError(f"{shown(path)}: tested on {tested} clips, but the clips in --data split into {len(test)}: not the clips it was trained on")
+    return test
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m training.score", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ravdess16k"))
-    parser.add_argument("--actors", type=int, nargs="+", required=True, help="held-out actors to score on")
+    held_out_by = parser.add_mutually_exclusive_group(required=True)
+    held_out_by.add_argument("--actors", type=int, nargs="+", help="held-out actors to score on")
+    held_out_by.add_argument("--random-split", type=whole_number(0), metavar="SEED",
+                             help="the paper's protocol instead: the test quarter of `python -m training --protocol random --seed SEED`, for "
+                             "models trained on that split (every speaker heard: no evidence for training.ensemble)")
     parser.add_argument("--model", type=Path, action="append", required=True, help="repeat for an ensemble")
     parser.add_argument("--variants", nargs="+", default=["clean", "telephone"], choices=["clean", "telephone"])
     parser.add_argument("--hop", type=float, default=None, help="cut windows at this hop in seconds instead of the model's")
@@ -110,16 +134,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="also average each clip's outputs over these views of it (costs a network pass per window each)")
     parser.add_argument("--out", type=output_file(".json", make_folders=True), default=None, help="also write the report here (evidence for training.ensemble)")
     args = parser.parse_args(argv)
-    if repeated := sorted({actor for actor in args.actors if args.actors.count(actor) > 1}):  # counted twice in the report's evidence
+    if args.actors is not None and (repeated := sorted({actor for actor in args.actors if args.actors.count(actor) > 1})):  # counted twice in the report's evidence
         parser.error(f"argument --actors: {' '.join(map(str, repeated))} given more than once; give each actor once")
     try:
         models = [EmotionModel(path, provider="cpu") for path in args.model]
         check_members_agree([model.metadata for model in models], args.model)  # one set of windows feeds them all
         clips, _ = scan(args.data)
-        require_actors(args.data, clips, args.actors)  # an actor without clips once scored the others under a report naming it
+        if args.actors is not None:
+            require_actors(args.data, clips, args.actors)  # an actor without clips once scored the others under a report naming it
+            held_out = [clip for clip in clips if clip.actor in args.actors]
+        else:
+            held_out = random_split_test_clips(clips, args.random_split, models, args.model)
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    held_out = [clip for clip in clips if clip.actor in args.actors]
     window = models[0].metadata.window
     if args.hop is not None:  # to measure what a finer or coarser hop than the model's buys
         try:
@@ -127,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         except SerStreamError as error:
             parser.error(f"--hop {args.hop}: {error}")
     for path, model in zip(args.model, models):  # a score on speakers the model learnt from is not held-out evidence
-        if heard := sorted(set(args.actors) & set(heard_actors(model.metadata.metrics))):
+        if heard := sorted(set(args.actors or ()) & set(heard_actors(model.metadata.metrics))):
             parser.exit(2, f"{parser.prog}: error: --actors {' '.join(map(str, heard))}: {shown(path)} was trained or validated on actor(s) {', '.join(map(str, heard))}; score it on actors it has not heard\n")
     result: dict[str, object] = {
         "models": [str(p) for p in args.model], "recipes": [model.metadata.recipe for model in models],
         # how each model was trained, which training.ensemble checks against its members
         "trainings": [{key: model.metadata.metrics.get(key) for key in ("training", "weights")} for model in models],
-        "actors": args.actors, "clips": len(held_out),
+        **({"actors": args.actors} if args.actors is not None else {"random_split_seed": args.random_split}), "clips": len(held_out),
         "window_seconds": window.window_seconds, "hop_seconds": window.hop_seconds,  # training.ensemble holds both to its members
     }
     if args.test_time:

@@ -26,7 +26,7 @@ from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.backend import keras
 from training.config import TrainConfig
-from training.dataset import VARIANTS, FeatureSet, build_features, remove_speaker_profiles
+from training.dataset import VARIANTS, FeatureSet, build_features, random_split, remove_speaker_profiles
 from training.export import checked_parity, export_onnx, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, StyleMixing, build_model, emotion_network
 from training.ravdess import scan
@@ -74,17 +74,10 @@ def make_splits(features: FeatureSet, config: TrainConfig) -> list[Split]:
     if config.protocol == "all":
         return [Split("all", clips, clips[:0], clips[:0])]
     if config.protocol == "random":
-        picked: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
-        for label in range(len(EMOTIONS)):
-            members = rng.permutation(clips[features.clip_labels == label])
-            n_test = int(round(len(members) * 0.25))
-            n_val = int(round((len(members) - n_test) * 0.1))
-            picked["test"] += list(members[:n_test])
-            picked["validation"] += list(members[n_test : n_test + n_val])
-            picked["train"] += list(members[n_test + n_val :])
-        if not picked["test"]:  # it once trained, scored nothing and exported a model without a word
+        picked = random_split(features.clip_labels, config.seed)
+        if not len(picked["test"]):  # it once trained, scored nothing and exported a model without a word
             raise SerStreamError(f"--protocol random: {len(clips)} clips leave none to test on (a quarter of each emotion's, rounded); give at least 3 clips of an emotion")
-        return [Split("random", *(np.sort(np.array(picked[part], dtype=np.int64)) for part in ("train", "validation", "test")))]
+        return [Split("random", picked["train"], picked["validation"], picked["test"])]
     actors = np.unique(features.clip_actors)
     if config.balance_voices:
         # Deal the men, then the women, round the folds, so each fold holds out both voices alike.
