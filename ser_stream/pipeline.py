@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
-from ser_stream.errors import RecentKeys, StreamRefused, one_line
-from ser_stream.features import SAMPLE_RATE, spectrogram
+from ser_stream.errors import AudioInputError, RecentKeys, StreamRefused, one_line
+from ser_stream.features import MAX_AMPLITUDE, SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import Message, rounded, utc_now
 from ser_stream.resampler import StreamResampler
@@ -70,7 +71,7 @@ class Stream:
         self.read_limit = max(down, int(PUSH_LIMIT_SECONDS * sample_rate) // down * down)
         self.tracker = UtteranceTracker(stream_id, config.window, config.utterance, detector)
         self.input_overflows = 0
-        self.nonfinite_samples = 0  # NaN/Inf from a live source, replaced by silence and counted
+        self.nonfinite_samples = 0  # NaN/Inf, or beyond any audio scale, from a live source: replaced by silence and counted
         self.finished = False  # set by the source when it has written everything
         self.error: str | None = None
         self.warning: str | None = None
@@ -232,9 +233,10 @@ class Worker:
                     ending_streams.append(stream)
             except Exception as error:  # noqa: BLE001 - as above
                 broken.append(self._broken(stream, error))
-        ending_streams += broken
+        jobs, inputs = self._model_inputs(jobs, broken)
+        ending_streams += [stream for stream in broken if stream not in ending_streams]
         for start in range(0, len(jobs), self.config.max_batch):
-            self._infer(jobs[start : start + self.config.max_batch])
+            self._infer(jobs[start : start + self.config.max_batch], inputs[start : start + self.config.max_batch])
         self.queue_depth = self._windows_waiting(streams)
         for stream in streams:
             for done in stream.tracker.completed():
@@ -242,8 +244,8 @@ class Worker:
         for stream in ending_streams:
             if stream.error:
                 self.emit({"type": "error", "stream": stream.stream_id, "message": stream.error})
-            if stream.warning:
-                self.emit({"type": "warning", "stream": stream.stream_id, "message": stream.warning})
+            if warning := "; ".join(said for said in (stream.warning, unheard_samples(stream)) if said):
+                self.emit({"type": "warning", "stream": stream.stream_id, "message": warning})
             self.emit({"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)})
             with self.lock:  # ended streams leave the worker, so endless calls keep memory bounded
                 del self.streams[stream.stream_id]
@@ -259,9 +261,12 @@ class Worker:
         block = stream.ring.read(stream.read_limit)  # what the voice detector's history has room for, at most
         jobs = stream.skip_lost_audio(time.monotonic())  # the lost audio came before this block
         if block.size:
-            if not np.all(np.isfinite(block)):  # before the resampler, whose filter state NaN would poison
-                stream.nonfinite_samples += int(np.count_nonzero(~np.isfinite(block)))
-                block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+            # Before the resampler, whose filter state NaN would poison. A finite sample beyond any audio scale (1e20
+            # from a misbehaving driver) is no more audio: passed on, the spectrogram refused its windows.
+            not_audio = ~(np.abs(block) <= MAX_AMPLITUDE)  # NaN compares false: counted here too
+            if not_audio.any():
+                stream.nonfinite_samples += int(np.count_nonzero(not_audio))
+                block = np.where(not_audio, np.float32(0.0), block)
             canonical = stream.resampler.process(block)
             if canonical.size:
                 stream.level = float(np.sqrt(np.mean(np.square(canonical))))
@@ -276,17 +281,39 @@ class Worker:
         stream.finished = True
         return stream
 
+    def _model_inputs(self, jobs: list[WindowJob], broken: list[Stream]) -> tuple[list[WindowJob], list[NDArray[np.float32]]]:
+        """Each window's spectrogram, with the windows it is for. A stream one of whose windows cannot be computed
+        ends alone with the reason, its windows dropped: raised in the shared batch, it stopped every stream."""
+        failed: list[Stream] = []
+        computed: list[tuple[WindowJob, NDArray[np.float32]]] = []
+        for job in jobs:
+            stream = self.streams[job.stream]
+            if stream in failed:
+                continue
+            try:
+                computed.append((job, spectrogram(job.audio, SAMPLE_RATE)))
+            except Exception as error:  # noqa: BLE001 - as in step: said as the stream's error; the other streams go on
+                failed.append(stream)
+                if stream in broken:
+                    continue
+                if isinstance(error, AudioInputError):  # audio the feature code refuses: the input's fault, not a bug
+                    stream.error, stream.finished = f"{stream.stream_id}: stopped: {one_line(error)}; what came after was not heard", True
+                    broken.append(stream)
+                else:
+                    broken.append(self._broken(stream, error))
+        kept = [(job, image) for job, image in computed if self.streams[job.stream] not in failed]
+        return [job for job, _ in kept], [image for _, image in kept]
+
     def _windows_waiting(self, streams: list[Stream]) -> int:
         """Windows to come from audio that has arrived and not been read yet, one per hop of it: what the worker
         has still to do, 0 while it keeps up (this step's own windows are done)."""
         hop_seconds = self.config.window.hop_seconds
         return sum(stream.ring.available() // max(1, round(hop_seconds * stream.sample_rate)) for stream in streams)
 
-    def _infer(self, jobs: list[WindowJob]) -> None:
+    def _infer(self, jobs: list[WindowJob], inputs: list[NDArray[np.float32]]) -> None:
         if not jobs:
             return
-        batch = np.stack([spectrogram(job.audio, SAMPLE_RATE) for job in jobs])
-        outputs = self.model.predict(batch)
+        outputs = self.model.predict(np.stack(inputs))
         for job, probabilities in zip(jobs, outputs):
             self.streams[job.stream].tracker.add_output(job, probabilities)
             self.windows_done += 1
@@ -378,6 +405,15 @@ def batched_vad(trackers: list[UtteranceTracker]) -> dict[int, list[float]]:
 
 
 STREAM_COUNTERS = ("overruns", "overrun_samples", "input_overflows", "nonfinite_samples")
+
+
+def unheard_samples(stream: Stream) -> str | None:
+    """What a stream's warning says of the samples played as silence (``nonfinite_samples``), or None."""
+    count = stream.nonfinite_samples
+    if not count:
+        return None
+    what = "sample was" if count == 1 else "samples were"
+    return f"{stream.stream_id}: {count} {what} NaN, infinite or beyond ±{MAX_AMPLITUDE:.0e} (not audio) and played as silence"
 
 
 def stream_counters(stream: Stream) -> dict[str, int]:

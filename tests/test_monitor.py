@@ -384,6 +384,9 @@ def test_nan_and_inf_from_a_live_source_are_played_as_silence_and_counted(clips_
     assert len(labels[1]) == len(bounds) and labels[1] == labels[0]  # the resampler's filter was not poisoned
     assert [m["nonfinite_samples"] for m in got if m["type"] == "status"][-1] == 151
     assert [m["nonfinite_samples"] for m in expected if m["type"] == "status"][-1] == 0
+    assert [m["message"] for m in got if m["type"] == "warning"] == [
+        "live: 151 samples were NaN, infinite or beyond ±1e+12 (not audio) and played as silence"]  # said at its end, as well
+    assert [m for m in expected if m["type"] == "warning"] == []
 
 
 def test_audio_a_live_source_lost_to_an_overrun_keeps_its_place_in_stream_time(clips_with_silence, shipped_model):

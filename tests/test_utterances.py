@@ -363,3 +363,33 @@ def test_a_bug_met_in_one_streams_audio_ends_that_stream_alone_with_the_reason()
     assert {"type": "error", "stream": "broken", "message": "broken: stopped by an internal error (ValueError: a bug met in broken's audio); "
             "what came after was not heard (please report it)"} in messages
     assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["broken", "healthy"]
+
+
+def test_a_huge_sample_from_a_live_source_is_played_as_silence_counted_and_said_and_every_stream_goes_on():
+    """A float source's 1e20 (a misbehaving mic driver) passed the NaN check and the resampler, the spectrogram
+    refused its window inside the shared batch, and the worker stopped, the clean stream beside it too."""
+    speech = stream((0.5, False), (2.0, True), (1.0, False))
+    damaged = speech.copy()
+    damaged[RATE] = 1e20
+    messages, crash = worker_run({"clean": (RATE, speech), "mic": (RATE, damaged)}, detector=energy_detector)
+    assert crash is None
+    spans = {m["stream"]: (m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance"}
+    assert spans["mic"] == spans["clean"]
+    assert [m["nonfinite_samples"] for m in messages if m["type"] == "status"][-1] == 1
+    assert [m for m in messages if m["type"] in ("warning", "error")] == [
+        {"type": "warning", "stream": "mic", "message": "mic: 1 sample was NaN, infinite or beyond ±1e+12 (not audio) and played as silence"}]
+
+
+def test_a_window_the_spectrogram_refuses_ends_its_own_stream_alone_with_the_reason():
+    """A square wave just inside the amplitude bound overshoots it through the resampler (1.13e12 at 16 kHz), and its
+    window, refused inside the shared batch, stopped the worker and every stream on it."""
+    t = np.arange(4 * 16000) / 16000
+    clipped = (0.999e12 * np.sign(np.sin(2 * np.pi * 300 * t))).astype(np.float32)
+    messages, crash = worker_run({"clean": (RATE, stream((0.5, False), (2.0, True), (1.0, False))), "loud": (16000, clipped)},
+                                 detector=energy_detector)
+    assert crash is None
+    assert [m["stream"] for m in messages if m["type"] == "utterance"] == ["clean"]
+    errors = [m for m in messages if m["type"] == "error"]
+    assert [m["stream"] for m in errors] == ["loud"]
+    assert errors[0]["message"].startswith("loud: stopped: audio samples reach 1.1e+12, beyond ±1e+12: not audio; what came after")
+    assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["clean", "loud"]
