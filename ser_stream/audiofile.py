@@ -18,24 +18,64 @@ from numpy.typing import NDArray
 from ser_stream.errors import AudioInputError, shown
 from ser_stream.features import check_sample_rate, not_audio
 
-CANCELLING_MIX_DB = 40.0  # a mix this far below its loudest channel is channels cancelling, not a quiet recording
+# A channel whose running correlation with the first falls below INVERTED_CORRELATION is taken as wired inverted;
+# it is taken as wired right again only once that correlation rises above RIGHTED_CORRELATION (hysteresis).
+INVERTED_CORRELATION = -0.5
+RIGHTED_CORRELATION = 0.0
+MIX_CHUNK_FRAMES = 1 << 16  # frames mixed at once: the running sums' float64 arrays stay a few MB whatever the read
+
+
+class ChannelMixer:
+    """One file's or stream's channels → mono: the same samples whatever blocks they are read in.
+
+    The mix is the mean of the channels, each the first channel's way up: one wired inverted (a common fault,
+    whose mean cancels) is subtracted. A channel is taken as inverted once its correlation with the first falls
+    below -0.5, and as wired right again once it rises above 0; the correlation is of sample-to-sample
+    differences (a DC offset is no polarity), summed from the first frame to each frame, never over one block.
+    Deciding per block ("the mean, or the louder channel where it cancels") flipped speech's polarity from block
+    to block with a little noise on the line, and a whole-file read and 50 ms pipe reads heard different signals.
+    """
+
+    def __init__(self) -> None:
+        self.previous_frame: NDArray[np.float64] | None = None  # the last frame mixed, for its difference to the next
+        self.running_sums: NDArray[np.float64] | None = None  # per other channel: Σ d₀·dᶜ, Σ d₀², Σ dᶜ² so far
+        self.inverted: NDArray[np.bool_] | None = None  # per other channel, as decided at the last frame
+
+    def mix(self, samples: NDArray[np.floating]) -> NDArray[np.float32]:
+        """The next frames, (frames, channels) or (frames,), as mono float32."""
+        if samples.ndim != 2 or samples.shape[1] == 1:
+            return np.asarray(samples if samples.ndim != 2 else samples[:, 0], dtype=np.float32)
+        chunks = [self._mix(samples[start : start + MIX_CHUNK_FRAMES]) for start in range(0, samples.shape[0], MIX_CHUNK_FRAMES)]
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+    def _mix(self, samples: NDArray[np.floating]) -> NDArray[np.float32]:
+        frames = np.asarray(samples, dtype=np.float64)
+        others = frames.shape[1] - 1
+        if self.previous_frame is None or self.running_sums is None or self.inverted is None:
+            self.previous_frame = np.zeros(frames.shape[1])
+            self.running_sums = np.zeros((1, 3, others))
+            self.inverted = np.zeros(others, dtype=bool)
+        steps = np.diff(frames, axis=0, prepend=self.previous_frame[None, :])
+        products = np.stack([steps[:, :1] * steps[:, 1:], np.repeat(np.square(steps[:, :1]), others, axis=1), np.square(steps[:, 1:])], axis=1)
+        # accumulate adds one frame after another, carrying the sums in: the same values however the frames are split
+        sums = np.add.accumulate(np.concatenate([self.running_sums, products]), axis=0)[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):  # a silent channel so far: no correlation, no decision
+            correlation = sums[:, 0] / np.sqrt(sums[:, 1] * sums[:, 2])
+        inverting, righting = correlation < INVERTED_CORRELATION, correlation > RIGHTED_CORRELATION
+        frame_numbers = np.arange(frames.shape[0])[:, None]
+        last_decided = np.maximum.accumulate(np.where(inverting | righting, frame_numbers, -1), axis=0)
+        inverted = np.where(last_decided >= 0, np.take_along_axis(inverting, np.maximum(last_decided, 0), axis=0), self.inverted)
+        self.previous_frame, self.running_sums, self.inverted = frames[-1], sums[-1:], inverted[-1]
+        channels = np.asarray(samples, dtype=np.float32)
+        if inverted.any():
+            channels = channels.copy()
+            channels[:, 1:] = np.where(inverted, -channels[:, 1:], channels[:, 1:])
+        return np.asarray(channels.mean(axis=1), dtype=np.float32)
 
 
 def to_mono(samples: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Average channels: (frames, channels) or (frames,) → (frames,).
-
-    Channels in opposite phase (one wired inverted, a common fault) cancel in
-    the mean; then the loudest channel is used instead of a mix that is silence.
-    """
-    if samples.ndim == 2:
-        mix = samples.mean(axis=1)
-        if samples.shape[1] > 1 and mix.size:
-            channel_power = np.mean(np.square(samples, dtype=np.float64), axis=0)
-            mix_power = float(np.mean(np.square(mix, dtype=np.float64)))
-            if mix_power * 10 ** (CANCELLING_MIX_DB / 10) < channel_power.max():
-                mix = samples[:, int(np.argmax(channel_power))]
-        samples = mix
-    return np.asarray(samples, dtype=np.float32)
+    """A whole file's channels as mono, (frames, channels) or (frames,) → (frames,), as ``ChannelMixer`` mixes them."""
+    return ChannelMixer().mix(samples)
 
 
 def check_samples(samples: NDArray[np.floating], path: str | Path) -> None:

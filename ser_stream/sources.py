@@ -21,12 +21,12 @@ import numpy as np
 from ser_stream.audiofile import (
     MISSING_SECONDS,
     STREAMED_DATA_SIZE,
+    ChannelMixer,
     audio_info,
     block_frames,
     check_samples,
     require_file,
     sample_blocks,
-    to_mono,
     truncation,
     undecoded,
 )
@@ -111,9 +111,10 @@ class FileSource:
         block = max(1, int(self.sample_rate * BLOCK_SECONDS))
         started = time.monotonic()
         sent = 0
+        mixer = ChannelMixer()  # one for the file: its blocks mix as the whole file would
         try:
             for samples in sample_blocks(self.path, read, self.info):
-                decoded = to_mono(samples)
+                decoded = mixer.mix(samples)
                 check_samples(decoded, self.path)
                 for offset in range(0, decoded.size, block):
                     if stop.is_set():
@@ -160,6 +161,7 @@ class StdinSource:
             # tags as libsndfile writes, were played as noise), or None: to the end
             leftover, data_left = self._skip_wav_header()
             promised = data_left
+            mixer = ChannelMixer()  # one for the stream: whatever a pipe read returns, the mix is the whole stream's
             while not stop.is_set():
                 chunk = self.stream.read(block_bytes if data_left is None else min(block_bytes, data_left))
                 if data_left is not None:
@@ -169,7 +171,7 @@ class StdinSource:
                 leftover = data[usable:]
                 if usable:
                     pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
-                    mono = to_mono(pcm.astype(np.float32) / 32768.0)  # a channel wired inverted must not cancel the other
+                    mono = mixer.mix(pcm.astype(np.float32) / 32768.0)
                     _wait_for_room(sink, mono.size, stop)
                     sink.ring.write(mono)
                 if not chunk or data_left == 0:
