@@ -236,7 +236,6 @@ class Utterance:
     windows_cut: int = 0
     last_window_end: int = 0
     peak_power: float = 0.0  # the loudest VAD-speech frame so far (variance of its samples)
-    continues: bool = False  # takes over, without a margin, from one cut at --max-utterance mid-speech
     closed: bool = False
     closed_at: float = 0.0  # wall clock (monotonic) when the audio that ended it arrived
     probabilities: list[NDArray[np.float32]] = field(default_factory=list)
@@ -336,6 +335,7 @@ class UtteranceTracker:
         margin = int(self.config.margin_seconds * SAMPLE_RATE)
         silence = int(self.config.min_silence_seconds * SAMPLE_RATE)
         longest = int(self.config.max_utterance_seconds * SAMPLE_RATE)
+        shortest = int(self.config.min_speech_seconds * SAMPLE_RATE)
         # The VAD's recurrent state holds on to speech for a frame or several after the voice stops: frames it
         # still calls speech but ``hold_db`` below the utterance's peak stay in the utterance, yet its silence is
         # counted from the last frame above them (python -m benchmarks.utterance_ends measures the gain).
@@ -364,24 +364,28 @@ class UtteranceTracker:
             if self.open is not None and frame_end - self._last_speech_end >= max(silence, margin):
                 jobs += self._close(self.open, arrival, available=self._vad_position)
             elif self.open is not None and frame_end - self.open.start_sample >= longest:
-                # Mid-speech, cut at exactly --max-utterance, and the next utterance takes over from there: the
-                # pieces are contiguous and none is longer than the limit, whatever blocks the audio came in.
+                # Speech going on past --max-utterance by the shortest utterance is cut at exactly the limit, and the
+                # next utterance takes over from there: contiguous pieces, whatever blocks the audio came in. Speech
+                # that stops sooner is the piece's last words, kept in it (at most 0.25 s and the margin past the
+                # limit): alone, it was an utterance of a tenth of a second labelled from one window of silence.
                 # In the silence after speech, end as silence would have, within the limit.
                 limit = self.open.start_sample + longest
-                if self._in_speech:
+                beyond = self.open.end_sample - limit  # speech heard past the limit
+                if beyond >= shortest:
                     cut_short = self.open
                     cut_short.end_sample = limit
                     jobs += self._close(cut_short, arrival, available=limit, cut=True)
                     self.open = Utterance(self._next_id, limit, speech_start=limit, end_sample=frame_end, next_window_sample=limit,
-                                          peak_power=cut_short.peak_power, continues=True)
+                                          peak_power=cut_short.peak_power)
                     self._next_id += 1
-                else:
+                elif beyond <= 0 and not self._in_speech:
                     jobs += self._close(self.open, arrival, available=limit)  # limit <= frame_end: where the VAD is
         if self.open is not None:
             # Only windows inside the utterance as heard so far: its end (the last speech and the margin) can
             # still move later, never earlier. Silence after it waits; if the utterance closes there, the
             # windows the offline rule cuts from its span are added when it closes.
-            jobs += self._schedule(self.open, min(self._vad_position, self.open.end_sample + margin))
+            # None past --max-utterance while it may yet be cut there (the cut adds the window ending at the limit).
+            jobs += self._schedule(self.open, min(self._vad_position, self.open.end_sample + margin, self.open.start_sample + longest))
         return jobs
 
     def skip(self, samples: int, arrival: float) -> list[WindowJob]:
@@ -424,12 +428,16 @@ class UtteranceTracker:
         self.open = None
         margin = 0 if cut else int(self.config.margin_seconds * SAMPLE_RATE)
         if not cut:
-            utterance.end_sample = self._refine_end(utterance)
+            limit = utterance.start_sample + int(self.config.max_utterance_seconds * SAMPLE_RATE)
+            refined = self._refine_end(utterance)
+            # last words past the limit (``advance``) are kept, and no more: less than the shortest utterance past it
+            utterance.end_sample = refined if utterance.end_sample <= limit else min(refined, limit + int(self.config.min_speech_seconds * SAMPLE_RATE))
         end = min(utterance.end_sample + margin, self._history_end if available is None else available)
         speech = utterance.end_sample - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
         jobs: list[WindowJob] = []
-        part_of_longer_speech = cut or utterance.continues
-        if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0 and not part_of_longer_speech:
+        # A piece cut at --max-utterance is speech however little of it is (at --max-utterance 0.26, the margin's 0.1 s);
+        # the one after it is only opened with the shortest utterance's speech past the cut (``advance``).
+        if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0 and not cut:
             return jobs  # a click or a breath: not an utterance
         if end <= utterance.start_sample and utterance.windows_cut == 0:  # a --max-utterance cut right at the stream's end:
             return jobs  # a continuation without audio (its windows, cut from nothing, once stopped the worker); id unused

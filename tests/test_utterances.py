@@ -197,6 +197,21 @@ def test_speech_longer_than_max_utterance_is_cut_into_contiguous_pieces_of_at_mo
     assert all(j.t_end <= end + 1e-9 and j.t_start >= start - 1e-9 for (start, end) in spans for j in jobs if start <= j.t_start < end)
 
 
+@pytest.mark.parametrize("block", [400, 1237, 8000, 10**9], ids=["50 ms", "odd", "1 s", "all at once"])
+def test_last_words_less_than_the_shortest_utterance_past_max_utterance_end_the_piece_they_follow_not_one_of_their_own(block):
+    """Speech ending 0.116 s past --max-utterance was published as an utterance of its own, 0.216 s long, labelled
+    from one window mostly of the silence it was centred in (a RAVDESS clip at --max-utterance 2.85: 0.102 s)."""
+    from ser_stream.windows import window_starts
+
+    config = UtteranceConfig(max_utterance_seconds=2.0)
+    jobs, done = run(stream((1.0, False), (2.0, True), (1.0, False), (1.0, True), (1.0, False)), block=block, config=config)
+    # the first piece would be cut at 0.892 + 2 s; its speech's last frame ends at 3.008 s, and the margin after it
+    assert [(u.utterance_id, round(u.t_start, 3), round(u.t_end, 3)) for u in done] == [(1, 0.892, 3.108), (2, 3.9, 5.124)]
+    first, span = round(done[0].t_start * RATE), round((done[0].t_end - done[0].t_start) * RATE)
+    own = [round(j.t_start * RATE) for j in jobs if j.utterance_id == 1]
+    assert own == [first + start for start in window_starts(span, WindowConfig(2.0, 0.5))] and done[0].label.windows == len(own)
+
+
 @pytest.mark.parametrize("longest", [0.26, 0.3, 0.5])
 def test_a_max_utterance_just_above_the_shortest_speech_kept_still_publishes_every_piece(longest):
     """At 0.26 s every piece was under 0.25 s of speech once its margin was counted, and all were dropped as clicks."""
@@ -204,7 +219,8 @@ def test_a_max_utterance_just_above_the_shortest_speech_kept_still_publishes_eve
     assert done and done[0].t_start == pytest.approx(0.892)
     assert all(b.t_start == pytest.approx(a.t_end) for a, b in zip(done, done[1:]))  # contiguous, nothing dropped
     assert done[-1].t_end == pytest.approx(3.108)  # the last speech frame ends at 3.008 s, and the margin
-    assert all(u.t_end - u.t_start <= longest + 1e-9 for u in done)
+    assert all(u.t_end - u.t_start <= longest + 1e-9 for u in done[:-1])
+    assert done[-1].t_end - done[-1].t_start < longest + 0.25 + 0.1  # last words under 0.25 s past its limit kept in it
 
 
 def test_a_worker_reading_ten_seconds_at_once_loses_none_of_the_first_piece_at_a_short_max_utterance():
