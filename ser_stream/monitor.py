@@ -450,9 +450,8 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
             worker.add_stream(stream)
             continue
         stream = Stream(stream_id, source.sample_rate, worker.config)
+        stream.start_warning = narrow_band(stream_id, source.sample_rate)  # as classify says it; the worker says it after stream_started
         worker.add_stream(stream)
-        if (below_telephone := narrow_band(stream_id, source.sample_rate)) is not None:  # classify said so; the monitor did not
-            worker.emit({"type": "warning", "stream": stream_id, "message": below_telephone})  # a stream's warning names it
         if spec.kind == "file":
             sources.files_read.append(stream)
         sources.threads.append(threading.Thread(target=source.run, args=(stream, sources.stopping), name=f"source-{stream_id}", daemon=True))

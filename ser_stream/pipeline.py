@@ -75,6 +75,7 @@ class Stream:
         self.finished = False  # set by the source when it has written everything
         self.error: str | None = None
         self.warning: str | None = None
+        self.start_warning: str | None = None  # said right after its stream_started (sampled below 8 kHz), not at its end
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
@@ -114,7 +115,7 @@ class Worker:
         # Streams taken but not yet announced. stream_started is emitted by the worker's thread, like every message
         # about the stream after it: emitted on the event loop's thread (an ingest 'start') it would be published at
         # once, ahead of the previous stream of that id's stream_ended, still queued for the loop.
-        self._unannounced: list[tuple[str, str]] = []  # (stream id, started_at)
+        self._unannounced: list[Stream] = []
         self.finishing = False  # set by finish(): every stream is closed and published, then run() returns
         self.crash: str | None = None  # set if the worker itself failed
         self.last_step_at: float | None = None  # time.monotonic() of its last pass over the streams: /healthz's heartbeat
@@ -128,7 +129,7 @@ class Worker:
             self._check_room(stream.stream_id)
             self.streams[stream.stream_id] = stream
             self.streams_started += 1
-            self._unannounced.append((stream.stream_id, stream.started_at))
+            self._unannounced.append(stream)
 
     def open_stream(self, stream_id: str, sample_rate: int) -> Stream:
         """A new stream for a call, taken; the limits are checked before it is built, so a flood of calls the
@@ -165,10 +166,14 @@ class Worker:
         self._refused_ids.note(stream_id, now)
         raise StreamRefused(stream_id, reason)
 
-    def _announce(self, started: list[tuple[str, str]]) -> None:
-        """stream_started for streams taken from ``_unannounced``, on the worker's thread (see there why)."""
-        for stream_id, started_at in started:
-            self.emit({"type": "stream_started", "stream": stream_id, "t": 0.0, "started_at": started_at})
+    def _announce(self, started: list[Stream]) -> None:
+        """stream_started for streams taken from ``_unannounced``, on the worker's thread (see there why), each
+        followed by its start warning: said before it (from the thread that opened the stream), --print-utterances
+        printed it ahead of its stream and a subscriber that --await-subscribers waited for never got it."""
+        for stream in started:
+            self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0, "started_at": stream.started_at})
+            if stream.start_warning:
+                self.emit({"type": "warning", "stream": stream.stream_id, "message": stream.start_warning})
 
     def loudest_level(self) -> float:
         """The highest RMS level among the open streams, for the dashboard's meter (read from its own thread)."""

@@ -975,6 +975,23 @@ def test_the_below_8_khz_warning_names_its_stream_as_a_streams_warning_does(tmp_
     assert [(line.get("stream"), line["message"].split(":")[0]) for line in warnings] == [("low.wav", "low.wav")]
 
 
+def test_the_below_8_khz_warning_follows_its_streams_start_and_reaches_the_subscriber_the_monitor_waited_for(tmp_path, shipped_model):
+    """It was emitted from the main thread as the stream was opened, before the worker announced the stream: it came
+    ahead of its stream_started, and --await-subscribers' subscriber, connecting after, never got it."""
+    path = tmp_path / "low.wav"
+    soundfile.write(path, speechlike(2.0, 6000), 6000)
+    port = free_port()
+    process = start_monitor(path, port, "--pace", "fast", "--await-subscribers", "1")
+    try:
+        messages = asyncio.run(collect(port))
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == 0, process.stderr.read()
+    said = [(m["type"], m["stream"]) for m in messages if m["type"] in ("stream_started", "warning", "stream_ended")]
+    assert said == [("stream_started", "low.wav"), ("warning", "low.wav"), ("stream_ended", "low.wav")]
+    assert next(m for m in messages if m["type"] == "warning")["message"].startswith("low.wav: sampled at 6000 Hz")
+
+
 @pytest.mark.parametrize(("options", "said"), [([], True), (["--print-utterances"], False), (["--no-dashboard"], False)],
                          ids=["dashboard-asked", "printing", "no-dashboard"])
 def test_the_monitor_without_a_terminal_says_where_its_utterances_go(short_speech, shipped_model, capsys, options, said):
