@@ -350,7 +350,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--window", type=float, default=None, help="window length, seconds: always the model's (its 270 columns span one window); given, it is checked against the model")
     parser.add_argument("--hop", type=float, default=None, help="hop between windows, seconds (default: the model's)")
     parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds (counted from its last speech within 35 dB of its peak)")
-    parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds: longer speech is published as contiguous utterances this long (each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
+    parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds: longer speech is published as contiguous utterances this long (speech stopping under 0.25 s past a cut ends the piece before it instead; each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
     parser.add_argument("--voice-floor", type=score_or_off, default=UtteranceConfig().voice_floor, metavar="SCORE|off",
                         help="frames Silero VAD scores at least this but under its threshold are speech if WebRTC's voice detector hears a voice (it catches shouting Silero misses); off: Silero alone (default %(default)s)")
     parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
