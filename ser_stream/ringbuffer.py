@@ -55,7 +55,7 @@ class RingBuffer:
     def read(self, max_samples: int | None = None) -> NDArray[np.float32]:
         """Copy out unread samples in order (oldest first), skipping and counting any overwritten ones."""
         written = self.written
-        self._skip_overwritten(up_to=written)
+        stale = self._skip_overwritten(up_to=written)
         count = written - self.read_position
         if max_samples is not None:
             count = min(count, max_samples)
@@ -65,8 +65,11 @@ class RingBuffer:
         out[:first] = self._data[start : start + first]
         out[first:] = self._data[: count - first]
         # The writer may have reserved over what we just copied: drop what it overwrote, or is overwriting.
-        out = out[self._skip_overwritten(up_to=self.read_position + count) :]
+        late = self._skip_overwritten(up_to=self.read_position + count)
+        out = out[late:]
         self.read_position += out.shape[0]
+        if stale or late:  # one gap in what this read returns, however it was found: one overrun
+            self.overruns += 1
         return out
 
     def _skip_overwritten(self, up_to: int) -> int:
@@ -74,10 +77,6 @@ class RingBuffer:
         lost = min(self.reserved - self.capacity, up_to) - self.read_position
         if lost <= 0:
             return 0
-        self._count_overrun(lost)
+        self.overrun_samples += lost
         self.read_position += lost
         return lost
-
-    def _count_overrun(self, samples: int) -> None:
-        self.overrun_samples += samples
-        self.overruns += 1

@@ -104,6 +104,30 @@ def test_a_read_during_a_write_longer_than_the_ring_returns_only_intact_audio():
     assert ring.overrun_samples == 10
 
 
+class WritesMidRead(np.ndarray):
+    """Ring storage that lets the writer store a block the moment the reader starts copying (the GIL can do the same)."""
+
+    write_mid_read: Callable[[], None] | None = None
+
+    def __getitem__(self, key):
+        if self.write_mid_read is not None:
+            write, self.write_mid_read = self.write_mid_read, None
+            write()
+        return super().__getitem__(key)
+
+
+def test_a_read_that_finds_audio_lost_before_it_and_during_its_copy_counts_one_overrun():
+    """Samples 0-3 were overwritten before the read and 4-5 while it copied: one gap in what it returns, which was
+    counted as two overruns."""
+    ring = RingBuffer(8)
+    ring.write(np.arange(12, dtype=np.float32))
+    ring._data = ring._data.view(WritesMidRead)
+    ring._data.write_mid_read = lambda: ring.write(np.arange(12, 14, dtype=np.float32))
+    assert ring.read().tolist() == [6, 7, 8, 9, 10, 11]
+    assert (ring.overruns, ring.overrun_samples) == (1, 6)
+    assert ring.read().tolist() == [12, 13] and ring.overruns == 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     capacity=st.integers(1, 32),
