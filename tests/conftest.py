@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soundfile
+
+if TYPE_CHECKING:
+    from ser_stream.record import UtteranceLog
 
 REPO = Path(__file__).resolve().parent.parent
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess16k"
@@ -44,6 +49,23 @@ def undocumented_fields(messages: list[dict]) -> list[str]:
     from ser_stream.messages import field_problem
 
     return [problem for message in messages if (problem := field_problem(message)) is not None]
+
+
+@pytest.fixture
+def open_log() -> Iterator[Callable[[Path], UtteranceLog]]:
+    """Opens a --record database (``open_log(path)``); each one is closed when the test ends, however it ends: one
+    left open held the database and its -wal and -shm for the rest of the session."""
+    from ser_stream.record import UtteranceLog
+
+    logs: list[UtteranceLog] = []
+
+    def opened(path: Path) -> UtteranceLog:
+        logs.append(UtteranceLog(path))
+        return logs[-1]
+
+    yield opened
+    for log in logs:
+        log.close()
 
 
 @pytest.fixture
