@@ -45,7 +45,8 @@ def speechlike(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
 
 
 def undocumented_fields(messages: list[dict]) -> list[str]:
-    """What in these messages differs from ``ser_stream.messages`` (the definitions docs/protocol.md documents)."""
+    """What in these messages differs from their definitions in ``ser_stream.messages``: a missing or unknown field.
+    docs/protocol.md is not read here; test_messages.py checks that it names every field those definitions have."""
     from ser_stream.messages import field_problem
 
     return [problem for message in messages if (problem := field_problem(message)) is not None]
