@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soundfile
+
+if TYPE_CHECKING:
+    from ser_stream.record import UtteranceLog
 
 REPO = Path(__file__).resolve().parent.parent
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess16k"
@@ -40,10 +45,28 @@ def speechlike(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
 
 
 def undocumented_fields(messages: list[dict]) -> list[str]:
-    """What in these messages differs from ``ser_stream.messages`` (the definitions docs/protocol.md documents)."""
+    """What in these messages differs from their definitions in ``ser_stream.messages``: a missing or unknown field.
+    docs/protocol.md is not read here; test_messages.py checks that it names every field those definitions have."""
     from ser_stream.messages import field_problem
 
     return [problem for message in messages if (problem := field_problem(message)) is not None]
+
+
+@pytest.fixture
+def open_log() -> Iterator[Callable[[Path], UtteranceLog]]:
+    """Opens a --record database (``open_log(path)``); each one is closed when the test ends, however it ends: one
+    left open held the database and its -wal and -shm for the rest of the session."""
+    from ser_stream.record import UtteranceLog
+
+    logs: list[UtteranceLog] = []
+
+    def opened(path: Path) -> UtteranceLog:
+        logs.append(UtteranceLog(path))
+        return logs[-1]
+
+    yield opened
+    for log in logs:
+        log.close()
 
 
 @pytest.fixture

@@ -30,6 +30,10 @@ def test_calibrated_windows_stay_probabilities_and_unit_weights_change_nothing()
     assert np.allclose(calibrated(fold.window_probabilities, np.zeros(8)), fold.window_probabilities)
     scaled = calibrated(fold.window_probabilities, np.linspace(-1, 1, 8))
     assert np.allclose(scaled.sum(axis=1), 1.0) and np.all(scaled >= 0)
+    # by hand: times weights 1, 2, 0.5, 1, …: 0.4, 0.2, 0.05, 0.1, 0.1, 0.1, 0.1, 0, summing to 1.05, divided by it
+    window = np.array([[0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0]])
+    weights = np.log([1.0, 2.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert np.allclose(calibrated(window, weights), np.array([[8, 4, 1, 2, 2, 2, 2, 0]]) / 21)
 
 
 def test_weights_fitted_on_other_folds_undo_a_class_bias_on_a_fold_they_never_saw():

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -81,10 +82,20 @@ def test_callback_allocates_nothing_the_size_of_a_block():
 
 class FakeSoundDevice:
     """Stands in for the ``sounddevice`` module (a third-party boundary): each opened stream
-    delivers ``blocks`` callbacks, then is unplugged (``active`` false) or goes quiet, or is healthy."""
+    delivers ``blocks`` callbacks, then is unplugged (``active`` false) or goes quiet, or is healthy.
+
+    It keeps the source's clock (``monotonic``): time passes as it delivers a block (10 ms each) and, once it has
+    gone quiet, as it delivers nothing. On the wall clock a test process paused for 0.3 s (a loaded CI host) was
+    a stalled device, reopened once more than the test made it fail."""
+
+    BLOCK_SECONDS = 0.01
 
     def __init__(self, sessions: list[str], blocks: int = 20) -> None:
         self.sessions, self.blocks, self.opened, self.delivered = list(sessions), blocks, 0, 0
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
 
     def query_devices(self, device, kind):
         return {"default_samplerate": 16000}
@@ -109,11 +120,15 @@ class FakeSoundDevice:
                 index = 0
                 while self.running and (index < fake.blocks or behaviour == "healthy"):
                     callback(np.full((160, 1), index / 100, np.float32), 160, None, Flags())
+                    fake.now += fake.BLOCK_SECONDS  # after the block: a watchdog never sees the time without it
                     index += 1
                     time.sleep(0.005)
                 fake.delivered += index
                 if behaviour == "unplugged":
                     self.active = False  # what PortAudio does when the device disappears
+                while self.running and behaviour == "stalls":  # quiet: time passes, no audio comes
+                    fake.now += fake.BLOCK_SECONDS
+                    time.sleep(0.005)
 
             def __exit__(self, *exc):
                 self.running = False
@@ -123,19 +138,25 @@ class FakeSoundDevice:
         return Stream()
 
 
-def run_mic(fake: FakeSoundDevice, seconds: float) -> tuple[Sink, MicSource]:
+def run_mic(fake: FakeSoundDevice, monkeypatch, until: Callable[[Sink], bool] = lambda sink: False) -> tuple[Sink, MicSource]:
+    """The microphone source on ``fake``, its clock, until it ends by itself or ``until(sink)``, then stopped."""
+    import ser_stream.sources
+
+    monkeypatch.setattr(ser_stream.sources, "time", types.SimpleNamespace(monotonic=fake.monotonic))
     source = MicSource("", None, DevicePolicy(stall_seconds=0.3, reopen_attempts=2, reopen_delay_seconds=0.05), sounddevice=fake)
     sink, stop = Sink(1 << 16), threading.Event()
     thread = threading.Thread(target=source.run, args=(sink, stop))
     thread.start()
-    thread.join(seconds)
+    deadline = time.monotonic() + 60  # a hang, not slowness: the test's outcome waits on no wall-clock time
+    while thread.is_alive() and not until(sink) and time.monotonic() < deadline:
+        time.sleep(0.01)
     stop.set()
     thread.join()
     return sink, source
 
 
-def test_an_unplugged_device_that_cannot_be_reopened_ends_the_stream_with_one_error():
-    sink, source = run_mic(FakeSoundDevice(["unplugged"]), seconds=10)
+def test_an_unplugged_device_that_cannot_be_reopened_ends_the_stream_with_one_error(monkeypatch):
+    sink, source = run_mic(FakeSoundDevice(["unplugged"]), monkeypatch)
     assert sink.finished and sink.ring.available() == 20 * 160  # what it captured before is kept
     assert sink.error == (
         "mic: audio device failed (Error opening InputStream: Device unavailable [PaErrorCode -9985]); gave up after 2 reopen attempt(s) in a row"
@@ -143,10 +164,11 @@ def test_an_unplugged_device_that_cannot_be_reopened_ends_the_stream_with_one_er
     assert source.failures[0] == "the audio device stopped (unplugged or failed)" and len(source.failures) == 3
 
 
-def test_a_device_that_glitches_now_and_then_is_reopened_each_time_however_often():
+def test_a_device_that_glitches_now_and_then_is_reopened_each_time_however_often(monkeypatch):
     """The reopen attempts counted over the stream's life: on the third glitch of a month (each reopen working) the
     microphone was given up for good, with a 'gave up' error."""
-    sink, source = run_mic(FakeSoundDevice(["unplugged"] * 5 + ["healthy"]), seconds=3)
+    fake = FakeSoundDevice(["unplugged"] * 5 + ["healthy"])
+    sink, source = run_mic(fake, monkeypatch, until=lambda sink: fake.opened == 6 and sink.ring.available() > 5 * 20 * 160)
     assert sink.error is None and len(source.failures) == 5
     assert sink.warning == "mic: the device failed 5 time(s) and was reopened (the audio device stopped (unplugged or failed))"
 
@@ -159,9 +181,9 @@ def test_a_failing_device_is_named_in_its_line():
     assert sink.error is not None and sink.error.startswith("mic:2: audio device failed (Error opening InputStream")
 
 
-def test_a_device_that_goes_quiet_is_reopened_and_the_stream_goes_on():
+def test_a_device_that_goes_quiet_is_reopened_and_the_stream_goes_on(monkeypatch):
     fake = FakeSoundDevice(["stalls", "healthy"], blocks=10)
-    sink, source = run_mic(fake, seconds=1.0)
+    sink, source = run_mic(fake, monkeypatch, until=lambda sink: fake.opened == 2 and sink.ring.available() > 10 * 160)
     assert sink.error is None and sink.finished
     assert fake.opened == 2 and sink.ring.available() == fake.delivered * 160 > 10 * 160  # audio from both sessions
     assert sink.warning == "mic: the device failed 1 time(s) and was reopened (no audio from the device for 0.3 s)"

@@ -613,6 +613,19 @@ def test_an_ipv6_port_already_taken_is_named_with_its_address_in_brackets(short_
     assert error.startswith(f"ser-stream: error: cannot serve WebSocket on [::1]:{port} (") and error.endswith("); choose another --ws\n")
 
 
+def own_sockets() -> set[str]:
+    """This process's open sockets, as /proc names them (``socket:[inode]``)."""
+    names = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor, or another thread's)
+            continue
+        if name.startswith("socket:"):
+            names.add(name)
+    return names
+
+
 def test_a_start_up_step_that_fails_lets_go_of_what_the_steps_before_it_opened(shipped_model, tmp_path, capsys):
     """A second rtp: port already taken once left the WebSocket server listening, the outbox thread running, the
     --record database open and the first RTP port bound: harmless to the command, which exits, not to a caller."""
@@ -620,18 +633,16 @@ def test_a_start_up_step_that_fails_lets_go_of_what_the_steps_before_it_opened(s
     from ser_stream.monitor import MonitorOptions, run_monitor
     from ser_stream.sources import SourceSpec
 
-    ws_port, first_rtp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    sockets_before = own_sockets()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
-        options = MonitorOptions(model=shipped_model, port=ws_port, dashboard=False, record=tmp_path / "calls.db",
-                                 sources=(SourceSpec("rtp", f"127.0.0.1:{first_rtp_port}"),
-                                          SourceSpec("rtp", f"127.0.0.1:{taken.getsockname()[1]}")))
+        options = MonitorOptions(model=shipped_model, port=0, dashboard=False, record=tmp_path / "calls.db",
+                                 sources=(SourceSpec("rtp", "127.0.0.1:0"), SourceSpec("rtp", f"127.0.0.1:{taken.getsockname()[1]}")))
         with pytest.raises(SerStreamError, match="cannot listen"):
             asyncio.run(run_monitor(options))
     assert [thread.name for thread in threading.enumerate() if thread.name == "outbox"] == []
-    for kind, port in ((socket.SOCK_STREAM, ws_port), (socket.SOCK_DGRAM, first_rtp_port)):
-        with socket.socket(socket.AF_INET, kind) as again:
-            again.bind(("127.0.0.1", port))  # free again
+    # The monitor's own sockets, not its ports: binding them again once failed if another process had taken one.
+    assert own_sockets() - sockets_before == set()  # the WebSocket server's and the first RTP port's closed
     open_files = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
     assert not [path for path in open_files if path.startswith(str(tmp_path / "calls.db"))]  # this test's, not another's
 

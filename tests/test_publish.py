@@ -255,7 +255,10 @@ def caught_up_while_publishing(tmp_path, monkeypatch, publish_meanwhile: Callabl
             await publisher.close(0)
         return received, publisher.dropped_total
 
-    return asyncio.run(asyncio.wait_for(scenario(), 60))
+    try:
+        return asyncio.run(asyncio.wait_for(scenario(), 60))
+    finally:
+        log.close()
 
 
 def described(messages: list[dict]) -> list[str]:
@@ -368,10 +371,10 @@ def database_descriptors(path) -> int:
     return sum(name.startswith(str(path)) for name in names)
 
 
-def test_a_catch_up_that_stops_before_the_databases_end_lets_go_of_the_database(tmp_path):
+def test_a_catch_up_that_stops_before_the_databases_end_lets_go_of_the_database(tmp_path, open_log):
     """The catch-up stops at the last utterance published when its subscriber joined; stopping there left its
     connection to the database open, one per ?since= subscriber, whenever more was stored than published."""
-    log = UtteranceLog(tmp_path / "calls.db")
+    log = open_log(tmp_path / "calls.db")
 
     async def scenario() -> tuple[list[str], int, int]:
         publisher = Publisher("127.0.0.1", 0)

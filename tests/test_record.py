@@ -159,13 +159,13 @@ def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_wit
     assert stored(database) == broadcast  # every one of them written, nothing else
 
 
-def test_an_utterance_stored_during_the_catch_up_comes_live_after_its_windows_not_replayed(tmp_path, monkeypatch):
+def test_an_utterance_stored_during_the_catch_up_comes_live_after_its_windows_not_replayed(tmp_path, monkeypatch, open_log):
     """An utterance stored while a ?since= subscriber's catch-up ran was replayed, then its live windows, already
     queued, came after it (only the live utterance was recognised as a duplicate). The catch-up now stops at the
     last utterance published when the subscriber joined: later ones come from its queue, in the order published."""
     import ser_stream.publish
 
-    log = UtteranceLog(tmp_path / "utterances.db")
+    log = open_log(tmp_path / "utterances.db")
     live_window = {"type": "window", "stream": "s", "utterance": 1, "t_start": 0.0, "t_end": 2.0}
     later_window = {"type": "window", "stream": "s", "utterance": 2, "t_start": 2.0, "t_end": 4.0}
 
@@ -193,13 +193,13 @@ def test_an_utterance_stored_during_the_catch_up_comes_live_after_its_windows_no
     ]
 
 
-def test_live_windows_are_sent_whatever_an_earlier_run_stored_under_the_same_stream_and_id(tmp_path):
+def test_live_windows_are_sent_whatever_an_earlier_run_stored_under_the_same_stream_and_id(tmp_path, open_log):
     """A restarted monitor's `mic` numbers its utterances from 1 again: the live windows of its utterance 1 were
     skipped, uncounted, as if the catch-up had replayed it, because an earlier run's (mic, 1) was on its last page."""
     earlier_run = UtteranceLog(tmp_path / "utterances.db")
     earlier_run.append({"type": "utterance", "stream": "mic", "id": 1, "windows": 3})
     earlier_run.close()
-    this_run = UtteranceLog(tmp_path / "utterances.db")
+    this_run = open_log(tmp_path / "utterances.db")
 
     async def scenario():
         publisher = await publishing(tmp_path / "utterances.db")
@@ -217,13 +217,13 @@ def test_live_windows_are_sent_whatever_an_earlier_run_stored_under_the_same_str
     assert [(m["type"], m["t_start"]) for m in live] == [("window", 0.0), ("window", 0.5), ("window", 1.0)]
 
 
-def test_live_windows_of_utterances_stored_during_a_long_catch_up_never_follow_them(tmp_path, monkeypatch):
+def test_live_windows_of_utterances_stored_during_a_long_catch_up_never_follow_them(tmp_path, monkeypatch, open_log):
     """Only the last page's utterances were remembered: with 500 or more stored during one catch-up, windows of one
     on an earlier page came after it (a page of one utterance stands in for 500 here). Those utterances now come
     from the queue, each after its windows."""
     import ser_stream.publish
 
-    log = UtteranceLog(tmp_path / "utterances.db")
+    log = open_log(tmp_path / "utterances.db")
 
     async def scenario():
         publisher = await publishing(tmp_path / "utterances.db")

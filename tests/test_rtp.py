@@ -346,7 +346,10 @@ def test_a_call_refused_a_stream_is_counted_reported_once_by_name_and_tried_agai
                           "what it sent before was not analysed, and its times count from now")
 
 
-def test_receiver_makes_one_stream_per_ssrc_closes_idle_calls_and_counts_bad_packets():
+def test_receiver_makes_one_stream_per_ssrc_closes_idle_calls_and_counts_bad_packets(receiver_clock):
+    """The receiver's thread runs on the test's clock: on the wall clock, a sweep that came between FILL_AFTER_SECONDS
+    and idle_seconds of quiet (0.25 to 0.3 s) first played that quiet as silence, 1607 samples, on most idle runs."""
+    clock = receiver_clock
     streams: dict[str, Stream] = {}
     reports: list[str] = []
 
@@ -368,15 +371,19 @@ def test_receiver_makes_one_stream_per_ssrc_closes_idle_calls_and_counts_bad_pac
             for _ in range(3):
                 sender.sendto(b"\x80\x00", ("127.0.0.1", receiver.port))
                 sender.sendto(rtp(0, 0, b"\x00" * 160, payload_type=18), ("127.0.0.1", receiver.port))
-        deadline = time.monotonic() + 5
-        while not (len(streams) == 2 and all(s.finished for s in streams.values())) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        deadline = time.monotonic() + 60  # a hang, not slowness: nothing here waits on the wall clock
+        while receiver.bad_packets < 6 and time.monotonic() < deadline:  # the last datagram sent is the sixth bad one
+            time.sleep(0.01)
+        assert len(streams) == 2 and not any(stream.finished for stream in streams.values())  # no time has passed
+        clock[0] += 1.0  # a second of quiet: past idle_seconds
+        while not all(stream.finished for stream in streams.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(stream.finished for stream in streams.values())  # closed by the idle timeout, before stop
     finally:
         stop.set()
         thread.join()
     assert sorted(streams) == ["rtp-00000001", "rtp-00000002"]
     for stream in streams.values():
-        assert stream.finished  # closed by the idle timeout, not by stop
         audio = stream.ring.read()
         assert audio.size == 1600 and np.max(np.abs(audio - tone)) < 0.02  # G.711 is within 2 % at this level
     assert receiver.bad_packets == 6

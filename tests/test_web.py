@@ -243,9 +243,9 @@ def test_a_page_from_another_origin_cannot_subscribe(browser, shipped_model):
     assert outcome == "refused"
 
 
-def test_a_monitor_back_on_another_database_is_caught_up_from_that_databases_start_not_from_a_seq_of_the_old_one(browser, tmp_path):
+def test_a_monitor_back_on_another_database_is_caught_up_from_that_databases_start_not_from_a_seq_of_the_old_one(browser, tmp_path, open_log):
     """Seqs start at 1 in every --record database: asked for since=50, Tuesday's database would answer nothing."""
-    monday, tuesday, wednesday = (UtteranceLog(tmp_path / f"{day}.db") for day in ("monday", "tuesday", "wednesday"))
+    monday, tuesday, wednesday = (open_log(tmp_path / f"{day}.db") for day in ("monday", "tuesday", "wednesday"))
     context = browser.new_context()  # one browser profile: its tabs share localStorage
     page = context.new_page()
     with serving(monday) as first:
@@ -288,9 +288,9 @@ def test_a_monitor_back_on_another_database_is_caught_up_from_that_databases_sta
     assert shown == [[6, "sad", "live-call"]]
 
 
-def test_ended_streams_beyond_fifty_are_removed_and_no_card_shows_live_a_stream_that_is_not(browser, tmp_path):
+def test_ended_streams_beyond_fifty_are_removed_and_no_card_shows_live_a_stream_that_is_not(browser, tmp_path, open_log):
     """An --ingest monitor running for days once left a card per call: 2000 calls, 1796 cards, 77k DOM nodes."""
-    log = UtteranceLog(tmp_path / "calls.db")
+    log = open_log(tmp_path / "calls.db")
     page = browser.new_page()
     with serving(log) as first:
         page.goto(first.url)

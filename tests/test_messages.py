@@ -1,0 +1,34 @@
+"""The message schema (ser_stream/messages.py) and docs/protocol.md, which documents it field by field."""
+
+from __future__ import annotations
+
+import re
+
+from ser_stream.messages import MESSAGE_TYPES
+from tests.conftest import REPO
+
+
+def protocol_rows() -> dict[str, str]:
+    """Each message type's fields cell in docs/protocol.md's Server → subscriber table, by type."""
+    text = (REPO / "docs" / "protocol.md").read_text()
+    table = text[text.index("## Server → subscriber"):]
+    table = table[:table.index("\n\n", table.index("| type |"))]
+    rows = {}
+    for line in table.splitlines():
+        if match := re.match(r"\| `([a-z_]+)` \|", line):
+            rows[match.group(1)] = line.rsplit("|", 2)[1]  # the last cell: the fields
+    return rows
+
+
+def test_every_field_of_every_message_and_every_status_counter_is_named_in_the_protocol_document():
+    """The tests check every message they receive against messages.py alone: a field added there (a new status
+    counter, say) and sent went out undocumented, every test passing."""
+    rows = protocol_rows()
+    assert sorted(rows) == sorted(MESSAGE_TYPES)
+    unnamed = [
+        f"{message_type}.{field}"
+        for message_type, definition in MESSAGE_TYPES.items()
+        for field in sorted(definition.__required_keys__ | definition.__optional_keys__)
+        if field != "type" and f"`{field}`" not in rows[message_type]
+    ]
+    assert unnamed == []
