@@ -261,8 +261,7 @@ def hello_message(model: EmotionModel, window: WindowConfig, log: UtteranceLog |
 async def started_publisher(options: MonitorOptions, hello: Message, log: UtteranceLog | None) -> Publisher:
     """The WebSocket server, serving the page and --record catch-up, listening; a port it cannot take is one line."""
     publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
-    publisher.record_path = options.record
-    publisher.last_seq = log.seq_at_open if log is not None else 0
+    publisher.record_path = options.record  # start() reads the last seq it holds: what a catch-up replays from there
     publisher.page = serve_page
     publisher.hello = hello
     try:

@@ -76,6 +76,8 @@ class UtteranceLog:
             self.connection.execute("PRAGMA synchronous=NORMAL")
             self.connection.executescript(SCHEMA)
         except sqlite3.Error as error:
+            if hasattr(self, "connection"):  # opened, then a PRAGMA or the schema failed (not a database)
+                self.connection.close()
             reason = unopenable(Path(path)) or f"cannot open the database ({error})"
             raise SerStreamError(f"--record {shown(path)}: {reason}") from None
         try:  # a database that opens but refuses writes (read-only file or medium, locked) is refused now, not mid-call
@@ -83,12 +85,11 @@ class UtteranceLog:
             self.connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('record_id', ?)", (uuid.uuid4().hex,))
             self.connection.execute("COMMIT")
         except sqlite3.Error as error:
+            self.connection.close()  # refused: a caller that goes on (a test, an embedding program) keeps no handle
             raise SerStreamError(f"--record {shown(path)}: cannot write to the database ({error})") from None
         # Names this database in hello: a page that kept a seq from another database must not ask this one for it.
         self.record_id = str(self.connection.execute("SELECT value FROM meta WHERE key = 'record_id'").fetchone()[0])
         self.file = file_identity(path)
-        # The seq stored last before this run: a ?since= catch-up replays those as stored, none has live windows.
-        self.seq_at_open = int(self.connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
 
     def append(self, message: Message) -> Message:
         """Store the message; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""

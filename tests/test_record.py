@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -199,11 +200,10 @@ def test_live_windows_are_sent_whatever_an_earlier_run_stored_under_the_same_str
     earlier_run = UtteranceLog(tmp_path / "utterances.db")
     earlier_run.append({"type": "utterance", "stream": "mic", "id": 1, "windows": 3})
     earlier_run.close()
-    this_run = open_log(tmp_path / "utterances.db")
+    open_log(tmp_path / "utterances.db")  # this run's, as the monitor opens it before its publisher starts
 
     async def scenario():
-        publisher = await publishing(tmp_path / "utterances.db")
-        publisher.last_seq = this_run.seq_at_open  # as the monitor's started_publisher sets it
+        publisher = await publishing(tmp_path / "utterances.db")  # its start reads the earlier run's last seq
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
             caught_up = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(3)]
             for t in range(3):
@@ -365,6 +365,30 @@ def held_by_another_writer(database) -> sqlite3.Connection:
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     return holder
+
+
+def open_descriptors(path) -> int:
+    names = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    return sum(name.startswith(str(path)) for name in names)
+
+
+@pytest.mark.parametrize("problem", ["held by another writer", "not a database"])
+def test_a_database_refused_at_open_keeps_no_handle_on_it(tmp_path, problem):
+    """Refused, it kept its connection open: harmless to the command, which exits, not to a caller that goes on."""
+    database = tmp_path / "utterances.db"
+    holder = None
+    if problem == "held by another writer":
+        UtteranceLog(database).close()
+        holder = held_by_another_writer(database)
+    else:
+        database.write_bytes(b"not sqlite " * 100)
+    try:
+        with pytest.raises(SerStreamError):
+            UtteranceLog(database)
+    finally:
+        if holder is not None:
+            holder.close()  # SQLite defers closing a file this process holds locks on until they go
+    assert open_descriptors(database) == 0
 
 
 def test_a_database_that_cannot_be_written_is_refused_at_start_in_one_line(clips_with_silence, shipped_model, tmp_path):
