@@ -146,6 +146,12 @@ class Outbox:
         self.thread.join(seconds)
         return not self.thread.is_alive()
 
+    def left(self) -> tuple[int, int]:
+        """The messages still queued, and how many of them are utterances: what a shutdown that gave up drops."""
+        with self.messages.mutex:
+            waiting = [message for message in self.messages.queue if message is not None]
+        return len(waiting), sum(message.get("type") == "utterance" for message in waiting)
+
 
 def is_loopback(host: str) -> bool:
     """Whether every address ``host`` stands for is this machine's loopback; a name that does not resolve is
@@ -527,11 +533,16 @@ async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbo
                     publisher: Publisher, log: UtteranceLog | None) -> None:
     """Stop the sources, give the worker and then the outbox FINISH_SECONDS each to publish what they hold (saying so
     if that was not enough), then close the server (saying what subscribers cut off still had queued) and the record."""
+    if log is not None:
+        log.hurry()
     await sources.stop()
     if not await worker_thread.finish(FINISH_SECONDS):
         print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
     if not await asyncio.to_thread(outbox.close, FINISH_SECONDS):
-        print(f"ser-stream: warning: stopped before publishing everything (messages were still waiting for the --record database after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+        messages, utterances = outbox.left()
+        totals = "; the status line below is not the run's totals" if status_log is not None else ""
+        print(f"ser-stream: warning: stopped before publishing everything: {messages} message(s), {utterances} of them utterance(s), "
+              f"were still waiting to be handed on after {FINISH_SECONDS:.0f} s and were dropped{totals}", file=sys.stderr, flush=True)
     if status_log is not None:
         status_log.flush()  # the run's totals, whenever the last line was
     cut_off_queued = await publisher.close()

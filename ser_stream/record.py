@@ -70,6 +70,8 @@ class UtteranceLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.failures = 0  # utterances not stored (published without a seq)
+        # Set at shutdown: after one more insert fails on a locked database, the rest stop waiting (hurry()).
+        self.shutting_down = False
         try:
             self.connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False, isolation_level=None)
             self.connection.execute("PRAGMA journal_mode=WAL")
@@ -104,8 +106,15 @@ class UtteranceLog:
             cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
         except (sqlite3.Error, UnicodeError) as error:  # UnicodeError: a stream name no text encoding holds (it stopped the monitor)
             self.failures += 1
+            if self.shutting_down and isinstance(error, sqlite3.OperationalError):
+                self.connection.execute("PRAGMA busy_timeout = 0")
             raise RecordError(f"--record {shown(self.path)}: an utterance was not stored ({one_line(error)}); it is published without a seq") from None
         return {"seq": cursor.lastrowid, **message}
+
+    def hurry(self) -> None:
+        """At shutdown: a database still held after one more wait is not waited for again. Each queued utterance
+        waited BUSY_TIMEOUT_SECONDS in turn, and what the shutdown's time did not reach was never published."""
+        self.shutting_down = True
 
     def close(self) -> None:
         self.connection.close()

@@ -521,3 +521,44 @@ def test_a_file_whose_name_is_not_utf8_is_stored_under_its_name_with_the_bytes_a
     published = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == 0 and published and {message["stream"] for message in published} == {"caf\\xe9.wav"}
     assert sorted(stored(database)) == [message["seq"] for message in published]
+
+
+def test_a_database_held_through_shutdown_delays_it_by_one_wait_and_every_utterance_is_published_and_counted(clips_with_silence, shipped_model, tmp_path, monkeypatch, capsys):
+    """Each queued insert waited the busy timeout in turn; once the shutdown's time ran out, what was still queued
+    (utterances, stream ends, the final status) was never published, printed or counted."""
+    from ser_stream import monitor as monitor_module
+    from ser_stream import record
+    from ser_stream.cli import main
+
+    path, bounds = clips_with_silence
+    database = tmp_path / "utterances.db"
+    holders: list[sqlite3.Connection] = []
+
+    class HeldOnceOpen(UtteranceLog):
+        """Passes the start-up write check, then another writer takes the database for the rest of the run."""
+
+        def __init__(self, path) -> None:
+            super().__init__(path)
+            holders.append(held_by_another_writer(path))
+
+    monkeypatch.setattr(record, "BUSY_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(monitor_module, "FINISH_SECONDS", 1.5)
+    monkeypatch.setattr(monitor_module, "UtteranceLog", HeldOnceOpen)
+    try:
+        status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--pace", "fast", "--ws", "127.0.0.1:0",
+                       "--record", str(database), "--print-utterances", "--log-status", "60",
+                       "--source", f"file:{path}", "--source", f"file:{path}"])
+    finally:
+        for holder in holders:
+            holder.close()
+    captured = capsys.readouterr()
+    printed = [json.loads(line) for line in captured.out.splitlines()]
+    utterances = [message for message in printed if message["type"] == "utterance"]
+    errors = captured.err.strip().splitlines()
+    assert status == 1, captured.err
+    assert len(utterances) == 2 * len(bounds) and all(message["seq"] is None for message in utterances)
+    assert not any("stopped before publishing everything" in line for line in errors), captured.err
+    totals = json.loads(next(line for line in reversed(errors) if line.startswith("ser-stream: status ")).removeprefix("ser-stream: status "))
+    assert totals["streams"] == 0 and totals["utterances"] == totals["record_failures"] == 2 * len(bounds)  # the final status
+    assert errors[-1] == f"ser-stream: error: --record {database}: {2 * len(bounds)} utterance(s) were published but not stored"
+    assert stored(database) == {}
