@@ -149,6 +149,8 @@ class JitterBuffer:
         # of order starts with the earliest of them rather than dropping it as late.
         self.playing = False
         self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
+        # recent sequence numbers counted lost: one that arrives after all was late, not lost (it was counted both)
+        self.declared_lost: deque[int] = deque(maxlen=MAX_MISORDER)
         self.packet_samples = 160  # the last audio packet's length, for counting what a gap before a non-audio one held
         self.lost = 0  # packets never received, played as silence
         self.late = 0  # packets that arrived after their slot was played, and strays far outside the window
@@ -205,6 +207,9 @@ class JitterBuffer:
                 self.duplicates += 1
             else:
                 self.late += 1
+                if sequence in self.declared_lost:  # its slot was played as silence either way; it did arrive
+                    self.declared_lost.remove(sequence)
+                    self.lost -= 1
             return []
         if sequence in self.pending:
             self.duplicates += 1
@@ -246,6 +251,7 @@ class JitterBuffer:
         self.next_sequence, self.next_timestamp = first.sequence, first.timestamp
         self.pending = {first.sequence: first, first.sequence + 1: second}
         self.played.clear()  # numbers of the old numbering: a packet of the new one is no copy of them
+        self.declared_lost.clear()
         return audio + self._release(flush=False)
 
     def _release(self, flush: bool) -> list[NDArray[np.float32]]:
@@ -277,7 +283,10 @@ class JitterBuffer:
                 # included), not the sequence gap, which a sender that skips ahead can make 3000 packets while at
                 # most 1 s is played
                 held = samples.size if packet.is_audio else self.packet_samples
-                self.lost += min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
+                counted = min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
+                self.lost += counted
+                # the numbers nearest the packet stand for those counted: a late packet is at most MAX_MISORDER behind
+                self.declared_lost.extend(range(self.next_sequence - min(counted, MAX_MISORDER), self.next_sequence))
             self.filled = 0
             if samples.size:
                 audio.append(samples)

@@ -133,8 +133,25 @@ def test_a_packet_later_than_the_jitter_window_is_counted_and_dropped():
     packets = tone_packets(20)
     jitter = JitterBuffer(3)
     audio = played(jitter, packets[:5] + packets[6:12] + [packets[5]] + packets[12:])
-    assert (jitter.lost, jitter.late) == (1, 1)
+    assert (jitter.lost, jitter.late) == (0, 1)  # it did arrive: late, not lost as well
     assert audio.size == 20 * PACKET_SAMPLES  # its time was already played as silence
+
+
+def test_a_delayed_packet_already_played_as_silence_counts_late_not_also_lost():
+    """A packet 300 ms late was counted lost when its slot played and late when it came: rtp_lost_packets, which
+    counts packets that never arrived, went up by one for it, and the stream's warning said one was lost."""
+    packets = tone_packets(40)
+    receiver, streams, _ = receiver_with_streams()
+    try:
+        for packet in packets[:10] + packets[11:26] + [packets[10]] + packets[26:]:
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 10)
+    finally:
+        receiver.socket.close()
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 1)
+    warning = streams["rtp-1234abcd"][0].warning
+    assert warning is not None and "0 packet(s) lost (played as silence), 1 arrived too late" in warning
+    assert streams["rtp-1234abcd"][0].ring.read().size == 40 * PACKET_SAMPLES
 
 
 def test_duplicates_are_played_once():
