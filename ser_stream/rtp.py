@@ -160,6 +160,8 @@ class JitterBuffer:
         self.filled = 0  # silence played since the last packet because none came (``fill``): part of the next gap
         self.clock_skips = 0  # audio packets whose timestamp skipped ahead though none was missing before them
         self.clock_silence = 0  # samples of silence those skips were played as
+        self.clock_drifts = 0  # audio packets whose timestamp ran ahead by less than a packet, none missing: played on
+        self.clock_drift_samples = 0  # what those steps ran ahead by in all, not played
         self.clock_ratio = 1  # the sender's timestamp units per 8 kHz sample (2: a 16 kHz clock), once learnt
         self.clock_learnt = False
         self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
@@ -272,6 +274,12 @@ class JitterBuffer:
             samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload) if packet.is_audio else NO_AUDIO
             gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF  # in the sender's clock
             silence = min(gap // self.clock_ratio, DISCONTINUITY_SAMPLES) if gap < 0x80000000 else 0
+            if silence and silence < samples.size and not missing and not self.filled:
+                # less than a packet ahead, nothing missing: a fast clock (steps of 163 for 160 samples), not a pause;
+                # its few samples of silence between every two packets once changed most labels of such a call
+                self.clock_drifts += 1
+                self.clock_drift_samples += silence
+                silence = 0
             if silence:  # time the sender skipped (loss or silence suppression)
                 audio.append(np.zeros(silence, dtype=np.float32))
                 if not missing and packet.is_audio:
@@ -605,6 +613,12 @@ class RtpReceiver:
             faults.append(
                 f"the timestamps skipped ahead at {jitter.clock_skips} of {jitter.audio_packets} packets with none missing, "
                 f"{jitter.clock_silence / G711_SAMPLE_RATE:.1f} s played as silence: the sender keeps no steady clock"
+            )
+        elif jitter.clock_drifts * CLOCK_SKIP_SHARE >= max(1, jitter.audio_packets):
+            faults.append(
+                f"the timestamps ran ahead of the audio at {jitter.clock_drifts} of {jitter.audio_packets} packets, by less "
+                f"than a packet each ({jitter.clock_drift_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's clock runs "
+                "fast (played back to back, not padded with silence)"
             )
         if faults:
             add_warning(call.sink, f"rtp-{ssrc:08x}: " + "; ".join(faults))

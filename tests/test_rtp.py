@@ -244,6 +244,30 @@ def test_a_sender_without_a_steady_clock_is_played_stretched_and_its_stream_warn
     assert paused_streams["rtp-1234abcd"][0].warning is None
 
 
+
+def test_a_sender_whose_clock_runs_two_percent_fast_plays_back_to_back_and_its_stream_warning_says_so():
+    """Timestamps stepping 163 a 160-sample packet, none missing, once put 3 zero samples between every two packets,
+    which changed most of such a call's labels; a lost packet among them is still played as silence."""
+    packets = [RtpPacket(0, p.sequence, 163 * p.sequence, p.ssrc, p.payload) for p in tone_packets(100)]
+    jitter = JitterBuffer(5)
+    assert np.array_equal(played(jitter, packets), mulaw_decode(b"".join(p.payload for p in packets)))
+    lossy = JitterBuffer(5)
+    audio = played(lossy, packets[:50] + packets[51:])
+    assert lossy.lost == 1 and audio.size == 100 * PACKET_SAMPLES + 6  # the gap's timestamps hold 2 × 163 - 160
+    assert np.all(audio[50 * PACKET_SAMPLES:51 * PACKET_SAMPLES + 6] == 0)
+    receiver, streams, _ = receiver_with_streams()
+    try:
+        for packet in packets:
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 10)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-1234abcd"]
+    assert stream.ring.read().size == 100 * PACKET_SAMPLES
+    assert stream.warning == ("rtp-1234abcd: the timestamps ran ahead of the audio at 99 of 100 packets, by less than a "
+                              "packet each (0.04 s in all): the sender's clock runs fast (played back to back, not padded "
+                              "with silence)")
+
 def test_the_reviewers_restart_plays_all_of_its_audio():
     jitter = JitterBuffer(5)
     audio = played(jitter, restarted(50, 1500, 30000, 100, None))
