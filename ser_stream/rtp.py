@@ -158,6 +158,7 @@ class JitterBuffer:
         self.resyncs = 0  # times the sender restarted its numbering and playback followed it
         self.audio_packets = 0  # played
         self.filled = 0  # silence played since the last packet because none came (``fill``): part of the next gap
+        self.stalled_samples = 0  # of that silence, what packets delayed, not lost, then followed: the call grew by it
         self.clock_skips = 0  # audio packets whose timestamp skipped ahead though none was missing before them
         self.clock_silence = 0  # samples of silence those skips were played as
         self.clock_drifts = 0  # audio packets whose timestamp ran ahead by less than a packet, none missing: played on
@@ -285,6 +286,8 @@ class JitterBuffer:
                 if not missing and packet.is_audio:
                     self.clock_skips += 1
                     self.clock_silence += silence
+            if self.filled and gap >= 0x80000000:  # its time was already played as silence: a stall, not a pause
+                self.stalled_samples += min(self.filled, ((-gap) & 0xFFFFFFFF) // self.clock_ratio)
             self.audio_packets += packet.is_audio
             if missing:
                 # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
@@ -619,6 +622,11 @@ class RtpReceiver:
                 f"the timestamps ran ahead of the audio at {jitter.clock_drifts} of {jitter.audio_packets} packets, by less "
                 f"than a packet each ({jitter.clock_drift_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's clock runs "
                 "fast (played back to back, not padded with silence)"
+            )
+        if jitter.stalled_samples:
+            faults.append(
+                f"{jitter.stalled_samples / G711_SAMPLE_RATE:.2f} s of silence were played while packets were delayed; "
+                "later times are late by that much"
             )
         if faults:
             add_warning(call.sink, f"rtp-{ssrc:08x}: " + "; ".join(faults))

@@ -589,6 +589,30 @@ def test_a_sweep_after_the_thread_was_descheduled_hears_the_queued_packets_befor
         assert streams[f"rtp-0000000{ssrc}"][0].ring.read().size == 51 * PACKET_SAMPLES, ssrc
 
 
+
+def test_a_network_stall_without_loss_is_said_in_the_calls_warning(receiver_clock):
+    """Packets held up 0.5 s in the network and then delivered at once play after the 0.25 s of silence their wait
+    was played as: the call grows by it (as designed), which nothing said."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    try:
+        for sequence in range(50):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, tone_payload(440), ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        for _ in range(5):  # the stall: nothing arrives for 0.5 s
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        for sequence in range(50, 100):  # every packet, in a burst, none lost
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, tone_payload(440), ssrc=9), "127.0.0.1:4000")
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    filled = stream.ring.read().size - 100 * PACKET_SAMPLES
+    assert filled > 0 and receiver.counters()["rtp_lost_packets"] == 0
+    assert stream.warning == (f"rtp-00000009: {filled / 8000:.2f} s of silence were played while packets were delayed; "
+                              "later times are late by that much")
+
 def test_a_late_copy_mid_pause_does_not_cut_the_pause_short(receiver_clock):
     """The silence a pause is played as counted from the last datagram heard, a dropped late copy included, but kept
     the count already played: 1.25 s of a 7 s pause went missing and every later time moved early."""
