@@ -149,6 +149,8 @@ class JitterBuffer:
         # of order starts with the earliest of them rather than dropping it as late.
         self.playing = False
         self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
+        # recent sequence numbers counted lost: one that arrives after all was late, not lost (it was counted both)
+        self.declared_lost: deque[int] = deque(maxlen=MAX_MISORDER)
         self.packet_samples = 160  # the last audio packet's length, for counting what a gap before a non-audio one held
         self.lost = 0  # packets never received, played as silence
         self.late = 0  # packets that arrived after their slot was played, and strays far outside the window
@@ -156,8 +158,11 @@ class JitterBuffer:
         self.resyncs = 0  # times the sender restarted its numbering and playback followed it
         self.audio_packets = 0  # played
         self.filled = 0  # silence played since the last packet because none came (``fill``): part of the next gap
+        self.stalled_samples = 0  # of that silence, what packets delayed, not lost, then followed: the call grew by it
         self.clock_skips = 0  # audio packets whose timestamp skipped ahead though none was missing before them
         self.clock_silence = 0  # samples of silence those skips were played as
+        self.clock_drifts = 0  # audio packets whose timestamp ran ahead by less than a packet, none missing: played on
+        self.clock_drift_samples = 0  # what those steps ran ahead by in all, not played
         self.clock_ratio = 1  # the sender's timestamp units per 8 kHz sample (2: a 16 kHz clock), once learnt
         self.clock_learnt = False
         self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
@@ -205,6 +210,9 @@ class JitterBuffer:
                 self.duplicates += 1
             else:
                 self.late += 1
+                if sequence in self.declared_lost:  # its slot was played as silence either way; it did arrive
+                    self.declared_lost.remove(sequence)
+                    self.lost -= 1
             return []
         if sequence in self.pending:
             self.duplicates += 1
@@ -246,6 +254,7 @@ class JitterBuffer:
         self.next_sequence, self.next_timestamp = first.sequence, first.timestamp
         self.pending = {first.sequence: first, first.sequence + 1: second}
         self.played.clear()  # numbers of the old numbering: a packet of the new one is no copy of them
+        self.declared_lost.clear()
         return audio + self._release(flush=False)
 
     def _release(self, flush: bool) -> list[NDArray[np.float32]]:
@@ -266,18 +275,29 @@ class JitterBuffer:
             samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload) if packet.is_audio else NO_AUDIO
             gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF  # in the sender's clock
             silence = min(gap // self.clock_ratio, DISCONTINUITY_SAMPLES) if gap < 0x80000000 else 0
+            if silence and silence < samples.size and not missing and not self.filled:
+                # less than a packet ahead, nothing missing: a fast clock (steps of 163 for 160 samples), not a pause;
+                # its few samples of silence between every two packets once changed most labels of such a call
+                self.clock_drifts += 1
+                self.clock_drift_samples += silence
+                silence = 0
             if silence:  # time the sender skipped (loss or silence suppression)
                 audio.append(np.zeros(silence, dtype=np.float32))
                 if not missing and packet.is_audio:
                     self.clock_skips += 1
                     self.clock_silence += silence
+            if self.filled and gap >= 0x80000000:  # its time was already played as silence: a stall, not a pause
+                self.stalled_samples += min(self.filled, ((-gap) & 0xFFFFFFFF) // self.clock_ratio)
             self.audio_packets += packet.is_audio
             if missing:
                 # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
                 # included), not the sequence gap, which a sender that skips ahead can make 3000 packets while at
                 # most 1 s is played
                 held = samples.size if packet.is_audio else self.packet_samples
-                self.lost += min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
+                counted = min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
+                self.lost += counted
+                # the numbers nearest the packet stand for those counted: a late packet is at most MAX_MISORDER behind
+                self.declared_lost.extend(range(self.next_sequence - min(counted, MAX_MISORDER), self.next_sequence))
             self.filled = 0
             if samples.size:
                 audio.append(samples)
@@ -596,6 +616,17 @@ class RtpReceiver:
             faults.append(
                 f"the timestamps skipped ahead at {jitter.clock_skips} of {jitter.audio_packets} packets with none missing, "
                 f"{jitter.clock_silence / G711_SAMPLE_RATE:.1f} s played as silence: the sender keeps no steady clock"
+            )
+        elif jitter.clock_drifts * CLOCK_SKIP_SHARE >= max(1, jitter.audio_packets):
+            faults.append(
+                f"the timestamps ran ahead of the audio at {jitter.clock_drifts} of {jitter.audio_packets} packets, by less "
+                f"than a packet each ({jitter.clock_drift_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's clock runs "
+                "fast (played back to back, not padded with silence)"
+            )
+        if jitter.stalled_samples:
+            faults.append(
+                f"{jitter.stalled_samples / G711_SAMPLE_RATE:.2f} s of silence were played while packets were delayed; "
+                "later times are late by that much"
             )
         if faults:
             add_warning(call.sink, f"rtp-{ssrc:08x}: " + "; ".join(faults))
