@@ -39,8 +39,8 @@ async def collect(port: int) -> list[dict]:
         return [json.loads(text) async for text in ws]
 
 
-def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, shipped_model):
-    path, bounds = clips_with_silence
+def subscribed_run(path: Path) -> list[dict]:
+    """Every message a subscriber the monitor waited for receives while it plays ``path`` as fast as it can."""
     port = free_port()
     process = start_monitor(path, port, "--pace", "fast", "--await-subscribers", "1")
     try:
@@ -48,6 +48,12 @@ def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, s
     finally:
         process.wait(timeout=60)
     assert process.returncode == 0, process.stderr.read()
+    return messages
+
+
+def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, shipped_model):
+    path, bounds = clips_with_silence
+    messages = subscribed_run(path)
     hello = messages[0]
     assert hello["type"] == "hello" and hello["version"] == 1 and hello["labels"] == list(EMOTIONS)
     assert {"model", "provider", "sample_rate", "window", "hop"} <= set(hello)
@@ -991,13 +997,7 @@ def test_the_below_8_khz_warning_follows_its_streams_start_and_reaches_the_subsc
     ahead of its stream_started, and --await-subscribers' subscriber, connecting after, never got it."""
     path = tmp_path / "low.wav"
     soundfile.write(path, speechlike(2.0, 6000), 6000)
-    port = free_port()
-    process = start_monitor(path, port, "--pace", "fast", "--await-subscribers", "1")
-    try:
-        messages = asyncio.run(collect(port))
-    finally:
-        process.wait(timeout=60)
-    assert process.returncode == 0, process.stderr.read()
+    messages = subscribed_run(path)
     said = [(m["type"], m["stream"]) for m in messages if m["type"] in ("stream_started", "warning", "stream_ended")]
     assert said == [("stream_started", "low.wav"), ("warning", "low.wav"), ("stream_ended", "low.wav")]
     assert next(m for m in messages if m["type"] == "warning")["message"].startswith("low.wav: sampled at 6000 Hz")

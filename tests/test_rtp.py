@@ -141,17 +141,10 @@ def test_a_delayed_packet_already_played_as_silence_counts_late_not_also_lost():
     """A packet 300 ms late was counted lost when its slot played and late when it came: rtp_lost_packets, which
     counts packets that never arrived, went up by one for it, and the stream's warning said one was lost."""
     packets = tone_packets(40)
-    receiver, streams, _ = receiver_with_streams()
-    try:
-        for packet in packets[:10] + packets[11:26] + [packets[10]] + packets[26:]:
-            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
-        receiver.close_idle(time.monotonic() + 10)
-    finally:
-        receiver.socket.close()
+    receiver, stream = heard_as_one_call(packets[:10] + packets[11:26] + [packets[10]] + packets[26:])
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 1)
-    warning = streams["rtp-1234abcd"][0].warning
-    assert warning is not None and "0 packet(s) lost (played as silence), 1 arrived too late" in warning
-    assert streams["rtp-1234abcd"][0].ring.read().size == 40 * PACKET_SAMPLES
+    assert stream.warning is not None and "0 packet(s) lost (played as silence), 1 arrived too late" in stream.warning
+    assert stream.ring.read().size == 40 * PACKET_SAMPLES
 
 
 def test_duplicates_are_played_once():
@@ -211,14 +204,7 @@ def test_a_sender_whose_clock_runs_at_16_or_48_khz_is_re_clocked_and_its_stream_
     expected[60 * PACKET_SAMPLES : 61 * PACKET_SAMPLES] = 0  # the lost packet's 20 ms, played as silence
     assert np.array_equal(audio, expected)
     assert (jitter.clock_ratio, jitter.lost, jitter.late, jitter.clock_skips) == (ratio, 1, 0, 0)
-    receiver, streams, _ = receiver_with_streams()
-    try:
-        for packet in fast_clock:
-            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
-        receiver.close_idle(time.monotonic() + 10)
-    finally:
-        receiver.socket.close()
-    (stream,) = streams["rtp-1234abcd"]
+    _, stream = heard_as_one_call(fast_clock)
     assert stream.warning == f"rtp-1234abcd: the timestamps ran at {8 * ratio} kHz, not G.711's 8 kHz (re-clocked: played at its length)"
 
 
@@ -255,14 +241,7 @@ def test_a_sender_whose_clock_runs_two_percent_fast_plays_back_to_back_and_its_s
     audio = played(lossy, packets[:50] + packets[51:])
     assert lossy.lost == 1 and audio.size == 100 * PACKET_SAMPLES + 6  # the gap's timestamps hold 2 × 163 - 160
     assert np.all(audio[50 * PACKET_SAMPLES:51 * PACKET_SAMPLES + 6] == 0)
-    receiver, streams, _ = receiver_with_streams()
-    try:
-        for packet in packets:
-            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
-        receiver.close_idle(time.monotonic() + 10)
-    finally:
-        receiver.socket.close()
-    (stream,) = streams["rtp-1234abcd"]
+    _, stream = heard_as_one_call(packets)
     assert stream.ring.read().size == 100 * PACKET_SAMPLES
     assert stream.warning == ("rtp-1234abcd: the timestamps ran ahead of the audio at 99 of 100 packets, by less than a "
                               "packet each (0.04 s in all): the sender's clock runs fast (played back to back, not padded "
@@ -524,6 +503,20 @@ def test_ffmpeg_senders_become_streams_with_utterances_at_the_clip_boundaries(cl
     status = [m for m in messages if m["type"] == "status"][-1]
     assert status["rtp_bad_packets"] == 1 and status["rtp_lost_packets"] == 0 and status["overruns"] == 0
     assert undocumented_fields(messages) == []
+
+
+def heard_as_one_call(packets: list[RtpPacket]) -> tuple[RtpReceiver, Stream]:
+    """The receiver and the one stream it made of ``packets``, sent in that order by one sender, its call then
+    closed as idle."""
+    receiver, streams, _ = receiver_with_streams()
+    try:
+        for packet in packets:
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 10)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-1234abcd"]
+    return receiver, stream
 
 
 def receiver_with_streams(**config) -> tuple[RtpReceiver, dict[str, list[Stream]], list[str]]:
