@@ -97,6 +97,14 @@ class RtpPacket:
         """G.711 audio, as opposed to comfort noise or a telephone event, which only mark the call's time."""
         return self.payload_type in PAYLOAD_DECODERS
 
+    @property
+    def event_end(self) -> int | None:
+        """Where a telephone event's key hold has reached, in the sender's clock (its start plus its duration so
+        far), or None for another packet."""
+        if not is_telephone_event(self.payload_type, self.payload):
+            return None
+        return (self.timestamp + int.from_bytes(self.payload[-2:], "big")) & 0xFFFFFFFF
+
 
 def is_telephone_event(payload_type: int, payload: bytes) -> bool:
     """An RFC 4733 payload on a dynamic payload type: whole 4-byte events (key, end flag and volume, duration)."""
@@ -308,6 +316,14 @@ class JitterBuffer:
             # only moves back for audio (a sender that rewinds its clock), never for a packet without any
             if packet.is_audio or gap < 0x80000000:
                 self.next_timestamp = (packet.timestamp + samples.size * self.clock_ratio) & 0xFFFFFFFF
+            event_end = packet.event_end
+            held = (event_end - self.next_timestamp) & 0xFFFFFFFF if event_end is not None else 0
+            if event_end is not None and 0 < held < 0x80000000:
+                # a key held: its packets all carry its start, their durations grow; the audio it suppressed is its
+                # time, played as silence as it passes (at the next audio packet, a jump over 1 s was cut to 1 s:
+                # a 3 s key hold took 2 s out of the call's time)
+                audio.append(np.zeros(min(held // self.clock_ratio, DISCONTINUITY_SAMPLES), dtype=np.float32))
+                self.next_timestamp = event_end
         return audio
 
 

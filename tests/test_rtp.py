@@ -511,7 +511,7 @@ def heard_as_one_call(packets: list[RtpPacket]) -> tuple[RtpReceiver, Stream]:
     receiver, streams, _ = receiver_with_streams()
     try:
         for packet in packets:
-            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload), "127.0.0.1:4000")
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload, packet.payload_type), "127.0.0.1:4000")
         receiver.close_idle(time.monotonic() + 10)
     finally:
         receiver.socket.close()
@@ -656,6 +656,20 @@ def test_comfort_noise_and_telephone_events_are_rtp_packets_that_carry_no_audio(
     assert not comfort_noise.is_audio and not key_five.is_audio and parse_packet(rtp(9, 480, b"\xff" * 160)).is_audio
     with pytest.raises(RtpError, match="payload type 101 is not G.711"):  # a dynamic PT whose payload is no event
         parse_packet(rtp(9, 480, b"\xff" * 161, payload_type=101))
+
+
+def test_a_key_held_three_seconds_keeps_the_calls_time():
+    """RFC 4733: a key's packets all carry its start and the audio it suppresses is not sent; at the next audio
+    packet the 3 s jump was cut to 1 s, so everything after the key came 2 s early."""
+    voice = tone_packets(50)
+    key = [RtpPacket(101, 50 + index, 50 * PACKET_SAMPLES, 0x1234ABCD, bytes([5, 0x0A, *(400 * (index + 1)).to_bytes(2, "big")]))
+           for index in range(60)]  # an update every 50 ms for 3 s
+    after = [RtpPacket(0, 110 + p.sequence, 50 * PACKET_SAMPLES + 24000 + p.timestamp, p.ssrc, p.payload) for p in voice]
+    _, stream = heard_as_one_call(voice + key + after)
+    audio = stream.ring.read()
+    assert audio.size == 100 * PACKET_SAMPLES + 24000
+    assert np.all(audio[50 * PACKET_SAMPLES : 50 * PACKET_SAMPLES + 24000] == 0)
+    assert np.array_equal(audio[-50 * PACKET_SAMPLES :], mulaw_decode(b"".join(p.payload for p in voice)))
 
 
 def test_comfort_noise_and_telephone_events_keep_the_call_in_sequence_and_play_as_silence():
