@@ -400,6 +400,16 @@ def sample_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iter
             yield samples[start : start + block_frames]
 
 
+def mono_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iterator[NDArray[np.float32]]:
+    """``sample_blocks`` mixed to mono by one ``ChannelMixer`` for the whole file (its blocks mix as the whole file
+    would), each checked to be audio (``AudioInputError`` at the first that is not)."""
+    mixer = ChannelMixer()
+    for samples in sample_blocks(path, block_frames, info):
+        mono = mixer.mix(samples)
+        check_samples(mono, path)
+        yield mono
+
+
 def unreadable(path: str | Path, error: Exception) -> AudioInputError:
     """libsndfile's complaint about a file, cut to the one-line reason."""
     reason = str(error).split("\n")[0]

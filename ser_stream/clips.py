@@ -14,12 +14,10 @@ from numpy.typing import NDArray
 
 from ser_stream.audiofile import (
     BLOCK_SECONDS,
-    ChannelMixer,
     audio_info,
     block_frames,
-    check_samples,
+    mono_blocks,
     rounding_floor,
-    sample_blocks,
 )
 from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
@@ -122,12 +120,8 @@ def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator
     (``audiofile.decoded_blocks``); ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
     # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
     # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
-    mixer = ChannelMixer()  # one for the file: its blocks mix as the whole file would (``read_audio``)
     try:
-        for samples in sample_blocks(path, block_frames(info.channels, block_seconds), info):
-            mono = mixer.mix(samples)
-            check_samples(mono, path)
-            yield mono
+        yield from mono_blocks(path, block_frames(info.channels, block_seconds), info)
     except (soundfile.LibsndfileError, RuntimeError) as error:
         raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None
 

@@ -24,9 +24,8 @@ from ser_stream.audiofile import (
     ChannelMixer,
     audio_info,
     block_frames,
-    check_samples,
+    mono_blocks,
     require_file,
-    sample_blocks,
     truncation,
     undecoded,
 )
@@ -111,11 +110,8 @@ class FileSource:
         block = max(1, int(self.sample_rate * BLOCK_SECONDS))
         started = time.monotonic()
         sent = 0
-        mixer = ChannelMixer()  # one for the file: its blocks mix as the whole file would
         try:
-            for samples in sample_blocks(self.path, read, self.info):
-                decoded = mixer.mix(samples)
-                check_samples(decoded, self.path)
+            for decoded in mono_blocks(self.path, read, self.info):
                 for offset in range(0, decoded.size, block):
                     if stop.is_set():
                         return

@@ -335,7 +335,7 @@ def test_a_file_source_reads_no_more_samples_at_a_time_than_classify_whatever_it
     source each, where classify reads 30 s of 16 kHz mono's samples at a time."""
     import threading
 
-    from ser_stream import sources
+    from ser_stream import audiofile, sources
     from ser_stream.audiofile import MEMORY_BUDGET_RATE
     from tests.test_capture import Sink
 
@@ -343,12 +343,12 @@ def test_a_file_source_reads_no_more_samples_at_a_time_than_classify_whatever_it
     soundfile.write(path, np.tile(speechlike(1.5, 16000)[:, None], (1, 64)), 16000)
     read_sizes: list[int] = []
 
-    def measured(*arguments: object, real=sources.sample_blocks):  # sample_blocks, noting each block's samples
+    def measured(*arguments: object, real=audiofile.sample_blocks):  # sample_blocks, noting each block's samples
         for block in real(*arguments):
             read_sizes.append(block.size)
             yield block
 
-    monkeypatch.setattr(sources, "sample_blocks", measured)
+    monkeypatch.setattr(audiofile, "sample_blocks", measured)  # what the file source's mono_blocks reads through
     sink = Sink(1 << 20)
     sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
     assert sink.error is None and sink.ring.available() == 24000  # every frame, once
@@ -830,7 +830,7 @@ def test_a_decoder_failure_without_a_message_still_ends_its_stream_with_one_line
     import threading
     from types import SimpleNamespace
 
-    from ser_stream import sources
+    from ser_stream import audiofile, sources
     from ser_stream.ringbuffer import RingBuffer
 
     path = tmp_path / "speech.wav"
@@ -840,7 +840,7 @@ def test_a_decoder_failure_without_a_message_still_ends_its_stream_with_one_line
         raise MemoryError()
         yield  # a generator, as sample_blocks is
 
-    monkeypatch.setattr(sources, "sample_blocks", failing)
+    monkeypatch.setattr(audiofile, "sample_blocks", failing)  # what the file source's mono_blocks reads through
     sink = SimpleNamespace(ring=RingBuffer(16000), input_overflows=0, finished=False, error=None, warning=None)
     sources.FileSource(str(path), pace="fast").run(sink, threading.Event())
     assert sink.finished and sink.error == f"{path}: read failed (MemoryError)"
