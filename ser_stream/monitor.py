@@ -530,25 +530,26 @@ async def wait_until_done(worker_thread: WorkerThread, outbox: Outbox, interrupt
 
 
 async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbox, status_log: StatusLog | None,
-                    publisher: Publisher, log: UtteranceLog | None) -> None:
+                    publisher: Publisher, log: UtteranceLog | None, say: Callable[[str], None]) -> None:
     """Stop the sources, give the worker and then the outbox FINISH_SECONDS each to publish what they hold (saying so
-    if that was not enough), then close the server (saying what subscribers cut off still had queued) and the record."""
+    if that was not enough), then close the server (saying what subscribers cut off still had queued) and the record.
+    ``say``: a line on stderr, as the monitor's other lines go (``Outputs.print_line``)."""
     if log is not None:
         log.hurry()
     await sources.stop()
     if not await worker_thread.finish(FINISH_SECONDS):
-        print(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)", file=sys.stderr, flush=True)
+        say(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)")
     if not await asyncio.to_thread(outbox.close, FINISH_SECONDS):
         messages, utterances = outbox.left()
         totals = "; the status line below is not the run's totals" if status_log is not None else ""
-        print(f"ser-stream: warning: stopped before publishing everything: {messages} message(s), {utterances} of them utterance(s), "
-              f"were still waiting to be handed on after {FINISH_SECONDS:.0f} s and were dropped{totals}", file=sys.stderr, flush=True)
+        say(f"ser-stream: warning: stopped before publishing everything: {messages} message(s), {utterances} of them utterance(s), "
+            f"were still waiting to be handed on after {FINISH_SECONDS:.0f} s and were dropped{totals}")
     if status_log is not None:
         status_log.flush()  # the run's totals, whenever the last line was
     cut_off_queued = await publisher.close()
     if cut_off_queued:  # after the last status line: its subscriber drops did not have these
-        print(f"ser-stream: warning: {cut_off_queued} message(s) still queued for subscribers that read too slowly were dropped at shutdown "
-              f"(subscriber drops {publisher.dropped_total} in all)", file=sys.stderr, flush=True)
+        say(f"ser-stream: warning: {cut_off_queued} message(s) still queued for subscribers that read too slowly were dropped at shutdown "
+            f"(subscriber drops {publisher.dropped_total} in all)")
     if log is not None:
         log.close()
 
@@ -623,7 +624,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         await wait_until_done(worker_thread, outbox, interrupted)
         if interrupted.is_set() and not outputs.lost:
             sources.warn_of_files_cut_short(emit)
-        await shut_down(sources, worker_thread, outbox, status_log, publisher, log)
+        await shut_down(sources, worker_thread, outbox, status_log, publisher, log, say)
     finally:  # whatever happens, the terminal gets its cursor back
         if dashboard is not None:
             dashboard.stop()

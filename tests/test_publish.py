@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import socket
+import sys
 import threading
 import types
 from collections.abc import Callable
@@ -353,7 +354,7 @@ def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_r
         outbox.start()
         worker_thread = WorkerThread(Worker(None, MonitorConfig(), outbox.put), until_all_ended=True)  # type: ignore[arg-type]
         worker_thread.start()
-        await shut_down(Sources(), worker_thread, outbox, None, publisher, None)
+        await shut_down(Sources(), worker_thread, outbox, None, publisher, None, lambda line: print(line, file=sys.stderr))
         client.close()
         return queued, drops_before, publisher.counters()["subscriber_drops"]
 
