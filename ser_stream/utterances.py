@@ -79,8 +79,10 @@ class UtteranceConfig:
     voice_floor: float | None = 0.2
 
     def __post_init__(self) -> None:
-        if not 0.05 <= self.min_silence_seconds <= 60.0:
-            raise SerStreamError(f"silence that ends an utterance (--min-silence) of {self.min_silence_seconds} s is outside 0.05–60 s")
+        if not self.margin_seconds <= self.min_silence_seconds <= 60.0:  # less would still wait out the margin kept after speech
+            raise SerStreamError(
+                f"silence that ends an utterance (--min-silence) of {self.min_silence_seconds} s is outside {self.margin_seconds:g}–60 s"
+            )
         if not self.min_speech_seconds < self.max_utterance_seconds <= 600.0:
             raise SerStreamError(
                 f"longest utterance (--max-utterance) of {self.max_utterance_seconds} s must be above the "
@@ -277,6 +279,7 @@ class UtteranceTracker:
         self._vad_position = 0  # stream position of the next frame to classify
         self._in_speech = False
         self._last_speech_end = 0
+        self._published_until = 0  # stream position where the last utterance kept ended: the next starts no earlier
         self._next_id = 1
         self.open: Utterance | None = None
         self.waiting: dict[int, Utterance] = {}  # utterances with windows cut, until labelled
@@ -350,7 +353,9 @@ class UtteranceTracker:
             voiced = self.voice(frame) if self.voice is not None else False
             if probability >= threshold or (voiced and probability >= (self.config.voice_floor or threshold)):
                 if self.open is None:
-                    start = max(0, frame_start - margin)
+                    # the margin before speech, but none of the audio the last utterance holds (its margin after,
+                    # a tail over loud sound): one stretch of audio is in one utterance's windows, never two
+                    start = max(0, frame_start - margin, self._published_until)
                     self.open = Utterance(self._next_id, start, speech_start=frame_start, next_window_sample=start)
                     self._next_id += 1
                 self._in_speech = True
@@ -361,7 +366,7 @@ class UtteranceTracker:
                 self.open.peak_power = max(self.open.peak_power, power)
             else:
                 self._in_speech = False
-            if self.open is not None and frame_end - self._last_speech_end >= max(silence, margin):
+            if self.open is not None and frame_end - self._last_speech_end >= silence:
                 jobs += self._close(self.open, arrival, available=self._vad_position)
             elif self.open is not None and frame_end - self.open.start_sample >= longest:
                 # Speech going on past --max-utterance by the shortest utterance is cut at exactly the limit, and the
@@ -441,6 +446,7 @@ class UtteranceTracker:
             return jobs  # a click or a breath: not an utterance
         if end <= utterance.start_sample and utterance.windows_cut == 0:  # a --max-utterance cut right at the stream's end:
             return jobs  # a continuation without audio (its windows, cut from nothing, once stopped the worker); id unused
+        self._published_until = end
         jobs += self._schedule(utterance, end)
         window = self.window.window_samples
         if utterance.windows_cut == 0:  # shorter than a window: centred in silence, as offline

@@ -416,8 +416,10 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
     "options, reason",
     [
         (["--ws", "127.0.0.1:99999"], "--ws '127.0.0.1:99999' is not HOST:PORT (a port from 0 to 65535)"),
-        (["--min-silence", "-1"], "silence that ends an utterance (--min-silence) of -1.0 s is outside 0.05–60 s"),
-        (["--min-silence", "nan"], "silence that ends an utterance (--min-silence) of nan s is outside 0.05–60 s"),
+        (["--min-silence", "-1"], "silence that ends an utterance (--min-silence) of -1.0 s is outside 0.1–60 s"),
+        (["--min-silence", "nan"], "silence that ends an utterance (--min-silence) of nan s is outside 0.1–60 s"),
+        # under the 0.1 s kept after speech it was taken as 0.1 s, unsaid (a 0.08 s pause at 0.05 joined two utterances)
+        (["--min-silence", "0.05"], "silence that ends an utterance (--min-silence) of 0.05 s is outside 0.1–60 s"),
         (["--voice-floor", "0.5"], "Silero score below which WebRTC's voice detector is not asked (--voice-floor) of 0.5 must be above 0 and at most Silero's silence threshold (0.35)"),
         (["--voice-floor", "nan"], "Silero score below which WebRTC's voice detector is not asked (--voice-floor) of nan must be above 0 and at most Silero's silence threshold (0.35)"),
         (["--max-utterance", "0"], "longest utterance (--max-utterance) of 0.0 s must be above the shortest speech kept (0.25 s) and at most 600 s"),

@@ -242,6 +242,27 @@ def test_a_worker_reading_ten_seconds_at_once_loses_none_of_the_first_piece_at_a
     assert all(b[0] == pytest.approx(a[1]) for a, b in zip(at_once, at_once[1:]))  # contiguous: nothing lost
 
 
+@pytest.mark.parametrize(
+    "audio, config",
+    [
+        # a 0.1 s pause just before --max-utterance closes the piece at the limit; the speech after it began 0.064 s earlier
+        (stream((1.0, False), (3.83, True), (0.1, False), (2.0, True), (1.0, False)), UtteranceConfig(max_utterance_seconds=4.0)),
+        # --min-silence 0.1: the pause ends the first utterance with the margin after it, the next began the margin before
+        (stream((0.5, False), (1.0, True), (0.15, False), (1.0, True), (1.0, False)), UtteranceConfig(min_silence_seconds=0.1)),
+    ],
+    ids=["pause before the limit", "short min-silence"],
+)
+def test_consecutive_utterances_of_a_stream_never_share_audio(audio, config):
+    """Each utterance took the 0.1 s margin before its speech even where the last one's end already held it: the
+    overlap was in both utterances' windows and both labels, and a timeline of the stream showed them overlapping."""
+    jobs, done = run(audio, config=config)
+    assert len(done) == 2
+    assert done[1].t_start == pytest.approx(done[0].t_end)  # contiguous: the second starts where the first ended
+    for utterance in done:
+        own = [j for j in jobs if j.utterance_id == utterance.utterance_id]
+        assert own and all(j.t_start >= utterance.t_start - 1e-9 and j.t_end <= utterance.t_end + 1e-9 for j in own)
+
+
 def test_a_short_utterance_gets_one_window_centred_on_it():
     jobs, done = run(stream((1.0, False), (0.6, True), (1.5, False)))
     assert len(jobs) == 1 and len(done) == 1
