@@ -17,6 +17,7 @@ from rich.console import Console
 
 from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.dashboard import DashboardState
+from ser_stream.model import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 async def messages(port: int, monitor: subprocess.Popen[bytes]) -> list[dict]:
     async with await subscriber_when_up(port, seconds=30.0, monitor=monitor) as ws:
         return [json.loads(text) async for text in ws]
+
+
+def snapshot_title() -> str:
+    """Names the model the figure shows, so a test can tell when a new model leaves the figure behind."""
+    sha256 = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["sha256"]
+    return f"ser-stream demo · model {sha256[:12]}"
 
 
 def main() -> None:
@@ -42,7 +49,7 @@ def main() -> None:
     console = Console(record=True, width=84, force_terminal=True)
     console.print(state.render())
     out = ROOT / "docs" / "figures" / "dashboard.svg"
-    console.save_svg(str(out), title="ser-stream demo")
+    console.save_svg(str(out), title=snapshot_title())
     print(out)
 
 

@@ -335,7 +335,7 @@ def _devices(args: argparse.Namespace) -> int:
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and --provider, as classify and the monitor take them."""
     parser.add_argument("--model", type=named_file("model"), default=DEFAULT_MODEL, help="ONNX model with its .json metadata beside it (default: the shipped one, %(default)s)")
-    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU), cpu, or cuda (refused without a usable GPU)")
+    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"], help="where the network runs: auto (the GPU if CUDA is usable, else the CPU; the default), cpu, or cuda (refused without a usable GPU)")
 
 
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
@@ -346,16 +346,16 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (default %(default)s; port 0 picks a free one)")
     parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
     parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
-    parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible")
+    parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible (default %(default)s)")
     parser.add_argument("--window", type=float, default=None, help="window length, seconds: always the model's (its 270 columns span one window); given, it is checked against the model")
     parser.add_argument("--hop", type=float, default=None, help="hop between windows, seconds (default: the model's)")
-    parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds (counted from its last speech within 35 dB of its peak)")
-    parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds: longer speech is published as contiguous utterances this long (speech stopping under 0.25 s past a cut ends the piece before it instead; each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
+    parser.add_argument("--min-silence", type=float, default=UtteranceConfig().min_silence_seconds, help="silence that ends an utterance, seconds (default %(default)s; counted from its last speech within 35 dB of its peak)")
+    parser.add_argument("--max-utterance", type=float, default=UtteranceConfig().max_utterance_seconds, help="longest utterance, seconds (default %(default)s): longer speech is published as contiguous utterances this long (speech stopping under 0.25 s past a cut ends the piece before it instead; each stream keeps this much audio and a few seconds more: 32 kB a second, 19 MB at 600)")
     parser.add_argument("--voice-floor", type=score_or_off, default=UtteranceConfig().voice_floor, metavar="SCORE|off",
                         help="frames Silero VAD scores at least this but under its threshold are speech if WebRTC's voice detector hears a voice (it catches shouting Silero misses); off: Silero alone (default %(default)s)")
-    parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch")
+    parser.add_argument("--max-batch", type=whole_number(1), default=32, help="most windows per inference batch (default %(default)s)")
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
-    parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped")
+    parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped (default %(default)s)")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
     parser.add_argument("--log-status", type=positive_seconds, default=0.0, metavar="SECONDS",
                         help="for a service's log: a status line on stderr this often, and a warning naming any loss or refusal counted since the line before (default: none)")
@@ -392,10 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
-    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost")
+    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost (default %(default)s)")
     monitor.add_argument("--rtp-allow", action="append", type=sender_network, default=[], metavar="CIDR",
                          help="rtp: take packets only from this network or address, e.g. 10.0.5.0/24 (repeatable; default: any sender)")
-    monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp and --ingest: seconds without audio that end a call")
+    monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp and --ingest: seconds without audio that end a call (default %(default)s)")
     _add_monitor_arguments(monitor, pace="realtime")
     _add_live_input_arguments(monitor)
     monitor.set_defaults(run=_monitor)

@@ -200,3 +200,16 @@ def test_the_streams_panel_cuts_nothing_but_a_long_id_and_gives_the_id_what_is_l
     assert len(rtp_rows) == 3 and all("rtp-0000000" in row and "calm 0.65 at 3.0 s" in row for row in rtp_rows)
     assert long_row.index("…") - long_row.index("file") >= 4  # the id got the room left: at least a third of it before the cut
     assert header.endswith("utterances  │")  # the columns fill the panel: no blank cells beside a cut id
+
+
+def test_the_readmes_dashboard_figure_was_made_with_the_shipped_model():
+    """The figure kept the labels of the model shipped before for a day after the model changed; it names the model's
+    sha256 now (scripts/dashboard_snapshot.py), so a new model without a new figure fails here."""
+    import json
+    from pathlib import Path
+
+    from ser_stream.model import DEFAULT_MODEL
+
+    figure = (Path(__file__).resolve().parent.parent / "docs" / "figures" / "dashboard.svg").read_text()
+    shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["sha256"]
+    assert f"model&#160;{shipped[:12]}" in figure, "run: python -m scripts.dashboard_snapshot"

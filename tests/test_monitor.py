@@ -1036,3 +1036,21 @@ def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     # 130, or killed by the signal itself if it came before the interpreter set its handler (a loaded machine): a shell shows both as 130
     assert process.returncode in (0, 130, -signal.SIGINT), err
+
+
+def test_every_option_with_a_default_names_it_in_its_help():
+    """--min-silence, --max-utterance and five more left their defaults out of --help: a user whose 15 s of speech came
+    back as two utterances could not learn there that the limit is 10 s."""
+    import argparse
+
+    from ser_stream.cli import build_parser
+
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    silent = [
+        f"{name} {action.option_strings[0]}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if action.option_strings and action.help not in (None, argparse.SUPPRESS) and action.default not in (None, False, [], argparse.SUPPRESS)
+        and "default" not in action.help
+    ]
+    assert silent == []
