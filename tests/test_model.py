@@ -363,3 +363,62 @@ def test_cuda_asked_for_and_not_started_by_onnxruntime_is_refused_not_run_on_the
     with pytest.raises(ModelError, match=r"^--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu$"):
         EmotionModel(shipped_model, provider="cuda")
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+CUDA_FAILURE = "CUDA failure 100: no CUDA-capable device is detected ; expr=cudaSetDevice(info_.device_id);"
+
+
+@pytest.fixture
+def cuda_failing_at_session_creation(monkeypatch) -> None:
+    """A host where the check before loading passes (driver and libraries found) but the GPU cannot be used: a
+    container started without --gpus, CUDA_VISIBLE_DEVICES naming no device. onnxruntime raises when the session is
+    made with CUDA; its Python wrapper then print()s its fallback banner unless told not to fall back."""
+    import onnxruntime.capi.onnxruntime_inference_collection as collection
+
+    import ser_stream.inference
+
+    monkeypatch.setattr(ser_stream.inference, "cuda_unavailable_reason", lambda: None)
+    create = collection.InferenceSession._create_inference_session
+
+    def failing_on_cuda(session, providers, provider_options, disabled_optimizers=None):
+        if providers and "CUDAExecutionProvider" in providers:
+            session._fallback_providers = ["CPUExecutionProvider"]  # as the real method sets it for [CUDA, CPU]
+            raise RuntimeError(CUDA_FAILURE)
+        return create(session, providers, provider_options, disabled_optimizers)
+
+    monkeypatch.setattr(collection.InferenceSession, "_create_inference_session", failing_on_cuda)
+
+
+def test_cuda_failing_at_session_creation_under_auto_runs_on_the_cpu_saying_why_once_on_stderr(
+    shipped_model, cuda_failing_at_session_creation, tmp_path, capfd
+):
+    """onnxruntime's 'EP Error … Falling back to ['CPUExecutionProvider'] and retrying.' banner went to stdout, four
+    lines before classify --json's first result, and nothing said on stderr why the GPU was not used."""
+    from ser_stream.cli import main
+
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--json", "--model", str(shipped_model), str(audio)]) == 0
+    printed, said = capfd.readouterr()
+    assert [json.loads(line)["path"] for line in printed.splitlines()] == [str(audio)]
+    assert said == f"ser-stream: warning: --provider auto: onnxruntime could not start its CUDA provider ({CUDA_FAILURE}); running on the CPU\n"
+
+
+def test_cuda_asked_for_and_failing_at_session_creation_is_refused_in_one_line_naming_the_failure(
+    shipped_model, cuda_failing_at_session_creation, capfd
+):
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(shipped_model, provider="cuda")
+    assert str(refused.value) == f"--provider cuda: onnxruntime could not start its CUDA provider here ({CUDA_FAILURE}); use --provider auto or cpu"
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_model_onnxruntime_cannot_load_on_the_cpu_either_is_blamed_on_the_model_not_on_cuda(
+    shipped_model, cuda_failing_at_session_creation, tmp_path
+):
+    model = copy_of_model(shipped_model, tmp_path)
+    model.write_bytes(b"not an onnx graph")
+    resealed(model)
+    for provider in ("auto", "cuda"):
+        with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: onnxruntime cannot load it \(.+\)$"):
+            EmotionModel(model, provider=provider)
