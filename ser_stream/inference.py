@@ -138,6 +138,9 @@ class EmotionModel:
             )
         if list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
             raise ModelError(f"{shown(self.path)}: input shape {inputs[0].shape} is not [N, {', '.join(map(str, INPUT_SHAPE))}]")
+        if isinstance(inputs[0].shape[0], int):  # batch 2 passed the probe below and failed every file; batch 1 failed in it
+            raise ModelError(f"{shown(self.path)}: its input's batch dimension is fixed at {inputs[0].shape[0]}; "
+                             "export it with a dynamic batch (a named first dimension, N)")
         if inputs[0].type != "tensor(float)":
             raise ModelError(f"{shown(self.path)}: input {INPUT_NAME!r} is {inputs[0].type}, not float32 (tensor(float))")
         output = next(o for o in outputs if o.name == OUTPUT_NAME)

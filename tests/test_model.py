@@ -103,9 +103,9 @@ def test_a_window_the_runtime_cannot_cut_is_refused_at_load_naming_the_metadata(
     assert capsys.readouterr().err == f"ser-stream: error: {metadata_path(model)}: {reason}\n"
 
 
-def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True) -> Path:
+def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True, batch: int | str = "N") -> Path:
     """A valid ONNX graph under the runtime's names, with its own metadata: mean of each row, then a softmax (or,
-    without ``softmax``, the raw scores)."""
+    without ``softmax``, the raw scores); its batch dimension ``batch`` (a name: any size)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -120,8 +120,8 @@ def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int,
             helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1) if softmax else helper.make_node("Identity", ["scores"], ["probabilities"]),
         ],
         "contract",
-        [helper.make_tensor_value_info("spectrogram", input_type, ["N", 260, 270, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", outputs])],
+        [helper.make_tensor_value_info("spectrogram", input_type, [batch, 260, 270, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, outputs])],
         [numpy_helper.from_array(np.ones((260, outputs), np.float32), "weights")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -188,6 +188,21 @@ def test_a_graph_that_breaks_the_contract_is_refused_at_load_not_at_the_first_fi
     assert main(["classify", "--model", str(model), str(audio), str(audio)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"ser-stream: error: {model}: ") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_model_exported_with_a_fixed_batch_is_refused_at_load_in_one_line_naming_the_file(shipped_model, tmp_path, capsys, batch):
+    """Batch 2 loaded (the check at load runs two inputs) and then failed every file but those of two windows; batch 1 was refused with
+    onnxruntime's sentence cut off at 'for the following indices'."""
+    from ser_stream.cli import main
+
+    model = graph_with(tmp_path, shipped_model, 1, 8, batch=batch)
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--model", str(model), str(audio)]) == 2
+    assert capsys.readouterr().err == (
+        f"ser-stream: error: {model}: its input's batch dimension is fixed at {batch}; export it with a dynamic batch (a named first dimension, N)\n"
+    )
 
 
 def test_a_network_exported_without_its_softmax_is_refused_at_load(shipped_model, tmp_path):
