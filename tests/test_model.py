@@ -158,6 +158,48 @@ def test_metadata_edited_to_another_window_than_the_network_was_trained_on_is_re
     )
 
 
+def with_trained_record(shipped_model: Path, folder: Path, change: Any) -> Path:
+    """A copy of the shipped model whose own record of what its network was trained on is ``change``d, resealed."""
+    onnx = pytest.importorskip("onnx")  # the training extra; the runtime reads the record with onnxruntime
+
+    model = copy_of_model(shipped_model, folder)
+    proto = onnx.load(str(model))
+    entry = next(entry for entry in proto.metadata_props if entry.key == CONTRACT_PROPERTY)
+    entry.value = json.dumps(change(json.loads(entry.value)))
+    onnx.save(proto, str(model))
+    resealed(model)
+    return model
+
+
+def swapped_labels(record: dict[str, Any]) -> dict[str, Any]:
+    labels = record["labels"]
+    return {**record, "labels": [labels[1], labels[0], *labels[2:]]}
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda record: {**record, "features": {**record["features"], "top_db": 50.0}}, "feature parameter top_db 50.0 (this code: 60.0)"),
+        (lambda record: {**record, "features": {**{k: v for k, v in record["features"].items() if k != "window"}, "n_fft": 512}},
+         'feature parameters n_fft 512 (this code: 520), window absent (this code: "hann")'),
+        (swapped_labels, 'labels ["calm", "neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"] '
+                         '(this code: ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"])'),
+    ],
+    ids=["top-db", "n-fft-and-no-window", "labels-swapped"],
+)
+def test_a_network_trained_on_other_labels_or_features_than_this_codes_is_named_incompatible_with_what_differs(
+    shipped_model, tmp_path, change, reason
+):
+    """The error said 'restore the metadata (the window is the network's, not a setting)': no metadata edit helps a
+    network trained on other labels or features, and it printed both whole feature dicts, leaving the reader to diff them."""
+    model = with_trained_record(shipped_model, tmp_path, change)
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == (
+        f"{model}: the network was trained on {reason}; it is incompatible with this code (retrain it, or re-export it with this code)"
+    )
+
+
 def test_a_model_exported_before_files_kept_their_own_record_still_loads(shipped_model, tmp_path):
     onnx = pytest.importorskip("onnx")  # the training extra; the runtime reads the record with onnxruntime
 
