@@ -197,7 +197,8 @@ def load_verified(model_path: str | Path) -> tuple[ModelMetadata, bytes]:
 
 
 def check_sha256(model_path: Path, metadata: ModelMetadata, actual: str) -> None:
-    if actual != metadata.sha256:
+    """``ModelError`` unless ``actual`` (hexdigest's lowercase) is the metadata's sha256, in either case of hex digit."""
+    if actual != metadata.sha256.lower():  # an uppercase digest (PowerShell's Get-FileHash writes one) was called corrupt
         raise ModelError(
             f"{shown(model_path)}: sha256 {actual[:12]}… does not match its metadata ({shown(metadata.sha256[:12])}…); "
             "the file is corrupt or was replaced"

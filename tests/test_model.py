@@ -85,6 +85,16 @@ def test_damaged_metadata_is_one_line_naming_the_json_and_the_field(shipped_mode
         load_metadata(model)
 
 
+def test_a_sha256_written_in_uppercase_hex_is_the_same_digest(shipped_model, tmp_path):
+    """An uppercase digest in the metadata was called corruption: 'the file is corrupt or was replaced'."""
+    model = copy_of_model(shipped_model, tmp_path)
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model).upper()}))
+    assert EmotionModel(model, provider="cpu").predict(np.zeros((1, 260, 270), np.float32)).shape == (1, 8)
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match=r": sha256 [0-9a-f]{12}… does not match its metadata \(000000000000…\); the file is corrupt or was replaced$"):
+        load_metadata(model)
+
+
 @pytest.mark.parametrize(
     "window_seconds, hop_seconds, reason",
     [(100, 0.5, "window of 100 s is outside 0.1–30 s"), (2.0, 0, "hop of 0 s must be at least 0.01 s and at most the window")],
