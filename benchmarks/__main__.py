@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=output_file(".md"), default="docs/benchmarks.md", help="the figures go beside it as .json")
     parser.add_argument("--render-only", action="store_true", help="rewrite the section from the .json beside --out; measure nothing")
     args = parser.parse_args(argv)
+    try:
+        hand_written(args.out)  # before anything is measured or read, not at the end of a run of minutes
+    except SerStreamError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if args.render_only:
         saved = args.out.with_suffix(".json")
         try:
@@ -181,13 +185,22 @@ def check_inputs(model: Path, data: Path, held_out_actors: list[int]) -> None:
     require_actors(data, clips, [*held_out_actors, *CALL_ACTORS])
 
 
-def write_section(out: Path, markdown: str) -> None:
-    """Replace what lies between the markers; the hand-written rest of the file stays."""
+def hand_written(out: Path) -> tuple[str, str]:
+    """The text of ``out`` before the generated section and after it; ``SerStreamError`` where the section has its
+    BEGIN marker but no END after it: everything after BEGIN was taken as the old figures and deleted."""
     previous = out.read_text() if out.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in previous:
         previous += f"\n{BEGIN}\n{END}\n"
     head, rest = previous.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1] if END in rest else ""
+    if END not in rest:
+        raise SerStreamError(f"{shown(out)}: has {BEGIN} but no {END} after it, so where the figures end and the hand-written "
+                             f"text begins is unknown; put {END} back after the figures")
+    return head, rest.split(END, 1)[1]
+
+
+def write_section(out: Path, markdown: str) -> None:
+    """Replace what lies between the markers; the hand-written rest of the file stays."""
+    head, tail = hand_written(out)
     out.write_text(f"{head}{BEGIN}\n{markdown}\n{END}{tail}")
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -520,3 +521,17 @@ def test_the_committed_benchmark_figures_are_strict_json():
         raise ValueError(f"{constant} is not JSON")
 
     json.loads((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("arguments", [["--render-only"], ["--quick", "--model", "no-such.onnx"]], ids=["render-only", "a-run"])
+def test_a_section_begun_but_never_ended_is_refused_before_anything_is_measured_and_the_file_left_as_it_was(tmp_path, capsys, arguments):
+    """With its end marker gone, everything after the begin marker was taken as the old figures: the hand-written
+    rest of the file was deleted without a word, at the end of the run."""
+    out = tmp_path / "benchmarks.md"
+    text = f"# Benchmarks\n\n{BEGIN}\nold figures\n\n## Hand-written analysis\n\nkept\n"
+    out.write_text(text)
+    out.with_suffix(".json").write_text((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text())  # figures to render
+    line = refusal("benchmarks", [*arguments, "--out", str(out)], capsys)
+    assert line == (f"python -m benchmarks: error: {out}: has {BEGIN} but no {END} after it, so where the figures end and the "
+                    f"hand-written text begins is unknown; put {END} back after the figures")
+    assert out.read_text() == text
