@@ -75,11 +75,14 @@ def match_clip_ends(clip_ends: NDArray[np.float64], every_end: NDArray[np.float6
 
 
 def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
-    """Median and p95 (the sample at or above the 95th percentile); an infinite latency (a clip without an utterance at its end) stays infinite."""
+    """Median (of an even count, the mean of the middle two) and p95: an observed latency, the one at or just above the
+    interpolated 95th percentile (numpy's ``method="higher"``: of the sorted latencies, number ⌈0.95 (n − 1)⌉ from 0),
+    so a tail is never understated by interpolating towards faster ones; an infinite latency (a clip without an
+    utterance at its end) stays infinite. The median was once taken that way too: 30 for [10, 20, 30, 40]."""
     if not latencies_ms:
         return {"median": float("nan"), "p95": float("nan")}
     values = np.asarray(latencies_ms, dtype=np.float64)
-    return {name: round(float(np.percentile(values, q, method="higher")), 1) for name, q in (("median", 50), ("p95", 95))}
+    return {"median": round(float(np.median(values)), 1), "p95": round(float(np.percentile(values, 95, method="higher")), 1)}
 
 
 def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessClip]:

@@ -177,6 +177,8 @@ def _classify(args: argparse.Namespace) -> int:
     if sys.stdout is None:  # started with stdout closed (>&-): print() would drop every result without a word
         raise SerStreamError("writing results to stdout failed (it is closed)")
     model = EmotionModel(args.model, provider=args.provider)
+    if model.cuda_not_used is not None and sys.stderr is not None:  # print(file=None) would write it to stdout
+        print(f"ser-stream: warning: --provider auto: {model.cuda_not_used}", file=sys.stderr, flush=True)
     failures = 0
     for path in args.files:  # as given (a str): --json's "path" is what the caller passed, to match on
         result = classify_file(path, model)

@@ -9,6 +9,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -110,15 +111,24 @@ class EmotionModel:
         options.log_severity_level = 3
         onnxruntime.set_default_logger_severity(4)  # a CUDA provider that fails to load is said once, by us, not logged in red
         providers = choose_providers(provider)  # outside the try: a provider refusal is not the model file's fault
+        self.cuda_not_used: str | None = None  # why --provider auto runs on the CPU where the check found CUDA usable
         try:
-            self.session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers)
+            self.session = self._session(model_bytes, options, providers)
         except Exception as error:  # onnxruntime raises its own unexported types
-            if "external data" in str(error).lower():
-                raise ModelError(f"{shown(self.path)}: keeps its weights in an external data file, which the sha256 in its "
-                                 "metadata does not cover; export the model as one file") from None
-            raise ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({one_line(error)})") from None
-        if provider == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":  # the check above misjudged
-            raise ModelError("--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu")
+            if providers[0] != "CUDAExecutionProvider":
+                raise self._unloadable(error) from None
+            try:
+                self.session = self._session(model_bytes, options, ["CPUExecutionProvider"])
+            except Exception as cpu_error:  # noqa: BLE001 - not on the CPU either: the model's fault, not CUDA's
+                raise self._unloadable(cpu_error) from None
+            if provider == "cuda":
+                raise ModelError(f"--provider cuda: onnxruntime could not start its CUDA provider here ({one_line(error)}); "
+                                 "use --provider auto or cpu") from None
+            self.cuda_not_used = f"onnxruntime could not start its CUDA provider ({one_line(error)}); running on the CPU"
+        if providers[0] == "CUDAExecutionProvider" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            if provider == "cuda":  # the check above misjudged, and onnxruntime left CUDA out without raising
+                raise ModelError("--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu")
+            self.cuda_not_used = self.cuda_not_used or "onnxruntime could not start its CUDA provider; running on the CPU"
         check_trained_contract(self.path, self.metadata, self.session.get_modelmeta().custom_metadata_map.get(CONTRACT_PROPERTY))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
@@ -128,6 +138,9 @@ class EmotionModel:
             )
         if list(inputs[0].shape[1:]) != list(INPUT_SHAPE):
             raise ModelError(f"{shown(self.path)}: input shape {inputs[0].shape} is not [N, {', '.join(map(str, INPUT_SHAPE))}]")
+        if isinstance(inputs[0].shape[0], int):  # batch 2 passed the probe below and failed every file; batch 1 failed in it
+            raise ModelError(f"{shown(self.path)}: its input's batch dimension is fixed at {inputs[0].shape[0]}; "
+                             "export it with a dynamic batch (a named first dimension, N)")
         if inputs[0].type != "tensor(float)":
             raise ModelError(f"{shown(self.path)}: input {INPUT_NAME!r} is {inputs[0].type}, not float32 (tensor(float))")
         output = next(o for o in outputs if o.name == OUTPUT_NAME)
@@ -139,6 +152,22 @@ class EmotionModel:
         self.max_batch = max_batch
         self.provider = self.session.get_providers()[0]
         self._check_outputs_are_probabilities()
+
+    @staticmethod
+    def _session(model_bytes: bytes, options: Any, providers: list[str]) -> Any:
+        """An onnxruntime session on ``providers``, without onnxruntime's own fallback: where CUDA failed at session
+        creation, it print()ed an 'EP Error … Falling back to CPU' banner to stdout, among classify --json's and the
+        monitor's JSON lines (and would again for a provider failing mid-run)."""
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers, enable_fallback=0)
+
+    def _unloadable(self, error: Exception) -> ModelError:
+        """The one line for a model onnxruntime cannot load."""
+        if "external data" in str(error).lower():
+            return ModelError(f"{shown(self.path)}: keeps its weights in an external data file, which the sha256 in its "
+                              "metadata does not cover; export the model as one file")
+        return ModelError(f"{shown(self.path)}: onnxruntime cannot load it ({one_line(error)})")
 
     def _check_outputs_are_probabilities(self) -> None:
         """Run a black and a grey input: a network exported without its softmax (raw scores) once loaded and

@@ -92,23 +92,45 @@ def trained_contract(labels: list[str], features: dict[str, Any], window_seconds
 
 def check_trained_contract(model_path: str | Path, metadata: ModelMetadata, embedded: str | None) -> None:
     """``ModelError`` where the metadata JSON says other than the ONNX file's own record (``embedded``; files
-    exported before it was kept have none, and pass): a JSON edited to 1 s windows once ran a 2 s network unnoticed."""
+    exported before it was kept have none, and pass): a JSON edited to 1 s windows once ran a 2 s network unnoticed.
+
+    The JSON's labels and features were already held to this code's, so a record differing in them is a network
+    this code cannot feed (no edit of the JSON helps); a differing window is the JSON's to restore."""
     if embedded is None:
         return
     try:
         recorded = json.loads(embedded)
         trained = {name: recorded[name] for name in ("labels", "features", "window_seconds")}
+        if not isinstance(trained["features"], dict):
+            raise TypeError
     except (ValueError, TypeError, KeyError):
         raise ModelError(f"{shown(model_path)}: its {CONTRACT_PROPERTY} record is not readable; export it again") from None
-    described = {"labels": metadata.labels, "features": metadata.features, "window_seconds": metadata.window_seconds}
-    differing = [name for name in trained if trained[name] != described[name]]
+    incompatible = []
+    if trained["labels"] != metadata.labels:
+        incompatible.append(f"labels {shown(json.dumps(trained['labels']))} (this code: {shown(json.dumps(metadata.labels))})")
+    differing = [
+        f"{shown(name)} {recorded_value(trained['features'], name)} (this code: {recorded_value(metadata.features, name)})"
+        for name in sorted(set(trained["features"]) | set(metadata.features), key=str)
+        if trained["features"].get(name, MISSING) != metadata.features.get(name, MISSING)
+    ]
     if differing:
-        said = ", ".join(f"{name} {shown(str(described[name]))}" for name in differing)
-        was = ", ".join(f"{name} {shown(str(trained[name]))}" for name in differing)
+        incompatible.append(f"feature parameter{'s' if len(differing) > 1 else ''} {', '.join(differing)}")
+    if incompatible:
         raise ModelError(
-            f"{shown(metadata_path(model_path))}: says {said}, but the network in {shown(Path(model_path).name)} was trained on {was}; "
+            f"{shown(model_path)}: the network was trained on {' and '.join(incompatible)}; it is incompatible with this code "
+            "(retrain it, or re-export it with this code)"
+        )
+    if trained["window_seconds"] != metadata.window_seconds:
+        raise ModelError(
+            f"{shown(metadata_path(model_path))}: says window_seconds {shown(str(metadata.window_seconds))}, but the network in "
+            f"{shown(Path(model_path).name)} was trained on window_seconds {shown(str(trained['window_seconds']))}; "
             "restore the metadata (the window is the network's, not a setting)"
         )
+
+
+def recorded_value(features: dict[str, Any], name: str) -> str:
+    """A feature parameter as a one-line error shows it: its JSON, or ``absent``."""
+    return shown(json.dumps(features[name])) if name in features else "absent"
 
 
 def metadata_path(model_path: str | Path) -> Path:
@@ -175,7 +197,8 @@ def load_verified(model_path: str | Path) -> tuple[ModelMetadata, bytes]:
 
 
 def check_sha256(model_path: Path, metadata: ModelMetadata, actual: str) -> None:
-    if actual != metadata.sha256:
+    """``ModelError`` unless ``actual`` (hexdigest's lowercase) is the metadata's sha256, in either case of hex digit."""
+    if actual != metadata.sha256.lower():  # an uppercase digest (PowerShell's Get-FileHash writes one) was called corrupt
         raise ModelError(
             f"{shown(model_path)}: sha256 {actual[:12]}… does not match its metadata ({shown(metadata.sha256[:12])}…); "
             "the file is corrupt or was replaced"

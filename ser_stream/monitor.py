@@ -469,6 +469,8 @@ def print_addresses(options: MonitorOptions, publisher: Publisher, model: Emotio
     address = host_port(options.host, publisher.port)
     ingest_url = f" · ingest ws{scheme}://{address}/ingest" if options.ingest else ""
     outputs.print_line(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", to_stderr=True)
+    if model.cuda_not_used is not None:
+        outputs.print_line(f"ser-stream: warning: --provider auto: {model.cuda_not_used}", to_stderr=True)
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,6 +237,17 @@ def test_late_utterances_count_in_the_p95():
     late = [utterance(c, end, end, 0.05 if i % 10 else 0.4) for i, (c, end) in enumerate(EVERY_CLIP)]
     result = judged([started(c) for c in range(CALLS)] + late + [CLEAN])
     assert result["clips_missing"] == 0 and result["latency_ms_p95"] == 400.0 and not result["sustained"]
+
+
+def test_the_latency_median_is_the_middle_of_the_latencies_and_the_p95_one_of_them():
+    """The median was taken as numpy's 'higher' percentile, as the p95 is: 30 ms for [10, 20, 30, 40], where the
+    component timings and the docs' 'Medians unless noted' meant 25."""
+    from benchmarks.monitor_e2e import latency_summary
+
+    assert latency_summary([10.0, 20.0, 30.0, 40.0]) == {"median": 25.0, "p95": 40.0}
+    assert latency_summary([40.0, 50.0, 10.0]) == {"median": 40.0, "p95": 50.0}
+    assert latency_summary([float(ms) for ms in range(1, 101)]) == {"median": 50.5, "p95": 96.0}  # interpolated: 95.05
+    assert latency_summary([10.0, float("inf")]) == {"median": float("inf"), "p95": float("inf")}
 
 
 def test_a_load_too_short_to_play_a_clip_is_not_sustained():
@@ -520,3 +532,17 @@ def test_the_committed_benchmark_figures_are_strict_json():
         raise ValueError(f"{constant} is not JSON")
 
     json.loads((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("arguments", [["--render-only"], ["--quick", "--model", "no-such.onnx"]], ids=["render-only", "a-run"])
+def test_a_section_begun_but_never_ended_is_refused_before_anything_is_measured_and_the_file_left_as_it_was(tmp_path, capsys, arguments):
+    """With its end marker gone, everything after the begin marker was taken as the old figures: the hand-written
+    rest of the file was deleted without a word, at the end of the run."""
+    out = tmp_path / "benchmarks.md"
+    text = f"# Benchmarks\n\n{BEGIN}\nold figures\n\n## Hand-written analysis\n\nkept\n"
+    out.write_text(text)
+    out.with_suffix(".json").write_text((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text())  # figures to render
+    line = refusal("benchmarks", [*arguments, "--out", str(out)], capsys)
+    assert line == (f"python -m benchmarks: error: {out}: has {BEGIN} but no {END} after it, so where the figures end and the "
+                    f"hand-written text begins is unknown; put {END} back after the figures")
+    assert out.read_text() == text

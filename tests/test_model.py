@@ -85,6 +85,16 @@ def test_damaged_metadata_is_one_line_naming_the_json_and_the_field(shipped_mode
         load_metadata(model)
 
 
+def test_a_sha256_written_in_uppercase_hex_is_the_same_digest(shipped_model, tmp_path):
+    """An uppercase digest in the metadata was called corruption: 'the file is corrupt or was replaced'."""
+    model = copy_of_model(shipped_model, tmp_path)
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": file_sha256(model).upper()}))
+    assert EmotionModel(model, provider="cpu").predict(np.zeros((1, 260, 270), np.float32)).shape == (1, 8)
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match=r": sha256 [0-9a-f]{12}… does not match its metadata \(000000000000…\); the file is corrupt or was replaced$"):
+        load_metadata(model)
+
+
 @pytest.mark.parametrize(
     "window_seconds, hop_seconds, reason",
     [(100, 0.5, "window of 100 s is outside 0.1–30 s"), (2.0, 0, "hop of 0 s must be at least 0.01 s and at most the window")],
@@ -103,9 +113,9 @@ def test_a_window_the_runtime_cannot_cut_is_refused_at_load_naming_the_metadata(
     assert capsys.readouterr().err == f"ser-stream: error: {metadata_path(model)}: {reason}\n"
 
 
-def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True) -> Path:
+def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True, batch: int | str = "N") -> Path:
     """A valid ONNX graph under the runtime's names, with its own metadata: mean of each row, then a softmax (or,
-    without ``softmax``, the raw scores)."""
+    without ``softmax``, the raw scores); its batch dimension ``batch`` (a name: any size)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -120,8 +130,8 @@ def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int,
             helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1) if softmax else helper.make_node("Identity", ["scores"], ["probabilities"]),
         ],
         "contract",
-        [helper.make_tensor_value_info("spectrogram", input_type, ["N", 260, 270, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", outputs])],
+        [helper.make_tensor_value_info("spectrogram", input_type, [batch, 260, 270, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, outputs])],
         [numpy_helper.from_array(np.ones((260, outputs), np.float32), "weights")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -158,6 +168,48 @@ def test_metadata_edited_to_another_window_than_the_network_was_trained_on_is_re
     )
 
 
+def with_trained_record(shipped_model: Path, folder: Path, change: Any) -> Path:
+    """A copy of the shipped model whose own record of what its network was trained on is ``change``d, resealed."""
+    onnx = pytest.importorskip("onnx")  # the training extra; the runtime reads the record with onnxruntime
+
+    model = copy_of_model(shipped_model, folder)
+    proto = onnx.load(str(model))
+    entry = next(entry for entry in proto.metadata_props if entry.key == CONTRACT_PROPERTY)
+    entry.value = json.dumps(change(json.loads(entry.value)))
+    onnx.save(proto, str(model))
+    resealed(model)
+    return model
+
+
+def swapped_labels(record: dict[str, Any]) -> dict[str, Any]:
+    labels = record["labels"]
+    return {**record, "labels": [labels[1], labels[0], *labels[2:]]}
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda record: {**record, "features": {**record["features"], "top_db": 50.0}}, "feature parameter top_db 50.0 (this code: 60.0)"),
+        (lambda record: {**record, "features": {**{k: v for k, v in record["features"].items() if k != "window"}, "n_fft": 512}},
+         'feature parameters n_fft 512 (this code: 520), window absent (this code: "hann")'),
+        (swapped_labels, 'labels ["calm", "neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"] '
+                         '(this code: ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"])'),
+    ],
+    ids=["top-db", "n-fft-and-no-window", "labels-swapped"],
+)
+def test_a_network_trained_on_other_labels_or_features_than_this_codes_is_named_incompatible_with_what_differs(
+    shipped_model, tmp_path, change, reason
+):
+    """The error said 'restore the metadata (the window is the network's, not a setting)': no metadata edit helps a
+    network trained on other labels or features, and it printed both whole feature dicts, leaving the reader to diff them."""
+    model = with_trained_record(shipped_model, tmp_path, change)
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == (
+        f"{model}: the network was trained on {reason}; it is incompatible with this code (retrain it, or re-export it with this code)"
+    )
+
+
 def test_a_model_exported_before_files_kept_their_own_record_still_loads(shipped_model, tmp_path):
     onnx = pytest.importorskip("onnx")  # the training extra; the runtime reads the record with onnxruntime
 
@@ -188,6 +240,21 @@ def test_a_graph_that_breaks_the_contract_is_refused_at_load_not_at_the_first_fi
     assert main(["classify", "--model", str(model), str(audio), str(audio)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"ser-stream: error: {model}: ") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_model_exported_with_a_fixed_batch_is_refused_at_load_in_one_line_naming_the_file(shipped_model, tmp_path, capsys, batch):
+    """Batch 2 loaded (the check at load runs two inputs) and then failed every file but those of two windows; batch 1 was refused with
+    onnxruntime's sentence cut off at 'for the following indices'."""
+    from ser_stream.cli import main
+
+    model = graph_with(tmp_path, shipped_model, 1, 8, batch=batch)
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--model", str(model), str(audio)]) == 2
+    assert capsys.readouterr().err == (
+        f"ser-stream: error: {model}: its input's batch dimension is fixed at {batch}; export it with a dynamic batch (a named first dimension, N)\n"
+    )
 
 
 def test_a_network_exported_without_its_softmax_is_refused_at_load(shipped_model, tmp_path):
@@ -363,3 +430,62 @@ def test_cuda_asked_for_and_not_started_by_onnxruntime_is_refused_not_run_on_the
     with pytest.raises(ModelError, match=r"^--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu$"):
         EmotionModel(shipped_model, provider="cuda")
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+CUDA_FAILURE = "CUDA failure 100: no CUDA-capable device is detected ; expr=cudaSetDevice(info_.device_id);"
+
+
+@pytest.fixture
+def cuda_failing_at_session_creation(monkeypatch) -> None:
+    """A host where the check before loading passes (driver and libraries found) but the GPU cannot be used: a
+    container started without --gpus, CUDA_VISIBLE_DEVICES naming no device. onnxruntime raises when the session is
+    made with CUDA; its Python wrapper then print()s its fallback banner unless told not to fall back."""
+    import onnxruntime.capi.onnxruntime_inference_collection as collection
+
+    import ser_stream.inference
+
+    monkeypatch.setattr(ser_stream.inference, "cuda_unavailable_reason", lambda: None)
+    create = collection.InferenceSession._create_inference_session
+
+    def failing_on_cuda(session, providers, provider_options, disabled_optimizers=None):
+        if providers and "CUDAExecutionProvider" in providers:
+            session._fallback_providers = ["CPUExecutionProvider"]  # as the real method sets it for [CUDA, CPU]
+            raise RuntimeError(CUDA_FAILURE)
+        return create(session, providers, provider_options, disabled_optimizers)
+
+    monkeypatch.setattr(collection.InferenceSession, "_create_inference_session", failing_on_cuda)
+
+
+def test_cuda_failing_at_session_creation_under_auto_runs_on_the_cpu_saying_why_once_on_stderr(
+    shipped_model, cuda_failing_at_session_creation, tmp_path, capfd
+):
+    """onnxruntime's 'EP Error … Falling back to ['CPUExecutionProvider'] and retrying.' banner went to stdout, four
+    lines before classify --json's first result, and nothing said on stderr why the GPU was not used."""
+    from ser_stream.cli import main
+
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--json", "--model", str(shipped_model), str(audio)]) == 0
+    printed, said = capfd.readouterr()
+    assert [json.loads(line)["path"] for line in printed.splitlines()] == [str(audio)]
+    assert said == f"ser-stream: warning: --provider auto: onnxruntime could not start its CUDA provider ({CUDA_FAILURE}); running on the CPU\n"
+
+
+def test_cuda_asked_for_and_failing_at_session_creation_is_refused_in_one_line_naming_the_failure(
+    shipped_model, cuda_failing_at_session_creation, capfd
+):
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(shipped_model, provider="cuda")
+    assert str(refused.value) == f"--provider cuda: onnxruntime could not start its CUDA provider here ({CUDA_FAILURE}); use --provider auto or cpu"
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_model_onnxruntime_cannot_load_on_the_cpu_either_is_blamed_on_the_model_not_on_cuda(
+    shipped_model, cuda_failing_at_session_creation, tmp_path
+):
+    model = copy_of_model(shipped_model, tmp_path)
+    model.write_bytes(b"not an onnx graph")
+    resealed(model)
+    for provider in ("auto", "cuda"):
+        with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: onnxruntime cannot load it \(.+\)$"):
+            EmotionModel(model, provider=provider)
