@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import stat
 import threading
@@ -410,6 +411,34 @@ def mono_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iterat
         yield mono
 
 
+def refused_file_format(start: bytes) -> str | None:
+    """What a stream's first 12 bytes say it is, in words, if an audio file format stdin does not take: FLAC, Ogg, MP3
+    with an ID3v2 tag, AIFF, or one libsndfile does not read at all (``unread_format``); else None. Each is checked in
+    full: raw PCM starts so by chance one time in 2^32 or fewer.
+    (libsndfile tells them apart from a buffer too, but its MP3 probe prints libmpg123's notes on stderr.)"""
+    if start[:4] == b"fLaC":
+        return "FLAC"
+    if start[:5] == b"OggS\x00":  # version 0, the only one
+        return "Ogg (Vorbis, Opus…)"
+    # ID3v2: version 2 to 4, revision not 0xFF, a tag size of four 7-bit bytes
+    if len(start) >= 10 and start[:3] == b"ID3" and start[3] in (2, 3, 4) and start[4] != 0xFF and all(byte < 0x80 for byte in start[6:10]):
+        return "MP3"
+    if start[:4] == b"FORM" and start[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF" if start[8:12] == b"AIFF" else "AIFF-C"
+    return unread_format(start)
+
+
+# Formats libsndfile does not read, by the bytes they start with: what phones, call recorders and browsers write.
+UNREAD_MAGIC = {b"#!AMR": "AMR", b"\x1aE\xdf\xa3": "WebM/Matroska", b"0&\xb2u\x8ef\xcf\x11": "WMA (ASF)"}
+
+
+def unread_format(start: bytes) -> str | None:
+    """The format libsndfile does not read that a file's first 12 bytes say it is, in words; else None."""
+    if start[4:8] == b"ftyp":  # an ISO media file's first box (MP4, M4A, 3GP)
+        return "MP4/M4A (AAC, ALAC…)"
+    return next((name for magic, name in UNREAD_MAGIC.items() if start.startswith(magic)), None)
+
+
 def unreadable(path: str | Path, error: Exception) -> AudioInputError:
     """libsndfile's complaint about a file, cut to the one-line reason."""
     reason = str(error).split("\n")[0]
@@ -417,4 +446,16 @@ def unreadable(path: str | Path, error: Exception) -> AudioInputError:
         reason = reason.rsplit(":", 1)[-1].strip()
     if reason == "samplerate must be specified":  # what soundfile says of a .raw/.pcm name: it would read headerless PCM
         reason = "headerless PCM, whose rate and format nothing says; give it a WAV or FLAC header, or pipe it to monitor --source stdin --rate R"
+    try:
+        with open(path, "rb") as file:
+            file_format = unread_format(file.read(12))
+    except OSError:
+        file_format = None
+    if file_format is not None:  # named, with the way to a format that is read, as stdin names a FLAC piped in
+        given = Path(os.fsdecode(path))
+        wav = given.with_suffix(".wav") if given.suffix.lower() != ".wav" else given.with_name(f"{given.stem}-decoded.wav")
+        return AudioInputError(
+            f"{shown(path)}: the file is {file_format}, a format libsndfile does not read (it reads WAV, FLAC, OGG, MP3…); "
+            f"convert it first (ffmpeg -i {shlex.quote(shown(path))} -ac 1 {shlex.quote(shown(wav))})"
+        )
     return AudioInputError(f"{shown(path)}: not a readable audio file ({reason})")

@@ -113,6 +113,7 @@ class BlockReading:
     that a file whose header promises more is damaged or cut short (``audiofile.undecoded``)."""
 
     frames: int = 0
+    span: int = 0  # samples (canonical rate) of the trimmed audio the windows are cut from: known once the first is cut
 
 
 def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator[NDArray[np.float32]]:
@@ -168,6 +169,8 @@ def stream_file_windows(
     floor = rounding_floor(info)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, total, margin=TRIM_MARGIN, floor=floor)
     check_sound(sound, loudest_power(energy, carry), floor)
+    if reading is not None:
+        reading.span = last - first
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, position = [], 0
         for canonical in _canonical_blocks(path, info, block_seconds, offset):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import math
@@ -268,7 +269,7 @@ async def started_publisher(options: MonitorOptions, hello: Message, log: Uttera
     """The WebSocket server, serving the page and --record catch-up, listening; a port it cannot take is one line."""
     publisher = Publisher(options.host, options.port, options.subscriber_queue, options.access)
     publisher.record_path = options.record  # start() reads the last seq it holds: what a catch-up replays from there
-    publisher.page = serve_page
+    publisher.page = functools.partial(serve_page, token_required=options.access.token is not None)
     publisher.hello = hello
     try:
         await publisher.start()

@@ -25,9 +25,11 @@ from ser_stream.audiofile import (
     audio_info,
     block_frames,
     mono_blocks,
+    refused_file_format,
     require_file,
     truncation,
     undecoded,
+    unread_format,
 )
 from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import check_sample_rate
@@ -242,9 +244,10 @@ class StdinSource:
             start += self._read(frame_length + 4 - len(start))  # an MP3 without a tag: its second frame's header too
             file_format = "MP3" if mpeg_frame_length(start[frame_length:], like=start) is not None else None
         if file_format is not None:
+            as_file = "" if unread_format(start) is not None else ", or give the file as --source file:FILE"
             raise AudioInputError(
                 f"stdin: the stream is {file_format}, not 16-bit PCM (raw or WAV); decode it first (ffmpeg -i FILE -f s16le -ac 1 "
-                f"-ar {self.sample_rate} - | ser-stream monitor --source stdin --rate {self.sample_rate}), or give the file as --source file:FILE"
+                f"-ar {self.sample_rate} - | ser-stream monitor --source stdin --rate {self.sample_rate}){as_file}"
             )
         if len(start) < 12 or start[:4] not in (b"RIFF", b"RF64", b"RIFX") or start[8:12] != b"WAVE":
             return start, None  # raw PCM
@@ -283,22 +286,6 @@ class StdinSource:
         else:
             what_to_do = "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"
         raise AudioInputError(f"stdin: the stream is a WAV of {found}, not the {expected} expected; {what_to_do}")
-
-
-def refused_file_format(start: bytes) -> str | None:
-    """What a stream's first 12 bytes say it is, in words, if an audio file format stdin does not take: FLAC, Ogg, MP3
-    with an ID3v2 tag, AIFF; else None. Each is checked in full: raw PCM starts so by chance one time in 2^32 or fewer.
-    (libsndfile tells them apart from a buffer too, but its MP3 probe prints libmpg123's notes on stderr.)"""
-    if start[:4] == b"fLaC":
-        return "FLAC"
-    if start[:5] == b"OggS\x00":  # version 0, the only one
-        return "Ogg (Vorbis, Opus…)"
-    # ID3v2: version 2 to 4, revision not 0xFF, a tag size of four 7-bit bytes
-    if len(start) >= 10 and start[:3] == b"ID3" and start[3] in (2, 3, 4) and start[4] != 0xFF and all(byte < 0x80 for byte in start[6:10]):
-        return "MP3"
-    if start[:4] == b"FORM" and start[8:12] in (b"AIFF", b"AIFC"):
-        return "AIFF" if start[8:12] == b"AIFF" else "AIFF-C"
-    return None
 
 
 def mpeg_frame_length(header: bytes, like: bytes | None = None) -> int | None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess16k"
 SHIPPED_MODEL = REPO / "models" / "ser_cnn.onnx"
+DEMO = REPO / "ser_stream" / "demo" / "demo.flac"
 
 
 def taken_ipv6_loopback_port(kind: int) -> socket.socket:
@@ -42,6 +43,16 @@ def speechlike(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
     signal = voice * envelope + 0.01 * rng.standard_normal(t.size)
     return (0.3 * signal / np.max(np.abs(signal))).astype(np.float32)
+
+
+def spoken(seconds: float, sample_rate: int, start: float = 1.4) -> np.ndarray:
+    """``seconds`` of real speech from the bundled demo recording (1.4–6.7 s is one stretch of talk), at
+    ``sample_rate``: a voice detector hears it as speech, where it hears no voice in ``speechlike``."""
+    import scipy.signal
+
+    audio, rate = soundfile.read(DEMO, dtype="float32")
+    piece = audio[int(start * rate) : int((start + seconds) * rate)]
+    return piece if sample_rate == rate else scipy.signal.resample_poly(piece, sample_rate, rate).astype(np.float32)
 
 
 def undocumented_fields(messages: list[dict]) -> list[str]:

@@ -15,7 +15,7 @@ from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import AudioInputError
 from ser_stream.features import spectrogram
 from ser_stream.windows import WindowConfig
-from tests.conftest import speechlike
+from tests.conftest import speechlike, spoken
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000])
@@ -759,7 +759,7 @@ def test_an_mp3_whose_length_no_header_gives_is_heard_to_its_end_and_not_called_
     from ser_stream.sources import FileSource, mpeg_frame_length
     from tests.test_capture import Sink
 
-    high, low = (mp3_without_its_length(speechlike(3.0, 16000, seed=seed), 16000, level) for seed, level in ((1, 0.0), (2, 0.99)))
+    high, low = (mp3_without_its_length(spoken(3.0, 16000, start), 16000, level) for start, level in ((1.4, 0.0), (8.0, 0.99)))
     data = high + low if order == "high-bitrate-first" else low + high
     path = tmp_path / "joined.mp3"
     path.write_bytes(data)
@@ -856,7 +856,7 @@ def test_a_wav_cut_short_is_classified_on_what_it_holds_with_a_warning_saying_so
     from ser_stream.cli import main
 
     good = tmp_path / "good.wav"
-    soundfile.write(good, speechlike(3.0, 16000), 16000, subtype="PCM_16")
+    soundfile.write(good, spoken(3.0, 16000), 16000, subtype="PCM_16")
     cut = tmp_path / "cut.wav"
     cut.write_bytes(good.read_bytes()[: 44 + 2 * 16000])  # the header (3 s) and the first second
     assert main(["classify", "--json", str(good), str(cut)]) == 0
@@ -880,7 +880,7 @@ def test_a_wav_streamed_through_a_pipe_or_a_byte_short_gets_no_truncation_warnin
     from ser_stream.cli import main
 
     good = tmp_path / "good.wav"
-    soundfile.write(good, speechlike(3.0, 16000), 16000, subtype="PCM_16")
+    soundfile.write(good, spoken(3.0, 16000), 16000, subtype="PCM_16")
     data = good.read_bytes()
     assert data[36:40] == b"data"
     streamed = tmp_path / "streamed.wav"
@@ -901,7 +901,7 @@ def test_a_compressed_file_cut_short_or_damaged_is_classified_on_what_decodes_wi
     from ser_stream.cli import main
 
     whole = tmp_path / f"whole.{format_.lower()}"
-    soundfile.write(whole, speechlike(4.0, 16000), 16000, format=format_, subtype=subtype)
+    soundfile.write(whole, spoken(4.0, 16000), 16000, format=format_, subtype=subtype)
     half = tmp_path / f"half.{format_.lower()}"
     data = whole.read_bytes()
     if format_ == "OGG":  # an OGG's length is read from its last page: junk in the middle, as a bad copy leaves
@@ -930,7 +930,7 @@ def test_a_compressed_file_cut_short_is_heard_up_to_the_damage_in_blocks_and_by_
     from ser_stream.ringbuffer import RingBuffer
 
     whole = tmp_path / f"whole.{format_.lower()}"
-    soundfile.write(whole, speechlike(4.0, 16000), 16000, format=format_, subtype=subtype)
+    soundfile.write(whole, spoken(4.0, 16000), 16000, format=format_, subtype=subtype)
     half = tmp_path / f"half.{format_.lower()}"
     half.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
     decoded = np.concatenate(list(sample_blocks(half, 4000)))
@@ -951,32 +951,67 @@ def test_a_compressed_file_cut_short_is_heard_up_to_the_damage_in_blocks_and_by_
     assert sink.warning == (f"{half}: {in_blocks.warning}" if in_blocks.warning else None)
 
 
-def test_a_file_whose_windows_are_mostly_silence_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model, capsys):
-    """Two clicks 30 s apart were labelled fearful 0.24 from 58 windows, 56 of them silence, without a word."""
+def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model):
+    """The label is the mean of every window's outputs, pauses included. Two clicks 30 s apart were labelled fearful
+    0.24 from 58 windows, 56 of them silence, without a word; then a clip either side of 30 s of room tone (noise at
+    -50 dBFS, within 40 dB of the speech, so "sound" to a level rule) was labelled angry 0.67 from 68 windows, 60 of them
+    the noise, and noise alone angry 0.74, both without a word. The voice detector tells speech from them."""
     from ser_stream.classify import classify_file
     from ser_stream.inference import EmotionModel
 
+    model = EmotionModel(shipped_model, provider="cpu")
+    room = (10 ** (-50 / 20) * np.random.default_rng(0).standard_normal(16000 * 30)).astype(np.float32)
+    soundfile.write(tmp_path / "pause.wav", np.concatenate([spoken(3.0, 16000), room, spoken(3.0, 16000, start=8.0)]), 16000)
     clicks = np.zeros(16000 * 31, np.float32)
     clicks[16000 : 16000 + 80] = 0.5
     clicks[16000 * 30 : 16000 * 30 + 80] = 0.5
     soundfile.write(tmp_path / "clicks.wav", clicks, 16000)
-    speech = np.concatenate([speechlike(2.0, 16000), np.zeros(16000, np.float32), speechlike(2.0, 16000, seed=3)])
+    soundfile.write(tmp_path / "room.wav", room[: 16000 * 5], 16000)
+    speech = np.concatenate([spoken(2.0, 16000), np.zeros(16000, np.float32), spoken(2.0, 16000, start=8.0)])
     soundfile.write(tmp_path / "speech.wav", speech, 16000)  # a pause inside an utterance: no warning
-    model = EmotionModel(shipped_model, provider="cpu")
-    far_apart = classify_file(tmp_path / "clicks.wav", model)
-    assert far_apart.utterance is not None and far_apart.utterance.windows == 56  # 0.9 s to 30.1 s, a window per 0.5 s
-    assert far_apart.warning == (
-        "54 of its 56 windows hold no sound: classify takes a file as one utterance, pauses included; "
-        "for a recording of many, use the monitor (its voice detector cuts them)"
-    )  # each click is in the first or the last window alone
-    in_blocks = classify_file(tmp_path / "clicks.wav", model, in_memory_seconds=1.0)  # read in blocks: the same
-    assert in_blocks.warning == far_apart.warning
-    assert classify_file(tmp_path / "speech.wav", model).warning is None
+    for in_memory_seconds in (600.0, 1.0):  # read whole, and in blocks: the same
+        pause = classify_file(tmp_path / "pause.wav", model, in_memory_seconds=in_memory_seconds)
+        assert pause.utterance is not None and pause.utterance.windows == 69  # every window still counts
+        assert pause.warning == (
+            "56 of its 69 windows hold no speech (voice detector): the label is mostly theirs; classify takes a file as one "
+            "utterance, pauses included; for a recording of many, use the monitor (its voice detector cuts them)"
+        )  # the windows starting 3.5 … 31 s: wholly in the room tone and past the speech's end (3.2 s, as Silero hears it)
+        far_apart = classify_file(tmp_path / "clicks.wav", model, in_memory_seconds=in_memory_seconds)
+        assert far_apart.utterance is not None and far_apart.utterance.windows == 56  # 0.9 s to 30.1 s, a window per 0.5 s
+        assert far_apart.warning == (
+            "no speech heard in any of its 56 windows (voice detector): the label is the network's reading of sound that is not speech"
+        )
+        assert classify_file(tmp_path / "room.wav", model, in_memory_seconds=in_memory_seconds).warning == (
+            "no speech heard in any of its 7 windows (voice detector): the label is the network's reading of sound that is not speech"
+        )
+        assert classify_file(tmp_path / "speech.wav", model, in_memory_seconds=in_memory_seconds).warning is None
     one = classify_file(tmp_path / "speech.wav", model, in_memory_seconds=600)
     assert one.to_text().endswith(" windows)")
-    soundfile.write(tmp_path / "short.wav", speechlike(1.0, 16000), 16000)
+    soundfile.write(tmp_path / "short.wav", spoken(1.0, 16000), 16000)
     assert classify_file(tmp_path / "short.wav", model).to_text().endswith("; 1 window)")  # was "1 windows"
 
+
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_a_window_heard_by_the_voice_detector_is_counted_once_whatever_the_windows_overlap(tmp_path, shipped_model, in_memory_seconds):
+    """The detector runs once over the trimmed audio, window by window as they are cut (each brings a hop of new
+    samples, and the last, aligned to the end, fewer): it hears each 32 ms frame once, in order, as one stream."""
+    from ser_stream.classify import SpeechHeard
+    from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
+    from ser_stream.windows import WindowConfig, cut_windows
+
+    audio = np.concatenate([spoken(3.0, 16000), np.zeros(16000 * 4, np.float32), spoken(2.3, 16000, start=8.0)])
+    soundfile.write(tmp_path / "two.wav", audio, 16000)
+    config = WindowConfig()
+    clip = trimmed_clip(audio, 16000)
+    if in_memory_seconds:
+        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size)
+    else:
+        reading = BlockReading()
+        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span)
+    for window in windows:
+        speech.hear(window)
+    assert speech.windows_without_speech() == 4  # in the pause of 3–7 s and past the speech's end (3.2 s): 3.5 … 5.0 s
+    assert len(speech.frames) == -(-clip.size // 256)  # each frame of the clip once, the last padded
 
 def dithered(audio: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
     """``audio`` rounded to ``bits``-bit steps with TPDF dither of ±1 step, as an editor lowering a level writes it."""
@@ -993,7 +1028,7 @@ def test_a_quiet_or_8_bit_recording_is_trimmed_to_its_speech_not_to_its_dither(t
     from ser_stream.inference import EmotionModel
 
     model = EmotionModel(shipped_model, provider="cpu")
-    speech = in_silence(speechlike(1.0, 16000))  # its loudest 25 ms near -17 dBFS
+    speech = in_silence(spoken(1.0, 16000, start=2.0))  # its loudest 25 ms near -17 dBFS
     soundfile.write(tmp_path / "clean.wav", speech, 16000, subtype="FLOAT")
     reference = classify_file(tmp_path / "clean.wav", model, in_memory_seconds=in_memory_seconds).utterance
     assert reference is not None and reference.windows == 1
@@ -1013,7 +1048,7 @@ def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_h
     from ser_stream.cli import main
 
     path = tmp_path / "narrow.wav"
-    soundfile.write(path, speechlike(3.0, 4000), 4000)
+    soundfile.write(path, spoken(3.0, 4000), 4000)
     assert main(["classify", "--json", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["warning"] == (
         "sampled at 4000 Hz, so it holds nothing above 2000 Hz of the 0–4000 Hz the model hears; "
@@ -1054,7 +1089,7 @@ def test_a_flac_of_unknown_or_false_length_is_classified_on_what_it_holds(tmp_pa
     from ser_stream.cli import main
 
     path = tmp_path / "piped.flac"
-    soundfile.write(path, speechlike(3.0, 16000), 16000)
+    soundfile.write(path, spoken(3.0, 16000), 16000)
     flac_saying_it_holds(path, says)
     assert main(["classify", "--json", "--model", str(shipped_model), str(path)]) == 0
     classified = json.loads(capsys.readouterr().out)

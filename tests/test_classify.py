@@ -143,3 +143,33 @@ def test_onnxruntime_failing_mid_run_is_an_error_line_for_that_file_and_the_othe
     assert [("label" in line, "error" in line) for line in lines] == [(True, False), (False, True), (True, False)]
     assert lines[1]["error"] == (f"{shipped_model}: onnxruntime cannot run it ([ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : "
                                  "CUDA failure 2: out of memory)")  # the model's failure, named as such
+
+
+# The first 32 bytes of an M4A as phones and ffmpeg write it: an ISO media 'ftyp' box, then the start of the next.
+M4A_START = b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isomiso2\x00\x00\x00\x08free"
+
+
+def test_an_m4a_file_is_named_as_one_with_the_command_that_converts_it_by_classify_the_monitor_and_stdin(shipped_model, tmp_path, capsys):
+    """A phone's M4A (AAC) was "not a readable audio file (Format not recognised.)", with no word of what is read
+    or of how to convert it; piped into stdin it was heard as 16-bit PCM noise."""
+    from ser_stream.cli import main
+    from tests.test_capture import read_stdin
+
+    path = tmp_path / "call recording.m4a"
+    path.write_bytes(M4A_START + bytes(range(256)) * 16)
+    told = (
+        "the file is MP4/M4A (AAC, ALAC…), a format libsndfile does not read (it reads WAV, FLAC, OGG, MP3…); "
+        f"convert it first (ffmpeg -i '{path}' -ac 1 '{tmp_path / 'call recording.wav'}')"
+    )
+    assert main(["classify", "--model", str(shipped_model), str(path)]) == 1
+    assert capsys.readouterr().err == f"{path}: error: {told}\n"
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 2
+    assert capsys.readouterr().err.endswith(f"ser-stream: error: {path}: {told}\n")
+    disguised = tmp_path / "clip.wav"  # named .wav: converted to another name, not over itself
+    disguised.write_bytes(path.read_bytes())
+    assert main(["classify", "--model", str(shipped_model), "--json", str(disguised)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"].endswith(f"(ffmpeg -i {disguised} -ac 1 {tmp_path / 'clip-decoded.wav'})")
+    assert read_stdin(path.read_bytes()).error == (
+        "stdin: the stream is MP4/M4A (AAC, ALAC…), not 16-bit PCM (raw or WAV); decode it first "
+        "(ffmpeg -i FILE -f s16le -ac 1 -ar 16000 - | ser-stream monitor --source stdin --rate 16000)"
+    )  # not "or give the file as --source file:FILE": the file source cannot read it either

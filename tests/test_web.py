@@ -219,6 +219,46 @@ def test_the_page_asks_for_the_token_once_and_then_shows_live_results(browser, c
     assert process.returncode == 0
 
 
+def test_a_page_of_a_monitor_with_a_token_asks_for_it_before_connecting_so_a_right_login_is_no_refusal(browser, clips_with_silence, shipped_model):
+    """A new tab (no token stored) connected without one first: every page opened counted one refused_token, and
+    --log-status told the operator "refused token +1". A wrong token still counts."""
+    path, bounds = clips_with_silence
+    port = free_port()
+    process = monitor(port, "--source", f"file:{path}", "--pace", "fast", "--token", "correct horse", "--await-subscribers", "2")
+    page = browser.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    try:
+        wait_for_port(port)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#login.shown", timeout=20_000)
+        assert page.inner_text("#connection") == "token needed" and sockets == []  # asked before any connection
+        page.fill("#token", "wrong")
+        page.click("#login button")
+        wait_until(lambda: page.inner_text("#connection") == "token refused")
+        page.fill("#token", "correct horse")
+        page.click("#login button")
+        wait_until(lambda: page.inner_text("#connection") == "live")
+
+        async def refusals() -> int:
+            async with connect(f"ws://127.0.0.1:{port}/", additional_headers={"Authorization": "Bearer correct horse"}) as socket:
+                while (message := json.loads(await socket.recv()))["type"] != "status":
+                    pass
+                return message["refused_token"]
+
+        counted: list[int] = []  # asked from a thread of its own: Playwright's sync API holds this one's event loop
+        asker = threading.Thread(target=lambda: counted.append(asyncio.run(refusals())))
+        asker.start()
+        asker.join(timeout=30)
+        assert counted == [1]  # the wrong token, and nothing else
+        wait_until(lambda: len(page_utterances(page)) == len(bounds))
+    finally:
+        page.close()
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    assert len(sockets) == 2  # the wrong token's and the right one's
+
+
 def test_a_page_from_another_origin_cannot_subscribe(browser, shipped_model):
     port = free_port()
     process = monitor(port, "--ingest")

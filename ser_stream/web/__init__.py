@@ -14,6 +14,9 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 PAGE = Path(__file__).with_name("index.html")
+# Put in the page of a monitor run with --token: the page asks for the token before it connects, as a connection
+# without one would be refused and counted (refused_token), and --log-status would report every page opened.
+TOKEN_REQUIRED = '<meta name="ser-stream-token" content="required">'
 
 
 def _inline_hashes(html: str, tag: str) -> str:
@@ -22,9 +25,11 @@ def _inline_hashes(html: str, tag: str) -> str:
     return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
 
 
-@lru_cache(maxsize=1)
-def _page() -> tuple[bytes, str]:
+@lru_cache(maxsize=2)
+def _page(token_required: bool = False) -> tuple[bytes, str]:
     html = PAGE.read_text(encoding="utf-8")
+    if token_required:  # a <meta> tag: no script or style, so the policy's hashes are the same
+        html = html.replace('<meta charset="utf-8">\n', f'<meta charset="utf-8">\n{TOKEN_REQUIRED}\n', 1)
     policy = (
         f"default-src 'none'; script-src {_inline_hashes(html, 'script')}; style-src {_inline_hashes(html, 'style')}; "
         "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -32,12 +37,13 @@ def _page() -> tuple[bytes, str]:
     return html.encode("utf-8"), policy
 
 
-def serve_page(connection: ServerConnection, request: Request) -> Response:
-    """GET / → the page; anything else that is not a WebSocket upgrade → 404."""
+def serve_page(connection: ServerConnection, request: Request, token_required: bool = False) -> Response:
+    """GET / → the page (``token_required``: it asks for the token before it connects); anything else that is not a
+    WebSocket upgrade → 404."""
     path = request.path.split("?", 1)[0]
     if path not in ("/", "/index.html"):
         return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page and its WebSocket are at /\n")
-    body, policy = _page()
+    body, policy = _page(token_required)
     headers = Headers(
         [
             ("Content-Type", "text/html; charset=utf-8"),
