@@ -163,9 +163,9 @@ class Track:
         renumbered = False
         if chunk is not None and self.next_chunk is not None:
             ahead = (chunk - self.next_chunk) * frame_samples
-            if -RENUMBERED_SAMPLES <= ahead < 0:
+            if -RENUMBERED_SAMPLES < ahead < 0:
                 return None
-            renumbered = ahead < -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
+            renumbered = ahead <= -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
             self.renumbered += renumbered
         if timestamp_ms is not None:
             if self.start_ms is None:

@@ -247,6 +247,18 @@ def test_a_platform_restarting_its_chunk_numbers_is_followed_and_a_repeat_withou
     assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
 
 
+def test_a_chunk_number_exactly_a_second_behind_is_a_renumbering_and_one_frame_less_is_late():
+    """The docs said a second or more behind is a renumbering, but exactly a second behind was dropped as late."""
+    a_second_back = [start(), *(media(CALLER, chunk) for chunk in range(1, 101)), media(CALLER, 51), media(CALLER, 52)]
+    opened, _, ingest, _ = call(a_second_back)
+    assert audio(opened[SID]).size == 102 * FRAME
+    assert ingest.counters()["ingest_renumbered"] == 1 and ingest.counters()["ingest_late_chunks"] == 0
+    just_under = [start(), *(media(CALLER, chunk) for chunk in range(1, 101)), media(CALLER, 52)]
+    opened, _, ingest, _ = call(just_under)
+    assert audio(opened[SID]).size == 100 * FRAME
+    assert ingest.counters()["ingest_renumbered"] == 0 and ingest.counters()["ingest_late_chunks"] == 1
+
+
 def test_a_chunk_or_timestamp_that_is_not_a_whole_number_is_named_and_skipped():
     frame = json.loads(media(CALLER, 2, 20))
     frame["media"]["chunk"] = "two"
