@@ -114,7 +114,9 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
             raise CallRefused(f"call refused: start.streamSid {sid!r:.60} holds a lone surrogate, which is not text: name the call in Unicode") from None
         call = f"stream {sid!r:.60} refused"
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
-        if not isinstance(media_format, dict) or media_format.get("encoding") not in DECODERS:
+        # an encoding that is a JSON array or object is unhashable: looked up as it came, it raised TypeError and the
+        # connection closed with 1011, the call on it ended unsaid
+        if not isinstance(media_format, dict) or not isinstance(media_format.get("encoding"), str) or media_format["encoding"] not in DECODERS:
             raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw")
         if str(media_format.get("sampleRate", 8000)) != "8000" or str(media_format.get("channels", 1)) != "1":  # "8000" too
             raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate 8000 and channels 1 only")

@@ -443,6 +443,19 @@ def test_a_frame_json_cannot_read_is_answered_and_skipped_and_the_call_goes_on()
     assert ingest.rejected == 2 and audio(opened[SID]).size == 2 * FRAME  # the frame after them was heard: the call went on
 
 
+@pytest.mark.parametrize("encoding", [["audio/x-mulaw"], {"name": "audio/x-mulaw"}])
+def test_a_start_whose_encoding_is_an_array_or_object_is_refused_in_one_line_and_the_call_on_the_connection_goes_on(encoding):
+    """An encoding that is a JSON array or object (unhashable) raised TypeError: the connection closed with 1011, the
+    live call on it ended, and nothing was said or counted."""
+    odd = json.loads(start(sid="MZ2"))
+    odd["start"]["mediaFormat"]["encoding"] = encoding
+    warnings: list[str] = []
+    opened, replies, ingest, refused = call([start(), media(CALLER, 1, 0), json.dumps(odd), media(CALLER, 2, 20)], warnings)
+    assert replies == [f"stream 'MZ2' refused: unsupported media format {{'encoding': {encoding!r}, 'sampleRate': 8000, 'channels': 1}}: audio/x-mulaw or audio/x-alaw"]
+    assert refused == 1 and ingest.rejected == 1 and warnings == [f"ingest: {replies[0]}"]
+    assert audio(opened[SID]).size == 2 * FRAME  # the frame after it was heard: the call went on
+
+
 def test_a_stream_sid_that_is_not_text_is_refused_not_taken_to_the_record():
     """JSON's "\\ud800" is a str no encoding holds: at --record's INSERT it once stopped the whole monitor."""
     opened, replies, _, refused = call([start(sid="MZ\ud800")])
