@@ -265,6 +265,9 @@ class MediaIngest:
                             del starts[resumed]
                             continue
                         await self._handle_message(starts[resumed], calls)
+                    if message["event"] == "start" and started_call(message) in paused:  # a fresh start takes the call: it
+                        del paused[started_call(message)], starts[started_call(message)]  # stayed paused, and its next media
+                        # resumed it again ('started twice', that media dropped) or its stop was swallowed as the old call's
                     if message["event"] == "media" and message["streamSid"] in calls:  # marks and DTMF once kept a call
                         media_at = loop.time()  # without audio open; media whose payload is unreadable is still its time
                     await self._handle_message(message, calls)

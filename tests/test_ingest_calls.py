@@ -387,6 +387,42 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
 
 
+def test_a_fresh_start_after_a_pause_takes_the_call_and_its_stop_ends_it():
+    """A call paused by --call-idle stayed paused after a new start of its id: its first media resumed it again, a
+    'started twice' refused and counted and that frame dropped; or the next stop was taken as the old call's and the
+    new stream ran on until the idle timer ended it with a misleading warning."""
+    ingest, opened = stalling_ingest(idle_seconds=0.3)
+    refused: list[None] = []
+    ingest.count_refused = lambda: refused.append(None)
+
+    async def scenario() -> list[str]:
+        publisher = await serving(ingest)
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for restarted_with_media in (True, False):
+                await connection.send(start())
+                for chunk in range(1, 11):
+                    await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
+                await asyncio.sleep(0.6)  # paused for want of media
+                await connection.send(start())  # the platform starts the call again
+                if restarted_with_media:
+                    for chunk in range(1, 11):
+                        await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
+                await connection.send(json.dumps({"event": "stop", "streamSid": SID}))
+                await asyncio.sleep(0.1)  # the stop is read: the new stream ended by it, not by the timer
+            await connection.send(LAST_FRAME)
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+        await publisher.close()
+        return replies
+
+    replies = asyncio.run(scenario())
+    assert replies == [] and refused == [] and ingest.late_chunks == 0
+    assert [stream.stream_id for stream in opened] == [SID] * 4 and all(stream.finished for stream in opened)
+    assert [audio(stream).size for stream in opened] == [10 * FRAME, 10 * FRAME, 10 * FRAME, 0]
+    assert [stream.warning for stream in opened[1::2]] == [None, None]  # ended by their stop, not 'no media for 0.3 s'
+
+
 def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
     """--call-idle runs from a call's last media: any frame (a mark's echo every half second) once reset it."""
     ingest, opened = stalling_ingest(idle_seconds=0.3)
