@@ -5,8 +5,8 @@ The framing is Twilio Media Streams': JSON text messages ``connected``,
 ``media`` (``media.track``, ``media.chunk``, ``media.timestamp``,
 ``media.payload``: base64 G.711, 8 kHz mono), ``dtmf``, ``mark`` and ``stop``.
 Each track of a ``streamSid`` becomes one monitor stream: ``SID`` for a call
-of one track, ``SID/inbound`` and ``SID/outbound`` for both. Missing chunks and
-timestamp jumps are played as silence, so stream times stay the call's. A bad
+of one track, ``SID/inbound`` and ``SID/outbound`` for both. Missing chunks (and
+timestamp jumps without them) are played as silence, so stream times stay the call's. A bad
 message gets one ``error`` line back on the same connection and is skipped;
 the call goes on.
 """
@@ -151,11 +151,17 @@ class Track:
     first_jump: str = ""  # the first of those jumps, for the stream's warning
     renumbering_warning: str = ""  # what the stream's warning says of them so far
     frame_samples: int = 0  # the last readable frame's length: an unreadable one's time, played as silence
+    frames: int = 0  # frames placed with a chunk number that followed the last one's
+    clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
+    clock_ahead_samples: int = 0  # how far, in all
+    clock_warning: str = ""  # what the stream's warning says of them so far
 
     def place(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int | None:
         """Samples of silence that belong before this frame (time its timestamp skips, else chunks that never came),
         or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped.
 
+        Where chunk numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast,
+        another unit: ``clock_ahead``); frames without chunk numbers are placed by their timestamps.
         Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
         ``MAX_GAP_SILENCE_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
         Chunk numbers that jump by more than a sender can mean (a minute ahead, a second back) were renumbered,
@@ -169,18 +175,27 @@ class Track:
                 return None
             renumbered = ahead <= -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
             self.renumbered += renumbered
+        counted = chunk is not None and self.next_chunk is not None and not renumbered  # its chunk number says what is missing
         if timestamp_ms is not None:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
             missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
                 return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
-        elif chunk is not None and self.next_chunk is not None and not renumbered:
-            missing = (chunk - self.next_chunk) * frame_samples
-        else:
+        if counted:  # chunk numbers say what never came; timestamps running fast (2 %, or in samples, not ms) once
+            assert chunk is not None and self.next_chunk is not None  # put silence between frames none was missing of
+            chunks_say = (chunk - self.next_chunk) * frame_samples
+            self.frames += chunk == self.next_chunk
+            if timestamp_ms is not None and missing - chunks_say >= smallest:
+                self.clock_ahead += 1
+                self.clock_ahead_samples += missing - chunks_say
+            if timestamp_ms is not None and abs(missing - chunks_say) >= smallest:  # later times follow the audio
+                self.start_ms = timestamp_ms - (self.samples + chunks_say) * 1000 / G711_SAMPLE_RATE
+            missing = chunks_say
+        elif timestamp_ms is None:
             missing = 0
         silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
-        if timestamp_ms is not None and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
+        if timestamp_ms is not None and not counted and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
             self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / G711_SAMPLE_RATE
         return silence
 
@@ -337,7 +352,7 @@ class MediaIngest:
                 samples = np.zeros(track.frame_samples or len(media["payload"].rstrip("=")) * 3 // 4, dtype=np.float32)
                 unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / G711_SAMPLE_RATE * 1000:.0f} ms were played as silence")
             chunk = media["chunk"]
-            renumbered, expected = track.renumbered, track.next_chunk
+            renumbered, expected, clock_ahead = track.renumbered, track.next_chunk, track.clock_ahead
             gap = track.place(chunk, media["timestamp"], samples.size)
             if gap is None:
                 self.late_chunks += 1  # its time has been played (or filled with silence) already
@@ -348,6 +363,12 @@ class MediaIngest:
                 times = f", {track.renumbered} times in all" if track.renumbered > 1 else ""
                 said, track.renumbering_warning = track.renumbering_warning, f"{track.first_jump} and the numbering was followed (ingest_renumbered{times})"
                 add_warning(track.sink, track.renumbering_warning, replacing=said)
+            if track.clock_ahead > clock_ahead:  # said in the stream's warning; nothing was lost
+                said, track.clock_warning = track.clock_warning, (
+                    f"media.timestamp ran ahead of the audio at {track.clock_ahead} of {track.frames} frames with no media.chunk "
+                    f"missing ({track.clock_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's timestamps run fast, "
+                    "or are not in ms (played back to back, not padded with silence)")
+                add_warning(track.sink, track.clock_warning, replacing=said)
             if gap:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))

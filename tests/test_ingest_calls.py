@@ -194,7 +194,7 @@ def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_t
 
 
 def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_chunks_are_still_filled():
-    jump = [start(), media(CALLER, 1, 0), media(CALLER, 2, 20), media(CALLER, 3, 540)]  # 500 ms the platform never sent
+    jump = [start(), media(CALLER, None, 0), media(CALLER, None, 20), media(CALLER, None, 540)]  # 500 ms never sent
     opened, _, ingest, _ = call(jump)
     assert audio(opened[SID]).size == 3 * FRAME + 4000 and ingest.counters()["ingest_gaps"] == 1
     chunks_only = [start(), media(CALLER, 1), media(CALLER, 2), media(CALLER, 5)]
@@ -208,12 +208,27 @@ def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_ch
 def test_a_timestamp_hours_ahead_plays_at_most_a_minute_of_silence_and_one_going_back_none():
     """A sender's clock error must not hold the call (and the worker) for hours, nor turn every later frame into a gap."""
     hours = 2 * 3600 * 1000
-    ahead = [start(), media(CALLER, 1, 0), *(media(CALLER, chunk, hours + 20 * chunk) for chunk in range(2, 10))]
+    ahead = [start(), media(CALLER, None, 0), *(media(CALLER, None, hours + 20 * chunk) for chunk in range(2, 10))]
     opened, _, ingest, _ = call(ahead)
     assert audio(opened[SID]).size == 9 * FRAME + 60 * 8000 and ingest.counters()["ingest_gaps"] == 1
     back = [start(), *(media(CALLER, chunk, 20 * chunk) for chunk in range(1, 10)), *(media(CALLER, chunk, 20 * (chunk - 9)) for chunk in range(10, 20))]
     opened, _, ingest, _ = call(back)
     assert audio(opened[SID]).size == 19 * FRAME and ingest.counters()["ingest_gaps"] == 0
+
+
+@pytest.mark.parametrize("timestamp_ms", [lambda index: round(20.4 * index), lambda index: 160 * index], ids=["2% fast", "in samples"])
+def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_the_stream_says_so(timestamp_ms):
+    """A sender's clock 2 % fast, or timestamps in 8 kHz samples instead of ms, with chunk numbers saying nothing was
+    missing, once put silence between frames and counted it as gaps: 10 s of a call became 79.86 s with 499 gaps."""
+    opened, _, ingest, _ = call([start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in range(500))])
+    heard = audio(opened[SID])
+    assert heard.size == 500 * FRAME and np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(CALLER, np.uint8)), 500))
+    assert ingest.counters()["ingest_gaps"] == 0
+    assert re.fullmatch(r"media\.timestamp ran ahead of the audio at \d+ of 499 frames with no media\.chunk missing \([\d.]+ s in all\): "
+                        r"the sender's timestamps run fast, or are not in ms \(played back to back, not padded with silence\)", opened[SID].warning)
+    missing = [start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in [*range(10), *range(15, 20)])]  # 5 chunks lost
+    opened, _, ingest, _ = call(missing)
+    assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1  # a real gap still counts: 100 ms
 
 
 def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
