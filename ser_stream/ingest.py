@@ -50,10 +50,16 @@ REJOIN_SECONDS = 5.0
 # Calls paused for want of media that a connection may resume (each keeps its start message): the latest ones.
 PAUSED_CALLS_KEPT = 16
 # The tracks of a call share its clock: a track that sends nothing while another's frames come (a leg that stopped
-# sending, one that starts late) has its time played as silence up to the other's, less this margin for the two
-# tracks' skew. Its last utterance then ends half a second after its speech, not at the call's stop 9 s later, and
-# a track that starts 5 s into the call is 5 s into its stream, not at 0.
-TRACK_SKEW_MS = 300
+# sending, one that starts late) has its time played as silence up to the other's, less this allowance for the two
+# legs arriving apart. Its last utterance then ends about this long after its speech, not at the call's stop, and a
+# track that starts 5 s into the call is 5 s into its stream, not at 0. A leg that steadily lags the other by up to
+# this costs nothing; at 0.3 s, a leg 0.5 s behind had its frames appended after the silence put in for their time,
+# and its stream grew without end (90.5 s for an 8 s call).
+TRACK_LAG_MS = 2000
+# A leg whose frames still come after their time was played as silence is allowed their lag from then on, up to this
+# (more would hold a stopped leg's last utterance as long); the part of a frame already played is dropped, counted.
+MAX_TRACK_LAG_MS = 10_000
+TRACK_SKEW_MS = 300  # the margin added to a lag seen, for the jitter of the two legs' arrival
 
 
 class IngestError(SerStreamError):
@@ -155,10 +161,17 @@ class Track:
     clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
     clock_ahead_samples: int = 0  # how far, in all
     clock_warning: str = ""  # what the stream's warning says of them so far
+    padded_from: int | None = None  # where the silence put in to keep pace with the call's other track began, if since its last frame
+    lag_ms: float = TRACK_LAG_MS  # how far behind the call's other track its time may fall before that silence
+    padded_lag_ms: float = TRACK_LAG_MS  # the lag_ms that silence was put in at
+    late_samples: int = 0  # audio of its frames dropped because that silence had played their time
+    lag_warning: str = ""  # what the stream's warning says of them so far
 
     def place(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int | None:
         """Samples of silence that belong before this frame (time its timestamp skips, else chunks that never came),
-        or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped.
+        or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped; or, less
+        than zero, how many of its first samples are dropped because silence keeping pace with the call's other
+        track played their time (the whole frame: all of them).
 
         Where chunk numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast,
         another unit: ``clock_ahead``); frames without chunk numbers are placed by their timestamps.
@@ -175,11 +188,20 @@ class Track:
                 return None
             renumbered = ahead <= -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
             self.renumbered += renumbered
-        counted = chunk is not None and self.next_chunk is not None and not renumbered  # its chunk number says what is missing
+        # its chunk number says what is missing, unless silence kept pace with the other track since its last frame
+        counted = chunk is not None and self.next_chunk is not None and not renumbered and self.padded_from is None
         if timestamp_ms is not None:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
             missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
+            if self.padded_from is not None and missing < 0 and self.samples + missing >= self.padded_from - smallest:
+                played = min(-missing, self.samples - self.padded_from)  # its time was played as that silence: it
+                if played >= smallest:  # once came after it, and the track grew by its lag at every frame
+                    lag_seen = self.padded_lag_ms + played * 1000 / G711_SAMPLE_RATE + TRACK_SKEW_MS
+                    self.lag_ms = min(MAX_TRACK_LAG_MS, max(self.lag_ms, lag_seen))
+                    self.padded_from = None if played < frame_samples else self.padded_from
+                    return -min(played, frame_samples)
+                missing = 0
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
                 return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
         if counted:  # chunk numbers say what never came; timestamps running fast (2 %, or in samples, not ms) once
@@ -197,6 +219,7 @@ class Track:
         silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
         if timestamp_ms is not None and not counted and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
             self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / G711_SAMPLE_RATE
+        self.padded_from = None
         return silence
 
 
@@ -354,8 +377,21 @@ class MediaIngest:
             chunk = media["chunk"]
             renumbered, expected, clock_ahead = track.renumbered, track.next_chunk, track.clock_ahead
             gap = track.place(chunk, media["timestamp"], samples.size)
-            if gap is None:
+            if gap is None or gap < 0:
                 self.late_chunks += 1  # its time has been played (or filled with silence) already
+            if gap is not None and gap < 0:  # all or part of it came after silence kept the track up with the other
+                track.late_samples += min(-gap, samples.size)
+                said, track.lag_warning = track.lag_warning, (
+                    f"its frames came more than {TRACK_LAG_MS / 1000:g} s behind the call's other track, after their time had "
+                    f"been played as silence: {track.late_samples / G711_SAMPLE_RATE:.2f} s of its audio dropped "
+                    f"(ingest_late_chunks); a lag of up to {track.lag_ms / 1000:.1f} s is now waited for")
+                add_warning(track.sink, track.lag_warning, replacing=said)
+                samples = samples[-gap:]
+                if not samples.size:
+                    if chunk is not None:
+                        track.next_chunk = chunk + 1
+                    return
+            if gap is None:
                 return
             if track.renumbered > renumbered:  # said in the stream's warning at its end, counted every time
                 self.renumbered += 1
@@ -369,7 +405,7 @@ class MediaIngest:
                     f"missing ({track.clock_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's timestamps run fast, "
                     "or are not in ms (played back to back, not padded with silence)")
                 add_warning(track.sink, track.clock_warning, replacing=said)
-            if gap:
+            if gap > 0:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))
             await self._write(call_id, track, samples)
@@ -387,7 +423,7 @@ class MediaIngest:
                 track.sink.finished = True
 
     async def _keep_pace(self, call_id: str, tracks: dict[str, Track], leader: Track) -> None:
-        """The call's other tracks brought up to ``leader``'s time (less ``TRACK_SKEW_MS``) with silence: a track
+        """The call's other tracks brought up to ``leader``'s time, less each one's ``lag_ms``, with silence: a track
         with no timestamp yet takes the call's start as its own."""
         assert leader.start_ms is not None
         now_ms = leader.start_ms + leader.samples * 1000 / G711_SAMPLE_RATE
@@ -396,8 +432,10 @@ class MediaIngest:
                 continue
             if track.start_ms is None:
                 track.start_ms = leader.start_ms
-            behind = int((now_ms - TRACK_SKEW_MS - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
+            behind = int((now_ms - track.lag_ms - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
             if behind > 0:
+                track.padded_from = track.samples if track.padded_from is None else track.padded_from
+                track.padded_lag_ms = track.lag_ms
                 await self._write(call_id, track, np.zeros(min(behind, MAX_GAP_SILENCE_SAMPLES), dtype=np.float32))
 
     @staticmethod

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from ser_stream.g711 import mulaw_decode, mulaw_encode
-from ser_stream.ingest import TRACK_SKEW_MS, IngestError, MediaIngest, parse_message
+from ser_stream.ingest import TRACK_LAG_MS, IngestError, MediaIngest, parse_message
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import Publisher
 
@@ -126,13 +126,13 @@ def test_the_tracks_of_a_call_keep_its_clock_when_one_stops_sending_or_starts_la
     """An outbound leg that stopped sending held its last utterance until the call's stop (9 s); one whose first
     frame came 5 s into the call had its speech published at 0.3 s instead of 5.3 s."""
     frames = [start(["inbound", "outbound"])]
-    for index in range(150):  # the caller's 3 s; the agent speaks in the first second only, then sends nothing
+    for index in range(250):  # the caller's 5 s; the agent speaks in the first second only, then sends nothing
         frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
         if index < 50:
             frames.append(media(AGENT, index + 1, 20 * index, "outbound"))
     stopped, _, _, _ = call(frames)
-    assert audio(stopped[f"{SID}/inbound"]).size == 150 * FRAME
-    assert audio(stopped[f"{SID}/outbound"]).size == 150 * FRAME - TRACK_SKEW_MS * 8  # kept up to the call, less the skew
+    assert audio(stopped[f"{SID}/inbound"]).size == 250 * FRAME
+    assert audio(stopped[f"{SID}/outbound"]).size == 250 * FRAME - TRACK_LAG_MS * 8  # kept up to the call, less the lag allowed
     frames = [start(["inbound", "outbound"])]
     for index in range(300):  # the agent's leg starts 5 s into the call
         frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
@@ -141,6 +141,47 @@ def test_the_tracks_of_a_call_keep_its_clock_when_one_stops_sending_or_starts_la
     late, _, ingest, _ = call(frames)
     agent = audio(late[f"{SID}/outbound"])
     assert agent.size == 300 * FRAME and not agent[: 250 * FRAME].any() and agent[250 * FRAME :].any()
+
+
+def lagging_call(lag_frames: int, frames_in_call: int = 400, stall_at: int | None = None) -> list[str]:
+    """A call of both tracks whose outbound frames come ``lag_frames`` after the inbound ones of the same time,
+    throughout, or (``stall_at``) held back once from there and then sent at once."""
+    frames = [start(["inbound", "outbound"])]
+    sent = 0  # outbound frames sent so far
+    for index in range(frames_in_call):
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        due = index + 1 - lag_frames if stall_at is None else (index + 1 if not stall_at <= index < stall_at + lag_frames else sent)
+        for outbound in range(sent, max(sent, due)):
+            frames.append(media(AGENT, outbound + 1, 20 * outbound, "outbound"))
+        sent = max(sent, due)
+    frames += [media(AGENT, outbound + 1, 20 * outbound, "outbound") for outbound in range(sent, frames_in_call)]
+    return frames
+
+
+@pytest.mark.parametrize(("lag_frames", "stall_at"), [(25, None), (50, None), (95, None), (50, 100)],
+                         ids=["0.5 s behind", "1 s behind", "1.9 s behind", "1 s stall then a burst"])
+def test_a_leg_lagging_the_other_by_up_to_two_seconds_keeps_every_frame_at_its_time(lag_frames, stall_at):
+    """Silence kept the lagging leg 0.3 s behind the other; its frames, coming later than that, were appended after
+    the silence played for their time, and the other leg's next frame put it in again: an 8 s call's outbound stream
+    was 90.5 s at a steady 0.5 s lag, and a single 1 s stall added 0.72 s for good, uncounted."""
+    opened, replies, ingest, _ = call(lagging_call(lag_frames, stall_at=stall_at))
+    assert replies == [] and ingest.counters()["ingest_late_chunks"] == ingest.counters()["ingest_gaps"] == 0
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == audio(opened[f"{SID}/inbound"]).size == 400 * FRAME
+    assert np.array_equal(agent, np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 400))  # every frame at its time
+    assert opened[f"{SID}/outbound"].warning is None
+
+
+def test_a_leg_lagging_more_than_two_seconds_keeps_the_calls_length_and_what_it_dropped_is_counted_and_said():
+    opened, replies, ingest, _ = call(lagging_call(150, frames_in_call=500))  # 3 s behind
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == 500 * FRAME  # the call's length, its times the call's
+    late = ingest.counters()["ingest_late_chunks"]
+    assert late in (50, 51)  # the second its frames came beyond the 2 s allowed (and a frame in part), once: then its lag is waited for
+    assert not agent[: 50 * FRAME].any() and np.array_equal(agent[51 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 449))
+    assert re.fullmatch(r"its frames came more than 2 s behind the call's other track, after their time had been played as silence: "
+                        r"1\.0\d s of its audio dropped \(ingest_late_chunks\); a lag of up to 3\.\d s is now waited for",
+                        opened[f"{SID}/outbound"].warning)
 
 
 def test_a_one_track_call_is_one_stream_named_by_its_stream_sid_and_other_tracks_are_refused_by_name():
