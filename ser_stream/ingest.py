@@ -5,8 +5,8 @@ The framing is Twilio Media Streams': JSON text messages ``connected``,
 ``media`` (``media.track``, ``media.chunk``, ``media.timestamp``,
 ``media.payload``: base64 G.711, 8 kHz mono), ``dtmf``, ``mark`` and ``stop``.
 Each track of a ``streamSid`` becomes one monitor stream: ``SID`` for a call
-of one track, ``SID/inbound`` and ``SID/outbound`` for both. Missing chunks and
-timestamp jumps are played as silence, so stream times stay the call's. A bad
+of one track, ``SID/inbound`` and ``SID/outbound`` for both. Missing chunks (and
+timestamp jumps without them) are played as silence, so stream times stay the call's. A bad
 message gets one ``error`` line back on the same connection and is skipped;
 the call goes on.
 """
@@ -50,10 +50,16 @@ REJOIN_SECONDS = 5.0
 # Calls paused for want of media that a connection may resume (each keeps its start message): the latest ones.
 PAUSED_CALLS_KEPT = 16
 # The tracks of a call share its clock: a track that sends nothing while another's frames come (a leg that stopped
-# sending, one that starts late) has its time played as silence up to the other's, less this margin for the two
-# tracks' skew. Its last utterance then ends half a second after its speech, not at the call's stop 9 s later, and
-# a track that starts 5 s into the call is 5 s into its stream, not at 0.
-TRACK_SKEW_MS = 300
+# sending, one that starts late) has its time played as silence up to the other's, less this allowance for the two
+# legs arriving apart. Its last utterance then ends about this long after its speech, not at the call's stop, and a
+# track that starts 5 s into the call is 5 s into its stream, not at 0. A leg that steadily lags the other by up to
+# this costs nothing; at 0.3 s, a leg 0.5 s behind had its frames appended after the silence put in for their time,
+# and its stream grew without end (90.5 s for an 8 s call).
+TRACK_LAG_MS = 2000
+# A leg whose frames still come after their time was played as silence is allowed their lag from then on, up to this
+# (more would hold a stopped leg's last utterance as long); the part of a frame already played is dropped, counted.
+MAX_TRACK_LAG_MS = 10_000
+TRACK_SKEW_MS = 300  # the margin added to a lag seen, for the jitter of the two legs' arrival
 
 
 class IngestError(SerStreamError):
@@ -114,7 +120,9 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
             raise CallRefused(f"call refused: start.streamSid {sid!r:.60} holds a lone surrogate, which is not text: name the call in Unicode") from None
         call = f"stream {sid!r:.60} refused"
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
-        if not isinstance(media_format, dict) or media_format.get("encoding") not in DECODERS:
+        # an encoding that is a JSON array or object is unhashable: looked up as it came, it raised TypeError and the
+        # connection closed with 1011, the call on it ended unsaid
+        if not isinstance(media_format, dict) or not isinstance(media_format.get("encoding"), str) or media_format["encoding"] not in DECODERS:
             raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw")
         if str(media_format.get("sampleRate", 8000)) != "8000" or str(media_format.get("channels", 1)) != "1":  # "8000" too
             raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate 8000 and channels 1 only")
@@ -149,11 +157,24 @@ class Track:
     first_jump: str = ""  # the first of those jumps, for the stream's warning
     renumbering_warning: str = ""  # what the stream's warning says of them so far
     frame_samples: int = 0  # the last readable frame's length: an unreadable one's time, played as silence
+    frames: int = 0  # frames placed with a chunk number that followed the last one's
+    clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
+    clock_ahead_samples: int = 0  # how far, in all
+    clock_warning: str = ""  # what the stream's warning says of them so far
+    padded_from: int | None = None  # where the silence put in to keep pace with the call's other track began, if since its last frame
+    lag_ms: float = TRACK_LAG_MS  # how far behind the call's other track its time may fall before that silence
+    padded_lag_ms: float = TRACK_LAG_MS  # the lag_ms that silence was put in at
+    late_samples: int = 0  # audio of its frames dropped because that silence had played their time
+    lag_warning: str = ""  # what the stream's warning says of them so far
 
     def place(self, chunk: int | None, timestamp_ms: int | None, frame_samples: int) -> int | None:
         """Samples of silence that belong before this frame (time its timestamp skips, else chunks that never came),
-        or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped.
+        or None for a frame whose time has been played already (sent twice, or overtaken): it is dropped; or, less
+        than zero, how many of its first samples are dropped because silence keeping pace with the call's other
+        track played their time (the whole frame: all of them).
 
+        Where chunk numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast,
+        another unit: ``clock_ahead``); frames without chunk numbers are placed by their timestamps.
         Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
         ``MAX_GAP_SILENCE_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
         Chunk numbers that jump by more than a sender can mean (a minute ahead, a second back) were renumbered,
@@ -163,23 +184,42 @@ class Track:
         renumbered = False
         if chunk is not None and self.next_chunk is not None:
             ahead = (chunk - self.next_chunk) * frame_samples
-            if -RENUMBERED_SAMPLES <= ahead < 0:
+            if -RENUMBERED_SAMPLES < ahead < 0:
                 return None
-            renumbered = ahead < -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
+            renumbered = ahead <= -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
             self.renumbered += renumbered
+        # its chunk number says what is missing, unless silence kept pace with the other track since its last frame
+        counted = chunk is not None and self.next_chunk is not None and not renumbered and self.padded_from is None
         if timestamp_ms is not None:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
             missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
+            if self.padded_from is not None and missing < 0 and self.samples + missing >= self.padded_from - smallest:
+                played = min(-missing, self.samples - self.padded_from)  # its time was played as that silence: it
+                if played >= smallest:  # once came after it, and the track grew by its lag at every frame
+                    lag_seen = self.padded_lag_ms + played * 1000 / G711_SAMPLE_RATE + TRACK_SKEW_MS
+                    self.lag_ms = min(MAX_TRACK_LAG_MS, max(self.lag_ms, lag_seen))
+                    self.padded_from = None if played < frame_samples else self.padded_from
+                    return -min(played, frame_samples)
+                missing = 0
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
                 return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
-        elif chunk is not None and self.next_chunk is not None and not renumbered:
-            missing = (chunk - self.next_chunk) * frame_samples
-        else:
+        if counted:  # chunk numbers say what never came; timestamps running fast (2 %, or in samples, not ms) once
+            assert chunk is not None and self.next_chunk is not None  # put silence between frames none was missing of
+            chunks_say = (chunk - self.next_chunk) * frame_samples
+            self.frames += chunk == self.next_chunk
+            if timestamp_ms is not None and missing - chunks_say >= smallest:
+                self.clock_ahead += 1
+                self.clock_ahead_samples += missing - chunks_say
+            if timestamp_ms is not None and abs(missing - chunks_say) >= smallest:  # later times follow the audio
+                self.start_ms = timestamp_ms - (self.samples + chunks_say) * 1000 / G711_SAMPLE_RATE
+            missing = chunks_say
+        elif timestamp_ms is None:
             missing = 0
         silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
-        if timestamp_ms is not None and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
+        if timestamp_ms is not None and not counted and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
             self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / G711_SAMPLE_RATE
+        self.padded_from = None
         return silence
 
 
@@ -263,6 +303,9 @@ class MediaIngest:
                             del starts[resumed]
                             continue
                         await self._handle_message(starts[resumed], calls)
+                    if message["event"] == "start" and started_call(message) in paused:  # a fresh start takes the call: it
+                        del paused[started_call(message)], starts[started_call(message)]  # stayed paused, and its next media
+                        # resumed it again ('started twice', that media dropped) or its stop was swallowed as the old call's
                     if message["event"] == "media" and message["streamSid"] in calls:  # marks and DTMF once kept a call
                         media_at = loop.time()  # without audio open; media whose payload is unreadable is still its time
                     await self._handle_message(message, calls)
@@ -332,10 +375,23 @@ class MediaIngest:
                 samples = np.zeros(track.frame_samples or len(media["payload"].rstrip("=")) * 3 // 4, dtype=np.float32)
                 unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / G711_SAMPLE_RATE * 1000:.0f} ms were played as silence")
             chunk = media["chunk"]
-            renumbered, expected = track.renumbered, track.next_chunk
+            renumbered, expected, clock_ahead = track.renumbered, track.next_chunk, track.clock_ahead
             gap = track.place(chunk, media["timestamp"], samples.size)
-            if gap is None:
+            if gap is None or gap < 0:
                 self.late_chunks += 1  # its time has been played (or filled with silence) already
+            if gap is not None and gap < 0:  # all or part of it came after silence kept the track up with the other
+                track.late_samples += min(-gap, samples.size)
+                said, track.lag_warning = track.lag_warning, (
+                    f"its frames came more than {TRACK_LAG_MS / 1000:g} s behind the call's other track, after their time had "
+                    f"been played as silence: {track.late_samples / G711_SAMPLE_RATE:.2f} s of its audio dropped "
+                    f"(ingest_late_chunks); a lag of up to {track.lag_ms / 1000:.1f} s is now waited for")
+                add_warning(track.sink, track.lag_warning, replacing=said)
+                samples = samples[-gap:]
+                if not samples.size:
+                    if chunk is not None:
+                        track.next_chunk = chunk + 1
+                    return
+            if gap is None:
                 return
             if track.renumbered > renumbered:  # said in the stream's warning at its end, counted every time
                 self.renumbered += 1
@@ -343,7 +399,13 @@ class MediaIngest:
                 times = f", {track.renumbered} times in all" if track.renumbered > 1 else ""
                 said, track.renumbering_warning = track.renumbering_warning, f"{track.first_jump} and the numbering was followed (ingest_renumbered{times})"
                 add_warning(track.sink, track.renumbering_warning, replacing=said)
-            if gap:
+            if track.clock_ahead > clock_ahead:  # said in the stream's warning; nothing was lost
+                said, track.clock_warning = track.clock_warning, (
+                    f"media.timestamp ran ahead of the audio at {track.clock_ahead} of {track.frames} frames with no media.chunk "
+                    f"missing ({track.clock_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's timestamps run fast, "
+                    "or are not in ms (played back to back, not padded with silence)")
+                add_warning(track.sink, track.clock_warning, replacing=said)
+            if gap > 0:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))
             await self._write(call_id, track, samples)
@@ -361,7 +423,7 @@ class MediaIngest:
                 track.sink.finished = True
 
     async def _keep_pace(self, call_id: str, tracks: dict[str, Track], leader: Track) -> None:
-        """The call's other tracks brought up to ``leader``'s time (less ``TRACK_SKEW_MS``) with silence: a track
+        """The call's other tracks brought up to ``leader``'s time, less each one's ``lag_ms``, with silence: a track
         with no timestamp yet takes the call's start as its own."""
         assert leader.start_ms is not None
         now_ms = leader.start_ms + leader.samples * 1000 / G711_SAMPLE_RATE
@@ -370,8 +432,10 @@ class MediaIngest:
                 continue
             if track.start_ms is None:
                 track.start_ms = leader.start_ms
-            behind = int((now_ms - TRACK_SKEW_MS - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
+            behind = int((now_ms - track.lag_ms - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
             if behind > 0:
+                track.padded_from = track.samples if track.padded_from is None else track.padded_from
+                track.padded_lag_ms = track.lag_ms
                 await self._write(call_id, track, np.zeros(min(behind, MAX_GAP_SILENCE_SAMPLES), dtype=np.float32))
 
     @staticmethod

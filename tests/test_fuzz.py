@@ -90,9 +90,16 @@ ingest_frames = st.one_of(
     st.fixed_dictionaries(
         {"event": st.sampled_from(["connected", "start", "media", "stop", "mark", ""]),
          "streamSid": st.sampled_from(["MZ1", "MZ2"]) | json_values},
-        optional={"start": st.fixed_dictionaries({"streamSid": st.sampled_from(["MZ1", "MZ2"])},
-                                                 optional={"mediaFormat": json_values}),
-                  "media": st.fixed_dictionaries({}, optional={"payload": st.text(max_size=40) | st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode())})},
+        # every field parse_message reads may be any JSON value: an encoding that was an array once raised TypeError
+        optional={"start": st.fixed_dictionaries({"streamSid": st.sampled_from(["MZ1", "MZ2"]) | json_values},
+                                                 optional={"mediaFormat": json_values | st.fixed_dictionaries({}, optional={
+                                                               "encoding": st.sampled_from(["audio/x-mulaw", "audio/x-alaw"]) | json_values,
+                                                               "sampleRate": st.just(8000) | json_values, "channels": st.just(1) | json_values}),
+                                                           "tracks": st.sampled_from([["inbound"], ["inbound", "outbound"]]) | json_values,
+                                                           "customParameters": json_values}),
+                  "media": st.fixed_dictionaries({}, optional={"payload": st.text(max_size=40) | st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | json_values,
+                                                               "track": st.sampled_from(["inbound", "outbound"]) | json_values,
+                                                               "chunk": json_values, "timestamp": json_values})},
     ).map(json.dumps),
 )
 

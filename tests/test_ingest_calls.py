@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from ser_stream.g711 import mulaw_decode, mulaw_encode
-from ser_stream.ingest import TRACK_SKEW_MS, IngestError, MediaIngest, parse_message
+from ser_stream.ingest import TRACK_LAG_MS, IngestError, MediaIngest, parse_message
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import Publisher
 
@@ -126,13 +126,13 @@ def test_the_tracks_of_a_call_keep_its_clock_when_one_stops_sending_or_starts_la
     """An outbound leg that stopped sending held its last utterance until the call's stop (9 s); one whose first
     frame came 5 s into the call had its speech published at 0.3 s instead of 5.3 s."""
     frames = [start(["inbound", "outbound"])]
-    for index in range(150):  # the caller's 3 s; the agent speaks in the first second only, then sends nothing
+    for index in range(250):  # the caller's 5 s; the agent speaks in the first second only, then sends nothing
         frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
         if index < 50:
             frames.append(media(AGENT, index + 1, 20 * index, "outbound"))
     stopped, _, _, _ = call(frames)
-    assert audio(stopped[f"{SID}/inbound"]).size == 150 * FRAME
-    assert audio(stopped[f"{SID}/outbound"]).size == 150 * FRAME - TRACK_SKEW_MS * 8  # kept up to the call, less the skew
+    assert audio(stopped[f"{SID}/inbound"]).size == 250 * FRAME
+    assert audio(stopped[f"{SID}/outbound"]).size == 250 * FRAME - TRACK_LAG_MS * 8  # kept up to the call, less the lag allowed
     frames = [start(["inbound", "outbound"])]
     for index in range(300):  # the agent's leg starts 5 s into the call
         frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
@@ -141,6 +141,47 @@ def test_the_tracks_of_a_call_keep_its_clock_when_one_stops_sending_or_starts_la
     late, _, ingest, _ = call(frames)
     agent = audio(late[f"{SID}/outbound"])
     assert agent.size == 300 * FRAME and not agent[: 250 * FRAME].any() and agent[250 * FRAME :].any()
+
+
+def lagging_call(lag_frames: int, frames_in_call: int = 400, stall_at: int | None = None) -> list[str]:
+    """A call of both tracks whose outbound frames come ``lag_frames`` after the inbound ones of the same time,
+    throughout, or (``stall_at``) held back once from there and then sent at once."""
+    frames = [start(["inbound", "outbound"])]
+    sent = 0  # outbound frames sent so far
+    for index in range(frames_in_call):
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        due = index + 1 - lag_frames if stall_at is None else (index + 1 if not stall_at <= index < stall_at + lag_frames else sent)
+        for outbound in range(sent, max(sent, due)):
+            frames.append(media(AGENT, outbound + 1, 20 * outbound, "outbound"))
+        sent = max(sent, due)
+    frames += [media(AGENT, outbound + 1, 20 * outbound, "outbound") for outbound in range(sent, frames_in_call)]
+    return frames
+
+
+@pytest.mark.parametrize(("lag_frames", "stall_at"), [(25, None), (50, None), (95, None), (50, 100)],
+                         ids=["0.5 s behind", "1 s behind", "1.9 s behind", "1 s stall then a burst"])
+def test_a_leg_lagging_the_other_by_up_to_two_seconds_keeps_every_frame_at_its_time(lag_frames, stall_at):
+    """Silence kept the lagging leg 0.3 s behind the other; its frames, coming later than that, were appended after
+    the silence played for their time, and the other leg's next frame put it in again: an 8 s call's outbound stream
+    was 90.5 s at a steady 0.5 s lag, and a single 1 s stall added 0.72 s for good, uncounted."""
+    opened, replies, ingest, _ = call(lagging_call(lag_frames, stall_at=stall_at))
+    assert replies == [] and ingest.counters()["ingest_late_chunks"] == ingest.counters()["ingest_gaps"] == 0
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == audio(opened[f"{SID}/inbound"]).size == 400 * FRAME
+    assert np.array_equal(agent, np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 400))  # every frame at its time
+    assert opened[f"{SID}/outbound"].warning is None
+
+
+def test_a_leg_lagging_more_than_two_seconds_keeps_the_calls_length_and_what_it_dropped_is_counted_and_said():
+    opened, replies, ingest, _ = call(lagging_call(150, frames_in_call=500))  # 3 s behind
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == 500 * FRAME  # the call's length, its times the call's
+    late = ingest.counters()["ingest_late_chunks"]
+    assert late in (50, 51)  # the second its frames came beyond the 2 s allowed (and a frame in part), once: then its lag is waited for
+    assert not agent[: 50 * FRAME].any() and np.array_equal(agent[51 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 449))
+    assert re.fullmatch(r"its frames came more than 2 s behind the call's other track, after their time had been played as silence: "
+                        r"1\.0\d s of its audio dropped \(ingest_late_chunks\); a lag of up to 3\.\d s is now waited for",
+                        opened[f"{SID}/outbound"].warning)
 
 
 def test_a_one_track_call_is_one_stream_named_by_its_stream_sid_and_other_tracks_are_refused_by_name():
@@ -194,7 +235,7 @@ def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_t
 
 
 def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_chunks_are_still_filled():
-    jump = [start(), media(CALLER, 1, 0), media(CALLER, 2, 20), media(CALLER, 3, 540)]  # 500 ms the platform never sent
+    jump = [start(), media(CALLER, None, 0), media(CALLER, None, 20), media(CALLER, None, 540)]  # 500 ms never sent
     opened, _, ingest, _ = call(jump)
     assert audio(opened[SID]).size == 3 * FRAME + 4000 and ingest.counters()["ingest_gaps"] == 1
     chunks_only = [start(), media(CALLER, 1), media(CALLER, 2), media(CALLER, 5)]
@@ -208,12 +249,27 @@ def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_ch
 def test_a_timestamp_hours_ahead_plays_at_most_a_minute_of_silence_and_one_going_back_none():
     """A sender's clock error must not hold the call (and the worker) for hours, nor turn every later frame into a gap."""
     hours = 2 * 3600 * 1000
-    ahead = [start(), media(CALLER, 1, 0), *(media(CALLER, chunk, hours + 20 * chunk) for chunk in range(2, 10))]
+    ahead = [start(), media(CALLER, None, 0), *(media(CALLER, None, hours + 20 * chunk) for chunk in range(2, 10))]
     opened, _, ingest, _ = call(ahead)
     assert audio(opened[SID]).size == 9 * FRAME + 60 * 8000 and ingest.counters()["ingest_gaps"] == 1
     back = [start(), *(media(CALLER, chunk, 20 * chunk) for chunk in range(1, 10)), *(media(CALLER, chunk, 20 * (chunk - 9)) for chunk in range(10, 20))]
     opened, _, ingest, _ = call(back)
     assert audio(opened[SID]).size == 19 * FRAME and ingest.counters()["ingest_gaps"] == 0
+
+
+@pytest.mark.parametrize("timestamp_ms", [lambda index: round(20.4 * index), lambda index: 160 * index], ids=["2% fast", "in samples"])
+def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_the_stream_says_so(timestamp_ms):
+    """A sender's clock 2 % fast, or timestamps in 8 kHz samples instead of ms, with chunk numbers saying nothing was
+    missing, once put silence between frames and counted it as gaps: 10 s of a call became 79.86 s with 499 gaps."""
+    opened, _, ingest, _ = call([start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in range(500))])
+    heard = audio(opened[SID])
+    assert heard.size == 500 * FRAME and np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(CALLER, np.uint8)), 500))
+    assert ingest.counters()["ingest_gaps"] == 0
+    assert re.fullmatch(r"media\.timestamp ran ahead of the audio at \d+ of 499 frames with no media\.chunk missing \([\d.]+ s in all\): "
+                        r"the sender's timestamps run fast, or are not in ms \(played back to back, not padded with silence\)", opened[SID].warning)
+    missing = [start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in [*range(10), *range(15, 20)])]  # 5 chunks lost
+    opened, _, ingest, _ = call(missing)
+    assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1  # a real gap still counts: 100 ms
 
 
 def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
@@ -245,6 +301,18 @@ def test_a_platform_restarting_its_chunk_numbers_is_followed_and_a_repeat_withou
     opened, _, ingest, _ = call(twice)
     assert audio(opened[SID]).size == 50 * FRAME  # once played twice, the call twice its length, uncounted
     assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
+
+
+def test_a_chunk_number_exactly_a_second_behind_is_a_renumbering_and_one_frame_less_is_late():
+    """The docs said a second or more behind is a renumbering, but exactly a second behind was dropped as late."""
+    a_second_back = [start(), *(media(CALLER, chunk) for chunk in range(1, 101)), media(CALLER, 51), media(CALLER, 52)]
+    opened, _, ingest, _ = call(a_second_back)
+    assert audio(opened[SID]).size == 102 * FRAME
+    assert ingest.counters()["ingest_renumbered"] == 1 and ingest.counters()["ingest_late_chunks"] == 0
+    just_under = [start(), *(media(CALLER, chunk) for chunk in range(1, 101)), media(CALLER, 52)]
+    opened, _, ingest, _ = call(just_under)
+    assert audio(opened[SID]).size == 100 * FRAME
+    assert ingest.counters()["ingest_renumbered"] == 0 and ingest.counters()["ingest_late_chunks"] == 1
 
 
 def test_a_chunk_or_timestamp_that_is_not_a_whole_number_is_named_and_skipped():
@@ -375,6 +443,42 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
 
 
+def test_a_fresh_start_after_a_pause_takes_the_call_and_its_stop_ends_it():
+    """A call paused by --call-idle stayed paused after a new start of its id: its first media resumed it again, a
+    'started twice' refused and counted and that frame dropped; or the next stop was taken as the old call's and the
+    new stream ran on until the idle timer ended it with a misleading warning."""
+    ingest, opened = stalling_ingest(idle_seconds=0.3)
+    refused: list[None] = []
+    ingest.count_refused = lambda: refused.append(None)
+
+    async def scenario() -> list[str]:
+        publisher = await serving(ingest)
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for restarted_with_media in (True, False):
+                await connection.send(start())
+                for chunk in range(1, 11):
+                    await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
+                await asyncio.sleep(0.6)  # paused for want of media
+                await connection.send(start())  # the platform starts the call again
+                if restarted_with_media:
+                    for chunk in range(1, 11):
+                        await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
+                await connection.send(json.dumps({"event": "stop", "streamSid": SID}))
+                await asyncio.sleep(0.1)  # the stop is read: the new stream ended by it, not by the timer
+            await connection.send(LAST_FRAME)
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+        await publisher.close()
+        return replies
+
+    replies = asyncio.run(scenario())
+    assert replies == [] and refused == [] and ingest.late_chunks == 0
+    assert [stream.stream_id for stream in opened] == [SID] * 4 and all(stream.finished for stream in opened)
+    assert [audio(stream).size for stream in opened] == [10 * FRAME, 10 * FRAME, 10 * FRAME, 0]
+    assert [stream.warning for stream in opened[1::2]] == [None, None]  # ended by their stop, not 'no media for 0.3 s'
+
+
 def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
     """--call-idle runs from a call's last media: any frame (a mark's echo every half second) once reset it."""
     ingest, opened = stalling_ingest(idle_seconds=0.3)
@@ -429,6 +533,19 @@ def test_a_frame_json_cannot_read_is_answered_and_skipped_and_the_call_goes_on()
                                        "[" * 30000, media(CALLER, 2, 20)])
     assert replies == ["a number in it has more than 4300 digits", "its arrays or objects are nested too deeply to read"]
     assert ingest.rejected == 2 and audio(opened[SID]).size == 2 * FRAME  # the frame after them was heard: the call went on
+
+
+@pytest.mark.parametrize("encoding", [["audio/x-mulaw"], {"name": "audio/x-mulaw"}])
+def test_a_start_whose_encoding_is_an_array_or_object_is_refused_in_one_line_and_the_call_on_the_connection_goes_on(encoding):
+    """An encoding that is a JSON array or object (unhashable) raised TypeError: the connection closed with 1011, the
+    live call on it ended, and nothing was said or counted."""
+    odd = json.loads(start(sid="MZ2"))
+    odd["start"]["mediaFormat"]["encoding"] = encoding
+    warnings: list[str] = []
+    opened, replies, ingest, refused = call([start(), media(CALLER, 1, 0), json.dumps(odd), media(CALLER, 2, 20)], warnings)
+    assert replies == [f"stream 'MZ2' refused: unsupported media format {{'encoding': {encoding!r}, 'sampleRate': 8000, 'channels': 1}}: audio/x-mulaw or audio/x-alaw"]
+    assert refused == 1 and ingest.rejected == 1 and warnings == [f"ingest: {replies[0]}"]
+    assert audio(opened[SID]).size == 2 * FRAME  # the frame after it was heard: the call went on
 
 
 def test_a_stream_sid_that_is_not_text_is_refused_not_taken_to_the_record():
