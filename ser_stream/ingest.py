@@ -270,7 +270,9 @@ class MediaIngest:
         return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks, "ingest_renumbered": self.renumbered,
                 "ingest_rejected_messages": self.rejected}
 
-    async def handle(self, connection: ServerConnection) -> None:
+    async def handle(self, connection: ServerConnection, first_frame: str | None = None) -> None:
+        """Serve one ingest connection; ``first_frame``, if given, was read from it already (a ``start`` that named
+        the token, without it) and is handled before any other."""
         calls: Calls = {}
         # Each call's start message, to begin it again after a pause: kept only for the call carried and the paused
         # ones (a connection starting and stopping call after call once held every start it had sent, 64 KiB each).
@@ -283,7 +285,8 @@ class MediaIngest:
             while True:
                 try:
                     idle_left = max(0.0, media_at + self.idle_seconds - loop.time()) if calls else None
-                    text = await asyncio.wait_for(connection.recv(), idle_left)
+                    text = await asyncio.wait_for(connection.recv(), idle_left) if first_frame is None else first_frame
+                    first_frame = None
                 except TimeoutError:  # a stalled platform once held a call's last utterance and its --max-streams slot
                     for call_id, tracks in calls.items():
                         for track in tracks.values():

@@ -13,7 +13,9 @@ one closes the connection with 1008, policy violation), an allow-list of the
 host names the monitor is reached by (against DNS rebinding) and one of browser
 origins (others get HTTP 403 before the upgrade), and a limit on ingest
 connections, concurrent and per second (HTTP 429), charged only to clients with
-the token.
+the token. Twilio can send neither header nor query: an ingest client without
+the token is held, uncharged, until its ``start`` frame names it in
+``start.customParameters.token`` (``<Parameter name="token" .../>``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -62,6 +64,16 @@ class AccessConfig:
     max_ingest_connections: int = 200
     ingest_connections_per_second: float = 20.0
     max_message_bytes: int = 2**16  # a Twilio media frame is ~0.5 kB
+    # Ingest clients that sent no token in their request, held until their 'start' names it (Twilio's only way):
+    # at most this many at once (beyond: HTTP 429), each for at most this long before it is refused.
+    pending_ingest_connections: int = 16
+    start_token_seconds: float = 5.0
+
+
+class IngestHandler(Protocol):
+    """Serves one /ingest connection; ``first_frame`` is a frame read from it already (the ``start`` that named the token)."""
+
+    def __call__(self, connection: ServerConnection, first_frame: str | None = None, /) -> Awaitable[None]: ...
 
 
 class RateLimit:
@@ -114,7 +126,33 @@ def host_name(text: str) -> str | None:
 
 
 def token_matches(presented: str | None, expected: str) -> bool:
-    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+    if presented is None:
+        return False
+    # surrogatepass: a start's JSON "\ud800", or an environment's undecodable byte, has no UTF-8 of its own
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    """A frame read from an ingest client that sent no token in its request, before it is admitted."""
+
+    event: str | None  # None: not an ingest frame (not JSON, no event)
+    token: str | None = None  # a start's ``start.customParameters.token``, when a string
+    start: str | None = None  # that start as JSON without the token, for the call: it can never log or publish it
+
+
+def first_frame(text: str | bytes) -> FirstFrame:
+    """What an ingest client's frame says before it is admitted: its event and, for a ``start``, the token it names."""
+    try:
+        frame = json.loads(text) if isinstance(text, str) else None
+    except (ValueError, RecursionError):  # not JSON, a number of over 4300 digits, nesting too deep
+        return FirstFrame(None)
+    if not isinstance(frame, dict) or not isinstance(event := frame.get("event"), str):
+        return FirstFrame(None)
+    details = frame.get("start") if event == "start" else None
+    parameters = details.get("customParameters") if isinstance(details, dict) else None
+    token = parameters.pop("token", None) if isinstance(parameters, dict) else None
+    return FirstFrame(event, token, json.dumps(frame)) if isinstance(token, str) else FirstFrame(event)
 
 
 def counting_connection(failed: dict[str, int]) -> type[ServerConnection]:
@@ -262,6 +300,7 @@ class Publisher:
         self.failed_handshakes: dict[str, int] = {}  # by cause; see counting_connection
         self.failed_catch_ups = 0  # ?since= answered with an error because the --record database could not be read
         self.ingest_connections = 0
+        self.pending_ingest: set[ServerConnection] = set()  # tokenless ingest clients until their start names the token
         self._ingest_rate = RateLimit(self.access.ingest_connections_per_second, 2 * self.access.ingest_connections_per_second)
         self.page: Callable[[ServerConnection, Request], Response | None] | None = None  # plain HTTP requests, when set
         # GET /healthz, for a service manager or an orchestrator: (healthy, report); 503 with the report when not healthy
@@ -275,7 +314,7 @@ class Publisher:
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.last_seq = 0  # of the utterances published: a ?since= catch-up replays stored ones up to it, the queue has the rest
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.ingest: Callable[[ServerConnection], Awaitable[None]] | None = None  # serves /ingest when set
+        self.ingest: IngestHandler | None = None  # serves /ingest when set
         self.server: Server | None = None
         self._loop_thread = 0
 
@@ -427,10 +466,19 @@ class Publisher:
             return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (--allow-origin)\n")
         # Only a client with the token is charged to the ingest limit: tokenless attempts are refused after the
         # upgrade (1008, refused_token) and must not use up the limit that keeps the real platform's calls coming.
+        # One that sent no token at all may name it in its start (Twilio cannot send it otherwise): it is held, with
+        # at most pending_ingest_connections others, and charged only once its start has named the token.
         if path == "/ingest" and self._authorised(request):
             if self.ingest_connections >= self.access.max_ingest_connections or not self._ingest_rate.allow():
                 self.refused["ingest_limit"] += 1
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections; retry later\n")
+        elif path == "/ingest" and request_token(request) is None:
+            # one whose handshake failed after this check never reaches its handler: its transport is closed by then
+            self.pending_ingest = {held for held in self.pending_ingest if not held.transport.is_closing()}
+            if len(self.pending_ingest) >= self.access.pending_ingest_connections:
+                self.refused["ingest_limit"] += 1
+                return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections waiting to send their start; retry later\n")
+            self.pending_ingest.add(connection)
         return None
 
     def _ingest_without_upgrade(self, connection: ServerConnection, request: Request) -> Response:
@@ -474,14 +522,23 @@ class Publisher:
     async def _serve_open(self, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
-        if not self._authorised(request):
+        start: str | None = None  # the start that named the token, for a client that sent none in its request
+        if connection in self.pending_ingest:
+            try:
+                start = await self._start_naming_the_token(connection)
+            finally:
+                self.pending_ingest.discard(connection)
+            if start is None:
+                return
+        elif not self._authorised(request):
             self.refused["token"] += 1
             await connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
             return
         if endpoint(request.path) == "/ingest" and self.ingest is not None:
             self.ingest_connections += 1
             try:
-                await self.ingest(connection)
+                # called as before when there is no start: an ingest handler may take the connection alone
+                await (self.ingest(connection) if start is None else self.ingest(connection, start))
             finally:
                 self.ingest_connections -= 1
             return
@@ -523,6 +580,32 @@ class Publisher:
         finally:
             closed.cancel()
             self.subscribers.discard(subscriber)
+
+    async def _start_naming_the_token(self, connection: ServerConnection) -> str | None:
+        """For an ingest client that sent no token in its request: its ``start`` (without the token) once it names the
+        token in ``start.customParameters.token`` within ``start_token_seconds``, ``connected`` frames skipped, and the
+        ingest limit has room; None, the connection refused and counted, for anything else."""
+        deadline = asyncio.get_running_loop().time() + self.access.start_token_seconds
+        frame = FirstFrame("connected")
+        try:
+            while frame.event == "connected":
+                frame = first_frame(await asyncio.wait_for(connection.recv(), max(0.0, deadline - asyncio.get_running_loop().time())))
+        except TimeoutError:
+            frame = FirstFrame(None)
+        except ConnectionClosed as closed:
+            if closed.sent is not None and closed.sent.code == CloseCode.GOING_AWAY:  # the monitor stopping: no refusal
+                return None
+            frame = FirstFrame(None)
+        assert self.access.token is not None  # only a monitor with a token holds clients for one
+        if frame.event != "start" or frame.start is None or not token_matches(frame.token, self.access.token):
+            self.refused["token"] += 1
+            await connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
+            return None
+        if self.ingest_connections >= self.access.max_ingest_connections or not self._ingest_rate.allow():
+            self.refused["ingest_limit"] += 1  # past the upgrade: no 429, but the close code that says "retry later"
+            await connection.close(CloseCode.TRY_AGAIN_LATER, "too many ingest connections; retry later")
+            return None
+        return frame.start
 
     async def _catch_up(self, subscriber: Subscriber, since: int, live_after: int) -> None:
         """Send stored utterances with ``since < seq <= live_after``: those published before the subscriber's queue began.

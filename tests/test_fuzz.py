@@ -15,6 +15,7 @@ from ser_stream.errors import DatasetError
 from ser_stream.g711 import alaw_decode, mulaw_decode
 from ser_stream.ingest import IngestError, MediaIngest, parse_message
 from ser_stream.pipeline import MonitorConfig, Stream
+from ser_stream.publish import first_frame
 from ser_stream.rtp import COMFORT_NOISE, JitterBuffer, RtpError, RtpPacket, is_telephone_event, parse_packet
 from training.ravdess import parse_name
 
@@ -113,6 +114,20 @@ def test_ingest_parser_returns_a_message_or_raises_ingest_error(frame):
         assert str(error) and "\n" not in str(error)
     else:
         assert isinstance(message["event"], str)
+
+
+@FUZZ
+@given(ingest_frames, st.text(max_size=20))
+def test_a_frame_before_a_tokenless_ingest_client_is_admitted_is_read_without_error_and_its_token_taken_out(frame, token):
+    """What a client without the token sends first is outside input too; a start's token never stays in the start
+    handed to the call."""
+    read = first_frame(frame)
+    assert read.event is None or isinstance(read.event, str)
+    assert (read.token is None) == (read.start is None)
+    named = json.dumps({"event": "start", "start": {"streamSid": "MZ1", "customParameters": {"token": token, "agent": "a"}}})
+    taken = first_frame(named)
+    assert taken.event == "start" and taken.token == token and taken.start is not None
+    assert json.loads(taken.start)["start"]["customParameters"] == {"agent": "a"}
 
 
 # Well-formed frames of two calls (one track, both tracks), so that calls start, carry audio and stop among the rest.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -58,10 +60,10 @@ def twilio_frames(stream_sid: str, audio_8k: np.ndarray) -> list[str]:
     return frames
 
 
-def start_ingest_monitor(port: int, *extra: str) -> subprocess.Popen[str]:
+def start_ingest_monitor(port: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "ser_stream", "monitor", "--ingest", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
 
 
@@ -120,6 +122,63 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
         assert len(utterances) == len(bounds)
         for utterance, (start, end) in zip(utterances, bounds):
             assert abs(utterance["t_start"] - start) <= 0.3 and abs(utterance["t_end"] - end) <= 0.3
+
+
+def test_a_call_naming_the_token_in_its_start_as_twilio_sends_it_is_classified_and_the_token_is_said_nowhere(clips_with_silence, shipped_model):
+    """Twilio's <Stream url> takes no query string and it sends no Authorization header: the token comes as
+    <Parameter name="token" value="T"/>, in start.customParameters. A monitor with a token once refused every such call.
+    The token, and a wrong one tried before, reach neither the monitor's output nor any message."""
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    audio_8k = scipy.signal.resample_poly(audio, 8000, rate)
+    port = free_port()
+    token, wrong_token = "tw1l10-" + secrets.token_hex(8), "tw1l10-" + secrets.token_hex(8)
+    process = start_ingest_monitor(port, "--print-utterances", "--log-status", "1", env={**os.environ, "SER_STREAM_TOKEN": token})
+
+    def named(token_given: str) -> list[str]:
+        frames = twilio_frames("MZ-twilio", audio_8k)
+        start = json.loads(frames[1])
+        start["start"]["customParameters"] = {"token": token_given, "agent": "a-17"}
+        frames[1] = json.dumps(start)
+        return frames
+
+    async def call(frames: list[str], quiet_seconds: float) -> tuple[list[str], int | None]:
+        """The replies to ``frames`` until none comes for ``quiet_seconds``, and the close code if it was closed."""
+        replies = []
+        async with connect(f"ws://127.0.0.1:{port}/ingest") as ws:  # no token in the URL, no header: as Twilio connects
+            try:
+                for frame in frames:
+                    await ws.send(frame)
+                while True:
+                    replies.append(str(await asyncio.wait_for(ws.recv(), quiet_seconds)))
+            except TimeoutError:  # still open: taken
+                return replies, None
+            except ConnectionClosed:
+                await asyncio.wait_for(ws.wait_closed(), 5)  # its close code is known once it is closed
+                return replies, ws.close_code
+
+    async def scenario():
+        subscriber = await subscriber_when_up(port, monitor=process, additional_headers={"Authorization": f"Bearer {token}"})
+        refused = await call(named(wrong_token), 10)  # (a monitor just started may take a while to read it)
+        taken = await call(named(token), 1)
+        texts, ended, refusals = [], False, 0
+        while not (ended and refusals):  # the call's stream, and a status counting the refusal
+            texts.append(str(await asyncio.wait_for(subscriber.recv(), 60)))
+            message = json.loads(texts[-1])
+            ended = ended or (message["type"] == "stream_ended" and message["stream"] == "MZ-twilio")
+            refusals = message.get("refused_token", 0) if message["type"] == "status" else refusals
+        await subscriber.close()
+        return refused, taken, texts, refusals
+
+    refused, taken, texts, refusals = run_then_sigterm(process, scenario)
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    assert refused == ([], 1008) and refusals == 1
+    assert taken == ([], None)  # not refused: no error line, open when the client left
+    utterances = [json.loads(text) for text in texts if json.loads(text)["type"] == "utterance"]
+    assert len(utterances) == len(bounds) and {u["stream"] for u in utterances} == {"MZ-twilio"}
+    assert stdout.count('"type":"utterance"') + stdout.count('"type": "utterance"') == len(bounds)
+    for said in (stdout, stderr, *texts):
+        assert token not in said and wrong_token not in said and "customParameters" not in said
 
 
 def test_ctrl_c_ends_the_monitor_while_a_call_is_sent_faster_than_real_time():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import ssl
 import subprocess
@@ -11,10 +13,12 @@ import sys
 import pytest
 import trustme
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedError, InvalidMessage, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage, InvalidStatus
 
 from ser_stream.errors import SerStreamError
+from ser_stream.ingest import MediaIngest
 from ser_stream.monitor import MonitorOptions, check_listening
+from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.publish import AccessConfig, Publisher, token_matches
 from ser_stream.sources import SourceSpec
 
@@ -35,7 +39,7 @@ async def first_message(url: str, **kwargs) -> dict:
 
 def test_a_token_is_required_and_a_wrong_one_is_refused_as_a_policy_violation():
     async def scenario():
-        publisher = await started(AccessConfig(token="s3cret-token"))
+        publisher = await started(AccessConfig(token="s3cret-token", start_token_seconds=0.5))  # /ingest: its start may name it
 
         async def ingest(connection):
             await connection.close()
@@ -88,6 +92,7 @@ def test_failed_opening_handshakes_are_counted_by_cause_and_reach_the_status_cou
 def test_token_comparison_is_exact():
     assert token_matches("abc", "abc")
     assert not token_matches("abcd", "abc") and not token_matches("", "abc") and not token_matches(None, "abc")
+    assert not token_matches("\ud800", "abc") and token_matches("\udcff", "\udcff")  # a start's JSON; an environment's byte
 
 
 def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade():
@@ -297,7 +302,8 @@ def test_tokenless_ingest_attempts_are_refused_without_using_up_the_ingest_rate_
     """The limit is charged only to clients with the token: a flood without one must not lock out the real platform."""
 
     async def scenario():
-        publisher = await started(AccessConfig(token="s3cret-token", ingest_connections_per_second=0.5))  # one, then one per 2 s
+        # one, then one per 2 s; tokenless clients, held for a start naming the token, send none
+        publisher = await started(AccessConfig(token="s3cret-token", ingest_connections_per_second=0.5, start_token_seconds=0.2))
 
         async def ingest(connection):
             await connection.wait_closed()
@@ -461,3 +467,197 @@ def test_listening_beyond_loopback_warns_of_what_is_open_and_what_a_token_cannot
     args = build_parser().parse_args(["monitor", "--allow-remote", *options])
     check_listening(_monitor_command_options(args))
     assert capsys.readouterr().err.splitlines() == [f"ser-stream: warning: {line}" for line in warnings]
+
+
+# Twilio's <Stream url="wss://HOST/ingest"> takes no query string and sends no Authorization header: the token comes
+# as <Parameter name="token" value="T"/>, in the start frame's start.customParameters.
+TOKEN = "s3cret-token"
+SID = "MZ-token-call"
+CONNECTED = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def twilio_start(parameters: dict | None = None, sid: str = SID) -> str:
+    details: dict = {"streamSid": sid, "callSid": "CA1", "tracks": ["inbound"],
+                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+    if parameters is not None:
+        details["customParameters"] = parameters
+    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": details})
+
+
+def twilio_media(chunk: int, sid: str = SID) -> str:
+    payload = base64.b64encode(bytes([0x7E]) * 160).decode()  # 20 ms of μ-law near silence
+    return json.dumps({"event": "media", "streamSid": sid, "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str(20 * (chunk - 1)), "payload": payload}})
+
+
+async def calls_publisher(access: AccessConfig) -> tuple[Publisher, dict[str, Stream], list[str | None]]:
+    """A real publisher whose /ingest is a real ``MediaIngest``: the streams it opens, and each connection's first frame
+    as the handler was given it (None for a client that sent the token in its request)."""
+    publisher = await started(access)
+    opened: dict[str, Stream] = {}
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig(ring_seconds=10.0))
+        return opened[stream_id]
+
+    ingest = MediaIngest(open_stream)
+    given: list[str | None] = []
+
+    async def handle(connection, first_frame=None):
+        given.append(first_frame)
+        await ingest.handle(connection, first_frame)
+
+    publisher.ingest = handle
+    return publisher, opened, given
+
+
+async def until(condition, seconds: float = 5.0) -> float:
+    """Wait for ``condition()``; how long it took."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while not condition():
+        assert loop.time() - began < seconds, "not in time"
+        await asyncio.sleep(0.01)
+    return loop.time() - began
+
+
+def test_an_ingest_client_without_a_token_in_its_request_is_taken_once_its_start_names_it():
+    """Twilio cannot send the token but as a custom parameter of its start; the call is taken from that start, which
+    reaches the call without the token, and is charged to the ingest limit only then."""
+
+    async def scenario():
+        publisher, opened, given = await calls_publisher(AccessConfig(token=TOKEN))
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as call:
+            held = (len(publisher.pending_ingest), publisher.ingest_connections)
+            await call.send(CONNECTED)
+            await call.send(twilio_start({"token": TOKEN, "agent": "a-17"}))
+            for chunk in range(1, 51):
+                await call.send(twilio_media(chunk))
+            await until(lambda: SID in opened and opened[SID].ring.available() >= 50 * 160)
+            taken = (len(publisher.pending_ingest), publisher.ingest_connections)
+            await call.send(json.dumps({"event": "stop", "streamSid": SID}))
+            await until(lambda: opened[SID].finished)
+        counters = publisher.counters()
+        await publisher.close()
+        return held, taken, opened[SID].ring.available(), given, counters
+
+    held, taken, samples, given, counters = asyncio.run(scenario())
+    assert held == (1, 0) and taken == (0, 1)  # held uncharged; charged once admitted
+    assert samples == 50 * 160  # a second of the call's audio
+    assert len(given) == 1 and TOKEN not in given[0]
+    assert json.loads(given[0])["start"]["customParameters"] == {"agent": "a-17"}  # the call's other parameters stay
+    assert counters["refused_token"] == counters["refused_ingest_limit"] == 0
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [twilio_start({"token": "s3cret-tokeN"})],
+        [CONNECTED, twilio_start({"token": TOKEN[:-1]})],
+        [twilio_start()],
+        [twilio_start({"agent": "a-17"})],
+        [twilio_start({"token": ["s3cret-token"]})],
+        [twilio_start({"token": "\ud800"})],
+        [json.dumps({"event": "start", "start": "s3cret-token"})],
+        [twilio_media(1)],
+        [CONNECTED, twilio_media(1), twilio_start({"token": TOKEN})],
+        [json.dumps({"event": "stop", "streamSid": SID}), twilio_start({"token": TOKEN})],
+        ["{not json", twilio_start({"token": TOKEN})],
+        [b"binary", twilio_start({"token": TOKEN})],
+        [],
+        [CONNECTED, CONNECTED],
+    ],
+    ids=["wrong-token", "token-cut-short", "no-parameters", "no-token-parameter", "token-not-a-string", "lone-surrogate",
+         "start-not-an-object", "media-first", "media-before-start", "stop-first", "not-json", "binary", "nothing",
+         "only-connected"],
+)
+def test_an_ingest_client_without_a_token_is_refused_with_1008_unless_its_first_frame_but_connected_is_a_start_naming_it(frames):
+    """Anything else first, a wrong or missing token, or no start within start_token_seconds: 1008, refused_token."""
+
+    async def scenario():
+        publisher, opened, given = await calls_publisher(AccessConfig(token=TOKEN, start_token_seconds=2.0))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as call:
+            with contextlib.suppress(ConnectionClosed):  # the refusal may come before the last frame is sent
+                for frame in frames:
+                    await call.send(frame)
+            await asyncio.wait_for(call.wait_closed(), 5)
+            refusal, took = call.close_code, loop.time() - began
+        counters, pending = publisher.counters(), len(publisher.pending_ingest)
+        await publisher.close()
+        return refusal, took, opened, given, counters, pending
+
+    refusal, took, opened, given, counters, pending = asyncio.run(scenario())
+    assert refusal == POLICY_VIOLATION and counters["refused_token"] == 1
+    assert opened == {} and given == [] and pending == 0
+    if frames in ([], [CONNECTED, CONNECTED]):  # at the time limit
+        assert 1.9 < took < 4, took
+    else:  # on the frame, not at the time limit
+        assert took < 1.5, took
+
+
+def test_tokenless_ingest_clients_waiting_for_their_start_are_limited_and_delay_no_client_sending_the_token():
+    """A flood of tokenless connections can hold every pending slot (HTTP 429 beyond, counted), and so delay calls
+    that name the token in their start; a client sending it in a header or the query is admitted at once, and one
+    sending a wrong one there is refused at once, as before."""
+
+    async def scenario():
+        publisher, opened, given = await calls_publisher(AccessConfig(token=TOKEN, pending_ingest_connections=2, start_token_seconds=30))
+        url = f"ws://127.0.0.1:{publisher.port}/ingest"
+        flood = [await connect(url), await connect(url)]
+        with pytest.raises(InvalidStatus) as beyond:
+            await connect(url)
+        waited = {}
+        async with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as call:
+            await call.send(twilio_start(sid="MZ-by-header"))
+            waited["header"] = await until(lambda: "MZ-by-header" in opened)
+        async with connect(f"{url}?token={TOKEN}") as call:
+            await call.send(twilio_start(sid="MZ-by-query"))
+            waited["query"] = await until(lambda: "MZ-by-query" in opened)
+        wrong = []
+        for attempt in ({"uri": f"{url}?token=wrong"}, {"uri": url, "additional_headers": {"Authorization": "Bearer wrong"}}):
+            async with connect(**attempt) as refused:
+                await asyncio.wait_for(refused.wait_closed(), 1)
+                wrong.append(refused.close_code)
+        for held in flood:  # leaving frees their slots
+            await held.close()
+        await until(lambda: not publisher.pending_ingest)
+        async with connect(url) as call:
+            await call.send(twilio_start({"token": TOKEN}))
+            waited["start"] = await until(lambda: SID in opened)
+        held_at_shutdown = await connect(url)  # the monitor stopping is no refusal of it
+        await until(lambda: publisher.pending_ingest)
+        await publisher.close()
+        await held_at_shutdown.close()
+        return beyond.value.response, waited, wrong, given, publisher.counters()
+
+    beyond, waited, wrong, given, counters = asyncio.run(scenario())
+    assert beyond.status_code == 429 and b"waiting to send their start" in beyond.body
+    assert waited["header"] < 1 and waited["query"] < 1 and given[:2] == [None, None]
+    assert wrong == [POLICY_VIOLATION] * 2
+    assert waited["start"] < 1
+    assert counters["refused_ingest_limit"] == 1 and counters["refused_token"] == 2 + 2  # the wrong ones, the flood leaving
+
+
+def test_an_ingest_client_admitted_by_its_start_is_held_to_the_ingest_limit_like_one_sending_the_token():
+    """Once its start names the token it is charged to the limit: with every ingest connection taken it is refused
+    (1013, try again later: past the upgrade there is no 429) and counted in refused_ingest_limit."""
+
+    async def scenario():
+        publisher, opened, given = await calls_publisher(AccessConfig(token=TOKEN, max_ingest_connections=1))
+        url = f"ws://127.0.0.1:{publisher.port}/ingest"
+        async with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as first:
+            await first.send(twilio_start(sid="MZ-first"))
+            await until(lambda: "MZ-first" in opened)
+            async with connect(url) as second:
+                await second.send(twilio_start({"token": TOKEN}))
+                await asyncio.wait_for(second.wait_closed(), 5)
+                refusal = second.close_code, second.close_reason
+        counters = publisher.counters()
+        await publisher.close()
+        return refusal, list(opened), counters
+
+    refusal, opened, counters = asyncio.run(scenario())
+    assert refusal == (1013, "too many ingest connections; retry later")
+    assert opened == ["MZ-first"]
+    assert counters["refused_ingest_limit"] == 1 and counters["refused_token"] == 0
