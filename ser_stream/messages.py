@@ -5,6 +5,7 @@ receive against them (``field_problem``). Times are seconds of stream audio.
 """
 
 # No `from __future__ import annotations`: TypedDict reads NotRequired only from evaluated annotations.
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -35,8 +36,13 @@ class Window(TypedDict):
     probabilities: dict[str, float]
 
 
-class Utterance(TypedDict):
+class Numbered(TypedDict):
     seq: int | None  # grows across all streams (and restarts, with --record); None: --record failed to store it
+
+
+class UtteranceResult(TypedDict):
+    """An utterance as the worker emits it; the monitor numbers it (``numbered``) before anyone receives it."""
+
     type: Literal["utterance"]
     stream: str
     id: int
@@ -47,6 +53,10 @@ class Utterance(TypedDict):
     probabilities: dict[str, float]
     windows: int
     latency_ms: float
+
+
+class Utterance(Numbered, UtteranceResult):
+    """An utterance as subscribers receive it: ``seq`` first, then the worker's result."""
 
 
 class Status(TypedDict):
@@ -136,7 +146,19 @@ def field_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
-Message = dict[str, Any]
+Message = Mapping[str, Any]  # any of the above, as the monitor hands it on: each is built as its TypedDict
+
+
+def numbered(result: UtteranceResult, seq: int | None) -> Utterance:
+    """The worker's utterance with its ``seq``, first on the wire."""
+    return {"seq": seq, **result}
+
+
+def notice(kind: Literal["error", "warning"], message: str, stream: str | None = None) -> Notice:
+    """An error or warning line, about ``stream`` if given (its field comes before the message, as on the wire)."""
+    if stream is None:
+        return {"type": kind, "message": message}
+    return {"type": kind, "stream": stream, "message": message}
 
 
 def utc_now() -> str:

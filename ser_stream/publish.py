@@ -43,7 +43,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from ser_stream.errors import shown
-from ser_stream.messages import Message
+from ser_stream.messages import CaughtUp, Dropped, Message, notice
 from ser_stream.record import read_since
 
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
@@ -514,9 +514,9 @@ class Publisher:
                 subscriber.ready.clear()
                 while subscriber.queue:
                     if subscriber.unreported_drops:
-                        notice: dict[str, Any] = {"type": "dropped", "count": subscriber.unreported_drops}
+                        dropped: Dropped = {"type": "dropped", "count": subscriber.unreported_drops}
                         subscriber.unreported_drops = 0
-                        await connection.send(json.dumps(notice))
+                        await connection.send(json.dumps(dropped))
                     await connection.send(subscriber.queue.popleft())
         except ConnectionClosed:
             pass
@@ -533,7 +533,7 @@ class Publisher:
         Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
         """
         if self.record_path is None:
-            await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
+            await subscriber.connection.send(json.dumps(notice("error", "?since= needs a monitor started with --record")))
             return
         last = 0
         pages = read_since(self.record_path, since, subscriber.stream, until=live_after)
@@ -546,9 +546,10 @@ class Publisher:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
             message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
-            await subscriber.connection.send(json.dumps({"type": "error", "message": message}))
+            await subscriber.connection.send(json.dumps(notice("error", message)))
             return
         finally:  # its connection to the database, were the subscriber to leave mid-way (one still running on a pool
             with contextlib.suppress(ValueError):  # thread, cancelled at shutdown, closes it when it returns)
                 pages.close()
-        await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))
+        caught_up: CaughtUp = {"type": "caught_up", "since": since, "last": last}
+        await subscriber.connection.send(json.dumps(caught_up))

@@ -19,7 +19,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 from ser_stream.errors import SerStreamError, one_line, shown
-from ser_stream.messages import Message
+from ser_stream.messages import Utterance, UtteranceResult, numbered
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS utterances (
@@ -93,9 +93,9 @@ class UtteranceLog:
         self.record_id = str(self.connection.execute("SELECT value FROM meta WHERE key = 'record_id'").fetchone()[0])
         self.file = file_identity(path)
 
-    def append(self, message: Message) -> Message:
-        """Store the message; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""
-        text = json.dumps(message, separators=(",", ":"))
+    def append(self, utterance: UtteranceResult) -> Utterance:
+        """Store the utterance; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""
+        text = json.dumps(utterance, separators=(",", ":"))
         if file_identity(self.path) != self.file:  # SQLite goes on writing to the open file: a deleted one, unseen
             self.failures += 1
             raise RecordError(
@@ -103,13 +103,13 @@ class UtteranceLog:
                 "the monitor ran; restart it to store again); it is published without a seq"
             )
         try:
-            cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
+            cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (utterance["stream"], text))
         except (sqlite3.Error, UnicodeError) as error:  # UnicodeError: a stream name no text encoding holds (it stopped the monitor)
             self.failures += 1
             if self.shutting_down and isinstance(error, sqlite3.OperationalError):
                 self.connection.execute("PRAGMA busy_timeout = 0")
             raise RecordError(f"--record {shown(self.path)}: an utterance was not stored ({one_line(error)}); it is published without a seq") from None
-        return {"seq": cursor.lastrowid, **message}
+        return numbered(utterance, cursor.lastrowid)
 
     def hurry(self) -> None:
         """At shutdown: a database still held after one more wait is not waited for again. Each queued utterance
