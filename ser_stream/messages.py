@@ -93,6 +93,19 @@ class Status(TypedDict):
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
 
 
+# Status fields that are not counts of something lost or refused: gauges, tallies of work done, the latency summary.
+# Every other field is a loss or refusal counter (those there are now, and any added later) and is shown when nonzero.
+# rtp_resyncs, ingest_renumbered: renumberings the call followed, nothing lost; failed_handshakes: port scans and health checks.
+NOT_LOSSES = frozenset(
+    {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
+)
+
+
+def loss_counts(status: Mapping[str, Any]) -> dict[str, int]:
+    """Every loss or refusal counter of a status message, in its order."""
+    return {name: value for name, value in status.items() if name not in NOT_LOSSES and isinstance(value, int) and not isinstance(value, bool)}
+
+
 class StreamEvent(TypedDict):
     type: Literal["stream_started", "stream_ended"]
     stream: str

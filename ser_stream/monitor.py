@@ -25,11 +25,20 @@ from rich.console import Console
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import narrow_band
-from ser_stream.dashboard import Dashboard, DashboardState, loss_counts
+from ser_stream.dashboard import Dashboard, DashboardState
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
-from ser_stream.messages import PROTOCOL_VERSION, Hello, Message, UtteranceResult, notice, numbered, utc_now
+from ser_stream.messages import (
+    PROTOCOL_VERSION,
+    Hello,
+    Message,
+    UtteranceResult,
+    loss_counts,
+    notice,
+    numbered,
+    utc_now,
+)
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
