@@ -36,6 +36,7 @@ from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.inference import EmotionModel
+from ser_stream.messages import latency_summary
 from ser_stream.utterances import UtteranceConfig
 from ser_stream.windows import trim_silence
 from training.ravdess import RavdessClip, require_actors, scan
@@ -72,17 +73,6 @@ def match_clip_ends(clip_ends: NDArray[np.float64], every_end: NDArray[np.float6
         "duplicated": sum(len(times) > 1 for times in received),
         "other_utterances": other,
     }
-
-
-def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
-    """Median (of an even count, the mean of the middle two) and p95: an observed latency, the one at or just above the
-    interpolated 95th percentile (numpy's ``method="higher"``: of the sorted latencies, number ⌈0.95 (n − 1)⌉ from 0),
-    so a tail is never understated by interpolating towards faster ones; an infinite latency (a clip without an
-    utterance at its end) stays infinite. The median was once taken that way too: 30 for [10, 20, 30, 40]."""
-    if not latencies_ms:
-        return {"median": float("nan"), "p95": float("nan")}
-    values = np.asarray(latencies_ms, dtype=np.float64)
-    return {"median": round(float(np.median(values)), 1), "p95": round(float(np.percentile(values, 95, method="higher")), 1)}
 
 
 def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessClip]:

@@ -28,6 +28,7 @@ from ser_stream.messages import (
     StreamStarted,
     UtteranceResult,
     Window,
+    latency_summary,
     notice,
     rounded,
     utc_now,
@@ -363,10 +364,10 @@ class Worker:
         self.emit(utterance)
 
     def latency_summary(self) -> dict[str, float]:
+        """The status's ``latency_ms``: 0 before the first utterance (JSON has no NaN)."""
         if not self.latencies_ms:
             return {"median": 0.0, "p95": 0.0}
-        values = np.asarray(self.latencies_ms)
-        return {"median": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
+        return latency_summary(list(self.latencies_ms), decimals=2)
 
     def publish_status(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -242,7 +242,7 @@ def test_late_utterances_count_in_the_p95():
 def test_the_latency_median_is_the_middle_of_the_latencies_and_the_p95_one_of_them():
     """The median was taken as numpy's 'higher' percentile, as the p95 is: 30 ms for [10, 20, 30, 40], where the
     component timings and the docs' 'Medians unless noted' meant 25."""
-    from benchmarks.monitor_e2e import latency_summary
+    from ser_stream.messages import latency_summary
 
     assert latency_summary([10.0, 20.0, 30.0, 40.0]) == {"median": 25.0, "p95": 40.0}
     assert latency_summary([40.0, 50.0, 10.0]) == {"median": 40.0, "p95": 50.0}
