@@ -11,6 +11,7 @@ cut may lose the last commits).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -120,9 +121,11 @@ class UtteranceLog:
         self.connection.close()
 
 
-def read_since(path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500) -> Generator[list[str], None, None]:
-    """Pages of stored utterance messages (JSON text) with ``since < seq`` (``<= until``, if given), oldest first, on a
-    fresh connection, closed once the last page is read.
+def read_since(
+    path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500
+) -> Generator[list[tuple[int, str]], None, None]:
+    """Pages of stored utterances, each its seq and its message as broadcast (JSON text), with ``since < seq``
+    (``<= until``, if given), oldest first, on a fresh connection, closed once the last page is read.
 
     The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
     thread: the connection is used by one thread at a time, but not always the same one.
@@ -144,9 +147,18 @@ def read_since(path: Path, since: int, stream: str | None = None, until: int | N
             if not rows:
                 return
             last = rows[-1][0]
-            yield [with_seq(seq, message) for seq, message in rows]
+            yield [(seq, with_seq(seq, message)) for seq, message in rows]
     finally:
         connection.close()
+
+
+def last_stored_seq(path: Path) -> int:
+    """The last utterance seq in a --record database; 0 for none, or for one that cannot be read (its catch-ups say so)."""
+    try:
+        with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+            return int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def with_seq(seq: int, text: str) -> str:
