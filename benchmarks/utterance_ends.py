@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.monitor_e2e import GAP_SECONDS, add_clip_arguments, chosen_clips, match_clip_ends
+from benchmarks.clip_file import GAP_SECONDS
+from benchmarks.monitor_e2e import add_clip_arguments, chosen_clips, match_clip_ends
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, score_or_off
 from ser_stream.clips import without_dc

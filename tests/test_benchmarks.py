@@ -452,7 +452,8 @@ def test_clips_at_48k_and_16k_are_written_at_the_files_rate_where_the_truth_says
     import numpy as np
     import soundfile
 
-    from benchmarks.monitor_e2e import FILE_RATE, GAP_SECONDS, build_file
+    from benchmarks.clip_file import FILE_RATE, GAP_SECONDS
+    from benchmarks.monitor_e2e import build_file
     from tests.conftest import speechlike
 
     for actor, rate in ((1, 48000), (2, 16000)):
