@@ -127,20 +127,22 @@ def test_the_log_pages_by_stream(tmp_path):
 
 
 def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_with_silence, shipped_model, tmp_path):
-    path, _ = clips_with_silence
+    path, bounds = clips_with_silence
+    second_clip_start = bounds[1][0]
     database = tmp_path / "utterances.db"
     port = free_port()
     process = monitor(path, port, database, "--await-subscribers", "1")
 
     async def scenario() -> list[dict]:
-        async def stop_after_first():
-            while not any(m["type"] == "utterance" for m in messages):
+        async def stop_in_the_second_clip():
+            # Stopped by stream time, not by a sleep: on a loaded machine the first utterance arrived late and a
+            # fixed wait after it let the second clip's utterance close before the SIGTERM (three utterances, not two).
+            while not any(m["type"] == "window" and m["t_start"] >= second_clip_start for m in messages):
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(2.0)  # 1.2 s into the second clip: an open utterance
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # the second clip's utterance is open: SIGTERM closes it
 
         messages: list[dict] = []
-        stopper = asyncio.ensure_future(stop_after_first())
+        stopper = asyncio.ensure_future(stop_in_the_second_clip())
         for _ in range(300):
             try:
                 async with connect(f"ws://127.0.0.1:{port}/", max_queue=None) as ws:
