@@ -42,11 +42,12 @@ import scipy.signal
 import soundfile
 
 from benchmarks.clients import MonitorExited, free_port, strict_json, subscriber_when_up
-from benchmarks.monitor_e2e import MIN_SILENCE, MonitorFailed, build_file, latency_summary, match_clip_ends
+from benchmarks.monitor_e2e import MIN_SILENCE, MonitorFailed, build_file, match_clip_ends
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.g711 import mulaw_encode
 from ser_stream.inference import EmotionModel
+from ser_stream.messages import latency_summary
 
 PACKET = 160  # samples per 20 ms packet at 8 kHz
 GRACE_SECONDS = 15.0  # after the calls end, how long the subscriber waits for their streams to end (then: missing)

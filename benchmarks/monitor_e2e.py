@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -26,22 +25,19 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import scipy.signal
 import soundfile
 from numpy.typing import NDArray
 from websockets.exceptions import ConnectionClosedError
 
 from benchmarks.clients import free_port, strict_json, subscriber_when_up
-from ser_stream.audiofile import read_audio
+from benchmarks.clip_file import write_clips_with_silence
 from ser_stream.cli import OneLineParser, output_file, whole_number
 from ser_stream.errors import SerStreamError, shown
 from ser_stream.inference import EmotionModel
+from ser_stream.messages import latency_summary
 from ser_stream.utterances import UtteranceConfig
-from ser_stream.windows import trim_silence
 from training.ravdess import RavdessClip, require_actors, scan
 
-GAP_SECONDS = 1.5
-FILE_RATE = 16000  # the rate of the file the monitor reads, whatever the clips' own
 LISTEN_SECONDS = 30.0  # how long the monitor may take to start (load its model) and listen
 MIN_SILENCE = UtteranceConfig().min_silence_seconds
 MATCH_SECONDS = 0.3  # an utterance ending this close to a clip's end reports that clip
@@ -74,17 +70,6 @@ def match_clip_ends(clip_ends: NDArray[np.float64], every_end: NDArray[np.float6
     }
 
 
-def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
-    """Median (of an even count, the mean of the middle two) and p95: an observed latency, the one at or just above the
-    interpolated 95th percentile (numpy's ``method="higher"``: of the sorted latencies, number ⌈0.95 (n − 1)⌉ from 0),
-    so a tail is never understated by interpolating towards faster ones; an infinite latency (a clip without an
-    utterance at its end) stays infinite. The median was once taken that way too: 30 for [10, 20, 30, 40]."""
-    if not latencies_ms:
-        return {"median": float("nan"), "p95": float("nan")}
-    values = np.asarray(latencies_ms, dtype=np.float64)
-    return {"median": round(float(np.median(values)), 1), "p95": round(float(np.percentile(values, 95, method="higher")), 1)}
-
-
 def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessClip]:
     """``per_actor`` clips of each of ``actors``, spread over their 60 (so over emotions), actor by actor.
 
@@ -99,19 +84,10 @@ def chosen_clips(data: Path, actors: list[int], per_actor: int) -> list[RavdessC
 
 
 def build_file(data: Path, actors: list[int], per_actor: int, out: Path) -> list[tuple[float, float, str]]:
-    """Write ``chosen_clips`` to ``out`` at ``FILE_RATE``, trimmed and separated by silence; where each clip's speech lies."""
-    pieces, truth, t = [np.zeros(int(GAP_SECONDS * FILE_RATE), np.float32)], [], GAP_SECONDS
-    for clip in chosen_clips(data, actors, per_actor):
-        audio, rate = read_audio(clip.path)
-        speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)
-        if rate != FILE_RATE:  # a 48 kHz clip written as 16 kHz samples once lasted three times its length
-            common = math.gcd(FILE_RATE, rate)
-            speech = scipy.signal.resample_poly(speech, FILE_RATE // common, rate // common).astype(np.float32)
-        truth.append((t, t + speech.size / FILE_RATE, clip.emotion))
-        t += speech.size / FILE_RATE + GAP_SECONDS
-        pieces += [speech, np.zeros(int(GAP_SECONDS * FILE_RATE), np.float32)]
-    soundfile.write(out, np.concatenate(pieces), FILE_RATE)
-    return truth
+    """Write ``chosen_clips`` to ``out`` (``write_clips_with_silence``); where each clip's speech lies, and its emotion."""
+    clips = chosen_clips(data, actors, per_actor)
+    bounds = write_clips_with_silence([clip.path for clip in clips], out)
+    return [(start, end, clip.emotion) for (start, end), clip in zip(bounds, clips)]
 
 
 class MonitorFailed(Exception):

@@ -29,13 +29,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.monitor_e2e import GAP_SECONDS, add_clip_arguments, chosen_clips, latency_summary, match_clip_ends
+from benchmarks.clip_file import GAP_SECONDS
+from benchmarks.monitor_e2e import add_clip_arguments, chosen_clips, match_clip_ends
 from ser_stream.audiofile import read_audio
 from ser_stream.cli import OneLineParser, score_or_off
 from ser_stream.clips import without_dc
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.g711 import mulaw_decode, mulaw_encode
+from ser_stream.messages import latency_summary
 from ser_stream.sources import BLOCK_SECONDS
 from ser_stream.utterances import UtteranceConfig, UtteranceTracker
 from ser_stream.windows import TRIM_FRAME_SECONDS, WindowConfig, frame_energies, trim_bounds

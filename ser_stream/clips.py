@@ -74,7 +74,7 @@ def trimmed_clip(audio: NDArray[np.floating], sample_rate: int, floor: float = T
     energy = frame_energies(canonical, TRIM_FRAME)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, canonical.size, margin=TRIM_MARGIN, floor=floor)
     check_sound(sound, loudest_power(energy, canonical), floor)
-    return canonical[first:last]  # as trim_silence would cut it
+    return canonical[first:last]  # as benchmarks.clip_file.trim_silence would cut it
 
 
 def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig, floor: float = TRIM_FLOOR) -> NDArray[np.float32]:

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ser_stream import EMOTIONS
 from ser_stream.errors import shown
-from ser_stream.messages import Message
+from ser_stream.messages import Message, loss_counts
 
 COLOURS = {
     "neutral": "white", "calm": "cyan", "happy": "yellow", "sad": "blue",
@@ -25,12 +25,6 @@ COLOURS = {
 
 
 RECENT_KEPT = 50  # last utterances kept; as many are shown as the terminal has rows for
-# Status fields that are not counts of something lost or refused: gauges, tallies of work done, the latency summary.
-# Every other field is a loss or refusal counter (those there are now, and any added later) and is shown when nonzero.
-# rtp_resyncs, ingest_renumbered: renumberings the call followed, nothing lost; failed_handshakes: port scans and health checks.
-NOT_LOSSES = frozenset(
-    {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
-)
 BARS_HEIGHT = 10  # the emotions panel: 8 rows and its border
 ID_CELLS_WANTED = 16  # a stream id narrower than this on a narrow terminal costs the streams panel its "now" columns
 
@@ -59,11 +53,6 @@ def middle_cut(text: str, width: int) -> str:
             break
         tail = character + tail
     return f"{head}…{tail}"
-
-
-def loss_counts(status: Message) -> dict[str, int]:
-    """Every loss or refusal counter of a status message, in its order."""
-    return {name: value for name, value in status.items() if name not in NOT_LOSSES and isinstance(value, int) and not isinstance(value, bool)}
 
 
 def losses(status: Message) -> list[str]:

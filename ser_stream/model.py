@@ -2,8 +2,9 @@
 
 Input ``spectrogram`` [N, 260, 270, 1] float32 in [0, 1]; output
 ``probabilities`` [N, 8] in ``EMOTIONS`` order. The metadata JSON records the
-feature parameters, window, labels and the file's sha256; ``load_metadata``
-refuses a model that does not match this code or whose bytes changed. The ONNX
+feature parameters, window, labels and the file's sha256; ``load_verified``
+(what the runtime loads a model through) refuses a model that does not match
+this code or whose bytes changed, and returns the bytes it hashed. The ONNX
 file keeps its own copy of what it was trained on (labels, features, window:
 ``CONTRACT_PROPERTY``), inside the bytes the sha256 covers, so an edited JSON
 cannot feed the network windows of another length unnoticed.
@@ -174,7 +175,8 @@ def holds(value: object, types: tuple[type, ...]) -> bool:
 
 def load_metadata(model_path: str | Path) -> ModelMetadata:
     """Read and check the metadata beside ``model_path``, and the file's sha256 against it; ``ModelError`` with the
-    reason if unusable."""
+    reason if unusable. The checks of ``load_verified`` without keeping the bytes: for the tests, which read a
+    model's metadata through it."""
     metadata = checked_metadata(Path(model_path))
     try:
         actual = file_sha256(model_path)

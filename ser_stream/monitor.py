@@ -19,17 +19,26 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 
 from ser_stream import EMOTIONS
 from ser_stream.audiofile import narrow_band
-from ser_stream.dashboard import Dashboard, DashboardState, loss_counts
+from ser_stream.dashboard import Dashboard, DashboardState
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, host_port, one_line, shown
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.inference import EmotionModel
-from ser_stream.messages import PROTOCOL_VERSION, Message, utc_now
+from ser_stream.messages import (
+    PROTOCOL_VERSION,
+    Hello,
+    Message,
+    UtteranceResult,
+    loss_counts,
+    notice,
+    numbered,
+    utc_now,
+)
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
@@ -247,7 +256,7 @@ def open_file_like_sources(options: MonitorOptions) -> list[tuple[SourceSpec, An
     return list(zip(file_like, opened))
 
 
-def hello_message(model: EmotionModel, window: WindowConfig, log: UtteranceLog | None) -> Message:
+def hello_message(model: EmotionModel, window: WindowConfig, log: UtteranceLog | None) -> Hello:
     """The first message every subscriber gets: what this run serves (model, labels, windows, whether it records)."""
     return {
         "type": "hello",
@@ -342,15 +351,16 @@ class Delivery:
             return {**message, "record_failures": self.log.failures}
         if message.get("type") != "utterance":
             return message
+        utterance = cast(UtteranceResult, message)  # the worker's, unnumbered
         if self.log is None:
-            return {"seq": next(self.utterance_count), **message}
+            return numbered(utterance, next(self.utterance_count))
         try:  # on disk before anyone can have seen it
-            stored = self.log.append(message)
+            stored = self.log.append(utterance)
         except RecordError as error:  # published all the same: losing the record must not lose the result
             if self.last_record_error != str(error):
                 self.last_record_error = str(error)
-                self.deliver({"type": "error", "message": str(error)})
-            return {"seq": None, **message}
+                self.deliver(notice("error", str(error)))
+            return numbered(utterance, None)
         self.last_record_error = None
         return stored
 
@@ -404,8 +414,8 @@ class Sources:
         """A warning for each file whose stream has not reached its end."""
         for stream in self.files_read:
             if not stream.finished:  # Ctrl-C or SIGTERM: a clean stop, but a file cut short must not pass for a whole one
-                emit({"type": "warning", "stream": stream.stream_id,
-                      "message": f"{stream.stream_id}: stopped before the end of its file; what came after was not heard"})
+                emit(notice("warning", f"{stream.stream_id}: stopped before the end of its file; what came after was not heard",
+                            stream=stream.stream_id))
 
     async def stop(self) -> None:
         """Every source stops; each thread gets a second to."""
@@ -607,7 +617,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         publisher.health = lambda: worker_health(worker, outbox, hello)
 
         def warn(line: str) -> None:
-            emit({"type": "warning", "message": line})
+            emit(notice("warning", line))
 
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
         if options.ingest:

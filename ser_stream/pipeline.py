@@ -21,7 +21,18 @@ from ser_stream import EMOTIONS
 from ser_stream.errors import AudioInputError, RecentKeys, StreamRefused, one_line
 from ser_stream.features import MAX_AMPLITUDE, SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
-from ser_stream.messages import Message, rounded, utc_now
+from ser_stream.messages import (
+    Message,
+    Status,
+    StreamEvent,
+    StreamStarted,
+    UtteranceResult,
+    Window,
+    latency_summary,
+    notice,
+    rounded,
+    utc_now,
+)
 from ser_stream.resampler import StreamResampler
 from ser_stream.ringbuffer import RingBuffer
 from ser_stream.utterances import (
@@ -171,9 +182,10 @@ class Worker:
         followed by its start warning: said before it (from the thread that opened the stream), --print-utterances
         printed it ahead of its stream and a subscriber that --await-subscribers waited for never got it."""
         for stream in started:
-            self.emit({"type": "stream_started", "stream": stream.stream_id, "t": 0.0, "started_at": stream.started_at})
+            announced: StreamStarted = {"type": "stream_started", "stream": stream.stream_id, "t": 0.0, "started_at": stream.started_at}
+            self.emit(announced)
             if stream.start_warning:
-                self.emit({"type": "warning", "stream": stream.stream_id, "message": stream.start_warning})
+                self.emit(notice("warning", stream.start_warning, stream=stream.stream_id))
 
     def loudest_level(self) -> float:
         """The highest RMS level among the open streams, for the dashboard's meter (read from its own thread)."""
@@ -248,10 +260,11 @@ class Worker:
                 self._publish_utterance(done)
         for stream in ending_streams:
             if stream.error:
-                self.emit({"type": "error", "stream": stream.stream_id, "message": stream.error})
+                self.emit(notice("error", stream.error, stream=stream.stream_id))
             if warning := "; ".join(said for said in (stream.warning, unheard_samples(stream)) if said):
-                self.emit({"type": "warning", "stream": stream.stream_id, "message": warning})
-            self.emit({"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)})
+                self.emit(notice("warning", warning, stream=stream.stream_id))
+            ended: StreamEvent = {"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)}
+            self.emit(ended)
             with self.lock:  # ended streams leave the worker, so endless calls keep memory bounded
                 del self.streams[stream.stream_id]
                 for name, count in stream_counters(stream).items():
@@ -322,41 +335,39 @@ class Worker:
         for job, probabilities in zip(jobs, outputs):
             self.streams[job.stream].tracker.add_output(job, probabilities)
             self.windows_done += 1
-            self.emit(
-                {
-                    "type": "window",
-                    "stream": job.stream,
-                    "utterance": job.utterance_id,
-                    "t_start": round(job.t_start, 3),
-                    "t_end": round(job.t_end, 3),
-                    "probabilities": rounded(dict(zip(EMOTIONS, probabilities.tolist()))),
-                }
-            )
+            window: Window = {
+                "type": "window",
+                "stream": job.stream,
+                "utterance": job.utterance_id,
+                "t_start": round(job.t_start, 3),
+                "t_end": round(job.t_end, 3),
+                "probabilities": rounded(dict(zip(EMOTIONS, probabilities.tolist()))),
+            }
+            self.emit(window)
 
     def _publish_utterance(self, done: FinishedUtterance) -> None:
         latency_ms = (time.monotonic() - done.closed_at) * 1000.0
         self.latencies_ms.append(latency_ms)
         self.utterances_done += 1
-        self.emit(
-            {
-                "type": "utterance",
-                "stream": done.stream,
-                "id": done.utterance_id,
-                "t_start": round(done.t_start, 3),
-                "t_end": round(done.t_end, 3),
-                "label": done.label.label,
-                "confidence": round(done.label.confidence, 5),
-                "probabilities": rounded(done.label.probabilities),
-                "windows": done.label.windows,
-                "latency_ms": round(latency_ms, 2),
-            }
-        )
+        utterance: UtteranceResult = {
+            "type": "utterance",
+            "stream": done.stream,
+            "id": done.utterance_id,
+            "t_start": round(done.t_start, 3),
+            "t_end": round(done.t_end, 3),
+            "label": done.label.label,
+            "confidence": round(done.label.confidence, 5),
+            "probabilities": rounded(done.label.probabilities),
+            "windows": done.label.windows,
+            "latency_ms": round(latency_ms, 2),
+        }
+        self.emit(utterance)
 
     def latency_summary(self) -> dict[str, float]:
+        """The status's ``latency_ms``: 0 before the first utterance (JSON has no NaN)."""
         if not self.latencies_ms:
             return {"median": 0.0, "p95": 0.0}
-        values = np.asarray(self.latencies_ms)
-        return {"median": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
+        return latency_summary(list(self.latencies_ms), decimals=2)
 
     def publish_status(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -372,22 +383,24 @@ class Worker:
         for stream in streams:
             for name, count in stream_counters(stream).items():
                 totals[name] += count
-        message: Message = {"type": "status", **totals, "refused_streams": refused_streams}
-        message.update(
-            {
-                "queue_depth": self.queue_depth,
-                "latency_ms": self.latency_summary(),
-                "streams": len(streams),
-                "windows": self.windows_done,
-                "utterances": self.utterances_done,
-            }
-        )
-        extra: dict[str, int] = {}
+        status: Status = {
+            "type": "status",
+            "overruns": totals["overruns"],  # STREAM_COUNTERS, in that order
+            "overrun_samples": totals["overrun_samples"],
+            "input_overflows": totals["input_overflows"],
+            "nonfinite_samples": totals["nonfinite_samples"],
+            "refused_streams": refused_streams,
+            "queue_depth": self.queue_depth,
+            "latency_ms": self.latency_summary(),
+            "streams": len(streams),
+            "windows": self.windows_done,
+            "utterances": self.utterances_done,
+        }
+        extra: dict[str, int] = {}  # Status's optional counters, named by their sources
         for counters in self.extra_counters:  # summed: two RTP listeners count under the same names
             for name, count in counters().items():
                 extra[name] = extra.get(name, 0) + count
-        message.update(extra)
-        self.emit(message)
+        self.emit({**status, **extra})
 
 
 def batched_vad(trackers: list[UtteranceTracker]) -> dict[int, list[float]]:

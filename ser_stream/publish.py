@@ -45,8 +45,8 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from ser_stream.errors import shown
-from ser_stream.messages import Message
-from ser_stream.record import read_since
+from ser_stream.messages import CaughtUp, Dropped, Message, notice
+from ser_stream.record import last_stored_seq, read_since
 
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
 
@@ -243,25 +243,6 @@ def endpoint(target: str) -> str | None:
     """The WebSocket a request's path names: ``/`` (subscribers) or ``/ingest`` (call audio; ``/ingest/`` too);
     None for any other path (``//`` was once served as ``/``)."""
     return {"/": "/", "/ingest": "/ingest", "/ingest/": "/ingest"}.get(target.partition("?")[0])  # urlsplit reads "//x" as a host
-
-
-def seq_of(text: str) -> int | None:
-    """The ``seq`` of a queued utterance's JSON text (it is the first key), without parsing the rest.
-
-    None for other messages, and for an utterance ``--record`` failed to store (``"seq":null``).
-    """
-    if not text.startswith('{"seq":') or text.startswith('{"seq":null'):
-        return None
-    return int(text[7 : text.index(",")])
-
-
-def last_stored_seq(path: Path) -> int:
-    """The last utterance seq in a --record database; 0 for none, or for one that cannot be read (its catch-ups say so)."""
-    try:
-        with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as connection:
-            return int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 async def ignore_what_is_sent(connection: ServerConnection) -> None:
@@ -571,9 +552,9 @@ class Publisher:
                 subscriber.ready.clear()
                 while subscriber.queue:
                     if subscriber.unreported_drops:
-                        notice: dict[str, Any] = {"type": "dropped", "count": subscriber.unreported_drops}
+                        dropped: Dropped = {"type": "dropped", "count": subscriber.unreported_drops}
                         subscriber.unreported_drops = 0
-                        await connection.send(json.dumps(notice))
+                        await connection.send(json.dumps(dropped))
                     await connection.send(subscriber.queue.popleft())
         except ConnectionClosed:
             pass
@@ -616,22 +597,23 @@ class Publisher:
         Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
         """
         if self.record_path is None:
-            await subscriber.connection.send(json.dumps({"type": "error", "message": "?since= needs a monitor started with --record"}))
+            await subscriber.connection.send(json.dumps(notice("error", "?since= needs a monitor started with --record")))
             return
         last = 0
         pages = read_since(self.record_path, since, subscriber.stream, until=live_after)
         try:
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                for text in page:
+                for _, text in page:
                     await subscriber.connection.send(text)
-                last = seq_of(page[-1]) or last
+                last = page[-1][0]
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
             message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
-            await subscriber.connection.send(json.dumps({"type": "error", "message": message}))
+            await subscriber.connection.send(json.dumps(notice("error", message)))
             return
         finally:  # its connection to the database, were the subscriber to leave mid-way (one still running on a pool
             with contextlib.suppress(ValueError):  # thread, cancelled at shutdown, closes it when it returns)
                 pages.close()
-        await subscriber.connection.send(json.dumps({"type": "caught_up", "since": since, "last": last}))
+        caught_up: CaughtUp = {"type": "caught_up", "since": since, "last": last}
+        await subscriber.connection.send(json.dumps(caught_up))

@@ -11,6 +11,7 @@ cut may lose the last commits).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -19,7 +20,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 from ser_stream.errors import SerStreamError, one_line, shown
-from ser_stream.messages import Message
+from ser_stream.messages import Utterance, UtteranceResult, numbered
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS utterances (
@@ -93,9 +94,9 @@ class UtteranceLog:
         self.record_id = str(self.connection.execute("SELECT value FROM meta WHERE key = 'record_id'").fetchone()[0])
         self.file = file_identity(path)
 
-    def append(self, message: Message) -> Message:
-        """Store the message; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""
-        text = json.dumps(message, separators=(",", ":"))
+    def append(self, utterance: UtteranceResult) -> Utterance:
+        """Store the utterance; return it with its ``seq``, or raise ``RecordError`` (counted) saying why not."""
+        text = json.dumps(utterance, separators=(",", ":"))
         if file_identity(self.path) != self.file:  # SQLite goes on writing to the open file: a deleted one, unseen
             self.failures += 1
             raise RecordError(
@@ -103,13 +104,13 @@ class UtteranceLog:
                 "the monitor ran; restart it to store again); it is published without a seq"
             )
         try:
-            cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (message["stream"], text))
+            cursor = self.connection.execute("INSERT INTO utterances (stream, message) VALUES (?, ?)", (utterance["stream"], text))
         except (sqlite3.Error, UnicodeError) as error:  # UnicodeError: a stream name no text encoding holds (it stopped the monitor)
             self.failures += 1
             if self.shutting_down and isinstance(error, sqlite3.OperationalError):
                 self.connection.execute("PRAGMA busy_timeout = 0")
             raise RecordError(f"--record {shown(self.path)}: an utterance was not stored ({one_line(error)}); it is published without a seq") from None
-        return {"seq": cursor.lastrowid, **message}
+        return numbered(utterance, cursor.lastrowid)
 
     def hurry(self) -> None:
         """At shutdown: a database still held after one more wait is not waited for again. Each queued utterance
@@ -120,9 +121,11 @@ class UtteranceLog:
         self.connection.close()
 
 
-def read_since(path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500) -> Generator[list[str], None, None]:
-    """Pages of stored utterance messages (JSON text) with ``since < seq`` (``<= until``, if given), oldest first, on a
-    fresh connection, closed once the last page is read.
+def read_since(
+    path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500
+) -> Generator[list[tuple[int, str]], None, None]:
+    """Pages of stored utterances, each its seq and its message as broadcast (JSON text), with ``since < seq``
+    (``<= until``, if given), oldest first, on a fresh connection, closed once the last page is read.
 
     The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
     thread: the connection is used by one thread at a time, but not always the same one.
@@ -144,9 +147,18 @@ def read_since(path: Path, since: int, stream: str | None = None, until: int | N
             if not rows:
                 return
             last = rows[-1][0]
-            yield [with_seq(seq, message) for seq, message in rows]
+            yield [(seq, with_seq(seq, message)) for seq, message in rows]
     finally:
         connection.close()
+
+
+def last_stored_seq(path: Path) -> int:
+    """The last utterance seq in a --record database; 0 for none, or for one that cannot be read (its catch-ups say so)."""
+    try:
+        with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+            return int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def with_seq(seq: int, text: str) -> str:

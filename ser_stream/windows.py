@@ -112,20 +112,3 @@ def trim_bounds(
     active = np.flatnonzero(energy >= max(energy.max() * 10 ** (-threshold_db / 10), floor))
     start, end = int(active[0]) * frame, (int(active[-1]) + 1) * frame
     return max(0, start - margin), min(size, end + margin), end - start
-
-
-def trim_silence(
-    audio: NDArray[np.float32],
-    sample_rate: int = SAMPLE_RATE,
-    threshold_db: float = TRIM_THRESHOLD_DB,
-    margin_seconds: float = TRIM_MARGIN_SECONDS,
-) -> NDArray[np.float32]:
-    """Drop leading and trailing audio quieter than ``threshold_db`` below the peak (or 16-bit rounding noise),
-    keeping a margin: ``trim_bounds`` on audio at its own rate, for tests and benchmarks that want a clip's sound.
-
-    Classification and training trim through ``clips.trimmed_clip``, so their windows hold speech, as the
-    live monitor's VAD-bounded utterances do. Returns the input unchanged when it is silent throughout.
-    """
-    frame = max(1, int(TRIM_FRAME_SECONDS * sample_rate))
-    first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, threshold_db, margin=int(margin_seconds * sample_rate))
-    return audio[first:last]

@@ -144,29 +144,19 @@ def smoke_run(tiny_ravdess, tmp_path_factory) -> Path:
     return out / "random"
 
 
-GAP_SECONDS = 1.5
 MONITOR_CLIPS = ["Actor_03/03-01-05-02-01-01-03.flac", "Actor_05/03-01-04-01-02-02-05.flac", "Actor_07/03-01-03-02-01-01-07.flac", "Actor_20/03-01-08-01-02-01-20.flac"]
 
 
 @pytest.fixture(scope="session")
 def clips_with_silence(tmp_path_factory, request) -> tuple[Path, list[tuple[float, float]]]:
-    """Four trimmed RAVDESS clips separated by 1.5 s of silence, and where each one's speech lies."""
-    from ser_stream.audiofile import read_audio
-    from ser_stream.windows import trim_silence
+    """Four trimmed RAVDESS clips separated by 1.5 s of silence, and where each one's speech lies: the file the
+    end-to-end benchmarks build (``benchmarks.clip_file``), of these clips."""
+    from benchmarks.clip_file import write_clips_with_silence
 
     if not RAVDESS.is_dir():
         pytest.skip(f"RAVDESS not found at {RAVDESS}")
-    pieces, bounds, t = [np.zeros(int(GAP_SECONDS * 16000), np.float32)], [], GAP_SECONDS
-    for name in MONITOR_CLIPS:
-        audio, rate = read_audio(RAVDESS / name)
-        assert rate == 16000, f"{name}: {rate} Hz; the fixture writes the clips as they are into a 16 kHz file"
-        speech = trim_silence(audio, rate, threshold_db=30.0, margin_seconds=0.0)  # the speech itself, without breaths and room tone
-        bounds.append((t, t + speech.size / rate))
-        t += speech.size / rate + GAP_SECONDS
-        pieces += [speech, np.zeros(int(GAP_SECONDS * 16000), np.float32)]
     path = tmp_path_factory.mktemp("audio") / "four_clips.wav"
-    soundfile.write(path, np.concatenate(pieces), 16000)
-    return path, bounds
+    return path, write_clips_with_silence([RAVDESS / name for name in MONITOR_CLIPS], path)
 
 
 def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -242,7 +242,7 @@ def test_late_utterances_count_in_the_p95():
 def test_the_latency_median_is_the_middle_of_the_latencies_and_the_p95_one_of_them():
     """The median was taken as numpy's 'higher' percentile, as the p95 is: 30 ms for [10, 20, 30, 40], where the
     component timings and the docs' 'Medians unless noted' meant 25."""
-    from benchmarks.monitor_e2e import latency_summary
+    from ser_stream.messages import latency_summary
 
     assert latency_summary([10.0, 20.0, 30.0, 40.0]) == {"median": 25.0, "p95": 40.0}
     assert latency_summary([40.0, 50.0, 10.0]) == {"median": 40.0, "p95": 50.0}
@@ -452,7 +452,8 @@ def test_clips_at_48k_and_16k_are_written_at_the_files_rate_where_the_truth_says
     import numpy as np
     import soundfile
 
-    from benchmarks.monitor_e2e import FILE_RATE, GAP_SECONDS, build_file
+    from benchmarks.clip_file import FILE_RATE, GAP_SECONDS
+    from benchmarks.monitor_e2e import build_file
     from tests.conftest import speechlike
 
     for actor, rate in ((1, 48000), (2, 16000)):

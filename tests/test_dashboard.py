@@ -137,14 +137,13 @@ def test_on_an_80_by_24_terminal_the_provider_and_the_losses_are_always_in_the_f
 
 # What docs/protocol.md says are not losses or refusals: the type, gauges, tallies of work done, the latency summary,
 # renumberings a call followed with nothing lost, and connections that never asked for anything (port scans, health
-# checks). Written out here: built from the dashboard's own set, a loss put there by mistake went unseen by this test.
+# checks). Written out here: built from messages.py's own set, a loss put there by mistake went unseen by this test.
 NOT_LOSSES_DOCUMENTED = {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers",
                          "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
 
 
 def test_every_nonzero_loss_or_refusal_counter_of_the_status_is_shown():
-    from ser_stream.dashboard import NOT_LOSSES
-    from ser_stream.messages import Status
+    from ser_stream.messages import NOT_LOSSES, Status
 
     assert NOT_LOSSES == NOT_LOSSES_DOCUMENTED
     counters = [name for name in Status.__annotations__ if name not in NOT_LOSSES_DOCUMENTED]

@@ -32,3 +32,17 @@ def test_every_field_of_every_message_and_every_status_counter_is_named_in_the_p
         if field != "type" and f"`{field}`" not in rows[message_type]
     ]
     assert unnamed == []
+
+
+def test_the_status_latency_p95_is_one_of_the_latencies_measured_as_the_benchmarks_is():
+    """The status's p95 was interpolated (numpy's default) while the benchmarks' was an observed latency."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from ser_stream.pipeline import Worker
+
+    def status_latency(latencies_ms: list[float]) -> dict[str, float]:
+        return Worker.latency_summary(SimpleNamespace(latencies_ms=deque(latencies_ms)))  # type: ignore[arg-type]
+
+    assert status_latency([10.0, 20.0, 30.0, 40.0, 1000.0]) == {"median": 30.0, "p95": 1000.0}  # interpolated: 808.0
+    assert status_latency([]) == {"median": 0.0, "p95": 0.0}

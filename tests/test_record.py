@@ -122,25 +122,27 @@ def test_the_log_pages_by_stream(tmp_path):
         log.append({"type": "utterance", "stream": "a" if index % 2 else "b", "id": index})
     log.close()
     pages = list(read_since(tmp_path / "log.db", 1, stream="b", page=2))
-    seqs = [json.loads(text)["seq"] for page in pages for text in page]
+    seqs = [json.loads(text)["seq"] for page in pages for _, text in page]
     assert seqs == [3, 5, 7] and [len(page) for page in pages] == [2, 1]
 
 
 def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_with_silence, shipped_model, tmp_path):
-    path, _ = clips_with_silence
+    path, bounds = clips_with_silence
+    second_clip_start = bounds[1][0]
     database = tmp_path / "utterances.db"
     port = free_port()
     process = monitor(path, port, database, "--await-subscribers", "1")
 
     async def scenario() -> list[dict]:
-        async def stop_after_first():
-            while not any(m["type"] == "utterance" for m in messages):
+        async def stop_in_the_second_clip():
+            # Stopped by stream time, not by a sleep: on a loaded machine the first utterance arrived late and a
+            # fixed wait after it let the second clip's utterance close before the SIGTERM (three utterances, not two).
+            while not any(m["type"] == "window" and m["t_start"] >= second_clip_start for m in messages):
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(2.0)  # 1.2 s into the second clip: an open utterance
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # the second clip's utterance is open: SIGTERM closes it
 
         messages: list[dict] = []
-        stopper = asyncio.ensure_future(stop_after_first())
+        stopper = asyncio.ensure_future(stop_in_the_second_clip())
         for _ in range(300):
             try:
                 async with connect(f"ws://127.0.0.1:{port}/", max_queue=None) as ws:
@@ -263,12 +265,12 @@ def test_catch_up_pages_can_be_read_on_different_threads(tmp_path):
         log.append({"type": "utterance", "stream": "a", "id": index})
     log.close()
     pages = read_since(tmp_path / "utterances.db", 0, page=1)
-    read: list[list[str]] = []
+    read: list[list[tuple[int, str]]] = []
     for _ in range(4):  # three pages, then the end, each on a thread of its own
         thread = threading.Thread(target=lambda: read.append(next(pages, [])))
         thread.start()
         thread.join()
-    assert [json.loads(page[0])["seq"] for page in read if page] == [1, 2, 3] and read[-1] == []
+    assert [json.loads(page[0][1])["seq"] for page in read if page] == [1, 2, 3] and read[-1] == []
 
 
 async def publishing(database) -> Publisher:
@@ -322,7 +324,7 @@ def test_catch_up_reads_a_record_path_with_uri_characters_in_its_name(tmp_path, 
     for index in range(2):
         log.append({"type": "utterance", "stream": "a", "id": index})
     log.close()
-    assert [json.loads(text)["seq"] for page in read_since(database, 0) for text in page] == [1, 2]
+    assert [json.loads(text)["seq"] for page in read_since(database, 0) for _, text in page] == [1, 2]
 
     async def scenario():
         publisher = await publishing(database)

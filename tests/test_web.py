@@ -387,8 +387,7 @@ def test_a_stream_id_5000_characters_long_is_cut_short_on_its_card_and_does_not_
 def test_a_failed_stream_says_so_on_its_card_and_warnings_errors_and_losses_are_shown(browser):
     """The page once ignored `error` and `warning`: a file that could not be read looked like a clean 0 s stream,
     and of the loss counters only overruns were shown."""
-    from ser_stream.dashboard import NOT_LOSSES
-    from ser_stream.messages import Status
+    from ser_stream.messages import NOT_LOSSES, Status
 
     page = browser.new_page(viewport={"width": 1100, "height": 760})
     policy_violations: list[str] = []  # the page's inline script and style must still match the policy's hashes
@@ -435,8 +434,8 @@ def test_a_failed_stream_says_so_on_its_card_and_warnings_errors_and_losses_are_
 def test_the_page_counts_as_losses_exactly_what_the_terminal_dashboard_does(browser):
     """The page kept its own list of counters that are no loss, and missed three the dashboard had added: RTP resyncs,
     renumbered ingest chunks and failed handshakes (port scans, health checks) were shown as losses, in red."""
-    from ser_stream.dashboard import loss_counts, losses
-    from ser_stream.messages import Status
+    from ser_stream.dashboard import losses
+    from ser_stream.messages import Status, loss_counts
 
     every_counter = {name: 100 + index for index, name in enumerate(Status.__annotations__) if name not in ("type", "latency_ms")}
     no_loss = {name: 0 if name in loss_counts(every_counter) else count for name, count in every_counter.items()}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.clip_file import trim_silence
 from ser_stream import EMOTIONS
 from ser_stream.errors import AudioInputError
 from ser_stream.utterances import average_windows
-from ser_stream.windows import WindowConfig, cut_windows, trim_silence, window_starts
+from ser_stream.windows import WindowConfig, cut_windows, window_starts
 
 RATE = 8000
 
