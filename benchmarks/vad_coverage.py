@@ -24,7 +24,8 @@ from ser_stream.cli import OneLineParser, score_or_off
 from ser_stream.clips import without_dc
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical
-from ser_stream.utterances import VAD_FRAME_SAMPLES, SileroDetector, UtteranceConfig, WebRtcVoice
+from ser_stream.utterances import UtteranceConfig
+from ser_stream.vad import VAD_FRAME_SAMPLES, SileroDetector, WebRtcVoice
 from training.augment import telephone
 from training.ravdess import scan
 

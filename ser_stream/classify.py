@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,15 +26,9 @@ from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
-from ser_stream.utterances import (
-    VAD_FRAME_SAMPLES,
-    UtteranceConfig,
-    UtteranceLabel,
-    WebRtcVoice,
-    average_windows,
-    silero_detector,
-)
-from ser_stream.windows import WindowConfig, cut_windows, window_starts
+from ser_stream.utterances import UtteranceConfig, UtteranceLabel, average_windows
+from ser_stream.vad import SpeechHeard
+from ser_stream.windows import cut_windows
 
 
 @dataclass(frozen=True)
@@ -92,11 +86,11 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
                 audio, sample_rate = read_until_damage(path, info, error)
             warnings.append(undecoded(path, info, audio.size))
             clip = trimmed_clip(audio, sample_rate, floor)
-            speech = SpeechHeard(config, clip.size)
+            speech = SpeechHeard(config, clip.size, UtteranceConfig())
             outputs = _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech)
         else:
             reading = BlockReading()
-            speech = SpeechHeard(config, lambda: reading.span)
+            speech = SpeechHeard(config, lambda: reading.span, UtteranceConfig())
             outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
             warnings.append(undecoded(path, info, reading.frames))
         if not np.all(np.isfinite(outputs)):
@@ -126,55 +120,6 @@ def _predict_in_batches(windows: Iterable[NDArray[np.float32]], model: EmotionMo
         for window in chunk:
             speech.hear(window)
     return np.concatenate(outputs)
-
-
-class SpeechHeard:
-    """Which of a file's windows hold speech, by the monitor's voice detector and rule (Silero, with WebRTC's second
-    opinion: ``UtteranceConfig``), run once over the trimmed audio the windows are cut from, as they are cut.
-
-    ``span``: that audio's length in samples, or a function that gives it once the first window is cut (a file read
-    in blocks learns it then). A window holds speech if the detector calls any of its 32 ms frames speech.
-    """
-
-    def __init__(self, window: WindowConfig, span: int | Callable[[], int], utterance: UtteranceConfig = UtteranceConfig()) -> None:
-        self.window, self.span, self.utterance = window, span, utterance
-        self.detector = silero_detector()
-        self.voice = WebRtcVoice() if utterance.voice_floor is not None else None
-        self.starts: list[int] | None = None
-        self.heard = 0  # windows heard so far
-        self.fed = 0  # samples of the span given to the detector, or waiting in ``pending``
-        self.pending = np.zeros(0, dtype=np.float32)  # under a frame, for the next window's samples to complete
-        self.frames: list[bool] = []  # each frame of the span: speech or not
-
-    def hear(self, window: NDArray[np.float32]) -> None:
-        """The next window in order: its samples not yet heard go to the detector (windows overlap by all but a hop)."""
-        if self.starts is None:
-            self.starts = window_starts(self.span if isinstance(self.span, int) else self.span(), self.window)
-        start = self.starts[self.heard]
-        self.heard += 1
-        self._frames(window[self.fed - start :])
-        self.fed = start + window.size
-
-    def _frames(self, samples: NDArray[np.float32]) -> None:
-        joined = np.concatenate([self.pending, samples])
-        whole = joined.size // VAD_FRAME_SAMPLES * VAD_FRAME_SAMPLES
-        floor = self.utterance.voice_floor
-        for frame in joined[:whole].reshape(-1, VAD_FRAME_SAMPLES):
-            probability = self.detector(frame)
-            voiced = self.voice(frame) if self.voice is not None else False  # it adapts to every frame, as the monitor's
-            self.frames.append(probability >= self.utterance.speech_threshold or (voiced and floor is not None and probability >= floor))
-        self.pending = joined[whole:]
-
-    def windows_without_speech(self) -> int:
-        """How many of the windows heard hold no frame of speech (the last partial frame is heard padded with silence)."""
-        if self.pending.size:
-            self._frames(np.zeros(VAD_FRAME_SAMPLES - self.pending.size, dtype=np.float32))
-        counted = np.concatenate([[0], np.cumsum(self.frames)])
-        silent = 0
-        for start in (self.starts or [])[: self.heard]:
-            first, last = start // VAD_FRAME_SAMPLES, -(-(start + self.window.window_samples) // VAD_FRAME_SAMPLES)
-            silent += int(counted[min(last, len(self.frames))] == counted[min(first, len(self.frames))])
-        return silent
 
 
 def little_speech(without_speech: int, windows: int) -> str | None:

@@ -35,15 +35,8 @@ from ser_stream.messages import (
 )
 from ser_stream.resampler import StreamResampler
 from ser_stream.ringbuffer import RingBuffer
-from ser_stream.utterances import (
-    PUSH_LIMIT_SECONDS,
-    FinishedUtterance,
-    SileroDetector,
-    UtteranceConfig,
-    UtteranceTracker,
-    WindowJob,
-    silero_batch,
-)
+from ser_stream.utterances import PUSH_LIMIT_SECONDS, FinishedUtterance, UtteranceConfig, UtteranceTracker, WindowJob
+from ser_stream.vad import SileroDetector, silero_batch
 from ser_stream.windows import WindowConfig
 
 

@@ -995,8 +995,9 @@ def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_s
 def test_a_window_heard_by_the_voice_detector_is_counted_once_whatever_the_windows_overlap(tmp_path, shipped_model, in_memory_seconds):
     """The detector runs once over the trimmed audio, window by window as they are cut (each brings a hop of new
     samples, and the last, aligned to the end, fewer): it hears each 32 ms frame once, in order, as one stream."""
-    from ser_stream.classify import SpeechHeard
     from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
+    from ser_stream.utterances import UtteranceConfig
+    from ser_stream.vad import SpeechHeard
     from ser_stream.windows import WindowConfig, cut_windows
 
     audio = np.concatenate([spoken(3.0, 16000), np.zeros(16000 * 4, np.float32), spoken(2.3, 16000, start=8.0)])
@@ -1004,10 +1005,10 @@ def test_a_window_heard_by_the_voice_detector_is_counted_once_whatever_the_windo
     config = WindowConfig()
     clip = trimmed_clip(audio, 16000)
     if in_memory_seconds:
-        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size)
+        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size, UtteranceConfig())
     else:
         reading = BlockReading()
-        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span)
+        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span, UtteranceConfig())
     for window in windows:
         speech.hear(window)
     assert speech.windows_without_speech() == 4  # in the pause of 3–7 s and past the speech's end (3.2 s): 3.5 … 5.0 s

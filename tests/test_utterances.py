@@ -145,7 +145,7 @@ def test_speech_silero_hesitates_on_counts_when_webrtc_hears_a_voice_and_silero_
 
 @pytest.mark.parametrize("noise", ["hiss", "hum", "siren"])
 def test_noise_webrtc_takes_for_a_voice_is_no_utterance_since_silero_scores_it_below_the_floor(noise):
-    from ser_stream.utterances import WebRtcVoice
+    from ser_stream.vad import WebRtcVoice
 
     t = np.arange(20 * RATE) / RATE
     sound = {
@@ -294,7 +294,7 @@ def test_empty_blocks_are_harmless():
 
 
 def test_silero_batched_across_streams_equals_each_stream_alone():
-    from ser_stream.utterances import SileroDetector, silero_batch
+    from ser_stream.vad import SileroDetector, silero_batch
 
     rng = np.random.default_rng(3)
     signals = [speechlike(1.5, 8000, seed=seed) for seed in (1, 2)] + [0.01 * rng.standard_normal(12000).astype(np.float32)]
@@ -309,7 +309,7 @@ def test_silero_batched_across_streams_equals_each_stream_alone():
 def test_after_a_minute_of_digital_silence_silero_hears_the_room_as_at_a_streams_start():
     """Fed zeros, Silero's recurrent state drifted until a quiet room after them scored as speech: an utterance
     after a muted minute started at the room tone, a second before the voice."""
-    from ser_stream.utterances import SileroDetector, silero_batch
+    from ser_stream.vad import SileroDetector, silero_batch
 
     rng = np.random.default_rng(0)
     room = lambda seconds: (0.001 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)  # noqa: E731
