@@ -30,6 +30,7 @@ from websockets.frames import CloseCode
 
 from ser_stream.errors import SerStreamError, StreamRefused, host_port
 from ser_stream.g711 import G711_SAMPLE_RATE, alaw_decode, mulaw_decode
+from ser_stream.messages import notice
 from ser_stream.sources import Sink, add_warning
 
 DECODERS = {"audio/x-mulaw": mulaw_decode, "audio/x-alaw": alaw_decode}
@@ -326,7 +327,7 @@ class MediaIngest:
                     elif not warned:  # a sender's mistakes: told once a connection, then counted
                         warned = True
                         self.warn(f"ingest connection from {shown_peer(connection)}: {error} (further rejected messages are only counted: ingest_rejected_messages)")
-                    await connection.send(json.dumps({"type": "error", "message": str(error)}))
+                    await connection.send(json.dumps(notice("error", str(error))))
                     if isinstance(error, MonitorStopping):
                         await connection.close(1001, "the monitor is stopping")
                         return
