@@ -45,11 +45,10 @@ from benchmarks.clients import MonitorExited, free_port, strict_json, subscriber
 from benchmarks.monitor_e2e import MIN_SILENCE, MonitorFailed, build_file, match_clip_ends
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
-from ser_stream.g711 import mulaw_encode
+from ser_stream.g711 import G711_PACKET_SAMPLES, G711_SAMPLE_RATE, mulaw_encode
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import latency_summary
 
-PACKET = 160  # samples per 20 ms packet at 8 kHz
 GRACE_SECONDS = 15.0  # after the calls end, how long the subscriber waits for their streams to end (then: missing)
 CALL_ACTORS = [3, 5, 7, 20]  # every call plays these speakers, whom the fold-0 model never heard
 LATENCY_BOUND_MS = 250.0  # the p95 utterance latency a sustained load stays under, unless --bound-ms says otherwise
@@ -60,7 +59,7 @@ def send_calls(codes: bytes, calls: int, seconds: float, port: int, start_at: fl
 
     Packet k holds the audio of [20k, 20k + 20) ms, so it leaves at ``start_at`` + 20(k + 1) ms, once spoken.
     """
-    period = len(codes) // PACKET
+    period = len(codes) // G711_PACKET_SAMPLES
     offsets = [round(call * period / calls) for call in range(calls)]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     target = ("127.0.0.1", port)
@@ -70,8 +69,8 @@ def send_calls(codes: bytes, calls: int, seconds: float, port: int, start_at: fl
             time.sleep(delay)
         for call in range(calls):
             index = (offsets[call] + tick) % period
-            header = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * PACKET) & 0xFFFFFFFF, call + 1)
-            sock.sendto(header + codes[index * PACKET:(index + 1) * PACKET], target)
+            header = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * G711_PACKET_SAMPLES) & 0xFFFFFFFF, call + 1)
+            sock.sendto(header + codes[index * G711_PACKET_SAMPLES:(index + 1) * G711_PACKET_SAMPLES], target)
     sock.close()
 
 
@@ -129,7 +128,7 @@ def judge_load(calls: int, seconds: float, period_packets: int, clips: np.ndarra
 
     ``clips``: where each clip's speech starts and ends in the call audio, one (start, end) row each.
     """
-    period = period_packets * PACKET / 8000
+    period = period_packets * G711_PACKET_SAMPLES / G711_SAMPLE_RATE
     utterances: dict[int, list[tuple[float, float]]] = {call: [] for call in range(calls)}
     stream_starts: dict[str, int] = {}
     strangers = 0  # utterances of a stream no call sent
@@ -145,7 +144,7 @@ def judge_load(calls: int, seconds: float, period_packets: int, clips: np.ndarra
     latencies: list[float] = []
     missing = duplicated = other = 0
     for call in range(calls):
-        offset = round(call * period_packets / calls) * PACKET / 8000
+        offset = round(call * period_packets / calls) * G711_PACKET_SAMPLES / G711_SAMPLE_RATE
         # where this call's clip ends fall in its own time: the file's ends, rotated by the call's offset
         every_clip = np.concatenate([clips - offset + k * period for k in range(-1, int(seconds / period) + 2)])
         every_end = every_clip[:, 1]
@@ -211,7 +210,7 @@ def run_load(calls: int, seconds: float, codes: bytes, clips: np.ndarray, model:
         finally:
             monitor.send_signal(signal.SIGTERM)
             monitor.wait(timeout=30)
-    result = judge_load(calls, seconds, len(codes) // PACKET, clips, start_at, messages, bound_ms)
+    result = judge_load(calls, seconds, len(codes) // G711_PACKET_SAMPLES, clips, start_at, messages, bound_ms)
     result["monitor_cpu_cores"] = round((at_end["cpu_seconds"] - at_start["cpu_seconds"]) / (at_end["at"] - at_start["at"]), 2)
     result["monitor_peak_rss_mb"] = round(peak_rss_mb, 1)
     return result
@@ -221,8 +220,8 @@ def call_audio(data: Path, out: Path) -> tuple[bytes, np.ndarray]:
     """The μ-law bytes every call plays (12 clips of speakers the fold-0 model never heard) and where each clip's speech lies."""
     truth = build_file(data, CALL_ACTORS, 3, out)
     audio, rate = soundfile.read(out, dtype="float32")
-    codes = mulaw_encode(scipy.signal.resample_poly(audio, 8000, rate)).tobytes()
-    return codes[: len(codes) - len(codes) % PACKET], np.array([(start, end) for start, end, _ in truth])
+    codes = mulaw_encode(scipy.signal.resample_poly(audio, G711_SAMPLE_RATE, rate)).tobytes()
+    return codes[: len(codes) - len(codes) % G711_PACKET_SAMPLES], np.array([(start, end) for start, end, _ in truth])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(strict_json({"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "python": platform.python_version(),
-                      "call_audio_seconds": round(len(codes) / 8000, 1)}), flush=True)
+                      "call_audio_seconds": round(len(codes) / G711_SAMPLE_RATE, 1)}), flush=True)
     for calls in args.calls:
         try:
             result = run_load(calls, args.seconds, codes, clips, args.model, args.bound_ms)

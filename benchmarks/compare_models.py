@@ -24,12 +24,13 @@ from benchmarks.monitor_e2e import MonitorFailed
 from ser_stream.cli import OneLineParser, output_file
 from ser_stream.errors import SerStreamError
 from ser_stream.inference import EmotionModel
+from ser_stream.model import INPUT_SHAPE
 from training.timing import alternate_ms
 
 
 def inference_ms(models: list[EmotionModel], batch: int, rounds: int, seed: int = 0) -> dict[str, float]:
     """Median ms per window of each model at ``batch``, the models timed alternately."""
-    inputs = np.random.default_rng(seed).random((batch, 260, 270, 1), dtype=np.float32)
+    inputs = np.random.default_rng(seed).random((batch, *INPUT_SHAPE), dtype=np.float32)
     # keyed by place, not path: a model compared with itself is timed twice, as two contenders
     timings = alternate_ms({str(index): (partial(model.predict, inputs), batch) for index, model in enumerate(models)}, rounds)
     return {str(model.path): timings[str(index)]["median"] for index, model in enumerate(models)}

@@ -22,6 +22,7 @@ from ser_stream.rtp import (
     parse_address,
     sender_versions,
 )
+from ser_stream.sources import STDIN_SAMPLE_RATE
 
 if TYPE_CHECKING:
     from ser_stream.monitor import MonitorOptions
@@ -227,7 +228,7 @@ def _monitor_options(args: argparse.Namespace, sources: list[str]) -> MonitorOpt
         access=_access(args), allow_remote=args.allow_remote, record=args.record,
         sources=specs, window_seconds=args.window, hop_seconds=args.hop, model=args.model, provider=args.provider,
         host=host, port=port, dashboard=not args.no_dashboard, pace=args.pace,
-        stdin_rate=args.rate or 16000, stdin_channels=args.channels or 1, mic_rate=args.samplerate, config=config,
+        stdin_rate=args.rate or STDIN_SAMPLE_RATE, stdin_channels=args.channels or 1, mic_rate=args.samplerate, config=config,
         print_messages=args.print_utterances, subscriber_queue=args.subscriber_queue,
         await_subscribers=args.await_subscribers, log_status_seconds=args.log_status,
     )
@@ -374,7 +375,7 @@ def _add_live_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the sources only ``monitor`` takes (stdin, mic, ingest): ``demo`` neither lists nor accepts them."""
     from ser_stream.sources import MAX_STDIN_CHANNELS
 
-    parser.add_argument("--rate", type=sample_rate, default=None, help="stdin: sample rate of the s16le PCM, raw or in a WAV stream (default 16000)")
+    parser.add_argument("--rate", type=sample_rate, default=None, help=f"stdin: sample rate of the s16le PCM, raw or in a WAV stream (default {STDIN_SAMPLE_RATE})")
     parser.add_argument("--channels", type=whole_number(1, MAX_STDIN_CHANNELS), default=None, help=f"stdin: channels of the PCM, 1 to {MAX_STDIN_CHANNELS} (default 1)")
     parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
     parser.add_argument("--max-ingest-connections", type=whole_number(1), default=None, help="concurrent ingest connections accepted (default 200)")

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 G711_SAMPLE_RATE = 8000  # telephone audio, whether it comes by RTP or in a platform's media stream
+G711_PACKET_SAMPLES = G711_SAMPLE_RATE * 20 // 1000  # a 20 ms packet, as telephony sends it
 _MULAW_BIAS = 0x84
 
 

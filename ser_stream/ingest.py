@@ -31,6 +31,7 @@ from websockets.frames import CloseCode
 from ser_stream.errors import SerStreamError, StreamRefused, host_port
 from ser_stream.g711 import G711_SAMPLE_RATE, alaw_decode, mulaw_decode
 from ser_stream.messages import notice
+from ser_stream.rtp import CALL_IDLE_SECONDS
 from ser_stream.sources import Sink, add_warning
 
 DECODERS = {"audio/x-mulaw": mulaw_decode, "audio/x-alaw": alaw_decode}
@@ -120,13 +121,13 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
         except UnicodeEncodeError:
             raise CallRefused(f"call refused: start.streamSid {sid!r:.60} holds a lone surrogate, which is not text: name the call in Unicode") from None
         call = f"stream {sid!r:.60} refused"
-        media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
+        media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": G711_SAMPLE_RATE, "channels": 1})
         # an encoding that is a JSON array or object is unhashable: looked up as it came, it raised TypeError and the
         # connection closed with 1011, the call on it ended unsaid
         if not isinstance(media_format, dict) or not isinstance(media_format.get("encoding"), str) or media_format["encoding"] not in DECODERS:
             raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw")
-        if str(media_format.get("sampleRate", 8000)) != "8000" or str(media_format.get("channels", 1)) != "1":  # "8000" too
-            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate 8000 and channels 1 only")
+        if str(media_format.get("sampleRate", G711_SAMPLE_RATE)) != str(G711_SAMPLE_RATE) or str(media_format.get("channels", 1)) != "1":  # "8000" too
+            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate {G711_SAMPLE_RATE} and channels 1 only")
         tracks = start["tracks"] = ["inbound"] if start.get("tracks") is None else start["tracks"]
         if not (isinstance(tracks, list) and tracks and all(track in TRACKS for track in tracks) and len(set(tracks)) == len(tracks)):
             raise CallRefused(f"{call}: start.tracks {tracks!r:.60}: a list of 'inbound' and/or 'outbound'")
@@ -253,7 +254,7 @@ class MediaIngest:
 
     def __init__(
         self, open_stream: Callable[[str, int], Sink], count_refused: Callable[[], None] = lambda: None,
-        is_active: Callable[[str], bool] = lambda stream_id: False, idle_seconds: float = 2.0,
+        is_active: Callable[[str], bool] = lambda stream_id: False, idle_seconds: float = CALL_IDLE_SECONDS,
         warn: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.open_stream = open_stream

@@ -44,7 +44,7 @@ from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import AccessConfig, Publisher
 from ser_stream.record import RecordError, UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
-from ser_stream.sources import SourceSpec, open_source
+from ser_stream.sources import STDIN_SAMPLE_RATE, SourceSpec, open_source
 from ser_stream.web import serve_page
 from ser_stream.windows import WindowConfig
 
@@ -58,7 +58,7 @@ class MonitorOptions:
     port: int = 8765
     dashboard: bool = True
     pace: str = "realtime"
-    stdin_rate: int = 16000
+    stdin_rate: int = STDIN_SAMPLE_RATE
     stdin_channels: int = 1
     mic_rate: int | None = None
     config: MonitorConfig = field(default_factory=MonitorConfig)

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream.errors import MAX_PORT, RecentKeys, SerStreamError, StreamRefused, host_port, port_number
-from ser_stream.g711 import G711_SAMPLE_RATE, alaw_decode, mulaw_decode
+from ser_stream.g711 import G711_PACKET_SAMPLES, G711_SAMPLE_RATE, alaw_decode, mulaw_decode
 from ser_stream.sources import Sink, add_warning
 
 PAYLOAD_DECODERS = {0: mulaw_decode, 8: alaw_decode}
@@ -67,6 +67,7 @@ COMFORT_NOISE_PAUSE_SECONDS = 30.0
 # stray and is dropped as late.
 MAX_MISORDER = 100
 MAX_DROPOUT = 3000
+CALL_IDLE_SECONDS = 2.0  # --call-idle's default, for rtp: calls and --ingest alike: a call silent this long is ended
 MAX_CALL_IDLE_SECONDS = 60.0  # the longest --call-idle: MAX_DROPOUT packets of 20 ms
 # G.711 timestamps count 8 kHz samples, but some gateways stamp them at 16, 24, 32 or 48 kHz. A sender whose first
 # CLOCK_EVIDENCE pairs of consecutive audio packets each step by the same whole multiple of the earlier packet's
@@ -159,7 +160,7 @@ class JitterBuffer:
         self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
         # recent sequence numbers counted lost: one that arrives after all was late, not lost (it was counted both)
         self.declared_lost: deque[int] = deque(maxlen=MAX_MISORDER)
-        self.packet_samples = 160  # the last audio packet's length, for counting what a gap before a non-audio one held
+        self.packet_samples = G711_PACKET_SAMPLES  # the last audio packet's length, for counting what a gap before a non-audio one held
         self.lost = 0  # packets never received, played as silence
         self.late = 0  # packets that arrived after their slot was played, and strays far outside the window
         self.duplicates = 0  # copies of a packet already waiting or played: nothing was lost
@@ -359,7 +360,7 @@ class RtpConfig:
     host: str = "127.0.0.1"
     port: int = 5004
     jitter_packets: int = 5  # 100 ms of 20 ms packets: the most a missing packet may delay the stream
-    idle_seconds: float = 2.0  # a stream silent this long is closed and its last utterance published
+    idle_seconds: float = CALL_IDLE_SECONDS  # a stream silent this long is closed and its last utterance published
     receive_buffer_bytes: int = 4 << 20  # room for bursts from many calls while the thread is descheduled
     allowed_senders: tuple[SenderNetwork, ...] = ()  # --rtp-allow: only these addresses may send calls (none: any)
 

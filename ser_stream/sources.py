@@ -37,6 +37,7 @@ from ser_stream.ringbuffer import RingBuffer
 
 BLOCK_SECONDS = 0.05
 READ_SECONDS = 1.0  # file sources decode this much at a time
+STDIN_SAMPLE_RATE = 16000  # --source stdin without --rate
 MAX_STDIN_CHANNELS = 64  # --channels: a frame of more is not a recording (and would make each read enormous)
 WAV_CHUNK_LIMIT = 1 << 20  # a stdin WAV's chunks before its audio (fmt, LIST…) are read whole only up to this size
 # MPEG audio frames (MP3 and its layers I and II): bitrates in kbit/s by [MPEG-1?][layer - 1][index], sample rates in Hz
@@ -146,7 +147,7 @@ class StdinSource:
         if stream is None and sys.stdin is None:  # started with stdin closed (`<&-`)
             raise AudioInputError("stdin: closed; pipe raw PCM into it, or choose another --source")
         if stream is None and sys.stdin.isatty():  # it would wait for keystrokes, saying nothing
-            raise AudioInputError("stdin: a terminal, not a pipe; pipe PCM into it (arecord -f S16_LE -r 16000 -t raw | ser-stream monitor --source stdin), or choose another --source")
+            raise AudioInputError(f"stdin: a terminal, not a pipe; pipe PCM into it (arecord -f S16_LE -r {STDIN_SAMPLE_RATE} -t raw | ser-stream monitor --source stdin), or choose another --source")
         # Unbuffered: a reader blocked in a BufferedReader holds its lock, and a monitor stopped while the pipe
         # was still open then died at interpreter shutdown ("could not acquire lock for <stdin>", exit 134).
         self.stream = stream if stream is not None else open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)

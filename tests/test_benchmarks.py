@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.__main__ import BEGIN, END
+from ser_stream.g711 import G711_PACKET_SAMPLES
 from tests.conftest import refusal
 
 
@@ -174,9 +175,9 @@ START = 100.0
 
 def played_clip_ends(call: int) -> list[float]:
     """What judge_load counts for a call: the ends of its clips (rotated by the call's offset) played whole."""
-    from benchmarks.capacity import MIN_SILENCE, PACKET
+    from benchmarks.capacity import MIN_SILENCE
 
-    offset = round(call * PERIOD_PACKETS / CALLS) * PACKET / 8000
+    offset = round(call * PERIOD_PACKETS / CALLS) * G711_PACKET_SAMPLES / 8000
     clips = [(start - offset + 20.0 * k, end - offset + 20.0 * k) for k in range(-1, 5) for start, end in CLIPS]
     return [end for start, end in clips if start >= 0 and end + MIN_SILENCE < SECONDS]
 
@@ -283,7 +284,7 @@ def test_a_packet_leaves_once_its_20_ms_have_been_spoken(monkeypatch):
                                   "sleep": staticmethod(lambda seconds: clock.__setitem__("now", clock["now"] + seconds))})
     monkeypatch.setattr(capacity, "time", fake_time)
     monkeypatch.setattr(capacity.socket, "socket", Socket)
-    capacity.send_calls(bytes(capacity.PACKET * 100), calls=2, seconds=0.2, port=9, start_at=51.0)
+    capacity.send_calls(bytes(G711_PACKET_SAMPLES * 100), calls=2, seconds=0.2, port=9, start_at=51.0)
     assert len(sent) == 2 * 10
     assert all(at >= 51.0 + 0.02 * (k + 1) - 1e-9 for at, k in sent)  # packet k holds [20k, 20k + 20) ms of audio
 
@@ -300,7 +301,7 @@ def test_the_ladder_stops_at_the_first_load_not_sustained(monkeypatch, capsys):
         return {"calls": calls, "sustained": calls < 60}
 
     monkeypatch.setattr(capacity, "run_load", run_load)
-    monkeypatch.setattr(capacity, "call_audio", lambda data, out: (bytes(capacity.PACKET), np.array([(0.5, 1.0)])))
+    monkeypatch.setattr(capacity, "call_audio", lambda data, out: (bytes(G711_PACKET_SAMPLES), np.array([(0.5, 1.0)])))
     assert capacity.main(["--calls", "40", "50", "60", "70", "--until-failure"]) == 0
     assert tried == [40, 50, 60]
 

@@ -34,6 +34,7 @@ from ser_stream.clips import clip_spectrograms
 from ser_stream.errors import ModelError, SerStreamError, one_line, shown
 from ser_stream.features import model_input
 from ser_stream.model import ModelMetadata, file_sha256, metadata_path
+from ser_stream.utterances import average_windows
 from training.contract import check_metadata_writable, load_checked_model, put_in_place
 from training.evaluate import scores
 from training.ravdess import require_actors, scan, skip_clip
@@ -96,7 +97,8 @@ def session(path: Path) -> onnxruntime.InferenceSession:
 
 def clip_accuracy(model: onnxruntime.InferenceSession, clips: list[NDArray[np.float32]], labels: NDArray[np.int64]) -> dict[str, float]:
     name = model.get_inputs()[0].name
-    predicted = np.array([int(np.argmax(model.run(None, {name: model_input(windows)})[0].mean(axis=0))) for windows in clips])
+    # each clip labelled by the paper's rule, as classify and training.score label it
+    predicted = np.array([EMOTIONS.index(average_windows(model.run(None, {name: model_input(windows)})[0]).label) for windows in clips])
     figures = scores(labels, predicted)
     return {"mean_per_class_accuracy": round(figures["mean_per_class_accuracy"], 4), "accuracy": round(figures["accuracy"], 4)}
 
