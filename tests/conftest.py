@@ -1,9 +1,13 @@
-"""Shared fixtures: generated audio, the RAVDESS folder when present, the shipped model."""
+"""Shared fixtures: generated audio, the RAVDESS folder when present, the shipped model; RTP packets, a monitor
+process and utterance messages for the tests that need them."""
 
 from __future__ import annotations
 
 import importlib
 import socket
+import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import soundfile
+
+from ser_stream import EMOTIONS
 
 if TYPE_CHECKING:
     from ser_stream.record import UtteranceLog
@@ -61,6 +67,37 @@ def undocumented_fields(messages: list[dict]) -> list[str]:
     from ser_stream.messages import field_problem
 
     return [problem for message in messages if (problem := field_problem(message)) is not None]
+
+
+PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
+
+
+def rtp(sequence: int, timestamp: int, payload: bytes, payload_type: int = 0, ssrc: int = 0x1234ABCD,
+        csrc: int = 0, extension_words: int | None = None, padding: int = 0) -> bytes:
+    """One RTP packet (RFC 3550) as a sender puts it on the wire: ``csrc`` contributing sources, a header extension
+    of ``extension_words`` and ``padding`` bytes when given."""
+    first = 0x80 | csrc | (0x10 if extension_words is not None else 0) | (0x20 if padding else 0)
+    header = struct.pack("!BBHII", first, payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
+    header += b"\x00\x00\x00\x01" * csrc
+    if extension_words is not None:
+        header += struct.pack("!HH", 0xBEDE, extension_words) + b"\xAA" * (4 * extension_words)
+    tail = (b"\x00" * (padding - 1) + bytes([padding])) if padding else b""
+    return header + payload + tail
+
+
+def monitor(port: int, *arguments: str) -> subprocess.Popen[str]:
+    """``ser-stream monitor`` in a process of its own, publishing on ``port``, its stderr kept for the test to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *arguments],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def utterance(stream: str, number: int = 1, t_start: float = 0.5, t_end: float = 2.5, windows: int = 5) -> dict:
+    """An utterance message as the monitor publishes it (before ``seq``): utterance ``number`` of ``stream``, sad."""
+    probabilities = dict.fromkeys(EMOTIONS, 0.05) | {"sad": 0.65}
+    return {"type": "utterance", "stream": stream, "id": number, "t_start": t_start, "t_end": t_end, "label": "sad",
+            "confidence": 0.65, "probabilities": probabilities, "windows": windows, "latency_ms": 3.0}
 
 
 @pytest.fixture

@@ -182,7 +182,9 @@ def played_clip_ends(call: int) -> list[float]:
     return [end for start, end in clips if start >= 0 and end + MIN_SILENCE < SECONDS]
 
 
-def utterance(call: int, t_end: float, true_end: float, latency_s: float) -> dict:
+def received_utterance(call: int, t_end: float, true_end: float, latency_s: float) -> dict:
+    """An utterance as the capacity benchmark's subscriber records it (not a monitor message, which has no receipt time):
+    call ``call``'s, ending at ``t_end``, received ``latency_s`` after the clip's true end and the silence waited for."""
     from benchmarks.capacity import MIN_SILENCE
 
     return {"type": "utterance", "stream": f"rtp-{call + 1:08x}", "t_end": t_end, "received": START + true_end + MIN_SILENCE + latency_s}
@@ -205,37 +207,37 @@ def judged(messages: list[dict]) -> dict:
 
 
 def test_a_load_with_every_clip_reported_once_and_nothing_lost_is_sustained():
-    result = judged([started(c) for c in range(CALLS)] + [utterance(c, end + 0.1, end, 0.05) for c, end in EVERY_CLIP] + [CLEAN])
+    result = judged([started(c) for c in range(CALLS)] + [received_utterance(c, end + 0.1, end, 0.05) for c, end in EVERY_CLIP] + [CLEAN])
     assert result["sustained"] and result["clips_played"] == result["clips_reported_once"] == len(EVERY_CLIP)
     assert result["latency_ms_median"] == result["latency_ms_p95"] == 50.0
 
 
 def test_a_clip_never_reported_fails_the_load_and_counts_as_infinitely_late():
-    reported = [utterance(c, end, end, 0.05) for i, (c, end) in enumerate(EVERY_CLIP) if i % 10 != 9]
+    reported = [received_utterance(c, end, end, 0.05) for i, (c, end) in enumerate(EVERY_CLIP) if i % 10 != 9]
     result = judged([started(c) for c in range(CALLS)] + reported + [CLEAN])
     assert not result["sustained"] and result["clips_missing"] == len(EVERY_CLIP) // 10
     assert result["latency_ms_p95"] == float("inf")
 
 
 def test_a_clip_reported_twice_counts_once_and_fails_the_load():
-    twice = [utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [utterance(c, end - 0.25, end, 0.06) for c, end in EVERY_CLIP[:3]]
+    twice = [received_utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [received_utterance(c, end - 0.25, end, 0.06) for c, end in EVERY_CLIP[:3]]
     result = judged([started(c) for c in range(CALLS)] + twice + [CLEAN])
     assert not result["sustained"] and result["clips_duplicated"] == 3 and result["clips_reported_once"] == len(EVERY_CLIP) - 3
 
 
 @pytest.mark.parametrize("counter", ["overruns", "rtp_lost_packets", "rtp_late_packets", "rtp_refused_packets", "refused_streams"])
 def test_audio_lost_late_or_refused_fails_the_load(counter):
-    result = judged([started(c) for c in range(CALLS)] + [utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [{**CLEAN, counter: 3}])
+    result = judged([started(c) for c in range(CALLS)] + [received_utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [{**CLEAN, counter: 3}])
     assert not result["sustained"] and result[counter] == 3
 
 
 def test_a_call_closed_and_reopened_fails_the_load():
-    result = judged([started(c) for c in range(CALLS)] + [started(2)] + [utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [CLEAN])
+    result = judged([started(c) for c in range(CALLS)] + [started(2)] + [received_utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [CLEAN])
     assert not result["sustained"] and result["calls_not_one_stream"] == 1
 
 
 def test_late_utterances_count_in_the_p95():
-    late = [utterance(c, end, end, 0.05 if i % 10 else 0.4) for i, (c, end) in enumerate(EVERY_CLIP)]
+    late = [received_utterance(c, end, end, 0.05 if i % 10 else 0.4) for i, (c, end) in enumerate(EVERY_CLIP)]
     result = judged([started(c) for c in range(CALLS)] + late + [CLEAN])
     assert result["clips_missing"] == 0 and result["latency_ms_p95"] == 400.0 and not result["sustained"]
 

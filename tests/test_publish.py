@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 import ser_stream.publish
 from ser_stream.publish import AccessConfig, Publisher, RateLimit
 from ser_stream.record import UtteranceLog, read_since
+from tests.conftest import utterance
 
 
 async def ingest_publisher(access: AccessConfig) -> Publisher:
@@ -207,10 +208,6 @@ def test_a_message_that_cannot_be_handed_on_ends_the_monitor_with_exit_1_and_its
     assert errors == ["ser-stream: error: messages could no longer be handed on: KeyError: 'probabilities'"]
 
 
-def utterance(stream: str, number: int) -> dict:
-    return {"type": "utterance", "stream": stream, "id": number, "t_start": 0.0, "t_end": 2.0, "label": "sad", "windows": 1}
-
-
 def window(stream: str, utterance_id: int, t_start: float) -> dict:
     return {"type": "window", "stream": stream, "utterance": utterance_id, "t_start": t_start, "t_end": t_start + 2.0}
 
@@ -232,7 +229,7 @@ def caught_up_while_publishing(tmp_path, monkeypatch, publish_meanwhile: Callabl
         publisher.hello = {"type": "hello"}
         await publisher.start()
         for number in (1, 2, 3):
-            publisher.publish(log.append(utterance("earlier-call", number)))
+            publisher.publish(log.append(utterance("earlier-call", number, t_start=0.0, t_end=2.0, windows=1)))
         loop = asyncio.get_running_loop()
 
         def pages_with_the_monitor_publishing(path, since, stream=None, until=None):
@@ -273,7 +270,7 @@ def test_a_call_that_starts_during_a_catch_up_is_received_in_the_order_published
     def new_call(publish, store) -> None:
         publish({"type": "stream_started", "stream": "new-call", "t": 0.0})
         publish(window("new-call", 1, 0.0))
-        publish(store(utterance("new-call", 1)))
+        publish(store(utterance("new-call", 1, t_start=0.0, t_end=2.0, windows=1)))
 
     received, dropped = caught_up_while_publishing(tmp_path, monkeypatch, new_call)
     assert described(received) == [
@@ -290,7 +287,7 @@ def test_a_stream_restarted_under_its_id_during_a_catch_up_has_every_window_rece
     def resumed(publish, store) -> None:
         publish({"type": "stream_started", "stream": "rtp-0000beef", "t": 0.0})
         publish(window("rtp-0000beef", 1, 0.0))
-        publish(store(utterance("rtp-0000beef", 1)))
+        publish(store(utterance("rtp-0000beef", 1, t_start=0.0, t_end=2.0, windows=1)))
         publish({"type": "stream_ended", "stream": "rtp-0000beef", "t": 5.0})
         publish({"type": "stream_started", "stream": "rtp-0000beef", "t": 0.0})
         for t_start in (0.0, 0.5, 1.0):  # its utterance 1, still being spoken
@@ -311,7 +308,7 @@ def test_a_catch_up_counts_as_dropped_only_what_its_subscriber_never_receives(tm
 
     def busy(publish, store) -> None:
         for number in range(1, 31):
-            publish(store(utterance("live-call", number)))
+            publish(store(utterance("live-call", number, t_start=0.0, t_end=2.0, windows=1)))
 
     received, dropped = caught_up_while_publishing(tmp_path, monkeypatch, busy, queue_size=8)
     live = [m["id"] for m in received if m.get("stream") == "live-call"]
@@ -383,8 +380,8 @@ def test_a_catch_up_that_stops_before_the_databases_end_lets_go_of_the_database(
         publisher.hello = {"type": "hello"}
         await publisher.start()
         for number in (1, 2, 3):
-            publisher.publish(log.append(utterance("call", number)))
-        log.append(utterance("call", 4))  # stored, not yet published: the outbox stores first
+            publisher.publish(log.append(utterance("call", number, t_start=0.0, t_end=2.0, windows=1)))
+        log.append(utterance("call", 4, t_start=0.0, t_end=2.0, windows=1))  # stored, not yet published: the outbox stores first
         before = database_descriptors(log.path)
         try:
             async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as subscriber:

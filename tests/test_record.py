@@ -18,17 +18,9 @@ from benchmarks.clients import free_port, subscriber_when_up
 from ser_stream.errors import SerStreamError
 from ser_stream.publish import Publisher
 from ser_stream.record import UtteranceLog, read_since
-from tests.conftest import undocumented_fields
+from tests.conftest import monitor, undocumented_fields
 
 pytestmark = pytest.mark.slow
-
-
-def monitor(path, port: int, database, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{path}", "--no-dashboard",
-         "--ws", f"127.0.0.1:{port}", "--record", str(database), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
 
 
 def finished(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int | None, str]:
@@ -61,7 +53,7 @@ def test_every_broadcast_utterance_is_on_disk_when_the_process_is_killed(clips_w
     path, _ = clips_with_silence
     database = tmp_path / "utterances.db"
     port = free_port()
-    process = monitor(path, port, database, "--await-subscribers", "1")
+    process = monitor(port, "--source", f"file:{path}", "--record", str(database), "--await-subscribers", "1")
     try:
         messages = asyncio.run(subscribe(port, until=lambda ms: sum(m["type"] == "utterance" for m in ms) >= 2))
     finally:
@@ -77,12 +69,12 @@ def test_every_broadcast_utterance_is_on_disk_when_the_process_is_killed(clips_w
 def test_a_subscriber_catches_up_from_a_seq_and_seqs_keep_growing_across_restarts(clips_with_silence, shipped_model, tmp_path):
     path, bounds = clips_with_silence
     database = tmp_path / "utterances.db"
-    status, errors = finished(monitor(path, free_port(), database, "--pace", "fast"))
+    status, errors = finished(monitor(free_port(), "--source", f"file:{path}", "--record", str(database), "--pace", "fast"))
     assert status == 0, errors
     assert sorted(stored(database)) == list(range(1, len(bounds) + 1))
 
     port = free_port()
-    second = monitor(path, port, database, "--pace", "fast", "--await-subscribers", "1")
+    second = monitor(port, "--source", f"file:{path}", "--record", str(database), "--pace", "fast", "--await-subscribers", "1")
     try:
         messages = asyncio.run(subscribe(port, "?since=2"))
     except Exception as error:
@@ -131,7 +123,7 @@ def test_sigterm_publishes_and_stores_every_utterance_already_complete(clips_wit
     second_clip_start = bounds[1][0]
     database = tmp_path / "utterances.db"
     port = free_port()
-    process = monitor(path, port, database, "--await-subscribers", "1")
+    process = monitor(port, "--source", f"file:{path}", "--record", str(database), "--await-subscribers", "1")
 
     async def scenario() -> list[dict]:
         async def stop_in_the_second_clip():
@@ -399,7 +391,7 @@ def test_a_database_that_cannot_be_written_is_refused_at_start_in_one_line(clips
     UtteranceLog(database).close()
     holder = held_by_another_writer(database)
     try:
-        status, errors = finished(monitor(path, free_port(), database, "--pace", "fast"))
+        status, errors = finished(monitor(free_port(), "--source", f"file:{path}", "--record", str(database), "--pace", "fast"))
     finally:
         holder.close()
     assert status == 2
@@ -414,7 +406,7 @@ def test_an_utterance_the_database_cannot_store_is_still_published_reported_once
     path, bounds = clips_with_silence
     database = tmp_path / "utterances.db"
     port = free_port()
-    process = monitor(path, port, database, "--pace", "fast", "--await-subscribers", "1")
+    process = monitor(port, "--source", f"file:{path}", "--record", str(database), "--pace", "fast", "--await-subscribers", "1")
     deadline = time.monotonic() + 60
     while True:  # the monitor listens once its database has passed the start-up write check
         try:

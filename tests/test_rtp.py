@@ -8,7 +8,6 @@ import json
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -33,20 +32,7 @@ from ser_stream.rtp import (
     is_rtcp,
     parse_packet,
 )
-from tests.conftest import taken_ipv6_loopback_port, undocumented_fields
-
-PACKET_SAMPLES = 160  # 20 ms at 8 kHz, what telephony sends
-
-
-def rtp(sequence: int, timestamp: int, payload: bytes, payload_type: int = 0, ssrc: int = 0x1234ABCD,
-        csrc: int = 0, extension_words: int | None = None, padding: int = 0) -> bytes:
-    first = 0x80 | csrc | (0x10 if extension_words is not None else 0) | (0x20 if padding else 0)
-    header = struct.pack("!BBHII", first, payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc)
-    header += b"\x00\x00\x00\x01" * csrc
-    if extension_words is not None:
-        header += struct.pack("!HH", 0xBEDE, extension_words) + b"\xAA" * (4 * extension_words)
-    tail = (b"\x00" * (padding - 1) + bytes([padding])) if padding else b""
-    return header + payload + tail
+from tests.conftest import PACKET_SAMPLES, rtp, taken_ipv6_loopback_port, undocumented_fields
 
 
 def tone_payload(hz: float) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 
@@ -14,13 +13,9 @@ from ser_stream.errors import StreamRefused
 from ser_stream.g711 import mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.rtp import RtpConfig, RtpReceiver
+from tests.conftest import PACKET_SAMPLES, rtp
 
-PACKET_SAMPLES = 160
 SILENCE = mulaw_encode(np.zeros(PACKET_SAMPLES)).tobytes()  # no speech, so no window ever reaches a model
-
-
-def rtp(sequence: int, timestamp: int, ssrc: int) -> bytes:
-    return struct.pack("!BBHII", 0x80, 0, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc) + SILENCE
 
 
 def monitor_opener(worker: Worker):
@@ -42,14 +37,14 @@ def test_a_call_that_resumes_while_its_last_stream_is_still_ending_loses_no_audi
     receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
     try:
         for sequence in range(50):
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=5), "127.0.0.1:4000")
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
         worker.step()
         receiver.close_idle(time.monotonic() + 2.1)  # the pause: the call is closed, its stream still being published
         for sequence in range(50, 100):  # the caller speaks again before the worker's next step
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, ssrc=5), "127.0.0.1:4000")
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
         worker.step()  # publishes the old stream's end
         for sequence in range(100, 110):
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, ssrc=5), "127.0.0.1:4000")
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
         receiver.close_idle(time.monotonic() + 60)
         worker.step()
         worker.step()
@@ -76,8 +71,8 @@ def test_an_rtp_call_refused_for_many_retries_counts_as_one_refused_stream(monke
     receiver = RtpReceiver(RtpConfig(port=0), open_stream, [].append)
     try:
         for sequence in range(30):  # 0.6 s: the refused call is tried again about ten times
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=1), "10.0.0.1:4000")
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, ssrc=2), "10.0.0.2:4000")
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=1), "10.0.0.1:4000")
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=2), "10.0.0.2:4000")
             time.sleep(0.02)
             receiver.close_idle(time.monotonic())
     finally:
@@ -104,7 +99,7 @@ def test_a_call_over_the_stream_limit_is_refused_before_a_stream_is_built(monkey
     receiver = RtpReceiver(RtpConfig(port=0), worker.open_stream, [].append)
     try:
         for ssrc in range(2, 1002):
-            receiver.receive(rtp(0, 0, ssrc=ssrc), f"198.51.100.7:{1024 + ssrc}")
+            receiver.receive(rtp(0, 0, SILENCE, ssrc=ssrc), f"198.51.100.7:{1024 + ssrc}")
     finally:
         receiver.socket.close()
     assert built == ["rtp-00000001"] and receiver.counters()["rtp_refused_packets"] == 1000

@@ -9,8 +9,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from ser_stream import EMOTIONS
 from ser_stream.publish import Publisher
 from ser_stream.record import UtteranceLog
 from ser_stream.web import serve_page
+from tests.conftest import monitor, utterance
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,13 +39,6 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()
-
-
-def monitor(port: int, *arguments: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--no-dashboard", "--ws", f"127.0.0.1:{port}", *arguments],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
 
 
 def wait_for_port(port: int) -> None:
@@ -128,12 +120,6 @@ def serving(log: UtteranceLog | None = None, port: int = 0) -> Iterator[MonitorS
         yield stand_in
     finally:
         stand_in.close()
-
-
-def utterance(stream: str) -> dict:
-    probabilities = dict.fromkeys(EMOTIONS, 0.05) | {"sad": 0.65}
-    return {"type": "utterance", "stream": stream, "id": 1, "t_start": 0.5, "t_end": 2.5, "label": "sad", "confidence": 0.65,
-            "probabilities": probabilities, "windows": 5, "latency_ms": 3.0}
 
 
 def subscribed(page) -> bool:
