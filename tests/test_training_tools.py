@@ -219,6 +219,44 @@ def test_scoring_the_random_split_scores_the_clips_its_training_run_tested_and_f
     assert scored["clean"]["mean_per_class_accuracy"] == pytest.approx(trained["test_clean"]["mean_per_class_accuracy"])
 
 
+def test_scoring_the_random_split_draws_it_from_the_clips_training_kept_not_every_clip_scanned(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Training leaves out a clip classify refuses (silent) before drawing its random split; training.score drew the
+    split over every clip it scanned and, the number of test clips being the same, scored a test set holding clips the
+    model trained on (3 of 8 here; 23 of 300 on RAVDESS with one silent file)."""
+    import soundfile
+
+    from training.dataset import clip_names_sha256
+    from training.score import main as score_main
+
+    data = tmp_path / "data"
+    for actor in sorted(tiny_ravdess.iterdir()):
+        (data / actor.name).mkdir(parents=True)
+        for clip in actor.iterdir():
+            (data / actor.name / clip.name).symlink_to(clip)
+    soundfile.write(data / "Actor_01" / "03-01-05-01-01-02-01.wav", np.zeros(48000, np.float32), 16000)  # training would leave it out
+    report = tmp_path / "random.json"
+    assert score_main(["--data", str(data), "--random-split", "0", "--model", str(smoke_run / "model.onnx"), "--variants", "clean", "--out", str(report)]) == 0
+    scored, trained = json.loads(report.read_text()), json.loads((smoke_run / "metrics.json").read_text())
+    assert clip_names_sha256(clip["clip"] for clip in scored["clean_clips"]) == trained["test_clips_sha256"]
+    assert scored["clean"]["mean_per_class_accuracy"] == pytest.approx(trained["test_clean"]["mean_per_class_accuracy"])
+    assert "skipped " in capsys.readouterr().err and "03-01-05-01-01-02-01.wav" not in report.read_text()  # left out, and named
+
+
+def test_scoring_the_random_split_holds_the_clips_not_only_their_number_to_those_training_tested(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """The guard compared only the number of test clips, which a split of other clips can share; a run that records
+    which clips it tested is now held to them, and one from before that is checked by number with a warning saying so."""
+    from training.score import main as score_main
+
+    metrics = json.loads(metadata_path(smoke_run / "model.onnx").read_text())["metrics"]
+    other = model_copy(smoke_run / "model.onnx", tmp_path / "other.onnx", metrics=dict(metrics, test_clips_sha256="0" * 64))
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--random-split", "0", "--model", str(other)], capsys)
+    assert line == (f"python -m training.score: error: {other}: its training run tested on other clips than the test quarter of the clips "
+                    "in --data (their sha256 differs): its training clips could be among those scored; give the --data it was trained on")
+    older = model_copy(smoke_run / "model.onnx", tmp_path / "older.onnx", metrics={key: value for key, value in metrics.items() if key != "test_clips_sha256"})
+    assert score_main(["--data", str(tiny_ravdess), "--random-split", "0", "--model", str(older), "--variants", "clean"]) == 0
+    assert capsys.readouterr().err == f"warning: {older}: records no digest of its test clips (trained before runs did); checked their number only, not which clips they are\n"
+
+
 @pytest.mark.parametrize(
     "seed, changes, reason",
     [

@@ -89,6 +89,36 @@ class FeatureSet:
 ClipSpectrograms = list[tuple[int, bool, NDArray[np.float16]]]
 
 
+def clip_sound(path: str | Path) -> NDArray[np.float32]:
+    """A clip's sound as ``classify`` takes it (its format's rounding noise not sound, silence trimmed), or the
+    ``SerStreamError`` by which classify refuses it (unreadable, silent, too little sound). The one place that decides
+    which clips training learns from and tests on, and so which clips a random split is drawn from."""
+    audio, rate = read_audio(path)
+    return trimmed_clip(audio, rate, rounding_floor(audio_info(path)))
+
+
+def learnable_clips(clips: list[RavdessClip]) -> tuple[list[RavdessClip], list[str]]:
+    """The clips ``build_features`` keeps (those ``clip_sound`` takes), in order, and one line naming each it leaves out,
+    also said on stderr: a split drawn over ``clips`` unfiltered is not the split training drew."""
+    kept: list[RavdessClip] = []
+    skipped: list[str] = []
+    for clip in clips:
+        try:
+            clip_sound(clip.path)
+        except SerStreamError as error:
+            skipped.append(clip_problem(clip.path, error))
+            print(f"skipped {skipped[-1]}", file=sys.stderr)
+            continue
+        kept.append(clip)
+    return kept, skipped
+
+
+def clip_names_sha256(names: Iterable[str]) -> str:
+    """A digest of a set of clips by file name (sorted), which training records of its test clips and
+    ``training.score --random-split`` holds the clips it would score to."""
+    return hashlib.sha256("\n".join(sorted(names)).encode("utf-8", "backslashreplace")).hexdigest()
+
+
 def _clip_spectrograms_or_problem(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]) -> ClipSpectrograms | str:
     """A clip's window spectrograms, or why it is left out: what ``ser-stream classify`` would refuse, training does not learn from."""
     try:
@@ -101,9 +131,7 @@ def _clip_spectrograms(task: tuple[int, str, int, WindowConfig, tuple[str, ...]]
     """(variant id, cut by the evaluation windowing, spectrogram) of every training window of one clip in each variant."""
     clip_index, path, seed, config, variants = task
     rng = np.random.default_rng([seed, clip_index])
-    audio, rate = read_audio(path)
-    # as classify takes it, its format's rounding noise not sound; a clip it refuses (silent, a click) is left out
-    clean = trimmed_clip(audio, rate, rounding_floor(audio_info(path)))
+    clean = clip_sound(path)  # a clip classify refuses (silent, a click) is left out
     training_config = WindowConfig(config.window_seconds, TRAINING_HOP_SECONDS)
     eval_starts = {int(s) for s in window_starts(clean.size, config)}
     results = []

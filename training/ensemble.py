@@ -185,7 +185,7 @@ def member_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
         "sha256": metadata.sha256,
         "recipe": metadata.recipe,
         "protocol": metadata.protocol,
-        **{key: metrics[key] for key in ("split", "epochs_run", "training", "weights", "held_out_evaluations", "unpacked_from") if key in metrics},
+        **{key: metrics[key] for key in ("split", "epochs_run", "training", "weights", "test_clips_sha256", "held_out_evaluations", "unpacked_from") if key in metrics},
     }
 
 

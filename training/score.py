@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from ser_stream.utterances import average_windows
 from ser_stream.windows import TRIM_FLOOR, WindowConfig
 from training import evaluate
 from training.augment import frequency_warp, telephone
-from training.dataset import random_split
+from training.dataset import clip_names_sha256, learnable_clips, random_split
 from training.ensemble import check_members_agree
 from training.ravdess import RavdessClip, require_actors, scan, skip_clip
 from training.reports import heard_actors
@@ -102,8 +103,10 @@ def score(
 
 
 def random_split_test_clips(clips: list[RavdessClip], seed: int, models: list[EmotionModel], paths: list[Path]) -> list[RavdessClip]:
-    """The clips the random protocol tests on with ``seed``, drawn as the training command draws them; refused for a
-    model trained otherwise, or on other clips (its training clips could then be among them)."""
+    """The clips the random protocol tests on with ``seed``, drawn as the training command draws them: over the clips
+    its features keep (``learnable_clips``), not every clip scanned (one silent file once put 23 clips the model
+    trained on among the 300 scored). Refused for a model trained otherwise, or tested on other clips (its training
+    clips could then be among them)."""
     for path, model in zip(paths, models):
         members = model.metadata.metrics.get("members") or [model.metadata.metrics]
         protocols = {model.metadata.protocol} | {member.get("protocol", model.metadata.protocol) for member in members if isinstance(member, dict)}
@@ -111,11 +114,23 @@ def random_split_test_clips(clips: list[RavdessClip], seed: int, models: list[Em
         if protocols != {"random"} or seeds != {seed}:
             raise SerStreamError(f"{shown(path)}: trained under protocol {', '.join(sorted(map(str, protocols)))} with seed "
                                  f"{', '.join(sorted(map(str, seeds)))}, not --protocol random --seed {seed}: its training clips would be among those scored")
-    test = [clips[index] for index in random_split(np.array([clip.label_index for clip in clips]), seed)["test"]]
+    kept, _ = learnable_clips(clips)
+    test = [kept[index] for index in random_split(np.array([clip.label_index for clip in kept]), seed)["test"]]
+    digest = clip_names_sha256(clip.path.name for clip in test)
     for path, model in zip(paths, models):
+        members = [member for member in model.metadata.metrics.get("members") or [model.metadata.metrics] if isinstance(member, dict)]
+        recorded = [member.get("test_clips_sha256") for member in members]
+        if any(tested is not None and tested != digest for tested in recorded):
+            raise SerStreamError(f"{shown(path)}: its training run tested on other clips than the test quarter of the clips in --data "
+                                 "(their sha256 differs): its training clips could be among those scored; give the --data it was trained on")
+        if all(tested is not None for tested in recorded) and recorded:
+            continue
+        # runs before training recorded its test clips: only their number can be held to the split's
         tested = (model.metadata.metrics.get("test_clean") or {}).get("clips")
         if tested is not None and tested != len(test):
             raise SerStreamError(f"{shown(path)}: tested on {tested} clips, but the clips in --data split into {len(test)}: not the clips it was trained on")
+        print(f"warning: {shown(path)}: records no digest of its test clips (trained before runs did); checked their number only, "
+              "not which clips they are", file=sys.stderr)
     return test
 
 

@@ -26,7 +26,14 @@ from training import evaluate
 from training.augment import frequency_warp, paper_image_transform, spec_augment
 from training.backend import keras
 from training.config import TrainConfig
-from training.dataset import VARIANTS, FeatureSet, build_features, random_split, remove_speaker_profiles
+from training.dataset import (
+    VARIANTS,
+    FeatureSet,
+    build_features,
+    clip_names_sha256,
+    random_split,
+    remove_speaker_profiles,
+)
 from training.export import checked_parity, export_onnx, write_metadata
 from training.network import SPEAKER_OUTPUT, GradientReversal, StyleMixing, build_model, emotion_network
 from training.ravdess import scan
@@ -785,6 +792,8 @@ def split_metrics(
     if earlier is not None:
         metrics["training"]["initialised_from"] = str(earlier[1].parent)
         metrics["training"]["earlier_epochs"] = earlier[2]
+    if len(split.test):  # which clips it tested on, for training.score --random-split to hold its own to
+        metrics["test_clips_sha256"] = clip_names_sha256(features.clip_names[index] for index in split.test)
     metrics["weights"] = "best validation epoch" if config.keep == "best" and has_validation else "last epoch"
     if averaging is not None:
         metrics["weights"] = f"mean of the last {averaging.count} epochs"
