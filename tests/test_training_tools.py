@@ -341,6 +341,21 @@ def test_an_ensemble_refuses_a_report_that_scored_networks_of_other_recipes(memb
     assert not list(tmp_path.glob("ensemble*"))
 
 
+def test_an_ensemble_refuses_a_report_of_networks_of_other_model_seeds_than_its_members(members, tiny_ravdess, tmp_path, capsys):
+    """Each scored network was matched to some member by recipe, epochs, windows, warp, batch and weights, not by its
+    model seed: a report of the seed 0 and seed 2 fold networks was taken as evidence for members of seeds 0 and 1."""
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    seeds = [load_metadata(member).metrics["training"]["model_seed"] for member in members]
+    assert [training["training"]["model_seed"] for training in scored["trainings"]] == seeds == [0, 0]
+    other = dict(scored["trainings"][1], training=dict(scored["trainings"][1]["training"], model_seed=2))
+    report.write_text(json.dumps(dict(scored, trainings=[scored["trainings"][0], other])))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == (f"python -m training.ensemble: error: {report}: scores networks of model seeds 0, 2, the ensemble's members are of model "
+                    "seeds 0, 0; give evidence of the members' own fold networks scored together")
+    assert not list(tmp_path.glob("ensemble*"))
+
+
 @pytest.mark.parametrize("spelling", [lambda member: member, lambda member: member.parent / "sub" / ".." / member.name], ids=["same-path", "other-spelling"])
 def test_an_ensemble_refuses_to_write_over_one_of_its_members(members, tmp_path, capsys, spelling):
     (tmp_path / "sub").mkdir()

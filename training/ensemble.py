@@ -161,7 +161,8 @@ def check_members_agree(metadata: list[ModelMetadata], paths: list[Path]) -> Non
 
 def check_scored_like_members(path: Path, report: dict[str, Any], metadata: list[ModelMetadata]) -> None:
     """Refuse a report whose models were trained otherwise (epochs, windows per clip, kept weights…) than every member,
-    as ``training.ship`` refuses such evidence; reports before they recorded it are taken unchecked."""
+    as ``training.ship`` refuses such evidence, or whose networks' model seeds are not the members'; reports before they
+    recorded it are taken unchecked."""
     trainings, recipes = report.get("trainings"), report.get("recipes")
     if not isinstance(trainings, list) or not isinstance(recipes, list):
         return
@@ -176,6 +177,15 @@ def check_scored_like_members(path: Path, report: dict[str, Any], metadata: list
                 refusals.append(refusal)
         else:
             raise refusals[0]
+    # Matched one by one, two reports' networks of seeds 0 and 2 once passed for members of seeds 0 and 1: the seeds
+    # must be the members' as a multiset (reports and members before the model seed was recorded are taken unchecked).
+    scored_seeds = [(training.get("training") or {}).get("model_seed") if isinstance(training, dict) else None for training in trainings]
+    member_seeds = [(member.metrics.get("training") or {}).get("model_seed") for member in metadata]
+    if None not in scored_seeds + member_seeds and sorted(map(str, scored_seeds)) != sorted(map(str, member_seeds)):
+        raise ModelError(
+            f"{path}: scores networks of model seeds {', '.join(map(str, scored_seeds))}, the ensemble's members are of model seeds "
+            f"{', '.join(map(str, member_seeds))}; give evidence of the members' own fold networks scored together"
+        )
 
 
 def member_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
