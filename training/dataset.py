@@ -263,7 +263,9 @@ def remove_speaker_profiles(features: FeatureSet) -> None:
     variant, of each frequency row: mostly the voice and the line, little of
     the emotion, since every speaker says the same sentences in every emotion.
     Held-out speakers get theirs from all their clips, which no single file
-    could give the runtime: this measures what knowing the voice is worth.
+    could give the runtime: this measures what knowing the voice is worth. The
+    reference added back is the mean over every speaker, held-out ones
+    included, so training windows depend on the test clips too (a screen only).
     """
     window_actor = features.clip_actors[features.window_clip]
     for variant in np.unique(features.window_variant):

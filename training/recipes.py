@@ -90,8 +90,10 @@ RECIPES["improved-mixup05"] = replace(RECIPES["improved"], name="improved-mixup0
 # Tried at 40 epochs: folds 0 and 2 55.5 / 40.2 % (improved: 53.5 / 44.5 %), docs/results.md
 RECIPES["improved-advspk"] = replace(RECIPES["improved"], name="improved-advspk", speaker_adversary=0.3)
 # Experimental, a screen only: the improved recipe on inputs from which each speaker's mean spectral profile is
-# removed (``training.dataset.remove_speaker_profiles``); held-out speakers too, from all their clips. The runtime
-# has no such profile for one file, so a model of this recipe cannot ship (``--protocol all`` is refused).
+# removed (``training.dataset.remove_speaker_profiles``); held-out speakers too, from all their clips. The mean
+# over speakers added back is over every actor, held-out ones included, so the training windows themselves depend
+# on the test clips: its figure (49.4 %, not adopted) is an upper bound, not a held-out score. The runtime has no
+# such profile for one file, so a model of this recipe cannot ship (``--protocol all`` is refused).
 RECIPES["improved-spknorm"] = replace(RECIPES["improved"], name="improved-spknorm", speaker_profiles_removed=True)
 # Experimental: the improved recipe with twice the filters in every convolution (64/128/64): more capacity, about
 # three times the compute per window.
