@@ -163,6 +163,9 @@ class Track:
     clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
     clock_ahead_samples: int = 0  # how far, in all
     clock_warning: str = ""  # what the stream's warning says of them so far
+    chunks_ahead: int = 0  # frames whose chunk number skipped numbers where their timestamp said less was missing
+    chunks_ahead_samples: int = 0  # how much more the chunk numbers said, in all
+    chunks_warning: str = ""  # what the stream's warning says of them so far
     padded_from: int | None = None  # where the silence put in to keep pace with the call's other track began, if since its last frame
     lag_ms: float = TRACK_LAG_MS  # how far behind the call's other track its time may fall before that silence
     padded_lag_ms: float = TRACK_LAG_MS  # the lag_ms that silence was put in at
@@ -175,8 +178,11 @@ class Track:
         than zero, how many of its first samples are dropped because silence keeping pace with the call's other
         track played their time (the whole frame: all of them).
 
-        Where chunk numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast,
-        another unit: ``clock_ahead``); frames without chunk numbers are placed by their timestamps.
+        Where a frame has both, the gap is the smaller of what its chunk number and its timestamp say: where chunk
+        numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast, another unit:
+        ``clock_ahead``), and where its timestamp follows the last frame's nothing is either, whatever the chunk number
+        skipped (one garbled, numbers counted across the call's tracks: ``chunks_ahead``); frames with only one of them
+        are placed by it.
         Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
         ``MAX_GAP_SILENCE_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
         Chunk numbers that jump by more than a sender can mean (a minute ahead, a second back) were renumbered,
@@ -206,16 +212,26 @@ class Track:
                 missing = 0
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
                 return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
-        if counted:  # chunk numbers say what never came; timestamps running fast (2 %, or in samples, not ms) once
-            assert chunk is not None and self.next_chunk is not None  # put silence between frames none was missing of
-            chunks_say = (chunk - self.next_chunk) * frame_samples
-            self.frames += chunk == self.next_chunk
-            if timestamp_ms is not None and missing - chunks_say >= smallest:
-                self.clock_ahead += 1
-                self.clock_ahead_samples += missing - chunks_say
-            if timestamp_ms is not None and abs(missing - chunks_say) >= smallest:  # later times follow the audio
-                self.start_ms = timestamp_ms - (self.samples + chunks_say) * 1000 / G711_SAMPLE_RATE
-            missing = chunks_say
+        if counted:  # the gap is the smaller of what chunk numbers and timestamps say: a real loss shows in both;
+            assert chunk is not None and self.next_chunk is not None  # timestamps running fast (2 %, or in samples,
+            chunks_say = (chunk - self.next_chunk) * frame_samples  # not ms) only in timestamps, and one garbled
+            self.frames += chunk == self.next_chunk  # chunk number, or numbers counted across the call's tracks, only
+            if timestamp_ms is not None:  # in chunk numbers: each once put silence between frames none was missing of
+                if missing - chunks_say >= smallest:
+                    self.clock_ahead += 1
+                    self.clock_ahead_samples += missing - chunks_say
+                    gap = chunks_say
+                elif chunks_say - max(missing, 0) >= smallest:
+                    gap = max(missing, 0)
+                    self.chunks_ahead += 1
+                    self.chunks_ahead_samples += chunks_say - gap
+                else:
+                    gap = chunks_say
+                if abs(missing - gap) >= smallest:  # later times follow the audio
+                    self.start_ms = timestamp_ms - (self.samples + gap) * 1000 / G711_SAMPLE_RATE
+                missing = gap
+            else:
+                missing = chunks_say
         elif timestamp_ms is None:
             missing = 0
         silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
@@ -380,7 +396,7 @@ class MediaIngest:
                 samples = np.zeros(track.frame_samples or len(media["payload"].rstrip("=")) * 3 // 4, dtype=np.float32)
                 unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / G711_SAMPLE_RATE * 1000:.0f} ms were played as silence")
             chunk = media["chunk"]
-            renumbered, expected, clock_ahead = track.renumbered, track.next_chunk, track.clock_ahead
+            renumbered, expected, clock_ahead, chunks_ahead = track.renumbered, track.next_chunk, track.clock_ahead, track.chunks_ahead
             gap = track.place(chunk, media["timestamp"], samples.size)
             if gap is None or gap < 0:
                 self.late_chunks += 1  # its time has been played (or filled with silence) already
@@ -410,6 +426,12 @@ class MediaIngest:
                     f"missing ({track.clock_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's timestamps run fast, "
                     "or are not in ms (played back to back, not padded with silence)")
                 add_warning(track.sink, track.clock_warning, replacing=said)
+            if track.chunks_ahead > chunks_ahead:  # said in the stream's warning; played by the timestamps
+                said, track.chunks_warning = track.chunks_warning, (
+                    f"media.chunk skipped numbers where media.timestamp said less was missing at {track.chunks_ahead} "
+                    f"frame{'s' * (track.chunks_ahead != 1)} ({track.chunks_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): one was garbled, or the sender "
+                    "numbers chunks across the call's tracks (played by the timestamps, not padded with silence)")
+                add_warning(track.sink, track.chunks_warning, replacing=said)
             if gap > 0:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))

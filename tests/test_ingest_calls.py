@@ -272,6 +272,34 @@ def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_t
     assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1  # a real gap still counts: 100 ms
 
 
+def test_chunk_numbers_that_skip_where_timestamps_follow_on_play_back_to_back_and_the_stream_says_so():
+    """Where chunk numbers said chunks were missing, their gap won over the timestamps: one garbled chunk number
+    (1101 where 101 was due, 20 s ahead) put 20 s of silence into a 4 s call, and a sender numbering chunks across the
+    call's tracks (1 inbound, 2 outbound, ...) doubled both streams with 398 gaps."""
+    numbers = [*range(1, 101), 1101, *range(102, 201)]
+    opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * index) for index, chunk in enumerate(numbers))])
+    heard = audio(opened[SID])
+    assert replies == [] and heard.size == 200 * FRAME and np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(CALLER, np.uint8)), 200))
+    assert ingest.counters()["ingest_gaps"] == 0
+    assert opened[SID].warning == (
+        "media.chunk skipped numbers where media.timestamp said less was missing at 1 frame (20.00 s in all): one was garbled, "
+        "or the sender numbers chunks across the call's tracks (played by the timestamps, not padded with silence); "
+        "media.chunk 102 came where 1102 was due and the numbering was followed (ingest_renumbered)")
+    frames = [start(["inbound", "outbound"])]
+    for index in range(200):
+        frames += [media(CALLER, 2 * index + 1, 20 * index, "inbound"), media(AGENT, 2 * index + 2, 20 * index, "outbound")]
+    opened, replies, ingest, _ = call(frames)
+    assert replies == [] and ingest.counters()["ingest_gaps"] == ingest.counters()["ingest_late_chunks"] == 0
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        heard = audio(opened[f"{SID}/{track}"])
+        assert np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 200))
+        assert re.fullmatch(r"media\.chunk skipped numbers where media\.timestamp said less was missing at 199 frames \(3\.98 s in all\): .*",
+                            opened[f"{SID}/{track}"].warning)
+    lost = [start(), *(media(CALLER, index + 1, 20 * index) for index in [*range(10), *range(15, 20)])]  # both say 5 chunks lost
+    opened, _, ingest, _ = call(lost)
+    assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1 and opened[SID].warning is None
+
+
 def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
     order = [1, 2, 3, 2, 3, 4, 1, 5]
     opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in order)])
