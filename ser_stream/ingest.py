@@ -163,6 +163,7 @@ class Track:
     clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
     clock_ahead_samples: int = 0  # how far, in all
     clock_warning: str = ""  # what the stream's warning says of them so far
+    ran_ahead: bool = False  # the last numbered frame's timestamp ran ahead of its chunk number
     chunks_ahead: int = 0  # frames whose chunk number skipped numbers where their timestamp said less was missing
     chunks_ahead_samples: int = 0  # how much more the chunk numbers said, in all
     chunks_warning: str = ""  # what the stream's warning says of them so far
@@ -202,12 +203,24 @@ class Track:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
             missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
+            # after silence kept pace with the other track, a frame numbered after the track's last lies where that
+            # frame ended, plus the gap its timestamp says where that is more than its chunk number's and puts it past
+            # that silence (a leg that paused, the other's frames vouching for the time), unless the track's timestamps run ahead of its chunk
+            # numbers frame after frame (in samples, not ms): then the chunk number's, which timestamps in samples once
+            # made seconds (the lag was theirs, not the call's)
+            if self.padded_from is not None and chunk is not None and self.next_chunk is not None and not renumbered:
+                chunks_say, times_say = (chunk - self.next_chunk) * frame_samples, self.samples + missing - self.padded_from
+                ran_ahead, self.ran_ahead = self.ran_ahead, times_say - chunks_say >= smallest
+                paused = self.ran_ahead and not ran_ahead and not self.clock_ahead and self.padded_from + times_say >= self.samples
+                gap = times_say if paused else min(chunks_say, max(times_say, 0))
+                missing = self.padded_from + gap - self.samples
             if self.padded_from is not None and missing < 0 and self.samples + missing >= self.padded_from - smallest:
                 played = min(-missing, self.samples - self.padded_from)  # its time was played as that silence: it
                 if played >= smallest:  # once came after it, and the track grew by its lag at every frame
                     lag_seen = self.padded_lag_ms + played * 1000 / G711_SAMPLE_RATE + TRACK_SKEW_MS
                     self.lag_ms = min(MAX_TRACK_LAG_MS, max(self.lag_ms, lag_seen))
-                    self.padded_from = None if played < frame_samples else self.padded_from
+                    # the next frame's place: where this one's ended
+                    self.padded_from = None if played < frame_samples else self.samples + missing + frame_samples
                     return -min(played, frame_samples)
                 missing = 0
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
@@ -217,7 +230,8 @@ class Track:
             chunks_say = (chunk - self.next_chunk) * frame_samples  # not ms) only in timestamps, and one garbled
             self.frames += chunk == self.next_chunk  # chunk number, or numbers counted across the call's tracks, only
             if timestamp_ms is not None:  # in chunk numbers: each once put silence between frames none was missing of
-                if missing - chunks_say >= smallest:
+                self.ran_ahead = missing - chunks_say >= smallest
+                if self.ran_ahead:
                     self.clock_ahead += 1
                     self.clock_ahead_samples += missing - chunks_say
                     gap = chunks_say
@@ -451,15 +465,18 @@ class MediaIngest:
 
     async def _keep_pace(self, call_id: str, tracks: dict[str, Track], leader: Track) -> None:
         """The call's other tracks brought up to ``leader``'s time, less each one's ``lag_ms``, with silence: a track
-        with no timestamp yet takes the call's start as its own."""
+        with no timestamp yet takes the call's start as its own.
+
+        Each track's time is its stream's, the samples placed, not its raw timestamps: a leg whose count restarted
+        (timestamps back to 0) ahead of the other once had the other, still on the old clock, pad it with up to 60 s
+        of silence a frame, and timestamps in 8 kHz samples made a 0.5 s lag look like 4 s."""
         assert leader.start_ms is not None
-        now_ms = leader.start_ms + leader.samples * 1000 / G711_SAMPLE_RATE
         for track in tracks.values():
             if track is leader:
                 continue
             if track.start_ms is None:
                 track.start_ms = leader.start_ms
-            behind = int((now_ms - track.lag_ms - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
+            behind = leader.samples - round(track.lag_ms * G711_SAMPLE_RATE / 1000) - track.samples
             if behind > 0:
                 track.padded_from = track.samples if track.padded_from is None else track.padded_from
                 track.padded_lag_ms = track.lag_ms

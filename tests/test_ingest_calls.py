@@ -172,6 +172,47 @@ def test_a_leg_lagging_the_other_by_up_to_two_seconds_keeps_every_frame_at_its_t
     assert opened[f"{SID}/outbound"].warning is None
 
 
+def test_legs_restarting_their_count_apart_or_timing_in_samples_are_paced_by_the_calls_time_and_lose_nothing():
+    """The legs were paced by their raw timestamps: both restarting their count (chunk 1, timestamp 0) 60 ms apart had
+    the leg still on the old clock pad the restarted one with up to 60 s of silence a frame, whose own frames then fell
+    inside it and were dropped (inbound 117.96 s for an 80 s call, 999 late chunks, a false 'more than 2 s behind');
+    timestamps in 8 kHz samples made a 0.5 s lag look like 4 s: audio dropped, the rest of the leg 1.82 s late."""
+    frames = [start(["inbound", "outbound"])]
+    events = []
+    for index in range(600):  # both restart at 8 s, the outbound leg 3 frames behind the inbound one
+        count = index - 400 if index >= 400 else index
+        events += [(index, 0, media(CALLER, count + 1, 20 * count, "inbound")), (index + 3, 1, media(AGENT, count + 1, 20 * count, "outbound"))]
+    restarted, replies, ingest, _ = call(frames + [event[2] for event in sorted(events)])
+    assert replies == [] and ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0}
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        assert np.array_equal(audio(restarted[f"{SID}/{track}"]), np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 600))
+        assert restarted[f"{SID}/{track}"].warning == "media.chunk 1 came where 401 was due and the numbering was followed (ingest_renumbered)"
+    events = []
+    for index in range(400):  # timestamps in samples, the outbound leg 0.5 s behind
+        events += [(index, 0, media(CALLER, index + 1, 160 * index, "inbound")), (index + 25, 1, media(AGENT, index + 1, 160 * index, "outbound"))]
+    in_samples, replies, ingest, _ = call(frames + [event[2] for event in sorted(events)])
+    assert replies == [] and ingest.counters()["ingest_gaps"] == ingest.counters()["ingest_late_chunks"] == 0
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        assert np.array_equal(audio(in_samples[f"{SID}/{track}"]), np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 400))
+        assert in_samples[f"{SID}/{track}"].warning.startswith("media.timestamp ran ahead of the audio at 399 of 399 frames")
+    events = []
+    for index in range(500):  # timestamps in samples, the outbound leg 3 s behind: as in ms, the second beyond 2 s is dropped
+        events += [(index, 0, media(CALLER, index + 1, 160 * index, "inbound")), (index + 150, 1, media(AGENT, index + 1, 160 * index, "outbound"))]
+    beyond, _, ingest, _ = call(frames + [event[2] for event in sorted(events)])
+    agent = audio(beyond[f"{SID}/outbound"])
+    assert agent.size == 500 * FRAME and ingest.counters()["ingest_late_chunks"] in (50, 51) and ingest.counters()["ingest_gaps"] == 0
+    assert np.array_equal(agent[51 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 449))
+    frames = [start(["inbound", "outbound"])]
+    for index in range(500):  # a leg pausing 4 s, its chunk numbers going on where its timestamps jump: the timestamp places it
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        if index < 50 or index >= 250:
+            frames.append(media(AGENT, (index if index < 50 else index - 200) + 1, 20 * index, "outbound"))
+    paused, _, ingest, _ = call(frames)
+    agent = audio(paused[f"{SID}/outbound"])
+    assert agent.size == 500 * FRAME and ingest.counters()["ingest_late_chunks"] == 0 and not agent[50 * FRAME : 250 * FRAME].any()
+    assert np.array_equal(agent[250 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 250))
+
+
 def test_a_leg_lagging_more_than_two_seconds_keeps_the_calls_length_and_what_it_dropped_is_counted_and_said():
     opened, replies, ingest, _ = call(lagging_call(150, frames_in_call=500))  # 3 s behind
     agent = audio(opened[f"{SID}/outbound"])
