@@ -337,7 +337,9 @@ class MediaIngest:
                         if message["event"] == "stop":
                             del starts[resumed]
                             continue
-                        await self._handle_message(starts[resumed], calls)
+                        resuming = starts.pop(resumed)  # kept again once the call is carried: a resumption refused (the
+                        await self._handle_message(resuming, calls)  # connection carrying another call) once kept its
+                        starts[resumed] = resuming  # start for the connection's life
                     if message["event"] == "start" and started_call(message) in paused:  # a fresh start takes the call: it
                         del paused[started_call(message)], starts[started_call(message)]  # stayed paused, and its next media
                         # resumed it again ('started twice', that media dropped) or its stop was swallowed as the old call's

@@ -596,6 +596,42 @@ def test_a_connection_starting_call_after_call_keeps_no_start_message_but_the_cu
     assert kept[0] < 5_000_000  # 150 starts of 60 kB kept were 18 MB, text and parsed copies
 
 
+def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
+    """A paused call's media resumes it from its kept start; where that was refused (the connection carrying another
+    call), the start stayed kept for the connection's life: a connection pausing calls and resuming them while it
+    carried another held every such start it had sent, 60 kB each."""
+    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()), idle_seconds=0.05)
+    kept: list[int] = []
+    replies: list[str] = []
+
+    async def scenario() -> None:
+        publisher = await serving(ingest)
+        padded = json.loads(start())
+        padded["start"]["customParameters"] = {"padding": "x" * 60_000}
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for number in range(60):
+                padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
+                await connection.send(json.dumps(padded))
+                await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
+                await asyncio.sleep(0.15)  # paused for want of media
+                await connection.send(start(sid="MZother"))
+                await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
+                await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
+            await connection.send(LAST_FRAME)
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+            kept.append(tracemalloc.get_traced_memory()[0])
+        await publisher.close()
+
+    tracemalloc.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        tracemalloc.stop()
+    assert len(replies) == 60 and all("this connection already carries 'MZother'" in reply for reply in replies)
+    assert kept[0] < 3_000_000  # 60 starts of 60 kB kept were 5.4 MB, text and parsed copies
+
+
 def test_a_frame_json_cannot_read_is_answered_and_skipped_and_the_call_goes_on():
     """A 5000-digit number (ValueError) or arrays nested 30000 deep (RecursionError) once ended the call, unsaid."""
     opened, replies, ingest, _ = call([start(), media(CALLER, 1, 0), '{"event": "media", "n": ' + "9" * 5000 + "}",
