@@ -163,6 +163,10 @@ class Track:
     clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
     clock_ahead_samples: int = 0  # how far, in all
     clock_warning: str = ""  # what the stream's warning says of them so far
+    ran_ahead: bool = False  # the last numbered frame's timestamp ran ahead of its chunk number
+    chunks_ahead: int = 0  # frames whose chunk number skipped numbers where their timestamp said less was missing
+    chunks_ahead_samples: int = 0  # how much more the chunk numbers said, in all
+    chunks_warning: str = ""  # what the stream's warning says of them so far
     padded_from: int | None = None  # where the silence put in to keep pace with the call's other track began, if since its last frame
     lag_ms: float = TRACK_LAG_MS  # how far behind the call's other track its time may fall before that silence
     padded_lag_ms: float = TRACK_LAG_MS  # the lag_ms that silence was put in at
@@ -175,8 +179,11 @@ class Track:
         than zero, how many of its first samples are dropped because silence keeping pace with the call's other
         track played their time (the whole frame: all of them).
 
-        Where chunk numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast,
-        another unit: ``clock_ahead``); frames without chunk numbers are placed by their timestamps.
+        Where a frame has both, the gap is the smaller of what its chunk number and its timestamp say: where chunk
+        numbers follow each other nothing is missing, whatever the timestamps say (a clock running fast, another unit:
+        ``clock_ahead``), and where its timestamp follows the last frame's nothing is either, whatever the chunk number
+        skipped (one garbled, numbers counted across the call's tracks: ``chunks_ahead``); frames with only one of them
+        are placed by it.
         Stream time follows the timestamps from the track's first one; where it cannot (a jump beyond
         ``MAX_GAP_SILENCE_SAMPLES``, a timestamp going back) it follows the audio, and later gaps are measured from there.
         Chunk numbers that jump by more than a sender can mean (a minute ahead, a second back) were renumbered,
@@ -196,26 +203,49 @@ class Track:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
             missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
+            # after silence kept pace with the other track, a frame numbered after the track's last lies where that
+            # frame ended, plus the gap its timestamp says where that is more than its chunk number's and puts it past
+            # that silence (a leg that paused, the other's frames vouching for the time), unless the track's timestamps run ahead of its chunk
+            # numbers frame after frame (in samples, not ms): then the chunk number's, which timestamps in samples once
+            # made seconds (the lag was theirs, not the call's)
+            if self.padded_from is not None and chunk is not None and self.next_chunk is not None and not renumbered:
+                chunks_say, times_say = (chunk - self.next_chunk) * frame_samples, self.samples + missing - self.padded_from
+                ran_ahead, self.ran_ahead = self.ran_ahead, times_say - chunks_say >= smallest
+                paused = self.ran_ahead and not ran_ahead and not self.clock_ahead and self.padded_from + times_say >= self.samples
+                gap = times_say if paused else min(chunks_say, max(times_say, 0))
+                missing = self.padded_from + gap - self.samples
             if self.padded_from is not None and missing < 0 and self.samples + missing >= self.padded_from - smallest:
                 played = min(-missing, self.samples - self.padded_from)  # its time was played as that silence: it
                 if played >= smallest:  # once came after it, and the track grew by its lag at every frame
                     lag_seen = self.padded_lag_ms + played * 1000 / G711_SAMPLE_RATE + TRACK_SKEW_MS
                     self.lag_ms = min(MAX_TRACK_LAG_MS, max(self.lag_ms, lag_seen))
-                    self.padded_from = None if played < frame_samples else self.padded_from
+                    # the next frame's place: where this one's ended
+                    self.padded_from = None if played < frame_samples else self.samples + missing + frame_samples
                     return -min(played, frame_samples)
                 missing = 0
             if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
                 return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
-        if counted:  # chunk numbers say what never came; timestamps running fast (2 %, or in samples, not ms) once
-            assert chunk is not None and self.next_chunk is not None  # put silence between frames none was missing of
-            chunks_say = (chunk - self.next_chunk) * frame_samples
-            self.frames += chunk == self.next_chunk
-            if timestamp_ms is not None and missing - chunks_say >= smallest:
-                self.clock_ahead += 1
-                self.clock_ahead_samples += missing - chunks_say
-            if timestamp_ms is not None and abs(missing - chunks_say) >= smallest:  # later times follow the audio
-                self.start_ms = timestamp_ms - (self.samples + chunks_say) * 1000 / G711_SAMPLE_RATE
-            missing = chunks_say
+        if counted:  # the gap is the smaller of what chunk numbers and timestamps say: a real loss shows in both;
+            assert chunk is not None and self.next_chunk is not None  # timestamps running fast (2 %, or in samples,
+            chunks_say = (chunk - self.next_chunk) * frame_samples  # not ms) only in timestamps, and one garbled
+            self.frames += chunk == self.next_chunk  # chunk number, or numbers counted across the call's tracks, only
+            if timestamp_ms is not None:  # in chunk numbers: each once put silence between frames none was missing of
+                self.ran_ahead = missing - chunks_say >= smallest
+                if self.ran_ahead:
+                    self.clock_ahead += 1
+                    self.clock_ahead_samples += missing - chunks_say
+                    gap = chunks_say
+                elif chunks_say - max(missing, 0) >= smallest:
+                    gap = max(missing, 0)
+                    self.chunks_ahead += 1
+                    self.chunks_ahead_samples += chunks_say - gap
+                else:
+                    gap = chunks_say
+                if abs(missing - gap) >= smallest:  # later times follow the audio
+                    self.start_ms = timestamp_ms - (self.samples + gap) * 1000 / G711_SAMPLE_RATE
+                missing = gap
+            else:
+                missing = chunks_say
         elif timestamp_ms is None:
             missing = 0
         silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
@@ -307,7 +337,9 @@ class MediaIngest:
                         if message["event"] == "stop":
                             del starts[resumed]
                             continue
-                        await self._handle_message(starts[resumed], calls)
+                        resuming = starts.pop(resumed)  # kept again once the call is carried: a resumption refused (the
+                        await self._handle_message(resuming, calls)  # connection carrying another call) once kept its
+                        starts[resumed] = resuming  # start for the connection's life
                     if message["event"] == "start" and started_call(message) in paused:  # a fresh start takes the call: it
                         del paused[started_call(message)], starts[started_call(message)]  # stayed paused, and its next media
                         # resumed it again ('started twice', that media dropped) or its stop was swallowed as the old call's
@@ -380,7 +412,7 @@ class MediaIngest:
                 samples = np.zeros(track.frame_samples or len(media["payload"].rstrip("=")) * 3 // 4, dtype=np.float32)
                 unreadable = IngestError(f"stream {call_id!r}: media payload is not valid base64; its {samples.size / G711_SAMPLE_RATE * 1000:.0f} ms were played as silence")
             chunk = media["chunk"]
-            renumbered, expected, clock_ahead = track.renumbered, track.next_chunk, track.clock_ahead
+            renumbered, expected, clock_ahead, chunks_ahead = track.renumbered, track.next_chunk, track.clock_ahead, track.chunks_ahead
             gap = track.place(chunk, media["timestamp"], samples.size)
             if gap is None or gap < 0:
                 self.late_chunks += 1  # its time has been played (or filled with silence) already
@@ -410,6 +442,12 @@ class MediaIngest:
                     f"missing ({track.clock_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's timestamps run fast, "
                     "or are not in ms (played back to back, not padded with silence)")
                 add_warning(track.sink, track.clock_warning, replacing=said)
+            if track.chunks_ahead > chunks_ahead:  # said in the stream's warning; played by the timestamps
+                said, track.chunks_warning = track.chunks_warning, (
+                    f"media.chunk skipped numbers where media.timestamp said less was missing at {track.chunks_ahead} "
+                    f"frame{'s' * (track.chunks_ahead != 1)} ({track.chunks_ahead_samples / G711_SAMPLE_RATE:.2f} s in all): one was garbled, or the sender "
+                    "numbers chunks across the call's tracks (played by the timestamps, not padded with silence)")
+                add_warning(track.sink, track.chunks_warning, replacing=said)
             if gap > 0:
                 self.gaps += 1
                 await self._write(call_id, track, np.zeros(gap, dtype=np.float32))
@@ -429,15 +467,18 @@ class MediaIngest:
 
     async def _keep_pace(self, call_id: str, tracks: dict[str, Track], leader: Track) -> None:
         """The call's other tracks brought up to ``leader``'s time, less each one's ``lag_ms``, with silence: a track
-        with no timestamp yet takes the call's start as its own."""
+        with no timestamp yet takes the call's start as its own.
+
+        Each track's time is its stream's, the samples placed, not its raw timestamps: a leg whose count restarted
+        (timestamps back to 0) ahead of the other once had the other, still on the old clock, pad it with up to 60 s
+        of silence a frame, and timestamps in 8 kHz samples made a 0.5 s lag look like 4 s."""
         assert leader.start_ms is not None
-        now_ms = leader.start_ms + leader.samples * 1000 / G711_SAMPLE_RATE
         for track in tracks.values():
             if track is leader:
                 continue
             if track.start_ms is None:
                 track.start_ms = leader.start_ms
-            behind = int((now_ms - track.lag_ms - track.start_ms) * G711_SAMPLE_RATE / 1000) - track.samples
+            behind = leader.samples - round(track.lag_ms * G711_SAMPLE_RATE / 1000) - track.samples
             if behind > 0:
                 track.padded_from = track.samples if track.padded_from is None else track.padded_from
                 track.padded_lag_ms = track.lag_ms

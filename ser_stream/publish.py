@@ -565,7 +565,8 @@ class Publisher:
     async def _start_naming_the_token(self, connection: ServerConnection) -> str | None:
         """For an ingest client that sent no token in its request: its ``start`` (without the token) once it names the
         token in ``start.customParameters.token`` within ``start_token_seconds``, ``connected`` frames skipped, and the
-        ingest limit has room; None, the connection refused and counted, for anything else."""
+        ingest limit has room; None, the connection refused and counted, for anything else; None, uncounted, for a client
+        that closes the connection while held (or the monitor stopping)."""
         deadline = asyncio.get_running_loop().time() + self.access.start_token_seconds
         frame = FirstFrame("connected")
         try:
@@ -573,10 +574,8 @@ class Publisher:
                 frame = first_frame(await asyncio.wait_for(connection.recv(), max(0.0, deadline - asyncio.get_running_loop().time())))
         except TimeoutError:
             frame = FirstFrame(None)
-        except ConnectionClosed as closed:
-            if closed.sent is not None and closed.sent.code == CloseCode.GOING_AWAY:  # the monitor stopping: no refusal
-                return None
-            frame = FirstFrame(None)
+        except ConnectionClosed:  # the monitor stopping, or the client hanging up before a frame (a load balancer's
+            return None  # probe opening /ingest): no refusal, counted nowhere; it was counted in refused_token
         assert self.access.token is not None  # only a monitor with a token holds clients for one
         if frame.event != "start" or frame.start is None or not token_matches(frame.token, self.access.token):
             self.refused["token"] += 1

@@ -172,6 +172,47 @@ def test_a_leg_lagging_the_other_by_up_to_two_seconds_keeps_every_frame_at_its_t
     assert opened[f"{SID}/outbound"].warning is None
 
 
+def test_legs_restarting_their_count_apart_or_timing_in_samples_are_paced_by_the_calls_time_and_lose_nothing():
+    """The legs were paced by their raw timestamps: both restarting their count (chunk 1, timestamp 0) 60 ms apart had
+    the leg still on the old clock pad the restarted one with up to 60 s of silence a frame, whose own frames then fell
+    inside it and were dropped (inbound 117.96 s for an 80 s call, 999 late chunks, a false 'more than 2 s behind');
+    timestamps in 8 kHz samples made a 0.5 s lag look like 4 s: audio dropped, the rest of the leg 1.82 s late."""
+    frames = [start(["inbound", "outbound"])]
+    events = []
+    for index in range(600):  # both restart at 8 s, the outbound leg 3 frames behind the inbound one
+        count = index - 400 if index >= 400 else index
+        events += [(index, 0, media(CALLER, count + 1, 20 * count, "inbound")), (index + 3, 1, media(AGENT, count + 1, 20 * count, "outbound"))]
+    restarted, replies, ingest, _ = call(frames + [event[2] for event in sorted(events)])
+    assert replies == [] and ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0}
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        assert np.array_equal(audio(restarted[f"{SID}/{track}"]), np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 600))
+        assert restarted[f"{SID}/{track}"].warning == "media.chunk 1 came where 401 was due and the numbering was followed (ingest_renumbered)"
+    events = []
+    for index in range(400):  # timestamps in samples, the outbound leg 0.5 s behind
+        events += [(index, 0, media(CALLER, index + 1, 160 * index, "inbound")), (index + 25, 1, media(AGENT, index + 1, 160 * index, "outbound"))]
+    in_samples, replies, ingest, _ = call(frames + [event[2] for event in sorted(events)])
+    assert replies == [] and ingest.counters()["ingest_gaps"] == ingest.counters()["ingest_late_chunks"] == 0
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        assert np.array_equal(audio(in_samples[f"{SID}/{track}"]), np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 400))
+        assert in_samples[f"{SID}/{track}"].warning.startswith("media.timestamp ran ahead of the audio at 399 of 399 frames")
+    events = []
+    for index in range(500):  # timestamps in samples, the outbound leg 3 s behind: as in ms, the second beyond 2 s is dropped
+        events += [(index, 0, media(CALLER, index + 1, 160 * index, "inbound")), (index + 150, 1, media(AGENT, index + 1, 160 * index, "outbound"))]
+    beyond, _, ingest, _ = call(frames + [event[2] for event in sorted(events)])
+    agent = audio(beyond[f"{SID}/outbound"])
+    assert agent.size == 500 * FRAME and ingest.counters()["ingest_late_chunks"] in (50, 51) and ingest.counters()["ingest_gaps"] == 0
+    assert np.array_equal(agent[51 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 449))
+    frames = [start(["inbound", "outbound"])]
+    for index in range(500):  # a leg pausing 4 s, its chunk numbers going on where its timestamps jump: the timestamp places it
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        if index < 50 or index >= 250:
+            frames.append(media(AGENT, (index if index < 50 else index - 200) + 1, 20 * index, "outbound"))
+    paused, _, ingest, _ = call(frames)
+    agent = audio(paused[f"{SID}/outbound"])
+    assert agent.size == 500 * FRAME and ingest.counters()["ingest_late_chunks"] == 0 and not agent[50 * FRAME : 250 * FRAME].any()
+    assert np.array_equal(agent[250 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 250))
+
+
 def test_a_leg_lagging_more_than_two_seconds_keeps_the_calls_length_and_what_it_dropped_is_counted_and_said():
     opened, replies, ingest, _ = call(lagging_call(150, frames_in_call=500))  # 3 s behind
     agent = audio(opened[f"{SID}/outbound"])
@@ -270,6 +311,34 @@ def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_t
     missing = [start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in [*range(10), *range(15, 20)])]  # 5 chunks lost
     opened, _, ingest, _ = call(missing)
     assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1  # a real gap still counts: 100 ms
+
+
+def test_chunk_numbers_that_skip_where_timestamps_follow_on_play_back_to_back_and_the_stream_says_so():
+    """Where chunk numbers said chunks were missing, their gap won over the timestamps: one garbled chunk number
+    (1101 where 101 was due, 20 s ahead) put 20 s of silence into a 4 s call, and a sender numbering chunks across the
+    call's tracks (1 inbound, 2 outbound, ...) doubled both streams with 398 gaps."""
+    numbers = [*range(1, 101), 1101, *range(102, 201)]
+    opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * index) for index, chunk in enumerate(numbers))])
+    heard = audio(opened[SID])
+    assert replies == [] and heard.size == 200 * FRAME and np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(CALLER, np.uint8)), 200))
+    assert ingest.counters()["ingest_gaps"] == 0
+    assert opened[SID].warning == (
+        "media.chunk skipped numbers where media.timestamp said less was missing at 1 frame (20.00 s in all): one was garbled, "
+        "or the sender numbers chunks across the call's tracks (played by the timestamps, not padded with silence); "
+        "media.chunk 102 came where 1102 was due and the numbering was followed (ingest_renumbered)")
+    frames = [start(["inbound", "outbound"])]
+    for index in range(200):
+        frames += [media(CALLER, 2 * index + 1, 20 * index, "inbound"), media(AGENT, 2 * index + 2, 20 * index, "outbound")]
+    opened, replies, ingest, _ = call(frames)
+    assert replies == [] and ingest.counters()["ingest_gaps"] == ingest.counters()["ingest_late_chunks"] == 0
+    for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
+        heard = audio(opened[f"{SID}/{track}"])
+        assert np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 200))
+        assert re.fullmatch(r"media\.chunk skipped numbers where media\.timestamp said less was missing at 199 frames \(3\.98 s in all\): .*",
+                            opened[f"{SID}/{track}"].warning)
+    lost = [start(), *(media(CALLER, index + 1, 20 * index) for index in [*range(10), *range(15, 20)])]  # both say 5 chunks lost
+    opened, _, ingest, _ = call(lost)
+    assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1 and opened[SID].warning is None
 
 
 def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
@@ -525,6 +594,42 @@ def test_a_connection_starting_call_after_call_keeps_no_start_message_but_the_cu
     finally:
         tracemalloc.stop()
     assert kept[0] < 5_000_000  # 150 starts of 60 kB kept were 18 MB, text and parsed copies
+
+
+def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
+    """A paused call's media resumes it from its kept start; where that was refused (the connection carrying another
+    call), the start stayed kept for the connection's life: a connection pausing calls and resuming them while it
+    carried another held every such start it had sent, 60 kB each."""
+    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()), idle_seconds=0.05)
+    kept: list[int] = []
+    replies: list[str] = []
+
+    async def scenario() -> None:
+        publisher = await serving(ingest)
+        padded = json.loads(start())
+        padded["start"]["customParameters"] = {"padding": "x" * 60_000}
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for number in range(60):
+                padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
+                await connection.send(json.dumps(padded))
+                await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
+                await asyncio.sleep(0.15)  # paused for want of media
+                await connection.send(start(sid="MZother"))
+                await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
+                await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
+            await connection.send(LAST_FRAME)
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+            kept.append(tracemalloc.get_traced_memory()[0])
+        await publisher.close()
+
+    tracemalloc.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        tracemalloc.stop()
+    assert len(replies) == 60 and all("this connection already carries 'MZother'" in reply for reply in replies)
+    assert kept[0] < 3_000_000  # 60 starts of 60 kB kept were 5.4 MB, text and parsed copies
 
 
 def test_a_frame_json_cannot_read_is_answered_and_skipped_and_the_call_goes_on():
