@@ -613,7 +613,7 @@ def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
                 padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
                 await connection.send(json.dumps(padded))
                 await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
-                await asyncio.sleep(0.15)  # paused for want of media
+                await asyncio.sleep(0.25)  # paused for want of media (five times the idle time: a loaded machine)
                 await connection.send(start(sid="MZother"))
                 await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
                 await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
