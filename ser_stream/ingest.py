@@ -152,13 +152,16 @@ class Track:
 
     sink: Sink
     decode: Callable[[bytes], NDArray[np.float32]]
+    # Position: where the next frame lies, by chunk number, by timestamp and in the stream.
     next_chunk: int | None = None  # the media.chunk that follows the last one played
     start_ms: float | None = None  # the media.timestamp at which stream time 0 lies
     samples: int = 0  # written so far, gaps' silence included: the stream's time in samples
+    frame_samples: int = 0  # the last readable frame's length: an unreadable one's time, played as silence
+    # Renumbering: chunk numbers that jumped further than a sender can mean, followed.
     renumbered: int = 0  # times its chunk numbers jumped and were followed
     first_jump: str = ""  # the first of those jumps, for the stream's warning
     renumbering_warning: str = ""  # what the stream's warning says of them so far
-    frame_samples: int = 0  # the last readable frame's length: an unreadable one's time, played as silence
+    # Clock disagreement: frames whose chunk number and timestamp said different gaps.
     frames: int = 0  # frames placed with a chunk number that followed the last one's
     clock_ahead: int = 0  # of those, frames whose timestamp ran ahead of the audio by half a frame or more
     clock_ahead_samples: int = 0  # how far, in all
@@ -167,7 +170,8 @@ class Track:
     chunks_ahead: int = 0  # frames whose chunk number skipped numbers where their timestamp said less was missing
     chunks_ahead_samples: int = 0  # how much more the chunk numbers said, in all
     chunks_warning: str = ""  # what the stream's warning says of them so far
-    padded_from: int | None = None  # where the silence put in to keep pace with the call's other track began, if since its last frame
+    # Pacing: silence put in to keep up with the call's other track, and frames that came after it.
+    padded_from: int | None = None  # where that silence began, if since its last frame
     lag_ms: float = TRACK_LAG_MS  # how far behind the call's other track its time may fall before that silence
     padded_lag_ms: float = TRACK_LAG_MS  # the lag_ms that silence was put in at
     late_samples: int = 0  # audio of its frames dropped because that silence had played their time
@@ -190,69 +194,116 @@ class Track:
         or one was garbled: the track follows them (``renumbered``) instead of dropping every later frame as late.
         """
         smallest = max(frame_samples // 2, G711_SAMPLE_RATE // 1000)  # ms timestamps, 20 ms frames: less is rounding
-        renumbered = False
-        if chunk is not None and self.next_chunk is not None:
-            ahead = (chunk - self.next_chunk) * frame_samples
-            if -RENUMBERED_SAMPLES < ahead < 0:
-                return None
-            renumbered = ahead <= -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES
-            self.renumbered += renumbered
+        if self._repeats(chunk, frame_samples):
+            return None
+        chunks_say = self._chunks_say(chunk, frame_samples)
         # its chunk number says what is missing, unless silence kept pace with the other track since its last frame
-        counted = chunk is not None and self.next_chunk is not None and not renumbered and self.padded_from is None
-        if timestamp_ms is not None:
-            if self.start_ms is None:
-                self.start_ms = timestamp_ms - self.samples * 1000 / G711_SAMPLE_RATE
-            missing = round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
-            # after silence kept pace with the other track, a frame numbered after the track's last lies where that
-            # frame ended, plus the gap its timestamp says where that is more than its chunk number's and puts it past
-            # that silence (a leg that paused, the other's frames vouching for the time), unless the track's timestamps run ahead of its chunk
-            # numbers frame after frame (in samples, not ms): then the chunk number's, which timestamps in samples once
-            # made seconds (the lag was theirs, not the call's)
-            if self.padded_from is not None and chunk is not None and self.next_chunk is not None and not renumbered:
-                chunks_say, times_say = (chunk - self.next_chunk) * frame_samples, self.samples + missing - self.padded_from
-                ran_ahead, self.ran_ahead = self.ran_ahead, times_say - chunks_say >= smallest
-                paused = self.ran_ahead and not ran_ahead and not self.clock_ahead and self.padded_from + times_say >= self.samples
-                gap = times_say if paused else min(chunks_say, max(times_say, 0))
-                missing = self.padded_from + gap - self.samples
-            if self.padded_from is not None and missing < 0 and self.samples + missing >= self.padded_from - smallest:
-                played = min(-missing, self.samples - self.padded_from)  # its time was played as that silence: it
-                if played >= smallest:  # once came after it, and the track grew by its lag at every frame
-                    lag_seen = self.padded_lag_ms + played * 1000 / G711_SAMPLE_RATE + TRACK_SKEW_MS
-                    self.lag_ms = min(MAX_TRACK_LAG_MS, max(self.lag_ms, lag_seen))
-                    # the next frame's place: where this one's ended
-                    self.padded_from = None if played < frame_samples else self.samples + missing + frame_samples
-                    return -min(played, frame_samples)
+        padded_from = self.padded_from
+        if timestamp_ms is None:
+            self.padded_from = None
+            if chunks_say is None or padded_from is not None:
+                return 0
+            self.frames += chunk == self.next_chunk
+            return self._silence(chunks_say, smallest)
+        times_say = self._times_say(timestamp_ms)
+        if padded_from is None:
+            if chunks_say is not None:
+                self.frames += chunk == self.next_chunk
+                return self._silence(self._reconcile(chunks_say, times_say, timestamp_ms, smallest), smallest)
+            missing = times_say
+        else:
+            missing = times_say if chunks_say is None else self._gap_after_pacing(padded_from, chunks_say, times_say, smallest)
+            played = self._played_by_pacing(padded_from, missing, smallest)
+            if played is not None and played >= smallest:
+                return self._drop_played(played, missing, frame_samples)
+            if played is not None:  # less than rounding: the frame follows that silence
                 missing = 0
-            if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
-                return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
-        if counted:  # the gap is the smaller of what chunk numbers and timestamps say: a real loss shows in both;
-            assert chunk is not None and self.next_chunk is not None  # timestamps running fast (2 %, or in samples,
-            chunks_say = (chunk - self.next_chunk) * frame_samples  # not ms) only in timestamps, and one garbled
-            self.frames += chunk == self.next_chunk  # chunk number, or numbers counted across the call's tracks, only
-            if timestamp_ms is not None:  # in chunk numbers: each once put silence between frames none was missing of
-                self.ran_ahead = missing - chunks_say >= smallest
-                if self.ran_ahead:
-                    self.clock_ahead += 1
-                    self.clock_ahead_samples += missing - chunks_say
-                    gap = chunks_say
-                elif chunks_say - max(missing, 0) >= smallest:
-                    gap = max(missing, 0)
-                    self.chunks_ahead += 1
-                    self.chunks_ahead_samples += chunks_say - gap
-                else:
-                    gap = chunks_say
-                if abs(missing - gap) >= smallest:  # later times follow the audio
-                    self.start_ms = timestamp_ms - (self.samples + gap) * 1000 / G711_SAMPLE_RATE
-                missing = gap
-            else:
-                missing = chunks_say
-        elif timestamp_ms is None:
-            missing = 0
-        silence = min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
-        if timestamp_ms is not None and not counted and (missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest):
-            self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / G711_SAMPLE_RATE
+        if chunk is None and -RENUMBERED_SAMPLES <= missing <= -smallest:
+            return None  # without a chunk number only its time tells a repeat: played twice once, uncounted
+        silence = self._silence(missing, smallest)
+        if missing > MAX_GAP_SILENCE_SAMPLES or missing <= -2 * smallest:
+            self._follow_audio(timestamp_ms, silence)
         self.padded_from = None
         return silence
+
+    def _repeats(self, chunk: int | None, frame_samples: int) -> bool:
+        """A chunk number a little behind the next one's is a frame sent twice or overtaken: its time was played."""
+        return chunk is not None and self.next_chunk is not None and -RENUMBERED_SAMPLES < (chunk - self.next_chunk) * frame_samples < 0
+
+    def _chunks_say(self, chunk: int | None, frame_samples: int) -> int | None:
+        """The gap the chunk number says, in samples; None where there is no number to go by, or it jumped further
+        than a sender can mean: the numbering is followed (counted in ``renumbered``) and the gap left to the timestamp."""
+        if chunk is None or self.next_chunk is None:
+            return None
+        ahead = (chunk - self.next_chunk) * frame_samples
+        if ahead <= -RENUMBERED_SAMPLES or ahead > MAX_GAP_SILENCE_SAMPLES:
+            self.renumbered += 1
+            return None
+        return ahead
+
+    def _times_say(self, timestamp_ms: int) -> int:
+        """The gap the timestamp says, in samples (negative: its time was played); the track's first timestamp marks
+        where its stream is now, so a track paced with silence before its first frame starts there."""
+        if self.start_ms is None:
+            self._follow_audio(timestamp_ms, 0)
+        assert self.start_ms is not None
+        return round((timestamp_ms - self.start_ms) * G711_SAMPLE_RATE / 1000) - self.samples
+
+    def _gap_after_pacing(self, padded_from: int, chunks_say: int, times_say: int, smallest: int) -> int:
+        """After silence kept pace with the other track, a numbered frame lies where the track's last frame ended plus
+        the smaller gap its chunk number and timestamp say: the lag was the leg's, not the call's time."""
+        since_last = self.samples + times_say - padded_from
+        ran_ahead, self.ran_ahead = self.ran_ahead, since_last - chunks_say >= smallest
+        # A leg that paused (its timestamp jumping past that silence once, chunk numbers going on) is placed by its
+        # timestamp, the other's frames vouching for the time; timestamps running ahead frame after frame (in samples,
+        # not ms) are not a pause, and once made a 0.5 s lag 4 s.
+        paused = self.ran_ahead and not ran_ahead and not self.clock_ahead and padded_from + since_last >= self.samples
+        gap = since_last if paused else min(chunks_say, max(since_last, 0))
+        return padded_from + gap - self.samples
+
+    def _played_by_pacing(self, padded_from: int, missing: int, smallest: int) -> int | None:
+        """How much of the frame's time the silence keeping pace with the other track played, or None where the frame
+        lies after that silence or well before it (a repeat, not a lag)."""
+        if missing >= 0 or self.samples + missing < padded_from - smallest:
+            return None
+        return min(-missing, self.samples - padded_from)
+
+    def _drop_played(self, played: int, missing: int, frame_samples: int) -> int:
+        """The frame's played part, as a negative gap: it is dropped, and the lag it showed is waited for from now on,
+        else the leg's frames come after their silence every time and its stream grows by the lag at each."""
+        lag_seen = self.padded_lag_ms + played * 1000 / G711_SAMPLE_RATE + TRACK_SKEW_MS
+        self.lag_ms = min(MAX_TRACK_LAG_MS, max(self.lag_ms, lag_seen))
+        # a frame dropped whole leaves the next one's place where this one would have ended
+        self.padded_from = None if played < frame_samples else self.samples + missing + frame_samples
+        return -min(played, frame_samples)
+
+    def _reconcile(self, chunks_say: int, times_say: int, timestamp_ms: int, smallest: int) -> int:
+        """The smaller of the gaps the chunk number and the timestamp say, counting where they disagree: a real loss
+        shows in both, a fast clock (or one in samples) only in timestamps, a garbled or shared numbering only in chunks."""
+        self.ran_ahead = times_say - chunks_say >= smallest
+        if self.ran_ahead:
+            self.clock_ahead += 1
+            self.clock_ahead_samples += times_say - chunks_say
+            gap = chunks_say
+        elif chunks_say - max(times_say, 0) >= smallest:
+            gap = max(times_say, 0)
+            self.chunks_ahead += 1
+            self.chunks_ahead_samples += chunks_say - gap
+        else:
+            gap = chunks_say
+        if abs(times_say - gap) >= smallest:
+            self._follow_audio(timestamp_ms, gap)
+        return gap
+
+    def _follow_audio(self, timestamp_ms: int, silence: int) -> None:
+        """Move stream time 0 so this timestamp lies where the frame is placed, after ``silence``: later gaps are
+        measured from the audio, not from a clock that disagreed with it."""
+        self.start_ms = timestamp_ms - (self.samples + silence) * 1000 / G711_SAMPLE_RATE
+
+    @staticmethod
+    def _silence(missing: int, smallest: int) -> int:
+        """Silence for a gap: none for less than rounding, and at most ``MAX_GAP_SILENCE_SAMPLES`` (a sender's error)."""
+        return min(missing, MAX_GAP_SILENCE_SAMPLES) if missing >= smallest else 0
 
 
 def started_call(message: dict[str, Any]) -> str:
