@@ -8,7 +8,7 @@ import json
 import struct
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ser_stream.errors import DatasetError
@@ -67,6 +67,7 @@ def test_rtp_parser_returns_a_packet_or_raises_rtp_error(datagram):
 @given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.binary(max_size=320),
                           st.sampled_from([0, 8, 13, 101])), max_size=40),
        st.integers(1, 8))
+@example([(0, 0, b"\x00\x00\x0f\xa5", 101), (1, 12005, b"\x00\x00\x0f\xa4", 101)], 1)  # two key holds: 16009 samples
 def test_jitter_buffer_survives_any_packet_order_and_timestamps(packets, depth):
     """Audio, comfort noise (13) and telephone events (101) in any order, with any timestamps."""
     jitter = JitterBuffer(depth)
@@ -74,8 +75,10 @@ def test_jitter_buffer_survives_any_packet_order_and_timestamps(packets, depth):
     for sequence, timestamp, payload, payload_type in packets:
         played += sum(block.size for block in jitter.push(RtpPacket(payload_type, sequence, timestamp, 1, payload)))
     played += sum(block.size for block in jitter.flush())
-    # every payload byte at most once, plus at most 1 s of silence per packet for gaps
-    assert played <= sum(len(p) for _, _, p, _ in packets) + 8000 * len(packets)
+    # every payload byte at most once, plus at most 1 s of silence per packet for a gap before it and 1 s for a key hold
+    # it carries (RFC 4733: the held key's time is played as silence; two events 12005 samples apart, each held half a
+    # second, are 16009 samples of call time, which the bound of 1 s a packet, set before holds were played, refused)
+    assert played <= sum(len(p) for _, _, p, _ in packets) + 2 * 8000 * len(packets)
     assert not jitter.pending
 
 
