@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -568,39 +569,9 @@ def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
     assert opened[0].warning.startswith("no media for 0.3 s with the connection open: the call was ended")
 
 
-def test_a_connection_starting_call_after_call_keeps_no_start_message_but_the_current_calls():
-    """Each start was kept for the connection's life (to resume a paused call): 1500 calls of 60 kB starts held 92 MB."""
-    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()))
-    kept: list[int] = []
-
-    async def scenario() -> None:
-        publisher = await serving(ingest)
-        padded = json.loads(start())
-        padded["start"]["customParameters"] = {"padding": "x" * 60_000}
-        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
-            for number in range(150):
-                padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
-                await connection.send(json.dumps(padded))
-                await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
-                await connection.send(json.dumps({"event": "stop", "streamSid": f"MZ{number}"}))
-            await connection.send(LAST_FRAME)
-            await asyncio.wait_for(connection.recv(), 30)  # every frame before it handled
-            kept.append(tracemalloc.get_traced_memory()[0])
-        await publisher.close()
-
-    tracemalloc.start()
-    try:
-        asyncio.run(scenario())
-    finally:
-        tracemalloc.stop()
-    assert kept[0] < 5_000_000  # 150 starts of 60 kB kept were 18 MB, text and parsed copies
-
-
-def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
-    """A paused call's media resumes it from its kept start; where that was refused (the connection carrying another
-    call), the start stayed kept for the connection's life: a connection pausing calls and resuming them while it
-    carried another held every such start it had sent, 60 kB each."""
-    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()), idle_seconds=0.05)
+def memory_kept_after(ingest: MediaIngest, calls: Callable[[Any, dict], Awaitable[None]]) -> tuple[int, list[str]]:
+    """Memory traced once every frame ``calls`` sends over one connection (given a start padded to 60 kB to send as
+    its calls' starts) has been handled, and the replies that came before that."""
     kept: list[int] = []
     replies: list[str] = []
 
@@ -609,14 +580,7 @@ def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
         padded = json.loads(start())
         padded["start"]["customParameters"] = {"padding": "x" * 60_000}
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
-            for number in range(60):
-                padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
-                await connection.send(json.dumps(padded))
-                await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
-                await asyncio.sleep(0.25)  # paused for want of media (five times the idle time: a loaded machine)
-                await connection.send(start(sid="MZother"))
-                await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
-                await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
+            await calls(connection, padded)
             await connection.send(LAST_FRAME)
             while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
                 replies.append(reply)
@@ -628,8 +592,43 @@ def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
         asyncio.run(scenario())
     finally:
         tracemalloc.stop()
+    return kept[0], replies
+
+
+def test_a_connection_starting_call_after_call_keeps_no_start_message_but_the_current_calls():
+    """Each start was kept for the connection's life (to resume a paused call): 1500 calls of 60 kB starts held 92 MB."""
+
+    async def calls(connection, padded: dict) -> None:
+        for number in range(150):
+            padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
+            await connection.send(json.dumps(padded))
+            await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
+            await connection.send(json.dumps({"event": "stop", "streamSid": f"MZ{number}"}))
+
+    kept, replies = memory_kept_after(MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig())), calls)
+    assert replies == []
+    assert kept < 5_000_000  # 150 starts of 60 kB kept were 18 MB, text and parsed copies
+
+
+def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
+    """A paused call's media resumes it from its kept start; where that was refused (the connection carrying another
+    call), the start stayed kept for the connection's life: a connection pausing calls and resuming them while it
+    carried another held every such start it had sent, 60 kB each."""
+
+    async def calls(connection, padded: dict) -> None:
+        for number in range(60):
+            padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
+            await connection.send(json.dumps(padded))
+            await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
+            await asyncio.sleep(0.25)  # paused for want of media (five times the idle time: a loaded machine)
+            await connection.send(start(sid="MZother"))
+            await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
+            await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
+
+    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()), idle_seconds=0.05)
+    kept, replies = memory_kept_after(ingest, calls)
     assert len(replies) == 60 and all("this connection already carries 'MZother'" in reply for reply in replies)
-    assert kept[0] < 3_000_000  # 60 starts of 60 kB kept were 5.4 MB, text and parsed copies
+    assert kept < 3_000_000  # 60 starts of 60 kB kept were 5.4 MB, text and parsed copies
 
 
 def test_a_frame_json_cannot_read_is_answered_and_skipped_and_the_call_goes_on():
