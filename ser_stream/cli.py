@@ -254,6 +254,9 @@ def _access(args: argparse.Namespace) -> AccessConfig:
     if args.token is None and from_environment is not None and not from_environment.strip():  # an unset variable in an EnvironmentFile
         raise SerStreamError("SER_STREAM_TOKEN is set but empty: an empty token would let anyone in; give the token, or unset the variable")
     token = args.token or from_environment or None
+    if token is not None and token != token.strip():  # an Authorization header's value is read without them
+        named = "--token" if args.token else "SER_STREAM_TOKEN"
+        raise SerStreamError(f"{named} has spaces at its start or end, which no Authorization header can carry; remove them")
     for name in args.allow_host:  # a name no Host header can carry would allow nothing, unsaid
         if host_name(name) is None:
             raise SerStreamError(f"--allow-host {name!r}: not a host name or address (NAME, or an address without port)")

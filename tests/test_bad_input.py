@@ -441,6 +441,8 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "rtp:127.0.0.1:0", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--ingest", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--token", ""], "--token is empty: an empty token would let anyone in; give the token, or leave the option out"),
+        # an Authorization header's value is read stripped: header clients were refused while ?token= got in
+        (["--token", " padded "], "--token has spaces at its start or end, which no Authorization header can carry; remove them"),
         (["--allow-host", ""], "--allow-host '': not a host name or address (NAME, or an address without port)"),
         (["--allow-host", "bad host"], "--allow-host 'bad host': not a host name or address (NAME, or an address without port)"),
         (["--allow-origin", "notaurl"], "--allow-origin 'notaurl': not an origin (http:// or https://, a host, maybe a port, no path)"),
@@ -468,6 +470,20 @@ def test_an_empty_token_in_the_environment_is_refused_not_taken_for_no_token(tmp
     assert main(["monitor", "--no-dashboard", "--source", f"file:{path}"]) == 2
     assert capsys.readouterr().err == (
         "ser-stream: error: SER_STREAM_TOKEN is set but empty: an empty token would let anyone in; give the token, or unset the variable\n"
+    )
+
+
+def test_a_token_in_the_environment_with_spaces_at_its_ends_is_refused(tmp_path, capsys, monkeypatch):
+    """A stray space in an EnvironmentFile locked out every client sending the token in a header (read stripped),
+    while browsers sending ?token= got in."""
+    from ser_stream.cli import main
+
+    monkeypatch.setenv("SER_STREAM_TOKEN", "padded ")
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(1.0, 16000), 16000)
+    assert main(["monitor", "--no-dashboard", "--source", f"file:{path}"]) == 2
+    assert capsys.readouterr().err == (
+        "ser-stream: error: SER_STREAM_TOKEN has spaces at its start or end, which no Authorization header can carry; remove them\n"
     )
 
 

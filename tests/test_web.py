@@ -219,10 +219,11 @@ def test_a_page_of_a_monitor_with_a_token_asks_for_it_before_connecting_so_a_rig
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("#login.shown", timeout=20_000)
         assert page.inner_text("#connection") == "token needed" and sockets == []  # asked before any connection
+        page.evaluate("document.getElementById('login').requestSubmit()")  # Connect with nothing typed: no connection
         page.fill("#token", "wrong")
         page.click("#login button")
         wait_until(lambda: page.inner_text("#connection") == "token refused")
-        page.fill("#token", "correct horse")
+        page.fill("#token", " correct horse ")  # pasted with spaces: a monitor takes no token with spaces at its ends
         page.click("#login button")
         wait_until(lambda: page.inner_text("#connection") == "live")
 
@@ -242,7 +243,27 @@ def test_a_page_of_a_monitor_with_a_token_asks_for_it_before_connecting_so_a_rig
         page.close()
         process.wait(timeout=60)
     assert process.returncode == 0
-    assert len(sockets) == 2  # the wrong token's and the right one's
+    assert len(sockets) == 2  # the wrong token's and the right one's: none for the empty Connect
+
+
+def test_a_token_kept_from_another_monitor_is_not_sent_to_one_that_asks_for_none(browser, shipped_model):
+    """The page sent a token kept in the tab with every connection: reopened on a monitor without --token (the same
+    localhost tunnel to another server), it put the other monitor's secret in the query, where logs keep it."""
+    port = free_port()
+    process = monitor(port, "--ingest")
+    page = browser.new_page()
+    page.add_init_script("sessionStorage.setItem('ser-stream:token', 'another monitor\\'s secret')")
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    try:
+        wait_for_port(port)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#connection[data-state=open]", timeout=20_000)
+    finally:
+        page.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert sockets and all("token" not in url and "secret" not in url for url in sockets)
 
 
 def test_a_page_from_another_origin_cannot_subscribe(browser, shipped_model):
