@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -205,15 +206,23 @@ def test_the_page_asks_for_the_token_once_and_then_shows_live_results(browser, c
     assert process.returncode == 0
 
 
+def page_watching_its_sockets(browser, init_script: str | None = None) -> tuple[Any, list[str]]:
+    """A new page (``init_script`` run before its own) and the URL of every WebSocket it opens, as it opens them."""
+    page = browser.new_page()
+    if init_script is not None:
+        page.add_init_script(init_script)
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    return page, sockets
+
+
 def test_a_page_of_a_monitor_with_a_token_asks_for_it_before_connecting_so_a_right_login_is_no_refusal(browser, clips_with_silence, shipped_model):
     """A new tab (no token stored) connected without one first: every page opened counted one refused_token, and
     --log-status told the operator "refused token +1". A wrong token still counts."""
     path, bounds = clips_with_silence
     port = free_port()
     process = monitor(port, "--source", f"file:{path}", "--pace", "fast", "--token", "correct horse", "--await-subscribers", "2")
-    page = browser.new_page()
-    sockets: list[str] = []
-    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page, sockets = page_watching_its_sockets(browser)
     try:
         wait_for_port(port)
         page.goto(f"http://127.0.0.1:{port}/")
@@ -251,10 +260,7 @@ def test_a_token_kept_from_another_monitor_is_not_sent_to_one_that_asks_for_none
     localhost tunnel to another server), it put the other monitor's secret in the query, where logs keep it."""
     port = free_port()
     process = monitor(port, "--ingest")
-    page = browser.new_page()
-    page.add_init_script("sessionStorage.setItem('ser-stream:token', 'another monitor\\'s secret')")
-    sockets: list[str] = []
-    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page, sockets = page_watching_its_sockets(browser, "sessionStorage.setItem('ser-stream:token', 'another monitor\\'s secret')")
     try:
         wait_for_port(port)
         page.goto(f"http://127.0.0.1:{port}/")
