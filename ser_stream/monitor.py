@@ -211,7 +211,9 @@ def check_listening(options: MonitorOptions) -> None:
         guard = "set --token" if not is_loopback(options.host) else "name your telephony hosts with --rtp-allow CIDR"
         raise SerStreamError(f"{remote[0]} is reachable from other machines; add --allow-remote to listen there (and {guard})")
     if not is_loopback(options.host) and options.access.token is None:
-        print("ser-stream: warning: --ws listens beyond loopback without --token: anyone who can reach it can subscribe", file=sys.stderr, flush=True)
+        # with --ingest the larger exposure is calls pushed in (stored, counted against --max-streams): said too
+        pushed = " and push calls into /ingest" if options.ingest else ""
+        print(f"ser-stream: warning: --ws listens beyond loopback without --token: anyone who can reach it can subscribe{pushed}", file=sys.stderr, flush=True)
     if any(not is_loopback(host) for host in hosts[1:]) and not options.rtp.allowed_senders:  # no token can guard plain UDP
         print("ser-stream: warning: rtp: listens beyond loopback: anyone who can reach the port can send it calls (admit only your telephony hosts: --rtp-allow CIDR, or the firewall)", file=sys.stderr, flush=True)
 

@@ -455,8 +455,9 @@ RTP_OPEN = ("rtp: listens beyond loopback: anyone who can reach the port can sen
         (["--source", "rtp:0.0.0.0:5004", "--rtp-allow", "10.0.5.0/24"], []),
         (["--source", "file:a.wav", "--ws", "0.0.0.0:8765"], ["--ws listens beyond loopback without --token: anyone who can reach it can subscribe"]),
         (["--source", "file:a.wav", "--ws", "0.0.0.0:8765", "--token", "t"], []),
+        (["--ingest", "--ws", "0.0.0.0:8765"], ["--ws listens beyond loopback without --token: anyone who can reach it can subscribe and push calls into /ingest"]),
     ],
-    ids=["rtp", "rtp-with-token", "rtp-allowing-one-network", "ws", "ws-with-token"],
+    ids=["rtp", "rtp-with-token", "rtp-allowing-one-network", "ws", "ws-with-token", "ingest"],
 )
 def test_listening_beyond_loopback_warns_of_what_is_open_and_what_a_token_cannot_guard(options, warnings, capsys):
     """RTP on 0.0.0.0 with the page on loopback once warned that anyone could subscribe (untrue), and with --token

@@ -883,6 +883,7 @@ def test_an_output_or_cache_folder_that_is_a_file_is_refused_before_any_work(tmp
     "options, reason",
     [
         (["--folds", "3"], "--folds 3: {data} has only 2 actors to hold out"),
+        (["--max-clips", "1"], "--folds 5: --max-clips 1 keeps clips of only 1 actors to hold out"),  # not the folder's fault
         (["--folds", "2", "--fold", "0"], "--validation-actors 2: of 2 actors, a fold holds out 1 and validates on 2, which leaves none to train on"),
         (["--folds", "2", "--validation-actors", "0", "--keep", "last", "--training-actors", "2"], "--training-actors 2: a fold has only 1 speakers left to train on"),
     ],

@@ -125,7 +125,8 @@ def check_speakers(actors: set[int], config: TrainConfig) -> None:
     if config.protocol != "actors":
         return
     if config.folds > len(actors):
-        raise SerStreamError(f"--folds {config.folds}: {config.data} has only {len(actors)} actors to hold out")
+        held = f"--max-clips {config.max_clips} keeps clips of" if config.max_clips else f"{config.data} has"  # a smoke run's own limit
+        raise SerStreamError(f"--folds {config.folds}: {held} only {len(actors)} actors to hold out")
     held_out = [len(group) for group in np.array_split(np.arange(len(actors)), config.folds)]  # make_splits' group sizes
     most = max(held_out) if config.fold is None else held_out[config.fold]
     left = len(actors) - most - (min(2, config.validation_actors) if config.balance_voices else config.validation_actors)
