@@ -82,7 +82,12 @@ CLOCK_SKIP_SHARE = 4
 
 
 class RtpError(SerStreamError):
-    """A datagram that is not a usable G.711 RTP packet; the receiver skips it and goes on."""
+    """A datagram that is not a usable G.711 RTP packet; the receiver skips it and goes on. ``kind`` names the fault
+    without the datagram's numbers: a sender is told once per kind, not once per length, padding or payload type."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -120,26 +125,27 @@ def is_rtcp(datagram: bytes) -> bool:
 def parse_packet(datagram: bytes) -> RtpPacket:
     """One UDP datagram → an ``RtpPacket``; ``RtpError`` says why it cannot be one."""
     if len(datagram) < HEADER.size:
-        raise RtpError(f"{len(datagram)}-byte datagram is shorter than the 12-byte RTP header")
+        raise RtpError("short datagram", f"{len(datagram)}-byte datagram is shorter than the 12-byte RTP header")
     first, second, sequence, timestamp, ssrc = HEADER.unpack_from(datagram)
     if first >> 6 != 2:
-        raise RtpError(f"RTP version {first >> 6}, expected 2")
+        raise RtpError("not RTP version 2", f"RTP version {first >> 6}, expected 2")
     offset = HEADER.size + 4 * (first & 0x0F)  # CSRC list
     if first & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
         if len(datagram) < offset + 4:
-            raise RtpError("header extension runs past the end of the datagram")
+            raise RtpError("bad header extension", "header extension runs past the end of the datagram")
         offset += 4 + 4 * struct.unpack_from("!H", datagram, offset + 2)[0]
     end = len(datagram)
     if first & 0x20:  # padding: the last byte counts the padding bytes
         padding = datagram[-1]
         if padding == 0 or padding > end - offset:
-            raise RtpError(f"padding of {padding} bytes does not fit the datagram")
+            raise RtpError("bad padding", f"padding of {padding} bytes does not fit the datagram")
         end -= padding
     if offset > end:
-        raise RtpError("header is longer than the datagram")
+        raise RtpError("header longer than the datagram", "header is longer than the datagram")
     payload_type, payload = second & 0x7F, datagram[offset:end]
     if payload_type not in PAYLOAD_DECODERS and payload_type != COMFORT_NOISE and not is_telephone_event(payload_type, payload):
         raise RtpError(
+            "unsupported payload type",
             f"payload type {payload_type} is not G.711 at 8 kHz (0 μ-law or 8 A-law), comfort noise (13) or telephone events (RFC 4733)"
         )
     return RtpPacket(payload_type, sequence, timestamp, ssrc, payload)
@@ -446,7 +452,7 @@ class RtpReceiver:
     ``StreamRefused`` at the stream limit: the call's packets are then dropped
     and counted, and opening is retried a second later). A call that resumes
     while the stream it had is still ending waits for that stream's ``ended``;
-    ``report(line)`` tells the user about a bad sender, once per sender and reason.
+    ``report(line)`` tells the user about a bad sender, once per sender and kind of fault.
     """
 
     def __init__(self, config: RtpConfig, open_stream: Callable[[str, int], CallSink], report: Callable[[str], None]) -> None:
@@ -527,7 +533,7 @@ class RtpReceiver:
             packet = parse_packet(datagram)
         except RtpError as error:
             self.bad_packets += 1
-            self._report_once(sender, str(error))
+            self._report_once(sender, str(error), kind=error.kind)  # its first datagram of that kind is the one named
             return
         self._route(packet, sender)
 
