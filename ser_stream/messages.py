@@ -47,6 +47,9 @@ class UtteranceResult(TypedDict):
 
     type: Literal["utterance"]
     stream: str
+    # its stream's stream_started.started_at: tells apart the calls stored under one reused id (an RTP SSRC, a file's
+    # name across restarts), and places t_start and t_end on the wall clock in the database and in a catch-up
+    stream_started_at: str
     id: int
     t_start: float
     t_end: float

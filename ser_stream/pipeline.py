@@ -250,7 +250,7 @@ class Worker:
         self.queue_depth = self._windows_waiting(streams)
         for stream in streams:
             for done in stream.tracker.completed():
-                self._publish_utterance(done)
+                self._publish_utterance(done, stream.started_at)
         for stream in ending_streams:
             if stream.error:
                 self.emit(notice("error", stream.error, stream=stream.stream_id))
@@ -338,13 +338,14 @@ class Worker:
             }
             self.emit(window)
 
-    def _publish_utterance(self, done: FinishedUtterance) -> None:
+    def _publish_utterance(self, done: FinishedUtterance, stream_started_at: str) -> None:
         latency_ms = (time.monotonic() - done.closed_at) * 1000.0
         self.latencies_ms.append(latency_ms)
         self.utterances_done += 1
         utterance: UtteranceResult = {
             "type": "utterance",
             "stream": done.stream,
+            "stream_started_at": stream_started_at,
             "id": done.utterance_id,
             "t_start": round(done.t_start, 3),
             "t_end": round(done.t_end, 3),

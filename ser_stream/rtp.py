@@ -15,7 +15,9 @@ from any other address are dropped before they are read. A call that sends nothi
 time played as silence as it passes (``FILL_AFTER_SECONDS``), as a phone plays
 it; one that sends nothing for ``idle_seconds`` (after comfort noise, a longer
 pause) is closed, which publishes its last utterance. RTCP sharing the port
-(RFC 5761) is ignored.
+(RFC 5761) is ignored. Packets that hold more samples than their timestamps
+advance (an SRTP call's authentication tag, another codec labelled G.711) are
+played whole, and the call is named in a warning.
 """
 
 from __future__ import annotations
@@ -79,10 +81,20 @@ CLOCK_EVIDENCE = 4
 # of those (random steps): its call is stretched with silence, which its stream's warning says. Silence suppression
 # skips once a pause, far more rarely.
 CLOCK_SKIP_SHARE = 4
+# A sender whose audio packets, at that share or more, hold more samples than their timestamps advance (170 where 160:
+# SRTP's authentication tag read as audio, another codec labelled G.711, a clock running slow) is told about once this
+# much of its audio has played, and again in its stream's warning. Each packet is still played whole: the samples are
+# the sender's (a slow clock's audio is all real), so only the call's length, not what is heard, follows the clock.
+OVERLONG_EVIDENCE_SECONDS = 2.0
 
 
 class RtpError(SerStreamError):
-    """A datagram that is not a usable G.711 RTP packet; the receiver skips it and goes on."""
+    """A datagram that is not a usable G.711 RTP packet; the receiver skips it and goes on. ``kind`` names the fault
+    without the datagram's numbers: a sender is told once per kind, not once per length, padding or payload type."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -120,26 +132,27 @@ def is_rtcp(datagram: bytes) -> bool:
 def parse_packet(datagram: bytes) -> RtpPacket:
     """One UDP datagram → an ``RtpPacket``; ``RtpError`` says why it cannot be one."""
     if len(datagram) < HEADER.size:
-        raise RtpError(f"{len(datagram)}-byte datagram is shorter than the 12-byte RTP header")
+        raise RtpError("short datagram", f"{len(datagram)}-byte datagram is shorter than the 12-byte RTP header")
     first, second, sequence, timestamp, ssrc = HEADER.unpack_from(datagram)
     if first >> 6 != 2:
-        raise RtpError(f"RTP version {first >> 6}, expected 2")
+        raise RtpError("not RTP version 2", f"RTP version {first >> 6}, expected 2")
     offset = HEADER.size + 4 * (first & 0x0F)  # CSRC list
     if first & 0x10:  # header extension: 16-bit profile, 16-bit length in 32-bit words
         if len(datagram) < offset + 4:
-            raise RtpError("header extension runs past the end of the datagram")
+            raise RtpError("bad header extension", "header extension runs past the end of the datagram")
         offset += 4 + 4 * struct.unpack_from("!H", datagram, offset + 2)[0]
     end = len(datagram)
     if first & 0x20:  # padding: the last byte counts the padding bytes
         padding = datagram[-1]
         if padding == 0 or padding > end - offset:
-            raise RtpError(f"padding of {padding} bytes does not fit the datagram")
+            raise RtpError("bad padding", f"padding of {padding} bytes does not fit the datagram")
         end -= padding
     if offset > end:
-        raise RtpError("header is longer than the datagram")
+        raise RtpError("header longer than the datagram", "header is longer than the datagram")
     payload_type, payload = second & 0x7F, datagram[offset:end]
     if payload_type not in PAYLOAD_DECODERS and payload_type != COMFORT_NOISE and not is_telephone_event(payload_type, payload):
         raise RtpError(
+            "unsupported payload type",
             f"payload type {payload_type} is not G.711 at 8 kHz (0 μ-law or 8 A-law), comfort noise (13) or telephone events (RFC 4733)"
         )
     return RtpPacket(payload_type, sequence, timestamp, ssrc, payload)
@@ -172,10 +185,28 @@ class JitterBuffer:
         self.clock_silence = 0  # samples of silence those skips were played as
         self.clock_drifts = 0  # audio packets whose timestamp ran ahead by less than a packet, none missing: played on
         self.clock_drift_samples = 0  # what those steps ran ahead by in all, not played
+        self.audio_samples = 0  # played from audio packets (not silence)
+        self.overlong_packets = 0  # audio packets whose timestamps advanced less than the audio packet before them held
+        self.overlong_samples = 0  # what those held beyond their timestamps' step: played all the same, the call longer by it
+        self.overlong_example = (0, 0)  # the last of them: (samples the packet before held, the timestamps' step)
+        self._last_was_audio = False  # the packet played last was audio: its length is what the next step should be
         self.clock_ratio = 1  # the sender's timestamp units per 8 kHz sample (2: a 16 kHz clock), once learnt
         self.clock_learnt = False
         self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
         self._last_audio: RtpPacket | None = None  # the last audio packet to arrive, for the step to the next
+
+    def overlong(self) -> str | None:
+        """What is said of a call whose packets hold more samples than their timestamps advance, when at least one in
+        CLOCK_SKIP_SHARE does (steady, not a clock corrected once); None otherwise."""
+        if self.overlong_packets * CLOCK_SKIP_SHARE < max(1, self.audio_packets):
+            return None
+        held, step = self.overlong_example
+        return (
+            f"its packets hold more samples than their timestamps advance ({held} where {step}, at {self.overlong_packets} "
+            f"of {self.audio_packets} packets): maybe SRTP (encrypted: its authentication tag read as audio), another codec "
+            "than G.711, or a sender's clock running slow; each packet is played whole, "
+            f"{self.overlong_samples / G711_SAMPLE_RATE:.2f} s more than the sender's clock (later times are late by that much)"
+        )
 
     def _learn_clock(self, packet: RtpPacket) -> None:
         """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
@@ -297,6 +328,12 @@ class JitterBuffer:
                     self.clock_silence += silence
             if self.filled and gap >= 0x80000000:  # its time was already played as silence: a stall, not a pause
                 self.stalled_samples += min(self.filled, ((-gap) & 0xFFFFFFFF) // self.clock_ratio)
+            elif gap >= 0x80000000 and packet.is_audio and self._last_was_audio and not missing:
+                overrun = ((-gap) & 0xFFFFFFFF) // self.clock_ratio
+                if 0 < overrun <= self.packet_samples:  # further back is a rewound clock, not a packet longer than its step
+                    self.overlong_packets += 1
+                    self.overlong_samples += overrun
+                    self.overlong_example = (self.packet_samples, self.packet_samples - overrun)
             self.audio_packets += packet.is_audio
             if missing:
                 # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
@@ -308,9 +345,11 @@ class JitterBuffer:
                 # the numbers nearest the packet stand for those counted: a late packet is at most MAX_MISORDER behind
                 self.declared_lost.extend(range(self.next_sequence - min(counted, MAX_MISORDER), self.next_sequence))
             self.filled = 0
+            self._last_was_audio = packet.is_audio
             if samples.size:
                 audio.append(samples)
                 self.packet_samples = samples.size
+                self.audio_samples += samples.size
             self.played.append(self.next_sequence)
             self.next_sequence += 1
             # a telephone event carries its key's start time, which audio sent during the key has passed: time
@@ -429,6 +468,7 @@ class _Call:
         self.last_packet = time.monotonic()  # any datagram of it: the idle close counts from here
         self.kept_packet = self.last_packet  # the last one not dropped (late, a copy): a pause's silence counts from here
         self.pausing = False  # its last packet was comfort noise: a pause the sender announced
+        self.overlong_said = False  # its packets hold more samples than their timestamps advance, and the user was told
 
 
 @dataclass
@@ -446,7 +486,7 @@ class RtpReceiver:
     ``StreamRefused`` at the stream limit: the call's packets are then dropped
     and counted, and opening is retried a second later). A call that resumes
     while the stream it had is still ending waits for that stream's ``ended``;
-    ``report(line)`` tells the user about a bad sender, once per sender and reason.
+    ``report(line)`` tells the user about a bad sender, once per sender and kind of fault.
     """
 
     def __init__(self, config: RtpConfig, open_stream: Callable[[str, int], CallSink], report: Callable[[str], None]) -> None:
@@ -527,7 +567,7 @@ class RtpReceiver:
             packet = parse_packet(datagram)
         except RtpError as error:
             self.bad_packets += 1
-            self._report_once(sender, str(error))
+            self._report_once(sender, str(error), kind=error.kind)  # its first datagram of that kind is the one named
             return
         self._route(packet, sender)
 
@@ -563,6 +603,11 @@ class RtpReceiver:
         self._play(call, functools.partial(call.jitter.push, packet))
         if call.jitter.late + call.jitter.duplicates == dropped:  # a late copy mid-pause once restarted the fill's clock
             call.kept_packet = call.last_packet  # but not its count, and the pause lost as much as was already played
+        if not call.overlong_said and call.jitter.audio_samples >= OVERLONG_EVIDENCE_SECONDS * G711_SAMPLE_RATE:
+            # said while the call goes on: an encrypted call gives no utterance, and its end may be an hour away
+            if overlong := call.jitter.overlong():
+                call.overlong_said = True
+                self.report(f"call rtp-{packet.ssrc:08x} from {sender}: {overlong}; its stream's end warning gives the call's totals")
 
     def _play(self, call: _Call, release: Callable[[], list[NDArray[np.float32]]]) -> None:
         """What ``release`` has the call's jitter buffer give, into its stream; the buffer's new losses into the totals."""
@@ -640,6 +685,8 @@ class RtpReceiver:
                 f"than a packet each ({jitter.clock_drift_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's clock runs "
                 "fast (played back to back, not padded with silence)"
             )
+        if overlong := jitter.overlong():
+            faults.append(overlong)
         if jitter.stalled_samples:
             faults.append(
                 f"{jitter.stalled_samples / G711_SAMPLE_RATE:.2f} s of silence were played while packets were delayed; "

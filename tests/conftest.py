@@ -105,8 +105,8 @@ def monitor(port: int, *arguments: str) -> subprocess.Popen[str]:
 def utterance(stream: str, number: int = 1, t_start: float = 0.5, t_end: float = 2.5, windows: int = 5) -> dict:
     """An utterance message as the monitor publishes it (before ``seq``): utterance ``number`` of ``stream``, sad."""
     probabilities = dict.fromkeys(EMOTIONS, 0.05) | {"sad": 0.65}
-    return {"type": "utterance", "stream": stream, "id": number, "t_start": t_start, "t_end": t_end, "label": "sad",
-            "confidence": 0.65, "probabilities": probabilities, "windows": windows, "latency_ms": 3.0}
+    return {"type": "utterance", "stream": stream, "stream_started_at": "2026-12-01T04:40:12.512Z", "id": number, "t_start": t_start,
+            "t_end": t_end, "label": "sad", "confidence": 0.65, "probabilities": probabilities, "windows": windows, "latency_ms": 3.0}
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ def test_each_clip_becomes_one_utterance_at_its_boundaries(clips_with_silence, s
     assert re.fullmatch(r"[0-9a-f]{32}", hello["instance"])
     assert datetime.fromisoformat(hello["started_at"]) <= datetime.fromisoformat(started["started_at"])
     assert hello["started_at"].endswith("Z") and started["started_at"].endswith("Z")
+    assert {m["stream_started_at"] for m in messages if m["type"] == "utterance"} == {started["started_at"]}
     windows = [m for m in messages if m["type"] == "window"]
     utterances = [m for m in messages if m["type"] == "utterance"]
     assert windows and all(set(w["probabilities"]) == set(EMOTIONS) for w in windows)

@@ -89,6 +89,11 @@ def test_a_subscriber_catches_up_from_a_seq_and_seqs_keep_growing_across_restart
     assert undocumented_fields(messages) == []
     live = [m["seq"] for m in messages[caught_up:] if m["type"] == "utterance"]
     assert live == list(range(len(bounds) + 1, 2 * len(bounds) + 1))  # numbering continues, nothing twice
+    # the same file, so the same stream and ids: the run each utterance came from is told by its stream's start
+    first_run = stored(database)[1]["stream_started_at"]
+    (second_run,) = [m["started_at"] for m in messages if m["type"] == "stream_started"]
+    assert {m["stream_started_at"] for m in replayed} == {first_run} and first_run != second_run
+    assert {m["stream_started_at"] for m in messages[caught_up:] if m["type"] == "utterance"} == {second_run}
 
 
 def test_since_without_record_is_answered_with_an_error_line(clips_with_silence, shipped_model):

@@ -63,22 +63,24 @@ def test_parses_the_header_and_skips_csrc_extension_and_padding():
 
 
 @pytest.mark.parametrize(
-    ("datagram", "reason"),
+    ("datagram", "reason", "kind"),
     [
-        (b"\x80\x00\x00", "shorter than the 12-byte RTP header"),
-        (b"\x40" + bytes(11) + b"\xff" * 10, "RTP version 1"),
-        (rtp(1, 0, b"\xff" * 160, payload_type=96), "payload type 96 is not G.711"),
-        (rtp(1, 0, b"", csrc=0, extension_words=0)[:13], "header extension runs past"),
-        (rtp(1, 0, b"\xff" * 4)[:-1] + b"\x09", None),  # no padding bit: a plain payload
-        (bytes([0xA0]) + rtp(1, 0, b"\xff" * 4)[1:-1] + b"\x40", "padding of 64 bytes"),
+        (b"\x80\x00\x00", "shorter than the 12-byte RTP header", "short datagram"),
+        (b"\x40" + bytes(11) + b"\xff" * 10, "RTP version 1", "not RTP version 2"),
+        (rtp(1, 0, b"\xff" * 160, payload_type=96), "payload type 96 is not G.711", "unsupported payload type"),
+        (rtp(1, 0, b"", csrc=0, extension_words=0)[:13], "header extension runs past", "bad header extension"),
+        (rtp(1, 0, b"", csrc=0, extension_words=2)[:-4], "header is longer than the datagram", "header longer than the datagram"),
+        (rtp(1, 0, b"\xff" * 4)[:-1] + b"\x09", None, None),  # no padding bit: a plain payload
+        (bytes([0xA0]) + rtp(1, 0, b"\xff" * 4)[1:-1] + b"\x40", "padding of 64 bytes", "bad padding"),
     ],
 )
-def test_bad_datagrams_are_named(datagram, reason):
+def test_bad_datagrams_are_named(datagram, reason, kind):
     if reason is None:
         assert len(parse_packet(datagram).payload) == 4
         return
-    with pytest.raises(RtpError, match=reason):
+    with pytest.raises(RtpError, match=reason) as raised:
         parse_packet(datagram)
+    assert raised.value.kind == kind
 
 
 def test_rtcp_on_the_same_port_is_recognised():
@@ -893,3 +895,103 @@ def test_an_ipv6_rtp_port_already_taken_is_named_with_its_address_in_brackets():
         port = taken.getsockname()[1]
         with pytest.raises(SerStreamError, match=rf"^rtp:\[::1\]:{port}: cannot listen \(.+\)$"):
             RtpReceiver(RtpConfig(host="::1", port=port), lambda stream_id, rate: None, [].append)  # type: ignore[arg-type,return-value]
+
+
+def test_a_sender_of_bad_datagrams_of_every_length_padding_and_payload_type_is_told_once_per_kind_and_uses_up_no_reports():
+    """A broken sender (an SRTP tag read as padding, a codec that is not G.711, truncated datagrams) was told about
+    every datagram whose length, padding or payload type was new, each report keyed by its numbers: 170 lines a
+    sender, and six such senders used up the thousand reports, after which an SSRC collision was counted unsaid."""
+    from ser_stream import rtp as rtp_module
+
+    def every_kind_with_every_number() -> list[bytes]:
+        padded = [bytes([0xA0]) + rtp(1, 160, bytes(159))[1:] + bytes([padding]) for padding in range(161, 256)]
+        other_codecs = [rtp(1, 160, bytes(160), payload_type=payload_type)
+                        for payload_type in [*range(1, 8), *range(9, 13), *range(14, 35), *range(96, 128)]]
+        return [bytes(range(length)) for length in range(1, 12)] + padded + other_codecs + [bytes([version << 6]) + bytes(171) for version in (0, 1, 3)]
+
+    receiver, _, reports = receiver_with_streams()
+    senders = [f"10.0.0.{host}:4000" for host in range(1, 7)]
+    try:
+        for sender in senders:
+            for datagram in every_kind_with_every_number():
+                receiver.receive(datagram, sender)
+        receiver.receive(rtp(1, 160, tone_payload(440), ssrc=0x99), "10.0.1.1:5000")
+        receiver.receive(rtp(1, 160, tone_payload(440), ssrc=0x99), "10.0.1.2:5000")  # a collision, after all that
+    finally:
+        receiver.socket.close()
+    assert receiver.bad_packets == len(senders) * len(every_kind_with_every_number())
+    first_of_each_kind = [
+        "1-byte datagram is shorter than the 12-byte RTP header",
+        "padding of 161 bytes does not fit the datagram",
+        "payload type 1 is not G.711 at 8 kHz (0 μ-law or 8 A-law), comfort noise (13) or telephone events (RFC 4733)",
+        "RTP version 0, expected 2",
+    ]
+    assert reports[:-1] == [f"rtp packet from {sender} skipped: {reason} (further ones are only counted)"
+                            for sender in senders for reason in first_of_each_kind]
+    assert len(reports) - 1 < rtp_module.REPORTS_TRACKED
+    assert reports[-1].startswith("rtp packet from 10.0.1.2:5000 skipped: its SSRC is that of call rtp-00000099")
+
+
+def test_a_call_whose_packets_hold_more_samples_than_their_timestamps_advance_is_said_early_and_in_its_warning():
+    """An SRTP call tapped as G.711 (an encrypted payload and a 10-byte tag: 170 bytes a 160-sample step) gave no
+    utterance and no word of why; its 170 samples a packet were played whole, the call 6 % longer, unsaid."""
+    rng = np.random.default_rng(0)
+    receiver, streams, reports = receiver_with_streams()
+    try:
+        for sequence in range(400):  # 8 s
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, rng.bytes(170), ssrc=0x5EC), "127.0.0.1:4000")
+            if sequence == 150:  # 3 s of packets: said by now, while the call goes on
+                assert len(reports) == 1 and reports[0].startswith("call rtp-000005ec from 127.0.0.1:4000: its packets hold more samples")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-000005ec"]
+    assert len(reports) == 1 and "(170 where 160, at 94 of 95 packets): maybe SRTP (encrypted" in reports[0]
+    assert reports[0].endswith("(later times are late by that much); its stream's end warning gives the call's totals")
+    assert stream.warning == (
+        "rtp-000005ec: its packets hold more samples than their timestamps advance (170 where 160, at 399 of 400 packets): "
+        "maybe SRTP (encrypted: its authentication tag read as audio), another codec than G.711, or a sender's clock "
+        "running slow; each packet is played whole, 0.50 s more than the sender's clock (later times are late by that much)"
+    )
+    assert stream.ring.read().size == 400 * 170 and set(receiver.counters().values()) == {0}  # played whole, nothing dropped
+
+
+def ordinary_calls() -> dict[str, list[RtpPacket]]:
+    """Calls whose packets hold what their timestamps advance, with what telephony puts between them."""
+    voice = tone_packets(450)
+
+    def renumbered(packets: list[RtpPacket], sequence: int = 0, timestamp: int = 0, payload_type: int = 0) -> list[RtpPacket]:
+        return [RtpPacket(payload_type, (sequence + i) & 0xFFFF, (timestamp + p.timestamp) & 0xFFFFFFFF, p.ssrc, p.payload)
+                for i, p in enumerate(packets)]
+
+    def of_length(samples: int) -> list[RtpPacket]:
+        codes = b"".join(p.payload for p in voice)
+        return [RtpPacket(8, i, i * samples, 7, codes[i * samples : (i + 1) * samples]) for i in range(len(codes) // samples)]
+
+    comfort_noise = RtpPacket(13, 150, 150 * PACKET_SAMPLES, 7, b"\x40")
+    key = [RtpPacket(101, 150 + i, 150 * PACKET_SAMPLES, 7, bytes([5, 0x8A if i > 8 else 0x0A, 0, 20 * (i + 1)])) for i in range(11)]
+    one_lost, swapped = voice[:200] + voice[201:], voice[:100] + [voice[101], voice[100]] + voice[102:]
+    return {
+        "10 ms packets": of_length(80), "30 ms packets": of_length(240), "20 ms packets, a loss and a swap": one_lost, "swapped": swapped,
+        "comfort noise, then silence suppressed": voice[:150] + [comfort_noise] + renumbered(voice[150:300], 151, 4000)
+        + renumbered(voice[300:], 301, 12000),
+        "a key held": voice[:150] + key + renumbered(voice[150:], 161, 11 * PACKET_SAMPLES),
+        "a restarted numbering": voice[:150] + renumbered(voice[150:], 40000),
+        "a restarted numbering and clock": voice[:150] + renumbered(voice[150:], 40000, 0x7000_0000),
+        "a clock set back once": voice[:150] + renumbered(voice[150:], 150, -20),
+        "a clock running fast": [RtpPacket(0, p.sequence, 163 * p.sequence, 7, p.payload) for p in voice],
+        "a 16 kHz clock": [RtpPacket(0, p.sequence, 2 * p.timestamp, 7, p.payload) for p in voice],
+    }
+
+
+@pytest.mark.parametrize("call", list(ordinary_calls()))
+def test_ordinary_calls_are_not_said_to_hold_more_samples_than_their_timestamps_advance(call):
+    receiver, streams, reports = receiver_with_streams()
+    try:
+        for packet in ordinary_calls()[call]:
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload, packet.payload_type, ssrc=7), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000007"]
+    assert reports == [] and "more samples than their timestamps" not in (stream.warning or "")

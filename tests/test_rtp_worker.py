@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 
@@ -12,8 +14,9 @@ from ser_stream import pipeline
 from ser_stream.errors import StreamRefused
 from ser_stream.g711 import mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
+from ser_stream.record import read_since
 from ser_stream.rtp import RtpConfig, RtpReceiver
-from tests.conftest import PACKET_SAMPLES, rtp
+from tests.conftest import PACKET_SAMPLES, rtp, spoken, undocumented_fields
 
 SILENCE = mulaw_encode(np.zeros(PACKET_SAMPLES)).tobytes()  # no speech, so no window ever reaches a model
 
@@ -138,3 +141,47 @@ def test_a_reused_stream_id_is_announced_started_only_after_the_old_one_ended():
     loop_runs_its_queue()
     events = [m["type"] for m in published if m["type"] in ("stream_started", "stream_ended")]
     assert events == ["stream_started", "stream_ended", "stream_started"]
+
+
+@pytest.mark.slow
+def test_two_calls_on_one_reused_ssrc_are_told_apart_in_the_database_and_its_catch_up_by_their_streams_start(
+        shipped_model, tmp_path, open_log):
+    """Two calls one after another on SSRC 0x77, the same speech: stored, they were two rows of rtp-00000077,
+    utterance 1, the same times, and nothing told them apart or placed them in time (a review, 2026-12-01)."""
+    from ser_stream.inference import EmotionModel
+
+    messages: list[dict] = []
+    worker = Worker(EmotionModel(shipped_model, provider="cpu"), MonitorConfig(), messages.append)
+    receiver = RtpReceiver(RtpConfig(port=0), monitor_opener(worker), [].append)
+    speech = mulaw_encode(np.concatenate([spoken(2.0, 8000), np.zeros(4000, np.float32)])).tobytes()
+    try:
+        for call, sender in enumerate(("10.0.0.1:4000", "10.0.0.2:4002")):
+            for sequence in range(len(speech) // PACKET_SAMPLES):
+                payload = speech[sequence * PACKET_SAMPLES : (sequence + 1) * PACKET_SAMPLES]
+                receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payload, ssrc=0x77), sender)
+            receiver.close_idle(time.monotonic() + 60)  # the call ends
+            for _ in range(1000):  # a hang guard: the worker publishes the stream and ends it in a few steps
+                if sum(m["type"] == "stream_ended" for m in messages) > call:
+                    break
+                worker.step()
+    finally:
+        receiver.socket.close()
+    log = open_log(tmp_path / "calls.db")
+    # as the monitor's outbox publishes them: each utterance stored, and numbered, first
+    published = [log.append(m) if m["type"] == "utterance" else m for m in messages]  # type: ignore[arg-type]
+    assert undocumented_fields(published) == []
+    starts = [m["started_at"] for m in published if m["type"] == "stream_started"]
+    assert len(starts) == 2 and starts[0] != starts[1]
+    call_of_each, started_at = [], None  # each utterance's call: the stream_started before it
+    for message in published:
+        if message["type"] == "stream_started":
+            started_at = message["started_at"]
+        elif message["type"] == "utterance":
+            call_of_each.append(started_at)
+            assert message["stream_started_at"] == started_at  # live, as stored
+    with sqlite3.connect(tmp_path / "calls.db") as connection:
+        rows = [json.loads(text) for stream, text in connection.execute("SELECT stream, message FROM utterances ORDER BY seq")]
+    assert {row["stream"] for row in rows} == {"rtp-00000077"} and set(call_of_each) == set(starts)
+    assert [row["stream_started_at"] for row in rows] == call_of_each
+    replayed = [json.loads(text) for page in read_since(tmp_path / "calls.db", 0) for _, text in page]
+    assert [message["stream_started_at"] for message in replayed] == call_of_each
