@@ -312,7 +312,7 @@ def started_call(message: dict[str, Any]) -> str:
 
 
 def shown_size(connection: ServerConnection) -> str:
-    """The connection's largest frame, as a person reads it: ``64 KiB``."""
+    """The connection's largest message (its fragments counted together), as a person reads it: ``64 KiB``."""
     limit = connection.protocol.max_message_size
     return "size" if limit is None else f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} byte"
 
@@ -419,7 +419,7 @@ class MediaIngest:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:  # the call's audio stops here
                 for tracks in calls.values():
                     for track in tracks.values():
-                        add_warning(track.sink, f"the connection sent a frame over the {shown_size(connection)} limit and was closed (1009); the call ended there")
+                        add_warning(track.sink, f"the connection sent a message over the {shown_size(connection)} limit and was closed (1009); the call ended there")
         finally:
             for tracks in calls.values():  # a call that vanished without 'stop' still ends cleanly
                 for track in tracks.values():

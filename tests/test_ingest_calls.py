@@ -693,8 +693,10 @@ def test_a_call_renumbered_then_stalled_says_both_in_its_end_warning():
     ]
 
 
-def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_stream_id_is_refused():
-    """The 1009 close once ended the call like a clean hang-up: its lost remainder was counted and said nowhere."""
+@pytest.mark.parametrize("fragments", [1, 3], ids=["one frame", "three frames of one message, each under the limit"])
+def test_a_message_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_stream_id_is_refused(fragments):
+    """The 1009 close once ended the call like a clean hang-up: its lost remainder was counted and said nowhere. The
+    limit is a message's: its fragments count together (the docs said per frame)."""
     from websockets.exceptions import ConnectionClosed
 
     opened: dict[str, Stream] = {}
@@ -710,7 +712,9 @@ def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_s
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest", max_size=None) as connection:
             await connection.send(start())
             await connection.send(media(CALLER, 1, 0))
-            await connection.send(media(CALLER * 500, 2, 20))  # 80 KB of payload, 107 KB of base64
+            too_big = media(CALLER * 500, 2, 20)  # 80 KB of payload, 107 KB of base64
+            part = -(-len(too_big) // fragments)
+            await connection.send(too_big if fragments == 1 else iter([too_big[i:i + part] for i in range(0, len(too_big), part)]))
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(connection.recv(), 5)
         await asyncio.sleep(0.1)
@@ -718,6 +722,6 @@ def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_s
 
     asyncio.run(scenario())
     assert opened[SID].finished and audio(opened[SID]).size == FRAME
-    assert opened[SID].warning == "the connection sent a frame over the 64 KiB limit and was closed (1009); the call ended there"
+    assert opened[SID].warning == "the connection sent a message over the 64 KiB limit and was closed (1009); the call ended there"
     with pytest.raises(IngestError, match=r"^call refused: start\.streamSid is empty: name the call$"):
         parse_message(start(sid=""))
