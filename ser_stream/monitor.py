@@ -390,7 +390,7 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
 
 
 def accept_ingest(publisher: Publisher, worker: Worker, open_call_stream: Callable[[str, int], Stream],
-                  idle_seconds: float, warn: Callable[[str], None]) -> None:
+                  idle_seconds: float, warn: Callable[[str, str | None], None]) -> None:
     """Serve /ingest: each call connected there becomes a stream of the worker's, ended after ``idle_seconds`` of silence."""
     from ser_stream.ingest import MediaIngest
 
@@ -619,13 +619,10 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker.extra_counters.append(publisher.counters)
         publisher.health = lambda: worker_health(worker, outbox, hello)
 
-        def warn(line: str) -> None:
-            emit(notice("warning", line))
-
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
         if options.ingest:
-            accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, warn)
-        sources = open_sources(options, file_like, worker, open_call_stream, warn, say)
+            accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, worker.warn)  # a stream's warning after its start
+        sources = open_sources(options, file_like, worker, open_call_stream, worker.warn, say)
         undo.pop_all()  # started: from here shut_down closes them, in its order
     print_addresses(options, publisher, model, outputs)
     stop_on_signals(loop, interrupted)  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
