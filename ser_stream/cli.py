@@ -351,7 +351,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--ws", default="127.0.0.1:8765", help="WebSocket HOST:PORT (default %(default)s; port 0 picks a free one)")
     parser.add_argument("--no-dashboard", action="store_true", help="headless: no terminal dashboard")
-    parser.add_argument("--print-utterances", action="store_true", help="also print each utterance as a JSON line")
+    parser.add_argument("--print-utterances", action="store_true", help="also print each utterance, error and warning as a JSON line on stdout (tell them by \"type\"; errors and warnings are on stderr too)")
     parser.add_argument("--pace", default=pace, choices=["realtime", "fast"], help="file sources: real time or as fast as possible (default %(default)s)")
     parser.add_argument("--window", type=float, default=None, help="window length, seconds: always the model's (its 270 columns span one window); given, it is checked against the model")
     parser.add_argument("--hop", type=float, default=None, help="hop between windows, seconds (default: the model's)")

@@ -312,9 +312,14 @@ def started_call(message: dict[str, Any]) -> str:
 
 
 def shown_size(connection: ServerConnection) -> str:
-    """The connection's largest frame, as a person reads it: ``64 KiB``."""
+    """The connection's largest message (its fragments counted together), as a person reads it: ``64 KiB``."""
     limit = connection.protocol.max_message_size
     return "size" if limit is None else f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} byte"
+
+
+def track_streams(call_id: str, names: list[str] | dict[str, Any]) -> dict[str, str]:
+    """Each track's stream id: the call's own for a call of one track, ``SID/inbound`` and ``SID/outbound`` for both."""
+    return {name: call_id if len(names) == 1 else f"{call_id}/{name}" for name in names}
 
 
 def shown_peer(connection: ServerConnection) -> str:
@@ -336,13 +341,15 @@ class MediaIngest:
     def __init__(
         self, open_stream: Callable[[str, int], Sink], count_refused: Callable[[], None] = lambda: None,
         is_active: Callable[[str], bool] = lambda stream_id: False, idle_seconds: float = CALL_IDLE_SECONDS,
-        warn: Callable[[str], None] = lambda line: None,
+        warn: Callable[[str, str | None], None] = lambda line, stream_id: None,
     ) -> None:
         self.open_stream = open_stream
         self.count_refused = count_refused
         self.is_active = is_active
         self.idle_seconds = idle_seconds  # a call whose media stops this long (the connection open) is ended
-        self.warn = warn  # the operator's line: refused calls, and each connection's first rejected message
+        # The operator's line, about a stream or none: refused calls, and each connection's first rejected message
+        # (about the streams of the call it carries, if any)
+        self.warn = warn
         self.rejected = 0  # messages answered with an error: counted in status, not only told to the sender
         self.gaps = 0  # missing chunks or timestamp jumps, played as silence
         self.late_chunks = 0  # repeated or out-of-order chunks, dropped
@@ -407,10 +414,13 @@ class MediaIngest:
                     if isinstance(error, CallRefused):  # a call lost: the operator is told each time
                         if not error.counted:
                             self.count_refused()
-                        self.warn(f"ingest: {error}")
+                        self.warn(f"ingest: {error}", None)  # a call that never became a stream
                     elif not warned:  # a sender's mistakes: told once a connection, then counted
                         warned = True
-                        self.warn(f"ingest connection from {shown_peer(connection)}: {error} (further rejected messages are only counted: ingest_rejected_messages)")
+                        line = f"ingest connection from {shown_peer(connection)}: {error} (further rejected messages are only counted: ingest_rejected_messages)"
+                        carried: list[str | None] = [stream_id for call_id, tracks in calls.items() for stream_id in track_streams(call_id, tracks).values()]
+                        for stream_id in carried or [None]:  # its call's streams' subscribers hear of it, not every stream's
+                            self.warn(line, stream_id)
                     await connection.send(json.dumps(notice("error", str(error))))
                     if isinstance(error, MonitorStopping):
                         await connection.close(1001, "the monitor is stopping")
@@ -419,7 +429,7 @@ class MediaIngest:
             if closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:  # the call's audio stops here
                 for tracks in calls.values():
                     for track in tracks.values():
-                        add_warning(track.sink, f"the connection sent a frame over the {shown_size(connection)} limit and was closed (1009); the call ended there")
+                        add_warning(track.sink, f"the connection sent a message over the {shown_size(connection)} limit and was closed (1009); the call ended there")
         finally:
             for tracks in calls.values():  # a call that vanished without 'stop' still ends cleanly
                 for track in tracks.values():
@@ -437,7 +447,7 @@ class MediaIngest:
             encoding = message["start"].get("mediaFormat", {}).get("encoding", "audio/x-mulaw")
             names = message["start"]["tracks"]
             tracks: dict[str, Track] = {}
-            stream_ids = {name: call_id if len(names) == 1 else f"{call_id}/{name}" for name in names}
+            stream_ids = track_streams(call_id, names)
             # A platform reconnecting at once (a dropped socket) restarts the call under its id while the old
             # stream still publishes its last utterance: wait for it rather than refuse (half of such were refused).
             deadline = asyncio.get_running_loop().time() + REJOIN_SECONDS

@@ -62,7 +62,7 @@ class MonitorOptions:
     stdin_channels: int = 1
     mic_rate: int | None = None
     config: MonitorConfig = field(default_factory=MonitorConfig)
-    print_messages: bool = False  # headless: one JSON line per utterance on stdout
+    print_messages: bool = False  # headless: one JSON line per utterance, error and warning on stdout (PRINTED_TYPES)
     subscriber_queue: int = 512
     await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
     log_status_seconds: float = 0.0  # services: a status line on stderr this often (0: none), and what was lost since
@@ -77,6 +77,8 @@ class MonitorOptions:
     hop_seconds: float | None = None
 
 
+# The messages --print-utterances (and `demo` without a terminal) writes to stdout, one JSON line each.
+PRINTED_TYPES = ("utterance", "error", "warning")
 FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish what the streams hold
 # A worker that has not passed over its streams for this long is stuck (a step takes milliseconds): /healthz says 503.
 HEALTH_STALL_SECONDS = 5.0
@@ -367,13 +369,14 @@ class Delivery:
         return stored
 
     def print_lines(self, message: Message) -> None:
-        """With --print-utterances, utterances, errors and warnings as JSON lines on stdout; errors (and warnings not
-        printed there) as a line on stderr."""
-        if self.print_messages and message.get("type") in ("utterance", "error", "warning"):
+        """With --print-utterances, utterances, errors and warnings as JSON lines on stdout (told apart by ``type``);
+        every error and warning as a line on stderr too, with or without it."""
+        if self.print_messages and message.get("type") in PRINTED_TYPES:
             self.outputs.print_line(json_line(message), to_stderr=False)
-        # an error on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks;
-        # with its severity, as the lines before and after the run have it (a log grepped for "error:" found none)
-        if message.get("type") == "error" or (message.get("type") == "warning" and not self.print_messages):
+        # on stderr too: with stdout in a file, the exit status 1 once came with no reason where one looks, and a
+        # warning was in the file alone; with its severity, as the lines before and after the run have it (a log
+        # grepped for "error:" found none)
+        if message.get("type") in ("error", "warning"):
             self.outputs.print_line(f"ser-stream: {message['type']}: {message['message']}", to_stderr=True)
 
 
@@ -389,7 +392,7 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
 
 
 def accept_ingest(publisher: Publisher, worker: Worker, open_call_stream: Callable[[str, int], Stream],
-                  idle_seconds: float, warn: Callable[[str], None]) -> None:
+                  idle_seconds: float, warn: Callable[[str, str | None], None]) -> None:
     """Serve /ingest: each call connected there becomes a stream of the worker's, ended after ``idle_seconds`` of silence."""
     from ser_stream.ingest import MediaIngest
 
@@ -618,13 +621,10 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker.extra_counters.append(publisher.counters)
         publisher.health = lambda: worker_health(worker, outbox, hello)
 
-        def warn(line: str) -> None:
-            emit(notice("warning", line))
-
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
         if options.ingest:
-            accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, warn)
-        sources = open_sources(options, file_like, worker, open_call_stream, warn, say)
+            accept_ingest(publisher, worker, open_call_stream, options.rtp.idle_seconds, worker.warn)  # a stream's warning after its start
+        sources = open_sources(options, file_like, worker, open_call_stream, worker.warn, say)
         undo.pop_all()  # started: from here shut_down closes them, in its order
     print_addresses(options, publisher, model, outputs)
     stop_on_signals(loop, interrupted)  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly

@@ -80,6 +80,8 @@ class Stream:
         self.error: str | None = None
         self.warning: str | None = None
         self.start_warning: str | None = None  # said right after its stream_started (sampled below 8 kHz), not at its end
+        self.announced = False  # its stream_started has been emitted: a warning about it is said at once (Worker.warn)
+        self.early_warnings: list[str] = []  # warnings about it from before that, said right after its stream_started
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
@@ -149,6 +151,17 @@ class Worker:
         with self.lock:
             return stream_id in self.streams
 
+    def warn(self, line: str, stream_id: str | None = None) -> None:
+        """A warning, from any thread, about ``stream_id`` if given: one about a stream the worker has not yet announced
+        is said right after its stream_started (an ingest connection's bad frame was published before it)."""
+        if stream_id is not None:
+            with self.lock:
+                stream = self.streams.get(stream_id)
+                if stream is not None and not stream.announced:
+                    stream.early_warnings.append(line)
+                    return
+        self.emit(notice("warning", line, stream=stream_id))
+
     def count_refused(self) -> None:
         """A call refused before it reached the worker (an ingest connection's second 'start'), counted with the rest."""
         with self.lock:
@@ -179,6 +192,14 @@ class Worker:
             self.emit(announced)
             if stream.start_warning:
                 self.emit(notice("warning", stream.start_warning, stream=stream.stream_id))
+            while True:  # announced once every early warning is out: warn() then says one at once, after them
+                with self.lock:
+                    early, stream.early_warnings = stream.early_warnings, []
+                    stream.announced = not early
+                for line in early:
+                    self.emit(notice("warning", line, stream=stream.stream_id))
+                if not early:
+                    break
 
     def loudest_level(self) -> float:
         """The highest RMS level among the open streams, for the dashboard's meter (read from its own thread)."""

@@ -3,6 +3,8 @@
 A subscriber that reads slowly (or never) loses its *oldest* queued messages
 first — the newest state is what a live view needs — and the count of what it
 lost is sent to it as a ``dropped`` message before the next one it does get.
+One that answers no keepalive ping (see ``Keepalive``) is cut off, and what was
+still queued for it is counted with the drops.
 Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``, and, when
 the monitor records (``--record``), for every utterance since one they saw:
 ``?since=SEQ``.
@@ -68,6 +70,29 @@ class AccessConfig:
     # at most this many at once (beyond: HTTP 429), each for at most this long before it is refused.
     pending_ingest_connections: int = 16
     start_token_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """How long a connection may answer nothing before it is cut off: websockets' timings (shorter in the tests).
+
+    Every ``ping_seconds`` each connection is pinged; one that has not answered ``pong_seconds`` later is closed with
+    1011 (keepalive ping timeout) and dropped ``close_seconds`` after that unless it answers the close. A ping waits
+    behind what the connection has not yet taken, so a subscriber that reads nothing can fill the buffers before its
+    ping goes out and would then never be cut off: a send to a subscriber that waits ``stalled_seconds`` drops it too.
+    """
+
+    ping_seconds: float = 20.0
+    pong_seconds: float = 20.0
+    close_seconds: float = 10.0
+
+    @property
+    def stalled_seconds(self) -> float:
+        return self.ping_seconds + self.pong_seconds
+
+
+class SubscriberStalled(Exception):
+    """A subscriber's connection took nothing for ``Keepalive.stalled_seconds``: it has been dropped."""
 
 
 class IngestHandler(Protocol):
@@ -270,9 +295,11 @@ class Subscriber:
 class Publisher:
     """Serves ``hello`` then every published message to any number of subscribers."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8765, queue_size: int = 512, access: AccessConfig | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765, queue_size: int = 512, access: AccessConfig | None = None,
+                 keepalive: Keepalive | None = None) -> None:
         self.host, self.port, self.queue_size = host, port, queue_size
         self.access = access or AccessConfig()
+        self.keepalive = keepalive or Keepalive()
         self.record_path: Path | None = None  # the --record database, for ?since= catch-up
         self.refused = {"token": 0, "origin": 0, "ingest_limit": 0, "host": 0}
         # DNS rebinding makes Host and Origin the attacker's (and equal): only names the operator gave are served.
@@ -292,6 +319,8 @@ class Publisher:
         self._handlers: set[asyncio.Task[Any]] = set()  # their handler tasks, for close() to cancel any that hang
         self.cancelled_handlers = 0  # handlers close() cancelled because they had not returned in time
         self.dropped_total = 0
+        self.cut_off_subscribers = 0  # subscribers whose connection ended without their closing it, before shutdown
+        self.closing = False  # close() has begun: it counts what the subscribers it cuts off still had queued
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.last_seq = 0  # of the utterances published: a ?since= catch-up replays stored ones up to it, the queue has the rest
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -305,17 +334,19 @@ class Publisher:
         if self.record_path is not None:  # stored before this run: the catch-up's to replay, like those published since
             self.last_seq = max(self.last_seq, await asyncio.to_thread(last_stored_seq, self.record_path))
         self.server = await serve(
-            self._serve, self.host, self.port, max_size=self.access.max_message_bytes, ping_interval=20,
+            self._serve, self.host, self.port, max_size=self.access.max_message_bytes,
+            ping_interval=self.keepalive.ping_seconds, ping_timeout=self.keepalive.pong_seconds, close_timeout=self.keepalive.close_seconds,
             process_request=self._check_request, ssl=self.access.tls, create_connection=counting_connection(self.failed_handshakes),
         )
         self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else self.port
 
     def counters(self) -> dict[str, int]:
-        """For the status message: subscribers, their drops, refused connections, failed handshakes, and
-        ``?since=`` catch-ups the --record database could not serve (with --record)."""
+        """For the status message: subscribers, their drops, those cut off, refused connections, failed handshakes,
+        and ``?since=`` catch-ups the --record database could not serve (with --record)."""
         return {
             "subscribers": len(self.subscribers),
             "subscriber_drops": self.dropped_total,
+            "subscribers_cut_off": self.cut_off_subscribers,
             **{f"refused_{reason}": count for reason, count in self.refused.items()},
             "failed_handshakes": sum(self.failed_handshakes.values()),
             **({"failed_catch_ups": self.failed_catch_ups} if self.record_path is not None else {}),
@@ -333,6 +364,7 @@ class Publisher:
         connection, e.g. ingest waiting for the worker) is cancelled and counted
         in ``cancelled_handlers``: close() never hangs.
         """
+        self.closing = True
         await asyncio.sleep(0)  # let messages other threads handed over just now reach the queues
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(s.queue for s in self.subscribers) and asyncio.get_running_loop().time() < deadline:
@@ -538,9 +570,9 @@ class Publisher:
         # nothing is queued does not leave its handler waiting for ever.
         closed = asyncio.ensure_future(ignore_what_is_sent(connection))
         try:
-            await connection.send(json.dumps(self.hello))
+            await self._send(subscriber, json.dumps(self.hello))
             for started in announced:
-                await connection.send(json.dumps(started))
+                await self._send(subscriber, json.dumps(started))
             if since is not None:
                 await self._catch_up(subscriber, since, live_after)
             while True:
@@ -554,13 +586,34 @@ class Publisher:
                     if subscriber.unreported_drops:
                         dropped: Dropped = {"type": "dropped", "count": subscriber.unreported_drops}
                         subscriber.unreported_drops = 0
-                        await connection.send(json.dumps(dropped))
-                    await connection.send(subscriber.queue.popleft())
-        except ConnectionClosed:
+                        await self._send(subscriber, json.dumps(dropped))
+                    await self._send(subscriber, subscriber.queue.popleft())
+        except (ConnectionClosed, SubscriberStalled):
             pass
         finally:
             closed.cancel()
             self.subscribers.discard(subscriber)
+            self._count_if_cut_off(subscriber)
+
+    async def _send(self, subscriber: Subscriber, text: str) -> None:
+        """Send one message to a subscriber; one whose connection takes nothing for the keepalive's time is dropped."""
+        try:
+            async with asyncio.timeout(self.keepalive.stalled_seconds):
+                await subscriber.connection.send(text)
+        except TimeoutError:
+            subscriber.connection.transport.abort()  # a close frame would wait behind all it has not read
+            await subscriber.connection.wait_closed()
+            raise SubscriberStalled from None
+
+    def _count_if_cut_off(self, subscriber: Subscriber) -> None:
+        """A subscriber gone without closing its connection itself (the keepalive cut it off, a send to it stalled,
+        its network went) is counted, and so is what was still queued for it: those messages are lost, as a
+        shutdown's are. One that closed its connection chose to stop receiving; close() counts those it cuts off."""
+        protocol = subscriber.connection.protocol
+        if self.closing or (protocol.close_rcvd is not None and protocol.close_rcvd_then_sent):
+            return
+        self.cut_off_subscribers += 1
+        self.dropped_total += len(subscriber.queue)
 
     async def _start_naming_the_token(self, connection: ServerConnection) -> str | None:
         """For an ingest client that sent no token in its request: its ``start`` (without the token) once it names the
@@ -596,23 +649,23 @@ class Publisher:
         Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
         """
         if self.record_path is None:
-            await subscriber.connection.send(json.dumps(notice("error", "?since= needs a monitor started with --record")))
+            await self._send(subscriber, json.dumps(notice("error", "?since= needs a monitor started with --record")))
             return
         last = 0
         pages = read_since(self.record_path, since, subscriber.stream, until=live_after)
         try:
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 for _, text in page:
-                    await subscriber.connection.send(text)
+                    await self._send(subscriber, text)
                 last = page[-1][0]
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
             message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
-            await subscriber.connection.send(json.dumps(notice("error", message)))
+            await self._send(subscriber, json.dumps(notice("error", message)))
             return
         finally:  # its connection to the database, were the subscriber to leave mid-way (one still running on a pool
             with contextlib.suppress(ValueError):  # thread, cancelled at shutdown, closes it when it returns)
                 pages.close()
         caught_up: CaughtUp = {"type": "caught_up", "since": since, "last": last}
-        await subscriber.connection.send(json.dumps(caught_up))
+        await self._send(subscriber, json.dumps(caught_up))

@@ -117,7 +117,9 @@ def test_two_calls_through_ingest_become_two_streams_and_bad_frames_do_not_stop_
         assert len(errors) == 2 and "not JSON" in errors[0] and "not valid base64" in errors[1]
         assert undocumented_fields(call_replies) == []
     assert undocumented_fields(messages) == []
-    for stream in ("MZ-one", "MZ-two"):
+    assert not [m for m in messages if m["type"] == "warning" and "stream" not in m]  # each connection had a call by then
+    for stream in ("MZ-one", "MZ-two"):  # its connection's bad frame is said about it, after its start
+        assert [m["type"] for m in messages if m.get("stream") == stream and m["type"] in ("stream_started", "warning")][:2] == ["stream_started", "warning"]
         utterances = [m for m in messages if m["type"] == "utterance" and m["stream"] == stream]
         assert len(utterances) == len(bounds)
         for utterance, (start, end) in zip(utterances, bounds):

@@ -80,7 +80,7 @@ def call(frames: list[str], warnings: list[str] | None = None) -> tuple[dict[str
         opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig(ring_seconds=90.0))
         return opened[stream_id]
 
-    def warn(line: str) -> None:
+    def warn(line: str, stream_id: str | None = None) -> None:
         if LAST_REPLY not in line:
             said.append(line)
 
@@ -264,6 +264,40 @@ def test_refused_calls_and_rejected_messages_reach_the_operator_not_only_the_sen
                         r"\(further rejected messages are only counted: ingest_rejected_messages\)", warnings[1])
     assert replies[-1] == f"stream {SID!r}: media payload is not valid base64; its 20 ms were played as silence"
     assert audio(opened[SID]).size == 3 * FRAME  # sampleRate "8000" is 8000; the garbled frame's 20 ms kept as silence
+
+
+def test_a_connections_warning_is_about_the_streams_of_its_call_and_comes_after_their_start():
+    """The warning for a connection's first bad frame carried no stream once the connection had one: every ?stream=
+    subscriber got it, and it was published before the call's own stream_started. A sender that never became a
+    stream still gets it without one."""
+    said: list[dict] = []
+    worker = Worker(None, MonitorConfig(), said.append)  # type: ignore[arg-type]  # never steps: no model needed
+    ingest = MediaIngest(worker.open_stream, worker.count_refused, worker.is_active, warn=worker.warn)
+
+    async def send(publisher: Publisher, frames: list[str]) -> None:
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for frame in [*frames, LAST_FRAME]:
+                await connection.send(frame)
+            while json.loads(await asyncio.wait_for(connection.recv(), 30))["message"] != LAST_REPLY:
+                pass
+
+    async def scenario() -> list[dict]:
+        publisher = await serving(ingest)
+        await send(publisher, [start(["inbound", "outbound"]), media(CALLER, 1, 0, "inbound"), "not json"])
+        before_the_start = list(said)
+        await send(publisher, ["not json either"])  # no call on this connection
+        await publisher.close()
+        return before_the_start
+
+    before_the_start = asyncio.run(scenario())
+    worker.publish_status(force=True)  # the worker's pass that announces the call's streams
+    told = [(m["type"], m.get("stream"), m.get("message", "")) for m in said if m["type"] != "status"]
+    assert before_the_start == []  # held until the worker announces the call's streams
+    assert [(kind, stream) for kind, stream, _ in told] == [
+        ("warning", None), ("stream_started", f"{SID}/inbound"), ("warning", f"{SID}/inbound"),
+        ("stream_started", f"{SID}/outbound"), ("warning", f"{SID}/outbound")]
+    assert all(re.fullmatch(r"ingest connection from 127\.0\.0\.1:\d+: not JSON \(.*\) \(further rejected messages are only "
+                            r"counted: ingest_rejected_messages\)", message) for kind, _, message in told if kind == "warning")
 
 
 def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_true():
@@ -693,8 +727,10 @@ def test_a_call_renumbered_then_stalled_says_both_in_its_end_warning():
     ]
 
 
-def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_stream_id_is_refused():
-    """The 1009 close once ended the call like a clean hang-up: its lost remainder was counted and said nowhere."""
+@pytest.mark.parametrize("fragments", [1, 3], ids=["one frame", "three frames of one message, each under the limit"])
+def test_a_message_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_stream_id_is_refused(fragments):
+    """The 1009 close once ended the call like a clean hang-up: its lost remainder was counted and said nowhere. The
+    limit is a message's: its fragments count together (the docs said per frame)."""
     from websockets.exceptions import ConnectionClosed
 
     opened: dict[str, Stream] = {}
@@ -710,7 +746,9 @@ def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_s
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest", max_size=None) as connection:
             await connection.send(start())
             await connection.send(media(CALLER, 1, 0))
-            await connection.send(media(CALLER * 500, 2, 20))  # 80 KB of payload, 107 KB of base64
+            too_big = media(CALLER * 500, 2, 20)  # 80 KB of payload, 107 KB of base64
+            part = -(-len(too_big) // fragments)
+            await connection.send(too_big if fragments == 1 else iter([too_big[i:i + part] for i in range(0, len(too_big), part)]))
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(connection.recv(), 5)
         await asyncio.sleep(0.1)
@@ -718,6 +756,6 @@ def test_a_frame_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty_s
 
     asyncio.run(scenario())
     assert opened[SID].finished and audio(opened[SID]).size == FRAME
-    assert opened[SID].warning == "the connection sent a frame over the 64 KiB limit and was closed (1009); the call ended there"
+    assert opened[SID].warning == "the connection sent a message over the 64 KiB limit and was closed (1009); the call ended there"
     with pytest.raises(IngestError, match=r"^call refused: start\.streamSid is empty: name the call$"):
         parse_message(start(sid=""))

@@ -567,6 +567,26 @@ def test_a_source_that_fails_to_open_in_an_unforeseen_way_fails_alone_and_the_ot
     assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
 
 
+def test_printed_json_lines_are_utterances_errors_and_warnings_and_stderr_still_says_every_error_and_warning(
+        short_speech, shipped_model, tmp_path, capsys):
+    """`--print-utterances > out.jsonl`: with it, warnings went to the file alone, and the terminal showed none."""
+    from ser_stream.cli import main
+
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(short_speech.read_bytes()[: 44 + 2 * 16000 * 2])  # the header (8 s) and the first two seconds
+    missing = tmp_path / "missing.wav"
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast", "--ws", "127.0.0.1:0",
+                   "--source", f"file:{short_speech}", "--source", f"file:{cut}", "--source", f"file:{missing}"])
+    said = capsys.readouterr()
+    lines = [json.loads(line) for line in said.out.splitlines()]
+    assert status == 1  # a stream failed
+    assert {line["type"] for line in lines} == {"utterance", "error", "warning"}
+    told = [line for line in lines if line["type"] != "utterance"]
+    assert told and [f"ser-stream: {line['type']}: {line['message']}" for line in told] == [
+        line for line in said.err.splitlines() if line.startswith(("ser-stream: error:", "ser-stream: warning:"))]
+    assert any(line["type"] == "warning" and line["stream"] == "cut.wav" for line in told)
+
+
 def test_with_stderr_closed_a_failing_source_stops_no_other_stream_and_every_result_is_stored(short_speech, shipped_model, tmp_path, monkeypatch, capsys):
     """`monitor … 2>&-` (sys.stderr is None): the bad file's error line raised AttributeError in the thread that hands
     messages on, which stopped every stream; --record stored nothing, and the page's address went to stdout."""

@@ -14,11 +14,12 @@ import threading
 import types
 from collections.abc import Callable
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import ser_stream.publish
-from ser_stream.publish import AccessConfig, Publisher, RateLimit
+from ser_stream.publish import AccessConfig, Keepalive, Publisher, RateLimit
 from ser_stream.record import UtteranceLog, read_since
 from tests.conftest import utterance
 
@@ -361,6 +362,69 @@ def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_r
     assert 0 < drops_after <= queued  # (the drain time may have sent a few)
     assert warnings == [f"ser-stream: warning: {drops_after} message(s) still queued for subscribers that read too slowly were dropped "
                         f"at shutdown (subscriber drops {drops_after} in all)"]
+
+
+@pytest.mark.parametrize("how", ["little sent: its ping goes out, unanswered", "its buffers full: the ping cannot go out"])
+def test_a_subscriber_that_stops_reading_is_cut_off_and_what_was_queued_for_it_counted(how):
+    """A subscriber that reads nothing answers no keepalive ping. websockets closed it (1011) and then dropped it, and
+    what was queued for it went with it, counted nowhere; one whose buffers were full before its ping went out was
+    never cut off at all (the ping waited behind what it did not read). Now either is cut off, counted in
+    subscribers_cut_off, and its queue in subscriber_drops; publishing never waits meanwhile."""
+    full = how.startswith("its buffers full")
+    keepalive = Keepalive(ping_seconds=2.0, pong_seconds=0.5, close_seconds=0.2) if full else Keepalive(0.2, 0.2, 0.2)
+
+    async def scenario() -> tuple[int, tuple[int, str] | None, dict[str, int]]:
+        publisher = Publisher("127.0.0.1", 0, keepalive=keepalive)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client = await asyncio.to_thread(stalled_subscriber, publisher.port)
+        try:
+            while not publisher.subscribers:
+                await asyncio.sleep(0.01)
+            subscriber = next(iter(publisher.subscribers))
+            number = 0
+            while full and len(subscriber.queue) < 100:  # the handler waits on the connection: its buffers are full
+                publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
+                number += 1
+                await asyncio.sleep(0)
+            async with asyncio.timeout(30):  # (a bound for a failing test, not a measurement)
+                while subscriber in publisher.subscribers:
+                    publisher.publish({"type": "warning", "message": f"{number}"})
+                    number += 1
+                    await asyncio.sleep(0.01)
+            close_sent = subscriber.connection.protocol.close_sent
+            return len(subscriber.queue), None if close_sent is None else (close_sent.code, close_sent.reason), publisher.counters()
+        finally:
+            await publisher.close(0)
+            client.close()
+
+    queued, close_sent, counters = asyncio.run(scenario())
+    # a close frame, when one can be sent, says why; one behind full buffers would never be read: none is sent
+    assert close_sent == (None if full else (1011, "keepalive ping timeout"))
+    assert counters["subscribers"] == 0 and counters["subscribers_cut_off"] == 1
+    assert queued > 0 and counters["subscriber_drops"] == queued  # none overflowed the queue: only these were lost
+
+
+def test_a_subscriber_that_closes_its_connection_is_not_counted_as_cut_off():
+    """Leaving is no loss: what was still queued for a subscriber that closed its connection is not counted."""
+
+    async def scenario() -> dict[str, int]:
+        publisher = Publisher("127.0.0.1", 0, keepalive=Keepalive(0.2, 0.2, 0.2))
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/") as subscriber:
+                await subscriber.recv()
+                for number in range(50):
+                    publisher.publish({"type": "warning", "message": f"{number}"})
+            while publisher.subscribers:
+                await asyncio.sleep(0.01)
+            return publisher.counters()
+        finally:
+            await publisher.close(0)
+
+    counters = asyncio.run(scenario())
+    assert (counters["subscribers_cut_off"], counters["subscriber_drops"]) == (0, 0)
 
 
 def database_descriptors(path) -> int:
