@@ -470,6 +470,8 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
         worker.add_stream(stream)
         if spec.kind == "file":
             sources.files_read.append(stream)
+        if spec.kind == "mic":
+            worker.extra_counters.append(stream.gap_counters)
         sources.threads.append(threading.Thread(target=source.run, args=(stream, sources.stopping), name=f"source-{stream_id}", daemon=True))
     return sources
 

@@ -428,6 +428,43 @@ def test_audio_a_live_source_lost_to_an_overrun_keeps_its_place_in_stream_time(c
     assert [m["t"] for m in messages if m["type"] == "stream_ended"] == [pytest.approx(audio.size / rate, abs=0.01)]
 
 
+def test_time_a_reopened_device_was_away_passes_in_stream_time_and_ends_the_utterance_it_cut(clips_with_silence, shipped_model):
+    """A microphone away from the middle of the second clip into the silence after it (the time was lost, as on a
+    wall-clock device): that clip ends where its audio stopped and the later ones keep their place. The time once
+    vanished: the later clips came that much early, and the second ran on into the third."""
+    import threading
+
+    from ser_stream.inference import EmotionModel
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    cut = (bounds[1][0] + bounds[1][1]) / 2
+    back = bounds[1][1] + 0.75  # halfway through the 1.5 s of silence after it
+    messages: list[dict] = []
+    worker = Worker(EmotionModel(shipped_model, provider="cpu"), MonitorConfig(), messages.append)
+    stream = Stream("mic", rate, MonitorConfig())
+    worker.add_stream(stream)
+    heard = [(0, round(cut * rate)), (round(back * rate), audio.size)]
+    for index, (start, end) in enumerate(heard):
+        if index:
+            stream.mark_gap(heard[1][0] - heard[0][1])
+        for block in range(start, end, rate // 50):  # 20 ms blocks, a step after each few
+            stream.ring.write(audio[block : min(end, block + rate // 50)])
+            if block % (rate // 5) == 0:
+                worker.step()
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    utterances = [(m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance"]
+    assert len(utterances) == len(bounds)
+    expected = [bounds[0], (bounds[1][0], cut), *bounds[2:]]
+    for (start, end), (expected_start, expected_end) in zip(utterances, expected):
+        assert start == pytest.approx(expected_start, abs=0.35) and end == pytest.approx(expected_end, abs=0.35)
+    assert utterances[1][1] <= cut  # never into the gap
+    assert [m["t"] for m in messages if m["type"] == "stream_ended"] == [pytest.approx(audio.size / rate, abs=0.01)]
+    assert stream.gap_counters() == {"device_gaps": 1, "device_gap_samples": heard[1][0] - heard[0][1]}
+
+
 def test_a_worker_that_fails_ends_with_the_reason_instead_of_hanging(clips_with_silence):
     import threading
 
@@ -564,6 +601,21 @@ def test_a_source_that_fails_to_open_in_an_unforeseen_way_fails_alone_and_the_ot
     assert status == 1  # a stream failed
     assert {"type": "error", "stream": "mic1", "message": "mic: could not be opened (KeyError: 'default_samplerate')"} in lines
     assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
+
+
+def test_the_time_a_microphone_was_away_is_counted_in_status(shipped_model, monkeypatch, capsys):
+    """Unplugged twice and reopened once: status counts the gap and the time it held, as it counts an overrun."""
+    import ser_stream.sources
+    from ser_stream.cli import main
+    from ser_stream.sources import DevicePolicy
+    from tests.test_capture import FakeSoundDevice
+
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(["unplugged", "unplugged"]))
+    monkeypatch.setattr(ser_stream.sources, "DevicePolicy", lambda: DevicePolicy(stall_seconds=0.3, reopen_attempts=1, reopen_delay_seconds=0.2))
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", "mic", "--log-status", "60"])
+    statuses = [json.loads(line.removeprefix("ser-stream: status ")) for line in capsys.readouterr().err.splitlines() if line.startswith("ser-stream: status ")]
+    assert status == 1  # it was not back after the second time
+    assert statuses[-1]["device_gaps"] == 1 and statuses[-1]["device_gap_samples"] >= 0.2 * 16000  # the wait before the reopen, at least
 
 
 def test_with_stderr_closed_a_failing_source_stops_no_other_stream_and_every_result_is_stored(short_speech, shipped_model, tmp_path, monkeypatch, capsys):
@@ -783,8 +835,8 @@ def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_
     arriving: list[np.ndarray] = []  # audio that comes in once the worker has read the ring, during its step
     read = stream.ring.read
 
-    def read_while_more_arrives(max_samples: int | None = None) -> np.ndarray:
-        block = read(max_samples)
+    def read_while_more_arrives(max_samples: int | None = None, until: int | None = None) -> np.ndarray:
+        block = read(max_samples, until)
         while arriving:
             stream.ring.write(arriving.pop())
         return block
