@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -247,6 +249,14 @@ class DashboardFrame:
         return recent
 
 
+def same_terminal(stream: Any, other: Any) -> bool:
+    """Whether two open files (sys.stderr, which may be None or closed, and a console's) are the same terminal."""
+    try:
+        return os.isatty(stream.fileno()) and os.ttyname(stream.fileno()) == os.ttyname(other.fileno())
+    except (AttributeError, ValueError, OSError):  # None, closed, not a file (io.UnsupportedOperation is an OSError)
+        return False
+
+
 class Dashboard:
     """Refreshes a rich ``Live`` a few times a second from ``DashboardState``; never blocks the worker."""
 
@@ -262,7 +272,11 @@ class Dashboard:
 
     def _run(self) -> None:
         # On stderr (stdout carries --print-utterances' JSON lines) print() must still go to stdout, not through the display.
-        live = Live(self.state.render(), console=self.console, refresh_per_second=self.refresh, transient=False, redirect_stdout=not self.console.stderr)
+        # Error and warning lines go above the display only where stderr is its terminal: redirected (2> monitor.log),
+        # rich's Live took over sys.stderr all the same and drew them on the terminal, and the log of an exit 1 said
+        # nothing of why.
+        live = Live(self.state.render(), console=self.console, refresh_per_second=self.refresh, transient=False,
+                    redirect_stdout=not self.console.stderr, redirect_stderr=self.console.stderr or same_terminal(sys.stderr, self.console.file))
         with live:
             while not self._stop.wait(1.0 / self.refresh):
                 if self.level_source is not None:

@@ -772,6 +772,29 @@ def test_printed_utterances_on_a_pipe_are_json_lines_only_with_the_dashboard_on(
         assert "latency median" not in err.decode()  # no terminal to show it on: no dashboard
 
 
+def test_with_the_dashboard_on_a_terminal_errors_go_to_a_stderr_that_is_not_that_terminal(short_speech, shipped_model, tmp_path):
+    """`monitor 2> monitor.log` in a terminal: rich's Live took over sys.stderr and drew the error on the terminal,
+    and the log of the exit 1 held only the address line."""
+    import os
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    master, slave = pty_pair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--source", f"file:{empty}",
+         "--pace", "fast", "--ws", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm"},
+    )
+    os.close(slave)
+    terminal = TerminalReader(master)
+    _, err = process.communicate(timeout=120)
+    terminal.thread.join(10)
+    os.close(master)
+    assert process.returncode == 1
+    assert f"ser-stream: error: {empty}: the file is empty (0 bytes)\n" in err.decode()  # the reason, in the log
+    assert b"latency median" in terminal.output and b"the file is empty" not in terminal.output
+
+
 def test_ctrl_c_while_waiting_for_subscribers_gives_the_terminal_its_cursor_back(short_speech, shipped_model):
     """The dashboard hides the cursor; Ctrl-C during --await-subscribers once left it hidden (and a traceback-free 130)."""
     import os
