@@ -300,10 +300,10 @@ def tone(seconds: float, sample_rate: int) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str | None = "PCM_16", file_format: str = "WAV") -> bytes:
+def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str | None = "PCM_16", file_format: str = "WAV", endian: str = "FILE") -> bytes:
     """``audio`` as a WAV file's bytes (int16 samples are written as they are), or another ``file_format``'s."""
     out = io.BytesIO()
-    soundfile.write(out, audio, sample_rate, subtype=subtype, format=file_format)
+    soundfile.write(out, audio, sample_rate, subtype=subtype, format=file_format, endian=endian)
     return out.getvalue()
 
 
@@ -372,9 +372,9 @@ def test_raw_pcm_on_stdin_shorter_than_a_wav_header_is_still_audio():
     np.testing.assert_array_equal(read_stdin(pcm.tobytes()).ring.read(), pcm.astype(np.float32) / 32768.0)
 
 
-def encoded(file_format: str, subtype: str | None = None) -> bytes:
+def encoded(file_format: str, subtype: str | None = None, endian: str = "FILE") -> bytes:
     """A second of tone as a file of ``file_format``'s bytes, as `cat call.flac |` would pipe them."""
-    return wav_bytes(tone(1.0, 16000), 16000, subtype, file_format)
+    return wav_bytes(tone(1.0, 16000), 16000, subtype, file_format, endian)
 
 
 ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10 bytes of padding, as taggers leave
@@ -389,11 +389,18 @@ ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10
         (ID3_TAG + encoded("MP3"), "MP3"),
         (encoded("MP3"), "MP3"),  # libsndfile writes no tag: two frame headers in a row tell it
         (encoded("AIFF", "PCM_16"), "AIFF"),
+        (encoded("AU", "PCM_16"), "AU (Sun/NeXT)"),
+        (encoded("AU", "PCM_16", "LITTLE"), "AU (Sun/NeXT)"),
+        (encoded("CAF", "PCM_16", "BIG"), "CAF (Core Audio Format)"),
+        (encoded("CAF", "PCM_16", "LITTLE"), "CAF (Core Audio Format)"),
+        (encoded("W64", "PCM_16"), "Wave64 (W64)"),
+        (encoded("NIST", "PCM_16"), "NIST SPHERE"),
     ],
-    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff"],
+    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff", "au", "au-little-endian", "caf", "caf-little-endian", "w64", "nist"],
 )
-def test_a_compressed_or_aiff_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
-    """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0."""
+def test_a_compressed_or_other_non_wav_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
+    """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0; so
+    were an AU or a big-endian CAF (noise), and a W64, NIST or little-endian CAF (their headers played as audio)."""
     sink = read_stdin(stream)
     assert sink.error == (
         f"stdin: the stream is {what}, not 16-bit PCM (raw or WAV); decode it first "
