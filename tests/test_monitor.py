@@ -1010,6 +1010,28 @@ def test_the_dashboard_draws_on_a_terminal_only(monkeypatch, stdout, stderr, dra
     assert (None if console is None else "stderr" if console.stderr else "stdout") == drawn_on
 
 
+@pytest.mark.parametrize("term", ["dumb", "unknown"])
+def test_on_a_terminal_that_cannot_redraw_there_is_no_dashboard_and_the_monitor_says_so(short_speech, shipped_model, term):
+    """TERM=dumb (Emacs' M-x shell): rich's Live drew nothing for the whole run, then its last frame, and nothing
+    said why or where the utterances went."""
+    import os
+
+    master, slave = pty_pair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--pace", "fast", "--ws", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env={**os.environ, "TERM": term},
+    )
+    os.close(slave)
+    terminal = TerminalReader(master)
+    assert process.wait(120) == 0
+    terminal.thread.join(10)
+    os.close(master)
+    lines = terminal.output.decode().splitlines()
+    assert (f"ser-stream: no dashboard (TERM={term} cannot draw it): utterances go to WebSocket subscribers only "
+            "(--print-utterances prints them as JSON lines; --no-dashboard silences this)") in lines
+    assert b"latency median" not in terminal.output
+
+
 def test_demo_lists_and_takes_only_the_options_its_bundled_recording_can_use(capsys):
     """``demo --help`` once listed stdin's, the microphone's and ingest's options, which the demo never uses."""
     from ser_stream.cli import _monitor_options, build_parser
