@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -439,6 +441,8 @@ def make_callback(sink: Sink, count_blocks: bool = False) -> Any:
 
 
 def import_sounddevice() -> Any:
+    if "sounddevice" not in sys.modules:  # imported already: PortAudio started in this process
+        check_portaudio_starts()
     try:
         import sounddevice
     except OSError as error:  # the library itself is missing
@@ -448,6 +452,25 @@ def import_sounddevice() -> Any:
             f"microphone input: PortAudio could not start ({one_line(error)}); check that the sound system is running and an input device is present"
         ) from None
     return sounddevice
+
+
+def check_portaudio_starts() -> None:
+    """Import sounddevice (which starts PortAudio) in a child process first, with this one's module path, and raise
+    ``AudioInputError`` if that child dies of a signal. A PortAudio that aborts while initialising (an ALSA without its
+    alsa.conf, as in a slim container) killed the whole monitor, every other stream with it, and printed nothing.
+    Any other failure is left to the import here, which names it."""
+    probe = subprocess.run([sys.executable, "-c", "import sys; sys.path[:] = sys.argv[1:]; import sounddevice", *sys.path],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if probe.returncode >= 0:
+        return
+    try:
+        died_of = signal.Signals(-probe.returncode).name
+    except ValueError:
+        died_of = f"signal {-probe.returncode}"
+    raise AudioInputError(
+        f"microphone input: PortAudio could not start (it died of {died_of} while starting); check the sound system's "
+        "configuration (ALSA: is /usr/share/alsa/alsa.conf there, or ALSA_CONFIG_PATH set to a missing file?)"
+    )
 
 
 def list_devices() -> list[str]:

@@ -262,6 +262,23 @@ def test_portaudio_that_cannot_start_is_one_line_not_a_traceback(tmp_path, monke
         MicSource("")
 
 
+def test_portaudio_that_aborts_while_starting_is_one_line_not_the_end_of_the_process(tmp_path, monkeypatch, capsys):
+    """An ALSA without its alsa.conf (a slim container) makes PortAudio abort in Pa_Initialize: `devices`, and a
+    monitor with a mic source beside others, died of SIGABRT (exit 134) and printed nothing."""
+    from ser_stream.cli import main
+
+    (tmp_path / "sounddevice.py").write_text("import os\nos.abort()  # as PortAudio's failed assertion does\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    assert main(["devices"]) == 2
+    assert capsys.readouterr().err == (
+        "ser-stream: error: microphone input: PortAudio could not start (it died of SIGABRT while starting); check the sound "
+        "system's configuration (ALSA: is /usr/share/alsa/alsa.conf there, or ALSA_CONFIG_PATH set to a missing file?)\n"
+    )
+    with pytest.raises(AudioInputError, match=r"^microphone input: PortAudio could not start \(it died of SIGABRT"):
+        MicSource("")
+
+
 def test_device_names_are_listed_escaped_one_line_each(monkeypatch):
     """A device name comes from a driver or a USB descriptor: it must not drive the terminal or forge a line."""
     devices = [{"name": "USB Mic\x1b[2J\nfake: line", "max_input_channels": 1, "default_samplerate": 48000.0},

@@ -603,6 +603,22 @@ def test_a_source_that_fails_to_open_in_an_unforeseen_way_fails_alone_and_the_ot
     assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
 
 
+def test_a_microphone_whose_portaudio_aborts_while_starting_fails_alone_and_the_others_run(short_speech, shipped_model, tmp_path, monkeypatch, capsys):
+    """PortAudio aborting in Pa_Initialize (no alsa.conf) once took the whole monitor down with SIGABRT, saying nothing."""
+    from ser_stream.cli import main
+
+    (tmp_path / "sounddevice.py").write_text("import os\nos.abort()  # as PortAudio's failed assertion does\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast",
+                   "--ws", "127.0.0.1:0", "--source", f"file:{short_speech}", "--source", "mic"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 1
+    errors = [line["message"] for line in lines if line["type"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("microphone input: PortAudio could not start (it died of SIGABRT while starting)")
+    assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
+
+
 def test_the_time_a_microphone_was_away_is_counted_in_status(shipped_model, monkeypatch, capsys):
     """Unplugged twice and reopened once: status counts the gap and the time it held, as it counts an overrun."""
     import ser_stream.sources
