@@ -411,13 +411,27 @@ def mono_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iterat
         yield mono
 
 
+# Other files libsndfile reads, by their first bytes (up to 12): each once played as PCM on stdin, its header as noise.
+OTHER_MAGIC = {
+    b"caff\x00\x01\x00\x00": "CAF (Core Audio Format)",  # version 1, flags 0: either endianness of audio
+    b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb": "Wave64 (W64)",  # the first 12 bytes of its 'riff' GUID
+    b"NIST_1A\n": "NIST SPHERE",
+}
+
+
 def refused_file_format(start: bytes) -> str | None:
     """What a stream's first 12 bytes say it is, in words, if an audio file format stdin does not take: FLAC, Ogg, MP3
-    with an ID3v2 tag, AIFF, or one libsndfile does not read at all (``unread_format``); else None. Each is checked in
-    full: raw PCM starts so by chance one time in 2^32 or fewer.
+    with an ID3v2 tag, AIFF, AU, CAF, Wave64, NIST SPHERE, or one libsndfile does not read at all (``unread_format``);
+    else None. Each is checked in full: raw PCM starts so by chance one time in 2^32 or fewer.
     (libsndfile tells them apart from a buffer too, but its MP3 probe prints libmpg123's notes on stderr.)"""
     if start[:4] == b"fLaC":
         return "FLAC"
+    # Sun/NeXT AU: '.snd' (big-endian; 'dns.' little-endian) and where its audio starts, 24 bytes in or further
+    if len(start) >= 8 and ((start[:4] == b".snd" and int.from_bytes(start[4:8], "big") >= 24)
+                            or (start[:4] == b"dns." and int.from_bytes(start[4:8], "little") >= 24)):
+        return "AU (Sun/NeXT)"
+    if (other := next((name for magic, name in OTHER_MAGIC.items() if start.startswith(magic)), None)) is not None:
+        return other
     if start[:5] == b"OggS\x00":  # version 0, the only one
         return "Ogg (Vorbis, Opus…)"
     # ID3v2: version 2 to 4, revision not 0xFF, a tag size of four 7-bit bytes

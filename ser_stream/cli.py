@@ -273,12 +273,13 @@ def _access(args: argparse.Namespace) -> AccessConfig:
 def _monitor(args: argparse.Namespace) -> int:
     """The monitor. Without a terminal for the dashboard and without --print-utterances it says where its results go
     (`monitor … | cat` once printed nothing but the page's address)."""
-    from ser_stream.monitor import dashboard_console, monitor
+    from ser_stream.monitor import dashboard_console, monitor, no_dashboard_terminal
 
     options = _monitor_command_options(args)
     if options.dashboard and not options.print_messages and dashboard_console() is None:
         stored = " and the --record database" if options.record is not None else ""
-        print(f"ser-stream: no terminal for the dashboard: utterances go to WebSocket subscribers{stored} only "
+        where = "no terminal for the dashboard" if (why := no_dashboard_terminal()) == "no terminal" else f"no dashboard ({why})"
+        print(f"ser-stream: {where}: utterances go to WebSocket subscribers{stored} only "
               "(--print-utterances prints them as JSON lines; --no-dashboard silences this)", file=sys.stderr, flush=True)
     return monitor(options)
 
@@ -318,11 +319,13 @@ def _demo(args: argparse.Namespace) -> int:
     it prints each utterance as a JSON line instead: it once ran its 40 seconds and showed nothing at all."""
     from dataclasses import replace
 
-    from ser_stream.monitor import dashboard_console, monitor
+    from ser_stream.monitor import dashboard_console, monitor, no_dashboard_terminal
 
     options = _monitor_options(args, [f"file:{DEMO_RECORDING}"])
     if not options.print_messages and not (options.dashboard and dashboard_console() is not None):
-        print("ser-stream: no dashboard (no terminal, or --no-dashboard): each utterance is printed as a JSON line", file=sys.stderr, flush=True)
+        why = "no terminal" if not options.dashboard else no_dashboard_terminal()
+        why = "no terminal, or --no-dashboard" if why == "no terminal" else why
+        print(f"ser-stream: no dashboard ({why}): each utterance is printed as a JSON line", file=sys.stderr, flush=True)
         options = replace(options, print_messages=True)
     return monitor(options)
 

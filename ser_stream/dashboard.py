@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -11,7 +13,7 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ser_stream import EMOTIONS
@@ -27,6 +29,9 @@ COLOURS = {
 RECENT_KEPT = 50  # last utterances kept; as many are shown as the terminal has rows for
 BARS_HEIGHT = 10  # the emotions panel: 8 rows and its border
 ID_CELLS_WANTED = 16  # a stream id narrower than this on a narrow terminal costs the streams panel its "now" columns
+# Never cut narrower than this (or its own length): cut in the middle to 12 cells, SID/inbound and SID/outbound still
+# differ at their ends ("MZ1…/inbound", "MZ1…outbound"; to 8, both were "MZ…bound").
+ID_CELLS_LEAST = 12
 
 
 def untrusted(name: str, width: int | None = None) -> Text:
@@ -53,6 +58,23 @@ def middle_cut(text: str, width: int) -> str:
             break
         tail = character + tail
     return f"{head}…{tail}"
+
+
+def ids_width(names: list[str], room: int) -> int:
+    """The cells stream ids get: ``room``, but never fewer than the longest needs or ``ID_CELLS_LEAST`` (the columns
+    beside them give way instead, ``giving_way``)."""
+    return max(room, min(ID_CELLS_LEAST, max((cell_len(shown(name)) for name in names), default=0)))
+
+
+def giving_way(header: str) -> Column:
+    """A column rich narrows first where the table is too wide, cutting its cells with an ellipsis (each a ``cut``):
+    it narrowed every column alike, the stream ids too, which then no longer told SID/inbound from SID/outbound."""
+    return Column(Text(header, no_wrap=True, overflow="ellipsis"), no_wrap=False)  # wrappable: collapsed first
+
+
+def cut(text: str, style: str = "") -> Text:
+    """A cell of a ``giving_way`` column: one line, cut with an ellipsis where the column is narrowed."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
 
 
 def losses(status: Message) -> list[str]:
@@ -216,14 +238,15 @@ class DashboardFrame:
         other_cells = len("last utterance") if not lasts else max(len("last utterance"), *map(cell_len, lasts))
         other_cells += len("utterances") + 2 * 3  # and each column's padding of one either side
         with_now = inner - other_cells - now_cells - 2 * 2 >= ID_CELLS_WANTED
-        id_width = max(8, inner - other_cells - (now_cells + 2 * 2 if with_now else 0))
-        headers = ["stream", "now", "conf.", "last utterance", "utterances"] if with_now else ["stream", "last utterance", "utterances"]
+        id_width = ids_width([stream_id for stream_id, _ in shown_streams], inner - other_cells - (now_cells + 2 * 2 if with_now else 0))
+        headers: list[str | Column] = ["stream", "now", "conf.", giving_way("last utterance"), "utterances"] if with_now else [
+            "stream", giving_way("last utterance"), "utterances"]
         calls = Table(*headers, box=None)
         for column in calls.columns:
-            column.no_wrap = True
+            column.no_wrap = column.no_wrap or isinstance(column.header, str)  # all but the one that gives way
         for (stream_id, row), last_text in zip(shown_streams, lasts):
             label, confidence = row.current
-            last = Text(last_text, style=COLOURS.get(row.last["label"], "white")) if row.last else Text("")
+            last = cut(last_text, COLOURS.get(row.last["label"], "white")) if row.last else cut("")
             now = [Text(label, style=COLOURS.get(label, "white")), Text(f"{confidence:.2f}" if label != "-" else "")] if with_now else []
             calls.add_row(untrusted(stream_id, id_width), *now, last, str(row.utterances))
         blanks = [""] * (len(headers) - 1)
@@ -235,16 +258,24 @@ class DashboardFrame:
     def _recent(self, inner: int, rows: int) -> Table:
         shown_recent = self.recent[:rows]
         times = [f"{m['t_start']:7.1f}–{m['t_end']:.1f} s" for m in shown_recent]
-        id_width = max(8, inner - (max(map(cell_len, times)) + 9 + 5) - 2 * 4)
-        recent = Table("stream", "time", "label", "conf.", box=None)
+        id_width = ids_width([message["stream"] for message in shown_recent], inner - (max(map(cell_len, times)) + 9 + 5) - 2 * 4)
+        recent = Table("stream", giving_way("time"), giving_way("label"), "conf.", box=None)
         for column in recent.columns:
-            column.no_wrap = True
+            column.no_wrap = column.no_wrap or isinstance(column.header, str)  # all but the ones that give way
         for message, span in zip(shown_recent, times):
             recent.add_row(
-                untrusted(message["stream"], id_width), span,
-                Text(message["label"], style=COLOURS.get(message["label"], "white")), f"{message['confidence']:.2f}",
+                untrusted(message["stream"], id_width), cut(span),
+                cut(message["label"], COLOURS.get(message["label"], "white")), f"{message['confidence']:.2f}",
             )
         return recent
+
+
+def same_terminal(stream: Any, other: Any) -> bool:
+    """Whether two open files (sys.stderr, which may be None or closed, and a console's) are the same terminal."""
+    try:
+        return os.isatty(stream.fileno()) and os.ttyname(stream.fileno()) == os.ttyname(other.fileno())
+    except (AttributeError, ValueError, OSError):  # None, closed, not a file (io.UnsupportedOperation is an OSError)
+        return False
 
 
 class Dashboard:
@@ -262,7 +293,11 @@ class Dashboard:
 
     def _run(self) -> None:
         # On stderr (stdout carries --print-utterances' JSON lines) print() must still go to stdout, not through the display.
-        live = Live(self.state.render(), console=self.console, refresh_per_second=self.refresh, transient=False, redirect_stdout=not self.console.stderr)
+        # Error and warning lines go above the display only where stderr is its terminal: redirected (2> monitor.log),
+        # rich's Live took over sys.stderr all the same and drew them on the terminal, and the log of an exit 1 said
+        # nothing of why.
+        live = Live(self.state.render(), console=self.console, refresh_per_second=self.refresh, transient=False,
+                    redirect_stdout=not self.console.stderr, redirect_stderr=self.console.stderr or same_terminal(sys.stderr, self.console.file))
         with live:
             while not self._stop.wait(1.0 / self.refresh):
                 if self.level_source is not None:

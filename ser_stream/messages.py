@@ -97,6 +97,8 @@ class Status(TypedDict):
     ingest_renumbered: NotRequired[int]  # with --ingest: chunk numbers that jumped (renumbered, garbled) and were followed
     ingest_rejected_messages: NotRequired[int]  # with --ingest: messages answered with an error (refused starts included)
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
+    device_gaps: NotRequired[int]  # with a mic source: times the device came back after failing or going quiet
+    device_gap_samples: NotRequired[int]  # the time it was away, unheard (its time still passes)
 
 
 # Status fields that are not counts of something lost or refused: gauges, tallies of work done, the latency summary.

@@ -239,14 +239,27 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
-def dashboard_console() -> Console | None:
-    """Where the dashboard draws: a terminal. With stdout not one (JSON lines piped to jq, a service's log) it goes to
-    stderr if that is one, else nowhere: a log once got a 23-line box-drawn frame as text at every stop."""
+def terminal_console() -> Console | None:
+    """A console on a terminal: stdout if it is one, else stderr if that is one, else None."""
     if is_terminal(sys.stdout):
         return Console()
     if is_terminal(sys.stderr):
         return Console(stderr=True)
     return None
+
+
+def dashboard_console() -> Console | None:
+    """Where the dashboard draws: a terminal. With stdout not one (JSON lines piped to jq, a service's log) it goes to
+    stderr if that is one, else nowhere: a log once got a 23-line box-drawn frame as text at every stop. Nowhere on a
+    terminal that cannot redraw either (TERM=dumb, as Emacs' M-x shell sets, or unknown): rich's Live showed nothing
+    there for the whole run, then its last frame."""
+    console = terminal_console()
+    return None if console is None or console.is_dumb_terminal else console
+
+
+def no_dashboard_terminal() -> str:
+    """Why ``dashboard_console`` found nowhere to draw, for the line that says so: ``no terminal``, or the TERM."""
+    return "no terminal" if terminal_console() is None else f"TERM={shown(os.environ.get('TERM', ''))} cannot draw it"
 
 
 def open_file_like_sources(options: MonitorOptions) -> list[tuple[SourceSpec, Any]]:
@@ -475,6 +488,8 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
         worker.add_stream(stream)
         if spec.kind == "file":
             sources.files_read.append(stream)
+        if spec.kind == "mic":
+            worker.extra_counters.append(stream.gap_counters)
         sources.threads.append(threading.Thread(target=source.run, args=(stream, sources.stopping), name=f"source-{stream_id}", daemon=True))
     return sources
 

@@ -85,19 +85,49 @@ class Stream:
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
+        # Time a live device was away before it was reopened (``mark_gap``): (ring position, samples at its rate), for
+        # the worker to move stream time past there; and the totals, for status (a mic source's device_gaps…).
+        self.gaps: deque[tuple[int, int]] = deque()
+        self.device_gaps = 0
+        self.device_gap_samples = 0
+        self._last_gap_position: int | None = None
         self.started_at = utc_now()  # its t = 0 on the wall clock
 
-    def skip_lost_audio(self, arrival: float) -> list[WindowJob]:
-        """Move stream time past audio the ring lost since the last read (the worker fell behind a live source).
+    def mark_gap(self, samples: int) -> None:
+        """The source heard nothing for ``samples`` (a device away until it was reopened) after what it has written
+        so far: stream time passes over them there, as over audio an overrun lost. Called by the source's thread
+        while nothing writes; time marked at the same position again (a reopen that failed after opening) adds up."""
+        if samples <= 0:
+            return
+        position = self.ring.written
+        if position != self._last_gap_position:
+            self.device_gaps += 1
+            self._last_gap_position = position
+        self.gaps.append((position, samples))
+        self.device_gap_samples += samples
+
+    def gap_counters(self) -> dict[str, int]:
+        """Status's device_gaps and device_gap_samples: a mic source's stream's, totals since it started."""
+        return {"device_gaps": self.device_gaps, "device_gap_samples": self.device_gap_samples}
+
+    def read(self) -> NDArray[np.float32]:
+        """A step's audio: at most ``read_limit`` samples, and none past the next gap ``mark_gap`` marked."""
+        return self.ring.read(self.read_limit, until=self.gaps[0][0] if self.gaps else None)
+
+    def skip_lost_audio(self, arrival: float, before: int) -> list[WindowJob]:
+        """Move stream time past audio lost before ring position ``before`` (where the block just read starts): what
+        the ring overwrote since the last read (the worker fell behind a live source), and gaps marked there.
 
         The lost time is not heard (it is gone) but it is not left out of the
         timeline either: what was open ends where the audio stopped, and the
         times of everything after stay seconds since the stream's start.
         """
         lost = self.ring.overrun_samples - self.overrun_samples_skipped
+        self.overrun_samples_skipped = self.ring.overrun_samples
+        while self.gaps and self.gaps[0][0] <= before:
+            lost += self.gaps.popleft()[1]
         if lost <= 0:
             return []
-        self.overrun_samples_skipped = self.ring.overrun_samples
         self.tracker.push(self.resampler.flush())  # what came before the gap, to its last sample
         self.resampler = StreamResampler(self.sample_rate, SAMPLE_RATE)
         return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), arrival)
@@ -290,8 +320,8 @@ class Worker:
 
     def _read(self, stream: Stream) -> list[WindowJob]:
         """A step's audio of one stream, through the resampler to its voice detector; the windows lost audio closed."""
-        block = stream.ring.read(stream.read_limit)  # what the voice detector's history has room for, at most
-        jobs = stream.skip_lost_audio(time.monotonic())  # the lost audio came before this block
+        block = stream.read()  # what the voice detector's history has room for, at most
+        jobs = stream.skip_lost_audio(time.monotonic(), before=stream.ring.read_position - block.size)  # it came before this block
         if block.size:
             # Before the resampler, whose filter state NaN would poison. A finite sample beyond any audio scale (1e20
             # from a misbehaving driver) is no more audio: passed on, the spectrogram refused its windows.

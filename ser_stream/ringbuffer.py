@@ -52,13 +52,16 @@ class RingBuffer:
     def available(self) -> int:
         return min(self.written - self.read_position, self.capacity)
 
-    def read(self, max_samples: int | None = None) -> NDArray[np.float32]:
-        """Copy out unread samples in order (oldest first), skipping and counting any overwritten ones."""
+    def read(self, max_samples: int | None = None, until: int | None = None) -> NDArray[np.float32]:
+        """Copy out unread samples in order (oldest first), skipping and counting any overwritten ones; none at or
+        past position ``until`` (where the stream has a gap in its time)."""
         written = self.written
         stale = self._skip_overwritten(up_to=written)
         count = written - self.read_position
         if max_samples is not None:
             count = min(count, max_samples)
+        if until is not None:
+            count = max(0, min(count, until - self.read_position))
         start = self.read_position % self.capacity
         first = min(count, self.capacity - start)
         out = np.empty(count, dtype=np.float32)

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -59,6 +61,9 @@ class Sink(Protocol):
     finished: bool
     error: str | None  # the stream failed
     warning: str | None  # something the user should know; the stream itself was fine
+
+    def mark_gap(self, samples: int) -> None:
+        """``samples`` of the stream's time passed unheard after what was written so far (a device away)."""
 
 
 def add_warning(sink: Sink, warning: str, replacing: str | None = None) -> None:
@@ -357,6 +362,8 @@ class MicSource:
         self.sounddevice = sounddevice
         self.policy = policy or DevicePolicy()
         self.failures: list[str] = []
+        self.heard_until: float | None = None  # time.monotonic() up to which the stream's time is accounted for: heard, or a gap
+        self.unheard_seconds = 0.0  # time the device was away before it was reopened, marked as gaps
         self.name = f"mic:{shown(device)}" if device else "mic"  # in its lines: mic:1 and mic:2 once both said "mic:"
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
@@ -366,7 +373,7 @@ class MicSource:
             while not stop.is_set():
                 before = delivered[0]
                 try:
-                    reason = self._capture(callback, delivered, stop)
+                    reason = self._capture(sink, callback, delivered, stop)
                 except Exception as error:  # noqa: BLE001 - opening or running the device failed
                     reason = f"audio device failed ({one_line(error)})"
                 if reason is None:  # stopped on request
@@ -381,21 +388,36 @@ class MicSource:
                 stop.wait(self.policy.reopen_delay_seconds)
             if self.failures and sink.error is None:
                 sink.warning = f"{self.name}: the device failed {len(self.failures)} time(s) and was reopened ({self.failures[-1]})"
+                if self.unheard_seconds:
+                    sink.warning += f"; {self.unheard_seconds:.2f} s went unheard while it was away (its time still passed)"
         finally:
             sink.finished = True
 
-    def _capture(self, callback: Any, delivered: list[int], stop: threading.Event) -> str | None:
-        """Run one input stream until stop (None) or until it fails (the reason)."""
-        with self.sounddevice.InputStream(
+    def _capture(self, sink: Sink, callback: Any, delivered: list[int], stop: threading.Event) -> str | None:
+        """Run one input stream until stop (None) or until it fails (the reason).
+
+        Opened again after a failure, it first marks the time since audio was
+        last heard as a gap in the stream (``Sink.mark_gap``): stream time is
+        the wall clock's, and without it every later time came early by the
+        outage, and speech on both sides of it was heard as one utterance.
+        """
+        input_stream = self.sounddevice.InputStream(
             device=self.device, channels=1, samplerate=self.sample_rate, dtype="float32", callback=callback
-        ) as stream:
-            seen, quiet_since = delivered[0], time.monotonic()
+        )
+        opened_at = time.monotonic()
+        if self.heard_until is not None:  # opened, not yet started: nothing writes while the gap is marked
+            away = max(0, round((opened_at - self.heard_until) * self.sample_rate))
+            sink.mark_gap(away)
+            self.unheard_seconds += away / self.sample_rate
+        self.heard_until = opened_at
+        with input_stream as stream:
+            seen = delivered[0]
             while not stop.wait(0.1):
-                if not stream.active:
+                if delivered[0] != seen:  # looked at first: the last blocks before a failure are heard time too
+                    seen, self.heard_until = delivered[0], time.monotonic()
+                elif not stream.active:
                     return "the audio device stopped (unplugged or failed)"
-                if delivered[0] != seen:
-                    seen, quiet_since = delivered[0], time.monotonic()
-                elif time.monotonic() - quiet_since > self.policy.stall_seconds:
+                elif time.monotonic() - self.heard_until > self.policy.stall_seconds:
                     return f"no audio from the device for {self.policy.stall_seconds:g} s"
         return None
 
@@ -419,6 +441,8 @@ def make_callback(sink: Sink, count_blocks: bool = False) -> Any:
 
 
 def import_sounddevice() -> Any:
+    if "sounddevice" not in sys.modules:  # imported already: PortAudio started in this process
+        check_portaudio_starts()
     try:
         import sounddevice
     except OSError as error:  # the library itself is missing
@@ -428,6 +452,25 @@ def import_sounddevice() -> Any:
             f"microphone input: PortAudio could not start ({one_line(error)}); check that the sound system is running and an input device is present"
         ) from None
     return sounddevice
+
+
+def check_portaudio_starts() -> None:
+    """Import sounddevice (which starts PortAudio) in a child process first, with this one's module path, and raise
+    ``AudioInputError`` if that child dies of a signal. A PortAudio that aborts while initialising (an ALSA without its
+    alsa.conf, as in a slim container) killed the whole monitor, every other stream with it, and printed nothing.
+    Any other failure is left to the import here, which names it."""
+    probe = subprocess.run([sys.executable, "-c", "import sys; sys.path[:] = sys.argv[1:]; import sounddevice", *sys.path],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if probe.returncode >= 0:
+        return
+    try:
+        died_of = signal.Signals(-probe.returncode).name
+    except ValueError:
+        died_of = f"signal {-probe.returncode}"
+    raise AudioInputError(
+        f"microphone input: PortAudio could not start (it died of {died_of} while starting); check the sound system's "
+        "configuration (ALSA: is /usr/share/alsa/alsa.conf there, or ALSA_CONFIG_PATH set to a missing file?)"
+    )
 
 
 def list_devices() -> list[str]:

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from ser_stream import EMOTIONS
 from ser_stream.errors import SerStreamError
 from ser_stream.features import SAMPLE_RATE
-from ser_stream.vad import VAD_FRAME_SAMPLES, WebRtcVoice, silero_detector
+from ser_stream.vad import VAD_FRAME_SAMPLES, SileroDetector, WebRtcVoice, silero_detector
 from ser_stream.windows import TRIM_FRAME, WindowConfig, cut_windows, frame_energies
 
 
@@ -283,6 +283,8 @@ class UtteranceTracker:
         self._history_end += samples - kept  # positions move on; the history holds silence for the gap
         self._vad_position = self._history_end
         self._in_speech = False
+        if isinstance(self.detector, SileroDetector):  # what follows the gap does not follow on from what came before it:
+            self.detector.reset()  # its recurrent state held the speech the gap cut, and heard the silence after as speech
         self.samples_seen += samples
         return jobs
 

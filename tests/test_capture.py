@@ -36,6 +36,10 @@ class Sink:
         self.finished = False
         self.error = None
         self.warning = None
+        self.gaps: list[tuple[int, int]] = []  # (ring position, samples): time the source marked as passed unheard
+
+    def mark_gap(self, samples: int) -> None:
+        self.gaps.append((self.ring.written, samples))
 
 
 def test_callback_copies_blocks_in_order_and_counts_input_overflows():
@@ -82,17 +86,19 @@ def test_callback_allocates_nothing_the_size_of_a_block():
 
 class FakeSoundDevice:
     """Stands in for the ``sounddevice`` module (a third-party boundary): each opened stream
-    delivers ``blocks`` callbacks, then is unplugged (``active`` false) or goes quiet, or is healthy.
+    delivers ``blocks`` callbacks, then is unplugged (``active`` false) or goes quiet, or is healthy; one that is
+    "gone" cannot be opened (PortAudio's Pa_OpenStream fails in ``InputStream()``).
 
-    It keeps the source's clock (``monotonic``): time passes as it delivers a block (10 ms each) and, once it has
-    gone quiet, as it delivers nothing. On the wall clock a test process paused for 0.3 s (a loaded CI host) was
-    a stalled device, reopened once more than the test made it fail."""
+    It keeps the source's clock (``monotonic``): time passes as it delivers a block (10 ms each), once it has
+    gone quiet as it delivers nothing, and by ``away_seconds`` before each open after the first (the device away
+    until it is reopened). On the wall clock a test process paused for 0.3 s (a loaded CI host) was a stalled
+    device, reopened once more than the test made it fail."""
 
     BLOCK_SECONDS = 0.01
 
-    def __init__(self, sessions: list[str], blocks: int = 20) -> None:
+    def __init__(self, sessions: list[str], blocks: int = 20, away_seconds: float = 0.0) -> None:
         self.sessions, self.blocks, self.opened, self.delivered = list(sessions), blocks, 0, 0
-        self.now = 0.0
+        self.now, self.away_seconds, self.open_calls = 0.0, away_seconds, 0
 
     def monotonic(self) -> float:
         return self.now
@@ -103,13 +109,16 @@ class FakeSoundDevice:
     def InputStream(self, callback, **settings):  # noqa: N802 - the module's name
         fake = self
         behaviour = self.sessions.pop(0) if self.sessions else "gone"
+        if self.open_calls:
+            self.now += self.away_seconds
+        self.open_calls += 1
+        if behaviour == "gone":
+            raise RuntimeError("Error opening InputStream: Device unavailable [PaErrorCode -9985]")
 
         class Stream:
             active = True
 
             def __enter__(self):
-                if behaviour == "gone":
-                    raise RuntimeError("Error opening InputStream: Device unavailable [PaErrorCode -9985]")
                 fake.opened += 1
                 self.running = True
                 self.thread = threading.Thread(target=self.deliver)
@@ -170,7 +179,7 @@ def test_a_device_that_glitches_now_and_then_is_reopened_each_time_however_often
     fake = FakeSoundDevice(["unplugged"] * 5 + ["healthy"])
     sink, source = run_mic(fake, monkeypatch, until=lambda sink: fake.opened == 6 and sink.ring.available() > 5 * 20 * 160)
     assert sink.error is None and len(source.failures) == 5
-    assert sink.warning == "mic: the device failed 5 time(s) and was reopened (the audio device stopped (unplugged or failed))"
+    assert sink.warning.startswith("mic: the device failed 5 time(s) and was reopened (the audio device stopped (unplugged or failed))")
 
 
 def test_a_failing_device_is_named_in_its_line():
@@ -186,7 +195,29 @@ def test_a_device_that_goes_quiet_is_reopened_and_the_stream_goes_on(monkeypatch
     sink, source = run_mic(fake, monkeypatch, until=lambda sink: fake.opened == 2 and sink.ring.available() > 10 * 160)
     assert sink.error is None and sink.finished
     assert fake.opened == 2 and sink.ring.available() == fake.delivered * 160 > 10 * 160  # audio from both sessions
-    assert sink.warning == "mic: the device failed 1 time(s) and was reopened (no audio from the device for 0.3 s)"
+    assert sink.warning.startswith("mic: the device failed 1 time(s) and was reopened (no audio from the device for 0.3 s); ")
+    assert sink.warning.endswith(" s went unheard while it was away (its time still passed)")  # the quiet, at least
+
+
+def test_a_reopened_device_marks_the_time_it_was_away_as_a_gap_where_its_audio_stopped(monkeypatch):
+    """Stream time is the wall clock's: the time from the last audio heard to the reopen once vanished, so every
+    later time came that much early and speech on both sides of the outage was heard as one utterance."""
+    fake = FakeSoundDevice(["unplugged", "stalls", "healthy"], away_seconds=1.5)
+    sink, source = run_mic(fake, monkeypatch, until=lambda sink: fake.opened == 3 and sink.ring.written > 2 * 20 * 160)
+    assert sink.error is None and len(source.failures) == 2
+    (unplugged_at, unplugged_away), (stalled_at, stalled_away) = sink.gaps
+    assert (unplugged_at, stalled_at) == (20 * 160, 2 * 20 * 160)  # where each session's audio stopped
+    assert 1.5 * 16000 <= unplugged_away <= 1.51 * 16000  # away, and at most the block a look at the clock missed
+    assert stalled_away >= (0.3 + 1.5) * 16000  # the quiet before it was given up for gone, too
+    unheard = (unplugged_away + stalled_away) / 16000
+    assert sink.warning == (f"mic: the device failed 2 time(s) and was reopened (no audio from the device for 0.3 s); {unheard:.2f} s "
+                            "went unheard while it was away (its time still passed)")
+
+
+def test_a_device_stopped_before_it_was_reopened_marks_no_gap(monkeypatch):
+    fake = FakeSoundDevice(["unplugged"], away_seconds=1.5)
+    sink, source = run_mic(fake, monkeypatch)  # it is never back
+    assert sink.gaps == [] and sink.error is not None
 
 
 class LookupRecorder:
@@ -231,6 +262,23 @@ def test_portaudio_that_cannot_start_is_one_line_not_a_traceback(tmp_path, monke
         MicSource("")
 
 
+def test_portaudio_that_aborts_while_starting_is_one_line_not_the_end_of_the_process(tmp_path, monkeypatch, capsys):
+    """An ALSA without its alsa.conf (a slim container) makes PortAudio abort in Pa_Initialize: `devices`, and a
+    monitor with a mic source beside others, died of SIGABRT (exit 134) and printed nothing."""
+    from ser_stream.cli import main
+
+    (tmp_path / "sounddevice.py").write_text("import os\nos.abort()  # as PortAudio's failed assertion does\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    assert main(["devices"]) == 2
+    assert capsys.readouterr().err == (
+        "ser-stream: error: microphone input: PortAudio could not start (it died of SIGABRT while starting); check the sound "
+        "system's configuration (ALSA: is /usr/share/alsa/alsa.conf there, or ALSA_CONFIG_PATH set to a missing file?)\n"
+    )
+    with pytest.raises(AudioInputError, match=r"^microphone input: PortAudio could not start \(it died of SIGABRT"):
+        MicSource("")
+
+
 def test_device_names_are_listed_escaped_one_line_each(monkeypatch):
     """A device name comes from a driver or a USB descriptor: it must not drive the terminal or forge a line."""
     devices = [{"name": "USB Mic\x1b[2J\nfake: line", "max_input_channels": 1, "default_samplerate": 48000.0},
@@ -269,10 +317,10 @@ def tone(seconds: float, sample_rate: int) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
 
 
-def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str | None = "PCM_16", file_format: str = "WAV") -> bytes:
+def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str | None = "PCM_16", file_format: str = "WAV", endian: str = "FILE") -> bytes:
     """``audio`` as a WAV file's bytes (int16 samples are written as they are), or another ``file_format``'s."""
     out = io.BytesIO()
-    soundfile.write(out, audio, sample_rate, subtype=subtype, format=file_format)
+    soundfile.write(out, audio, sample_rate, subtype=subtype, format=file_format, endian=endian)
     return out.getvalue()
 
 
@@ -341,9 +389,9 @@ def test_raw_pcm_on_stdin_shorter_than_a_wav_header_is_still_audio():
     np.testing.assert_array_equal(read_stdin(pcm.tobytes()).ring.read(), pcm.astype(np.float32) / 32768.0)
 
 
-def encoded(file_format: str, subtype: str | None = None) -> bytes:
+def encoded(file_format: str, subtype: str | None = None, endian: str = "FILE") -> bytes:
     """A second of tone as a file of ``file_format``'s bytes, as `cat call.flac |` would pipe them."""
-    return wav_bytes(tone(1.0, 16000), 16000, subtype, file_format)
+    return wav_bytes(tone(1.0, 16000), 16000, subtype, file_format, endian)
 
 
 ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10 bytes of padding, as taggers leave
@@ -358,11 +406,18 @@ ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10
         (ID3_TAG + encoded("MP3"), "MP3"),
         (encoded("MP3"), "MP3"),  # libsndfile writes no tag: two frame headers in a row tell it
         (encoded("AIFF", "PCM_16"), "AIFF"),
+        (encoded("AU", "PCM_16"), "AU (Sun/NeXT)"),
+        (encoded("AU", "PCM_16", "LITTLE"), "AU (Sun/NeXT)"),
+        (encoded("CAF", "PCM_16", "BIG"), "CAF (Core Audio Format)"),
+        (encoded("CAF", "PCM_16", "LITTLE"), "CAF (Core Audio Format)"),
+        (encoded("W64", "PCM_16"), "Wave64 (W64)"),
+        (encoded("NIST", "PCM_16"), "NIST SPHERE"),
     ],
-    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff"],
+    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff", "au", "au-little-endian", "caf", "caf-little-endian", "w64", "nist"],
 )
-def test_a_compressed_or_aiff_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
-    """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0."""
+def test_a_compressed_or_other_non_wav_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
+    """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0; so
+    were an AU or a big-endian CAF (noise), and a W64, NIST or little-endian CAF (their headers played as audio)."""
     sink = read_stdin(stream)
     assert sink.error == (
         f"stdin: the stream is {what}, not 16-bit PCM (raw or WAV); decode it first "

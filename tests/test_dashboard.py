@@ -159,19 +159,22 @@ def test_every_nonzero_loss_or_refusal_counter_of_the_status_is_shown():
     assert "losses: none" in "\n".join(live_frame(quiet, 80, 24))
 
 
-def test_stream_ids_too_long_for_their_column_keep_the_end_that_tells_them_apart():
-    """The two tracks of a Twilio call, SID/inbound and SID/outbound, once looked identical, cut at the end."""
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (50, 30), (40, 30)])
+def test_stream_ids_too_long_for_their_column_keep_the_end_that_tells_them_apart(width, height):
+    """The two tracks of a Twilio call, SID/inbound and SID/outbound, once looked identical, cut at the end; at 40 to
+    50 columns too, cut in the middle to 8 cells and then again at the end by rich ("MZ…" both): the columns beside
+    the ids give way first now."""
     sid = "MZ18ad3ab5a668481ce02b83e7395059f0"
     state = DashboardState({"type": "hello", "provider": "cpu"})
     for track in ("inbound", "outbound"):
         state.handle({"type": "stream_started", "stream": f"{sid}/{track}", "t": 0.0})
         state.handle({"type": "utterance", "stream": f"{sid}/{track}", "id": 1, "t_start": 0.0, "t_end": 1.0, "label": "calm",
                       "confidence": 0.5, "probabilities": probabilities("calm"), "windows": 1, "latency_ms": 1.0})
-    lines = live_frame(state, 80, 24)
+    shown_ids = [line.split()[1] for line in live_frame(state, width, height) if "MZ" in line]
+    assert len(shown_ids) == 4  # each one's row among the streams and among the last utterances
     for track in ("inbound", "outbound"):
-        shown = [line for line in lines if f"/{track}" in line]
-        assert len(shown) == 2  # its row among the streams and among the last utterances
-        assert all("MZ18" in line and "…" in line for line in shown)  # its start, the cut, its end
+        shown = [shown_id for shown_id in shown_ids if shown_id.endswith(track)]  # "…outbound" does not end in "inbound"
+        assert len(shown) == 2 and all(shown_id.startswith("MZ1") and "…" in shown_id for shown_id in shown)  # its start, the cut, its end
 
 
 def test_counters_that_count_no_loss_are_not_listed_as_losses():

@@ -429,6 +429,43 @@ def test_audio_a_live_source_lost_to_an_overrun_keeps_its_place_in_stream_time(c
     assert [m["t"] for m in messages if m["type"] == "stream_ended"] == [pytest.approx(audio.size / rate, abs=0.01)]
 
 
+def test_time_a_reopened_device_was_away_passes_in_stream_time_and_ends_the_utterance_it_cut(clips_with_silence, shipped_model):
+    """A microphone away from the middle of the second clip into the silence after it (the time was lost, as on a
+    wall-clock device): that clip ends where its audio stopped and the later ones keep their place. The time once
+    vanished: the later clips came that much early, and the second ran on into the third."""
+    import threading
+
+    from ser_stream.inference import EmotionModel
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    path, bounds = clips_with_silence
+    audio, rate = soundfile.read(path, dtype="float32")
+    cut = (bounds[1][0] + bounds[1][1]) / 2
+    back = bounds[1][1] + 0.75  # halfway through the 1.5 s of silence after it
+    messages: list[dict] = []
+    worker = Worker(EmotionModel(shipped_model, provider="cpu"), MonitorConfig(), messages.append)
+    stream = Stream("mic", rate, MonitorConfig())
+    worker.add_stream(stream)
+    heard = [(0, round(cut * rate)), (round(back * rate), audio.size)]
+    for index, (start, end) in enumerate(heard):
+        if index:
+            stream.mark_gap(heard[1][0] - heard[0][1])
+        for block in range(start, end, rate // 50):  # 20 ms blocks, a step after each few
+            stream.ring.write(audio[block : min(end, block + rate // 50)])
+            if block % (rate // 5) == 0:
+                worker.step()
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    utterances = [(m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance"]
+    assert len(utterances) == len(bounds)
+    expected = [bounds[0], (bounds[1][0], cut), *bounds[2:]]
+    for (start, end), (expected_start, expected_end) in zip(utterances, expected):
+        assert start == pytest.approx(expected_start, abs=0.35) and end == pytest.approx(expected_end, abs=0.35)
+    assert utterances[1][1] <= cut  # never into the gap
+    assert [m["t"] for m in messages if m["type"] == "stream_ended"] == [pytest.approx(audio.size / rate, abs=0.01)]
+    assert stream.gap_counters() == {"device_gaps": 1, "device_gap_samples": heard[1][0] - heard[0][1]}
+
+
 def test_a_worker_that_fails_ends_with_the_reason_instead_of_hanging(clips_with_silence):
     import threading
 
@@ -587,6 +624,37 @@ def test_printed_json_lines_are_utterances_errors_and_warnings_and_stderr_still_
     assert any(line["type"] == "warning" and line["stream"] == "cut.wav" for line in told)
 
 
+def test_a_microphone_whose_portaudio_aborts_while_starting_fails_alone_and_the_others_run(short_speech, shipped_model, tmp_path, monkeypatch, capsys):
+    """PortAudio aborting in Pa_Initialize (no alsa.conf) once took the whole monitor down with SIGABRT, saying nothing."""
+    from ser_stream.cli import main
+
+    (tmp_path / "sounddevice.py").write_text("import os\nos.abort()  # as PortAudio's failed assertion does\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast",
+                   "--ws", "127.0.0.1:0", "--source", f"file:{short_speech}", "--source", "mic"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == 1
+    errors = [line["message"] for line in lines if line["type"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("microphone input: PortAudio could not start (it died of SIGABRT while starting)")
+    assert [line for line in lines if line["type"] == "utterance" and line["stream"] == "short.wav"]
+
+
+def test_the_time_a_microphone_was_away_is_counted_in_status(shipped_model, monkeypatch, capsys):
+    """Unplugged twice and reopened once: status counts the gap and the time it held, as it counts an overrun."""
+    import ser_stream.sources
+    from ser_stream.cli import main
+    from ser_stream.sources import DevicePolicy
+    from tests.test_capture import FakeSoundDevice
+
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(["unplugged", "unplugged"]))
+    monkeypatch.setattr(ser_stream.sources, "DevicePolicy", lambda: DevicePolicy(stall_seconds=0.3, reopen_attempts=1, reopen_delay_seconds=0.2))
+    status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", "mic", "--log-status", "60"])
+    statuses = [json.loads(line.removeprefix("ser-stream: status ")) for line in capsys.readouterr().err.splitlines() if line.startswith("ser-stream: status ")]
+    assert status == 1  # it was not back after the second time
+    assert statuses[-1]["device_gaps"] == 1 and statuses[-1]["device_gap_samples"] >= 0.2 * 16000  # the wait before the reopen, at least
+
+
 def test_with_stderr_closed_a_failing_source_stops_no_other_stream_and_every_result_is_stored(short_speech, shipped_model, tmp_path, monkeypatch, capsys):
     """`monitor … 2>&-` (sys.stderr is None): the bad file's error line raised AttributeError in the thread that hands
     messages on, which stopped every stream; --record stored nothing, and the page's address went to stdout."""
@@ -741,6 +809,29 @@ def test_printed_utterances_on_a_pipe_are_json_lines_only_with_the_dashboard_on(
         assert "latency median" not in err.decode()  # no terminal to show it on: no dashboard
 
 
+def test_with_the_dashboard_on_a_terminal_errors_go_to_a_stderr_that_is_not_that_terminal(short_speech, shipped_model, tmp_path):
+    """`monitor 2> monitor.log` in a terminal: rich's Live took over sys.stderr and drew the error on the terminal,
+    and the log of the exit 1 held only the address line."""
+    import os
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    master, slave = pty_pair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--source", f"file:{empty}",
+         "--pace", "fast", "--ws", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm"},
+    )
+    os.close(slave)
+    terminal = TerminalReader(master)
+    _, err = process.communicate(timeout=120)
+    terminal.thread.join(10)
+    os.close(master)
+    assert process.returncode == 1
+    assert f"ser-stream: error: {empty}: the file is empty (0 bytes)\n" in err.decode()  # the reason, in the log
+    assert b"latency median" in terminal.output and b"the file is empty" not in terminal.output
+
+
 def test_ctrl_c_while_waiting_for_subscribers_gives_the_terminal_its_cursor_back(short_speech, shipped_model):
     """The dashboard hides the cursor; Ctrl-C during --await-subscribers once left it hidden (and a traceback-free 130)."""
     import os
@@ -804,8 +895,8 @@ def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_
     arriving: list[np.ndarray] = []  # audio that comes in once the worker has read the ring, during its step
     read = stream.ring.read
 
-    def read_while_more_arrives(max_samples: int | None = None) -> np.ndarray:
-        block = read(max_samples)
+    def read_while_more_arrives(max_samples: int | None = None, until: int | None = None) -> np.ndarray:
+        block = read(max_samples, until)
         while arriving:
             stream.ring.write(arriving.pop())
         return block
@@ -954,6 +1045,28 @@ def test_the_dashboard_draws_on_a_terminal_only(monkeypatch, stdout, stderr, dra
     monkeypatch.setattr(ser_stream.monitor, "is_terminal", lambda stream: stdout if stream is sys.stdout else stderr)
     console = ser_stream.monitor.dashboard_console()
     assert (None if console is None else "stderr" if console.stderr else "stdout") == drawn_on
+
+
+@pytest.mark.parametrize("term", ["dumb", "unknown"])
+def test_on_a_terminal_that_cannot_redraw_there_is_no_dashboard_and_the_monitor_says_so(short_speech, shipped_model, term):
+    """TERM=dumb (Emacs' M-x shell): rich's Live drew nothing for the whole run, then its last frame, and nothing
+    said why or where the utterances went."""
+    import os
+
+    master, slave = pty_pair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"file:{short_speech}", "--pace", "fast", "--ws", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env={**os.environ, "TERM": term},
+    )
+    os.close(slave)
+    terminal = TerminalReader(master)
+    assert process.wait(120) == 0
+    terminal.thread.join(10)
+    os.close(master)
+    lines = terminal.output.decode().splitlines()
+    assert (f"ser-stream: no dashboard (TERM={term} cannot draw it): utterances go to WebSocket subscribers only "
+            "(--print-utterances prints them as JSON lines; --no-dashboard silences this)") in lines
+    assert b"latency median" not in terminal.output
 
 
 def test_demo_lists_and_takes_only_the_options_its_bundled_recording_can_use(capsys):
