@@ -273,14 +273,16 @@ def _access(args: argparse.Namespace) -> AccessConfig:
 def _monitor(args: argparse.Namespace) -> int:
     """The monitor. Without a terminal for the dashboard and without --print-utterances it says where its results go
     (`monitor … | cat` once printed nothing but the page's address)."""
+    from dataclasses import replace
+
     from ser_stream.monitor import dashboard_console, monitor, no_dashboard_terminal
 
     options = _monitor_command_options(args)
     if options.dashboard and not options.print_messages and dashboard_console() is None:
         stored = " and the --record database" if options.record is not None else ""
         where = "no terminal for the dashboard" if (why := no_dashboard_terminal()) == "no terminal" else f"no dashboard ({why})"
-        print(f"ser-stream: {where}: utterances go to WebSocket subscribers{stored} only "
-              "(--print-utterances prints them as JSON lines; --no-dashboard silences this)", file=sys.stderr, flush=True)
+        options = replace(options, start_note=f"ser-stream: {where}: utterances go to WebSocket subscribers{stored} only "
+                                              "(--print-utterances prints them as JSON lines; --no-dashboard silences this)")
     return monitor(options)
 
 
@@ -315,18 +317,22 @@ def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """The monitor on the bundled recording. Without a terminal for its dashboard (`./dev.sh demo | tee`, a CI log)
-    it prints each utterance as a JSON line instead: it once ran its 40 seconds and showed nothing at all."""
+    """The monitor on the bundled recording. Without a terminal for its dashboard (a CI log) it prints each utterance
+    as a JSON line instead: it once ran its 40 seconds and showed nothing at all. With stdout piped (`./dev.sh demo |
+    tee demo.log`) the lines go there too, the dashboard on stderr if that is a terminal: demo.log was once empty."""
     from dataclasses import replace
 
-    from ser_stream.monitor import dashboard_console, monitor, no_dashboard_terminal
+    from ser_stream.monitor import dashboard_console, is_terminal, monitor, no_dashboard_terminal
 
     options = _monitor_options(args, [f"file:{DEMO_RECORDING}"])
-    if not options.print_messages and not (options.dashboard and dashboard_console() is not None):
-        why = "no terminal" if not options.dashboard else no_dashboard_terminal()
-        why = "no terminal, or --no-dashboard" if why == "no terminal" else why
-        print(f"ser-stream: no dashboard ({why}): each utterance is printed as a JSON line", file=sys.stderr, flush=True)
-        options = replace(options, print_messages=True)
+    drawn = options.dashboard and dashboard_console() is not None
+    if not options.print_messages and not (drawn and is_terminal(sys.stdout)):
+        note = None
+        if not drawn:
+            why = "no terminal" if not options.dashboard else no_dashboard_terminal()
+            why = "no terminal, or --no-dashboard" if why == "no terminal" else why
+            note = f"ser-stream: no dashboard ({why}): each utterance is printed as a JSON line"
+        options = replace(options, print_messages=True, start_note=note)
     return monitor(options)
 
 

@@ -75,6 +75,9 @@ class MonitorOptions:
     # the model's, with this hop if one is given. A window length given here must equal the model's.
     window_seconds: float | None = None
     hop_seconds: float | None = None
+    # Where the results go when no dashboard shows them: said once start-up has succeeded, after the page's address
+    # (said before, it described a run that a start-up error then stopped).
+    start_note: str | None = None
 
 
 # The messages --print-utterances (and `demo` without a terminal) writes to stdout, one JSON line each.
@@ -502,6 +505,8 @@ def print_addresses(options: MonitorOptions, publisher: Publisher, model: Emotio
     outputs.print_line(f"ser-stream: page http{scheme}://{address}/ · WebSocket ws{scheme}://{address}/{ingest_url} · model {model.path.name} · provider {model.provider_name}", to_stderr=True)
     if model.cuda_not_used is not None:
         outputs.print_line(f"ser-stream: warning: --provider auto: {model.cuda_not_used}", to_stderr=True)
+    if options.start_note is not None:
+        outputs.print_line(options.start_note, to_stderr=True)
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:

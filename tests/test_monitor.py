@@ -1149,6 +1149,58 @@ def test_the_monitor_without_a_terminal_says_where_its_utterances_go(short_speec
     assert status == 0 and (note in capsys.readouterr().err.splitlines()) == said
 
 
+@pytest.mark.parametrize("command", ["monitor", "demo"])
+def test_a_start_up_error_is_the_only_line_no_note_of_where_results_would_have_gone(command, short_speech, shipped_model, capsys):
+    """A port already taken: the note that utterances go to subscribers (or are printed) once came first, describing a
+    run that never started, and a service's log began with it."""
+    from ser_stream.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        sources = ["--source", f"file:{short_speech}"] if command == "monitor" else []
+        status = main([command, "--model", str(shipped_model), "--pace", "fast", "--ws", f"127.0.0.1:{taken.getsockname()[1]}", *sources])
+    said = capsys.readouterr().err.splitlines()
+    assert status == 2
+    assert len(said) == 1 and said[0].startswith("ser-stream: error: "), said
+
+
+def test_the_demo_piped_into_tee_prints_its_utterances_there_with_the_dashboard_on_the_terminal():
+    """`./dev.sh demo | tee demo.log` on a terminal: the dashboard drew on stderr and demo.log stayed empty, though the
+    README says the utterances come as JSON lines."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    drawn = bytearray()
+    reader = threading.Thread(target=lambda: drain_into(controller, drawn), daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "ser_stream", "demo", "--pace", "fast", "--ws", "127.0.0.1:0"],
+                                stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL, timeout=300,
+                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"})
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    assert result.returncode == 0, drawn.decode(errors="replace")[-2000:]
+    utterances = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert utterances and all(line["type"] == "utterance" and line["label"] in EMOTIONS for line in utterances)
+    assert "last utterances" in drawn.decode(errors="replace")  # the dashboard, on the terminal
+    assert b"no dashboard" not in drawn
+
+
+def drain_into(descriptor: int, received: bytearray) -> None:
+    """Read a pty's controller side until the terminal side is closed, so a process writing to it never blocks."""
+    while True:
+        try:
+            chunk = os.read(descriptor, 65536)
+        except OSError:  # EIO once the last writer is gone
+            return
+        if not chunk:
+            return
+        received.extend(chunk)
+
+
 @pytest.mark.parametrize("after", [0.05, 0.3, 0.8])
 def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_speech):
     """Ctrl-C in the first second, while numpy and onnxruntime load, once printed a 30-line KeyboardInterrupt traceback."""
