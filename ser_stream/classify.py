@@ -22,13 +22,13 @@ from ser_stream.audiofile import (
     truncation,
     undecoded,
 )
-from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
+from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceConfig, UtteranceLabel, average_windows
 from ser_stream.vad import SpeechHeard
-from ser_stream.windows import cut_windows
+from ser_stream.windows import TRIM_FRAME, cut_windows, frame_energies
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,11 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
                 audio, sample_rate = read_until_damage(path, info, error)
             warnings.append(undecoded(path, info, audio.size))
             clip = trimmed_clip(audio, sample_rate, floor)
-            speech = SpeechHeard(config, clip.size, UtteranceConfig())
+            speech = SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), UtteranceConfig())
             outputs = _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech)
         else:
             reading = BlockReading()
-            speech = SpeechHeard(config, lambda: reading.span, UtteranceConfig())
+            speech = SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, UtteranceConfig())
             outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
             warnings.append(undecoded(path, info, reading.frames))
         if not np.all(np.isfinite(outputs)):

@@ -1011,24 +1011,70 @@ def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_s
 def test_a_window_heard_by_the_voice_detector_is_counted_once_whatever_the_windows_overlap(tmp_path, shipped_model, in_memory_seconds):
     """The detector runs once over the trimmed audio, window by window as they are cut (each brings a hop of new
     samples, and the last, aligned to the end, fewer): it hears each 32 ms frame once, in order, as one stream."""
-    from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
+    from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip
     from ser_stream.utterances import UtteranceConfig
     from ser_stream.vad import SpeechHeard
-    from ser_stream.windows import WindowConfig, cut_windows
+    from ser_stream.windows import TRIM_FRAME, WindowConfig, cut_windows, frame_energies
 
     audio = np.concatenate([spoken(3.0, 16000), np.zeros(16000 * 4, np.float32), spoken(2.3, 16000, start=8.0)])
     soundfile.write(tmp_path / "two.wav", audio, 16000)
     config = WindowConfig()
     clip = trimmed_clip(audio, 16000)
     if in_memory_seconds:
-        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size, UtteranceConfig())
+        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), UtteranceConfig())
     else:
         reading = BlockReading()
-        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span, UtteranceConfig())
+        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, UtteranceConfig())
     for window in windows:
         speech.hear(window)
     assert speech.windows_without_speech() == 4  # in the pause of 3–7 s and past the speech's end (3.2 s): 3.5 … 5.0 s
     assert len(speech.frames) == -(-clip.size // 256)  # each frame of the clip once, the last padded
+
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_quiet_speech_or_speech_on_one_channel_is_heard_as_speech_and_quiet_noise_still_is_not(tmp_path, shipped_model, in_memory_seconds):
+    """The voice check hears a file's trimmed audio after half a second of silence and at one level. Heard as it came,
+    talk 55 dB down was "no speech heard", as were RAVDESS clips 20 dB down or on one channel of a stereo file (the
+    mix halves it), which the monitor published as utterances; noise as quiet, or room tone between quiet words,
+    must still be told from speech."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model, quiet = EmotionModel(shipped_model, provider="cpu"), 10 ** (-55 / 20)
+    talk = quiet * spoken(2.5, 16000)
+    soundfile.write(tmp_path / "quiet.wav", talk, 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "one_side.wav", np.stack([talk, np.zeros_like(talk)], axis=1), 16000, subtype="FLOAT")
+    noise = (quiet * 0.1 * np.random.default_rng(0).standard_normal(16000 * 5)).astype(np.float32)  # -75 dBFS
+    soundfile.write(tmp_path / "noise.wav", noise, 16000, subtype="FLOAT")
+    room = (10 ** (-85 / 20) * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32)
+    soundfile.write(tmp_path / "pause.wav", np.concatenate([talk, room, quiet * spoken(3.0, 16000, start=8.0)]), 16000, subtype="FLOAT")
+    for name in ("quiet.wav", "one_side.wav"):
+        result = classify_file(tmp_path / name, model, in_memory_seconds=in_memory_seconds)
+        assert result.utterance is not None and result.warning is None, name
+    assert classify_file(tmp_path / "noise.wav", model, in_memory_seconds=in_memory_seconds).warning == (
+        "no speech heard in any of its 7 windows (voice detector): the label is the network's reading of sound that is not speech"
+    )
+    assert classify_file(tmp_path / "pause.wav", model, in_memory_seconds=in_memory_seconds).warning.startswith("56 of its 68 windows hold no speech")
+
+
+def test_ravdess_speech_the_monitor_hears_is_heard_by_classify_whatever_its_level_or_channel(tmp_path, shipped_model, ravdess):
+    """A review's cases: fearful 03-01-06-01-01-02-09 on one channel of a stereo file, calm 03-01-02-01-02-02-06
+    20 dB down, and fearful 03-01-06-01-01-01-09 as it is (its loudest 25 ms at -53 dBFS; Silero scored it 0.34 at
+    most, started on the trimmed audio) were "no speech heard", and the monitor published an utterance for each.
+    The label is the network's and stays as it was."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    fearful, rate = soundfile.read(ravdess / "Actor_09" / "03-01-06-01-01-02-09.flac", dtype="float32")
+    soundfile.write(tmp_path / "one_side.wav", np.stack([fearful, np.zeros_like(fearful)], axis=1), rate, subtype="PCM_16")
+    calm, rate = soundfile.read(ravdess / "Actor_06" / "03-01-02-01-02-02-06.flac", dtype="float32")
+    soundfile.write(tmp_path / "quieter.wav", 0.1 * calm, rate, subtype="FLOAT")
+    for path, label in ((tmp_path / "one_side.wav", "fearful"), (tmp_path / "quieter.wav", "calm"), (ravdess / "Actor_09" / "03-01-06-01-01-01-09.flac", None)):
+        for in_memory_seconds in (600.0, 0.0):
+            result = classify_file(path, model, in_memory_seconds=in_memory_seconds)
+            assert result.utterance is not None and result.warning is None, (path.name, in_memory_seconds, result.warning)
+            assert label is None or result.utterance.label == label
+
 
 def dithered(audio: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
     """``audio`` rounded to ``bits``-bit steps with TPDF dither of ±1 step, as an editor lowering a level writes it."""
