@@ -112,7 +112,7 @@ class BlockReading:
     """What ``stream_file_windows``'s first pass decoded of a file, in frames at its own rate: for the warning
     that a file whose header promises more is damaged or cut short (``audiofile.undecoded``)."""
 
-    frames: int = 0
+    frames: int | None = None  # None until the first pass has read the file to its end
     span: int = 0  # samples (canonical rate) of the trimmed audio the windows are cut from: known once the first is cut
     loudest: float = 0.0  # that audio's loudest 25 ms frame's mean square (``loudest_power``): known then too
 

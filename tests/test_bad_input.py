@@ -890,6 +890,31 @@ def test_a_wav_cut_short_is_classified_on_what_it_holds_with_a_warning_saying_so
     assert [w["message"] for w in warnings] == [f"{cut}: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard"]
 
 
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_a_file_cut_short_before_its_speech_is_refused_with_the_cut_as_the_reason(tmp_path, shipped_model, in_memory_seconds, capsys):
+    """A recording cut off in the silence before its speech holds nothing to classify: it was refused as "silent
+    throughout" without a word of the cut classify had found (which it gives as a warning once there is speech)."""
+    from ser_stream.classify import classify_file
+    from ser_stream.cli import main
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    audio = np.concatenate([np.zeros(16000, np.float32), spoken(3.0, 16000)])  # a second of silence, then talk
+    soundfile.write(tmp_path / "whole.wav", audio, 16000, subtype="PCM_16")
+    soundfile.write(tmp_path / "whole.flac", audio, 16000)
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[: 44 + 2 * 8000])  # the header (4 s) and 0.5 s
+    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:1000])  # a download stopped early: 0.75 s
+    silent = "silent throughout (no sound once any DC offset is removed): nothing to classify; "
+    assert classify_file(tmp_path / "cut.wav", model, in_memory_seconds=in_memory_seconds).error == (
+        silent + "truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard"
+    )
+    assert classify_file(tmp_path / "cut.flac", model, in_memory_seconds=in_memory_seconds).error == (
+        silent + "damaged or cut short: its header promises 4.00 s of audio, 0.75 s could be decoded; only that was heard"
+    )
+    assert main(["classify", "--json", str(tmp_path / "cut.wav")]) == 1
+    assert json.loads(capsys.readouterr().out)["error"].endswith("; truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard")
+
+
 def test_a_wav_streamed_through_a_pipe_or_a_byte_short_gets_no_truncation_warning(tmp_path, shipped_model, capsys):
     """ffmpeg and arecord writing to a pipe put a placeholder size (0xFFFFFFFF) in the header: it 'promised'
     134217.73 s, and a file one byte short 'promised 4.10 s, held 4.10 s'."""
