@@ -986,10 +986,46 @@ def test_a_compressed_file_cut_short_is_heard_up_to_the_damage_in_blocks_and_by_
         assert in_blocks.warning.startswith("damaged or cut short: its header promises 4.00 s of audio, ")
         assert in_blocks.utterance.windows == in_memory.utterance.windows
         np.testing.assert_allclose(in_blocks.utterance.confidence, in_memory.utterance.confidence, atol=1e-4)
+    else:  # its end page is missing: that says it was cut
+        assert in_blocks.warning.startswith("damaged or cut short: it stops before the Ogg page that ends its stream")
     sink = SimpleNamespace(ring=RingBuffer(16000 * 8), input_overflows=0, finished=False, error=None, warning=None)
     sources.FileSource(str(half), pace="fast").run(sink, threading.Event())
     assert sink.finished and sink.error is None and sink.ring.available() == decoded.shape[0]
     assert sink.warning == (f"{half}: {in_blocks.warning}" if in_blocks.warning else None)
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_cut_short_is_classified_with_a_warning_though_its_length_promises_no_more(tmp_path, shipped_model, subtype, capsys):
+    """An Ogg file gives its length only in its last page, so one cut short promised no more than it held and was
+    classified as if whole, without a word (README said otherwise). It stops before the page that ends its stream."""
+    import threading
+    from types import SimpleNamespace
+
+    from ser_stream import sources
+    from ser_stream.classify import classify_file
+    from ser_stream.cli import main
+    from ser_stream.inference import EmotionModel
+    from ser_stream.ringbuffer import RingBuffer
+
+    whole = tmp_path / "whole.ogg"
+    soundfile.write(whole, spoken(4.0, 16000), 16000, format="OGG", subtype=subtype)
+    data = whole.read_bytes()
+    (tmp_path / "half.ogg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "byte_short.ogg").write_bytes(data[:-1])
+    model = EmotionModel(shipped_model, provider="cpu")
+    assert classify_file(whole, model).warning is None
+    for name in ("half.ogg", "byte_short.ogg"):
+        cut = tmp_path / name
+        held = soundfile.info(str(cut)).frames / 16000
+        expected = (f"damaged or cut short: it stops before the Ogg page that ends its stream (an Ogg file gives its length only "
+                    f"there); {held:.2f} s could be decoded; only that was heard")
+        for in_memory_seconds in (600.0, 0.0):
+            assert classify_file(cut, model, in_memory_seconds=in_memory_seconds).warning == expected, (name, in_memory_seconds)
+        sink = SimpleNamespace(ring=RingBuffer(16000 * 8), input_overflows=0, finished=False, error=None, warning=None)
+        sources.FileSource(str(cut), pace="fast").run(sink, threading.Event())
+        assert sink.finished and sink.error is None and sink.warning == f"{cut}: {expected}"
+    assert main(["classify", "--json", str(tmp_path / "half.ogg")]) == 0
+    assert json.loads(capsys.readouterr().out)["warning"].startswith("damaged or cut short: it stops before the Ogg page")
 
 
 def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model):
