@@ -200,6 +200,11 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
     libsndfile stops at damage or a cut without a word: a half MP3 was once labelled on its first half as if whole.
     Encoders' padding and MP3 length estimates differ by a little, so only a shortfall of 5 % (and 0.1 s) counts.
     """
+    if info.format == "OGG" and not ogg_stream_ended(path):  # its length is its last page's: cut, it promises no more
+        return (
+            f"{shown(path)}: damaged or cut short: it stops before the Ogg page that ends its stream (an Ogg file gives its "
+            f"length only there); {decoded_frames / info.samplerate:.2f} s could be decoded; only that was heard"
+        )
     if info.frames <= 0 or unknown_length(info.frames):
         return None
     missing = info.frames - decoded_frames
@@ -214,6 +219,31 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
         f"{shown(path)}: damaged or cut short: its header promises {info.frames / info.samplerate:.2f} s of audio, "
         f"{decoded_frames / info.samplerate:.2f} s could be decoded; only that was heard"
     )
+
+
+OGG_PAGE_MOST_BYTES = 27 + 255 + 255 * 255  # a page's header, segment table and body at their largest
+
+
+def ogg_stream_ended(path: str | Path) -> bool:
+    """Whether an Ogg file ends with the page that ends its stream: a page flagged end-of-stream whose body ends where
+    the file does. libsndfile takes an Ogg's length from its last page, so one cut short (mid-page, or at a page's
+    end) was classified as whole, without a word; a file that cannot be read again is left to the reads that follow."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - OGG_PAGE_MOST_BYTES))
+            tail = file.read()
+    except OSError:
+        return True
+    start = tail.rfind(b"OggS")
+    while start >= 0:  # "OggS" inside a packet is no page: only one that parses and ends at the file's end counts
+        header = tail[start : start + 27]
+        if len(header) == 27 and header[4] == 0 and header[5] & 0x04:
+            segments = tail[start + 27 : start + 27 + header[26]]
+            if len(segments) == header[26] and start + 27 + header[26] + sum(segments) == len(tail):
+                return True
+        start = tail.rfind(b"OggS", 0, start)
+    return False
 
 
 def read_until_damage(path: str | Path, info: Any, error: AudioInputError) -> tuple[NDArray[np.float32], int]:

@@ -22,13 +22,13 @@ from ser_stream.audiofile import (
     truncation,
     undecoded,
 )
-from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
+from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceConfig, UtteranceLabel, average_windows
 from ser_stream.vad import SpeechHeard
-from ser_stream.windows import cut_windows
+from ser_stream.windows import TRIM_FRAME, cut_windows, frame_energies
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,10 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
 
     Spectrograms are made ``WINDOWS_PER_BATCH`` at a time, so a long file never holds all of them (0.28 MB each).
     """
+    shortfalls: list[str | None] = []  # what the file holds less of than its header promises: a refusal says it too
     try:
         info = audio_info(path)
-        warnings = [truncation(path, info), narrow_band(path, info.samplerate)]
+        shortfalls.append(truncation(path, info))
         floor = rounding_floor(info)  # rounding noise is not sound: trimming and the sound check both say so
         config = model.metadata.window
         if info.frames * info.channels <= in_memory_seconds * MEMORY_BUDGET_RATE:
@@ -84,24 +85,31 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
                 audio, sample_rate = read_audio(path)
             except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
                 audio, sample_rate = read_until_damage(path, info, error)
-            warnings.append(undecoded(path, info, audio.size))
+            shortfalls.append(undecoded(path, info, audio.size))
             clip = trimmed_clip(audio, sample_rate, floor)
-            speech = SpeechHeard(config, clip.size, UtteranceConfig())
+            speech = SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), UtteranceConfig())
             outputs = _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech)
         else:
             reading = BlockReading()
-            speech = SpeechHeard(config, lambda: reading.span, UtteranceConfig())
-            outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
-            warnings.append(undecoded(path, info, reading.frames))
+            speech = SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, UtteranceConfig())
+            try:
+                outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
+            finally:  # its first pass read the file to its end, also when the sound check refused it after
+                shortfalls.append(undecoded(path, info, reading.frames) if reading.frames is not None else None)
         if not np.all(np.isfinite(outputs)):
             raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")
-        warnings.append(little_speech(speech.windows_without_speech(), outputs.shape[0]))
-        said = [without_path(warning, path) for warning in warnings if warning is not None]
+        warnings = [*shortfalls, narrow_band(path, info.samplerate), little_speech(speech.windows_without_speech(), outputs.shape[0])]
         # The label is the mean of every window's outputs, speech or not: the paper's rule, and what training.score
         # measures (it cuts and averages clips as classify does); the warning says when most of them are not speech.
-        return FileResult(str(path), utterance=average_windows(outputs), warning="; ".join(w for w in said if w) or None)
+        return FileResult(str(path), utterance=average_windows(outputs), warning=said(warnings, path))
     except SerStreamError as error:
-        return FileResult(str(path), error=without_path(str(error), path))
+        # A file cut short before its speech is refused as silent or too short: the cut, found already, is the reason.
+        return FileResult(str(path), error=said([str(error), *shortfalls], path) or str(error))
+
+
+def said(messages: list[str | None], path: str | Path) -> str | None:
+    """Messages about ``path`` as one line, without the path in front of each: the result names it already."""
+    return "; ".join(message for message in (without_path(m, path) for m in messages if m is not None) if message) or None
 
 
 def without_path(message: str | None, path: str | Path) -> str | None:

@@ -112,8 +112,9 @@ class BlockReading:
     """What ``stream_file_windows``'s first pass decoded of a file, in frames at its own rate: for the warning
     that a file whose header promises more is damaged or cut short (``audiofile.undecoded``)."""
 
-    frames: int = 0
+    frames: int | None = None  # None until the first pass has read the file to its end
     span: int = 0  # samples (canonical rate) of the trimmed audio the windows are cut from: known once the first is cut
+    loudest: float = 0.0  # that audio's loudest 25 ms frame's mean square (``loudest_power``): known then too
 
 
 def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator[NDArray[np.float32]]:
@@ -168,9 +169,10 @@ def stream_file_windows(
     energy = np.concatenate(energies) if energies else np.zeros(0)
     floor = rounding_floor(info)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, total, margin=TRIM_MARGIN, floor=floor)
-    check_sound(sound, loudest_power(energy, carry), floor)
+    loudest = loudest_power(energy, carry)
+    check_sound(sound, loudest, floor)
     if reading is not None:
-        reading.span = last - first
+        reading.span, reading.loudest = last - first, loudest
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, position = [], 0
         for canonical in _canonical_blocks(path, info, block_seconds, offset):

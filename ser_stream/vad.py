@@ -140,21 +140,35 @@ class WebRtcVoice:
         return bool(self.vad.is_speech(pcm.tobytes(), SAMPLE_RATE))
 
 
+# ``SpeechHeard`` hears a file's trimmed audio as the monitor hears speech in a stream: after a lead-in of silence (a
+# fresh Silero, started on the speech itself, scored a RAVDESS clip 0.34 at most that it scores 0.93 after 0.5 s of
+# zeros), and at one level, since Silero misses quiet speech the network, whose input is level-normalised, labels (a
+# clip 20 dB down lost its speech). Its loudest 25 ms frame is put at SPEECH_CHECK_LEVEL_DB: at -20 one RAVDESS clip
+# more went unheard, at -10 a click was heard; noise and room tone are heard as none at any of them.
+SPEECH_CHECK_LEAD_IN_FRAMES = 15  # 0.48 s of zeros: heard, being under DIGITAL_SILENCE_RESET_SECONDS
+SPEECH_CHECK_LEVEL_DB = -15.0
+
+
 class SpeechHeard:
     """Which of a file's windows hold speech, by the monitor's voice detector and rule (Silero, with WebRTC's second
-    opinion: ``UtteranceConfig``), run once over the trimmed audio the windows are cut from, as they are cut.
+    opinion: ``UtteranceConfig``), run once over the trimmed audio the windows are cut from, as they are cut, after
+    ``SPEECH_CHECK_LEAD_IN_FRAMES`` of silence and at ``SPEECH_CHECK_LEVEL_DB``.
 
-    ``span``: that audio's length in samples, or a function that gives it once the first window is cut (a file read
-    in blocks learns it then). A window holds speech if the detector calls any of its 32 ms frames speech.
-    ``utterance``: the monitor's configuration, whose thresholds it applies (given by the caller, as the module
-    that defines it imports this one).
+    ``span``: that audio's length in samples; ``loudest``: its loudest 25 ms frame's mean square (``clips.loudest_power``);
+    each a value, or a function that gives it once the first window is cut (a file read in blocks learns them then).
+    A window holds speech if the detector calls any of its 32 ms frames speech. ``utterance``: the monitor's
+    configuration, whose thresholds it applies (given by the caller, as the module that defines it imports this one).
     """
 
-    def __init__(self, window: WindowConfig, span: int | Callable[[], int], utterance: UtteranceConfig) -> None:
-        self.window, self.span, self.utterance = window, span, utterance
+    def __init__(
+        self, window: WindowConfig, span: int | Callable[[], int], loudest: float | Callable[[], float], utterance: UtteranceConfig
+    ) -> None:
+        self.window, self.span, self.loudest, self.utterance = window, span, loudest, utterance
         self.detector = silero_detector()
         self.voice = WebRtcVoice() if utterance.voice_floor is not None else None
         self.starts: list[int] | None = None
+        self.span_samples = 0
+        self.gain = np.float32(1.0)  # to SPEECH_CHECK_LEVEL_DB, set with the first window
         self.heard = 0  # windows heard so far
         self.fed = 0  # samples of the span given to the detector, or waiting in ``pending``
         self.pending = np.zeros(0, dtype=np.float32)  # under a frame, for the next window's samples to complete
@@ -163,20 +177,31 @@ class SpeechHeard:
     def hear(self, window: NDArray[np.float32]) -> None:
         """The next window in order: its samples not yet heard go to the detector (windows overlap by all but a hop)."""
         if self.starts is None:
-            self.starts = window_starts(self.span if isinstance(self.span, int) else self.span(), self.window)
+            self.span_samples = self.span if isinstance(self.span, int) else self.span()
+            self.starts = window_starts(self.span_samples, self.window)
+            loudest = self.loudest() if callable(self.loudest) else self.loudest
+            self.gain = np.float32(10 ** (SPEECH_CHECK_LEVEL_DB / 20) / np.sqrt(loudest) if loudest > 0 else 1.0)
+            for _ in range(SPEECH_CHECK_LEAD_IN_FRAMES):
+                self._classify(np.zeros(VAD_FRAME_SAMPLES, dtype=np.float32))
+        if window.size > self.span_samples:  # one window, centred in silence (``cut_windows``): only the span is heard
+            lead = (window.size - self.span_samples) // 2
+            window = window[lead : lead + self.span_samples]
         start = self.starts[self.heard]
         self.heard += 1
         self._frames(window[self.fed - start :])
         self.fed = start + window.size
 
+    def _classify(self, frame: NDArray[np.float32]) -> bool:
+        probability = self.detector(frame)
+        voiced = self.voice(frame) if self.voice is not None else False  # it adapts to every frame, as the monitor's
+        floor = self.utterance.voice_floor
+        return probability >= self.utterance.speech_threshold or (voiced and floor is not None and probability >= floor)
+
     def _frames(self, samples: NDArray[np.float32]) -> None:
         joined = np.concatenate([self.pending, samples])
         whole = joined.size // VAD_FRAME_SAMPLES * VAD_FRAME_SAMPLES
-        floor = self.utterance.voice_floor
         for frame in joined[:whole].reshape(-1, VAD_FRAME_SAMPLES):
-            probability = self.detector(frame)
-            voiced = self.voice(frame) if self.voice is not None else False  # it adapts to every frame, as the monitor's
-            self.frames.append(probability >= self.utterance.speech_threshold or (voiced and floor is not None and probability >= floor))
+            self.frames.append(self._classify(frame * self.gain))
         self.pending = joined[whole:]
 
     def windows_without_speech(self) -> int:

@@ -890,6 +890,31 @@ def test_a_wav_cut_short_is_classified_on_what_it_holds_with_a_warning_saying_so
     assert [w["message"] for w in warnings] == [f"{cut}: truncated: its header promises 3.00 s of audio, the file holds 1.00 s; only that was heard"]
 
 
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_a_file_cut_short_before_its_speech_is_refused_with_the_cut_as_the_reason(tmp_path, shipped_model, in_memory_seconds, capsys):
+    """A recording cut off in the silence before its speech holds nothing to classify: it was refused as "silent
+    throughout" without a word of the cut classify had found (which it gives as a warning once there is speech)."""
+    from ser_stream.classify import classify_file
+    from ser_stream.cli import main
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    audio = np.concatenate([np.zeros(16000, np.float32), spoken(3.0, 16000)])  # a second of silence, then talk
+    soundfile.write(tmp_path / "whole.wav", audio, 16000, subtype="PCM_16")
+    soundfile.write(tmp_path / "whole.flac", audio, 16000)
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[: 44 + 2 * 8000])  # the header (4 s) and 0.5 s
+    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:1000])  # a download stopped early: 0.75 s
+    silent = "silent throughout (no sound once any DC offset is removed): nothing to classify; "
+    assert classify_file(tmp_path / "cut.wav", model, in_memory_seconds=in_memory_seconds).error == (
+        silent + "truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard"
+    )
+    assert classify_file(tmp_path / "cut.flac", model, in_memory_seconds=in_memory_seconds).error == (
+        silent + "damaged or cut short: its header promises 4.00 s of audio, 0.75 s could be decoded; only that was heard"
+    )
+    assert main(["classify", "--json", str(tmp_path / "cut.wav")]) == 1
+    assert json.loads(capsys.readouterr().out)["error"].endswith("; truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard")
+
+
 def test_a_wav_streamed_through_a_pipe_or_a_byte_short_gets_no_truncation_warning(tmp_path, shipped_model, capsys):
     """ffmpeg and arecord writing to a pipe put a placeholder size (0xFFFFFFFF) in the header: it 'promised'
     134217.73 s, and a file one byte short 'promised 4.10 s, held 4.10 s'."""
@@ -961,10 +986,46 @@ def test_a_compressed_file_cut_short_is_heard_up_to_the_damage_in_blocks_and_by_
         assert in_blocks.warning.startswith("damaged or cut short: its header promises 4.00 s of audio, ")
         assert in_blocks.utterance.windows == in_memory.utterance.windows
         np.testing.assert_allclose(in_blocks.utterance.confidence, in_memory.utterance.confidence, atol=1e-4)
+    else:  # its end page is missing: that says it was cut
+        assert in_blocks.warning.startswith("damaged or cut short: it stops before the Ogg page that ends its stream")
     sink = SimpleNamespace(ring=RingBuffer(16000 * 8), input_overflows=0, finished=False, error=None, warning=None)
     sources.FileSource(str(half), pace="fast").run(sink, threading.Event())
     assert sink.finished and sink.error is None and sink.ring.available() == decoded.shape[0]
     assert sink.warning == (f"{half}: {in_blocks.warning}" if in_blocks.warning else None)
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_cut_short_is_classified_with_a_warning_though_its_length_promises_no_more(tmp_path, shipped_model, subtype, capsys):
+    """An Ogg file gives its length only in its last page, so one cut short promised no more than it held and was
+    classified as if whole, without a word (README said otherwise). It stops before the page that ends its stream."""
+    import threading
+    from types import SimpleNamespace
+
+    from ser_stream import sources
+    from ser_stream.classify import classify_file
+    from ser_stream.cli import main
+    from ser_stream.inference import EmotionModel
+    from ser_stream.ringbuffer import RingBuffer
+
+    whole = tmp_path / "whole.ogg"
+    soundfile.write(whole, spoken(4.0, 16000), 16000, format="OGG", subtype=subtype)
+    data = whole.read_bytes()
+    (tmp_path / "half.ogg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "byte_short.ogg").write_bytes(data[:-1])
+    model = EmotionModel(shipped_model, provider="cpu")
+    assert classify_file(whole, model).warning is None
+    for name in ("half.ogg", "byte_short.ogg"):
+        cut = tmp_path / name
+        held = soundfile.info(str(cut)).frames / 16000
+        expected = (f"damaged or cut short: it stops before the Ogg page that ends its stream (an Ogg file gives its length only "
+                    f"there); {held:.2f} s could be decoded; only that was heard")
+        for in_memory_seconds in (600.0, 0.0):
+            assert classify_file(cut, model, in_memory_seconds=in_memory_seconds).warning == expected, (name, in_memory_seconds)
+        sink = SimpleNamespace(ring=RingBuffer(16000 * 8), input_overflows=0, finished=False, error=None, warning=None)
+        sources.FileSource(str(cut), pace="fast").run(sink, threading.Event())
+        assert sink.finished and sink.error is None and sink.warning == f"{cut}: {expected}"
+    assert main(["classify", "--json", str(tmp_path / "half.ogg")]) == 0
+    assert json.loads(capsys.readouterr().out)["warning"].startswith("damaged or cut short: it stops before the Ogg page")
 
 
 def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model):
@@ -1011,24 +1072,70 @@ def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_s
 def test_a_window_heard_by_the_voice_detector_is_counted_once_whatever_the_windows_overlap(tmp_path, shipped_model, in_memory_seconds):
     """The detector runs once over the trimmed audio, window by window as they are cut (each brings a hop of new
     samples, and the last, aligned to the end, fewer): it hears each 32 ms frame once, in order, as one stream."""
-    from ser_stream.clips import BlockReading, stream_file_windows, trimmed_clip
+    from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip
     from ser_stream.utterances import UtteranceConfig
     from ser_stream.vad import SpeechHeard
-    from ser_stream.windows import WindowConfig, cut_windows
+    from ser_stream.windows import TRIM_FRAME, WindowConfig, cut_windows, frame_energies
 
     audio = np.concatenate([spoken(3.0, 16000), np.zeros(16000 * 4, np.float32), spoken(2.3, 16000, start=8.0)])
     soundfile.write(tmp_path / "two.wav", audio, 16000)
     config = WindowConfig()
     clip = trimmed_clip(audio, 16000)
     if in_memory_seconds:
-        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size, UtteranceConfig())
+        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), UtteranceConfig())
     else:
         reading = BlockReading()
-        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span, UtteranceConfig())
+        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, UtteranceConfig())
     for window in windows:
         speech.hear(window)
     assert speech.windows_without_speech() == 4  # in the pause of 3–7 s and past the speech's end (3.2 s): 3.5 … 5.0 s
     assert len(speech.frames) == -(-clip.size // 256)  # each frame of the clip once, the last padded
+
+@pytest.mark.parametrize("in_memory_seconds", [600.0, 0.0], ids=["whole", "in blocks"])
+def test_quiet_speech_or_speech_on_one_channel_is_heard_as_speech_and_quiet_noise_still_is_not(tmp_path, shipped_model, in_memory_seconds):
+    """The voice check hears a file's trimmed audio after half a second of silence and at one level. Heard as it came,
+    talk 55 dB down was "no speech heard", as were RAVDESS clips 20 dB down or on one channel of a stereo file (the
+    mix halves it), which the monitor published as utterances; noise as quiet, or room tone between quiet words,
+    must still be told from speech."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model, quiet = EmotionModel(shipped_model, provider="cpu"), 10 ** (-55 / 20)
+    talk = quiet * spoken(2.5, 16000)
+    soundfile.write(tmp_path / "quiet.wav", talk, 16000, subtype="FLOAT")
+    soundfile.write(tmp_path / "one_side.wav", np.stack([talk, np.zeros_like(talk)], axis=1), 16000, subtype="FLOAT")
+    noise = (quiet * 0.1 * np.random.default_rng(0).standard_normal(16000 * 5)).astype(np.float32)  # -75 dBFS
+    soundfile.write(tmp_path / "noise.wav", noise, 16000, subtype="FLOAT")
+    room = (10 ** (-85 / 20) * np.random.default_rng(1).standard_normal(16000 * 30)).astype(np.float32)
+    soundfile.write(tmp_path / "pause.wav", np.concatenate([talk, room, quiet * spoken(3.0, 16000, start=8.0)]), 16000, subtype="FLOAT")
+    for name in ("quiet.wav", "one_side.wav"):
+        result = classify_file(tmp_path / name, model, in_memory_seconds=in_memory_seconds)
+        assert result.utterance is not None and result.warning is None, name
+    assert classify_file(tmp_path / "noise.wav", model, in_memory_seconds=in_memory_seconds).warning == (
+        "no speech heard in any of its 7 windows (voice detector): the label is the network's reading of sound that is not speech"
+    )
+    assert classify_file(tmp_path / "pause.wav", model, in_memory_seconds=in_memory_seconds).warning.startswith("56 of its 68 windows hold no speech")
+
+
+def test_ravdess_speech_the_monitor_hears_is_heard_by_classify_whatever_its_level_or_channel(tmp_path, shipped_model, ravdess):
+    """A review's cases: fearful 03-01-06-01-01-02-09 on one channel of a stereo file, calm 03-01-02-01-02-02-06
+    20 dB down, and fearful 03-01-06-01-01-01-09 as it is (its loudest 25 ms at -53 dBFS; Silero scored it 0.34 at
+    most, started on the trimmed audio) were "no speech heard", and the monitor published an utterance for each.
+    The label is the network's and stays as it was."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    fearful, rate = soundfile.read(ravdess / "Actor_09" / "03-01-06-01-01-02-09.flac", dtype="float32")
+    soundfile.write(tmp_path / "one_side.wav", np.stack([fearful, np.zeros_like(fearful)], axis=1), rate, subtype="PCM_16")
+    calm, rate = soundfile.read(ravdess / "Actor_06" / "03-01-02-01-02-02-06.flac", dtype="float32")
+    soundfile.write(tmp_path / "quieter.wav", 0.1 * calm, rate, subtype="FLOAT")
+    for path, label in ((tmp_path / "one_side.wav", "fearful"), (tmp_path / "quieter.wav", "calm"), (ravdess / "Actor_09" / "03-01-06-01-01-01-09.flac", None)):
+        for in_memory_seconds in (600.0, 0.0):
+            result = classify_file(path, model, in_memory_seconds=in_memory_seconds)
+            assert result.utterance is not None and result.warning is None, (path.name, in_memory_seconds, result.warning)
+            assert label is None or result.utterance.label == label
+
 
 def dithered(audio: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
     """``audio`` rounded to ``bits``-bit steps with TPDF dither of ±1 step, as an editor lowering a level writes it."""

@@ -100,6 +100,27 @@ def test_vad_coverage_counts_the_clips_the_voice_detector_would_pass_over(tmp_pa
     assert lines[6].startswith("telephone, Silero alone: 1 of 2 clips") and lines[9].startswith("telephone, with WebRTC's second opinion")
 
 
+def test_speech_check_counts_the_clips_classify_says_hold_no_speech_as_they_are_quieter_and_on_one_channel(shipped_model, tmp_path, capsys):
+    import numpy as np
+    import soundfile
+
+    from benchmarks.speech_check import main as check_main
+    from ser_stream.cli import DEMO_RECORDING
+
+    speech, rate = soundfile.read(DEMO_RECORDING, dtype="float32")
+    folder = tmp_path / "Actor_01"
+    folder.mkdir()
+    soundfile.write(folder / "03-01-01-01-01-01-01.wav", speech[int(1.4 * rate) : int(3.9 * rate)], rate)
+    roar = 0.3 * np.random.default_rng(0).standard_normal(3 * rate).astype(np.float32)  # loud, and no voice in it
+    soundfile.write(folder / "03-01-05-02-01-01-01.wav", roar, rate)
+    assert check_main(["--data", str(tmp_path), "--model", str(shipped_model), "--every", "1", "--quieter", "30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["as they are (2): no speech heard 1, most windows without speech 0, refused 0", "  no speech heard: 03-01-05-02-01-01-01"]
+    assert lines[2:4] == ["30 dB quieter (2): no speech heard 1, most windows without speech 0, refused 0", "  no speech heard: 03-01-05-02-01-01-01_30dB"]
+    assert lines[4] == "on one channel of a stereo file (2): no speech heard 1, most windows without speech 0, refused 0"
+    assert lines[-1].startswith("median classify_file of a clip as it is: ")
+
+
 def test_utterance_ends_plays_every_clip_with_each_hold_level_and_voice_floor_side_by_side_and_holding_less_never_closes_later(ravdess, capsys):
     from benchmarks.utterance_ends import main as ends_main
 

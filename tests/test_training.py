@@ -743,6 +743,19 @@ def test_a_fold_without_validation_speakers_trains_on_every_other_speaker_and_re
     held_out = int(metrics["split"].rsplit("-", 1)[1])
     assert metrics["training"]["train_actors"] == [3 - held_out] and metrics["training"]["validation_actors"] == []
     assert metrics["weights"] == "last epoch" and "best_epoch" not in metrics and metrics["test_clean"]["clips"] == 16
+    # its licence note names the one actor it heard (every model's said "actors 01-20", the held-out one's included)
+    assert load_metadata(metrics_path.with_name("model.onnx")).licence.startswith(f"Trained on RAVDESS speech, actors {3 - held_out:02d} (Livingstone")
+
+
+def test_a_models_licence_note_names_the_actors_it_was_trained_on_and_all_twenty_read_as_the_shipped_note(shipped_model):
+    """A fold model held actors out; its note claimed them. The shipped pair, trained on all 20, keeps its note word for
+    word, so training it again writes the same metadata."""
+    from training.export import ravdess_note
+
+    assert ravdess_note(list(range(1, 21)), []) == load_metadata(shipped_model).licence
+    assert ravdess_note([1, 2, 4, 6, 8, 9, 10, 11, 13, 14, 15, 16, 18, 19], [12, 17]).startswith(
+        "Trained on RAVDESS speech, actors 01-02, 04, 06, 08-11, 13-16, 18-19, validated on actors 12, 17 (Livingstone & Russo 2018"
+    )
 
 
 def test_a_model_seed_draws_another_network_and_batch_order_on_the_same_splits():

@@ -23,10 +23,29 @@ from training.backend import keras, tf
 from training.contract import record_trained_contract
 
 OPSET = 17
-RAVDESS_NOTE = (
-    "Trained on RAVDESS speech, actors 01-20 (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391), "
+RAVDESS_CITATION = (
+    "(Livingstone & Russo 2018, PLoS ONE 13(5): e0196391), "
     "licensed CC BY-NC-SA 4.0: this model is for non-commercial use, with attribution, shared alike."
 )
+
+
+def ravdess_note(train_actors: list[int], validation_actors: list[int]) -> str:
+    """The licence note of a model trained on these RAVDESS actors' speech: every model's said actors 01-20, a fold
+    model's too, whose held-out actors it never heard. All 20 read as before (``models/ser_cnn.json``'s note)."""
+    actors = f", actors {actor_ranges(train_actors)}" if train_actors else ""  # unrecorded: no claim
+    validated = f", validated on actors {actor_ranges(validation_actors)}" if validation_actors else ""
+    return f"Trained on RAVDESS speech{actors}{validated} {RAVDESS_CITATION}"
+
+
+def actor_ranges(actors: list[int]) -> str:
+    """Actor numbers as two-digit runs: [1, 2, 3, 5, 7, 8] → ``01-03, 05, 07-08``."""
+    runs: list[list[int]] = []
+    for actor in sorted(set(actors)):
+        if runs and actor == runs[-1][-1] + 1:
+            runs[-1].append(actor)
+        else:
+            runs.append([actor])
+    return ", ".join(f"{run[0]:02d}" if len(run) == 1 else f"{run[0]:02d}-{run[-1]:02d}" for run in runs)
 
 
 def export_onnx(model: keras.Model, onnx_path: Path, window: WindowConfig) -> None:
@@ -66,7 +85,9 @@ def write_metadata(
     metrics: dict[str, Any],
     training_data: str,
 ) -> ModelMetadata:
-    """Write the metadata JSON beside ``onnx_path`` (hash of the file as it is now)."""
+    """Write the metadata JSON beside ``onnx_path`` (hash of the file as it is now); its licence note names the actors
+    ``metrics`` records it trained on."""
+    training = metrics.get("training") or {}
     metadata = ModelMetadata(
         labels=list(EMOTIONS),
         features=feature_parameters(),
@@ -77,7 +98,7 @@ def write_metadata(
         protocol=protocol,
         metrics=metrics,
         training_data=training_data,
-        licence=RAVDESS_NOTE,
+        licence=ravdess_note(training.get("train_actors", []), training.get("validation_actors", [])),
     )
     metadata_path(onnx_path).write_text(metadata.to_json())
     return metadata
