@@ -326,7 +326,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = _monitor_options(args, [f"file:{DEMO_RECORDING}"])
     drawn = options.dashboard and dashboard_console() is not None
-    if not options.print_messages and not (drawn and is_terminal(sys.stdout)):
+    if not options.print_messages and not (drawn and (is_terminal(sys.stdout) or sys.stdout is None)):  # None: `>&-`, nothing asked
         note = None
         if not drawn:
             why = "no terminal" if not options.dashboard else no_dashboard_terminal()

@@ -1189,6 +1189,28 @@ def test_the_demo_piped_into_tee_prints_its_utterances_there_with_the_dashboard_
     assert b"no dashboard" not in drawn
 
 
+def test_the_demo_with_stdout_closed_and_its_dashboard_on_the_terminal_runs_to_the_end():
+    """`ser-stream demo >&-` on a terminal: piped-stdout printing took a closed stdout for a pipe, and the demo stopped
+    after its first utterance with exit 1 ("stdout (closed) could not be written")."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    drawn = bytearray()
+    reader = threading.Thread(target=lambda: drain_into(controller, drawn), daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "ser_stream", "demo", "--pace", "fast", "--ws", "127.0.0.1:0"],
+                                stderr=terminal, stdin=subprocess.DEVNULL, timeout=300, preexec_fn=lambda: os.close(1),
+                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"})
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    shown = drawn.decode(errors="replace")
+    assert result.returncode == 0, shown[-2000:]
+    assert "could not be written" not in shown and "last utterances" in shown
+
+
 def drain_into(descriptor: int, received: bytearray) -> None:
     """Read a pty's controller side until the terminal side is closed, so a process writing to it never blocks."""
     while True:
