@@ -319,8 +319,10 @@ class Publisher:
         self._handlers: set[asyncio.Task[Any]] = set()  # their handler tasks, for close() to cancel any that hang
         self.cancelled_handlers = 0  # handlers close() cancelled because they had not returned in time
         self.dropped_total = 0
-        self.cut_off_subscribers = 0  # subscribers whose connection ended without their closing it, before shutdown
-        self.closing = False  # close() has begun: it counts what the subscribers it cuts off still had queued
+        self.cut_off_subscribers = 0  # subscribers whose connection ended without their closing it, before close() drained
+        self.closing = False  # close() has begun: what subscribers cut off from then still had queued, it returns too
+        self.closing_connections = False  # close()'s drain is over: it cuts off or closes every connection, and counts those
+        self.queued_when_cut_off_closing = 0  # what subscribers cut off during close()'s drain still had queued
         self.active_streams: dict[str, Message] = {}  # stream_started of each live stream, for late joiners
         self.last_seq = 0  # of the utterances published: a ?since= catch-up replays stored ones up to it, the queue has the rest
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -354,7 +356,8 @@ class Publisher:
 
     async def close(self, drain_seconds: float = 2.0, close_seconds: float = 1.0, handler_seconds: float = 2.0) -> int:
         """Give subscribers up to ``drain_seconds`` to receive what is queued, then close; return how many messages
-        subscribers cut off then still had queued (counted in ``dropped_total``: there is no one left to tell).
+        subscribers cut off meanwhile (still stalled after the drain, or gone during it without closing their
+        connection) still had queued (counted in ``dropped_total``: there is no one left to tell).
 
         Each connection gets ``close_seconds`` to answer the closing handshake
         (1001, going away); one that does not (a client that has stopped
@@ -369,13 +372,16 @@ class Publisher:
         deadline = asyncio.get_running_loop().time() + drain_seconds
         while any(s.queue for s in self.subscribers) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
-        cut_off_queued = 0
+        # one cut off during the drain (its network gone, the keepalive) was counted as it went: its handler had left
+        self.closing_connections = True
+        stalled_queued = 0
         for subscriber in list(self.subscribers):
             if subscriber.queue:  # still stalled after the drain time: cut it off rather than wait
-                cut_off_queued += len(subscriber.queue)
+                stalled_queued += len(subscriber.queue)
                 subscriber.queue.clear()
                 subscriber.connection.transport.abort()
-        self.dropped_total += cut_off_queued
+        self.dropped_total += stalled_queued
+        cut_off_queued = stalled_queued + self.queued_when_cut_off_closing
         if self.server is None:
             return cut_off_queued
         self.server.close()  # stop listening; 1001 to every open connection
@@ -608,12 +614,15 @@ class Publisher:
     def _count_if_cut_off(self, subscriber: Subscriber) -> None:
         """A subscriber gone without closing its connection itself (the keepalive cut it off, a send to it stalled,
         its network went) is counted, and so is what was still queued for it: those messages are lost, as a
-        shutdown's are. One that closed its connection chose to stop receiving; close() counts those it cuts off."""
+        shutdown's are. One that closed its connection chose to stop receiving; close() counts those it cuts off once
+        its drain is over (one cut off during the drain went uncounted: close() looked only at those still there)."""
         protocol = subscriber.connection.protocol
-        if self.closing or (protocol.close_rcvd is not None and protocol.close_rcvd_then_sent):
+        if self.closing_connections or (protocol.close_rcvd is not None and protocol.close_rcvd_then_sent):
             return
         self.cut_off_subscribers += 1
         self.dropped_total += len(subscriber.queue)
+        if self.closing:  # after the last status line: close() returns it for the shutdown's warning
+            self.queued_when_cut_off_closing += len(subscriber.queue)
 
     async def _start_naming_the_token(self, connection: ServerConnection) -> str | None:
         """For an ingest client that sent no token in its request: its ``start`` (without the token) once it names the

@@ -81,10 +81,16 @@ CLOCK_EVIDENCE = 4
 # of those (random steps): its call is stretched with silence, which its stream's warning says. Silence suppression
 # skips once a pause, far more rarely.
 CLOCK_SKIP_SHARE = 4
-# A sender whose audio packets, at that share or more, hold more samples than their timestamps advance (170 where 160:
-# SRTP's authentication tag read as audio, another codec labelled G.711, a clock running slow) is told about once this
-# much of its audio has played, and again in its stream's warning. Each packet is still played whole: the samples are
-# the sender's (a slow clock's audio is all real), so only the call's length, not what is heard, follows the clock.
+# A sender whose timestamps, over the steady steps of its call (audio packet to audio packet, none missing, less than
+# a packet off), advance this share less than its packets hold (170 where 160: SRTP's authentication tag read as
+# audio, another codec labelled G.711, a clock running slow) is told about once OVERLONG_EVIDENCE_SECONDS of its audio
+# has played, and again in its stream's warning; one whose timestamps advance this share more, a clock running fast,
+# in its stream's warning. Judged over the call, not packet by packet: a sender that stamps its packets a few samples
+# early or late (160 × n ± 3) steps back at every other packet, yet its steps add up to its audio. A real clock is off
+# by parts per million; SRTP's shortest tag (4 bytes) makes 164 of 160, 2.4 %.
+CLOCK_MISMATCH_SHARE = 0.01
+# Each packet is still played whole: the samples are the sender's (a slow clock's audio is all real), so only the
+# call's length, not what is heard, follows the clock.
 OVERLONG_EVIDENCE_SECONDS = 2.0
 
 
@@ -188,24 +194,49 @@ class JitterBuffer:
         self.audio_samples = 0  # played from audio packets (not silence)
         self.overlong_packets = 0  # audio packets whose timestamps advanced less than the audio packet before them held
         self.overlong_samples = 0  # what those held beyond their timestamps' step: played all the same, the call longer by it
-        self.overlong_example = (0, 0)  # the last of them: (samples the packet before held, the timestamps' step)
+        # audio packet to audio packet, none missing, less than a packet off: how many such steps, and the samples the
+        # earlier packets held; the clock is judged on these (the steps ahead and back above are all among them)
+        self.steady_steps = 0
+        self.steady_samples = 0
         self._last_was_audio = False  # the packet played last was audio: its length is what the next step should be
         self.clock_ratio = 1  # the sender's timestamp units per 8 kHz sample (2: a 16 kHz clock), once learnt
         self.clock_learnt = False
         self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
         self._last_audio: RtpPacket | None = None  # the last audio packet to arrive, for the step to the next
 
+    def late_samples(self) -> int:
+        """How far the call's steady steps played behind the sender's clock (ahead of it when negative): what packets
+        held beyond their timestamps' steps, less the steps ahead that were played back to back."""
+        return self.overlong_samples - self.clock_drift_samples
+
+    def clock_mismatched(self) -> bool:
+        """Whether the timestamps, over 2 s of audio or more, advance CLOCK_MISMATCH_SHARE more or less than the
+        packets hold: a steady mismatch, not a sender that stamps each packet a few samples early or late."""
+        return (self.audio_samples >= OVERLONG_EVIDENCE_SECONDS * G711_SAMPLE_RATE
+                and abs(self.late_samples()) >= CLOCK_MISMATCH_SHARE * max(1, self.steady_samples))
+
     def overlong(self) -> str | None:
-        """What is said of a call whose packets hold more samples than their timestamps advance, when at least one in
-        CLOCK_SKIP_SHARE does (steady, not a clock corrected once); None otherwise."""
-        if self.overlong_packets * CLOCK_SKIP_SHARE < max(1, self.audio_packets):
+        """What is said of a call whose packets hold more samples than their timestamps advance, over the call so
+        far (see CLOCK_MISMATCH_SHARE); None otherwise."""
+        if not self.clock_mismatched() or self.late_samples() < 0:
             return None
-        held, step = self.overlong_example
+        held = self.steady_samples / self.steady_steps
         return (
-            f"its packets hold more samples than their timestamps advance ({held} where {step}, at {self.overlong_packets} "
-            f"of {self.audio_packets} packets): maybe SRTP (encrypted: its authentication tag read as audio), another codec "
-            "than G.711, or a sender's clock running slow; each packet is played whole, "
-            f"{self.overlong_samples / G711_SAMPLE_RATE:.2f} s more than the sender's clock (later times are late by that much)"
+            f"its packets hold more samples than their timestamps advance ({held:.0f} where "
+            f"{held - self.late_samples() / self.steady_steps:.0f}, at {self.overlong_packets} of {self.audio_packets} "
+            "packets): maybe SRTP (encrypted: its authentication tag read as audio), another codec than G.711, or a "
+            f"sender's clock running slow; each packet is played whole, {self.late_samples() / G711_SAMPLE_RATE:.2f} s more "
+            "than the sender's clock (later times are late by that much)"
+        )
+
+    def runs_fast(self) -> str | None:
+        """What is said of a call whose timestamps advance more than its packets hold, over the call; None otherwise."""
+        if not self.clock_mismatched() or self.late_samples() > 0:
+            return None
+        return (
+            f"the timestamps ran ahead of the audio at {self.clock_drifts} of {self.audio_packets} packets, by less "
+            f"than a packet each ({-self.late_samples() / G711_SAMPLE_RATE:.2f} s in all): the sender's clock runs "
+            "fast (played back to back, not padded with silence)"
         )
 
     def _learn_clock(self, packet: RtpPacket) -> None:
@@ -315,11 +346,14 @@ class JitterBuffer:
             samples = PAYLOAD_DECODERS[packet.payload_type](packet.payload) if packet.is_audio else NO_AUDIO
             gap = (packet.timestamp - self.next_timestamp) & 0xFFFFFFFF  # in the sender's clock
             silence = min(gap // self.clock_ratio, DISCONTINUITY_SAMPLES) if gap < 0x80000000 else 0
+            back = ((-gap) & 0xFFFFFFFF) // self.clock_ratio if gap >= 0x80000000 else 0
+            steady = packet.is_audio and self._last_was_audio and not missing and not self.filled
             if silence and silence < samples.size and not missing and not self.filled:
                 # less than a packet ahead, nothing missing: a fast clock (steps of 163 for 160 samples), not a pause;
                 # its few samples of silence between every two packets once changed most labels of such a call
-                self.clock_drifts += 1
-                self.clock_drift_samples += silence
+                if steady:
+                    self.clock_drifts += 1
+                    self.clock_drift_samples += silence
                 silence = 0
             if silence:  # time the sender skipped (loss or silence suppression)
                 audio.append(np.zeros(silence, dtype=np.float32))
@@ -327,13 +361,13 @@ class JitterBuffer:
                     self.clock_skips += 1
                     self.clock_silence += silence
             if self.filled and gap >= 0x80000000:  # its time was already played as silence: a stall, not a pause
-                self.stalled_samples += min(self.filled, ((-gap) & 0xFFFFFFFF) // self.clock_ratio)
-            elif gap >= 0x80000000 and packet.is_audio and self._last_was_audio and not missing:
-                overrun = ((-gap) & 0xFFFFFFFF) // self.clock_ratio
-                if 0 < overrun <= self.packet_samples:  # further back is a rewound clock, not a packet longer than its step
-                    self.overlong_packets += 1
-                    self.overlong_samples += overrun
-                    self.overlong_example = (self.packet_samples, self.packet_samples - overrun)
+                self.stalled_samples += min(self.filled, back)
+            elif steady and 0 < back <= self.packet_samples:  # further back is a rewound clock, not a packet longer than its step
+                self.overlong_packets += 1
+                self.overlong_samples += back
+            if steady and not silence and back <= self.packet_samples:
+                self.steady_steps += 1
+                self.steady_samples += self.packet_samples  # still the packet before's length
             self.audio_packets += packet.is_audio
             if missing:
                 # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
@@ -679,12 +713,8 @@ class RtpReceiver:
                 f"the timestamps skipped ahead at {jitter.clock_skips} of {jitter.audio_packets} packets with none missing, "
                 f"{jitter.clock_silence / G711_SAMPLE_RATE:.1f} s played as silence: the sender keeps no steady clock"
             )
-        elif jitter.clock_drifts * CLOCK_SKIP_SHARE >= max(1, jitter.audio_packets):
-            faults.append(
-                f"the timestamps ran ahead of the audio at {jitter.clock_drifts} of {jitter.audio_packets} packets, by less "
-                f"than a packet each ({jitter.clock_drift_samples / G711_SAMPLE_RATE:.2f} s in all): the sender's clock runs "
-                "fast (played back to back, not padded with silence)"
-            )
+        elif runs_fast := jitter.runs_fast():
+            faults.append(runs_fast)
         if overlong := jitter.overlong():
             faults.append(overlong)
         if jitter.stalled_samples:

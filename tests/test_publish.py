@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import types
@@ -403,6 +404,49 @@ def test_a_subscriber_that_stops_reading_is_cut_off_and_what_was_queued_for_it_c
     assert close_sent == (None if full else (1011, "keepalive ping timeout"))
     assert counters["subscribers"] == 0 and counters["subscribers_cut_off"] == 1
     assert queued > 0 and counters["subscriber_drops"] == queued  # none overflowed the queue: only these were lost
+
+
+@pytest.mark.parametrize("how", ["its network gone during the drain", "the keepalive cuts it off during the drain",
+                                 "still stalled when the drain ends"])
+def test_a_subscriber_cut_off_during_shutdown_has_its_queue_counted_once(how):
+    """Shutdown's drain counted only the subscribers still there when it ended: one whose connection was reset, or
+    that the keepalive cut off, meanwhile took its queue with it, counted nowhere (close() returned 0)."""
+    keepalive = Keepalive(ping_seconds=2.0, pong_seconds=0.5, close_seconds=0.2) if "keepalive" in how else Keepalive()
+
+    async def scenario() -> tuple[int, int, dict[str, int]]:
+        publisher = Publisher("127.0.0.1", 0, keepalive=keepalive)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client = await asyncio.to_thread(stalled_subscriber, publisher.port)
+        while not publisher.subscribers:
+            await asyncio.sleep(0.01)
+        subscriber = next(iter(publisher.subscribers))
+        number = 0
+        while len(subscriber.queue) < 100:  # its buffers full: these wait in its queue
+            publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
+            number += 1
+            await asyncio.sleep(0)
+        queued = len(subscriber.queue)
+
+        async def reset_once_closing() -> None:
+            while not publisher.closing:
+                await asyncio.sleep(0)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            client.close()
+
+        reset = asyncio.create_task(reset_once_closing()) if "network" in how else None
+        # the drain ends when the subscriber is gone; 60 s only bounds a failing test
+        returned = await publisher.close(drain_seconds=0 if "stalled" in how else 60)
+        if reset is not None:
+            await reset
+        else:
+            client.close()
+        return queued, returned, publisher.counters()
+
+    queued, returned, counters = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert returned == queued == counters["subscriber_drops"]  # none overflowed its queue: only these were lost
+    # close() cutting off one still stalled is the shutdown's doing; one gone during the drain went on its own
+    assert counters["subscribers_cut_off"] == (0 if "stalled" in how else 1)
 
 
 def test_a_subscriber_that_closes_its_connection_is_not_counted_as_cut_off():

@@ -981,6 +981,25 @@ def ordinary_calls() -> dict[str, list[RtpPacket]]:
         "a clock set back once": voice[:150] + renumbered(voice[150:], 150, -20),
         "a clock running fast": [RtpPacket(0, p.sequence, 163 * p.sequence, 7, p.payload) for p in voice],
         "a 16 kHz clock": [RtpPacket(0, p.sequence, 2 * p.timestamp, 7, p.payload) for p in voice],
+        **jittered_calls(),
+    }
+
+
+def jittered_calls() -> dict[str, list[RtpPacket]]:
+    """Calls whose senders stamp each packet a few samples early or late (from a wall clock), their steps adding up to
+    their audio: every other packet steps back, yet the clock is exact."""
+    voice = tone_packets(250)
+    spread = np.random.default_rng(1).integers(-2, 3, len(voice))
+
+    def stamped(offsets) -> list[RtpPacket]:
+        return [RtpPacket(0, p.sequence, (p.timestamp + int(offset)) & 0xFFFFFFFF, 7, p.payload) for p, offset in zip(voice, offsets)]
+
+    spread_out = stamped(spread)
+    return {
+        "timestamps 3 samples late at every other packet": stamped(3 * (np.arange(len(voice)) % 2)),
+        "timestamps off by -2 to 2 samples": spread_out,
+        "timestamps off by -2 to 2 samples, a swap and a loss": spread_out[:99] + [spread_out[100], spread_out[99]]
+        + spread_out[101:120] + spread_out[121:],
     }
 
 
@@ -995,3 +1014,45 @@ def test_ordinary_calls_are_not_said_to_hold_more_samples_than_their_timestamps_
         receiver.socket.close()
     (stream,) = streams["rtp-00000007"]
     assert reports == [] and "more samples than their timestamps" not in (stream.warning or "")
+
+
+@pytest.mark.parametrize("call", list(jittered_calls()))
+def test_timestamps_a_few_samples_early_or_late_say_nothing_of_the_senders_clock(call):
+    """Steps of 157 and 163 for 160-sample packets once counted every step back as a packet longer than its step: a
+    plain G.711 call was said to be maybe SRTP 2 s in, and at its end its clock was said to run both fast and slow."""
+    receiver, streams, reports = receiver_with_streams()
+    try:
+        for packet in jittered_calls()[call]:
+            receiver.receive(rtp(packet.sequence, packet.timestamp, packet.payload, ssrc=7), "127.0.0.1:4000")
+        receiver.close_idle(time.monotonic() + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000007"]
+    assert reports == []
+    assert stream.warning is None or stream.warning.startswith("rtp-00000007: 1 packet(s) lost (played as silence)")
+    assert "clock" not in (stream.warning or "") and "SRTP" not in (stream.warning or "")
+
+
+def test_a_steady_clock_mismatch_under_jittered_timestamps_is_said_one_way():
+    """Judged over the call: SRTP's 4-byte tag (164 samples a 160-sample step) stamped ±2 samples is said to hold more
+    than its timestamps advance and not also to run fast; a clock 2 % fast stamped so is said to run fast only."""
+    spread = np.random.default_rng(2).integers(-2, 3, 300)
+    rng = np.random.default_rng(3)
+    tagged, tagged_reports = [], []
+    for step, payload_bytes in ((160, 164), (163, 160)):
+        receiver, streams, reports = receiver_with_streams()
+        try:
+            for sequence in range(300):
+                timestamp = (step * sequence + int(spread[sequence])) & 0xFFFFFFFF
+                receiver.receive(rtp(sequence, timestamp, rng.bytes(payload_bytes), ssrc=7), "127.0.0.1:4000")
+            receiver.close_idle(time.monotonic() + 60)
+        finally:
+            receiver.socket.close()
+        (stream,) = streams["rtp-00000007"]
+        tagged.append(stream.warning or "")
+        tagged_reports.append(reports)
+    slow, fast = tagged
+    assert "its packets hold more samples than their timestamps advance (164 where 160, at " in slow
+    assert "runs fast" not in slow and len(tagged_reports[0]) == 1 and "maybe SRTP" in tagged_reports[0][0]
+    assert "the sender's clock runs fast" in fast and "0.11 s in all" in fast
+    assert "more samples than their timestamps" not in fast and tagged_reports[1] == []
