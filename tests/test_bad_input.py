@@ -1028,6 +1028,40 @@ def test_an_ogg_cut_short_is_classified_with_a_warning_though_its_length_promise
     assert json.loads(capsys.readouterr().out)["warning"].startswith("damaged or cut short: it stops before the Ogg page")
 
 
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_a_whole_ogg_with_bytes_after_its_last_page_is_classified_without_a_warning_as_it_was(tmp_path, shipped_model, subtype):
+    """A tagger's ID3v1 tag (128 bytes) or a copy's zero padding after the page that ends the stream is no cut: such a
+    file was called "damaged or cut short" (only a last page ending at the file's end counted) though all of it decodes.
+    A page cut short after the tag's place is still a cut."""
+    import threading
+    from types import SimpleNamespace
+
+    from ser_stream import sources
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+    from ser_stream.ringbuffer import RingBuffer
+
+    whole = tmp_path / "whole.ogg"
+    soundfile.write(whole, spoken(4.0, 16000), 16000, format="OGG", subtype=subtype)
+    data = whole.read_bytes()
+    tag = b"TAG" + b"A title".ljust(30, b"\0") + b"An artist".ljust(30, b"\0") + bytes(30) + b"2026" + bytes(30) + b"\xff"
+    assert len(tag) == 128
+    (tmp_path / "id3v1.ogg").write_bytes(data + tag)
+    (tmp_path / "zeros.ogg").write_bytes(data + bytes(4096))
+    model = EmotionModel(shipped_model, provider="cpu")
+    reference = classify_file(whole, model)
+    assert reference.utterance is not None and reference.warning is None
+    for name in ("id3v1.ogg", "zeros.ogg"):
+        for in_memory_seconds in (600.0, 0.0):
+            result = classify_file(tmp_path / name, model, in_memory_seconds=in_memory_seconds)
+            assert result.warning is None and result.utterance == reference.utterance, (name, in_memory_seconds)
+        sink = SimpleNamespace(ring=RingBuffer(16000 * 8), input_overflows=0, finished=False, error=None, warning=None)
+        sources.FileSource(str(tmp_path / name), pace="fast").run(sink, threading.Event())
+        assert sink.finished and sink.error is None and sink.warning is None, name
+    (tmp_path / "byte_short_tagged.ogg").write_bytes(data[:-1] + tag)  # its last page cut, then tagged
+    assert classify_file(tmp_path / "byte_short_tagged.ogg", model).warning.startswith("damaged or cut short: it stops before the Ogg page")
+
+
 def test_a_file_whose_windows_mostly_hold_no_speech_is_labelled_with_a_warning_saying_how_many(tmp_path, shipped_model):
     """The label is the mean of every window's outputs, pauses included. Two clicks 30 s apart were labelled fearful
     0.24 from 58 windows, 56 of them silence, without a word; then a clip either side of 30 s of room tone (noise at
