@@ -221,27 +221,57 @@ def undecoded(path: str | Path, info: Any, decoded_frames: int) -> str | None:
     )
 
 
+def _ogg_crc_table() -> list[int]:
+    """Each byte's CRC-32 by Ogg's polynomial, for ``ogg_page_checksum`` to take a page a byte at a time."""
+    table = []
+    for byte in range(256):
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+OGG_CRC_TABLE = _ogg_crc_table()
+
+
+def ogg_page_checksum(page: bytes) -> bytes:
+    """The checksum an Ogg page's header holds for ``page`` (CRC-32, polynomial 0x04C11DB7, unreflected, over the page
+    with its checksum field zeroed), as its 4 little-endian bytes: a page cut short and followed by other bytes (a
+    tag) fills up to its length, but not to its checksum."""
+    crc, table = 0, OGG_CRC_TABLE
+    for byte in page[:22] + bytes(4) + page[26:]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
+    return crc.to_bytes(4, "little")
+
+
 OGG_PAGE_MOST_BYTES = 27 + 255 + 255 * 255  # a page's header, segment table and body at their largest
+# After its last page a complete Ogg file may hold bytes that are no page: a tagger's ID3v1 tag (128 bytes), an APE
+# tag, a copy's zero padding. The end-of-stream page is looked for this far before the file's end beyond a page.
+OGG_TRAILING_MOST_BYTES = 64 * 1024
 
 
 def ogg_stream_ended(path: str | Path) -> bool:
-    """Whether an Ogg file ends with the page that ends its stream: a page flagged end-of-stream whose body ends where
-    the file does. libsndfile takes an Ogg's length from its last page, so one cut short (mid-page, or at a page's
-    end) was classified as whole, without a word; a file that cannot be read again is left to the reads that follow."""
+    """Whether an Ogg file holds the page that ends its stream whole, as its last page: one flagged end-of-stream, its
+    body all there, after which no page begins (bytes that are no page, such as an appended ID3v1 tag or zeros, may
+    follow: it was whole, and was warned about as cut). libsndfile takes an Ogg's length from its last page, so one
+    cut short (mid-page, or at a page's end) was classified as whole, without a word; a file that cannot be read again
+    is left to the reads that follow."""
     try:
         with open(path, "rb") as file:
             file.seek(0, os.SEEK_END)
-            file.seek(max(0, file.tell() - OGG_PAGE_MOST_BYTES))
+            file.seek(max(0, file.tell() - OGG_PAGE_MOST_BYTES - OGG_TRAILING_MOST_BYTES))
             tail = file.read()
     except OSError:
         return True
     start = tail.rfind(b"OggS")
-    while start >= 0:  # "OggS" inside a packet is no page: only one that parses and ends at the file's end counts
+    while start >= 0:  # the last page whole decides; "OggS" inside a packet, or a page cut short, fails its checksum
         header = tail[start : start + 27]
-        if len(header) == 27 and header[4] == 0 and header[5] & 0x04:
+        if len(header) == 27 and header[4] == 0:
             segments = tail[start + 27 : start + 27 + header[26]]
-            if len(segments) == header[26] and start + 27 + header[26] + sum(segments) == len(tail):
-                return True
+            end = start + 27 + header[26] + sum(segments)
+            if len(segments) == header[26] and end <= len(tail) and ogg_page_checksum(tail[start:end]) == header[22:26]:
+                return bool(header[5] & 0x04) and b"OggS" not in tail[end:]  # after it, no page (a later one cut short)
         start = tail.rfind(b"OggS", 0, start)
     return False
 

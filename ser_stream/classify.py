@@ -22,7 +22,7 @@ from ser_stream.audiofile import (
     truncation,
     undecoded,
 )
-from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip
+from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip_and_lead_in
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
 from ser_stream.features import SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
@@ -86,12 +86,12 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
             except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
                 audio, sample_rate = read_until_damage(path, info, error)
             shortfalls.append(undecoded(path, info, audio.size))
-            clip = trimmed_clip(audio, sample_rate, floor)
-            speech = SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), UtteranceConfig())
+            clip, lead_in = trimmed_clip_and_lead_in(audio, sample_rate, floor)
+            speech = SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in, UtteranceConfig())
             outputs = _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech)
         else:
             reading = BlockReading()
-            speech = SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, UtteranceConfig())
+            speech = SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, lambda: reading.lead_in, UtteranceConfig())
             try:
                 outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
             finally:  # its first pass read the file to its end, also when the sound check refused it after

@@ -4,7 +4,7 @@ classification and training, so both see a clip the same way."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ser_stream.errors import AudioInputError, one_line, shown
 from ser_stream.features import SAMPLE_RATE, resample_to_canonical, spectrogram
 from ser_stream.resampler import StreamResampler
 from ser_stream.utterances import UtteranceConfig
+from ser_stream.vad import SPEECH_CHECK_LEAD_IN_SAMPLES
 from ser_stream.windows import (
     TRIM_FLOOR,
     TRIM_FRAME,
@@ -70,11 +71,20 @@ def trimmed_clip(audio: NDArray[np.floating], sample_rate: int, floor: float = T
     and training both take clips through here, so training learns from no clip classify would refuse.
 
     ``floor``: the file's format's rounding noise (``audiofile.rounding_floor``; the default is 16-bit's)."""
+    return trimmed_clip_and_lead_in(audio, sample_rate, floor)[0]
+
+
+def trimmed_clip_and_lead_in(
+    audio: NDArray[np.floating], sample_rate: int, floor: float = TRIM_FLOOR
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """``trimmed_clip``, and the audio trimmed just before it (up to ``SPEECH_CHECK_LEAD_IN_SAMPLES``, none for a
+    file whose sound starts with it): what the voice check hears first, as the monitor hears a file from its start."""
     canonical = resample_to_canonical(without_dc(audio), sample_rate)
     energy = frame_energies(canonical, TRIM_FRAME)
     first, last, sound = trim_bounds(energy, TRIM_FRAME, canonical.size, margin=TRIM_MARGIN, floor=floor)
     check_sound(sound, loudest_power(energy, canonical), floor)
-    return canonical[first:last]  # as benchmarks.clip_file.trim_silence would cut it
+    # as benchmarks.clip_file.trim_silence would cut it
+    return canonical[first:last], canonical[max(first - SPEECH_CHECK_LEAD_IN_SAMPLES, 0) : first]
 
 
 def clip_windows(audio: NDArray[np.floating], sample_rate: int, config: WindowConfig, floor: float = TRIM_FLOOR) -> NDArray[np.float32]:
@@ -115,6 +125,7 @@ class BlockReading:
     frames: int | None = None  # None until the first pass has read the file to its end
     span: int = 0  # samples (canonical rate) of the trimmed audio the windows are cut from: known once the first is cut
     loudest: float = 0.0  # that audio's loudest 25 ms frame's mean square (``loudest_power``): known then too
+    lead_in: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # the audio just before it: then too
 
 
 def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator[NDArray[np.float32]]:
@@ -134,6 +145,12 @@ def _canonical_blocks(path: str | Path, info: Any, block_seconds: float, offset:
     for mono in _input_blocks(path, info, block_seconds):
         yield resampler.process(mono - np.float32(offset))
     yield resampler.flush()
+
+
+def _part(block: NDArray[np.float32], position: int, start: int, end: int) -> NDArray[np.float32]:
+    """The samples ``start`` … ``end`` of a file (canonical rate) that ``block``, starting at ``position``, holds (a
+    view of it, even when empty)."""
+    return block[min(max(start - position, 0), block.size) : max(min(end - position, block.size), 0)]
 
 
 def stream_file_windows(
@@ -174,22 +191,27 @@ def stream_file_windows(
     if reading is not None:
         reading.span, reading.loudest = last - first, loudest
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
-        span, position = [], 0
+        span, lead_in, position = [], [], 0
         for canonical in _canonical_blocks(path, info, block_seconds, offset):
-            lo, hi = max(first - position, 0), min(last - position, canonical.size)
-            if hi > lo:
-                span.append(canonical[lo:hi])
+            lead_in.append(_part(canonical, position, first - SPEECH_CHECK_LEAD_IN_SAMPLES, first).copy())  # a view would hold its block
+            if (part := _part(canonical, position, first, last)).size:  # an empty view would hold its block all the same
+                span.append(part)
             position += canonical.size
+        if reading is not None:
+            reading.lead_in = np.concatenate(lead_in)
         yield cut_windows(np.concatenate(span), config)[0][0]
         return
     starts = iter(window_starts(last - first, config))
     start = next(starts, None)
     buffer, buffer_start, position = np.zeros(0, dtype=np.float32), 0, 0  # buffer holds trimmed samples from buffer_start
+    lead_in = []
     for canonical in _canonical_blocks(path, info, block_seconds, offset):
-        lo, hi = max(first, position), min(last, position + canonical.size)
+        lead_in.append(_part(canonical, position, first - SPEECH_CHECK_LEAD_IN_SAMPLES, first).copy())  # a view would hold its block
+        if (part := _part(canonical, position, first, last)).size:
+            buffer = np.concatenate([buffer, part])
         position += canonical.size
-        if hi > lo:
-            buffer = np.concatenate([buffer, canonical[lo - (position - canonical.size) : hi - (position - canonical.size)]])
+        if reading is not None and position - canonical.size <= first < position:  # the span starts here: it has come
+            reading.lead_in = np.concatenate(lead_in)
         while start is not None and start + config.window_samples <= buffer_start + buffer.size:
             yield buffer[start - buffer_start : start - buffer_start + config.window_samples]
             start = next(starts, None)

@@ -140,30 +140,41 @@ class WebRtcVoice:
         return bool(self.vad.is_speech(pcm.tobytes(), SAMPLE_RATE))
 
 
-# ``SpeechHeard`` hears a file's trimmed audio as the monitor hears speech in a stream: after a lead-in of silence (a
-# fresh Silero, started on the speech itself, scored a RAVDESS clip 0.34 at most that it scores 0.93 after 0.5 s of
-# zeros), and at one level, since Silero misses quiet speech the network, whose input is level-normalised, labels (a
-# clip 20 dB down lost its speech). Its loudest 25 ms frame is put at SPEECH_CHECK_LEVEL_DB: at -20 one RAVDESS clip
-# more went unheard, at -10 a click was heard; noise and room tone are heard as none at any of them.
-SPEECH_CHECK_LEAD_IN_FRAMES = 15  # 0.48 s of zeros: heard, being under DIGITAL_SILENCE_RESET_SECONDS
+# ``SpeechHeard`` hears a file's trimmed audio as the monitor hears speech in a stream: after the audio the trimming
+# took off just before it (the monitor hears a file from its start), and at one level, since Silero misses quiet speech
+# the network, whose input is level-normalised, labels (a clip 20 dB down lost its speech). A fresh Silero started on
+# the speech itself scored a RAVDESS clip 0.34 at most that it scores 0.93 after its own room tone; half a second of
+# zeros in its place did as well for speech, but then Silero called the onset of any steady sound speech (a chord,
+# hum, clicks: their first window, and a file of 2 s, lost its warning), where after the file's own audio, or none
+# (a file that starts with its sound), it does not. The loudest 25 ms frame is put at SPEECH_CHECK_LEVEL_DB: at -20
+# one RAVDESS clip more went unheard, at -10 a click was heard; noise and room tone are heard as none at any of them.
+SPEECH_CHECK_LEAD_IN_FRAMES = 15  # 0.48 s, the most of the file's audio before the trimmed span heard first
+SPEECH_CHECK_LEAD_IN_SAMPLES = SPEECH_CHECK_LEAD_IN_FRAMES * VAD_FRAME_SAMPLES
 SPEECH_CHECK_LEVEL_DB = -15.0
 
 
 class SpeechHeard:
     """Which of a file's windows hold speech, by the monitor's voice detector and rule (Silero, with WebRTC's second
     opinion: ``UtteranceConfig``), run once over the trimmed audio the windows are cut from, as they are cut, after
-    ``SPEECH_CHECK_LEAD_IN_FRAMES`` of silence and at ``SPEECH_CHECK_LEVEL_DB``.
+    the audio just before it and at ``SPEECH_CHECK_LEVEL_DB``.
 
     ``span``: that audio's length in samples; ``loudest``: its loudest 25 ms frame's mean square (``clips.loudest_power``);
-    each a value, or a function that gives it once the first window is cut (a file read in blocks learns them then).
-    A window holds speech if the detector calls any of its 32 ms frames speech. ``utterance``: the monitor's
-    configuration, whose thresholds it applies (given by the caller, as the module that defines it imports this one).
+    ``lead_in``: the file's audio trimmed just before it (``clips.trimmed_clip_and_lead_in``), of which the last
+    ``SPEECH_CHECK_LEAD_IN_FRAMES`` whole frames are heard first; each a value, or a function that gives it once the
+    first window is cut (a file read in blocks learns them then). A window holds speech if the detector calls any of
+    its 32 ms frames speech. ``utterance``: the monitor's configuration, whose thresholds it applies (given by the
+    caller, as the module that defines it imports this one).
     """
 
     def __init__(
-        self, window: WindowConfig, span: int | Callable[[], int], loudest: float | Callable[[], float], utterance: UtteranceConfig
+        self,
+        window: WindowConfig,
+        span: int | Callable[[], int],
+        loudest: float | Callable[[], float],
+        lead_in: NDArray[np.float32] | Callable[[], NDArray[np.float32]],
+        utterance: UtteranceConfig,
     ) -> None:
-        self.window, self.span, self.loudest, self.utterance = window, span, loudest, utterance
+        self.window, self.span, self.loudest, self.lead_in, self.utterance = window, span, loudest, lead_in, utterance
         self.detector = silero_detector()
         self.voice = WebRtcVoice() if utterance.voice_floor is not None else None
         self.starts: list[int] | None = None
@@ -181,8 +192,10 @@ class SpeechHeard:
             self.starts = window_starts(self.span_samples, self.window)
             loudest = self.loudest() if callable(self.loudest) else self.loudest
             self.gain = np.float32(10 ** (SPEECH_CHECK_LEVEL_DB / 20) / np.sqrt(loudest) if loudest > 0 else 1.0)
-            for _ in range(SPEECH_CHECK_LEAD_IN_FRAMES):
-                self._classify(np.zeros(VAD_FRAME_SAMPLES, dtype=np.float32))
+            lead_in = self.lead_in() if callable(self.lead_in) else self.lead_in
+            whole = min(lead_in.size // VAD_FRAME_SAMPLES, SPEECH_CHECK_LEAD_IN_FRAMES) * VAD_FRAME_SAMPLES
+            for frame in lead_in[lead_in.size - whole :].reshape(-1, VAD_FRAME_SAMPLES):  # heard, not counted
+                self._classify(frame * self.gain)
         if window.size > self.span_samples:  # one window, centred in silence (``cut_windows``): only the span is heard
             lead = (window.size - self.span_samples) // 2
             window = window[lead : lead + self.span_samples]

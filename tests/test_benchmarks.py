@@ -100,7 +100,7 @@ def test_vad_coverage_counts_the_clips_the_voice_detector_would_pass_over(tmp_pa
     assert lines[6].startswith("telephone, Silero alone: 1 of 2 clips") and lines[9].startswith("telephone, with WebRTC's second opinion")
 
 
-def test_speech_check_counts_the_clips_classify_says_hold_no_speech_as_they_are_quieter_and_on_one_channel(shipped_model, tmp_path, capsys):
+def test_speech_check_counts_the_clips_classify_says_hold_no_speech_as_they_are_quieter_on_one_channel_and_not_speech(shipped_model, tmp_path, capsys):
     import numpy as np
     import soundfile
 
@@ -118,6 +118,7 @@ def test_speech_check_counts_the_clips_classify_says_hold_no_speech_as_they_are_
     assert lines[:2] == ["as they are (2): no speech heard 1, most windows without speech 0, refused 0", "  no speech heard: 03-01-05-02-01-01-01"]
     assert lines[2:4] == ["30 dB quieter (2): no speech heard 1, most windows without speech 0, refused 0", "  no speech heard: 03-01-05-02-01-01-01_30dB"]
     assert lines[4] == "on one channel of a stereo file (2): no speech heard 1, most windows without speech 0, refused 0"
+    assert lines[6] == "not speech (12): no speech heard 12, most windows without speech 0, refused 0"  # a chord's onset was speech
     assert lines[-1].startswith("median classify_file of a clip as it is: ")
 
 
