@@ -59,6 +59,7 @@ class MonitorConfig:
 # REFUSED_IDS_TRACKED ids are remembered, so a flood of new ones is counted one by one in bounded memory.
 REFUSED_ID_SECONDS = 5.0
 REFUSED_IDS_TRACKED = 4096
+READS_KEPT = 8  # a stream's latest reads that ``Stream.arrival_of`` maps back to the ring: an utterance ends in the last
 
 
 class Stream:
@@ -85,6 +86,9 @@ class Stream:
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
+        # (canonical start, canonical end, ring start, ring end) of its latest reads: where the voice detector's audio
+        # came from in the ring, whose times of arrival an utterance's latency runs from (``arrival_of``)
+        self.reads: deque[tuple[int, int, int, int]] = deque(maxlen=READS_KEPT)
         # Time a live device was away before it was reopened (``mark_gap``): (ring position, samples at its rate), for
         # the worker to move stream time past there; and the totals, for status (a mic source's device_gaps…).
         self.gaps: deque[tuple[int, int]] = deque()
@@ -114,7 +118,26 @@ class Stream:
         """A step's audio: at most ``read_limit`` samples, and none past the next gap ``mark_gap`` marked."""
         return self.ring.read(self.read_limit, until=self.gaps[0][0] if self.gaps else None)
 
-    def skip_lost_audio(self, arrival: float, before: int) -> list[WindowJob]:
+    def hear(self, canonical: NDArray[np.float32], ring_start: int) -> None:
+        """Hand the voice detector audio resampled from the ring's samples ``ring_start`` up to its read position."""
+        canonical_start = self.tracker.samples_seen
+        self.tracker.push(canonical)
+        if canonical.size:
+            self.reads.append((canonical_start, self.tracker.samples_seen, ring_start, self.ring.read_position))
+
+    def arrival_of(self, position: int) -> float:
+        """When the audio up to canonical stream ``position`` arrived in the ring (``time.monotonic()``): the time of
+        the ring sample its last sample was resampled from; past the last read (the resampler's flush), its last."""
+        if not self.reads:
+            return time.monotonic()  # nothing heard yet: nothing waited
+        last = position - 1
+        # the latest read that starts at or before it (before every read kept: the oldest, at its first sample)
+        read = next((read for read in reversed(self.reads) if last >= read[0]), self.reads[0])
+        canonical_start, canonical_end, ring_start, ring_end = read
+        offset = min(max(0, last - canonical_start), canonical_end - canonical_start - 1)
+        return self.ring.arrival_of(ring_start + offset * (ring_end - ring_start) // (canonical_end - canonical_start))
+
+    def skip_lost_audio(self, before: int) -> list[WindowJob]:
         """Move stream time past audio lost before ring position ``before`` (where the block just read starts): what
         the ring overwrote since the last read (the worker fell behind a live source), and gaps marked there.
 
@@ -130,7 +153,7 @@ class Stream:
             return []
         self.tracker.push(self.resampler.flush())  # what came before the gap, to its last sample
         self.resampler = StreamResampler(self.sample_rate, SAMPLE_RATE)
-        return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), arrival)
+        return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), self.arrival_of)
 
 
 class Worker:
@@ -282,15 +305,14 @@ class Worker:
                 jobs += self._read(stream)
             except Exception as error:  # noqa: BLE001 - said as the stream's error; the other streams go on
                 broken.append(self._broken(stream, error))
-        arrival = time.monotonic()
         working = [stream for stream in streams if stream not in broken]
         probabilities = batched_vad([stream.tracker for stream in working])
         for stream in working:
             try:
-                jobs += stream.tracker.advance(arrival, probabilities.get(id(stream.tracker)))
+                jobs += stream.tracker.advance(stream.arrival_of, probabilities.get(id(stream.tracker)))
                 if finished_before[stream.stream_id] and stream.ring.available() == 0:
-                    jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
-                    jobs += stream.tracker.finish(arrival)
+                    jobs += stream.tracker.feed(stream.resampler.flush(), stream.arrival_of)
+                    jobs += stream.tracker.finish(stream.arrival_of)
                     ending_streams.append(stream)
             except Exception as error:  # noqa: BLE001 - as above
                 broken.append(self._broken(stream, error))
@@ -321,7 +343,8 @@ class Worker:
     def _read(self, stream: Stream) -> list[WindowJob]:
         """A step's audio of one stream, through the resampler to its voice detector; the windows lost audio closed."""
         block = stream.read()  # what the voice detector's history has room for, at most
-        jobs = stream.skip_lost_audio(time.monotonic(), before=stream.ring.read_position - block.size)  # it came before this block
+        block_start = stream.ring.read_position - block.size
+        jobs = stream.skip_lost_audio(before=block_start)  # it came before this block
         if block.size:
             # Before the resampler, whose filter state NaN would poison. A finite sample beyond any audio scale (1e20
             # from a misbehaving driver) is no more audio: passed on, the spectrogram refused its windows.
@@ -332,7 +355,7 @@ class Worker:
             canonical = stream.resampler.process(block)
             if canonical.size:
                 stream.level = float(np.sqrt(np.mean(np.square(canonical))))
-            stream.tracker.push(canonical)
+            stream.hear(canonical, block_start)
         return jobs
 
     @staticmethod
@@ -390,6 +413,7 @@ class Worker:
             self.emit(window)
 
     def _publish_utterance(self, done: FinishedUtterance, stream_started_at: str) -> None:
+        # from the arrival of the audio that ended it in the ring: the time it waited there for the worker counts
         latency_ms = (time.monotonic() - done.closed_at) * 1000.0
         self.latencies_ms.append(latency_ms)
         self.utterances_done += 1

@@ -50,6 +50,15 @@ def average_windows(window_probabilities: NDArray[np.floating]) -> UtteranceLabe
 PUSH_LIMIT_SECONDS = 1.0
 PUSH_SLACK_SAMPLES = 64  # a resampler's block may come out a few samples longer than its input's duration
 
+# When the audio up to a stream position arrived (``time.monotonic()``): one time for all of it, or a function of the
+# position (the worker's streams: the ring buffer remembers when each write came). An utterance's latency runs from it.
+Arrival = float | Callable[[int], float]
+
+
+def arrival_at(arrival: Arrival, position: int) -> float:
+    """When the audio that ends at stream ``position`` arrived."""
+    return arrival(position) if callable(arrival) else arrival
+
 
 @dataclass(frozen=True)
 class UtteranceConfig:
@@ -115,7 +124,7 @@ class Utterance:
     last_window_end: int = 0
     peak_power: float = 0.0  # the loudest VAD-speech frame so far (variance of its samples)
     closed: bool = False
-    closed_at: float = 0.0  # wall clock (monotonic) when the audio that ended it arrived
+    closed_at: float = 0.0  # time.monotonic() when the audio that ended it arrived (``Arrival``)
     probabilities: list[NDArray[np.float32]] = field(default_factory=list)
 
     @property
@@ -185,7 +194,7 @@ class UtteranceTracker:
         return out
 
     # segmentation ------------------------------------------------------------
-    def feed(self, samples: NDArray[np.float32], arrival: float) -> list[WindowJob]:
+    def feed(self, samples: NDArray[np.float32], arrival: Arrival) -> list[WindowJob]:
         """Take new canonical-rate audio, however much; return the windows now ready for inference."""
         jobs: list[WindowJob] = []
         step = int(PUSH_LIMIT_SECONDS * SAMPLE_RATE)
@@ -207,7 +216,7 @@ class UtteranceTracker:
         starts = range(self._vad_position, self._history_end - VAD_FRAME_SAMPLES + 1, VAD_FRAME_SAMPLES)
         return [self._audio(start, start + VAD_FRAME_SAMPLES) for start in starts]
 
-    def advance(self, arrival: float, probabilities: list[float] | None = None) -> list[WindowJob]:
+    def advance(self, arrival: Arrival, probabilities: list[float] | None = None) -> list[WindowJob]:
         """Classify the pending frames (or take their ``probabilities``); return the windows now ready."""
         given = iter(probabilities) if probabilities is not None else None
         jobs: list[WindowJob] = []
@@ -269,7 +278,7 @@ class UtteranceTracker:
             jobs += self._schedule(self.open, min(self._vad_position, self.open.end_sample + margin, self.open.start_sample + longest))
         return jobs
 
-    def skip(self, samples: int, arrival: float) -> list[WindowJob]:
+    def skip(self, samples: int, arrival: Arrival) -> list[WindowJob]:
         """``samples`` of the stream were lost: end what was open where the audio stopped, then move past them unheard.
 
         No VAD or window runs over the gap, so a worker that fell behind does
@@ -288,7 +297,7 @@ class UtteranceTracker:
         self.samples_seen += samples
         return jobs
 
-    def finish(self, arrival: float) -> list[WindowJob]:
+    def finish(self, arrival: Arrival) -> list[WindowJob]:
         """End of stream: close the open utterance with what was heard."""
         return self._close(self.open, arrival) if self.open is not None else []
 
@@ -300,14 +309,16 @@ class UtteranceTracker:
             utterance.next_window_sample += hop
         return jobs
 
-    def _close(self, utterance: Utterance, arrival: float, available: int | None = None, cut: bool = False) -> list[WindowJob]:
+    def _close(self, utterance: Utterance, arrival: Arrival, available: int | None = None, cut: bool = False) -> list[WindowJob]:
         """End an utterance; cut the rest of the windows the offline rule cuts from its span
         (``window_starts``: by the hop from its start, then one aligned to its end, or one padded).
 
         Its end (with the margin) goes no further than ``available``: where the VAD has got to, so that it does
         not depend on how much audio the source had delivered past it; at the end of a stream, all of it. An
-        utterance ``cut`` at --max-utterance ends exactly there.
+        utterance ``cut`` at --max-utterance ends exactly there. What ended it: the frame the VAD has just
+        classified, or (without ``available``: the audio stopped, or the stream ended) the last audio heard.
         """
+        ended_by = self._vad_position if available is not None else self._history_end
         self.open = None
         margin = 0 if cut else int(self.config.margin_seconds * SAMPLE_RATE)
         if not cut:
@@ -334,7 +345,7 @@ class UtteranceTracker:
             jobs.append(self._job(utterance, end - window, end))
         utterance.end_sample = end
         utterance.closed = True
-        utterance.closed_at = arrival
+        utterance.closed_at = arrival_at(arrival, ended_by)
         self.waiting[utterance.utterance_id] = utterance
         return jobs
 
