@@ -22,6 +22,8 @@ from ser_stream.errors import AudioInputError, RecentKeys, StreamRefused, one_li
 from ser_stream.features import MAX_AMPLITUDE, SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import (
+    BEHIND_CAUGHT_UP_SECONDS,
+    BEHIND_WARNING_SECONDS,
     Message,
     Status,
     StreamEvent,
@@ -78,6 +80,7 @@ class Stream:
         self.input_overflows = 0
         self.nonfinite_samples = 0  # NaN/Inf, or beyond any audio scale, from a live source: replaced by silence and counted
         self.finished = False  # set by the source when it has written everything
+        self.live = True  # its audio comes as it happens; a --pace fast file's, read ahead, cannot be behind it (``Worker.behind_seconds``)
         self.error: str | None = None
         self.warning: str | None = None
         self.start_warning: str | None = None  # said right after its stream_started (sampled below 8 kHz), not at its end
@@ -167,6 +170,8 @@ class Worker:
         self.windows_done = 0
         self.utterances_done = 0
         self.queue_depth = 0
+        self.behind_seconds = 0.0  # how long the oldest audio a live stream has waiting has waited, as a step ends
+        self._behind_worst: float | None = None  # since the warning that it is behind: the most it was; None: not said
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
         self.refused_streams = 0  # calls refused (StreamRefused): at --max-streams, a duplicate id, or while stopping
@@ -321,6 +326,7 @@ class Worker:
         for start in range(0, len(jobs), self.config.max_batch):
             self._infer(jobs[start : start + self.config.max_batch], inputs[start : start + self.config.max_batch])
         self.queue_depth = self._windows_waiting(streams)
+        self._note_behind(streams)
         for stream in streams:
             for done in stream.tracker.completed():
                 self._publish_utterance(done, stream.started_at)
@@ -395,6 +401,26 @@ class Worker:
         hop_seconds = self.config.window.hop_seconds
         return sum(stream.ring.available() // max(1, round(hop_seconds * stream.sample_rate)) for stream in streams)
 
+    def _note_behind(self, streams: list[Stream]) -> None:
+        """How far behind live audio the worker is (``behind_seconds``); a warning when that reaches
+        ``BEHIND_WARNING_SECONDS``, and one when it is back under ``BEHIND_CAUGHT_UP_SECONDS``. At 300 calls on 2 cores
+        it fell 8 s behind in 90 s without a word: only queue_depth grew, in windows, and /healthz said ok."""
+        now = time.monotonic()
+        waited = [now - since for stream in streams if stream.live and (since := stream.ring.waiting_since()) is not None]
+        self.behind_seconds = max(waited, default=0.0)
+        if self._behind_worst is None and self.behind_seconds >= BEHIND_WARNING_SECONDS:
+            self._behind_worst = self.behind_seconds
+            self.emit(notice("warning", (
+                f"the monitor is {self.behind_seconds:.1f} s behind live audio: it has more streams ({len(streams)} open) than "
+                "its CPU can follow (2 cores of an Intel Xeon follow 150 or more real-time calls: docs/benchmarks.md), or the "
+                f"CPU is busy elsewhere; utterances come that late, and a stream {self.config.ring_seconds:g} s behind loses its "
+                "oldest audio (overruns)")))
+        elif self._behind_worst is not None:
+            self._behind_worst = max(self._behind_worst, self.behind_seconds)
+            if self.behind_seconds < BEHIND_CAUGHT_UP_SECONDS:
+                self.emit(notice("warning", f"the monitor has caught up with live audio (it was up to {self._behind_worst:.1f} s behind)"))
+                self._behind_worst = None
+
     def _infer(self, jobs: list[WindowJob], inputs: list[NDArray[np.float32]]) -> None:
         if not jobs:
             return
@@ -460,6 +486,7 @@ class Worker:
             "nonfinite_samples": totals["nonfinite_samples"],
             "refused_streams": refused_streams,
             "queue_depth": self.queue_depth,
+            "behind_seconds": round(self.behind_seconds, 2),
             "latency_ms": self.latency_summary(),
             "streams": len(streams),
             "windows": self.windows_done,

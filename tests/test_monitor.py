@@ -957,6 +957,79 @@ def test_latency_runs_from_the_arrival_of_the_audio_that_ended_the_utterance_how
     assert [m for m in messages if m["type"] == "status"][-1]["latency_ms"] == {"median": latency, "p95": latency}
 
 
+def test_a_worker_behind_live_audio_says_how_far_in_status_and_warns_once_then_once_more_when_it_has_caught_up():
+    """At 300 calls on 2 cores the monitor fell 8 s behind over 90 s and said nothing: no warning, /healthz ok, only
+    queue_depth grew, in windows. A --pace fast file, read 10 s ahead by design, is not behind anything."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    call, fast_file = Stream("call", 8000, config), Stream("call.wav", 8000, config)
+    fast_file.live = False
+    worker.add_stream(call)
+    worker.add_stream(fast_file)
+    now = time.monotonic()
+    call.ring.write(np.zeros(8 * 8000, np.float32), arrived_at=now - 5.0)  # 8 s of a call, the oldest 5 s ago
+    fast_file.ring.write(np.zeros(10 * 8000, np.float32), arrived_at=now - 60.0)
+
+    def said() -> list[str]:
+        return [m["message"] for m in messages if m["type"] == "warning"]
+
+    worker.step()  # a second of each read: the rest still waits
+    worker.publish_status(force=True)
+    behind = messages[-1]["behind_seconds"]
+    assert 5.0 <= behind < 60.0 and said() == [
+        f"the monitor is {behind:.1f} s behind live audio: it has more streams (2 open) than its CPU can follow (2 cores of an "
+        "Intel Xeon follow 150 or more real-time calls: docs/benchmarks.md), or the CPU is busy elsewhere; utterances come that "
+        "late, and a stream 10 s behind loses its oldest audio (overruns)"]
+    worker.step()
+    worker.publish_status(force=True)
+    assert messages[-1]["behind_seconds"] >= behind and len(said()) == 1  # still behind: said once
+    while call.ring.available():
+        worker.step()
+    worker.publish_status(force=True)
+    assert messages[-1]["behind_seconds"] == 0.0
+    caught_up = said()[1:]
+    assert len(caught_up) == 1
+    worst = re.fullmatch(r"the monitor has caught up with live audio \(it was up to (\d+\.\d) s behind\)", caught_up[0])
+    assert worst is not None and float(worst[1]) >= round(behind, 1)
+
+
+def test_healthz_says_how_far_behind_live_audio_the_worker_is_and_stays_200_while_it_steps():
+    from ser_stream.messages import utc_now
+    from ser_stream.monitor import Outbox, worker_health
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, lambda message: None)  # type: ignore[arg-type]
+    call = Stream("call", 8000, config)
+    worker.add_stream(call)
+    call.ring.write(np.zeros(4 * 8000, np.float32), arrived_at=time.monotonic() - 3.0)
+    worker.step()
+    worker.last_step_at = time.monotonic()
+    healthy, report = worker_health(worker, Outbox(lambda message: None), {"instance": "0" * 32, "started_at": utc_now()})
+    assert healthy and report["status"] == "ok" and report["behind_seconds"] >= 3.0
+
+
+def test_a_file_read_at_pace_fast_is_not_a_live_stream_and_one_in_real_time_is(tmp_path):
+    """A fast file's ring is full by design: counted, it would have had the monitor warn of being behind live audio."""
+    from ser_stream.cli import _monitor_options, build_parser
+    from ser_stream.monitor import open_file_like_sources, open_sources
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    path = tmp_path / "call.wav"
+    soundfile.write(path, np.zeros(8000, np.float32), 8000)
+    live = {}
+    for pace in ("fast", "realtime"):
+        args = build_parser().parse_args(["monitor", "--source", f"file:{path}", "--pace", pace])
+        options = _monitor_options(args, args.source)
+        worker = Worker(EvenModel(), MonitorConfig(), lambda message: None)  # type: ignore[arg-type]
+        open_sources(options, open_file_like_sources(options), worker, worker.open_stream, worker.warn, lambda line: None)
+        live[pace] = [stream.live for stream in worker.streams.values()]
+    assert live == {"fast": [False], "realtime": [True]}
+
+
 @pytest.mark.parametrize(("given", "floor"), [([], 0.2), (["--voice-floor", "0.3"], 0.3), (["--voice-floor", "off"], None)])
 def test_voice_floor_sets_where_webrtc_is_asked_and_off_leaves_silero_alone(given, floor):
     from ser_stream.cli import _monitor_options, build_parser
