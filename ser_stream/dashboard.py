@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ser_stream import EMOTIONS
 from ser_stream.errors import shown
-from ser_stream.messages import Message, loss_counts
+from ser_stream.messages import BEHIND_WARNING_SECONDS, Message, loss_counts
 
 COLOURS = {
     "neutral": "white", "calm": "cyan", "happy": "yellow", "sad": "blue",
@@ -80,6 +80,12 @@ def cut(text: str, style: str = "") -> Text:
 def losses(status: Message) -> list[str]:
     """Every nonzero loss or refusal counter of a status message, in its order: ``overrun samples 800``."""
     return [f"{name.replace('_', ' ')} {value}" for name, value in loss_counts(status).items() if value]
+
+
+def behind_live_audio(status: Message) -> str | None:
+    """``behind live audio 3.2 s`` while the worker is ``BEHIND_WARNING_SECONDS`` or more behind, else None."""
+    behind = status.get("behind_seconds", 0.0)
+    return f"behind live audio {behind:.1f} s" if behind >= BEHIND_WARNING_SECONDS else None
 
 
 def packed(items: list[str], width: int, separator: str = "  ") -> list[str]:
@@ -165,7 +171,7 @@ class DashboardState:
 class DashboardFrame:
     """One frame of the dashboard, fitted to the terminal when rich draws it.
 
-    The stats and every nonzero loss come first, where rich's ``Live`` (which
+    The stats, every nonzero loss and a worker behind live audio come first, where rich's ``Live`` (which
     crops a frame taller than the terminal at the bottom) always shows them; the
     emotion bars next; then as many stream rows, and after them last utterances,
     as the rows left over hold. Every row is one line: long ids are cut in the middle.
@@ -197,6 +203,8 @@ class DashboardFrame:
         lost = losses(status)
         top = [Text(line) for line in packed(counts, width)]
         top += [Text(line, style="bold red") for line in packed(["losses:", *lost], width)] if lost else [Text("losses: none", style="dim")]
+        if behind := behind_live_audio(status):  # a worker falling behind, before it loses anything
+            top.append(Text(behind, style="bold red"))
         for line in top:
             line.no_wrap, line.overflow = True, "ellipsis"
         room = height - len(top) - BARS_HEIGHT

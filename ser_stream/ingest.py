@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -561,13 +562,14 @@ class MediaIngest:
     async def _write(call_id: str, track: Track, samples: NDArray[np.float32]) -> None:
         """Append to the track's stream, waiting for the worker to make room (TCP backpressure) rather than overwriting."""
         ring = track.sink.ring
+        arrived = time.monotonic()  # the frame's, before any wait for room: the call's audio has waited that long
         while True:
             piece = samples[: ring.capacity]
             while ring.free() < piece.size and not track.sink.finished:
                 await asyncio.sleep(0.005)
             if track.sink.finished:  # the worker closed the stream: the monitor is stopping
                 raise MonitorStopping(f"stream {call_id!r}: the monitor is stopping; audio from here on is not analysed")
-            ring.write(piece)
+            ring.write(piece, arrived_at=arrived)
             track.samples += piece.size
             samples = samples[piece.size :]
             if not samples.size:

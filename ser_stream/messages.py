@@ -13,6 +13,12 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 
+# A worker this far behind live audio (status ``behind_seconds``) is said to be, once, in a warning, on the dashboard and
+# the page; and once more when it is back under BEHIND_CAUGHT_UP_SECONDS. At one stream the oldest audio waiting has
+# waited for less than one pass of the worker (milliseconds); 2 s is no pause, and leaves a 10 s ring 8 s before it overruns.
+BEHIND_WARNING_SECONDS = 2.0
+BEHIND_CAUGHT_UP_SECONDS = 1.0
+
 
 class Hello(TypedDict):
     type: Literal["hello"]
@@ -71,6 +77,7 @@ class Status(TypedDict):
     input_overflows: int
     nonfinite_samples: int
     queue_depth: int
+    behind_seconds: float  # how long the oldest audio a live stream has waiting has waited for the worker
     latency_ms: dict[str, float]
     streams: int
     windows: int
@@ -105,7 +112,8 @@ class Status(TypedDict):
 # Every other field is a loss or refusal counter (those there are now, and any added later) and is shown when nonzero.
 # rtp_resyncs, ingest_renumbered: renumberings the call followed, nothing lost; failed_handshakes: port scans and health checks.
 NOT_LOSSES = frozenset(
-    {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
+    {"type", "queue_depth", "behind_seconds", "latency_ms", "streams", "windows", "utterances", "subscribers", "rtp_resyncs", "ingest_renumbered",
+     "failed_handshakes"}
 )
 
 

@@ -402,7 +402,7 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
     status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
     return status in ("ok", "starting"), {
         "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
-        "queue_depth": worker.queue_depth, "outbox": outbox.messages.qsize(),
+        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.messages.qsize(),
         "outbox_full_waits": outbox.full_waits, "seconds_since_worker_step": since,
     }
 
@@ -488,6 +488,7 @@ def open_sources(options: MonitorOptions, file_like: list[tuple[SourceSpec, Any]
             continue
         stream = Stream(stream_id, source.sample_rate, worker.config)
         stream.start_warning = narrow_band(stream_id, source.sample_rate)  # as classify says it; the worker says it after stream_started
+        stream.live = not (spec.kind == "file" and source.pace == "fast")  # read ahead: its 10 s ring is full by design
         worker.add_stream(stream)
         if spec.kind == "file":
             sources.files_read.append(stream)

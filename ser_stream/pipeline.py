@@ -22,6 +22,8 @@ from ser_stream.errors import AudioInputError, RecentKeys, StreamRefused, one_li
 from ser_stream.features import MAX_AMPLITUDE, SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import (
+    BEHIND_CAUGHT_UP_SECONDS,
+    BEHIND_WARNING_SECONDS,
     Message,
     Status,
     StreamEvent,
@@ -59,6 +61,7 @@ class MonitorConfig:
 # REFUSED_IDS_TRACKED ids are remembered, so a flood of new ones is counted one by one in bounded memory.
 REFUSED_ID_SECONDS = 5.0
 REFUSED_IDS_TRACKED = 4096
+READS_KEPT = 8  # a stream's latest reads that ``Stream.arrival_of`` maps back to the ring: an utterance ends in the last
 
 
 class Stream:
@@ -77,6 +80,7 @@ class Stream:
         self.input_overflows = 0
         self.nonfinite_samples = 0  # NaN/Inf, or beyond any audio scale, from a live source: replaced by silence and counted
         self.finished = False  # set by the source when it has written everything
+        self.live = True  # its audio comes as it happens; a --pace fast file's, read ahead, cannot be behind it (``Worker.behind_seconds``)
         self.error: str | None = None
         self.warning: str | None = None
         self.start_warning: str | None = None  # said right after its stream_started (sampled below 8 kHz), not at its end
@@ -85,6 +89,9 @@ class Stream:
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
+        # (canonical start, canonical end, ring start, ring end) of its latest reads: where the voice detector's audio
+        # came from in the ring, whose times of arrival an utterance's latency runs from (``arrival_of``)
+        self.reads: deque[tuple[int, int, int, int]] = deque(maxlen=READS_KEPT)
         # Time a live device was away before it was reopened (``mark_gap``): (ring position, samples at its rate), for
         # the worker to move stream time past there; and the totals, for status (a mic source's device_gaps…).
         self.gaps: deque[tuple[int, int]] = deque()
@@ -114,7 +121,26 @@ class Stream:
         """A step's audio: at most ``read_limit`` samples, and none past the next gap ``mark_gap`` marked."""
         return self.ring.read(self.read_limit, until=self.gaps[0][0] if self.gaps else None)
 
-    def skip_lost_audio(self, arrival: float, before: int) -> list[WindowJob]:
+    def hear(self, canonical: NDArray[np.float32], ring_start: int) -> None:
+        """Hand the voice detector audio resampled from the ring's samples ``ring_start`` up to its read position."""
+        canonical_start = self.tracker.samples_seen
+        self.tracker.push(canonical)
+        if canonical.size:
+            self.reads.append((canonical_start, self.tracker.samples_seen, ring_start, self.ring.read_position))
+
+    def arrival_of(self, position: int) -> float:
+        """When the audio up to canonical stream ``position`` arrived in the ring (``time.monotonic()``): the time of
+        the ring sample its last sample was resampled from; past the last read (the resampler's flush), its last."""
+        if not self.reads:
+            return time.monotonic()  # nothing heard yet: nothing waited
+        last = position - 1
+        # the latest read that starts at or before it (before every read kept: the oldest, at its first sample)
+        read = next((read for read in reversed(self.reads) if last >= read[0]), self.reads[0])
+        canonical_start, canonical_end, ring_start, ring_end = read
+        offset = min(max(0, last - canonical_start), canonical_end - canonical_start - 1)
+        return self.ring.arrival_of(ring_start + offset * (ring_end - ring_start) // (canonical_end - canonical_start))
+
+    def skip_lost_audio(self, before: int) -> list[WindowJob]:
         """Move stream time past audio lost before ring position ``before`` (where the block just read starts): what
         the ring overwrote since the last read (the worker fell behind a live source), and gaps marked there.
 
@@ -130,7 +156,7 @@ class Stream:
             return []
         self.tracker.push(self.resampler.flush())  # what came before the gap, to its last sample
         self.resampler = StreamResampler(self.sample_rate, SAMPLE_RATE)
-        return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), arrival)
+        return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), self.arrival_of)
 
 
 class Worker:
@@ -144,6 +170,8 @@ class Worker:
         self.windows_done = 0
         self.utterances_done = 0
         self.queue_depth = 0
+        self.behind_seconds = 0.0  # how long the oldest audio a live stream has waiting has waited, as a step ends
+        self._behind_worst: float | None = None  # since the warning that it is behind: the most it was; None: not said
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
         self.refused_streams = 0  # calls refused (StreamRefused): at --max-streams, a duplicate id, or while stopping
@@ -282,15 +310,14 @@ class Worker:
                 jobs += self._read(stream)
             except Exception as error:  # noqa: BLE001 - said as the stream's error; the other streams go on
                 broken.append(self._broken(stream, error))
-        arrival = time.monotonic()
         working = [stream for stream in streams if stream not in broken]
         probabilities = batched_vad([stream.tracker for stream in working])
         for stream in working:
             try:
-                jobs += stream.tracker.advance(arrival, probabilities.get(id(stream.tracker)))
+                jobs += stream.tracker.advance(stream.arrival_of, probabilities.get(id(stream.tracker)))
                 if finished_before[stream.stream_id] and stream.ring.available() == 0:
-                    jobs += stream.tracker.feed(stream.resampler.flush(), arrival)
-                    jobs += stream.tracker.finish(arrival)
+                    jobs += stream.tracker.feed(stream.resampler.flush(), stream.arrival_of)
+                    jobs += stream.tracker.finish(stream.arrival_of)
                     ending_streams.append(stream)
             except Exception as error:  # noqa: BLE001 - as above
                 broken.append(self._broken(stream, error))
@@ -299,13 +326,14 @@ class Worker:
         for start in range(0, len(jobs), self.config.max_batch):
             self._infer(jobs[start : start + self.config.max_batch], inputs[start : start + self.config.max_batch])
         self.queue_depth = self._windows_waiting(streams)
+        self._note_behind(streams)
         for stream in streams:
             for done in stream.tracker.completed():
                 self._publish_utterance(done, stream.started_at)
         for stream in ending_streams:
             if stream.error:
                 self.emit(notice("error", stream.error, stream=stream.stream_id))
-            if warning := "; ".join(said for said in (stream.warning, unheard_samples(stream)) if said):
+            if warning := "; ".join(said for said in (stream.warning, unheard_samples(stream), overrun_loss(stream)) if said):
                 self.emit(notice("warning", warning, stream=stream.stream_id))
             ended: StreamEvent = {"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)}
             self.emit(ended)
@@ -321,7 +349,8 @@ class Worker:
     def _read(self, stream: Stream) -> list[WindowJob]:
         """A step's audio of one stream, through the resampler to its voice detector; the windows lost audio closed."""
         block = stream.read()  # what the voice detector's history has room for, at most
-        jobs = stream.skip_lost_audio(time.monotonic(), before=stream.ring.read_position - block.size)  # it came before this block
+        block_start = stream.ring.read_position - block.size
+        jobs = stream.skip_lost_audio(before=block_start)  # it came before this block
         if block.size:
             # Before the resampler, whose filter state NaN would poison. A finite sample beyond any audio scale (1e20
             # from a misbehaving driver) is no more audio: passed on, the spectrogram refused its windows.
@@ -332,7 +361,7 @@ class Worker:
             canonical = stream.resampler.process(block)
             if canonical.size:
                 stream.level = float(np.sqrt(np.mean(np.square(canonical))))
-            stream.tracker.push(canonical)
+            stream.hear(canonical, block_start)
         return jobs
 
     @staticmethod
@@ -372,6 +401,26 @@ class Worker:
         hop_seconds = self.config.window.hop_seconds
         return sum(stream.ring.available() // max(1, round(hop_seconds * stream.sample_rate)) for stream in streams)
 
+    def _note_behind(self, streams: list[Stream]) -> None:
+        """How far behind live audio the worker is (``behind_seconds``); a warning when that reaches
+        ``BEHIND_WARNING_SECONDS``, and one when it is back under ``BEHIND_CAUGHT_UP_SECONDS``. At 300 calls on 2 cores
+        it fell 8 s behind in 90 s without a word: only queue_depth grew, in windows, and /healthz said ok."""
+        now = time.monotonic()
+        waited = [now - since for stream in streams if stream.live and (since := stream.ring.waiting_since()) is not None]
+        self.behind_seconds = max(waited, default=0.0)
+        if self._behind_worst is None and self.behind_seconds >= BEHIND_WARNING_SECONDS:
+            self._behind_worst = self.behind_seconds
+            self.emit(notice("warning", (
+                f"the monitor is {self.behind_seconds:.1f} s behind live audio: it has more streams ({len(streams)} open) than "
+                "its CPU can follow (2 cores of an Intel Xeon follow 150 or more real-time calls: docs/benchmarks.md), or the "
+                f"CPU is busy elsewhere; utterances come that late, and a stream {self.config.ring_seconds:g} s behind loses its "
+                "oldest audio (overruns)")))
+        elif self._behind_worst is not None:
+            self._behind_worst = max(self._behind_worst, self.behind_seconds)
+            if self.behind_seconds < BEHIND_CAUGHT_UP_SECONDS:
+                self.emit(notice("warning", f"the monitor has caught up with live audio (it was up to {self._behind_worst:.1f} s behind)"))
+                self._behind_worst = None
+
     def _infer(self, jobs: list[WindowJob], inputs: list[NDArray[np.float32]]) -> None:
         if not jobs:
             return
@@ -390,6 +439,7 @@ class Worker:
             self.emit(window)
 
     def _publish_utterance(self, done: FinishedUtterance, stream_started_at: str) -> None:
+        # from the arrival of the audio that ended it in the ring: the time it waited there for the worker counts
         latency_ms = (time.monotonic() - done.closed_at) * 1000.0
         self.latencies_ms.append(latency_ms)
         self.utterances_done += 1
@@ -436,6 +486,7 @@ class Worker:
             "nonfinite_samples": totals["nonfinite_samples"],
             "refused_streams": refused_streams,
             "queue_depth": self.queue_depth,
+            "behind_seconds": round(self.behind_seconds, 2),
             "latency_ms": self.latency_summary(),
             "streams": len(streams),
             "windows": self.windows_done,
@@ -477,6 +528,18 @@ def unheard_samples(stream: Stream) -> str | None:
         return None
     what = "sample was" if count == 1 else "samples were"
     return f"{stream.stream_id}: {count} {what} NaN, infinite or beyond ±{MAX_AMPLITUDE:.0e} (not audio) and played as silence"
+
+
+def overrun_loss(stream: Stream) -> str | None:
+    """What a stream's warning says of the audio its ring lost while the worker was behind (``overruns``), or None:
+    at 400 calls 8222 s were lost in all, and no call was told how much of it was its own."""
+    lost, overruns = stream.ring.overrun_samples, stream.ring.overruns
+    if not lost:
+        return None
+    times = "once" if overruns == 1 else f"{overruns} times"
+    return (f"{stream.stream_id}: {lost / stream.sample_rate:.2f} s of its audio was lost to overruns, {times} (the monitor "
+            f"fell more than {stream.ring.capacity / stream.sample_rate:g} s behind it: more streams than its CPU can "
+            "follow); that time still passed, unheard")
 
 
 def stream_counters(stream: Stream) -> dict[str, int]:

@@ -125,12 +125,14 @@ class FileSource:
                         return
                     mono = decoded[offset : offset + block]
                     sent += mono.size
+                    spoken: float | None = None  # at --pace fast it arrives when the worker has room for it
                     if self.pace == "realtime":  # a live source delivers a block once its last sample has been spoken
-                        delay = started + sent / self.sample_rate - time.monotonic()
+                        spoken = started + sent / self.sample_rate
+                        delay = spoken - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                    _wait_for_room(sink, mono.size, stop)
-                    sink.ring.write(mono)
+                    _wait_for_room(sink, mono.size, stop)  # a live source would have lost audio: the wait is lateness
+                    sink.ring.write(mono, arrived_at=spoken)
         except AudioInputError as error:
             sink.error = str(error)
         except Exception as error:  # noqa: BLE001 - a corrupt file mid-stream ends only this stream
@@ -168,6 +170,7 @@ class StdinSource:
             mixer = ChannelMixer()  # one for the stream: whatever a pipe read returns, the mix is the whole stream's
             while not stop.is_set():
                 chunk = self.stream.read(block_bytes if data_left is None else min(block_bytes, data_left))
+                arrived = time.monotonic()  # before any wait for room: a live pipe (arecord) has kept it waiting that long
                 if data_left is not None:
                     data_left -= len(chunk)
                 data = leftover + chunk
@@ -177,7 +180,7 @@ class StdinSource:
                     pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
                     mono = mixer.mix(pcm.astype(np.float32) / 32768.0)
                     _wait_for_room(sink, mono.size, stop)
-                    sink.ring.write(mono)
+                    sink.ring.write(mono, arrived_at=arrived)
                 if not chunk or data_left == 0:
                     break
             if leftover:

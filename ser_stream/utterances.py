@@ -50,6 +50,15 @@ def average_windows(window_probabilities: NDArray[np.floating]) -> UtteranceLabe
 PUSH_LIMIT_SECONDS = 1.0
 PUSH_SLACK_SAMPLES = 64  # a resampler's block may come out a few samples longer than its input's duration
 
+# When the audio up to a stream position arrived (``time.monotonic()``): one time for all of it, or a function of the
+# position (the worker's streams: the ring buffer remembers when each write came). An utterance's latency runs from it.
+Arrival = float | Callable[[int], float]
+
+
+def arrival_at(arrival: Arrival, position: int) -> float:
+    """When the audio that ends at stream ``position`` arrived."""
+    return arrival(position) if callable(arrival) else arrival
+
 
 @dataclass(frozen=True)
 class UtteranceConfig:
@@ -110,12 +119,13 @@ class Utterance:
     start_sample: int  # the first frame of speech, less the margin (not before the stream's start)
     speech_start: int = 0  # the first frame of speech itself
     end_sample: int = 0
+    loud_end: int = 0  # the end of its last speech frame within hold_db of its loudest: where its own speech ends
     next_window_sample: int = 0
     windows_cut: int = 0
     last_window_end: int = 0
     peak_power: float = 0.0  # the loudest VAD-speech frame so far (variance of its samples)
     closed: bool = False
-    closed_at: float = 0.0  # wall clock (monotonic) when the audio that ended it arrived
+    closed_at: float = 0.0  # time.monotonic() when the audio that ended it arrived (``Arrival``)
     probabilities: list[NDArray[np.float32]] = field(default_factory=list)
 
     @property
@@ -185,7 +195,7 @@ class UtteranceTracker:
         return out
 
     # segmentation ------------------------------------------------------------
-    def feed(self, samples: NDArray[np.float32], arrival: float) -> list[WindowJob]:
+    def feed(self, samples: NDArray[np.float32], arrival: Arrival) -> list[WindowJob]:
         """Take new canonical-rate audio, however much; return the windows now ready for inference."""
         jobs: list[WindowJob] = []
         step = int(PUSH_LIMIT_SECONDS * SAMPLE_RATE)
@@ -207,7 +217,7 @@ class UtteranceTracker:
         starts = range(self._vad_position, self._history_end - VAD_FRAME_SAMPLES + 1, VAD_FRAME_SAMPLES)
         return [self._audio(start, start + VAD_FRAME_SAMPLES) for start in starts]
 
-    def advance(self, arrival: float, probabilities: list[float] | None = None) -> list[WindowJob]:
+    def advance(self, arrival: Arrival, probabilities: list[float] | None = None) -> list[WindowJob]:
         """Classify the pending frames (or take their ``probabilities``); return the windows now ready."""
         given = iter(probabilities) if probabilities is not None else None
         jobs: list[WindowJob] = []
@@ -238,7 +248,7 @@ class UtteranceTracker:
                 self.open.end_sample = frame_end
                 power = float(np.var(frame))  # less the frame's mean: a DC offset is not speech going on
                 if power >= self.open.peak_power * faint:
-                    self._last_speech_end = frame_end
+                    self._last_speech_end = self.open.loud_end = frame_end
                 self.open.peak_power = max(self.open.peak_power, power)
             else:
                 self._in_speech = False
@@ -256,8 +266,8 @@ class UtteranceTracker:
                     cut_short = self.open
                     cut_short.end_sample = limit
                     jobs += self._close(cut_short, arrival, available=limit, cut=True)
-                    self.open = Utterance(self._next_id, limit, speech_start=limit, end_sample=frame_end, next_window_sample=limit,
-                                          peak_power=cut_short.peak_power)
+                    self.open = Utterance(self._next_id, limit, speech_start=limit, end_sample=frame_end, loud_end=frame_end,
+                                          next_window_sample=limit, peak_power=cut_short.peak_power)
                     self._next_id += 1
                 elif beyond <= 0 and not self._in_speech:
                     jobs += self._close(self.open, arrival, available=limit)  # limit <= frame_end: where the VAD is
@@ -269,7 +279,7 @@ class UtteranceTracker:
             jobs += self._schedule(self.open, min(self._vad_position, self.open.end_sample + margin, self.open.start_sample + longest))
         return jobs
 
-    def skip(self, samples: int, arrival: float) -> list[WindowJob]:
+    def skip(self, samples: int, arrival: Arrival) -> list[WindowJob]:
         """``samples`` of the stream were lost: end what was open where the audio stopped, then move past them unheard.
 
         No VAD or window runs over the gap, so a worker that fell behind does
@@ -288,7 +298,7 @@ class UtteranceTracker:
         self.samples_seen += samples
         return jobs
 
-    def finish(self, arrival: float) -> list[WindowJob]:
+    def finish(self, arrival: Arrival) -> list[WindowJob]:
         """End of stream: close the open utterance with what was heard."""
         return self._close(self.open, arrival) if self.open is not None else []
 
@@ -300,23 +310,31 @@ class UtteranceTracker:
             utterance.next_window_sample += hop
         return jobs
 
-    def _close(self, utterance: Utterance, arrival: float, available: int | None = None, cut: bool = False) -> list[WindowJob]:
+    def _close(self, utterance: Utterance, arrival: Arrival, available: int | None = None, cut: bool = False) -> list[WindowJob]:
         """End an utterance; cut the rest of the windows the offline rule cuts from its span
         (``window_starts``: by the hop from its start, then one aligned to its end, or one padded).
 
         Its end (with the margin) goes no further than ``available``: where the VAD has got to, so that it does
         not depend on how much audio the source had delivered past it; at the end of a stream, all of it. An
-        utterance ``cut`` at --max-utterance ends exactly there.
+        utterance ``cut`` at --max-utterance ends exactly there. What ended it: the frame the VAD has just
+        classified, or (without ``available``: the audio stopped, or the stream ended) the last audio heard.
         """
+        ended_by = self._vad_position if available is not None else self._history_end
         self.open = None
         margin = 0 if cut else int(self.config.margin_seconds * SAMPLE_RATE)
+        heard_until = utterance.end_sample  # where its speech ends
         if not cut:
             limit = utterance.start_sample + int(self.config.max_utterance_seconds * SAMPLE_RATE)
-            refined = self._refine_end(utterance)
+            detected_end, refined = utterance.end_sample, self._refine_end(utterance)
             # last words past the limit (``advance``) are kept, and no more: less than the shortest utterance past it
             utterance.end_sample = refined if utterance.end_sample <= limit else min(refined, limit + int(self.config.min_speech_seconds * SAMPLE_RATE))
+            # Its speech: to its last frame within hold_db of its loudest, or over the trailing sound it was extended by.
+            # Frames the VAD holds on to past that are kept in the utterance but are not speech: after a gap (an overrun)
+            # or at a stream's start Silero's fresh state took 0.3 s of the digital silence after a word's last 40 ms for
+            # speech, and such fragments passed for utterances of 0.25 s or more, ending 0.4 s after the speech.
+            heard_until = utterance.end_sample if refined > detected_end else min(utterance.loud_end, utterance.end_sample)
         end = min(utterance.end_sample + margin, self._history_end if available is None else available)
-        speech = utterance.end_sample - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
+        speech = heard_until - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
         jobs: list[WindowJob] = []
         # A piece cut at --max-utterance is speech however little of it is (at --max-utterance 0.26, the margin's 0.1 s);
         # the one after it is only opened with the shortest utterance's speech past the cut (``advance``).
@@ -334,7 +352,7 @@ class UtteranceTracker:
             jobs.append(self._job(utterance, end - window, end))
         utterance.end_sample = end
         utterance.closed = True
-        utterance.closed_at = arrival
+        utterance.closed_at = arrival_at(arrival, ended_by)
         self.waiting[utterance.utterance_id] = utterance
         return jobs
 

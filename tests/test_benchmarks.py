@@ -519,9 +519,9 @@ def test_a_file_in_real_time_delivers_no_block_before_its_last_sample_was_spoken
     delivered: list[tuple[float, int]] = []
 
     class Ring(RingBuffer):
-        def write(self, samples):
+        def write(self, samples, arrived_at=None):
             delivered.append((clock["now"], samples.size))
-            return super().write(samples)
+            return super().write(samples, arrived_at)
 
     sink = type("Sink", (), {"ring": Ring(4 * rate), "input_overflows": 0, "finished": False, "error": None, "warning": None})()
     sources.FileSource(str(path), pace="realtime").run(sink, threading.Event())

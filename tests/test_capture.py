@@ -482,3 +482,43 @@ def test_bytes_after_a_wav_streams_audio_that_are_no_chunk_of_it_are_said_to_be_
     assert sink.warning == (f"stdin: {len(second)} bytes after the WAV's audio were not heard (not a chunk of that WAV: a second file "
                             "joined to it? pipe one WAV at a time, or raw PCM)")
     assert read_stdin(first + bytes(512)).warning is None
+
+
+def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_room(tmp_path, monkeypatch):
+    """A realtime file stands in for a live source, which would have overrun where the file waits for a worker that
+    has fallen behind: its blocks were stamped when written, and that wait was left out of the latency."""
+    import ser_stream.sources as sources
+
+    path = tmp_path / "tone.wav"
+    rate = 8000
+    soundfile.write(path, (0.1 * np.sin(np.arange(rate) / 5)).astype(np.float32), rate)
+    clock = {"now": 1000.0}
+    fake_time = type("Time", (), {"monotonic": staticmethod(lambda: clock["now"]),
+                                  "sleep": staticmethod(lambda seconds: clock.__setitem__("now", clock["now"] + seconds))})
+    monkeypatch.setattr(sources, "time", fake_time)
+    written: list[tuple[float, float | None, int]] = []  # (when written, its arrival as the source gives it, samples)
+
+    class Ring(RingBuffer):
+        checks_full = 600  # no room for the third block for 1.2 s: the worker is behind
+
+        def free(self) -> int:
+            if len(written) == 2 and self.checks_full:
+                self.checks_full -= 1
+                return 0
+            return super().free()
+
+        def write(self, samples, arrived_at=None):
+            written.append((clock["now"], arrived_at, samples.size))
+            return super().write(samples, arrived_at)
+
+    sink = Sink(2 * rate)
+    sink.ring = Ring(2 * rate)
+    sources.FileSource(str(path), pace="realtime").run(sink, threading.Event())
+    assert sink.error is None and sum(size for _, _, size in written) == rate
+    spoken = 0
+    for _, arrived, size in written:
+        spoken += size
+        assert arrived == pytest.approx(1000.0 + spoken / rate)  # when its last sample was spoken
+    third_written, third_spoken, _ = written[2]
+    assert third_written >= third_spoken + 1.0  # written a second later: its latency counts that second
+    assert sink.ring.arrival_of(2 * written[0][2]) == pytest.approx(third_spoken)

@@ -138,7 +138,7 @@ def test_on_an_80_by_24_terminal_the_provider_and_the_losses_are_always_in_the_f
 # What docs/protocol.md says are not losses or refusals: the type, gauges, tallies of work done, the latency summary,
 # renumberings a call followed with nothing lost, and connections that never asked for anything (port scans, health
 # checks). Written out here: built from messages.py's own set, a loss put there by mistake went unseen by this test.
-NOT_LOSSES_DOCUMENTED = {"type", "queue_depth", "latency_ms", "streams", "windows", "utterances", "subscribers",
+NOT_LOSSES_DOCUMENTED = {"type", "queue_depth", "behind_seconds", "latency_ms", "streams", "windows", "utterances", "subscribers",
                          "rtp_resyncs", "ingest_renumbered", "failed_handshakes"}
 
 
@@ -157,6 +157,18 @@ def test_every_nonzero_loss_or_refusal_counter_of_the_status_is_shown():
     quiet = DashboardState({"type": "hello", "provider": "cuda"})
     quiet.handle({"type": "status", "latency_ms": {}} | dict.fromkeys(counters, 0))
     assert "losses: none" in "\n".join(live_frame(quiet, 80, 24))
+
+
+def test_a_worker_two_seconds_or_more_behind_live_audio_is_shown_beside_the_losses_before_anything_is_lost():
+    """At 300 calls it fell 8 s behind with no loss counted: the dashboard said "losses: none" in dim grey."""
+    shown = {}
+    for behind in (1.9, 8.24):
+        state = DashboardState({"type": "hello", "provider": "cpu"})
+        state.handle({"type": "status", "latency_ms": {}, "streams": 300, "windows": 0, "utterances": 0, "queue_depth": 3600,
+                      "behind_seconds": behind, "overruns": 0})
+        shown[behind] = "\n".join(live_frame(state, 80, 24))
+    assert "behind live audio" not in shown[1.9]
+    assert "losses: none" in shown[8.24] and "behind live audio 8.2 s" in shown[8.24]
 
 
 @pytest.mark.parametrize(("width", "height"), [(80, 24), (50, 30), (40, 30)])

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
-from tests.conftest import run_worker, speechlike, taken_ipv6_loopback_port, undocumented_fields
+from tests.conftest import run_worker, speechlike, spoken, taken_ipv6_loopback_port, undocumented_fields
 
 pytestmark = pytest.mark.slow
 
@@ -427,6 +427,31 @@ def test_audio_a_live_source_lost_to_an_overrun_keeps_its_place_in_stream_time(c
         else:  # its beginning was lost: it starts after the gap, never inside it
             assert lost_seconds <= utterance["t_start"] < end
     assert [m["t"] for m in messages if m["type"] == "stream_ended"] == [pytest.approx(audio.size / rate, abs=0.01)]
+
+
+def test_a_stream_that_lost_audio_to_overruns_says_how_much_and_how_often_in_its_end_warning():
+    """At 400 calls the rings lost 8222 s of audio in 25200 overruns, counted in the status totals alone: no call was
+    told what it had lost, as an RTP call's lost packets, a microphone's gaps and invalid samples are told."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=1.0)
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    behind, kept_up = Stream("rtp-000000aa", 8000, config), Stream("rtp-000000bb", 8000, config)
+    behind.warning = "rtp-000000aa: 3 packet(s) lost"  # what its RTP source had to say
+    for stream in (behind, kept_up):
+        worker.add_stream(stream)
+        stream.ring.write(np.zeros(4000, np.float32))
+    behind.ring.write(np.zeros(2 * 8000 + 4000, np.float32))  # 3 s in all, where the ring holds 1: the oldest 2 s are lost
+    worker.step()
+    behind.ring.write(np.zeros(12000, np.float32))  # 1.5 s more before the next read: 0.5 s lost
+    for stream in (behind, kept_up):
+        stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None
+    assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
+        ("rtp-000000aa", "rtp-000000aa: 3 packet(s) lost; rtp-000000aa: 2.50 s of its audio was lost to overruns, 2 times (the "
+                         "monitor fell more than 1 s behind it: more streams than its CPU can follow); that time still passed, unheard")]
 
 
 def test_time_a_reopened_device_was_away_passes_in_stream_time_and_ends_the_utterance_it_cut(clips_with_silence, shipped_model):
@@ -923,6 +948,111 @@ def test_queue_depth_counts_the_windows_waiting_after_a_step_not_the_batch_just_
     stream.finished = True
     worker.run(threading.Event(), until_all_ended=True)
     assert worker.crash is None
+
+
+class EvenModel:
+    """Every window equally likely: for tests of when and where utterances are said, not of their labels."""
+
+    def predict(self, batch):
+        return np.full((len(batch), len(EMOTIONS)), 1 / len(EMOTIONS), np.float32)
+
+
+def test_latency_runs_from_the_arrival_of_the_audio_that_ended_the_utterance_however_long_it_waited_in_the_ring():
+    """At 300 calls on 2 cores the worker fell 7 s behind while every utterance said about 1 s: latency ran from
+    when the worker read the audio, and the time it had waited in the ring went uncounted. Here the speech came
+    ten minutes ago and the silence that ended its utterance 3 s ago, while the worker was busy elsewhere."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    rate = 16000
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    stream = Stream("live", rate, config)
+    worker.add_stream(stream)
+    now = time.monotonic()
+    stream.ring.write(spoken(2.0, rate), arrived_at=now - 600.0)
+    stream.ring.write(np.zeros(rate, np.float32), arrived_at=now - 3.0)
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    assert len(utterances) == 1
+    latency = utterances[0]["latency_ms"]
+    assert 3000.0 <= latency < 600_000.0  # from the silence that ended it, not from the speech it holds
+    assert [m for m in messages if m["type"] == "status"][-1]["latency_ms"] == {"median": latency, "p95": latency}
+
+
+def test_a_worker_behind_live_audio_says_how_far_in_status_and_warns_once_then_once_more_when_it_has_caught_up():
+    """At 300 calls on 2 cores the monitor fell 8 s behind over 90 s and said nothing: no warning, /healthz ok, only
+    queue_depth grew, in windows. A --pace fast file, read 10 s ahead by design, is not behind anything."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    call, fast_file = Stream("call", 8000, config), Stream("call.wav", 8000, config)
+    fast_file.live = False
+    worker.add_stream(call)
+    worker.add_stream(fast_file)
+    now = time.monotonic()
+    call.ring.write(np.zeros(8 * 8000, np.float32), arrived_at=now - 5.0)  # 8 s of a call, the oldest 5 s ago
+    fast_file.ring.write(np.zeros(10 * 8000, np.float32), arrived_at=now - 60.0)
+
+    def said() -> list[str]:
+        return [m["message"] for m in messages if m["type"] == "warning"]
+
+    worker.step()  # a second of each read: the rest still waits
+    worker.publish_status(force=True)
+    behind = messages[-1]["behind_seconds"]
+    assert 5.0 <= behind < 60.0 and said() == [
+        f"the monitor is {behind:.1f} s behind live audio: it has more streams (2 open) than its CPU can follow (2 cores of an "
+        "Intel Xeon follow 150 or more real-time calls: docs/benchmarks.md), or the CPU is busy elsewhere; utterances come that "
+        "late, and a stream 10 s behind loses its oldest audio (overruns)"]
+    worker.step()
+    worker.publish_status(force=True)
+    assert messages[-1]["behind_seconds"] >= behind and len(said()) == 1  # still behind: said once
+    while call.ring.available():
+        worker.step()
+    worker.publish_status(force=True)
+    assert messages[-1]["behind_seconds"] == 0.0
+    caught_up = said()[1:]
+    assert len(caught_up) == 1
+    worst = re.fullmatch(r"the monitor has caught up with live audio \(it was up to (\d+\.\d) s behind\)", caught_up[0])
+    assert worst is not None and float(worst[1]) >= round(behind, 1)
+
+
+def test_healthz_says_how_far_behind_live_audio_the_worker_is_and_stays_200_while_it_steps():
+    from ser_stream.messages import utc_now
+    from ser_stream.monitor import Outbox, worker_health
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, lambda message: None)  # type: ignore[arg-type]
+    call = Stream("call", 8000, config)
+    worker.add_stream(call)
+    call.ring.write(np.zeros(4 * 8000, np.float32), arrived_at=time.monotonic() - 3.0)
+    worker.step()
+    worker.last_step_at = time.monotonic()
+    healthy, report = worker_health(worker, Outbox(lambda message: None), {"instance": "0" * 32, "started_at": utc_now()})
+    assert healthy and report["status"] == "ok" and report["behind_seconds"] >= 3.0
+
+
+def test_a_file_read_at_pace_fast_is_not_a_live_stream_and_one_in_real_time_is(tmp_path):
+    """A fast file's ring is full by design: counted, it would have had the monitor warn of being behind live audio."""
+    from ser_stream.cli import _monitor_options, build_parser
+    from ser_stream.monitor import open_file_like_sources, open_sources
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    path = tmp_path / "call.wav"
+    soundfile.write(path, np.zeros(8000, np.float32), 8000)
+    live = {}
+    for pace in ("fast", "realtime"):
+        args = build_parser().parse_args(["monitor", "--source", f"file:{path}", "--pace", pace])
+        options = _monitor_options(args, args.source)
+        worker = Worker(EvenModel(), MonitorConfig(), lambda message: None)  # type: ignore[arg-type]
+        open_sources(options, open_file_like_sources(options), worker, worker.open_stream, worker.warn, lambda line: None)
+        live[pace] = [stream.live for stream in worker.streams.values()]
+    assert live == {"fast": [False], "realtime": [True]}
 
 
 @pytest.mark.parametrize(("given", "floor"), [([], 0.2), (["--voice-floor", "0.3"], 0.3), (["--voice-floor", "off"], None)])

@@ -151,3 +151,47 @@ def test_reads_interleaved_with_writes_are_in_order_and_every_sample_is_received
     assert len(received) + ring.overrun_samples == next_value
     newest = list(range(max(0, next_value - capacity), next_value))
     assert received[len(received) - len(newest) :] == newest  # the newest audio is never the audio lost
+
+
+def arrivals_by_position(sizes: list[int]) -> list[float]:
+    """The time each sample arrived when write ``i`` of ``sizes`` came at time ``i``."""
+    return [float(index) for index, size in enumerate(sizes) for _ in range(size)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(capacity=st.integers(1, 4096), sizes=st.lists(st.integers(0, 300), min_size=1, max_size=120))
+def test_the_ring_knows_when_each_sample_it_holds_arrived_exactly_for_writes_of_a_512th_of_it_or_more(capacity, sizes):
+    """Latency runs from the arrival of the audio that ended an utterance, which may have waited here: a write
+    that is not tiny is known exactly; a tiny one (a sound card's 5 ms in a 10 s ring) no later than it came,
+    nor earlier than the write a 512th of the capacity before it."""
+    ring = RingBuffer(capacity)
+    for index, size in enumerate(sizes):
+        ring.write(np.zeros(size, np.float32), arrived_at=float(index))
+    truth = arrivals_by_position(sizes)
+    stretch = -(-capacity // 512)
+    for position in range(max(0, len(truth) - capacity), len(truth)):
+        arrived = ring.arrival_of(position)
+        if all(size >= stretch for size in sizes):
+            assert arrived == truth[position]
+        assert truth[max(0, position - stretch)] <= arrived <= truth[position]
+
+
+def test_the_ring_remembers_arrivals_of_all_it_holds_however_many_small_writes_brought_them():
+    """Ten thousand writes of 1 to 7 samples into 4096: more writes than the ring keeps times of."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 8, 10000).tolist()
+    ring = RingBuffer(4096)
+    for index, size in enumerate(sizes):
+        ring.write(np.zeros(size, np.float32), arrived_at=float(index))
+    truth = arrivals_by_position(sizes)
+    for position in range(len(truth) - 4096, len(truth)):
+        assert truth[position - 8] <= ring.arrival_of(position) <= truth[position]
+
+
+def test_the_ring_takes_the_time_of_a_write_that_gives_none_from_the_clock():
+    import time
+
+    ring = RingBuffer(100)
+    before = time.monotonic()
+    ring.write(np.zeros(10, np.float32))
+    assert before <= ring.arrival_of(5) <= time.monotonic()

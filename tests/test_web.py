@@ -468,6 +468,26 @@ def test_the_page_counts_as_losses_exactly_what_the_terminal_dashboard_does(brow
     assert shown == ["no losses", "losses: " + " · ".join(losses({"type": "status"} | every_counter))]
 
 
+def test_the_page_shows_a_worker_two_seconds_or_more_behind_live_audio_and_clears_it_once_caught_up(browser):
+    """At 300 calls the monitor fell 8 s behind with no loss counted: the page said "no losses" throughout."""
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+
+        def behind_shown(behind: float, p95: int) -> tuple[str, bool]:
+            server.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": p95}, "streams": 300, "utterances": 0,
+                            "queue_depth": 3600, "behind_seconds": behind, "overruns": 0})
+            wait_until(lambda: f"latency p95 {p95} ms" in page.inner_text("#totals"), 20)  # this status, not the one before
+            return page.text_content("#behind") or "", page.is_visible("#behind")
+
+        shown = [behind_shown(1.9, 1), behind_shown(8.24, 2), behind_shown(0.3, 3)]
+        losses = page.inner_text("#losses")
+    page.close()
+    assert shown == [("", False), ("behind live audio 8.2 s", True), ("", False)]
+    assert losses == "no losses"
+
+
 def test_a_stream_live_again_under_an_id_that_failed_before_is_not_marked_failed(browser):
     """`--source mic` after the device was fixed and the monitor restarted, an ingest call id reused: the card kept
     the red border, the old reason and, when it ended cleanly, "failed, ended at …"."""
