@@ -1298,30 +1298,25 @@ def test_a_start_up_error_is_the_only_line_no_note_of_where_results_would_have_g
 def test_the_demo_piped_into_tee_prints_its_utterances_there_with_the_dashboard_on_the_terminal():
     """`./dev.sh demo | tee demo.log` on a terminal: the dashboard drew on stderr and demo.log stayed empty, though the
     README says the utterances come as JSON lines."""
-    import pty
-
-    controller, terminal = pty.openpty()
-    drawn = bytearray()
-    reader = threading.Thread(target=lambda: drain_into(controller, drawn), daemon=True)
-    reader.start()
-    try:
-        result = subprocess.run([sys.executable, "-m", "ser_stream", "demo", "--pace", "fast", "--ws", "127.0.0.1:0"],
-                                stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL, timeout=300,
-                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"})
-    finally:
-        os.close(terminal)
-        reader.join(timeout=10)
-        os.close(controller)
-    assert result.returncode == 0, drawn.decode(errors="replace")[-2000:]
+    result, shown = demo_with_stderr_on_a_terminal(stdout=subprocess.PIPE)
+    assert result.returncode == 0, shown[-2000:]
     utterances = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert utterances and all(line["type"] == "utterance" and line["label"] in EMOTIONS for line in utterances)
-    assert "last utterances" in drawn.decode(errors="replace")  # the dashboard, on the terminal
-    assert b"no dashboard" not in drawn
+    assert "last utterances" in shown  # the dashboard, on the terminal
+    assert "no dashboard" not in shown
 
 
 def test_the_demo_with_stdout_closed_and_its_dashboard_on_the_terminal_runs_to_the_end():
     """`ser-stream demo >&-` on a terminal: piped-stdout printing took a closed stdout for a pipe, and the demo stopped
     after its first utterance with exit 1 ("stdout (closed) could not be written")."""
+    result, shown = demo_with_stderr_on_a_terminal(preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0, shown[-2000:]
+    assert "could not be written" not in shown and "last utterances" in shown
+
+
+def demo_with_stderr_on_a_terminal(**run_options) -> tuple[subprocess.CompletedProcess, str]:
+    """The demo at --pace fast with stderr on a 100x40 pty (stdout as ``run_options`` say); its result, and what the
+    terminal showed."""
     import pty
 
     controller, terminal = pty.openpty()
@@ -1330,15 +1325,13 @@ def test_the_demo_with_stdout_closed_and_its_dashboard_on_the_terminal_runs_to_t
     reader.start()
     try:
         result = subprocess.run([sys.executable, "-m", "ser_stream", "demo", "--pace", "fast", "--ws", "127.0.0.1:0"],
-                                stderr=terminal, stdin=subprocess.DEVNULL, timeout=300, preexec_fn=lambda: os.close(1),
-                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"})
+                                stderr=terminal, stdin=subprocess.DEVNULL, timeout=300,
+                                env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "40"}, **run_options)
     finally:
         os.close(terminal)
         reader.join(timeout=10)
         os.close(controller)
-    shown = drawn.decode(errors="replace")
-    assert result.returncode == 0, shown[-2000:]
-    assert "could not be written" not in shown and "last utterances" in shown
+    return result, drawn.decode(errors="replace")
 
 
 def drain_into(descriptor: int, received: bytearray) -> None:

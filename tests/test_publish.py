@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import ser_stream.publish
-from ser_stream.publish import AccessConfig, Keepalive, Publisher, RateLimit
+from ser_stream.publish import AccessConfig, Keepalive, Publisher, RateLimit, Subscriber
 from ser_stream.record import UtteranceLog, read_since
 from tests.conftest import utterance
 
@@ -329,6 +329,21 @@ def stalled_subscriber(port: int) -> socket.socket:
     return client
 
 
+async def stalled_with_a_queue(publisher: Publisher) -> tuple[socket.socket, Subscriber]:
+    """A stalled subscriber of ``publisher`` (its socket, and the publisher's record of it) with 100 or more messages
+    waiting in its queue: published until its socket's buffers are full."""
+    client = await asyncio.to_thread(stalled_subscriber, publisher.port)
+    while not publisher.subscribers:
+        await asyncio.sleep(0.01)
+    subscriber = next(iter(publisher.subscribers))
+    number = 0
+    while len(subscriber.queue) < 100:
+        publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
+        number += 1
+        await asyncio.sleep(0)
+    return client, subscriber
+
+
 def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_reported(capsys):
     """The shutdown cut such a subscriber off and its queue went with it, counted nowhere: the last status line had
     been written before, and subscriber_drops never grew."""
@@ -339,15 +354,7 @@ def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_r
         publisher = Publisher("127.0.0.1", 0)
         publisher.hello = {"type": "hello"}
         await publisher.start()
-        client = await asyncio.to_thread(stalled_subscriber, publisher.port)
-        while not publisher.subscribers:
-            await asyncio.sleep(0.01)
-        subscriber = next(iter(publisher.subscribers))
-        for number in range(100_000):  # until the socket's buffers are full and messages wait in its queue
-            publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
-            await asyncio.sleep(0)
-            if len(subscriber.queue) >= 100:
-                break
+        client, subscriber = await stalled_with_a_queue(publisher)
         queued, drops_before = len(subscriber.queue), publisher.dropped_total
         outbox = Outbox(lambda message: None)
         outbox.start()
@@ -417,15 +424,7 @@ def test_a_subscriber_cut_off_during_shutdown_has_its_queue_counted_once(how):
         publisher = Publisher("127.0.0.1", 0, keepalive=keepalive)
         publisher.hello = {"type": "hello"}
         await publisher.start()
-        client = await asyncio.to_thread(stalled_subscriber, publisher.port)
-        while not publisher.subscribers:
-            await asyncio.sleep(0.01)
-        subscriber = next(iter(publisher.subscribers))
-        number = 0
-        while len(subscriber.queue) < 100:  # its buffers full: these wait in its queue
-            publisher.publish({"type": "warning", "message": f"{number} " + "x" * 1000})
-            number += 1
-            await asyncio.sleep(0)
+        client, subscriber = await stalled_with_a_queue(publisher)
         queued = len(subscriber.queue)
 
         async def reset_once_closing() -> None:
