@@ -61,7 +61,7 @@ class MonitorConfig:
 # REFUSED_IDS_TRACKED ids are remembered, so a flood of new ones is counted one by one in bounded memory.
 REFUSED_ID_SECONDS = 5.0
 REFUSED_IDS_TRACKED = 4096
-READS_KEPT = 8  # a stream's latest reads that ``Stream.arrival_of`` maps back to the ring: an utterance ends in the last
+READS_KEPT = 8  # a stream's latest reads that ``Stream.arrival_of`` maps back to the ring: an utterance ends within them
 
 
 class Stream:
