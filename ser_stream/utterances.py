@@ -119,7 +119,6 @@ class Utterance:
     start_sample: int  # the first frame of speech, less the margin (not before the stream's start)
     speech_start: int = 0  # the first frame of speech itself
     end_sample: int = 0
-    loud_end: int = 0  # the end of its last speech frame within hold_db of its loudest: where its own speech ends
     next_window_sample: int = 0
     windows_cut: int = 0
     last_window_end: int = 0
@@ -248,7 +247,7 @@ class UtteranceTracker:
                 self.open.end_sample = frame_end
                 power = float(np.var(frame))  # less the frame's mean: a DC offset is not speech going on
                 if power >= self.open.peak_power * faint:
-                    self._last_speech_end = self.open.loud_end = frame_end
+                    self._last_speech_end = frame_end
                 self.open.peak_power = max(self.open.peak_power, power)
             else:
                 self._in_speech = False
@@ -266,8 +265,8 @@ class UtteranceTracker:
                     cut_short = self.open
                     cut_short.end_sample = limit
                     jobs += self._close(cut_short, arrival, available=limit, cut=True)
-                    self.open = Utterance(self._next_id, limit, speech_start=limit, end_sample=frame_end, loud_end=frame_end,
-                                          next_window_sample=limit, peak_power=cut_short.peak_power)
+                    self.open = Utterance(self._next_id, limit, speech_start=limit, end_sample=frame_end, next_window_sample=limit,
+                                          peak_power=cut_short.peak_power)
                     self._next_id += 1
                 elif beyond <= 0 and not self._in_speech:
                     jobs += self._close(self.open, arrival, available=limit)  # limit <= frame_end: where the VAD is
@@ -322,19 +321,13 @@ class UtteranceTracker:
         ended_by = self._vad_position if available is not None else self._history_end
         self.open = None
         margin = 0 if cut else int(self.config.margin_seconds * SAMPLE_RATE)
-        heard_until = utterance.end_sample  # where its speech ends
         if not cut:
             limit = utterance.start_sample + int(self.config.max_utterance_seconds * SAMPLE_RATE)
-            detected_end, refined = utterance.end_sample, self._refine_end(utterance)
+            refined = self._refine_end(utterance)
             # last words past the limit (``advance``) are kept, and no more: less than the shortest utterance past it
             utterance.end_sample = refined if utterance.end_sample <= limit else min(refined, limit + int(self.config.min_speech_seconds * SAMPLE_RATE))
-            # Its speech: to its last frame within hold_db of its loudest, or over the trailing sound it was extended by.
-            # Frames the VAD holds on to past that are kept in the utterance but are not speech: after a gap (an overrun)
-            # or at a stream's start Silero's fresh state took 0.3 s of the digital silence after a word's last 40 ms for
-            # speech, and such fragments passed for utterances of 0.25 s or more, ending 0.4 s after the speech.
-            heard_until = utterance.end_sample if refined > detected_end else min(utterance.loud_end, utterance.end_sample)
         end = min(utterance.end_sample + margin, self._history_end if available is None else available)
-        speech = heard_until - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
+        speech = utterance.end_sample - utterance.speech_start  # not start_sample less the margin: near t=0 the margin is cut
         jobs: list[WindowJob] = []
         # A piece cut at --max-utterance is speech however little of it is (at --max-utterance 0.26, the margin's 0.1 s);
         # the one after it is only opened with the shortest utterance's speech past the cut (``advance``).
