@@ -102,6 +102,14 @@ def monitor(port: int, *arguments: str) -> subprocess.Popen[str]:
     )
 
 
+def stand_in_sounddevice(source: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module named sounddevice with ``source`` as its code, imported in place of the real one from now on (its
+    import is how PortAudio starts: ``source`` plays a PortAudio that fails or aborts there)."""
+    (folder / "sounddevice.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+
+
 def utterance(stream: str, number: int = 1, t_start: float = 0.5, t_end: float = 2.5, windows: int = 5) -> dict:
     """An utterance message as the monitor publishes it (before ``seq``): utterance ``number`` of ``stream``, sad."""
     probabilities = dict.fromkeys(EMOTIONS, 0.05) | {"sad": 0.65}

@@ -17,6 +17,7 @@ import soundfile
 from ser_stream.errors import AudioInputError
 from ser_stream.ringbuffer import RingBuffer
 from ser_stream.sources import DevicePolicy, MicSource, StdinSource, list_devices, make_callback, mpeg_frame_length
+from tests.conftest import stand_in_sounddevice
 
 
 class Flags:
@@ -247,12 +248,10 @@ def test_portaudio_that_cannot_start_is_one_line_not_a_traceback(tmp_path, monke
     """sounddevice raises its PortAudioError (not an OSError) at import when Pa_Initialize fails."""
     from ser_stream.cli import main
 
-    (tmp_path / "sounddevice.py").write_text(
+    stand_in_sounddevice(
         "class PortAudioError(Exception):\n    pass\n"
-        "raise PortAudioError('Error initializing PortAudio: Host error [PaErrorCode -9999]')\n"
+        "raise PortAudioError('Error initializing PortAudio: Host error [PaErrorCode -9999]')\n", tmp_path, monkeypatch
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     assert main(["devices"]) == 2
     assert capsys.readouterr().err == (
         "ser-stream: error: microphone input: PortAudio could not start (Error initializing PortAudio: Host error "
@@ -267,9 +266,7 @@ def test_portaudio_that_aborts_while_starting_is_one_line_not_the_end_of_the_pro
     monitor with a mic source beside others, died of SIGABRT (exit 134) and printed nothing."""
     from ser_stream.cli import main
 
-    (tmp_path / "sounddevice.py").write_text("import os\nos.abort()  # as PortAudio's failed assertion does\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    stand_in_sounddevice("import os\nos.abort()  # as PortAudio's failed assertion does\n", tmp_path, monkeypatch)
     assert main(["devices"]) == 2
     assert capsys.readouterr().err == (
         "ser-stream: error: microphone input: PortAudio could not start (it died of SIGABRT while starting); check the sound "

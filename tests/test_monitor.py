@@ -21,7 +21,14 @@ from websockets.asyncio.client import connect
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
-from tests.conftest import run_worker, speechlike, spoken, taken_ipv6_loopback_port, undocumented_fields
+from tests.conftest import (
+    run_worker,
+    speechlike,
+    spoken,
+    stand_in_sounddevice,
+    taken_ipv6_loopback_port,
+    undocumented_fields,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -653,9 +660,7 @@ def test_a_microphone_whose_portaudio_aborts_while_starting_fails_alone_and_the_
     """PortAudio aborting in Pa_Initialize (no alsa.conf) once took the whole monitor down with SIGABRT, saying nothing."""
     from ser_stream.cli import main
 
-    (tmp_path / "sounddevice.py").write_text("import os\nos.abort()  # as PortAudio's failed assertion does\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    stand_in_sounddevice("import os\nos.abort()  # as PortAudio's failed assertion does\n", tmp_path, monkeypatch)
     status = main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--print-utterances", "--pace", "fast",
                    "--ws", "127.0.0.1:0", "--source", f"file:{short_speech}", "--source", "mic"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
