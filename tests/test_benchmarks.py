@@ -139,6 +139,28 @@ def test_utterance_ends_plays_every_clip_with_each_hold_level_and_voice_floor_si
             assert lag[("35", floor, chain)][1] <= lag[("inf", floor, chain)][1]
 
 
+def test_stream_onsets_starts_each_clips_stream_from_each_point_and_counts_utterances_started_on_sound_that_is_not_speech(ravdess, capsys):
+    from benchmarks.stream_onsets import CHAINS, CONDITIONS
+    from benchmarks.stream_onsets import main as onsets_main
+
+    assert onsets_main(["--data", str(ravdess), "--actors", "3", "--per-actor", "2", "--draws", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "2 clips of actors 3"
+    rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ") and not line.startswith("| stream starts")]
+    speech, sounds = rows[: len(CONDITIONS) * len(CHAINS)], rows[len(CONDITIONS) * len(CHAINS) + 1 :]  # a heading between
+    assert [tuple(row[:2]) for row in speech] == [(condition, chain) for condition in CONDITIONS for chain in CHAINS]
+    for row in speech:
+        heard, whole = map(int, row[2].removesuffix(" of 2").split(" / "))
+        covered, spoken = map(float, row[3].split(" of "))
+        assert whole <= heard <= 2 and covered <= spoken
+    assert speech[0][2] == "2 / 2 of 2"  # after its own room tone (the control), each clip's speech is an utterance
+    assert [row[0] for row in sounds[::2]] == ["its room tone (each clip's, 3 s)"] + [
+        f"{name}, -50 to -10 dBFS" for name in ("hum", "chord", "clicks", "siren", "white noise", "brown noise")]
+    for row in sounds:
+        streams = 2 if row[0].startswith("its room tone") else 5
+        assert all(0 <= int(count) <= streams for count in row[2].removesuffix(f" of {streams}").split(" / "))
+
+
 # --- alternation: every round runs each contender once, in turn ------------------------------------------------
 
 

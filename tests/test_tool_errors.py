@@ -32,6 +32,7 @@ MISSING_DATA = [
     ("benchmarks.monitor_e2e", ["--data", "{missing}", "--per-actor", "1", "--out", "{tmp}/clips.wav"]),
     ("benchmarks.soak", ["--data", "{missing}", "--minutes", "0.1", "--folder", "{tmp}/soak"]),
     ("benchmarks.utterance_ends", ["--data", "{missing}", "--per-actor", "1"]),
+    ("benchmarks.stream_onsets", ["--data", "{missing}", "--per-actor", "1"]),
 ]
 MISSING_REPORT = [
     ("benchmarks", ["--render-only", "--out", "{missing}.md"]),  # the figures it renders are the .json beside --out
@@ -185,9 +186,10 @@ def test_the_vad_benchmarks_refuse_a_voice_floor_the_monitor_refuses(module, tin
                     "of 0.5 must be above 0 and at most Silero's silence threshold (0.35)")
 
 
-def test_the_utterance_end_benchmark_refuses_actors_the_data_folder_lacks(tiny_ravdess, capsys):
-    line = refusal("benchmarks.utterance_ends", ["--data", str(tiny_ravdess), "--actors", "1", "9", "--per-actor", "1"], capsys)
-    assert line == f"python -m benchmarks.utterance_ends: error: {tiny_ravdess}: no clips of actor(s) 9"
+@pytest.mark.parametrize("module", ["benchmarks.utterance_ends", "benchmarks.stream_onsets"])
+def test_the_utterance_benchmarks_refuse_actors_the_data_folder_lacks(module, tiny_ravdess, capsys):
+    line = refusal(module, ["--data", str(tiny_ravdess), "--actors", "1", "9", "--per-actor", "1"], capsys)
+    assert line == f"python -m {module}: error: {tiny_ravdess}: no clips of actor(s) 9"
 
 
 def test_rendering_figures_of_another_kind_is_one_line_naming_the_file(tmp_path, capsys):
