@@ -13,7 +13,9 @@ not the monitor's lateness). An utterance ending at a clip's end was closed by t
 clip's speech (capacity's measure); any other, cut by an overrun or split, counts from its own end, which had to
 arrive before it was published: for those the figure is a lower bound, never an overstatement. It is set against the
 utterance's own ``latency_ms``, and the status's ``behind_seconds`` against the true lateness of the utterances
-received near it. Utterances are put in the phase (overloaded, recovering) in which their closing audio was spoken; the timeline's
+received near it. An utterance whose closing silence was never sent (its call stopped) was closed by its stream's
+end, ``--call-idle`` later, which ``latency_ms`` rightly leaves out: those are counted apart. The monitor is given
+``--max-streams`` enough for every call. Utterances are put in the phase (overloaded, recovering) in which their closing audio was spoken; the timeline's
 10 s buckets go by receipt, what an operator saw then. Also counted: the warnings published (behind live audio,
 caught up, each call's audio lost to overruns against the status's ``overrun_samples``), /healthz answers that were
 not 200, utterances that fall outside the speech sent, and utterances per call (fairness). Run:
@@ -54,8 +56,10 @@ from ser_stream.errors import SerStreamError
 from ser_stream.g711 import G711_PACKET_SAMPLES, G711_SAMPLE_RATE
 from ser_stream.inference import EmotionModel
 from ser_stream.messages import BEHIND_CAUGHT_UP_SECONDS, latency_summary
+from ser_stream.pipeline import MonitorConfig
 
 PHASES = ("overloaded", "recovering")
+CALL_ENDED = "closed_by_its_calls_end"  # not a phase: utterances whose closing silence came after their call stopped
 PACKET_SECONDS = G711_PACKET_SAMPLES / G711_SAMPLE_RATE
 SPEECH_TOLERANCE = 0.3  # an utterance starting and ending this close to a clip's speech lies inside it (as capacity matches)
 GRACE_SECONDS = 90.0  # after the calls end, how long the subscriber waits for the monitor to end their streams and catch up
@@ -215,11 +219,14 @@ def utterance_lateness(messages: list[dict], start_at: float, phases: Sequence[t
         nearest = float(every_end[np.argmin(np.abs(every_end - message["t_end"]))]) if every_end.size else np.inf
         at_clip_end = abs(nearest - message["t_end"]) <= MATCH_SECONDS
         closed = nearest + MIN_SILENCE if at_clip_end else message["t_end"]  # stream time of the audio that closed it
+        # a call's audio stops when the last phase it plays in ends: an utterance whose closing silence was never sent
+        # was closed by its stream's end (--call-idle later), which its latency_ms, from the last audio, leaves out
+        played_until = sum(length for calls, length in phases if call < calls)
         tick = min(max(int(closed / PACKET_SECONDS), 0), len(late) - 1) if late else 0
         sent_late = max(late[tick], 0.0) if late else 0.0
         rows.append({
             "call": call,
-            "phase": phase_of(closed, phases),
+            "phase": phase_of(closed, phases) if closed <= played_until else CALL_ENDED,
             "at_clip_end": at_clip_end,
             "spoken": closed,
             "received": message["received"] - start_at,
@@ -399,7 +406,7 @@ def analyse(messages: list[dict], start_at: float, phases: Sequence[tuple[int, f
     dropped = [message for message in messages if message["type"] == "dropped"]
     return {
         "phases": by_phase,
-        "after": lateness_against_reported([row for row in rows if row["phase"] == "after"]),
+        CALL_ENDED: lateness_against_reported([row for row in rows if row["phase"] == CALL_ENDED]),
         "recovery": recovery(messages, start_at, phases),
         "behind_against_true": behind_against_truth(rows, messages, start_at, phases),
         "warnings": warnings_said(messages, start_at),
@@ -427,7 +434,8 @@ def run(phases: list[tuple[int, float]], codes: bytes, clips: np.ndarray, model:
     (but windows) and each /healthz answer go, one JSON line each, for a second look."""
     ws_port, rtp_port = free_port(), free_port(socket.SOCK_DGRAM)
     command = [sys.executable, "-m", "ser_stream", "monitor", "--source", f"rtp:127.0.0.1:{rtp_port}", "--no-dashboard",
-               "--ws", f"127.0.0.1:{ws_port}", "--log-status", "10", "--subscriber-queue", str(SUBSCRIBER_QUEUE)]
+               "--ws", f"127.0.0.1:{ws_port}", "--log-status", "10", "--subscriber-queue", str(SUBSCRIBER_QUEUE),
+               "--max-streams", str(max(phases[0][0], MonitorConfig().max_streams))]  # every call a stream: 200 by default
     if model is not None:
         command += ["--model", str(model)]
     receive_lateness, send_lateness = multiprocessing.Pipe(duplex=False)
@@ -478,7 +486,8 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     lines.append(f"recovery: caught up {recovered['caught_up']}, {recovered['seconds_after_the_drop']} s after the drop; /healthz "
                  f"{health['codes']}, answer ms median {health['answer_ms']['median']}, max {health['answer_ms']['max']}; peak RSS "
                  f"{figures['monitor_peak_rss_mb']} MB; utterances outside the speech sent {figures['utterances_outside_the_speech_sent']}"
-                 f" of {figures['utterances']}; kernel UDP drops {figures['kernel_udp_drops']}")
+                 f" of {figures['utterances']}; kernel UDP drops {figures['kernel_udp_drops']}; refused streams "
+                 f"{figures['losses']['refused_streams']}")
     return lines
 
 

@@ -706,3 +706,14 @@ def test_overload_quick_runs_end_to_end_and_writes_every_figure_as_strict_json(r
     assert set(figures["warnings"]) >= {"behind", "caught_up", "calls_told_of_overrun_loss", "status_overrun_seconds"}
     assert figures["timeline"] and figures["sender_errors"] == 0
     assert "overloaded (6 calls" in result.stdout and "recovering (2 calls" in result.stdout
+
+
+def test_overload_an_utterance_whose_call_stopped_before_its_closing_silence_is_counted_apart_from_the_phases():
+    from benchmarks.monitor_e2e import MIN_SILENCE
+    from benchmarks.overload import CALL_ENDED, utterance_lateness
+
+    # calls 0 and 1 play on after 87.2 s, calls 2 and 3 stop then; call 0 and call 2 (rotated 5 s) both have a clip end at 87 s
+    phases = [(4, 87.2), (2, 60.0)]
+    rows = utterance_lateness([overload_utterance(0, 87.1, 87.0 + MIN_SILENCE + 0.1, 50.0), overload_utterance(2, 87.1, 90.0, 50.0)],
+                              OVERLOAD_START, phases, overload_sent(), OVERLOAD_CLIPS, 500)
+    assert [row["phase"] for row in rows] == ["recovering", CALL_ENDED]
