@@ -550,14 +550,15 @@ def test_figures_are_written_as_json_any_parser_reads_and_read_back_as_measured(
     assert back["ladder"] == [{"p95": 150.7}, {"p95": -math.inf}]
 
 
-def test_the_committed_benchmark_figures_are_strict_json():
+@pytest.mark.parametrize("figures", ["benchmarks.json", "overload-300.json"])
+def test_the_committed_benchmark_figures_are_strict_json(figures):
     import json
     from pathlib import Path
 
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not JSON")
 
-    json.loads((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text(), parse_constant=refuse)
+    json.loads((Path(__file__).resolve().parents[1] / "docs" / figures).read_text(), parse_constant=refuse)
 
 
 @pytest.mark.parametrize("arguments", [["--render-only"], ["--quick", "--model", "no-such.onnx"]], ids=["render-only", "a-run"])
