@@ -572,14 +572,15 @@ def test_figures_are_written_as_json_any_parser_reads_and_read_back_as_measured(
     assert back["ladder"] == [{"p95": 150.7}, {"p95": -math.inf}]
 
 
-def test_the_committed_benchmark_figures_are_strict_json():
+@pytest.mark.parametrize("figures", ["benchmarks.json", "overload-300.json"])
+def test_the_committed_benchmark_figures_are_strict_json(figures):
     import json
     from pathlib import Path
 
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not JSON")
 
-    json.loads((Path(__file__).resolve().parents[1] / "docs" / "benchmarks.json").read_text(), parse_constant=refuse)
+    json.loads((Path(__file__).resolve().parents[1] / "docs" / figures).read_text(), parse_constant=refuse)
 
 
 @pytest.mark.parametrize("arguments", [["--render-only"], ["--quick", "--model", "no-such.onnx"]], ids=["render-only", "a-run"])
@@ -594,3 +595,148 @@ def test_a_section_begun_but_never_ended_is_refused_before_anything_is_measured_
     assert line == (f"python -m benchmarks: error: {out}: has {BEGIN} but no {END} after it, so where the figures end and the "
                     f"hand-written text begins is unknown; put {END} back after the figures")
     assert out.read_text() == text
+
+
+# --- overload: what the monitor said against what was true ------------------------------------------------------
+
+OVERLOAD_PHASES = [(4, 90.0), (2, 60.0)]
+OVERLOAD_CLIPS = np.array([(1.0, 2.0), (5.0, 7.0)])  # a 10 s call audio (500 packets) with two clips
+OVERLOAD_START = 1000.0
+
+
+def overload_sent(late_seconds: float = 0.0) -> dict:
+    """The sender's report: every tick ``late_seconds`` late, calls rotated by 0, 125, 250 and 375 packets."""
+    return {"late_seconds": [late_seconds] * 7500, "send_errors": 0, "offsets": [0, 125, 250, 375]}
+
+
+def overload_utterance(call: int, t_end: float, received_after: float, latency_ms: float, t_start: float | None = None) -> dict:
+    """Call ``call``'s utterance ending at stream time ``t_end``, received ``received_after`` s after stream time 0."""
+    return {"type": "utterance", "stream": f"rtp-{call + 1:08x}", "t_start": t_end - 1.0 if t_start is None else t_start,
+            "t_end": t_end, "latency_ms": latency_ms, "received": OVERLOAD_START + received_after}
+
+
+def overload_rows(messages: list[dict], late_seconds: float = 0.0) -> list[dict]:
+    from benchmarks.overload import utterance_lateness
+
+    return utterance_lateness(messages, OVERLOAD_START, OVERLOAD_PHASES, overload_sent(late_seconds), OVERLOAD_CLIPS, 500)
+
+
+def test_overload_true_lateness_runs_from_the_silence_after_the_clips_end_less_the_senders_own_lateness():
+    from benchmarks.monitor_e2e import MIN_SILENCE
+
+    # call 0 plays the audio unrotated: a clip ends at 7.0 s; its utterance ends 0.1 s later and comes 3 s after the silence
+    [row] = overload_rows([overload_utterance(0, 7.1, 7.0 + MIN_SILENCE + 3.0, 400.0)])
+    assert row["at_clip_end"] and row["true_ms"] == pytest.approx(3000.0) and row["reported_ms"] == 400.0
+    # the sender sent that packet 0.5 s late: that half second is not the monitor's
+    [row] = overload_rows([overload_utterance(0, 7.1, 7.0 + MIN_SILENCE + 3.0, 400.0)], late_seconds=0.5)
+    assert row["true_ms"] == pytest.approx(2500.0)
+    # call 1 is rotated by 125 packets (2.5 s): its clip ends at 4.5 s of its stream
+    [row] = overload_rows([overload_utterance(1, 4.55, 4.5 + MIN_SILENCE + 1.0, 900.0)])
+    assert row["at_clip_end"] and row["true_ms"] == pytest.approx(1000.0) and row["call"] == 1
+
+
+def test_overload_an_utterance_not_at_a_clip_end_counts_from_its_own_end_a_lower_bound():
+    [row] = overload_rows([overload_utterance(0, 6.0, 6.0 + 4.0, 100.0)])  # mid-clip: cut by an overrun
+    assert not row["at_clip_end"] and row["true_ms"] == pytest.approx(4000.0)
+
+
+def test_overload_utterances_belong_to_the_phase_their_closing_audio_was_spoken_in_whatever_their_receipt():
+    from benchmarks.overload import phase_of
+
+    assert [phase_of(t, OVERLOAD_PHASES) for t in (0.0, 89.99, 90.0, 149.99, 150.0)] == ["overloaded", "overloaded", "recovering", "recovering", "after"]
+    # ends at 87.1 s (a clip end of call 0: 87.0), received 20 s into the recovering phase: it was the overload's
+    [row] = overload_rows([overload_utterance(0, 87.1, 110.0, 5000.0)])
+    assert row["phase"] == "overloaded" and row["received"] == pytest.approx(110.0)
+
+
+def test_overload_the_reported_latency_is_set_against_the_true_one_median_p95_max_and_their_ratio():
+    from benchmarks.monitor_e2e import MIN_SILENCE
+    from benchmarks.overload import lateness_against_reported
+
+    rows = overload_rows([overload_utterance(0, 10.0 * k + 7.1, 10.0 * k + 7.0 + MIN_SILENCE + true_s, 1000.0)
+                          for k, true_s in enumerate([2.0, 4.0, 6.0, 8.0, 10.0])])
+    figures = lateness_against_reported(rows)
+    assert figures["utterances"] == 5
+    assert figures["true_ms"] == {"median": 6000.0, "p95": 10000.0, "max": 10000.0}
+    assert figures["reported_ms"] == {"median": 1000.0, "p95": 1000.0, "max": 1000.0}
+    assert figures["reported_over_true_median"] == pytest.approx(0.17)
+
+
+def test_overload_the_warnings_published_are_counted_and_the_overrun_loss_told_set_against_the_status_total():
+    from benchmarks.overload import warnings_said
+
+    def warning(at: float, message: str, stream: str | None = None) -> dict:
+        return {"type": "warning", "message": message, "received": OVERLOAD_START + at, **({"stream": stream} if stream else {})}
+
+    messages = [
+        warning(12.0, "the monitor is 2.1 s behind live audio: it has more streams (300 open) than its CPU can follow"),
+        warning(95.0, "rtp-00000005: 3 packet(s) lost; rtp-00000005: 2.50 s of its audio was lost to overruns, 2 times (…); that "
+                      "time still passed, unheard", "rtp-00000005"),
+        warning(96.0, "rtp-00000007: 0.50 s of its audio was lost to overruns, once (…)", "rtp-00000007"),
+        warning(130.0, "the monitor has caught up with live audio (it was up to 9.8 s behind)"),
+        {"type": "status", "overruns": 3, "overrun_samples": 24000, "received": OVERLOAD_START + 140.0},
+    ]
+    said = warnings_said(messages, OVERLOAD_START)
+    assert said["behind"] == [{"at": 12.0, "seconds": 2.1}] and said["caught_up"] == [{"at": 130.0, "was_up_to_seconds": 9.8}]
+    assert said["calls_told_of_overrun_loss"] == 2 and said["overrun_loss_seconds_told"] == 3.0 and said["overruns_told"] == 3
+    assert said["status_overrun_seconds"] == 3.0 and said["status_overruns"] == 3
+
+
+def test_overload_healthz_answers_other_than_200_and_none_at_all_are_counted():
+    from benchmarks.overload import health_summary
+
+    polls = [{"code": 200, "answer_seconds": 0.002}, {"code": 503, "answer_seconds": 0.004}, {"code": None, "answer_seconds": 10.0},
+             {"code": 200, "answer_seconds": 0.003}]
+    health = health_summary(polls)
+    assert health["polls"] == 4 and health["not_200"] == 2 and health["codes"] == {"200": 2, "503": 1, "none": 1}
+    assert health["answer_ms"]["max"] == 10000.0
+
+
+def test_overload_recovery_is_the_first_status_from_which_the_worker_stays_caught_up_to_the_phases_end():
+    from benchmarks.overload import recovery
+
+    def status(at: float, behind: float) -> dict:
+        return {"type": "status", "behind_seconds": behind, "received": OVERLOAD_START + at}
+
+    # 9 s behind at the drop (90 s), under 1 s at 100 s, back to 2 s at 101 s, under 1 s from 104 s on
+    behind = [(88.5, 9.0), (95.0, 4.0), (100.0, 0.5), (101.0, 2.0), (104.0, 0.8), (110.0, 0.0), (149.0, 0.0)]
+    caught = recovery([status(at, b) for at, b in behind], OVERLOAD_START, OVERLOAD_PHASES)
+    assert caught == {"caught_up": True, "seconds_after_the_drop": 14.0, "behind_seconds_at_the_drop": 9.0}
+    never = recovery([status(at, b) for at, b in [(95.0, 4.0), (140.0, 3.0)]], OVERLOAD_START, OVERLOAD_PHASES)
+    assert never["caught_up"] is False and never["seconds_after_the_drop"] is None
+
+
+def test_overload_utterances_outside_the_speech_sent_and_utterances_per_call_are_counted():
+    from benchmarks.overload import fairness, outside_speech
+
+    rows = overload_rows([overload_utterance(0, 2.1, 5.0, 10.0, t_start=0.9),  # inside the first clip
+                          overload_utterance(0, 4.0, 6.0, 10.0, t_start=3.0),  # in the silence between the clips
+                          overload_utterance(1, 4.6, 7.0, 10.0, t_start=2.4)])  # call 1's second clip, rotated 2.5 s
+    assert outside_speech(rows, [0, 125, 250, 375], OVERLOAD_CLIPS, 500) == 1
+    assert fairness(rows, 4, 90.0, 0.2) == {"clips_each_call_played": 18.0, "min": 0, "median": 0.5, "max": 2, "calls_without_one": 2}
+
+
+@pytest.mark.slow
+def test_overload_quick_runs_end_to_end_and_writes_every_figure_as_strict_json(ravdess, tmp_path):
+    out = tmp_path / "overload.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.overload", "--quick", "--data", str(ravdess), "--out-json", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert [phase["calls"] for phase in figures["phases"].values()] == [6, 2]
+    assert figures["streams_started"] == figures["streams_ended"] == 6 and figures["monitor_exit_status"] == 0
+    assert figures["healthz"]["polls"] > 0 and figures["healthz"]["not_200"] == 0
+    assert set(figures["warnings"]) >= {"behind", "caught_up", "calls_told_of_overrun_loss", "status_overrun_seconds"}
+    assert figures["timeline"] and figures["sender_errors"] == 0
+    assert "overloaded (6 calls" in result.stdout and "recovering (2 calls" in result.stdout
+
+
+def test_overload_an_utterance_whose_call_stopped_before_its_closing_silence_is_counted_apart_from_the_phases():
+    from benchmarks.monitor_e2e import MIN_SILENCE
+    from benchmarks.overload import CALL_ENDED, utterance_lateness
+
+    # calls 0 and 1 play on after 87.2 s, calls 2 and 3 stop then; call 0 and call 2 (rotated 5 s) both have a clip end at 87 s
+    phases = [(4, 87.2), (2, 60.0)]
+    rows = utterance_lateness([overload_utterance(0, 87.1, 87.0 + MIN_SILENCE + 0.1, 50.0), overload_utterance(2, 87.1, 90.0, 50.0)],
+                              OVERLOAD_START, phases, overload_sent(), OVERLOAD_CLIPS, 500)
+    assert [row["phase"] for row in rows] == ["recovering", CALL_ENDED]
