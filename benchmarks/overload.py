@@ -16,8 +16,9 @@ utterance's own ``latency_ms``, and the status's ``behind_seconds`` against the 
 received near it. An utterance whose closing silence was never sent (its call stopped) was closed by its stream's
 end, ``--call-idle`` later, which ``latency_ms`` rightly leaves out: those are counted apart. The monitor is given
 ``--max-streams`` enough for every call. Utterances are put in the phase (overloaded, recovering) in which their closing audio was spoken; the timeline's
-10 s buckets go by receipt, what an operator saw then. Also counted: the warnings published (behind live audio,
-caught up, each call's audio lost to overruns against the status's ``overrun_samples``), /healthz answers that were
+10 s buckets go by receipt, what an operator saw then. Also counted: the warnings published (behind live audio, live
+audio being lost to overruns as it happens, caught up and what was lost meanwhile, each call's audio lost to overruns,
+all against the status's ``overrun_samples``), /healthz answers that were
 not 200, utterances that fall outside the speech sent, and utterances per call (fairness). Run:
 
     .venv/bin/python -m benchmarks.overload --calls 300 --seconds 90 --recover-calls 20 --recover-seconds 60 --out-json docs/overload-300.json
@@ -66,7 +67,10 @@ GRACE_SECONDS = 90.0  # after the calls end, how long the subscriber waits for t
 BUCKET_SECONDS = 10.0
 SUBSCRIBER_QUEUE = 65536  # the recorder's queue at the monitor: at 300 calls 600 window messages a second come with the rest
 BEHIND_SAID = re.compile(r"the monitor is ([\d.]+) s behind live audio")
-CAUGHT_UP_SAID = re.compile(r"the monitor has caught up with live audio \(it was up to ([\d.]+) s behind\)")
+CAUGHT_UP_SAID = re.compile(r"the monitor has caught up with live audio \((.*)\)")  # how far behind it was; what was lost
+CAUGHT_UP_BEHIND = re.compile(r"it was up to ([\d.]+) s behind")
+CAUGHT_UP_LOSS = re.compile(r"([\d.]+) s of audio from (\d+) streams? was lost to overruns meanwhile")
+LIVE_LOSS_SAID = re.compile(r"the monitor is (?:still )?losing live audio to overruns: ([\d.]+) s of audio from (\d+) streams?")
 OVERRUN_LOSS_SAID = re.compile(r"(\S+): ([\d.]+) s of its audio was lost to overruns, (once|\d+ times)")
 
 
@@ -254,9 +258,10 @@ def lateness_against_reported(rows: list[dict]) -> dict[str, Any]:
 
 
 def warnings_said(messages: list[dict], start_at: float) -> dict[str, Any]:
-    """The behind-live-audio and caught-up warnings (when received, the seconds they said) and the calls' end warnings
+    """The behind-live-audio and caught-up warnings (when received, the seconds they said), the warnings of live audio
+    being lost to overruns (when received, what each said was lost since the one before) and the calls' end warnings
     of audio lost to overruns: how many calls, the seconds and overruns they state, beside the last status's total."""
-    behind, caught_up = [], []
+    behind, caught_up, live_loss = [], [], []
     lost_seconds: dict[str, float] = {}
     lost_times = 0
     for message in messages:
@@ -266,7 +271,11 @@ def warnings_said(messages: list[dict], start_at: float) -> dict[str, Any]:
         if said := BEHIND_SAID.search(message["message"]):
             behind.append({"at": at, "seconds": float(said.group(1))})
         if said := CAUGHT_UP_SAID.search(message["message"]):
-            caught_up.append({"at": at, "was_up_to_seconds": float(said.group(1))})
+            how_far, lost = CAUGHT_UP_BEHIND.search(said.group(1)), CAUGHT_UP_LOSS.search(said.group(1))
+            caught_up.append({"at": at, "was_up_to_seconds": float(how_far.group(1)) if how_far else None,
+                              "lost_seconds": float(lost.group(1)) if lost else 0.0, "lost_from_streams": int(lost.group(2)) if lost else 0})
+        if said := LIVE_LOSS_SAID.search(message["message"]):
+            live_loss.append({"at": at, "seconds": float(said.group(1)), "streams": int(said.group(2))})
         for stream, seconds, times in OVERRUN_LOSS_SAID.findall(message["message"]):
             lost_seconds[stream] = lost_seconds.get(stream, 0.0) + float(seconds)
             lost_times += 1 if times == "once" else int(times.split()[0])
@@ -275,6 +284,8 @@ def warnings_said(messages: list[dict], start_at: float) -> dict[str, Any]:
     return {
         "behind": behind,
         "caught_up": caught_up,
+        "live_loss": live_loss,
+        "live_loss_seconds_told": round(sum(said["seconds"] for said in live_loss), 2),
         "calls_told_of_overrun_loss": len(lost_seconds),
         "overrun_loss_seconds_told": round(sum(lost_seconds.values()), 2),
         "overruns_told": lost_times,
@@ -479,8 +490,10 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
                      f"{phase['reported_ms']['max']:.0f} (reported/true {phase['reported_over_true_median']}); behind_seconds max "
                      f"{phase['behind_seconds_max']}; monitor CPU {phase['monitor_cpu_cores']} cores")
     warned, recovered, health = figures["warnings"], figures["recovery"], figures["healthz"]
-    lines.append(f"warnings: behind {[w['seconds'] for w in warned['behind']]} at {[w['at'] for w in warned['behind']]} s; caught up "
-                 f"{[w['was_up_to_seconds'] for w in warned['caught_up']]} at {[w['at'] for w in warned['caught_up']]} s; "
+    lines.append(f"warnings: behind {[w['seconds'] for w in warned['behind']]} at {[w['at'] for w in warned['behind']]} s; losing "
+                 f"live audio {[w['seconds'] for w in warned['live_loss']]} s at {[w['at'] for w in warned['live_loss']]} s; caught up "
+                 f"{[w['was_up_to_seconds'] for w in warned['caught_up']]} at {[w['at'] for w in warned['caught_up']]} s, "
+                 f"{[w['lost_seconds'] for w in warned['caught_up']]} s lost meanwhile; "
                  f"{warned['calls_told_of_overrun_loss']} calls told of {warned['overrun_loss_seconds_told']} s lost to overruns "
                  f"(status total {warned['status_overrun_seconds']} s)")
     lines.append(f"recovery: caught up {recovered['caught_up']}, {recovered['seconds_after_the_drop']} s after the drop; /healthz "

@@ -7,6 +7,7 @@ hands them over.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -62,6 +63,9 @@ class MonitorConfig:
 REFUSED_ID_SECONDS = 5.0
 REFUSED_IDS_TRACKED = 4096
 READS_KEPT = 8  # a stream's latest reads that ``Stream.arrival_of`` maps back to the ring: an utterance ends within them
+# While live audio is being lost to overruns, the warning that says how much comes at once, then at most this often: at
+# 300 calls on 2 cores 29 % of all audio was lost for 50 s and no warning said so until each call's end.
+LOSS_WARNING_SECONDS = 60.0
 
 
 class Stream:
@@ -89,6 +93,8 @@ class Stream:
         self.ended = False  # set by the worker once everything is published and the id is free for a new stream
         self.level = 0.0  # RMS of the latest audio, for the dashboard meter
         self.overrun_samples_skipped = 0  # of ring.overrun_samples, how many stream time has already moved past
+        self.overrun_samples_tallied = 0  # of ring.overrun_samples, how many the monitor's loss warnings have counted
+        self.loss_tallies: dict[str, int] = {}  # LossTally.name → the serial of the tally that last counted this stream
         # (canonical start, canonical end, ring start, ring end) of its latest reads: where the voice detector's audio
         # came from in the ring, whose times of arrival an utterance's latency runs from (``arrival_of``)
         self.reads: deque[tuple[int, int, int, int]] = deque(maxlen=READS_KEPT)
@@ -159,6 +165,33 @@ class Stream:
         return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), self.arrival_of)
 
 
+@dataclass
+class LossTally:
+    """Live audio lost to overruns over a stretch of time, for the monitor's warnings: seconds, and how many streams
+    lost it, each counted once by the tally's serial left on the stream (a set of ids grows through an hours-long
+    overload, calls coming and going)."""
+
+    name: str  # which of a stream's ``loss_tallies`` is this tally's
+    serial: int
+    seconds: float = 0.0
+    streams: int = 0
+
+    def add(self, stream: Stream, seconds: float) -> None:
+        self.seconds += seconds
+        if stream.loss_tallies.get(self.name) != self.serial:
+            stream.loss_tallies[self.name] = self.serial
+            self.streams += 1
+
+    def said(self) -> str:
+        """``2.50 s of audio from 3 streams``."""
+        return f"{self.seconds:.2f} s of audio from {streams_counted(self.streams)}"
+
+
+def streams_counted(count: int) -> str:
+    """``1 stream``, ``3 streams``."""
+    return f"{count} stream{'' if count == 1 else 's'}"
+
+
 class Worker:
     """Runs the pipeline for all streams until stopped, or until every stream has ended."""
 
@@ -172,6 +205,12 @@ class Worker:
         self.queue_depth = 0
         self.behind_seconds = 0.0  # how long the oldest audio a live stream has waiting has waited, as a step ends
         self._behind_worst: float | None = None  # since the warning that it is behind: the most it was; None: not said
+        # Live audio lost to overruns (``_note_losses``): when the last warning of it was said (time.monotonic(); None:
+        # none since the monitor last caught up), what was lost since then, and since the first of them.
+        self._loss_said_at: float | None = None
+        self._tally_serials = itertools.count()
+        self._lost_since_said = self._new_tally("since_said")
+        self._lost_in_episode = self._new_tally("episode")
         self.streams_started = 0
         self.failed_streams = 0  # streams that ended with an error, for the exit status
         self.refused_streams = 0  # calls refused (StreamRefused): at --max-streams, a duplicate id, or while stopping
@@ -403,8 +442,9 @@ class Worker:
 
     def _note_behind(self, streams: list[Stream]) -> None:
         """How far behind live audio the worker is (``behind_seconds``); a warning when that reaches
-        ``BEHIND_WARNING_SECONDS``, and one when it is back under ``BEHIND_CAUGHT_UP_SECONDS``. At 300 calls on 2 cores
-        it fell 8 s behind in 90 s without a word: only queue_depth grew, in windows, and /healthz said ok."""
+        ``BEHIND_WARNING_SECONDS``, and one when it is back under ``BEHIND_CAUGHT_UP_SECONDS`` (saying what was lost to
+        overruns meanwhile, ``_note_losses``). At 300 calls on 2 cores it fell 8 s behind in 90 s without a word: only
+        queue_depth grew, in windows, and /healthz said ok."""
         now = time.monotonic()
         waited = [now - since for stream in streams if stream.live and (since := stream.ring.waiting_since()) is not None]
         self.behind_seconds = max(waited, default=0.0)
@@ -417,9 +457,45 @@ class Worker:
                 "oldest audio (overruns)")))
         elif self._behind_worst is not None:
             self._behind_worst = max(self._behind_worst, self.behind_seconds)
-            if self.behind_seconds < BEHIND_CAUGHT_UP_SECONDS:
-                self.emit(notice("warning", f"the monitor has caught up with live audio (it was up to {self._behind_worst:.1f} s behind)"))
-                self._behind_worst = None
+        losing = self._note_losses(streams, now)
+        said = self._behind_worst is not None or self._loss_said_at is not None
+        if said and not losing and self.behind_seconds < BEHIND_CAUGHT_UP_SECONDS:
+            how_far = None if self._behind_worst is None else f"it was up to {self._behind_worst:.1f} s behind"
+            lost = f"{self._lost_in_episode.said()} was lost to overruns meanwhile" if self._lost_in_episode.seconds else None
+            self.emit(notice("warning", f"the monitor has caught up with live audio ({'; '.join(part for part in (how_far, lost) if part)})"))
+            self._behind_worst, self._loss_said_at = None, None
+            self._lost_since_said, self._lost_in_episode = self._new_tally("since_said"), self._new_tally("episode")
+
+    def _note_losses(self, streams: list[Stream], now: float) -> bool:
+        """Tally the live audio the streams' rings lost to overruns since the last step, and say so: at once when the
+        monitor first loses some, then at most every ``LOSS_WARNING_SECONDS`` while losses go on, each time what was
+        lost since the warning before (the dashboard and the page show the status counters; each stream's end warning
+        says its own). True if some was lost in this step."""
+        losing = False
+        for stream in streams:
+            lost = stream.ring.overrun_samples - stream.overrun_samples_tallied
+            if lost > 0:
+                stream.overrun_samples_tallied = stream.ring.overrun_samples
+                for tally in (self._lost_since_said, self._lost_in_episode):
+                    tally.add(stream, lost / stream.sample_rate)
+                losing = True
+        if self._loss_said_at is None and losing:
+            self.emit(notice("warning", (
+                f"the monitor is losing live audio to overruns: {self._lost_since_said.said()} was lost (it fell more than "
+                f"{self.config.ring_seconds:g} s behind: more streams ({len(streams)} open) than its CPU can follow); that time "
+                f"still passes, unheard; said again at most once a minute while it goes on, and in each stream's end warning")))
+        elif self._loss_said_at is not None and self._lost_since_said.seconds and now - self._loss_said_at >= LOSS_WARNING_SECONDS:
+            self.emit(notice("warning", (
+                f"the monitor is still losing live audio to overruns: {self._lost_since_said.said()} in the "
+                f"{now - self._loss_said_at:.0f} s since it last said so, {self._lost_in_episode.said()} since it began "
+                f"({streams_counted(len(streams))} open)")))
+        else:
+            return losing
+        self._loss_said_at, self._lost_since_said = now, self._new_tally("since_said")
+        return losing
+
+    def _new_tally(self, name: str) -> LossTally:
+        return LossTally(name, next(self._tally_serials))
 
     def _infer(self, jobs: list[WindowJob], inputs: list[NDArray[np.float32]]) -> None:
         if not jobs:

@@ -457,8 +457,64 @@ def test_a_stream_that_lost_audio_to_overruns_says_how_much_and_how_often_in_its
     worker.run(threading.Event(), until_all_ended=True)
     assert worker.crash is None
     assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
+        (None, "the monitor is losing live audio to overruns: 2.00 s of audio from 1 stream was lost (it fell more than 1 s behind: "
+               "more streams (2 open) than its CPU can follow); that time still passes, unheard; said again at most once a minute "
+               "while it goes on, and in each stream's end warning"),  # as it happened, for the whole monitor
         ("rtp-000000aa", "rtp-000000aa: 3 packet(s) lost; rtp-000000aa: 2.50 s of its audio was lost to overruns, 2 times (the "
                          "monitor fell more than 1 s behind it: more streams than its CPU can follow); that time still passed, unheard")]
+
+
+def test_live_audio_lost_to_overruns_is_said_at_once_then_at_most_once_a_minute_and_in_the_caught_up_warning(monkeypatch):
+    """At 300 calls on 2 cores 29 % of all audio (7733 s) was lost from 40 s to 90 s, and no warning said so until each
+    call's end: an operator was told audio was being lost only as calls ended. The worker's clock is the test's."""
+    import types
+
+    import ser_stream.pipeline
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    clock = [1000.0]
+    monkeypatch.setattr(ser_stream.pipeline, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=2.0)  # a step reads at most a second (PUSH_LIMIT_SECONDS)
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    one, two = Stream("rtp-000000aa", 8000, config), Stream("rtp-000000bb", 8000, config)
+    for stream in (one, two):
+        worker.add_stream(stream)
+
+    def step_at(now: float, writes: dict[Stream, float]) -> list[str]:
+        """A step at ``now`` after each stream's ring was given its seconds of audio (arrived 3 s before): the
+        warnings without a stream it says."""
+        clock[0], said = now, len(messages)
+        for stream, seconds in writes.items():
+            stream.ring.write(np.zeros(int(seconds * 8000), np.float32), arrived_at=now - 3.0)
+        worker.step()
+        return [m["message"] for m in messages[said:] if m["type"] == "warning" and "stream" not in m]
+
+    assert step_at(1000.0, {one: 1.0, two: 0.5}) == []  # kept up: nothing lost, nothing said
+    said = step_at(1001.0, {one: 5.0})  # 5 s where the 2 s ring holds 2: the oldest 3 s lost, said at once
+    assert len(said) == 2 and said[0].startswith("the monitor is 3.0 s behind live audio: ") and said[1] == ("the monitor is losing live audio to overruns: 3.00 s of audio from 1 stream was lost (it fell more than 2 s "
+                        "behind: more streams (2 open) than its CPU can follow); that time still passes, unheard; said again at most "
+                        "once a minute while it goes on, and in each stream's end warning")
+    # each step reads a second of each stream and leaves a second of it waiting: what comes on top of that, less the
+    # second the ring has room for, is lost
+    assert step_at(1011.0, {one: 2.0, two: 2.5}) == []  # 1 s and 0.5 s lost, within the minute: not said yet
+    assert step_at(1040.0, {one: 2.0, two: 2.5}) == []  # 1 s and 1.5 s
+    assert step_at(1061.0, {one: 2.0, two: 2.5}) == [  # 1 s and 1.5 s, a minute after the first warning
+        "the monitor is still losing live audio to overruns: 6.50 s of audio from 2 streams in the 60 s since it last said so, "
+        "9.50 s of audio from 2 streams since it began (2 streams open)"]
+    assert step_at(1080.0, {one: 1.0}) == []  # nothing lost: nothing to say
+    assert step_at(1150.0, {one: 1.0}) == []  # more than a minute on, still behind, nothing lost since: nothing to say
+    assert step_at(1160.0, {one: 3.0}) == [
+        "the monitor is still losing live audio to overruns: 2.00 s of audio from 1 stream in the 99 s since it last said so, "
+        "11.50 s of audio from 2 streams since it began (2 streams open)"]
+    caught_up: list[str] = []
+    while one.ring.available() or two.ring.available() or not caught_up:
+        caught_up += step_at(1170.0, {})
+    assert len(caught_up) == 1
+    worst = re.fullmatch(r"the monitor has caught up with live audio \(it was up to (\d+\.\d) s behind; 11\.50 s of audio from 2 "
+                         r"streams was lost to overruns meanwhile\)", caught_up[0])
+    assert worst is not None and float(worst[1]) >= 3.0
+    assert one.ring.overrun_samples + two.ring.overrun_samples == 11.5 * 8000  # what the status counts, said in seconds
 
 
 def test_time_a_reopened_device_was_away_passes_in_stream_time_and_ends_the_utterance_it_cut(clips_with_silence, shipped_model):
