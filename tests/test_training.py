@@ -1510,8 +1510,39 @@ def test_a_data_set_missing_an_emotion_is_trained_with_a_warning_saying_which(ti
         clip.unlink()
     assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random", "--epochs", "1",
                  "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
-    assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in out
+    assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in capsys.readouterr().err.splitlines()
+
+
+def three_actors(tiny_ravdess: Path, folder: Path) -> Path:
+    """``tiny_ravdess`` with a third actor (actor 1's clips again): a held-out, a validation and a training speaker."""
+    shutil.copytree(tiny_ravdess, folder)
+    (folder / "Actor_03").mkdir()
+    for clip in (folder / "Actor_01").iterdir():
+        shutil.copy(clip, folder / "Actor_03" / clip.name.replace("-01.", "-03."))
+    return folder
+
+
+def test_a_run_logged_to_files_writes_each_message_on_one_line_and_every_file_it_leaves_out_on_stderr(tiny_ravdess, tmp_path, capsys):
+    """Where stdout was not a terminal (``nohup … > log``) rich wrapped every line at 80 columns, splitting skipped
+    files, epochs and results in two; a badly named file went to stdout, an unreadable one to stderr."""
+    from training.__main__ import main
+
+    data = three_actors(tiny_ravdess, tmp_path / "a-data-folder-whose-name-alone-is-longer-than-forty-characters")
+    badly_named = data / "Actor_01" / "03-01-05-01-01-01.flac"
+    shutil.copy(data / "Actor_01" / "03-01-05-01-02-01-01.flac", badly_named)
+    unreadable = data / "Actor_02" / "03-01-05-02-01-02-02.wav"
+    unreadable.write_bytes(b"not audio at all")
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors", "--folds", "3",
+                 "--fold", "0", "--validation-actors", "1", "--epochs", "1", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert f"skipped {badly_named}: expected 7 dash-separated fields, found 6" in err
+    assert any(line.startswith(f"skipped {unreadable}: not a readable audio file") for line in err)
+    assert not [line for line in out if "skipped" in line or "warning" in line]
+    (epoch,) = [line for line in out if line.startswith("epoch 1/1")]
+    assert len(epoch) > 80 and "val_mean_per_class_accuracy" in epoch and "val_clip_accuracy" in epoch
+    (result,) = [line for line in out if ": test mean per-class accuracy" in line]
+    assert len(result) > 80 and result.startswith("fold0-actors-") and " ONNX parity " in result
 
 
 def test_a_resume_of_a_cosine_scheduled_run_to_other_epochs_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys):

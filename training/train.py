@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -52,7 +53,17 @@ from training.reports import (
     require_keys,
 )
 
-console = Console()
+# Progress on stdout, each message one line however long: rich wrapped them at 80 columns where stdout is not a
+# terminal (a background run's log), splitting a result line in two. A terminal wraps long lines itself.
+console = Console(soft_wrap=True)
+
+
+def report_problem(line: str) -> None:
+    """A file left out or a warning: one line on stderr, as ``training.dataset`` says an unreadable clip (a bad name
+    once went to stdout among the epochs)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 @dataclass
 class Split:
     name: str
@@ -861,12 +872,12 @@ def run(config: TrainConfig) -> dict[str, Any]:
         check_same_run(config.out, config, "--out", recorded_identity(summary_path, "settings"))
     clips, problems = scan(config.data)
     for problem in problems:
-        console.print(f"[yellow]skipped[/] {problem}")
+        report_problem(f"skipped {problem}")
     if config.max_clips:
         clips = limit_per_emotion(clips, config.max_clips)
     absent = [emotion for emotion in EMOTIONS if not any(clip.emotion == emotion for clip in clips)]
     if absent and clips:  # its mean per-class accuracy is then over fewer classes than the paper's
-        console.print(f"[yellow]warning[/] {config.data}: no clips of {', '.join(absent)}; mean per-class accuracy is over the other {len(EMOTIONS) - len(absent)} emotions")
+        report_problem(f"warning {config.data}: no clips of {', '.join(absent)}; mean per-class accuracy is over the other {len(EMOTIONS) - len(absent)} emotions")
     check_speakers({clip.actor for clip in clips}, config)
     writable_folder(config.out, "--out")  # before the features: an unwritable folder once failed after computing them
     if config.cache_dir is not None:
@@ -899,7 +910,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     if isinstance(earlier, dict) and isinstance(earlier.get("settings"), dict):  # the same run (checked above)
         summary["splits"].update(earlier.get("splits") or {})
     elif earlier is not None:
-        console.print(f"{summary_path}: written before runs recorded their settings; it will list this run's splits only")
+        report_problem(f"warning {summary_path}: written before runs recorded their settings; it will list this run's splits only")
     for split in splits:  # the summary covers every split of the folder: those trained before (other folds) and these
         summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name, inputs[split.name])
     tested = [m["test_clean"] for m in summary["splits"].values() if "test_clean" in m]
