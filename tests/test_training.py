@@ -1750,3 +1750,25 @@ def test_an_export_that_differs_from_its_network_is_refused_not_recorded_and_shi
         monkeypatch.setattr(training.export, "parity", lambda model, path, inputs, d=difference: d)
         with pytest.raises(SerStreamError, match=r"the ONNX export differs from the Keras model by .+ \(bound 1e-04\); the export is broken$"):
             training.export.checked_parity(network, smoke_run / "model.onnx", inputs)
+
+
+def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch):
+    """A run stopped short of --epochs without a word, and its metrics.json did not say it had."""
+    import training.train
+    from training.__main__ import main
+
+    def validation_that_never_improves(self, epoch, logs=None):
+        logs["val_mean_per_class_accuracy"] = logs["val_clip_accuracy"] = 0.5
+
+    monkeypatch.setattr(training.train.ClipValidation, "on_epoch_end", validation_that_never_improves)
+    data = three_actors(tiny_ravdess, tmp_path / "data")
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors", "--folds", "3", "--fold", "0",
+                 "--validation-actors", "1", "--epochs", "4", "--patience", "1", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    (split,) = (tmp_path / "run").glob("fold0-*")
+    assert (
+        f"{split.name}: early stopping ended the run after epoch 2 of 4 (--patience 1): validation mean per-class accuracy 0.500, "
+        "best 0.500 at epoch 1, none better in the 1 epoch since"
+    ) in capsys.readouterr().out.splitlines()
+    metrics = json.loads((split / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["training"]["stopped_early"] is True and metrics["training"]["patience"] == 1
+    assert json.loads((smoke_run / "metrics.json").read_text())["training"]["stopped_early"] is False  # it ran its epochs
