@@ -34,19 +34,24 @@ def test_a_run_writes_every_artefact(smoke_run):
 
 
 def test_onnx_matches_keras_on_real_inputs(smoke_run, tiny_ravdess):
+    """On windows of the bundled recording of real speech (the training clips here are generated tones), through the
+    runtime's own feature path, as on the training clips' windows. Training checks each export on 16 windows of its
+    own test clips (real speech in a real run) and refuses it above 1e-4."""
     import keras
 
     from ser_stream.audiofile import read_audio
     from ser_stream.clips import clip_spectrograms
     from ser_stream.windows import WindowConfig
+    from tests.conftest import DEMO
 
     keras_model = keras.models.load_model(smoke_run / "model.keras")
     onnx_model = EmotionModel(smoke_run / "model.onnx", provider="cpu")
-    inputs = np.concatenate(
-        [clip_spectrograms(*read_audio(path), WindowConfig()) for path in sorted(tiny_ravdess.rglob("*.wav"))[:6]]
-    )[..., None]
-    difference = np.abs(keras_model(inputs, training=False).numpy() - onnx_model.predict(inputs))
-    assert difference.max() <= 1e-4
+    speech = clip_spectrograms(*read_audio(DEMO), WindowConfig(2.0, 2.0))[::3]  # six windows across its 37 s
+    assert len(speech) >= 5
+    tones = np.concatenate([clip_spectrograms(*read_audio(path), WindowConfig()) for path in sorted(tiny_ravdess.rglob("*.wav"))[:6]])
+    for inputs in (speech[..., None], tones[..., None]):
+        difference = np.abs(keras_model(inputs, training=False).numpy() - onnx_model.predict(inputs))
+        assert difference.max() <= 1e-4
 
 
 def test_metadata_records_the_contract(smoke_run):
@@ -1510,8 +1515,39 @@ def test_a_data_set_missing_an_emotion_is_trained_with_a_warning_saying_which(ti
         clip.unlink()
     assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random", "--epochs", "1",
                  "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
-    assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in out
+    assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in capsys.readouterr().err.splitlines()
+
+
+def three_actors(tiny_ravdess: Path, folder: Path) -> Path:
+    """``tiny_ravdess`` with a third actor (actor 1's clips again): a held-out, a validation and a training speaker."""
+    shutil.copytree(tiny_ravdess, folder)
+    (folder / "Actor_03").mkdir()
+    for clip in (folder / "Actor_01").iterdir():
+        shutil.copy(clip, folder / "Actor_03" / clip.name.replace("-01.", "-03."))
+    return folder
+
+
+def test_a_run_logged_to_files_writes_each_message_on_one_line_and_every_file_it_leaves_out_on_stderr(tiny_ravdess, tmp_path, capsys):
+    """Where stdout was not a terminal (``nohup … > log``) rich wrapped every line at 80 columns, splitting skipped
+    files, epochs and results in two; a badly named file went to stdout, an unreadable one to stderr."""
+    from training.__main__ import main
+
+    data = three_actors(tiny_ravdess, tmp_path / "a-data-folder-whose-name-alone-is-longer-than-forty-characters")
+    badly_named = data / "Actor_01" / "03-01-05-01-01-01.flac"
+    shutil.copy(data / "Actor_01" / "03-01-05-01-02-01-01.flac", badly_named)
+    unreadable = data / "Actor_02" / "03-01-05-02-01-02-02.wav"
+    unreadable.write_bytes(b"not audio at all")
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors", "--folds", "3",
+                 "--fold", "0", "--validation-actors", "1", "--epochs", "1", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    captured = capsys.readouterr()
+    out, err = captured.out.splitlines(), captured.err.splitlines()
+    assert f"skipped {badly_named}: expected 7 dash-separated fields, found 6" in err
+    assert any(line.startswith(f"skipped {unreadable}: not a readable audio file") for line in err)
+    assert not [line for line in out if "skipped" in line or "warning" in line]
+    (epoch,) = [line for line in out if line.startswith("epoch 1/1")]
+    assert len(epoch) > 80 and "val_mean_per_class_accuracy" in epoch and "val_clip_accuracy" in epoch
+    (result,) = [line for line in out if ": test mean per-class accuracy" in line]
+    assert len(result) > 80 and result.startswith("fold0-actors-") and " ONNX parity " in result
 
 
 def test_a_resume_of_a_cosine_scheduled_run_to_other_epochs_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys):
@@ -1719,3 +1755,25 @@ def test_an_export_that_differs_from_its_network_is_refused_not_recorded_and_shi
         monkeypatch.setattr(training.export, "parity", lambda model, path, inputs, d=difference: d)
         with pytest.raises(SerStreamError, match=r"the ONNX export differs from the Keras model by .+ \(bound 1e-04\); the export is broken$"):
             training.export.checked_parity(network, smoke_run / "model.onnx", inputs)
+
+
+def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch):
+    """A run stopped short of --epochs without a word, and its metrics.json did not say it had."""
+    import training.train
+    from training.__main__ import main
+
+    def validation_that_never_improves(self, epoch, logs=None):
+        logs["val_mean_per_class_accuracy"] = logs["val_clip_accuracy"] = 0.5
+
+    monkeypatch.setattr(training.train.ClipValidation, "on_epoch_end", validation_that_never_improves)
+    data = three_actors(tiny_ravdess, tmp_path / "data")
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors", "--folds", "3", "--fold", "0",
+                 "--validation-actors", "1", "--epochs", "4", "--patience", "1", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    (split,) = (tmp_path / "run").glob("fold0-*")
+    assert (
+        f"{split.name}: early stopping ended the run after epoch 2 of 4 (--patience 1): validation mean per-class accuracy 0.500, "
+        "best 0.500 at epoch 1, none better in the 1 epoch since"
+    ) in capsys.readouterr().out.splitlines()
+    metrics = json.loads((split / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["training"]["stopped_early"] is True and metrics["training"]["patience"] == 1
+    assert json.loads((smoke_run / "metrics.json").read_text())["training"]["stopped_early"] is False  # it ran its epochs

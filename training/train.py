@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -52,7 +53,17 @@ from training.reports import (
     require_keys,
 )
 
-console = Console()
+# Progress on stdout, each message one line however long: rich wrapped them at 80 columns where stdout is not a
+# terminal (a background run's log), splitting a result line in two. A terminal wraps long lines itself.
+console = Console(soft_wrap=True)
+
+
+def report_problem(line: str) -> None:
+    """A file left out or a warning: one line on stderr, as ``training.dataset`` says an unreadable clip (a bad name
+    once went to stdout among the epochs)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 @dataclass
 class Split:
     name: str
@@ -668,10 +679,10 @@ def train_split(features: FeatureSet, split: Split, recipe: Recipe, config: Trai
     scores_so_far = history.get("val_mean_per_class_accuracy", [])
     stopped_early = has_validation and len(scores_so_far) - 1 - int(np.argmax(scores_so_far or [0.0])) >= config.patience
     console.print(f"[bold]{split.name}[/]: {len(split.train)} training, {len(split.validation)} validation, {len(split.test)} test clips; recipe {recipe.name}")
-    if stopped_early and scores_so_far:
-        console.print(f"{split.name}: early stopping had ended it after epoch {initial_epoch} ({config.patience} epochs without a better validation score)")
-    elif initial_epoch < config.epochs:
+    if initial_epoch < config.epochs and not (stopped_early and scores_so_far):  # a resume of a run early stopping ended trains no more
         model.fit(batches, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    if stopped_early_after(history, config, has_validation) is not None:
+        console.print(early_stopping_line(split.name, history["val_mean_per_class_accuracy"], config))
     if config.keep == "best" and has_validation and (checkpoints / "best.keras").exists():
         model = load_checkpoint(checkpoints / "best.keras")
     if averaging is not None:
@@ -775,16 +786,40 @@ def training_callbacks(
     return callbacks, averaging
 
 
+def stopped_early_after(history: dict[str, list[float]], config: TrainConfig, has_validation: bool) -> int | None:
+    """The epoch after which early stopping ended the run (``--patience`` epochs without a better validation score,
+    before ``--epochs``), or None where it ran every epoch or validated on nobody."""
+    scores = history.get("val_mean_per_class_accuracy", [])
+    if not has_validation or not scores or len(scores) >= config.epochs:
+        return None
+    return len(scores) if len(scores) - 1 - int(np.argmax(scores)) >= config.patience else None
+
+
+def early_stopping_line(split_name: str, scores: list[float], config: TrainConfig) -> str:
+    """What ends a run early, said in one line: a run once stopped short of ``--epochs`` without a word."""
+    best = int(np.argmax(scores))
+    waited = len(scores) - 1 - best
+    return (
+        f"{split_name}: early stopping ended the run after epoch {len(scores)} of {config.epochs} (--patience {config.patience}): "
+        f"validation mean per-class accuracy {scores[-1]:.3f}, best {scores[best]:.3f} at epoch {best + 1}, "
+        f"none better in the {waited} epoch{'s' if waited != 1 else ''} since"
+    )
+
+
 def split_metrics(
     features: FeatureSet, split: Split, recipe: Recipe, config: TrainConfig, inputs: SplitInputs, history: dict[str, list[float]],
     averaging: WeightAverage | None,
 ) -> dict[str, Any]:
     """What a split's metrics.json says of its training (``recipe``: as the batches applied it, the command's overrides
-    included): settings, actors, teachers, the weights kept and the best validation epoch."""
+    included): settings, actors, teachers, the weights kept, the best validation epoch and whether early stopping ended
+    the run (``epochs_run`` is then the epoch it stopped after)."""
     teachers, earlier = inputs
     has_validation = len(split.validation) > 0
     metrics: dict[str, Any] = {"split": split.name, "recipe": recipe.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
+    if has_validation:
+        metrics["training"]["patience"] = config.patience
+    metrics["training"]["stopped_early"] = stopped_early_after(history, config, has_validation) is not None
     for part in ("train", "validation"):
         metrics["training"][f"{part}_actors"] = sorted(int(actor) for actor in np.unique(features.clip_actors[getattr(split, part)]))
     if teachers:
@@ -861,12 +896,12 @@ def run(config: TrainConfig) -> dict[str, Any]:
         check_same_run(config.out, config, "--out", recorded_identity(summary_path, "settings"))
     clips, problems = scan(config.data)
     for problem in problems:
-        console.print(f"[yellow]skipped[/] {problem}")
+        report_problem(f"skipped {problem}")
     if config.max_clips:
         clips = limit_per_emotion(clips, config.max_clips)
     absent = [emotion for emotion in EMOTIONS if not any(clip.emotion == emotion for clip in clips)]
     if absent and clips:  # its mean per-class accuracy is then over fewer classes than the paper's
-        console.print(f"[yellow]warning[/] {config.data}: no clips of {', '.join(absent)}; mean per-class accuracy is over the other {len(EMOTIONS) - len(absent)} emotions")
+        report_problem(f"warning {config.data}: no clips of {', '.join(absent)}; mean per-class accuracy is over the other {len(EMOTIONS) - len(absent)} emotions")
     check_speakers({clip.actor for clip in clips}, config)
     writable_folder(config.out, "--out")  # before the features: an unwritable folder once failed after computing them
     if config.cache_dir is not None:
@@ -899,7 +934,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     if isinstance(earlier, dict) and isinstance(earlier.get("settings"), dict):  # the same run (checked above)
         summary["splits"].update(earlier.get("splits") or {})
     elif earlier is not None:
-        console.print(f"{summary_path}: written before runs recorded their settings; it will list this run's splits only")
+        report_problem(f"warning {summary_path}: written before runs recorded their settings; it will list this run's splits only")
     for split in splits:  # the summary covers every split of the folder: those trained before (other folds) and these
         summary["splits"][split.name] = train_split(features, split, recipe, config, config.out / split.name, inputs[split.name])
     tested = [m["test_clean"] for m in summary["splits"].values() if "test_clean" in m]
