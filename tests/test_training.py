@@ -1529,10 +1529,12 @@ def three_actors(tiny_ravdess: Path, folder: Path) -> Path:
 
 def test_a_run_logged_to_files_writes_each_message_on_one_line_and_every_file_it_leaves_out_on_stderr(tiny_ravdess, tmp_path, capsys):
     """Where stdout was not a terminal (``nohup … > log``) rich wrapped every line at 80 columns, splitting skipped
-    files, epochs and results in two; a badly named file went to stdout, an unreadable one to stderr."""
+    files, epochs and results in two; a badly named file went to stdout, an unreadable one to stderr. A folder name
+    with square brackets was read as rich markup: ``[old]`` vanished from the line, ``[/x]`` ended the run in a
+    traceback."""
     from training.__main__ import main
 
-    data = three_actors(tiny_ravdess, tmp_path / "a-data-folder-whose-name-alone-is-longer-than-forty-characters")
+    data = three_actors(tiny_ravdess, tmp_path / "a-data-folder[/x]-whose-name-alone-is-longer-than-forty-characters")
     badly_named = data / "Actor_01" / "03-01-05-01-01-01.flac"
     shutil.copy(data / "Actor_01" / "03-01-05-01-02-01-01.flac", badly_named)
     unreadable = data / "Actor_02" / "03-01-05-02-01-02-02.wav"
@@ -1544,6 +1546,7 @@ def test_a_run_logged_to_files_writes_each_message_on_one_line_and_every_file_it
     assert f"skipped {badly_named}: expected 7 dash-separated fields, found 6" in err
     assert any(line.startswith(f"skipped {unreadable}: not a readable audio file") for line in err)
     assert not [line for line in out if "skipped" in line or "warning" in line]
+    assert any(f" clips from {data}; computing features (" in line for line in out), out
     (epoch,) = [line for line in out if line.startswith("epoch 1/1")]
     assert len(epoch) > 80 and "val_mean_per_class_accuracy" in epoch and "val_clip_accuracy" in epoch
     (result,) = [line for line in out if ": test mean per-class accuracy" in line]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ser_stream import EMOTIONS
@@ -741,7 +742,7 @@ def prepare_model(
             model.set_weights(earlier[0].get_weights())  # weights only: the optimizer starts afresh
         except ValueError as error:
             raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
-        console.print(f"{split.name}: starting from {start_from}")
+        console.print(f"{split.name}: starting from {escape(str(start_from))}")
     learning_rate: Any = recipe.learning_rate
     if recipe.cosine_decay:
         learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
@@ -907,7 +908,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     if config.cache_dir is not None:
         writable_folder(config.cache_dir, "--cache-dir")
     variants = tuple(dict.fromkeys(("clean", "telephone") + recipe.variants))
-    console.print(f"{len(clips)} clips from {config.data}; computing features ({', '.join(variants)})")
+    console.print(f"{len(clips)} clips from {escape(str(config.data))}; computing features ({', '.join(variants)})")
     features = build_features(clips, config.window, variants, config.seed, config.cache_dir)
     if recipe.speaker_profiles_removed:
         remove_speaker_profiles(features)
