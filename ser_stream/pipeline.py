@@ -470,9 +470,12 @@ class Worker:
         """Tally the live audio the streams' rings lost to overruns since the last step, and say so: at once when the
         monitor first loses some, then at most every ``LOSS_WARNING_SECONDS`` while losses go on, each time what was
         lost since the warning before (the dashboard and the page show the status counters; each stream's end warning
-        says its own). True if some was lost in this step."""
+        says its own). True if some was lost in this step. A stream that is not live (a --pace fast file) waits for room,
+        so is left out: it cannot overrun by falling behind."""
         losing = False
         for stream in streams:
+            if not stream.live:
+                continue
             lost = stream.ring.overrun_samples - stream.overrun_samples_tallied
             if lost > 0:
                 stream.overrun_samples_tallied = stream.ring.overrun_samples
