@@ -517,6 +517,44 @@ def test_live_audio_lost_to_overruns_is_said_at_once_then_at_most_once_a_minute_
     assert one.ring.overrun_samples + two.ring.overrun_samples == 11.5 * 8000  # what the status counts, said in seconds
 
 
+def test_loss_that_stops_while_the_monitor_is_still_behind_is_said_in_the_caught_up_warning_not_as_still_losing(monkeypatch):
+    """The minute's repeat once needed only loss not yet said: a minute after the last warning, a step that lost nothing
+    said "still losing", and the caught-up warning followed milliseconds later. It comes only at a step that loses
+    audio; what was left unsaid when losses stopped is in the caught-up warning's total. The worker's clock is the test's."""
+    import types
+
+    import ser_stream.pipeline
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    clock = [1000.0]
+    monkeypatch.setattr(ser_stream.pipeline, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=2.0)  # a step reads at most a second (PUSH_LIMIT_SECONDS)
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    call = Stream("rtp-000000aa", 8000, config)
+    worker.add_stream(call)
+
+    def step_at(now: float, seconds: float) -> list[str]:
+        """A step at ``now`` after the call's ring was given ``seconds`` of audio (arrived 3 s before): the warnings
+        about losses and catching up it says."""
+        clock[0], said = now, len(messages)
+        if seconds:
+            call.ring.write(np.zeros(int(seconds * 8000), np.float32), arrived_at=now - 3.0)
+        worker.step()
+        return [m["message"] for m in messages[said:] if m["type"] == "warning" and "behind live audio" not in m["message"]]
+
+    said = step_at(1000.0, 5.0)  # 3 s lost, said at once
+    assert len(said) == 1 and said[0].startswith("the monitor is losing live audio to overruns: 3.00 s of audio from 1 stream was lost")
+    assert step_at(1010.0, 2.0) == []  # 1 s more lost, within the minute: not said yet
+    for now in (1020.0, 1030.0, 1040.0, 1050.0, 1061.0):  # a second read, a second given: 3 s behind, nothing lost
+        assert step_at(now, 1.0) == []  # a minute on, but nothing is being lost: no "still losing"
+    caught_up: list[str] = []
+    while call.ring.available() or not caught_up:
+        caught_up += step_at(1061.0, 0.0)
+    assert caught_up == ["the monitor has caught up with live audio (it was up to 3.0 s behind; 4.00 s of audio from 1 stream "
+                         "was lost to overruns meanwhile)"]  # the second lost at 1010 s, never said alone, is in the total
+
+
 def test_a_fast_file_stopped_while_its_source_waits_for_room_is_said_to_have_lost_nothing(tmp_path, monkeypatch):
     """A --pace fast file reads ahead until its ring is full. Stopped then (Ctrl-C: ``Sources.stop``), its source wrote
     the block it held anyway, overwriting 50 ms, and the monitor said it was losing live audio to overruns, more
