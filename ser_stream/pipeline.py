@@ -468,11 +468,15 @@ class Worker:
 
     def _note_losses(self, streams: list[Stream], now: float) -> bool:
         """Tally the live audio the streams' rings lost to overruns since the last step, and say so: at once when the
-        monitor first loses some, then at most every ``LOSS_WARNING_SECONDS`` while losses go on, each time what was
-        lost since the warning before (the dashboard and the page show the status counters; each stream's end warning
-        says its own). True if some was lost in this step."""
+        monitor first loses some, then at a step that loses some ``LOSS_WARNING_SECONDS`` or more after the warning
+        before, what was lost since it (the dashboard and the page show the status counters; each stream's end warning
+        says its own). Said at a step that lost nothing, "still losing" came after losses had stopped: what is left
+        unsaid then is in the caught-up warning's total. True if some was lost in this step. A stream that is not live (a --pace fast file) waits for room,
+        so is left out: it cannot overrun by falling behind."""
         losing = False
         for stream in streams:
+            if not stream.live:
+                continue
             lost = stream.ring.overrun_samples - stream.overrun_samples_tallied
             if lost > 0:
                 stream.overrun_samples_tallied = stream.ring.overrun_samples
@@ -484,7 +488,7 @@ class Worker:
                 f"the monitor is losing live audio to overruns: {self._lost_since_said.said()} was lost (it fell more than "
                 f"{self.config.ring_seconds:g} s behind: more streams ({len(streams)} open) than its CPU can follow); that time "
                 f"still passes, unheard; said again at most once a minute while it goes on, and in each stream's end warning")))
-        elif self._loss_said_at is not None and self._lost_since_said.seconds and now - self._loss_said_at >= LOSS_WARNING_SECONDS:
+        elif losing and self._loss_said_at is not None and now - self._loss_said_at >= LOSS_WARNING_SECONDS:
             self.emit(notice("warning", (
                 f"the monitor is still losing live audio to overruns: {self._lost_since_said.said()} in the "
                 f"{now - self._loss_said_at:.0f} s since it last said so, {self._lost_in_episode.said()} since it began "

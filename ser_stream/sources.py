@@ -97,10 +97,15 @@ def parse_source(text: str) -> SourceSpec:
     raise AudioInputError(f"source {text!r} is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT{hint}")
 
 
-def _wait_for_room(sink: Sink, count: int, stop: threading.Event) -> None:
-    """Patient sources (files, pipes) never overrun: they wait for the reader."""
-    while sink.ring.free() < count and not stop.is_set():
+def _wait_for_room(sink: Sink, count: int, stop: threading.Event) -> bool:
+    """Patient sources (files, pipes) never overrun: they wait for the reader. False if stopped first: the block is not
+    written. Written anyway, into a ring full by design (read ahead), it overwrote 50 ms, said at each stop as audio
+    lost to overruns."""
+    while sink.ring.free() < count:
+        if stop.is_set():
+            return False
         time.sleep(0.002)
+    return True
 
 
 class FileSource:
@@ -131,7 +136,8 @@ class FileSource:
                         delay = spoken - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
-                    _wait_for_room(sink, mono.size, stop)  # a live source would have lost audio: the wait is lateness
+                    if not _wait_for_room(sink, mono.size, stop):  # a live source would have lost audio: the wait is lateness
+                        return  # stopped (Ctrl-C): the stream was cut short, not ended
                     sink.ring.write(mono, arrived_at=spoken)
         except AudioInputError as error:
             sink.error = str(error)
@@ -179,7 +185,8 @@ class StdinSource:
                 if usable:
                     pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, self.channels)
                     mono = mixer.mix(pcm.astype(np.float32) / 32768.0)
-                    _wait_for_room(sink, mono.size, stop)
+                    if not _wait_for_room(sink, mono.size, stop):
+                        return  # stopped: what the pipe still held goes unheard, as after any stop
                     sink.ring.write(mono, arrived_at=arrived)
                 if not chunk or data_left == 0:
                     break

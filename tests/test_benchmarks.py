@@ -685,8 +685,10 @@ def test_overload_the_warnings_published_are_counted_and_the_overrun_loss_told_s
 
 
 def test_overload_the_warnings_of_live_audio_lost_as_it_happens_and_the_loss_the_caught_up_warning_states_are_counted():
-    """The monitor says it is losing live audio at once, then at most once a minute, each time what was lost since the
-    warning before; its caught-up warning says what was lost meanwhile. Once unrecognised, they went uncounted."""
+    """The monitor says it is losing live audio at once, then at a step that loses audio a minute or more after the
+    warning before, what was lost since it; its caught-up warning says all the episode lost, what no loss warning said
+    too (here the 729.31 s lost after 101.2 s, less than a minute before losses stopped). Once unrecognised, they went
+    uncounted."""
     from benchmarks.overload import warnings_said
 
     def warning(at: float, message: str) -> dict:
@@ -697,16 +699,18 @@ def test_overload_the_warnings_of_live_audio_lost_as_it_happens_and_the_loss_the
         warning(41.2, "the monitor is losing live audio to overruns: 3.20 s of audio from 1 stream was lost (it fell more than "
                       "10 s behind: more streams (300 open) than its CPU can follow); that time still passes, unheard; …"),
         warning(101.2, "the monitor is still losing live audio to overruns: 7000.50 s of audio from 300 streams in the 60 s since "
-                       "it last said so, 7003.70 s of audio from 300 streams since it began (20 streams open)"),
-        warning(102.6, "the monitor has caught up with live audio (it was up to 10.6 s behind; 7733.01 s of audio from 300 "
+                       "it last said so, 7003.70 s of audio from 300 streams since it began (300 streams open)"),  # a 120 s overload
+        warning(132.6, "the monitor has caught up with live audio (it was up to 10.6 s behind; 7733.01 s of audio from 300 "
                        "streams was lost to overruns meanwhile)"),
+        warning(150.0, "the monitor is losing live audio to overruns: 0.50 s of audio from 1 stream was lost (…)"),  # an episode more
         warning(160.0, "the monitor has caught up with live audio (0.50 s of audio from 1 stream was lost to overruns meanwhile)"),
         {"type": "status", "overruns": 7521, "overrun_samples": 61868080, "received": OVERLOAD_START + 170.0},
     ]
     said = warnings_said(messages, OVERLOAD_START)
-    assert said["live_loss"] == [{"at": 41.2, "seconds": 3.2, "streams": 1}, {"at": 101.2, "seconds": 7000.5, "streams": 300}]
-    assert said["live_loss_seconds_told"] == 7003.7
-    assert said["caught_up"] == [{"at": 102.6, "was_up_to_seconds": 10.6, "lost_seconds": 7733.01, "lost_from_streams": 300},
+    assert said["live_loss"] == [{"at": 41.2, "seconds": 3.2, "streams": 1}, {"at": 101.2, "seconds": 7000.5, "streams": 300},
+                                 {"at": 150.0, "seconds": 0.5, "streams": 1}]
+    assert said["live_loss_seconds_told"] == 7004.2  # less than the 7733.51 s the caught-up warnings say
+    assert said["caught_up"] == [{"at": 132.6, "was_up_to_seconds": 10.6, "lost_seconds": 7733.01, "lost_from_streams": 300},
                                  {"at": 160.0, "was_up_to_seconds": None, "lost_seconds": 0.5, "lost_from_streams": 1}]
     assert said["behind"] == [{"at": 8.0, "seconds": 2.3}] and said["calls_told_of_overrun_loss"] == 0
 

@@ -519,3 +519,38 @@ def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_
     third_written, third_spoken, _ = written[2]
     assert third_written >= third_spoken + 1.0  # written a second later: its latency counts that second
     assert sink.ring.arrival_of(2 * written[0][2]) == pytest.approx(third_spoken)
+
+
+def stopped_while_waiting_for_room(monkeypatch) -> threading.Event:
+    """A stop (Ctrl-C: ``Sources.stop``) that comes while a patient source waits for the worker to make room: the
+    source's first wait sets it."""
+    import ser_stream.sources as sources
+
+    stop = threading.Event()
+    monkeypatch.setattr(sources, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: stop.set()))
+    return stop
+
+
+def test_a_fast_file_stopped_while_waiting_for_room_writes_nothing_more_and_loses_nothing(tmp_path, monkeypatch):
+    """A --pace fast file reads ahead until its ring is full, then waits for room. Stopped then, it wrote its block
+    anyway: 50 ms of audio overwritten, said at each Ctrl-C as audio lost to overruns, for the stream and the monitor."""
+    import ser_stream.sources as sources
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, tone(1.0, 8000), 8000)
+    sink = Sink(1000)  # room for two 50 ms blocks (400 samples), not three
+    sources.FileSource(str(path), pace="fast").run(sink, stopped_while_waiting_for_room(monkeypatch))
+    assert sink.finished and sink.error is None
+    assert (sink.ring.written, sink.ring.overrun_samples) == (800, 0)
+    assert sink.warning is None  # cut short by the stop, not by the file: no end-of-file warning
+
+
+def test_stdin_stopped_while_waiting_for_room_writes_nothing_more_and_loses_nothing(monkeypatch):
+    """A pipe that gives audio faster than real time (`cat call.raw |`) waits for room as a file does; stopped then,
+    it overwrote 50 ms of what the worker had not read, said as audio lost to overruns."""
+    sink = Sink(2000)  # room for two 50 ms blocks at 16 kHz (800 samples), not three
+    pcm = (tone(1.0, 16000) * 32767).astype("<i2").tobytes()
+    StdinSource(16000, 1, stream=io.BytesIO(pcm)).run(sink, stopped_while_waiting_for_room(monkeypatch))
+    assert sink.finished and sink.error is None
+    assert sink.ring.written <= sink.ring.capacity and sink.ring.overrun_samples == 0  # two blocks (and a header's 12 bytes)
+    assert sink.warning is None

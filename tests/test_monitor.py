@@ -517,6 +517,96 @@ def test_live_audio_lost_to_overruns_is_said_at_once_then_at_most_once_a_minute_
     assert one.ring.overrun_samples + two.ring.overrun_samples == 11.5 * 8000  # what the status counts, said in seconds
 
 
+def test_loss_that_stops_while_the_monitor_is_still_behind_is_said_in_the_caught_up_warning_not_as_still_losing(monkeypatch):
+    """The minute's repeat once needed only loss not yet said: a minute after the last warning, a step that lost nothing
+    said "still losing", and the caught-up warning followed milliseconds later. It comes only at a step that loses
+    audio; what was left unsaid when losses stopped is in the caught-up warning's total. The worker's clock is the test's."""
+    import types
+
+    import ser_stream.pipeline
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    clock = [1000.0]
+    monkeypatch.setattr(ser_stream.pipeline, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=2.0)  # a step reads at most a second (PUSH_LIMIT_SECONDS)
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    call = Stream("rtp-000000aa", 8000, config)
+    worker.add_stream(call)
+
+    def step_at(now: float, seconds: float) -> list[str]:
+        """A step at ``now`` after the call's ring was given ``seconds`` of audio (arrived 3 s before): the warnings
+        about losses and catching up it says."""
+        clock[0], said = now, len(messages)
+        if seconds:
+            call.ring.write(np.zeros(int(seconds * 8000), np.float32), arrived_at=now - 3.0)
+        worker.step()
+        return [m["message"] for m in messages[said:] if m["type"] == "warning" and "behind live audio" not in m["message"]]
+
+    said = step_at(1000.0, 5.0)  # 3 s lost, said at once
+    assert len(said) == 1 and said[0].startswith("the monitor is losing live audio to overruns: 3.00 s of audio from 1 stream was lost")
+    assert step_at(1010.0, 2.0) == []  # 1 s more lost, within the minute: not said yet
+    for now in (1020.0, 1030.0, 1040.0, 1050.0, 1061.0):  # a second read, a second given: 3 s behind, nothing lost
+        assert step_at(now, 1.0) == []  # a minute on, but nothing is being lost: no "still losing"
+    caught_up: list[str] = []
+    while call.ring.available() or not caught_up:
+        caught_up += step_at(1061.0, 0.0)
+    assert caught_up == ["the monitor has caught up with live audio (it was up to 3.0 s behind; 4.00 s of audio from 1 stream "
+                         "was lost to overruns meanwhile)"]  # the second lost at 1010 s, never said alone, is in the total
+
+
+def test_a_fast_file_stopped_while_its_source_waits_for_room_is_said_to_have_lost_nothing(tmp_path, monkeypatch):
+    """A --pace fast file reads ahead until its ring is full. Stopped then (Ctrl-C: ``Sources.stop``), its source wrote
+    the block it held anyway, overwriting 50 ms, and the monitor said it was losing live audio to overruns, more
+    streams than its CPU can follow, then that it had caught up; the stream's end warning said 0.05 s lost to overruns."""
+    import types
+
+    import ser_stream.sources
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+    from ser_stream.sources import FileSource
+
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.zeros(3 * 16000, np.float32), 16000)
+    stop = threading.Event()  # set by the source's first wait for room: the ring is full
+    monkeypatch.setattr(ser_stream.sources, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: stop.set()))
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=1.0)
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    source = FileSource(str(path), pace="fast")
+    stream = Stream("long.wav", source.sample_rate, config)
+    stream.live = False  # as open_sources makes a --pace fast file's
+    worker.add_stream(stream)
+    source.run(stream, stop)
+    assert stop.is_set()
+    worker.finish()  # as shut_down does once the sources have stopped
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None
+    assert [m for m in messages if m["type"] == "warning"] == []
+    assert [m["overrun_samples"] for m in messages if m["type"] == "status"][-1] == 0
+    assert stream.ring.written == 16000  # it read ahead to a full ring (1 s), then was stopped
+
+
+def test_a_stream_that_is_not_live_is_left_out_of_the_monitors_live_loss_warnings():
+    """A --pace fast file waits for room, so it cannot overrun by falling behind; audio its ring lost anyway is said in
+    its own end warning, never as the monitor losing live audio (as it is left out of how far behind the monitor is)."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig(ring_seconds=1.0)
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    stream = Stream("call.wav", 8000, config)
+    stream.live = False
+    worker.add_stream(stream)
+    stream.ring.write(np.zeros(3 * 8000, np.float32))  # 3 s where the ring holds 1: 2 s lost
+    worker.step()
+    assert [m for m in messages if m["type"] == "warning"] == []
+    stream.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
+        ("call.wav", "call.wav: 2.00 s of its audio was lost to overruns, once (the monitor fell more than 1 s behind it: more "
+                     "streams than its CPU can follow); that time still passed, unheard")]
+
+
 def test_time_a_reopened_device_was_away_passes_in_stream_time_and_ends_the_utterance_it_cut(clips_with_silence, shipped_model):
     """A microphone away from the middle of the second clip into the silence after it (the time was lost, as on a
     wall-clock device): that clip ends where its audio stopped and the later ones keep their place. The time once
