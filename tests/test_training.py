@@ -1531,10 +1531,10 @@ def test_a_run_logged_to_files_writes_each_message_on_one_line_and_every_file_it
     """Where stdout was not a terminal (``nohup … > log``) rich wrapped every line at 80 columns, splitting skipped
     files, epochs and results in two; a badly named file went to stdout, an unreadable one to stderr. A folder name
     with square brackets was read as rich markup: ``[old]`` vanished from the line, ``[/x]`` ended the run in a
-    traceback."""
+    traceback; ``:cat:`` was printed as an emoji."""
     from training.__main__ import main
 
-    data = three_actors(tiny_ravdess, tmp_path / "a-data-folder[/x]-whose-name-alone-is-longer-than-forty-characters")
+    data = three_actors(tiny_ravdess, tmp_path / "a-data-folder[/x]:cat:-whose-name-alone-is-longer-than-forty-characters")
     badly_named = data / "Actor_01" / "03-01-05-01-01-01.flac"
     shutil.copy(data / "Actor_01" / "03-01-05-01-02-01-01.flac", badly_named)
     unreadable = data / "Actor_02" / "03-01-05-02-01-02-02.wav"
@@ -1770,13 +1770,19 @@ def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_
 
     monkeypatch.setattr(training.train.ClipValidation, "on_epoch_end", validation_that_never_improves)
     data = three_actors(tiny_ravdess, tmp_path / "data")
-    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors", "--folds", "3", "--fold", "0",
-                 "--validation-actors", "1", "--epochs", "4", "--patience", "1", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    command = ["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors", "--folds", "3", "--fold", "0",
+               "--validation-actors", "1", "--epochs", "4", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*command, "--patience", "2"]) == 0
     (split,) = (tmp_path / "run").glob("fold0-*")
     assert (
-        f"{split.name}: early stopping ended the run after epoch 2 of 4 (--patience 1): validation mean per-class accuracy 0.500, "
-        "best 0.500 at epoch 1, none better in the 1 epoch since"
+        f"{split.name}: early stopping ended the run after epoch 3 of 4 (--patience 2): validation mean per-class accuracy 0.500, "
+        "best 0.500 at epoch 1, none better in the 2 epochs since"
     ) in capsys.readouterr().out.splitlines()
     metrics = json.loads((split / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 2 and metrics["training"]["stopped_early"] is True and metrics["training"]["patience"] == 1
+    assert metrics["epochs_run"] == 3 and metrics["training"]["stopped_early"] is True
+    assert metrics["training"]["patience"] == 2 and metrics["training"]["epochs_without_gain"] == 2
+    # resumed with a smaller --patience it trains no more; the record says what the command asked and what stopped it
+    assert main([*command, "--patience", "1", "--resume"]) == 0
+    metrics = json.loads((split / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["training"]["patience"] == 1 and metrics["training"]["epochs_without_gain"] == 2
     assert json.loads((smoke_run / "metrics.json").read_text())["training"]["stopped_early"] is False  # it ran its epochs

@@ -695,6 +695,7 @@ def test_a_confusion_matrix_shows_whole_row_percentages_that_sum_to_100_in_its_t
     matrix = np.stack([rng.multinomial(40, np.full(len(EMOTIONS), 1 / len(EMOTIONS))) for _ in EMOTIONS])
     matrix[0] = [13, 13, 13, 1, 0, 0, 0, 0]  # 32.5, 32.5, 32.5, 2.5: 98 rounded cell by cell
     matrix[1] = 0  # a class without clips: a row of zeros
+    matrix[2] = [1, 1, 4, 0, 0, 0, 0, 0]  # thirds: remainders equal exactly, unequal in floating point (17, 16, 67)
     table = evaluate.confusion_markdown(matrix, "test")
     rows = [line.split(" | ")[1:] for line in table.splitlines() if line.startswith("| ") and "true \\" not in line]
     shown = np.array([[int(cell.strip(" |*")) for cell in row] for row in rows])
@@ -702,6 +703,7 @@ def test_a_confusion_matrix_shows_whole_row_percentages_that_sum_to_100_in_its_t
     assert list(shown.sum(axis=1)) == [100, 0] + [100] * (len(EMOTIONS) - 2)
     assert np.all(np.abs(shown - exact) < 1)
     assert list(shown[0]) == [33, 33, 32, 2, 0, 0, 0, 0]  # the half-percents go to the earlier columns
+    assert list(shown[2]) == [17, 17, 66, 0, 0, 0, 0, 0]  # and so do the thirds
     annotations: list[str] = []
     drawn = matplotlib.axes.Axes.text
     monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, text, **kwargs: annotations.append(text) or drawn(self, x, y, text, **kwargs))

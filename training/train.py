@@ -56,7 +56,7 @@ from training.reports import (
 
 # Progress on stdout, each message one line however long: rich wrapped them at 80 columns where stdout is not a
 # terminal (a background run's log), splitting a result line in two. A terminal wraps long lines itself.
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, emoji=False)  # a path's ":cat:" printed as a cat
 
 
 def report_problem(line: str) -> None:
@@ -819,7 +819,10 @@ def split_metrics(
     metrics: dict[str, Any] = {"split": split.name, "recipe": recipe.name, "epochs_run": len(history.get("loss", []))}
     metrics["training"] = {"epochs": config.epochs, **{name: getattr(recipe, name) for name in COMMAND_OVERRIDES}, "batch_size": config.batch_size, "seed": config.seed, "model_seed": network_seed(config)}
     if has_validation:
+        # --patience may change on --resume: the epochs without a better score at the end say what stopped the run
+        scores = history.get("val_mean_per_class_accuracy", [])
         metrics["training"]["patience"] = config.patience
+        metrics["training"]["epochs_without_gain"] = len(scores) - 1 - int(np.argmax(scores)) if scores else 0
     metrics["training"]["stopped_early"] = stopped_early_after(history, config, has_validation) is not None
     for part in ("train", "validation"):
         metrics["training"][f"{part}_actors"] = sorted(int(actor) for actor in np.unique(features.clip_actors[getattr(split, part)]))
