@@ -153,8 +153,9 @@ def audio_info(path: str | Path) -> Any:
 
 
 # The step of each format coarser than 16 bits, as a fraction of full scale: rounding (and its dither) at that size
-# is not sound. μ-law and A-law's finest step, near zero, is 8 in 16-bit terms.
-ROUNDING_STEPS = {"PCM_U8": 2.0**-7, "PCM_S8": 2.0**-7, "ULAW": 2.0**-12, "ALAW": 2.0**-12}
+# is not sound. Near zero, in 16-bit terms, μ-law decodes to …, -8, 0, 8, … (step 8) and A-law, which has no zero
+# code, to …, -24, -8, 8, 24, … (step 16): a silent A-law line flickers ±8, which a step of 8 took for sound.
+ROUNDING_STEPS = {"PCM_U8": 2.0**-7, "PCM_S8": 2.0**-7, "ULAW": 2.0**-12, "ALAW": 2.0**-11}
 
 
 def rounding_floor(info: Any) -> float:

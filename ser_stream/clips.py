@@ -48,7 +48,7 @@ def check_sound(samples: int, loudest_frame_power: float, floor: float = TRIM_FL
     """Refuse a clip that is silent throughout or whose sound (first to last loud frame) is too short to classify.
 
     Silent means no 25 ms frame (canonical rate, so 0–4 kHz) reaches ``SOUND_FLOOR_DB``, or its format's
-    rounding ``floor`` where that is higher (8-bit, μ-law): digital silence, dither, a DC offset alone. Room
+    rounding ``floor`` where that is higher (8-bit, μ-law, A-law): digital silence, dither, a DC offset alone. Room
     noise above both is sound; ``classify`` takes a file to be speech.
     """
     if samples < MIN_SOUND_SECONDS * SAMPLE_RATE:

@@ -1241,6 +1241,35 @@ def test_a_quiet_or_8_bit_recording_is_trimmed_to_its_speech_not_to_its_dither(t
     )
 
 
+def test_a_silent_a_law_line_is_refused_as_silent_as_mu_law_is_and_a_law_speech_is_labelled_as_its_mu_law_twin(tmp_path, shipped_model, ravdess):
+    """A-law has no zero code: near zero it decodes to ±8, ±24 (16-bit terms), a step of 16 where μ-law's is 8. Its
+    floor took μ-law's step, so a silent A-law line (±8 flicker, -72 dBFS) was sound: μ-law's twin was refused as
+    silent, the A-law one labelled `angry` with a warning that no speech was heard."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    line = (np.random.default_rng(1).standard_normal(8000 * 3) * 1e-6).astype(np.float32)  # noise at -120 dBFS
+    for subtype in ("ULAW", "ALAW"):
+        soundfile.write(tmp_path / f"quiet_line_{subtype}.wav", line, 8000, subtype=subtype)
+    for in_memory_seconds in (600.0, 0.0):  # whole and in blocks
+        assert classify_file(tmp_path / "quiet_line_ULAW.wav", model, in_memory_seconds).error == (
+            "silent throughout (no sound once any DC offset is removed): nothing to classify"
+        )
+        assert classify_file(tmp_path / "quiet_line_ALAW.wav", model, in_memory_seconds).error == (
+            "silent throughout (its loudest 25 ms is at -72 dBFS, within its format's rounding noise, under -69 dBFS): nothing to classify"
+        )
+    for clip in ("Actor_03/03-01-05-02-01-01-03.flac", "Actor_05/03-01-04-01-02-02-05.flac", "Actor_07/03-01-03-02-01-01-07.flac"):
+        audio, rate = soundfile.read(ravdess / clip, dtype="float32")
+        labels = {}
+        for subtype in ("ULAW", "ALAW"):
+            soundfile.write(tmp_path / f"speech_{subtype}.wav", audio, rate, subtype=subtype)
+            result = classify_file(tmp_path / f"speech_{subtype}.wav", model)
+            assert result.utterance is not None and result.error is None and result.warning is None, (clip, subtype, result.to_text())
+            labels[subtype] = result.utterance.label
+        assert labels["ALAW"] == labels["ULAW"], clip
+
+
 def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_hears_more(tmp_path, shipped_model, capsys):
     from ser_stream.cli import main
 
