@@ -50,10 +50,12 @@ class MonitorConfig:
     max_batch: int = 32
     ring_seconds: float = 10.0
     status_interval_seconds: float = 1.0
-    # Streams open at once. Each holds ~0.5 MB at the default --max-utterance (ring, resampler, VAD state; the
-    # audio history grows by 32 kB per second of --max-utterance) and 2 cores follow ~80 real-time
-    # calls, so 200 leaves room for bursts while a flood of spoofed RTP SSRCs or ingest 'start's cannot
-    # exhaust memory; what is refused is counted (``refused_streams``).
+    # Streams open at once. Each allocates 0.80 MB at 8 kHz, 1.12 MB at 16 kHz, 2.40 MB at 48 kHz at the default
+    # --max-utterance (tracemalloc, 50 streams: the ring holds ring_seconds at the stream's own rate, 4 bytes a
+    # sample; the audio history grows by 32 kB per second of --max-utterance; resampler, VAD state) and 2 cores
+    # of an Intel Xeon follow 150 or more real-time calls (docs/benchmarks.md), so 200 leaves room for bursts
+    # while a flood of spoofed RTP SSRCs or ingest 'start's cannot exhaust memory (480 MB at 48 kHz); what is
+    # refused is counted (``refused_streams``).
     max_streams: int = 200
 
 

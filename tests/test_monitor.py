@@ -1520,6 +1520,24 @@ def test_ctrl_c_while_the_monitor_is_still_loading_is_a_quiet_exit(after, short_
     assert process.returncode in (0, 130, -signal.SIGINT), err
 
 
+def test_the_monitor_given_no_options_runs_with_its_config_dataclasses_defaults(monkeypatch):
+    """--max-batch, --subscriber-queue and --max-ingest-connections's help repeated their dataclass's default as a
+    literal: a default changed in one place would have left the other saying the old one."""
+    import argparse
+    from dataclasses import replace
+
+    from ser_stream.cli import _monitor_command_options, build_parser
+    from ser_stream.monitor import MonitorOptions
+    from ser_stream.publish import AccessConfig
+
+    monkeypatch.delenv("SER_STREAM_TOKEN", raising=False)
+    parser = build_parser()
+    assert _monitor_command_options(parser.parse_args(["monitor", "--ingest"])) == replace(MonitorOptions(sources=()), ingest=True)
+    monitor = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction)).choices["monitor"]
+    ingest_limit = next(action for action in monitor._actions if "--max-ingest-connections" in action.option_strings)
+    assert ingest_limit.help is not None and ingest_limit.help.endswith(f"(default {AccessConfig.max_ingest_connections})")
+
+
 def test_every_option_with_a_default_names_it_in_its_help():
     """--min-silence, --max-utterance and five more left their defaults out of --help: a user whose 15 s of speech came
     back as two utterances could not learn there that the limit is 10 s."""
