@@ -344,7 +344,7 @@ class DevicePolicy:
     """What the microphone source does when the device fails or goes quiet mid-stream."""
 
     stall_seconds: float = 2.0  # no callback for this long: the device is treated as gone
-    reopen_attempts: int = 3  # tries to reopen it before the stream ends with an error
+    reopen_attempts: int = 3  # failed reopens in a row before the stream ends with an error
     reopen_delay_seconds: float = 1.0
 
 
@@ -352,10 +352,12 @@ class MicSource:
     """A sounddevice input stream whose callback only copies into the ring buffer.
 
     If PortAudio stops the stream (device unplugged, driver error) or the
-    callbacks stop arriving, the device is reopened up to
-    ``DevicePolicy.reopen_attempts`` times; each failure is counted and named in
-    a warning at the end. When it cannot be reopened the stream ends with an
-    ``error`` (the monitor's exit status is then 1).
+    callbacks stop arriving, the device is reopened, up to
+    ``DevicePolicy.reopen_attempts`` times in a row: once it delivers audio
+    again the count starts over, so a device that glitches now and then is
+    never given up. The warning at the end counts every failure and names the
+    last. When it cannot be reopened the stream ends with an ``error`` (the
+    monitor's exit status is then 1).
     """
 
     def __init__(self, device: str = "", sample_rate: int | None = None, policy: DevicePolicy | None = None, sounddevice: Any = None) -> None:
