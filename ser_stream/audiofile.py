@@ -310,10 +310,10 @@ def narrow_band(path: str | Path, sample_rate: int) -> str | None:
 MEMORY_BUDGET_RATE = 16000
 WHOLE_FILE_SECONDS = 600.0
 WHOLE_FILE_SAMPLES = int(WHOLE_FILE_SECONDS * MEMORY_BUDGET_RATE)
-BLOCK_SECONDS = 30.0  # a block read holds at most this much of 16 kHz mono's samples (1.9 MB of float32)
+READ_BUDGET_SECONDS = 30.0  # a block read holds at most this much of 16 kHz mono's samples (1.9 MB of float32)
 
 
-def block_frames(channels: int, block_seconds: float = BLOCK_SECONDS) -> int:
+def block_frames(channels: int, block_seconds: float = READ_BUDGET_SECONDS) -> int:
     """Frames per block read of a file of ``channels``: ``block_seconds`` of 16 kHz mono's samples, all channels
     counted. Counted in frames, a read grew with the channel count (64 channels at 1 MHz: 256 MB a read)."""
     return max(1, int(block_seconds * MEMORY_BUDGET_RATE / channels))

@@ -13,7 +13,7 @@ import soundfile
 from numpy.typing import NDArray
 
 from ser_stream.audiofile import (
-    BLOCK_SECONDS,
+    READ_BUDGET_SECONDS,
     audio_info,
     block_frames,
     mono_blocks,
@@ -156,7 +156,7 @@ def _part(block: NDArray[np.float32], position: int, start: int, end: int) -> ND
 def stream_file_windows(
     path: str | Path,
     config: WindowConfig,
-    block_seconds: float = BLOCK_SECONDS,
+    block_seconds: float = READ_BUDGET_SECONDS,
     reading: BlockReading | None = None,
 ) -> Iterator[NDArray[np.float32]]:
     """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks;
