@@ -65,8 +65,8 @@ def feature_parameters() -> dict[str, float | int | str]:
 # Rates audio may arrive at. Below 1 kHz nothing of speech's pitch survives (and a few bytes
 # would claim hours of audio); above 1 MHz no audio interface records. The polyphase ratio to
 # 8 kHz is exact where its denominator is at most 1000 (every standard rate: 8, 11.025, 16,
-# 22.05, 32, 44.1, 48, 96, 192 kHz); others are the nearest such ratio (47952 Hz: 166/995, so
-# 0.006 % slow; 8001 Hz: 1/1, 0.0125 %), a filter of thousands of taps being the price of exact.
+# 22.05, 32, 44.1, 48, 96, 192 kHz); others are the nearest such ratio (47952 Hz: 166/995, 8000.032 Hz,
+# so 0.0004 % slow; 8001 Hz: 1/1, 0.0125 %), a filter of thousands of taps being the price of exact.
 MIN_INPUT_RATE = 1_000
 MAX_INPUT_RATE = 1_000_000
 
