@@ -637,7 +637,7 @@ class Publisher:
         except TimeoutError:
             frame = FirstFrame(None)
         except ConnectionClosed:  # the monitor stopping, or the client hanging up before a frame (a load balancer's
-            return None  # probe opening /ingest): no refusal, counted nowhere; it was counted in refused_token
+            return None  # probe opening /ingest): no refusal, so counted nowhere (it used to be counted in refused_token)
         assert self.access.token is not None  # only a monitor with a token holds clients for one
         if frame.event != "start" or frame.start is None or not token_matches(frame.token, self.access.token):
             self.refused["token"] += 1
