@@ -11,13 +11,15 @@ import scipy.signal
 from ser_stream.errors import AudioInputError
 from ser_stream.features import (
     N_BINS,
+    N_FFT,
     N_FRAMES,
+    SAMPLE_RATE,
     feature_parameters,
     model_input,
     spectrogram,
 )
 from ser_stream.model import metadata_path
-from tests.conftest import speechlike
+from tests.conftest import speechlike, spoken
 
 
 def test_output_is_260_by_270_float32_in_unit_range():
@@ -94,3 +96,65 @@ def test_the_features_are_those_the_shipped_model_was_trained_on(shipped_model):
     metadata = json.loads(metadata_path(shipped_model).read_text())
     assert feature_parameters() == metadata["features"]  # TOP_DB = 80.0, say, would be caught here, not at a user's load
     assert (N_BINS, N_FRAMES) == (260, 270) == (metadata["features"]["n_bins"], metadata["features"]["n_frames"])
+
+
+def tone(frequency: float, seconds: float, sample_rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+@pytest.mark.parametrize("frequency", [500.0, 3000.0])
+def test_a_tone_lights_the_row_of_its_frequency_counted_up_from_0_hz_in_row_0(frequency, rate):
+    """Row k is k·SAMPLE_RATE/N_FFT Hz (15.4 Hz a row): what the shipped model was trained on. The metadata records
+    the parameters, not the orientation; a spectrogram flipped upside down passed every other test."""
+    image = spectrogram(tone(frequency, 2.0, rate), rate)
+    row_profile = image.mean(axis=1)
+    peak_rows = np.flatnonzero(row_profile == row_profile.max())  # 500 Hz is row 32.5: rows 32 and 33 tie
+    assert peak_rows.size and np.all(np.abs(peak_rows - frequency * N_FFT / SAMPLE_RATE) <= 0.5), peak_rows
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_a_click_lights_the_column_of_its_time_counted_from_the_start_of_the_window_in_column_0(rate):
+    """Column j is the frame centred at j·(window − N_FFT)/(N_FRAMES − 1) + N_FFT/2 samples: a click 0.5 s into a
+    2 s window is column 65, not 204 (time reversed)."""
+    audio = np.zeros(2 * rate, np.float32)
+    audio[rate // 2] = 0.5
+    column_energy = spectrogram(audio, rate).sum(axis=0)
+    expected = (0.5 * SAMPLE_RATE - N_FFT / 2) / ((2 * SAMPLE_RATE - N_FFT) / (N_FRAMES - 1))
+    assert abs(int(column_energy.argmax()) - expected) <= 0.5
+    assert np.all(column_energy[: int(expected) - 5] == 0.0) and np.all(column_energy[int(expected) + 6 :] == 0.0)
+
+
+def block_means(image: np.ndarray, blocks: int = 8) -> np.ndarray:
+    """``image`` as ``blocks`` × ``blocks`` means (rows, then columns, split as evenly as they go)."""
+    return np.array([[block.mean() for block in np.array_split(band, blocks, axis=1)] for band in np.array_split(image, blocks, axis=0)])
+
+
+# A fingerprint of the spectrogram of the bundled demo's 2 s of talk from 1.4 s (16 kHz, resampled to 8 kHz): the
+# values these same lines computed at commit cfd7ce2, whose features are those the shipped model's metadata records.
+# A deliberate change of the features (which means retraining the model too) writes them again; feature code that
+# changes them otherwise changes what the shipped model sees, and this test names it as a feature change where the
+# golden test of the model's output (test_classify.py) only sees the label move. 1e-3 leaves room for float32
+# rounding in other FFT and BLAS builds, and none for a flipped axis, reversed time or another log scale.
+DEMO_TALK_MEAN = 0.2302
+DEMO_TALK_LOUDEST_ROW = 6  # 92 Hz, the speaker's pitch
+DEMO_TALK_LOUDEST_COLUMN = 187  # columns 185 and 186 within 0.001 of it
+DEMO_TALK_BLOCK_MEANS = np.array([
+    [0.4286, 0.5077, 0.3676, 0.4353, 0.5099, 0.5054, 0.4288, 0.0],
+    [0.1233, 0.2840, 0.2792, 0.4207, 0.1816, 0.3935, 0.4017, 0.0],
+    [0.0614, 0.2206, 0.1764, 0.3808, 0.1912, 0.1571, 0.2240, 0.0],
+    [0.1966, 0.1777, 0.2328, 0.0675, 0.3442, 0.4073, 0.0036, 0.0],
+    [0.1311, 0.2608, 0.3479, 0.0921, 0.2362, 0.2493, 0.2288, 0.0],
+    [0.2078, 0.1880, 0.3213, 0.2873, 0.1780, 0.2717, 0.0508, 0.0],
+    [0.1899, 0.2987, 0.3497, 0.2869, 0.2845, 0.2602, 0.2083, 0.0],
+    [0.2053, 0.2494, 0.2955, 0.2322, 0.2412, 0.2749, 0.1139, 0.0],
+])  # rows 0 Hz (top) to 4 kHz, columns the 2 s in order; the last quarter second is a pause
+
+
+def test_the_demo_recordings_talk_gives_the_picture_the_shipped_model_was_trained_to_read():
+    image = spectrogram(spoken(2.0, 16000), 16000)
+    assert image.mean() == pytest.approx(DEMO_TALK_MEAN, abs=1e-3)
+    assert int(image.mean(axis=1).argmax()) == DEMO_TALK_LOUDEST_ROW
+    assert abs(int(image.mean(axis=0).argmax()) - DEMO_TALK_LOUDEST_COLUMN) <= 2
+    np.testing.assert_allclose(block_means(image), DEMO_TALK_BLOCK_MEANS, atol=1e-3)
