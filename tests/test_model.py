@@ -113,9 +113,11 @@ def test_a_window_the_runtime_cannot_cut_is_refused_at_load_naming_the_metadata(
     assert capsys.readouterr().err == f"ser-stream: error: {metadata_path(model)}: {reason}\n"
 
 
-def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True, batch: int | str = "N") -> Path:
-    """A valid ONNX graph under the runtime's names, with its own metadata: mean of each row, then a softmax (or,
-    without ``softmax``, the raw scores); its batch dimension ``batch`` (a name: any size)."""
+def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int, softmax: bool = True, batch: int | str = "N",
+               picture: tuple[int, int] = (260, 270), input_name: str = "spectrogram", output_name: str = "probabilities") -> Path:
+    """A valid ONNX graph, under the runtime's names unless given others, with its own metadata: mean of each row,
+    then a softmax (or, without ``softmax``, the raw scores); its batch dimension ``batch`` (a name: any size), its
+    input [batch, *picture, 1]."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -124,15 +126,15 @@ def graph_with(folder: Path, shipped_model: Path, input_type: int, outputs: int,
 
     graph = helper.make_graph(
         [
-            helper.make_node("Cast", ["spectrogram"], ["floats"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [input_name], ["floats"], to=TensorProto.FLOAT),
             helper.make_node("ReduceMean", ["floats"], ["rows"], axes=[2, 3], keepdims=0),
             helper.make_node("MatMul", ["rows", "weights"], ["scores"]),
-            helper.make_node("Softmax", ["scores"], ["probabilities"], axis=1) if softmax else helper.make_node("Identity", ["scores"], ["probabilities"]),
+            helper.make_node("Softmax", ["scores"], [output_name], axis=1) if softmax else helper.make_node("Identity", ["scores"], [output_name]),
         ],
         "contract",
-        [helper.make_tensor_value_info("spectrogram", input_type, [batch, 260, 270, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, outputs])],
-        [numpy_helper.from_array(np.ones((260, outputs), np.float32), "weights")],
+        [helper.make_tensor_value_info(input_name, input_type, [batch, *picture, 1])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, outputs])],
+        [numpy_helper.from_array(np.ones((picture[0], outputs), np.float32), "weights")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -210,15 +212,37 @@ def test_a_network_trained_on_other_labels_or_features_than_this_codes_is_named_
     )
 
 
-def test_a_model_exported_before_files_kept_their_own_record_still_loads(shipped_model, tmp_path):
+def without_trained_record(shipped_model: Path, folder: Path) -> Path:
+    """A copy of the shipped model as exported before ONNX files kept their own record, resealed."""
     onnx = pytest.importorskip("onnx")  # the training extra; the runtime reads the record with onnxruntime
 
-    model = copy_of_model(shipped_model, tmp_path)
+    model = copy_of_model(shipped_model, folder)
     proto = onnx.load(str(model))
     del proto.metadata_props[:]
     onnx.save(proto, str(model))
     resealed(model)
+    return model
+
+
+def test_a_model_exported_before_files_kept_their_own_record_still_loads(shipped_model, tmp_path):
+    model = without_trained_record(shipped_model, tmp_path)
     assert EmotionModel(model, provider="cpu").metadata.window_seconds == 2.0
+
+
+@pytest.mark.parametrize("own_record", [True, False], ids=["with-own-record", "exported-before-records"])
+def test_metadata_whose_labels_are_this_codes_in_another_order_is_refused_naming_both_orders(shipped_model, tmp_path, own_record):
+    """The label order is which output is which emotion: a network read in another order labels every file wrongly.
+    A model without its own record has only the JSON's check to stop it."""
+    model = copy_of_model(shipped_model, tmp_path) if own_record else without_trained_record(shipped_model, tmp_path)
+    metadata = json.loads(metadata_path(model).read_text())
+    labels = metadata["labels"]
+    metadata_path(model).write_text(json.dumps({**metadata, "labels": [labels[1], labels[0], *labels[2:]]}))
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == (
+        f"{metadata_path(model)}: labels ['calm', 'neutral', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised'] "
+        "differ from this code's ['neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised']"
+    )
 
 
 @pytest.mark.parametrize(
@@ -240,6 +264,22 @@ def test_a_graph_that_breaks_the_contract_is_refused_at_load_not_at_the_first_fi
     assert main(["classify", "--model", str(model), str(audio), str(audio)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"ser-stream: error: {model}: ") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "graph, reason",
+    [
+        ({"picture": (270, 260)}, r"input shape \['N', 270, 260, 1\] is not \[N, 260, 270, 1\]"),
+        ({"input_name": "mel"}, r"expected input 'spectrogram' and output 'probabilities', found \['mel'\] → \['probabilities'\]"),
+        ({"output_name": "logits"}, r"expected input 'spectrogram' and output 'probabilities', found \['spectrogram'\] → \['logits'\]"),
+    ],
+    ids=["picture-transposed", "input-name", "output-name"],
+)
+def test_a_graph_fed_or_read_under_other_names_or_another_picture_is_refused_at_load_saying_which(shipped_model, tmp_path, graph, reason):
+    """Without these checks each was onnxruntime's catch-all at the first run (or a StopIteration traceback)."""
+    model = graph_with(tmp_path, shipped_model, 1, 8, **graph)
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: {reason}$"):
+        EmotionModel(model, provider="cpu")
 
 
 @pytest.mark.parametrize("batch", [1, 2])
