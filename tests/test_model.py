@@ -335,6 +335,17 @@ def test_a_model_that_gives_fewer_rows_than_windows_is_refused_at_load(shipped_m
         EmotionModel(model, provider="cpu")
 
 
+def test_more_windows_than_max_batch_are_run_in_batches_and_give_what_each_window_gives_alone(shipped_model):
+    """classify hands predict 32 windows at a time and the monitor a stream's backlog: every batch must be run."""
+    from ser_stream.features import spectrogram
+
+    windows = np.stack([spectrogram(speechlike(2.0, 8000, seed), 8000) for seed in range(5)])
+    model = EmotionModel(shipped_model, provider="cpu", max_batch=2)
+    one_by_one = np.concatenate([model.predict(window[None]) for window in windows])
+    assert len({row.tobytes() for row in one_by_one}) == 5  # five different answers: a batch repeated or shifted shows
+    np.testing.assert_allclose(model.predict(windows), one_by_one, atol=1e-5)
+
+
 def test_a_model_path_that_cannot_be_looked_at_is_one_line_not_a_traceback(tmp_path):
     """Path.is_file() raises for a name too long or a folder without permission: the traceback reached the user."""
     import os
