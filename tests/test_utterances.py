@@ -403,18 +403,47 @@ def test_a_stream_at_a_rate_whose_ratio_to_8_khz_is_approximated_runs_to_its_end
     assert {m["stream"]: m["t"] for m in messages if m["type"] == "stream_ended"} == {"usual": 9.0, "odd": pytest.approx(9.0, abs=0.01)}
 
 
-def test_a_max_utterance_cut_right_at_a_streams_end_ends_it_cleanly():
+def noise(seconds: float) -> np.ndarray:
+    """Speech as the energy detector hears it: white noise at -20 dBFS."""
+    return (0.1 * np.random.default_rng(0).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "lead, longest, expected",
+    [
+        (0.0, 3.2, [(0.0, 3.2), (3.2, 6.4)]),  # 3.2 s is 100 VAD frames: the last limit is the stream's end, on a frame's end
+        (1.0, 2.0, [(0.892, 2.892), (2.892, 4.892), (4.892, 7.0)]),  # the last limit 0.108 s before the end: its last words
+    ],
+    ids=["from the stream's start", "after a second of silence"],
+)
+def test_speech_of_n_max_utterances_to_a_streams_end_is_n_contiguous_utterances_the_last_ending_at_its_end(lead, longest, expected):
     """With --max-utterance 16 and speech to the end of a 16 s stream, the utterance after the cut was opened with no
-    audio, and cutting its windows from nothing stopped the worker: the other stream's last second and both ends lost."""
+    audio, and cutting its windows from nothing stopped the worker: the other stream's last second and both ends lost.
+    The next piece now opens only once speech has gone on the shortest utterance (0.25 s) past the cut."""
     from ser_stream.pipeline import MonitorConfig
 
-    speech = (0.1 * np.random.default_rng(0).standard_normal(16 * RATE)).astype(np.float32)
-    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=16.0))
+    speech = np.concatenate([np.zeros(int(lead * RATE), np.float32), noise(len(expected) * longest)])
+    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=longest))
     messages, crash = worker_run({"a": (RATE, speech), "b": (RATE, np.concatenate([speech, np.zeros(RATE, np.float32)]))},
-                                 config, detector=lambda frame: 0.9)
-    assert crash is None
-    assert [(m["stream"], m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance" and m["stream"] == "a"] == [("a", 0.0, 16.0)]
+                                 config, detector=energy_detector)
+    assert crash is None and [m for m in messages if m["type"] == "error"] == []
+    published = [m for m in messages if m["type"] == "utterance" and m["stream"] == "a"]
+    assert [(m["t_start"], m["t_end"]) for m in published] == [pytest.approx(span) for span in expected]
+    assert published[-1]["t_end"] == pytest.approx(speech.size / RATE)  # the stream's end
+    assert all(m["windows"] >= 1 for m in published)  # none empty
     assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["a", "b"]
+
+
+def test_without_a_shortest_speech_a_max_utterance_cut_right_at_a_streams_end_publishes_no_empty_utterance():
+    """At ``min_speech_seconds`` 0 (no CLI flag sets it) speech on to the limit at the stream's end still opens the
+    next piece there, holding no audio: it is dropped, not published, and its windows are not cut from nothing."""
+    from ser_stream.pipeline import MonitorConfig
+
+    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=3.2, min_speech_seconds=0.0))
+    messages, crash = worker_run({"a": (RATE, noise(3.2))}, config, detector=energy_detector)
+    assert crash is None and [m for m in messages if m["type"] == "error"] == []
+    assert [(m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance"] == [(0.0, 3.2)]
+    assert [m["stream"] for m in messages if m["type"] == "stream_ended"] == ["a"]
 
 
 def test_a_bug_met_in_one_streams_audio_ends_that_stream_alone_with_the_reason():
