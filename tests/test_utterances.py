@@ -90,33 +90,52 @@ def test_a_dc_offset_does_not_stretch_an_utterance_over_the_silence_after_it(off
     assert ends[1] == ends[0]
 
 
+class Lagging:
+    """A detector that, as Silero, does not hear a constant and keeps saying speech after the voice stops: while a
+    frame varies, and for 8 frames (256 ms) after, a long hangover."""
+
+    def __init__(self) -> None:
+        self.since_loud = 99
+
+    def __call__(self, frame: np.ndarray) -> float:
+        self.since_loud = 0 if np.var(frame) > 1e-6 else self.since_loud + 1
+        return 1.0 if self.since_loud <= 8 else 0.0
+
+
+def closed_by_and_end(audio: np.ndarray) -> tuple[float | None, float]:
+    """Fed to a tracker with a ``Lagging`` detector 256 samples at a time: how much audio had come when its one
+    utterance closed, and where that utterance ends (seconds)."""
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=Lagging())
+    closed_by = None
+    for start in range(0, audio.size, 256):
+        tracker.feed(audio[start : start + 256], arrival=0.0)
+        if closed_by is None and tracker.open is None and tracker.waiting:
+            closed_by = (start + 256) / RATE
+    (utterance,) = tracker.waiting.values()
+    return closed_by, utterance.end_sample / RATE
+
+
 def test_the_silence_that_ends_an_utterance_is_counted_from_its_last_loud_speech_not_from_the_vads_hangover():
     """Silero's recurrent state keeps calling frames speech for a frame or several after the voice stops; frames
     it calls speech 35 dB below the utterance's peak (``hold_db``) stay in it but do not hold it open."""
-    class Lagging:  # speech while a frame is loud, and for 8 frames (256 ms) after: a long hangover
-        def __init__(self) -> None:
-            self.since_loud = 99
-
-        def __call__(self, frame: np.ndarray) -> float:
-            self.since_loud = 0 if np.var(frame) > 1e-6 else self.since_loud + 1
-            return 1.0 if self.since_loud <= 8 else 0.0
-
     loud_end = 3.0
     for tail in (0.0, 1e-3):  # after the voice: digital silence, or a room's tone 40 dB down (which the detector hears)
         audio = stream((1.0, False), (2.0, True), (3.0, False))
         audio[int(loud_end * RATE):] += (tail * np.sin(np.arange(audio.size - int(loud_end * RATE)) * 0.7)).astype(np.float32)
-        tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=Lagging())
-        closed_by = None
-        for start in range(0, audio.size, 256):
-            tracker.feed(audio[start : start + 256], arrival=0.0)
-            if closed_by is None and tracker.open is None and tracker.waiting:
-                closed_by = (start + 256) / RATE
-        (utterance,) = tracker.waiting.values()
+        closed_by, end = closed_by_and_end(audio)
         # the last loud frame ends at 3.008 s (frames are 256 samples); 0.5 s of silence later it closes,
         # not 0.256 s later still, where the detector's hangover ends
         assert closed_by == pytest.approx(3.008 + 0.512, abs=1e-9)
         # the hangover's frames still belong to it: its audio ends the margin after them, as before
-        assert utterance.end_sample / RATE == pytest.approx(3.008 + 8 * 0.032 + 0.1, abs=1e-9)
+        assert end == pytest.approx(3.008 + 8 * 0.032 + 0.1, abs=1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.05, -0.2])
+def test_a_dc_offset_does_not_hold_an_utterance_open_through_the_vads_hangover(offset):
+    """A frame holds an utterance open if its power is within 35 dB of the peak's, the power less the frame's mean:
+    with it (the mean square), the offset alone would keep the hangover's frames within 35 dB: closed 0.256 s late."""
+    audio = stream((1.0, False), (2.0, True), (3.0, False)) + np.float32(offset)
+    assert closed_by_and_end(audio) == pytest.approx((3.008 + 0.512, 3.008 + 8 * 0.032 + 0.1), abs=1e-9)  # as without it
 
 
 def test_speech_silero_hesitates_on_counts_when_webrtc_hears_a_voice_and_silero_scores_it_above_the_floor():
