@@ -115,6 +115,31 @@ def closed_by_and_end(audio: np.ndarray) -> tuple[float | None, float]:
     return closed_by, utterance.end_sample / RATE
 
 
+@pytest.mark.parametrize(
+    "gap, end",
+    [
+        (0.0, 3.158 + 0.1),  # the word's quiet ending: taken in, in 25 ms frames from the VAD's end at 3.008 s to 3.158 s
+        (0.2, 3.008 + 0.1),  # a separate sound: the end is the VAD's, as if it were not there
+    ],
+    ids=["a quiet ending right after the voice", "a separate sound 0.2 s after it"],
+)
+def test_a_sound_after_a_quiet_gap_of_more_than_100_ms_is_not_taken_into_the_end_of_the_utterance_before_it(gap, end):
+    """The end is extended over trailing audio within 30 dB of the utterance's peak that continues it: a sound
+    (a knock, a cough) 15 dB down after 100 ms or more of quiet is not its speech, though the detector let go of both."""
+    def loud(frame: np.ndarray) -> float:  # hears the voice, not what is 15 dB quieter
+        return 1.0 if np.var(frame) > 0.01 else 0.0
+
+    audio = stream((1.0, False), (2.0, True), (2.0, False))
+    start, length = int((3.0 + gap) * RATE), int(0.15 * RATE)
+    audio[start : start + length] += (0.05 * np.sin(2 * np.pi * 1000 * np.arange(length) / RATE)).astype(np.float32)
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=loud, voice=None)
+    for position in range(0, audio.size, 800):
+        tracker.feed(audio[position : position + 800], arrival=0.0)
+    tracker.finish(arrival=0.0)
+    (utterance,) = tracker.waiting.values()
+    assert utterance.end_sample / RATE == pytest.approx(end, abs=1e-9)
+
+
 def test_the_silence_that_ends_an_utterance_is_counted_from_its_last_loud_speech_not_from_the_vads_hangover():
     """Silero's recurrent state keeps calling frames speech for a frame or several after the voice stops; frames
     it calls speech 35 dB below the utterance's peak (``hold_db``) stay in it but do not hold it open."""
