@@ -333,8 +333,10 @@ class UtteranceTracker:
         # the one after it is only opened with the shortest utterance's speech past the cut (``advance``).
         if speech < self.config.min_speech_seconds * SAMPLE_RATE and utterance.windows_cut == 0 and not cut:
             return jobs  # a click or a breath: not an utterance
-        if end <= utterance.start_sample and utterance.windows_cut == 0:  # a --max-utterance cut right at the stream's end:
-            return jobs  # a continuation without audio (its windows, cut from nothing, once stopped the worker); id unused
+        # Only at min_speech_seconds 0 or less (no CLI flag sets it) does a cut right at the stream's end open a continuation
+        # without audio: its windows, cut from nothing, once stopped the worker. Dropped; its id unused.
+        if end <= utterance.start_sample and utterance.windows_cut == 0:
+            return jobs
         self._published_until = end
         jobs += self._schedule(utterance, end)
         window = self.window.window_samples

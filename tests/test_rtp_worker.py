@@ -15,7 +15,7 @@ from ser_stream.errors import StreamRefused
 from ser_stream.g711 import mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.record import read_since
-from ser_stream.rtp import RtpConfig, RtpReceiver
+from ser_stream.rtp import RESUMED_PACKETS_HELD, RtpConfig, RtpReceiver
 from tests.conftest import PACKET_SAMPLES, rtp, spoken, undocumented_fields
 
 SILENCE = mulaw_encode(np.zeros(PACKET_SAMPLES)).tobytes()  # no speech, so no window ever reaches a model
@@ -56,6 +56,51 @@ def test_a_call_that_resumes_while_its_last_stream_is_still_ending_loses_no_audi
     events = [(m["type"], m["t"]) for m in messages if m["type"] in ("stream_started", "stream_ended")]
     assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 1.2)]
     assert receiver.counters()["rtp_refused_packets"] == 0 and worker.refused_streams == 0
+
+
+def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_last_stream_ends_and_the_rest_are_counted_refused():
+    """Packets of a call that resumes while its old stream is still ending are held, 250 at most (5 s of 20 ms):
+    what comes beyond them before the old stream's end is dropped and counted (``rtp_refused_packets``)."""
+    messages: list[dict] = []
+    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
+    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    try:
+        for sequence in range(50):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
+        worker.step()
+        receiver.close_idle(time.monotonic() + 2.1)  # the pause: the call is closed, its stream still being published
+        for sequence in range(50, 50 + RESUMED_PACKETS_HELD + 30):  # 5.6 s before the worker's next step
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
+        assert receiver.counters()["rtp_refused_packets"] == 30
+        worker.step()  # publishes the old stream's end
+        receiver.close_idle(time.monotonic() + 60)  # the held packets open the next stream; it goes idle
+        worker.run(threading.Event(), until_all_ended=True)
+    finally:
+        receiver.socket.close()
+    events = [(m["type"], m["t"]) for m in messages if m["type"] in ("stream_started", "stream_ended")]
+    assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 5.0)]
+    assert receiver.counters()["rtp_refused_packets"] == 30 and worker.refused_streams == 0
+
+
+def test_packets_of_a_resumed_call_still_held_when_the_monitor_stops_are_counted_refused():
+    """The monitor stops while a resumed call's packets wait for its old stream's end: they are never heard, and
+    counted (``rtp_refused_packets``)."""
+    worker = Worker(None, MonitorConfig(), [].append)  # type: ignore[arg-type]  # silence: no window reaches it
+    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    try:
+        for sequence in range(50):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
+        worker.step()
+        receiver.close_idle(time.monotonic() + 2.1)
+        for sequence in range(50, 90):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
+        assert receiver.counters()["rtp_refused_packets"] == 0  # held, not refused
+        stop = threading.Event()
+        stop.set()
+        receiver.run(stop)  # the monitor is stopping: the receiver's thread closes its calls and its socket
+    finally:
+        receiver.socket.close()
+    assert receiver.counters()["rtp_refused_packets"] == 40
 
 
 def test_an_rtp_call_refused_for_many_retries_counts_as_one_refused_stream(monkeypatch):

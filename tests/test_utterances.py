@@ -90,33 +90,77 @@ def test_a_dc_offset_does_not_stretch_an_utterance_over_the_silence_after_it(off
     assert ends[1] == ends[0]
 
 
+class Lagging:
+    """A detector that, as Silero, does not hear a constant and keeps saying speech after the voice stops: while a
+    frame varies, and for 8 frames (256 ms) after, a long hangover."""
+
+    def __init__(self) -> None:
+        self.since_loud = 99
+
+    def __call__(self, frame: np.ndarray) -> float:
+        self.since_loud = 0 if np.var(frame) > 1e-6 else self.since_loud + 1
+        return 1.0 if self.since_loud <= 8 else 0.0
+
+
+def closed_by_and_end(audio: np.ndarray) -> tuple[float | None, float]:
+    """Fed to a tracker with a ``Lagging`` detector 256 samples at a time: how much audio had come when its one
+    utterance closed, and where that utterance ends (seconds)."""
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=Lagging())
+    closed_by = None
+    for start in range(0, audio.size, 256):
+        tracker.feed(audio[start : start + 256], arrival=0.0)
+        if closed_by is None and tracker.open is None and tracker.waiting:
+            closed_by = (start + 256) / RATE
+    (utterance,) = tracker.waiting.values()
+    return closed_by, utterance.end_sample / RATE
+
+
+@pytest.mark.parametrize(
+    "gap, end",
+    [
+        (0.0, 3.158 + 0.1),  # the word's quiet ending: taken in, in 25 ms frames from the VAD's end at 3.008 s to 3.158 s
+        (0.2, 3.008 + 0.1),  # a separate sound: the end is the VAD's, as if it were not there
+    ],
+    ids=["a quiet ending right after the voice", "a separate sound 0.2 s after it"],
+)
+def test_a_sound_after_a_quiet_gap_of_more_than_100_ms_is_not_taken_into_the_end_of_the_utterance_before_it(gap, end):
+    """The end is extended over trailing audio within 30 dB of the utterance's peak that continues it: a sound
+    (a knock, a cough) 15 dB down after 100 ms or more of quiet is not its speech, though the detector let go of both."""
+    def loud(frame: np.ndarray) -> float:  # hears the voice, not what is 15 dB quieter
+        return 1.0 if np.var(frame) > 0.01 else 0.0
+
+    audio = stream((1.0, False), (2.0, True), (2.0, False))
+    start, length = int((3.0 + gap) * RATE), int(0.15 * RATE)
+    audio[start : start + length] += (0.05 * np.sin(2 * np.pi * 1000 * np.arange(length) / RATE)).astype(np.float32)
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=loud, voice=None)
+    for position in range(0, audio.size, 800):
+        tracker.feed(audio[position : position + 800], arrival=0.0)
+    tracker.finish(arrival=0.0)
+    (utterance,) = tracker.waiting.values()
+    assert utterance.end_sample / RATE == pytest.approx(end, abs=1e-9)
+
+
 def test_the_silence_that_ends_an_utterance_is_counted_from_its_last_loud_speech_not_from_the_vads_hangover():
     """Silero's recurrent state keeps calling frames speech for a frame or several after the voice stops; frames
     it calls speech 35 dB below the utterance's peak (``hold_db``) stay in it but do not hold it open."""
-    class Lagging:  # speech while a frame is loud, and for 8 frames (256 ms) after: a long hangover
-        def __init__(self) -> None:
-            self.since_loud = 99
-
-        def __call__(self, frame: np.ndarray) -> float:
-            self.since_loud = 0 if np.var(frame) > 1e-6 else self.since_loud + 1
-            return 1.0 if self.since_loud <= 8 else 0.0
-
     loud_end = 3.0
     for tail in (0.0, 1e-3):  # after the voice: digital silence, or a room's tone 40 dB down (which the detector hears)
         audio = stream((1.0, False), (2.0, True), (3.0, False))
         audio[int(loud_end * RATE):] += (tail * np.sin(np.arange(audio.size - int(loud_end * RATE)) * 0.7)).astype(np.float32)
-        tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=Lagging())
-        closed_by = None
-        for start in range(0, audio.size, 256):
-            tracker.feed(audio[start : start + 256], arrival=0.0)
-            if closed_by is None and tracker.open is None and tracker.waiting:
-                closed_by = (start + 256) / RATE
-        (utterance,) = tracker.waiting.values()
+        closed_by, end = closed_by_and_end(audio)
         # the last loud frame ends at 3.008 s (frames are 256 samples); 0.5 s of silence later it closes,
         # not 0.256 s later still, where the detector's hangover ends
         assert closed_by == pytest.approx(3.008 + 0.512, abs=1e-9)
         # the hangover's frames still belong to it: its audio ends the margin after them, as before
-        assert utterance.end_sample / RATE == pytest.approx(3.008 + 8 * 0.032 + 0.1, abs=1e-9)
+        assert end == pytest.approx(3.008 + 8 * 0.032 + 0.1, abs=1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.05, -0.2])
+def test_a_dc_offset_does_not_hold_an_utterance_open_through_the_vads_hangover(offset):
+    """A frame holds an utterance open if its power is within 35 dB of the peak's, the power less the frame's mean:
+    with it (the mean square), the offset alone would keep the hangover's frames within 35 dB: closed 0.256 s late."""
+    audio = stream((1.0, False), (2.0, True), (3.0, False)) + np.float32(offset)
+    assert closed_by_and_end(audio) == pytest.approx((3.008 + 0.512, 3.008 + 8 * 0.032 + 0.1), abs=1e-9)  # as without it
 
 
 def test_speech_silero_hesitates_on_counts_when_webrtc_hears_a_voice_and_silero_scores_it_above_the_floor():
@@ -403,18 +447,47 @@ def test_a_stream_at_a_rate_whose_ratio_to_8_khz_is_approximated_runs_to_its_end
     assert {m["stream"]: m["t"] for m in messages if m["type"] == "stream_ended"} == {"usual": 9.0, "odd": pytest.approx(9.0, abs=0.01)}
 
 
-def test_a_max_utterance_cut_right_at_a_streams_end_ends_it_cleanly():
+def noise(seconds: float) -> np.ndarray:
+    """Speech as the energy detector hears it: white noise at -20 dBFS."""
+    return (0.1 * np.random.default_rng(0).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "lead, longest, expected",
+    [
+        (0.0, 3.2, [(0.0, 3.2), (3.2, 6.4)]),  # 3.2 s is 100 VAD frames: the last limit is the stream's end, on a frame's end
+        (1.0, 2.0, [(0.892, 2.892), (2.892, 4.892), (4.892, 7.0)]),  # the last limit 0.108 s before the end: its last words
+    ],
+    ids=["from the stream's start", "after a second of silence"],
+)
+def test_speech_of_n_max_utterances_to_a_streams_end_is_n_contiguous_utterances_the_last_ending_at_its_end(lead, longest, expected):
     """With --max-utterance 16 and speech to the end of a 16 s stream, the utterance after the cut was opened with no
-    audio, and cutting its windows from nothing stopped the worker: the other stream's last second and both ends lost."""
+    audio, and cutting its windows from nothing stopped the worker: the other stream's last second and both ends lost.
+    The next piece now opens only once speech has gone on the shortest utterance (0.25 s) past the cut."""
     from ser_stream.pipeline import MonitorConfig
 
-    speech = (0.1 * np.random.default_rng(0).standard_normal(16 * RATE)).astype(np.float32)
-    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=16.0))
+    speech = np.concatenate([np.zeros(int(lead * RATE), np.float32), noise(len(expected) * longest)])
+    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=longest))
     messages, crash = worker_run({"a": (RATE, speech), "b": (RATE, np.concatenate([speech, np.zeros(RATE, np.float32)]))},
-                                 config, detector=lambda frame: 0.9)
-    assert crash is None
-    assert [(m["stream"], m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance" and m["stream"] == "a"] == [("a", 0.0, 16.0)]
+                                 config, detector=energy_detector)
+    assert crash is None and [m for m in messages if m["type"] == "error"] == []
+    published = [m for m in messages if m["type"] == "utterance" and m["stream"] == "a"]
+    assert [(m["t_start"], m["t_end"]) for m in published] == [pytest.approx(span) for span in expected]
+    assert published[-1]["t_end"] == pytest.approx(speech.size / RATE)  # the stream's end
+    assert all(m["windows"] >= 1 for m in published)  # none empty
     assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["a", "b"]
+
+
+def test_without_a_shortest_speech_a_max_utterance_cut_right_at_a_streams_end_publishes_no_empty_utterance():
+    """At ``min_speech_seconds`` 0 (no CLI flag sets it) speech on to the limit at the stream's end still opens the
+    next piece there, holding no audio: it is dropped, not published, and its windows are not cut from nothing."""
+    from ser_stream.pipeline import MonitorConfig
+
+    config = MonitorConfig(utterance=UtteranceConfig(max_utterance_seconds=3.2, min_speech_seconds=0.0))
+    messages, crash = worker_run({"a": (RATE, noise(3.2))}, config, detector=energy_detector)
+    assert crash is None and [m for m in messages if m["type"] == "error"] == []
+    assert [(m["t_start"], m["t_end"]) for m in messages if m["type"] == "utterance"] == [(0.0, 3.2)]
+    assert [m["stream"] for m in messages if m["type"] == "stream_ended"] == ["a"]
 
 
 def test_a_bug_met_in_one_streams_audio_ends_that_stream_alone_with_the_reason():
