@@ -354,7 +354,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
-    from ser_stream.monitor import MonitorOptions
     from ser_stream.pipeline import MonitorConfig
     from ser_stream.utterances import UtteranceConfig
 
@@ -371,7 +370,9 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
                         help="frames Silero VAD scores at least this but under its threshold are speech if WebRTC's voice detector hears a voice (it catches shouting Silero misses); off: Silero alone (default %(default)s)")
     parser.add_argument("--max-batch", type=whole_number(1), default=MonitorConfig().max_batch, help="most windows per inference batch (default %(default)s)")
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
-    parser.add_argument("--subscriber-queue", type=whole_number(1), default=MonitorOptions.subscriber_queue, help="messages queued per subscriber before its oldest are dropped (default %(default)s)")
+    # literals, not MonitorOptions and AccessConfig: importing the monitor here cost every command ~0.1 s (classify
+    # included); test_the_monitor_given_no_options_runs_with_its_config_dataclasses_defaults holds them equal
+    parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped (default %(default)s)")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
     parser.add_argument("--log-status", type=positive_seconds, default=0.0, metavar="SECONDS",
                         help="for a service's log: a status line on stderr this often, and a warning naming any loss or refusal counted since the line before (default: none)")
@@ -386,13 +387,12 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
 
 def _add_live_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the sources only ``monitor`` takes (stdin, mic, ingest): ``demo`` neither lists nor accepts them."""
-    from ser_stream.publish import AccessConfig
     from ser_stream.sources import MAX_STDIN_CHANNELS
 
     parser.add_argument("--rate", type=sample_rate, default=None, help=f"stdin: sample rate of the s16le PCM, raw or in a WAV stream (default {STDIN_SAMPLE_RATE})")
     parser.add_argument("--channels", type=whole_number(1, MAX_STDIN_CHANNELS), default=None, help=f"stdin: channels of the PCM, 1 to {MAX_STDIN_CHANNELS} (default 1)")
     parser.add_argument("--samplerate", type=sample_rate, default=None, help="mic: capture rate (default: the device's)")
-    parser.add_argument("--max-ingest-connections", type=whole_number(1), default=None, help=f"concurrent ingest connections accepted (default {AccessConfig.max_ingest_connections})")
+    parser.add_argument("--max-ingest-connections", type=whole_number(1), default=None, help="concurrent ingest connections accepted (default 200)")
 
 
 def build_parser() -> argparse.ArgumentParser:

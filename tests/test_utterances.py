@@ -120,8 +120,10 @@ def closed_by_and_end(audio: np.ndarray) -> tuple[float | None, float]:
     [
         (0.0, 3.158 + 0.1),  # the word's quiet ending: taken in, in 25 ms frames from the VAD's end at 3.008 s to 3.158 s
         (0.2, 3.008 + 0.1),  # a separate sound: the end is the VAD's, as if it were not there
+        (0.083, 3.233 + 0.1),  # 75 ms of quiet (three frames) after the VAD's end: still the word's, taken in
+        (0.108, 3.008 + 0.1),  # 100 ms of quiet (four frames): a separate sound
     ],
-    ids=["a quiet ending right after the voice", "a separate sound 0.2 s after it"],
+    ids=["a quiet ending right after the voice", "a separate sound 0.2 s after it", "after 75 ms of quiet", "after 100 ms of quiet"],
 )
 def test_a_sound_after_a_quiet_gap_of_more_than_100_ms_is_not_taken_into_the_end_of_the_utterance_before_it(gap, end):
     """The end is extended over trailing audio within 30 dB of the utterance's peak that continues it: a sound
