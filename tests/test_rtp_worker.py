@@ -32,17 +32,24 @@ def monitor_opener(worker: Worker):
     return open_call_stream
 
 
+def a_call_just_closed_for_idling(messages: list[dict]) -> tuple[Worker, RtpReceiver]:
+    """A call of 1 s (50 packets, SSRC 5) that paused just past --call-idle while the worker was busy: it is closed,
+    its stream still being published, so whatever it sends now waits for that stream's end."""
+    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
+    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    for sequence in range(50):
+        receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
+    worker.step()
+    receiver.close_idle(time.monotonic() + 2.1)
+    return worker, receiver
+
+
 def test_a_call_that_resumes_while_its_last_stream_is_still_ending_loses_no_audio():
     """A caller pauses just past --call-idle while the worker is busy: the call's packets wait for the old
     stream's end (no refusal, no second lost), then play in the next stream."""
     messages: list[dict] = []
-    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
-    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    worker, receiver = a_call_just_closed_for_idling(messages)
     try:
-        for sequence in range(50):
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
-        worker.step()
-        receiver.close_idle(time.monotonic() + 2.1)  # the pause: the call is closed, its stream still being published
         for sequence in range(50, 100):  # the caller speaks again before the worker's next step
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
         worker.step()  # publishes the old stream's end
@@ -62,13 +69,8 @@ def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_las
     """Packets of a call that resumes while its old stream is still ending are held, 250 at most (5 s of 20 ms):
     what comes beyond them before the old stream's end is dropped and counted (``rtp_refused_packets``)."""
     messages: list[dict] = []
-    worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
-    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    worker, receiver = a_call_just_closed_for_idling(messages)
     try:
-        for sequence in range(50):
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
-        worker.step()
-        receiver.close_idle(time.monotonic() + 2.1)  # the pause: the call is closed, its stream still being published
         for sequence in range(50, 50 + RESUMED_PACKETS_HELD + 30):  # 5.6 s before the worker's next step
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
         assert receiver.counters()["rtp_refused_packets"] == 30
@@ -85,13 +87,8 @@ def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_las
 def test_packets_of_a_resumed_call_still_held_when_the_monitor_stops_are_counted_refused():
     """The monitor stops while a resumed call's packets wait for its old stream's end: they are never heard, and
     counted (``rtp_refused_packets``)."""
-    worker = Worker(None, MonitorConfig(), [].append)  # type: ignore[arg-type]  # silence: no window reaches it
-    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    _, receiver = a_call_just_closed_for_idling([])
     try:
-        for sequence in range(50):
-            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
-        worker.step()
-        receiver.close_idle(time.monotonic() + 2.1)
         for sequence in range(50, 90):
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
         assert receiver.counters()["rtp_refused_packets"] == 0  # held, not refused
