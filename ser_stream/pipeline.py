@@ -473,8 +473,8 @@ class Worker:
         monitor first loses some, then at a step that loses some ``LOSS_WARNING_SECONDS`` or more after the warning
         before, what was lost since it (the dashboard and the page show the status counters; each stream's end warning
         says its own). Said at a step that lost nothing, "still losing" came after losses had stopped: what is left
-        unsaid then is in the caught-up warning's total. True if some was lost in this step. A stream that is not live (a --pace fast file) waits for room,
-        so is left out: it cannot overrun by falling behind."""
+        unsaid then is in the caught-up warning's total. True if some was lost in this step. A stream that is not
+        live (a --pace fast file) waits for room, so is left out: it cannot overrun by falling behind."""
         losing = False
         for stream in streams:
             if not stream.live:
