@@ -87,11 +87,12 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
                 audio, sample_rate = read_until_damage(path, info, error)
             shortfalls.append(undecoded(path, info, audio.size))
             clip, lead_in = trimmed_clip_and_lead_in(audio, sample_rate, floor)
-            speech = SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in, UtteranceConfig())
+            found = BlockReading(span=clip.size, loudest=loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in=lead_in)
+            speech = SpeechHeard(config, found, UtteranceConfig())
             outputs = _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech)
         else:
             reading = BlockReading()
-            speech = SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, lambda: reading.lead_in, UtteranceConfig())
+            speech = SpeechHeard(config, reading, UtteranceConfig())  # filled by the first pass, before the first window
             try:
                 outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
             finally:  # its first pass read the file to its end, also when the sound check refused it after

@@ -119,8 +119,9 @@ def without_dc(audio: NDArray[np.floating]) -> NDArray[np.floating]:
 
 @dataclass
 class BlockReading:
-    """What ``stream_file_windows``'s first pass decoded of a file, in frames at its own rate: for the warning
-    that a file whose header promises more is damaged or cut short (``audiofile.undecoded``)."""
+    """What reading a file found of it: ``stream_file_windows``'s first pass fills it before the first window is cut
+    (``classify``'s in-memory path, at once). ``frames``: decoded, in frames at its own rate, for the warning that a file
+    whose header promises more is damaged or cut short (``audiofile.undecoded``); the rest, for ``vad.SpeechHeard``."""
 
     frames: int | None = None  # None until the first pass has read the file to its end
     span: int = 0  # samples (canonical rate) of the trimmed audio the windows are cut from: known once the first is cut

@@ -17,7 +17,8 @@ from numpy.typing import NDArray
 from ser_stream.features import SAMPLE_RATE
 from ser_stream.windows import WindowConfig, window_starts
 
-if TYPE_CHECKING:  # utterances imports this module: its configuration is named here for the type only
+if TYPE_CHECKING:  # utterances and clips import this module: their types are named here only
+    from ser_stream.clips import BlockReading
     from ser_stream.utterances import UtteranceConfig
 
 
@@ -158,23 +159,16 @@ class SpeechHeard:
     opinion: ``UtteranceConfig``), run once over the trimmed audio the windows are cut from, as they are cut, after
     the audio just before it and at ``SPEECH_CHECK_LEVEL_DB``.
 
-    ``span``: that audio's length in samples; ``loudest``: its loudest 25 ms frame's mean square (``clips.loudest_power``);
-    ``lead_in``: the file's audio trimmed just before it (``clips.trimmed_clip_and_lead_in``), of which the last
-    ``SPEECH_CHECK_LEAD_IN_FRAMES`` whole frames are heard first; each a value, or a function that gives it once the
-    first window is cut (a file read in blocks learns them then). A window holds speech if the detector calls any of
-    its 32 ms frames speech. ``utterance``: the monitor's configuration, whose thresholds it applies (given by the
-    caller, as the module that defines it imports this one).
+    ``reading``: what reading the file found of that audio, read when the first window comes (a file read in blocks
+    learns it then): ``span``, its length in samples; ``loudest``, its loudest 25 ms frame's mean square
+    (``clips.loudest_power``); ``lead_in``, the file's audio trimmed just before it (``clips.trimmed_clip_and_lead_in``),
+    of which the last ``SPEECH_CHECK_LEAD_IN_FRAMES`` whole frames are heard first. A window holds speech if the
+    detector calls any of its 32 ms frames speech. ``utterance``: the monitor's configuration, whose thresholds it
+    applies (given by the caller, as the module that defines it imports this one).
     """
 
-    def __init__(
-        self,
-        window: WindowConfig,
-        span: int | Callable[[], int],
-        loudest: float | Callable[[], float],
-        lead_in: NDArray[np.float32] | Callable[[], NDArray[np.float32]],
-        utterance: UtteranceConfig,
-    ) -> None:
-        self.window, self.span, self.loudest, self.lead_in, self.utterance = window, span, loudest, lead_in, utterance
+    def __init__(self, window: WindowConfig, reading: BlockReading, utterance: UtteranceConfig) -> None:
+        self.window, self.reading, self.utterance = window, reading, utterance
         self.detector = silero_detector()
         self.voice = WebRtcVoice() if utterance.voice_floor is not None else None
         self.starts: list[int] | None = None
@@ -188,11 +182,11 @@ class SpeechHeard:
     def hear(self, window: NDArray[np.float32]) -> None:
         """The next window in order: its samples not yet heard go to the detector (windows overlap by all but a hop)."""
         if self.starts is None:
-            self.span_samples = self.span if isinstance(self.span, int) else self.span()
+            self.span_samples = self.reading.span
             self.starts = window_starts(self.span_samples, self.window)
-            loudest = self.loudest() if callable(self.loudest) else self.loudest
+            loudest = self.reading.loudest
             self.gain = np.float32(10 ** (SPEECH_CHECK_LEVEL_DB / 20) / np.sqrt(loudest) if loudest > 0 else 1.0)
-            lead_in = self.lead_in() if callable(self.lead_in) else self.lead_in
+            lead_in = self.reading.lead_in
             whole = min(lead_in.size // VAD_FRAME_SAMPLES, SPEECH_CHECK_LEAD_IN_FRAMES) * VAD_FRAME_SAMPLES
             for frame in lead_in[lead_in.size - whole :].reshape(-1, VAD_FRAME_SAMPLES):  # heard, not counted
                 self._classify(frame * self.gain)

@@ -1116,10 +1116,10 @@ def test_a_window_heard_by_the_voice_detector_is_counted_once_whatever_the_windo
     config = WindowConfig()
     clip, lead_in = trimmed_clip_and_lead_in(audio, 16000)
     if in_memory_seconds:
-        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, clip.size, loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in, UtteranceConfig())
+        windows, speech = list(cut_windows(clip, config)[0]), SpeechHeard(config, BlockReading(span=clip.size, loudest=loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in=lead_in), UtteranceConfig())
     else:
         reading = BlockReading()
-        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, lambda: reading.span, lambda: reading.loudest, lambda: reading.lead_in, UtteranceConfig())
+        windows, speech = stream_file_windows(tmp_path / "two.wav", config, block_seconds=1.0, reading=reading), SpeechHeard(config, reading, UtteranceConfig())
     for window in windows:
         speech.hear(window)
     assert speech.windows_without_speech() == 4  # in the pause of 3–7 s and past the speech's end (3.2 s): 3.5 … 5.0 s
