@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.signal
@@ -33,42 +32,17 @@ from numpy.typing import NDArray
 
 from benchmarks.clip_file import GAP_SECONDS
 from benchmarks.monitor_e2e import add_clip_arguments, chosen_clips
-from ser_stream.audiofile import read_audio
+from benchmarks.utterance_ends import PACKET_SECONDS, Clip, load, through_mulaw, tracked
 from ser_stream.cli import OneLineParser, whole_number
-from ser_stream.clips import without_dc
 from ser_stream.errors import SerStreamError
-from ser_stream.features import SAMPLE_RATE, resample_to_canonical
-from ser_stream.g711 import mulaw_decode, mulaw_encode
+from ser_stream.features import SAMPLE_RATE
 from ser_stream.sources import BLOCK_SECONDS
-from ser_stream.utterances import UtteranceTracker
-from ser_stream.windows import TRIM_FRAME_SECONDS, WindowConfig, frame_energies, trim_bounds
 
-PACKET_SECONDS = 0.02  # an RTP packet's audio
 ZEROS_SECONDS = 2.0  # digital silence before the speech: past ``vad.DIGITAL_SILENCE_RESET_SECONDS``
 SOUND_SECONDS = 5.0
 WHOLE_SHARE = 0.9  # an utterance "over the speech" covers this much of it
 CONDITIONS = ("room tone", "onset", "+0.2 s", "+0.5 s", "zeros")
 CHAINS = {"wideband, 50 ms blocks": BLOCK_SECONDS, "G.711 μ-law, 20 ms packets": PACKET_SECONDS}
-
-
-@dataclass(frozen=True)
-class Clip:
-    """A clip at the canonical rate, where its speech lies (samples), and its room tone."""
-
-    audio: NDArray[np.float32]
-    first: int
-    last: int
-    tone: NDArray[np.float32]
-
-
-def load(clip_path: Path) -> Clip:
-    """A RAVDESS clip as ``utterance_ends`` hears it: at the canonical rate, less its DC offset, trimmed at 30 dB."""
-    recorded, rate = read_audio(clip_path)
-    audio = resample_to_canonical(without_dc(recorded), rate)
-    frame = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)
-    first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, 30.0, margin=0)
-    tone = audio[last:] if audio.size - last >= frame else audio[:first]
-    return Clip(audio, first, last, tone if tone.size else np.zeros(frame, np.float32))
 
 
 def condition_stream(clip: Clip, condition: str) -> tuple[NDArray[np.float32], int, int]:
@@ -83,17 +57,12 @@ def condition_stream(clip: Clip, condition: str) -> tuple[NDArray[np.float32], i
 
 
 def through(chain: str, audio: NDArray[np.float32]) -> NDArray[np.float32]:
-    return audio if chain.startswith("wideband") else mulaw_decode(mulaw_encode(audio)).astype(np.float32)
+    return audio if chain.startswith("wideband") else through_mulaw(audio)
 
 
 def utterances(audio: NDArray[np.float32], block_seconds: float) -> list[tuple[int, int, int]]:
     """Every utterance the monitor's segmentation publishes from ``audio`` as one stream: (start, end, windows)."""
-    tracker = UtteranceTracker("s", WindowConfig())
-    block = int(block_seconds * SAMPLE_RATE)
-    for start in range(0, audio.size, block):
-        tracker.feed(audio[start : start + block], arrival=0.0)
-    tracker.finish(arrival=0.0)
-    return sorted((u.start_sample, u.end_sample, u.windows_cut) for u in tracker.waiting.values())
+    return [(u.start_sample, u.end_sample, u.windows_cut) for u in tracked(audio, block_seconds)]
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,36 +40,64 @@ from ser_stream.features import SAMPLE_RATE, resample_to_canonical
 from ser_stream.g711 import mulaw_decode, mulaw_encode
 from ser_stream.messages import latency_summary
 from ser_stream.sources import BLOCK_SECONDS
-from ser_stream.utterances import UtteranceConfig, UtteranceTracker
+from ser_stream.utterances import Utterance, UtteranceConfig, UtteranceTracker
 from ser_stream.windows import TRIM_FRAME_SECONDS, WindowConfig, frame_energies, trim_bounds
 
 PACKET_SECONDS = 0.02  # an RTP packet's audio
 
 
+@dataclass(frozen=True)
+class Clip:
+    """A clip at the canonical rate, where its speech lies (samples), and its room tone."""
+
+    audio: NDArray[np.float32]
+    first: int
+    last: int
+    tone: NDArray[np.float32]
+
+
+def load(clip_path: Path) -> Clip:
+    """A RAVDESS clip as these benchmarks hear it: at the canonical rate, less its DC offset, trimmed at 30 dB; its room
+    tone is what follows the speech (or, if under a frame does, what precedes it), a frame of zeros where neither."""
+    recorded, rate = read_audio(clip_path)
+    audio = resample_to_canonical(without_dc(recorded), rate)
+    frame = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)
+    first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, 30.0, margin=0)
+    tone = audio[last:] if audio.size - last >= frame else audio[:first]
+    return Clip(audio, first, last, tone if tone.size else np.zeros(frame, np.float32))
+
+
 def room_tone_file(data: Path, actors: list[int], per_actor: int) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """Canonical-rate audio of the clips, each whole and then its room tone; where each clip's speech ends (s)."""
-    frame = int(TRIM_FRAME_SECONDS * SAMPLE_RATE)
     pieces, ends, t = [], [], 0
-    for clip in chosen_clips(data, actors, per_actor):
-        recorded, rate = read_audio(clip.path)
-        audio = resample_to_canonical(without_dc(recorded), rate)
-        first, last, _ = trim_bounds(frame_energies(audio, frame), frame, audio.size, 30.0, margin=0)
-        tone = audio[last:] if audio.size - last >= frame else audio[:first]
-        gap = np.resize(tone, int(GAP_SECONDS * SAMPLE_RATE)) if tone.size else np.zeros(int(GAP_SECONDS * SAMPLE_RATE), np.float32)
-        ends.append((t + last) / SAMPLE_RATE)
-        pieces += [audio, gap.astype(np.float32)]
-        t += audio.size + gap.size
+    for chosen in chosen_clips(data, actors, per_actor):
+        clip = load(chosen.path)
+        gap = np.resize(clip.tone, int(GAP_SECONDS * SAMPLE_RATE)).astype(np.float32)
+        ends.append((t + clip.last) / SAMPLE_RATE)
+        pieces += [clip.audio, gap]
+        t += clip.audio.size + gap.size
     return np.concatenate(pieces), np.array(ends)
 
 
-def segment(audio: NDArray[np.float32], block_seconds: float, config: UtteranceConfig) -> list[tuple[float, float]]:
-    """Every utterance the monitor's segmentation ends in ``audio``: (its end, the audio time of the block that closed it)."""
-    tracker = UtteranceTracker("s", WindowConfig(), config)
+def tracked(audio: NDArray[np.float32], block_seconds: float, config: UtteranceConfig | None = None) -> list[Utterance]:
+    """Every utterance the monitor's segmentation ends in ``audio`` as one stream fed in blocks, in order; each closed
+    at the audio time of the block that closed it (``closed_at``)."""
+    tracker = UtteranceTracker("s", WindowConfig(), config or UtteranceConfig())
     block = int(block_seconds * SAMPLE_RATE)
     for start in range(0, audio.size, block):
         tracker.feed(audio[start : start + block], arrival=min(start + block, audio.size) / SAMPLE_RATE)
     tracker.finish(arrival=audio.size / SAMPLE_RATE)
-    return sorted((u.end_sample / SAMPLE_RATE, u.closed_at) for u in tracker.waiting.values())
+    return sorted(tracker.waiting.values(), key=lambda u: (u.start_sample, u.end_sample))
+
+
+def segment(audio: NDArray[np.float32], block_seconds: float, config: UtteranceConfig) -> list[tuple[float, float]]:
+    """Every utterance the monitor's segmentation ends in ``audio``: (its end, the audio time of the block that closed it)."""
+    return sorted((u.end_sample / SAMPLE_RATE, u.closed_at) for u in tracked(audio, block_seconds, config))
+
+
+def through_mulaw(audio: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``audio`` as a G.711 μ-law call carries it."""
+    return mulaw_decode(mulaw_encode(audio)).astype(np.float32)
 
 
 def hold_db(text: str) -> float:
@@ -91,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except SerStreamError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     chains = {"wideband, 50 ms blocks": (speech, BLOCK_SECONDS),
-              "G.711 μ-law, 20 ms packets": (mulaw_decode(mulaw_encode(speech)).astype(np.float32), PACKET_SECONDS)}
+              "G.711 μ-law, 20 ms packets": (through_mulaw(speech), PACKET_SECONDS)}
     print(f"{ends.size} clips of actors {', '.join(map(str, args.actors))}, {speech.size / SAMPLE_RATE:.1f} s, each followed by its room tone")
     print()
     print("| hold_db | voice floor | audio | clip ends reported once / missing / twice | other utterances | close lag median / p95 (ms of audio) |")
