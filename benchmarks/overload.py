@@ -147,8 +147,8 @@ class Watcher:
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - asked)))
 
 
-async def record(port: int, monitor: subprocess.Popen[bytes], start_sender: Callable[[float], None], seconds: float) -> tuple[float, list[dict]]:
-    """Connect, start the calls, record every message but windows (counted) until the calls' streams have ended and
+async def record(port: int, monitor: subprocess.Popen[bytes], start_sender: Callable[[float], None], seconds: float) -> tuple[float, list[dict], int]:
+    """Connect, start the calls, record every message but windows (counted, and returned) until the calls' streams have ended and
     the worker is behind no more, or ``GRACE_SECONDS`` after the calls end."""
     async with await subscriber_when_up(port, monitor=monitor, max_queue=None, max_size=None) as ws:
         start_at = time.monotonic() + 1.0
@@ -175,8 +175,7 @@ async def record(port: int, monitor: subprocess.Popen[bytes], start_sender: Call
             elif (message["type"] == "status" and time.monotonic() > start_at + seconds and started and ended >= started
                   and message["behind_seconds"] == 0):
                 break
-        messages.append({"type": "windows_counted", "windows": windows})
-        return start_at, messages
+        return start_at, messages, windows
 
 
 def call_of(stream: str) -> int:
@@ -333,13 +332,15 @@ def timeline(rows: list[dict], messages: list[dict], health: list[dict], start_a
         asked = [poll for poll in polls if begin <= poll["at"] < begin + BUCKET_SECONDS]
         if not inside and not said:
             continue
+        true = spread([row["true_ms"] for row in inside], 0)
+        reported = spread([row["reported_ms"] for row in inside], 0)
         buckets.append({
             "from_s": float(begin),
             "utterances": len(inside),
-            "true_ms_median": spread([row["true_ms"] for row in inside], 0)["median"],
-            "true_ms_max": spread([row["true_ms"] for row in inside], 0)["max"],
-            "reported_ms_median": spread([row["reported_ms"] for row in inside], 0)["median"],
-            "reported_ms_max": spread([row["reported_ms"] for row in inside], 0)["max"],
+            "true_ms_median": true["median"],
+            "true_ms_max": true["max"],
+            "reported_ms_median": reported["median"],
+            "reported_ms_max": reported["max"],
             "behind_seconds_max": max((status["behind_seconds"] for status in said), default=None),
             "queue_depth_max": max((status["queue_depth"] for status in said), default=None),
             "streams": said[-1]["streams"] if said else None,
@@ -461,7 +462,7 @@ def run(phases: list[tuple[int, float]], codes: bytes, clips: np.ndarray, model:
         watcher = Watcher(monitor.pid, ws_port, rtp_port)
         watcher.thread.start()
         try:
-            start_at, messages = asyncio.run(record(ws_port, monitor, start_sender, sum(seconds for _, seconds in phases)))
+            start_at, messages, windows = asyncio.run(record(ws_port, monitor, start_sender, sum(seconds for _, seconds in phases)))
             sent = receive_lateness.recv()
             senders[0].join()
         except MonitorExited as exited:
@@ -473,10 +474,11 @@ def run(phases: list[tuple[int, float]], codes: bytes, clips: np.ndarray, model:
             monitor.wait(timeout=60)
     health = [poll for poll in watcher.health if poll["at"] >= start_at]
     if keep is not None:
-        keep.write_text("".join(strict_json(dict(line, start_at=start_at)) + "\n" for line in messages + [dict(p, type="healthz") for p in health]))
+        kept = [*messages, {"type": "windows_counted", "windows": windows}, *(dict(p, type="healthz") for p in health)]
+        keep.write_text("".join(strict_json(dict(line, start_at=start_at)) + "\n" for line in kept))
     result = analyse(messages, start_at, phases, sent, health, watcher.samples, clips, len(codes) // G711_PACKET_SAMPLES)
     result["monitor_exit_status"] = monitor.returncode
-    result["windows_received"] = next(m["windows"] for m in messages if m["type"] == "windows_counted")
+    result["windows_received"] = windows
     return result
 
 

@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = classify_file(path, model)
                 if name.startswith("as they are"):
                     seconds.append(time.perf_counter() - started)
-                verdicts[verdict(result)] += 1
-                if (verdict(result) == "no speech heard") != name.startswith("not speech"):
+                said = verdict(result)
+                verdicts[said] += 1
+                if (said == "no speech heard") != name.startswith("not speech"):
                     wrong.append(path.stem)
             print(f"{name}: " + ", ".join(f"{kind} {verdicts[kind]}" for kind in ("no speech heard", "most windows without speech", "refused")))
             if wrong:
