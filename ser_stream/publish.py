@@ -403,6 +403,10 @@ class Publisher:
 
     def publish(self, message: Message) -> None:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""
+        if message.get("type") == "status" and "subscribers" in message:
+            # Built on the worker's thread and handed on through the outbox: a subscriber that connected meanwhile got
+            # it saying one subscriber fewer than there were. Counted as it is queued, each one counts itself.
+            message = {**message, "subscribers": len(self.subscribers)}
         text = json.dumps(message, separators=(",", ":"))
         stream = message.get("stream")
         if message.get("type") == "stream_started":

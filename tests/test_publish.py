@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -468,6 +469,37 @@ def test_a_subscriber_that_closes_its_connection_is_not_counted_as_cut_off():
 
     counters = asyncio.run(scenario())
     assert (counters["subscribers_cut_off"], counters["subscriber_drops"]) == (0, 0)
+
+
+@pytest.mark.parametrize("connected_before", [0, 1])
+def test_a_subscriber_finds_itself_counted_in_a_status_built_before_it_connected(connected_before):
+    """The worker builds each status on its own thread, the publisher's counters among its fields, and the outbox's
+    thread hands it to the event loop later. A subscriber that connected in between got that status, its first,
+    saying one subscriber fewer than there were (0 for the only one)."""
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    async def scenario() -> list[int]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        built: list[dict] = []
+        worker = Worker(None, MonitorConfig(), built.append)  # type: ignore[arg-type]
+        worker.extra_counters.append(publisher.counters)  # as the monitor does
+        url = f"ws://127.0.0.1:{publisher.port}/"
+        try:
+            async with contextlib.AsyncExitStack() as subscribers:
+                clients = [await subscribers.enter_async_context(connect(url)) for _ in range(connected_before)]
+                for client in clients:
+                    await client.recv()  # hello: it is among the subscribers
+                await asyncio.to_thread(worker.publish_status, True)
+                clients.append(await subscribers.enter_async_context(connect(url)))
+                await clients[-1].recv()
+                await asyncio.to_thread(publisher.publish_threadsafe, built[-1])  # the outbox's hand-over
+                return [json.loads(await asyncio.wait_for(client.recv(), 10))["subscribers"] for client in clients]
+        finally:
+            await publisher.close(0)
+
+    assert asyncio.run(scenario()) == [connected_before + 1] * (connected_before + 1)
 
 
 def database_descriptors(path) -> int:
