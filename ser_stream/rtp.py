@@ -125,6 +125,11 @@ class RtpPacket:
         return (self.timestamp + int.from_bytes(self.payload[-2:], "big")) & 0xFFFFFFFF
 
 
+def audio_samples(packet: RtpPacket) -> int:
+    """The 8 kHz samples a packet's payload holds: one a byte for G.711, none for comfort noise or an event."""
+    return len(packet.payload) if packet.is_audio else 0
+
+
 def is_telephone_event(payload_type: int, payload: bytes) -> bool:
     """An RFC 4733 payload on a dynamic payload type: whole 4-byte events (key, end flag and volume, duration)."""
     return payload_type in DYNAMIC_PAYLOAD_TYPES and 0 < len(payload) <= MAX_EVENT_PAYLOAD and len(payload) % EVENT_BYTES == 0
@@ -510,7 +515,13 @@ class _Ending:
     """A call closed for going idle whose stream the monitor is still publishing; its SSRC's packets wait here."""
 
     sink: CallSink
+    sender: str  # the call's, for the warning that names what was dropped
     held: list[tuple[RtpPacket, str]] = field(default_factory=list)
+    dropped_packets: int = 0  # beyond RESUMED_PACKETS_HELD: counted refused, and named in a warning as the call resumes
+    dropped_samples: int = 0  # the audio those held
+
+    def held_samples(self) -> int:
+        return sum(audio_samples(packet) for packet, _ in self.held)
 
 
 class RtpReceiver:
@@ -558,7 +569,9 @@ class RtpReceiver:
         finally:
             for ssrc in list(self.calls):
                 self._close(ssrc)
-            self.refused_packets += sum(len(ending.held) for ending in self._ending.values())  # the monitor is stopping
+            for ssrc, ending in self._ending.items():  # the monitor is stopping: what a resumed call sent is never heard
+                self.refused_packets += len(ending.held)
+                self._report_resumed_loss(ssrc, ending, stopping=True)
             self.socket.close()
 
     def sweep(self) -> float:
@@ -614,6 +627,8 @@ class RtpReceiver:
                     ending.held.append((packet, sender))
                 else:
                     self.refused_packets += 1
+                    ending.dropped_packets += 1
+                    ending.dropped_samples += audio_samples(packet)
                 return
             self._resume(packet.ssrc)
         call = self.calls.get(packet.ssrc)
@@ -678,8 +693,27 @@ class RtpReceiver:
 
     def _resume(self, ssrc: int) -> None:
         """The stream a closed call had has ended: what its SSRC sent meanwhile opens the next one, in order."""
-        for packet, sender in self._ending.pop(ssrc).held:
+        ending = self._ending.pop(ssrc)
+        self._report_resumed_loss(ssrc, ending, stopping=False)
+        for packet, sender in ending.held:
             self._route(packet, sender)
+
+    def _report_resumed_loss(self, ssrc: int, ending: _Ending, stopping: bool) -> None:
+        """One warning for a call that resumed while its last stream was ending and lost packets meanwhile: those
+        beyond the RESUMED_PACKETS_HELD held (said as it resumes), and, when the monitor stops first, those held too.
+        Both were only counted (rtp_refused_packets): no warning named the call."""
+        held, dropped = len(ending.held) if stopping else 0, ending.dropped_packets
+        if not held + dropped:
+            return
+        samples = (ending.held_samples() if stopping else 0) + ending.dropped_samples
+        if held and dropped:
+            why = f"{held} held for its next stream when the monitor stopped, {dropped} beyond those"
+        elif held:
+            why = "held for its next stream when the monitor stopped"
+        else:
+            why = f"beyond the {RESUMED_PACKETS_HELD} held meanwhile, {RESUMED_PACKETS_HELD * G711_PACKET_SAMPLES // G711_SAMPLE_RATE} s of 20 ms packets"
+        self.report(f"call rtp-{ssrc:08x} from {ending.sender} resumed while its last stream was still ending: "
+                    f"{held + dropped} packet(s) ({samples / G711_SAMPLE_RATE:.2f} s of audio) were dropped ({why})")
 
     def close_idle(self, now: float) -> None:
         for ssrc, ending in list(self._ending.items()):
@@ -725,7 +759,7 @@ class RtpReceiver:
         if faults:
             add_warning(call.sink, f"rtp-{ssrc:08x}: " + "; ".join(faults))
         call.sink.finished = True
-        self._ending[ssrc] = _Ending(call.sink)
+        self._ending[ssrc] = _Ending(call.sink, call.sender)
 
     def _report_once(self, sender: str, reason: str, kind: str | None = None, reported: RecentKeys | None = None) -> None:
         """One line per sender and kind of fault (``reason`` unless given), again once REPORT_MEMORY_SECONDS have passed;

@@ -36,7 +36,7 @@ def a_call_just_closed_for_idling(messages: list[dict]) -> tuple[Worker, RtpRece
     """A call of 1 s (50 packets, SSRC 5) that paused just past --call-idle while the worker was busy: it is closed,
     its stream still being published, so whatever it sends now waits for that stream's end."""
     worker = Worker(None, MonitorConfig(), messages.append)  # type: ignore[arg-type]  # silence: no window reaches it
-    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), [].append)
+    receiver = RtpReceiver(RtpConfig(port=0, idle_seconds=2.0), monitor_opener(worker), worker.warn)  # as the monitor wires it
     for sequence in range(50):
         receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, SILENCE, ssrc=5), "127.0.0.1:4000")
     worker.step()
@@ -63,11 +63,13 @@ def test_a_call_that_resumes_while_its_last_stream_is_still_ending_loses_no_audi
     events = [(m["type"], m["t"]) for m in messages if m["type"] in ("stream_started", "stream_ended")]
     assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 1.2)]
     assert receiver.counters()["rtp_refused_packets"] == 0 and worker.refused_streams == 0
+    assert not [m for m in messages if m["type"] == "warning"]  # nothing lost, nothing to say
 
 
-def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_last_stream_ends_and_the_rest_are_counted_refused():
+def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_last_stream_ends_and_the_rest_are_counted_and_named():
     """Packets of a call that resumes while its old stream is still ending are held, 250 at most (5 s of 20 ms):
-    what comes beyond them before the old stream's end is dropped and counted (``rtp_refused_packets``)."""
+    what comes beyond them before the old stream's end is dropped, counted (``rtp_refused_packets``) and named in one
+    warning as the call resumes (it was only counted: an operator reading warnings never learnt of it)."""
     messages: list[dict] = []
     worker, receiver = a_call_just_closed_for_idling(messages)
     try:
@@ -82,22 +84,34 @@ def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_las
     events = [(m["type"], m["t"]) for m in messages if m["type"] in ("stream_started", "stream_ended")]
     assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 5.0)]
     assert receiver.counters()["rtp_refused_packets"] == 30 and worker.refused_streams == 0
+    assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
+        (None, "call rtp-00000005 from 127.0.0.1:4000 resumed while its last stream was still ending: "
+               "30 packet(s) (0.60 s of audio) were dropped (beyond the 250 held meanwhile, 5 s of 20 ms packets)"),
+    ]
 
 
-def test_packets_of_a_resumed_call_still_held_when_the_monitor_stops_are_counted_refused():
-    """The monitor stops while a resumed call's packets wait for its old stream's end: they are never heard, and
-    counted (``rtp_refused_packets``)."""
-    _, receiver = a_call_just_closed_for_idling([])
+@pytest.mark.parametrize(("sent", "dropped"), [
+    (40, "40 packet(s) (0.80 s of audio) were dropped (held for its next stream when the monitor stopped)"),
+    (RESUMED_PACKETS_HELD + 30, "280 packet(s) (5.60 s of audio) were dropped (250 held for its next stream when the monitor stopped, 30 beyond those)"),
+], ids=["held", "held and beyond"])
+def test_packets_of_a_resumed_call_still_held_when_the_monitor_stops_are_counted_refused_and_named(sent, dropped):
+    """The monitor stops while a resumed call's packets wait for its old stream's end: they are never heard, counted
+    (``rtp_refused_packets``) with any beyond those held, and named in one warning (they were only counted)."""
+    messages: list[dict] = []
+    _, receiver = a_call_just_closed_for_idling(messages)
     try:
-        for sequence in range(50, 90):
+        for sequence in range(50, 50 + sent):
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES + 17000, SILENCE, ssrc=5), "127.0.0.1:4000")
-        assert receiver.counters()["rtp_refused_packets"] == 0  # held, not refused
+        assert receiver.counters()["rtp_refused_packets"] == sent - min(sent, RESUMED_PACKETS_HELD)  # held, not refused
         stop = threading.Event()
         stop.set()
         receiver.run(stop)  # the monitor is stopping: the receiver's thread closes its calls and its socket
     finally:
         receiver.socket.close()
-    assert receiver.counters()["rtp_refused_packets"] == 40
+    assert receiver.counters()["rtp_refused_packets"] == sent
+    assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
+        (None, f"call rtp-00000005 from 127.0.0.1:4000 resumed while its last stream was still ending: {dropped}"),
+    ]
 
 
 def test_an_rtp_call_refused_for_many_retries_counts_as_one_refused_stream(monkeypatch):
