@@ -52,6 +52,9 @@ RENUMBERED_SAMPLES = G711_SAMPLE_RATE
 REJOIN_SECONDS = 5.0
 # Calls paused for want of media that a connection may resume (each keeps its start message): the latest ones.
 PAUSED_CALLS_KEPT = 16
+# Calls whose start a connection was refused, whose media and stop are dropped unanswered: the latest ones (an older
+# one's media is answered as media before its start, as it was for all of them).
+REFUSED_CALLS_KEPT = 16
 # The tracks of a call share its clock: a track that sends nothing while another's frames come (a leg that stopped
 # sending, one that starts late) has its time played as silence up to the other's, less this allowance for the two
 # legs arriving apart. Its last utterance then ends about this long after its speech, not at the call's stop, and a
@@ -75,11 +78,13 @@ class MonitorStopping(IngestError):
 
 class CallRefused(IngestError):
     """A call's ``start`` refused: counted in ``refused_streams`` (unless the worker counted it already) and said as
-    a warning, not only to the sender, which a platform may never read."""
+    a warning, not only to the sender, which a platform may never read. ``call_id`` names a call that got no stream:
+    the media and stop its sender goes on sending are that refused call's, not frames out of order."""
 
-    def __init__(self, message: str, counted: bool = False) -> None:
+    def __init__(self, message: str, counted: bool = False, call_id: str | None = None) -> None:
         super().__init__(message)
         self.counted = counted
+        self.call_id = call_id
 
 
 def json_whole_number(media: dict[str, Any], name: str) -> int | None:
@@ -116,22 +121,22 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
         if not isinstance(start, dict) or not isinstance(sid := start.get("streamSid") or message.get("streamSid"), str):
             raise CallRefused("call refused: its start message lacks start.streamSid")
         if not sid.strip():  # ?stream= of it would select every stream
-            raise CallRefused("call refused: start.streamSid is empty: name the call")
+            raise CallRefused("call refused: start.streamSid is empty: name the call", call_id=sid)
         try:  # JSON's "\ud800" is a str no encoding holds: it once stopped the monitor at --record's INSERT
             sid.encode("utf-8")
         except UnicodeEncodeError:
-            raise CallRefused(f"call refused: start.streamSid {sid!r:.60} holds a lone surrogate, which is not text: name the call in Unicode") from None
+            raise CallRefused(f"call refused: start.streamSid {sid!r:.60} holds a lone surrogate, which is not text: name the call in Unicode", call_id=sid) from None
         call = f"stream {sid!r:.60} refused"
         media_format = start.get("mediaFormat", {"encoding": "audio/x-mulaw", "sampleRate": G711_SAMPLE_RATE, "channels": 1})
         # an encoding that is a JSON array or object is unhashable: looked up as it came, it raised TypeError and the
         # connection closed with 1011, the call on it ended unsaid
         if not isinstance(media_format, dict) or not isinstance(media_format.get("encoding"), str) or media_format["encoding"] not in DECODERS:
-            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw")
+            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: audio/x-mulaw or audio/x-alaw", call_id=sid)
         if str(media_format.get("sampleRate", G711_SAMPLE_RATE)) != str(G711_SAMPLE_RATE) or str(media_format.get("channels", 1)) != "1":  # "8000" too
-            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate {G711_SAMPLE_RATE} and channels 1 only")
+            raise CallRefused(f"{call}: unsupported media format {media_format!r:.120}: sampleRate {G711_SAMPLE_RATE} and channels 1 only", call_id=sid)
         tracks = start["tracks"] = ["inbound"] if start.get("tracks") is None else start["tracks"]
         if not (isinstance(tracks, list) and tracks and all(track in TRACKS for track in tracks) and len(set(tracks)) == len(tracks)):
-            raise CallRefused(f"{call}: start.tracks {tracks!r:.60}: a list of 'inbound' and/or 'outbound'")
+            raise CallRefused(f"{call}: start.tracks {tracks!r:.60}: a list of 'inbound' and/or 'outbound'", call_id=sid)
     elif event == "media":
         media = message.get("media")
         if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
@@ -352,6 +357,7 @@ class MediaIngest:
         # (about the streams of the call it carries, if any)
         self.warn = warn
         self.rejected = 0  # messages answered with an error: counted in status, not only told to the sender
+        self.refused_media = 0  # media frames of calls whose start was refused: dropped unanswered (the start was)
         self.gaps = 0  # missing chunks or timestamp jumps, played as silence
         self.late_chunks = 0  # repeated or out-of-order chunks, dropped
         self.renumbered = 0  # chunk-number jumps followed (a platform renumbering, a garbled number)
@@ -359,7 +365,7 @@ class MediaIngest:
     def counters(self) -> dict[str, int]:
         """For the status message."""
         return {"ingest_gaps": self.gaps, "ingest_late_chunks": self.late_chunks, "ingest_renumbered": self.renumbered,
-                "ingest_rejected_messages": self.rejected}
+                "ingest_rejected_messages": self.rejected, "ingest_refused_media": self.refused_media}
 
     async def handle(self, connection: ServerConnection, first_frame: str | None = None) -> None:
         """Serve one ingest connection; ``first_frame``, if given, was read from it already (a ``start`` that named
@@ -369,6 +375,9 @@ class MediaIngest:
         # ones (a connection starting and stopping call after call once held every start it had sent, 64 KiB each).
         starts: dict[str, dict[str, Any]] = {}
         paused: dict[str, None] = {}  # calls ended for want of media while the connection stayed open, oldest first
+        # Calls refused a stream, oldest first: the sender was told once, at its start; their media is dropped, counted
+        # (ingest_refused_media), not answered frame by frame as media before its start, which buried real errors
+        refused: dict[str, None] = {}
         warned = False  # this connection's first rejected message has been said
         loop = asyncio.get_running_loop()
         media_at = loop.time()  # a call's last media (or its start): --call-idle runs from it, not from any frame's
@@ -390,6 +399,12 @@ class MediaIngest:
                     continue
                 try:
                     message = parse_message(text)
+                    if message["event"] in ("media", "stop") and message["streamSid"] in refused:
+                        if message["event"] == "media":
+                            self.refused_media += 1
+                        else:  # the refused call has ended: its id is no longer remembered
+                            del refused[message["streamSid"]]
+                        continue
                     resumed = message.get("streamSid") if message["event"] in ("media", "stop") else None
                     if isinstance(resumed, str) and resumed in paused:  # media again: the call goes on as a new stream; a stop: it had ended
                         del paused[resumed]
@@ -408,6 +423,7 @@ class MediaIngest:
                     if message["event"] == "start":
                         media_at = loop.time()
                         starts[started_call(message)] = message
+                        refused.pop(started_call(message), None)  # refused before, taken now
                     elif message["event"] == "stop":
                         starts.pop(message["streamSid"], None)
                 except IngestError as error:
@@ -415,6 +431,11 @@ class MediaIngest:
                     if isinstance(error, CallRefused):  # a call lost: the operator is told each time
                         if not error.counted:
                             self.count_refused()
+                        if error.call_id is not None:
+                            refused.pop(error.call_id, None)
+                            refused[error.call_id] = None
+                            for forgotten in list(refused)[:-REFUSED_CALLS_KEPT]:
+                                del refused[forgotten]
                         self.warn(f"ingest: {error}", None)  # a call that never became a stream
                     elif not warned:  # a sender's mistakes: told once a connection, then counted
                         warned = True
@@ -444,7 +465,7 @@ class MediaIngest:
                 raise CallRefused(f"stream {call_id!r} started twice")
             if len(calls) >= STREAMS_PER_CONNECTION:
                 carried = ", ".join(repr(other) for other in calls)
-                raise CallRefused(f"stream {call_id!r} refused: this connection already carries {carried}; one call per connection")
+                raise CallRefused(f"stream {call_id!r} refused: this connection already carries {carried}; one call per connection", call_id=call_id)
             encoding = message["start"].get("mediaFormat", {}).get("encoding", "audio/x-mulaw")
             names = message["start"]["tracks"]
             tracks: dict[str, Track] = {}
@@ -460,7 +481,7 @@ class MediaIngest:
             except StreamRefused as error:  # a limit reached, or the monitor stopping: all the call's tracks or none
                 for track in tracks.values():
                     track.sink.finished = True
-                raise CallRefused(str(error), counted=True) from None  # the worker counted it
+                raise CallRefused(str(error), counted=True, call_id=call_id) from None  # the worker counted it
             calls[call_id] = tracks
         elif event == "media":
             call_id, media = message["streamSid"], message["media"]

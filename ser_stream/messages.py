@@ -103,6 +103,7 @@ class Status(TypedDict):
     ingest_late_chunks: NotRequired[int]  # with --ingest: repeated or out-of-order chunks, dropped
     ingest_renumbered: NotRequired[int]  # with --ingest: chunk numbers that jumped (renumbered, garbled) and were followed
     ingest_rejected_messages: NotRequired[int]  # with --ingest: messages answered with an error (refused starts included)
+    ingest_refused_media: NotRequired[int]  # with --ingest: media frames of calls whose start was refused, dropped unanswered
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
     device_gaps: NotRequired[int]  # with a mic source: times the device came back after failing or going quiet
     device_gap_samples: NotRequired[int]  # the time it was away, unheard (its time still passes)

@@ -184,7 +184,7 @@ def test_legs_restarting_their_count_apart_or_timing_in_samples_are_paced_by_the
         count = index - 400 if index >= 400 else index
         events += [(index, 0, media(CALLER, count + 1, 20 * count, "inbound")), (index + 3, 1, media(AGENT, count + 1, 20 * count, "outbound"))]
     restarted, replies, ingest, _ = call(frames + [event[2] for event in sorted(events)])
-    assert replies == [] and ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0}
+    assert replies == [] and ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0, "ingest_refused_media": 0}
     for track, codes in (("inbound", CALLER), ("outbound", AGENT)):
         assert np.array_equal(audio(restarted[f"{SID}/{track}"]), np.tile(mulaw_decode(np.frombuffer(codes, np.uint8)), 600))
         assert restarted[f"{SID}/{track}"].warning == "media.chunk 1 came where 401 was due and the numbering was followed (ingest_renumbered)"
@@ -300,6 +300,71 @@ def test_a_connections_warning_is_about_the_streams_of_its_call_and_comes_after_
                             r"counted: ingest_rejected_messages\)", message) for kind, _, message in told if kind == "warning")
 
 
+def test_the_media_and_stop_of_a_call_refused_at_max_streams_are_dropped_and_counted_not_answered_as_out_of_order():
+    """A call refused at --max-streams (its sender told once, the operator warned) had every later frame answered
+    'media for stream 'X' before its start' and its stop 'stop for unknown stream': the sender, which did nothing wrong,
+    was told it broke the framing, the operator got a second warning saying so, and ingest_rejected_messages grew by one
+    a frame, burying real errors. Media of a call never started, or of the refused one after its stop, is still answered."""
+    said: list[dict] = []
+    worker = Worker(None, MonitorConfig(max_streams=1), said.append)  # type: ignore[arg-type]  # never steps: no model needed
+    ingest = MediaIngest(worker.open_stream, worker.count_refused, worker.is_active, warn=worker.warn)
+    refused_call = [start(["inbound", "outbound"], sid="MZtwo")]
+    for index in range(50):  # 1 s of both tracks
+        refused_call += [media(CALLER, index + 1, 20 * index, "inbound", sid="MZtwo"), media(AGENT, index + 1, 20 * index, "outbound", sid="MZtwo")]
+    refused_call += [json.dumps({"event": "stop", "streamSid": "MZtwo"}), media(CALLER, sid="MZnostart"), media(CALLER, 51, 1000, "inbound", sid="MZtwo")]
+
+    async def send(publisher: Publisher, frames: list[str]) -> list[str]:
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for frame in [*frames, LAST_FRAME]:
+                await connection.send(frame)
+            replies = []
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+            return replies
+
+    async def scenario() -> list[str]:
+        publisher = await serving(ingest)
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as holding:  # the call that has the one stream
+            await holding.send(start(sid="MZone"))
+            while not worker.is_active("MZone"):
+                await asyncio.sleep(0.01)
+            replies = await send(publisher, refused_call)
+        await publisher.close()
+        return replies
+
+    replies = asyncio.run(scenario())
+    refusal = "stream 'MZtwo/inbound' refused: 1 streams are open, the most this monitor takes (--max-streams)"
+    assert replies == [refusal, "media for stream 'MZnostart' before its start", "media for stream 'MZtwo' before its start"]
+    ingest.rejected -= 1  # LAST_FRAME's
+    assert ingest.counters()["ingest_refused_media"] == 100 and ingest.counters()["ingest_rejected_messages"] == 3
+    assert worker.refused_streams == 1
+    warnings = [m["message"] for m in said if m["type"] == "warning" and LAST_REPLY not in m["message"]]
+    assert warnings[0] == f"ingest: {refusal}" and len(warnings) == 2
+    assert re.fullmatch(r"ingest connection from 127\.0\.0\.1:\d+: media for stream 'MZnostart' before its start "
+                        r"\(further rejected messages are only counted: ingest_rejected_messages\)", warnings[1])
+
+
+def test_a_call_refused_on_its_connection_has_its_media_dropped_and_counted_until_it_is_taken_and_the_latest_sixteen_are_remembered():
+    """A start refused for its format or for a second call on the connection: the media that follows is that call's,
+    dropped and counted (ingest_refused_media), not answered; the same id taken later is a call like any other. A
+    connection keeps the ids of its last 16 refused calls: an older one's media is answered as before its start."""
+    l16 = json.loads(start(sid="MZl16"))
+    l16["start"]["mediaFormat"] = {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}
+    frames = [json.dumps(l16), *(media(CALLER, chunk, sid="MZl16") for chunk in (1, 2, 3)), start(), media(CALLER, 1, 0),
+              start(sid="MZextra"), media(CALLER, 1, 0, sid="MZextra"), media(CALLER, 2, 20), media(CALLER, 2, 20, sid="MZextra"),
+              json.dumps({"event": "stop", "streamSid": SID}), start(sid="MZextra"), media(CALLER, 1, 0, sid="MZextra")]
+    opened, replies, ingest, refused = call(frames)
+    assert replies == ["stream 'MZl16' refused: unsupported media format {'encoding': 'audio/l16', 'sampleRate': 16000, 'channels': 1}: audio/x-mulaw or audio/x-alaw",
+                       f"stream 'MZextra' refused: this connection already carries {SID!r}; one call per connection"]
+    assert refused == 2 and ingest.counters()["ingest_refused_media"] == 5 and ingest.counters()["ingest_rejected_messages"] == 2
+    assert audio(opened[SID]).size == 2 * FRAME and audio(opened["MZextra"]).size == FRAME  # taken once the connection was free
+
+    many = [start()] + [start(sid=f"MZ{number}") for number in range(17)] + [media(CALLER, 1, 0, sid="MZ0"), media(CALLER, 1, 0, sid="MZ1"), media(CALLER, 1, 0, sid="MZ16")]
+    _, replies, ingest, refused = call(many)
+    assert refused == 17 and replies[17:] == ["media for stream 'MZ0' before its start"]
+    assert ingest.counters()["ingest_refused_media"] == 2
+
+
 def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_true():
     chunks = [*range(1, 11), *range(16, 21)]  # chunks 11-15 (100 ms) never arrive
     opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in chunks)])
@@ -307,7 +372,7 @@ def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_t
     assert replies == []
     assert heard.size == 20 * FRAME  # 400 ms, as the call's timestamps say, not 300
     assert not heard[10 * FRAME : 15 * FRAME].any() and heard[15 * FRAME :].any()
-    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
+    assert ingest.counters() == {"ingest_gaps": 1, "ingest_late_chunks": 0, "ingest_renumbered": 0, "ingest_rejected_messages": 0, "ingest_refused_media": 0}
 
 
 def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_chunks_are_still_filled():
@@ -380,7 +445,7 @@ def test_repeated_and_out_of_order_chunks_are_dropped_and_counted():
     order = [1, 2, 3, 2, 3, 4, 1, 5]
     opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in order)])
     assert replies == [] and audio(opened[SID]).size == 5 * FRAME
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 3, "ingest_renumbered": 0, "ingest_rejected_messages": 0, "ingest_refused_media": 0}
 
 
 def test_one_garbled_chunk_number_costs_no_later_frame_with_or_without_timestamps():
@@ -390,7 +455,7 @@ def test_one_garbled_chunk_number_costs_no_later_frame_with_or_without_timestamp
     with_time = [start(), *(media(CALLER, chunk, 20 * index) for index, chunk in enumerate(numbers))]
     opened, replies, ingest, _ = call(with_time)
     assert replies == [] and audio(opened[SID]).size == 200 * FRAME
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 2, "ingest_rejected_messages": 0, "ingest_refused_media": 0}
     assert opened[SID].warning == "media.chunk 99999999 came where 101 was due and the numbering was followed (ingest_renumbered, 2 times in all)"
     opened, _, ingest, _ = call([start(), *(media(CALLER, chunk) for chunk in numbers)])
     assert audio(opened[SID]).size == 200 * FRAME and ingest.counters()["ingest_gaps"] == 0
@@ -400,11 +465,11 @@ def test_a_platform_restarting_its_chunk_numbers_is_followed_and_a_repeat_withou
     restarted = [start(), *(media(CALLER, chunk) for chunk in range(1, 151)), *(media(CALLER, chunk) for chunk in range(1, 51))]
     opened, _, ingest, _ = call(restarted)
     assert audio(opened[SID]).size == 200 * FRAME  # 3 s of it were once dropped as late
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 1, "ingest_rejected_messages": 0}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 0, "ingest_renumbered": 1, "ingest_rejected_messages": 0, "ingest_refused_media": 0}
     twice = [start(), *(media(CALLER, None, 20 * index) for index in range(50) for _ in range(2))]  # each frame sent twice
     opened, _, ingest, _ = call(twice)
     assert audio(opened[SID]).size == 50 * FRAME  # once played twice, the call twice its length, uncounted
-    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0, "ingest_rejected_messages": 0}
+    assert ingest.counters() == {"ingest_gaps": 0, "ingest_late_chunks": 50, "ingest_renumbered": 0, "ingest_rejected_messages": 0, "ingest_refused_media": 0}
 
 
 def test_a_chunk_number_exactly_a_second_behind_is_a_renumbering_and_one_frame_less_is_late():
