@@ -161,6 +161,16 @@ def test_stream_onsets_starts_each_clips_stream_from_each_point_and_counts_utter
         assert all(0 <= int(count) <= streams for count in row[2].removesuffix(f" of {streams}").split(" / "))
 
 
+
+def test_unread_subscriber_finds_what_a_subscriber_that_stops_reading_took_before_its_first_counted_drop():
+    import asyncio
+
+    from benchmarks.unread_subscriber import measure
+
+    taken = asyncio.run(measure(rate=1e6, seconds=60, queue_size=512))  # as fast as the loop goes: its buffers fill first
+    assert taken.dropped == 1 and taken.queued == 512
+    assert taken.unread == taken.published - 512 > 0 and "handed to the connection unread" in str(taken)
+
 # --- alternation: every round runs each contender once, in turn ------------------------------------------------
 
 
