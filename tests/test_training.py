@@ -698,6 +698,25 @@ def test_a_random_split_that_leaves_nothing_to_test_is_refused_in_one_line():
     assert str(refused.value) == "--protocol random: 8 clips leave none to test on (a quarter of each emotion's, rounded); give at least 3 clips of an emotion"
 
 
+def test_a_random_split_deals_each_emotion_a_shuffled_quarter_to_test_a_tenth_of_the_rest_to_validate_and_every_clip_once():
+    """The paper's protocol (docs/results.md), drawn alike by training and ``training.score --random-split``."""
+    from training.dataset import random_split
+
+    labels = np.concatenate([np.full(96 if emotion == 0 else 192, emotion) for emotion in range(len(EMOTIONS))])  # RAVDESS's counts
+    test_sets = set()
+    for seed in range(3):
+        split = random_split(labels, seed)
+        parts = [set(split[part].tolist()) for part in ("train", "validation", "test")]
+        assert sum(map(len, parts)) == len(labels) and set.union(*parts) == set(range(len(labels)))  # no clip in two parts, none left out
+        for emotion in range(len(EMOTIONS)):
+            clips = int(np.sum(labels == emotion))
+            tested = int(np.sum(labels[split["test"]] == emotion))
+            assert tested == round(clips * 0.25), (seed, emotion)
+            assert np.sum(labels[split["validation"]] == emotion) == round((clips - tested) * 0.1), (seed, emotion)
+        test_sets.add(tuple(split["test"].tolist()))
+    assert len(test_sets) == 3  # each seed draws its own quarter, not the first in file order
+
+
 def test_max_clips_deals_each_emotions_clips_from_every_actor_in_turn():
     """--max-clips N once took the first N of each emotion in path order: all of them the first actor's."""
     from pathlib import Path
@@ -1516,6 +1535,9 @@ def test_a_data_set_missing_an_emotion_is_trained_with_a_warning_saying_which(ti
     assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random", "--epochs", "1",
                  "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in capsys.readouterr().err.splitlines()
+    scored = json.loads((tmp_path / "run" / "random" / "metrics.json").read_text())["test_clean"]
+    recalls = [value for key, value in scored.items() if key.startswith("recall_")]
+    assert len(recalls) == 7 and scored["mean_per_class_accuracy"] == pytest.approx(np.mean(recalls))  # the figure, not only the warning
 
 
 def three_actors(tiny_ravdess: Path, folder: Path) -> Path:

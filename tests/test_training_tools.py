@@ -709,3 +709,47 @@ def test_a_confusion_matrix_shows_whole_row_percentages_that_sum_to_100_in_its_t
     monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, text, **kwargs: annotations.append(text) or drawn(self, x, y, text, **kwargs))
     evaluate.plot_confusion(matrix, tmp_path / "confusion.png", "test")
     assert annotations == [str(value) for value in shown.ravel()]
+
+
+def test_mean_per_class_accuracy_averages_each_emotions_recall_over_the_emotions_scored():
+    """The paper's figure weighs every emotion alike, whatever its clips number (not the accuracy over clips), and an
+    emotion without clips is no class scored 0."""
+    from training import evaluate
+
+    four_neutral_right_one_calm_wrong = evaluate.scores(np.array([0, 0, 0, 0, 1]), np.array([0, 0, 0, 0, 0]))
+    assert four_neutral_right_one_calm_wrong["mean_per_class_accuracy"] == 0.5
+    assert four_neutral_right_one_calm_wrong["accuracy"] == 0.8
+    true = np.repeat(np.arange(7), 2)  # two clips of each emotion but surprised, one of each recognised
+    predicted = np.where(np.arange(true.size) % 2 == 0, true, (true + 1) % 7)
+    scores = evaluate.scores(true, predicted)
+    assert scores["mean_per_class_accuracy"] == 0.5 and "recall_surprised" not in scores
+
+
+def test_scoring_several_models_scores_the_mean_of_their_window_outputs(tiny_ravdess):
+    """What training.score measures of an ensemble is what training.ensemble merges: the mean, not the largest output."""
+    from ser_stream.windows import WindowConfig
+    from training.ravdess import parse_name
+    from training.score import score
+
+    class SaysTheSame:  # stands in for an EmotionModel: the same output for every window
+        def __init__(self, probabilities: list[float]) -> None:
+            self.probabilities = np.array(probabilities + [0.0] * 5, np.float32)
+
+        def predict(self, windows: np.ndarray) -> np.ndarray:
+            return np.tile(self.probabilities, (len(windows), 1))
+
+    neutral_or_calm, calm_or_happy = SaysTheSame([0.6, 0.4, 0.0]), SaysTheSame([0.0, 0.45, 0.55])
+    calm_clip = parse_name(tiny_ravdess / "Actor_01" / "03-01-02-01-01-01-01.wav")
+    scores, _, clips = score([neutral_or_calm, calm_or_happy], [calm_clip], WindowConfig())
+    windows = np.array(clips[0]["window_probabilities"])
+    assert windows.shape[1] == 8 and np.allclose(windows, [0.3, 0.425, 0.275, 0, 0, 0, 0, 0], atol=1e-6)
+    assert scores["accuracy"] == 1.0  # calm, the mean's most likely; the largest output is neutral's 0.6
+
+
+def test_scoring_on_an_actor_the_model_only_validated_on_is_refused(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Its weights were picked on that actor's clips: a score on them is not held out."""
+    metrics = json.loads(metadata_path(smoke_run / "model.onnx").read_text())["metrics"]
+    training = dict(metrics["training"], train_actors=[1], validation_actors=[2])
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx", metrics=dict(metrics, training=training))
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--actors", "2", "--model", str(model)], capsys)
+    assert line == f"python -m training.score: error: --actors 2: {model} was trained or validated on actor(s) 2; score it on actors it has not heard"
