@@ -326,6 +326,18 @@ def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shi
     assert not (tmp_path / "ensemble.onnx").exists()
 
 
+def test_an_ensemble_refuses_members_that_hop_differently(members, tmp_path, capsys):
+    """The merged model cuts its windows at one hop: a member judged at another is not the network it was judged as."""
+    from tests.conftest import refusal
+    from tests.test_training_tools import model_copy
+
+    other_hop = model_copy(members[1], tmp_path / "other-hop.onnx", hop_seconds=0.25)
+    line = refusal("training.ensemble", [str(members[0]), str(other_hop), "--to", str(tmp_path / "ensemble.onnx")], capsys)
+    assert line == (f"python -m training.ensemble: error: {other_hop}: window 2.0 s / hop 0.25 s differs from {members[0]}'s 2.0 s / "
+                    "0.5 s; an ensemble needs one window")
+    assert not (tmp_path / "ensemble.onnx").exists()
+
+
 def test_shipping_a_model_in_place_replaces_its_evidence_and_keeps_its_bytes(smoke_run, tmp_path):
     from training.ship import main as ship_main
 

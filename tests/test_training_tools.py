@@ -167,6 +167,19 @@ def test_shipping_refuses_evidence_of_another_recipe_or_other_training_settings(
     assert metadata_path(model).read_text() == before
 
 
+@pytest.mark.parametrize("setting, other", [("epochs", 40), ("windows_per_clip", 2), ("frequency_warp", 0.1), ("batch_size", 16)])
+def test_shipping_refuses_evidence_trained_with_another_value_of_any_training_setting(shippable, smoke_run, tmp_path, capsys, setting, other):
+    """Each setting the training command takes beyond the recipe makes another model: its figures are not this one's."""
+    model, before = shippable
+    training = json.loads((smoke_run / "metrics.json").read_text())["training"]
+    assert training[setting] != other
+    evidence = evidence_copy(smoke_run, tmp_path / setting / "metrics.json", training=dict(training, **{setting: other}))
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
+    assert line == (f"python -m training.ship: error: {evidence}: trained with {setting} {other}, the model shipped with "
+                    f"{training[setting]}; give evidence trained the same way")
+    assert metadata_path(model).read_text() == before
+
+
 def test_shipping_reads_an_older_runs_recipe_from_its_summary_and_says_when_none_is_recorded(shippable, smoke_run, tmp_path, capsys):
     from training.ship import main as ship_main
 
@@ -330,14 +343,17 @@ def test_an_ensemble_refuses_a_report_scored_with_test_time_views_the_merged_gra
     assert not list(tmp_path.glob("ensemble*"))
 
 
-def test_an_ensemble_refuses_a_report_that_scored_networks_of_other_recipes(members, tiny_ravdess, tmp_path, capsys):
+@pytest.mark.parametrize("scored_recipes", [lambda recipes: ["improved", "improved-wide"], lambda recipes: [recipes[0]] * 2], ids=["others", "the-first-members-twice"])
+def test_an_ensemble_refuses_a_report_that_scored_networks_of_other_recipes(members, tiny_ravdess, tmp_path, capsys, scored_recipes):
+    """Recipes are matched as a list, not a set: two networks of the first member's recipe are not evidence for members of two."""
     report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
     scored = json.loads(report.read_text())
-    assert scored["recipes"] == [load_metadata(member).recipe for member in members]
-    report.write_text(json.dumps(dict(scored, recipes=["improved", "improved-wide"])))
+    recipes = [load_metadata(member).recipe for member in members]
+    assert scored["recipes"] == recipes and len(set(recipes)) == 2
+    report.write_text(json.dumps(dict(scored, recipes=scored_recipes(recipes))))
     line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
-    recipes = ", ".join(load_metadata(member).recipe for member in members)
-    assert line == f"python -m training.ensemble: error: {report}: scores recipes improved, improved-wide; the ensemble's members are {recipes}"
+    assert line == (f"python -m training.ensemble: error: {report}: scores recipes {', '.join(scored_recipes(recipes))}; "
+                    f"the ensemble's members are {', '.join(recipes)}")
     assert not list(tmp_path.glob("ensemble*"))
 
 
@@ -480,9 +496,10 @@ def test_an_ensemble_refuses_a_report_that_scored_networks_trained_otherwise_tha
     [
         ({"protocol": "all"}, {}, {}, "evaluates split 'random' of the 'random' protocol, the model shipped (protocol 'all') needs evidence of --protocol actors"),
         ({}, {}, {"window_seconds": 1.5}, "scored 1.5 s windows at a 0.5 s hop, the model shipped cuts 2.0 s at 0.5 s; give evidence of the same --window and --hop"),
+        ({}, {}, {"hop_seconds": 0.25}, "scored 2.0 s windows at a 0.25 s hop, the model shipped cuts 2.0 s at 0.5 s; give evidence of the same --window and --hop"),
         ({}, {"weights": "best validation epoch"}, {}, "scores the weights of the best validation epoch, the model shipped has those of the last epoch; give evidence trained with the same --keep"),
     ],
-    ids=["random-split-for-an-all-model", "other-window", "other-keep"],
+    ids=["random-split-for-an-all-model", "other-window", "other-hop", "other-keep"],
 )
 def test_shipping_refuses_evidence_of_another_protocol_window_or_kept_weights_in_one_line(smoke_run, tmp_path, capsys, model_changes, evidence_changes, beside, reason):
     """A random split's metrics.json once shipped as held-out evidence, and so did runs of another window or --keep."""
