@@ -1794,6 +1794,28 @@ def test_an_export_that_differs_from_its_network_is_refused_not_recorded_and_shi
             training.export.checked_parity(network, smoke_run / "model.onnx", inputs)
 
 
+def test_an_export_off_by_more_than_the_bound_on_a_single_output_is_refused(shipped_model):
+    """The bound is on every output, not on their mean: 0.01 off on one of 16 windows' 128 outputs averages 8e-5."""
+    from types import SimpleNamespace
+
+    import onnxruntime
+
+    import training.export
+    from ser_stream.model import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+
+    inputs = np.random.default_rng(0).random((16, *INPUT_SHAPE), dtype=np.float32)
+    exported = onnxruntime.InferenceSession(str(shipped_model), providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+
+    class OffOnOneOutput:  # stands in for the Keras network: the export's outputs but for one, 0.01 off
+        def __call__(self, inputs: np.ndarray, training: bool = False) -> SimpleNamespace:
+            outputs = exported.copy()
+            outputs[3, 5] += 0.01
+            return SimpleNamespace(numpy=lambda: outputs)
+
+    with pytest.raises(SerStreamError, match=r"the ONNX export differs from the Keras model by 1\.00e-02 on test windows \(bound 1e-04\); the export is broken$"):
+        training.export.checked_parity(OffOnOneOutput(), shipped_model, inputs)
+
+
 def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch):
     """A run stopped short of --epochs without a word, and its metrics.json did not say it had."""
     import training.train

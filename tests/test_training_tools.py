@@ -13,6 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from ser_stream import EMOTIONS
 from ser_stream.model import load_metadata, metadata_path
 from tests.conftest import refusal
 
@@ -551,6 +552,30 @@ def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_
     for variant, inputs in (("clean", judged[0]), ("telephone", judged[2])):
         expected = [clip_inputs(path, window, variant, clip_seed(path)) for path in held_out]
         assert len(inputs) == len(expected) and all(np.array_equal(got, want) for got, want in zip(inputs, expected)), variant
+
+
+def test_a_staged_model_that_does_not_load_is_not_put_over_the_good_one(shipped_model, tmp_path):
+    """ship, ensemble and unpack write the pair aside and move it in only once it loads as the runtime loads it."""
+    from ser_stream.errors import ModelError
+    from training.contract import put_in_place
+
+    good = model_copy(shipped_model, tmp_path / "ser_cnn.onnx")
+    before = good.read_bytes(), metadata_path(good).read_text()
+    staged = model_copy(shipped_model, tmp_path / "ser_cnn.shipping.onnx", sha256="0" * 64)  # bytes its metadata does not hash to
+    with pytest.raises(ModelError, match=r"ser_cnn\.shipping\.onnx: sha256 .+ does not match its metadata \(000000000000…\)"):
+        put_in_place(staged, good)
+    assert (good.read_bytes(), metadata_path(good).read_text()) == before
+
+
+def test_a_clips_output_is_the_mean_of_its_own_windows_however_many_each_clip_has():
+    """The paper's rule, per clip: a clip of one window and a clip of three, listed in another order than their windows."""
+    from training import evaluate
+
+    happy, sad, calm = (np.eye(8)[EMOTIONS.index(emotion)] for emotion in ("happy", "sad", "calm"))
+    window_probabilities = np.stack([sad, happy, sad, calm])
+    window_clip = np.array([3, 7, 3, 3])
+    clips = evaluate.clip_probabilities(window_probabilities, window_clip, np.array([7, 3]))
+    assert np.allclose(clips, [happy, (2 * sad + calm) / 3])
 
 
 def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model, tmp_path):
