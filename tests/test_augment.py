@@ -1,5 +1,6 @@
 """Frequency warping (vocal tract length perturbation) moves sounds along the frequency axis and nothing else;
-speed perturbation scales a recording's time and frequency together."""
+speed perturbation scales a recording's time and frequency together; the phone line, the noise and the paper's image
+transform stay within the ranges docs/results.md ("Recipes") gives them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.augment import frequency_warp
+from ser_stream.features import SAMPLE_RATE
+from tests.conftest import speechlike
+from training.augment import add_noise, frequency_warp, paper_image_transform, telephone
 
 ROWS, COLUMNS = 260, 270
 
@@ -60,3 +63,73 @@ def test_speed_perturbation_scales_pitch_up_and_duration_down_by_its_factor():
         assert played.dtype == np.float32 and abs(played.size - tone.size / factor) <= 1
         spectrum = np.abs(np.fft.rfft(played * np.hanning(played.size)))
         assert np.fft.rfftfreq(played.size, 1 / rate)[np.argmax(spectrum)] == pytest.approx(200 * factor, abs=1.0)
+
+
+def level_db(audio: np.ndarray, reference: np.ndarray) -> float:
+    """How loud ``audio`` is against ``reference``, in dB of their RMS."""
+    return float(10 * np.log10(np.mean(np.square(audio, dtype=np.float64)) / np.mean(np.square(reference, dtype=np.float64))))
+
+
+def test_added_noise_is_5_to_30_db_below_the_speech_across_that_whole_range():
+    speech = speechlike(2.0, SAMPLE_RATE)
+    snrs = [-level_db(add_noise(speech, np.random.default_rng(seed)) - speech, speech) for seed in range(100)]
+    assert 5 - 0.01 <= min(snrs) < 8 and 27 < max(snrs) <= 30 + 0.01
+
+
+def test_the_phone_line_passes_300_to_3400_hz_and_stops_what_lies_beyond():
+    """Canonical audio is 8 kHz, so above the band means 3.4–4 kHz."""
+    seconds = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+
+    def gain_db(frequency: float) -> float:
+        tone = (0.5 * np.sin(2 * np.pi * frequency * seconds)).astype(np.float32)
+        settled = slice(SAMPLE_RATE // 2, None)  # past the filter's onset
+        return level_db(telephone(tone, np.random.default_rng(0))[settled], tone[settled])
+
+    for frequency in (500, 1000, 2000, 3000):
+        assert abs(gain_db(frequency)) < 1, frequency
+    for frequency in (100, 3700, 3800):
+        assert gain_db(frequency) < -20, frequency
+
+
+def test_the_phone_line_takes_the_voice_3_to_30_db_below_full_scale_into_its_mu_law_codec():
+    """The level is what the codec's steps show: the loudest sample over the smallest step (8 in 16-bit terms) puts
+    the loudest code's level in dB of full scale, the output being scaled back by the same level."""
+    speech = speechlike(2.0, SAMPLE_RATE)
+    levels = []
+    for seed in range(40):
+        magnitudes = np.abs(telephone(speech, np.random.default_rng(seed)))
+        magnitudes = magnitudes[magnitudes > 0]
+        levels.append(20 * np.log10(8 / 32768 * magnitudes.max() / magnitudes.min()))
+    assert -30.5 <= min(levels) < -25 and -8 < max(levels) <= -2.5
+
+
+def centroid(profile: np.ndarray) -> float:
+    return float(np.sum(np.arange(profile.size) * profile) / np.sum(profile))
+
+
+def line_columns(image: np.ndarray, row: int) -> tuple[float, float]:
+    """Where a vertical line in each half of the image crosses ``row``."""
+    left_half = np.arange(image.shape[1]) < image.shape[1] // 2
+    return centroid(np.where(left_half, image[row], 0)), centroid(np.where(left_half, 0, image[row]))
+
+
+def test_the_papers_image_transform_zooms_each_axis_by_at_most_20_percent_and_shears_by_at_most_0_2_rad():
+    """Measured from where lines land: a row 100 above the centre, and two columns 100 either side of it (a pair
+    the horizontal flip leaves as it is)."""
+    centre_row, left_column = ROWS // 2, 35
+    zooms_rows, zooms_columns, shears = [], [], []
+    for seed in range(60):
+        across = np.zeros((ROWS, COLUMNS), np.float32)
+        across[centre_row - 100] = 1.0
+        moved_row = centroid(paper_image_transform(across, np.random.default_rng(seed)).mean(axis=1))
+        zooms_rows.append(-100 / (moved_row - centre_row))
+        down = np.zeros((ROWS, COLUMNS), np.float32)
+        down[:, [left_column, COLUMNS - 1 - left_column]] = 1.0
+        transformed = paper_image_transform(down, np.random.default_rng(seed))  # the same draws
+        left, right = line_columns(transformed, centre_row)  # shear moves nothing on the centre row
+        zooms_columns.append((COLUMNS - 1 - 2 * left_column) / (right - left))
+        slope = (line_columns(transformed, centre_row + 60)[0] - line_columns(transformed, centre_row - 60)[0]) / 120
+        shears.append(float(np.arctan(-slope * zooms_columns[-1] / zooms_rows[-1])))
+    for zooms in (zooms_rows, zooms_columns):
+        assert 0.79 <= min(zooms) < 0.85 and 1.15 < max(zooms) <= 1.21
+    assert -0.21 <= min(shears) < -0.15 and 0.15 < max(shears) <= 0.21

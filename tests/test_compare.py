@@ -11,12 +11,14 @@ import pytest
 from training.compare import main
 
 
-def write_fold(run: Path, fold: int, clean: float, telephone: float, fitted: float | None, head: bool = False, actors: str = "01-02") -> None:
+def write_fold(run: Path, fold: int, clean: float, telephone: float | None, fitted: float | None, head: bool = False, actors: str = "01-02") -> None:
+    """A finished fold's metrics.json (``telephone`` None: a run that scored clean audio only) and checkpoint state."""
     folder = run / f"fold{fold}-actors-{actors}"
     (folder / "checkpoints").mkdir(parents=True)
     metrics = {"split": folder.name}
     for variant, score in (("clean", clean), ("telephone", telephone)):
-        metrics[f"test_{variant}"] = {"mean_per_class_accuracy": score, "accuracy": score + 0.01}
+        if score is not None:
+            metrics[f"test_{variant}"] = {"mean_per_class_accuracy": score, "accuracy": score + 0.01}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     if fitted is not None:
         key = "probabilities_accuracy" if head else "accuracy"
@@ -34,6 +36,14 @@ def test_runs_are_compared_on_the_folds_all_have_finished_with_means_and_trainin
     assert lines[0] == "| mean per-class | fold 0 | fold 2 | mean | accuracy | telephone | training accuracy per window |"
     assert lines[2] == f"| {baseline} | 50.0 % | 40.0 % | **45.0 %** | 46.0 % | 43.0 % | 0.62 / 0.62 |"
     assert lines[3] == f"| {screen} | 56.0 % | 44.0 % | **50.0 %** | 51.0 % | 47.5 % | 0.67 / – |"
+
+
+def test_a_mean_over_folds_one_of_which_lacks_the_figure_is_a_dash_not_the_mean_of_the_others(tmp_path, capsys):
+    """Fold 1 was not scored through the telephone chain: a mean of fold 0 alone would sit beside the other runs' means of two."""
+    write_fold(tmp_path / "run", 0, 0.50, 0.40, 0.62)
+    write_fold(tmp_path / "run", 1, 0.60, None, 0.62)
+    assert main([str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.splitlines()[2] == f"| {tmp_path / 'run'} | 50.0 % | 60.0 % | **55.0 %** | 56.0 % | – | 0.62 / 0.62 |"
 
 
 @pytest.mark.parametrize(

@@ -326,6 +326,18 @@ def test_an_ensemble_refuses_members_that_cut_windows_differently(smoke_run, shi
     assert not (tmp_path / "ensemble.onnx").exists()
 
 
+def test_an_ensemble_refuses_members_that_hop_differently(members, tmp_path, capsys):
+    """The merged model cuts its windows at one hop: a member judged at another is not the network it was judged as."""
+    from tests.conftest import refusal
+    from tests.test_training_tools import model_copy
+
+    other_hop = model_copy(members[1], tmp_path / "other-hop.onnx", hop_seconds=0.25)
+    line = refusal("training.ensemble", [str(members[0]), str(other_hop), "--to", str(tmp_path / "ensemble.onnx")], capsys)
+    assert line == (f"python -m training.ensemble: error: {other_hop}: window 2.0 s / hop 0.25 s differs from {members[0]}'s 2.0 s / "
+                    "0.5 s; an ensemble needs one window")
+    assert not (tmp_path / "ensemble.onnx").exists()
+
+
 def test_shipping_a_model_in_place_replaces_its_evidence_and_keeps_its_bytes(smoke_run, tmp_path):
     from training.ship import main as ship_main
 
@@ -696,6 +708,25 @@ def test_a_random_split_that_leaves_nothing_to_test_is_refused_in_one_line():
     with pytest.raises(SerStreamError) as refused:
         make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), protocol="random"))
     assert str(refused.value) == "--protocol random: 8 clips leave none to test on (a quarter of each emotion's, rounded); give at least 3 clips of an emotion"
+
+
+def test_a_random_split_deals_each_emotion_a_shuffled_quarter_to_test_a_tenth_of_the_rest_to_validate_and_every_clip_once():
+    """The paper's protocol (docs/results.md), drawn alike by training and ``training.score --random-split``."""
+    from training.dataset import random_split
+
+    labels = np.concatenate([np.full(96 if emotion == 0 else 192, emotion) for emotion in range(len(EMOTIONS))])  # RAVDESS's counts
+    test_sets = set()
+    for seed in range(3):
+        split = random_split(labels, seed)
+        parts = [set(split[part].tolist()) for part in ("train", "validation", "test")]
+        assert sum(map(len, parts)) == len(labels) and set.union(*parts) == set(range(len(labels)))  # no clip in two parts, none left out
+        for emotion in range(len(EMOTIONS)):
+            clips = int(np.sum(labels == emotion))
+            tested = int(np.sum(labels[split["test"]] == emotion))
+            assert tested == round(clips * 0.25), (seed, emotion)
+            assert np.sum(labels[split["validation"]] == emotion) == round((clips - tested) * 0.1), (seed, emotion)
+        test_sets.add(tuple(split["test"].tolist()))
+    assert len(test_sets) == 3  # each seed draws its own quarter, not the first in file order
 
 
 def test_max_clips_deals_each_emotions_clips_from_every_actor_in_turn():
@@ -1516,6 +1547,9 @@ def test_a_data_set_missing_an_emotion_is_trained_with_a_warning_saying_which(ti
     assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random", "--epochs", "1",
                  "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert f"warning {data}: no clips of surprised; mean per-class accuracy is over the other 7 emotions" in capsys.readouterr().err.splitlines()
+    scored = json.loads((tmp_path / "run" / "random" / "metrics.json").read_text())["test_clean"]
+    recalls = [value for key, value in scored.items() if key.startswith("recall_")]
+    assert len(recalls) == 7 and scored["mean_per_class_accuracy"] == pytest.approx(np.mean(recalls))  # the figure, not only the warning
 
 
 def three_actors(tiny_ravdess: Path, folder: Path) -> Path:
@@ -1758,6 +1792,28 @@ def test_an_export_that_differs_from_its_network_is_refused_not_recorded_and_shi
         monkeypatch.setattr(training.export, "parity", lambda model, path, inputs, d=difference: d)
         with pytest.raises(SerStreamError, match=r"the ONNX export differs from the Keras model by .+ \(bound 1e-04\); the export is broken$"):
             training.export.checked_parity(network, smoke_run / "model.onnx", inputs)
+
+
+def test_an_export_off_by_more_than_the_bound_on_a_single_output_is_refused(shipped_model):
+    """The bound is on every output, not on their mean: 0.01 off on one of 16 windows' 128 outputs averages 8e-5."""
+    from types import SimpleNamespace
+
+    import onnxruntime
+
+    import training.export
+    from ser_stream.model import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+
+    inputs = np.random.default_rng(0).random((16, *INPUT_SHAPE), dtype=np.float32)
+    exported = onnxruntime.InferenceSession(str(shipped_model), providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
+
+    class OffOnOneOutput:  # stands in for the Keras network: the export's outputs but for one, 0.01 off
+        def __call__(self, inputs: np.ndarray, training: bool = False) -> SimpleNamespace:
+            outputs = exported.copy()
+            outputs[3, 5] += 0.01
+            return SimpleNamespace(numpy=lambda: outputs)
+
+    with pytest.raises(SerStreamError, match=r"the ONNX export differs from the Keras model by 1\.00e-02 on test windows \(bound 1e-04\); the export is broken$"):
+        training.export.checked_parity(OffOnOneOutput(), shipped_model, inputs)
 
 
 def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_run, tiny_ravdess, tmp_path, capsys, monkeypatch):

@@ -13,6 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from ser_stream import EMOTIONS
 from ser_stream.model import load_metadata, metadata_path
 from tests.conftest import refusal
 
@@ -164,6 +165,19 @@ def test_shipping_refuses_evidence_of_another_recipe_or_other_training_settings(
     two_windows = evidence_copy(smoke_run, tmp_path / "w2" / "metrics.json", training=dict(training, windows_per_clip=2))
     line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(two_windows)], capsys)
     assert line == f"python -m training.ship: error: {two_windows}: trained with windows_per_clip 2, the model shipped with 1; give evidence trained the same way"
+    assert metadata_path(model).read_text() == before
+
+
+@pytest.mark.parametrize("setting, other", [("epochs", 40), ("windows_per_clip", 2), ("frequency_warp", 0.1), ("batch_size", 16)])
+def test_shipping_refuses_evidence_trained_with_another_value_of_any_training_setting(shippable, smoke_run, tmp_path, capsys, setting, other):
+    """Each setting the training command takes beyond the recipe makes another model: its figures are not this one's."""
+    model, before = shippable
+    training = json.loads((smoke_run / "metrics.json").read_text())["training"]
+    assert training[setting] != other
+    evidence = evidence_copy(smoke_run, tmp_path / setting / "metrics.json", training=dict(training, **{setting: other}))
+    line = refusal("training.ship", [str(model), "--to", str(model), "--evidence", str(evidence)], capsys)
+    assert line == (f"python -m training.ship: error: {evidence}: trained with {setting} {other}, the model shipped with "
+                    f"{training[setting]}; give evidence trained the same way")
     assert metadata_path(model).read_text() == before
 
 
@@ -330,14 +344,17 @@ def test_an_ensemble_refuses_a_report_scored_with_test_time_views_the_merged_gra
     assert not list(tmp_path.glob("ensemble*"))
 
 
-def test_an_ensemble_refuses_a_report_that_scored_networks_of_other_recipes(members, tiny_ravdess, tmp_path, capsys):
+@pytest.mark.parametrize("scored_recipes", [lambda recipes: ["improved", "improved-wide"], lambda recipes: [recipes[0]] * 2], ids=["others", "the-first-members-twice"])
+def test_an_ensemble_refuses_a_report_that_scored_networks_of_other_recipes(members, tiny_ravdess, tmp_path, capsys, scored_recipes):
+    """Recipes are matched as a list, not a set: two networks of the first member's recipe are not evidence for members of two."""
     report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
     scored = json.loads(report.read_text())
-    assert scored["recipes"] == [load_metadata(member).recipe for member in members]
-    report.write_text(json.dumps(dict(scored, recipes=["improved", "improved-wide"])))
+    recipes = [load_metadata(member).recipe for member in members]
+    assert scored["recipes"] == recipes and len(set(recipes)) == 2
+    report.write_text(json.dumps(dict(scored, recipes=scored_recipes(recipes))))
     line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
-    recipes = ", ".join(load_metadata(member).recipe for member in members)
-    assert line == f"python -m training.ensemble: error: {report}: scores recipes improved, improved-wide; the ensemble's members are {recipes}"
+    assert line == (f"python -m training.ensemble: error: {report}: scores recipes {', '.join(scored_recipes(recipes))}; "
+                    f"the ensemble's members are {', '.join(recipes)}")
     assert not list(tmp_path.glob("ensemble*"))
 
 
@@ -480,9 +497,10 @@ def test_an_ensemble_refuses_a_report_that_scored_networks_trained_otherwise_tha
     [
         ({"protocol": "all"}, {}, {}, "evaluates split 'random' of the 'random' protocol, the model shipped (protocol 'all') needs evidence of --protocol actors"),
         ({}, {}, {"window_seconds": 1.5}, "scored 1.5 s windows at a 0.5 s hop, the model shipped cuts 2.0 s at 0.5 s; give evidence of the same --window and --hop"),
+        ({}, {}, {"hop_seconds": 0.25}, "scored 2.0 s windows at a 0.25 s hop, the model shipped cuts 2.0 s at 0.5 s; give evidence of the same --window and --hop"),
         ({}, {"weights": "best validation epoch"}, {}, "scores the weights of the best validation epoch, the model shipped has those of the last epoch; give evidence trained with the same --keep"),
     ],
-    ids=["random-split-for-an-all-model", "other-window", "other-keep"],
+    ids=["random-split-for-an-all-model", "other-window", "other-hop", "other-keep"],
 )
 def test_shipping_refuses_evidence_of_another_protocol_window_or_kept_weights_in_one_line(smoke_run, tmp_path, capsys, model_changes, evidence_changes, beside, reason):
     """A random split's metrics.json once shipped as held-out evidence, and so did runs of another window or --keep."""
@@ -534,6 +552,30 @@ def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_
     for variant, inputs in (("clean", judged[0]), ("telephone", judged[2])):
         expected = [clip_inputs(path, window, variant, clip_seed(path)) for path in held_out]
         assert len(inputs) == len(expected) and all(np.array_equal(got, want) for got, want in zip(inputs, expected)), variant
+
+
+def test_a_staged_model_that_does_not_load_is_not_put_over_the_good_one(shipped_model, tmp_path):
+    """ship, ensemble and unpack write the pair aside and move it in only once it loads as the runtime loads it."""
+    from ser_stream.errors import ModelError
+    from training.contract import put_in_place
+
+    good = model_copy(shipped_model, tmp_path / "ser_cnn.onnx")
+    before = good.read_bytes(), metadata_path(good).read_text()
+    staged = model_copy(shipped_model, tmp_path / "ser_cnn.shipping.onnx", sha256="0" * 64)  # bytes its metadata does not hash to
+    with pytest.raises(ModelError, match=r"ser_cnn\.shipping\.onnx: sha256 .+ does not match its metadata \(000000000000…\)"):
+        put_in_place(staged, good)
+    assert (good.read_bytes(), metadata_path(good).read_text()) == before
+
+
+def test_a_clips_output_is_the_mean_of_its_own_windows_however_many_each_clip_has():
+    """The paper's rule, per clip: a clip of one window and a clip of three, listed in another order than their windows."""
+    from training import evaluate
+
+    happy, sad, calm = (np.eye(8)[EMOTIONS.index(emotion)] for emotion in ("happy", "sad", "calm"))
+    window_probabilities = np.stack([sad, happy, sad, calm])
+    window_clip = np.array([3, 7, 3, 3])
+    clips = evaluate.clip_probabilities(window_probabilities, window_clip, np.array([7, 3]))
+    assert np.allclose(clips, [happy, (2 * sad + calm) / 3])
 
 
 def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model, tmp_path):
@@ -709,3 +751,47 @@ def test_a_confusion_matrix_shows_whole_row_percentages_that_sum_to_100_in_its_t
     monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, x, y, text, **kwargs: annotations.append(text) or drawn(self, x, y, text, **kwargs))
     evaluate.plot_confusion(matrix, tmp_path / "confusion.png", "test")
     assert annotations == [str(value) for value in shown.ravel()]
+
+
+def test_mean_per_class_accuracy_averages_each_emotions_recall_over_the_emotions_scored():
+    """The paper's figure weighs every emotion alike, whatever its clips number (not the accuracy over clips), and an
+    emotion without clips is no class scored 0."""
+    from training import evaluate
+
+    four_neutral_right_one_calm_wrong = evaluate.scores(np.array([0, 0, 0, 0, 1]), np.array([0, 0, 0, 0, 0]))
+    assert four_neutral_right_one_calm_wrong["mean_per_class_accuracy"] == 0.5
+    assert four_neutral_right_one_calm_wrong["accuracy"] == 0.8
+    true = np.repeat(np.arange(7), 2)  # two clips of each emotion but surprised, one of each recognised
+    predicted = np.where(np.arange(true.size) % 2 == 0, true, (true + 1) % 7)
+    scores = evaluate.scores(true, predicted)
+    assert scores["mean_per_class_accuracy"] == 0.5 and "recall_surprised" not in scores
+
+
+def test_scoring_several_models_scores_the_mean_of_their_window_outputs(tiny_ravdess):
+    """What training.score measures of an ensemble is what training.ensemble merges: the mean, not the largest output."""
+    from ser_stream.windows import WindowConfig
+    from training.ravdess import parse_name
+    from training.score import score
+
+    class SaysTheSame:  # stands in for an EmotionModel: the same output for every window
+        def __init__(self, probabilities: list[float]) -> None:
+            self.probabilities = np.array(probabilities + [0.0] * 5, np.float32)
+
+        def predict(self, windows: np.ndarray) -> np.ndarray:
+            return np.tile(self.probabilities, (len(windows), 1))
+
+    neutral_or_calm, calm_or_happy = SaysTheSame([0.6, 0.4, 0.0]), SaysTheSame([0.0, 0.45, 0.55])
+    calm_clip = parse_name(tiny_ravdess / "Actor_01" / "03-01-02-01-01-01-01.wav")
+    scores, _, clips = score([neutral_or_calm, calm_or_happy], [calm_clip], WindowConfig())
+    windows = np.array(clips[0]["window_probabilities"])
+    assert windows.shape[1] == 8 and np.allclose(windows, [0.3, 0.425, 0.275, 0, 0, 0, 0, 0], atol=1e-6)
+    assert scores["accuracy"] == 1.0  # calm, the mean's most likely; the largest output is neutral's 0.6
+
+
+def test_scoring_on_an_actor_the_model_only_validated_on_is_refused(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Its weights were picked on that actor's clips: a score on them is not held out."""
+    metrics = json.loads(metadata_path(smoke_run / "model.onnx").read_text())["metrics"]
+    training = dict(metrics["training"], train_actors=[1], validation_actors=[2])
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx", metrics=dict(metrics, training=training))
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--actors", "2", "--model", str(model)], capsys)
+    assert line == f"python -m training.score: error: --actors 2: {model} was trained or validated on actor(s) 2; score it on actors it has not heard"
