@@ -509,3 +509,17 @@ def test_a_stream_live_again_under_an_id_that_failed_before_is_not_marked_failed
     page.close()
     assert live == ["", ""]
     assert ended == ("ended", "ended at 30.0 s", 1)
+
+
+def test_loading_the_page_logs_no_console_error(browser):
+    """Every page load logged `Failed to load resource: 404 (Not Found)`: the browser asked for /favicon.ico."""
+    page = browser.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("requestfailed", lambda request: console.append(f"request failed: {request.url}"))
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        page.wait_for_load_state("networkidle")
+    page.close()
+    assert [line for line in console if line.startswith(("error", "request failed"))] == []
