@@ -523,3 +523,28 @@ def test_loading_the_page_logs_no_console_error(browser):
         page.wait_for_load_state("networkidle")
     page.close()
     assert [line for line in console if line.startswith(("error", "request failed"))] == []
+
+
+def test_bidi_controls_in_a_stream_id_are_shown_escaped_and_the_id_isolated(browser):
+    """An ingest client names its streams: `a\\u202eevil.exe` showed as "aexe.live", its override reversing the
+    id and the card's state after it. The dashboard escapes control characters; the page now does too."""
+    spoofed, tricks = "a\u202eevil.exe", "\u2067x\u200f\n\\y"
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for stream in (spoofed, tricks, "מוקד-3"):
+            server.publish({"type": "stream_started", "stream": stream, "t": 0.0})
+        server.publish({"type": "warning", "stream": spoofed, "message": "a call that lost packets"})
+        wait_until(lambda: len(stream_cards(page)) == 3 and page.is_visible("#log"), 20)
+        names = page.eval_on_selector_all(
+            "section.stream h2 .name", "names => names.map(n => [n.closest('.stream').dataset.stream, n.textContent, n.title, getComputedStyle(n).unicodeBidi])"
+        )
+        log = page.inner_text("#log li")
+    page.close()
+    assert sorted(names) == sorted([
+        [spoofed, "a\\u202eevil.exe", "a\\u202eevil.exe", "isolate"],
+        [tricks, "\\u2067x\\u200f\\u000a\\\\y", "\\u2067x\\u200f\\u000a\\\\y", "isolate"],  # a backslash of its own doubled
+        ["מוקד-3", "מוקד-3", "מוקד-3", "isolate"],  # right-to-left text is no control: shown as it is, kept to its span
+    ])
+    assert log == "warning (a\\u202eevil.exe): a call that lost packets"
