@@ -548,3 +548,24 @@ def test_bidi_controls_in_a_stream_id_are_shown_escaped_and_the_id_isolated(brow
         ["מוקד-3", "מוקד-3", "מוקד-3", "isolate"],  # right-to-left text is no control: shown as it is, kept to its span
     ])
     assert log == "warning (a\\u202eevil.exe): a call that lost packets"
+
+
+def test_a_page_that_has_shown_no_utterance_yet_catches_up_what_was_stored_while_it_reconnected(browser, tmp_path, open_log):
+    """The page kept no seq until it had shown an utterance: after a restart it reconnected without ?since= and lost
+    what the monitor stored before it was back (a review: `utterances 1` in the totals, no card, no word)."""
+    log = open_log(tmp_path / "calls.db")
+    for _ in range(4):  # stored before the page was opened: it starts live, as a page opened afresh does
+        log.append(utterance("yesterday"))
+    page = browser.new_page()
+    with serving(log) as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        port = first.port
+    log.append(utterance("while-away"))  # the monitor is back on the same database, and a call ends before the page is
+    with serving(log, port) as second:
+        wait_until(lambda: "while-away" in stream_cards(page), 20)
+        second.publish(utterance("live"))
+        wait_until(lambda: "live" in stream_cards(page), 20)
+        shown = page_utterances(page)
+    page.close()
+    assert sorted(shown) == [[5, "sad", "while-away"], [6, "sad", "live"]]  # none of yesterday's: the page started live
