@@ -569,3 +569,44 @@ def test_a_page_that_has_shown_no_utterance_yet_catches_up_what_was_stored_while
         shown = page_utterances(page)
     page.close()
     assert sorted(shown) == [[5, "sad", "while-away"], [6, "sad", "live"]]  # none of yesterday's: the page started live
+
+
+def header_shown(page) -> dict[str, tuple[str, bool]]:
+    """The header's figures: each one's text and whether it is marked stale."""
+    return page.eval_on_selector_all(
+        "#totals, #losses, #behind", "spans => Object.fromEntries(spans.map(s => [s.id, [s.textContent, s.hasAttribute('data-stale')]]))"
+    )
+
+
+def test_while_the_monitor_is_unreachable_the_page_shows_its_live_cards_and_figures_as_unknown_until_it_is_back(browser):
+    """Killed, the monitor left the page showing its calls as live and the last status as current for as long as it
+    was away: only a small "reconnecting…" said anything was wrong (a review: 20 s after a SIGKILL, cards `started`)."""
+    page = browser.new_page()
+    with serving() as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        for call in ("call-1", "call-2", "call-3"):
+            first.publish({"type": "stream_started", "stream": call, "t": 0.0})
+        first.publish({"type": "stream_ended", "stream": "call-3", "t": 4.0})
+        first.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": 1}, "streams": 2, "utterances": 0,
+                       "behind_seconds": 3.0, "overruns": 2})
+        wait_until(lambda: page.is_visible("#behind"), 20)
+        port = first.port
+    wait_until(lambda: page.inner_text("#connection") == "reconnecting…", 20)
+    away = stream_cards(page), header_shown(page)
+    with serving(None, port) as second:
+        second.publish({"type": "stream_started", "stream": "call-2", "t": 0.0})  # still live: announced after hello
+        wait_until(lambda: page.inner_text("#connection") == "live" and stream_cards(page)["call-1"][0] == "ended", 20)
+        second.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": 2}, "streams": 1, "utterances": 0,
+                        "behind_seconds": 0.0, "overruns": 0})
+        wait_until(lambda: "latency p95 2 ms" in page.inner_text("#totals"), 20)
+        back = stream_cards(page), header_shown(page)
+    page.close()
+    cards, header = away
+    assert cards == {"call-1": ("unknown", "connection lost: state unknown", 0), "call-2": ("unknown", "connection lost: state unknown", 0),
+                     "call-3": ("ended", "ended at 4.0 s", 0)}  # an ended call is still known to have ended
+    assert header["totals"][0].startswith("as last heard: streams 2") and all(stale for _, stale in header.values())
+    assert header["behind"][0] == "behind live audio 3.0 s"
+    cards, header = back
+    assert cards == {"call-1": ("ended", "ended while disconnected", 0), "call-2": ("started", "started", 0), "call-3": ("ended", "ended at 4.0 s", 0)}
+    assert header["totals"][0].startswith("streams 1") and not any(stale for _, stale in header.values())
