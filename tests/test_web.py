@@ -85,11 +85,11 @@ class MonitorStandIn:
     """The monitor's real Publisher serving the page, fed by the test as the worker would: every message and
     every moment of a restart is the test's to choose (its own thread and event loop: Playwright owns this one)."""
 
-    def __init__(self, log: UtteranceLog | None, port: int) -> None:
+    def __init__(self, log: UtteranceLog | None, port: int, queue_size: int = 10_000) -> None:
         self.log, self.loop = log, asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.publisher = Publisher("127.0.0.1", port, queue_size=10_000)  # the page reads all a test sends at once
+        self.publisher = Publisher("127.0.0.1", port, queue_size=queue_size)  # 10,000: the page reads all a test sends at once
         self.publisher.page = serve_page
         self.publisher.record_path = log.path if log is not None else None
         self.publisher.hello = {
@@ -107,6 +107,12 @@ class MonitorStandIn:
             message = self.log.append(message)
         self.publisher.publish_threadsafe(message)
 
+    def publish_at_once(self, messages: list[dict]) -> None:
+        """All in one turn of the event loop, as a burst from the worker: nothing is sent between them, so a
+        subscriber's queue of N keeps the last N and the page is told how many were dropped before them."""
+        stored = [self.log.append(m) if m["type"] == "utterance" and self.log is not None else m for m in messages]
+        self.loop.call_soon_threadsafe(lambda: [self.publisher.publish(message) for message in stored])
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.publisher.close(0.5, 0.5, 0.5), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -115,8 +121,8 @@ class MonitorStandIn:
 
 
 @contextmanager
-def serving(log: UtteranceLog | None = None, port: int = 0) -> Iterator[MonitorStandIn]:
-    stand_in = MonitorStandIn(log, port)
+def serving(log: UtteranceLog | None = None, port: int = 0, queue_size: int = 10_000) -> Iterator[MonitorStandIn]:
+    stand_in = MonitorStandIn(log, port, queue_size)
     try:
         yield stand_in
     finally:
@@ -610,3 +616,74 @@ def test_while_the_monitor_is_unreachable_the_page_shows_its_live_cards_and_figu
     cards, header = back
     assert cards == {"call-1": ("ended", "ended while disconnected", 0), "call-2": ("started", "started", 0), "call-3": ("ended", "ended at 4.0 s", 0)}
     assert header["totals"][0].startswith("streams 1") and not any(stale for _, stale in header.values())
+
+
+def call(stream: str, ended: bool = True) -> list[dict]:
+    """A call's messages: its start, an utterance, and its end unless it is still going."""
+    return [{"type": "stream_started", "stream": stream, "t": 0.0}, utterance(stream)] + ([{"type": "stream_ended", "stream": stream, "t": 3.0}] if ended else [])
+
+
+def test_after_messages_are_dropped_a_page_of_a_recording_monitor_fetches_what_it_lost_and_settles_each_card(browser, tmp_path, open_log):
+    """`dropped` was only counted: with a queue of 4 and 12 calls at once the page showed none of the 12 utterances
+    stored, a call's card stayed `started` after its stream_ended was dropped, and three calls had no card."""
+    log = open_log(tmp_path / "calls.db")
+    page = browser.new_page()
+    sockets: list[Any] = []
+    open_at_once: list[int] = []  # how many of the page's sockets are open, as each one opens or closes
+
+    def opened(socket) -> None:
+        sockets.append(socket)
+        open_at_once.append(sum(not s.is_closed() for s in sockets))
+        socket.on("close", lambda _: open_at_once.append(sum(not s.is_closed() for s in sockets)))
+
+    page.on("websocket", opened)
+    with serving(log, queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "ends-unheard", "t": 0.0})
+        wait_until(lambda: "ends-unheard" in stream_cards(page), 20)
+        burst = [utterance("ends-unheard"), {"type": "stream_ended", "stream": "ends-unheard", "t": 3.0}]
+        for number in range(6):
+            burst += call(f"call-{number}")
+        server.publish_at_once(burst + call("talking-1", ended=False) + call("talking-2", ended=False))
+        wait_until(lambda: len(page_utterances(page)) == 9, 20)  # every one stored, ends-unheard's too
+        for number in range(3):  # more bursts while the page catches up: one reconnect at a time, backing off
+            server.publish_at_once([m for n in range(4) for m in call(f"later-{number}-{n}")])
+        wait_until(lambda: len(page_utterances(page)) == 21 and "utterances fetched again" in page.inner_text("#dropped"), 30)
+        cards, shown, dropped = stream_cards(page), page_utterances(page), page.inner_text("#dropped")
+    page.close()
+    assert sorted(seq for seq, _, _ in shown) == list(range(1, 22))  # none missed, none twice
+    assert cards["ends-unheard"] == ("ended", "ended while messages were dropped", 1)
+    assert all(cards[f"call-{number}"] == ("ended", "ended", 1) for number in range(6))  # known from the database only
+    assert cards["talking-1"] == cards["talking-2"] == ("started", "started", 1)
+    count, said = dropped.split(" ", 1)
+    assert int(count) >= 20 and said == (
+        "messages dropped for this page (it read too slowly): its utterances fetched again; windows, warnings and errors among them are lost"
+    )
+    # at most one reconnect in flight, at most one a burst, and the connection it replaces read until it is there
+    assert max(open_at_once) <= 2 and 2 <= len(sockets) <= 1 + 4 and 0 not in open_at_once[:-1]
+
+
+def test_after_messages_are_dropped_a_page_of_a_monitor_without_record_says_they_are_lost_and_settles_the_cards_it_can(browser):
+    """Without --record nothing can be fetched again: the page says so, and ends a card whose stream_ended was
+    dropped once a status's count of live streams shows it is not live."""
+    page, sockets = page_watching_its_sockets(browser)
+    with serving(queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for number in range(5):  # one by one: nothing is dropped yet
+            server.publish({"type": "stream_started", "stream": f"call-{number}", "t": 0.0})
+            wait_until(lambda count=number + 1: len(stream_cards(page)) == count, 20)
+        window = {"type": "window", "utterance": 1, "t_start": 0.0, "t_end": 2.0, "probabilities": dict.fromkeys(EMOTIONS, 0.125)}
+        status = {"type": "status", "latency_ms": {"median": 1.0, "p95": 7}, "streams": 2, "utterances": 0}
+        server.publish_at_once(
+            [{"type": "stream_ended", "stream": f"call-{number}", "t": 3.0} for number in range(3)]
+            + [window | {"stream": "call-0"}] * 7 + [window | {"stream": "call-3"}, window | {"stream": "call-4"}, status, status]
+        )  # the last 4 reach the page: two windows of live calls, and statuses that count two
+        wait_until(lambda: "latency p95 7 ms" in page.inner_text("#totals"), 20)
+        cards, dropped = stream_cards(page), page.evaluate("document.getElementById('dropped')?.textContent")
+    page.close()
+    assert all(cards[f"call-{number}"] == ("ended", "ended while messages were dropped", 0) for number in range(3))
+    assert cards["call-3"] == cards["call-4"] == ("started", "started", 0)
+    assert dropped == "10 messages lost for this page (it read too slowly): the monitor runs without --record, so they cannot be fetched again"
+    assert len(sockets) == 1  # no reconnect: it would lose what was queued for the page, uncounted
