@@ -33,6 +33,9 @@ class Hello(TypedDict):
     record_id: str | None  # names the --record database: seqs from another database mean nothing here
     instance: str  # names this run of the monitor: a new one after a restart, so a subscriber can tell
     started_at: str  # when this run began, UTC (ISO 8601)
+    # with --record only, added for each subscriber: the last seq published (or stored before this run) when it
+    # connected; later ones reach it live, earlier ones are ?since='s. A reconnect after seeing none resumes from here.
+    last_seq: NotRequired[int]
 
 
 class Window(TypedDict):

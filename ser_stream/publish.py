@@ -580,7 +580,10 @@ class Publisher:
         # nothing is queued does not leave its handler waiting for ever.
         closed = asyncio.ensure_future(ignore_what_is_sent(connection))
         try:
-            await self._send(subscriber, json.dumps(self.hello))
+            # With --record, hello says up to which seq the database holds what came before: a client that has yet to
+            # see an utterance resumes from there after a reconnect (the page lost what was stored while it was away).
+            hello = self.hello if self.record_path is None else {**self.hello, "last_seq": live_after}
+            await self._send(subscriber, json.dumps(hello))
             for started in announced:
                 await self._send(subscriber, json.dumps(started))
             if since is not None:

@@ -87,6 +87,7 @@ def test_a_subscriber_catches_up_from_a_seq_and_seqs_keep_growing_across_restart
     assert [m["seq"] for m in replayed] == list(range(3, len(bounds) + 1))  # what it missed, oldest first
     assert messages[caught_up]["last"] == len(bounds)
     assert undocumented_fields(messages) == []
+    assert messages[0]["last_seq"] == len(bounds)  # hello: what the database held when the subscriber connected
     live = [m["seq"] for m in messages[caught_up:] if m["type"] == "utterance"]
     assert live == list(range(len(bounds) + 1, 2 * len(bounds) + 1))  # numbering continues, nothing twice
     # the same file, so the same stream and ids: the run each utterance came from is told by its stream's start
@@ -447,6 +448,34 @@ def test_a_database_keeps_its_record_id_across_restarts_and_another_database_has
     assert again.record_id == monday != other.record_id and len(monday) == 32
     again.close()
     other.close()
+
+
+def test_hello_names_the_last_seq_stored_or_published_when_the_subscriber_connected(tmp_path):
+    """A client that has seen no utterance yet resumes from it after a reconnect: without it the web page kept no seq
+    and lost what was stored while it reconnected. Without --record hello has no such field."""
+    log = UtteranceLog(tmp_path / "utterances.db")
+    for _ in range(3):
+        log.append({"type": "utterance", "stream": "a"})
+
+    async def scenario():
+        publisher = await publishing(tmp_path / "utterances.db")
+        url = f"ws://127.0.0.1:{publisher.port}/"
+        at_start = (await received(url, 1))[0]
+        publisher.publish(log.append({"type": "utterance", "stream": "a"}))
+        later = (await received(url, 1))[0]
+        unrecorded = Publisher("127.0.0.1", 0)
+        unrecorded.hello = {"type": "hello", "version": 1}
+        await unrecorded.start()
+        without = (await received(f"ws://127.0.0.1:{unrecorded.port}/", 1))[0]
+        await publisher.close()
+        await unrecorded.close()
+        return at_start, later, without
+
+    at_start, later, without = asyncio.run(scenario())
+    log.close()
+    assert at_start == {"type": "hello", "version": 1, "last_seq": 3}  # stored before this run
+    assert later == {"type": "hello", "version": 1, "last_seq": 4}  # and published since
+    assert without == {"type": "hello", "version": 1}
 
 
 @pytest.mark.parametrize("fate", ["deleted", "replaced"])

@@ -85,11 +85,11 @@ class MonitorStandIn:
     """The monitor's real Publisher serving the page, fed by the test as the worker would: every message and
     every moment of a restart is the test's to choose (its own thread and event loop: Playwright owns this one)."""
 
-    def __init__(self, log: UtteranceLog | None, port: int) -> None:
+    def __init__(self, log: UtteranceLog | None, port: int, queue_size: int = 10_000) -> None:
         self.log, self.loop = log, asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.publisher = Publisher("127.0.0.1", port, queue_size=10_000)  # the page reads all a test sends at once
+        self.publisher = Publisher("127.0.0.1", port, queue_size=queue_size)  # 10,000: the page reads all a test sends at once
         self.publisher.page = serve_page
         self.publisher.record_path = log.path if log is not None else None
         self.publisher.hello = {
@@ -107,6 +107,12 @@ class MonitorStandIn:
             message = self.log.append(message)
         self.publisher.publish_threadsafe(message)
 
+    def publish_at_once(self, messages: list[dict]) -> None:
+        """All in one turn of the event loop, as a burst from the worker: nothing is sent between them, so a
+        subscriber's queue of N keeps the last N and the page is told how many were dropped before them."""
+        stored = [self.log.append(m) if m["type"] == "utterance" and self.log is not None else m for m in messages]
+        self.loop.call_soon_threadsafe(lambda: [self.publisher.publish(message) for message in stored])
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.publisher.close(0.5, 0.5, 0.5), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -115,8 +121,8 @@ class MonitorStandIn:
 
 
 @contextmanager
-def serving(log: UtteranceLog | None = None, port: int = 0) -> Iterator[MonitorStandIn]:
-    stand_in = MonitorStandIn(log, port)
+def serving(log: UtteranceLog | None = None, port: int = 0, queue_size: int = 10_000) -> Iterator[MonitorStandIn]:
+    stand_in = MonitorStandIn(log, port, queue_size)
     try:
         yield stand_in
     finally:
@@ -509,3 +515,175 @@ def test_a_stream_live_again_under_an_id_that_failed_before_is_not_marked_failed
     page.close()
     assert live == ["", ""]
     assert ended == ("ended", "ended at 30.0 s", 1)
+
+
+def test_loading_the_page_logs_no_console_error(browser):
+    """Every page load logged `Failed to load resource: 404 (Not Found)`: the browser asked for /favicon.ico."""
+    page = browser.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("requestfailed", lambda request: console.append(f"request failed: {request.url}"))
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        page.wait_for_load_state("networkidle")
+    page.close()
+    assert [line for line in console if line.startswith(("error", "request failed"))] == []
+
+
+def test_bidi_controls_in_a_stream_id_are_shown_escaped_and_the_id_isolated(browser):
+    """An ingest client names its streams: `a\\u202eevil.exe` showed as "aexe.live", its override reversing the
+    id and the card's state after it. The dashboard escapes control characters; the page now does too."""
+    spoofed, tricks = "a\u202eevil.exe", "\u2067x\u200f\n\\y"
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for stream in (spoofed, tricks, "מוקד-3"):
+            server.publish({"type": "stream_started", "stream": stream, "t": 0.0})
+        server.publish({"type": "warning", "stream": spoofed, "message": "a call that lost packets"})
+        wait_until(lambda: len(stream_cards(page)) == 3 and page.is_visible("#log"), 20)
+        names = page.eval_on_selector_all(
+            "section.stream h2 .name", "names => names.map(n => [n.closest('.stream').dataset.stream, n.textContent, n.title, getComputedStyle(n).unicodeBidi])"
+        )
+        log = page.inner_text("#log li")
+    page.close()
+    assert sorted(names) == sorted([
+        [spoofed, "a\\u202eevil.exe", "a\\u202eevil.exe", "isolate"],
+        [tricks, "\\u2067x\\u200f\\u000a\\\\y", "\\u2067x\\u200f\\u000a\\\\y", "isolate"],  # a backslash of its own doubled
+        ["מוקד-3", "מוקד-3", "מוקד-3", "isolate"],  # right-to-left text is no control: shown as it is, kept to its span
+    ])
+    assert log == "warning (a\\u202eevil.exe): a call that lost packets"
+
+
+def test_a_page_that_has_shown_no_utterance_yet_catches_up_what_was_stored_while_it_reconnected(browser, tmp_path, open_log):
+    """The page kept no seq until it had shown an utterance: after a restart it reconnected without ?since= and lost
+    what the monitor stored before it was back (a review: `utterances 1` in the totals, no card, no word)."""
+    log = open_log(tmp_path / "calls.db")
+    for _ in range(4):  # stored before the page was opened: it starts live, as a page opened afresh does
+        log.append(utterance("yesterday"))
+    page = browser.new_page()
+    with serving(log) as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        port = first.port
+    log.append(utterance("while-away"))  # the monitor is back on the same database, and a call ends before the page is
+    with serving(log, port) as second:
+        wait_until(lambda: "while-away" in stream_cards(page), 20)
+        second.publish(utterance("live"))
+        wait_until(lambda: "live" in stream_cards(page), 20)
+        shown = page_utterances(page)
+    page.close()
+    assert sorted(shown) == [[5, "sad", "while-away"], [6, "sad", "live"]]  # none of yesterday's: the page started live
+
+
+def header_shown(page) -> dict[str, tuple[str, bool]]:
+    """The header's figures: each one's text and whether it is marked stale."""
+    return page.eval_on_selector_all(
+        "#totals, #losses, #behind", "spans => Object.fromEntries(spans.map(s => [s.id, [s.textContent, s.hasAttribute('data-stale')]]))"
+    )
+
+
+def test_while_the_monitor_is_unreachable_the_page_shows_its_live_cards_and_figures_as_unknown_until_it_is_back(browser):
+    """Killed, the monitor left the page showing its calls as live and the last status as current for as long as it
+    was away: only a small "reconnecting…" said anything was wrong (a review: 20 s after a SIGKILL, cards `started`)."""
+    page = browser.new_page()
+    with serving() as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        for call in ("call-1", "call-2", "call-3"):
+            first.publish({"type": "stream_started", "stream": call, "t": 0.0})
+        first.publish({"type": "stream_ended", "stream": "call-3", "t": 4.0})
+        first.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": 1}, "streams": 2, "utterances": 0,
+                       "behind_seconds": 3.0, "overruns": 2})
+        wait_until(lambda: page.is_visible("#behind"), 20)
+        port = first.port
+    wait_until(lambda: page.inner_text("#connection") == "reconnecting…", 20)
+    away = stream_cards(page), header_shown(page)
+    with serving(None, port) as second:
+        second.publish({"type": "stream_started", "stream": "call-2", "t": 0.0})  # still live: announced after hello
+        wait_until(lambda: page.inner_text("#connection") == "live" and stream_cards(page)["call-1"][0] == "ended", 20)
+        second.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": 2}, "streams": 1, "utterances": 0,
+                        "behind_seconds": 0.0, "overruns": 0})
+        wait_until(lambda: "latency p95 2 ms" in page.inner_text("#totals"), 20)
+        back = stream_cards(page), header_shown(page)
+    page.close()
+    cards, header = away
+    assert cards == {"call-1": ("unknown", "connection lost: state unknown", 0), "call-2": ("unknown", "connection lost: state unknown", 0),
+                     "call-3": ("ended", "ended at 4.0 s", 0)}  # an ended call is still known to have ended
+    assert header["totals"][0].startswith("as last heard: streams 2") and all(stale for _, stale in header.values())
+    assert header["behind"][0] == "behind live audio 3.0 s"
+    cards, header = back
+    assert cards == {"call-1": ("ended", "ended while disconnected", 0), "call-2": ("started", "started", 0), "call-3": ("ended", "ended at 4.0 s", 0)}
+    assert header["totals"][0].startswith("streams 1") and not any(stale for _, stale in header.values())
+
+
+def call(stream: str, ended: bool = True) -> list[dict]:
+    """A call's messages: its start, an utterance, and its end unless it is still going."""
+    return [{"type": "stream_started", "stream": stream, "t": 0.0}, utterance(stream)] + ([{"type": "stream_ended", "stream": stream, "t": 3.0}] if ended else [])
+
+
+def test_after_messages_are_dropped_a_page_of_a_recording_monitor_fetches_what_it_lost_and_settles_each_card(browser, tmp_path, open_log):
+    """`dropped` was only counted: with a queue of 4 and 12 calls at once the page showed none of the 12 utterances
+    stored, a call's card stayed `started` after its stream_ended was dropped, and three calls had no card."""
+    log = open_log(tmp_path / "calls.db")
+    page = browser.new_page()
+    sockets: list[Any] = []
+    open_at_once: list[int] = []  # how many of the page's sockets are open, as each one opens or closes
+
+    def opened(socket) -> None:
+        sockets.append(socket)
+        open_at_once.append(sum(not s.is_closed() for s in sockets))
+        socket.on("close", lambda _: open_at_once.append(sum(not s.is_closed() for s in sockets)))
+
+    page.on("websocket", opened)
+    with serving(log, queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "ends-unheard", "t": 0.0})
+        wait_until(lambda: "ends-unheard" in stream_cards(page), 20)
+        burst = [utterance("ends-unheard"), {"type": "stream_ended", "stream": "ends-unheard", "t": 3.0}]
+        for number in range(6):
+            burst += call(f"call-{number}")
+        server.publish_at_once(burst + call("talking-1", ended=False) + call("talking-2", ended=False))
+        wait_until(lambda: len(page_utterances(page)) == 9, 20)  # every one stored, ends-unheard's too
+        for number in range(3):  # more bursts while the page catches up: one reconnect at a time, backing off
+            server.publish_at_once([m for n in range(4) for m in call(f"later-{number}-{n}")])
+        wait_until(lambda: len(page_utterances(page)) == 21 and "utterances fetched again" in page.inner_text("#dropped"), 30)
+        cards, shown, dropped = stream_cards(page), page_utterances(page), page.inner_text("#dropped")
+    page.close()
+    assert sorted(seq for seq, _, _ in shown) == list(range(1, 22))  # none missed, none twice
+    assert cards["ends-unheard"] == ("ended", "ended while messages were dropped", 1)
+    assert all(cards[f"call-{number}"] == ("ended", "ended", 1) for number in range(6))  # known from the database only
+    assert cards["talking-1"] == cards["talking-2"] == ("started", "started", 1)
+    count, said = dropped.split(" ", 1)
+    assert int(count) >= 20 and said == (
+        "messages dropped for this page (it read too slowly): its utterances fetched again; windows, warnings and errors among them are lost"
+    )
+    # at most one reconnect in flight, at most one a burst, and the connection it replaces read until it is there
+    assert max(open_at_once) <= 2 and 2 <= len(sockets) <= 1 + 4 and 0 not in open_at_once[:-1]
+
+
+def test_after_messages_are_dropped_a_page_of_a_monitor_without_record_says_they_are_lost_and_settles_the_cards_it_can(browser):
+    """Without --record nothing can be fetched again: the page says so, and ends a card whose stream_ended was
+    dropped once a status's count of live streams shows it is not live."""
+    page, sockets = page_watching_its_sockets(browser)
+    with serving(queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for number in range(5):  # one by one: nothing is dropped yet
+            server.publish({"type": "stream_started", "stream": f"call-{number}", "t": 0.0})
+            wait_until(lambda count=number + 1: len(stream_cards(page)) == count, 20)
+        window = {"type": "window", "utterance": 1, "t_start": 0.0, "t_end": 2.0, "probabilities": dict.fromkeys(EMOTIONS, 0.125)}
+        status = {"type": "status", "latency_ms": {"median": 1.0, "p95": 7}, "streams": 2, "utterances": 0}
+        server.publish_at_once(
+            [{"type": "stream_ended", "stream": f"call-{number}", "t": 3.0} for number in range(3)]
+            + [window | {"stream": "call-0"}] * 7 + [window | {"stream": "call-3"}, window | {"stream": "call-4"}, status, status]
+        )  # the last 4 reach the page: two windows of live calls, and statuses that count two
+        wait_until(lambda: "latency p95 7 ms" in page.inner_text("#totals"), 20)
+        cards, dropped = stream_cards(page), page.evaluate("document.getElementById('dropped')?.textContent")
+    page.close()
+    assert all(cards[f"call-{number}"] == ("ended", "ended while messages were dropped", 0) for number in range(3))
+    assert cards["call-3"] == cards["call-4"] == ("started", "started", 0)
+    assert dropped == "10 messages lost for this page (it read too slowly): the monitor runs without --record, so they cannot be fetched again"
+    assert len(sockets) == 1  # no reconnect: it would lose what was queued for the page, uncounted

@@ -38,9 +38,12 @@ def _page(token_required: bool = False) -> tuple[bytes, str]:
 
 
 def serve_page(connection: ServerConnection, request: Request, token_required: bool = False) -> Response:
-    """GET / → the page (``token_required``: it asks for the token before it connects); anything else that is not a
-    WebSocket upgrade → 404."""
+    """GET / → the page (``token_required``: it asks for the token before it connects); /favicon.ico → 204 (browsers ask
+    for it with every page: a 404 was an error in the console of each); anything else that is not a WebSocket upgrade → 404."""
     path = request.path.split("?", 1)[0]
+    if path == "/favicon.ico":  # no icon, and nothing wrong: a day's cache saves a browser asking again at every load
+        no_icon = Headers([("Cache-Control", "max-age=86400"), ("X-Content-Type-Options", "nosniff")])
+        return Response(HTTPStatus.NO_CONTENT.value, HTTPStatus.NO_CONTENT.phrase, no_icon, b"")
     if path not in ("/", "/index.html"):
         return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page and its WebSocket are at /\n")
     body, policy = _page(token_required)
