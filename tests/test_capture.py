@@ -381,6 +381,16 @@ def test_a_stdin_read_that_fails_in_any_way_ends_its_stream_with_one_error_line(
     assert sink.finished and sink.error == "stdin: read failed (MemoryError)"
 
 
+def test_raw_pcm_on_stdin_ending_in_a_partial_frame_is_heard_whole_frames_and_the_rest_named():
+    """Nothing is dropped unsaid: the byte of a frame the pipe never finished is named in the stream's warning."""
+    sink = read_stdin(struct.pack("<h", 8192) + b"\x01")
+    assert sink.error is None and sink.ring.read().tolist() == [0.25]
+    assert sink.warning == "stdin: ended with 1 byte(s) that do not make a whole frame (ignored)"
+    stereo = read_stdin(struct.pack("<hh", 8192, 8192) + b"\x01\x02\x03", channels=2)
+    assert stereo.ring.read().tolist() == [0.25]
+    assert stereo.warning == "stdin: ended with 3 byte(s) that do not make a whole frame (ignored)"
+
+
 def test_raw_pcm_on_stdin_shorter_than_a_wav_header_is_still_audio():
     pcm = np.array([1000, -1000, 2000, -2000, 3000], "<i2")  # 10 bytes: fewer than the 12 read to look for a header
     np.testing.assert_array_equal(read_stdin(pcm.tobytes()).ring.read(), pcm.astype(np.float32) / 32768.0)
@@ -469,6 +479,15 @@ def test_a_wav_on_stdin_that_ends_before_the_audio_its_header_promises_is_said_t
     assert read_stdin(whole[:-2]).warning is None  # a sample short: a cut inside the last frame, as a file source judges
 
 
+@pytest.mark.parametrize(("missing_seconds", "warned"), [(0.15, True), (0.1, True), (0.09, False)])
+def test_a_wav_on_stdin_is_said_to_be_truncated_from_a_tenth_of_a_second_missing_as_a_file_is(missing_seconds, warned):
+    """The threshold a file source uses (audiofile.MISSING_SECONDS): less missing is a cut inside the last frame or two."""
+    whole = wav_bytes((tone(3.0, 16000) * 32767).astype("<i2"), 16000)
+    sink = read_stdin(whole[: len(whole) - 2 * round(missing_seconds * 16000)])
+    assert sink.error is None
+    assert (sink.warning is not None and sink.warning.startswith("stdin: truncated: its WAV header promises 3.00 s")) == warned
+
+
 def test_bytes_after_a_wav_streams_audio_that_are_no_chunk_of_it_are_said_to_be_unheard():
     """`cat a.wav b.wav |`: b.wav was never read, and nothing said so. The WAV's own chunks after its audio, and zero
     padding, are skipped quietly (test_chunks_after_a_wav_streams_audio_are_not_played_as_audio)."""
@@ -519,6 +538,53 @@ def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_
     third_written, third_spoken, _ = written[2]
     assert third_written >= third_spoken + 1.0  # written a second later: its latency counts that second
     assert sink.ring.arrival_of(2 * written[0][2]) == pytest.approx(third_spoken)
+
+
+def test_stdin_audio_arrives_when_read_however_long_it_then_waits_for_room(monkeypatch):
+    """A live pipe (arecord) kept waiting while the worker is behind has kept its audio waiting that long: the latency
+    counts from the read, before any wait for room (protocol.md, latency_ms)."""
+    import ser_stream.sources as sources
+
+    rate = 16000
+    clock = {"now": 1000.0}
+    fake_time = type("Time", (), {"monotonic": staticmethod(lambda: clock["now"]),
+                                  "sleep": staticmethod(lambda seconds: clock.__setitem__("now", clock["now"] + seconds))})
+    monkeypatch.setattr(sources, "time", fake_time)
+    read_at: list[float] = []  # when each read returned audio
+    written: list[tuple[float, float | None, int]] = []  # (when written, its arrival as the source gives it, samples)
+
+    class LivePipe(io.BytesIO):
+        """Gives its audio as a live source does: a read returns once the block has been spoken."""
+
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            clock["now"] += len(data) / 2 / rate
+            if data:
+                read_at.append(clock["now"])
+            return data
+
+    class Ring(RingBuffer):
+        checks_full = 600  # no room for the third block for 1.2 s: the worker is behind
+
+        def free(self) -> int:
+            if len(written) == 2 and self.checks_full:
+                self.checks_full -= 1
+                return 0
+            return super().free()
+
+        def write(self, samples, arrived_at=None):
+            written.append((clock["now"], arrived_at, samples.size))
+            return super().write(samples, arrived_at)
+
+    sink = Sink(2 * rate)
+    sink.ring = Ring(2 * rate)
+    pcm = (tone(0.5, rate) * 32767).astype("<i2").tobytes()
+    StdinSource(rate, 1, stream=LivePipe(pcm)).run(sink, threading.Event())
+    assert sink.error is None and sum(size for _, _, size in written) == rate // 2
+    assert [arrived for _, arrived, _ in written] == pytest.approx(read_at[1:])  # after its first 12 bytes, looked at for a header
+    third_written, third_read, _ = written[2]
+    assert third_written >= third_read + 1.0  # written a second after it was read: its latency counts that second
+    assert sink.ring.arrival_of(2 * written[0][2]) == pytest.approx(third_read)
 
 
 def stopped_while_waiting_for_room(monkeypatch) -> threading.Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from rich.console import Console
@@ -135,6 +136,19 @@ def test_on_an_80_by_24_terminal_the_provider_and_the_losses_are_always_in_the_f
         assert len(rows) == streams
 
 
+def test_a_stream_is_never_hidden_behind_a_row_saying_one_more():
+    """The streams panel shows a row per stream while they fit; only with more streams than rows does its last row
+    say how many more there are: with as many streams as rows, "… 1 more" would take the row the last stream needs."""
+    hidden = []
+    for streams in range(1, 16):
+        lines = live_frame(busy_state(streams), 80, 24)
+        rows = [line for line in lines if "rtp-" in line and "calm 0.65 at 3.0 s" in line]
+        more = [int(found.group(1)) for line in lines if (found := re.search(r"… (\d+) more", line))]
+        assert len(rows) + sum(more) == streams and more != [1]
+        hidden.append(sum(more))
+    assert hidden[0] == 0 and hidden[-1] >= 2  # from every stream shown to some behind "… N more"
+
+
 # What docs/protocol.md says are not losses or refusals: the type, gauges, tallies of work done, the latency summary,
 # renumberings a call followed with nothing lost, and connections that never asked for anything (port scans, health
 # checks). Written out here: built from messages.py's own set, a loss put there by mistake went unseen by this test.
@@ -162,12 +176,13 @@ def test_every_nonzero_loss_or_refusal_counter_of_the_status_is_shown():
 def test_a_worker_two_seconds_or_more_behind_live_audio_is_shown_beside_the_losses_before_anything_is_lost():
     """At 300 calls it fell 8 s behind with no loss counted: the dashboard said "losses: none" in dim grey."""
     shown = {}
-    for behind in (1.9, 8.24):
+    for behind in (1.9, 2.0, 8.24):
         state = DashboardState({"type": "hello", "provider": "cpu"})
         state.handle({"type": "status", "latency_ms": {}, "streams": 300, "windows": 0, "utterances": 0, "queue_depth": 3600,
                       "behind_seconds": behind, "overruns": 0})
         shown[behind] = "\n".join(live_frame(state, 80, 24))
     assert "behind live audio" not in shown[1.9]
+    assert "behind live audio 2.0 s" in shown[2.0]  # from 2 s on, as protocol.md says
     assert "losses: none" in shown[8.24] and "behind live audio 8.2 s" in shown[8.24]
 
 

@@ -668,6 +668,34 @@ def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
     assert opened[0].warning.startswith("no media for 0.3 s with the connection open: the call was ended")
 
 
+def test_a_connection_remembers_its_last_sixteen_paused_calls_to_resume():
+    """Each paused call keeps its start message so that its media resumes it; a connection keeps those of its last 16
+    paused calls (docs/reliability.md), and an older call's media is media before its start."""
+    ingest, opened = stalling_ingest(idle_seconds=0.05)
+    calls = [f"MZ{number}" for number in range(17)]
+
+    async def scenario() -> list[str]:
+        publisher = await serving(ingest)
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            for number, sid in enumerate(calls):
+                await connection.send(start(sid=sid))
+                await connection.send(media(CALLER, 1, 0, sid=sid))
+                while len(opened) <= number or not opened[number].finished:  # paused for want of media
+                    await asyncio.sleep(0.01)
+            await connection.send(media(CALLER, 2, 20, sid=calls[0]))  # the oldest: forgotten
+            await connection.send(media(CALLER, 2, 20, sid=calls[1]))  # the oldest still kept: resumed
+            await connection.send(LAST_FRAME)
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+        await publisher.close()
+        return replies
+
+    replies = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert replies == ["media for stream 'MZ0' before its start"]
+    assert [stream.stream_id for stream in opened] == [*calls, "MZ1"]
+
+
 def memory_kept_after(ingest: MediaIngest, calls: Callable[[Any, dict], Awaitable[None]]) -> tuple[int, list[str]]:
     """Memory traced once every frame ``calls`` sends over one connection (given a start padded to 60 kB to send as
     its calls' starts) has been handled, and the replies that came before that."""

@@ -46,3 +46,22 @@ def test_the_status_latency_p95_is_one_of_the_latencies_measured_as_the_benchmar
 
     assert status_latency([10.0, 20.0, 30.0, 40.0, 1000.0]) == {"median": 30.0, "p95": 1000.0}  # interpolated: 808.0
     assert status_latency([]) == {"median": 0.0, "p95": 0.0}
+
+
+def test_a_message_with_a_field_its_type_does_not_define_is_a_field_problem():
+    """The tests check every message they receive with ``field_problem``: were an unknown field let through, a field
+    sent but never defined (nor documented) would pass them all."""
+    from ser_stream.messages import field_problem
+
+    assert field_problem({"type": "dropped", "count": 1}) is None
+    assert field_problem({"type": "dropped", "count": 1, "extra": 0}) == "dropped: missing [], unknown ['extra']"
+    assert field_problem({"type": "dropped"}) == "dropped: missing ['count'], unknown []"
+    assert field_problem({"type": "gossip"}) == "unknown type 'gossip'"
+
+
+def test_an_utterance_unstored_or_stored_has_its_seq_first():
+    """protocol.md: ``seq`` is always an utterance's first key (null for one --record could not store)."""
+    from ser_stream.messages import numbered
+    from tests.conftest import utterance
+
+    assert list(numbered(utterance("call"), None))[:2] == list(numbered(utterance("call"), 7))[:2] == ["seq", "type"]

@@ -122,6 +122,41 @@ def test_a_late_subscriber_to_one_stream_is_told_of_that_stream_only():
     ]
 
 
+def test_a_subscriber_to_one_stream_still_gets_the_messages_of_no_stream():
+    """protocol.md: ``?stream=ID`` keeps that stream's messages "plus those of no stream": the status, and an error or
+    warning without a ``stream`` (the monitor falling behind, a --record failure) are about every stream."""
+
+    async def scenario() -> list[dict]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?stream=a") as subscriber:
+                received = [json.loads(await asyncio.wait_for(subscriber.recv(), 10))]  # hello: it is subscribed
+                for message in (
+                    {"type": "window", "stream": "b", "n": 1},
+                    {"type": "status", "overruns": 0},
+                    {"type": "warning", "message": "the monitor is 3.4 s behind live audio"},
+                    {"type": "error", "message": "--record calls.db: an utterance was not stored"},
+                    {"type": "warning", "stream": "b", "message": "about b"},
+                    {"type": "warning", "stream": "a", "message": "about a"},
+                ):
+                    publisher.publish(message)
+                while received[-1].get("stream") != "a":
+                    received.append(json.loads(await asyncio.wait_for(subscriber.recv(), 10)))
+        finally:
+            await publisher.close(0)
+        return received
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == [
+        {"type": "hello"},
+        {"type": "status", "overruns": 0},
+        {"type": "warning", "message": "the monitor is 3.4 s behind live audio"},
+        {"type": "error", "message": "--record calls.db: an utterance was not stored"},
+        {"type": "warning", "stream": "a", "message": "about a"},
+    ]
+
+
 def test_a_worker_that_fails_ends_the_monitor_with_exit_1_and_its_reason_in_one_line(tmp_path, shipped_model, monkeypatch, capsys):
     import soundfile
 

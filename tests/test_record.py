@@ -285,6 +285,32 @@ async def received(url: str, count: int) -> list[dict]:
         return [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(count)]
 
 
+def test_an_utterance_goes_out_with_seq_first_and_replayed_as_it_went_out_live(tmp_path, open_log):
+    """protocol.md: ``seq`` is always an utterance's first key. A client that keeps the lines it got (or hashes them)
+    sees one utterance, whether it came live or from a ?since= catch-up, as the same text."""
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "utterances.db")
+
+    async def scenario() -> tuple[str, str]:
+        publisher = await publishing(log.path)
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/") as live:
+                await asyncio.wait_for(live.recv(), 5)  # hello: it is subscribed
+                publisher.publish(log.append(utterance("call")))  # stored, then published, as the outbox does
+                live_text = await asyncio.wait_for(live.recv(), 5)
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as catching_up:
+                await asyncio.wait_for(catching_up.recv(), 5)  # hello
+                replayed_text = await asyncio.wait_for(catching_up.recv(), 5)
+        finally:
+            await publisher.close()
+        return str(live_text), str(replayed_text)
+
+    live_text, replayed_text = asyncio.run(scenario())
+    assert live_text.startswith('{"seq":1,"type":"utterance",')
+    assert replayed_text == live_text
+
+
 def test_a_since_that_is_not_an_utterance_seq_is_refused_with_1008_naming_it(tmp_path):
     """'²' passes str.isdigit() and 2**63 overflows SQLite: both once closed the subscriber with an unexplained 1011."""
     log = UtteranceLog(tmp_path / "utterances.db")

@@ -55,6 +55,26 @@ def test_overwrite_oldest_keeps_the_newest_audio():
     assert ring.overrun_samples == 6
 
 
+def test_each_read_that_finds_audio_overwritten_before_it_counts_one_overrun():
+    """``overruns`` counts the gaps in what the reader got, however many samples each lost (``overrun_samples``)."""
+    ring = RingBuffer(4)
+    ring.write(np.arange(10, dtype=np.float32))
+    ring.read()
+    assert (ring.overruns, ring.overrun_samples) == (1, 6)
+    ring.write(np.arange(10, 12, dtype=np.float32))
+    assert ring.read().tolist() == [10, 11] and ring.overruns == 1  # nothing lost: no overrun
+    ring.write(np.arange(12, 17, dtype=np.float32))
+    assert ring.read().tolist() == [13, 14, 15, 16]
+    assert (ring.overruns, ring.overrun_samples) == (2, 7)
+
+
+def test_unread_audio_available_is_at_most_the_capacity_however_much_was_written():
+    ring = RingBuffer(100)
+    ring.write(np.zeros(300, np.float32))
+    assert ring.available() == 100 and ring.free() <= 0
+    assert ring.read().size == 100 and ring.available() == 0
+
+
 def test_free_space_lets_a_patient_writer_avoid_overruns():
     ring = RingBuffer(8)
     ring.write(np.ones(6, np.float32))
@@ -89,7 +109,7 @@ def test_a_read_during_a_write_never_returns_the_samples_being_overwritten():
     pause_next_write_for_a_read(ring, received)
     ring.write(np.arange(8, 12, dtype=np.float32))  # overwrites samples 0-3 while the reader copies 0-7
     assert received == [4, 5, 6, 7]
-    assert ring.overrun_samples == 4
+    assert (ring.overruns, ring.overrun_samples) == (1, 4)
     assert ring.read().tolist() == [8, 9, 10, 11]
 
 
@@ -126,6 +146,16 @@ def test_a_read_that_finds_audio_lost_before_it_and_during_its_copy_counts_one_o
     assert ring.read().tolist() == [6, 7, 8, 9, 10, 11]
     assert (ring.overruns, ring.overrun_samples) == (1, 6)
     assert ring.read().tolist() == [12, 13] and ring.overruns == 1
+
+
+def test_a_read_that_finds_audio_lost_only_during_its_copy_counts_one_overrun():
+    """Nothing was lost when the read began; samples 0-1 were overwritten while it copied."""
+    ring = RingBuffer(8)
+    ring.write(np.arange(8, dtype=np.float32))
+    ring._data = ring._data.view(WritesMidRead)
+    ring._data.write_mid_read = lambda: ring.write(np.arange(8, 10, dtype=np.float32))
+    assert ring.read().tolist() == [2, 3, 4, 5, 6, 7]
+    assert (ring.overruns, ring.overrun_samples) == (1, 2)
 
 
 @settings(max_examples=300, deadline=None)
@@ -186,6 +216,20 @@ def test_the_ring_remembers_arrivals_of_all_it_holds_however_many_small_writes_b
     truth = arrivals_by_position(sizes)
     for position in range(len(truth) - 4096, len(truth)):
         assert truth[position - 8] <= ring.arrival_of(position) <= truth[position]
+
+
+def test_audio_the_writer_overwrote_no_longer_counts_as_waiting():
+    """How long the reader has kept audio waiting runs from the oldest audio it can still read: 30 writes of 100
+    samples, one a second, into a ring of 1000 that nobody reads hold the last ten, the first of which came at 20 s."""
+    ring = RingBuffer(1000)
+    assert ring.waiting_since() is None
+    for second in range(30):
+        ring.write(np.zeros(100, np.float32), arrived_at=float(second))
+    assert ring.waiting_since() == 20.0
+    ring.read(150)
+    assert ring.waiting_since() == 21.0
+    ring.read()
+    assert ring.waiting_since() is None
 
 
 def test_the_ring_takes_the_time_of_a_write_that_gives_none_from_the_clock():

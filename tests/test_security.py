@@ -95,7 +95,7 @@ def test_token_comparison_is_exact():
     assert not token_matches("\ud800", "abc") and token_matches("\udcff", "\udcff")  # a start's JSON; an environment's byte
 
 
-def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade():
+def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade_and_counted():
     async def scenario():
         publisher = await started(AccessConfig(allowed_origins=("https://wallboard.example",)))
         url = f"ws://127.0.0.1:{publisher.port}/"
@@ -104,12 +104,14 @@ def test_browser_origins_outside_the_allow_list_are_refused_before_the_upgrade()
         allowed = await first_message(url, origin="https://wallboard.example")
         same_origin = await first_message(url, origin=f"http://127.0.0.1:{publisher.port}")  # the monitor's own page
         no_origin = await first_message(url)  # not a browser
+        counters = publisher.counters()
         await publisher.close()
-        return refused.value.response.status_code, allowed, same_origin, no_origin
+        return refused.value.response.status_code, counters, allowed, same_origin, no_origin
 
-    status, *hellos = asyncio.run(scenario())
+    status, counters, *hellos = asyncio.run(scenario())
     assert status == 403
     assert all(hello["type"] == "hello" for hello in hellos)
+    assert counters["refused_origin"] == 1  # the status's count of it: the three let in are not counted
 
 
 async def raw_request(port: int, headers: str, path: str = "/", upgrade: bool = True, method: str = "GET") -> tuple[str, str]:
