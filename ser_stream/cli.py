@@ -372,7 +372,7 @@ def _add_monitor_arguments(parser: argparse.ArgumentParser, pace: str) -> None:
     parser.add_argument("--max-streams", type=whole_number(1), default=MonitorConfig().max_streams, help="streams open at once, default %(default)s (RTP and ingest calls beyond it are refused, counted in status)")
     # literals, not MonitorOptions and AccessConfig: importing the monitor here cost every command ~0.1 s (classify
     # included); test_the_monitor_given_no_options_runs_with_its_config_dataclasses_defaults holds them equal
-    parser.add_argument("--subscriber-queue", type=whole_number(1), default=512, help="messages queued per subscriber before its oldest are dropped (default %(default)s)")
+    parser.add_argument("--subscriber-queue", type=whole_number(1), default=8192, help="messages queued per subscriber before its oldest are dropped (default %(default)s: 40 s at 200 messages a second)")
     parser.add_argument("--await-subscribers", type=whole_number(0), default=0, help="start the sources only once N subscribers are connected")
     parser.add_argument("--log-status", type=positive_seconds, default=0.0, metavar="SECONDS",
                         help="for a service's log: a status line on stderr this often, and a warning naming any loss or refusal counted since the line before (default: none)")

@@ -41,7 +41,7 @@ from ser_stream.messages import (
 )
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
-from ser_stream.publish import AccessConfig, Publisher
+from ser_stream.publish import SUBSCRIBER_QUEUE, AccessConfig, Publisher
 from ser_stream.record import RecordError, UtteranceLog
 from ser_stream.rtp import RtpConfig, RtpReceiver, parse_address
 from ser_stream.sources import STDIN_SAMPLE_RATE, SourceSpec, open_source
@@ -63,7 +63,7 @@ class MonitorOptions:
     mic_rate: int | None = None
     config: MonitorConfig = field(default_factory=MonitorConfig)
     print_messages: bool = False  # headless: one JSON line per utterance, error and warning on stdout (PRINTED_TYPES)
-    subscriber_queue: int = 512
+    subscriber_queue: int = SUBSCRIBER_QUEUE
     await_subscribers: int = 0  # batch jobs: start the sources once this many subscribers are connected
     log_status_seconds: float = 0.0  # services: a status line on stderr this often (0: none), and what was lost since
     ingest: bool = False  # accept call audio at ws://HOST:PORT/ingest; run until stopped

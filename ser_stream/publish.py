@@ -3,6 +3,8 @@
 A subscriber that reads slowly (or never) loses its *oldest* queued messages
 first — the newest state is what a live view needs — and the count of what it
 lost is sent to it as a ``dropped`` message before the next one it does get.
+Its socket holds little it has not sent (``SUBSCRIBER_UNSENT_BYTES``): what one
+that stops reading misses overflows its queue, counted, not the kernel's buffer.
 One that answers no keepalive ping (see ``Keepalive``) is cut off, and what was
 still queued for it is counted with the drops.
 Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``, and, when
@@ -29,8 +31,10 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import sqlite3
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -53,6 +57,18 @@ from ser_stream.record import last_stored_seq, read_since
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
 
 LARGEST_SEQ = 2**63 - 1  # seqs are SQLite row ids; a larger ?since= overflows the catch-up's query
+
+# Messages queued per subscriber before its oldest are dropped (--subscriber-queue): a subscriber that pauses for 40 s,
+# the most the keepalive allows, at 200 messages a second (100 calls speaking) loses none. The texts are shared between
+# subscribers: a stalled one costs a pointer per message, and keeps the last 8192 texts alive (~2.3 MB of windows).
+SUBSCRIBER_QUEUE = 8192
+# What a subscriber's socket may hold that it has not yet sent (TCP_NOTSENT_LOWAT). Uncapped, Linux grows a socket's send
+# buffer to 4 MB: a subscriber that stopped reading took ~17,000 messages into it, lost uncounted once it was cut off,
+# before its queue dropped (and counted) the first. Capped, its connection takes ~0.25 MB unread, with websockets' own
+# 32 KiB (its write_limit) and the client's receive buffer; what it misses beyond is dropped from its queue, counted.
+SUBSCRIBER_UNSENT_BYTES = 128 * 1024
+# Python lacks the name on some builds; 25 is Linux's value. Where the system has no such option, nothing is capped.
+TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform.startswith("linux") else None)
 
 
 @dataclass(frozen=True)
@@ -270,6 +286,16 @@ def endpoint(target: str) -> str | None:
     return {"/": "/", "/ingest": "/ingest", "/ingest/": "/ingest"}.get(target.partition("?")[0])  # urlsplit reads "//x" as a host
 
 
+def cap_unsent_bytes(connection: ServerConnection) -> None:
+    """Keep what a subscriber's socket holds unsent to ``SUBSCRIBER_UNSENT_BYTES``, so that a subscriber that stops
+    reading fills its queue, where drops are counted, not the kernel's buffer; where the system cannot, nothing."""
+    sock = connection.transport.get_extra_info("socket")  # the TCP socket under TLS too
+    if TCP_NOTSENT_LOWAT is None or sock is None:
+        return
+    with contextlib.suppress(OSError):  # a kernel older than the option (Linux 3.12)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, SUBSCRIBER_UNSENT_BYTES)
+
+
 async def ignore_what_is_sent(connection: ServerConnection) -> None:
     """Read and drop what a subscriber sends (application pings, 'subscribe' messages) until its connection closes.
 
@@ -295,7 +321,7 @@ class Subscriber:
 class Publisher:
     """Serves ``hello`` then every published message to any number of subscribers."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8765, queue_size: int = 512, access: AccessConfig | None = None,
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765, queue_size: int = SUBSCRIBER_QUEUE, access: AccessConfig | None = None,
                  keepalive: Keepalive | None = None) -> None:
         self.host, self.port, self.queue_size = host, port, queue_size
         self.access = access or AccessConfig()
@@ -570,6 +596,7 @@ class Publisher:
             await connection.close(CloseCode.POLICY_VIOLATION, asked.refusal)
             return
         stream, since = asked.stream, asked.since
+        cap_unsent_bytes(connection)  # a subscriber's only: an ingest client's replies are few
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
         self.subscribers.add(subscriber)  # live messages queue from here on
         # What was published before that is sent from the publisher's state: the streams live then, and, with ?since=,

@@ -165,11 +165,14 @@ def test_stream_onsets_starts_each_clips_stream_from_each_point_and_counts_utter
 def test_unread_subscriber_finds_what_a_subscriber_that_stops_reading_took_before_its_first_counted_drop():
     import asyncio
 
-    from benchmarks.unread_subscriber import measure
+    from benchmarks.unread_subscriber import before_and_now
 
-    taken = asyncio.run(measure(rate=1e6, seconds=60, queue_size=512))  # as fast as the loop goes: its buffers fill first
-    assert taken.dropped == 1 and taken.queued == 512
-    assert taken.unread == taken.published - 512 > 0 and "handed to the connection unread" in str(taken)
+    # as fast as the loop goes: its buffers fill first
+    before, now = asyncio.run(before_and_now(rate=1e6, seconds=60, queue_size=512))
+    for taken, how in ((before, "socket uncapped (before)"), (now, "socket capped at 128 KiB unsent")):
+        assert taken.dropped == 1 and taken.queued == 512
+        assert taken.unread == taken.published - 512 > 0 and str(taken).startswith(f"{how}, --subscriber-queue 512: ")
+        assert "handed to the connection unread" in str(taken)
 
 # --- alternation: every round runs each contender once, in turn ------------------------------------------------
 

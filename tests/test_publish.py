@@ -354,10 +354,12 @@ def test_a_catch_up_counts_as_dropped_only_what_its_subscriber_never_receives(tm
     assert (live, told, dropped) == (list(range(24, 31)), 23, 23)  # the oldest 23 dropped; the newest 7 and END kept
 
 
-def stalled_subscriber(port: int) -> socket.socket:
-    """A subscriber that connects and never reads again (a frozen browser tab, a client behind a dead link)."""
+def stalled_subscriber(port: int, receive_buffer: int | None = 4096) -> socket.socket:
+    """A subscriber that connects and never reads again (a frozen browser tab, a client behind a dead link); its
+    socket receives into ``receive_buffer`` bytes (None: the system's default, as a browser's)."""
     client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if receive_buffer is not None:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     client.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     client.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -447,6 +449,107 @@ def test_a_subscriber_that_stops_reading_is_cut_off_and_what_was_queued_for_it_c
     assert close_sent == (None if full else (1011, "keepalive ping timeout"))
     assert counters["subscribers"] == 0 and counters["subscribers_cut_off"] == 1
     assert queued > 0 and counters["subscriber_drops"] == queued  # none overflowed the queue: only these were lost
+
+
+LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def numbered_window(number: int) -> dict:
+    """A window message as a busy monitor publishes them (~230 bytes), numbered so a client can tell which it got."""
+    return {"type": "window", "stream": f"rtp-{number % 100:08x}", "utterance": number, "t_start": number / 200, "t_end": number / 200 + 2,
+            "probabilities": {label: round(0.125 + (-1) ** index * 0.0123, 4) for index, label in enumerate(LABELS)}}
+
+
+def text_frames(client: socket.socket, last: dict) -> list[dict]:
+    """The messages a raw subscriber reads from its connection, its handshake's response first (server frames are
+    unmasked), up to ``last``."""
+    stream = client.makefile("rb")
+    while stream.readline() != b"\r\n":
+        pass
+    messages: list[dict] = []
+    while messages[-1:] != [last]:
+        first, second = stream.read(2)
+        length = second & 0x7F
+        if length >= 126:
+            length = int.from_bytes(stream.read(2 if length == 126 else 8), "big")
+        payload = stream.read(length)
+        if first & 0x0F == 0x1:  # text; a ping, were the keepalive to send one, is not a message
+            messages.append(json.loads(payload))
+    return messages
+
+
+async def publish_while_it_does_not_read(publisher: Publisher, count: int) -> None:
+    """Publish ``count`` window messages, then END, to a subscriber that reads nothing meanwhile, letting the publisher
+    send after each as a monitor's loop would."""
+    while not publisher.subscribers:
+        await asyncio.sleep(0.01)
+    for number in range(count):
+        publisher.publish(numbered_window(number))
+        await asyncio.sleep(0)
+    publisher.publish(END)
+
+
+async def read_on(client: socket.socket) -> list[dict]:
+    """What a subscriber that stopped reading receives once it reads again, up to END."""
+    return await asyncio.wait_for(asyncio.to_thread(text_frames, client, END), 60)  # (a bound for a failing test)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the bound is Linux's: its send buffer grows to 4 MB, its receive buffer starts at 128 KiB")
+def test_a_subscriber_that_stops_reading_takes_little_unread_and_what_it_then_misses_is_counted_and_announced():
+    """Linux grows a socket's send buffer to 4 MB: a subscriber that stopped reading took some 17,000 window messages
+    into its connection before its queue dropped, and counted, the first; cut off, it lost them uncounted. Now its
+    connection takes what the socket may hold unsent (SUBSCRIBER_UNSENT_BYTES), websockets' 32 KiB and the client's
+    own receive buffer, a quarter of a megabyte; the rest overflows its queue, counted and announced: if it reads again,
+    what it receives and what it is told it lost are every message published."""
+    published = 20_000  # 4.6 MB
+
+    async def scenario() -> tuple[list[dict], int, int]:
+        publisher = Publisher("127.0.0.1", 0, queue_size=64)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client = await asyncio.to_thread(stalled_subscriber, publisher.port, None)
+        try:
+            await publish_while_it_does_not_read(publisher, published)
+            receive_buffer = client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # (it grows once the client reads)
+            return await read_on(client), publisher.dropped_total, receive_buffer
+        finally:
+            await publisher.close(0)
+            client.close()
+
+    received, dropped, receive_buffer = asyncio.run(scenario())
+    windows = [m["utterance"] for m in received if m["type"] == "window"]
+    told = [m["count"] for m in received if m["type"] == "dropped"]
+    # those it received up to the first it missed: handed to its connection before its queue dropped any
+    taken_unread = next((got for got, number in enumerate(windows) if got != number), len(windows))
+    unread_bytes = sum(len(json.dumps(numbered_window(number), separators=(",", ":"))) + 4 for number in range(taken_unread))
+    # 128 KiB unsent (SUBSCRIBER_UNSENT_BYTES) and a segment past it, websockets' 32 KiB, the client's receive buffer
+    cap = 2**17 + 2**16 + 2**15 + receive_buffer
+    assert unread_bytes <= cap, f"{taken_unread} messages ({unread_bytes} bytes) taken unread"
+    assert len(windows) + sum(told) == published and sum(told) == dropped  # nothing lost uncounted
+    assert windows == [*range(taken_unread), *range(published - len(windows) + taken_unread, published)]  # the oldest dropped
+
+
+def test_a_subscriber_that_pauses_for_15_s_of_a_busy_monitors_messages_then_reads_on_misses_none():
+    """A client busy for 15 s (an application busy elsewhere, a browser tab frozen and restored) at 200 window messages a
+    second, 100 calls speaking: the 3,000 published meanwhile wait for it, in its queue (--subscriber-queue, 8192) and
+    its connection, and it receives every one. Its socket capped at 128 KiB unsent, the connection took ~1,100 of them:
+    with the queue of 512 it had before, over 1,000 were dropped."""
+
+    async def scenario() -> tuple[list[dict], int]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client = await asyncio.to_thread(stalled_subscriber, publisher.port, None)
+        try:
+            await publish_while_it_does_not_read(publisher, 3000)
+            return await read_on(client), publisher.dropped_total
+        finally:
+            await publisher.close(0)
+            client.close()
+
+    received, dropped = asyncio.run(scenario())
+    assert [m["utterance"] for m in received if m["type"] == "window"] == list(range(3000))
+    assert dropped == 0 and not [m for m in received if m["type"] == "dropped"]
 
 
 @pytest.mark.parametrize("how", ["its network gone during the drain", "the keepalive cuts it off during the drain",
