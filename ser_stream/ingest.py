@@ -431,7 +431,8 @@ class MediaIngest:
                     if isinstance(error, CallRefused):  # a call lost: the operator is told each time
                         if not error.counted:
                             self.count_refused()
-                        if error.call_id is not None:
+                        if error.call_id is not None and error.call_id not in calls:  # a bad start repeated for the
+                            # call the connection carries refuses that start, not the call: its media plays on, its stop ends it
                             refused.pop(error.call_id, None)
                             refused[error.call_id] = None
                             for forgotten in list(refused)[:-REFUSED_CALLS_KEPT]:

@@ -852,3 +852,21 @@ def test_a_message_over_the_size_limit_ends_the_call_with_a_warning_and_an_empty
     assert opened[SID].warning == "the connection sent a message over the 64 KiB limit and was closed (1009); the call ended there"
     with pytest.raises(IngestError, match=r"^call refused: start\.streamSid is empty: name the call$"):
         parse_message(start(sid=""))
+
+
+@pytest.mark.parametrize("bad_field", ["mediaFormat", "tracks"])
+def test_a_bad_start_repeated_for_the_call_a_connection_carries_is_refused_and_the_call_plays_on_to_its_stop(bad_field):
+    """A second start for the live call's own id, with a format or tracks the monitor refuses: once remembered as a
+    refused call's id, so the live call's remaining media was dropped as that refused call's and its stop swallowed
+    (480 of 8,480 samples heard, the stream held open until --call-idle). Only that start is refused."""
+    bad = json.loads(start())
+    if bad_field == "mediaFormat":
+        bad["start"]["mediaFormat"] = {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}
+    else:
+        bad["start"]["tracks"] = ["sideways"]
+    frames = [start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in (1, 2, 3)), json.dumps(bad),
+              *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in range(4, 54)), json.dumps({"event": "stop", "streamSid": SID})]
+    opened, replies, ingest, refused = call(frames)
+    assert len(replies) == 1 and replies[0].startswith(f"stream '{SID}' refused: ")
+    assert audio(opened[SID]).size == 53 * FRAME and opened[SID].finished
+    assert ingest.counters()["ingest_refused_media"] == 0
