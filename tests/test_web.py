@@ -531,6 +531,27 @@ def test_loading_the_page_logs_no_console_error(browser):
     assert [line for line in console if line.startswith(("error", "request failed"))] == []
 
 
+def test_every_plain_http_answer_says_its_connection_closes_so_a_client_asks_again_on_a_new_one():
+    """The 204 for /favicon.ico and the page's 200 lacked the `Connection: close` and `Date` of every other answer:
+    the server closes the connection after any answer but an upgrade, so curl sent its next request on a closed one
+    ("Connection died, retrying a fresh connect") and Python's http.client failed (RemoteDisconnected)."""
+    import http.client
+    from email.utils import parsedate_to_datetime
+
+    answers = []
+    with serving() as server:
+        client = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # one client, as a browser keeps one
+        for path in ("/favicon.ico", "/", "/favicon.ico", "/nowhere", "/"):
+            client.request("GET", path)
+            response = client.getresponse()
+            response.read()
+            date = response.getheader("Date")
+            answers.append((path, response.status, response.getheader("Connection"), date is not None and parsedate_to_datetime(date).tzname() == "UTC"))
+        client.close()
+    assert answers == [("/favicon.ico", 204, "close", True), ("/", 200, "close", True), ("/favicon.ico", 204, "close", True),
+                       ("/nowhere", 404, "close", True), ("/", 200, "close", True)]
+
+
 def test_bidi_controls_in_a_stream_id_are_shown_escaped_and_the_id_isolated(browser):
     """An ingest client names its streams: `a\\u202eevil.exe` showed as "aexe.live", its override reversing the
     id and the card's state after it. The dashboard escapes control characters; the page now does too."""
