@@ -570,11 +570,37 @@ def test_bidi_controls_in_a_stream_id_are_shown_escaped_and_the_id_isolated(brow
         log = page.inner_text("#log li")
     page.close()
     assert sorted(names) == sorted([
-        [spoofed, "a\\u202eevil.exe", "a\\u202eevil.exe", "isolate"],
-        [tricks, "\\u2067x\\u200f\\u000a\\\\y", "\\u2067x\\u200f\\u000a\\\\y", "isolate"],  # a backslash of its own doubled
+        [spoofed, "'a\\u202eevil.exe'", "'a\\u202eevil.exe'", "isolate"],
+        [tricks, "'\\u2067x\\u200f\\n\\\\y'", "'\\u2067x\\u200f\\n\\\\y'", "isolate"],  # a backslash of its own doubled
         ["מוקד-3", "מוקד-3", "מוקד-3", "isolate"],  # right-to-left text is no control: shown as it is, kept to its span
     ])
-    assert log == "warning (a\\u202eevil.exe): a call that lost packets"
+    assert log == "warning ('a\\u202eevil.exe'): a call that lost packets"
+
+
+def test_stream_ids_that_differ_never_look_the_same_on_the_page_which_shows_them_as_the_dashboard_does(browser):
+    """Backslashes were doubled only in an id with a control character, so `call\\n7` and the typed `call\\\\u000a7` both
+    showed `call\\u000a7`; zero-width and other invisible characters were not escaped, so `MZ123`, `MZ1\\u200b23` and
+    `MZ12\\ufeff3` all showed `MZ123`. The dashboard tells them apart: an id Python calls not printable is quoted and
+    escaped (`ascii()`). The page now shows each id as the dashboard does."""
+    from ser_stream.dashboard import untrusted
+
+    ids = ["call\n7", "call\\u000a7", "MZ123", "MZ1\u200b23", "MZ12\ufeff3", "MZ\u206023", "line1\u2028line2", "a\u00a0b",
+           "it's \u200b", "say \"hi\"\u200b", "both ' \" \t", "agent \U0001F469\u200d\U0001F4BB", "priv\U000F0001",
+           "caf\u00e9 \u901a\u8a71 e\u0301", "\u05de\u05d5\u05e7\u05d3-3", "C:\\calls\\7", "\x7f\x85 \u00ad"]
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for stream in ids:
+            server.publish({"type": "stream_started", "stream": stream, "t": 0.0})
+            server.publish({"type": "warning", "stream": stream, "message": "a call that lost packets"})
+        wait_until(lambda: len(stream_cards(page)) == len(ids) and len(page.query_selector_all("#log li")) == len(ids), 20)
+        names = page.eval_on_selector_all("section.stream", "cards => cards.map(c => [c.dataset.stream, c.querySelector('.name').textContent, c.querySelector('.name').title])")
+        logged = page.eval_on_selector_all("#log li bdi", "names => names.map(n => n.textContent)")
+        page.close()
+    assert {stream: (text, title) for stream, text, title in names} == {stream: (untrusted(stream).plain,) * 2 for stream in ids}
+    assert sorted(logged) == sorted(untrusted(stream).plain for stream in ids)
+    assert len({text for _, text, _ in names}) == len(ids)  # no two alike
 
 
 def test_a_page_that_has_shown_no_utterance_yet_catches_up_what_was_stored_while_it_reconnected(browser, tmp_path, open_log):
