@@ -711,6 +711,26 @@ def test_after_messages_are_dropped_a_page_of_a_recording_monitor_fetches_what_i
     assert max(open_at_once) <= 2 and 2 <= len(sockets) <= 1 + 4 and 0 not in open_at_once[:-1]
 
 
+def test_utterances_fetched_again_after_drops_take_their_place_in_the_timeline_newest_first(browser, tmp_path, open_log):
+    """Fetched again, the dropped utterances were put on top, above the newer ones the page had meanwhile (a review:
+    seqs 4, 3, 2, italic, above 8, 7, 6, 5, 1). The timeline is newest first, by seq."""
+    log = open_log(tmp_path / "calls.db")
+    page = browser.new_page()
+    with serving(log, queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        server.publish(utterance("call", 1, 0.5, 2.5))
+        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        server.publish_at_once([utterance("call", number, 3.0 * number, 3.0 * number + 2) for number in range(2, 9)])  # 3 dropped
+        wait_until(lambda: len(page_utterances(page)) == 8 and "fetched again" in page.inner_text("#dropped"), 20)
+        timeline = page.eval_on_selector_all(
+            "section.stream .utterance", "rows => rows.map(r => [Number(r.dataset.seq), r.querySelector('.time').textContent, r.classList.contains('replayed')])"
+        )
+        page.close()
+    assert timeline == [[seq, f"{3.0 * seq:.1f}–{3.0 * seq + 2:.1f} s", seq in (2, 3, 4)] for seq in range(8, 1, -1)] + [[1, "0.5–2.5 s", False]]
+
+
 def test_after_messages_are_dropped_a_page_of_a_monitor_without_record_says_they_are_lost_and_settles_the_cards_it_can(browser):
     """Without --record nothing can be fetched again: the page says so, and ends a card whose stream_ended was
     dropped once a status's count of live streams shows it is not live."""
