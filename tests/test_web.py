@@ -782,6 +782,36 @@ def test_a_slow_page_fetching_what_was_dropped_loses_nothing_else_its_connection
     assert live_connection_open and len(sockets) == 2  # the catch-up's, closed once it had caught up
 
 
+@pytest.mark.parametrize("back_on", ["another database", "no database"])
+def test_utterances_dropped_before_the_monitor_came_back_on_another_database_are_said_to_be_beyond_fetching(browser, tmp_path, open_log, back_on):
+    """Dropped messages not yet fetched again when the monitor restarted on another database (or without --record):
+    the header said `fetching its utterances again…` for ever (a review), though they were in the old database."""
+    first_log = open_log(tmp_path / "monday.db")
+    page = browser.new_page()
+    with serving(first_log, queue_size=4) as first:
+        page.goto(first.url)
+        wait_until(lambda: subscribed(page), 20)
+        first.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        first.publish(utterance("call", 1))
+        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        first.publish_at_once([utterance("call", number) for number in range(2, 10)])  # 4 dropped; then the monitor stops
+        port = first.port
+    second_log = open_log(tmp_path / "tuesday.db") if back_on == "another database" else None
+    with serving(second_log, port) as second:
+
+        def heard_from_the_second() -> bool:  # on the connection the page keeps (one asking ?since= a Monday seq is not)
+            second.publish({"type": "status", "latency_ms": {"median": 1.0, "p95": 42}, "streams": 0, "utterances": 0})
+            return "latency p95 42 ms" in page.inner_text("#totals")
+
+        wait_until(heard_from_the_second, 20)
+        dropped = page.inner_text("#dropped")
+        page.close()
+    assert dropped == {
+        "another database": "4 messages dropped for this page (it read too slowly): its utterances could not be fetched again (the monitor came back on another database)",
+        "no database": "4 messages lost for this page (it read too slowly): the monitor runs without --record, so they cannot be fetched again",
+    }[back_on]
+
+
 def test_utterances_fetched_again_after_drops_take_their_place_in_the_timeline_newest_first(browser, tmp_path, open_log):
     """Fetched again, the dropped utterances were put on top, above the newer ones the page had meanwhile (a review:
     seqs 4, 3, 2, italic, above 8, 7, 6, 5, 1). The timeline is newest first, by seq."""
