@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from email.utils import formatdate
 from functools import lru_cache
 from http import HTTPStatus
 from pathlib import Path
@@ -37,23 +38,27 @@ def _page(token_required: bool = False) -> tuple[bytes, str]:
     return html.encode("utf-8"), policy
 
 
+def _answer(status: HTTPStatus, headers: list[tuple[str, str]], body: bytes = b"") -> Response:
+    """A response of the page server's own, with the ``Date`` and ``Connection: close`` websockets' ``respond()`` gives
+    the others: the server closes the connection after any answer but an upgrade, and a client not told so sent its next
+    request on it (curl: 'Connection died, retrying a fresh connect')."""
+    return Response(status.value, status.phrase, Headers([("Date", formatdate(usegmt=True)), ("Connection", "close"), *headers]), body)
+
+
 def serve_page(connection: ServerConnection, request: Request, token_required: bool = False) -> Response:
     """GET / → the page (``token_required``: it asks for the token before it connects); /favicon.ico → 204 (browsers ask
     for it with every page: a 404 was an error in the console of each); anything else that is not a WebSocket upgrade → 404."""
     path = request.path.split("?", 1)[0]
     if path == "/favicon.ico":  # no icon, and nothing wrong: a day's cache saves a browser asking again at every load
-        no_icon = Headers([("Cache-Control", "max-age=86400"), ("X-Content-Type-Options", "nosniff")])
-        return Response(HTTPStatus.NO_CONTENT.value, HTTPStatus.NO_CONTENT.phrase, no_icon, b"")
+        return _answer(HTTPStatus.NO_CONTENT, [("Cache-Control", "max-age=86400"), ("X-Content-Type-Options", "nosniff")])
     if path not in ("/", "/index.html"):
         return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page and its WebSocket are at /\n")
     body, policy = _page(token_required)
-    headers = Headers(
-        [
-            ("Content-Type", "text/html; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Content-Security-Policy", policy),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Cache-Control", "no-store"),
-        ]
-    )
-    return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+    headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Content-Security-Policy", policy),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Cache-Control", "no-store"),
+    ]
+    return _answer(HTTPStatus.OK, headers, body)
