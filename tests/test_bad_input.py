@@ -437,6 +437,9 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--source", "rtp:[::1]:0", "--rtp-allow", "10.0.5.0/24"], "rtp:[::1]:0: hears only IPv6 senders, and no --rtp-allow network is IPv6"),
         (["--call-idle", "5"], "--call-idle 5.0: only with calls (an rtp: source, or --ingest)"),
         (["--ingest", "--call-idle", "100000"], "--call-idle 100000.0: at most 60 s (an RTP sequence gap longer than that reads as a restarted numbering)"),
+        # one without the other once served plain ws:// unsaid, the key (or certificate) given for nothing
+        (["--tls-key", "key.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--max-ingest-connections", "5"], "--max-ingest-connections 5: only with --ingest"),
         (["--source", "rtp:127.0.0.1:0", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
         (["--ingest", "--await-subscribers", "1"], "--await-subscribers 1: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot"),
@@ -456,6 +459,28 @@ def test_a_nonsense_monitor_option_is_one_line_naming_it(tmp_path, capsys, optio
     soundfile.write(path, speechlike(1.0, 16000), 16000)
     assert main(["monitor", "--no-dashboard", "--source", f"file:{path}", *options]) == 2
     assert capsys.readouterr().err == f"ser-stream: error: {reason}\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "setting", "taken"),
+    [(["--max-streams", "1"], lambda options: options.config.max_streams, 1),  # one file, one stream: it fits
+     (["--ingest", "--call-idle", "60"], lambda options: options.rtp.idle_seconds, 60.0)],  # the longest allowed
+    ids=["max-streams", "call-idle"],
+)
+def test_a_monitor_option_at_the_edge_of_its_range_is_taken(options, setting, taken):
+    from ser_stream.cli import _monitor_command_options, build_parser
+
+    assert setting(_monitor_command_options(build_parser().parse_args(["monitor", "--source", "file:call.wav", *options]))) == taken
+
+
+def test_call_idle_just_past_60_s_is_refused():
+    """The documented bound is 60 s (MAX_DROPOUT packets of 20 ms), not 60 s and a little."""
+    from ser_stream.cli import _monitor_command_options, build_parser
+    from ser_stream.errors import SerStreamError
+
+    with pytest.raises(SerStreamError) as refused:
+        _monitor_command_options(build_parser().parse_args(["monitor", "--ingest", "--call-idle", "60.5"]))
+    assert str(refused.value) == "--call-idle 60.5: at most 60 s (an RTP sequence gap longer than that reads as a restarted numbering)"
 
 
 @pytest.mark.parametrize("value", ["", " "], ids=["empty", "blank"])
@@ -1194,7 +1219,8 @@ def test_ravdess_speech_the_monitor_hears_is_heard_by_classify_whatever_its_leve
     """A review's cases: fearful 03-01-06-01-01-02-09 on one channel of a stereo file, calm 03-01-02-01-02-02-06
     20 dB down, and fearful 03-01-06-01-01-01-09 as it is (its loudest 25 ms at -53 dBFS; Silero scored it 0.34 at
     most, started on the trimmed audio) were "no speech heard", and the monitor published an utterance for each.
-    The label is the network's and stays as it was."""
+    The label is the network's and stays as it was. Fearful 03-01-06-02-02-02-06 and 03-01-06-02-02-01-20 are heard
+    only with the audio trimmed before their speech heard first (the lead-in): started cold, Silero misses them."""
     from ser_stream.classify import classify_file
     from ser_stream.inference import EmotionModel
 
@@ -1203,7 +1229,9 @@ def test_ravdess_speech_the_monitor_hears_is_heard_by_classify_whatever_its_leve
     soundfile.write(tmp_path / "one_side.wav", np.stack([fearful, np.zeros_like(fearful)], axis=1), rate, subtype="PCM_16")
     calm, rate = soundfile.read(ravdess / "Actor_06" / "03-01-02-01-02-02-06.flac", dtype="float32")
     soundfile.write(tmp_path / "quieter.wav", 0.1 * calm, rate, subtype="FLOAT")
-    for path, label in ((tmp_path / "one_side.wav", "fearful"), (tmp_path / "quieter.wav", "calm"), (ravdess / "Actor_09" / "03-01-06-01-01-01-09.flac", None)):
+    as_they_are = [ravdess / "Actor_09" / "03-01-06-01-01-01-09.flac", ravdess / "Actor_06" / "03-01-06-02-02-02-06.flac",
+                   ravdess / "Actor_20" / "03-01-06-02-02-01-20.flac"]
+    for path, label in ((tmp_path / "one_side.wav", "fearful"), (tmp_path / "quieter.wav", "calm"), *((path, None) for path in as_they_are)):
         for in_memory_seconds in (600.0, 0.0):
             result = classify_file(path, model, in_memory_seconds=in_memory_seconds)
             assert result.utterance is not None and result.warning is None, (path.name, in_memory_seconds, result.warning)
@@ -1282,6 +1310,19 @@ def test_audio_sampled_below_8_khz_is_classified_with_a_warning_that_the_model_h
     )
 
 
+def test_audio_sampled_at_8_khz_is_classified_without_the_below_8_khz_warning(tmp_path, shipped_model):
+    """8 kHz is telephony's rate and holds all of the 0–4000 Hz the model hears: only a rate below it is warned of."""
+    from ser_stream.audiofile import narrow_band
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    path = tmp_path / "call.wav"
+    soundfile.write(path, spoken(3.0, 8000), 8000)
+    result = classify_file(path, EmotionModel(shipped_model, provider="cpu"))
+    assert result.utterance is not None and result.error is None and result.warning is None
+    assert narrow_band("call.wav", 8000) is None and narrow_band("call.wav", 7999) is not None  # the monitor's check too
+
+
 def test_classify_says_it_does_not_read_stdin_and_that_a_closed_stdout_loses_the_results(tmp_path, shipped_model):
     """`-` was 'no such file'; with stdout closed (>&-) every result was dropped and the exit status was 0."""
     import subprocess
@@ -1326,6 +1367,17 @@ def test_a_flac_of_unknown_or_false_length_is_classified_on_what_it_holds(tmp_pa
         assert "warning" not in classified and "error" not in err  # nothing promised, nothing missing
     else:  # it promised 6 s and holds 3: said, as for any file cut short
         assert classified["warning"].startswith("damaged or cut short: its header promises 6.00 s of audio, 2.")
+
+
+def test_a_long_wav_that_lost_its_last_second_while_read_is_said_to_be_cut():
+    """A WAV's length is exact: the 5 % allowed for compressed files' padding would let 3 s of a minute go unsaid."""
+    from types import SimpleNamespace
+
+    from ser_stream.audiofile import undecoded
+
+    header = SimpleNamespace(format="WAV", frames=60 * 16000, samplerate=16000)
+    assert undecoded("call.wav", header, decoded_frames=59 * 16000) == (
+        "call.wav: damaged or cut short: its header promises 60.00 s of audio, 59.00 s could be decoded; only that was heard")
 
 
 def test_a_wav_cut_while_the_monitor_reads_it_is_said_to_be_cut(tmp_path):

@@ -306,6 +306,25 @@ def test_a_network_exported_without_its_softmax_is_refused_at_load(shipped_model
         EmotionModel(raw, provider="cpu")
 
 
+def test_a_network_whose_outputs_each_lie_in_0_to_1_but_do_not_sum_to_1_is_refused_at_load(shipped_model, monkeypatch):
+    """One exported with a sigmoid per emotion, not a softmax: a confidence of 0.16 would not mean what it says."""
+    real_session = EmotionModel._session
+
+    class SigmoidSession:  # the shipped graph, its outputs replaced by 1.25 shared evenly among the emotions
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, names, feeds):
+            return [np.full((len(feeds["spectrogram"]), 8), 1.25 / 8, np.float32)]
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+    monkeypatch.setattr(EmotionModel, "_session", staticmethod(lambda *given: SigmoidSession(real_session(*given))))
+    with pytest.raises(ModelError, match=r": its outputs are not probabilities \(on a test input they range 0\.156 to 0\.156 and sum to 1\.25\); "):
+        EmotionModel(shipped_model, provider="cpu")
+
+
 def test_a_model_whose_weights_are_in_an_external_data_file_is_refused_for_the_sha256_does_not_cover_them(shipped_model, tmp_path):
     """The sha256 covered the .onnx alone, and onnxruntime read the weights beside it: negated weights passed."""
     import onnx
@@ -401,6 +420,15 @@ def driver_without_cuda_libraries(monkeypatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
+@pytest.mark.parametrize("visible", ["", "-1"])
+def test_cuda_visible_devices_that_hides_every_gpu_is_named_as_the_reason(driver_without_cuda_libraries, monkeypatch, visible):
+    """-1 is how CUDA's own documentation hides every device; it was blamed on the libraries instead."""
+    from ser_stream.inference import cuda_unavailable_reason
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert cuda_unavailable_reason() == f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+
+
 def test_a_driver_without_the_cuda_libraries_runs_on_the_cpu_without_a_word(shipped_model, driver_without_cuda_libraries, capfd):
     model = EmotionModel(shipped_model, provider="auto")
     assert model.provider_name == "cpu"
@@ -481,6 +509,29 @@ def test_cuda_asked_for_and_not_started_by_onnxruntime_is_refused_not_run_on_the
     with pytest.raises(ModelError, match=r"^--provider cuda: onnxruntime could not start its CUDA provider here; use --provider auto or cpu$"):
         EmotionModel(shipped_model, provider="cuda")
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+def test_cuda_left_out_by_onnxruntime_under_auto_runs_on_the_cpu_saying_why_once_on_stderr(shipped_model, monkeypatch, tmp_path, capfd):
+    """--provider cuda's twin: where the check before loading misjudged, auto ran on the CPU and nothing said why."""
+    import onnxruntime
+
+    import ser_stream.inference
+    from ser_stream.cli import main
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu, whose CUDA provider is what gets asked for")
+    if ser_stream.inference.cuda_available():
+        pytest.skip("this machine's GPU would start")
+    monkeypatch.setattr(ser_stream.inference, "cuda_unavailable_reason", lambda: None)  # the check misjudges
+    model = EmotionModel(shipped_model, provider="auto")
+    assert model.provider_name == "cpu" and model.cuda_not_used == "onnxruntime could not start its CUDA provider; running on the CPU"
+    capfd.readouterr()
+    audio = tmp_path / "good.wav"
+    soundfile.write(audio, speechlike(2.5, 16000), 16000)
+    assert main(["classify", "--json", "--model", str(shipped_model), str(audio)]) == 0
+    printed, said = capfd.readouterr()
+    assert [json.loads(line)["path"] for line in printed.splitlines()] == [str(audio)]
+    assert said == "ser-stream: warning: --provider auto: onnxruntime could not start its CUDA provider; running on the CPU\n"
 
 
 CUDA_FAILURE = "CUDA failure 100: no CUDA-capable device is detected ; expr=cudaSetDevice(info_.device_id);"

@@ -22,6 +22,8 @@ from websockets.asyncio.client import connect
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
 from tests.conftest import (
+    PACKET_SAMPLES,
+    rtp,
     run_worker,
     speechlike,
     spoken,
@@ -727,6 +729,44 @@ def test_status_sums_the_counters_of_every_rtp_listener():
     assert (messages[-1]["rtp_lost_packets"], messages[-1]["rtp_bad_packets"], messages[-1]["record_failures"]) == (31, 30, 2)
 
 
+def test_a_worker_exactly_as_far_behind_as_the_warning_threshold_warns(monkeypatch):
+    """The warning comes when being behind reaches BEHIND_WARNING_SECONDS (2 s), as the dashboard shows it from then."""
+    import ser_stream.pipeline
+    from ser_stream.messages import BEHIND_WARNING_SECONDS
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    monkeypatch.setattr(ser_stream.pipeline.time, "monotonic", lambda: 100.0)
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    call = Stream("call", 8000, config)
+    worker.add_stream(call)
+    call.ring.write(np.zeros(4 * 8000, np.float32), arrived_at=100.0 - BEHIND_WARNING_SECONDS)
+    worker.step()  # a second read: the rest has waited exactly the threshold
+    worker.publish_status(force=True)
+    assert messages[-1]["behind_seconds"] == BEHIND_WARNING_SECONDS == 2.0
+    assert [m["message"][:44] for m in messages if m["type"] == "warning"] == ["the monitor is 2.0 s behind live audio: it h"]
+
+
+def test_status_counts_audio_a_device_dropped_in_open_streams_and_in_ended_ones():
+    """input_overflows: blocks the sound device dropped before the monitor got them, never the other causes' counts."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(None, config, messages.append)  # type: ignore[arg-type]  # no window reaches the model here
+    ended, still_open = Stream("mic0", 16000, config), Stream("mic1", 16000, config)
+    ended.input_overflows, still_open.input_overflows, still_open.nonfinite_samples = 2, 3, 7
+    worker.add_stream(ended)
+    worker.add_stream(still_open)
+    ended.finished = True
+    worker.step()
+    worker.publish_status(force=True)
+    status = messages[-1]
+    assert sorted(worker.streams) == ["mic1"]
+    assert (status["overruns"], status["overrun_samples"], status["input_overflows"], status["nonfinite_samples"]) == (0, 0, 5, 7)
+
+
 def test_the_dashboard_meter_reads_the_loudest_open_stream():
     from ser_stream.pipeline import MonitorConfig, Stream, Worker
 
@@ -1206,6 +1246,28 @@ def test_a_file_read_at_pace_fast_is_not_a_live_stream_and_one_in_real_time_is(t
     assert live == {"fast": [False], "realtime": [True]}
 
 
+def test_a_file_that_cannot_be_opened_beside_an_rtp_source_is_its_streams_error_and_calls_are_still_received(tmp_path):
+    """Only when every source failed is there nothing to monitor: an rtp: source has not failed, and still takes calls."""
+    from ser_stream.cli import _monitor_command_options, build_parser
+    from ser_stream.g711 import mulaw_encode
+    from ser_stream.monitor import open_file_like_sources, open_sources
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    missing = tmp_path / "missing.wav"
+    options = _monitor_command_options(build_parser().parse_args(["monitor", "--source", f"file:{missing}", "--source", "rtp:127.0.0.1:0"]))
+    messages: list[dict] = []
+    worker = Worker(EvenModel(), MonitorConfig(), messages.append)  # type: ignore[arg-type]
+    sources = open_sources(options, open_file_like_sources(options), worker, worker.open_stream, worker.warn, lambda line: None)
+    try:
+        [(receiver, _)] = sources.receivers
+        receiver.receive(rtp(0, 0, mulaw_encode(np.zeros(PACKET_SAMPLES, np.float32)).tobytes(), ssrc=1), "127.0.0.1:4000")
+    finally:
+        sources.close_receivers_never_run()
+    worker.step()
+    assert sorted(worker.streams) == ["rtp-00000001"]  # the call, heard; the file's stream ended at once
+    assert {"type": "error", "stream": "missing.wav", "message": f"{missing}: no such file"} in messages
+
+
 @pytest.mark.parametrize(("given", "floor"), [([], 0.2), (["--voice-floor", "0.3"], 0.3), (["--voice-floor", "off"], None)])
 def test_voice_floor_sets_where_webrtc_is_asked_and_off_leaves_silero_alone(given, floor):
     from ser_stream.cli import _monitor_options, build_parser
@@ -1250,10 +1312,13 @@ def test_a_status_log_writes_the_latest_status_as_often_as_asked_and_names_what_
     clock[0] = 61.0
     log.offer({**quiet, "overruns": 40, "refused_streams": 2})
     log.flush()  # nothing new since: nothing more
+    clock[0] = 122.0
+    log.offer({**quiet, "overruns": 40, "refused_streams": 2, "streams": 38})  # nothing lost since the line before: no warning
     assert lines == [
         'ser-stream: status {"overruns":0,"refused_streams":0,"streams":40,"queue_depth":0}',
         'ser-stream: status {"overruns":40,"refused_streams":2,"streams":40,"queue_depth":0}',
         "ser-stream: warning: since the last status line: overruns +40, refused streams +2",
+        'ser-stream: status {"overruns":40,"refused_streams":2,"streams":38,"queue_depth":0}',
     ]
 
 
