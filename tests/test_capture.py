@@ -499,23 +499,23 @@ def test_bytes_after_a_wav_streams_audio_that_are_no_chunk_of_it_are_said_to_be_
                             "joined to it? pipe one WAV at a time, or raw PCM)")
     assert read_stdin(first + bytes(512)).warning is None
 
-
-def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_room(tmp_path, monkeypatch):
-    """A realtime file stands in for a live source, which would have overrun where the file waits for a worker that
-    has fallen behind: its blocks were stamped when written, and that wait was left out of the latency."""
+def fake_source_clock(monkeypatch) -> dict[str, float]:
+    """The sources' clock, advanced by hand (``clock["now"]``) and by their own sleeps: no wait on the real one."""
     import ser_stream.sources as sources
 
-    path = tmp_path / "tone.wav"
-    rate = 8000
-    soundfile.write(path, (0.1 * np.sin(np.arange(rate) / 5)).astype(np.float32), rate)
     clock = {"now": 1000.0}
     fake_time = type("Time", (), {"monotonic": staticmethod(lambda: clock["now"]),
                                   "sleep": staticmethod(lambda seconds: clock.__setitem__("now", clock["now"] + seconds))})
     monkeypatch.setattr(sources, "time", fake_time)
-    written: list[tuple[float, float | None, int]] = []  # (when written, its arrival as the source gives it, samples)
+    return clock
+
+
+def ring_full_at_its_third_write(capacity: int, clock: dict[str, float], written: list) -> RingBuffer:
+    """A ring with no room for the third block for 1.2 s of the source's 2 ms waits (the worker is behind); each write
+    noted in ``written`` as (when written, its arrival as the source gives it, samples)."""
 
     class Ring(RingBuffer):
-        checks_full = 600  # no room for the third block for 1.2 s: the worker is behind
+        checks_full = 600
 
         def free(self) -> int:
             if len(written) == 2 and self.checks_full:
@@ -527,8 +527,22 @@ def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_
             written.append((clock["now"], arrived_at, samples.size))
             return super().write(samples, arrived_at)
 
+    return Ring(capacity)
+
+
+def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_room(tmp_path, monkeypatch):
+    """A realtime file stands in for a live source, which would have overrun where the file waits for a worker that
+    has fallen behind: its blocks were stamped when written, and that wait was left out of the latency."""
+    import ser_stream.sources as sources
+
+    path = tmp_path / "tone.wav"
+    rate = 8000
+    soundfile.write(path, (0.1 * np.sin(np.arange(rate) / 5)).astype(np.float32), rate)
+    clock = fake_source_clock(monkeypatch)
+    written: list[tuple[float, float | None, int]] = []  # (when written, its arrival as the source gives it, samples)
+
     sink = Sink(2 * rate)
-    sink.ring = Ring(2 * rate)
+    sink.ring = ring_full_at_its_third_write(2 * rate, clock, written)
     sources.FileSource(str(path), pace="realtime").run(sink, threading.Event())
     assert sink.error is None and sum(size for _, _, size in written) == rate
     spoken = 0
@@ -543,13 +557,9 @@ def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_
 def test_stdin_audio_arrives_when_read_however_long_it_then_waits_for_room(monkeypatch):
     """A live pipe (arecord) kept waiting while the worker is behind has kept its audio waiting that long: the latency
     counts from the read, before any wait for room (protocol.md, latency_ms)."""
-    import ser_stream.sources as sources
 
     rate = 16000
-    clock = {"now": 1000.0}
-    fake_time = type("Time", (), {"monotonic": staticmethod(lambda: clock["now"]),
-                                  "sleep": staticmethod(lambda seconds: clock.__setitem__("now", clock["now"] + seconds))})
-    monkeypatch.setattr(sources, "time", fake_time)
+    clock = fake_source_clock(monkeypatch)
     read_at: list[float] = []  # when each read returned audio
     written: list[tuple[float, float | None, int]] = []  # (when written, its arrival as the source gives it, samples)
 
@@ -563,21 +573,8 @@ def test_stdin_audio_arrives_when_read_however_long_it_then_waits_for_room(monke
                 read_at.append(clock["now"])
             return data
 
-    class Ring(RingBuffer):
-        checks_full = 600  # no room for the third block for 1.2 s: the worker is behind
-
-        def free(self) -> int:
-            if len(written) == 2 and self.checks_full:
-                self.checks_full -= 1
-                return 0
-            return super().free()
-
-        def write(self, samples, arrived_at=None):
-            written.append((clock["now"], arrived_at, samples.size))
-            return super().write(samples, arrived_at)
-
     sink = Sink(2 * rate)
-    sink.ring = Ring(2 * rate)
+    sink.ring = ring_full_at_its_third_write(2 * rate, clock, written)
     pcm = (tone(0.5, rate) * 32767).astype("<i2").tobytes()
     StdinSource(rate, 1, stream=LivePipe(pcm)).run(sink, threading.Event())
     assert sink.error is None and sum(size for _, _, size in written) == rate // 2
