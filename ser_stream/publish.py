@@ -6,7 +6,8 @@ lost is sent to it as a ``dropped`` message before the next one it does get.
 Its socket holds little it has not sent (``SUBSCRIBER_UNSENT_BYTES``): what one
 that stops reading misses overflows its queue, counted, not the kernel's buffer.
 One that answers no keepalive ping (see ``Keepalive``) is cut off, and what was
-still queued for it is counted with the drops.
+still queued for it is counted with the drops; so is one that closes abnormally
+(its own keepalive giving up on the monitor: 1011), not one that leaves (1000, 1001).
 Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``, and, when
 the monitor records (``--record``), for every utterance since one they saw:
 ``?since=SEQ``.
@@ -58,8 +59,9 @@ logging.getLogger("websockets").setLevel(logging.CRITICAL)
 
 LARGEST_SEQ = 2**63 - 1  # seqs are SQLite row ids; a larger ?since= overflows the catch-up's query
 
-# Messages queued per subscriber before its oldest are dropped (--subscriber-queue): a subscriber that pauses for 40 s,
-# the most the keepalive allows, at 200 messages a second (100 calls speaking) loses none. The texts are shared between
+# Messages queued per subscriber before its oldest are dropped (--subscriber-queue): 40 s at 200 messages a second (100
+# calls speaking), as long as the keepalive lets a paused subscriber live: its pause must end within 20 s of the first ping
+# after it began, 20 to 40 s by where it falls (docs/protocol.md, "Slow subscribers"). The texts are shared between
 # subscribers: a stalled one costs a pointer per message, and keeps the last 8192 texts alive (~2.3 MB of windows).
 SUBSCRIBER_QUEUE = 8192
 # What a subscriber's socket may hold that it has not yet sent (TCP_NOTSENT_LOWAT). Uncapped, Linux grows a socket's send
@@ -69,6 +71,10 @@ SUBSCRIBER_QUEUE = 8192
 SUBSCRIBER_UNSENT_BYTES = 128 * 1024
 # Python lacks the name on some builds; 25 is Linux's value. Where the system has no such option, nothing is capped.
 TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform.startswith("linux") else None)
+# How a subscriber that chose to leave closes: 1000 (a client done, the page replacing its connection), 1001 (a page
+# reloaded or left), none (a browser's close() without a code). Any other (1011: its own keepalive gave up on the monitor,
+# 1002, ...) ends it abnormally: it is cut off, and what was queued for it is lost and counted, as when the monitor cuts it off.
+LEAVING_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
 
 
 @dataclass(frozen=True)
@@ -345,7 +351,7 @@ class Publisher:
         self._handlers: set[asyncio.Task[Any]] = set()  # their handler tasks, for close() to cancel any that hang
         self.cancelled_handlers = 0  # handlers close() cancelled because they had not returned in time
         self.dropped_total = 0
-        self.cut_off_subscribers = 0  # subscribers whose connection ended without their closing it, before close() drained
+        self.cut_off_subscribers = 0  # subscribers whose connection ended other than by their leaving (LEAVING_CODES), before close() drained
         self.closing = False  # close() has begun: what subscribers cut off from then still had queued, it returns too
         self.closing_connections = False  # close()'s drain is over: it cuts off or closes every connection, and counts those
         self.queued_when_cut_off_closing = 0  # what subscribers cut off during close()'s drain still had queued
@@ -646,12 +652,14 @@ class Publisher:
             raise SubscriberStalled from None
 
     def _count_if_cut_off(self, subscriber: Subscriber) -> None:
-        """A subscriber gone without closing its connection itself (the keepalive cut it off, a send to it stalled,
-        its network went) is counted, and so is what was still queued for it: those messages are lost, as a
-        shutdown's are. One that closed its connection chose to stop receiving; close() counts those it cuts off once
-        its drain is over (one cut off during the drain went uncounted: close() looked only at those still there)."""
+        """A subscriber gone other than by leaving (the keepalive cut it off, a send to it stalled, its network went,
+        its own keepalive gave up: any close of its but 1000, 1001 or one without a code) is counted, and so is what
+        was still queued for it: those messages are lost, as a shutdown's are. One that closed its connection normally
+        chose to stop receiving; close() counts those it cuts off once its drain is over (one cut off during the drain
+        went uncounted: close() looked only at those still there)."""
         protocol = subscriber.connection.protocol
-        if self.closing_connections or (protocol.close_rcvd is not None and protocol.close_rcvd_then_sent):
+        left = protocol.close_rcvd is not None and protocol.close_rcvd_then_sent and protocol.close_rcvd.code in LEAVING_CODES
+        if self.closing_connections or left:
             return
         self.cut_off_subscribers += 1
         self.dropped_total += len(subscriber.queue)

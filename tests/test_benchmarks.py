@@ -174,6 +174,19 @@ def test_unread_subscriber_finds_what_a_subscriber_that_stops_reading_took_befor
         assert taken.unread == taken.published - 512 > 0 and str(taken).startswith(f"{how}, --subscriber-queue 512: ")
         assert "handed to the connection unread" in str(taken)
 
+
+def test_unread_subscriber_through_a_relay_finds_the_proxys_buffers_take_what_the_monitors_socket_does_not():
+    """The monitor's cap bounds what a subscriber connected to it takes unread; behind a reverse proxy the proxy's
+    buffers take the rest (a review of 8e125e5, r16: ~19,000 window messages, 4.4 MB, through a TCP relay)."""
+    import asyncio
+
+    from benchmarks.unread_subscriber import direct_and_relayed
+
+    direct, relayed = asyncio.run(direct_and_relayed(rate=1e6, seconds=60, queue_size=512, relay_send_buffer=None))
+    assert direct.dropped == relayed.dropped == 1 and direct.queued == relayed.queued == 512
+    assert str(relayed).startswith("through a TCP relay with the system's buffers, socket capped at 128 KiB unsent, --subscriber-queue 512: ")
+    assert relayed.unread > 2 * direct.unread  # (a cut-off subscriber loses these uncounted: docs/protocol.md says so)
+
 # --- alternation: every round runs each contender once, in turn ------------------------------------------------
 
 

@@ -609,6 +609,80 @@ def test_a_subscriber_that_closes_its_connection_is_not_counted_as_cut_off():
     assert (counters["subscribers_cut_off"], counters["subscriber_drops"]) == (0, 0)
 
 
+def close_frame(code: int | None, reason: str = "") -> bytes:
+    """A client's close frame, masked as a client's must be; ``None``: one without a code, as a browser's close() sends."""
+    payload = b"" if code is None else code.to_bytes(2, "big") + reason.encode()
+    mask = os.urandom(4)
+    return bytes([0x88, 0x80 | len(payload)]) + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+@pytest.mark.parametrize(("code", "cut_off"), [(1011, True), (1002, True), (4000, True), (1000, False), (1001, False), (None, False)])
+def test_a_subscriber_that_closes_abnormally_is_cut_off_with_its_queue_counted_and_one_that_leaves_is_not(code, cut_off):
+    """Any close a subscriber started counted as its leaving by choice: one whose own keepalive gave up on the monitor
+    (1011) took what was still queued for it with it, counted nowhere. Now a close other than 1000 (normal), 1001 (going
+    away: a page reloaded or left) or one without a code ends it abnormally: it is cut off and its queue counted, as when
+    the monitor cuts it off; one that leaves normally is neither, what was queued for it was not for it."""
+
+    async def scenario() -> tuple[int, int | None, dict[str, int]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        client, subscriber = await stalled_with_a_queue(publisher)
+        try:
+            await asyncio.to_thread(client.sendall, close_frame(code, "keepalive ping timeout" if code == 1011 else ""))
+            async with asyncio.timeout(30):  # (a bound for a failing test, not a measurement)
+                while subscriber.connection.protocol.close_rcvd is None:  # the monitor has read its close
+                    await asyncio.sleep(0.01)
+                # it does not wait for the monitor's answer, stuck behind what it did not read: it resets the connection
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                while subscriber in publisher.subscribers:
+                    await asyncio.sleep(0.01)
+            return len(subscriber.queue), subscriber.connection.protocol.close_rcvd.code, publisher.counters()
+        finally:
+            await publisher.close(0)
+            client.close()
+
+    queued, code_read, counters = asyncio.run(scenario())
+    assert queued >= 100 and code_read == (1005 if code is None else code)
+    assert (counters["subscribers_cut_off"], counters["subscriber_drops"]) == ((1, queued) if cut_off else (0, 0))
+
+
+def test_a_subscriber_whose_own_keepalive_gives_up_on_the_monitor_is_cut_off_and_what_was_queued_for_it_counted():
+    """A websockets client that stops reading stops reading its pongs too: its own keepalive (as the monitor's, every
+    20 s with 20 s to answer; shorter here) can give up first, closing with 1011. The monitor took that for the client
+    leaving: of 8,801 window messages published to one paused 25 s from 19 s after it connected, 3,817 were received and
+    the 4,984 others counted nowhere (subscriber_drops 0, subscribers_cut_off 0). Now it is cut off, its queue counted."""
+
+    async def scenario() -> tuple[int, int | None, dict[str, int]]:
+        publisher = Publisher("127.0.0.1", 0)  # the monitor's own keepalive (20 s) does not fire
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/", ping_interval=1.0, ping_timeout=1.0, close_timeout=0.5) as client:
+                await client.recv()  # its hello; from here on it reads nothing
+                while not publisher.subscribers:
+                    await asyncio.sleep(0.01)
+                subscriber = next(iter(publisher.subscribers))
+                number = 0
+                while len(subscriber.queue) < 100 and subscriber in publisher.subscribers:  # its buffers full, its queue grows
+                    publisher.publish(numbered_window(number))
+                    number += 1
+                    await asyncio.sleep(0)
+                async with asyncio.timeout(30):  # (a bound for a failing test, not a measurement)
+                    await client.wait_closed()  # its keepalive gave up: no pong came, behind what it did not read
+                    while subscriber in publisher.subscribers:
+                        await asyncio.sleep(0.01)
+            close_sent = client.protocol.close_sent
+            return len(subscriber.queue), None if close_sent is None else close_sent.code, publisher.counters()
+        finally:
+            await publisher.close(0)
+
+    queued, client_closed_with, counters = asyncio.run(scenario())
+    assert client_closed_with == 1011 and queued >= 100
+    assert (counters["subscribers_cut_off"], counters["subscriber_drops"]) == (1, queued)
+
+
 @pytest.mark.parametrize("connected_before", [0, 1])
 def test_a_subscriber_finds_itself_counted_in_a_status_built_before_it_connected(connected_before):
     """The worker builds each status on its own thread, the publisher's counters among its fields, and the outbox's

@@ -568,6 +568,25 @@ def test_every_plain_http_answer_says_its_connection_closes_so_a_client_asks_aga
                        ("/nowhere", 404, "close", True), ("/", 200, "close", True)]
 
 
+def test_a_page_reloaded_left_or_closed_leaves_by_choice_and_is_not_counted_as_cut_off(browser):
+    """A subscriber that closes with any code but 1000, 1001 or none is counted as cut off, with what was queued for
+    it: the browser closes the page's connection with 1001 (going away) when it is reloaded, navigated away from or
+    closed, so none of these is counted."""
+    page = browser.new_page()
+    with serving() as server:
+        for leave in (page.reload, lambda: page.goto("about:blank"), page.close):
+            if page.url != server.url:
+                page.goto(server.url)
+            wait_until(lambda: subscribed(page) and len(server.publisher.subscribers) == 1, 20)
+            (subscriber,) = server.publisher.subscribers
+            leave()
+            wait_until(lambda subscriber=subscriber: subscriber not in server.publisher.subscribers, 20)
+            left_with = subscriber.connection.protocol.close_rcvd
+            assert left_with is not None and left_with.code == 1001
+        counters = server.publisher.counters()
+    assert (counters["subscribers_cut_off"], counters["subscriber_drops"]) == (0, 0)
+
+
 def test_bidi_controls_in_a_stream_id_are_shown_escaped_and_the_id_isolated(browser):
     """An ingest client names its streams: `a\\u202eevil.exe` showed as "aexe.live", its override reversing the
     id and the card's state after it. The dashboard escapes control characters; the page now does too."""
@@ -714,6 +733,8 @@ def test_after_messages_are_dropped_a_page_of_a_recording_monitor_fetches_what_i
             server.publish_at_once([m for n in range(4) for m in call(f"later-{number}-{n}")])
         wait_until(lambda: len(page_utterances(page)) == 21 and "utterances fetched again" in page.inner_text("#dropped"), 30)
         cards, shown, dropped = stream_cards(page), page_utterances(page), page.inner_text("#dropped")
+        wait_until(lambda: len(server.publisher.subscribers) == 1, 20)  # the connections it replaced are gone
+        counters = server.publisher.counters()
     page.close()
     assert sorted(seq for seq, _, _ in shown) == list(range(1, 22))  # none missed, none twice
     assert cards["ends-unheard"] == ("ended", "ended while messages were dropped", 1)
@@ -725,6 +746,7 @@ def test_after_messages_are_dropped_a_page_of_a_recording_monitor_fetches_what_i
     )
     # at most one catch-up beside the live connection, at most one a burst, and the live connection read throughout
     assert max(open_at_once) <= 2 and 2 <= len(sockets) <= 1 + 4 and 0 not in open_at_once[:-1]
+    assert counters["subscribers_cut_off"] == 0  # it closes its catch-up connection with 1000: leaving, not cut off
 
 
 # A page that takes 20 ms over each message it gets, on any of its connections (a busy laptop, a slow tab): what the
