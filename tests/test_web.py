@@ -121,6 +121,14 @@ class MonitorStandIn:
 
         return asyncio.run_coroutine_threadsafe(count(), self.loop).result(10)
 
+    def counters(self) -> dict[str, int]:
+        """The publisher's counters as the next status would give them (read on the stand-in's loop)."""
+
+        async def read() -> dict[str, int]:
+            return self.publisher.counters()
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
+
     def publish_unqueued(self, message: dict) -> None:
         """Published once every subscriber's queue is empty: however slowly a page reads, none of its queue is dropped."""
         deadline = time.monotonic() + 30
@@ -780,6 +788,45 @@ def test_a_slow_page_fetching_what_was_dropped_loses_nothing_else_its_connection
     assert problem == "microphone input: device unplugged"
     assert dropped == "4 messages dropped for this page (it read too slowly): its utterances fetched again; windows, warnings and errors among them are lost"
     assert live_connection_open and len(sockets) == 2  # the catch-up's, closed once it had caught up
+
+
+def test_a_pages_catch_up_after_drops_is_no_subscriber_so_every_drop_the_monitor_counts_is_one_the_page_was_told_of(
+        browser, tmp_path, open_log, monkeypatch):
+    """The catch-up connection (`?since=`, closed by the page at caught_up) was a full subscriber: live messages queued
+    for it overflowed its queue, counted in subscriber_drops though no `dropped` ever told anyone (the page closed it
+    first), and status said 2 subscribers with one page open. It now asks `&live=0`: no live messages, no queue."""
+    import ser_stream.publish
+
+    log = open_log(tmp_path / "calls.db")
+    catching_up, go_on = threading.Event(), threading.Event()
+    read_since = ser_stream.publish.read_since
+
+    def held_open(*args, **kwargs):  # the catch-up waits here, its connection open, until the test has published
+        catching_up.set()
+        go_on.wait(30)
+        yield from read_since(*args, **kwargs)
+
+    monkeypatch.setattr(ser_stream.publish, "read_since", held_open)
+    page = browser.new_page()
+    with serving(log, queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        server.publish(utterance("call", 1))
+        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        server.publish_at_once([utterance("call", number) for number in range(2, 9)])  # 3 dropped: a catch-up follows
+        assert catching_up.wait(30)
+        counted_while_catching_up = server.counters()
+        for number in range(10):  # read by the live connection one by one: more than a queue of 4 while it catches up
+            server.publish({"type": "warning", "message": f"meanwhile-{number}"})
+            wait_until(lambda: page.inner_text("#log li") == f"warning: meanwhile-{number}", 20)  # noqa: B023
+        go_on.set()
+        wait_until(lambda: len(page_utterances(page)) == 8 and "fetched again" in page.inner_text("#dropped"), 20)
+        told = page.evaluate("state.dropped")
+        counted = server.counters()
+        page.close()
+    assert counted_while_catching_up["subscribers"] == 1
+    assert told == 3 and counted["subscriber_drops"] == 3 and counted["subscribers_cut_off"] == 0
 
 
 @pytest.mark.parametrize("back_on", ["another database", "no database"])
