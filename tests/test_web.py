@@ -879,6 +879,25 @@ def test_utterances_fetched_again_after_drops_take_their_place_in_the_timeline_n
     assert timeline == [[seq, f"{3.0 * seq:.1f}–{3.0 * seq + 2:.1f} s", seq in (2, 3, 4)] for seq in range(8, 1, -1)] + [[1, "0.5–2.5 s", False]]
 
 
+def test_an_utterance_the_database_failed_to_store_stays_where_it_came_and_newer_ones_go_above_it(browser, tmp_path, open_log):
+    """A live utterance --record failed to store (published with seq null) stayed above every newer row for good: rows
+    were placed by seq and those without one passed over (a regression review, r16: null 2.0–3.0 s, then 4, 3, 2, 1)."""
+    log = open_log(tmp_path / "calls.db")
+    page = browser.new_page()
+    with serving(log) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        server.publish(utterance("call", 1, 0.0, 1.0))  # seq 1
+        server.publisher.publish_threadsafe(utterance("call", 1, 2.0, 3.0) | {"seq": None})  # not stored (disk full)
+        for number in range(3):  # seqs 2, 3, 4
+            server.publish(utterance("call", 1, 4.0 + 2 * number, 5.0 + 2 * number))
+        wait_until(lambda: len(page_utterances(page)) == 5, 20)
+        timeline = page.eval_on_selector_all("section.stream .utterance", "rows => rows.map(r => [r.dataset.seq, r.querySelector('.time').textContent])")
+        page.close()
+    assert timeline == [["4", "8.0–9.0 s"], ["3", "6.0–7.0 s"], ["2", "4.0–5.0 s"], ["null", "2.0–3.0 s"], ["1", "0.0–1.0 s"]]
+
+
 def test_after_messages_are_dropped_a_page_of_a_monitor_without_record_says_they_are_lost_and_settles_the_cards_it_can(browser):
     """Without --record nothing can be fetched again: the page says so, and ends a card whose stream_ended was
     dropped once a status's count of live streams shows it is not live."""
