@@ -627,6 +627,35 @@ def test_stream_ids_that_differ_never_look_the_same_on_the_page_which_shows_them
     assert len({text for _, text, _ in names}) == len(ids)  # no two alike
 
 
+def test_message_texts_that_differ_never_look_the_same_on_the_page(browser):
+    """A text's backslashes were doubled only when it held a character that is not printable: a warning with a real
+    U+200B and one with the six typed characters `\\u200b` both showed `MZ1\\u200b23.wav: …` (a regression review, r16).
+    A text with such a character is now shown as an id is, quoted and escaped as `ascii()` writes it, and so is a text
+    that is itself in quotes: no text shown as it is looks like one escaped."""
+    texts = ["MZ1\u200b23.wav: stopped early", "MZ1\\u200b23.wav: stopped early", "'MZ1\\u200b23.wav: stopped early'",
+             "line\nbreak", "line\\nbreak", "said 'hi'", "\"quoted\"", "caf\u00e9 \u2026 C:\\calls"]
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for text in texts:
+            server.publish({"type": "warning", "message": text})
+        wait_until(lambda: len(page.query_selector_all("#log li")) == len(texts), 20)
+        shown = page.eval_on_selector_all("#log li", "rows => rows.map(r => r.textContent)")[::-1]
+        page.close()
+    assert shown == [
+        "warning: 'MZ1\\u200b23.wav: stopped early'",
+        "warning: MZ1\\u200b23.wav: stopped early",
+        "warning: \"'MZ1\\\\u200b23.wav: stopped early'\"",
+        "warning: 'line\\nbreak'",
+        "warning: line\\nbreak",
+        "warning: said 'hi'",
+        "warning: '\"quoted\"'",
+        "warning: caf\u00e9 \u2026 C:\\calls",  # printable: as it is
+    ]
+    assert len(set(shown)) == len(texts)
+
+
 def test_a_page_that_has_shown_no_utterance_yet_catches_up_what_was_stored_while_it_reconnected(browser, tmp_path, open_log):
     """The page kept no seq until it had shown an utterance: after a restart it reconnected without ?since= and lost
     what the monitor stored before it was back (a review: `utterances 1` in the totals, no card, no word)."""
