@@ -10,7 +10,8 @@ still queued for it is counted with the drops; so is one that closes abnormally
 (its own keepalive giving up on the monitor: 1011), not one that leaves (1000, 1001).
 Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``, and, when
 the monitor records (``--record``), for every utterance since one they saw:
-``?since=SEQ``.
+``?since=SEQ``; with ``&live=0``, only those (no live messages: the connection
+is closed after ``caught_up``, and it is no subscriber of the live ones).
 
 Access control happens here too: a bearer token (``Authorization: Bearer T``
 or ``?token=T`` for browsers, compared in constant time; a wrong or missing
@@ -250,7 +251,7 @@ def since_refusal(text: str) -> str:
     return f"?since={clipped(text)}: not an utterance seq (a whole number, 0 to 2**63-1)"
 
 
-SUBSCRIBER_PARAMETERS = ("stream", "since", "token")
+SUBSCRIBER_PARAMETERS = ("stream", "since", "live", "token")
 
 
 @dataclass(frozen=True)
@@ -259,23 +260,29 @@ class Subscription:
 
     stream: str | None = None
     since: int | None = None
+    live: bool = True  # False (``?live=0``): the stored utterances since ``since`` only, then the connection is closed
     refusal: str | None = None
 
 
 def subscription(target: str) -> Subscription:
-    """A request target's ``?stream=ID&since=SEQ&token=T`` → what to send. ``stream`` is form-decoded (``+`` is a space, as
+    """A request target's ``?stream=ID&since=SEQ&live=0&token=T`` → what to send. ``stream`` is form-decoded (``+`` is a space, as
     URLSearchParams writes it); ``since`` is percent-decoded only, so ``+5`` is named as sent, not as `` 5``.
     A parameter given twice, or one no subscriber has (a misspelt ``streams`` once got every stream), is refused."""
     pairs = query_pairs(target)
     names = [name for name, _ in pairs]
     unknown = next((name for name in names if name not in SUBSCRIBER_PARAMETERS), None)
     if unknown is not None:
-        return Subscription(refusal=f"?{clipped(unknown)}= is not a subscriber's parameter: give stream, since or token")
+        return Subscription(refusal=f"?{clipped(unknown)}= is not a subscriber's parameter: give stream, since, live or token")
     repeated = next((name for name in SUBSCRIBER_PARAMETERS if names.count(name) > 1), None)
     if repeated is not None:  # the first was taken, and a subscriber never learned the other was not
         return Subscription(refusal=f"?{repeated}= given {names.count(repeated)} times: give it once")
     values = dict(pairs)
     stream = unquote_plus(values.get("stream", "")) or None  # `?stream=` names no stream: every stream, as before
+    live = values.get("live", "1")
+    if live not in ("0", "1"):
+        return Subscription(refusal=f"?live={clipped(live)}: give 0 (stored utterances only) or 1 (then live messages)")
+    if live == "0" and "since" not in values:  # it would get hello and be closed: nothing asked for
+        return Subscription(refusal="?live=0 needs ?since=SEQ: it asks for the stored utterances after SEQ only")
     if "since" not in values:
         return Subscription(stream)
     try:
@@ -283,7 +290,7 @@ def subscription(target: str) -> Subscription:
     except UnicodeDecodeError:  # named as sent (%FF), not as a replacement character
         since_text = values["since"]
     since = since_seq(since_text)
-    return Subscription(stream, since) if since is not None else Subscription(refusal=since_refusal(since_text))
+    return Subscription(stream, since, live == "1") if since is not None else Subscription(refusal=since_refusal(since_text))
 
 
 def endpoint(target: str) -> str | None:
@@ -604,7 +611,10 @@ class Publisher:
         stream, since = asked.stream, asked.since
         cap_unsent_bytes(connection)  # a subscriber's only: an ingest client's replies are few
         subscriber = Subscriber(connection, stream, deque(maxlen=self.queue_size))
-        self.subscribers.add(subscriber)  # live messages queue from here on
+        # live messages queue from here on; a ?live=0 connection (the page's catch-up after drops) gets none: queued
+        # only to go unread once it has its caught_up, they overflowed its queue into drops no one was told of
+        if asked.live:
+            self.subscribers.add(subscriber)
         # What was published before that is sent from the publisher's state: the streams live then, and, with ?since=,
         # stored utterances up to the last published. Everything later comes from the queue, in the order published.
         live_after = self.last_seq
@@ -620,7 +630,10 @@ class Publisher:
             for started in announced:
                 await self._send(subscriber, json.dumps(started))
             if since is not None:
-                await self._catch_up(subscriber, since, live_after)
+                await self._catch_up(subscriber, since, live_after, asked.live)
+            if not asked.live:
+                await connection.close()  # 1000: all it asked for is sent
+                return
             while True:
                 ready = asyncio.ensure_future(subscriber.ready.wait())
                 done, _ = await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -638,8 +651,9 @@ class Publisher:
             pass
         finally:
             closed.cancel()
-            self.subscribers.discard(subscriber)
-            self._count_if_cut_off(subscriber)
+            if asked.live:  # one that asked for no live messages has none queued to lose: it is not counted as cut off
+                self.subscribers.discard(subscriber)
+                self._count_if_cut_off(subscriber)
 
     async def _send(self, subscriber: Subscriber, text: str) -> None:
         """Send one message to a subscriber; one whose connection takes nothing for the keepalive's time is dropped."""
@@ -691,13 +705,14 @@ class Publisher:
             return None
         return frame.start
 
-    async def _catch_up(self, subscriber: Subscriber, since: int, live_after: int) -> None:
+    async def _catch_up(self, subscriber: Subscriber, since: int, live_after: int, live: bool = True) -> None:
         """Send stored utterances with ``since < seq <= live_after``: those published before the subscriber's queue began.
         Later ones come from the queue, in order. (Replayed from the database too, one came before its stream's
         stream_started, its windows were skipped by stream and utterance id, those of a stream restarted under its id
         with them, and the queue's overflow was counted as lost although replayed.)
 
-        Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow.
+        Like a monitor without ``--record``, a database that cannot be read is one ``error`` line; live messages follow
+        unless the subscriber asked for none (``live``).
         """
         if self.record_path is None:
             await self._send(subscriber, json.dumps(notice("error", "?since= needs a monitor started with --record")))
@@ -712,7 +727,7 @@ class Publisher:
         except sqlite3.Error as error:
             self.failed_catch_ups += 1
             reason = " ".join(str(error).split())
-            message = f"?since={since}: cannot read the --record database ({reason}); live messages follow"
+            message = f"?since={since}: cannot read the --record database ({reason})" + ("; live messages follow" if live else "")
             await self._send(subscriber, json.dumps(notice("error", message)))
             return
         finally:  # its connection to the database, were the subscriber to leave mid-way (one still running on a pool

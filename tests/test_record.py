@@ -616,3 +616,42 @@ def test_a_database_held_through_shutdown_delays_it_by_one_wait_and_every_uttera
     assert totals["streams"] == 0 and totals["utterances"] == totals["record_failures"] == 2 * len(bounds)  # the final status
     assert errors[-1] == f"ser-stream: error: --record {database}: {2 * len(bounds)} utterance(s) were published but not stored"
     assert stored(database) == {}
+
+
+def test_a_catch_up_only_subscriber_gets_the_stored_utterances_then_a_normal_close_and_no_live_message(tmp_path, open_log):
+    """The page's catch-up after drops (`?since=N`, closed by the page at caught_up) was a full subscriber: it queued
+    live messages it never read, its queue overflowed into subscriber_drops though no one was told, and status said
+    2 subscribers with one page open. `?since=N&live=0` gets hello, the live streams, the stored utterances after N
+    and caught_up, then a 1000 close: never a live subscriber, its queue never filled, never counted as cut off."""
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "utterances.db")
+    for number in range(3):
+        log.append(utterance("call", number))
+
+    async def scenario():
+        publisher = Publisher("127.0.0.1", 0, queue_size=2)
+        publisher.record_path = log.path
+        publisher.hello = {"type": "hello", "version": 1}
+        await publisher.start()
+        publisher.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=1&live=0") as catching_up:
+                received = [json.loads(await asyncio.wait_for(catching_up.recv(), 5))]  # hello: the catch-up has begun
+                for number in range(10):  # five times its queue, published while it catches up
+                    publisher.publish({"type": "window", "stream": "call", "utterance": number})
+                counted_meanwhile = publisher.counters()
+                async for text in catching_up:
+                    received.append(json.loads(text))
+                closed = catching_up.close_code
+        finally:
+            await publisher.close()
+        return received, closed, counted_meanwhile, publisher.counters()
+
+    received, closed, counted_meanwhile, counted = asyncio.run(scenario())
+    assert [m["type"] for m in received] == ["hello", "stream_started", "utterance", "utterance", "caught_up"]
+    assert received[0] == {"type": "hello", "version": 1, "last_seq": 3}
+    assert [m["seq"] for m in received[2:4]] == [2, 3] and received[4] == {"type": "caught_up", "since": 1, "last": 3}
+    assert closed == 1000
+    assert counted_meanwhile["subscribers"] == 0
+    assert counted["subscriber_drops"] == counted["subscribers_cut_off"] == 0

@@ -421,7 +421,8 @@ def test_a_query_parameter_given_twice_or_unknown_is_refused_with_1008_naming_it
         base = f"ws://127.0.0.1:{publisher.port}/"
         refused = {}
         for query in ("stream=a&stream=b", "since=1&since=2", "stream=a&since=1&stream=a&stream=c", "token=t&token=u",
-                      "streams=a", "STREAM=a", "stream=a&Since=1", "stream=a&_=1712"):
+                      "streams=a", "STREAM=a", "stream=a&Since=1", "stream=a&_=1712",
+                      "since=1&live=no", "since=1&live=", "since=1&live=0&live=0", "live=0"):
             with pytest.raises(ConnectionClosedError) as closed:
                 async with connect(f"{base}?{query}") as ws:
                     await asyncio.wait_for(ws.recv(), 5)
@@ -437,10 +438,15 @@ def test_a_query_parameter_given_twice_or_unknown_is_refused_with_1008_naming_it
         "stream=a&since=1&stream=a&stream=c": (POLICY_VIOLATION, "?stream= given 3 times: give it once"),
         "token=t&token=u": (POLICY_VIOLATION, "?token= given 2 times: give it once"),
         # a misspelt parameter once subscribed to every stream without a word
-        "streams=a": (POLICY_VIOLATION, "?streams= is not a subscriber's parameter: give stream, since or token"),
-        "STREAM=a": (POLICY_VIOLATION, "?STREAM= is not a subscriber's parameter: give stream, since or token"),
-        "stream=a&Since=1": (POLICY_VIOLATION, "?Since= is not a subscriber's parameter: give stream, since or token"),
-        "stream=a&_=1712": (POLICY_VIOLATION, "?_= is not a subscriber's parameter: give stream, since or token"),
+        "streams=a": (POLICY_VIOLATION, "?streams= is not a subscriber's parameter: give stream, since, live or token"),
+        "STREAM=a": (POLICY_VIOLATION, "?STREAM= is not a subscriber's parameter: give stream, since, live or token"),
+        "stream=a&Since=1": (POLICY_VIOLATION, "?Since= is not a subscriber's parameter: give stream, since, live or token"),
+        "stream=a&_=1712": (POLICY_VIOLATION, "?_= is not a subscriber's parameter: give stream, since, live or token"),
+        # ?live=0: the stored utterances after ?since= only, then a normal close (the page's catch-up after drops)
+        "since=1&live=no": (POLICY_VIOLATION, "?live=no: give 0 (stored utterances only) or 1 (then live messages)"),
+        "since=1&live=": (POLICY_VIOLATION, "?live='': give 0 (stored utterances only) or 1 (then live messages)"),
+        "since=1&live=0&live=0": (POLICY_VIOLATION, "?live= given 2 times: give it once"),
+        "live=0": (POLICY_VIOLATION, "?live=0 needs ?since=SEQ: it asks for the stored utterances after SEQ only"),
     }
     assert once["type"] == "hello"
 

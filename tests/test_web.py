@@ -121,6 +121,14 @@ class MonitorStandIn:
 
         return asyncio.run_coroutine_threadsafe(count(), self.loop).result(10)
 
+    def counters(self) -> dict[str, int]:
+        """The publisher's counters as the next status would give them (read on the stand-in's loop)."""
+
+        async def read() -> dict[str, int]:
+            return self.publisher.counters()
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
+
     def publish_unqueued(self, message: dict) -> None:
         """Published once every subscriber's queue is empty: however slowly a page reads, none of its queue is dropped."""
         deadline = time.monotonic() + 30
@@ -638,6 +646,35 @@ def test_stream_ids_that_differ_never_look_the_same_on_the_page_which_shows_them
     assert len({text for _, text, _ in names}) == len(ids)  # no two alike
 
 
+def test_message_texts_that_differ_never_look_the_same_on_the_page(browser):
+    """A text's backslashes were doubled only when it held a character that is not printable: a warning with a real
+    U+200B and one with the six typed characters `\\u200b` both showed `MZ1\\u200b23.wav: …` (a regression review, r16).
+    A text with such a character is now shown as an id is, quoted and escaped as `ascii()` writes it, and so is a text
+    that is itself in quotes: no text shown as it is looks like one escaped."""
+    texts = ["MZ1\u200b23.wav: stopped early", "MZ1\\u200b23.wav: stopped early", "'MZ1\\u200b23.wav: stopped early'",
+             "line\nbreak", "line\\nbreak", "said 'hi'", "\"quoted\"", "caf\u00e9 \u2026 C:\\calls"]
+    page = browser.new_page()
+    with serving() as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        for text in texts:
+            server.publish({"type": "warning", "message": text})
+        wait_until(lambda: len(page.query_selector_all("#log li")) == len(texts), 20)
+        shown = page.eval_on_selector_all("#log li", "rows => rows.map(r => r.textContent)")[::-1]
+        page.close()
+    assert shown == [
+        "warning: 'MZ1\\u200b23.wav: stopped early'",
+        "warning: MZ1\\u200b23.wav: stopped early",
+        "warning: \"'MZ1\\\\u200b23.wav: stopped early'\"",
+        "warning: 'line\\nbreak'",
+        "warning: line\\nbreak",
+        "warning: said 'hi'",
+        "warning: '\"quoted\"'",
+        "warning: caf\u00e9 \u2026 C:\\calls",  # printable: as it is
+    ]
+    assert len(set(shown)) == len(texts)
+
+
 def test_a_page_that_has_shown_no_utterance_yet_catches_up_what_was_stored_while_it_reconnected(browser, tmp_path, open_log):
     """The page kept no seq until it had shown an utterance: after a restart it reconnected without ?since= and lost
     what the monitor stored before it was back (a review: `utterances 1` in the totals, no card, no word)."""
@@ -804,6 +841,45 @@ def test_a_slow_page_fetching_what_was_dropped_loses_nothing_else_its_connection
     assert live_connection_open and len(sockets) == 2  # the catch-up's, closed once it had caught up
 
 
+def test_a_pages_catch_up_after_drops_is_no_subscriber_so_every_drop_the_monitor_counts_is_one_the_page_was_told_of(
+        browser, tmp_path, open_log, monkeypatch):
+    """The catch-up connection (`?since=`, closed by the page at caught_up) was a full subscriber: live messages queued
+    for it overflowed its queue, counted in subscriber_drops though no `dropped` ever told anyone (the page closed it
+    first), and status said 2 subscribers with one page open. It now asks `&live=0`: no live messages, no queue."""
+    import ser_stream.publish
+
+    log = open_log(tmp_path / "calls.db")
+    catching_up, go_on = threading.Event(), threading.Event()
+    read_since = ser_stream.publish.read_since
+
+    def held_open(*args, **kwargs):  # the catch-up waits here, its connection open, until the test has published
+        catching_up.set()
+        go_on.wait(30)
+        yield from read_since(*args, **kwargs)
+
+    monkeypatch.setattr(ser_stream.publish, "read_since", held_open)
+    page = browser.new_page()
+    with serving(log, queue_size=4) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        server.publish(utterance("call", 1))
+        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        server.publish_at_once([utterance("call", number) for number in range(2, 9)])  # 3 dropped: a catch-up follows
+        assert catching_up.wait(30)
+        counted_while_catching_up = server.counters()
+        for number in range(10):  # read by the live connection one by one: more than a queue of 4 while it catches up
+            server.publish({"type": "warning", "message": f"meanwhile-{number}"})
+            wait_until(lambda: page.inner_text("#log li") == f"warning: meanwhile-{number}", 20)  # noqa: B023
+        go_on.set()
+        wait_until(lambda: len(page_utterances(page)) == 8 and "fetched again" in page.inner_text("#dropped"), 20)
+        told = page.evaluate("state.dropped")
+        counted = server.counters()
+        page.close()
+    assert counted_while_catching_up["subscribers"] == 1
+    assert told == 3 and counted["subscriber_drops"] == 3 and counted["subscribers_cut_off"] == 0
+
+
 @pytest.mark.parametrize("back_on", ["another database", "no database"])
 def test_utterances_dropped_before_the_monitor_came_back_on_another_database_are_said_to_be_beyond_fetching(browser, tmp_path, open_log, back_on):
     """Dropped messages not yet fetched again when the monitor restarted on another database (or without --record):
@@ -852,6 +928,25 @@ def test_utterances_fetched_again_after_drops_take_their_place_in_the_timeline_n
         )
         page.close()
     assert timeline == [[seq, f"{3.0 * seq:.1f}–{3.0 * seq + 2:.1f} s", seq in (2, 3, 4)] for seq in range(8, 1, -1)] + [[1, "0.5–2.5 s", False]]
+
+
+def test_an_utterance_the_database_failed_to_store_stays_where_it_came_and_newer_ones_go_above_it(browser, tmp_path, open_log):
+    """A live utterance --record failed to store (published with seq null) stayed above every newer row for good: rows
+    were placed by seq and those without one passed over (a regression review, r16: null 2.0–3.0 s, then 4, 3, 2, 1)."""
+    log = open_log(tmp_path / "calls.db")
+    page = browser.new_page()
+    with serving(log) as server:
+        page.goto(server.url)
+        wait_until(lambda: subscribed(page), 20)
+        server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+        server.publish(utterance("call", 1, 0.0, 1.0))  # seq 1
+        server.publisher.publish_threadsafe(utterance("call", 1, 2.0, 3.0) | {"seq": None})  # not stored (disk full)
+        for number in range(3):  # seqs 2, 3, 4
+            server.publish(utterance("call", 1, 4.0 + 2 * number, 5.0 + 2 * number))
+        wait_until(lambda: len(page_utterances(page)) == 5, 20)
+        timeline = page.eval_on_selector_all("section.stream .utterance", "rows => rows.map(r => [r.dataset.seq, r.querySelector('.time').textContent])")
+        page.close()
+    assert timeline == [["4", "8.0–9.0 s"], ["3", "6.0–7.0 s"], ["2", "4.0–5.0 s"], ["null", "2.0–3.0 s"], ["1", "0.0–1.0 s"]]
 
 
 def test_after_messages_are_dropped_a_page_of_a_monitor_without_record_says_they_are_lost_and_settles_the_cards_it_can(browser):
