@@ -266,7 +266,7 @@ class Subscription:
 
 def subscription(target: str) -> Subscription:
     """A request target's ``?stream=ID&since=SEQ&live=0&token=T`` → what to send. ``stream`` is form-decoded (``+`` is a space, as
-    URLSearchParams writes it); ``since`` is percent-decoded only, so ``+5`` is named as sent, not as `` 5``.
+    URLSearchParams writes it); ``since`` and ``live`` are percent-decoded only, so ``+5`` is named as sent, not as `` 5``.
     A parameter given twice, or one no subscriber has (a misspelt ``streams`` once got every stream), is refused."""
     pairs = query_pairs(target)
     names = [name for name, _ in pairs]
@@ -278,7 +278,7 @@ def subscription(target: str) -> Subscription:
         return Subscription(refusal=f"?{repeated}= given {names.count(repeated)} times: give it once")
     values = dict(pairs)
     stream = unquote_plus(values.get("stream", "")) or None  # `?stream=` names no stream: every stream, as before
-    live = values.get("live", "1")
+    live = unquote(values.get("live", "1"), errors="replace")  # percent-decoded as since is: %30 is 0
     if live not in ("0", "1"):
         return Subscription(refusal=f"?live={clipped(live)}: give 0 (stored utterances only) or 1 (then live messages)")
     if live == "0" and "since" not in values:  # it would get hello and be closed: nothing asked for

@@ -97,6 +97,16 @@ def test_hostile_stream_ids_are_shown_as_text_never_as_markup_or_terminal_contro
     assert text.count(ascii(hostile[3])) == 2  # escaped where it is shown
 
 
+def test_stream_ids_that_differ_are_never_shown_alike_a_typed_quoted_name_included():
+    """A name shown escaped is quoted (`'call\\n7'` for a line break), so a name typed with quotes and the escape in
+    it looked the same (a regression review, r16): a name itself in quotes is now shown escaped too."""
+    from ser_stream.errors import shown
+
+    names = ["call\n7", "'call\\n7'", "call\\n7", "MZ1\u200b23", "'MZ1\\u200b23'", '"x"', "x", "'", "it's", "caf\udce9"]
+    assert len({shown(name) for name in names}) == len(names)
+    assert [shown(name) for name in ("'call\\n7'", "it's", "'")] == ['"\'call\\\\n7\'"', "it's", "'"]
+
+
 def live_frame(state: DashboardState, width: int, height: int) -> list[str]:
     """The lines rich's Live draws for the dashboard on a terminal of that size (it crops what is taller)."""
     console = Console(file=io.StringIO(), width=width, height=height, color_system=None, record=True)

@@ -691,3 +691,12 @@ def test_an_ingest_client_admitted_by_its_start_is_held_to_the_ingest_limit_like
     assert refusal == (1013, "too many ingest connections; retry later")
     assert opened == ["MZ-first"]
     assert counters["refused_ingest_limit"] == 1 and counters["refused_token"] == 0
+
+
+def test_the_live_parameter_is_percent_decoded_as_since_is():
+    """`?since=%31` was read as 1 but `?live=%30` refused as not 0 or 1 (a regression review, r16): a client that
+    percent-encodes every value was told a valid 0 was wrong."""
+    from ser_stream.publish import subscription
+
+    assert subscription("/?since=%31&live=%30") == subscription("/?since=1&live=0")
+    assert subscription("/?since=1&live=%30").live is False and subscription("/?since=1&live=%31").live is True

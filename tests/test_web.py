@@ -629,7 +629,8 @@ def test_stream_ids_that_differ_never_look_the_same_on_the_page_which_shows_them
 
     ids = ["call\n7", "call\\u000a7", "MZ123", "MZ1\u200b23", "MZ12\ufeff3", "MZ\u206023", "line1\u2028line2", "a\u00a0b",
            "it's \u200b", "say \"hi\"\u200b", "both ' \" \t", "agent \U0001F469\u200d\U0001F4BB", "priv\U000F0001",
-           "caf\u00e9 \u901a\u8a71 e\u0301", "\u05de\u05d5\u05e7\u05d3-3", "C:\\calls\\7", "\x7f\x85 \u00ad"]
+           "caf\u00e9 \u901a\u8a71 e\u0301", "\u05de\u05d5\u05e7\u05d3-3", "C:\\calls\\7", "\x7f\x85 \u00ad",
+           "'call\\n7'", "'MZ1\\u200b23'", '"quoted"']  # typed in quotes: as the escaped ones would show
     page = browser.new_page()
     with serving() as server:
         page.goto(server.url)
