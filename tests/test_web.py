@@ -158,6 +158,15 @@ def subscribed(page) -> bool:
     return page.inner_text("#model") == "stand-in.onnx"
 
 
+def showing_one_utterance(page, server: MonitorStandIn) -> None:
+    """The page open on ``server``, subscribed, showing utterance 1 of a live stream ``call``."""
+    page.goto(server.url)
+    wait_until(lambda: subscribed(page), 20)
+    server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
+    server.publish(utterance("call", 1))
+    wait_until(lambda: len(page_utterances(page)) == 1, 20)
+
+
 class WebSocketWitness(threading.Thread):
     """A plain WebSocket subscriber beside the page (its own thread and event loop: Playwright owns this one)."""
 
@@ -861,11 +870,7 @@ def test_a_pages_catch_up_after_drops_is_no_subscriber_so_every_drop_the_monitor
     monkeypatch.setattr(ser_stream.publish, "read_since", held_open)
     page = browser.new_page()
     with serving(log, queue_size=4) as server:
-        page.goto(server.url)
-        wait_until(lambda: subscribed(page), 20)
-        server.publish({"type": "stream_started", "stream": "call", "t": 0.0})
-        server.publish(utterance("call", 1))
-        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        showing_one_utterance(page, server)
         server.publish_at_once([utterance("call", number) for number in range(2, 9)])  # 3 dropped: a catch-up follows
         assert catching_up.wait(30)
         counted_while_catching_up = server.counters()
@@ -888,11 +893,7 @@ def test_utterances_dropped_before_the_monitor_came_back_on_another_database_are
     first_log = open_log(tmp_path / "monday.db")
     page = browser.new_page()
     with serving(first_log, queue_size=4) as first:
-        page.goto(first.url)
-        wait_until(lambda: subscribed(page), 20)
-        first.publish({"type": "stream_started", "stream": "call", "t": 0.0})
-        first.publish(utterance("call", 1))
-        wait_until(lambda: len(page_utterances(page)) == 1, 20)
+        showing_one_utterance(page, first)
         first.publish_at_once([utterance("call", number) for number in range(2, 10)])  # 4 dropped; then the monitor stops
         port = first.port
     second_log = open_log(tmp_path / "tuesday.db") if back_on == "another database" else None
