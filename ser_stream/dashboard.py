@@ -37,8 +37,13 @@ ID_CELLS_LEAST = 12
 def untrusted(name: str, width: int | None = None) -> Text:
     """A stream id or file name as plain text: never read as rich markup (``[/]`` once killed the dashboard's
     refresh thread), control characters escaped so they cannot drive the terminal; cut in the middle to ``width``."""
-    text = shown(name)
+    text = ascii(name) if quoted(name) else shown(name)
     return Text(middle_cut(text, width) if width is not None else text)
+
+
+def quoted(name: str) -> bool:
+    """An id itself in quotes: shown as it is, a typed ``'call\\n7'`` would look like ``call<line break>7`` escaped."""
+    return len(name) >= 2 and name[0] in "'\"" and name[-1] == name[0]
 
 
 def middle_cut(text: str, width: int) -> str:

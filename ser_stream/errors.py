@@ -32,21 +32,15 @@ class DatasetError(SerStreamError):
 
 
 def shown(path: object) -> str:
-    """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters, or is
-    itself in quotes (so that no name shown as it is looks like another shown escaped).
+    """A path as it appears in a one-line error: escaped if it holds line breaks or other control characters.
 
     A name that is not UTF-8 shows its other bytes as ``\\xNN`` (``caf\\xe9.wav``), as ``classify --json`` gives
     it, not as the surrogate escapes Python reads them into (``'caf\\udce9.wav'``)."""
     text = str(path)
-    if text.isprintable() and text and not quoted(text):
+    if text.isprintable() and text:
         return text
     undecoded = bytes_as_text(text)
-    return undecoded if undecoded.isprintable() and undecoded and not quoted(undecoded) else ascii(text)  # '' if empty
-
-
-def quoted(text: str) -> bool:
-    """A name that is itself in quotes: typed, it would look like another name shown escaped, which is quoted too."""
-    return len(text) >= 2 and text[0] in "'\"" and text[-1] == text[0]
+    return undecoded if undecoded.isprintable() and undecoded else ascii(text)  # an empty name shows as ''
 
 
 def bytes_as_text(name: str) -> str:

@@ -88,7 +88,7 @@ class Status(TypedDict):
     refused_streams: int  # streams not taken: at --max-streams, a duplicate id, or while stopping
     subscribers: NotRequired[int]  # from the publisher: absent only where a worker runs without one
     subscriber_drops: NotRequired[int]
-    subscribers_cut_off: NotRequired[int]  # gone other than by leaving (1000, 1001): no keepalive answer, a stalled send, a lost network, their keepalive's 1011
+    subscribers_cut_off: NotRequired[int]  # gone other than by leaving (1000, 1001, no code): no keepalive answer, a stalled send, a lost network, their keepalive's 1011
     refused_token: NotRequired[int]
     refused_origin: NotRequired[int]
     refused_ingest_limit: NotRequired[int]

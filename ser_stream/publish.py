@@ -7,7 +7,7 @@ Its socket holds little it has not sent (``SUBSCRIBER_UNSENT_BYTES``): what one
 that stops reading misses overflows its queue, counted, not the kernel's buffer.
 One that answers no keepalive ping (see ``Keepalive``) is cut off, and what was
 still queued for it is counted with the drops; so is one that closes abnormally
-(its own keepalive giving up on the monitor: 1011), not one that leaves (1000, 1001).
+(its own keepalive giving up on the monitor: 1011), not one that leaves (1000, 1001, or a close without a code).
 Subscribers may ask for one stream: ``ws://HOST:PORT/?stream=ID``, and, when
 the monitor records (``--record``), for every utterance since one they saw:
 ``?since=SEQ``; with ``&live=0``, only those (no live messages: the connection
@@ -278,7 +278,10 @@ def subscription(target: str) -> Subscription:
         return Subscription(refusal=f"?{repeated}= given {names.count(repeated)} times: give it once")
     values = dict(pairs)
     stream = unquote_plus(values.get("stream", "")) or None  # `?stream=` names no stream: every stream, as before
-    live = unquote(values.get("live", "1"), errors="replace")  # percent-decoded as since is: %30 is 0
+    try:
+        live = unquote(values.get("live", "1"), errors="strict")  # percent-decoded as since is: %30 is 0
+    except UnicodeDecodeError:  # named as sent (%FF), not as a replacement character
+        live = values["live"]
     if live not in ("0", "1"):
         return Subscription(refusal=f"?live={clipped(live)}: give 0 (stored utterances only) or 1 (then live messages)")
     if live == "0" and "since" not in values:  # it would get hello and be closed: nothing asked for

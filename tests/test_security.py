@@ -700,3 +700,4 @@ def test_the_live_parameter_is_percent_decoded_as_since_is():
 
     assert subscription("/?since=%31&live=%30") == subscription("/?since=1&live=0")
     assert subscription("/?since=1&live=%30").live is False and subscription("/?since=1&live=%31").live is True
+    assert subscription("/?since=1&live=%FF").refusal == "?live=%FF: give 0 (stored utterances only) or 1 (then live messages)"

@@ -271,3 +271,13 @@ def test_dev_sh_refuses_a_python_older_than_3_11_before_making_anything(tmp_path
     assert missing.returncode == 2  # the shell's own complaint once split the line in two
     assert missing.stderr == f"dev.sh: needs Python 3.11 or newer; {tmp_path / 'nowhere'} is not found (set PYTHON=/path/to/python3.11)\n"
 
+
+
+@pytest.mark.parametrize("arguments, reason", [
+    (["--rate", "0"], "argument --rate: 0.0 messages a second must be above 0"),  # was a ZeroDivisionError traceback
+    (["--rate", "-5"], "argument --rate: -5.0 messages a second must be above 0"),  # published nothing, saying it had
+    (["--seconds", "0"], "argument --seconds: 0.0 s must be above 0"),  # a ZeroDivisionError traceback
+    (["--subscriber-queue", "-1"], "argument --subscriber-queue: -1 must be at least 1"),  # hung until killed
+])
+def test_the_unread_subscriber_benchmark_refuses_a_rate_time_or_queue_it_cannot_measure_in_one_line(arguments, reason, capsys):
+    assert refusal("benchmarks.unread_subscriber", arguments, capsys) == f"python -m benchmarks.unread_subscriber: error: {reason}"
