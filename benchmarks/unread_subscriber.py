@@ -22,7 +22,6 @@ monitor's socket no longer holds (``--relay-send-buffer`` caps them).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import fcntl
@@ -35,7 +34,7 @@ import termios
 import time
 from dataclasses import dataclass
 
-from ser_stream.cli import OneLineParser, positive_seconds, whole_number
+from ser_stream.cli import OneLineParser, positive_number, positive_seconds, whole_number
 from ser_stream.messages import Message
 from ser_stream.publish import SUBSCRIBER_QUEUE, SUBSCRIBER_UNSENT_BYTES, TCP_NOTSENT_LOWAT, Publisher
 
@@ -169,20 +168,9 @@ async def direct_and_relayed(rate: float, seconds: float, queue_size: int, relay
     return direct, relayed
 
 
-def messages_a_second(text: str) -> float:
-    """An argparse type: a rate above zero (0 divided by it; a negative one published nothing, saying it had)."""
-    try:
-        rate = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of messages a second") from None
-    if not 0.0 < rate < float("inf"):
-        raise argparse.ArgumentTypeError(f"{rate} messages a second must be above 0")
-    return rate
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.unread_subscriber", description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=messages_a_second, default=200.0, help="messages a second (default %(default)s)")
+    parser.add_argument("--rate", type=positive_number("messages a second", "messages a second"), default=200.0, help="messages a second (default %(default)s)")
     parser.add_argument("--seconds", type=positive_seconds, default=60.0, help="give up after this long without a drop (default %(default)s)")
     parser.add_argument("--subscriber-queue", type=whole_number(1), default=SUBSCRIBER_QUEUE, help="the monitor's --subscriber-queue (default %(default)s)")
     parser.add_argument("--through-relay", action="store_true",

@@ -160,15 +160,22 @@ def sender_network(text: str) -> SenderNetwork:
     return network
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} s must be above 0")
-    return value
+def positive_number(what: str, unit: str) -> Callable[[str], float]:
+    """An argparse type: a finite number above zero, of ``what`` (``seconds``), its value shown with ``unit`` (``s``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}") from None
+        if not 0.0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{value} {unit} must be above 0")
+        return value
+
+    return parse
+
+
+positive_seconds = positive_number("seconds", "s")
 
 
 def _classify(args: argparse.Namespace) -> int:
