@@ -72,7 +72,7 @@ SUBSCRIBER_QUEUE = 8192
 SUBSCRIBER_UNSENT_BYTES = 128 * 1024
 # Python lacks the name on some builds; 25 is Linux's value. Where the system has no such option, nothing is capped.
 TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform.startswith("linux") else None)
-# How a subscriber that chose to leave closes: 1000 (a client done, the page replacing its connection), 1001 (a page
+# How a subscriber that chose to leave closes: 1000 (a client done), 1001 (a page
 # reloaded or left), none (a browser's close() without a code). Any other (1011: its own keepalive gave up on the monitor,
 # 1002, ...) ends it abnormally: it is cut off, and what was queued for it is lost and counted, as when the monitor cuts it off.
 LEAVING_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
@@ -278,22 +278,25 @@ def subscription(target: str) -> Subscription:
         return Subscription(refusal=f"?{repeated}= given {names.count(repeated)} times: give it once")
     values = dict(pairs)
     stream = unquote_plus(values.get("stream", "")) or None  # `?stream=` names no stream: every stream, as before
-    try:
-        live = unquote(values.get("live", "1"), errors="strict")  # percent-decoded as since is: %30 is 0
-    except UnicodeDecodeError:  # named as sent (%FF), not as a replacement character
-        live = values["live"]
+    live = percent_decoded(values.get("live", "1"))  # as since is: %30 is 0
     if live not in ("0", "1"):
         return Subscription(refusal=f"?live={clipped(live)}: give 0 (stored utterances only) or 1 (then live messages)")
     if live == "0" and "since" not in values:  # it would get hello and be closed: nothing asked for
         return Subscription(refusal="?live=0 needs ?since=SEQ: it asks for the stored utterances after SEQ only")
     if "since" not in values:
         return Subscription(stream)
-    try:
-        since_text = unquote(values["since"], errors="strict")
-    except UnicodeDecodeError:  # named as sent (%FF), not as a replacement character
-        since_text = values["since"]
+    since_text = percent_decoded(values["since"])
     since = since_seq(since_text)
     return Subscription(stream, since, live == "1") if since is not None else Subscription(refusal=since_refusal(since_text))
+
+
+def percent_decoded(text: str) -> str:
+    """A query value percent-decoded only (``+`` kept); one whose bytes are not UTF-8 as sent (``%FF``), so that a
+    refusal names what the client sent, not a replacement character."""
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return text
 
 
 def endpoint(target: str) -> str | None:
