@@ -34,20 +34,20 @@ import termios
 import time
 from dataclasses import dataclass
 
+from ser_stream import EMOTIONS
 from ser_stream.cli import OneLineParser, positive_number, positive_seconds, whole_number
 from ser_stream.messages import Message
 from ser_stream.publish import SUBSCRIBER_QUEUE, SUBSCRIBER_UNSENT_BYTES, TCP_NOTSENT_LOWAT, Publisher
 
 BEFORE_QUEUE = 512  # --subscriber-queue's default before the socket was capped
-LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
 
 def window_message(number: int) -> Message:
     """The ``number``th window of a monitor with 100 calls: random probabilities, so they do not all look alike."""
-    weights = [random.random() for _ in LABELS]
+    weights = [random.random() for _ in EMOTIONS]
     return {"type": "window", "stream": f"rtp-{0x9C5536F2 + number % 100:08x}", "utterance": number // 400 + 1,
             "t_start": round(number / 200, 3), "t_end": round(number / 200 + 2, 3),
-            "probabilities": {label: round(weight / sum(weights), 4) for label, weight in zip(LABELS, weights)}}
+            "probabilities": {label: round(weight / sum(weights), 4) for label, weight in zip(EMOTIONS, weights)}}
 
 
 def unsent_bytes(sock: socket.socket) -> int | None:
