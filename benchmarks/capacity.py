@@ -68,10 +68,16 @@ def send_calls(codes: bytes, calls: int, seconds: float, port: int, start_at: fl
         if delay > 0:
             time.sleep(delay)
         for call in range(calls):
-            index = (offsets[call] + tick) % period
-            header = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * G711_PACKET_SAMPLES) & 0xFFFFFFFF, call + 1)
-            sock.sendto(header + codes[index * G711_PACKET_SAMPLES:(index + 1) * G711_PACKET_SAMPLES], target)
+            sock.sendto(call_packet(codes, period, offsets[call], tick, call), target)
     sock.close()
+
+
+def call_packet(codes: bytes, period: int, offset: int, tick: int, call: int) -> bytes:
+    """Call ``call``'s RTP packet ``tick`` (SSRC call + 1): the μ-law ``codes`` from packet ``offset`` on, looped
+    every ``period`` packets, so that the calls speak the same clips at different moments."""
+    index = (offset + tick) % period
+    header = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * G711_PACKET_SAMPLES) & 0xFFFFFFFF, call + 1)
+    return header + codes[index * G711_PACKET_SAMPLES:(index + 1) * G711_PACKET_SAMPLES]
 
 
 def process_stats(pid: int) -> dict[str, float]:

@@ -34,7 +34,6 @@ import platform
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.capacity import call_audio, process_stats
+from benchmarks.capacity import call_audio, call_packet, process_stats
 from benchmarks.clients import MonitorExited, free_port, strict_json, subscriber_when_up
 from benchmarks.monitor_e2e import MATCH_SECONDS, MIN_SILENCE, MonitorFailed
 from ser_stream.cli import OneLineParser, output_file
@@ -96,10 +95,8 @@ def send_phases(codes: bytes, phases: Sequence[tuple[int, float]], port: int, st
                 time.sleep(delay)
             late.append(time.monotonic() - due)
             for call in range(calls):
-                index = (offsets[call] + tick) % period
-                header = struct.pack("!BBHII", 0x80, 0, tick & 0xFFFF, (tick * G711_PACKET_SAMPLES) & 0xFFFFFFFF, call + 1)
                 try:
-                    sock.sendto(header + codes[index * G711_PACKET_SAMPLES:(index + 1) * G711_PACKET_SAMPLES], target)
+                    sock.sendto(call_packet(codes, period, offsets[call], tick, call), target)
                 except OSError:  # a full send buffer: the packet is lost, as on a network, and counted here
                     errors += 1
             tick += 1
