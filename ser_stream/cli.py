@@ -301,12 +301,16 @@ def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
         raise SerStreamError("monitor needs at least one --source, or --ingest")
     options = _monitor_options(args, args.source)
     takes_rtp = any(spec.kind == "rtp" for spec in options.sources)
-    defaults = RtpConfig()
-    if args.jitter_packets != defaults.jitter_packets and not takes_rtp:
+    # None: not given. A typed value is refused without calls even when it is the default (`--jitter-packets 5` with a
+    # file: source was taken unsaid while 6 was refused)
+    if args.jitter_packets is not None and not takes_rtp:
         raise SerStreamError(f"--jitter-packets {args.jitter_packets}: only with an rtp: source")
-    if args.call_idle != defaults.idle_seconds and not (takes_rtp or args.ingest):
+    if args.call_idle is not None and not (takes_rtp or args.ingest):
         raise SerStreamError(f"--call-idle {args.call_idle}: only with calls (an rtp: source, or --ingest)")
-    if args.call_idle > MAX_CALL_IDLE_SECONDS:  # 100000 was taken: a call gone silent held its stream for a day
+    defaults = RtpConfig()
+    jitter_packets = defaults.jitter_packets if args.jitter_packets is None else args.jitter_packets
+    call_idle_seconds = defaults.idle_seconds if args.call_idle is None else args.call_idle
+    if call_idle_seconds > MAX_CALL_IDLE_SECONDS:  # 100000 was taken: a call gone silent held its stream for a day
         raise SerStreamError(f"--call-idle {args.call_idle}: at most {MAX_CALL_IDLE_SECONDS:g} s (an RTP sequence gap longer than that reads as a restarted numbering)")
     if args.max_ingest_connections is not None and not args.ingest:
         raise SerStreamError(f"--max-ingest-connections {args.max_ingest_connections}: only with --ingest")
@@ -314,7 +318,7 @@ def _monitor_command_options(args: argparse.Namespace) -> MonitorOptions:
         raise SerStreamError(f"--await-subscribers {args.await_subscribers}: holds back files and pipes, which can wait; calls (rtp:, --ingest) cannot")
     if args.rtp_allow and not takes_rtp:
         raise SerStreamError(f"--rtp-allow {args.rtp_allow[0]}: only with an rtp: source")
-    rtp = RtpConfig(jitter_packets=args.jitter_packets, idle_seconds=args.call_idle, allowed_senders=tuple(args.rtp_allow))
+    rtp = RtpConfig(jitter_packets=jitter_packets, idle_seconds=call_idle_seconds, allowed_senders=tuple(args.rtp_allow))
     if rtp.allowed_senders:  # a source that no allowed sender could reach would wait for calls that never come
         for spec in (spec for spec in options.sources if spec.kind == "rtp"):
             versions = sender_versions(parse_address(spec.target)[0])
@@ -416,10 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
-    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=RtpConfig().jitter_packets, help="rtp: packets that may arrive before a missing one is declared lost (default %(default)s)")
+    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=None, help=f"rtp: packets that may arrive before a missing one is declared lost (default {RtpConfig().jitter_packets})")
     monitor.add_argument("--rtp-allow", action="append", type=sender_network, default=[], metavar="CIDR",
                          help="rtp: take packets only from this network or address, e.g. 10.0.5.0/24 (repeatable; default: any sender)")
-    monitor.add_argument("--call-idle", type=positive_seconds, default=RtpConfig().idle_seconds, help="rtp and --ingest: seconds without audio that end a call (default %(default)s)")
+    monitor.add_argument("--call-idle", type=positive_seconds, default=None, help=f"rtp and --ingest: seconds without audio that end a call (default {RtpConfig().idle_seconds})")
     _add_monitor_arguments(monitor, pace="realtime")
     _add_live_input_arguments(monitor)
     monitor.set_defaults(run=_monitor)

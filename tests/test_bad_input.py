@@ -432,10 +432,13 @@ def test_classify_in_blocks_agrees_with_classify_in_memory(clips_with_silence, s
         (["--ws", "256.0.0.1:8765"], "--ws '256.0.0.1': not an IPv4 address"),
         (["--source", "stdin", "--max-streams", "1"], "2 sources but --max-streams 1: raise --max-streams"),
         (["--jitter-packets", "10"], "--jitter-packets 10: only with an rtp: source"),
+        # the default value typed out was taken unsaid without calls, any other refused
+        (["--jitter-packets", "5"], "--jitter-packets 5: only with an rtp: source"),
         (["--rtp-allow", "10.0.5.0/24"], "--rtp-allow 10.0.5.0/24: only with an rtp: source"),
         (["--source", "rtp:127.0.0.1:0", "--rtp-allow", "2001:db8::/32"], "rtp:127.0.0.1:0: hears only IPv4 senders, and no --rtp-allow network is IPv4"),
         (["--source", "rtp:[::1]:0", "--rtp-allow", "10.0.5.0/24"], "rtp:[::1]:0: hears only IPv6 senders, and no --rtp-allow network is IPv6"),
         (["--call-idle", "5"], "--call-idle 5.0: only with calls (an rtp: source, or --ingest)"),
+        (["--call-idle", "2"], "--call-idle 2.0: only with calls (an rtp: source, or --ingest)"),
         (["--ingest", "--call-idle", "100000"], "--call-idle 100000.0: at most 60 s (an RTP sequence gap longer than that reads as a restarted numbering)"),
         # one without the other once served plain ws:// unsaid, the key (or certificate) given for nothing
         (["--tls-key", "key.pem"], "--tls-cert and --tls-key go together"),
