@@ -387,9 +387,10 @@ def length_is_estimated(path: str | Path) -> bool:
 def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[np.float32]]:
     """A file's samples as [frames, channels] float32, ``frames_per_read`` at a time, as far as they decode.
 
-    A compressed file damaged part-way (a FLAC cut short: "lost sync") ends at the damage, to a quarter second:
-    the read that failed is made again a quarter second at a time. Callers say how much decoded (``undecoded``).
-    A WAV that fails to read, or a file of which not a quarter second decodes, raises libsndfile's error.
+    A compressed file damaged part-way (a FLAC cut short: "lost sync") ends at the damage: the read that failed is
+    made again a quarter second at a time, and the quarter second that fails gives what it decoded
+    (``decoded_before_failure``). Callers say how much decoded (``undecoded``).
+    A WAV that fails to read, or a file of which not a frame decodes, raises libsndfile's error.
     Not ``soundfile.blocks``: it hands on every block whole, whatever the decoder gave, and past the end of a
     damaged MP3 or OGG (whose header promises more) it once handed on uninitialised memory as audio, noise or NaN.
     """
@@ -405,18 +406,28 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
             file.seek(0)  # as soundfile.read does: libmpg123 then decodes bit for bit as one whole read would
         step = max(1, file.samplerate // 4)
         # A FLAC written to a pipe knows no length (2**63 - 1 frames): its last read fails at the real end, so it is
-        # read in steps from the start, and at most a step is lost.
+        # read in steps from the start, the last of which gives what it decoded.
         read, position = step if unknown_length(file.frames) and piped is None else max(1, frames_per_read), 0
         while True:
             try:
                 samples = file.read(read, dtype="float32", always_2d=True)
             except (soundfile.LibsndfileError, RuntimeError):
-                if file.format == "WAV" or (read <= step and position == 0) or (piped is not None and position == 0):
+                if file.format == "WAV" or (piped is not None and position == 0):
                     raise
-                if read <= step or piped is not None:
+                if piped is not None:
                     return  # the damage: what came before is the file
                 file = moved_back(file, path, position, step)
-                read = step
+                if read > step:
+                    read = step
+                    continue
+                samples, failed = decoded_before_failure(file, read)
+                if failed and not len(samples) and position == 0:
+                    raise
+                if len(samples):
+                    position += len(samples)
+                    yield samples
+                if failed:
+                    return  # the end, or the damage: what came before is the file
                 continue
             if not len(samples):
                 return
@@ -426,6 +437,23 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
         file.close()
         if piped is not None:
             piped.close()
+
+
+def decoded_before_failure(file: soundfile.SoundFile, frames: int) -> tuple[NDArray[np.float32], bool]:
+    """A read of ``frames`` from ``file``'s position that failed once, made again: the frames it decoded, and whether
+    it failed again.
+
+    soundfile seeks to its new position after each read, and a FLAC whose header gives no length, or more than it
+    holds, cannot be seeked to its real end: the read that reaches it raises once its frames are decoded, and its
+    last quarter second (up to 0.25 s) was dropped unsaid. They are decoded into frames filled with NaN, which no
+    decoder writes, so the frames before the first NaN are those it decoded.
+    """
+    decoded = np.full((frames, file.channels), np.nan, dtype=np.float32)
+    try:
+        return file.read(frames, out=decoded), False
+    except (soundfile.LibsndfileError, RuntimeError):
+        written = np.isnan(decoded).any(axis=1)
+        return decoded[: int(np.argmax(written)) if written.any() else frames], True
 
 
 def moved_back(file: soundfile.SoundFile, path: str | Path, position: int, step: int) -> soundfile.SoundFile:

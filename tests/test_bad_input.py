@@ -928,13 +928,13 @@ def test_a_file_cut_short_before_its_speech_is_refused_with_the_cut_as_the_reaso
     soundfile.write(tmp_path / "whole.wav", audio, 16000, subtype="PCM_16")
     soundfile.write(tmp_path / "whole.flac", audio, 16000)
     (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[: 44 + 2 * 8000])  # the header (4 s) and 0.5 s
-    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:1000])  # a download stopped early: 0.75 s
+    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:1000])  # a download stopped early: three whole 4,096-frame FLAC frames, 0.77 s
     silent = "silent throughout (no sound once any DC offset is removed): nothing to classify; "
     assert classify_file(tmp_path / "cut.wav", model, in_memory_seconds=in_memory_seconds).error == (
         silent + "truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard"
     )
     assert classify_file(tmp_path / "cut.flac", model, in_memory_seconds=in_memory_seconds).error == (
-        silent + "damaged or cut short: its header promises 4.00 s of audio, 0.75 s could be decoded; only that was heard"
+        silent + "damaged or cut short: its header promises 4.00 s of audio, 0.77 s could be decoded; only that was heard"
     )
     assert main(["classify", "--json", str(tmp_path / "cut.wav")]) == 1
     assert json.loads(capsys.readouterr().out)["error"].endswith("; truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard")
@@ -1365,8 +1365,36 @@ def test_a_flac_of_unknown_or_false_length_is_classified_on_what_it_holds(tmp_pa
     assert classified["label"] and classified["windows"] >= 2 and "error" not in classified
     if says is None:
         assert "warning" not in classified and "error" not in err  # nothing promised, nothing missing
-    else:  # it promised 6 s and holds 3: said, as for any file cut short
-        assert classified["warning"].startswith("damaged or cut short: its header promises 6.00 s of audio, 2.")
+    else:  # it promised 6 s and holds 3, all heard: said, as for any file cut short
+        assert classified["warning"] == "damaged or cut short: its header promises 6.00 s of audio, 3.00 s could be decoded; only that was heard"
+
+
+@pytest.mark.parametrize("says", [None, 2 * 3 * 16000], ids=["unknown-length", "twice-its-length"])
+def test_a_flac_of_unknown_or_false_length_is_heard_to_its_last_frame(tmp_path, shipped_model, says):
+    """Read in quarter seconds, its last, partial one fails at the real end once decoded (soundfile cannot seek there):
+    up to 0.25 s was dropped unsaid, in classify and in the monitor alike (75,800 frames: 72,000 heard)."""
+    import threading
+
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+    from ser_stream.sources import FileSource
+    from tests.test_capture import Sink
+
+    audio = spoken(3.1, 16000)  # 49,600 frames: twelve quarter seconds and 1,600 frames
+    seekable, piped = tmp_path / "seekable.flac", tmp_path / "piped.flac"
+    soundfile.write(seekable, audio, 16000)
+    soundfile.write(piped, audio, 16000)
+    flac_saying_it_holds(piped, says)
+    model = EmotionModel(shipped_model, provider="cpu")
+    heard, whole = classify_file(piped, model), classify_file(seekable, model)
+    assert heard.utterance is not None and whole.utterance is not None
+    assert heard.utterance.probabilities == pytest.approx(whole.utterance.probabilities, abs=1e-6)
+    if says is not None:  # it promised 6 s and holds all of its 3.10 s
+        assert heard.warning == "damaged or cut short: its header promises 6.00 s of audio, 3.10 s could be decoded; only that was heard"
+    source, sink = FileSource(str(piped), pace="fast"), Sink(1 << 20)
+    source.run(sink, threading.Event())
+    assert sink.error is None and sink.ring.available() == audio.size
+    assert np.array_equal(sink.ring.read(), soundfile.read(seekable, dtype="float32")[0])
 
 
 def test_a_long_wav_that_lost_its_last_second_while_read_is_said_to_be_cut():
