@@ -10,7 +10,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile
@@ -146,10 +146,94 @@ def audio_info(path: str | Path) -> Any:
         info = soundfile.info(file_name(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise unreadable(path, error) from None
-    if info.frames == 0:
-        raise AudioInputError(f"{shown(path)}: contains no audio samples")
+    if info.frames == 0 or (info.format == "FLAC" and flac_holds_no_frames(path)):
+        promised = "" if info.frames == 0 or unknown_length(info.frames) else (
+            f", though its header promises {info.frames / info.samplerate:.2f} s of audio: damaged or cut short")
+        raise AudioInputError(f"{shown(path)}: contains no audio samples{promised}")
     check_sample_rate(int(info.samplerate), shown(path))
     return info
+
+
+def flac_holds_no_frames(path: str | Path) -> bool:
+    """Whether a FLAC file ends where its metadata does (``ffmpeg -t 0 … -f flac -`` writes one): libsndfile then
+    fails its first read ("Internal psf_fseek() failed.") as it would for damage."""
+    try:
+        with open(file_name(path), "rb") as file:
+            if file.read(4) != b"fLaC":
+                return False
+            while len(header := file.read(4)) == 4:  # each metadata block: last-block flag and type, 24-bit length
+                file.seek(int.from_bytes(header[1:4], "big"), os.SEEK_CUR)
+                if header[0] & 0x80:
+                    return file.tell() == os.fstat(file.fileno()).st_size
+    except OSError:
+        pass
+    return False
+
+
+def ogg_holds_no_samples(path: str | Path) -> bool:
+    """Whether an Ogg file is whole pages of which none ends a packet of audio (each granule position 0, or -1
+    where no packet ends): an Opus file of its two header pages alone (``ffmpeg -t 0``, soundfile writing nothing),
+    which libsndfile calls "malformed"."""
+    try:
+        with open(file_name(path), "rb") as file:
+            size, position, pages = os.fstat(file.fileno()).st_size, 0, 0
+            while position < size:
+                header = file.read(27)
+                if len(header) < 27 or header[:4] != b"OggS" or int.from_bytes(header[6:14], "little", signed=True) > 0:
+                    return False
+                segments = file.read(header[26])  # the lengths of the page's body's segments
+                if len(segments) < header[26]:
+                    return False
+                position, pages = file.seek(sum(segments), os.SEEK_CUR), pages + 1
+            return pages > 0 and position == size
+    except OSError:
+        return False
+
+
+def skip_id3v2_tags(file: BinaryIO) -> None:
+    """Move ``file`` past the ID3v2 tags at its start (each header, its four 7-bit size bytes, a footer if flagged)."""
+    while len(header := file.read(10)) == 10 and header[:3] == b"ID3" and all(byte < 0x80 for byte in header[6:10]):
+        size = sum(byte << 7 * (3 - index) for index, byte in enumerate(header[6:10]))
+        file.seek(size + (10 if header[5] & 0x10 else 0), os.SEEK_CUR)
+    file.seek(-len(header), os.SEEK_CUR)
+
+
+def mp3_holds_no_frames(path: str | Path) -> bool:
+    """Whether an MP3 file holds no audio frame: nothing after its ID3v2 tags but an ID3v1 tag, or a first frame
+    whose Xing or Info header (LAME's, ffmpeg's, libsndfile's) counts 0 frames (``ffmpeg -t 0`` writes one).
+    libsndfile cannot open either, and says the file does not exist."""
+    try:
+        with open(file_name(path), "rb") as file:
+            skip_id3v2_tags(file)
+            left = os.fstat(file.fileno()).st_size - file.tell()
+            first = file.read(4 + 2 + 32 + 12)  # a frame header, its CRC, side information (at most 32 bytes), Xing
+    except OSError:
+        return False
+    if left == 0 or (left == 128 and first[:3] == b"TAG"):
+        return True
+    if len(first) < 4 or first[0] != 0xFF or first[1] & 0xE0 != 0xE0 or (first[1] >> 1) & 3 != 1:  # Layer III
+        return False
+    version, mono = (first[1] >> 3) & 3, first[3] >> 6 == 3  # version 3: MPEG-1; 2 and 0: MPEG-2 and 2.5
+    side_information = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+    at = 4 + (0 if first[1] & 1 else 2) + side_information
+    counted = first[at : at + 4] in (b"Xing", b"Info") and int.from_bytes(first[at + 4 : at + 8], "big") & 1
+    return bool(counted) and len(first) >= at + 12 and first[at + 8 : at + 12] == bytes(4)
+
+
+def holds_no_audio(path: str | Path) -> bool:
+    """Whether a file libsndfile would not open is a FLAC, Ogg or MP3 file that holds no audio, by its own bytes."""
+    try:
+        with open(file_name(path), "rb") as file:
+            start = file.read(4)
+    except OSError:
+        return False
+    if start == b"fLaC":
+        return flac_holds_no_frames(path)
+    if start == b"OggS":
+        return ogg_holds_no_samples(path)
+    if start[:3] == b"ID3" or (len(start) >= 2 and start[0] == 0xFF and start[1] & 0xE0 == 0xE0):  # a frame's sync
+        return mp3_holds_no_frames(path)
+    return False
 
 
 # The step of each format coarser than 16 bits, as a fraction of full scale: rounding (and its dither) at that size
@@ -327,10 +411,7 @@ def feed_pipe(path: str | Path, write_end: int) -> None:
     reader has closed its end. libsndfile takes no tag larger than a few kilobytes (cover art) from a pipe."""
     try:
         with open(write_end, "wb") as pipe, open(file_name(path), "rb") as source:
-            while len(header := source.read(10)) == 10 and header[:3] == b"ID3" and all(byte < 0x80 for byte in header[6:10]):
-                size = sum(byte << 7 * (3 - index) for index, byte in enumerate(header[6:10]))  # four 7-bit bytes
-                source.seek(size + (10 if header[5] & 0x10 else 0), os.SEEK_CUR)  # a footer follows the tag if flagged
-            pipe.write(header)
+            skip_id3v2_tags(source)
             shutil.copyfileobj(source, pipe)
     except OSError:  # BrokenPipeError: the reader read what it wanted
         pass
@@ -547,8 +628,12 @@ def unreadable(path: str | Path, error: Exception) -> AudioInputError:
     reason = str(error).split("\n")[0]
     if "Error opening" in reason and ":" in reason:
         reason = reason.rsplit(":", 1)[-1].strip()
+    if reason.startswith("File does not exist or is not a regular file") and os.path.isfile(file_name(path)):
+        reason = "empty, damaged, or a format libsndfile cannot read"  # what libsndfile says of an MP3 it cannot open
     if reason == "samplerate must be specified":  # what soundfile says of a .raw/.pcm name: it would read headerless PCM
         reason = "headerless PCM, whose rate and format nothing says; give it a WAV or FLAC header, or pipe it to monitor --source stdin --rate R"
+    if holds_no_audio(path):  # as an empty WAV or Ogg Vorbis file, which libsndfile opens, is said to
+        return AudioInputError(f"{shown(path)}: contains no audio samples")
     try:
         with open(path, "rb") as file:
             file_format = unread_format(file.read(12))

@@ -184,6 +184,73 @@ def test_a_zero_byte_file_is_refused_by_name(tmp_path):
         read_audio(path)
 
 
+def flac_metadata_alone(path) -> bytes:
+    """The FLAC at ``path`` up to the end of its metadata: what an encoder given no audio writes."""
+    data, at = path.read_bytes(), 4  # after 'fLaC', blocks of a 4-byte header (last-block flag, 24-bit length) each
+    while not data[at] & 0x80:
+        at += 4 + int.from_bytes(data[at + 1 : at + 4], "big")
+    return data[: at + 4 + int.from_bytes(data[at + 1 : at + 4], "big")]
+
+
+ID3V2_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # an empty ID3v2.4 tag, as an encoder puts before the audio
+
+
+def no_audio(kind: str, path) -> None:
+    """Write to ``path`` a file of ``kind`` that holds no audio frame, as ``ffmpeg -t 0`` writes one."""
+    if kind == "opus":  # soundfile writes its two header pages and nothing more
+        soundfile.write(path, np.zeros(0, np.float32), 48000, format="OGG", subtype="OPUS")
+    elif kind == "flac":  # its metadata, and a length of 0: unknown, as a FLAC encoded to a pipe gives
+        soundfile.write(path, speechlike(1.0, 16000), 16000)
+        path.write_bytes(flac_metadata_alone(path))
+        flac_saying_it_holds(path, None)
+    elif kind == "mp3-tag":
+        path.write_bytes(ID3V2_TAG)
+    else:  # a tag, then an Info/Xing frame counting 0 frames
+        soundfile.write(path, speechlike(1.0, 16000), 16000, format="MP3")
+        encoded = path.read_bytes()
+        first_frame = bytearray(encoded[: encoded.index(encoded[:2], 4)])  # up to the next frame's sync
+        count = first_frame.index(b"Xing") + 8  # after 'Xing' and its flags (frames counted: flag 1)
+        first_frame[count : count + 4] = bytes(4)
+        path.write_bytes(ID3V2_TAG + bytes(first_frame))
+
+
+@pytest.mark.parametrize("kind", ["opus", "flac", "mp3-tag", "mp3-info"])
+def test_a_compressed_file_that_holds_no_audio_is_said_to_hold_none(tmp_path, shipped_model, capsys, kind):
+    """As an empty WAV or Vorbis file is: an empty Opus was 'malformed', an empty MP3 was a file that 'does not exist',
+    an empty FLAC 'read failed (Internal psf_fseek() failed.)', in classify and the monitor alike."""
+    from ser_stream.cli import main
+
+    path = tmp_path / f"empty.{kind.split('-')[0]}"
+    no_audio(kind, path)
+    assert main(["classify", "--json", "--model", str(shipped_model), str(path)]) == 1
+    assert json.loads(capsys.readouterr().out) == {"path": str(path), "error": "contains no audio samples"}
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 2
+    assert capsys.readouterr().err.endswith(f"ser-stream: error: {path}: contains no audio samples\n")
+
+
+def test_a_flac_of_its_metadata_alone_that_promises_audio_is_said_to_hold_none_and_to_be_cut(tmp_path):
+    from ser_stream.audiofile import audio_info
+
+    path = tmp_path / "cut.flac"
+    soundfile.write(path, speechlike(2.0, 16000), 16000)
+    path.write_bytes(flac_metadata_alone(path))  # was 'not a readable audio file (Internal psf_fseek() failed.)'
+    with pytest.raises(AudioInputError, match=r"^.*cut\.flac: contains no audio samples, though its header promises 2\.00 s of audio: damaged or cut short$"):
+        audio_info(path)
+
+
+def test_an_mp3_libsndfile_cannot_open_is_not_said_to_be_missing(tmp_path):
+    """libsndfile's reason for an MP3 it cannot open is 'File does not exist or is not a regular file (possibly a
+    pipe?).': said of a file that is there, it sent the user looking for the wrong fault."""
+    from ser_stream.audiofile import audio_info
+
+    whole, cut = tmp_path / "whole.mp3", tmp_path / "cut.mp3"
+    soundfile.write(whole, speechlike(2.0, 16000), 16000, format="MP3")
+    cut.write_bytes(whole.read_bytes()[:100])  # a download stopped in its first frame
+    for read in (audio_info, read_audio):
+        with pytest.raises(AudioInputError, match=r"^.*cut\.mp3: not a readable audio file \(empty, damaged, or a format libsndfile cannot read\)$"):
+            read(cut)
+
+
 def test_a_text_file_named_like_audio_is_refused_by_name(tmp_path):
     path = tmp_path / "notes.wav"
     path.write_text("call notes, not audio\n" * 40)
