@@ -86,7 +86,8 @@ def check_samples(samples: NDArray[np.floating], path: str | Path) -> None:
 
 
 def require_file(path: str | Path) -> None:
-    """A missing path, a folder, a pipe or device and an empty file get different one-line errors; each names the path."""
+    """A missing path, a broken symbolic link, a folder, a pipe or device and an empty file get different one-line
+    errors; each names the path."""
     try:
         status = os.stat(path)
     except FileNotFoundError:
@@ -94,6 +95,8 @@ def require_file(path: str | Path) -> None:
             raise AudioInputError("-: no such file (stdin is not read here: save the audio to a file, or pipe raw PCM to monitor --source stdin)") from None
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", str(path)):
             raise AudioInputError(f"{shown(path)}: a URL; nothing is fetched from the network: download the file first") from None
+        if os.path.islink(path):  # ls lists it: "no such file" sent the user looking for the wrong fault
+            raise AudioInputError(f"{shown(path)}: a broken symbolic link (to {shown(os.readlink(path))}, which does not exist)") from None
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except OSError as error:
         raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None

@@ -776,6 +776,19 @@ def test_a_pipe_given_as_a_file_is_named_as_a_pipe_not_as_missing(tmp_path):
         read_audio(fifo)
 
 
+def test_a_broken_symbolic_link_is_named_as_one_with_its_target_not_as_missing(tmp_path, shipped_model, capsys):
+    """ls lists it, so "no such file" sent the user looking for the wrong fault; classify and the monitor alike."""
+    from ser_stream.cli import main
+
+    link = tmp_path / "call.wav"
+    link.symlink_to("gone.wav")  # its recording was moved or deleted
+    said = f"{link}: a broken symbolic link (to gone.wav, which does not exist)"
+    assert main(["classify", "--json", "--model", str(shipped_model), str(link)]) == 1
+    assert json.loads(capsys.readouterr().out) == {"path": str(link), "error": "a broken symbolic link (to gone.wav, which does not exist)"}
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", f"file:{link}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {said}\n"
+
+
 def test_a_file_source_that_cannot_be_opened_fails_alone_and_the_others_run(tmp_path, clips_with_silence, shipped_model, capsys):
     from ser_stream.cli import main
 
