@@ -10,7 +10,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile
@@ -86,7 +86,8 @@ def check_samples(samples: NDArray[np.floating], path: str | Path) -> None:
 
 
 def require_file(path: str | Path) -> None:
-    """A missing path, a folder, a pipe or device and an empty file get different one-line errors; each names the path."""
+    """A missing path, a broken symbolic link, a folder, a pipe or device and an empty file get different one-line
+    errors; each names the path."""
     try:
         status = os.stat(path)
     except FileNotFoundError:
@@ -94,6 +95,8 @@ def require_file(path: str | Path) -> None:
             raise AudioInputError("-: no such file (stdin is not read here: save the audio to a file, or pipe raw PCM to monitor --source stdin)") from None
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", str(path)):
             raise AudioInputError(f"{shown(path)}: a URL; nothing is fetched from the network: download the file first") from None
+        if os.path.islink(path):  # ls lists it: "no such file" sent the user looking for the wrong fault
+            raise AudioInputError(f"{shown(path)}: a broken symbolic link (to {shown(os.readlink(path))}, which does not exist)") from None
         raise AudioInputError(f"{shown(path)}: no such file") from None
     except OSError as error:
         raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
@@ -146,10 +149,94 @@ def audio_info(path: str | Path) -> Any:
         info = soundfile.info(file_name(path))
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise unreadable(path, error) from None
-    if info.frames == 0:
-        raise AudioInputError(f"{shown(path)}: contains no audio samples")
+    if info.frames == 0 or (info.format == "FLAC" and flac_holds_no_frames(path)):
+        promised = "" if info.frames == 0 or unknown_length(info.frames) else (
+            f", though its header promises {info.frames / info.samplerate:.2f} s of audio: damaged or cut short")
+        raise AudioInputError(f"{shown(path)}: contains no audio samples{promised}")
     check_sample_rate(int(info.samplerate), shown(path))
     return info
+
+
+def flac_holds_no_frames(path: str | Path) -> bool:
+    """Whether a FLAC file ends where its metadata does (``ffmpeg -t 0 … -f flac -`` writes one): libsndfile then
+    fails its first read ("Internal psf_fseek() failed.") as it would for damage."""
+    try:
+        with open(file_name(path), "rb") as file:
+            if file.read(4) != b"fLaC":
+                return False
+            while len(header := file.read(4)) == 4:  # each metadata block: last-block flag and type, 24-bit length
+                file.seek(int.from_bytes(header[1:4], "big"), os.SEEK_CUR)
+                if header[0] & 0x80:
+                    return file.tell() == os.fstat(file.fileno()).st_size
+    except OSError:
+        pass
+    return False
+
+
+def ogg_holds_no_samples(path: str | Path) -> bool:
+    """Whether an Ogg file is whole pages of which none ends a packet of audio (each granule position 0, or -1
+    where no packet ends): an Opus file of its two header pages alone (``ffmpeg -t 0``, soundfile writing nothing),
+    which libsndfile calls "malformed"."""
+    try:
+        with open(file_name(path), "rb") as file:
+            size, position, pages = os.fstat(file.fileno()).st_size, 0, 0
+            while position < size:
+                header = file.read(27)
+                if len(header) < 27 or header[:4] != b"OggS" or int.from_bytes(header[6:14], "little", signed=True) > 0:
+                    return False
+                segments = file.read(header[26])  # the lengths of the page's body's segments
+                if len(segments) < header[26]:
+                    return False
+                position, pages = file.seek(sum(segments), os.SEEK_CUR), pages + 1
+            return pages > 0 and position == size
+    except OSError:
+        return False
+
+
+def skip_id3v2_tags(file: BinaryIO) -> None:
+    """Move ``file`` past the ID3v2 tags at its start (each header, its four 7-bit size bytes, a footer if flagged)."""
+    while len(header := file.read(10)) == 10 and header[:3] == b"ID3" and all(byte < 0x80 for byte in header[6:10]):
+        size = sum(byte << 7 * (3 - index) for index, byte in enumerate(header[6:10]))
+        file.seek(size + (10 if header[5] & 0x10 else 0), os.SEEK_CUR)
+    file.seek(-len(header), os.SEEK_CUR)
+
+
+def mp3_holds_no_frames(path: str | Path) -> bool:
+    """Whether an MP3 file holds no audio frame: nothing after its ID3v2 tags but an ID3v1 tag, or a first frame
+    whose Xing or Info header (LAME's, ffmpeg's, libsndfile's) counts 0 frames (``ffmpeg -t 0`` writes one).
+    libsndfile cannot open either, and says the file does not exist."""
+    try:
+        with open(file_name(path), "rb") as file:
+            skip_id3v2_tags(file)
+            left = os.fstat(file.fileno()).st_size - file.tell()
+            first = file.read(4 + 2 + 32 + 12)  # a frame header, its CRC, side information (at most 32 bytes), Xing
+    except OSError:
+        return False
+    if left == 0 or (left == 128 and first[:3] == b"TAG"):
+        return True
+    if len(first) < 4 or first[0] != 0xFF or first[1] & 0xE0 != 0xE0 or (first[1] >> 1) & 3 != 1:  # Layer III
+        return False
+    version, mono = (first[1] >> 3) & 3, first[3] >> 6 == 3  # version 3: MPEG-1; 2 and 0: MPEG-2 and 2.5
+    side_information = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+    at = 4 + (0 if first[1] & 1 else 2) + side_information
+    counted = first[at : at + 4] in (b"Xing", b"Info") and int.from_bytes(first[at + 4 : at + 8], "big") & 1
+    return bool(counted) and len(first) >= at + 12 and first[at + 8 : at + 12] == bytes(4)
+
+
+def holds_no_audio(path: str | Path) -> bool:
+    """Whether a file libsndfile would not open is a FLAC, Ogg or MP3 file that holds no audio, by its own bytes."""
+    try:
+        with open(file_name(path), "rb") as file:
+            start = file.read(4)
+    except OSError:
+        return False
+    if start == b"fLaC":
+        return flac_holds_no_frames(path)
+    if start == b"OggS":
+        return ogg_holds_no_samples(path)
+    if start[:3] == b"ID3" or (len(start) >= 2 and start[0] == 0xFF and start[1] & 0xE0 == 0xE0):  # a frame's sync
+        return mp3_holds_no_frames(path)
+    return False
 
 
 # The step of each format coarser than 16 bits, as a fraction of full scale: rounding (and its dither) at that size
@@ -327,10 +414,7 @@ def feed_pipe(path: str | Path, write_end: int) -> None:
     reader has closed its end. libsndfile takes no tag larger than a few kilobytes (cover art) from a pipe."""
     try:
         with open(write_end, "wb") as pipe, open(file_name(path), "rb") as source:
-            while len(header := source.read(10)) == 10 and header[:3] == b"ID3" and all(byte < 0x80 for byte in header[6:10]):
-                size = sum(byte << 7 * (3 - index) for index, byte in enumerate(header[6:10]))  # four 7-bit bytes
-                source.seek(size + (10 if header[5] & 0x10 else 0), os.SEEK_CUR)  # a footer follows the tag if flagged
-            pipe.write(header)
+            skip_id3v2_tags(source)
             shutil.copyfileobj(source, pipe)
     except OSError:  # BrokenPipeError: the reader read what it wanted
         pass
@@ -387,9 +471,10 @@ def length_is_estimated(path: str | Path) -> bool:
 def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[np.float32]]:
     """A file's samples as [frames, channels] float32, ``frames_per_read`` at a time, as far as they decode.
 
-    A compressed file damaged part-way (a FLAC cut short: "lost sync") ends at the damage, to a quarter second:
-    the read that failed is made again a quarter second at a time. Callers say how much decoded (``undecoded``).
-    A WAV that fails to read, or a file of which not a quarter second decodes, raises libsndfile's error.
+    A compressed file damaged part-way (a FLAC cut short: "lost sync") ends at the damage: the read that failed is
+    made again a quarter second at a time, and the quarter second that fails gives what it decoded
+    (``decoded_before_failure``). Callers say how much decoded (``undecoded``).
+    A WAV that fails to read, or a file of which not a frame decodes, raises libsndfile's error.
     Not ``soundfile.blocks``: it hands on every block whole, whatever the decoder gave, and past the end of a
     damaged MP3 or OGG (whose header promises more) it once handed on uninitialised memory as audio, noise or NaN.
     """
@@ -405,18 +490,28 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
             file.seek(0)  # as soundfile.read does: libmpg123 then decodes bit for bit as one whole read would
         step = max(1, file.samplerate // 4)
         # A FLAC written to a pipe knows no length (2**63 - 1 frames): its last read fails at the real end, so it is
-        # read in steps from the start, and at most a step is lost.
+        # read in steps from the start, the last of which gives what it decoded.
         read, position = step if unknown_length(file.frames) and piped is None else max(1, frames_per_read), 0
         while True:
             try:
                 samples = file.read(read, dtype="float32", always_2d=True)
             except (soundfile.LibsndfileError, RuntimeError):
-                if file.format == "WAV" or (read <= step and position == 0) or (piped is not None and position == 0):
+                if file.format == "WAV" or (piped is not None and position == 0):
                     raise
-                if read <= step or piped is not None:
+                if piped is not None:
                     return  # the damage: what came before is the file
                 file = moved_back(file, path, position, step)
-                read = step
+                if read > step:
+                    read = step
+                    continue
+                samples, failed = decoded_before_failure(file, read)
+                if failed and not len(samples) and position == 0:
+                    raise
+                if len(samples):
+                    position += len(samples)
+                    yield samples
+                if failed:
+                    return  # the end, or the damage: what came before is the file
                 continue
             if not len(samples):
                 return
@@ -426,6 +521,23 @@ def decoded_blocks(path: str | Path, frames_per_read: int) -> Iterator[NDArray[n
         file.close()
         if piped is not None:
             piped.close()
+
+
+def decoded_before_failure(file: soundfile.SoundFile, frames: int) -> tuple[NDArray[np.float32], bool]:
+    """A read of ``frames`` from ``file``'s position that failed once, made again: the frames it decoded, and whether
+    it failed again.
+
+    soundfile seeks to its new position after each read, and a FLAC whose header gives no length, or more than it
+    holds, cannot be seeked to its real end: the read that reaches it raises once its frames are decoded, and its
+    last quarter second (up to 0.25 s) was dropped unsaid. They are decoded into frames filled with NaN, which no
+    decoder writes, so the frames before the first NaN are those it decoded.
+    """
+    decoded = np.full((frames, file.channels), np.nan, dtype=np.float32)
+    try:
+        return file.read(frames, out=decoded), False
+    except (soundfile.LibsndfileError, RuntimeError):
+        written = np.isnan(decoded).any(axis=1)
+        return decoded[: int(np.argmax(written)) if written.any() else frames], True
 
 
 def moved_back(file: soundfile.SoundFile, path: str | Path, position: int, step: int) -> soundfile.SoundFile:
@@ -519,8 +631,12 @@ def unreadable(path: str | Path, error: Exception) -> AudioInputError:
     reason = str(error).split("\n")[0]
     if "Error opening" in reason and ":" in reason:
         reason = reason.rsplit(":", 1)[-1].strip()
+    if reason.startswith("File does not exist or is not a regular file") and os.path.isfile(file_name(path)):
+        reason = "empty, damaged, or a format libsndfile cannot read"  # what libsndfile says of an MP3 it cannot open
     if reason == "samplerate must be specified":  # what soundfile says of a .raw/.pcm name: it would read headerless PCM
         reason = "headerless PCM, whose rate and format nothing says; give it a WAV or FLAC header, or pipe it to monitor --source stdin --rate R"
+    if holds_no_audio(path):  # as an empty WAV or Ogg Vorbis file, which libsndfile opens, is said to
+        return AudioInputError(f"{shown(path)}: contains no audio samples")
     try:
         with open(path, "rb") as file:
             file_format = unread_format(file.read(12))

@@ -184,6 +184,73 @@ def test_a_zero_byte_file_is_refused_by_name(tmp_path):
         read_audio(path)
 
 
+def flac_metadata_alone(path) -> bytes:
+    """The FLAC at ``path`` up to the end of its metadata: what an encoder given no audio writes."""
+    data, at = path.read_bytes(), 4  # after 'fLaC', blocks of a 4-byte header (last-block flag, 24-bit length) each
+    while not data[at] & 0x80:
+        at += 4 + int.from_bytes(data[at + 1 : at + 4], "big")
+    return data[: at + 4 + int.from_bytes(data[at + 1 : at + 4], "big")]
+
+
+ID3V2_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # an empty ID3v2.4 tag, as an encoder puts before the audio
+
+
+def no_audio(kind: str, path) -> None:
+    """Write to ``path`` a file of ``kind`` that holds no audio frame, as ``ffmpeg -t 0`` writes one."""
+    if kind == "opus":  # soundfile writes its two header pages and nothing more
+        soundfile.write(path, np.zeros(0, np.float32), 48000, format="OGG", subtype="OPUS")
+    elif kind == "flac":  # its metadata, and a length of 0: unknown, as a FLAC encoded to a pipe gives
+        soundfile.write(path, speechlike(1.0, 16000), 16000)
+        path.write_bytes(flac_metadata_alone(path))
+        flac_saying_it_holds(path, None)
+    elif kind == "mp3-tag":
+        path.write_bytes(ID3V2_TAG)
+    else:  # a tag, then an Info/Xing frame counting 0 frames
+        soundfile.write(path, speechlike(1.0, 16000), 16000, format="MP3")
+        encoded = path.read_bytes()
+        first_frame = bytearray(encoded[: encoded.index(encoded[:2], 4)])  # up to the next frame's sync
+        count = first_frame.index(b"Xing") + 8  # after 'Xing' and its flags (frames counted: flag 1)
+        first_frame[count : count + 4] = bytes(4)
+        path.write_bytes(ID3V2_TAG + bytes(first_frame))
+
+
+@pytest.mark.parametrize("kind", ["opus", "flac", "mp3-tag", "mp3-info"])
+def test_a_compressed_file_that_holds_no_audio_is_said_to_hold_none(tmp_path, shipped_model, capsys, kind):
+    """As an empty WAV or Vorbis file is: an empty Opus was 'malformed', an empty MP3 was a file that 'does not exist',
+    an empty FLAC 'read failed (Internal psf_fseek() failed.)', in classify and the monitor alike."""
+    from ser_stream.cli import main
+
+    path = tmp_path / f"empty.{kind.split('-')[0]}"
+    no_audio(kind, path)
+    assert main(["classify", "--json", "--model", str(shipped_model), str(path)]) == 1
+    assert json.loads(capsys.readouterr().out) == {"path": str(path), "error": "contains no audio samples"}
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", f"file:{path}"]) == 2
+    assert capsys.readouterr().err.endswith(f"ser-stream: error: {path}: contains no audio samples\n")
+
+
+def test_a_flac_of_its_metadata_alone_that_promises_audio_is_said_to_hold_none_and_to_be_cut(tmp_path):
+    from ser_stream.audiofile import audio_info
+
+    path = tmp_path / "cut.flac"
+    soundfile.write(path, speechlike(2.0, 16000), 16000)
+    path.write_bytes(flac_metadata_alone(path))  # was 'not a readable audio file (Internal psf_fseek() failed.)'
+    with pytest.raises(AudioInputError, match=r"^.*cut\.flac: contains no audio samples, though its header promises 2\.00 s of audio: damaged or cut short$"):
+        audio_info(path)
+
+
+def test_an_mp3_libsndfile_cannot_open_is_not_said_to_be_missing(tmp_path):
+    """libsndfile's reason for an MP3 it cannot open is 'File does not exist or is not a regular file (possibly a
+    pipe?).': said of a file that is there, it sent the user looking for the wrong fault."""
+    from ser_stream.audiofile import audio_info
+
+    whole, cut = tmp_path / "whole.mp3", tmp_path / "cut.mp3"
+    soundfile.write(whole, speechlike(2.0, 16000), 16000, format="MP3")
+    cut.write_bytes(whole.read_bytes()[:100])  # a download stopped in its first frame
+    for read in (audio_info, read_audio):
+        with pytest.raises(AudioInputError, match=r"^.*cut\.mp3: not a readable audio file \(empty, damaged, or a format libsndfile cannot read\)$"):
+            read(cut)
+
+
 def test_a_text_file_named_like_audio_is_refused_by_name(tmp_path):
     path = tmp_path / "notes.wav"
     path.write_text("call notes, not audio\n" * 40)
@@ -712,6 +779,19 @@ def test_a_pipe_given_as_a_file_is_named_as_a_pipe_not_as_missing(tmp_path):
         read_audio(fifo)
 
 
+def test_a_broken_symbolic_link_is_named_as_one_with_its_target_not_as_missing(tmp_path, shipped_model, capsys):
+    """ls lists it, so "no such file" sent the user looking for the wrong fault; classify and the monitor alike."""
+    from ser_stream.cli import main
+
+    link = tmp_path / "call.wav"
+    link.symlink_to("gone.wav")  # its recording was moved or deleted
+    said = f"{link}: a broken symbolic link (to gone.wav, which does not exist)"
+    assert main(["classify", "--json", "--model", str(shipped_model), str(link)]) == 1
+    assert json.loads(capsys.readouterr().out) == {"path": str(link), "error": "a broken symbolic link (to gone.wav, which does not exist)"}
+    assert main(["monitor", "--model", str(shipped_model), "--no-dashboard", "--ws", "127.0.0.1:0", "--source", f"file:{link}"]) == 2
+    assert capsys.readouterr().err == f"ser-stream: error: {said}\n"
+
+
 def test_a_file_source_that_cannot_be_opened_fails_alone_and_the_others_run(tmp_path, clips_with_silence, shipped_model, capsys):
     from ser_stream.cli import main
 
@@ -931,13 +1011,13 @@ def test_a_file_cut_short_before_its_speech_is_refused_with_the_cut_as_the_reaso
     soundfile.write(tmp_path / "whole.wav", audio, 16000, subtype="PCM_16")
     soundfile.write(tmp_path / "whole.flac", audio, 16000)
     (tmp_path / "cut.wav").write_bytes((tmp_path / "whole.wav").read_bytes()[: 44 + 2 * 8000])  # the header (4 s) and 0.5 s
-    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:1000])  # a download stopped early: 0.75 s
+    (tmp_path / "cut.flac").write_bytes((tmp_path / "whole.flac").read_bytes()[:1000])  # a download stopped early: three whole 4,096-frame FLAC frames, 0.77 s
     silent = "silent throughout (no sound once any DC offset is removed): nothing to classify; "
     assert classify_file(tmp_path / "cut.wav", model, in_memory_seconds=in_memory_seconds).error == (
         silent + "truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard"
     )
     assert classify_file(tmp_path / "cut.flac", model, in_memory_seconds=in_memory_seconds).error == (
-        silent + "damaged or cut short: its header promises 4.00 s of audio, 0.75 s could be decoded; only that was heard"
+        silent + "damaged or cut short: its header promises 4.00 s of audio, 0.77 s could be decoded; only that was heard"
     )
     assert main(["classify", "--json", str(tmp_path / "cut.wav")]) == 1
     assert json.loads(capsys.readouterr().out)["error"].endswith("; truncated: its header promises 4.00 s of audio, the file holds 0.50 s; only that was heard")
@@ -1368,8 +1448,36 @@ def test_a_flac_of_unknown_or_false_length_is_classified_on_what_it_holds(tmp_pa
     assert classified["label"] and classified["windows"] >= 2 and "error" not in classified
     if says is None:
         assert "warning" not in classified and "error" not in err  # nothing promised, nothing missing
-    else:  # it promised 6 s and holds 3: said, as for any file cut short
-        assert classified["warning"].startswith("damaged or cut short: its header promises 6.00 s of audio, 2.")
+    else:  # it promised 6 s and holds 3, all heard: said, as for any file cut short
+        assert classified["warning"] == "damaged or cut short: its header promises 6.00 s of audio, 3.00 s could be decoded; only that was heard"
+
+
+@pytest.mark.parametrize("says", [None, 2 * 3 * 16000], ids=["unknown-length", "twice-its-length"])
+def test_a_flac_of_unknown_or_false_length_is_heard_to_its_last_frame(tmp_path, shipped_model, says):
+    """Read in quarter seconds, its last, partial one fails at the real end once decoded (soundfile cannot seek there):
+    up to 0.25 s was dropped unsaid, in classify and in the monitor alike (75,800 frames: 72,000 heard)."""
+    import threading
+
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+    from ser_stream.sources import FileSource
+    from tests.test_capture import Sink
+
+    audio = spoken(3.1, 16000)  # 49,600 frames: twelve quarter seconds and 1,600 frames
+    seekable, piped = tmp_path / "seekable.flac", tmp_path / "piped.flac"
+    soundfile.write(seekable, audio, 16000)
+    soundfile.write(piped, audio, 16000)
+    flac_saying_it_holds(piped, says)
+    model = EmotionModel(shipped_model, provider="cpu")
+    heard, whole = classify_file(piped, model), classify_file(seekable, model)
+    assert heard.utterance is not None and whole.utterance is not None
+    assert heard.utterance.probabilities == pytest.approx(whole.utterance.probabilities, abs=1e-6)
+    if says is not None:  # it promised 6 s and holds all of its 3.10 s
+        assert heard.warning == "damaged or cut short: its header promises 6.00 s of audio, 3.10 s could be decoded; only that was heard"
+    source, sink = FileSource(str(piped), pace="fast"), Sink(1 << 20)
+    source.run(sink, threading.Event())
+    assert sink.error is None and sink.ring.available() == audio.size
+    assert np.array_equal(sink.ring.read(), soundfile.read(seekable, dtype="float32")[0])
 
 
 def test_a_long_wav_that_lost_its_last_second_while_read_is_said_to_be_cut():
