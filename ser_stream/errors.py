@@ -104,6 +104,10 @@ class RecentKeys:
         if self.has_room():
             self._noted[key] = now
 
+    def oldest_noted_at(self) -> float | None:
+        """When the oldest key still remembered was noted: the first to be forgotten, making room."""
+        return next(iter(self._noted.values()), None)
+
     def noted_at(self, key: Hashable) -> float | None:
         """When ``key`` was noted, if it still is."""
         return self._noted.get(key)

@@ -94,6 +94,7 @@ class Status(TypedDict):
     refused_ingest_limit: NotRequired[int]
     refused_host: NotRequired[int]  # requests for a Host the monitor does not serve (DNS rebinding, or a missing --allow-host)
     failed_handshakes: NotRequired[int]
+    failed_accepts: NotRequired[int]  # seconds, about, in which waiting connections could not be accepted (no descriptor or memory)
     failed_catch_ups: NotRequired[int]  # with --record: ?since= answered with an error line, the database unreadable
     rtp_bad_packets: NotRequired[int]  # with an rtp: source
     rtp_lost_packets: NotRequired[int]

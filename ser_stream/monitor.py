@@ -640,6 +640,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         emit = outbox.put
         worker = Worker(model, config, emit)
         worker.extra_counters.append(publisher.counters)
+        publisher.warn = worker.warn  # connections it cannot accept (no descriptor left): one line, then counted
         publisher.health = lambda: worker_health(worker, outbox, hello)
 
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks

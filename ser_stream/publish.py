@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import re
+import resource
 import socket
 import sqlite3
 import ssl
@@ -54,7 +57,7 @@ from websockets.http11 import Request, Response
 
 from ser_stream.errors import shown
 from ser_stream.messages import CaughtUp, Dropped, Message, notice
-from ser_stream.record import last_stored_seq, read_since
+from ser_stream.record import CatchUpConnections, last_stored_seq, read_since
 
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
 
@@ -76,6 +79,9 @@ TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.p
 # reloaded or left), none (a browser's close() without a code). Any other (1011: its own keepalive gave up on the monitor,
 # 1002, ...) ends it abnormally: it is cut off, and what was queued for it is lost and counted, as when the monitor cuts it off.
 LEAVING_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
+# What makes asyncio's accept loop give up on a waiting connection, report it to the loop's exception handler (a
+# traceback by default) and try again a second later: no descriptor left (the process's limit, or the system's), no memory.
+ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,24 @@ def counting_connection(failed: dict[str, int]) -> type[ServerConnection]:
     return CountedConnection
 
 
+def warn_on_stderr(line: str) -> None:
+    """Where a publisher's warnings go when no monitor takes them."""
+    print(f"ser-stream: warning: {line}", file=sys.stderr, flush=True)
+
+
+def accept_shortage(error: OSError) -> str:
+    """The warning for connections the listener cannot accept: what ran out, what to do, and where they are counted."""
+    if error.errno == errno.EMFILE:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        cause = f"the monitor has as many files and connections open as its limit allows, {limit}: raise it (ulimit -n, systemd's LimitNOFILE=)"
+    elif error.errno == errno.ENFILE:
+        cause = "the system has as many files open as it allows (fs.file-max)"
+    else:
+        cause = "the system has no memory left for them"
+    return (f"connections are not being accepted ({error.strerror or errno.errorcode.get(error.errno or 0, 'no resources')}): {cause}; "
+            "they wait, tried again each second, each second counted in failed_accepts")
+
+
 def since_seq(text: str) -> int | None:
     """``?since=`` as an utterance seq, or None: ASCII digits only (``str.isdigit`` also takes '²'), 0 to ``LARGEST_SEQ``."""
     if not (text.isascii() and text.isdigit()):
@@ -346,12 +370,20 @@ class Publisher:
         self.access = access or AccessConfig()
         self.keepalive = keepalive or Keepalive()
         self.record_path: Path | None = None  # the --record database, for ?since= catch-up
+        self._catch_up_connections: CatchUpConnections | None = None  # the few every catch-up reads through, page by page
         self.refused = {"token": 0, "origin": 0, "ingest_limit": 0, "host": 0}
         # DNS rebinding makes Host and Origin the attacker's (and equal): only names the operator gave are served.
         names = (*LOOPBACK_NAMES, host, *self.access.allowed_hosts, *(urlsplit(origin).netloc for origin in self.access.allowed_origins))
         self.served_hosts = frozenset(name for name in map(host_name, names) if name)
         self.failed_handshakes: dict[str, int] = {}  # by cause; see counting_connection
         self.failed_catch_ups = 0  # ?since= answered with an error because the --record database could not be read
+        # Seconds in which connections waited and none could be accepted, no descriptor or memory left (ACCEPT_SHORTAGES):
+        # asyncio tries again a second after each failure, up to 100 times a round, and sometimes a few rounds a second.
+        self.failed_accepts = 0
+        self._failed_accept_counted_at = -math.inf  # loop time: failures within a second of it are not counted again
+        self.warn: Callable[[str], None] = warn_on_stderr  # the monitor's worker.warn: to subscribers and the log
+        self._shortages_said: set[int] = set()  # errnos of failed accepts already warned of: one line each, the rest counted
+        self._earlier_exception_handler: Any = None  # the loop's before start(), for everything but failed accepts
         self.ingest_connections = 0
         self.pending_ingest: set[ServerConnection] = set()  # tokenless ingest clients until their start names the token
         self._ingest_rate = RateLimit(self.access.ingest_connections_per_second, 2 * self.access.ingest_connections_per_second)
@@ -379,13 +411,22 @@ class Publisher:
         self.loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         if self.record_path is not None:  # stored before this run: the catch-up's to replay, like those published since
-            self.last_seq = max(self.last_seq, await asyncio.to_thread(last_stored_seq, self.record_path))
+            self.last_seq = max(self.last_seq, await asyncio.to_thread(last_stored_seq, self.record_path, self.catch_up_connections()))
         self.server = await serve(
             self._serve, self.host, self.port, max_size=self.access.max_message_bytes,
             ping_interval=self.keepalive.ping_seconds, ping_timeout=self.keepalive.pong_seconds, close_timeout=self.keepalive.close_seconds,
             process_request=self._check_request, ssl=self.access.tls, create_connection=counting_connection(self.failed_handshakes),
         )
         self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else self.port
+        self._earlier_exception_handler = self.loop.get_exception_handler()
+        self.loop.set_exception_handler(self._loop_exception)
+
+    def catch_up_connections(self) -> CatchUpConnections:
+        """The --record database's read-only connections, shared by every catch-up (opened as they are first needed)."""
+        assert self.record_path is not None
+        if self._catch_up_connections is None:
+            self._catch_up_connections = CatchUpConnections(self.record_path)
+        return self._catch_up_connections
 
     def counters(self) -> dict[str, int]:
         """For the status message: subscribers, their drops, those cut off, refused connections, failed handshakes,
@@ -396,6 +437,7 @@ class Publisher:
             "subscribers_cut_off": self.cut_off_subscribers,
             **{f"refused_{reason}": count for reason, count in self.refused.items()},
             "failed_handshakes": sum(self.failed_handshakes.values()),
+            "failed_accepts": self.failed_accepts,
             **({"failed_catch_ups": self.failed_catch_ups} if self.record_path is not None else {}),
         }
 
@@ -444,7 +486,30 @@ class Publisher:
                     task.cancel()
                 if stuck:  # (the last ones may have returned just as the time ran out)
                     await asyncio.wait(stuck, timeout=close_seconds)  # their clean-up; one that ignores cancelling is left
+        if self._catch_up_connections is not None:  # a page still being read on a pool thread closes its own as it ends
+            self._catch_up_connections.close()
+        if self.loop is not None and self.loop.get_exception_handler() == self._loop_exception:
+            self.loop.set_exception_handler(self._earlier_exception_handler)
         return cut_off_queued
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A connection the listener could not accept for want of a descriptor or memory is counted, and said in one
+        warning line per cause: asyncio logged a traceback for each, once a second while it lasted (thousands of lines
+        under `ulimit -n 512`). Anything else goes to the handler the loop had."""
+        error, listener = context.get("exception"), context.get("socket")
+        listening = {sock.fileno() for sock in self.server.sockets} if self.server is not None else set()
+        if isinstance(error, OSError) and error.errno in ACCEPT_SHORTAGES and listener is not None and listener.fileno() in listening:
+            if loop.time() - self._failed_accept_counted_at >= 1.0:
+                self.failed_accepts += 1
+                self._failed_accept_counted_at = loop.time()
+            if error.errno not in self._shortages_said:
+                self._shortages_said.add(error.errno)
+                self.warn(accept_shortage(error))
+            return
+        if self._earlier_exception_handler is not None:
+            self._earlier_exception_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     def publish(self, message: Message) -> None:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""
@@ -724,7 +789,7 @@ class Publisher:
             await self._send(subscriber, json.dumps(notice("error", "?since= needs a monitor started with --record")))
             return
         last = 0
-        pages = read_since(self.record_path, since, subscriber.stream, until=live_after)
+        pages = read_since(self.record_path, since, subscriber.stream, until=live_after, connections=self.catch_up_connections())
         try:
             while (page := await asyncio.to_thread(next, pages, None)) is not None:
                 for _, text in page:
@@ -736,8 +801,8 @@ class Publisher:
             message = f"?since={since}: cannot read the --record database ({reason})" + ("; live messages follow" if live else "")
             await self._send(subscriber, json.dumps(notice("error", message)))
             return
-        finally:  # its connection to the database, were the subscriber to leave mid-way (one still running on a pool
-            with contextlib.suppress(ValueError):  # thread, cancelled at shutdown, closes it when it returns)
+        finally:  # were the subscriber to leave mid-way (one still running on a pool thread, cancelled at shutdown, ends
+            with contextlib.suppress(ValueError):  # when it returns, and gives its connection back)
                 pages.close()
         caught_up: CaughtUp = {"type": "caught_up", "since": since, "last": last}
         await self._send(subscriber, json.dumps(caught_up))

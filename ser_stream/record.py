@@ -6,7 +6,8 @@ too, because it is the database's own row id. WAL mode lets catch-up readers
 run while the worker writes; each utterance is committed on its own, so a
 process killed at any moment has every utterance it broadcast on disk (WAL
 with ``synchronous=NORMAL`` survives the death of the process; only a power
-cut may lose the last commits).
+cut may lose the last commits). Catch-ups read through a few shared read-only
+connections (``CatchUpConnections``), each lent for one page.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import uuid
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 from ser_stream.errors import SerStreamError, one_line, shown
@@ -35,6 +38,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # long before it fails, reported and counted. Only the monitor's outbox thread waits, not the worker and the calls'
 # audio (monitor.Outbox), so it rides out a maintenance job's second or two.
 BUSY_TIMEOUT_SECONDS = 2.0
+# Read-only connections ?since= catch-ups share, each lent for one page: a page that finds them all lent waits its turn.
+# A connection of its own per catch-up left a descriptor open for each one running at once until the monitor exited
+# (450 at once: 450 more, and ~370 MB more resident): SQLite on Unix keeps a closed connection's descriptor while
+# another connection of the process holds a lock on the file, and a WAL writer always does.
+CATCH_UP_CONNECTIONS = 4
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -121,44 +129,142 @@ class UtteranceLog:
         self.connection.close()
 
 
+class CatchUpConnections:
+    """Read-only connections to a --record database, at most ``size`` open, each lent for one query and given back.
+
+    Lent in the order asked for: one asked for while all are lent waits until one is given back, after any that
+    asked before it. Each reads the file now at the path: those opened on a file since deleted or replaced are
+    closed, and a new one is opened (or fails) as a connection of its own would. Usable from any thread.
+    """
+
+    def __init__(self, path: Path, size: int = CATCH_UP_CONNECTIONS) -> None:
+        self.path, self.size = Path(path), size
+        self._lock = threading.Lock()
+        self._idle: list[tuple[sqlite3.Connection, tuple[int, int] | None]] = []  # each with the file it was opened on
+        self._lent = 0  # connections lent, and turns handed to a waiter that has yet to take its connection
+        self._waiting: deque[threading.Event] = deque()  # those waiting for a connection, first come first
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """Queries waiting for a connection: every one is lent."""
+        with self._lock:
+            return len(self._waiting)
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one query (no transaction stays open on it: the writer's checkpoints are not held)."""
+        file = file_identity(self.path)
+        self._wait_for_a_turn()
+        try:
+            connection = self._idle_or_new(file)
+        except BaseException:
+            self._end_turn(None, file)
+            raise
+        try:
+            yield connection
+        finally:
+            self._end_turn(connection, file)
+
+    def close(self) -> None:
+        """Close every connection now idle, and each one lent as it is given back; a query waiting for one fails."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            waiting, self._waiting = self._waiting, deque()
+        for connection, _ in idle:
+            connection.close()
+        for turn in waiting:
+            turn.set()
+
+    def _wait_for_a_turn(self) -> None:
+        with self._lock:
+            self._refuse_if_closed()
+            if self._lent < self.size and not self._waiting:
+                self._lent += 1
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the one who ends a turn hands it on (_end_turn): no later arrival takes it first
+        with self._lock:
+            self._refuse_if_closed()
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise sqlite3.ProgrammingError(f"{shown(self.path)}: the monitor is stopping; its catch-up connections are closed")
+
+    def _idle_or_new(self, file: tuple[int, int] | None) -> sqlite3.Connection:
+        with self._lock:
+            stale = [connection for connection, opened_on in self._idle if opened_on != file]
+            fresh = [(connection, opened_on) for connection, opened_on in self._idle if opened_on == file]
+            self._idle = fresh[:-1]
+            connection = fresh[-1][0] if fresh else None
+        for old in stale:  # the file was deleted or replaced since they were opened
+            old.close()
+        if connection is not None:
+            return connection
+        # as_uri() percent-encodes the path: a raw "file:{path}" would read '#', '?' and '%' in it as URI syntax.
+        return sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+
+    def _end_turn(self, connection: sqlite3.Connection | None, file: tuple[int, int] | None) -> None:
+        with self._lock:
+            if connection is not None and not self._closed:
+                self._idle.append((connection, file))
+                connection = None
+            if self._waiting:
+                self._waiting.popleft().set()  # the turn passes on: _lent stays as it is
+            else:
+                self._lent -= 1
+        if connection is not None:
+            connection.close()
+
+
 def read_since(
-    path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500
+    path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500,
+    connections: CatchUpConnections | None = None,
 ) -> Generator[list[tuple[int, str]], None, None]:
     """Pages of stored utterances, each its seq and its message as broadcast (JSON text), with ``since < seq``
-    (``<= until``, if given), oldest first, on a fresh connection, closed once the last page is read.
+    (``<= until``, if given), oldest first. Each page is read on a connection of ``connections`` lent for it alone
+    (none is held while a page is sent); without them, on one connection of its own, closed after the last page.
 
     The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
-    thread: the connection is used by one thread at a time, but not always the same one.
+    thread: a connection is used by one thread at a time, but not always the same one.
     """
-    # as_uri() percent-encodes the path: a raw "file:{path}" would read '#', '?' and '%' in it as URI syntax.
-    connection = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+    own = connections is None
+    lender = CatchUpConnections(path, size=1) if connections is None else connections
     try:
         last, highest = since, 2**63 - 1 if until is None else until
         while True:
-            if stream is None:
-                rows = connection.execute(
-                    "SELECT seq, message FROM utterances WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (last, highest, page)
-                ).fetchall()
-            else:
-                rows = connection.execute(
-                    "SELECT seq, message FROM utterances WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                    (stream, last, highest, page),
-                ).fetchall()
+            with lender.lent() as connection:
+                if stream is None:
+                    rows = connection.execute(
+                        "SELECT seq, message FROM utterances WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (last, highest, page)
+                    ).fetchall()
+                else:
+                    rows = connection.execute(
+                        "SELECT seq, message FROM utterances WHERE stream = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                        (stream, last, highest, page),
+                    ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
             yield [(seq, with_seq(seq, message)) for seq, message in rows]
     finally:
-        connection.close()
+        if own:
+            lender.close()
 
 
-def last_stored_seq(path: Path) -> int:
+def last_stored_seq(path: Path, connections: CatchUpConnections | None = None) -> int:
     """The last utterance seq in a --record database; 0 for none, or for one that cannot be read (its catch-ups say so)."""
+    lender = CatchUpConnections(path, size=1) if connections is None else connections
     try:
-        with contextlib.closing(sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+        with lender.lent() as connection:
             return int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
     except sqlite3.Error:
         return 0
+    finally:
+        if connections is None:
+            lender.close()
 
 
 def with_seq(seq: int, text: str) -> str:

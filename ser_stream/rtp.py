@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import socket
 import struct
 import threading
@@ -484,9 +485,12 @@ REFUSED_CALLS_TRACKED = 4096
 RESUMED_PACKETS_HELD = 250
 # A sender is told about each kind of fault once, and again an hour later if it still sends them. At most
 # REPORTS_TRACKED reports are remembered: a flood of spoofed senders gets that many lines an hour, the rest
-# are only counted, and once their hour is over new broken senders are reported again.
+# are only counted (one line says so, and until when), and once their hour is over new broken senders are reported again.
 REPORT_MEMORY_SECONDS = 3600.0
 REPORTS_TRACKED = 1000
+# Calls refused a stream are named apart from senders' faults, at most this many an hour: a busy hour at --max-streams
+# once used up the REPORTS_TRACKED reports, and a gateway that broke after it went unnamed for up to an hour, unsaid.
+REFUSED_CALL_REPORTS = 200
 # The receiver waits this long for a datagram before it looks for idle calls; before it does, it reads what the
 # socket holds, at most DRAIN_DATAGRAMS (the 4 MB receive buffer holds about 20000 of 200 bytes).
 RECEIVE_WAIT_SECONDS = 0.05
@@ -495,6 +499,32 @@ DRAIN_DATAGRAMS = 20000
 # apart from the rest: a flood of them, which --rtp-allow is there to stop, once used up the reports of the
 # allowed senders' faults for an hour.
 NOT_ALLOWED_HOSTS_TRACKED = 100
+
+
+class ReportBudget:
+    """The reports of one family of faults: each (sender, kind) remembered for REPORT_MEMORY_SECONDS, at most
+    ``capacity`` at once. Once that many are, further ones are only counted, and one line says so (at most once in
+    REPORT_MEMORY_SECONDS): they went unsaid, and the family's silence read as no fault."""
+
+    def __init__(self, capacity: int, named: str, counted_in: str) -> None:
+        self.remembered = RecentKeys(REPORT_MEMORY_SECONDS, capacity)
+        self.named, self.counted_in = named, counted_in  # "calls refused a stream", "rtp_refused_packets and refused_streams"
+        self.full_said_at = -math.inf
+
+    def admit(self, key: tuple[str, str], now: float) -> tuple[bool, str | None]:
+        """Whether ``key`` is to be reported now (noted if so), and the line that says the budget is full, if due."""
+        if self.remembered.remembers(key, now):
+            return False, None
+        if self.remembered.has_room():
+            self.remembered.note(key, now)
+            return True, None
+        if now - self.full_said_at < self.remembered.seconds:
+            return False, None
+        self.full_said_at = now
+        room_in = self.remembered.seconds - (now - (self.remembered.oldest_noted_at() or now))
+        return False, (f"rtp: {self.remembered.capacity} {self.named} named in the last {self.remembered.seconds / 60:.0f} min, "
+                       f"the most it names in that time: further ones are counted ({self.counted_in}), not named, "
+                       f"for the next {max(1, math.ceil(room_in / 60))} min")
 
 
 class CallSink(Sink, Protocol):
@@ -556,8 +586,11 @@ class RtpReceiver:
         self.not_allowed_packets = 0  # from an address outside --rtp-allow: dropped unread
         self._refused = RecentKeys(REFUSED_RETRY_SECONDS, REFUSED_CALLS_TRACKED)  # SSRCs of calls refused a stream lately
         self._refused_since = RecentKeys(REPORT_MEMORY_SECONDS, REFUSED_CALLS_TRACKED)  # when each was first refused
-        self._reported = RecentKeys(REPORT_MEMORY_SECONDS, REPORTS_TRACKED)  # (sender, kind of fault) reported lately
-        self._not_allowed_reported = RecentKeys(REPORT_MEMORY_SECONDS, NOT_ALLOWED_HOSTS_TRACKED)  # hosts outside --rtp-allow
+        # (sender, kind of fault) reported lately: senders' faults, refused calls and hosts outside --rtp-allow apart,
+        # so that neither of the last two, however many, can leave a sender's fault unnamed
+        self._reported = ReportBudget(REPORTS_TRACKED, "faults of senders", "rtp_bad_packets, rtp_wrong_sender_packets")
+        self._refused_reported = ReportBudget(REFUSED_CALL_REPORTS, "calls refused a stream", "refused_streams, rtp_refused_packets")
+        self._not_allowed_reported = ReportBudget(NOT_ALLOWED_HOSTS_TRACKED, "hosts outside --rtp-allow", "rtp_not_allowed_packets")
 
     def run(self, stop: threading.Event) -> None:
         last_sweep = time.monotonic()
@@ -680,7 +713,8 @@ class RtpReceiver:
             if not self._refused_since.remembers(ssrc, now):
                 self._refused_since.note(ssrc, now)
             # each call by name: one line for all of a sender's refused calls once named none of them
-            self._report_once(sender, f"call rtp-{ssrc:08x} has no stream: {error.reason}", kind=f"no stream for {ssrc}")
+            self._report_once(sender, f"call rtp-{ssrc:08x} has no stream: {error.reason}", kind=f"no stream for {ssrc}",
+                              reported=self._refused_reported)
             return None
         self._refused.forget(ssrc)
         refused_at = self._refused_since.noted_at(ssrc)
@@ -761,15 +795,15 @@ class RtpReceiver:
         call.sink.finished = True
         self._ending[ssrc] = _Ending(call.sink, call.sender)
 
-    def _report_once(self, sender: str, reason: str, kind: str | None = None, reported: RecentKeys | None = None) -> None:
+    def _report_once(self, sender: str, reason: str, kind: str | None = None, reported: ReportBudget | None = None) -> None:
         """One line per sender and kind of fault (``reason`` unless given), again once REPORT_MEMORY_SECONDS have passed;
-        remembered in ``reported`` (default: the reports of every other fault)."""
+        remembered in ``reported`` (default: the reports of senders' faults), and said once when that is full."""
         reported = self._reported if reported is None else reported
-        now = time.monotonic()
-        key = (sender, reason if kind is None else kind)
-        if not reported.remembers(key, now) and reported.has_room():
-            reported.note(key, now)
+        named, full = reported.admit((sender, reason if kind is None else kind), time.monotonic())
+        if named:
             self.report(f"rtp packet from {sender} skipped: {reason} (further ones are only counted)")
+        elif full is not None:
+            self.report(full)
 
     def counters(self) -> dict[str, int]:
         return {

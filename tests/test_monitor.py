@@ -1619,3 +1619,69 @@ def test_every_option_with_a_default_names_it_in_its_help():
         and "default" not in action.help
     ]
     assert silent == []
+
+
+def test_connections_past_the_open_file_limit_are_one_warning_line_and_counted_not_a_traceback_each_second():
+    """Out of descriptors (a burst of subscribers under `ulimit -n`), asyncio's accept loop logged a four-line
+    traceback for each try to accept, once a second while it lasted: a review's log held thousands, and no status
+    counted them. Now one warning names the limit and what to do, and each second it lasts is counted (failed_accepts)."""
+    import queue
+    import resource
+
+    limit = 48  # the monitor holds ~20 at start: a few dozen subscribers are more than it may open
+    port, rtp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--source", f"rtp:127.0.0.1:{rtp_port}", "--no-dashboard",
+         "--ws", f"127.0.0.1:{port}", "--log-status", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1])),
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in process.stderr or ()], daemon=True)
+    reader.start()
+    seen: list[str] = []
+
+    def next_line() -> str:
+        seen.append(lines.get(timeout=60))
+        return seen[-1]
+
+    subscribers: list[socket.socket] = []
+    try:
+        while "WebSocket ws://" not in next_line():
+            pass
+        for _ in range(2 * limit):  # each asks for an upgrade and reads nothing: it holds a descriptor of the monitor's
+            subscriber = socket.create_connection(("127.0.0.1", port))
+            subscriber.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            subscribers.append(subscriber)
+        failed_accepts, statuses = 0, 0
+        while failed_accepts < 3 and statuses < 15:  # a second each: three status lines or so
+            line = next_line()
+            if line.startswith("ser-stream: status "):
+                statuses += 1
+                failed_accepts = json.loads(line.removeprefix("ser-stream: status ")).get("failed_accepts", 0)
+        for subscriber in subscribers:
+            subscriber.close()
+        hello = asyncio.run(first_message(port))  # accepted once descriptors are free again, after those that waited
+    finally:
+        for subscriber in subscribers:
+            subscriber.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+    reader.join(30)  # the monitor has exited: its stderr is at its end
+    while not lines.empty():
+        seen.append(lines.get())
+    log = "\n".join(seen)
+    assert "Traceback" not in log and "out of system resource" not in log, log[-2000:]
+    said = [line for line in seen if "connections are not being accepted" in line]
+    assert said == [
+        f"ser-stream: warning: connections are not being accepted (Too many open files): the monitor has as many files and "
+        f"connections open as its limit allows, {limit}: raise it (ulimit -n, systemd's LimitNOFILE=); they wait, tried "
+        "again each second, each second counted in failed_accepts"
+    ], log[-2000:]
+    assert failed_accepts >= 3 and hello["type"] == "hello" and process.returncode == 0
+
+
+async def first_message(port: int) -> dict:
+    async with await subscriber_when_up(port) as subscriber:
+        return json.loads(await asyncio.wait_for(subscriber.recv(), 30))

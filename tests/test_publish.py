@@ -270,8 +270,8 @@ def caught_up_while_publishing(tmp_path, monkeypatch, publish_meanwhile: Callabl
             publisher.publish(log.append(utterance("earlier-call", number, t_start=0.0, t_end=2.0, windows=1)))
         loop = asyncio.get_running_loop()
 
-        def pages_with_the_monitor_publishing(path, since, stream=None, until=None):
-            pages = read_since(path, since, stream, until, page=1)
+        def pages_with_the_monitor_publishing(path, since, stream=None, until=None, **reading):
+            pages = read_since(path, since, stream, until, page=1, **reading)
             yield next(pages)
 
             async def monitor() -> None:
@@ -354,7 +354,7 @@ def test_a_catch_up_counts_as_dropped_only_what_its_subscriber_never_receives(tm
     assert (live, told, dropped) == (list(range(24, 31)), 23, 23)  # the oldest 23 dropped; the newest 7 and END kept
 
 
-def stalled_subscriber(port: int, receive_buffer: int | None = 4096) -> socket.socket:
+def stalled_subscriber(port: int, receive_buffer: int | None = 4096, path: str = "/") -> socket.socket:
     """A subscriber that connects and never reads again (a frozen browser tab, a client behind a dead link); its
     socket receives into ``receive_buffer`` bytes (None: the system's default, as a browser's)."""
     client = socket.socket()
@@ -362,7 +362,7 @@ def stalled_subscriber(port: int, receive_buffer: int | None = 4096) -> socket.s
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     client.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    client.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     return client
 
@@ -746,3 +746,59 @@ def test_a_catch_up_that_stops_before_the_databases_end_lets_go_of_the_database(
     received, before, during = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert received == ["hello", "utterance call 1", "utterance call 2", "utterance call 3", "caught_up"]
     assert during == before
+
+
+def database_file_descriptors(path) -> int:
+    """How many of this process's open files are the database file itself (its -wal and -shm left out)."""
+    names = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    return sum(name == str(path) for name in names)
+
+
+def stalled_mid_catch_up(port: int) -> socket.socket:
+    """A ``?since=0`` subscriber that reads until its first replayed utterance (its catch-up has read a page), then
+    no more, so its catch-up stalls with pages left to send, as a page reloaded by a tab that then froze."""
+    client = stalled_subscriber(port, path="/?since=0")
+    received = b""
+    while b'"type":"utterance"' not in received:
+        chunk = client.recv(4096)
+        assert chunk, f"closed before any utterance came: {received[-200:]!r}"
+        received += chunk
+    return client
+
+
+def test_catch_ups_running_at_once_leave_no_descriptor_open_on_the_database_once_they_end(tmp_path, open_log):
+    """Each ?since= catch-up read the database on a connection of its own. SQLite keeps a closed connection's
+    descriptor open while another connection of the process holds a lock on the file, and the writer's always does
+    (WAL): every catch-up that ran at once with others left one open until the monitor exited (a review: 450 at once,
+    450 descriptors for weeks; under `ulimit -n 512` thousands of "Too many open files"). Catch-ups now share a few
+    connections, each lent for one page: once they end, the database has the writer's descriptor and theirs."""
+    from ser_stream.record import CATCH_UP_CONNECTIONS
+
+    log = open_log(tmp_path / "calls.db")
+    for number in range(1, 1501):  # ~0.5 MB: more than a subscriber that reads nothing more takes (~0.25 MB)
+        log.append(utterance("call", number))
+    writer_alone = database_file_descriptors(log.path)
+    running_at_once = 3 * CATCH_UP_CONNECTIONS
+
+    async def scenario() -> tuple[int, list[dict]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.record_path = log.path
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            stalled = [await asyncio.to_thread(stalled_mid_catch_up, publisher.port) for _ in range(running_at_once)]
+            for client in stalled:  # each catch-up stopped mid-way: its subscriber gone (a reset: it left data unread)
+                client.close()
+            while publisher.subscribers:  # each handler has ended its catch-up before it lets go of its subscriber
+                await asyncio.sleep(0.01)
+            after = database_file_descriptors(log.path)
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=1497&live=0") as reader:
+                last = [json.loads(text) async for text in reader]  # catch-ups still read after the burst
+        finally:
+            await publisher.close(0)
+        return after, last
+
+    after, last = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert writer_alone == 1
+    assert after <= writer_alone + CATCH_UP_CONNECTIONS, f"{after} descriptors on the database after {running_at_once} catch-ups ended"
+    assert [m.get("seq") for m in last] == [None, 1498, 1499, 1500, None] and last[-1]["type"] == "caught_up"

@@ -174,13 +174,13 @@ def test_an_utterance_stored_during_the_catch_up_comes_live_after_its_windows_no
         publisher = await publishing(tmp_path / "utterances.db")
         loop = asyncio.get_running_loop()
 
-        def pages_after_the_live_messages(path, since, stream=None, until=None):
+        def pages_after_the_live_messages(path, since, stream=None, until=None, **reading):
             async def live():  # the worker published utterance 1 (windows first, stored first) while the catch-up read
                 publisher.publish(live_window)
                 publisher.publish(log.append({"type": "utterance", "stream": "s", "id": 1, "windows": 1}))
                 publisher.publish(later_window)
             asyncio.run_coroutine_threadsafe(live(), loop).result()
-            yield from read_since(path, since, stream, until)
+            yield from read_since(path, since, stream, until, **reading)
 
         monkeypatch.setattr(ser_stream.publish, "read_since", pages_after_the_live_messages)
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
@@ -229,13 +229,13 @@ def test_live_windows_of_utterances_stored_during_a_long_catch_up_never_follow_t
         publisher = await publishing(tmp_path / "utterances.db")
         loop = asyncio.get_running_loop()
 
-        def pages_of_one(path, since, stream=None, until=None):
+        def pages_of_one(path, since, stream=None, until=None, **reading):
             async def live():  # the worker, while the catch-up reads: windows, then their utterance, stored first
                 for number in (1, 2):
                     publisher.publish({"type": "window", "stream": "s", "utterance": number, "t_start": 0.0, "t_end": 2.0})
                     publisher.publish(log.append({"type": "utterance", "stream": "s", "id": number, "windows": 1}))
             asyncio.run_coroutine_threadsafe(live(), loop).result()
-            yield from read_since(path, since, stream, until, page=1)
+            yield from read_since(path, since, stream, until, page=1, **reading)
 
         monkeypatch.setattr(ser_stream.publish, "read_since", pages_of_one)
         async with connect(f"ws://127.0.0.1:{publisher.port}/?since=0") as ws:
@@ -249,6 +249,35 @@ def test_live_windows_of_utterances_stored_during_a_long_catch_up_never_follow_t
         ("hello", None), ("caught_up", None), ("window", 1), ("utterance", 1), ("window", 2), ("utterance", 2)
     ]
     assert [m["type"] for m in messages].count("status") == 1
+
+
+def test_a_catch_up_page_that_finds_every_connection_lent_waits_its_turn_and_pages_are_read_in_the_order_asked(tmp_path, open_log):
+    """Catch-ups share a few read-only connections (a connection each once left a descriptor open per catch-up
+    running at once): a page asked for while all are lent is not refused, it waits, and after those that asked first."""
+    import threading
+    import time
+
+    from ser_stream.record import CatchUpConnections
+
+    log = open_log(tmp_path / "calls.db")
+    log.append({"type": "utterance", "stream": "a", "id": 1})
+    connections = CatchUpConnections(log.path, size=1)
+    served: list[tuple[str, int]] = []
+    readers: list[threading.Thread] = []
+    with connections.lent():  # the only connection, lent for another catch-up's page
+        for name in ("first", "second", "third"):
+            def read(name: str = name) -> None:
+                served.append((name, next(read_since(log.path, 0, connections=connections))[0][0]))
+
+            readers.append(threading.Thread(target=read))
+            readers[-1].start()
+            while connections.waiting < len(readers):  # it has asked, and waits
+                time.sleep(0.001)
+        assert served == [] and all(reader.is_alive() for reader in readers)
+    for reader in readers:
+        reader.join(30)
+    connections.close()
+    assert served == [("first", 1), ("second", 1), ("third", 1)]
 
 
 def test_catch_up_pages_can_be_read_on_different_threads(tmp_path):

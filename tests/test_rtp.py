@@ -814,7 +814,9 @@ def test_senders_outside_rtp_allow_are_reported_by_host_and_cannot_use_up_the_re
     finally:
         receiver.socket.close()
     assert reports[0] == "rtp packet from 192.0.2.10 skipped: its address is not in --rtp-allow (further ones are only counted)"
-    assert len(reports) == rtp_module.NOT_ALLOWED_HOSTS_TRACKED + 1
+    assert len(reports) == rtp_module.NOT_ALLOWED_HOSTS_TRACKED + 2  # and one line that says the rest are only counted
+    assert reports[-2] == (f"rtp: {rtp_module.NOT_ALLOWED_HOSTS_TRACKED} hosts outside --rtp-allow named in the last 60 min, the most "
+                           "it names in that time: further ones are counted (rtp_not_allowed_packets), not named, for the next 60 min")
     assert reports[-1] == ("rtp packet from 10.0.5.7:4000 skipped: 2-byte datagram is shorter than the 12-byte RTP header "
                            "(further ones are only counted)")
     assert receiver.counters()["rtp_not_allowed_packets"] == 10 + rtp_module.REPORTS_TRACKED + 50
@@ -853,6 +855,45 @@ def test_rtp_allow_is_applied_to_the_address_packets_come_from_on_the_socket(all
     assert ("rtp-00000007" in streams, receiver.counters()["rtp_not_allowed_packets"] > 0) == (heard, not heard)
 
 
+def test_refused_calls_cannot_use_up_the_reports_of_senders_faults_and_a_full_budget_is_said_once(receiver_clock):
+    """Each call refused a stream was named from the same thousand reports as senders' faults: a busy hour at
+    --max-streams (one PBX, a thousand calls refused) used them up, and a gateway sending G.729 and a sender of 2-byte
+    datagrams after it were named by no line for up to an hour, nor was the silence explained. Refused calls are named
+    apart now, a bounded number an hour, and once that is reached one line says the rest are only counted, and how long."""
+    from ser_stream import rtp as rtp_module
+    from ser_stream.errors import StreamRefused
+
+    def refuse(stream_id: str, sample_rate: int) -> Stream:
+        raise StreamRefused(stream_id, "200 streams are open, the most this monitor takes (--max-streams)")
+
+    reports: list[str] = []
+    receiver = RtpReceiver(RtpConfig(port=0), refuse, reports.append)
+    payload = tone_payload(440)
+    try:
+        for index in range(rtp_module.REPORTS_TRACKED + 1):  # a busy hour: every call of one PBX refused
+            receiver.receive(rtp(1, 160, payload, ssrc=0x20000000 + index), "10.0.5.20:40000")
+        busy_hour = list(reports)
+        receiver.receive(rtp(1, 160, bytes(20), payload_type=18, ssrc=0x40000000), "10.0.5.99:5000")  # a G.729 gateway
+        receiver.receive(b"\x80\x00", "10.0.5.98:5000")
+        receiver_clock[0] += rtp_module.REPORT_MEMORY_SECONDS  # an hour on: refused calls are named again
+        receiver.receive(rtp(1, 160, payload, ssrc=0x30000000), "10.0.5.20:40000")
+    finally:
+        receiver.socket.close()
+    assert reports[len(busy_hour):] == [
+        "rtp packet from 10.0.5.99:5000 skipped: payload type 18 is not G.711 at 8 kHz (0 μ-law or 8 A-law), "
+        "comfort noise (13) or telephone events (RFC 4733) (further ones are only counted)",
+        "rtp packet from 10.0.5.98:5000 skipped: 2-byte datagram is shorter than the 12-byte RTP header "
+        "(further ones are only counted)",
+        "rtp packet from 10.0.5.20:40000 skipped: call rtp-30000000 has no stream: 200 streams are open, the most this "
+        "monitor takes (--max-streams) (further ones are only counted)",
+    ]
+    named = [line for line in busy_hour if "has no stream" in line]
+    assert busy_hour == [*named, f"rtp: {len(named)} calls refused a stream named in the last 60 min, the most it names in that "
+                                 "time: further ones are counted (refused_streams, rtp_refused_packets), not named, for the next 60 min"]
+    assert named[0].startswith("rtp packet from 10.0.5.20:40000 skipped: call rtp-20000000 has no stream: ")
+    assert 0 < len(named) < rtp_module.REPORTS_TRACKED and receiver.refused_packets == rtp_module.REPORTS_TRACKED + 2
+
+
 def test_new_bad_senders_are_still_reported_once_the_first_thousand_are_remembered_no_longer(monkeypatch):
     """Reports are remembered for a while, at most REPORTS_TRACKED of them: a flood of spoofed senders is bounded,
     yet a sender that breaks later (a new phone, a new codec) is still told about."""
@@ -863,7 +904,8 @@ def test_new_bad_senders_are_still_reported_once_the_first_thousand_are_remember
     try:
         for index in range(rtp_module.REPORTS_TRACKED + 50):
             receiver.receive(b"\x80\x00", f"10.1.{index // 250}.{index % 250}:16384")
-        assert len(reports) == rtp_module.REPORTS_TRACKED  # the flood's first ones; the rest only counted
+        assert len(reports) == rtp_module.REPORTS_TRACKED + 1  # the flood's first ones; the rest only counted, which one line says
+        assert reports[-1].startswith(f"rtp: {rtp_module.REPORTS_TRACKED} faults of senders named in the last ")
         time.sleep(0.35)
         receiver.receive(rtp(0, 0, b"\x00" * 160, payload_type=18), "192.0.2.67:9999")  # a G.729 phone, later
         receiver.receive(b"\x80\x00", "10.1.0.0:16384")  # the first broken sender, still broken
