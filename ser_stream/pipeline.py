@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ser_stream import EMOTIONS
+from ser_stream.dcblocker import DcBlocker
 from ser_stream.errors import AudioInputError, RecentKeys, StreamRefused, one_line
 from ser_stream.features import MAX_AMPLITUDE, SAMPLE_RATE, spectrogram
 from ser_stream.inference import EmotionModel
@@ -76,6 +77,7 @@ class Stream:
     def __init__(self, stream_id: str, sample_rate: int, config: MonitorConfig, detector: Any = None) -> None:
         self.stream_id, self.sample_rate = stream_id, sample_rate
         self.ring = RingBuffer(int(config.ring_seconds * sample_rate))
+        self.dc_blocker = DcBlocker(sample_rate)  # what classify takes off a file as its mean, taken off as it comes
         self.resampler = StreamResampler(sample_rate, SAMPLE_RATE)
         # A step's read: a second of audio at most, however much is waiting, in whole blocks of the resampler's input. At
         # a rate whose ratio to 8 kHz is approximated (47952 Hz: 166/995) a second's read left a remainder that grew
@@ -164,6 +166,7 @@ class Stream:
             return []
         self.tracker.push(self.resampler.flush())  # what came before the gap, to its last sample
         self.resampler = StreamResampler(self.sample_rate, SAMPLE_RATE)
+        self.dc_blocker = DcBlocker(self.sample_rate)  # what follows the gap starts at its own first sample's level
         return self.tracker.skip(round(lost * SAMPLE_RATE / self.sample_rate), self.arrival_of)
 
 
@@ -388,18 +391,19 @@ class Worker:
         return bool(jobs or ending_streams or any(s.ring.available() for s in streams))
 
     def _read(self, stream: Stream) -> list[WindowJob]:
-        """A step's audio of one stream, through the resampler to its voice detector; the windows lost audio closed."""
+        """A step's audio of one stream, through the DC blocker and the resampler to its voice detector; the windows
+        lost audio closed."""
         block = stream.read()  # what the voice detector's history has room for, at most
         block_start = stream.ring.read_position - block.size
         jobs = stream.skip_lost_audio(before=block_start)  # it came before this block
         if block.size:
-            # Before the resampler, whose filter state NaN would poison. A finite sample beyond any audio scale (1e20
-            # from a misbehaving driver) is no more audio: passed on, the spectrogram refused its windows.
+            # Before the DC blocker and the resampler, whose filter states NaN would poison. A finite sample beyond any
+            # audio scale (1e20 from a misbehaving driver) is no more audio: passed on, the spectrogram refused its windows.
             not_audio = ~(np.abs(block) <= MAX_AMPLITUDE)  # NaN compares false: counted here too
             if not_audio.any():
                 stream.nonfinite_samples += int(np.count_nonzero(not_audio))
                 block = np.where(not_audio, np.float32(0.0), block)
-            canonical = stream.resampler.process(block)
+            canonical = stream.resampler.process(stream.dc_blocker.process(block))
             if canonical.size:
                 stream.level = float(np.sqrt(np.mean(np.square(canonical))))
             stream.hear(canonical, block_start)

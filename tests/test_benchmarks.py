@@ -162,6 +162,23 @@ def test_stream_onsets_starts_each_clips_stream_from_each_point_and_counts_utter
 
 
 
+def test_dc_offset_plays_each_clip_with_each_offset_and_a_constant_one_changes_no_utterance_and_no_label(ravdess, shipped_model, capsys):
+    from benchmarks.dc_offset import OFFSETS
+    from benchmarks.dc_offset import main as offset_main
+
+    assert offset_main(["--data", str(ravdess), "--actors", "3", "--per-actor", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "2 clips of actors 3, at 0.8, 16-bit; the offset taken off (DC blocker)"
+    rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ") and not line.startswith("| offset")]
+    assert [row[0] for row in rows] == list(OFFSETS)
+    for row in rows:
+        if not row[0].startswith(("0 to", "0.03 ±")):  # a constant offset: none of the clips' utterances or labels change
+            assert row[1] == "0" and row[2].startswith("0 of "), row
+    assert lines[-1].startswith("classify's network inputs for the clips as recorded, through the blocker: ")
+    assert offset_main(["--data", str(ravdess), "--actors", "3", "--per-actor", "1", "--without-blocker"]) == 0
+    assert capsys.readouterr().out.startswith("1 clip of actors 3, at 0.8, 16-bit; the offset left in\n")
+
+
 def test_unread_subscriber_finds_what_a_subscriber_that_stops_reading_took_before_its_first_counted_drop():
     import asyncio
 

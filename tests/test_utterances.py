@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ser_stream.utterances import UtteranceConfig, UtteranceTracker
 from ser_stream.windows import WindowConfig
-from tests.conftest import run_worker, speechlike
+from tests.conftest import run_worker, speechlike, spoken
 
 RATE = 8000
 
@@ -163,6 +163,112 @@ def test_a_dc_offset_does_not_hold_an_utterance_open_through_the_vads_hangover(o
     with it (the mean square), the offset alone would keep the hangover's frames within 35 dB: closed 0.256 s late."""
     audio = stream((1.0, False), (2.0, True), (3.0, False)) + np.float32(offset)
     assert closed_by_and_end(audio) == pytest.approx((3.008 + 0.512, 3.008 + 8 * 0.032 + 0.1), abs=1e-9)  # as without it
+
+
+def heard_by_the_voice_detector(audio: np.ndarray, rate: int, block: int) -> np.ndarray:
+    """Every frame a live stream's voice detector was handed, in order, when ``audio`` came ``block`` samples at a time."""
+    frames: list[np.ndarray] = []
+
+    def listening(frame: np.ndarray) -> float:
+        frames.append(frame.copy())
+        return energy_detector(frame)
+
+    run_worker(UniformModel(), audio, rate, block=block, detector=listening)
+    return np.concatenate(frames)
+
+
+def offset_of(kind: str, samples: int, rate: int) -> np.ndarray:
+    """A DC offset as a sound card, a USB microphone or a telephone gateway adds it: constant, or drifting."""
+    t = np.arange(samples) / rate
+    return {"+0.03": np.full(samples, 0.03), "+0.05": np.full(samples, 0.05), "-0.05": np.full(samples, -0.05),
+            "-0.2": np.full(samples, -0.2), "drifting 0 to 0.05": 0.05 * t / t[-1]}[kind]
+
+
+@pytest.mark.parametrize("rate", [8000, 48000])
+@pytest.mark.parametrize("offset", ["+0.05", "-0.2", "drifting 0 to 0.05"])
+def test_a_streams_voice_detector_hears_it_without_its_dc_offset_whatever_blocks_it_comes_in(rate, offset):
+    """The voice detector was handed a stream's DC offset, which classify takes off a file before anything hears it:
+    what it hears of a stream with one is now what it hears of the stream without it, however the audio is split
+    (past the first half second, where a drift that starts at once settles)."""
+    speech = np.concatenate([np.zeros(rate // 2, np.float32), speechlike(2.0, rate), np.zeros(rate, np.float32)])
+    shifted = (speech + offset_of(offset, speech.size, rate)).astype(np.float32)
+    settled = int(0.5 * RATE)
+    without = heard_by_the_voice_detector(speech, rate, block=rate)
+    for block in (rate // 50, 1237, rate):  # 20 ms packets, odd reads, a second at a time
+        heard = heard_by_the_voice_detector(shifted, rate, block)
+        assert heard.size == without.size
+        np.testing.assert_allclose(heard[settled:], without[settled:], atol=1e-5, err_msg=f"{block}-sample blocks")
+
+
+def test_a_device_reopened_with_another_offset_is_heard_without_it_from_its_first_sample():
+    """After a gap (a device away, then reopened) the DC blocker starts again at the audio's own level, as the
+    resampler starts again: what follows the gap does not follow on from what came before it."""
+    import threading
+
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    frames: list[np.ndarray] = []
+
+    def listening(frame: np.ndarray) -> float:
+        frames.append(frame.copy())
+        return energy_detector(frame)
+
+    worker = Worker(UniformModel(), MonitorConfig(), lambda message: None)
+    live = Stream("mic", RATE, MonitorConfig(), detector=listening)
+    worker.add_stream(live)
+    live.ring.write(np.full(RATE, 0.05, np.float32))
+    worker.step()
+    live.mark_gap(RATE)
+    live.ring.write(np.full(2 * RATE, -0.3, np.float32))  # the reopened device: another offset, and nothing else
+    live.finished = True
+    worker.run(threading.Event(), until_all_ended=True)
+    assert worker.crash is None
+    heard = np.concatenate(frames)
+    assert heard.size >= 3 * RATE - 256  # the audio before the gap and after it (the gap itself is not heard)
+    assert np.abs(heard).max() < 1e-6
+
+
+QUIET_SPEECH_PEAK = 0.02  # RAVDESS's quietest clips peak near here (calm 03-01-02-02-02-02-07: 0.019)
+
+
+@pytest.mark.parametrize("offset", ["+0.03", "+0.05", "-0.05", "drifting 0 to 0.05"])
+def test_a_dc_offset_changes_neither_a_streams_utterances_nor_their_labels(shipped_model, offset):
+    """A review's finding: short utterances are padded with silence to a window, where an offset left in became a
+    step, and the voice detector heard it. 1.5 s of quiet speech (peak 0.02) in silence was `happy 0.57` from
+    0.924 s; with +0.03 `sad 0.44`, with +0.05 `sad 0.29` from 1.34 s, drifting to 0.05 it ended 0.57 s late."""
+    from ser_stream.inference import EmotionModel
+
+    model, rate = EmotionModel(shipped_model, provider="cpu"), 16000
+    voice = spoken(1.5, rate)
+    speech = np.concatenate([np.zeros(rate), QUIET_SPEECH_PEAK * voice / np.abs(voice).max(), np.zeros(rate)]).astype(np.float32)
+    shifted = (speech + offset_of(offset, speech.size, rate)).astype(np.float32)
+    without, heard = ([m for m in run_worker(model, audio, rate, block=800) if m["type"] == "utterance"] for audio in (speech, shifted))
+    assert [(m["t_start"], m["t_end"], m["label"]) for m in heard] == [(m["t_start"], m["t_end"], m["label"]) for m in without]
+    assert len(heard) == 1 and heard[0]["label"] == "happy"
+    for utterance, reference in zip(heard, without):
+        assert utterance["probabilities"] == pytest.approx(reference["probabilities"], abs=0.01)
+
+
+def test_a_quiet_ravdess_clip_with_a_dc_offset_is_heard_and_labelled_as_without_it(shipped_model, ravdess):
+    """The review's clip, calm 03-01-02-02-02-02-07 (peak 0.019): with +0.03 or more the monitor published no
+    utterance and said nothing, while classify gave `calm 0.84` at every offset; with +0.02 it ended at 2.848 s
+    instead of 3.588 s."""
+    import soundfile
+
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    calm, rate = soundfile.read(ravdess / "Actor_07" / "03-01-02-02-02-02-07.flac", dtype="float32")
+
+    def heard(audio: np.ndarray) -> list[dict]:
+        return [m for m in run_worker(model, audio, rate, block=800) if m["type"] == "utterance"]
+
+    without = heard(calm)
+    assert [(m["t_start"], m["t_end"], m["label"]) for m in without] == [(0.924, 3.588, "calm")]
+    for offset in (0.02, 0.03, 0.05, -0.05):
+        with_it = heard(calm + np.float32(offset))
+        assert [(m["t_start"], m["t_end"], m["label"]) for m in with_it] == [(0.924, 3.588, "calm")], offset
+        assert with_it[0]["probabilities"] == pytest.approx(without[0]["probabilities"], abs=0.01), offset
 
 
 def test_speech_silero_hesitates_on_counts_when_webrtc_hears_a_voice_and_silero_scores_it_above_the_floor():
@@ -520,8 +626,9 @@ def test_a_huge_sample_from_a_live_source_is_played_as_silence_counted_and_said_
 
 
 def test_a_window_the_spectrogram_refuses_ends_its_own_stream_alone_with_the_reason():
-    """A square wave just inside the amplitude bound overshoots it through the resampler (1.13e12 at 16 kHz), and its
-    window, refused inside the shared batch, stopped the worker and every stream on it."""
+    """A square wave just inside the amplitude bound overshoots it through the DC blocker and the resampler (1.17e12 at
+    16 kHz; 1.13e12 through the resampler alone), and its window, refused inside the shared batch, stopped the worker
+    and every stream on it."""
     t = np.arange(4 * 16000) / 16000
     clipped = (0.999e12 * np.sign(np.sin(2 * np.pi * 300 * t))).astype(np.float32)
     messages, crash = worker_run({"clean": (RATE, stream((0.5, False), (2.0, True), (1.0, False))), "loud": (16000, clipped)},
@@ -530,5 +637,5 @@ def test_a_window_the_spectrogram_refuses_ends_its_own_stream_alone_with_the_rea
     assert [m["stream"] for m in messages if m["type"] == "utterance"] == ["clean"]
     errors = [m for m in messages if m["type"] == "error"]
     assert [m["stream"] for m in errors] == ["loud"]
-    assert errors[0]["message"].startswith("loud: stopped: audio samples reach 1.1e+12, beyond ±1e+12: not audio; what came after")
+    assert errors[0]["message"].startswith("loud: stopped: audio samples reach 1.2e+12, beyond ±1e+12: not audio; what came after")
     assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["clean", "loud"]
