@@ -33,6 +33,7 @@ def test_json_lines_for_good_files_and_an_error_line_for_a_bad_one(shipped_model
     for line in (lines[0], lines[2]):
         assert line["label"] in EMOTIONS and list(line["probabilities"]) == list(EMOTIONS)
         assert abs(sum(line["probabilities"].values()) - 1) < 1e-4 and line["windows"] >= 1
+        assert line["confidence"] == line["probabilities"][line["label"]] == max(line["probabilities"].values())
     assert "not a readable audio file" in lines[1]["error"]
     assert "Traceback" not in result.stderr
 
@@ -43,6 +44,31 @@ def test_all_good_files_exit_zero_with_readable_lines(shipped_model, tmp_path):
     result = classify(str(path))
     assert result.returncode == 0
     assert result.stdout.startswith(f"{path}: ") and " window" in result.stdout
+
+
+def test_a_text_line_gives_the_label_the_three_likeliest_emotions_and_the_window_count():
+    from ser_stream.classify import FileResult
+    from ser_stream.utterances import average_windows
+
+    probabilities = np.array([[0.05, 0.1, 0.3, 0.2, 0.25, 0.04, 0.03, 0.03]])
+    one = FileResult("a.wav", utterance=average_windows(probabilities))
+    assert one.to_text() == "a.wav: happy (happy 0.30, angry 0.25, sad 0.20; 1 window)"
+    cut = FileResult("a.wav", utterance=average_windows(np.repeat(probabilities, 3, axis=0)), warning="cut short")
+    assert cut.to_text() == "a.wav: happy (happy 0.30, angry 0.25, sad 0.20; 3 windows) (warning: cut short)"
+
+
+def test_a_model_whose_outputs_for_a_file_are_not_finite_gives_that_file_an_error_not_a_nan_label(shipped_model, tmp_path, monkeypatch):
+    """NaN is not JSON: without the check (a mutation audit) the file was labelled neutral, confidence NaN, exit status 0."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(2.5, 16000), 16000)
+    model = EmotionModel(shipped_model, provider="cpu")
+    monkeypatch.setattr(model, "predict", lambda spectrograms: np.full((len(spectrograms), len(EMOTIONS)), np.nan, np.float32))
+    result = classify_file(path, model)
+    assert result.utterance is None and result.error == "the model's outputs for it are not finite numbers; no label"
+    assert json.loads(result.to_json()) == {"path": str(path), "error": result.error}
 
 
 @pytest.mark.parametrize(("content", "reason"), [(b"", "the file is empty (0 bytes)"), (None, "no such file")])

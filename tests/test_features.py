@@ -71,6 +71,11 @@ def test_very_short_clip_gives_a_valid_input():
     assert image.shape == (260, 270) and image.max() <= 1.0
 
 
+def tone(frequency: float, seconds: float, sample_rate: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
 @pytest.mark.parametrize(
     ("audio", "reason"),
     [
@@ -89,6 +94,23 @@ def test_unusable_audio_gets_a_clear_error(audio, reason):
 def test_model_input_layout_is_n_260_270_1():
     batch = model_input([spectrogram(speechlike(1.0, 8000), 8000)] * 3)
     assert batch.shape == (3, 260, 270, 1) and batch.dtype == np.float32
+    assert model_input(batch[0, ..., 0]).shape == (1, 260, 270, 1)  # one spectrogram is a batch of one
+
+
+def test_8_ms_is_the_shortest_audio_that_gives_an_input_and_a_sample_less_is_refused():
+    assert spectrogram(tone(1000.0, 64 / SAMPLE_RATE, SAMPLE_RATE), SAMPLE_RATE).shape == (260, 270)
+    with pytest.raises(AudioInputError, match=r"^audio is too short: 63 samples at 8000 Hz \(need at least 8 ms\)$"):
+        spectrogram(tone(1000.0, 63 / SAMPLE_RATE, SAMPLE_RATE), SAMPLE_RATE)
+
+
+@pytest.mark.parametrize(("rate", "taken"), [(999, False), (1000, True), (1_000_000, True), (1_000_001, False)])
+def test_audio_at_1_khz_to_1_mhz_gives_an_input_and_at_other_rates_is_refused_naming_the_rate(rate, taken):
+    audio = tone(440.0, 0.1, rate)
+    if taken:
+        assert spectrogram(audio, rate).shape == (260, 270)
+    else:
+        with pytest.raises(AudioInputError, match=rf"^sample rate {rate} Hz is outside 1000–1000000 Hz, the rates this reads$"):
+            spectrogram(audio, rate)
 
 
 def test_the_features_are_those_the_shipped_model_was_trained_on(shipped_model):
@@ -96,11 +118,6 @@ def test_the_features_are_those_the_shipped_model_was_trained_on(shipped_model):
     metadata = json.loads(metadata_path(shipped_model).read_text())
     assert feature_parameters() == metadata["features"]  # TOP_DB = 80.0, say, would be caught here, not at a user's load
     assert (N_BINS, N_FRAMES) == (260, 270) == (metadata["features"]["n_bins"], metadata["features"]["n_frames"])
-
-
-def tone(frequency: float, seconds: float, sample_rate: int) -> np.ndarray:
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    return (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 48000])
@@ -124,6 +141,16 @@ def test_a_click_lights_the_column_of_its_time_counted_from_the_start_of_the_win
     expected = (0.5 * SAMPLE_RATE - N_FFT / 2) / ((2 * SAMPLE_RATE - N_FFT) / (N_FRAMES - 1))
     assert abs(int(column_energy.argmax()) - expected) <= 0.5
     assert np.all(column_energy[: int(expected) - 5] == 0.0) and np.all(column_energy[int(expected) + 6 :] == 0.0)
+
+
+@pytest.mark.parametrize(("level_db", "brightest"), [(-20.0, 1.0), (-100.0, 1.0), (-110.0, 50 / 60), (-130.0, 0.5)])
+def test_a_tone_below_the_silence_level_is_drawn_as_much_darker_as_it_is_below_it(level_db, brightest):
+    """A full-scale sine's bin is 0 dB; a window whose loudest bin is under SILENCE_DB (-100 dB) is drawn against the
+    floor TOP_DB under that level, not under its own peak, so near-silence is not stretched to full range. The
+    metadata's silence_db means this only on that scale: a window scaled 6 dB otherwise passed every other test (a mutation audit)."""
+    image = spectrogram(tone(1000.0, 2.0, SAMPLE_RATE, amplitude=10 ** (level_db / 20)), SAMPLE_RATE)  # 1 kHz: row 65's centre
+    assert int(image.mean(axis=1).argmax()) == 65
+    assert image.max() == pytest.approx(brightest, abs=1e-3)
 
 
 def block_means(image: np.ndarray, blocks: int = 8) -> np.ndarray:

@@ -71,5 +71,19 @@ def test_round_trip_error_is_within_half_a_quantisation_step(audio):
         assert np.all(np.abs(decoded - np.clip(audio, -top, top)) <= step / 2 + 1 / 32768)
 
 
-def test_decode_accepts_bytes():
+def test_every_16_bit_sample_is_encoded_as_a_level_nearest_to_it():
+    """The encoders quantise to the nearest level (ties either way), after rounding to 16 bits: 0.3 of a 16-bit step
+    below the grid still rounds up to it. Truncating instead kept every error within half a codec step plus one
+    16-bit step, the bound above, but chose a level farther away."""
+    values = np.arange(-32768, 32768, dtype=np.float64)
+    for encode, table in ((mulaw_encode, MULAW_DECODE), (alaw_encode, ALAW_DECODE)):
+        levels = np.sort(table.astype(np.float64))
+        above = np.clip(np.searchsorted(levels, values), 1, levels.size - 1)
+        nearest = np.minimum(np.abs(values - levels[above - 1]), np.abs(levels[above] - values))
+        for offset in (0.0, 0.3, -0.3):
+            assert np.array_equal(np.abs(table[encode((values + offset) / 32768)] - values), nearest), offset
+
+
+def test_decode_accepts_bytes_and_gives_16_bit_values_over_32768():
     assert mulaw_decode(bytes([0x80, 0x00])).tolist() == [32124 / 32768, -32124 / 32768]
+    assert alaw_decode(bytes([0xAA, 0x2A])).tolist() == [32256 / 32768, -32256 / 32768]

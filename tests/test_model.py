@@ -54,6 +54,7 @@ def without_field(name: str) -> Any:
         (with_field("bogus", 1), r"unknown field 'bogus'"),
         (with_field("metadata_version", "1"), r"metadata_version is '1' \(a string\), this code reads 1"),
         (with_field("metadata_version", 2), r"metadata version 2, this code reads 1"),
+        (with_field("metadata_version", 0), r"metadata version 0, this code reads 1"),
         (without_field("sha256"), r"field 'sha256' is missing"),
         (with_field("sha256", 5), r"field 'sha256' is 5 \(a number\), expected a string"),
         (with_field("sha256", None), r"field 'sha256' is null, expected a string"),
@@ -70,7 +71,7 @@ def without_field(name: str) -> Any:
         (with_field("input_name", "mel"), r"input_name is mel, this code feeds and reads 'spectrogram'"),
     ],
     ids=[
-        "not-utf8", "not-json", "json-list", "unknown-field", "version-as-string", "newer-version", "no-sha256",
+        "not-utf8", "not-json", "json-list", "unknown-field", "version-as-string", "newer-version", "version-0", "no-sha256",
         "sha256-int", "sha256-null", "labels-null", "labels-int", "features-null", "features-list",
         "window-string", "hop-null", "hop-bool", "metrics-string", "licence-list", "output-name", "input-name",
     ],
@@ -83,6 +84,17 @@ def test_damaged_metadata_is_one_line_naming_the_json_and_the_field(shipped_mode
         metadata_path(model).write_text(json.dumps(damage(json.loads(metadata_path(model).read_text()))))
     with pytest.raises(ModelError, match=rf"^{re.escape(str(metadata_path(model)))}: {reason}$"):
         load_metadata(model)
+
+
+def test_metadata_of_only_the_fields_a_runtime_needs_loads(shipped_model, tmp_path):
+    """labels, features, window, hop and sha256: the rest (metadata_version, recipe, metrics, licence, …) have defaults,
+    so a metadata JSON written before a field was added, or by hand for a model exported elsewhere, still loads."""
+    model = copy_of_model(shipped_model, tmp_path)
+    metadata = json.loads(metadata_path(model).read_text())
+    needed = ("labels", "features", "window_seconds", "hop_seconds", "sha256")
+    metadata_path(model).write_text(json.dumps({name: metadata[name] for name in needed}))
+    loaded = load_metadata(model)
+    assert (loaded.window_seconds, loaded.metrics, loaded.metadata_version) == (metadata["window_seconds"], {}, 1)
 
 
 def test_a_sha256_written_in_uppercase_hex_is_the_same_digest(shipped_model, tmp_path):
@@ -210,6 +222,19 @@ def test_a_network_trained_on_other_labels_or_features_than_this_codes_is_named_
     assert str(refused.value) == (
         f"{model}: the network was trained on {reason}; it is incompatible with this code (retrain it, or re-export it with this code)"
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda record: {**record, "features": sorted(record["features"])}, lambda record: {k: v for k, v in record.items() if k != "window_seconds"}],
+    ids=["features-a-list", "no-window"],
+)
+def test_a_network_whose_own_record_cannot_be_read_is_refused_in_one_line(shipped_model, tmp_path, change):
+    """Without the check that the features are an object (a mutation audit), a list of names was an AttributeError traceback."""
+    model = with_trained_record(shipped_model, tmp_path, change)
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == f"{model}: its {CONTRACT_PROPERTY} record is not readable; export it again"
 
 
 def without_trained_record(shipped_model: Path, folder: Path) -> Path:
@@ -380,6 +405,9 @@ def test_the_metadata_json_or_a_folder_given_as_the_model_is_named_for_what_it_i
     model = copy_of_model(shipped_model, tmp_path)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(metadata_path(model)))}: is the metadata JSON; give the \.onnx file beside it$"):
         load_metadata(metadata_path(model))
+    shouted = shutil.copy(metadata_path(model), tmp_path / "model.JSON")  # not "sha256 … does not match its metadata"
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(shouted))}: is the metadata JSON; give the \.onnx file beside it$"):
+        load_metadata(shouted)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path))}: is a folder, not a model file$"):
         load_metadata(tmp_path)
     with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'missing.onnx'))}: model file not found$"):

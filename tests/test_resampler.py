@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ser_stream.errors import AudioInputError
 from ser_stream.features import resample_to_canonical
 from ser_stream.resampler import StreamResampler
 
@@ -44,3 +46,10 @@ def test_flush_emits_the_last_sample_that_one_shot_rounds_up_to():
     one_shot = resample_to_canonical(signal, 44100)
     assert one_shot.size == 2
     np.testing.assert_allclose(streamed, one_shot, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0, 999, 1_000_001])
+def test_a_rate_outside_1_khz_to_1_mhz_is_refused_by_the_stream_resampler_as_by_every_reader(rate):
+    """Not a ZeroDivisionError traceback at 0 Hz, nor a filter of tens of thousands of taps built for 3 Hz."""
+    with pytest.raises(AudioInputError, match=rf"^sample rate {rate} Hz is outside 1000–1000000 Hz, the rates this reads$"):
+        StreamResampler(rate)

@@ -567,6 +567,19 @@ def test_a_staged_model_that_does_not_load_is_not_put_over_the_good_one(shipped_
     assert (good.read_bytes(), metadata_path(good).read_text()) == before
 
 
+def test_shipping_a_model_file_that_holds_no_graph_is_refused_in_one_line_and_writes_nothing(shipped_model, tmp_path, capsys):
+    """A 0-byte .onnx decodes as an empty ModelProto: without onnx's checker (a mutation audit) it matched its sha256 and
+    ship printed "shipped" over it."""
+    from ser_stream.model import file_sha256
+
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    metadata_path(empty).write_text(json.dumps(dict(json.loads(metadata_path(shipped_model).read_text()), sha256=file_sha256(empty))))
+    line = refusal("training.ship", [str(empty), "--to", str(tmp_path / "shipped.onnx")], capsys)
+    assert line.startswith(f"python -m training.ship: error: {empty}: not a readable ONNX model (")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.json", "empty.onnx"]
+
+
 def test_a_clips_output_is_the_mean_of_its_own_windows_however_many_each_clip_has():
     """The paper's rule, per clip: a clip of one window and a clip of three, listed in another order than their windows."""
     from training import evaluate
