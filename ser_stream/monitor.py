@@ -325,23 +325,29 @@ class Outputs:
         still says what failed). Closed stdout: the results asked for there (--print-utterances) are lost, as in a
         stdout that closes mid-run."""
         name, stream = ("stderr", sys.stderr) if to_stderr else ("stdout", sys.stdout)
-        if any(lost.startswith(name) for lost in self.lost):
-            return
-        if stream is None:
-            if not to_stderr:
-                self.lost.append("stdout (closed)")
-                self.loop.call_soon_threadsafe(self.interrupted.set)
-            return
-        try:
-            with self.lock:  # one write per line: print() writes the text and its newline apart, and two threads' lines ran together
+        # One write per line under the lock (print() writes the text and its newline apart, and two threads' lines ran
+        # together), and the check for a loss under it too: made before it, two threads both recorded one loss.
+        with self.lock:
+            if any(lost.startswith(name) for lost in self.lost):
+                return
+            if stream is None:
+                if not to_stderr:
+                    self.lost.append("stdout (closed)")
+                    self.loop.call_soon_threadsafe(self.interrupted.set)
+                return
+            try:
                 stream.write(text + "\n")
                 stream.flush()
-        except (OSError, ValueError) as error:  # ValueError: a stream already closed
-            reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
-            self.lost.append(f"{name} ({reason})")
-            with contextlib.suppress(OSError, ValueError):  # later writes, and the interpreter's last flush, go nowhere
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-            self.loop.call_soon_threadsafe(self.interrupted.set)
+            except (OSError, ValueError) as error:  # ValueError: a stream already closed
+                reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
+                self.lost.append(f"{name} ({reason})")
+                with contextlib.suppress(OSError, ValueError):  # later writes, and the interpreter's last flush, go nowhere
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    try:
+                        os.dup2(devnull, stream.fileno())
+                    finally:
+                        os.close(devnull)
+                self.loop.call_soon_threadsafe(self.interrupted.set)
 
 
 class Delivery:

@@ -1619,3 +1619,60 @@ def test_every_option_with_a_default_names_it_in_its_help():
         and "default" not in action.help
     ]
     assert silent == []
+
+
+def test_a_broken_stderr_written_by_two_threads_at_once_is_lost_once_and_holds_no_descriptor():
+    """The check for a loss ran before the lock: a thread that had passed it while another's write failed wrote and
+    failed again, recording stderr lost twice (its one-line error then said twice) and leaving a /dev/null descriptor
+    open for each loss."""
+    from ser_stream.monitor import Outputs
+
+    second_waits_for_the_lock = threading.Event()
+
+    class StderrWhoseReaderLeft:
+        def __init__(self) -> None:
+            reader, self.fd = os.pipe()
+            os.close(reader)
+
+        def write(self, text: str) -> None:
+            if threading.current_thread().name == "first":  # fails only once the second thread waits to write
+                second_waits_for_the_lock.wait(30)
+            os.write(self.fd, text.encode())  # BrokenPipeError (Python ignores SIGPIPE)
+
+        def flush(self) -> None:
+            pass
+
+        def fileno(self) -> int:
+            return self.fd
+
+    class WatchedLock:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __enter__(self) -> None:
+            if threading.current_thread().name == "second":
+                second_waits_for_the_lock.set()
+            self.lock.acquire()
+
+        def __exit__(self, *exception: object) -> None:
+            self.lock.release()
+
+    stderr = StderrWhoseReaderLeft()
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event())
+        outputs.lock = WatchedLock()  # type: ignore[assignment]
+        descriptors = len(os.listdir("/proc/self/fd"))
+        writers = [threading.Thread(target=outputs.print_line, args=(f"ser-stream: warning: from {name}", True), name=name)
+                   for name in ("first", "second")]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "stderr", stderr)
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join(60)
+        assert outputs.lost == ["stderr (BrokenPipeError: Broken pipe)"]
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+    finally:
+        os.close(stderr.fd)
+        loop.close()
