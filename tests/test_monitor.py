@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
@@ -1621,58 +1623,194 @@ def test_every_option_with_a_default_names_it_in_its_help():
     assert silent == []
 
 
-def test_a_broken_stderr_written_by_two_threads_at_once_is_lost_once_and_holds_no_descriptor():
+def test_a_broken_stderr_written_by_two_threads_at_once_is_lost_once_and_holds_no_descriptor(monkeypatch):
     """The check for a loss ran before the lock: a thread that had passed it while another's write failed wrote and
     failed again, recording stderr lost twice (its one-line error then said twice) and leaving a /dev/null descriptor
-    open for each loss."""
+    open for each loss. Now one writer thread writes each output, and a loss is recorded under the lock."""
     from ser_stream.monitor import Outputs
 
-    second_waits_for_the_lock = threading.Event()
-
-    class StderrWhoseReaderLeft:
-        def __init__(self) -> None:
-            reader, self.fd = os.pipe()
-            os.close(reader)
-
-        def write(self, text: str) -> None:
-            if threading.current_thread().name == "first":  # fails only once the second thread waits to write
-                second_waits_for_the_lock.wait(30)
-            os.write(self.fd, text.encode())  # BrokenPipeError (Python ignores SIGPIPE)
-
-        def flush(self) -> None:
-            pass
-
-        def fileno(self) -> int:
-            return self.fd
-
-    class WatchedLock:
-        def __init__(self) -> None:
-            self.lock = threading.Lock()
-
-        def __enter__(self) -> None:
-            if threading.current_thread().name == "second":
-                second_waits_for_the_lock.set()
-            self.lock.acquire()
-
-        def __exit__(self, *exception: object) -> None:
-            self.lock.release()
-
-    stderr = StderrWhoseReaderLeft()
+    reader, broken = os.pipe()
+    os.close(reader)
+    monkeypatch.setattr(sys, "stderr", os.fdopen(broken, "w"))  # its reader went away: BrokenPipeError
     loop = asyncio.new_event_loop()
     try:
         outputs = Outputs(loop, asyncio.Event())
-        outputs.lock = WatchedLock()  # type: ignore[assignment]
         descriptors = len(os.listdir("/proc/self/fd"))
-        writers = [threading.Thread(target=outputs.print_line, args=(f"ser-stream: warning: from {name}", True), name=name)
-                   for name in ("first", "second")]
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sys, "stderr", stderr)
-            for writer in writers:
-                writer.start()
-            for writer in writers:
-                writer.join(60)
+        start = threading.Barrier(2)
+
+        def warn_often() -> None:
+            start.wait()
+            for number in range(50):
+                outputs.print_line(f"ser-stream: warning: line {number}", to_stderr=True)
+
+        writers = [threading.Thread(target=warn_often) for _ in range(2)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(60)
+        outputs.close(30)
         assert outputs.lost == ["stderr (BrokenPipeError: Broken pipe)"]
         assert len(os.listdir("/proc/self/fd")) == descriptors
     finally:
-        os.close(stderr.fd)
         loop.close()
+
+
+def full_pipe() -> tuple[int, int]:
+    """A one-page (4 KiB) pipe already full, as a reader that stopped reading (`| jq` stopped with Ctrl-Z, a log
+    shipper backed up) leaves it: its read end, never read here, and its write end."""
+    import fcntl
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(writer, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(writer, b"x" * 4096)
+    os.set_blocking(writer, True)
+    return reader, writer
+
+
+def test_a_stdout_nobody_reads_holds_up_no_subscriber_and_the_monitor_exits_saying_what_it_did_not_write(clips_with_silence, shipped_model):
+    """`--print-utterances | jq` with jq stopped: the outbox thread waited in stdout's write, under the lock every line
+    was written under, so subscribers (and --record) got nothing more, and the shutdown's line on stderr then held
+    the event loop, and SIGTERM with it, for ever (a thread-safety review, r17: killed with SIGKILL)."""
+    path, bounds = clips_with_silence
+    port = free_port()
+    reader, writer = full_pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", f"file:{path}", "--pace", "fast",
+         "--no-dashboard", "--print-utterances", "--ws", f"127.0.0.1:{port}", "--await-subscribers", "1"],
+        stdout=writer, stderr=subprocess.PIPE, text=True,
+    )
+    os.close(writer)
+
+    async def every_message() -> list[dict]:
+        messages = []
+        async with await subscriber_when_up(port, monitor=process) as subscriber:  # type: ignore[arg-type]
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    messages.append(json.loads(await asyncio.wait_for(subscriber.recv(), 60)))
+        return messages
+
+    try:
+        messages = asyncio.run(every_message())
+        _, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        os.close(reader)
+    printed = [message for message in messages if message["type"] in ("utterance", "error", "warning")]
+    assert sum(message["type"] == "utterance" for message in messages) == len(bounds)  # every one, to the subscriber
+    assert [message["type"] for message in messages][-2:] == ["stream_ended", "status"]
+    assert process.returncode == 1, errors
+    assert errors.splitlines()[-1] == (f"ser-stream: error: stdout: {len(printed)} line(s) were not written: its reader stopped reading "
+                                       "or fell 10000 lines behind (stdout_drops)")
+
+
+def test_a_stderr_nobody_reads_holds_up_nothing_and_sigterm_still_stops_the_monitor(clips_with_silence, shipped_model):
+    """A stalled stderr took the same path: its first line (the page's address) held the event loop before any
+    subscriber or source could start, and SIGTERM was never acted on."""
+    import queue
+
+    path, _ = clips_with_silence
+    reader, writer = full_pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", f"file:{path}",
+         "--no-dashboard", "--print-utterances", "--ws", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=writer, text=True,
+    )
+    os.close(writer)
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True)
+    stdout.start()
+    try:
+        first = json.loads(lines.get(timeout=60))  # the first utterance, printed while stderr takes nothing
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 1
+        stdout.join(10)
+    finally:
+        process.kill()
+        os.close(reader)
+    said = [first["type"]] + [lines.get_nowait() for _ in range(lines.qsize())]
+    assert said[0] == "utterance"
+    assert any(': stopped before the end of its file' in line for line in said[1:])  # the stop was acted on
+    unwritten = re.fullmatch(r"ser-stream: error: stderr: (\d+) line\(s\) were not written: its reader stopped reading or fell 10000 lines "
+                             r"behind \(stderr_drops\)\n", said[-1])
+    assert unwritten is not None and int(unwritten[1]) >= 2  # the page's address, the stop's warning
+
+
+def test_an_output_whose_reader_stalls_drops_what_it_cannot_hold_counts_it_and_says_so_once(monkeypatch, capsys):
+    """Its writer takes lines in order; past its queue they are dropped, newest first, counted for status; the
+    shutdown gives up on it once it writes nothing for OUTPUT_STALL_SECONDS, and the rest are counted too."""
+    import ser_stream.monitor
+    from ser_stream.monitor import Outputs
+
+    reader, writer = full_pipe()
+    stalled = os.fdopen(writer, "w")
+    monkeypatch.setattr(sys, "stdout", stalled)
+    monkeypatch.setattr(ser_stream.monitor, "OUTPUT_STALL_SECONDS", 0.2)
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event(), capacity=3)
+        for number in range(10):
+            outputs.print_line(json.dumps({"type": "utterance", "n": number}), to_stderr=False)
+        assert 6 <= outputs.counters()["stdout_drops"] <= 7  # 3 wait, and the first unless it was taken to be written
+        outputs.drain(60)  # returns once stdout has written nothing for 0.2 s
+        assert outputs.counters() == {"stdout_drops": 10, "stderr_drops": 0}  # nothing reached it: each line counted once
+        assert outputs.say_unwritten()
+        outputs.close(60)
+        assert capsys.readouterr().err.splitlines() == [
+            "ser-stream: warning: stdout: 3 lines wait for its reader, which has stopped reading or fallen that far behind: further lines "
+            "are dropped until it catches up, counted (stdout_drops)",
+            "ser-stream: error: stdout: 10 line(s) were not written: its reader stopped reading or fell 3 lines behind (stdout_drops)",
+        ]
+    finally:
+        os.set_blocking(reader, False)
+        with contextlib.suppress(BlockingIOError):  # the line its writer still holds goes, and the thread ends
+            while os.read(reader, 65536):
+                pass
+        monkeypatch.undo()
+        stalled.close()
+        os.close(reader)
+        loop.close()
+
+
+def test_lines_printed_from_many_threads_reach_a_slow_reader_in_each_threads_order_and_none_is_dropped(monkeypatch):
+    import ser_stream.monitor
+    from ser_stream.monitor import Outputs
+
+    monkeypatch.setattr(ser_stream.monitor, "OUTPUT_STALL_SECONDS", 60.0)  # however busy the machine, it is read
+
+    reader, writer = os.pipe()
+    slow = os.fdopen(writer, "w")
+    monkeypatch.setattr(sys, "stdout", slow)
+    received: list[bytes] = []
+    reading = threading.Event()
+
+    def read_when_told() -> None:
+        reading.wait(60)  # the writer waits meanwhile: its pipe fills
+        while chunk := os.read(reader, 4096):
+            received.append(chunk)
+
+    reader_thread = threading.Thread(target=read_when_told)
+    reader_thread.start()
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event())
+        printers = [threading.Thread(target=lambda name=name: [outputs.print_line(f"{name} {number:04d} " + "x" * 100, to_stderr=False)
+                                                               for number in range(1000)]) for name in "ab"]
+        for printer in printers:
+            printer.start()
+        for printer in printers:
+            printer.join(60)
+        reading.set()
+        outputs.close(60)
+    finally:
+        monkeypatch.undo()
+        slow.close()
+        reader_thread.join(60)
+        os.close(reader)
+        loop.close()
+    lines = b"".join(received).decode().splitlines()
+    assert outputs.counters()["stdout_drops"] == 0
+    for name in "ab":
+        assert [line.split()[1] for line in lines if line.startswith(name)] == [f"{number:04d}" for number in range(1000)]
