@@ -9,7 +9,6 @@ import ipaddress
 import itertools
 import math
 import os
-import queue
 import signal
 import socket
 import sys
@@ -87,8 +86,11 @@ FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish
 # A worker that has not passed over its streams for this long is stuck (a step takes milliseconds): /healthz says 503.
 HEALTH_STALL_SECONDS = 5.0
 # Messages waiting for the outbox thread: 40 calls make about 160 a second, so a --record database held by another
-# writer for two minutes fits before the threads that emit (the worker among them) wait for room.
+# writer for two minutes fits before the threads that emit (the worker among them; never the event loop's) wait for room.
 OUTBOX_MESSAGES = 20000
+# Room beyond OUTBOX_MESSAGES for messages emitted on the event loop's thread, which never waits for room (its few:
+# an ingest connection's first bad frame, a refused call, a file cut short by a stop); past it they are dropped, counted.
+OUTBOX_LOOP_ROOM = 1000
 # Lines waiting for stdout's or stderr's writer (``LineWriter``): a reader that stops holds its output's lines here,
 # never the thread that printed them; past this many (a few MB of JSON lines) the newest are dropped and counted.
 OUTPUT_LINES = 10000
@@ -130,15 +132,27 @@ class StatusLog:
         self.logged, self.logged_at, self.counted = status, time.monotonic(), counts
 
 
+def on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop, which must never wait: every connection, /healthz and the stop
+    signals wait with it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class Outbox:
     """Every message the monitor emits, handed on in order by a thread of its own (``deliver``: store, publish,
     print). The worker used to store each utterance itself: a --record database held by another writer (a
     retention job's DELETE, a VACUUM) stalled it, and with it every call's audio, which overran and was lost."""
 
     def __init__(self, deliver: Callable[[Message], None], capacity: int = OUTBOX_MESSAGES) -> None:
-        self.deliver = deliver
-        self.messages: queue.Queue[Message | None] = queue.Queue(capacity)
+        self.deliver, self.capacity = deliver, capacity
+        self.messages: deque[Message | None] = deque()  # None: the end, after every message
+        self.changed = threading.Condition()
         self.full_waits = 0  # times a thread found it full and waited for room (the monitor's messages are never dropped)
+        self.loop_drops = 0  # the event loop's messages that found its OUTBOX_LOOP_ROOM full too: dropped
         self.crash: str | None = None  # set if handing on a message failed (a bug): the monitor then stops, saying so
         self.thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
@@ -146,33 +160,60 @@ class Outbox:
         self.thread.start()
 
     def put(self, message: Message) -> None:
-        """Queue ``message`` from any thread; wait only if the outbox is full."""
-        try:
-            self.messages.put_nowait(message)
-        except queue.Full:
-            self.full_waits += 1
-            self.messages.put(message)
+        """Queue ``message`` from any thread; a thread that finds the outbox full waits for room, but for the event
+        loop's (an ingest connection's warning, a refused call): it never waits. Its messages go in line all the same,
+        in up to OUTBOX_LOOP_ROOM more; past that they are dropped and counted (``loop_drops``)."""
+        from_loop = on_event_loop()  # 20 ingest connections' warnings on a full outbox once froze the loop for 10 s
+        with self.changed:
+            if len(self.messages) >= self.capacity:
+                if from_loop:
+                    if len(self.messages) >= self.capacity + OUTBOX_LOOP_ROOM:
+                        self.loop_drops += 1
+                        return
+                else:
+                    self.full_waits += 1
+                    self.changed.wait_for(lambda: len(self.messages) < self.capacity)
+            self.messages.append(message)
+            self.changed.notify_all()
+
+    def _take(self) -> Message | None:
+        with self.changed:
+            self.changed.wait_for(lambda: bool(self.messages))
+            message = self.messages.popleft()
+            self.changed.notify_all()  # room for a thread waiting
+            return message
 
     def _run(self) -> None:
         try:
-            while (message := self.messages.get()) is not None:
+            while (message := self._take()) is not None:
                 self.deliver(message)
         except Exception as error:  # noqa: BLE001 - as the worker's: a bug must end the monitor with a clear line, not hang it
             self.crash = f"{type(error).__name__}: {error}"
-            while self.messages.get() is not None:  # still taken, so no thread waits for room for ever
+            while self._take() is not None:  # still taken, so no thread waits for room for ever
                 pass
 
     def close(self, seconds: float) -> bool:
         """Hand on what is queued, then stop; False if that took longer than ``seconds``."""
-        self.messages.put(None)
+        with self.changed:  # the end goes in line at once, whatever the room: any thread may close, the loop's too
+            self.messages.append(None)
+            self.changed.notify_all()
         self.thread.join(seconds)
         return not self.thread.is_alive()
 
+    def waiting(self) -> int:
+        """The messages queued."""
+        with self.changed:
+            return sum(message is not None for message in self.messages)
+
     def left(self) -> tuple[int, int]:
         """The messages still queued, and how many of them are utterances: what a shutdown that gave up drops."""
-        with self.messages.mutex:
-            waiting = [message for message in self.messages.queue if message is not None]
+        with self.changed:
+            waiting = [message for message in self.messages if message is not None]
         return len(waiting), sum(message.get("type") == "utterance" for message in waiting)
+
+    def counters(self) -> dict[str, int]:
+        """For the status message: the event loop's messages dropped."""
+        return {"outbox_drops": self.loop_drops}
 
 
 def is_loopback(host: str) -> bool:
@@ -542,8 +583,8 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
     status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
     return status in ("ok", "starting"), {
         "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
-        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.messages.qsize(),
-        "outbox_full_waits": outbox.full_waits, "seconds_since_worker_step": since,
+        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.waiting(),
+        "outbox_full_waits": outbox.full_waits, "outbox_drops": outbox.loop_drops, "seconds_since_worker_step": since,
     }
 
 
@@ -728,6 +769,9 @@ async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbo
         totals = "; the status line below is not the run's totals" if status_log is not None else ""
         say(f"ser-stream: warning: stopped before publishing everything: {messages} message(s), {utterances} of them utterance(s), "
             f"were still waiting to be handed on after {FINISH_SECONDS:.0f} s and were dropped{totals}")
+    if outbox.loop_drops:
+        say(f"ser-stream: warning: {outbox.loop_drops} message(s) emitted on the event loop (ingest connections' warnings) were dropped: "
+            "the outbox was full (outbox_drops)")
     if status_log is not None:
         status_log.flush()  # the run's totals, whenever the last line was
     cut_off_queued = await publisher.close()
@@ -788,7 +832,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         undo.callback(outbox.close, FINISH_SECONDS)
         emit = outbox.put
         worker = Worker(model, config, emit)
-        worker.extra_counters.extend([publisher.counters, outputs.counters])
+        worker.extra_counters.extend([publisher.counters, outputs.counters, outbox.counters])
         publisher.health = lambda: worker_health(worker, outbox, hello)
 
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
