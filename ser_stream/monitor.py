@@ -132,6 +132,12 @@ class StatusLog:
         self.logged, self.logged_at, self.counted = status, time.monotonic(), counts
 
 
+def is_batch_run(options: MonitorOptions) -> bool:
+    """Whether every source waits for the monitor (`--pace fast` files, stdin) and nothing live comes in: a run whose
+    outputs may hold it back, as any Unix filter's reader does, rather than lose lines; a live run drops them, counted."""
+    return not options.ingest and all(spec.kind == "stdin" or (spec.kind == "file" and options.pace == "fast") for spec in options.sources)
+
+
 def on_event_loop() -> bool:
     """Whether this thread runs an asyncio event loop, which must never wait: every connection, /healthz and the stop
     signals wait with it."""
@@ -361,8 +367,10 @@ class LineWriter:
     (a `| jq` paused, a log shipper backed up) held the outbox thread there, and with it every subscriber and --record,
     then the event loop's shutdown line, and so SIGTERM, for ever."""
 
-    def __init__(self, name: str, stream: Callable[[], Any], lose: Callable[[str, Any, Exception], None], capacity: int) -> None:
+    def __init__(self, name: str, stream: Callable[[], Any], lose: Callable[[str, Any, Exception], None], capacity: int,
+                 wait_for_reader: bool = False) -> None:
         self.name, self.stream, self.lose, self.capacity = name, stream, lose, capacity
+        self.wait_for_reader = wait_for_reader  # a batch run: a full queue holds the printer (never the loop) until there is room
         self.lines: deque[str] = deque()
         self.changed = threading.Condition()
         self.writing = False  # a line taken from ``lines`` and not yet written
@@ -375,9 +383,13 @@ class LineWriter:
         self.thread: threading.Thread | None = None  # started with the first line
 
     def put(self, line: str) -> bool:
-        """Queue ``line``, never waiting; False if ``capacity`` lines wait already and it was dropped (counted)."""
+        """Queue ``line``; False if it was dropped (counted): ``capacity`` lines wait already, or the shutdown gave up
+        on this output. Only in a batch run (``wait_for_reader``) does a printer other than the event loop wait for
+        room instead: a `--pace fast` file piped into a reader slower than the monitor lost nothing, and still does."""
         with self.changed:
-            if len(self.lines) >= self.capacity:  # the newest dropped: what waits is written in order, then a gap
+            if len(self.lines) >= self.capacity and self.wait_for_reader and not on_event_loop():
+                self.changed.wait_for(lambda: len(self.lines) < self.capacity or self.given_up or self.failed)
+            if len(self.lines) >= self.capacity or self.given_up:  # the newest dropped: what waits is written in order, then a gap
                 self.dropped += 1
                 return False
             if not self.lines and not self.writing:
@@ -397,6 +409,7 @@ class LineWriter:
                     return
                 line = self.lines.popleft()
                 self.writing, self.writing_counted = True, False
+                self.changed.notify_all()  # room: a batch run's printer waiting for it goes on
             stream = self.stream()  # at the time of writing: the dashboard's Live puts its own stderr in place while it draws
             try:
                 if stream is not None:
@@ -425,6 +438,7 @@ class LineWriter:
                 wait = min(deadline, max(self.progress_at, began) + OUTPUT_STALL_SECONDS) - now
                 if wait <= 0:
                     self.given_up = True  # a writer blocked in a write stays so; the interpreter's exit does not wait for it
+                    self.changed.notify_all()  # a batch run's printer waiting for room drops its line instead
                     break
                 self.changed.wait(wait)
             if self.failed or not self.given_up:
@@ -449,13 +463,14 @@ class Outputs:
     no longer taken. One whose reader stalls silences nothing else: past OUTPUT_LINES waiting, its lines are dropped,
     counted (status ``stdout_drops``, ``stderr_drops``) and said at the end, with exit status 1."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event, capacity: int = OUTPUT_LINES) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event, capacity: int = OUTPUT_LINES,
+                 wait_for_reader: bool = False) -> None:
         self.loop, self.interrupted = loop, interrupted  # set, on the loop's thread, when an output is lost
         self.lost: list[str] = []  # why stdout or stderr could not be written, once each
         self.lock = threading.Lock()  # over ``lost``: two threads finding one output lost record it once
         self.writers = {
-            "stdout": LineWriter("stdout", lambda: sys.stdout, self._lose, capacity),
-            "stderr": LineWriter("stderr", lambda: sys.stderr, self._lose, capacity),
+            "stdout": LineWriter("stdout", lambda: sys.stdout, self._lose, capacity, wait_for_reader),
+            "stderr": LineWriter("stderr", lambda: sys.stderr, self._lose, capacity, wait_for_reader),
         }
         self.said_stdout_drops = False
 
@@ -820,7 +835,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         state = DashboardState(hello)
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
-        outputs = Outputs(loop, interrupted)
+        outputs = Outputs(loop, interrupted, wait_for_reader=is_batch_run(options))
         undo.push_async_callback(asyncio.to_thread, outputs.close, FINISH_SECONDS)  # a start-up error's line comes after theirs
 
         def say(line: str) -> None:

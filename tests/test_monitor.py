@@ -1814,3 +1814,64 @@ def test_lines_printed_from_many_threads_reach_a_slow_reader_in_each_threads_ord
     assert outputs.counters()["stdout_drops"] == 0
     for name in "ab":
         assert [line.split()[1] for line in lines if line.startswith(name)] == [f"{number:04d}" for number in range(1000)]
+
+
+def test_a_batch_runs_outputs_wait_for_a_slow_reader_and_lose_nothing_but_the_event_loop_never_waits(monkeypatch):
+    """`--pace fast --print-utterances | jq` with jq slower than the monitor: its sources wait for the monitor, so its
+    printer waits for room rather than drop (the fix for a stalled reader first dropped them past the queue). The
+    event loop still never waits: its line past the queue is dropped, counted."""
+    from ser_stream.monitor import Outputs
+
+    class SlowReader:  # takes nothing until it is told to read
+        def __init__(self) -> None:
+            self.reading = threading.Event()
+            self.received: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.reading.wait(60)
+            self.received.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    slow = SlowReader()
+    monkeypatch.setattr(sys, "stdout", slow)
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event(), capacity=3, wait_for_reader=True)
+        printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
+        printer.start()
+        printer.join(1.0)
+        assert printer.is_alive()  # waiting for room: nothing read yet, nothing dropped
+        assert outputs.counters()["stdout_drops"] == 0
+
+        async def from_the_loop() -> None:
+            outputs.print_line("from the loop", to_stderr=False)  # returns at once though the queue is full
+
+        loop.run_until_complete(asyncio.wait_for(from_the_loop(), 60))
+        assert outputs.counters()["stdout_drops"] == 1
+        slow.reading.set()
+        printer.join(60)
+        assert not printer.is_alive()
+        outputs.close(60)
+    finally:
+        slow.reading.set()
+        monkeypatch.undo()
+        loop.close()
+    assert [line for line in slow.received if line.startswith("line")] == [f"line {number:02d}\n" for number in range(20)]
+    assert outputs.counters()["stdout_drops"] == 1
+
+
+@pytest.mark.parametrize(("arguments", "batch"), [
+    (["--source", "file:a.wav", "--pace", "fast"], True),
+    (["--source", "stdin", "--source", "file:a.wav", "--pace", "fast"], True),
+    (["--source", "file:a.wav"], False),  # real time: as live audio
+    (["--source", "file:a.wav", "--pace", "fast", "--source", "rtp:127.0.0.1:5004"], False),
+    (["--source", "file:a.wav", "--pace", "fast", "--ingest"], False),
+    (["--source", "mic"], False),
+])
+def test_only_a_run_of_fast_files_and_stdin_without_ingest_is_a_batch_run(arguments, batch):
+    from ser_stream.cli import _monitor_command_options, build_parser
+    from ser_stream.monitor import is_batch_run
+
+    assert is_batch_run(_monitor_command_options(build_parser().parse_args(["monitor", *arguments]))) is batch
