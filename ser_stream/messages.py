@@ -109,6 +109,9 @@ class Status(TypedDict):
     ingest_rejected_messages: NotRequired[int]  # with --ingest: messages answered with an error (refused starts included)
     ingest_refused_media: NotRequired[int]  # with --ingest: media frames of calls whose start was refused, dropped unanswered
     record_failures: NotRequired[int]  # with --record: utterances published but not stored
+    stdout_drops: NotRequired[int]  # from the monitor: lines for a stdout or stderr whose reader stopped (or fell far behind), not written
+    stderr_drops: NotRequired[int]
+    outbox_drops: NotRequired[int]  # from the monitor: warnings emitted on the event loop that found the outbox full, past its room for them
     device_gaps: NotRequired[int]  # with a mic source: times the device came back after failing or going quiet
     device_gap_samples: NotRequired[int]  # the time it was away, unheard (its time still passes)
 

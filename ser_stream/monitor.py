@@ -9,13 +9,13 @@ import ipaddress
 import itertools
 import math
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -86,8 +86,17 @@ FINISH_SECONDS = 30.0  # after Ctrl-C or SIGTERM: time for the worker to publish
 # A worker that has not passed over its streams for this long is stuck (a step takes milliseconds): /healthz says 503.
 HEALTH_STALL_SECONDS = 5.0
 # Messages waiting for the outbox thread: 40 calls make about 160 a second, so a --record database held by another
-# writer for two minutes fits before the threads that emit (the worker among them) wait for room.
+# writer for two minutes fits before the threads that emit (the worker among them; never the event loop's) wait for room.
 OUTBOX_MESSAGES = 20000
+# Room beyond OUTBOX_MESSAGES for messages emitted on the event loop's thread, which never waits for room (its few:
+# an ingest connection's first bad frame, a refused call, a file cut short by a stop); past it they are dropped, counted.
+OUTBOX_LOOP_ROOM = 1000
+# Lines waiting for stdout's or stderr's writer (``LineWriter``): a reader that stops holds its output's lines here,
+# never the thread that printed them; past this many (a few MB of JSON lines) the newest are dropped and counted.
+OUTPUT_LINES = 10000
+# An output that has written nothing for this long while lines wait for it is stalled: the shutdown drops what it still
+# holds (counted, and said) instead of waiting for it.
+OUTPUT_STALL_SECONDS = 2.0
 # Ctrl-C or SIGTERM to stop; SIGHUP too (a terminal closed, a habit of `kill -HUP` to reload): it once ended the
 # monitor at once, exit 129, its open utterances and every stream's end unpublished.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -123,15 +132,33 @@ class StatusLog:
         self.logged, self.logged_at, self.counted = status, time.monotonic(), counts
 
 
+def is_batch_run(options: MonitorOptions) -> bool:
+    """Whether every source waits for the monitor (`--pace fast` files, stdin) and nothing live comes in: a run whose
+    outputs may hold it back, as any Unix filter's reader does, rather than lose lines; a live run drops them, counted."""
+    return not options.ingest and all(spec.kind == "stdin" or (spec.kind == "file" and options.pace == "fast") for spec in options.sources)
+
+
+def on_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop, which must never wait: every connection, /healthz and the stop
+    signals wait with it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class Outbox:
     """Every message the monitor emits, handed on in order by a thread of its own (``deliver``: store, publish,
     print). The worker used to store each utterance itself: a --record database held by another writer (a
     retention job's DELETE, a VACUUM) stalled it, and with it every call's audio, which overran and was lost."""
 
     def __init__(self, deliver: Callable[[Message], None], capacity: int = OUTBOX_MESSAGES) -> None:
-        self.deliver = deliver
-        self.messages: queue.Queue[Message | None] = queue.Queue(capacity)
+        self.deliver, self.capacity = deliver, capacity
+        self.messages: deque[Message | None] = deque()  # None: the end, after every message
+        self.changed = threading.Condition()
         self.full_waits = 0  # times a thread found it full and waited for room (the monitor's messages are never dropped)
+        self.loop_drops = 0  # the event loop's messages that found its OUTBOX_LOOP_ROOM full too: dropped
         self.crash: str | None = None  # set if handing on a message failed (a bug): the monitor then stops, saying so
         self.thread = threading.Thread(target=self._run, name="outbox", daemon=True)
 
@@ -139,33 +166,60 @@ class Outbox:
         self.thread.start()
 
     def put(self, message: Message) -> None:
-        """Queue ``message`` from any thread; wait only if the outbox is full."""
-        try:
-            self.messages.put_nowait(message)
-        except queue.Full:
-            self.full_waits += 1
-            self.messages.put(message)
+        """Queue ``message`` from any thread; a thread that finds the outbox full waits for room, but for the event
+        loop's (an ingest connection's warning, a refused call): it never waits. Its messages go in line all the same,
+        in up to OUTBOX_LOOP_ROOM more; past that they are dropped and counted (``loop_drops``)."""
+        from_loop = on_event_loop()  # 20 ingest connections' warnings on a full outbox once froze the loop for 10 s
+        with self.changed:
+            if len(self.messages) >= self.capacity:
+                if from_loop:
+                    if len(self.messages) >= self.capacity + OUTBOX_LOOP_ROOM:
+                        self.loop_drops += 1
+                        return
+                else:
+                    self.full_waits += 1
+                    self.changed.wait_for(lambda: len(self.messages) < self.capacity)
+            self.messages.append(message)
+            self.changed.notify_all()
+
+    def _take(self) -> Message | None:
+        with self.changed:
+            self.changed.wait_for(lambda: bool(self.messages))
+            message = self.messages.popleft()
+            self.changed.notify_all()  # room for a thread waiting
+            return message
 
     def _run(self) -> None:
         try:
-            while (message := self.messages.get()) is not None:
+            while (message := self._take()) is not None:
                 self.deliver(message)
         except Exception as error:  # noqa: BLE001 - as the worker's: a bug must end the monitor with a clear line, not hang it
             self.crash = f"{type(error).__name__}: {error}"
-            while self.messages.get() is not None:  # still taken, so no thread waits for room for ever
+            while self._take() is not None:  # still taken, so no thread waits for room for ever
                 pass
 
     def close(self, seconds: float) -> bool:
         """Hand on what is queued, then stop; False if that took longer than ``seconds``."""
-        self.messages.put(None)
+        with self.changed:  # the end goes in line at once, whatever the room: any thread may close, the loop's too
+            self.messages.append(None)
+            self.changed.notify_all()
         self.thread.join(seconds)
         return not self.thread.is_alive()
 
+    def waiting(self) -> int:
+        """The messages queued."""
+        with self.changed:
+            return sum(message is not None for message in self.messages)
+
     def left(self) -> tuple[int, int]:
         """The messages still queued, and how many of them are utterances: what a shutdown that gave up drops."""
-        with self.messages.mutex:
-            waiting = [message for message in self.messages.queue if message is not None]
+        with self.changed:
+            waiting = [message for message in self.messages if message is not None]
         return len(waiting), sum(message.get("type") == "utterance" for message in waiting)
+
+    def counters(self) -> dict[str, int]:
+        """For the status message: the event loop's messages dropped."""
+        return {"outbox_drops": self.loop_drops}
 
 
 def is_loopback(host: str) -> bool:
@@ -307,41 +361,183 @@ async def started_publisher(options: MonitorOptions, hello: Message, log: Uttera
     return publisher
 
 
-class Outputs:
-    """stdout and stderr, one line at a time from any thread. If one cannot be written (its reader went away: `| head`,
-    a log pipe that died; a full disk), the monitor stops cleanly and says why on the other one: the RTP
-    thread that printed a warning once died of the BrokenPipeError, and calls were silently no longer taken."""
+class LineWriter:
+    """One output's lines (stdout or stderr), written in order by a thread of its own; whoever prints only queues them.
+    Lines were written by the thread that printed them, under one lock for both outputs: a stdout whose reader stopped
+    (a `| jq` paused, a log shipper backed up) held the outbox thread there, and with it every subscriber and --record,
+    then the event loop's shutdown line, and so SIGTERM, for ever."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:
+    def __init__(self, name: str, stream: Callable[[], Any], lose: Callable[[str, Any, Exception], None], capacity: int,
+                 wait_for_reader: bool = False) -> None:
+        self.name, self.stream, self.lose, self.capacity = name, stream, lose, capacity
+        self.wait_for_reader = wait_for_reader  # a batch run: a full queue holds the printer (never the loop) until there is room
+        self.lines: deque[str] = deque()
+        self.changed = threading.Condition()
+        self.writing = False  # a line taken from ``lines`` and not yet written
+        self.writing_counted = False  # that line counted as dropped: the shutdown gave up on it
+        self.progress_at = time.monotonic()  # a line last written, or one queued for a writer with nothing to do
+        self.dropped = 0  # lines not written: the queue was full (its reader stopped, or fell that far behind), or the shutdown gave up
+        self.given_up = False  # the shutdown found it stalled: it is not waited for again
+        self.failed = False  # a write failed (the output is lost): the thread has ended
+        self.closing = False
+        self.thread: threading.Thread | None = None  # started with the first line
+
+    def put(self, line: str) -> bool:
+        """Queue ``line``; False if it was dropped (counted): ``capacity`` lines wait already, or the shutdown gave up
+        on this output. Only in a batch run (``wait_for_reader``) does a printer other than the event loop wait for
+        room instead: a `--pace fast` file piped into a reader slower than the monitor lost nothing, and still does."""
+        with self.changed:
+            if len(self.lines) >= self.capacity and self.wait_for_reader and not on_event_loop():
+                self.changed.wait_for(lambda: len(self.lines) < self.capacity or self.given_up or self.failed)
+            if len(self.lines) >= self.capacity or self.given_up:  # the newest dropped: what waits is written in order, then a gap
+                self.dropped += 1
+                return False
+            if not self.lines and not self.writing:
+                self.progress_at = time.monotonic()
+            self.lines.append(line)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name=f"{self.name}-writer", daemon=True)
+                self.thread.start()
+            self.changed.notify_all()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: bool(self.lines) or self.closing)
+                if not self.lines:
+                    return
+                line = self.lines.popleft()
+                self.writing, self.writing_counted = True, False
+                self.changed.notify_all()  # room: a batch run's printer waiting for it goes on
+            stream = self.stream()  # at the time of writing: the dashboard's Live puts its own stderr in place while it draws
+            try:
+                if stream is not None:
+                    stream.write(line + "\n")
+                    stream.flush()
+            except (OSError, ValueError) as error:  # ValueError: a stream already closed
+                self.lose(self.name, stream, error)
+                with self.changed:
+                    self.failed, self.writing = True, False
+                    self.lines.clear()  # a lost output's lines go nowhere: the loss itself is the monitor's error
+                    self.changed.notify_all()
+                return
+            with self.changed:
+                self.writing = False
+                self.progress_at = time.monotonic()
+                self.changed.notify_all()
+
+    def drain(self, deadline: float) -> int:
+        """Wait until every queued line is written, but not past ``deadline`` (time.monotonic()) nor once nothing has
+        been written for OUTPUT_STALL_SECONDS (counted from the drain's start at the earliest: a reader that resumes
+        now is given that long); what is still waiting then is dropped and counted: how many lines."""
+        began = time.monotonic()
+        with self.changed:
+            while (self.lines or self.writing) and not self.failed and not self.given_up:
+                now = time.monotonic()
+                wait = min(deadline, max(self.progress_at, began) + OUTPUT_STALL_SECONDS) - now
+                if wait <= 0:
+                    self.given_up = True  # a writer blocked in a write stays so; the interpreter's exit does not wait for it
+                    self.changed.notify_all()  # a batch run's printer waiting for room drops its line instead
+                    break
+                self.changed.wait(wait)
+            if self.failed or not self.given_up:
+                return 0
+            left = len(self.lines) + (self.writing and not self.writing_counted)
+            self.dropped += left
+            self.lines.clear()
+            self.writing_counted = self.writing
+            return left
+
+    def close(self) -> None:
+        """Have the thread end once what is queued is written."""
+        with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+
+
+class Outputs:
+    """stdout and stderr, one line at a time from any thread, each written by its own ``LineWriter``. If one cannot be
+    written (its reader went away: `| head`, a log pipe that died; a full disk), the monitor stops cleanly and says why
+    on the other one: the RTP thread that printed a warning once died of the BrokenPipeError, and calls were silently
+    no longer taken. One whose reader stalls silences nothing else: past OUTPUT_LINES waiting, its lines are dropped,
+    counted (status ``stdout_drops``, ``stderr_drops``) and said at the end, with exit status 1."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event, capacity: int = OUTPUT_LINES,
+                 wait_for_reader: bool = False) -> None:
         self.loop, self.interrupted = loop, interrupted  # set, on the loop's thread, when an output is lost
         self.lost: list[str] = []  # why stdout or stderr could not be written, once each
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # over ``lost``: two threads finding one output lost record it once
+        self.writers = {
+            "stdout": LineWriter("stdout", lambda: sys.stdout, self._lose, capacity, wait_for_reader),
+            "stderr": LineWriter("stderr", lambda: sys.stderr, self._lose, capacity, wait_for_reader),
+        }
+        self.said_stdout_drops = False
 
     def print_line(self, text: str, to_stderr: bool) -> None:
-        """One line to stdout or stderr; nothing once that output is lost.
+        """One line to stdout or stderr, queued for its writer (never waited for); nothing once that output is lost.
 
         An output closed before the start (``2>&-``, ``>&-``: Python's None) once crashed the thread that wrote to it,
         and every stream with it. Closed stderr: its lines are dropped, as classify drops them (the exit status
         still says what failed). Closed stdout: the results asked for there (--print-utterances) are lost, as in a
         stdout that closes mid-run."""
         name, stream = ("stderr", sys.stderr) if to_stderr else ("stdout", sys.stdout)
-        if any(lost.startswith(name) for lost in self.lost):
+        with self.lock:
+            if any(lost.startswith(name) for lost in self.lost):
+                return
+            if stream is None:
+                if not to_stderr:
+                    self.lost.append("stdout (closed)")
+                    self.loop.call_soon_threadsafe(self.interrupted.set)
+                return
+        if self.writers[name].put(text) or to_stderr:
             return
-        if stream is None:
-            if not to_stderr:
-                self.lost.append("stdout (closed)")
-                self.loop.call_soon_threadsafe(self.interrupted.set)
-            return
-        try:
-            with self.lock:  # one write per line: print() writes the text and its newline apart, and two threads' lines ran together
-                stream.write(text + "\n")
-                stream.flush()
-        except (OSError, ValueError) as error:  # ValueError: a stream already closed
-            reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
+        with self.lock:  # said once: status stdout_drops (and --log-status's warnings) count the rest
+            first, self.said_stdout_drops = not self.said_stdout_drops, True
+        if first:
+            self.print_line(f"ser-stream: warning: stdout: {self.writers[name].capacity} lines wait for its reader, which has stopped reading "
+                            "or fallen that far behind: further lines are dropped until it catches up, counted (stdout_drops)", to_stderr=True)
+
+    def _lose(self, name: str, stream: Any, error: Exception) -> None:
+        """Record that ``name`` could not be written (once) and stop the monitor: on its writer's thread."""
+        reason = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) and error.strerror else type(error).__name__
+        with self.lock:
+            if any(lost.startswith(name) for lost in self.lost):
+                return
             self.lost.append(f"{name} ({reason})")
-            with contextlib.suppress(OSError, ValueError):  # later writes, and the interpreter's last flush, go nowhere
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        with contextlib.suppress(OSError, ValueError):  # the interpreter's last flush goes nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
+        with contextlib.suppress(RuntimeError):  # a loop already closed: the run is over
             self.loop.call_soon_threadsafe(self.interrupted.set)
+
+    def counters(self) -> dict[str, int]:
+        """For the status message: lines each output's writer dropped."""
+        return {"stdout_drops": self.writers["stdout"].dropped, "stderr_drops": self.writers["stderr"].dropped}
+
+    def drain(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for both outputs to write what they hold; one that writes nothing for
+        OUTPUT_STALL_SECONDS meanwhile is stalled, and its lines are dropped (counted) rather than waited for."""
+        deadline = time.monotonic() + seconds
+        for writer in self.writers.values():
+            writer.drain(deadline)
+
+    def say_unwritten(self) -> bool:
+        """A line on the other output for each output that dropped lines; whether any did."""
+        dropped = {name: writer.dropped for name, writer in self.writers.items() if writer.dropped}
+        for name, count in dropped.items():
+            self.print_line(f"ser-stream: error: {name}: {count} line(s) were not written: its reader stopped reading or fell "
+                            f"{self.writers[name].capacity} lines behind ({name}_drops)", to_stderr=name == "stdout")
+        return bool(dropped)
+
+    def close(self, seconds: float) -> None:
+        """Write what is still queued (within ``seconds``, as ``drain``), then end the writers' threads."""
+        self.drain(seconds)
+        for writer in self.writers.values():
+            writer.close()
 
 
 class Delivery:
@@ -402,8 +598,8 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
     status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
     return status in ("ok", "starting"), {
         "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
-        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.messages.qsize(),
-        "outbox_full_waits": outbox.full_waits, "seconds_since_worker_step": since,
+        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.waiting(),
+        "outbox_full_waits": outbox.full_waits, "outbox_drops": outbox.loop_drops, "seconds_since_worker_step": since,
     }
 
 
@@ -569,10 +765,15 @@ async def wait_until_done(worker_thread: WorkerThread, outbox: Outbox, interrupt
 
 
 async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbox, status_log: StatusLog | None,
-                    publisher: Publisher, log: UtteranceLog | None, say: Callable[[str], None]) -> None:
+                    publisher: Publisher, log: UtteranceLog | None, outputs: Outputs) -> None:
     """Stop the sources, give the worker and then the outbox FINISH_SECONDS each to publish what they hold (saying so
-    if that was not enough), then close the server (saying what subscribers cut off still had queued) and the record.
-    ``say``: a line on stderr, as the monitor's other lines go (``Outputs.print_line``)."""
+    if that was not enough), then close the server (saying what subscribers cut off still had queued) and the record,
+    then give stdout and stderr FINISH_SECONDS to write what they hold: one that writes nothing for
+    OUTPUT_STALL_SECONDS is stalled, and what it holds is dropped, counted (``exit_status`` says it), not waited for."""
+
+    def say(line: str) -> None:
+        outputs.print_line(line, to_stderr=True)
+
     if log is not None:
         log.hurry()
     await sources.stop()
@@ -583,6 +784,9 @@ async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbo
         totals = "; the status line below is not the run's totals" if status_log is not None else ""
         say(f"ser-stream: warning: stopped before publishing everything: {messages} message(s), {utterances} of them utterance(s), "
             f"were still waiting to be handed on after {FINISH_SECONDS:.0f} s and were dropped{totals}")
+    if outbox.loop_drops:
+        say(f"ser-stream: warning: {outbox.loop_drops} message(s) emitted on the event loop (ingest connections' warnings) were dropped: "
+            "the outbox was full (outbox_drops)")
     if status_log is not None:
         status_log.flush()  # the run's totals, whenever the last line was
     cut_off_queued = await publisher.close()
@@ -591,14 +795,17 @@ async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbo
             f"(subscriber drops {publisher.dropped_total} in all)")
     if log is not None:
         log.close()
+    await asyncio.to_thread(outputs.drain, FINISH_SECONDS)
 
 
 def exit_status(outputs: Outputs, worker: Worker, outbox: Outbox, log: UtteranceLog | None) -> int:
-    """1 if the run lost or failed anything, else 0; the first reason in one line (a stream's failure was published)."""
+    """1 if the run lost or failed anything, else 0; the first reason in one line (a stream's failure was published),
+    after a line for each output whose reader stalled (its lines were dropped: said on the other output)."""
     if outputs.lost:
         for lost in outputs.lost:  # on the one still open, if either is
             outputs.print_line(f"ser-stream: error: {lost} could not be written: the monitor stopped", to_stderr=not lost.startswith("stderr"))
         return 1
+    unwritten = outputs.say_unwritten()
     if worker.crash:
         outputs.print_line(f"ser-stream: error: the worker stopped: {worker.crash}", to_stderr=True)
         return 1
@@ -608,7 +815,7 @@ def exit_status(outputs: Outputs, worker: Worker, outbox: Outbox, log: Utterance
     if log is not None and log.failures:
         outputs.print_line(f"ser-stream: error: --record {log.path}: {log.failures} utterance(s) were published but not stored", to_stderr=True)
         return 1
-    return 1 if worker.failed_streams else 0
+    return 1 if unwritten or worker.failed_streams else 0
 
 
 async def run_monitor(options: MonitorOptions) -> int:
@@ -628,7 +835,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         state = DashboardState(hello)
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()  # Ctrl-C, SIGTERM, or an output whose reader went away: stop cleanly
-        outputs = Outputs(loop, interrupted)
+        outputs = Outputs(loop, interrupted, wait_for_reader=is_batch_run(options))
+        undo.push_async_callback(asyncio.to_thread, outputs.close, FINISH_SECONDS)  # a start-up error's line comes after theirs
 
         def say(line: str) -> None:
             outputs.print_line(line, to_stderr=True)
@@ -639,7 +847,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         undo.callback(outbox.close, FINISH_SECONDS)
         emit = outbox.put
         worker = Worker(model, config, emit)
-        worker.extra_counters.append(publisher.counters)
+        worker.extra_counters.extend([publisher.counters, outputs.counters, outbox.counters])
         publisher.warn = worker.warn  # connections it cannot accept (no descriptor left): one line, then counted
         publisher.health = lambda: worker_health(worker, outbox, hello)
 
@@ -652,20 +860,23 @@ async def run_monitor(options: MonitorOptions) -> int:
     stop_on_signals(loop, interrupted)  # before the dashboard hides the cursor: Ctrl-C from here on stops cleanly
     dashboard = started_dashboard(state, worker) if options.dashboard else None
     try:
-        await wait_for_subscribers(publisher, options.await_subscribers, interrupted)
-        if not interrupted.is_set():
-            sources.start()
-        calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
-        worker_thread = WorkerThread(worker, until_all_ended=not calls_come_and_go)
-        worker_thread.start()
-        await wait_until_done(worker_thread, outbox, interrupted)
-        if interrupted.is_set() and not outputs.lost:
-            sources.warn_of_files_cut_short(emit)
-        await shut_down(sources, worker_thread, outbox, status_log, publisher, log, say)
-    finally:  # whatever happens, the terminal gets its cursor back
-        if dashboard is not None:
-            dashboard.stop()
-    return exit_status(outputs, worker, outbox, log)
+        try:
+            await wait_for_subscribers(publisher, options.await_subscribers, interrupted)
+            if not interrupted.is_set():
+                sources.start()
+            calls_come_and_go = options.ingest or any(spec.kind == "rtp" for spec in options.sources)  # run until stopped
+            worker_thread = WorkerThread(worker, until_all_ended=not calls_come_and_go)
+            worker_thread.start()
+            await wait_until_done(worker_thread, outbox, interrupted)
+            if interrupted.is_set() and not outputs.lost:
+                sources.warn_of_files_cut_short(emit)
+            await shut_down(sources, worker_thread, outbox, status_log, publisher, log, outputs)
+        finally:  # whatever happens, the terminal gets its cursor back
+            if dashboard is not None:
+                dashboard.stop()
+        return exit_status(outputs, worker, outbox, log)
+    finally:  # the last lines written, as far as their readers take them
+        await asyncio.to_thread(outputs.close, FINISH_SECONDS)
 
 
 def json_line(message: Message) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import re
+import threading
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -870,3 +871,67 @@ def test_a_bad_start_repeated_for_the_call_a_connection_carries_is_refused_and_t
     assert len(replies) == 1 and replies[0].startswith(f"stream '{SID}' refused: ")
     assert audio(opened[SID]).size == 53 * FRAME and opened[SID].finished
     assert ingest.counters()["ingest_refused_media"] == 0
+
+
+def held_outbox(capacity: int) -> tuple[Any, threading.Event, list[dict]]:
+    """An outbox whose first message is being handed on and held there (its --record database held by another
+    writer), with ``capacity`` more behind it: full. Released by the event; what it handed on, in order."""
+    from ser_stream.monitor import Outbox
+
+    held, released, handed_on = threading.Event(), threading.Event(), []
+    outbox = Outbox(lambda message: (held.set(), released.wait(120), handed_on.append(message)), capacity=capacity)
+    outbox.start()
+    outbox.put({"type": "window", "n": 0})
+    held.wait(60)
+    for number in range(1, capacity + 1):
+        outbox.put({"type": "window", "n": number})
+    return outbox, released, handed_on
+
+
+def test_a_full_outbox_never_holds_up_the_event_loop_and_the_warnings_it_emits_there_wait_in_line():
+    """An ingest connection's bad frame is warned of on the event loop's thread, which waited for room in a full
+    outbox: with 20 such connections every ingest call, subscriber and /healthz froze, /healthz answering after 10.24 s
+    (a thread-safety review, r17). Now the loop never waits: its warnings go in line behind what was queued."""
+    outbox, released, handed_on = held_outbox(capacity=2)
+    worker = Worker(None, MonitorConfig(), outbox.put)  # type: ignore[arg-type]  # never steps: no model needed
+    ingest = MediaIngest(worker.open_stream, worker.count_refused, worker.is_active, warn=worker.warn)
+    replies: list[str] = []
+
+    async def scenario() -> None:
+        publisher = await serving(ingest)
+        for _ in range(20):  # each connection's first rejected message is warned of
+            async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+                await connection.send("not json")
+                replies.append(json.loads(await asyncio.wait_for(connection.recv(), 30))["message"])
+        await publisher.close()
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(scenario(),))
+    loop_thread.start()
+    loop_thread.join(60)  # a hang guard: the loop waited for room for ever
+    held_up = loop_thread.is_alive()
+    released.set()
+    loop_thread.join(60)
+    assert not held_up and len(replies) == 20 and all(reply.startswith("not JSON") for reply in replies)
+    assert outbox.close(30) and outbox.full_waits == 0
+    assert [message.get("n") for message in handed_on[:3]] == [0, 1, 2]  # queued before them, handed on first
+    warned = [message["message"] for message in handed_on[3:]]
+    assert len(warned) == 20 and all(re.fullmatch(r"ingest connection from 127\.0\.0\.1:\d+: not JSON \(.*\) \(further rejected "
+                                                  r"messages are only counted: ingest_rejected_messages\)", line) for line in warned)
+    assert outbox.counters() == {"outbox_drops": 0}
+
+
+def test_the_event_loops_messages_past_their_room_in_a_full_outbox_are_dropped_and_counted(monkeypatch):
+    import ser_stream.monitor
+
+    monkeypatch.setattr(ser_stream.monitor, "OUTBOX_LOOP_ROOM", 2)
+    outbox, released, handed_on = held_outbox(capacity=1)
+
+    async def warn_five_times() -> None:
+        for number in range(5):
+            outbox.put({"type": "warning", "message": f"warning {number}"})
+
+    asyncio.run(asyncio.wait_for(warn_five_times(), 60))
+    assert outbox.counters() == {"outbox_drops": 3} and outbox.full_waits == 0
+    released.set()
+    assert outbox.close(30)
+    assert [message.get("n", message.get("message")) for message in handed_on] == [0, 1, "warning 0", "warning 1"]

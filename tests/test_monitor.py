@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
@@ -1685,3 +1687,257 @@ def test_connections_past_the_open_file_limit_are_one_warning_line_and_counted_n
 async def first_message(port: int) -> dict:
     async with await subscriber_when_up(port) as subscriber:
         return json.loads(await asyncio.wait_for(subscriber.recv(), 30))
+
+
+def test_a_broken_stderr_written_by_two_threads_at_once_is_lost_once_and_holds_no_descriptor(monkeypatch):
+    """The check for a loss ran before the lock: a thread that had passed it while another's write failed wrote and
+    failed again, recording stderr lost twice (its one-line error then said twice) and leaving a /dev/null descriptor
+    open for each loss. Now one writer thread writes each output, and a loss is recorded under the lock."""
+    from ser_stream.monitor import Outputs
+
+    reader, broken = os.pipe()
+    os.close(reader)
+    monkeypatch.setattr(sys, "stderr", os.fdopen(broken, "w"))  # its reader went away: BrokenPipeError
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event())
+        descriptors = len(os.listdir("/proc/self/fd"))
+        start = threading.Barrier(2)
+
+        def warn_often() -> None:
+            start.wait()
+            for number in range(50):
+                outputs.print_line(f"ser-stream: warning: line {number}", to_stderr=True)
+
+        writers = [threading.Thread(target=warn_often) for _ in range(2)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(60)
+        outputs.close(30)
+        assert outputs.lost == ["stderr (BrokenPipeError: Broken pipe)"]
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+    finally:
+        loop.close()
+
+
+def full_pipe() -> tuple[int, int]:
+    """A one-page (4 KiB) pipe already full, as a reader that stopped reading (`| jq` stopped with Ctrl-Z, a log
+    shipper backed up) leaves it: its read end, never read here, and its write end."""
+    import fcntl
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(writer, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(writer, b"x" * 4096)
+    os.set_blocking(writer, True)
+    return reader, writer
+
+
+def test_a_stdout_nobody_reads_holds_up_no_subscriber_and_the_monitor_exits_saying_what_it_did_not_write(clips_with_silence, shipped_model):
+    """`--print-utterances | jq` with jq stopped: the outbox thread waited in stdout's write, under the lock every line
+    was written under, so subscribers (and --record) got nothing more, and the shutdown's line on stderr then held
+    the event loop, and SIGTERM with it, for ever (a thread-safety review, r17: killed with SIGKILL)."""
+    path, bounds = clips_with_silence
+    port = free_port()
+    reader, writer = full_pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", f"file:{path}", "--pace", "fast",
+         "--no-dashboard", "--print-utterances", "--ws", f"127.0.0.1:{port}", "--await-subscribers", "1"],
+        stdout=writer, stderr=subprocess.PIPE, text=True,
+    )
+    os.close(writer)
+
+    async def every_message() -> list[dict]:
+        messages = []
+        async with await subscriber_when_up(port, monitor=process) as subscriber:  # type: ignore[arg-type]
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    messages.append(json.loads(await asyncio.wait_for(subscriber.recv(), 60)))
+        return messages
+
+    try:
+        messages = asyncio.run(every_message())
+        _, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        os.close(reader)
+    printed = [message for message in messages if message["type"] in ("utterance", "error", "warning")]
+    assert sum(message["type"] == "utterance" for message in messages) == len(bounds)  # every one, to the subscriber
+    assert [message["type"] for message in messages][-2:] == ["stream_ended", "status"]
+    assert process.returncode == 1, errors
+    assert errors.splitlines()[-1] == (f"ser-stream: error: stdout: {len(printed)} line(s) were not written: its reader stopped reading "
+                                       "or fell 10000 lines behind (stdout_drops)")
+
+
+def test_a_stderr_nobody_reads_holds_up_nothing_and_sigterm_still_stops_the_monitor(clips_with_silence, shipped_model):
+    """A stalled stderr took the same path: its first line (the page's address) held the event loop before any
+    subscriber or source could start, and SIGTERM was never acted on."""
+    import queue
+
+    path, _ = clips_with_silence
+    reader, writer = full_pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", f"file:{path}",
+         "--no-dashboard", "--print-utterances", "--ws", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=writer, text=True,
+    )
+    os.close(writer)
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True)
+    stdout.start()
+    try:
+        first = json.loads(lines.get(timeout=60))  # the first utterance, printed while stderr takes nothing
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 1
+        stdout.join(10)
+    finally:
+        process.kill()
+        os.close(reader)
+    said = [first["type"]] + [lines.get_nowait() for _ in range(lines.qsize())]
+    assert said[0] == "utterance"
+    assert any(': stopped before the end of its file' in line for line in said[1:])  # the stop was acted on
+    unwritten = re.fullmatch(r"ser-stream: error: stderr: (\d+) line\(s\) were not written: its reader stopped reading or fell 10000 lines "
+                             r"behind \(stderr_drops\)\n", said[-1])
+    assert unwritten is not None and int(unwritten[1]) >= 2  # the page's address, the stop's warning
+
+
+def test_an_output_whose_reader_stalls_drops_what_it_cannot_hold_counts_it_and_says_so_once(monkeypatch, capsys):
+    """Its writer takes lines in order; past its queue they are dropped, newest first, counted for status; the
+    shutdown gives up on it once it writes nothing for OUTPUT_STALL_SECONDS, and the rest are counted too."""
+    import ser_stream.monitor
+    from ser_stream.monitor import Outputs
+
+    reader, writer = full_pipe()
+    stalled = os.fdopen(writer, "w")
+    monkeypatch.setattr(sys, "stdout", stalled)
+    monkeypatch.setattr(ser_stream.monitor, "OUTPUT_STALL_SECONDS", 0.2)
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event(), capacity=3)
+        for number in range(10):
+            outputs.print_line(json.dumps({"type": "utterance", "n": number}), to_stderr=False)
+        assert 6 <= outputs.counters()["stdout_drops"] <= 7  # 3 wait, and the first unless it was taken to be written
+        outputs.drain(60)  # returns once stdout has written nothing for 0.2 s
+        assert outputs.counters() == {"stdout_drops": 10, "stderr_drops": 0}  # nothing reached it: each line counted once
+        assert outputs.say_unwritten()
+        outputs.close(60)
+        assert capsys.readouterr().err.splitlines() == [
+            "ser-stream: warning: stdout: 3 lines wait for its reader, which has stopped reading or fallen that far behind: further lines "
+            "are dropped until it catches up, counted (stdout_drops)",
+            "ser-stream: error: stdout: 10 line(s) were not written: its reader stopped reading or fell 3 lines behind (stdout_drops)",
+        ]
+    finally:
+        os.set_blocking(reader, False)
+        with contextlib.suppress(BlockingIOError):  # the line its writer still holds goes, and the thread ends
+            while os.read(reader, 65536):
+                pass
+        monkeypatch.undo()
+        stalled.close()
+        os.close(reader)
+        loop.close()
+
+
+def test_lines_printed_from_many_threads_reach_a_slow_reader_in_each_threads_order_and_none_is_dropped(monkeypatch):
+    import ser_stream.monitor
+    from ser_stream.monitor import Outputs
+
+    monkeypatch.setattr(ser_stream.monitor, "OUTPUT_STALL_SECONDS", 60.0)  # however busy the machine, it is read
+
+    reader, writer = os.pipe()
+    slow = os.fdopen(writer, "w")
+    monkeypatch.setattr(sys, "stdout", slow)
+    received: list[bytes] = []
+    reading = threading.Event()
+
+    def read_when_told() -> None:
+        reading.wait(60)  # the writer waits meanwhile: its pipe fills
+        while chunk := os.read(reader, 4096):
+            received.append(chunk)
+
+    reader_thread = threading.Thread(target=read_when_told)
+    reader_thread.start()
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event())
+        printers = [threading.Thread(target=lambda name=name: [outputs.print_line(f"{name} {number:04d} " + "x" * 100, to_stderr=False)
+                                                               for number in range(1000)]) for name in "ab"]
+        for printer in printers:
+            printer.start()
+        for printer in printers:
+            printer.join(60)
+        reading.set()
+        outputs.close(60)
+    finally:
+        monkeypatch.undo()
+        slow.close()
+        reader_thread.join(60)
+        os.close(reader)
+        loop.close()
+    lines = b"".join(received).decode().splitlines()
+    assert outputs.counters()["stdout_drops"] == 0
+    for name in "ab":
+        assert [line.split()[1] for line in lines if line.startswith(name)] == [f"{number:04d}" for number in range(1000)]
+
+
+def test_a_batch_runs_outputs_wait_for_a_slow_reader_and_lose_nothing_but_the_event_loop_never_waits(monkeypatch):
+    """`--pace fast --print-utterances | jq` with jq slower than the monitor: its sources wait for the monitor, so its
+    printer waits for room rather than drop (the fix for a stalled reader first dropped them past the queue). The
+    event loop still never waits: its line past the queue is dropped, counted."""
+    from ser_stream.monitor import Outputs
+
+    class SlowReader:  # takes nothing until it is told to read
+        def __init__(self) -> None:
+            self.reading = threading.Event()
+            self.received: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.reading.wait(60)
+            self.received.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    slow = SlowReader()
+    monkeypatch.setattr(sys, "stdout", slow)
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event(), capacity=3, wait_for_reader=True)
+        printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
+        printer.start()
+        printer.join(1.0)
+        assert printer.is_alive()  # waiting for room: nothing read yet, nothing dropped
+        assert outputs.counters()["stdout_drops"] == 0
+
+        async def from_the_loop() -> None:
+            outputs.print_line("from the loop", to_stderr=False)  # returns at once though the queue is full
+
+        loop.run_until_complete(asyncio.wait_for(from_the_loop(), 60))
+        assert outputs.counters()["stdout_drops"] == 1
+        slow.reading.set()
+        printer.join(60)
+        assert not printer.is_alive()
+        outputs.close(60)
+    finally:
+        slow.reading.set()
+        monkeypatch.undo()
+        loop.close()
+    assert [line for line in slow.received if line.startswith("line")] == [f"line {number:02d}\n" for number in range(20)]
+    assert outputs.counters()["stdout_drops"] == 1
+
+
+@pytest.mark.parametrize(("arguments", "batch"), [
+    (["--source", "file:a.wav", "--pace", "fast"], True),
+    (["--source", "stdin", "--source", "file:a.wav", "--pace", "fast"], True),
+    (["--source", "file:a.wav"], False),  # real time: as live audio
+    (["--source", "file:a.wav", "--pace", "fast", "--source", "rtp:127.0.0.1:5004"], False),
+    (["--source", "file:a.wav", "--pace", "fast", "--ingest"], False),
+    (["--source", "mic"], False),
+])
+def test_only_a_run_of_fast_files_and_stdin_without_ingest_is_a_batch_run(arguments, batch):
+    from ser_stream.cli import _monitor_command_options, build_parser
+    from ser_stream.monitor import is_batch_run
+
+    assert is_batch_run(_monitor_command_options(build_parser().parse_args(["monitor", *arguments]))) is batch

@@ -385,7 +385,7 @@ async def stalled_with_a_queue(publisher: Publisher) -> tuple[socket.socket, Sub
 def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_reported(capsys):
     """The shutdown cut such a subscriber off and its queue went with it, counted nowhere: the last status line had
     been written before, and subscriber_drops never grew."""
-    from ser_stream.monitor import Outbox, Sources, WorkerThread, shut_down
+    from ser_stream.monitor import Outbox, Outputs, Sources, WorkerThread, shut_down
     from ser_stream.pipeline import MonitorConfig, Worker
 
     async def scenario() -> tuple[int, int, int]:
@@ -398,7 +398,7 @@ def test_what_a_stalled_subscriber_still_has_queued_at_shutdown_is_counted_and_r
         outbox.start()
         worker_thread = WorkerThread(Worker(None, MonitorConfig(), outbox.put), until_all_ended=True)  # type: ignore[arg-type]
         worker_thread.start()
-        await shut_down(Sources(), worker_thread, outbox, None, publisher, None, lambda line: print(line, file=sys.stderr))
+        await shut_down(Sources(), worker_thread, outbox, None, publisher, None, Outputs(asyncio.get_running_loop(), asyncio.Event()))
         client.close()
         return queued, drops_before, publisher.counters()["subscriber_drops"]
 
