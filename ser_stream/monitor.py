@@ -380,6 +380,7 @@ class LineWriter:
         self.given_up = False  # the shutdown found it stalled: it is not waited for again
         self.failed = False  # a write failed (the output is lost): the thread has ended
         self.closing = False
+        self.stopping = False  # the shutdown began: a printer waiting for room waits only while the reader reads
         self.thread: threading.Thread | None = None  # started with the first line
 
     def put(self, line: str) -> bool:
@@ -388,7 +389,16 @@ class LineWriter:
         room instead: a `--pace fast` file piped into a reader slower than the monitor lost nothing, and still does."""
         with self.changed:
             if len(self.lines) >= self.capacity and self.wait_for_reader and not on_event_loop():
-                self.changed.wait_for(lambda: len(self.lines) < self.capacity or self.given_up or self.failed)
+                while len(self.lines) >= self.capacity and not (self.given_up or self.failed):
+                    if not self.stopping:
+                        self.changed.wait()
+                        continue
+                    stalled_for = time.monotonic() - self.progress_at
+                    if stalled_for >= OUTPUT_STALL_SECONDS:  # the shutdown's rule, applied before the outbox is closed
+                        self.given_up = True
+                        self.changed.notify_all()
+                        break
+                    self.changed.wait(OUTPUT_STALL_SECONDS - stalled_for)
             if len(self.lines) >= self.capacity or self.given_up:  # the newest dropped: what waits is written in order, then a gap
                 self.dropped += 1
                 return False
@@ -448,6 +458,14 @@ class LineWriter:
             self.lines.clear()
             self.writing_counted = self.writing
             return left
+
+    def stop_waiting(self) -> None:
+        """The shutdown began: a batch run's printer waiting for room (the outbox thread) gives up on this output once
+        it has written nothing for OUTPUT_STALL_SECONDS, so that the outbox can hand on the rest before the record
+        closes; a reader still reading is still waited for."""
+        with self.changed:
+            self.stopping = True
+            self.changed.notify_all()
 
     def close(self) -> None:
         """Have the thread end once what is queued is written."""
@@ -517,6 +535,11 @@ class Outputs:
     def counters(self) -> dict[str, int]:
         """For the status message: lines each output's writer dropped."""
         return {"stdout_drops": self.writers["stdout"].dropped, "stderr_drops": self.writers["stderr"].dropped}
+
+    def stop_waiting(self) -> None:
+        """The shutdown began: see ``LineWriter.stop_waiting``."""
+        for writer in self.writers.values():
+            writer.stop_waiting()
 
     def drain(self, seconds: float) -> None:
         """Wait up to ``seconds`` for both outputs to write what they hold; one that writes nothing for
@@ -776,6 +799,7 @@ async def shut_down(sources: Sources, worker_thread: WorkerThread, outbox: Outbo
 
     if log is not None:
         log.hurry()
+    outputs.stop_waiting()  # a batch run's outbox held by a stalled reader: let it go on before the record closes
     await sources.stop()
     if not await worker_thread.finish(FINISH_SECONDS):
         say(f"ser-stream: warning: stopped before publishing everything (the worker was still busy after {FINISH_SECONDS:.0f} s)")

@@ -1941,3 +1941,42 @@ def test_only_a_run_of_fast_files_and_stdin_without_ingest_is_a_batch_run(argume
     from ser_stream.monitor import is_batch_run
 
     assert is_batch_run(_monitor_command_options(build_parser().parse_args(["monitor", *arguments]))) is batch
+
+
+def test_at_the_stop_a_batch_runs_printer_waiting_for_a_stalled_reader_gives_up_on_it_so_the_outbox_can_go_on(monkeypatch):
+    """The batch rule's first version held the outbox thread, waiting for room, until the outbox's 30 s at the stop ran
+    out: the record was closed under it (17 of 62 utterances stored) and the run said 45 were dropped (a regression
+    review, r17). At the stop a printer waits only while the reader reads; stalled for OUTPUT_STALL_SECONDS, the output
+    is given up and every line it could not take is counted."""
+    import ser_stream.monitor
+    from ser_stream.monitor import Outputs
+
+    class StalledReader:
+        def __init__(self) -> None:
+            self.released = threading.Event()
+
+        def write(self, text: str) -> None:
+            self.released.wait(60)
+
+        def flush(self) -> None:
+            pass
+
+    stalled = StalledReader()
+    monkeypatch.setattr(sys, "stdout", stalled)
+    monkeypatch.setattr(ser_stream.monitor, "OUTPUT_STALL_SECONDS", 0.2)
+    loop = asyncio.new_event_loop()
+    try:
+        outputs = Outputs(loop, asyncio.Event(), capacity=3, wait_for_reader=True)
+        printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
+        printer.start()
+        printer.join(1.0)
+        assert printer.is_alive()  # a batch run: it waits for the reader while the run goes on
+        outputs.stop_waiting()
+        printer.join(60)
+        assert not printer.is_alive()  # the stop: the reader took nothing for 0.2 s, so the printer goes on
+        outputs.drain(60)
+        assert outputs.counters() == {"stdout_drops": 20, "stderr_drops": 0}  # none written, each counted once
+    finally:
+        stalled.released.set()
+        monkeypatch.undo()
+        loop.close()
