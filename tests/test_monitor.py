@@ -1882,33 +1882,42 @@ def test_lines_printed_from_many_threads_reach_a_slow_reader_in_each_threads_ord
         assert [line.split()[1] for line in lines if line.startswith(name)] == [f"{number:04d}" for number in range(1000)]
 
 
+class ReaderTold:
+    """A stdout whose reader takes nothing until ``reading`` is set: a `| jq` paused, or slower than the monitor."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+        self.received: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.reading.wait(60)
+        self.received.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def printer_waiting_for_room(outputs) -> threading.Thread:
+    """A thread printing 20 lines to stdout, found still waiting for room a second after it started."""
+    printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
+    printer.start()
+    printer.join(1.0)
+    assert printer.is_alive()  # waiting for room: nothing read yet, nothing dropped
+    return printer
+
+
 def test_a_batch_runs_outputs_wait_for_a_slow_reader_and_lose_nothing_but_the_event_loop_never_waits(monkeypatch):
     """`--pace fast --print-utterances | jq` with jq slower than the monitor: its sources wait for the monitor, so its
     printer waits for room rather than drop (the fix for a stalled reader first dropped them past the queue). The
     event loop still never waits: its line past the queue is dropped, counted."""
     from ser_stream.monitor import Outputs
 
-    class SlowReader:  # takes nothing until it is told to read
-        def __init__(self) -> None:
-            self.reading = threading.Event()
-            self.received: list[str] = []
-
-        def write(self, text: str) -> None:
-            self.reading.wait(60)
-            self.received.append(text)
-
-        def flush(self) -> None:
-            pass
-
-    slow = SlowReader()
+    slow = ReaderTold()
     monkeypatch.setattr(sys, "stdout", slow)
     loop = asyncio.new_event_loop()
     try:
         outputs = Outputs(loop, asyncio.Event(), capacity=3, wait_for_reader=True)
-        printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
-        printer.start()
-        printer.join(1.0)
-        assert printer.is_alive()  # waiting for room: nothing read yet, nothing dropped
+        printer = printer_waiting_for_room(outputs)
         assert outputs.counters()["stdout_drops"] == 0
 
         async def from_the_loop() -> None:
@@ -1951,32 +1960,19 @@ def test_at_the_stop_a_batch_runs_printer_waiting_for_a_stalled_reader_gives_up_
     import ser_stream.monitor
     from ser_stream.monitor import Outputs
 
-    class StalledReader:
-        def __init__(self) -> None:
-            self.released = threading.Event()
-
-        def write(self, text: str) -> None:
-            self.released.wait(60)
-
-        def flush(self) -> None:
-            pass
-
-    stalled = StalledReader()
+    stalled = ReaderTold()
     monkeypatch.setattr(sys, "stdout", stalled)
     monkeypatch.setattr(ser_stream.monitor, "OUTPUT_STALL_SECONDS", 0.2)
     loop = asyncio.new_event_loop()
     try:
         outputs = Outputs(loop, asyncio.Event(), capacity=3, wait_for_reader=True)
-        printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
-        printer.start()
-        printer.join(1.0)
-        assert printer.is_alive()  # a batch run: it waits for the reader while the run goes on
+        printer = printer_waiting_for_room(outputs)  # a batch run: it waits for the reader while the run goes on
         outputs.stop_waiting()
         printer.join(60)
         assert not printer.is_alive()  # the stop: the reader took nothing for 0.2 s, so the printer goes on
         outputs.drain(60)
         assert outputs.counters() == {"stdout_drops": 20, "stderr_drops": 0}  # none written, each counted once
     finally:
-        stalled.released.set()
+        stalled.reading.set()
         monkeypatch.undo()
         loop.close()
