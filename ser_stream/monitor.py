@@ -206,11 +206,6 @@ class Outbox:
         self.thread.join(seconds)
         return not self.thread.is_alive()
 
-    def waiting(self) -> int:
-        """The messages queued."""
-        with self.changed:
-            return sum(message is not None for message in self.messages)
-
     def left(self) -> tuple[int, int]:
         """The messages still queued, and how many of them are utterances: what a shutdown that gave up drops."""
         with self.changed:
@@ -390,15 +385,10 @@ class LineWriter:
         with self.changed:
             if len(self.lines) >= self.capacity and self.wait_for_reader and not on_event_loop():
                 while len(self.lines) >= self.capacity and not (self.given_up or self.failed):
-                    if not self.stopping:
+                    if self.stopping:
+                        self._wait_or_give_up()  # the shutdown's rule, applied before the outbox is closed
+                    else:
                         self.changed.wait()
-                        continue
-                    stalled_for = time.monotonic() - self.progress_at
-                    if stalled_for >= OUTPUT_STALL_SECONDS:  # the shutdown's rule, applied before the outbox is closed
-                        self.given_up = True
-                        self.changed.notify_all()
-                        break
-                    self.changed.wait(OUTPUT_STALL_SECONDS - stalled_for)
             if len(self.lines) >= self.capacity or self.given_up:  # the newest dropped: what waits is written in order, then a gap
                 self.dropped += 1
                 return False
@@ -444,13 +434,7 @@ class LineWriter:
         began = time.monotonic()
         with self.changed:
             while (self.lines or self.writing) and not self.failed and not self.given_up:
-                now = time.monotonic()
-                wait = min(deadline, max(self.progress_at, began) + OUTPUT_STALL_SECONDS) - now
-                if wait <= 0:
-                    self.given_up = True  # a writer blocked in a write stays so; the interpreter's exit does not wait for it
-                    self.changed.notify_all()  # a batch run's printer waiting for room drops its line instead
-                    break
-                self.changed.wait(wait)
+                self._wait_or_give_up(deadline, since=began)
             if self.failed or not self.given_up:
                 return 0
             left = len(self.lines) + (self.writing and not self.writing_counted)
@@ -458,6 +442,17 @@ class LineWriter:
             self.lines.clear()
             self.writing_counted = self.writing
             return left
+
+    def _wait_or_give_up(self, deadline: float = math.inf, since: float = -math.inf) -> None:
+        """Under the lock: wait for the writer, or give this output up (``given_up``) once it has written nothing for
+        OUTPUT_STALL_SECONDS (from ``since`` at the earliest) or ``deadline`` (time.monotonic()) has passed. A writer
+        blocked in a write stays so; the interpreter's exit does not wait for it."""
+        wait = min(deadline, max(self.progress_at, since) + OUTPUT_STALL_SECONDS) - time.monotonic()
+        if wait > 0:
+            self.changed.wait(wait)
+            return
+        self.given_up = True
+        self.changed.notify_all()  # a batch run's printer waiting for room drops its line instead
 
     def stop_waiting(self) -> None:
         """The shutdown began: a batch run's printer waiting for room (the outbox thread) gives up on this output once
@@ -621,7 +616,7 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
     status = "failed" if worker.crash else "starting" if since is None else "stalled" if since > HEALTH_STALL_SECONDS else "ok"
     return status in ("ok", "starting"), {
         "status": status, "instance": hello["instance"], "started_at": hello["started_at"], "streams": len(worker.streams),
-        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.waiting(),
+        "queue_depth": worker.queue_depth, "behind_seconds": round(worker.behind_seconds, 2), "outbox": outbox.left()[0],
         "outbox_full_waits": outbox.full_waits, "outbox_drops": outbox.loop_drops, "seconds_since_worker_step": since,
     }
 
