@@ -219,6 +219,19 @@ class CatchUpConnections:
             connection.close()
 
 
+@contextlib.contextmanager
+def shared_or_own(path: Path, connections: CatchUpConnections | None) -> Iterator[CatchUpConnections]:
+    """``connections`` (the monitor's, shared), or, without them, one connection of its own, closed at the end."""
+    if connections is not None:
+        yield connections
+        return
+    own = CatchUpConnections(path, size=1)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
 def read_since(
     path: Path, since: int, stream: str | None = None, until: int | None = None, page: int = 500,
     connections: CatchUpConnections | None = None,
@@ -230,9 +243,7 @@ def read_since(
     The catch-up advances this from ``asyncio.to_thread``, so each page may be read on another pool
     thread: a connection is used by one thread at a time, but not always the same one.
     """
-    own = connections is None
-    lender = CatchUpConnections(path, size=1) if connections is None else connections
-    try:
+    with shared_or_own(path, connections) as lender:
         last, highest = since, 2**63 - 1 if until is None else until
         while True:
             with lender.lent() as connection:
@@ -249,22 +260,15 @@ def read_since(
                 return
             last = rows[-1][0]
             yield [(seq, with_seq(seq, message)) for seq, message in rows]
-    finally:
-        if own:
-            lender.close()
 
 
 def last_stored_seq(path: Path, connections: CatchUpConnections | None = None) -> int:
     """The last utterance seq in a --record database; 0 for none, or for one that cannot be read (its catch-ups say so)."""
-    lender = CatchUpConnections(path, size=1) if connections is None else connections
     try:
-        with lender.lent() as connection:
+        with shared_or_own(path, connections) as lender, lender.lent() as connection:
             return int(connection.execute("SELECT COALESCE(MAX(seq), 0) FROM utterances").fetchone()[0])
     except sqlite3.Error:
         return 0
-    finally:
-        if connections is None:
-            lender.close()
 
 
 def with_seq(seq: int, text: str) -> str:
