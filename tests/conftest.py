@@ -9,7 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -225,9 +225,10 @@ def refusal(module: str, arguments: list[str], capsys: pytest.CaptureFixture[str
     return captured.err.rstrip("\n")
 
 
-def run_worker(model, audio: np.ndarray, rate: int, block: int | None = None, config=None, detector=None) -> list[dict]:
+def run_worker(model, audio: np.ndarray, rate: int, block: int | Sequence[int] | None = None, config=None, detector=None) -> list[dict]:
     """Every message a worker emits for one live stream fed ``audio`` ``block`` samples at a time (a second by
-    default), a step after each, then ended."""
+    default; a sequence of sizes: blocks of each in turn, over and over), a step after each, then ended."""
+    import itertools
     import threading
 
     from ser_stream.pipeline import MonitorConfig, Stream, Worker
@@ -237,9 +238,12 @@ def run_worker(model, audio: np.ndarray, rate: int, block: int | None = None, co
     worker = Worker(model, config, messages.append)
     stream = Stream("live", rate, config, detector=detector)
     worker.add_stream(stream)
-    block = block or rate
-    for start in range(0, audio.size, block):
-        stream.ring.write(audio[start : start + block])
+    block_sizes = itertools.cycle([block or rate] if block is None or isinstance(block, int) else block)
+    start = 0
+    while start < audio.size:
+        size = next(block_sizes)
+        stream.ring.write(audio[start : start + size])
+        start += size
         worker.step()
     stream.finished = True
     worker.run(threading.Event(), until_all_ended=True)

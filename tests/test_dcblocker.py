@@ -8,16 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ser_stream.dcblocker import DcBlocker
-from tests.test_resampler import LIVE_SOURCE_RATES
+from tests.test_resampler import BLOCK_SIZES, LIVE_SOURCE_RATES
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    rate=st.sampled_from(LIVE_SOURCE_RATES),
-    block_sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=12),
+    rate=st.sampled_from([*LIVE_SOURCE_RATES, 47952]),
+    block_sizes=st.lists(BLOCK_SIZES, min_size=1, max_size=40),
     offset=st.floats(-0.5, 0.5),
 )
 def test_a_stream_blocked_in_pieces_comes_out_as_blocked_all_at_once(rate, block_sizes, offset):
+    """Single samples and reads that found nothing too, first among them: the offset is still the first sample's."""
     signal = (offset + 0.1 * np.random.default_rng(0).standard_normal(sum(block_sizes))).astype(np.float32)
     whole = DcBlocker(rate).process(signal)
     blocker, pieces, start = DcBlocker(rate), [], 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -24,7 +26,9 @@ from websockets.exceptions import ConnectionClosed
 from benchmarks.clients import free_port, stalled_client, subscriber_when_up
 from ser_stream import EMOTIONS
 from tests.conftest import (
+    DEMO,
     PACKET_SAMPLES,
+    SHIPPED_MODEL,
     rtp,
     run_worker,
     speechlike,
@@ -405,6 +409,48 @@ def test_nan_and_inf_from_a_live_source_are_played_as_silence_and_counted(clips_
     assert [m["message"] for m in got if m["type"] == "warning"] == [
         "live: 151 samples were NaN, infinite or beyond ±1e+12 (not audio) and played as silence"]  # said at its end, as well
     assert [m for m in expected if m["type"] == "warning"] == []
+
+
+# What live sources hand the worker, in samples: 20, 40 and 60 ms RTP packets at 8 kHz, odd reads, half a second, and
+# a mix of reads that found nothing, single samples and any size up to 3000, in turn.
+BLOCK_SCHEDULES = {"160": (160,), "320": (320,), "480": (480,), "1000": (1000,), "4000": (4000,),
+                   "random": (0, 1, *np.random.default_rng(7).integers(2, 3000, 40).tolist())}
+
+
+@functools.cache
+def shipped_emotion_model():
+    """The shipped model, loaded once for the tests that compare many runs of it."""
+    from ser_stream.inference import EmotionModel
+
+    return EmotionModel(SHIPPED_MODEL, provider="cpu")
+
+
+@functools.cache
+def demo_published(rate: int, block_sizes: tuple[int, ...]) -> tuple[list[tuple], list[dict[str, float]], int]:
+    """What the worker publishes for the demo recording's first 12.5 s (two utterances) at ``rate``, fed in
+    ``block_sizes``: each utterance (id, times, label, windows), its probabilities, and how many window messages."""
+    audio, own_rate = soundfile.read(DEMO, dtype="float32", frames=int(12.5 * 16000))
+    if rate != own_rate:
+        audio = scipy.signal.resample_poly(audio, rate, own_rate).astype(np.float32)
+    messages = run_worker(shipped_emotion_model(), audio, rate, block=block_sizes)
+    utterances = [m for m in messages if m["type"] == "utterance"]
+    return ([(m["id"], m["t_start"], m["t_end"], m["label"], m["windows"]) for m in utterances],
+            [m["probabilities"] for m in utterances], sum(m["type"] == "window" for m in messages))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize("schedule", BLOCK_SCHEDULES)
+def test_the_utterances_published_are_the_same_whatever_blocks_a_live_source_delivers(shipped_model, rate, schedule):
+    """A live source's block sizes depend on its device, the network or the reader; the DC blocker, the resampler and
+    the voice detector each carry their state across blocks, so what is published (times, labels, windows) is what
+    a second at a time gives, at 8 kHz as at 16 kHz."""
+    utterances, probabilities, windows = demo_published(rate, BLOCK_SCHEDULES[schedule])
+    expected_utterances, expected_probabilities, expected_windows = demo_published(rate, (rate,))
+    assert [(u[1], u[2]) for u in expected_utterances] == [(0.476, 6.276), (7.836, 11.492)]  # the demo's two utterances
+    assert utterances == expected_utterances and windows == expected_windows
+    for got, expected in zip(probabilities, expected_probabilities):
+        assert got == pytest.approx(expected, abs=1e-4)  # the resampler's joins move a sample by 1e-7 at most
+    assert utterances == demo_published(16000, (16000,))[0]
 
 
 def test_audio_a_live_source_lost_to_an_overrun_keeps_its_place_in_stream_time(clips_with_silence, shipped_model):

@@ -39,6 +39,31 @@ def test_streamed_output_equals_one_shot_resampling_in_length_and_values(rate, b
     np.testing.assert_allclose(streamed, one_shot, atol=1e-5)
 
 
+# What sources hand the worker: reads that found nothing, single samples, 10/20/30/60 ms packets and odd reads.
+BLOCK_SIZES = st.integers(0, 2) | st.integers(0, 3000)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rate=st.sampled_from([*LIVE_SOURCE_RATES, 47952, 12345]), block_sizes=st.lists(BLOCK_SIZES, min_size=1, max_size=40))
+def test_what_comes_out_so_far_depends_only_on_how_much_went_in_whatever_the_blocks(rate, block_sizes):
+    """After each block, the output covers all the input but the filter's context and the part short of a whole step
+    of the ratio's denominator (the latency the module documents), however it was split; at the end, one-shot's,
+    at a rate whose ratio is approximated (47952, 12345 Hz) too."""
+    signal = (np.random.default_rng(1).standard_normal(sum(block_sizes)) * 0.1).astype(np.float32)
+    resampler, pieces, taken = StreamResampler(rate), [], 0
+    for size in block_sizes:
+        pieces.append(resampler.process(signal[taken : taken + size]))
+        taken += size
+        held_back = 0 if resampler.passthrough else resampler.context  # at 8 kHz the blocks pass as they are
+        whole_steps = taken // resampler.down * resampler.down
+        determined = max(0, whole_steps - held_back) * resampler.up // resampler.down
+        assert sum(piece.size for piece in pieces) == determined
+    streamed = np.concatenate([*pieces, resampler.flush()])
+    one_shot = resample_to_canonical(signal, rate)
+    assert streamed.dtype == np.float32 and streamed.size == one_shot.size
+    np.testing.assert_allclose(streamed, one_shot, atol=1e-5)
+
+
 def test_flush_emits_the_last_sample_that_one_shot_rounds_up_to():
     # 6 samples at 44.1 kHz are 6 * 8000 / 44100 = 1.09 samples at 8 kHz; resample_poly takes the ceiling, 2.
     signal = np.array([0.1, -0.2, 0.3, -0.4, 0.5, -0.6], dtype=np.float32)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -335,6 +338,57 @@ def test_the_history_returns_the_stream_audio_it_still_holds_and_silence_for_the
             if max(0, position - size) <= p < position:
                 expected[offset] = stream[p]
         assert np.array_equal(tracker._audio(start, start + length), expected)
+
+
+class FadingDetector:
+    """A detector with a recurrent state, as Silero's: a frame of sound is speech at once, and the score fades over
+    the frames after it (its hangover), so what it says of a frame depends on every frame before it, in order."""
+
+    def __init__(self) -> None:
+        self.score = 0.0
+
+    def __call__(self, frame: np.ndarray) -> float:
+        self.score = 1.0 if energy_detector(frame) else 0.6 * self.score
+        return self.score
+
+
+def cut_by_the_tracker(audio: np.ndarray, block_sizes: list[int], window: WindowConfig, config: UtteranceConfig) -> tuple[list, list]:
+    """Every utterance labelled (times, windows, label) and every window cut (utterance, times, its audio's digest) when
+    ``audio`` came in blocks of ``block_sizes``, in turn, over and over, as a source delivers it."""
+    tracker = UtteranceTracker("s", window, config, detector=FadingDetector(), voice=lambda frame: False)
+    jobs, taken, sizes = [], 0, itertools.cycle(block_sizes)
+    while taken < audio.size:
+        size = next(sizes)
+        jobs += tracker.feed(audio[taken : taken + size], arrival=0.0)
+        taken += size
+    jobs += tracker.finish(arrival=0.0)
+    for job in jobs:
+        tracker.add_output(job, np.eye(8, dtype=np.float32)[job.utterance_id % 8])
+    utterances = [(u.utterance_id, u.t_start, u.t_end, u.label.windows, u.label.label) for u in tracker.completed()]
+    return utterances, [(job.utterance_id, job.t_start, job.t_end, hashlib.sha1(job.audio.tobytes()).hexdigest()) for job in jobs]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    # a 200 Hz tone: loud or quiet speech, a level the detector calls silence but the end's refinement may hear, silence
+    segments=st.lists(st.tuples(st.floats(0.02, 3.0), st.sampled_from([0.3, 0.03, 0.003, 0.0])), min_size=1, max_size=8),
+    # reads that found nothing, single samples, packets, odd reads (a few samples a read on average at least: fast enough)
+    block_sizes=st.lists(st.integers(0, 2) | st.integers(0, 4000), min_size=1, max_size=12).filter(lambda sizes: sum(sizes) >= 100),
+    window=st.sampled_from([WindowConfig(2.0, 0.5), WindowConfig(0.5, 0.13)]),
+    # --min-silence down to the margin (an utterance's end is then where the voice detector has got to), --max-utterance cuts
+    config=st.sampled_from([UtteranceConfig(), UtteranceConfig(min_silence_seconds=0.1), UtteranceConfig(max_utterance_seconds=1.0),
+                            UtteranceConfig(min_silence_seconds=0.1, max_utterance_seconds=0.3, min_speech_seconds=0.1)]),
+)
+def test_utterances_and_their_windows_are_the_same_whatever_blocks_the_stream_came_in(segments, block_sizes, window, config):
+    """Boundaries, windows, their times and audio, and labels depend on the stream, not on how a source split it:
+    the voice detector's frames run on across blocks, and an utterance ends, and its windows are cut, where the
+    detector has got to, never where the audio delivered so far happens to stop."""
+    audio = np.concatenate([(level * np.sin(2 * np.pi * 200 * np.arange(int(seconds * RATE)) / RATE)).astype(np.float32)
+                            for seconds, level in segments])
+    utterances, windows = cut_by_the_tracker(audio, block_sizes, window, config)
+    expected_utterances, expected_windows = cut_by_the_tracker(audio, [audio.size], window, config)
+    assert utterances == expected_utterances
+    assert windows == expected_windows
 
 
 @pytest.mark.parametrize("block", [400, 800, 1237, 8000, 80000, 10**9], ids=["50 ms", "100 ms", "odd", "1 s", "10 s", "all at once"])
