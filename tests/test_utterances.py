@@ -754,3 +754,44 @@ def test_an_utterance_is_labelled_only_once_every_one_of_its_windows_has_its_out
     tracker.add_output(jobs[-1], np.eye(8, dtype=np.float32)[0])
     (done,) = tracker.completed()
     assert done.label.windows == 4 and done.label.probabilities["angry"] == pytest.approx(0.75)
+
+
+def test_a_room_at_one_16_bit_step_is_heard_not_taken_for_digital_silence():
+    """Digital silence is no louder than half a 16-bit step (a muted line): dither of one step is a quiet room, and
+    Silero goes on hearing it past a second rather than being held at a stream's start."""
+    from ser_stream.vad import SileroDetector, silero_batch
+
+    detector = SileroDetector()
+    dither = np.random.default_rng(0).choice([-1.0, 0.0, 1.0], 2 * RATE).astype(np.float32) / 32768
+    for start in range(0, dither.size - 255, 256):
+        silero_batch([detector], [dither[start : start + 256]])
+    assert detector.state.any() and detector.silent_frames == 0
+
+
+def speech_heard_in(audio: np.ndarray, detector, monkeypatch) -> int:
+    """How many of ``audio``'s windows ``SpeechHeard`` finds without speech, with ``detector`` for Silero."""
+    import ser_stream.vad
+    from ser_stream.clips import BlockReading, loudest_power
+    from ser_stream.vad import SpeechHeard
+    from ser_stream.windows import TRIM_FRAME, cut_windows, frame_energies
+
+    monkeypatch.setattr(ser_stream.vad, "silero_detector", lambda: detector)
+    config = WindowConfig(2.0, 0.5)
+    reading = BlockReading(span=audio.size, loudest=loudest_power(frame_energies(audio, TRIM_FRAME), audio))
+    heard = SpeechHeard(config, reading, UtteranceConfig(voice_floor=None))
+    for window in cut_windows(audio, config)[0]:
+        heard.hear(window)
+    return heard.windows_without_speech()
+
+
+def test_classifys_speech_check_calls_a_frame_speech_at_the_speech_threshold_not_the_silence_one(monkeypatch):
+    """It has no speech going on to hold: a score of 0.4, between the thresholds, is no speech."""
+    hesitant = lambda frame: 0.4 if np.any(frame) else 0.0  # noqa: E731
+    assert speech_heard_in(stream((3.2, True)), hesitant, monkeypatch) == 4  # every window
+
+
+def test_classifys_speech_check_counts_speech_in_a_windows_last_partial_frame(monkeypatch):
+    """A 2 s window ends halfway through a 32 ms frame: the frame is the window's too."""
+    audio = np.zeros(int(3.2 * RATE), np.float32)
+    audio[62 * 256 : 63 * 256] = 0.3  # frame 62 alone, 15872–16128: the first window (to 16000) holds half of it
+    assert speech_heard_in(audio, lambda frame: float(np.any(frame)), monkeypatch) == 0
