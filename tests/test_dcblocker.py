@@ -49,3 +49,12 @@ def test_the_voice_passes_the_dc_blocker_as_it_came(frequency):
     blocked = DcBlocker(rate).process(tone)
     gain_db = 20 * np.log10(np.std(blocked[rate:]) / np.std(tone[rate:]))
     assert abs(gain_db) < 0.005
+
+
+@pytest.mark.parametrize("rate", [5, 999, 1_000_001])
+def test_a_stream_rate_outside_the_rates_read_is_refused_in_one_line_naming_it(rate):
+    """At 5 Hz the filter itself cannot be built (3 Hz is past its Nyquist): scipy's message, not one naming the rate."""
+    from ser_stream.errors import AudioInputError
+
+    with pytest.raises(AudioInputError, match=f"sample rate {rate} Hz is outside"):
+        DcBlocker(rate)

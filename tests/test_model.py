@@ -619,3 +619,36 @@ def test_a_model_onnxruntime_cannot_load_on_the_cpu_either_is_blamed_on_the_mode
     for provider in ("auto", "cuda"):
         with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: onnxruntime cannot load it \(.+\)$"):
             EmotionModel(model, provider=provider)
+
+
+def test_a_network_whose_outputs_sum_to_1_but_go_negative_is_refused_at_load(shipped_model, monkeypatch):
+    """Scores normalised by their sum, not a softmax: a 'probability' of -0.3 is none."""
+    real_session = EmotionModel._session
+    row = np.array([-0.3, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2], np.float32)
+
+    class NormalisedSession:  # the shipped graph, its outputs replaced by that row
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, names, feeds):
+            return [np.tile(row, (len(feeds["spectrogram"]), 1))]
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+    monkeypatch.setattr(EmotionModel, "_session", staticmethod(lambda *given: NormalisedSession(real_session(*given))))
+    with pytest.raises(ModelError, match=r": its outputs are not probabilities \(on a test input they range -0\.3 to 0\.6 and sum to 1\); "):
+        EmotionModel(shipped_model, provider="cpu")
+
+
+def test_a_provider_that_is_not_auto_cpu_or_cuda_is_refused_naming_it():
+    from ser_stream.inference import choose_providers
+
+    with pytest.raises(ModelError, match="provider 'gpu' is not one of auto, cpu, cuda"):
+        choose_providers("gpu")
+
+
+def test_spectrograms_of_the_wrong_shape_are_refused_saying_the_shape_expected(shipped_model):
+    model = EmotionModel(shipped_model, provider="cpu")
+    with pytest.raises(ValueError, match=r"expected \[N, 260, 270, 1\] input, got \(1, 270, 260, 1\)"):
+        model.predict(np.zeros((1, 270, 260), np.float32))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,10 +207,12 @@ def test_the_ring_knows_when_each_sample_it_holds_arrived_exactly_for_writes_of_
         assert truth[max(0, position - stretch)] <= arrived <= truth[position]
 
 
-def test_the_ring_remembers_arrivals_of_all_it_holds_however_many_small_writes_brought_them():
-    """Ten thousand writes of 1 to 7 samples into 4096: more writes than the ring keeps times of."""
+@pytest.mark.parametrize("largest_write", [7, 1])
+def test_the_ring_remembers_arrivals_of_all_it_holds_however_many_small_writes_brought_them(largest_write):
+    """Ten thousand writes of 1 to 7 samples, or of one each, into 4096: more writes than the ring keeps times of
+    (at one sample a write, four times more than the newest half of its entries)."""
     rng = np.random.default_rng(0)
-    sizes = rng.integers(1, 8, 10000).tolist()
+    sizes = rng.integers(1, largest_write + 1, 10000).tolist()
     ring = RingBuffer(4096)
     for index, size in enumerate(sizes):
         ring.write(np.zeros(size, np.float32), arrived_at=float(index))
@@ -239,3 +242,12 @@ def test_the_ring_takes_the_time_of_a_write_that_gives_none_from_the_clock():
     before = time.monotonic()
     ring.write(np.zeros(10, np.float32))
     assert before <= ring.arrival_of(5) <= time.monotonic()
+
+
+def test_a_read_until_a_position_the_reader_has_already_passed_returns_nothing():
+    """``until`` marks a gap in the stream's time: none of the audio at or past it, even when the reader is there."""
+    ring = RingBuffer(100)
+    ring.write(np.arange(50, dtype=np.float32))
+    assert ring.read(20).size == 20
+    assert ring.read(until=10).size == 0 and ring.read_position == 20
+    assert list(ring.read(until=30)) == list(range(20, 30))

@@ -61,7 +61,8 @@ def test_three_seconds_of_speech_gives_four_windows_from_its_onset_the_last_alig
 
 
 @pytest.mark.parametrize("min_silence", [0.5, 1.0, 4.0])
-@pytest.mark.parametrize("speech_seconds", [0.3, 1.9, 2.0, 2.3, 3.0, 4.7, 7.25])
+# 4.78: a span of 5 s, whole hops past a window, so the windows by the hop end at its end and none is added
+@pytest.mark.parametrize("speech_seconds", [0.3, 1.9, 2.0, 2.3, 3.0, 4.7, 4.78, 7.25])
 def test_an_utterance_is_cut_into_the_windows_offline_classification_cuts_from_its_span_whatever_the_silence_that_ends_it(min_silence, speech_seconds):
     """Waiting longer to be sure the speaker has stopped must not add windows of that silence to the label."""
     from ser_stream.windows import window_starts
@@ -693,3 +694,158 @@ def test_a_window_the_spectrogram_refuses_ends_its_own_stream_alone_with_the_rea
     assert [m["stream"] for m in errors] == ["loud"]
     assert errors[0]["message"].startswith("loud: stopped: audio samples reach 1.2e+12, beyond ±1e+12: not audio; what came after")
     assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["clean", "loud"]
+
+
+def graded_detector(frame: np.ndarray) -> float:
+    """A 0.3 tone scores 0.9 (speech), a 0.1 tone 0.4: between the silence (0.35) and speech (0.5) thresholds."""
+    level = np.sqrt(np.mean(np.square(frame)))
+    return 0.9 if level > 0.15 else 0.4 if level > 0.05 else 0.0
+
+
+def test_a_score_between_the_thresholds_keeps_speech_going_but_does_not_start_it():
+    """Hysteresis (``UtteranceConfig``): speech starts at 0.5 and is over below 0.35."""
+    config = UtteranceConfig(voice_floor=None)
+
+    def utterances(audio: np.ndarray) -> list[tuple[float, float]]:
+        tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), config, detector=graded_detector)
+        for start in range(0, audio.size, 800):
+            tracker.feed(audio[start : start + 800], arrival=0.0)
+        tracker.finish(arrival=0.0)
+        return [(round(u.start_sample / RATE, 3), round(u.end_sample / RATE, 3)) for u in tracker.waiting.values()]
+
+    loud, faint = stream((1.0, True)), stream((0.6, True)) / 3
+    silence = lambda seconds: np.zeros(int(seconds * RATE), np.float32)  # noqa: E731
+    # 0.6 s scored 0.4 then a 0.3 s pause: the voice never fell below 0.35 for --min-silence (0.5 s), one utterance
+    assert len(utterances(np.concatenate([silence(1.0), loud, faint, silence(0.3), loud, silence(1.5)]))) == 1
+    assert utterances(np.concatenate([silence(1.0), faint, faint, silence(1.5)])) == []  # 0.4 never starts speech
+
+
+@pytest.mark.parametrize("pause_frames, utterances", [(16, 2), (15, 1)])
+def test_a_pause_of_exactly_min_silence_ends_the_utterance_and_a_frame_less_does_not(pause_frames, utterances):
+    """--min-silence 0.512 s is 16 voice-detector frames of 32 ms; speech and pauses fall on whole frames here."""
+    frame = 256 / RATE
+    audio = stream((16 * frame, False), (32 * frame, True), (pause_frames * frame, False), (32 * frame, True), (2.0, False))
+    _, done = run(audio, config=UtteranceConfig(min_silence_seconds=16 * frame))
+    assert len(done) == utterances
+
+
+@pytest.mark.parametrize("hop", [0.1, 0.25, 0.5])
+def test_at_any_hop_no_window_of_a_piece_cut_at_max_utterance_reaches_past_the_cut(hop):
+    """A window scheduled while the speech just past the limit might still be the piece's last words ends past the
+    cut once it is cut there: the next piece's audio in this piece's label."""
+    tracker = UtteranceTracker("s", WindowConfig(2.0, hop), UtteranceConfig(max_utterance_seconds=10.0), detector=energy_detector)
+    audio = stream((1.0, False), (25.0, True), (1.0, False))
+    jobs = []
+    for start in range(0, audio.size, 800):
+        jobs += tracker.feed(audio[start : start + 800], arrival=0.0)
+    jobs += tracker.finish(arrival=0.0)
+    spans = {u.utterance_id: (u.start_sample / RATE, u.end_sample / RATE) for u in tracker.waiting.values()}
+    assert len(spans) == 3
+    assert all(spans[j.utterance_id][0] - 1e-9 <= j.t_start and j.t_end <= spans[j.utterance_id][1] + 1e-9 for j in jobs)
+
+
+def test_a_gap_in_a_stream_ends_the_utterance_where_the_audio_stopped_and_speech_after_it_is_another():
+    """Audio lost to an overrun (``skip``): the speech either side of it is not one utterance across time unheard."""
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=energy_detector)
+    tracker.feed(stream((1.0, False), (1.5, True)), arrival=0.0)
+    tracker.skip(2 * RATE, arrival=0.0)  # 2 s lost mid-speech
+    tracker.feed(stream((1.5, True), (1.5, False)), arrival=0.0)
+    tracker.finish(arrival=0.0)
+    spans = [(round(u.start_sample / RATE, 3), round(u.end_sample / RATE, 3)) for u in tracker.waiting.values()]
+    assert spans == [(0.892, 2.5), (4.4, 6.104)]  # the second from the margin before its first frame, 4.5 s
+
+
+def test_no_voice_detector_runs_over_a_gap_in_a_stream():
+    """A worker that fell behind skips the audio it lost: hearing its length in silence would put it further behind."""
+    frames = []
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=lambda frame: frames.append(frame) or 0.0)
+    tracker.feed(stream((1.0, False)), arrival=0.0)
+    tracker.skip(60 * RATE, arrival=0.0)
+    tracker.feed(stream((1.0, False)), arrival=0.0)
+    assert len(frames) == 2 * RATE // 256
+
+
+def test_after_a_gap_in_a_stream_silero_hears_what_follows_as_at_a_streams_start():
+    """Its recurrent state held the speech the gap cut, and heard the silence after it as speech."""
+    from ser_stream.vad import SileroDetector
+
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5))
+    tracker.feed(speechlike(1.0, RATE, seed=1), arrival=0.0)
+    tracker.skip(RATE, arrival=0.0)
+    after, fresh = speechlike(0.5, RATE, seed=2), SileroDetector()
+    for start in range(0, after.size - 255, 256):
+        assert tracker.detector(after[start : start + 256]) == fresh(after[start : start + 256])
+
+
+@pytest.mark.parametrize("block", [400, 8000, 10**9], ids=["50 ms", "1 s", "all at once"])
+def test_an_utterance_ending_in_a_sound_below_the_vad_ends_where_it_does_whatever_blocks_the_audio_came_in(block):
+    """Its end is extended over the trailing sound (within 30 dB of its peak) up to where the voice detector had got
+    when the silence ended it, not up to however much audio the source had delivered by then."""
+    murmur = stream((3.0, True)) / 30  # mean square 5e-5: under the detector's 1e-4, 30 dB under the speech's 0.045
+    audio = np.concatenate([stream((1.0, False), (2.0, True)), murmur, stream((1.0, False))])
+    _, done = run(audio, block=block)
+    # speech ends in the frame to 3.008 s; 0.512 s later (16 frames) the silence that ends it is heard
+    assert [(round(u.t_start, 3), round(u.t_end, 3)) for u in done] == [(0.892, 3.52)]
+
+
+def test_last_words_past_max_utterance_trailing_into_a_murmur_end_at_most_the_shortest_utterance_and_the_margin_past_it():
+    """The murmur after them is within 30 dB of the speech, which extends an utterance's end (``_refine_end``); past
+    --max-utterance that extension stops where last words of their own would have been a piece."""
+    config = UtteranceConfig(max_utterance_seconds=2.0)
+    murmur = stream((3.0, True)) / 30  # mean square 5e-5: under the detector's 1e-4, within 30 dB of the speech
+    _, done = run(np.concatenate([stream((1.0, False), (2.0, True)), murmur, stream((1.0, False))]), config=config)
+    limit = 0.892 + 2.0  # the first speech frame is at 0.992 s, the piece starting the margin before it
+    assert [(round(u.t_start, 3), round(u.t_end, 3)) for u in done] == [(0.892, round(limit + 0.25 + 0.1, 3))]
+
+
+def test_an_utterance_is_labelled_only_once_every_one_of_its_windows_has_its_output():
+    tracker = UtteranceTracker("s", WindowConfig(2.0, 0.5), detector=energy_detector)
+    jobs = tracker.feed(stream((1.0, False), (3.0, True), (1.0, False)), arrival=0.0) + tracker.finish(arrival=0.0)
+    assert len(jobs) == 4
+    for job in jobs[:-1]:
+        tracker.add_output(job, np.eye(8, dtype=np.float32)[4])
+    assert tracker.completed() == []  # closed, one window's output still to come
+    tracker.add_output(jobs[-1], np.eye(8, dtype=np.float32)[0])
+    (done,) = tracker.completed()
+    assert done.label.windows == 4 and done.label.probabilities["angry"] == pytest.approx(0.75)
+
+
+def test_a_room_at_one_16_bit_step_is_heard_not_taken_for_digital_silence():
+    """Digital silence is no louder than half a 16-bit step (a muted line): dither of one step is a quiet room, and
+    Silero goes on hearing it past a second rather than being held at a stream's start."""
+    from ser_stream.vad import SileroDetector, silero_batch
+
+    detector = SileroDetector()
+    dither = np.random.default_rng(0).choice([-1.0, 0.0, 1.0], 2 * RATE).astype(np.float32) / 32768
+    for start in range(0, dither.size - 255, 256):
+        silero_batch([detector], [dither[start : start + 256]])
+    assert detector.state.any() and detector.silent_frames == 0
+
+
+def speech_heard_in(audio: np.ndarray, detector, monkeypatch) -> int:
+    """How many of ``audio``'s windows ``SpeechHeard`` finds without speech, with ``detector`` for Silero."""
+    import ser_stream.vad
+    from ser_stream.clips import BlockReading, loudest_power
+    from ser_stream.vad import SpeechHeard
+    from ser_stream.windows import TRIM_FRAME, cut_windows, frame_energies
+
+    monkeypatch.setattr(ser_stream.vad, "silero_detector", lambda: detector)
+    config = WindowConfig(2.0, 0.5)
+    reading = BlockReading(span=audio.size, loudest=loudest_power(frame_energies(audio, TRIM_FRAME), audio))
+    heard = SpeechHeard(config, reading, UtteranceConfig(voice_floor=None))
+    for window in cut_windows(audio, config)[0]:
+        heard.hear(window)
+    return heard.windows_without_speech()
+
+
+def test_classifys_speech_check_calls_a_frame_speech_at_the_speech_threshold_not_the_silence_one(monkeypatch):
+    """It has no speech going on to hold: a score of 0.4, between the thresholds, is no speech."""
+    hesitant = lambda frame: 0.4 if np.any(frame) else 0.0  # noqa: E731
+    assert speech_heard_in(stream((3.2, True)), hesitant, monkeypatch) == 4  # every window
+
+
+def test_classifys_speech_check_counts_speech_in_a_windows_last_partial_frame(monkeypatch):
+    """A 2 s window ends halfway through a 32 ms frame: the frame is the window's too."""
+    audio = np.zeros(int(3.2 * RATE), np.float32)
+    audio[62 * 256 : 63 * 256] = 0.3  # frame 62 alone, 15872–16128: the first window (to 16000) holds half of it
+    assert speech_heard_in(audio, lambda frame: float(np.any(frame)), monkeypatch) == 0

@@ -9,7 +9,7 @@ from benchmarks.clip_file import trim_silence
 from ser_stream import EMOTIONS
 from ser_stream.errors import AudioInputError
 from ser_stream.utterances import average_windows
-from ser_stream.windows import WindowConfig, cut_windows, window_starts
+from ser_stream.windows import TRIM_FRAME, WindowConfig, cut_windows, frame_energies, trim_bounds, window_starts
 
 RATE = 8000
 
@@ -77,3 +77,23 @@ def test_utterance_label_is_the_argmax_of_the_mean():
 def test_averaging_nothing_is_an_error():
     with pytest.raises(ValueError):
         average_windows(np.zeros((0, 8)))
+
+
+@pytest.mark.parametrize(("seconds", "samples"), [(1.001, 8008), (2.01, 16080), (2.0, 16000)])
+def test_a_window_or_hop_in_seconds_is_the_nearest_whole_number_of_samples(seconds, samples):
+    """2.01 s is 16079.999… samples in floating point: truncated, each window was a sample short of it."""
+    config = WindowConfig(window_seconds=seconds, hop_seconds=seconds)
+    assert (config.window_samples, config.hop_samples) == (samples, samples)
+
+
+def test_the_shortest_window_and_a_hop_of_a_whole_window_are_allowed():
+    """0.1–30 s windows, hops from 0.01 s up to the window itself (back to back)."""
+    assert window_starts(6 * RATE, WindowConfig(window_seconds=2.0, hop_seconds=2.0)) == [0, 16000, 32000]
+    assert WindowConfig(window_seconds=0.1, hop_seconds=0.1).window_samples == 800
+
+
+def test_audio_under_two_trim_frames_is_all_sound():
+    """Too short to tell sound from silence by level: kept whole, as ``trim_bounds`` says."""
+    audio = np.zeros(300, np.float32)
+    audio[:200] = 0.5  # one whole 25 ms frame of sound, then 100 samples of silence
+    assert trim_bounds(frame_energies(audio, TRIM_FRAME), TRIM_FRAME, audio.size, margin=800) == (0, 300, 300)
