@@ -9,26 +9,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from ser_stream.audiofile import (
     MEMORY_BUDGET_RATE,
     WHOLE_FILE_SECONDS,
     audio_info,
+    check_samples,
     narrow_band,
     read_audio,
     read_until_damage,
     rounding_floor,
+    to_mono,
     truncation,
     undecoded,
 )
 from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip_and_lead_in
 from ser_stream.errors import AudioInputError, SerStreamError, bytes_as_text, shown
-from ser_stream.features import SAMPLE_RATE, spectrogram
+from ser_stream.features import SAMPLE_RATE, check_sample_rate, spectrogram
 from ser_stream.inference import EmotionModel
 from ser_stream.utterances import UtteranceConfig, UtteranceLabel, average_windows
 from ser_stream.vad import SpeechHeard
-from ser_stream.windows import TRIM_FRAME, cut_windows, frame_energies
+from ser_stream.windows import TRIM_FLOOR, TRIM_FRAME, cut_windows, frame_energies
 
 
 @dataclass(frozen=True)
@@ -79,33 +81,91 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
         info = audio_info(path)
         shortfalls.append(truncation(path, info))
         floor = rounding_floor(info)  # rounding noise is not sound: trimming and the sound check both say so
-        config = model.metadata.window
         if info.frames * info.channels <= in_memory_seconds * MEMORY_BUDGET_RATE:
             try:
                 audio, sample_rate = read_audio(path)
             except AudioInputError as error:  # a FLAC cut short fails the whole read: what decodes is classified
                 audio, sample_rate = read_until_damage(path, info, error)
             shortfalls.append(undecoded(path, info, audio.size))
-            clip, lead_in = trimmed_clip_and_lead_in(audio, sample_rate, floor)
-            found = BlockReading(span=clip.size, loudest=loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in=lead_in)
-            speech = SpeechHeard(config, found, UtteranceConfig())
-            outputs = _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech)
+            outputs, speech = _outputs_in_memory(audio, sample_rate, floor, model)
         else:
-            reading = BlockReading()
+            reading, config = BlockReading(), model.metadata.window
             speech = SpeechHeard(config, reading, UtteranceConfig())  # filled by the first pass, before the first window
             try:
                 outputs = _predict_in_batches(stream_file_windows(path, config, reading=reading), model, WINDOWS_PER_BATCH, speech)
             finally:  # its first pass read the file to its end, also when the sound check refused it after
                 shortfalls.append(undecoded(path, info, reading.frames) if reading.frames is not None else None)
-        if not np.all(np.isfinite(outputs)):
-            raise AudioInputError(f"{shown(path)}: the model's outputs for it are not finite numbers; no label")
-        warnings = [*shortfalls, narrow_band(path, info.samplerate), little_speech(speech.windows_without_speech(), outputs.shape[0])]
-        # The label is the mean of every window's outputs, speech or not: the paper's rule, and what training.score
-        # measures (it cuts and averages clips as classify does); the warning says when most of them are not speech.
-        return FileResult(str(path), utterance=average_windows(outputs), warning=said(warnings, path))
+        return _labelled(str(path), outputs, speech, [*shortfalls, narrow_band(path, info.samplerate)])
     except SerStreamError as error:
         # A file cut short before its speech is refused as silent or too short: the cut, found already, is the reason.
         return FileResult(str(path), error=said([str(error), *shortfalls], path) or str(error))
+
+
+# A whole number's PCM scale and rounding step, as libsndfile reads a WAV of that type (int16 x → x / 32768).
+PCM_SCALES = {np.dtype(np.int16): (2.0**-15, 2.0**-15), np.dtype(np.int32): (2.0**-31, 2.0**-15), np.dtype(np.uint8): (2.0**-7, 2.0**-7)}
+
+
+def classify_samples(samples: ArrayLike, sample_rate: int, model: EmotionModel, name: str = "samples") -> FileResult:
+    """Audio already in memory (a researcher's array, a dataset loader's output) classified exactly as
+    ``classify_file`` classifies a file holding it: trimmed, windowed, averaged, checked and warned about alike.
+
+    ``samples`` is (frames,) or (frames, channels): float in [-1, 1], or int16, int32 or uint8 PCM, scaled as a WAV
+    of that type is read. Any problem with it is ``FileResult.error``, one line naming ``name``, as for a file.
+    """
+    try:
+        audio, floor = _float_audio(samples, name)
+        check_sample_rate(_whole_rate(sample_rate, name), shown(name))
+        if audio.shape[0] == 0:
+            raise AudioInputError(f"{shown(name)}: contains no audio samples")
+        check_samples(audio, name)
+        outputs, speech = _outputs_in_memory(to_mono(audio), int(sample_rate), floor, model)
+        return _labelled(name, outputs, speech, [narrow_band(name, int(sample_rate))])
+    except SerStreamError as error:
+        return FileResult(name, error=said([str(error)], name) or str(error))
+
+
+def _float_audio(samples: ArrayLike, name: str) -> tuple[NDArray[np.floating], float]:
+    """``samples`` as float (frames, channels) or (frames,), with the mean square its format's rounding leaves."""
+    array = np.asarray(samples)
+    if array.ndim not in (1, 2):
+        raise AudioInputError(f"{shown(name)}: samples of shape {array.shape}; give (frames,) or (frames, channels)")
+    if array.ndim == 2 and array.shape[1] > array.shape[0]:  # torchaudio's and librosa's layout, transposed
+        raise AudioInputError(f"{shown(name)}: samples of shape {array.shape} look like (channels, frames); give (frames, channels): samples.T")
+    if array.dtype in PCM_SCALES:
+        scale, step = PCM_SCALES[array.dtype]
+        centre = 128.0 if array.dtype == np.uint8 else 0.0
+        return (array.astype(np.float32) - centre) * np.float32(scale), step * step / 2
+    if array.dtype.kind != "f":
+        raise AudioInputError(f"{shown(name)}: samples of type {array.dtype}; give float samples in [-1, 1], or int16, int32 or uint8 PCM")
+    return array, TRIM_FLOOR
+
+
+def _whole_rate(sample_rate: object, name: str) -> int:
+    """The sample rate as a whole number of Hz (16000.0 is; 16000.5 and "16000" are refused, naming ``name``)."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) or sample_rate != int(sample_rate):
+        raise AudioInputError(f"{shown(name)}: sample rate {sample_rate!r} is not a whole number of Hz")
+    return int(sample_rate)
+
+
+def _outputs_in_memory(
+    audio: NDArray[np.floating], sample_rate: int, floor: float, model: EmotionModel
+) -> tuple[NDArray[np.float32], SpeechHeard]:
+    """Mono audio held whole → its windows' outputs, and what the voice detector heard in them."""
+    config = model.metadata.window
+    clip, lead_in = trimmed_clip_and_lead_in(audio, sample_rate, floor)
+    found = BlockReading(span=clip.size, loudest=loudest_power(frame_energies(clip, TRIM_FRAME), clip), lead_in=lead_in)
+    speech = SpeechHeard(config, found, UtteranceConfig())
+    return _predict_in_batches(cut_windows(clip, config)[0], model, WINDOWS_PER_BATCH, speech), speech
+
+
+def _labelled(name: str, outputs: NDArray[np.float32], speech: SpeechHeard, warnings: list[str | None]) -> FileResult:
+    """The windows' outputs as one label, with every warning about them; non-finite outputs are refused."""
+    if not np.all(np.isfinite(outputs)):
+        raise AudioInputError(f"{shown(name)}: the model's outputs for it are not finite numbers; no label")
+    warnings = [*warnings, little_speech(speech.windows_without_speech(), outputs.shape[0])]
+    # The label is the mean of every window's outputs, speech or not: the paper's rule, and what training.score
+    # measures (it cuts and averages clips as classify does); the warning says when most of them are not speech.
+    return FileResult(name, utterance=average_windows(outputs), warning=said(warnings, name))
 
 
 def said(messages: list[str | None], path: str | Path) -> str | None:

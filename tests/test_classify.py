@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from ser_stream import EMOTIONS
-from tests.conftest import DEMO, speechlike
+from tests.conftest import DEMO, SHIPPED_MODEL, speechlike
 
 
 def classify(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -222,3 +222,58 @@ def test_the_shipped_model_labels_the_bundled_demo_recording_as_it_did_when_it_w
     assert (result.utterance.label, result.utterance.windows) == (DEMO_LABEL, DEMO_WINDOWS)
     assert list(result.utterance.probabilities) == list(EMOTIONS)
     assert result.utterance.probabilities == pytest.approx(DEMO_PROBABILITIES, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def emotion_model():
+    from ser_stream.inference import EmotionModel
+
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip("no shipped model in models/")
+    return EmotionModel(SHIPPED_MODEL)
+
+
+def test_audio_in_memory_gets_exactly_the_result_a_file_of_it_gets(emotion_model, tmp_path):
+    from ser_stream.classify import classify_file, classify_samples
+
+    pcm = (speechlike(3.0, 16000) * 0.5 * 32767).astype(np.int16)
+    stereo = np.stack([speechlike(2.5, 48000), speechlike(2.5, 48000, seed=1)], axis=1).astype(np.float32) * 0.5
+    narrow = speechlike(2.0, 6000).astype(np.float64) * 0.3
+    for samples, rate, subtype in ((pcm, 16000, "PCM_16"), (stereo, 48000, "FLOAT"), (narrow, 6000, "DOUBLE")):
+        path = tmp_path / f"{rate}.wav"
+        soundfile.write(path, samples, rate, subtype=subtype)
+        from_file, in_memory = classify_file(path, emotion_model), classify_samples(samples, rate, emotion_model, name=str(path))
+        assert in_memory == from_file, subtype
+    assert "sampled at 6000 Hz" in (in_memory.warning or "")
+
+
+def test_a_list_of_floats_is_audio_too_and_its_result_names_the_samples(emotion_model):
+    from ser_stream.classify import classify_samples
+
+    result = classify_samples(list(speechlike(2.0, 8000) * 0.5), 8000, emotion_model)
+    assert result.path == "samples" and result.error is None
+    assert result.utterance is not None and result.utterance.label in EMOTIONS and result.utterance.windows >= 1
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "reason"),
+    [
+        (np.zeros((2, 48000), np.float32), 48000, "look like (channels, frames); give (frames, channels): samples.T"),
+        (np.zeros((10, 2, 2), np.float32), 16000, "samples of shape (10, 2, 2); give (frames,) or (frames, channels)"),
+        (np.zeros(16000, np.int64), 16000, "samples of type int64; give float samples in [-1, 1], or int16, int32 or uint8 PCM"),
+        (np.zeros(16000, np.complex64), 16000, "samples of type complex64"),
+        (np.zeros(16000, np.float32), 16000.5, "sample rate 16000.5 is not a whole number of Hz"),
+        (np.zeros(16000, np.float32), "16000", "sample rate '16000' is not a whole number of Hz"),
+        (np.zeros(16000, np.float32), 500, "sample rate 500 Hz is outside 1000–1000000 Hz"),
+        (np.zeros(0, np.float32), 16000, "contains no audio samples"),
+        (np.full(16000, np.nan, np.float32), 16000, "contains NaN or infinite samples"),
+        (np.zeros(16000, np.float32), 16000, "silent"),
+    ],
+)
+def test_samples_that_are_not_audio_get_a_one_line_error_naming_them(emotion_model, samples, rate, reason):
+    from ser_stream.classify import classify_samples
+
+    result = classify_samples(samples, rate, emotion_model, name="clip 7")
+    assert result.utterance is None and result.error is not None
+    assert reason in result.error and "\n" not in result.error
+    assert result.to_text().startswith("clip 7: error: ")
