@@ -39,6 +39,7 @@ from ser_stream.messages import (
     numbered,
     utc_now,
 )
+from ser_stream.metrics import MonitorCollector, exposition, metrics_registry
 from ser_stream.model import DEFAULT_MODEL
 from ser_stream.pipeline import MonitorConfig, Stream, Worker
 from ser_stream.publish import SUBSCRIBER_QUEUE, AccessConfig, Publisher
@@ -869,6 +870,8 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker.extra_counters.extend([publisher.counters, outputs.counters, outbox.counters])
         publisher.warn = worker.warn  # connections it cannot accept (no descriptor left): one line, then counted
         publisher.health = lambda: worker_health(worker, outbox, hello)
+        registry = metrics_registry(MonitorCollector(lambda: publisher.latest_status, publisher.health, hello))
+        publisher.metrics = functools.partial(exposition, registry)
 
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks
         if options.ingest:

@@ -58,6 +58,7 @@ from websockets.http11 import Request, Response
 from ser_stream.errors import shown
 from ser_stream.messages import CaughtUp, Dropped, Message, notice
 from ser_stream.record import CatchUpConnections, last_stored_seq, read_since
+from ser_stream.web import http_answer
 
 logging.getLogger("websockets").setLevel(logging.CRITICAL)
 
@@ -390,6 +391,9 @@ class Publisher:
         self.page: Callable[[ServerConnection, Request], Response | None] | None = None  # plain HTTP requests, when set
         # GET /healthz, for a service manager or an orchestrator: (healthy, report); 503 with the report when not healthy
         self.health: Callable[[], tuple[bool, dict[str, Any]]] | None = None
+        # GET /metrics, for a Prometheus scraper: the Accept header → (body, content type); the token applies
+        self.metrics: Callable[[str | None], tuple[bytes, str]] | None = None
+        self.latest_status: tuple[Message | None, float] = (None, 0.0)  # the last status published, at time.monotonic()
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
         self.connections: set[ServerConnection] = set()  # every open one, subscribers and ingest clients alike
@@ -517,6 +521,8 @@ class Publisher:
             # Built on the worker's thread and handed on through the outbox: a subscriber that connected meanwhile got
             # it saying one subscriber fewer than there were. Counted as it is queued, each one counts itself.
             message = {**message, "subscribers": len(self.subscribers)}
+        if message.get("type") == "status":
+            self.latest_status = (message, time.monotonic())
         text = json.dumps(message, separators=(",", ":"))
         stream = message.get("stream")
         if message.get("type") == "stream_started":
@@ -582,6 +588,8 @@ class Publisher:
                 answer.headers["Content-Type"] = "application/json"
                 answer.headers["Cache-Control"] = "no-store"
                 return answer
+            if request.path.split("?", 1)[0] == "/metrics" and self.metrics is not None:
+                return self._metrics(connection, request)
             if endpoint(request.path) == "/ingest":  # `curl /ingest` once got the page's 404, "the page and its WebSocket are at /"
                 return self._ingest_without_upgrade(connection, request)
             if self.page is not None:
@@ -613,6 +621,17 @@ class Publisher:
                 return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many ingest connections waiting to send their start; retry later\n")
             self.pending_ingest.add(connection)
         return None
+
+    def _metrics(self, connection: ServerConnection, request: Request) -> Response:
+        """GET /metrics: the figures for a scraper; with --token, only for one that sends it (they say how busy it is)."""
+        assert self.metrics is not None
+        if not self._authorised(request):
+            self.refused["token"] += 1
+            refusal = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token: send Authorization: Bearer TOKEN\n")
+            refusal.headers["WWW-Authenticate"] = "Bearer"
+            return refusal
+        body, content_type = self.metrics(request.headers.get("Accept"))
+        return http_answer(HTTPStatus.OK, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")], body)
 
     def _ingest_without_upgrade(self, connection: ServerConnection, request: Request) -> Response:
         """A plain HTTP request to /ingest: 426 saying how to connect where calls are taken, 404 saying why where not."""

@@ -38,7 +38,7 @@ def _page(token_required: bool = False) -> tuple[bytes, str]:
     return html.encode("utf-8"), policy
 
 
-def _answer(status: HTTPStatus, headers: list[tuple[str, str]], body: bytes = b"") -> Response:
+def http_answer(status: HTTPStatus, headers: list[tuple[str, str]], body: bytes = b"") -> Response:
     """A response of the page server's own, with the ``Date`` and ``Connection: close`` websockets' ``respond()`` gives
     the others: the server closes the connection after any answer but an upgrade, and a client not told so sent its next
     request on it (curl: 'Connection died, retrying a fresh connect')."""
@@ -50,7 +50,7 @@ def serve_page(connection: ServerConnection, request: Request, token_required: b
     for it with every page: a 404 was an error in the console of each); anything else that is not a WebSocket upgrade → 404."""
     path = request.path.split("?", 1)[0]
     if path == "/favicon.ico":  # no icon, and nothing wrong: a day's cache saves a browser asking again at every load
-        return _answer(HTTPStatus.NO_CONTENT, [("Cache-Control", "max-age=86400"), ("X-Content-Type-Options", "nosniff")])
+        return http_answer(HTTPStatus.NO_CONTENT, [("Cache-Control", "max-age=86400"), ("X-Content-Type-Options", "nosniff")])
     if path not in ("/", "/index.html"):
         return connection.respond(HTTPStatus.NOT_FOUND, "not found: the page and its WebSocket are at /\n")
     body, policy = _page(token_required)
@@ -61,4 +61,4 @@ def serve_page(connection: ServerConnection, request: Request, token_required: b
         ("X-Content-Type-Options", "nosniff"),
         ("Cache-Control", "no-store"),
     ]
-    return _answer(HTTPStatus.OK, headers, body)
+    return http_answer(HTTPStatus.OK, headers, body)

@@ -1,0 +1,147 @@
+"""GET /metrics: what a Prometheus scraper reads of the monitor — its status, its health now, its process."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import time
+import typing
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.clients import free_port, subscriber_when_up
+from ser_stream.messages import Status
+from ser_stream.metrics import STATUS_GAUGES, STATUS_HELP, MonitorCollector, exposition, metrics_registry
+from ser_stream.publish import Publisher
+
+HELLO = {"type": "hello", "instance": "ab" * 16, "started_at": "2026-12-02T06:00:00.000Z", "model": "ser_cnn.onnx", "provider": "cpu"}
+STATUS = {"type": "status", "overruns": 2, "overrun_samples": 16000, "input_overflows": 0, "nonfinite_samples": 0, "queue_depth": 7,
+          "behind_seconds": 3.5, "latency_ms": {"median": 41.5, "p95": 88.0}, "streams": 3, "windows": 120, "utterances": 9,
+          "refused_streams": 1, "subscribers": 2, "rtp_lost_packets": 4, "a_field_added_later": 5, "a_flag": True}
+REPORT = {"status": "ok", "instance": HELLO["instance"], "started_at": HELLO["started_at"], "streams": 1, "queue_depth": 0,
+          "behind_seconds": 0.25, "outbox": 0, "outbox_full_waits": 0, "outbox_drops": 0, "seconds_since_worker_step": 0.01}
+
+
+def scraped(status: dict | None, report: dict = REPORT, healthy: bool = True) -> dict[str, tuple[str, str, dict]]:
+    """Metric sample name → (family type, family help, {labels as a sorted tuple: value})."""
+    registry = metrics_registry(MonitorCollector(lambda: (status, time.monotonic() - 0.5), lambda: (healthy, report), HELLO))
+    body, content_type = exposition(registry, None)
+    assert content_type.startswith("text/plain; version=0.0.4")
+    samples: dict[str, tuple[str, str, dict]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            kind, help_text, values = samples.setdefault(sample.name, (family.type, family.documentation, {}))
+            values[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[name][2][tuple(sorted(labels.items()))]
+
+
+def test_every_status_field_has_its_own_help_line():
+    fields = set(typing.get_type_hints(Status)) - {"type", "latency_ms"}
+    assert fields - STATUS_HELP.keys() == set(), "a status field a scraper would see without its own HELP"
+    assert STATUS_GAUGES <= fields
+
+
+def test_a_scraper_reads_the_status_totals_as_counters_and_what_goes_up_and_down_as_gauges():
+    samples = scraped(STATUS)
+    assert samples["ser_stream_windows_total"][0] == "counter" and value(samples, "ser_stream_windows_total") == 120
+    assert value(samples, "ser_stream_overrun_samples_total") == 16000 and value(samples, "ser_stream_rtp_lost_packets_total") == 4
+    assert samples["ser_stream_subscribers"][0] == "gauge" and value(samples, "ser_stream_subscribers") == 2
+    assert value(samples, "ser_stream_utterance_latency_seconds", quantile="0.5") == 0.0415  # the status's ms, in seconds
+    assert value(samples, "ser_stream_utterance_latency_seconds", quantile="0.95") == 0.088
+    assert 0.5 <= value(samples, "ser_stream_status_age_seconds") < 60
+    assert samples["ser_stream_rtp_lost_packets_total"][1] == STATUS_HELP["rtp_lost_packets"]
+    # a field this code does not know yet is exposed all the same, as a total; a true/false one is not a figure
+    assert samples["ser_stream_a_field_added_later_total"][1] == "The status field a_field_added_later (docs/protocol.md)"
+    assert not [name for name in samples if "a_flag" in name]
+
+
+def test_what_health_reads_now_wins_over_the_last_status_and_the_state_is_one_of_four():
+    samples = scraped(STATUS, healthy=False, report={**REPORT, "status": "stalled", "seconds_since_worker_step": 6.2})
+    assert value(samples, "ser_stream_streams") == 1 and value(samples, "ser_stream_queue_depth") == 0  # the status said 3 and 7
+    assert value(samples, "ser_stream_behind_seconds") == 0.25 and value(samples, "ser_stream_seconds_since_worker_step") == 6.2
+    assert value(samples, "ser_stream_healthy") == 0
+    assert {labels[0][1]: v for labels, v in samples["ser_stream_worker_state"][2].items()} == {
+        "starting": 0, "ok": 0, "stalled": 1, "failed": 0}
+    assert samples["ser_stream_outbox_full_waits_total"][0] == "counter"
+
+
+def test_before_the_first_status_a_scraper_gets_the_run_its_health_and_its_process():
+    samples = scraped(None, report={**REPORT, "status": "starting", "seconds_since_worker_step": None})
+    info = samples["ser_stream_run_info"][2]
+    assert [dict(labels) for labels in info] == [{"instance": HELLO["instance"], "model": "ser_cnn.onnx", "provider": "cpu", "version": "0.1.0"}]
+    assert value(samples, "ser_stream_start_time_seconds") == 1796191200.0  # 2026-12-02T06:00:00Z
+    assert value(samples, "ser_stream_worker_state", state="starting") == 1
+    assert "ser_stream_seconds_since_worker_step" not in samples and "ser_stream_windows_total" not in samples
+    assert value(samples, "process_open_fds") > 0 and value(samples, "process_resident_memory_bytes") > 0
+
+
+def get(port: int, path: str = "/metrics", **headers: str) -> tuple[int, dict[str, str], str]:
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    client.request("GET", path, headers=headers)
+    response = client.getresponse()
+    answer = response.status, dict(response.getheaders()), response.read().decode()
+    client.close()
+    return answer
+
+
+def test_metrics_are_served_behind_the_host_check_and_with_a_token_only_to_a_scraper_that_sends_it():
+    from ser_stream.publish import AccessConfig
+
+    async def scenario() -> list[tuple[int, dict[str, str], str]]:
+        publisher = Publisher("127.0.0.1", 0, access=AccessConfig(token="s3cret"))
+        publisher.hello = HELLO
+        publisher.metrics = lambda accept: (b"ser_stream_healthy 1.0\n", f"text/plain; asked={accept}")
+        await publisher.start()
+        host = f"127.0.0.1:{publisher.port}"
+        try:
+            return [
+                await asyncio.to_thread(get, publisher.port, Host=host),
+                await asyncio.to_thread(get, publisher.port, Host=host, Authorization="Bearer wrong"),
+                await asyncio.to_thread(get, publisher.port, Host=host, Authorization="Bearer s3cret", Accept="application/openmetrics-text"),
+                await asyncio.to_thread(get, publisher.port, "/metrics?token=s3cret", Host="attacker.example"),  # DNS rebinding
+                (publisher.counters()["refused_token"], {}, ""),
+            ]
+        finally:
+            await publisher.close(0)
+
+    without, wrong, right, rebound, refused = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert without[0] == wrong[0] == 401 and without[1]["WWW-Authenticate"] == "Bearer"
+    assert without[2] == "missing or wrong token: send Authorization: Bearer TOKEN\n"
+    assert right[0] == 200 and right[2] == "ser_stream_healthy 1.0\n"
+    assert right[1]["Content-Type"] == "text/plain; asked=application/openmetrics-text" and right[1]["Cache-Control"] == "no-store"
+    assert rebound[0] == 403 and refused[0] == 2
+
+
+def test_a_monitor_taking_calls_serves_its_figures_to_a_scraper(shipped_model):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", "rtp:127.0.0.1:0", "--no-dashboard",
+         "--ws", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        async def hello_then_metrics() -> tuple[dict, str]:
+            async with await subscriber_when_up(port) as subscriber:
+                hello = json.loads(await subscriber.recv())
+                while json.loads(await subscriber.recv())["type"] != "status":  # the figures are the latest status's
+                    pass
+            return hello, (await asyncio.to_thread(get, port))[2]
+
+        hello, body = asyncio.run(asyncio.wait_for(hello_then_metrics(), 60))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    samples = {sample.name: sample for family in text_string_to_metric_families(body) for sample in family.samples}
+    assert samples["ser_stream_run_info"].labels["instance"] == hello["instance"]
+    assert samples["ser_stream_healthy"].value == 1 and samples["ser_stream_streams"].value == 0
+    assert samples["ser_stream_rtp_lost_packets_total"].value == 0 and samples["ser_stream_utterances_total"].value == 0
+    assert samples["process_open_fds"].value > 0
