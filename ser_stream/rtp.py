@@ -279,8 +279,10 @@ class JitterBuffer:
         if sequence - highest >= MAX_DROPOUT or sequence < self.next_sequence - MAX_MISORDER:
             self.stray = packet
             return []
-        if sequence < self.next_sequence and not self.playing and sequence > highest - self.jitter_packets:
-            # the call's first packets arrived out of order, within the window a later packet would be waited for
+        if sequence < self.next_sequence and not self.playing:
+            # the call's first packets arrived out of order: nothing has played, so an earlier one is the call's start
+            # (fewer than jitter_packets are waiting, as a packet missing mid-call would be waited for). Only one less
+            # than jitter_packets numbers back once was: a call whose first packets came 2, 0, 1 lost packet 0 as late.
             self.next_sequence, self.next_timestamp = sequence, packet.timestamp
         elif sequence < self.next_sequence:
             if sequence in self.played:
