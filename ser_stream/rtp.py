@@ -380,8 +380,9 @@ class JitterBuffer:
             if missing:
                 # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
                 # included), not the sequence gap, which a sender that skips ahead can make 3000 packets while at
-                # most 1 s is played
-                held = samples.size if packet.is_audio else self.packet_samples
+                # most 1 s is played. Packets as long as the shorter of those either side: two 10 ms packets lost
+                # before the sender went over to 20 ms were counted one
+                held = min(samples.size, self.packet_samples) if packet.is_audio else self.packet_samples
                 counted = min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
                 self.lost += counted
                 # the numbers nearest the packet stand for those counted: a late packet is at most MAX_MISORDER behind

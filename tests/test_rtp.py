@@ -256,6 +256,20 @@ def test_a_forward_jump_counts_as_lost_what_its_silence_holds(start, skipped, de
     assert jitter.resyncs == 0
 
 
+@pytest.mark.parametrize(("before", "after"), [(80, 160), (160, 80), (80, 480), (240, 240)], ids=["10-20ms", "20-10ms", "10-60ms", "30ms"])
+def test_packets_lost_where_the_sender_changes_its_packet_length_are_each_counted(before, after):
+    """Two 10 ms packets lost just before the sender went over to 20 ms packets: their 20 ms of silence was counted
+    as one packet lost, taken to be as long as the packet after the gap."""
+    sizes = [before] * 6 + [after] * 6
+    codes = mulaw_encode(0.3 * np.sin(2 * np.pi * 440 * np.arange(sum(sizes)) / 8000)).tobytes()
+    offsets = np.cumsum([0, *sizes])
+    packets = [RtpPacket(0, index, int(offsets[index]), 7, codes[offsets[index]:offsets[index + 1]]) for index in range(len(sizes))]
+    jitter = JitterBuffer(3)
+    audio = played(jitter, packets[:4] + packets[6:])  # packets 4 and 5, of the earlier length, never arrive
+    assert (jitter.lost, jitter.late) == (2, 0)
+    assert audio.size == sum(sizes) and not audio[offsets[4]:offsets[6]].any()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 0xFFFF), st.integers(3000, 0x10000 - 101), st.integers(1, 8), st.integers(1, 28),
        st.integers(0, 0xFFFFFFFF))
