@@ -279,8 +279,10 @@ class JitterBuffer:
         if sequence - highest >= MAX_DROPOUT or sequence < self.next_sequence - MAX_MISORDER:
             self.stray = packet
             return []
-        if sequence < self.next_sequence and not self.playing and sequence > highest - self.jitter_packets:
-            # the call's first packets arrived out of order, within the window a later packet would be waited for
+        if sequence < self.next_sequence and not self.playing:
+            # the call's first packets arrived out of order: nothing has played, so an earlier one is the call's start
+            # (fewer than jitter_packets are waiting, as a packet missing mid-call would be waited for). Only one less
+            # than jitter_packets numbers back once was: a call whose first packets came 2, 0, 1 lost packet 0 as late.
             self.next_sequence, self.next_timestamp = sequence, packet.timestamp
         elif sequence < self.next_sequence:
             if sequence in self.played:
@@ -378,8 +380,9 @@ class JitterBuffer:
             if missing:
                 # as many packets as the silence played for them holds (at least one; ``fill``'s as the time passed
                 # included), not the sequence gap, which a sender that skips ahead can make 3000 packets while at
-                # most 1 s is played
-                held = samples.size if packet.is_audio else self.packet_samples
+                # most 1 s is played. Packets as long as the shorter of those either side: two 10 ms packets lost
+                # before the sender went over to 20 ms were counted one
+                held = min(samples.size, self.packet_samples) if packet.is_audio else self.packet_samples
                 counted = min(missing, max(1, -(-(silence + self.filled) // max(1, held))))
                 self.lost += counted
                 # the numbers nearest the packet stand for those counted: a late packet is at most MAX_MISORDER behind

@@ -256,6 +256,20 @@ def test_a_forward_jump_counts_as_lost_what_its_silence_holds(start, skipped, de
     assert jitter.resyncs == 0
 
 
+@pytest.mark.parametrize(("before", "after"), [(80, 160), (160, 80), (80, 480), (240, 240)], ids=["10-20ms", "20-10ms", "10-60ms", "30ms"])
+def test_packets_lost_where_the_sender_changes_its_packet_length_are_each_counted(before, after):
+    """Two 10 ms packets lost just before the sender went over to 20 ms packets: their 20 ms of silence was counted
+    as one packet lost, taken to be as long as the packet after the gap."""
+    sizes = [before] * 6 + [after] * 6
+    codes = mulaw_encode(0.3 * np.sin(2 * np.pi * 440 * np.arange(sum(sizes)) / 8000)).tobytes()
+    offsets = np.cumsum([0, *sizes])
+    packets = [RtpPacket(0, index, int(offsets[index]), 7, codes[offsets[index]:offsets[index + 1]]) for index in range(len(sizes))]
+    jitter = JitterBuffer(3)
+    audio = played(jitter, packets[:4] + packets[6:])  # packets 4 and 5, of the earlier length, never arrive
+    assert (jitter.lost, jitter.late) == (2, 0)
+    assert audio.size == sum(sizes) and not audio[offsets[4]:offsets[6]].any()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 0xFFFF), st.integers(3000, 0x10000 - 101), st.integers(1, 8), st.integers(1, 28),
        st.integers(0, 0xFFFFFFFF))
@@ -733,6 +747,18 @@ def test_a_call_whose_first_two_packets_arrive_swapped_plays_both():
     packets = tone_packets(20)
     jitter = JitterBuffer(5)
     audio = played(jitter, [packets[1], packets[0], *packets[2:]])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost) == (0, 0)
+
+
+@pytest.mark.parametrize(("arrival", "depth"), [([2, 0, 1], 2), ([5, 0, 1, 2, 3, 4], 3), ([4, 0, 1, 2, 3], 5)])
+def test_a_call_whose_first_packets_are_overtaken_by_a_later_one_starts_with_the_earliest(arrival, depth):
+    """Packet 2 first, then 0 and 1 (a call's first packets held up by address resolution) with --jitter-packets 2:
+    packet 0 was dropped as late, being two numbers back where only one was allowed, though it came second; mid-call
+    the same order plays whole."""
+    packets = tone_packets(20)
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, [packets[index] for index in arrival] + packets[len(arrival):])
     assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
     assert (jitter.late, jitter.lost) == (0, 0)
 
