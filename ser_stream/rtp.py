@@ -279,10 +279,8 @@ class JitterBuffer:
         if sequence - highest >= MAX_DROPOUT or sequence < self.next_sequence - MAX_MISORDER:
             self.stray = packet
             return []
-        if sequence < self.next_sequence and not self.playing:
+        if sequence < self.next_sequence and not self.playing and self._starts_call(packet, sequence, highest):
             # the call's first packets arrived out of order: nothing has played, so an earlier one is the call's start
-            # (fewer than jitter_packets are waiting, as a packet missing mid-call would be waited for). Only one less
-            # than jitter_packets numbers back once was: a call whose first packets came 2, 0, 1 lost packet 0 as late.
             self.next_sequence, self.next_timestamp = sequence, packet.timestamp
         elif sequence < self.next_sequence:
             if sequence in self.played:
@@ -315,6 +313,19 @@ class JitterBuffer:
             self.stray = None
             self.late += 1
         return self._release(flush=True)
+
+    def _starts_call(self, packet: RtpPacket, sequence: int, highest: int) -> bool:
+        """Whether a packet numbered before the first ones waiting, none played yet, is the call's start: it is within
+        the jitter window of the highest (2, 0, 1 with a window of 2), or its timestamp lies behind theirs by no more
+        than its packets hold, as the sender's next packets would (a run of first packets overtaken by a later one).
+        A stray older packet of the same SSRC, 3 s behind in time but 6 to 100 numbers, is not: it was taken for the
+        start, and the call began with its audio, 1 s of silence and up to 50 packets counted lost that never were."""
+        assert self.next_sequence is not None
+        if sequence >= highest - self.jitter_packets:
+            return True
+        longest = max([len(packet.payload), *(len(waiting.payload) for waiting in self.pending.values())])
+        clock_behind = (self.next_timestamp - packet.timestamp) & 0xFFFFFFFF
+        return 0 < clock_behind <= (self.next_sequence - sequence) * longest * self.clock_ratio
 
     def _replayed(self, packet: RtpPacket) -> bool:
         """Whether a packet far outside the window is an old one sent again: its number and its timestamp both lie

@@ -763,6 +763,21 @@ def test_a_call_whose_first_packets_are_overtaken_by_a_later_one_starts_with_the
     assert (jitter.late, jitter.lost) == (0, 0)
 
 
+@pytest.mark.parametrize("behind", [6, 20, 60, 99])
+def test_a_stray_older_packet_before_a_call_plays_is_dropped_as_late_not_taken_for_its_start(behind):
+    """An old packet of the same SSRC (before a hold), numbers behind the call's first but 3 s behind in time, came
+    second: taken for the call's start (the fix above, unbounded), it played its old audio, 1 s of silence and counted
+    up to 50 packets lost that never were. Its timestamp does not follow on from the call's, so it is late."""
+    packets = tone_packets(50)
+    first = packets[0]
+    stray = RtpPacket(first.payload_type, (first.sequence - behind) & 0xFFFF, (first.timestamp - 3 * 8000) & 0xFFFFFFFF,
+                      first.ssrc, bytes(reversed(first.payload)))
+    jitter = JitterBuffer(5)
+    audio = played(jitter, [first, stray, *packets[1:]])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost) == (1, 0)
+
+
 def test_a_second_sender_using_a_calls_ssrc_is_dropped_counted_and_reported_once():
     """RFC 3550 §8.2: an SSRC is its first sender's; another address sending it (a collision) is not merged in."""
     receiver, streams, reports = receiver_with_streams()
