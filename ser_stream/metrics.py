@@ -14,6 +14,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ser_stream import __version__
+from ser_stream.errors import bytes_as_text
 from ser_stream.messages import Message
 
 PREFIX = "ser_stream_"
@@ -87,8 +88,8 @@ class MonitorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield InfoMetricFamily(f"{PREFIX}run", "This run of the monitor and its model", value={
-            "version": __version__, "instance": str(self.hello.get("instance", "")), "model": str(self.hello.get("model", "")),
-            "provider": str(self.hello.get("provider", "")),
+            "version": __version__, "instance": label(self.hello.get("instance")), "model": label(self.hello.get("model")),
+            "provider": label(self.hello.get("provider")),
         })
         if isinstance(started_at := self.hello.get("started_at"), str):
             yield GaugeMetricFamily(f"{PREFIX}start_time_seconds", "When this run began, seconds since the Unix epoch",
@@ -107,7 +108,7 @@ class MonitorCollector(Collector):
         status, received_at = self.latest_status()
         if status is None:
             return
-        yield GaugeMetricFamily(f"{PREFIX}status_age_seconds", "Seconds since the status these figures are from was published",
+        yield GaugeMetricFamily(f"{PREFIX}status_age_seconds", "Seconds since the worker built the status these figures are from",
                                 value=time.monotonic() - received_at)
         latency = GaugeMetricFamily(f"{PREFIX}utterance_latency_seconds", "Utterance latency over the last 1000 utterances, "
                                     "from the audio that ended each to its message (0 before the first)", labels=["quantile"])
@@ -118,6 +119,12 @@ class MonitorCollector(Collector):
             if name in ("type", "latency_ms") or name in report or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             yield figure(name, STATUS_HELP.get(name, f"The status field {name} (docs/protocol.md)"), value, name not in STATUS_GAUGES)
+
+
+def label(value: object) -> str:
+    """A label value as UTF-8 can write it: a model file name that is not UTF-8 with its bytes as \\xNN (it made every
+    scrape a 500), as classify names such files."""
+    return bytes_as_text(str(value if value is not None else "")).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def figure(name: str, help_text: str, value: float, counter: bool) -> Metric:

@@ -226,6 +226,7 @@ class Worker:
         self._unannounced: list[Stream] = []
         self.finishing = False  # set by finish(): every stream is closed and published, then run() returns
         self.crash: str | None = None  # set if the worker itself failed
+        self.latest_status: tuple[Message | None, float] = (None, 0.0)  # the last status built, at time.monotonic()
         self.last_step_at: float | None = None  # time.monotonic() of its last pass over the streams: /healthz's heartbeat
         self.ended_totals: dict[str, int] = dict.fromkeys(STREAM_COUNTERS, 0)  # counts of streams that have left
         self.extra_counters: list[Callable[[], dict[str, int]]] = []  # e.g. the RTP receiver's, merged into status
@@ -582,7 +583,9 @@ class Worker:
         for counters in self.extra_counters:  # summed: two RTP listeners count under the same names
             for name, count in counters().items():
                 extra[name] = extra.get(name, 0) + count
-        self.emit({**status, **extra})
+        message = {**status, **extra}
+        self.latest_status = (message, now)  # GET /metrics reads it here, not after the outbox a held --record can stall
+        self.emit(message)
 
 
 def batched_vad(trackers: list[UtteranceTracker]) -> dict[int, list[float]]:

@@ -55,7 +55,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from ser_stream.errors import shown
+from ser_stream.errors import one_line, shown
 from ser_stream.messages import CaughtUp, Dropped, Message, notice
 from ser_stream.record import CatchUpConnections, last_stored_seq, read_since
 from ser_stream.web import http_answer
@@ -393,7 +393,7 @@ class Publisher:
         self.health: Callable[[], tuple[bool, dict[str, Any]]] | None = None
         # GET /metrics, for a Prometheus scraper: the Accept header → (body, content type); the token applies
         self.metrics: Callable[[str | None], tuple[bytes, str]] | None = None
-        self.latest_status: tuple[Message | None, float] = (None, 0.0)  # the last status published, at time.monotonic()
+        self._metrics_failure_said = False
         self.hello: Message = {}
         self.subscribers: set[Subscriber] = set()
         self.connections: set[ServerConnection] = set()  # every open one, subscribers and ingest clients alike
@@ -521,8 +521,6 @@ class Publisher:
             # Built on the worker's thread and handed on through the outbox: a subscriber that connected meanwhile got
             # it saying one subscriber fewer than there were. Counted as it is queued, each one counts itself.
             message = {**message, "subscribers": len(self.subscribers)}
-        if message.get("type") == "status":
-            self.latest_status = (message, time.monotonic())
         text = json.dumps(message, separators=(",", ":"))
         stream = message.get("stream")
         if message.get("type") == "stream_started":
@@ -630,7 +628,14 @@ class Publisher:
             refusal = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token: send Authorization: Bearer TOKEN\n")
             refusal.headers["WWW-Authenticate"] = "Bearer"
             return refusal
-        body, content_type = self.metrics(request.headers.get("Accept"))
+        try:
+            body, content_type = self.metrics(request.headers.get("Accept"))
+        except Exception as error:  # noqa: BLE001 - a scraper gets the reason, and the log says it once (websockets' logs nothing)
+            reason = f"GET /metrics failed ({type(error).__name__}: {one_line(error)}): please report it"
+            if not self._metrics_failure_said:
+                self._metrics_failure_said = True
+                self.warn(reason)
+            return connection.respond(HTTPStatus.INTERNAL_SERVER_ERROR, reason + "\n")
         return http_answer(HTTPStatus.OK, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")], body)
 
     def _ingest_without_upgrade(self, connection: ServerConnection, request: Request) -> Response:

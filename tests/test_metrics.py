@@ -145,3 +145,52 @@ def test_a_monitor_taking_calls_serves_its_figures_to_a_scraper(shipped_model):
     assert samples["ser_stream_healthy"].value == 1 and samples["ser_stream_streams"].value == 0
     assert samples["ser_stream_rtp_lost_packets_total"].value == 0 and samples["ser_stream_utterances_total"].value == 0
     assert samples["process_open_fds"].value > 0
+
+
+def test_the_figures_are_the_workers_latest_status_with_what_the_outbox_would_add_read_now():
+    """A --record database held by another writer stalls the outbox: the figures read from what it handed on stood
+    still for 9 s while their age said under a second. They come from the worker, record failures and subscribers now."""
+    from types import SimpleNamespace
+
+    from ser_stream.monitor import status_now
+    from ser_stream.pipeline import MonitorConfig, Worker
+
+    said: list[dict] = []
+    worker = Worker(None, MonitorConfig(), said.append)  # type: ignore[arg-type]  # never steps: no model needed
+    publisher = SimpleNamespace(subscribers={"a", "b", "c"})
+    assert status_now(worker, None, publisher)[0] is None  # type: ignore[arg-type]
+    before = time.monotonic()
+    worker.publish_status(force=True)
+    status, built_at = status_now(worker, SimpleNamespace(failures=4), publisher)  # type: ignore[arg-type]
+    assert status is not None and before <= built_at <= time.monotonic()
+    assert status["subscribers"] == 3 and status["record_failures"] == 4
+    assert {key: value for key, value in status.items() if key not in ("subscribers", "record_failures")} == said[-1]
+
+
+def test_a_model_name_that_is_not_utf8_is_a_label_with_its_bytes_escaped_not_a_failed_scrape():
+    odd = {**HELLO, "model": "m\udcffodel.onnx"}  # a file name of byte 0xff, as Python reads it
+    registry = metrics_registry(MonitorCollector(lambda: (STATUS, time.monotonic()), lambda: (True, REPORT), odd))
+    body, _ = exposition(registry, None)
+    info = next(family for family in text_string_to_metric_families(body.decode()) if family.name == "ser_stream_run_info")
+    assert info.samples[0].labels["model"] == "m\\xffodel.onnx"
+
+
+def test_figures_that_cannot_be_written_are_a_500_saying_why_and_one_warning():
+    warnings: list[str] = []
+
+    def broken(accept: str | None) -> tuple[bytes, str]:
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    async def scenario() -> list[tuple[int, dict[str, str], str]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello, publisher.metrics, publisher.warn = HELLO, broken, warnings.append
+        await publisher.start()
+        try:
+            return [await asyncio.to_thread(get, publisher.port, Host=f"127.0.0.1:{publisher.port}") for _ in range(2)]
+        finally:
+            await publisher.close(0)
+
+    answers = asyncio.run(asyncio.wait_for(scenario(), 60))
+    reason = "GET /metrics failed (UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcff' in position 0: surrogates not allowed): please report it"
+    assert [(status, body) for status, _, body in answers] == [(500, reason + "\n")] * 2
+    assert warnings == [reason]
