@@ -3,7 +3,7 @@ classification and training, so both see a clip the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,10 +140,26 @@ def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator
         raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None
 
 
-def _canonical_blocks(path: str | Path, info: Any, block_seconds: float, offset: float = 0.0) -> Iterator[NDArray[np.float32]]:
-    """A file less its DC ``offset``, block by block, as mono canonical-rate audio (never whole in memory)."""
-    resampler = StreamResampler(int(info.samplerate), SAMPLE_RATE)
-    for mono in _input_blocks(path, info, block_seconds):
+@dataclass(frozen=True)
+class BlockSource:
+    """Audio that can be read block by block, as often as asked (``stream_windows`` reads it three times), and never
+    whole: a file, or a long array a caller holds (``classify.classify_samples``)."""
+
+    sample_rate: int
+    floor: float  # the mean square its format's rounding leaves: not sound (``audiofile.rounding_floor``)
+    blocks: Callable[[float], Iterator[NDArray[np.float32]]]  # block_seconds → its mono blocks at its own rate, checked
+
+
+def file_source(path: str | Path) -> BlockSource:
+    """A file as a ``BlockSource``; its header is read once, here."""
+    info = audio_info(path)
+    return BlockSource(int(info.samplerate), rounding_floor(info), lambda block_seconds: _input_blocks(path, info, block_seconds))
+
+
+def _canonical_blocks(source: BlockSource, block_seconds: float, offset: float = 0.0) -> Iterator[NDArray[np.float32]]:
+    """A source less its DC ``offset``, block by block, as mono canonical-rate audio (never whole in memory)."""
+    resampler = StreamResampler(source.sample_rate, SAMPLE_RATE)
+    for mono in source.blocks(block_seconds):
         yield resampler.process(mono - np.float32(offset))
     yield resampler.flush()
 
@@ -161,16 +177,26 @@ def stream_file_windows(
     reading: BlockReading | None = None,
 ) -> Iterator[NDArray[np.float32]]:
     """The windows ``clip_spectrograms`` would cut from a file, as audio, reading it three times in blocks;
-    ``reading``, if given, learns how many frames decoded.
+    ``reading``, if given, learns how many frames decoded."""
+    return stream_windows(file_source(path), config, block_seconds, reading)
+
+
+def stream_windows(
+    source: BlockSource,
+    config: WindowConfig,
+    block_seconds: float = READ_BUDGET_SECONDS,
+    reading: BlockReading | None = None,
+) -> Iterator[NDArray[np.float32]]:
+    """The windows ``clip_spectrograms`` would cut from a source, as audio, reading it three times in blocks;
+    ``reading``, if given, learns how many frames it holds.
 
     Pass 0 measures the DC offset; pass 1 measures 25 ms frame energies to find the leading and trailing
     silence exactly as ``trimmed_clip`` does; pass 2 cuts the windows of the
     trimmed span as the audio arrives. Memory stays at a block and a window
     whatever the file's length.
     """
-    info = audio_info(path)  # read once: each pass used to read the header again, twice
-    count, total_sum = 0, 0.0  # pass 0: the DC offset, at the file's own rate, as without_dc measures it
-    for mono in _input_blocks(path, info, block_seconds):
+    count, total_sum = 0, 0.0  # pass 0: the DC offset, at the source's own rate, as without_dc measures it
+    for mono in source.blocks(block_seconds):
         count, total_sum = count + mono.size, total_sum + float(np.sum(mono, dtype=np.float64))
     if reading is not None:
         reading.frames = count
@@ -178,22 +204,21 @@ def stream_file_windows(
     energies: list[NDArray[np.float64]] = []
     carry = np.zeros(0, dtype=np.float32)
     total = 0
-    for canonical in _canonical_blocks(path, info, block_seconds, offset):
+    for canonical in _canonical_blocks(source, block_seconds, offset):
         total += canonical.size
         joined = np.concatenate([carry, canonical])
         whole = joined.size // TRIM_FRAME * TRIM_FRAME
         energies.append(frame_energies(joined[:whole], TRIM_FRAME))
         carry = joined[whole:]
     energy = np.concatenate(energies) if energies else np.zeros(0)
-    floor = rounding_floor(info)
-    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, margin=TRIM_MARGIN, floor=floor)
+    first, last, sound = trim_bounds(energy, TRIM_FRAME, total, margin=TRIM_MARGIN, floor=source.floor)
     loudest = loudest_power(energy, carry)
-    check_sound(sound, loudest, floor)
+    check_sound(sound, loudest, source.floor)
     if reading is not None:
         reading.span, reading.loudest = last - first, loudest
     if last - first <= config.window_samples:  # one (padded) window: only its span is held, never the file
         span, lead_in, position = [], [], 0
-        for canonical in _canonical_blocks(path, info, block_seconds, offset):
+        for canonical in _canonical_blocks(source, block_seconds, offset):
             lead_in.append(_part(canonical, position, first - SPEECH_CHECK_LEAD_IN_SAMPLES, first).copy())  # a view would hold its block
             if (part := _part(canonical, position, first, last)).size:  # an empty view would hold its block all the same
                 span.append(part)
@@ -206,7 +231,7 @@ def stream_file_windows(
     start = next(starts, None)
     buffer, buffer_start, position = np.zeros(0, dtype=np.float32), 0, 0  # buffer holds trimmed samples from buffer_start
     lead_in = []
-    for canonical in _canonical_blocks(path, info, block_seconds, offset):
+    for canonical in _canonical_blocks(source, block_seconds, offset):
         lead_in.append(_part(canonical, position, first - SPEECH_CHECK_LEAD_IN_SAMPLES, first).copy())  # a view would hold its block
         if (part := _part(canonical, position, first, last)).size:
             buffer = np.concatenate([buffer, part])

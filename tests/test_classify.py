@@ -244,7 +244,32 @@ def test_audio_in_memory_gets_exactly_the_result_a_file_of_it_gets(emotion_model
         soundfile.write(path, samples, rate, subtype=subtype)
         from_file, in_memory = classify_file(path, emotion_model), classify_samples(samples, rate, emotion_model, name=str(path))
         assert in_memory == from_file, subtype
+        # longer than classify reads whole (here 1 s; 10 minutes of 16 kHz mono's samples by default): read in blocks, alike
+        in_blocks = classify_samples(samples, rate, emotion_model, name=str(path), in_memory_seconds=1.0)
+        assert in_blocks == classify_file(path, emotion_model, in_memory_seconds=1.0), subtype
+        assert in_blocks.utterance is not None and np.allclose(list(in_blocks.utterance.probabilities.values()),
+                                                               list(in_memory.utterance.probabilities.values()), atol=1e-4)
     assert "sampled at 6000 Hz" in (in_memory.warning or "")
+
+
+def test_a_long_array_read_in_blocks_is_refused_as_a_file_is_at_a_sample_that_is_not_audio(emotion_model):
+    from ser_stream.classify import classify_samples
+
+    samples = speechlike(4.0, 16000).astype(np.float32) * 0.5
+    samples[40000] = np.inf
+    result = classify_samples(samples, 16000, emotion_model, name="long", in_memory_seconds=1.0)
+    assert result.error == "contains NaN or infinite samples"
+    assert classify_samples(np.zeros((64000, 2), np.int16), 16000, emotion_model, in_memory_seconds=1.0).error.startswith("silent throughout")
+
+
+def test_big_endian_pcm_is_pcm_and_a_name_that_is_not_text_is_named_as_text(emotion_model):
+    from ser_stream.classify import classify_samples
+
+    pcm = (speechlike(2.0, 16000) * 0.5 * 32767).astype("<i2")
+    native = classify_samples(pcm, 16000, emotion_model, name="clip")
+    assert classify_samples(pcm.astype(">i2"), 16000, emotion_model, name="clip") == native  # np.frombuffer(data, ">i2")
+    assert classify_samples(pcm.astype(">i4") * 65536, 16000, emotion_model, name="clip") == native
+    assert classify_samples(pcm, 16000, emotion_model, name=7).path == "7"  # type: ignore[arg-type]
 
 
 def test_a_list_of_floats_is_audio_too_and_its_result_names_the_samples(emotion_model):
@@ -264,6 +289,10 @@ def test_a_list_of_floats_is_audio_too_and_its_result_names_the_samples(emotion_
         (np.zeros(16000, np.complex64), 16000, "samples of type complex64"),
         (np.zeros(16000, np.float32), 16000.5, "sample rate 16000.5 is not a whole number of Hz"),
         (np.zeros(16000, np.float32), "16000", "sample rate '16000' is not a whole number of Hz"),
+        (np.zeros(16000, np.float32), float("nan"), "sample rate nan is not a whole number of Hz"),
+        (np.zeros(16000, np.float32), np.float32("inf"), "sample rate inf is not a whole number of Hz"),
+        ([[0.1, 0.2], [0.3]], 16000, "samples that are not one array (setting an array element with a sequence."),
+        (np.zeros(16000, "<U1"), 16000, "samples of type <U1"),
         (np.zeros(16000, np.float32), 500, "sample rate 500 Hz is outside 1000–1000000 Hz"),
         (np.zeros(0, np.float32), 16000, "contains no audio samples"),
         (np.full(16000, np.nan, np.float32), 16000, "contains NaN or infinite samples"),
