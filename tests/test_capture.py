@@ -411,6 +411,7 @@ ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10
         (encoded("OGG", "VORBIS"), "Ogg (Vorbis, Opus…)"),
         (encoded("OGG", "OPUS"), "Ogg (Vorbis, Opus…)"),
         (ID3_TAG + encoded("MP3"), "MP3"),
+        (b"ID3\x02" + ID3_TAG[4:] + encoded("MP3"), "MP3"),  # ID3v2.2, as older iTunes tagged files
         (encoded("MP3"), "MP3"),  # libsndfile writes no tag: two frame headers in a row tell it
         (encoded("AIFF", "PCM_16"), "AIFF"),
         (encoded("AU", "PCM_16"), "AU (Sun/NeXT)"),
@@ -420,7 +421,7 @@ ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10
         (encoded("W64", "PCM_16"), "Wave64 (W64)"),
         (encoded("NIST", "PCM_16"), "NIST SPHERE"),
     ],
-    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff", "au", "au-little-endian", "caf", "caf-little-endian", "w64", "nist"],
+    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-id3v2.2", "mp3-untagged", "aiff", "au", "au-little-endian", "caf", "caf-little-endian", "w64", "nist"],
 )
 def test_a_compressed_or_other_non_wav_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
     """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0; so
