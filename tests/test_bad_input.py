@@ -205,6 +205,10 @@ def no_audio(kind: str, path) -> None:
         flac_saying_it_holds(path, None)
     elif kind == "mp3-tag":
         path.write_bytes(ID3V2_TAG)
+    elif kind == "mp3-tags":  # an ID3v1 tag too, as taggers write both: 128 bytes from 'TAG', and no frame
+        path.write_bytes(ID3V2_TAG + b"TAG" + b"A title".ljust(125, b"\0"))
+    elif kind == "mp3-tag-footer":  # an ID3v2.4 tag flagged as having a 10-byte footer ('3DI'), which its size leaves out
+        path.write_bytes(b"ID3\x04\x00\x10\x00\x00\x00\x00" + b"3DI\x04\x00\x10\x00\x00\x00\x00")
     else:  # a tag, then an Info/Xing frame counting 0 frames
         soundfile.write(path, speechlike(1.0, 16000), 16000, format="MP3")
         encoded = path.read_bytes()
@@ -214,7 +218,7 @@ def no_audio(kind: str, path) -> None:
         path.write_bytes(ID3V2_TAG + bytes(first_frame))
 
 
-@pytest.mark.parametrize("kind", ["opus", "flac", "mp3-tag", "mp3-info"])
+@pytest.mark.parametrize("kind", ["opus", "flac", "mp3-tag", "mp3-tags", "mp3-tag-footer", "mp3-info"])
 def test_a_compressed_file_that_holds_no_audio_is_said_to_hold_none(tmp_path, shipped_model, capsys, kind):
     """As an empty WAV or Vorbis file is: an empty Opus was 'malformed', an empty MP3 was a file that 'does not exist',
     an empty FLAC 'read failed (Internal psf_fseek() failed.)', in classify and the monitor alike."""
