@@ -205,6 +205,10 @@ def no_audio(kind: str, path) -> None:
         flac_saying_it_holds(path, None)
     elif kind == "mp3-tag":
         path.write_bytes(ID3V2_TAG)
+    elif kind == "mp3-tags":  # an ID3v1 tag too, as taggers write both: 128 bytes from 'TAG', and no frame
+        path.write_bytes(ID3V2_TAG + b"TAG" + b"A title".ljust(125, b"\0"))
+    elif kind == "mp3-tag-footer":  # an ID3v2.4 tag flagged as having a 10-byte footer ('3DI'), which its size leaves out
+        path.write_bytes(b"ID3\x04\x00\x10\x00\x00\x00\x00" + b"3DI\x04\x00\x10\x00\x00\x00\x00")
     else:  # a tag, then an Info/Xing frame counting 0 frames
         soundfile.write(path, speechlike(1.0, 16000), 16000, format="MP3")
         encoded = path.read_bytes()
@@ -214,7 +218,7 @@ def no_audio(kind: str, path) -> None:
         path.write_bytes(ID3V2_TAG + bytes(first_frame))
 
 
-@pytest.mark.parametrize("kind", ["opus", "flac", "mp3-tag", "mp3-info"])
+@pytest.mark.parametrize("kind", ["opus", "flac", "mp3-tag", "mp3-tags", "mp3-tag-footer", "mp3-info"])
 def test_a_compressed_file_that_holds_no_audio_is_said_to_hold_none(tmp_path, shipped_model, capsys, kind):
     """As an empty WAV or Vorbis file is: an empty Opus was 'malformed', an empty MP3 was a file that 'does not exist',
     an empty FLAC 'read failed (Internal psf_fseek() failed.)', in classify and the monitor alike."""
@@ -1507,3 +1511,50 @@ def test_a_wav_cut_while_the_monitor_reads_it_is_said_to_be_cut(tmp_path):
     source.run(sink, threading.Event())
     assert sink.error is None and sink.ring.available() == 3 * 16000
     assert sink.warning == f"{path}: damaged or cut short: its header promises 10.00 s of audio, 3.00 s could be decoded; only that was heard"
+
+
+def ogg_page_starts(data: bytes) -> list[int]:
+    """Where each page of a whole Ogg file begins, read from the pages' own lengths (never a search for 'OggS')."""
+    starts, position = [], 0
+    while position < len(data):
+        assert data[position : position + 4] == b"OggS"
+        starts.append(position)
+        segments = data[position + 27 : position + 27 + data[position + 26]]
+        position += 27 + len(segments) + sum(segments)
+    return starts
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_is_whole_only_if_its_last_whole_page_ends_the_stream_and_no_page_begins_after_it(tmp_path, subtype):
+    """docs/reliability.md: an Ogg file gives its length only in its last page, so a cut is told by its pages: the last
+    whole one (its checksum right) must be flagged end-of-stream and no page may begin after it, while up to 64 KiB of
+    bytes that are no page (a tag, a copy's zero padding) may follow. A file cut exactly where its last page begins,
+    or a second stream cut short in its first page (`cat a.ogg b.ogg`, stopped), is cut."""
+    from ser_stream.audiofile import ogg_stream_ended
+
+    whole = tmp_path / "whole.ogg"
+    soundfile.write(whole, spoken(2.0, 16000), 16000, format="OGG", subtype=subtype)
+    data = whole.read_bytes()
+    last_page = ogg_page_starts(data)[-1]
+    cases = {
+        "whole": (data, True),
+        "64 KiB of zeros after it": (data + bytes(64 * 1024), True),
+        "cut where its last page begins": (data[:last_page], False),
+        "a second stream cut in its first page": (data + data[:40], False),
+    }
+    for name, (content, ended) in cases.items():
+        path = tmp_path / f"{name}.ogg"
+        path.write_bytes(content)
+        assert ogg_stream_ended(path) is ended, name
+
+
+def test_an_mp3_over_a_minute_long_is_decoded_bit_for_bit_as_one_whole_read(tmp_path):
+    """docs/reliability.md: an MP3's samples are those of one whole read, whatever the read size; libsndfile's decoder
+    changes samples at the joins of successive reads, so an MP3 of up to 10 minutes is decoded in one read, not a
+    minute at a time (as a longer one is)."""
+    from ser_stream.audiofile import sample_blocks
+
+    path = tmp_path / "call.mp3"
+    soundfile.write(path, speechlike(75.0, 8000), 8000, format="MP3")
+    whole, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(np.concatenate(list(sample_blocks(path, 8000))), whole)

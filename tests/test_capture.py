@@ -332,7 +332,11 @@ def arecord_header(sample_rate: int, channels: int) -> bytes:
 def test_a_wav_stream_on_stdin_has_its_header_skipped_not_heard_as_audio():
     """`arecord -f S16_LE -r 16000 | ser-stream monitor --source stdin` writes a WAV header unless told -t raw."""
     pcm = (tone(1.0, 16000) * 32767).astype("<i2")
-    for stream in (wav_bytes(pcm, 16000), arecord_header(16000, 1) + pcm.tobytes()):
+    written = wav_bytes(pcm, 16000)
+    size_at = written.index(b"data") + 4
+    unsized = written[:size_at] + bytes(4) + written[size_at + 4 :]  # a pipe's writer may put 0 there: to the end
+    extensible = wav_bytes(pcm, 16000, "PCM_16", "WAVEX")  # WAVE_FORMAT_EXTENSIBLE: 16-bit PCM by its sub-format
+    for stream in (written, arecord_header(16000, 1) + pcm.tobytes(), unsized, extensible):
         sink = read_stdin(stream)
         assert sink.error is None and sink.warning is None
         np.testing.assert_array_equal(sink.ring.read(), pcm.astype(np.float32) / 32768.0)  # the samples, and only them
@@ -351,8 +355,12 @@ def test_a_wav_stream_on_stdin_has_its_header_skipped_not_heard_as_audio():
          "stdin: the stream is a WAV of 16000 Hz, 1 channel, μ-law, not the 16000 Hz, 1 channel, 16-bit PCM expected; "
          "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"),
         (wav_bytes(np.zeros(1600, np.float32), 16000)[:30], "stdin: the stream ended inside its WAV header"),
+        (wav_bytes(np.zeros(1600, np.float32), 16000, endian="BIG"),
+         "stdin: the stream is a big-endian (RIFX) WAV; send little-endian 16-bit PCM (arecord -f S16_LE)"),
+        (b"RIFF" + struct.pack("<I", 0x7FFFFFFF) + b"WAVE" + b"LIST" + struct.pack("<I", 1 << 30) + bytes(100),  # not read whole
+         "stdin: the stream's WAV header has a 1073741824-byte LIST chunk; send raw PCM (arecord -t raw)"),
     ],
-    ids=["rate-and-channels", "float", "mu-law", "cut-short"],
+    ids=["rate-and-channels", "float", "mu-law", "cut-short", "big-endian", "huge-chunk"],
 )
 def test_a_wav_stream_that_is_not_what_was_asked_for_is_refused_naming_both(stream, reason):
     sink = read_stdin(stream)
@@ -411,6 +419,7 @@ ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10
         (encoded("OGG", "VORBIS"), "Ogg (Vorbis, Opus…)"),
         (encoded("OGG", "OPUS"), "Ogg (Vorbis, Opus…)"),
         (ID3_TAG + encoded("MP3"), "MP3"),
+        (b"ID3\x02" + ID3_TAG[4:] + encoded("MP3"), "MP3"),  # ID3v2.2, as older iTunes tagged files
         (encoded("MP3"), "MP3"),  # libsndfile writes no tag: two frame headers in a row tell it
         (encoded("AIFF", "PCM_16"), "AIFF"),
         (encoded("AU", "PCM_16"), "AU (Sun/NeXT)"),
@@ -420,7 +429,7 @@ ID3_TAG = b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10)  # an ID3v2.4 tag of 10
         (encoded("W64", "PCM_16"), "Wave64 (W64)"),
         (encoded("NIST", "PCM_16"), "NIST SPHERE"),
     ],
-    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-untagged", "aiff", "au", "au-little-endian", "caf", "caf-little-endian", "w64", "nist"],
+    ids=["flac", "ogg-vorbis", "ogg-opus", "mp3-id3", "mp3-id3v2.2", "mp3-untagged", "aiff", "au", "au-little-endian", "caf", "caf-little-endian", "w64", "nist"],
 )
 def test_a_compressed_or_other_non_wav_file_piped_into_stdin_is_refused_in_one_line_naming_what_it_is(stream, what):
     """`cat call.flac | ser-stream monitor --source stdin` was heard as 16-bit PCM: no utterance, no word, exit 0; so
@@ -545,6 +554,7 @@ def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_
     sink.ring = ring_full_at_its_third_write(2 * rate, clock, written)
     sources.FileSource(str(path), pace="realtime").run(sink, threading.Event())
     assert sink.error is None and sum(size for _, _, size in written) == rate
+    assert all(when >= arrived for when, arrived, _ in written)  # none written before its last sample was spoken
     spoken = 0
     for _, arrived, size in written:
         spoken += size
@@ -617,3 +627,22 @@ def test_stdin_stopped_while_waiting_for_room_writes_nothing_more_and_loses_noth
     assert sink.finished and sink.error is None
     assert sink.ring.written <= sink.ring.capacity and sink.ring.overrun_samples == 0  # two blocks (and a header's 12 bytes)
     assert sink.warning is None
+
+
+def test_stdin_takes_1_to_64_channels_and_refuses_others_naming_the_count():
+    """--channels: a frame of more than 64 is no recording (and would make each read enormous); 64 itself is taken."""
+    assert StdinSource(16000, channels=64, stream=io.BytesIO()).channels == 64
+    for channels in (0, 65):
+        with pytest.raises(AudioInputError, match=rf"^stdin: channels {channels} must be 1 to 64$"):
+            StdinSource(16000, channels=channels, stream=io.BytesIO())
+
+
+def test_an_mpeg_frame_header_gives_its_length_with_its_padding_and_a_second_one_must_match_the_first():
+    """An untagged MP3 on stdin is told by a second frame header where the first frame's length ends: that length counts
+    the padding slot, and a second header of another version, layer or rate is no frame of the same stream."""
+    first = b"\xff\xfb\x90\x64"  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
+    assert mpeg_frame_length(first) == 417
+    assert mpeg_frame_length(b"\xff\xfb\x92\x64") == 418  # padded
+    assert mpeg_frame_length(first, like=first) == 417
+    assert mpeg_frame_length(b"\xff\xfb\x94\x64", like=first) is None  # 48 kHz
+    assert mpeg_frame_length(b"\xff\xfd\x90\x64", like=first) is None  # layer II

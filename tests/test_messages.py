@@ -65,3 +65,27 @@ def test_an_utterance_unstored_or_stored_has_its_seq_first():
     from tests.conftest import utterance
 
     assert list(numbered(utterance("call"), None))[:2] == list(numbered(utterance("call"), 7))[:2] == ["seq", "type"]
+
+
+def test_the_latency_median_of_an_even_count_is_the_mean_of_the_middle_two_and_none_measured_is_nan():
+    """The status's and the benchmarks' median: [10, 20, 30, 40] is 25 (it was once taken as the p95 is, 30); with no
+    latency at all there is no figure (NaN), not a zero that reads as instant."""
+    import math
+
+    from ser_stream.messages import latency_summary
+
+    assert latency_summary([10.0, 20.0, 30.0, 40.0]) == {"median": 25.0, "p95": 40.0}
+    assert latency_summary([12.34, 56.78], decimals=2) == {"median": 34.56, "p95": 56.78}
+    assert all(math.isnan(value) for value in latency_summary([]).values())
+
+
+def test_wall_clock_times_are_utc_iso_8601_to_the_millisecond():
+    """protocol.md: ``started_at`` (hello, stream_started) and ``stream_started_at`` are UTC, ISO 8601 to the
+    millisecond, ``2026-12-01T04:40:12.345Z``: two calls a moment apart on one reused id are told apart by it."""
+    from datetime import UTC, datetime
+
+    from ser_stream.messages import utc_now
+
+    stamp = utc_now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    assert datetime.fromisoformat(stamp).tzinfo == UTC

@@ -796,6 +796,29 @@ def test_a_worker_exactly_as_far_behind_as_the_warning_threshold_warns(monkeypat
     assert [m["message"][:44] for m in messages if m["type"] == "warning"] == ["the monitor is 2.0 s behind live audio: it h"]
 
 
+def test_a_worker_back_under_one_second_behind_has_caught_up_and_says_so_once(monkeypatch):
+    """protocol.md: after the 2 s warning, a warning says once more when the worker is back under 1 s behind
+    (BEHIND_CAUGHT_UP_SECONDS), not only once nothing at all waits: 0.75 s behind is caught up."""
+    import ser_stream.pipeline
+    from ser_stream.messages import BEHIND_CAUGHT_UP_SECONDS
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    monkeypatch.setattr(ser_stream.pipeline.time, "monotonic", lambda: 100.0)
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    call = Stream("call", 8000, config)
+    worker.add_stream(call)
+    call.ring.write(np.zeros(2 * 8000, np.float32), arrived_at=97.0)
+    worker.step()  # a second read; the other has waited 3 s
+    call.ring.write(np.zeros(8000, np.float32), arrived_at=99.25)
+    worker.step()  # the 3 s old second read: the oldest audio waiting has waited 0.75 s
+    worker.publish_status(force=True)
+    assert messages[-1]["behind_seconds"] == 0.75 < BEHIND_CAUGHT_UP_SECONDS == 1.0
+    said = [m["message"] for m in messages if m["type"] == "warning"]
+    assert [line[:30] for line in said] == ["the monitor is 3.0 s behind li", "the monitor has caught up with"]
+
+
 def test_status_counts_audio_a_device_dropped_in_open_streams_and_in_ended_ones():
     """input_overflows: blocks the sound device dropped before the monitor got them, never the other causes' counts."""
     from ser_stream.pipeline import MonitorConfig, Stream, Worker

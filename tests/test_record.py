@@ -413,6 +413,7 @@ def test_a_record_database_that_cannot_be_read_is_an_error_line_and_live_message
     assert error["type"] == "error" and "stream" not in error
     assert error["message"].startswith("?since=3: cannot read the --record database (") and "\n" not in error["message"]
     assert live == {"seq": 4, "type": "utterance", "stream": "a"} and failed == 1
+    assert damage != "missing" or not database.exists()  # read-only: a catch-up never creates a database at the path
 
 
 def held_by_another_writer(database) -> sqlite3.Connection:
@@ -684,3 +685,176 @@ def test_a_catch_up_only_subscriber_gets_the_stored_utterances_then_a_normal_clo
     assert closed == 1000
     assert counted_meanwhile["subscribers"] == 0
     assert counted["subscriber_drops"] == counted["subscribers_cut_off"] == 0
+
+
+def test_a_catch_up_reads_the_utterances_after_since_up_to_and_with_until_oldest_first_of_every_stream_or_one(tmp_path, open_log):
+    """docs/protocol.md: ``?since=N`` replays the utterances after N (the subscriber has N itself) up to the last one
+    published when it connected (``until``: later ones reach it live), oldest first, a page at a time; with
+    ``?stream=ID``, that stream's alone."""
+    import itertools
+
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "calls.db")
+    for number in range(1, 9):  # seqs 1 to 8: stream a holds the odd ones, b the even ones
+        log.append(utterance("a" if number % 2 else "b", number))
+
+    def replayed(since: int, until: int | None = None, stream: str | None = None) -> list[int]:
+        pages = list(itertools.islice(read_since(log.path, since, stream, until, page=2), 10))  # 5 at most, or it repeats
+        assert all(len(page) <= 2 for page in pages)
+        assert all(json.loads(text)["seq"] == seq for page in pages for seq, text in page)
+        return [seq for page in pages for seq, _ in page]
+
+    assert replayed(0) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert replayed(2, until=6) == [3, 4, 5, 6]
+    assert replayed(3, until=7, stream="a") == [5, 7]
+    assert replayed(4, stream="b") == [6, 8]
+    assert replayed(8) == replayed(2, until=2) == replayed(0, stream="c") == []
+
+
+def test_an_insert_waits_for_another_writer_that_holds_the_database_for_a_moment_and_is_stored(tmp_path, open_log):
+    """docs/reliability.md: inserts wait up to 2 s on another writer (a backup, a retention job's DELETE), so a
+    maintenance job's moment of locking loses no seq; only a longer hold makes it a counted failure."""
+    import threading
+
+    from ser_stream.record import BUSY_TIMEOUT_SECONDS
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "calls.db")
+    assert log.connection.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_SECONDS * 1000 == 2000
+    holder = sqlite3.connect(log.path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    # the other writer lets go well inside the wait (SQLite's own timer: there is no event to wait on instead)
+    release = threading.Timer(BUSY_TIMEOUT_SECONDS / 4, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        assert log.append(utterance("call"))["seq"] == 1
+    finally:
+        release.join()
+        holder.close()
+    assert log.failures == 0 and sorted(stored(log.path)) == [1]
+
+
+def test_catch_up_connections_lend_no_more_than_their_number_at_once_however_turns_are_handed_on(tmp_path, open_log):
+    """docs/reliability.md: catch-ups share 4 read-only connections, each lent for one page; one asked for while all
+    are lent waits its turn. A turn handed to a waiter must not also free a place: a third page would then be read
+    while two connections of one were lent."""
+    import threading
+
+    from ser_stream.record import CatchUpConnections
+
+    log = open_log(tmp_path / "calls.db")
+    connections = CatchUpConnections(log.path, size=1)
+    first_has_one, first_may_go, second_has_one = threading.Event(), threading.Event(), threading.Event()
+
+    def borrow(has_one: threading.Event, may_go: threading.Event | None = None) -> None:
+        with connections.lent():
+            has_one.set()
+            if may_go is not None:
+                may_go.wait()
+
+    try:
+        with connections.lent():  # held here: the first borrower waits for it
+            first = threading.Thread(target=borrow, args=(first_has_one, first_may_go), daemon=True)
+            first.start()
+            while connections.waiting < 1 and not first_has_one.is_set():
+                first_has_one.wait(0.001)
+            assert not first_has_one.is_set()
+        first_has_one.wait()  # given back above: the turn passed to the first borrower, which holds it
+        second = threading.Thread(target=borrow, args=(second_has_one,), daemon=True)
+        second.start()
+        while connections.waiting < 1 and not second_has_one.is_set():
+            second_has_one.wait(0.001)
+        assert not second_has_one.is_set() and connections.waiting == 1  # it waits: the only connection is lent
+    finally:
+        first_may_go.set()
+    for thread in (first, second):
+        thread.join()
+    assert second_has_one.is_set()
+    connections.close()
+
+
+def test_a_catch_up_after_the_database_was_replaced_reads_the_file_now_at_the_path(tmp_path, open_log):
+    """An idle shared connection still open on the old file (deleted, or replaced by a restore) would replay what it
+    held; each page reads the database now at the --record path, as a connection of its own would."""
+    from ser_stream.record import CatchUpConnections, UtteranceLog
+    from tests.conftest import utterance
+
+    path = tmp_path / "calls.db"
+    old = UtteranceLog(path)
+    for number in (1, 2, 3):
+        old.append(utterance("old-call", number))
+    old.close()
+    connections = CatchUpConnections(path)
+    assert [seq for seq, _ in next(read_since(path, 0, connections=connections))] == [1, 2, 3]  # one page: all of them
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    open_log(path).append(utterance("new-call", 1))
+    replayed = [json.loads(text) for _, text in next(read_since(path, 0, connections=connections))]
+    connections.close()
+    assert [(m["seq"], m["stream"]) for m in replayed] == [(1, "new-call")]
+
+
+def test_a_catch_up_page_waiting_for_a_connection_when_the_monitor_stops_fails_at_once_and_none_stays_open(tmp_path, open_log):
+    """At shutdown a page still waiting for a connection would wait for ever on its pool thread (and the monitor's
+    exit with it); a connection given back after the close is closed, not kept."""
+    import threading
+
+    from ser_stream.record import CatchUpConnections
+
+    log = open_log(tmp_path / "calls.db")
+    log.append({"type": "utterance", "stream": "a"})
+    connections = CatchUpConnections(log.path, size=1)
+    failures: list[str] = []
+
+    def read() -> None:
+        try:
+            next(read_since(log.path, 0, connections=connections))
+        except sqlite3.ProgrammingError as error:
+            failures.append(str(error))
+
+    with connections.lent() as lent_before_the_close:
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        while connections.waiting < 1 and reader.is_alive():
+            reader.join(0.001)
+        connections.close()
+        reader.join(60)  # a guard against hanging the suite: it fails at once
+    assert not reader.is_alive() and failures == [f"{log.path}: the monitor is stopping; its catch-up connections are closed"]
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        lent_before_the_close.execute("SELECT 1")
+
+
+def test_a_page_whose_connection_could_not_be_opened_gives_its_turn_back(tmp_path, open_log):
+    """A catch-up that finds no database (deleted, not yet created) fails as a connection of its own would, and frees
+    its place: four such failures once left every later catch-up waiting for ever, once the database was back."""
+    import threading
+
+    from ser_stream.record import CatchUpConnections
+
+    path = tmp_path / "calls.db"
+    connections = CatchUpConnections(path, size=1)
+    with pytest.raises(sqlite3.OperationalError):
+        next(read_since(path, 0, connections=connections))
+    open_log(path).append({"type": "utterance", "stream": "a"})
+    pages: list[list[tuple[int, str]]] = []
+    reader = threading.Thread(target=lambda: pages.append(next(read_since(path, 0, connections=connections))), daemon=True)
+    reader.start()
+    while reader.is_alive() and connections.waiting == 0:
+        reader.join(0.001)
+    assert connections.waiting == 0
+    reader.join()
+    connections.close()
+    assert [seq for seq, _ in pages[0]] == [1]
+
+
+def test_an_utterance_whose_stream_name_no_text_encoding_holds_is_a_counted_record_failure_not_a_crash(tmp_path, open_log):
+    """A lone surrogate in a stream name (a JSON "\\ud800") cannot be encoded for SQLite: its UnicodeEncodeError once
+    stopped the monitor. ``append`` raises RecordError, counted, and the utterance is still published without a seq."""
+    from ser_stream.record import RecordError
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "calls.db")
+    with pytest.raises(RecordError, match=r"an utterance was not stored \(.*surrogate.*\); it is published without a seq"):
+        log.append(utterance("call-\ud800"))
+    assert log.failures == 1 and log.append(utterance("call"))["seq"] == 1
