@@ -299,6 +299,8 @@ class StdinSource:
         expected = f"{self.sample_rate} Hz, {describe_channels(self.channels)}, 16-bit PCM"
         if (tag, bits) == (1, 16) and 0 < channels <= MAX_STDIN_CHANNELS:
             what_to_do = f"give --rate {rate} --channels {channels}, or pipe raw PCM (arecord -t raw)"
+        elif (tag, bits) == (1, 16):  # 16-bit PCM already: the channel count is what is refused
+            what_to_do = f"stdin takes 1 to {MAX_STDIN_CHANNELS} channels: mix or pick channels first (sox … remix 1-{MAX_STDIN_CHANNELS})"
         else:
             what_to_do = "send 16-bit PCM (arecord -f S16_LE, sox … -b 16 -e signed)"
         raise AudioInputError(f"stdin: the stream is a WAV of {found}, not the {expected} expected; {what_to_do}")

@@ -359,8 +359,11 @@ def test_a_wav_stream_on_stdin_has_its_header_skipped_not_heard_as_audio():
          "stdin: the stream is a big-endian (RIFX) WAV; send little-endian 16-bit PCM (arecord -f S16_LE)"),
         (b"RIFF" + struct.pack("<I", 0x7FFFFFFF) + b"WAVE" + b"LIST" + struct.pack("<I", 1 << 30) + bytes(100),  # not read whole
          "stdin: the stream's WAV header has a 1073741824-byte LIST chunk; send raw PCM (arecord -t raw)"),
+        (wav_bytes(np.zeros((160, 65), np.float32), 16000),
+         "stdin: the stream is a WAV of 16000 Hz, 65 channels, 16-bit PCM, not the 16000 Hz, 1 channel, 16-bit PCM expected; "
+         "stdin takes 1 to 64 channels: mix or pick channels first (sox … remix 1-64)"),
     ],
-    ids=["rate-and-channels", "float", "mu-law", "cut-short", "big-endian", "huge-chunk"],
+    ids=["rate-and-channels", "float", "mu-law", "cut-short", "big-endian", "huge-chunk", "65-channels"],
 )
 def test_a_wav_stream_that_is_not_what_was_asked_for_is_refused_naming_both(stream, reason):
     sink = read_stdin(stream)
