@@ -50,6 +50,12 @@ class ChannelMixer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def _mix(self, samples: NDArray[np.floating]) -> NDArray[np.float32]:
+        # NaN, infinite or huge samples are refused by name once mixed (check_samples): numpy's warnings about its sums
+        # of them were printed first, with a line of this file's source
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self._mix_checked_later(samples)
+
+    def _mix_checked_later(self, samples: NDArray[np.floating]) -> NDArray[np.float32]:
         frames = np.asarray(samples, dtype=np.float64)
         others = frames.shape[1] - 1
         if self.previous_frame is None or self.running_sums is None or self.inverted is None:

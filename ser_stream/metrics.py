@@ -20,8 +20,10 @@ from ser_stream.messages import Message
 PREFIX = "ser_stream_"
 
 # Status fields that go up and down; every other number in a status is a total since the monitor started (a counter,
-# exposed with _total). latency_ms is its own gauge, by quantile.
-STATUS_GAUGES = frozenset({"queue_depth", "behind_seconds", "streams", "subscribers"})
+# exposed with _total: it never decreases). latency_ms is its own gauge, by quantile. rtp_lost_packets is a total
+# that a packet declared lost and then arriving late takes back (it did arrive, and is counted late): as a counter
+# it went 1 → 0 between two scrapes, which Prometheus reads as a reset, so rate() counted the whole total again.
+STATUS_GAUGES = frozenset({"queue_depth", "behind_seconds", "streams", "subscribers", "rtp_lost_packets"})
 
 # What each status field counts, for HELP (docs/protocol.md says it in full). A field missing here is still exposed,
 # its HELP naming the status field, and a test fails until it has its own line.
@@ -47,7 +49,7 @@ STATUS_HELP = {
     "failed_accepts": "About how many seconds connections waited and none could be accepted (no descriptor or memory left)",
     "failed_catch_ups": "?since= requests the --record database could not answer",
     "rtp_bad_packets": "Datagrams that are not G.711 RTP",
-    "rtp_lost_packets": "RTP packets that never arrived; their time was played as silence",
+    "rtp_lost_packets": "RTP packets that never arrived, their time played as silence, since start (one that arrives late after all is taken off)",
     "rtp_late_packets": "RTP packets that arrived after their slot was played, dropped",
     "rtp_resyncs": "Times an RTP sender restarted its sequence numbers and the call followed",
     "rtp_refused_packets": "RTP packets of calls that got no stream",

@@ -763,6 +763,18 @@ def test_a_call_whose_first_packets_are_overtaken_by_a_later_one_starts_with_the
     assert (jitter.late, jitter.lost) == (0, 0)
 
 
+@pytest.mark.parametrize("ratio", [2, 6])
+@pytest.mark.parametrize(("arrival", "depth"), [([5, 0, 1, 2, 3, 4], 3), ([9, 0, 1, 2, 3, 4, 5, 6, 7, 8], 5)])
+def test_a_call_stamped_at_16_or_48_khz_whose_first_packets_are_overtaken_keeps_them(arrival, depth, ratio):
+    """Its clock is learnt only after four packet pairs, so before it plays its stamps step 2 or 6 times its packets:
+    the stray rule above took its first packets for strays and dropped them as late (40-80 ms of every such call)."""
+    packets = [RtpPacket(p.payload_type, p.sequence, p.timestamp * ratio, p.ssrc, p.payload) for p in tone_packets(40)]
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, [packets[index] for index in arrival] + packets[len(arrival):])
+    assert (jitter.late, jitter.lost) == (0, 0)
+    assert np.array_equal(audio[: PACKET_SAMPLES], mulaw_decode(packets[0].payload))  # the call starts with its first packet
+
+
 @pytest.mark.parametrize("behind", [6, 20, 60, 99])
 def test_a_stray_older_packet_before_a_call_plays_is_dropped_as_late_not_taken_for_its_start(behind):
     """An old packet of the same SSRC (before a hold), numbers behind the call's first but 3 s behind in time, came
