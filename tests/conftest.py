@@ -3,8 +3,10 @@ process and utterance messages for the tests that need them."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -249,3 +251,22 @@ def run_worker(model, audio: np.ndarray, rate: int, block: int | Sequence[int] |
     worker.run(threading.Event(), until_all_ended=True)
     assert worker.crash is None
     return messages
+
+
+@contextlib.contextmanager
+def call_monitor(model: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A monitor taking RTP calls on a free port (none come), stopped with SIGTERM at the end; it must exit 0."""
+    from benchmarks.clients import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(model), "--source", "rtp:127.0.0.1:0", "--no-dashboard",
+         "--ws", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        yield port, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors

@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import signal
-import subprocess
-import sys
 import time
 import typing
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.clients import free_port, subscriber_when_up
+from benchmarks.clients import subscriber_when_up
 from ser_stream.messages import Status
 from ser_stream.metrics import STATUS_GAUGES, STATUS_HELP, MonitorCollector, exposition, metrics_registry
 from ser_stream.publish import Publisher
+from tests.conftest import call_monitor
 
 HELLO = {"type": "hello", "instance": "ab" * 16, "started_at": "2026-12-02T06:00:00.000Z", "model": "ser_cnn.onnx", "provider": "cpu"}
 STATUS = {"type": "status", "overruns": 2, "overrun_samples": 16000, "input_overflows": 0, "nonfinite_samples": 0, "queue_depth": 7,
@@ -123,13 +121,7 @@ def test_metrics_are_served_behind_the_host_check_and_with_a_token_only_to_a_scr
 
 
 def test_a_monitor_taking_calls_serves_its_figures_to_a_scraper(shipped_model):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", "rtp:127.0.0.1:0", "--no-dashboard",
-         "--ws", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    with call_monitor(shipped_model) as (port, _):
         async def hello_then_metrics() -> tuple[dict, str]:
             async with await subscriber_when_up(port) as subscriber:
                 hello = json.loads(await subscriber.recv())
@@ -138,10 +130,6 @@ def test_a_monitor_taking_calls_serves_its_figures_to_a_scraper(shipped_model):
             return hello, (await asyncio.to_thread(get, port))[2]
 
         hello, body = asyncio.run(asyncio.wait_for(hello_then_metrics(), 60))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=60)
-    assert process.returncode == 0, errors
     samples = {sample.name: sample for family in text_string_to_metric_families(body) for sample in family.samples}
     assert samples["ser_stream_run_info"].labels["instance"] == hello["instance"]
     assert samples["ser_stream_healthy"].value == 1 and samples["ser_stream_streams"].value == 0

@@ -29,6 +29,7 @@ from tests.conftest import (
     DEMO,
     PACKET_SAMPLES,
     SHIPPED_MODEL,
+    call_monitor,
     rtp,
     run_worker,
     speechlike,
@@ -777,10 +778,9 @@ def test_status_sums_the_counters_of_every_rtp_listener():
     assert (messages[-1]["rtp_lost_packets"], messages[-1]["rtp_bad_packets"], messages[-1]["record_failures"]) == (31, 30, 2)
 
 
-def test_a_worker_exactly_as_far_behind_as_the_warning_threshold_warns(monkeypatch):
-    """The warning comes when being behind reaches BEHIND_WARNING_SECONDS (2 s), as the dashboard shows it from then."""
+def worker_at_100_s_with_a_call(monkeypatch):
+    """A worker whose clock stands at 100 s, with one 8 kHz call, and the messages it emits."""
     import ser_stream.pipeline
-    from ser_stream.messages import BEHIND_WARNING_SECONDS
     from ser_stream.pipeline import MonitorConfig, Stream, Worker
 
     monkeypatch.setattr(ser_stream.pipeline.time, "monotonic", lambda: 100.0)
@@ -789,6 +789,14 @@ def test_a_worker_exactly_as_far_behind_as_the_warning_threshold_warns(monkeypat
     worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
     call = Stream("call", 8000, config)
     worker.add_stream(call)
+    return worker, call, messages
+
+
+def test_a_worker_exactly_as_far_behind_as_the_warning_threshold_warns(monkeypatch):
+    """The warning comes when being behind reaches BEHIND_WARNING_SECONDS (2 s), as the dashboard shows it from then."""
+    from ser_stream.messages import BEHIND_WARNING_SECONDS
+
+    worker, call, messages = worker_at_100_s_with_a_call(monkeypatch)
     call.ring.write(np.zeros(4 * 8000, np.float32), arrived_at=100.0 - BEHIND_WARNING_SECONDS)
     worker.step()  # a second read: the rest has waited exactly the threshold
     worker.publish_status(force=True)
@@ -799,16 +807,9 @@ def test_a_worker_exactly_as_far_behind_as_the_warning_threshold_warns(monkeypat
 def test_a_worker_back_under_one_second_behind_has_caught_up_and_says_so_once(monkeypatch):
     """protocol.md: after the 2 s warning, a warning says once more when the worker is back under 1 s behind
     (BEHIND_CAUGHT_UP_SECONDS), not only once nothing at all waits: 0.75 s behind is caught up."""
-    import ser_stream.pipeline
     from ser_stream.messages import BEHIND_CAUGHT_UP_SECONDS
-    from ser_stream.pipeline import MonitorConfig, Stream, Worker
 
-    monkeypatch.setattr(ser_stream.pipeline.time, "monotonic", lambda: 100.0)
-    messages: list[dict] = []
-    config = MonitorConfig()
-    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
-    call = Stream("call", 8000, config)
-    worker.add_stream(call)
+    worker, call, messages = worker_at_100_s_with_a_call(monkeypatch)
     call.ring.write(np.zeros(2 * 8000, np.float32), arrived_at=97.0)
     worker.step()  # a second read; the other has waited 3 s
     call.ring.write(np.zeros(8000, np.float32), arrived_at=99.25)
@@ -1408,13 +1409,7 @@ def test_a_monitor_asked_to_log_its_status_ends_its_log_with_the_runs_totals(sho
 def test_a_monitor_taking_calls_answers_healthz_with_its_instance_and_a_worker_that_steps(shipped_model):
     import http.client
 
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ser_stream", "monitor", "--model", str(shipped_model), "--source", "rtp:127.0.0.1:0", "--no-dashboard",
-         "--ws", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    with call_monitor(shipped_model) as (port, _):
         async def hello_then_health() -> tuple[dict, int, dict]:
             async with await subscriber_when_up(port) as subscriber:
                 hello = json.loads(await subscriber.recv())
@@ -1430,10 +1425,6 @@ def test_a_monitor_taking_calls_answers_healthz_with_its_instance_and_a_worker_t
             return hello, response.status, report
 
         hello, status, report = asyncio.run(hello_then_health())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=60)
-    assert process.returncode == 0, errors
     assert status == 200 and report["status"] == "ok" and report["instance"] == hello["instance"]
     assert report["seconds_since_worker_step"] < 5.0 and report["streams"] == 0 and report["outbox_full_waits"] == 0
     assert report["outbox"] in (0, 1)  # idle: empty, or the second's status on its way
