@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.live_render import LiveRender
 
 from ser_stream import EMOTIONS
-from ser_stream.dashboard import DashboardState, untrusted
+from ser_stream.dashboard import DashboardState, packed, untrusted
 
 
 def probabilities(top: str) -> dict[str, float]:
@@ -157,6 +157,33 @@ def test_a_stream_is_never_hidden_behind_a_row_saying_one_more():
     assert hidden[0] == 0 and hidden[-1] >= 2  # from every stream shown to some behind "… N more"
 
 
+
+def with_last_utterances(streams: int, utterances: int) -> DashboardState:
+    """``busy_state(streams)`` and ``utterances`` more utterances of its first stream, a second apart."""
+    state = busy_state(streams)
+    for number in range(utterances):
+        state.handle({"type": "utterance", "stream": "rtp-00000000", "id": number + 2, "t_start": 10.0 + number, "t_end": 10.5 + number,
+                      "label": "sad", "confidence": 0.71, "probabilities": probabilities("sad"), "windows": 1, "latency_ms": 5.0})
+    return state
+
+
+def test_the_rows_the_stats_and_bars_leave_are_filled_with_streams_then_the_last_utterances():
+    """The dashboard shows "as many stream rows, and after them last utterances, as the rows left over hold": on a
+    terminal of any height the frame takes every row (none left blank while a stream or an utterance goes unshown),
+    a row more shows one utterance more, and a tall one shows the last 50 utterances, newest first."""
+    last_shown = []
+    for height in range(23, 31):
+        lines = live_frame(with_last_utterances(2, 60), 80, height)
+        assert len(lines) == height, "\n".join(lines)
+        last_shown.append(len([line for line in lines if "sad" in line and "0.71" in line]))
+        many_streams = live_frame(busy_state(50), 80, height)
+        assert len(many_streams) == height and re.search(r"… \d+ more", "\n".join(many_streams)), "\n".join(many_streams)
+    assert last_shown[0] >= 1 and last_shown == list(range(last_shown[0], last_shown[0] + len(last_shown)))
+    tall = live_frame(with_last_utterances(2, 60), 80, 120)
+    times = [found.group(1) for line in tall if (found := re.search(r"(\d+\.\d)–\d+\.\d s", line)) and "sad" in line]
+    assert times == [f"{10.0 + number:.1f}" for number in range(59, 9, -1)]  # the newest 50 of the 60
+
+
 # What docs/protocol.md says are not losses or refusals: the type, gauges, tallies of work done, the latency summary,
 # renumberings a call followed with nothing lost, and connections that never asked for anything (port scans, health
 # checks). Written out here: built from messages.py's own set, a loss put there by mistake went unseen by this test.
@@ -250,3 +277,9 @@ def test_the_readmes_dashboard_figure_was_made_with_the_shipped_model():
     figure = (Path(__file__).resolve().parent.parent / "docs" / "figures" / "dashboard.svg").read_text()
     shipped = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["sha256"]
     assert f"model&#160;{shipped[:12]}" in figure, "run: python -m scripts.dashboard_snapshot"
+
+
+def test_stats_fill_a_line_up_to_its_last_cell_before_wrapping_never_splitting_one():
+    """Each stats line holds as many items as fit in the terminal's width, the last cell included."""
+    assert packed(["queue 0", "windows 12"], len("queue 0  windows 12")) == ["queue 0  windows 12"]
+    assert packed(["queue 0", "windows 12"], len("queue 0  windows 12") - 1) == ["queue 0", "windows 12"]

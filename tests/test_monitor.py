@@ -762,8 +762,10 @@ def test_streams_beyond_the_limit_or_with_an_active_id_are_refused_and_counted()
     worker.add_stream(Stream("b", 8000, config))
     with pytest.raises(StreamRefused, match=r"stream 'c' refused: 2 streams are open, the most this monitor takes \(--max-streams\)"):
         worker.add_stream(Stream("c", 8000, config))
+    with pytest.raises(StreamRefused):
+        worker.add_stream(Stream("d", 8000, config))
     worker.publish_status(force=True)
-    assert messages[-1]["refused_streams"] == 2 and messages[-1]["streams"] == 2
+    assert messages[-1]["refused_streams"] == 3 and messages[-1]["streams"] == 2  # refusals, not the streams taken
 
 
 def test_status_sums_the_counters_of_every_rtp_listener():
@@ -839,6 +841,45 @@ def test_status_counts_audio_a_device_dropped_in_open_streams_and_in_ended_ones(
     assert (status["overruns"], status["overrun_samples"], status["input_overflows"], status["nonfinite_samples"]) == (0, 0, 5, 7)
 
 
+def test_time_a_device_was_away_marked_twice_at_one_place_is_one_gap_of_both_times():
+    """A reopen that fails after opening marks its time again where the first mark was: ``device_gaps`` counts the
+    times the device went away, so that is one gap, holding both stretches; a gap after more audio is another."""
+    from ser_stream.pipeline import MonitorConfig, Stream
+
+    mic = Stream("mic", 16000, MonitorConfig())
+    mic.ring.write(np.zeros(1600, np.float32))
+    mic.mark_gap(8000)
+    mic.mark_gap(4000)  # the reopen failed: still away, at the same place
+    assert mic.gap_counters() == {"device_gaps": 1, "device_gap_samples": 12000}
+    mic.ring.write(np.zeros(1600, np.float32))
+    mic.mark_gap(16000)
+    assert mic.gap_counters() == {"device_gaps": 2, "device_gap_samples": 28000}
+
+
+def test_a_worker_run_until_every_stream_has_ended_waits_for_its_first_stream():
+    """A batch run's worker (``until_all_ended``) may start before its sources have opened their streams: it steps on
+    until one has come and ended, and then stops; it would otherwise stop at once, with nothing heard."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    messages: list[dict] = []
+    config = MonitorConfig()
+    worker = Worker(EvenModel(), config, messages.append)  # type: ignore[arg-type]
+    running = threading.Thread(target=worker.run, args=(threading.Event(), True), daemon=True)
+    running.start()
+    steps = []
+    while len(steps) < 3 and running.is_alive():  # until it has stepped a few times with no stream (or stopped)
+        if worker.last_step_at is not None and worker.last_step_at not in steps:
+            steps.append(worker.last_step_at)
+    assert running.is_alive(), "the worker stopped before any stream came"
+    late = Stream("late", 8000, config)
+    worker.add_stream(late)
+    late.ring.write(np.zeros(8000, np.float32))
+    late.finished = True
+    running.join(30)  # (a bound for a failing test)
+    assert not running.is_alive() and worker.crash is None
+    assert [m["type"] for m in messages if m.get("stream") == "late"] == ["stream_started", "stream_ended"]
+
+
 def test_the_dashboard_meter_reads_the_loudest_open_stream():
     from ser_stream.pipeline import MonitorConfig, Stream, Worker
 
@@ -849,6 +890,21 @@ def test_the_dashboard_meter_reads_the_loudest_open_stream():
         stream.level = level
         worker.add_stream(stream)
     assert worker.loudest_level() == 0.3
+
+
+def test_the_dashboard_meter_follows_the_level_of_the_audio_the_worker_reads():
+    """The meter's level is the RMS of each stream's latest audio: a 0.5 tone reads about 0.35, the silence after it next to nothing."""
+    from ser_stream.pipeline import MonitorConfig, Stream, Worker
+
+    worker = Worker(EvenModel(), MonitorConfig(), lambda message: None)  # type: ignore[arg-type]
+    mic = Stream("mic", 16000, MonitorConfig())
+    worker.add_stream(mic)
+    mic.ring.write((0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32))
+    worker.step()
+    assert worker.loudest_level() == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+    mic.ring.write(np.zeros(16000, np.float32))
+    worker.step()
+    assert worker.loudest_level() < 0.05  # (the resampler still holds a few samples of the tone)
 
 
 def test_a_file_named_like_a_generated_stream_id_does_not_clash_with_it(clips_with_silence, shipped_model, tmp_path):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
+import functools
 import json
 import os
 import socket
@@ -417,7 +419,8 @@ def test_a_subscriber_that_stops_reading_is_cut_off_and_what_was_queued_for_it_c
     never cut off at all (the ping waited behind what it did not read). Now either is cut off, counted in
     subscribers_cut_off, and its queue in subscriber_drops; publishing never waits meanwhile."""
     full = how.startswith("its buffers full")
-    keepalive = Keepalive(ping_seconds=2.0, pong_seconds=0.5, close_seconds=0.2) if full else Keepalive(0.2, 0.2, 0.2)
+    # full: cut off once a send has waited the ping and pong times (2.5 s), not the close time too (60 s)
+    keepalive = Keepalive(ping_seconds=2.0, pong_seconds=0.5, close_seconds=60.0) if full else Keepalive(0.2, 0.2, 0.2)
 
     async def scenario() -> tuple[int, tuple[int, str] | None, dict[str, int]]:
         publisher = Publisher("127.0.0.1", 0, keepalive=keepalive)
@@ -802,3 +805,108 @@ def test_catch_ups_running_at_once_leave_no_descriptor_open_on_the_database_once
     assert writer_alone == 1
     assert after <= writer_alone + CATCH_UP_CONNECTIONS, f"{after} descriptors on the database after {running_at_once} catch-ups ended"
     assert [m.get("seq") for m in last] == [None, 1498, 1499, 1500, None] and last[-1]["type"] == "caught_up"
+
+
+def test_a_catch_up_only_subscriber_whose_database_cannot_be_read_is_told_so_without_a_promise_of_live_messages(tmp_path):
+    """protocol.md: a database that cannot be read is one ``error`` line, "live messages follow" unless the subscriber
+    asked for none. A ``&live=0`` catch-up (the page's, after drops) gets none: its error line says only what failed,
+    then its connection is closed normally, and the failure is counted in ``failed_catch_ups``."""
+    database = tmp_path / "utterances.db"
+    database.write_text("not a database\n" * 100)
+
+    async def scenario() -> tuple[list[dict], int | None, dict[str, int]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        publisher.record_path = database
+        await publisher.start()
+        try:
+            async with connect(f"ws://127.0.0.1:{publisher.port}/?since=3&live=0") as catching_up:
+                received = [json.loads(text) async for text in catching_up]
+                closed = catching_up.close_code
+        finally:
+            await publisher.close(0)
+        return received, closed, publisher.counters()
+
+    received, closed, counters = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert [m["type"] for m in received] == ["hello", "error"] and closed == 1000
+    message = received[1]["message"]
+    assert message.startswith("?since=3: cannot read the --record database (") and message.endswith(")"), message
+    assert counters["failed_catch_ups"] == 1 and counters["subscribers_cut_off"] == counters["subscriber_drops"] == 0
+
+
+def test_a_connection_that_never_sends_its_request_is_counted_as_a_failed_handshake(monkeypatch):
+    """protocol.md: ``failed_handshakes`` counts connections that never became WebSockets, those "slower than the open
+    timeout" too ("a port scanner or a health check that only opens TCP"): counted, by cause, once it has passed
+    (websockets' 10 s, shortened here)."""
+    monkeypatch.setattr(ser_stream.publish, "serve", functools.partial(ser_stream.publish.serve, open_timeout=0.2))
+
+    async def scenario() -> tuple[dict[str, int], dict[str, int]]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", publisher.port)  # opens TCP, sends nothing
+            assert await reader.read() == b""  # the monitor gives up on it at the open timeout
+            writer.close()
+            return dict(publisher.failed_handshakes), publisher.counters()
+        finally:
+            await publisher.close(0)
+
+    by_cause, counters = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert by_cause == {"cancelled": 1} and counters["failed_handshakes"] == 1
+
+
+def test_connections_that_cannot_be_accepted_are_counted_once_a_second_however_often_asyncio_tries():
+    """protocol.md: ``failed_accepts`` is about how many seconds connections waited unaccepted, not how many tries
+    asyncio's accept loop made (up to 100 a round, sometimes a few rounds a second): each failure it reports within a
+    second of one counted is not counted again; and the warning is said once for each cause."""
+    warnings: list[str] = []
+
+    async def scenario() -> list[int]:
+        publisher = Publisher("127.0.0.1", 0)
+        publisher.warn = warnings.append
+        await publisher.start()
+        loop = asyncio.get_running_loop()
+        assert publisher.server is not None
+        listener = publisher.server.sockets[0]
+        clock = [loop.time()]
+        loop.time = lambda: clock[0]  # type: ignore[method-assign]  # the loop's clock, moved by hand
+        counted = []
+        try:
+            start = clock[0]
+            for offset in (0.0, 0.0, 0.3, 0.9, 1.0, 1.5, 2.5, 2.5):
+                clock[0] = start + offset
+                loop.call_exception_handler({"message": "socket.accept() out of system resource", "socket": listener,
+                                             "exception": OSError(errno.EMFILE, "Too many open files")})
+                counted.append(publisher.failed_accepts)
+        finally:
+            del loop.time
+            await publisher.close(0)
+        return counted
+
+    counted = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert counted == [1, 1, 1, 1, 2, 2, 3, 3]  # at 0 s, at 1.0 s, at 2.5 s: a failure a second or more after the last counted
+    assert len(warnings) == 1 and warnings[0].startswith("connections are not being accepted (Too many open files)")
+
+
+def test_a_bearer_token_is_taken_whatever_the_case_of_its_scheme():
+    """RFC 9110: an authentication scheme is case-insensitive; a client that writes ``bearer`` or ``BEARER`` with the
+    right token is let in like one that writes ``Bearer``, and one with the wrong token is still refused (1008)."""
+
+    async def scenario() -> tuple[list[str], int | None]:
+        publisher = Publisher("127.0.0.1", 0, access=AccessConfig(token="s3cret-token"))
+        publisher.hello = {"type": "hello"}
+        await publisher.start()
+        try:
+            hellos = []
+            for scheme in ("Bearer", "bearer", "BEARER"):
+                async with connect(f"ws://127.0.0.1:{publisher.port}/", additional_headers={"Authorization": f"{scheme} s3cret-token"}) as ws:
+                    hellos.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["type"])
+            async with connect(f"ws://127.0.0.1:{publisher.port}/", additional_headers={"Authorization": "bearer wrong"}) as ws:
+                await ws.wait_closed()
+                refused = ws.close_code
+        finally:
+            await publisher.close(0)
+        return hellos, refused
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == (["hello"] * 3, 1008)

@@ -574,9 +574,11 @@ def test_a_short_greeting_counts_as_an_utterance_wherever_the_stream_starts_it(l
     assert len(done) == 1 and len(jobs) == 1
 
 
-def worker_run(streams: dict[str, tuple[int, np.ndarray]], config=None, detector=None, broken: str | None = None) -> tuple[list[dict], str | None]:
+def worker_run(streams: dict[str, tuple[int, np.ndarray]], config=None, detector=None, broken: str | None = None,
+               broken_in: str = "push") -> tuple[list[dict], str | None]:
     """Every message of one worker fed these streams (id: rate, audio) a second at a time, a step after each, then
-    ended; and its crash, if any. ``broken``: that stream's voice detector history raises, as a bug would."""
+    ended; and its crash, if any. ``broken``: that stream's utterance tracker raises in ``broken_in``, as a bug would
+    (``push``: as its audio is read; ``advance``: as its voice detector's frames are judged)."""
     import threading
 
     from ser_stream.pipeline import MonitorConfig, Stream, Worker
@@ -587,9 +589,9 @@ def worker_run(streams: dict[str, tuple[int, np.ndarray]], config=None, detector
     opened = {stream_id: Stream(stream_id, rate, config, detector=detector) for stream_id, (rate, _) in streams.items()}
     for stream_id, stream in opened.items():
         if stream_id == broken:
-            def push(samples, name=stream_id):
+            def bug(*args, name=stream_id):
                 raise ValueError(f"a bug met in {name}'s audio")
-            stream.tracker.push = push  # type: ignore[method-assign]
+            setattr(stream.tracker, broken_in, bug)
         worker.add_stream(stream)
     for second in range(max(int(np.ceil(audio.size / rate)) for rate, audio in streams.values())):
         for stream_id, (rate, audio) in streams.items():
@@ -653,11 +655,13 @@ def test_without_a_shortest_speech_a_max_utterance_cut_right_at_a_streams_end_pu
     assert [m["stream"] for m in messages if m["type"] == "stream_ended"] == ["a"]
 
 
-def test_a_bug_met_in_one_streams_audio_ends_that_stream_alone_with_the_reason():
-    """A bug in one stream's processing stopped the worker and every stream on it (the two above did)."""
+@pytest.mark.parametrize("broken_in", ["push", "advance"])
+def test_a_bug_met_in_one_streams_audio_ends_that_stream_alone_with_the_reason(broken_in):
+    """A bug in one stream's processing stopped the worker and every stream on it (the two above did), whether met
+    as its audio is read or as its voice detector's frames are judged."""
     messages, crash = worker_run({"healthy": (RATE, stream((0.5, False), (2.0, True), (1.0, False))),
                                   "broken": (RATE, stream((0.5, False), (2.0, True), (1.0, False)))},
-                                 detector=energy_detector, broken="broken")
+                                 detector=energy_detector, broken="broken", broken_in=broken_in)
     assert crash is None
     assert [m["stream"] for m in messages if m["type"] == "utterance"] == ["healthy"]
     assert {"type": "error", "stream": "broken", "message": "broken: stopped by an internal error (ValueError: a bug met in broken's audio); "
@@ -694,6 +698,22 @@ def test_a_window_the_spectrogram_refuses_ends_its_own_stream_alone_with_the_rea
     assert [m["stream"] for m in errors] == ["loud"]
     assert errors[0]["message"].startswith("loud: stopped: audio samples reach 1.2e+12, beyond ±1e+12: not audio; what came after")
     assert sorted(m["stream"] for m in messages if m["type"] == "stream_ended") == ["clean", "loud"]
+
+
+def test_windows_batched_across_streams_lose_none_whatever_the_batch_size():
+    """The worker runs windows of every stream in batches of at most ``max_batch`` (--max-batch): at any size, every
+    window is published and every utterance labelled from all of its windows, as at the default 32."""
+    from ser_stream.pipeline import MonitorConfig
+
+    speech = stream((0.5, False), (4.0, True), (1.0, False))
+    streams = {name: (RATE, speech) for name in ("a", "b", "c")}
+    runs = {batch: worker_run(streams, MonitorConfig(max_batch=batch), detector=energy_detector) for batch in (1, 4, 32)}
+    assert all(crash is None for _, crash in runs.values())
+    published = {batch: sorted((m["type"], m["stream"], m.get("utterance", m.get("id")), m["t_start"], m["t_end"])
+                               for m in messages if m["type"] in ("window", "utterance")) for batch, (messages, _) in runs.items()}
+    utterances = [m for m in runs[32][0] if m["type"] == "utterance"]
+    assert sorted(m["stream"] for m in utterances) == ["a", "b", "c"] and all(m["windows"] >= 4 for m in utterances)
+    assert published[1] == published[4] == published[32]
 
 
 def graded_detector(frame: np.ndarray) -> float:
