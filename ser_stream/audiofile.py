@@ -8,7 +8,7 @@ import shlex
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -581,12 +581,17 @@ def sample_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iter
 
 
 def mono_blocks(path: str | Path, block_frames: int, info: Any = None) -> Iterator[NDArray[np.float32]]:
-    """``sample_blocks`` mixed to mono by one ``ChannelMixer`` for the whole file (its blocks mix as the whole file
-    would), each checked to be audio (``AudioInputError`` at the first that is not)."""
+    """``sample_blocks`` mixed to mono as ``mixed_blocks`` mixes them."""
+    return mixed_blocks(sample_blocks(path, block_frames, info), path)
+
+
+def mixed_blocks(blocks: Iterable[NDArray[np.floating]], name: str | Path) -> Iterator[NDArray[np.float32]]:
+    """Blocks of samples mixed to mono by one ``ChannelMixer`` for them all (they mix as the whole recording would),
+    each checked to be audio (``AudioInputError`` naming ``name`` at the first that is not): a file's, or an array's."""
     mixer = ChannelMixer()
-    for samples in sample_blocks(path, block_frames, info):
+    for samples in blocks:
         mono = mixer.mix(samples)
-        check_samples(mono, path)
+        check_samples(mono, name)
         yield mono
 
 

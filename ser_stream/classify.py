@@ -16,10 +16,10 @@ from numpy.typing import ArrayLike, NDArray
 from ser_stream.audiofile import (
     MEMORY_BUDGET_RATE,
     WHOLE_FILE_SECONDS,
-    ChannelMixer,
     audio_info,
     block_frames,
     check_samples,
+    mixed_blocks,
     narrow_band,
     read_audio,
     read_until_damage,
@@ -148,11 +148,8 @@ def _array_source(array: NDArray[Any], sample_rate: int, floor: float, name: str
     channels = 1 if array.ndim == 1 else array.shape[1]
 
     def blocks(block_seconds: float) -> Iterator[NDArray[np.float32]]:
-        frames, mixer = block_frames(channels, block_seconds), ChannelMixer()
-        for start in range(0, array.shape[0], frames):
-            mono = mixer.mix(_as_float(array[start : start + frames]))
-            check_samples(mono, name)
-            yield mono
+        frames = block_frames(channels, block_seconds)
+        return mixed_blocks((_as_float(array[start : start + frames]) for start in range(0, array.shape[0], frames)), name)
 
     return BlockSource(sample_rate, floor, blocks)
 
