@@ -622,14 +622,14 @@ def worker_health(worker: Worker, outbox: Outbox, hello: Message) -> tuple[bool,
     }
 
 
-def status_now(worker: Worker, log: UtteranceLog | None, publisher: Publisher) -> tuple[Message | None, float]:
-    """GET /metrics' status: the last the worker built, with what the outbox would add on its way to subscribers, read
-    now (``record_failures``, ``subscribers``): a --record database held by another writer stalls the outbox, and the
-    figures a scraper read from it stood still for as long, said to be under a second old."""
+def status_now(worker: Worker, delivery: Delivery) -> tuple[Message | None, float]:
+    """GET /metrics' status: the last the worker built, with what the outbox and the publisher add on its way to
+    subscribers read now (``record_failures``, ``subscribers``): a --record database held by another writer stalls the
+    outbox, and the figures a scraper read from it stood still for as long, said to be under a second old."""
     status, built_at = worker.latest_status
     if status is None:
         return None, built_at
-    return {**status, "subscribers": len(publisher.subscribers)} | ({"record_failures": log.failures} if log is not None else {}), built_at
+    return delivery.publisher.counted_now(delivery.as_published(status)), built_at
 
 
 def accept_ingest(publisher: Publisher, worker: Worker, open_call_stream: Callable[[str, int], Stream],
@@ -872,7 +872,8 @@ async def run_monitor(options: MonitorOptions) -> int:
             outputs.print_line(line, to_stderr=True)
 
         status_log = StatusLog(options.log_status_seconds, say) if options.log_status_seconds > 0 else None
-        outbox = Outbox(Delivery(publisher, state, log, status_log, outputs, options.print_messages).deliver)
+        delivery = Delivery(publisher, state, log, status_log, outputs, options.print_messages)
+        outbox = Outbox(delivery.deliver)
         outbox.start()
         undo.callback(outbox.close, FINISH_SECONDS)
         emit = outbox.put
@@ -880,7 +881,7 @@ async def run_monitor(options: MonitorOptions) -> int:
         worker.extra_counters.extend([publisher.counters, outputs.counters, outbox.counters])
         publisher.warn = worker.warn  # connections it cannot accept (no descriptor left): one line, then counted
         publisher.health = lambda: worker_health(worker, outbox, hello)
-        registry = metrics_registry(MonitorCollector(lambda: status_now(worker, log, publisher), publisher.health, hello))
+        registry = metrics_registry(MonitorCollector(lambda: status_now(worker, delivery), publisher.health, hello))
         publisher.metrics = functools.partial(exposition, registry)
 
         open_call_stream = worker.open_stream  # limits checked before a stream is built: a flood of calls costs checks

@@ -515,12 +515,17 @@ class Publisher:
         else:
             loop.default_exception_handler(context)
 
+    def counted_now(self, message: Message) -> Message:
+        """A status with the subscribers connected now (on the event loop's thread); any other message as it is.
+        Built on the worker's thread and handed on through the outbox, a status reached a subscriber that connected
+        meanwhile saying one subscriber fewer than there were: counted as it is queued, each one counts itself."""
+        if message.get("type") == "status" and "subscribers" in message:
+            return {**message, "subscribers": len(self.subscribers)}
+        return message
+
     def publish(self, message: Message) -> None:
         """Queue ``message`` for every matching subscriber (call on the event loop's thread)."""
-        if message.get("type") == "status" and "subscribers" in message:
-            # Built on the worker's thread and handed on through the outbox: a subscriber that connected meanwhile got
-            # it saying one subscriber fewer than there were. Counted as it is queued, each one counts itself.
-            message = {**message, "subscribers": len(self.subscribers)}
+        message = self.counted_now(message)
         text = json.dumps(message, separators=(",", ":"))
         stream = message.get("stream")
         if message.get("type") == "stream_started":

@@ -142,19 +142,23 @@ def test_the_figures_are_the_workers_latest_status_with_what_the_outbox_would_ad
     still for 9 s while their age said under a second. They come from the worker, record failures and subscribers now."""
     from types import SimpleNamespace
 
-    from ser_stream.monitor import status_now
+    from ser_stream.monitor import Delivery, status_now
     from ser_stream.pipeline import MonitorConfig, Worker
 
     said: list[dict] = []
     worker = Worker(None, MonitorConfig(), said.append)  # type: ignore[arg-type]  # never steps: no model needed
-    publisher = SimpleNamespace(subscribers={"a", "b", "c"})
-    assert status_now(worker, None, publisher)[0] is None  # type: ignore[arg-type]
+    publisher = Publisher("127.0.0.1", 0)
+    worker.extra_counters.append(publisher.counters)  # as the monitor's: the status counts the subscribers
+    delivery = Delivery(publisher, None, SimpleNamespace(failures=4), None, None, False)  # type: ignore[arg-type]
+    assert status_now(worker, delivery)[0] is None
     before = time.monotonic()
     worker.publish_status(force=True)
-    status, built_at = status_now(worker, SimpleNamespace(failures=4), publisher)  # type: ignore[arg-type]
+    publisher.subscribers = {"a", "b", "c"}  # type: ignore[assignment]  # connected since the worker built its status
+    status, built_at = status_now(worker, delivery)
     assert status is not None and before <= built_at <= time.monotonic()
     assert status["subscribers"] == 3 and status["record_failures"] == 4
-    assert {key: value for key, value in status.items() if key not in ("subscribers", "record_failures")} == said[-1]
+    assert said[-1]["subscribers"] == 0  # as the worker built it
+    assert {key: value for key, value in status.items() if key != "record_failures"} == {**said[-1], "subscribers": 3}
 
 
 def test_a_model_name_that_is_not_utf8_is_a_label_with_its_bytes_escaped_not_a_failed_scrape():
