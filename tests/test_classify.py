@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from ser_stream import EMOTIONS
-from tests.conftest import DEMO, SHIPPED_MODEL, speechlike
+from tests.conftest import DEMO, SHIPPED_MODEL, speechlike, spoken
 
 
 def classify(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -295,6 +295,7 @@ def test_a_list_of_floats_is_audio_too_and_its_result_names_the_samples(emotion_
         (np.zeros(16000, np.float32), "16000", "sample rate '16000' is not a whole number of Hz"),
         (np.zeros(16000, np.float32), float("nan"), "sample rate nan is not a whole number of Hz"),
         (np.zeros(16000, np.float32), np.float32("inf"), "sample rate inf is not a whole number of Hz"),
+        (np.zeros(16000, np.float32), True, "sample rate True is not a whole number of Hz"),
         ([[0.1, 0.2], [0.3]], 16000, "samples that are not one array (setting an array element with a sequence."),
         (np.zeros(16000, "<U1"), 16000, "samples of type <U1"),
         (np.zeros(16000, np.float32), 500, "sample rate 500 Hz is outside 1000–1000000 Hz"),
@@ -310,3 +311,110 @@ def test_samples_that_are_not_audio_get_a_one_line_error_naming_them(emotion_mod
     assert result.utterance is None and result.error is not None
     assert reason in result.error and "\n" not in result.error
     assert result.to_text().startswith("clip 7: error: ")
+
+
+def test_a_model_output_that_is_not_finite_in_one_window_of_many_still_gives_an_error_not_a_label(shipped_model, tmp_path, monkeypatch):
+    """One NaN window makes the mean NaN as surely as all of them: the check is of every window, not of any."""
+    from ser_stream.classify import classify_file
+    from ser_stream.inference import EmotionModel
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speechlike(4.0, 16000), 16000)
+    model = EmotionModel(shipped_model, provider="cpu")
+    predict = model.predict
+
+    def last_window_nan(spectrograms: np.ndarray) -> np.ndarray:
+        outputs = predict(spectrograms).copy()
+        outputs[-1] = np.nan
+        return outputs
+
+    monkeypatch.setattr(model, "predict", last_window_nan)
+    result = classify_file(path, model)
+    assert result.utterance is None and result.error == "the model's outputs for it are not finite numbers; no label"
+
+
+@pytest.mark.parametrize(
+    ("without_speech", "windows", "warned"),
+    [(0, 1, None), (1, 1, "no speech heard in its window"), (2, 4, None), (3, 5, "3 of its 5 windows hold no speech"),
+     (3, 4, "3 of its 4 windows hold no speech"), (4, 4, "no speech heard in any of its 4 windows")],
+)
+def test_a_file_is_warned_about_when_most_of_its_windows_hold_no_speech_and_not_when_half_do(without_speech, windows, warned):
+    from ser_stream.classify import little_speech
+
+    warning = little_speech(without_speech, windows)
+    assert warning is None if warned is None else warning is not None and warning.startswith(f"{warned} (voice detector): ")
+
+
+def test_quiet_pcm_in_memory_is_trimmed_at_its_formats_rounding_noise_as_a_file_of_it_is(emotion_model, tmp_path):
+    """A voice 45 dB down (8-bit: 6 dB), then 1.5 s of ±1 step at three samples in four (above half a step's square:
+    sound) and 1.5 s at one in four (under it: rounding noise, trimmed). Each format's step is its own: an int32 array
+    trimmed at 32-bit's step, or float at none, would keep the noise; int16 at a whole step's square, or uint8 read at
+    half its scale, would lose the sound."""
+    from ser_stream.classify import classify_file, classify_samples
+    from tests.test_bad_input import dithered
+
+    rate, rng = 8000, np.random.default_rng(0)  # the canonical rate: no resampling filters the steps
+
+    def steps(share: float, seconds: float) -> np.ndarray:
+        return rng.choice([-1.0, 0.0, 1.0], size=int(seconds * rate), p=[share / 2, 1 - share, share / 2])
+
+    def in_steps(level: float, bits: int) -> np.ndarray:
+        speech = dithered(spoken(1.0, rate, start=2.0) * level, bits) * 2.0 ** (bits - 1)
+        return np.concatenate([np.zeros(2000), speech, steps(0.75, 1.5), steps(0.25, 1.5), np.zeros(2000)])
+
+    pcm16, pcm8 = in_steps(10 ** (-45 / 20), 16), in_steps(0.5, 8)
+    cases = [(pcm16.astype(np.int16), "PCM_16"), ((pcm16 * 65536).astype(np.int32), "PCM_32"),
+             ((pcm16 / 32768).astype(np.float32), "FLOAT"), ((pcm8 + 128).astype(np.uint8), "PCM_U8")]
+    for samples, subtype in cases:
+        path = tmp_path / f"{subtype}.wav"
+        soundfile.write(path, pcm8 / 128 if subtype == "PCM_U8" else samples, rate, subtype=subtype)
+        for in_memory_seconds in (600.0, 1.0):
+            from_file = classify_file(path, emotion_model, in_memory_seconds=in_memory_seconds)
+            in_memory = classify_samples(samples, rate, emotion_model, name=str(path), in_memory_seconds=in_memory_seconds)
+            assert in_memory == from_file, (subtype, in_memory_seconds)
+            assert in_memory.utterance is not None and in_memory.utterance.windows == 3, (subtype, in_memory_seconds)  # 2.7 s
+
+
+def test_audio_over_the_memory_budget_in_samples_all_channels_counted_is_read_in_blocks_of_at_most_that_budget(emotion_model, tmp_path, monkeypatch):
+    """20 s of 16 kHz stereo against a budget of 30 s of 16 kHz mono: fewer frames than the budget's samples, but more
+    samples. Counted in frames, the budget (or a block) would hold twice the memory classify promises."""
+    from ser_stream import classify
+    from ser_stream.audiofile import MEMORY_BUDGET_RATE, READ_BUDGET_SECONDS
+
+    budget_seconds = 30.0
+    stereo = np.stack([speechlike(20.0, 16000), speechlike(20.0, 16000, seed=1)], axis=1).astype(np.float32) * 0.5
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, stereo, 16000, subtype="FLOAT")
+    read_whole: list[object] = []
+    monkeypatch.setattr(classify, "read_audio", lambda *arguments: read_whole.append(arguments))
+    from_file = classify.classify_file(path, emotion_model, in_memory_seconds=budget_seconds)
+    assert from_file.utterance is not None and read_whole == []
+    block_samples: list[int] = []
+    mix = classify.mixed_blocks
+
+    def noted(blocks):
+        for block in blocks:
+            block_samples.append(block.size)
+            yield block
+
+    def measured(blocks, name):  # mixed_blocks, noting each block's samples
+        return mix(noted(blocks), name)
+
+    monkeypatch.setattr(classify, "mixed_blocks", measured)
+    in_memory = classify.classify_samples(stereo, 16000, emotion_model, name=str(path), in_memory_seconds=budget_seconds)
+    assert in_memory == from_file
+    assert max(block_samples) <= READ_BUDGET_SECONDS * MEMORY_BUDGET_RATE
+    assert sum(block_samples) == 3 * stereo.size  # three passes, each of every sample once
+
+
+def test_a_sample_rate_given_as_a_whole_float_or_a_numpy_number_is_that_many_hz(emotion_model):
+    """6000.0 (a rate from a config file) or a dataset's np.float32(6000) is 6000 Hz: the result the int gets, whole and
+    in blocks, the warning saying "6000 Hz". Handed on as a float, the resampler's fraction would raise a TypeError."""
+    from ser_stream.classify import classify_samples
+
+    samples = speechlike(2.0, 6000) * 0.3
+    for in_memory_seconds in (600.0, 1.0):
+        given_int = classify_samples(samples, 6000, emotion_model, in_memory_seconds=in_memory_seconds)
+        assert given_int.utterance is not None and (given_int.warning or "").startswith("sampled at 6000 Hz, ")
+        for rate in (6000.0, np.float32(6000), np.int64(6000)):
+            assert classify_samples(samples, rate, emotion_model, in_memory_seconds=in_memory_seconds) == given_int, (rate, in_memory_seconds)  # type: ignore[arg-type]
