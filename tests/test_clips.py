@@ -3,13 +3,15 @@ or in blocks."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile
 
 from ser_stream.clips import BlockReading, loudest_power, stream_file_windows, trimmed_clip
 from ser_stream.errors import AudioInputError
-from ser_stream.windows import TRIM_FRAME, WindowConfig, frame_energies
+from ser_stream.windows import TRIM_FRAME, WindowConfig, cut_windows, frame_energies
 from tests.conftest import speechlike
 
 
@@ -40,3 +42,55 @@ def test_a_file_read_in_blocks_finds_its_loudest_25_ms_as_read_whole_also_when_i
     clip = trimmed_clip(audio, 8000)
     assert reading.loudest == pytest.approx(loudest_power(frame_energies(clip, TRIM_FRAME), clip), rel=1e-6)
     assert reading.loudest == pytest.approx(np.mean(np.square(audio[-TRIM_FRAME:], dtype=np.float64)), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("sound_start", "sound_seconds"),
+    [(0.2, 3.0), (1.1, 3.0), (1.1, 1.0)],
+    ids=["shorter-than-the-lead-in", "on-a-block-edge", "on-a-block-edge-in-one-window"],
+)
+def test_the_voice_check_hears_the_audio_trimmed_before_the_sound_up_to_its_lead_in_whole_or_in_blocks(tmp_path, sound_start, sound_seconds):
+    """The voice check hears up to 0.48 s of the audio trimmed just before the sound first, as the monitor hears a
+    file from its start: all of it when there is less (a sound 0.2 s in), and in blocks the same when the trimmed span
+    starts where a block does (1.1 s in, less the 0.1 s margin, at 8 kHz and 1 s blocks) or fits one window."""
+    from ser_stream.clips import trimmed_clip_and_lead_in, without_dc
+    from ser_stream.vad import SPEECH_CHECK_LEAD_IN_SAMPLES
+
+    rate = 8000  # the canonical rate: nothing is resampled, so samples can be compared
+    audio = (10 ** (-70 / 20) * np.random.default_rng(0).standard_normal(int((sound_start + sound_seconds + 0.5) * rate))).astype(np.float32)
+    start, length = int(sound_start * rate), int(sound_seconds * rate)
+    audio[start : start + length] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(length) / rate)
+    first = start - int(0.1 * rate)  # the trimmed span keeps 0.1 s before the sound
+    expected = without_dc(audio)[max(first - SPEECH_CHECK_LEAD_IN_SAMPLES, 0) : first]
+    assert expected.size == min(first, SPEECH_CHECK_LEAD_IN_SAMPLES)
+    clip, lead_in = trimmed_clip_and_lead_in(audio, rate)
+    np.testing.assert_allclose(lead_in, expected, atol=1e-6)
+    path = tmp_path / "sound.wav"
+    soundfile.write(path, audio, rate, subtype="FLOAT")
+    reading = BlockReading()
+    windows = list(stream_file_windows(path, WindowConfig(), block_seconds=0.5, reading=reading))  # blocks of 8000 frames
+    assert len(windows) == (1 if sound_seconds < 2 else 4)
+    np.testing.assert_allclose(np.stack(windows), cut_windows(clip, WindowConfig())[0], atol=1e-6)  # the windows read whole
+    np.testing.assert_allclose(reading.lead_in, expected, atol=1e-6)
+
+
+def test_a_file_that_goes_away_between_the_passes_of_a_read_in_blocks_is_one_line_naming_it(tmp_path, monkeypatch):
+    """A long file is read three times; one moved or deleted after the first (a sync client, a cleanup job) is said to
+    have failed to read, by name, as a damaged one is, not left to libsndfile's error and a traceback."""
+    from ser_stream import clips
+
+    path = tmp_path / "moved.wav"
+    soundfile.write(path, speechlike(3.0, 8000), 8000)
+    passes = []
+    read = clips.mono_blocks
+
+    def deleted_after_the_first_pass(*arguments):
+        passes.append(path.exists())
+        if len(passes) == 2:
+            path.unlink()
+        return read(*arguments)
+
+    monkeypatch.setattr(clips, "mono_blocks", deleted_after_the_first_pass)
+    with pytest.raises(AudioInputError, match=rf"^{re.escape(str(path))}: read failed \([^\n]+\)$"):
+        list(stream_file_windows(path, WindowConfig(), block_seconds=0.5))
+    assert passes == [True, True]
