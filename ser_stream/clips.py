@@ -17,6 +17,7 @@ from ser_stream.audiofile import (
     audio_info,
     block_frames,
     mono_blocks,
+    require_file,
     rounding_floor,
 )
 from ser_stream.errors import AudioInputError, one_line, shown
@@ -137,6 +138,10 @@ def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator
     try:
         yield from mono_blocks(path, block_frames(info.channels, block_seconds), info)
     except (soundfile.LibsndfileError, RuntimeError) as error:
+        try:  # each pass opens the file again: moved or deleted since, libsndfile says only "System error."
+            require_file(path)
+        except AudioInputError as gone:
+            raise AudioInputError(f"{gone}: it was there when reading began") from None
         raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None
 
 

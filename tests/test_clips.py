@@ -74,9 +74,10 @@ def test_the_voice_check_hears_the_audio_trimmed_before_the_sound_up_to_its_lead
     np.testing.assert_allclose(reading.lead_in, expected, atol=1e-6)
 
 
-def test_a_file_that_goes_away_between_the_passes_of_a_read_in_blocks_is_one_line_naming_it(tmp_path, monkeypatch):
-    """A long file is read three times; one moved or deleted after the first (a sync client, a cleanup job) is said to
-    have failed to read, by name, as a damaged one is, not left to libsndfile's error and a traceback."""
+def test_a_file_that_goes_away_between_the_passes_of_a_read_in_blocks_is_said_to_be_gone_in_one_line(tmp_path, monkeypatch):
+    """A long file is read three times, opened afresh each time; one moved or deleted after the first (a sync client, a
+    cleanup job) was `read failed (Error opening b'FILE': System error.)`, the path twice and no reason. Now it is said
+    to be gone; a read that fails otherwise is still `read failed (…)`."""
     from ser_stream import clips
 
     path = tmp_path / "moved.wav"
@@ -91,6 +92,6 @@ def test_a_file_that_goes_away_between_the_passes_of_a_read_in_blocks_is_one_lin
         return read(*arguments)
 
     monkeypatch.setattr(clips, "mono_blocks", deleted_after_the_first_pass)
-    with pytest.raises(AudioInputError, match=rf"^{re.escape(str(path))}: read failed \([^\n]+\)$"):
+    with pytest.raises(AudioInputError, match=rf"^{re.escape(str(path))}: no such file: it was there when reading began$"):
         list(stream_file_windows(path, WindowConfig(), block_seconds=0.5))
     assert passes == [True, True]
