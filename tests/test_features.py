@@ -16,6 +16,7 @@ from ser_stream.features import (
     SAMPLE_RATE,
     feature_parameters,
     model_input,
+    resample_to_canonical,
     spectrogram,
 )
 from ser_stream.model import metadata_path
@@ -71,6 +72,16 @@ def test_very_short_clip_gives_a_valid_input():
     assert image.shape == (260, 270) and image.max() <= 1.0
 
 
+def test_a_clip_shorter_than_one_frame_is_drawn_as_the_clip_followed_by_silence():
+    """Padded after its end, not before its start: the Hann window weighs a frame's start and end alike, so only
+    the clip's place in the frame tells them apart (a mutation audit padded it in front, unseen)."""
+    clip = speechlike(0.03, SAMPLE_RATE)
+    assert clip.size < N_FFT
+    followed_by_silence = np.concatenate([clip, np.zeros(N_FFT - clip.size, np.float32)])
+    np.testing.assert_array_equal(spectrogram(clip, SAMPLE_RATE), spectrogram(followed_by_silence, SAMPLE_RATE))
+    assert not np.array_equal(spectrogram(clip, SAMPLE_RATE), spectrogram(followed_by_silence[::-1].copy(), SAMPLE_RATE))
+
+
 def tone(frequency: float, seconds: float, sample_rate: int, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(round(seconds * sample_rate)) / sample_rate
     return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
@@ -83,7 +94,9 @@ def tone(frequency: float, seconds: float, sample_rate: int, amplitude: float = 
         (np.zeros(10, np.float32), "too short"),
         (np.array([0.1, np.nan] * 4000, np.float32), "NaN"),
         (np.array([0.1, np.inf] * 4000, np.float32), "NaN or infinite"),
+        (np.array([0.1, 2e12] * 4000, np.float32), r"^audio samples reach 2\.0e\+12, beyond ±1e\+12: not audio$"),  # just past the bound
         (np.zeros((2, 8000), np.float32), "mono"),
+        (np.float32(0.5), r"^expected mono audio \(1-D\), got shape \(\)$"),  # a number, not an array: was an IndexError at 16 kHz
     ],
 )
 def test_unusable_audio_gets_a_clear_error(audio, reason):
@@ -97,10 +110,21 @@ def test_model_input_layout_is_n_260_270_1():
     assert model_input(batch[0, ..., 0]).shape == (1, 260, 270, 1)  # one spectrogram is a batch of one
 
 
-def test_8_ms_is_the_shortest_audio_that_gives_an_input_and_a_sample_less_is_refused():
-    assert spectrogram(tone(1000.0, 64 / SAMPLE_RATE, SAMPLE_RATE), SAMPLE_RATE).shape == (260, 270)
-    with pytest.raises(AudioInputError, match=r"^audio is too short: 63 samples at 8000 Hz \(need at least 8 ms\)$"):
-        spectrogram(tone(1000.0, 63 / SAMPLE_RATE, SAMPLE_RATE), SAMPLE_RATE)
+@pytest.mark.parametrize(("rate", "shortest"), [(8000, 64), (16000, 127), (48000, 379)])
+def test_8_ms_is_the_shortest_audio_that_gives_an_input_and_a_sample_less_is_refused(rate, shortest):
+    """8 ms is 64 samples at 8 kHz, counted after resampling (127 at 16 kHz resample to 64); the error gives the count
+    the caller handed in, at its rate. Counted before resampling, 378 samples at 48 kHz (63 at 8 kHz) passed (a mutation audit)."""
+    assert spectrogram(tone(1000.0, shortest / rate, rate), rate).shape == (260, 270)
+    too_short = shortest - 1
+    with pytest.raises(AudioInputError, match=rf"^audio is too short: {too_short} samples at {rate} Hz \(need at least 8 ms\)$"):
+        spectrogram(tone(1000.0, too_short / rate, rate), rate)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100])
+def test_audio_resampled_to_8_khz_is_float32_whatever_its_rate_and_type(rate):
+    """What the spectrogram computes in (float32 is its speed) and what a clip's windows are cut from."""
+    canonical = resample_to_canonical(tone(1000.0, 0.1, rate).astype(np.float64), rate)
+    assert canonical.dtype == np.float32 and canonical.size == 800
 
 
 @pytest.mark.parametrize(("rate", "taken"), [(999, False), (1000, True), (1_000_000, True), (1_000_001, False)])

@@ -52,6 +52,8 @@ def without_field(name: str) -> Any:
         (b'{"labels": ', r"unreadable model metadata \(Expecting value: line 1 column 12 \(char 11\)\)"),
         (b"[1, 2]", r"model metadata is not a JSON object \(a list\)"),
         (with_field("bogus", 1), r"unknown field 'bogus'"),
+        (lambda metadata: {**metadata, "bogus": 1, "extra": 2}, r"unknown fields 'bogus', 'extra'"),
+        (b"[" * 100_000, r"unreadable model metadata \(maximum recursion depth exceeded.*\)"),
         (with_field("metadata_version", "1"), r"metadata_version is '1' \(a string\), this code reads 1"),
         (with_field("metadata_version", 2), r"metadata version 2, this code reads 1"),
         (with_field("metadata_version", 0), r"metadata version 0, this code reads 1"),
@@ -63,6 +65,7 @@ def without_field(name: str) -> Any:
         (with_field("features", None), r"field 'features' is null, expected an object"),
         (with_field("features", []), r"field 'features' is a list, expected an object"),
         (with_field("window_seconds", "2"), r"field 'window_seconds' is '2' \(a string\), expected a number of seconds"),
+        (with_field("window_seconds", "2" * 1000), r"field 'window_seconds' is '2{40}' \(a string\), expected a number of seconds"),
         (with_field("hop_seconds", None), r"field 'hop_seconds' is null, expected a number of seconds"),
         (with_field("hop_seconds", True), r"field 'hop_seconds' is true, expected a number of seconds"),
         (with_field("metrics", "good"), r"field 'metrics' is 'good' \(a string\), expected an object"),
@@ -71,9 +74,9 @@ def without_field(name: str) -> Any:
         (with_field("input_name", "mel"), r"input_name is mel, this code feeds and reads 'spectrogram'"),
     ],
     ids=[
-        "not-utf8", "not-json", "json-list", "unknown-field", "version-as-string", "newer-version", "version-0", "no-sha256",
+        "not-utf8", "not-json", "json-list", "unknown-field", "unknown-fields", "nested-100000-deep", "version-as-string", "newer-version", "version-0", "no-sha256",
         "sha256-int", "sha256-null", "labels-null", "labels-int", "features-null", "features-list",
-        "window-string", "hop-null", "hop-bool", "metrics-string", "licence-list", "output-name", "input-name",
+        "window-string", "window-a-long-string", "hop-null", "hop-bool", "metrics-string", "licence-list", "output-name", "input-name",
     ],
 )
 def test_damaged_metadata_is_one_line_naming_the_json_and_the_field(shipped_model, tmp_path, damage, reason):
@@ -105,6 +108,41 @@ def test_a_sha256_written_in_uppercase_hex_is_the_same_digest(shipped_model, tmp
     metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": "0" * 64}))
     with pytest.raises(ModelError, match=r": sha256 [0-9a-f]{12}… does not match its metadata \(000000000000…\); the file is corrupt or was replaced$"):
         load_metadata(model)
+
+
+def test_the_runtime_refuses_a_model_whose_bytes_are_not_those_its_metadata_records(shipped_model, tmp_path):
+    """What EmotionModel loads is checked as load_metadata checks it, all 64 hex digits: a digest agreeing in the 12
+    that the error shows, and the runtime not checking at all, both ran a replaced model (a mutation audit)."""
+    model = copy_of_model(shipped_model, tmp_path)
+    actual = file_sha256(model)
+    other = actual[:12] + ("0" if actual[12] != "0" else "1") + actual[13:]
+    metadata_path(model).write_text(json.dumps({**json.loads(metadata_path(model).read_text()), "sha256": other}))
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == f"{model}: sha256 {actual[:12]}… does not match its metadata ({other[:12]}…); the file is corrupt or was replaced"
+
+
+@pytest.mark.parametrize("own_record", [True, False], ids=["with-own-record", "exported-before-records"])
+def test_metadata_recording_other_feature_parameters_than_this_codes_is_refused_naming_those_that_differ(shipped_model, tmp_path, own_record):
+    """A model trained with a 80 dB range is fed 60 dB pictures by this code. Without its own record only the JSON's
+    check stops it: compared as 'fewer parameters than this code's', a JSON saying top_db 80 loaded (a mutation audit)."""
+    model = copy_of_model(shipped_model, tmp_path) if own_record else without_trained_record(shipped_model, tmp_path)
+    metadata = json.loads(metadata_path(model).read_text())
+    metadata_path(model).write_text(json.dumps({**metadata, "features": {**metadata["features"], "top_db": 80.0, "n_fft": 512}}))
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == (
+        f"{metadata_path(model)}: model was trained with different feature parameters (n_fft, top_db); "
+        "retrain it or use a matching ser-stream version"
+    )
+
+
+def test_a_model_without_its_metadata_is_refused_naming_the_json_it_looked_for(shipped_model, tmp_path):
+    model = copy_of_model(shipped_model, tmp_path)
+    metadata_path(model).unlink()
+    with pytest.raises(ModelError) as refused:
+        EmotionModel(model, provider="cpu")
+    assert str(refused.value) == f"{model}: its metadata model.json is missing"
 
 
 @pytest.mark.parametrize(
@@ -189,7 +227,8 @@ def with_trained_record(shipped_model: Path, folder: Path, change: Any) -> Path:
     model = copy_of_model(shipped_model, folder)
     proto = onnx.load(str(model))
     entry = next(entry for entry in proto.metadata_props if entry.key == CONTRACT_PROPERTY)
-    entry.value = json.dumps(change(json.loads(entry.value)))
+    changed = change(json.loads(entry.value))
+    entry.value = changed if isinstance(changed, str) else json.dumps(changed)  # text as it is: a record that is not JSON
     onnx.save(proto, str(model))
     resealed(model)
     return model
@@ -206,10 +245,12 @@ def swapped_labels(record: dict[str, Any]) -> dict[str, Any]:
         (lambda record: {**record, "features": {**record["features"], "top_db": 50.0}}, "feature parameter top_db 50.0 (this code: 60.0)"),
         (lambda record: {**record, "features": {**{k: v for k, v in record["features"].items() if k != "window"}, "n_fft": 512}},
          'feature parameters n_fft 512 (this code: 520), window absent (this code: "hann")'),
+        (lambda record: {**record, "features": {**record["features"], "pre_emphasis": 0.97}},
+         "feature parameter pre_emphasis 0.97 (this code: absent)"),
         (swapped_labels, 'labels ["calm", "neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"] '
                          '(this code: ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"])'),
     ],
-    ids=["top-db", "n-fft-and-no-window", "labels-swapped"],
+    ids=["top-db", "n-fft-and-no-window", "a-parameter-this-code-lacks", "labels-swapped"],
 )
 def test_a_network_trained_on_other_labels_or_features_than_this_codes_is_named_incompatible_with_what_differs(
     shipped_model, tmp_path, change, reason
@@ -226,8 +267,12 @@ def test_a_network_trained_on_other_labels_or_features_than_this_codes_is_named_
 
 @pytest.mark.parametrize(
     "change",
-    [lambda record: {**record, "features": sorted(record["features"])}, lambda record: {k: v for k, v in record.items() if k != "window_seconds"}],
-    ids=["features-a-list", "no-window"],
+    [
+        lambda record: {**record, "features": sorted(record["features"])},
+        lambda record: {k: v for k, v in record.items() if k != "window_seconds"},
+        lambda record: "",
+    ],
+    ids=["features-a-list", "no-window", "empty"],
 )
 def test_a_network_whose_own_record_cannot_be_read_is_refused_in_one_line(shipped_model, tmp_path, change):
     """Without the check that the features are an object (a mutation audit), a list of names was an AttributeError traceback."""
@@ -508,6 +553,20 @@ def test_a_system_python_whose_data_folder_is_not_its_prefix_finds_the_model_pip
     monkeypatch.setattr(sysconfig, "get_path", lambda name, *scheme: str(local) if name == "data" and not scheme else real_get_path(name, *scheme))
     monkeypatch.setattr("sys.prefix", str(tmp_path / "usr"))
     assert default_model_path(tmp_path / "site-packages" / "ser_stream") == local / INSTALLED_MODELS / MODEL_FILE
+
+
+def test_the_model_is_looked_for_in_the_environments_data_folder_its_prefix_and_the_users(tmp_path, monkeypatch):
+    """Where pip puts data files: the environment's (a venv), sys.prefix (in a venv the same folder; not so for a
+    system Python), and the user's scheme (pip install --user)."""
+    import sys
+    import sysconfig
+
+    from ser_stream.model import installed_data_folders
+
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "usr"))
+    folders = installed_data_folders()
+    assert {sysconfig.get_path("data"), sys.prefix, sysconfig.get_path("data", sysconfig.get_preferred_scheme("user"))} <= set(folders)
+    assert len(folders) == len(set(folders))
 
 
 def test_the_wheel_carries_the_shipped_model_its_metadata_and_licence_note_where_the_runtime_looks():
