@@ -135,6 +135,20 @@ def test_a_delayed_packet_already_played_as_silence_counts_late_not_also_lost():
     assert stream.ring.read().size == 40 * PACKET_SAMPLES
 
 
+@pytest.mark.parametrize("far", [False, True], ids=["after-its-slot", "far-out-of-sequence"])
+def test_a_late_packet_that_arrives_three_times_counts_one_late_packet(far):
+    """rtp_late_packets counts packets, as rtp_lost_packets does: a late packet sent again (a network that duplicates,
+    a sender that re-sends) was counted once for every copy, so one late packet read as three."""
+    packets = tone_packets(40)
+    late = packets[10]
+    if far:  # numbered 200 before the call's: a lone packet far out of sequence (a stray)
+        late = RtpPacket(late.payload_type, (late.sequence - 200) & 0xFFFF, late.timestamp, late.ssrc, late.payload)
+    receiver, stream = heard_as_one_call(packets[:10] + packets[11:26] + [late, packets[26], late, packets[27], late] + packets[28:])
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (int(far), 1)
+    assert stream.warning is not None and f"{int(far)} packet(s) lost (played as silence), 1 arrived too late" in stream.warning
+    assert stream.ring.read().size == 40 * PACKET_SAMPLES
+
+
 def test_duplicates_are_played_once():
     packets = tone_packets(6)
     jitter = JitterBuffer(3)
