@@ -50,7 +50,7 @@ STATUS_HELP = {
     "failed_catch_ups": "?since= requests the --record database could not answer",
     "rtp_bad_packets": "Datagrams that are not G.711 RTP",
     "rtp_lost_packets": "RTP packets that never arrived, their time played as silence, since start (one that arrives late after all is taken off)",
-    "rtp_late_packets": "RTP packets that arrived after their slot was played, dropped",
+    "rtp_late_packets": "RTP packets that arrived after their slot was played, dropped (each once, however many copies came)",
     "rtp_resyncs": "Times an RTP sender restarted its sequence numbers and the call followed",
     "rtp_refused_packets": "RTP packets of calls that got no stream",
     "rtp_wrong_sender_packets": "RTP packets with a call's SSRC from another address, dropped",

@@ -186,6 +186,10 @@ class JitterBuffer:
         self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
         # recent sequence numbers counted lost: one that arrives after all was late, not lost (it was counted both)
         self.declared_lost: deque[int] = deque(maxlen=MAX_MISORDER)
+        # recent packets counted late, by sequence number (within the window) or by number and timestamp (strays): a
+        # copy of one is a duplicate, so that rtp_late_packets counts packets, not copies (a re-sent late packet was two)
+        self.arrived_late: deque[int] = deque(maxlen=MAX_MISORDER)
+        self.late_strays: deque[tuple[int, int]] = deque(maxlen=MAX_MISORDER)
         self.packet_samples = G711_PACKET_SAMPLES  # the last audio packet's length, for counting what a gap before a non-audio one held
         self.lost = 0  # packets never received, played as silence
         self.late = 0  # packets that arrived after their slot was played, and strays far outside the window
@@ -268,26 +272,35 @@ class JitterBuffer:
             self._learn_clock(packet)
         stray, self.stray = self.stray, None
         if stray is not None:
+            if (packet.sequence, packet.timestamp) == (stray.sequence, stray.timestamp):  # a copy of it: still held
+                self.stray = stray
+                self.duplicates += 1
+                return []
             if packet.sequence == (stray.sequence + 1) & 0xFFFF:
                 if self._replayed(stray):  # old packets sent again, not a new numbering: dropped as late
-                    self.late += 2
+                    self._stray_late(stray)
+                    self._stray_late(packet)
                     return []
                 return self._resync(stray, packet)
-            self.late += 1  # the packet after it did not continue it
+            self._stray_late(stray)  # the packet after it did not continue it
         highest = max(self.pending, default=self.next_sequence - 1)
         delta = (packet.sequence - highest) & 0xFFFF
         sequence = highest + (delta - 0x10000 if delta >= 0x8000 else delta)
         if sequence - highest >= MAX_DROPOUT or sequence < self.next_sequence - MAX_MISORDER:
-            self.stray = packet
+            if (packet.sequence, packet.timestamp) in self.late_strays:  # a copy of a stray already counted late
+                self.duplicates += 1
+            else:
+                self.stray = packet
             return []
         if sequence < self.next_sequence and not self.playing and self._starts_call(packet, sequence, highest):
             # the call's first packets arrived out of order: nothing has played, so an earlier one is the call's start
             self.next_sequence, self.next_timestamp = sequence, packet.timestamp
         elif sequence < self.next_sequence:
-            if sequence in self.played:
+            if sequence in self.played or sequence in self.arrived_late:
                 self.duplicates += 1
             else:
                 self.late += 1
+                self.arrived_late.append(sequence)
                 if sequence in self.declared_lost:  # its slot was played as silence either way; it did arrive
                     self.declared_lost.remove(sequence)
                     self.lost -= 1
@@ -311,9 +324,14 @@ class JitterBuffer:
     def flush(self) -> list[NDArray[np.float32]]:
         """Everything still waiting, gaps declared lost: the stream is ending."""
         if self.stray is not None:
+            self._stray_late(self.stray)
             self.stray = None
-            self.late += 1
         return self._release(flush=True)
+
+    def _stray_late(self, packet: RtpPacket) -> None:
+        """A packet far outside the window that no restart followed: counted late once, its copies duplicates."""
+        self.late += 1
+        self.late_strays.append((packet.sequence, packet.timestamp))
 
     def _starts_call(self, packet: RtpPacket, sequence: int, highest: int) -> bool:
         """Whether a packet numbered before the first ones waiting, none played yet, is the call's start: it is within
@@ -352,6 +370,7 @@ class JitterBuffer:
         self.pending = {first.sequence: first, first.sequence + 1: second}
         self.played.clear()  # numbers of the old numbering: a packet of the new one is no copy of them
         self.declared_lost.clear()
+        self.arrived_late.clear()
         return audio + self._release(flush=False)
 
     def _release(self, flush: bool) -> list[NDArray[np.float32]]:

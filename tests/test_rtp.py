@@ -19,17 +19,21 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.clients import free_port, subscriber_when_up
+from ser_stream.errors import SerStreamError
 from ser_stream.g711 import alaw_encode, mulaw_decode, mulaw_encode
 from ser_stream.pipeline import MonitorConfig, Stream
 from ser_stream.rtp import (
     FILL_AFTER_SECONDS,
     MAX_DROPOUT,
+    MAX_MISORDER,
     JitterBuffer,
     RtpConfig,
     RtpError,
     RtpPacket,
     RtpReceiver,
+    audio_samples,
     is_rtcp,
+    parse_address,
     parse_packet,
 )
 from tests.conftest import PACKET_SAMPLES, rtp, taken_ipv6_loopback_port, undocumented_fields
@@ -72,6 +76,7 @@ def test_parses_the_header_and_skips_csrc_extension_and_padding():
         (rtp(1, 0, b"", csrc=0, extension_words=2)[:-4], "header is longer than the datagram", "header longer than the datagram"),
         (rtp(1, 0, b"\xff" * 4)[:-1] + b"\x09", None, None),  # no padding bit: a plain payload
         (bytes([0xA0]) + rtp(1, 0, b"\xff" * 4)[1:-1] + b"\x40", "padding of 64 bytes", "bad padding"),
+        (bytes([0xA0]) + rtp(1, 0, b"\xff" * 4)[1:-1] + b"\x00", "padding of 0 bytes", "bad padding"),
     ],
 )
 def test_bad_datagrams_are_named(datagram, reason, kind):
@@ -132,6 +137,20 @@ def test_a_delayed_packet_already_played_as_silence_counts_late_not_also_lost():
     receiver, stream = heard_as_one_call(packets[:10] + packets[11:26] + [packets[10]] + packets[26:])
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 1)
     assert stream.warning is not None and "0 packet(s) lost (played as silence), 1 arrived too late" in stream.warning
+    assert stream.ring.read().size == 40 * PACKET_SAMPLES
+
+
+@pytest.mark.parametrize("far", [False, True], ids=["after-its-slot", "far-out-of-sequence"])
+def test_a_late_packet_that_arrives_three_times_counts_one_late_packet(far):
+    """rtp_late_packets counts packets, as rtp_lost_packets does: a late packet sent again (a network that duplicates,
+    a sender that re-sends) was counted once for every copy, so one late packet read as three."""
+    packets = tone_packets(40)
+    late = packets[10]
+    if far:  # numbered 200 before the call's: a lone packet far out of sequence (a stray)
+        late = RtpPacket(late.payload_type, (late.sequence - 200) & 0xFFFF, late.timestamp, late.ssrc, late.payload)
+    receiver, stream = heard_as_one_call(packets[:10] + packets[11:26] + [late, packets[26], late, packets[27], late] + packets[28:])
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (int(far), 1)
+    assert stream.warning is not None and f"{int(far)} packet(s) lost (played as silence), 1 arrived too late" in stream.warning
     assert stream.ring.read().size == 40 * PACKET_SAMPLES
 
 
@@ -1151,3 +1170,209 @@ def test_a_steady_clock_mismatch_under_jittered_timestamps_is_said_one_way():
     assert "runs fast" not in slow and len(tagged_reports[0]) == 1 and "maybe SRTP" in tagged_reports[0][0]
     assert "the sender's clock runs fast" in fast and "0.11 s in all" in fast
     assert "more samples than their timestamps" not in fast and tagged_reports[1] == []
+
+
+@pytest.mark.parametrize(
+    ("datagram", "payload"),
+    [
+        (rtp(1, 0, b""), b""),  # the header alone: a keepalive some gateways send
+        (rtp(1, 0, b"", extension_words=0), b""),  # an empty header extension and nothing after it
+        (rtp(1, 0, b"\xd5" * 160, csrc=15, extension_words=1), b"\xd5" * 160),  # a mixer's 15 contributing sources
+        (rtp(1, 0, b"", padding=4), b""),  # padding that is all there is after the header
+    ],
+    ids=["header-only", "empty-extension", "fifteen-csrcs", "all-padding"],
+)
+def test_a_packet_whose_payload_is_empty_or_follows_the_longest_header_is_read_whole(datagram, payload):
+    """A datagram exactly as long as its header is a packet with no payload, not a short or broken one."""
+    assert parse_packet(datagram).payload == payload
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload", "is_event"),
+    [
+        (96, bytes([5, 0x0A, 0, 160]), True),  # the first dynamic payload type
+        (127, bytes([5, 0x0A, 0, 160]), True),  # the last
+        (101, bytes([5, 0x0A, 0, 160]) * 16, True),  # 16 events, the most a packet is taken to hold
+        (101, bytes([5, 0x0A, 0, 160]) * 17, False),  # longer: another codec on a dynamic type
+        (101, bytes([5, 0x0A, 0, 160, 0, 0]), False),  # not whole events
+        (101, b"", False),
+        (95, bytes([5, 0x0A, 0, 160]), False),  # a static payload type
+    ],
+)
+def test_a_telephone_event_is_whole_four_byte_events_on_a_dynamic_payload_type(payload_type, payload, is_event):
+    datagram = rtp(1, 0, payload, payload_type=payload_type)
+    if is_event:
+        assert parse_packet(datagram).event_end == 160  # its timestamp (0) and its last event's duration
+    else:
+        with pytest.raises(RtpError, match=f"payload type {payload_type} is not G.711"):
+            parse_packet(datagram)
+
+
+def test_a_packet_of_several_events_reaches_as_far_as_its_last_event_holds():
+    """RFC 4733: a packet may carry an earlier event's end before the current event; the current one's
+    duration is the time the key hold has reached."""
+    packet = parse_packet(rtp(1, 8000, bytes([5, 0x8A, 0, 160]) + bytes([6, 0x0A, 0x03, 0x20]), payload_type=101))
+    assert packet.event_end == 8000 + 800
+
+
+def test_rtcp_is_packet_types_192_to_223_and_nothing_else():
+    """RFC 5761 §4: RTP payload types 64–95 (marker bit set: 192–223 in the second byte) are kept for RTCP."""
+    rtcp = [second for second in range(256) if is_rtcp(bytes([0x80, second]) + bytes(6))]
+    assert rtcp == list(range(192, 224))
+    assert not is_rtcp(bytes([0x80])) and not is_rtcp(bytes([0x40, 200]) + bytes(6))  # too short; version 1
+
+
+def test_a_restart_whose_first_packet_arrives_twice_is_followed_from_that_packet():
+    """A copy of the held first packet of a new numbering keeps it held: its next packet still confirms the restart.
+    Taken for a second stray, the copy dropped the first packet as late and the restart began one packet on."""
+    packets = restarted(50, 50, 1000, 40000, None)
+    jitter = JitterBuffer(5)
+    audio = played(jitter, packets[:51] + [packets[50]] + packets[51:])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.resyncs, jitter.lost, jitter.late, jitter.duplicates) == (1, 0, 0, 1)
+
+
+@pytest.mark.parametrize("jitter_packets", [0, 1])
+def test_with_a_jitter_window_of_one_packet_or_none_each_packet_plays_as_it_arrives(jitter_packets):
+    packets = tone_packets(3)
+    jitter = JitterBuffer(jitter_packets)
+    for packet in packets:
+        assert np.array_equal(np.concatenate(jitter.push(packet)), mulaw_decode(packet.payload))
+
+
+def test_the_audio_a_packet_holds_is_a_sample_a_byte_of_g711_and_none_of_comfort_noise_or_an_event():
+    """What a resumed call's dropped packets held, in its warning's seconds of audio."""
+    assert audio_samples(parse_packet(rtp(1, 0, b"\xff" * 160))) == 160
+    assert audio_samples(parse_packet(rtp(1, 0, b"\xd5" * 80, payload_type=8))) == 80
+    assert audio_samples(parse_packet(rtp(1, 0, b"\x40" * 11, payload_type=13))) == 0
+    assert audio_samples(parse_packet(rtp(1, 0, bytes([5, 0x0A, 0, 160]), payload_type=101))) == 0
+
+
+def test_a_restart_to_the_last_sequence_number_is_followed_across_the_wrap():
+    packets = restarted(50, 50, 1000, 0xFFFF, None)  # the new numbering goes 65535, 0, 1, …
+    jitter = JitterBuffer(5)
+    audio = played(jitter, packets)
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.resyncs, jitter.lost, jitter.late) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("depth", [1, 5])
+@pytest.mark.parametrize(("ahead", "resyncs", "lost"), [(MAX_DROPOUT - 1, 0, 1), (MAX_DROPOUT, 1, 0)])
+def test_numbers_less_than_3000_ahead_of_the_highest_are_a_gap_and_further_ahead_a_restart(depth, ahead, resyncs, lost):
+    """RFC 3550 appendix A.1's MAX_DROPOUT, counted from the highest number received (the last played, none waiting)."""
+    packets = tone_packets(40)
+    leapt = [RtpPacket(p.payload_type, (p.sequence + ahead - 1) & 0xFFFF, p.timestamp, p.ssrc, p.payload) for p in packets[20:]]
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, packets[:20] + leapt)
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))  # timestamps run on: no silence
+    assert (jitter.resyncs, jitter.lost, jitter.late) == (resyncs, lost, 0)
+
+
+@pytest.mark.parametrize(("behind", "duplicates", "late"), [(MAX_MISORDER, 1, 0), (MAX_MISORDER + 1, 0, 1)])
+def test_a_copy_of_a_packet_up_to_100_numbers_behind_is_a_duplicate_and_further_behind_a_stray(behind, duplicates, late):
+    """RFC 3550 appendix A.1's MAX_MISORDER, counted back from the next number to play."""
+    packets = tone_packets(200)
+    jitter = JitterBuffer(5)
+    audio = [block for packet in packets[:150] for block in jitter.push(packet)]
+    assert jitter.next_sequence is not None
+    audio += jitter.push(packets[jitter.next_sequence - behind])
+    audio += [block for packet in packets[150:] for block in jitter.push(packet)] + jitter.flush()
+    assert np.array_equal(np.concatenate(audio), mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.duplicates, jitter.late, jitter.lost) == (duplicates, late, 0)
+
+
+def test_a_packet_before_a_pause_numbered_within_the_jitter_window_of_the_first_starts_the_call():
+    """Within the jitter window an older packet is the call's whatever its timestamp (one sent before a pause): the
+    call starts with it, its pause played as silence (at most 1 s) and the numbers between counted lost."""
+    packets = tone_packets(50)
+    first = packets[0]
+    before_pause = RtpPacket(first.payload_type, (first.sequence - 5) & 0xFFFF, (first.timestamp - 3 * 8000) & 0xFFFFFFFF,
+                             first.ssrc, bytes(reversed(first.payload)))
+    jitter = JitterBuffer(5)
+    audio = played(jitter, [first, before_pause, *packets[1:]])
+    assert np.array_equal(audio[:PACKET_SAMPLES], mulaw_decode(before_pause.payload))
+    assert np.array_equal(audio[-50 * PACKET_SAMPLES:], mulaw_decode(b"".join(p.payload for p in packets)))
+    assert audio.size == 51 * PACKET_SAMPLES + 8000 and (jitter.late, jitter.lost) == (0, 4)
+
+
+def test_a_pause_played_as_silence_on_a_16_khz_clock_keeps_the_calls_length():
+    """The silence played while a re-clocked sender sends nothing is its clock's time too: its next packet, stamped
+    half a second on at 16 kHz, follows that silence with none added."""
+    packets = tone_packets(100)
+    pause = 4000
+    sent = [RtpPacket(p.payload_type, p.sequence, 2 * (p.timestamp + (pause if index >= 50 else 0)), p.ssrc, p.payload)
+            for index, p in enumerate(packets)]
+    jitter = JitterBuffer(5)
+    blocks = [block for packet in sent[:50] for block in jitter.push(packet)] + jitter.fill(pause)
+    blocks += [block for packet in sent[50:] for block in jitter.push(packet)] + jitter.flush()
+    audio = np.concatenate(blocks)
+    assert jitter.clock_ratio == 2 and audio.size == 100 * PACKET_SAMPLES + pause
+    assert np.array_equal(audio[-50 * PACKET_SAMPLES:], mulaw_decode(b"".join(p.payload for p in packets[50:])))
+
+
+def test_a_call_starts_once_the_jitter_window_of_packets_waits_and_a_missing_one_is_given_up_then_too():
+    """The module's promise: playing starts, and a missing packet is declared lost, once ``jitter_packets`` wait."""
+    packets = tone_packets(10)
+    jitter = JitterBuffer(3)
+    assert jitter.push(packets[0]) == [] and jitter.push(packets[1]) == []
+    assert np.array_equal(np.concatenate(jitter.push(packets[2])), mulaw_decode(b"".join(p.payload for p in packets[:3])))
+    assert jitter.push(packets[4]) == [] and jitter.push(packets[5]) == []  # packet 3 is missing, two wait
+    audio = np.concatenate(jitter.push(packets[6]))
+    assert audio.size == 4 * PACKET_SAMPLES and not audio[:PACKET_SAMPLES].any() and jitter.lost == 1
+
+
+def test_only_the_silence_that_delayed_packets_time_says_was_a_delay_counts_as_a_stall():
+    """Half a second played as silence while nothing came, then packets stamped 0.2 s after the last (a real pause
+    of 0.2 s, then 0.3 s of delay): 0.3 s of the silence was a stall, later times late by that much."""
+    packets = tone_packets(100)
+    sent = [RtpPacket(p.payload_type, p.sequence, p.timestamp + (1600 if index >= 50 else 0), p.ssrc, p.payload)
+            for index, p in enumerate(packets)]
+    jitter = JitterBuffer(5)
+    blocks = [block for packet in sent[:50] for block in jitter.push(packet)] + jitter.fill(4000)
+    blocks += [block for packet in sent[50:] for block in jitter.push(packet)] + jitter.flush()
+    assert jitter.stalled_samples == 2400 and np.concatenate(blocks).size == 100 * PACKET_SAMPLES + 4000
+
+
+def test_two_packets_lost_from_a_sender_stamping_a_few_samples_early_count_two():
+    """Packets lost are counted by the silence played for them rounded up to whole packets: 317 samples of silence
+    for two 160-sample packets (the one after them stamped 3 samples early) are two, not one."""
+    packets = tone_packets(20)
+    early = RtpPacket(packets[12].payload_type, packets[12].sequence, packets[12].timestamp - 3, packets[12].ssrc, packets[12].payload)
+    jitter = JitterBuffer(5)
+    audio = played(jitter, packets[:10] + [early] + packets[13:])
+    assert jitter.lost == 2 and audio.size == 20 * PACKET_SAMPLES - 3
+
+
+def test_each_pause_of_a_call_that_sends_nothing_is_played_as_silence_as_it_passes():
+    """The silence played for one pause is part of that pause only: the next pause was played 0.5 s short."""
+    receiver, streams, _ = receiver_with_streams()
+    packets = tone_packets(100)
+    try:
+        for pause, start in enumerate((0, 50)):
+            for packet in packets[start:start + 50]:  # each half stamped after the pauses before it
+                receiver.receive(rtp(packet.sequence, packet.timestamp + pause * 4000, packet.payload), "127.0.0.1:4000")
+            receiver.close_idle(receiver.calls[0x1234ABCD].kept_packet + FILL_AFTER_SECONDS + 0.5)  # 0.5 s of it
+        (stream,) = streams["rtp-1234abcd"]
+        assert stream.ring.read().size == 100 * PACKET_SAMPLES + 2 * 4000
+    finally:
+        receiver.socket.close()
+
+
+def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
+    """A call starts with its first audio: a leg that only marks silence or keys (a muted phone) is no stream."""
+    receiver, streams, reports = receiver_with_streams()
+    try:
+        receiver.receive(rtp(1, 0, b"\x40", payload_type=13), "127.0.0.1:4000")
+        receiver.receive(rtp(2, 160, bytes([5, 0x0A, 0, 160]), payload_type=101), "127.0.0.1:4000")
+        assert (streams, receiver.calls, reports) == ({}, {}, [])
+        receiver.receive(rtp(3, 320, b"\xff" * PACKET_SAMPLES), "127.0.0.1:4000")
+        assert list(streams) == ["rtp-1234abcd"] and list(receiver.calls) == [0x1234ABCD]
+    finally:
+        receiver.socket.close()
+
+
+@pytest.mark.parametrize(("address", "reason"), [(":5004", "is not rtp:HOST:PORT"), ("[::1:5004", "not an IPv6 address")])
+def test_an_rtp_address_without_a_whole_host_is_refused_not_heard_on_every_interface(address, reason):
+    """A host left out, or an IPv6 one missing its closing bracket, would have bound every interface (``""``, ``::``)."""
+    with pytest.raises(SerStreamError, match=reason):
+        parse_address(address)
