@@ -37,7 +37,7 @@ def _alaw_decode_table() -> NDArray[np.int16]:
 
 
 def _encode_table(decode: NDArray[np.int16]) -> NDArray[np.uint8]:
-    """For every 16-bit value, the code whose decoded value is nearest (ties to the smaller code)."""
+    """For every 16-bit value, the code whose decoded value is nearest (a value halfway between two levels takes the lower level)."""
     order = np.argsort(decode, kind="stable")
     levels = decode[order].astype(np.int32)
     values = np.arange(-32768, 32768, dtype=np.int32)
