@@ -650,19 +650,22 @@ def test_a_late_copy_mid_pause_does_not_cut_the_pause_short(receiver_clock):
     assert streams["rtp-00000009"][0].ring.read().size == 450 * PACKET_SAMPLES  # 9 s: the call's own length
 
 
-def test_a_call_paused_by_one_comfort_noise_packet_stays_one_call():
+def test_a_call_paused_by_one_comfort_noise_packet_stays_one_call(receiver_clock):
     """RFC 3389 lets a sender send one comfort-noise packet and nothing until speech resumes: after --call-idle
-    the call was closed and resumed as a second stream, its times from 0 and its utterance ids again from 1."""
+    the call was closed and resumed as a second stream, its times from 0 and its utterance ids again from 1.
+    (On the test's clock: on the wall clock, last + 2.0 - last came out under 2.0 when last was just under a power
+    of two, a quarter of the times between 4094 and 4096 s, and the call was not closed.)"""
+    clock = receiver_clock
     receiver, streams, _ = receiver_with_streams(idle_seconds=2.0)
     try:
         send(receiver, 0, 50)
         send(receiver, 50, 1, payload_type=13)  # "I am quiet now"
-        last = receiver.calls[9].last_packet
-        receiver.close_idle(last + 4.0)
+        clock[0] += 4.0
+        receiver.close_idle(clock[0])
         assert 9 in receiver.calls  # a pause it announced, not a call gone
         send(receiver, 250, 50)  # speech again, 4 s on
-        last = receiver.calls[9].last_packet
-        receiver.close_idle(last + 2.0)  # after audio, --call-idle ends it as before
+        clock[0] += 2.0
+        receiver.close_idle(clock[0])  # after audio, --call-idle ends it as before
         assert 9 not in receiver.calls
     finally:
         receiver.socket.close()
