@@ -215,6 +215,19 @@ def test_a_sender_whose_clock_runs_at_16_or_48_khz_is_re_clocked_and_its_stream_
     assert stream.warning == f"rtp-1234abcd: the timestamps ran at {8 * ratio} kHz, not G.711's 8 kHz (re-clocked: played at its length)"
 
 
+@pytest.mark.parametrize("ratio", [2, 6])
+def test_a_16_or_48_khz_clock_whose_stamps_wander_a_few_samples_is_re_clocked_all_the_same(ratio):
+    """Stamps taken from the sender's clock a few samples either side of the audio's (±3 at its rate, as
+    STAMP_SLACK allows an 8 kHz sender) were never learnt as a faster clock: each step read as a skip, and 100
+    packets played as 25480 samples, most of them silence, instead of 16000."""
+    wander = np.random.default_rng(ratio).integers(-3, 4, 100)
+    packets = [RtpPacket(0, p.sequence, p.timestamp * ratio + int(wander[i]), p.ssrc, p.payload) for i, p in enumerate(tone_packets(100))]
+    jitter = JitterBuffer(5)
+    audio = played(jitter, packets)
+    assert jitter.clock_ratio == ratio and (jitter.lost, jitter.late) == (0, 0)
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+
+
 def test_a_sender_without_a_steady_clock_is_played_stretched_and_its_stream_warning_says_so():
     steps = np.random.default_rng(0).integers(161, 800, 100)  # each step more than a packet's 160 samples, none a multiple
     receiver, streams, _ = receiver_with_streams()
