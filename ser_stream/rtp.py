@@ -289,10 +289,9 @@ class JitterBuffer:
         delta = (packet.sequence - highest) & 0xFFFF
         sequence = highest + (delta - 0x10000 if delta >= 0x8000 else delta)
         if sequence - highest >= MAX_DROPOUT or sequence < self.next_sequence - MAX_MISORDER:
-            if (packet.sequence, packet.timestamp) in self.late_strays:  # a copy of a stray already counted late
-                self.duplicates += 1
-            else:
-                self.stray = packet
+            # held even if a copy of a stray already counted late (a copy again counts as a duplicate, not late):
+            # the new numbering's first packet overtaken by the old one's last, then sent again, still starts a restart
+            self.stray = packet
             return []
         if sequence < self.next_sequence and not self.playing and self._starts_call(packet, sequence, highest):
             # the call's first packets arrived out of order: nothing has played, so an earlier one is the call's start
@@ -332,6 +331,9 @@ class JitterBuffer:
 
     def _stray_late(self, packet: RtpPacket) -> None:
         """A packet far outside the window that no restart followed: counted late once, its copies duplicates."""
+        if (packet.sequence, packet.timestamp) in self.late_strays:
+            self.duplicates += 1
+            return
         self.late += 1
         self.late_strays.append((packet.sequence, packet.timestamp))
 
