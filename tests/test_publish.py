@@ -869,8 +869,11 @@ def test_connections_that_cannot_be_accepted_are_counted_once_a_second_however_o
         loop = asyncio.get_running_loop()
         assert publisher.server is not None
         listener = publisher.server.sockets[0]
-        clock = [loop.time()]
-        loop.time = lambda: clock[0]  # type: ignore[method-assign]  # the loop's clock, moved by hand
+        # the loop's clock, moved by hand from a whole number of seconds: from the loop's own time, start + 1.0 - start
+        # came out under 1.0 when start was just under a power of two (4095-4096 s of uptime), and the failure at 1.0 s
+        # was not counted
+        clock = [1000.0]
+        loop.time = lambda: clock[0]  # type: ignore[method-assign]
         counted = []
         try:
             start = clock[0]
