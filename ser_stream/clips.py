@@ -3,6 +3,7 @@ classification and training, so both see a clip the same way."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,6 @@ from ser_stream.audiofile import (
     audio_info,
     block_frames,
     mono_blocks,
-    require_file,
     rounding_floor,
 )
 from ser_stream.errors import AudioInputError, one_line, shown
@@ -130,19 +130,38 @@ class BlockReading:
     lead_in: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # the audio just before it: then too
 
 
-def _input_blocks(path: str | Path, info: Any, block_seconds: float) -> Iterator[NDArray[np.float32]]:
-    """A file (``info``: its ``audio_info``), block by block, as mono audio at its own rate, up to any damage
-    (``audiofile.decoded_blocks``); ``AudioInputError`` at a sample that is not audio, or if it cannot be read."""
+def _input_blocks(path: str | Path, info: Any, identity: tuple[int, ...], block_seconds: float) -> Iterator[NDArray[np.float32]]:
+    """A file (``info``: its ``audio_info``; ``identity``: its ``_identity`` then), block by block, as mono audio at its
+    own rate, up to any damage (``audiofile.decoded_blocks``); ``AudioInputError`` at a sample that is not audio, if it
+    cannot be read, or if it is no longer the file whose header was read."""
     # as many samples a block, all channels counted, as block_seconds of 16 kHz mono: 30 s blocks of 192 kHz
     # 6-channel audio once took 876 MB, and the memory a long file is read in grew with its rate and channel count
+    _require_unchanged(path, identity)
     try:
         yield from mono_blocks(path, block_frames(info.channels, block_seconds), info)
     except (soundfile.LibsndfileError, RuntimeError) as error:
-        try:  # each pass opens the file again: moved or deleted since, libsndfile says only "System error."
-            require_file(path)
-        except AudioInputError as gone:
-            raise AudioInputError(f"{gone}: it was there when reading began") from None
+        _require_unchanged(path, identity)  # moved or deleted since: libsndfile says only "System error."
         raise AudioInputError(f"{shown(path)}: read failed ({one_line(error)})") from None
+    _require_unchanged(path, identity)
+
+
+def _identity(path: str | Path) -> tuple[int, ...]:
+    """What tells one state of a file from another: a file still being written, or replaced, changes it."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _require_unchanged(path: str | Path, identity: tuple[int, ...]) -> None:
+    """Each pass opens the file again: one moved, deleted or rewritten since the first is said to be, not read as
+    other audio (a recording still being written gave later passes more audio than the first had trimmed)."""
+    try:
+        now = _identity(path)
+    except FileNotFoundError:
+        raise AudioInputError(f"{shown(path)}: no such file: it was there when reading began") from None
+    except OSError as error:
+        raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
+    if now != identity:
+        raise AudioInputError(f"{shown(path)}: changed while it was read (still being written, or replaced): classify it once it is complete")
 
 
 @dataclass(frozen=True)
@@ -157,8 +176,13 @@ class BlockSource:
 
 def file_source(path: str | Path) -> BlockSource:
     """A file as a ``BlockSource``; its header is read once, here."""
-    info = audio_info(path)
-    return BlockSource(int(info.samplerate), rounding_floor(info), lambda block_seconds: _input_blocks(path, info, block_seconds))
+    info = audio_info(path)  # first: it says in one line why a path is no readable file
+    try:
+        identity = _identity(path)
+    except OSError:  # gone since that line: said as at any later pass
+        _require_unchanged(path, ())
+        raise
+    return BlockSource(int(info.samplerate), rounding_floor(info), lambda block_seconds: _input_blocks(path, info, identity, block_seconds))
 
 
 def _canonical_blocks(source: BlockSource, block_seconds: float, offset: float = 0.0) -> Iterator[NDArray[np.float32]]:

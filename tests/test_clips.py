@@ -95,3 +95,33 @@ def test_a_file_that_goes_away_between_the_passes_of_a_read_in_blocks_is_said_to
     with pytest.raises(AudioInputError, match=rf"^{re.escape(str(path))}: no such file: it was there when reading began$"):
         list(stream_file_windows(path, WindowConfig(), block_seconds=0.5))
     assert passes == [True, True]
+
+
+@pytest.mark.parametrize("change", ["still being written", "replaced"])
+def test_a_file_that_changes_between_the_passes_of_a_read_in_blocks_is_said_to_have_changed_not_read_as_other_audio(
+        tmp_path, monkeypatch, change):
+    """A recording still being written (or one copied over) gave the later passes other audio than the first had
+    trimmed and measured: windows cut from audio the first pass never saw, without a word."""
+    from ser_stream import clips
+
+    path = tmp_path / "call.wav"
+    soundfile.write(path, speechlike(3.0, 8000), 8000)
+    passes = []
+    read = clips.mono_blocks
+
+    def changed_after_the_first_pass(*arguments):
+        passes.append(len(passes))
+        if len(passes) == 2:
+            if change == "still being written":
+                soundfile.write(path, speechlike(6.0, 8000), 8000)
+            else:
+                replacement = tmp_path / "other.wav"
+                soundfile.write(replacement, speechlike(3.0, 8000, seed=1), 8000)
+                replacement.replace(path)
+        return read(*arguments)
+
+    monkeypatch.setattr(clips, "mono_blocks", changed_after_the_first_pass)
+    with pytest.raises(AudioInputError, match=rf"^{re.escape(str(path))}: changed while it was read \(still being written, or "
+                       r"replaced\): classify it once it is complete$"):
+        list(stream_file_windows(path, WindowConfig(), block_seconds=0.5))
+
