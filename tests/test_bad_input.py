@@ -392,13 +392,13 @@ def test_a_file_read_in_blocks_or_played_as_a_source_has_its_header_read_once(tm
 
 def test_a_file_read_in_blocks_is_read_in_blocks_of_the_same_sample_count_whatever_its_rate_and_channels(tmp_path):
     """Blocks were block_seconds at the file's own rate and channel count: 30 s of 192 kHz 6-channel audio took 876 MB."""
-    from ser_stream.audiofile import MEMORY_BUDGET_RATE, audio_info
-    from ser_stream.clips import _input_blocks
+    from ser_stream.audiofile import MEMORY_BUDGET_RATE
+    from ser_stream.clips import file_source
 
     for rate, channels in ((16000, 1), (48000, 6), (8000, 2)):
         path = tmp_path / f"{rate}-{channels}.wav"
         soundfile.write(path, np.tile(speechlike(3.0, rate)[:, None], (1, channels)), rate)
-        sizes = [block.size for block in _input_blocks(path, audio_info(path), block_seconds=0.5)]
+        sizes = [block.size for block in file_source(path).blocks(0.5)]
         assert max(sizes) * channels == int(0.5 * MEMORY_BUDGET_RATE) // channels * channels, (rate, channels)
         assert sum(sizes) == 3 * rate  # every frame, once
 
