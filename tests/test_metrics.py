@@ -8,6 +8,7 @@ import json
 import time
 import typing
 
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.clients import subscriber_when_up
@@ -19,7 +20,8 @@ from tests.conftest import call_monitor
 HELLO = {"type": "hello", "instance": "ab" * 16, "started_at": "2026-12-02T06:00:00.000Z", "model": "ser_cnn.onnx", "provider": "cpu"}
 STATUS = {"type": "status", "overruns": 2, "overrun_samples": 16000, "input_overflows": 0, "nonfinite_samples": 0, "queue_depth": 7,
           "behind_seconds": 3.5, "latency_ms": {"median": 41.5, "p95": 88.0}, "streams": 3, "windows": 120, "utterances": 9,
-          "refused_streams": 1, "subscribers": 2, "rtp_lost_packets": 4, "a_field_added_later": 5, "a_flag": True}
+          "refused_streams": 1, "subscribers": 2, "rtp_lost_packets": 4, "a_field_added_later": 5, "a_flag": True,
+          "a_fraction_added_later": 2.5}
 REPORT = {"status": "ok", "instance": HELLO["instance"], "started_at": HELLO["started_at"], "streams": 1, "queue_depth": 0,
           "behind_seconds": 0.25, "outbox": 0, "outbox_full_waits": 0, "outbox_drops": 0, "seconds_since_worker_step": 0.01}
 
@@ -60,6 +62,7 @@ def test_a_scraper_reads_the_status_totals_as_counters_and_what_goes_up_and_down
     assert samples["ser_stream_rtp_lost_packets"][0] == "gauge" and "ser_stream_rtp_lost_packets_total" not in samples
     # a field this code does not know yet is exposed all the same, as a total; a true/false one is not a figure
     assert samples["ser_stream_a_field_added_later_total"][1] == "The status field a_field_added_later (docs/protocol.md)"
+    assert value(samples, "ser_stream_a_fraction_added_later_total") == 2.5  # not only whole numbers
     assert not [name for name in samples if "a_flag" in name]
 
 
@@ -71,6 +74,25 @@ def test_what_health_reads_now_wins_over_the_last_status_and_the_state_is_one_of
     assert {labels[0][1]: v for labels, v in samples["ser_stream_worker_state"][2].items()} == {
         "starting": 0, "ok": 0, "stalled": 1, "failed": 0}
     assert samples["ser_stream_outbox_full_waits_total"][0] == "counter"
+
+
+def test_each_health_figure_is_a_gauge_or_a_total_as_it_can_go_down_or_not():
+    samples = scraped(STATUS, report={**REPORT, "outbox": 5, "outbox_full_waits": 2, "outbox_drops": 1})
+    kinds = {name: samples[f"ser_stream_{name}"][0] for name in ("streams", "queue_depth", "behind_seconds", "outbox", "seconds_since_worker_step")}
+    kinds |= {name: samples[f"ser_stream_{name}_total"][0] for name in ("outbox_full_waits", "outbox_drops")}
+    assert kinds == {"streams": "gauge", "queue_depth": "gauge", "behind_seconds": "gauge", "outbox": "gauge",
+                     "seconds_since_worker_step": "gauge", "outbox_full_waits": "counter", "outbox_drops": "counter"}
+    assert value(samples, "ser_stream_outbox") == 5 and value(samples, "ser_stream_outbox_drops_total") == 1
+
+
+def test_a_scraper_that_asks_for_openmetrics_gets_it_and_one_that_asks_for_nothing_gets_prometheus_text():
+    registry = metrics_registry(MonitorCollector(lambda: (STATUS, time.monotonic()), lambda: (True, REPORT), HELLO))
+    body, content_type = exposition(registry, "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0") and body.endswith(b"# EOF\n")
+    families = {family.name: family for family in openmetrics_families(body.decode())}  # the parser refuses text without # EOF
+    assert families["ser_stream_windows"].type == "counter" and families["ser_stream_windows"].samples[0].value == 120
+    plain, plain_type = exposition(registry, None)
+    assert plain_type.startswith("text/plain; version=0.0.4") and b"# EOF" not in plain
 
 
 def test_before_the_first_status_a_scraper_gets_the_run_its_health_and_its_process():

@@ -858,3 +858,99 @@ def test_an_utterance_whose_stream_name_no_text_encoding_holds_is_a_counted_reco
     with pytest.raises(RecordError, match=r"an utterance was not stored \(.*surrogate.*\); it is published without a seq"):
         log.append(utterance("call-\ud800"))
     assert log.failures == 1 and log.append(utterance("call"))["seq"] == 1
+
+
+def test_a_seq_is_never_given_again_even_after_the_newest_utterances_are_deleted(tmp_path, open_log):
+    """A retention job that deletes the newest rows must not make the next utterance reuse their seq: a subscriber that
+    saw seq 3 would skip the new one (its ?since=3 reads after 3), across a restart too."""
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "calls.db")
+    assert [log.append(utterance("call"))["seq"] for _ in range(3)] == [1, 2, 3]
+    with sqlite3.connect(log.path) as retention:
+        retention.execute("DELETE FROM utterances WHERE seq >= 2")
+    assert log.append(utterance("call"))["seq"] == 4
+    log.close()
+    with sqlite3.connect(tmp_path / "calls.db") as retention:
+        retention.execute("DELETE FROM utterances WHERE seq = 4")
+    assert open_log(tmp_path / "calls.db").append(utterance("call"))["seq"] == 5
+
+
+def test_an_utterance_is_stored_while_a_catch_up_is_in_the_middle_of_reading(tmp_path, open_log):
+    """WAL: a reader's open read does not hold the writer (in SQLite's rollback journal it would, for the whole
+    busy timeout, and the utterance would be a record failure)."""
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "calls.db")
+    log.append(utterance("call"))
+    reader = sqlite3.connect(log.path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM utterances").fetchone()[0] == 1  # the read holds its snapshot
+        assert log.append(utterance("call"))["seq"] == 2
+        assert reader.execute("SELECT COUNT(*) FROM utterances").fetchone()[0] == 1
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    assert log.failures == 0 and sorted(stored(log.path)) == [1, 2]
+
+
+def test_pages_read_at_once_are_never_lent_the_same_connection(tmp_path, open_log):
+    """A connection is used by one thread at a time: one lent while still idle would be lent again to the next page."""
+    from contextlib import ExitStack
+
+    from ser_stream.record import CatchUpConnections
+
+    open_log(tmp_path / "calls.db")
+    connections = CatchUpConnections(tmp_path / "calls.db", size=3)
+    try:
+        for at_once in (2, 3):  # the second time, two of the three are idle ones given back
+            with ExitStack() as pages:
+                lent = [pages.enter_context(connections.lent()) for _ in range(at_once)]
+                assert len({id(connection) for connection in lent}) == at_once
+    finally:
+        connections.close()
+
+
+def test_an_insert_that_failed_on_a_held_database_does_not_stop_later_ones_waiting_while_the_monitor_runs(tmp_path, open_log):
+    """Only at shutdown (hurry()) does a failed insert make the rest stop waiting: a backup that held the database
+    once must not turn every later moment of locking into a lost seq."""
+    import threading
+
+    from ser_stream.record import BUSY_TIMEOUT_SECONDS, RecordError
+    from tests.conftest import utterance
+
+    log = open_log(tmp_path / "calls.db")
+    holder = sqlite3.connect(log.path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(RecordError, match="database is locked"):
+            log.append(utterance("call"))
+        # held again, let go well inside the wait (SQLite's own timer: there is no event to wait on instead)
+        release = threading.Timer(BUSY_TIMEOUT_SECONDS / 4, lambda: holder.execute("COMMIT"))
+        release.start()
+        try:
+            assert log.append(utterance("call"))["seq"] == 1
+        finally:
+            release.join()
+    finally:
+        holder.close()
+    assert log.failures == 1
+
+
+def test_a_catch_up_read_without_the_monitors_connections_leaves_no_descriptor_open(tmp_path):
+    """read_since and last_stored_seq called on their own (a script, a tool) open one connection and close it."""
+    from ser_stream.record import last_stored_seq
+    from tests.conftest import utterance
+
+    path = tmp_path / "calls.db"
+    log = UtteranceLog(path)
+    log.append(utterance("call"))
+    log.close()  # no writer left: SQLite keeps a closed connection's descriptor while another holds a lock
+
+    def open_on_it() -> int:
+        return sum(os.readlink(f"/proc/self/fd/{fd}").startswith(str(path)) for fd in os.listdir("/proc/self/fd")
+                   if os.path.islink(f"/proc/self/fd/{fd}"))
+
+    assert [seq for page in read_since(path, 0) for seq, _ in page] == [1] and last_stored_seq(path) == 1
+    assert open_on_it() == 0
