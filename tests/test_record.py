@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from websockets.asyncio.client import connect
@@ -715,7 +717,6 @@ def test_a_catch_up_reads_the_utterances_after_since_up_to_and_with_until_oldest
 def test_an_insert_waits_for_another_writer_that_holds_the_database_for_a_moment_and_is_stored(tmp_path, open_log):
     """docs/reliability.md: inserts wait up to 2 s on another writer (a backup, a retention job's DELETE), so a
     maintenance job's moment of locking loses no seq; only a longer hold makes it a counted failure."""
-    import threading
 
     from ser_stream.record import BUSY_TIMEOUT_SECONDS
     from tests.conftest import utterance
@@ -724,15 +725,28 @@ def test_an_insert_waits_for_another_writer_that_holds_the_database_for_a_moment
     assert log.connection.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_SECONDS * 1000 == 2000
     holder = sqlite3.connect(log.path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
-    # the other writer lets go well inside the wait (SQLite's own timer: there is no event to wait on instead)
+    try:
+        with let_go_within_the_wait(holder):
+            assert log.append(utterance("call"))["seq"] == 1
+    finally:
+        holder.close()
+    assert log.failures == 0 and sorted(stored(log.path)) == [1]
+
+
+@contextlib.contextmanager
+def let_go_within_the_wait(holder: sqlite3.Connection) -> Iterator[None]:
+    """Another writer holding the database lets go well inside an insert's wait (SQLite's own timer: there is no
+    event to wait on instead)."""
+    import threading
+
+    from ser_stream.record import BUSY_TIMEOUT_SECONDS
+
     release = threading.Timer(BUSY_TIMEOUT_SECONDS / 4, lambda: holder.execute("COMMIT"))
     release.start()
     try:
-        assert log.append(utterance("call"))["seq"] == 1
+        yield
     finally:
         release.join()
-        holder.close()
-    assert log.failures == 0 and sorted(stored(log.path)) == [1]
 
 
 def test_catch_up_connections_lend_no_more_than_their_number_at_once_however_turns_are_handed_on(tmp_path, open_log):
@@ -915,9 +929,8 @@ def test_pages_read_at_once_are_never_lent_the_same_connection(tmp_path, open_lo
 def test_an_insert_that_failed_on_a_held_database_does_not_stop_later_ones_waiting_while_the_monitor_runs(tmp_path, open_log):
     """Only at shutdown (hurry()) does a failed insert make the rest stop waiting: a backup that held the database
     once must not turn every later moment of locking into a lost seq."""
-    import threading
 
-    from ser_stream.record import BUSY_TIMEOUT_SECONDS, RecordError
+    from ser_stream.record import RecordError
     from tests.conftest import utterance
 
     log = open_log(tmp_path / "calls.db")
@@ -926,13 +939,8 @@ def test_an_insert_that_failed_on_a_held_database_does_not_stop_later_ones_waiti
         holder.execute("BEGIN IMMEDIATE")
         with pytest.raises(RecordError, match="database is locked"):
             log.append(utterance("call"))
-        # held again, let go well inside the wait (SQLite's own timer: there is no event to wait on instead)
-        release = threading.Timer(BUSY_TIMEOUT_SECONDS / 4, lambda: holder.execute("COMMIT"))
-        release.start()
-        try:
+        with let_go_within_the_wait(holder):  # held again, for a moment
             assert log.append(utterance("call"))["seq"] == 1
-        finally:
-            release.join()
     finally:
         holder.close()
     assert log.failures == 1
