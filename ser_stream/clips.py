@@ -147,20 +147,19 @@ def _input_blocks(path: str | Path, info: Any, identity: tuple[int, ...], block_
 
 def _identity(path: str | Path) -> tuple[int, ...]:
     """What tells one state of a file from another: a file still being written, or replaced, changes it."""
-    status = os.stat(path)
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise AudioInputError(f"{shown(path)}: no such file: it was there when reading began") from None
+    except OSError as error:
+        raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _require_unchanged(path: str | Path, identity: tuple[int, ...]) -> None:
     """Each pass opens the file again: one moved, deleted or rewritten since the first is said to be, not read as
     other audio (a recording still being written gave later passes more audio than the first had trimmed)."""
-    try:
-        now = _identity(path)
-    except FileNotFoundError:
-        raise AudioInputError(f"{shown(path)}: no such file: it was there when reading began") from None
-    except OSError as error:
-        raise AudioInputError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
-    if now != identity:
+    if _identity(path) != identity:
         raise AudioInputError(f"{shown(path)}: changed while it was read (still being written, or replaced): classify it once it is complete")
 
 
@@ -177,11 +176,7 @@ class BlockSource:
 def file_source(path: str | Path) -> BlockSource:
     """A file as a ``BlockSource``; its header is read once, here."""
     info = audio_info(path)  # first: it says in one line why a path is no readable file
-    try:
-        identity = _identity(path)
-    except OSError:  # gone since that line: said as at any later pass
-        _require_unchanged(path, ())
-        raise
+    identity = _identity(path)
     return BlockSource(int(info.samplerate), rounding_floor(info), lambda block_seconds: _input_blocks(path, info, identity, block_seconds))
 
 
