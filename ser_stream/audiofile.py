@@ -252,9 +252,14 @@ ROUNDING_STEPS = {"PCM_U8": 2.0**-7, "PCM_S8": 2.0**-7, "ULAW": 2.0**-12, "ALAW"
 
 
 def rounding_floor(info: Any) -> float:
-    """The mean square under which a file's frames are its format's rounding noise and dither, not sound: half
-    the square of its step; 16-bit's (``windows.TRIM_FLOOR``) for every finer or compressed format."""
-    step = ROUNDING_STEPS.get(info.subtype, 2.0**-15)
+    """The mean square under which a file's frames are its format's rounding noise and dither, not sound."""
+    return subtype_floor(info.subtype)
+
+
+def subtype_floor(subtype: str) -> float:
+    """``rounding_floor`` of a libsndfile subtype (``PCM_16``, ``ULAW``…): half the square of its step; 16-bit's
+    (``windows.TRIM_FLOOR``) for every finer or compressed format."""
+    step = ROUNDING_STEPS.get(subtype, 2.0**-15)
     return step * step / 2
 
 

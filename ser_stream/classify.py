@@ -24,6 +24,7 @@ from ser_stream.audiofile import (
     read_audio,
     read_until_damage,
     rounding_floor,
+    subtype_floor,
     to_mono,
     truncation,
     undecoded,
@@ -111,8 +112,9 @@ def classify_file(path: str | Path, model: EmotionModel, in_memory_seconds: floa
         return FileResult(str(path), error=said([str(error), *shortfalls], path) or str(error))
 
 
-# A whole number's PCM scale and rounding step, as libsndfile reads a WAV of that type (int16 x → x / 32768).
-PCM_SCALES = {np.dtype(np.int16): (2.0**-15, 2.0**-15), np.dtype(np.int32): (2.0**-31, 2.0**-15), np.dtype(np.uint8): (2.0**-7, 2.0**-7)}
+# A whole number's PCM scale as libsndfile reads a WAV of that type (int16 x → x / 32768), and the type's name there,
+# whose rounding floor (``audiofile.subtype_floor``) its samples have.
+PCM_FORMATS = {np.dtype(np.int16): (2.0**-15, "PCM_16"), np.dtype(np.int32): (2.0**-31, "PCM_32"), np.dtype(np.uint8): (2.0**-7, "PCM_U8")}
 
 
 def classify_samples(samples: ArrayLike, sample_rate: int, model: EmotionModel, name: str = "samples",
@@ -155,11 +157,11 @@ def _array_source(array: NDArray[Any], sample_rate: int, floor: float, name: str
 
 
 def _as_float(array: NDArray[Any]) -> NDArray[np.floating]:
-    """PCM samples (``PCM_SCALES``) scaled as libsndfile reads them; float ones as they are."""
-    if array.dtype not in PCM_SCALES:
+    """PCM samples (``PCM_FORMATS``) scaled as libsndfile reads them; float ones as they are."""
+    if array.dtype not in PCM_FORMATS:
         return array
     centre = 128.0 if array.dtype == np.uint8 else 0.0
-    return (array.astype(np.float32) - centre) * np.float32(PCM_SCALES[array.dtype][0])
+    return (array.astype(np.float32) - centre) * np.float32(PCM_FORMATS[array.dtype][0])
 
 
 def _pcm_or_float(samples: ArrayLike, name: str) -> tuple[NDArray[Any], float]:
@@ -175,9 +177,8 @@ def _pcm_or_float(samples: ArrayLike, name: str) -> tuple[NDArray[Any], float]:
         raise AudioInputError(f"{shown(name)}: samples of shape {array.shape}; give (frames,) or (frames, channels)")
     if array.ndim == 2 and array.shape[1] > array.shape[0]:  # torchaudio's and librosa's layout, transposed
         raise AudioInputError(f"{shown(name)}: samples of shape {array.shape} look like (channels, frames); give (frames, channels): samples.T")
-    if array.dtype in PCM_SCALES:
-        step = PCM_SCALES[array.dtype][1]
-        return array, step * step / 2
+    if array.dtype in PCM_FORMATS:
+        return array, subtype_floor(PCM_FORMATS[array.dtype][1])
     if array.dtype.kind != "f":
         raise AudioInputError(f"{shown(name)}: samples of type {array.dtype}; give float samples in [-1, 1], or int16, int32 or uint8 PCM")
     return array, TRIM_FLOOR
