@@ -584,14 +584,15 @@ class Publisher:
             refusal.headers["Allow"] = "GET"
             return refusal
         if "upgrade" not in ", ".join(request.headers.get_all("Connection")).lower():
-            if request.path.split("?", 1)[0] == "/healthz" and self.health is not None:  # no token: it says how, not what
+            resource = request.path.split("?", 1)[0]
+            if resource == "/healthz" and self.health is not None:  # no token: it says how, not what
                 healthy, report = self.health()
                 answer = connection.respond(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE, json.dumps(report) + "\n")
                 del answer.headers["Content-Type"]  # respond() made it text/plain
                 answer.headers["Content-Type"] = "application/json"
                 answer.headers["Cache-Control"] = "no-store"
                 return answer
-            if request.path.split("?", 1)[0] == "/metrics" and self.metrics is not None:
+            if resource == "/metrics" and self.metrics is not None:
                 return self._metrics(connection, request)
             if endpoint(request.path) == "/ingest":  # `curl /ingest` once got the page's 404, "the page and its WebSocket are at /"
                 return self._ingest_without_upgrade(connection, request)
