@@ -425,9 +425,10 @@ def held_by_another_writer(database) -> sqlite3.Connection:
     return holder
 
 
-def open_descriptors(path) -> int:
+def open_descriptors(path, deleted: bool = False) -> int:
+    """Descriptors this process holds on ``path`` (or, with ``deleted``, on a file deleted from there)."""
     names = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
-    return sum(name.startswith(str(path)) for name in names)
+    return sum(name.startswith(str(path)) and (not deleted or name.endswith(" (deleted)")) for name in names)
 
 
 @pytest.mark.parametrize("problem", ["held by another writer", "not a database"])
@@ -805,8 +806,10 @@ def test_a_catch_up_after_the_database_was_replaced_reads_the_file_now_at_the_pa
         path.with_name(path.name + suffix).unlink(missing_ok=True)
     open_log(path).append(utterance("new-call", 1))
     replayed = [json.loads(text) for _, text in next(read_since(path, 0, connections=connections))]
+    held_on_the_old_file = open_descriptors(path, deleted=True)  # an idle connection kept open on it holds its disk space
     connections.close()
     assert [(m["seq"], m["stream"]) for m in replayed] == [(1, "new-call")]
+    assert held_on_the_old_file == 0
 
 
 def test_a_catch_up_page_waiting_for_a_connection_when_the_monitor_stops_fails_at_once_and_none_stays_open(tmp_path, open_log):
@@ -956,9 +959,5 @@ def test_a_catch_up_read_without_the_monitors_connections_leaves_no_descriptor_o
     log.append(utterance("call"))
     log.close()  # no writer left: SQLite keeps a closed connection's descriptor while another holds a lock
 
-    def open_on_it() -> int:
-        return sum(os.readlink(f"/proc/self/fd/{fd}").startswith(str(path)) for fd in os.listdir("/proc/self/fd")
-                   if os.path.islink(f"/proc/self/fd/{fd}"))
-
     assert [seq for page in read_since(path, 0) for seq, _ in page] == [1] and last_stored_seq(path) == 1
-    assert open_on_it() == 0
+    assert open_descriptors(path) == 0
