@@ -180,8 +180,8 @@ class JitterBuffer:
         self.next_sequence: int | None = None
         self.next_timestamp = 0
         self.stray: RtpPacket | None = None  # far outside the window: a restarted numbering if the next one follows it
-        # Until the first packet plays the buffer fills to jitter_packets, so a call whose first packets arrive out
-        # of order starts with the earliest of them rather than dropping it as late.
+        # Until the first packet plays the buffer fills to jitter_packets (or the time they take passes: ``start``),
+        # so a call whose first packets arrive out of order starts with the earliest of them rather than dropping it as late.
         self.playing = False
         self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
         # recent sequence numbers counted lost: one that arrives after all was late, not lost (it was counted both)
@@ -250,6 +250,13 @@ class JitterBuffer:
             "fast (played back to back, not padded with silence)"
         )
 
+    def _take_first_clock(self) -> None:
+        """The call plays before CLOCK_EVIDENCE pairs of packets could agree on its clock (a word, then a pause): it
+        takes the ratio its first pairs agree on, if any, and learns on. Taken for 8 kHz, a 16 kHz sender's few
+        packets were spaced with silence and its pause, stamped at twice its length, played up to 1 s too long."""
+        if not self.clock_learnt and self._clock_guess[1]:
+            self.clock_ratio = self._clock_guess[0]
+
     def _learn_clock(self, packet: RtpPacket) -> None:
         """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
         last, self._last_audio = self._last_audio, packet
@@ -312,9 +319,23 @@ class JitterBuffer:
         self.pending[sequence] = packet
         return self._release(flush=False)
 
+    def window_seconds(self) -> float:
+        """How long the jitter window's packets take to come: ``jitter_packets`` of the longest audio waiting."""
+        longest = max((len(waiting.payload) for waiting in self.pending.values() if waiting.is_audio), default=G711_PACKET_SAMPLES)
+        return self.jitter_packets * longest / G711_SAMPLE_RATE
+
+    def start(self) -> list[NDArray[np.float32]]:
+        """The call's first packets have waited as long as the jitter window's take to come, and fewer came (a word,
+        then a pause): they play, in order, as a call's first ``jitter_packets`` would have by now."""
+        self._take_first_clock()
+        self.playing = True
+        return self._release(flush=False)
+
     def fill(self, samples: int) -> list[NDArray[np.float32]]:
         """No packet has come for a while: what is waiting plays (gaps declared lost), then ``samples`` of silence,
         the call's time passing as it does on a phone. The next packet's timestamp gap counts the silence played."""
+        if not self.playing:
+            self._take_first_clock()
         audio = self._release(flush=True) if self.pending else []
         if samples > 0:
             audio.append(np.zeros(samples, dtype=np.float32))
@@ -579,6 +600,7 @@ class _Call:
     def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
         self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
         self.last_packet = time.monotonic()  # any datagram of it: the idle close counts from here
+        self.opened = self.last_packet  # its first packets play at most a jitter window's time after this
         self.kept_packet = self.last_packet  # the last one not dropped (late, a copy): a pause's silence counts from here
         self.pausing = False  # its last packet was comfort noise: a pause the sender announced
         self.overlong_said = False  # its packets hold more samples than their timestamps advance, and the user was told
@@ -801,7 +823,13 @@ class RtpReceiver:
             quiet = now - call.last_packet
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
-            elif now - call.kept_packet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
+                continue
+            if not call.jitter.playing and now - call.opened >= call.jitter.window_seconds():
+                # fewer packets came than the window holds in the time they take (a word, then a pause): what came
+                # plays, as a call's first ones would have by now. They waited for more until speech resumed, and no
+                # silence was played for the pause meanwhile (then cut to 1 s)
+                self._play(call, call.jitter.start)
+            if now - call.kept_packet >= FILL_AFTER_SECONDS:  # the call's time passes as silence
                 # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short
                 due = round((now - call.kept_packet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
                 if due > 0:

@@ -1385,6 +1385,46 @@ def test_each_pause_of_a_call_that_sends_nothing_is_played_as_silence_as_it_pass
         receiver.socket.close()
 
 
+@pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50)],
+                         ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window"])
+def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_within_the_jitter_window_and_its_pause_played_as_silence(
+        receiver_clock, count, ratio, jitter_packets):
+    """A word of one to four packets, then silence suppression: the packets waited in the jitter window for a fifth
+    that did not come, so nothing was heard and no silence played until speech resumed (2 s on), and then the pause
+    was cut to 1 s, every later time 1 s early. A call of many packets plays its pause as it passes; so does this one,
+    at its sender's clock (16 kHz: its first pairs of packets say so before the clock is learnt). Its packets are heard
+once the jitter window's packets would have come, or once the pause begins to be played, if that is sooner."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
+    payload = tone_payload(440)
+    try:
+        first_arrival = clock[0]
+        for sequence in range(count):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        (stream,), last_arrival = streams["rtp-00000009"], receiver.calls[9].kept_packet
+        # the time the window's packets take to come (or the pause's first silence), and a millisecond
+        clock[0] = min(first_arrival + jitter_packets * 0.02, last_arrival + FILL_AFTER_SECONDS) + 0.001
+        receiver.close_idle(clock[0])
+        assert stream.ring.available() >= count * PACKET_SAMPLES  # heard, no later than a call's first ones are
+        while clock[0] < last_arrival + 1.0:
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        pause_so_far = round((clock[0] - last_arrival - FILL_AFTER_SECONDS) * 8000)
+        assert stream.ring.available() == count * PACKET_SAMPLES + pause_so_far  # the pause passes as it happens
+        while clock[0] < last_arrival + 2.0:
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        resumed = count * PACKET_SAMPLES + 2 * 8000  # speech again, stamped 2 s after the word's end
+        for index in range(50):
+            receiver.receive(rtp(count + index, (resumed + index * PACKET_SAMPLES) * ratio, payload, ssrc=9), "127.0.0.1:4000")
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    assert stream.ring.read().size == (count + 50) * PACKET_SAMPLES + 2 * 8000  # the call's own length
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
     """A call starts with its first audio: a leg that only marks silence or keys (a muted phone) is no stream."""
     receiver, streams, reports = receiver_with_streams()
