@@ -79,6 +79,7 @@ MAX_CALL_IDLE_SECONDS = 60.0  # the longest --call-idle: MAX_DROPOUT packets of 
 CLOCK_RATIOS = (1, 2, 3, 4, 6)
 CLOCK_EVIDENCE = 4
 STAMP_SLACK = 8  # samples a sender's stamps of two packets may be off their audio (160 × n ± 3 each), at its clock's ratio
+LONGEST_PACKET_SAMPLES = 480  # 60 ms: the longest G.711 packets telephony sends, for packets not yet seen
 # A sender whose timestamps still skip ahead at one packet in this many, though no packet is missing, keeps no clock
 # of those (random steps): its call is stretched with silence, which its stream's warning says. Silence suppression
 # skips once a pause, far more rarely.
@@ -360,22 +361,34 @@ class JitterBuffer:
 
     def _starts_call(self, packet: RtpPacket, sequence: int, highest: int) -> bool:
         """Whether a packet numbered before the first ones waiting, none played yet, is the call's start: it is within
-        the jitter window of the highest (2, 0, 1 with a window of 2), or its timestamp lies behind theirs where the
-        sender's clock puts it (a run of first packets overtaken by a later one): by no more than its numbers' worth
-        of the longest packet known, or, the clock not yet learnt, by just that many packets at one of CLOCK_RATIOS
-        (a gateway stamping 48 kHz). A stray older packet of the same SSRC further back, 3 s behind in time but 6 to
-        100 numbers, is not: it was taken for the start, and the call began with its audio, 1 s of silence and up to
-        50 packets counted lost that never were. Within the window it is the call's, as a packet before a pause is."""
+        the jitter window of the highest (2, 0, 1 with a window of 2) and its timestamp no further behind theirs than
+        its numbers and the window's delay could put it (``_within_the_window``), or its timestamp lies behind theirs
+        where the sender's clock puts it (a run of first packets overtaken by a later one): by no more than its
+        numbers' worth of the longest packet known, or, the clock not yet learnt, by just that many packets at one of
+        CLOCK_RATIOS (a gateway stamping 48 kHz). A stray older packet of the same SSRC further back, 3 s behind in
+        time but 6 to 100 numbers, is not: it was taken for the start, and the call began with its audio, 1 s of
+        silence and up to 50 packets counted lost that never were."""
         assert self.next_sequence is not None
-        if sequence >= highest - self.jitter_packets:
-            return True
         numbers_behind = self.next_sequence - sequence
         lengths = {len(packet.payload), *(len(waiting.payload) for waiting in self.pending.values())}
         clock_behind = (self.next_timestamp - packet.timestamp) & 0xFFFFFFFF
+        if sequence >= highest - self.jitter_packets:
+            return self._within_the_window(clock_behind, numbers_behind, max(lengths))
         if 0 < clock_behind <= numbers_behind * max(lengths) * self.clock_ratio:
             return True
         ratios = CLOCK_RATIOS[1:] if not self.clock_learnt else ()
         return any(abs(clock_behind - numbers_behind * length * ratio) <= STAMP_SLACK * ratio for length in lengths for ratio in ratios)
+
+    def _within_the_window(self, clock_behind: int, numbers_behind: int, longest: int) -> bool:
+        """Whether a packet numbered within the jitter window, its stamp ``clock_behind`` the first waiting one's,
+        could be the call's: behind it by no more than its numbers' worth of packets (60 ms ones, for those not seen)
+        and the jitter window's of the longest seen (a packet delayed that much more than those after it), at the
+        sender's clock or, not yet learnt, the fastest of CLOCK_RATIOS; or ahead by a few samples' stamping. A stray
+        older packet further off (an earlier call's on the SSRC, or from before a hold: 3 s behind, or any stamp) was
+        taken whatever its timestamp: the call began with its audio and up to 1 s of silence. Mid-call it is late."""
+        ratio = self.clock_ratio if self.clock_learnt else max(CLOCK_RATIOS)
+        reach = numbers_behind * max(longest, LONGEST_PACKET_SAMPLES) + self.jitter_packets * longest + STAMP_SLACK
+        return clock_behind <= reach * ratio or (-clock_behind) & 0xFFFFFFFF <= STAMP_SLACK * ratio
 
     def _replayed(self, packet: RtpPacket) -> bool:
         """Whether a packet far outside the window is an old one sent again: its number and its timestamp both lie

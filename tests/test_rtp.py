@@ -825,6 +825,23 @@ def test_a_stray_older_packet_before_a_call_plays_is_dropped_as_late_not_taken_f
     assert (jitter.late, jitter.lost) == (1, 0)
 
 
+@pytest.mark.parametrize("behind", [1, 5])
+@pytest.mark.parametrize("stamped", [-3 * 8000, -(1 << 31), 8000, 0x12345678], ids=["3s-behind", "half-the-clock-away", "1s-ahead", "an-earlier-calls"])
+def test_a_stray_older_packet_numbered_within_the_jitter_window_before_a_call_plays_is_dropped_as_late(behind, stamped):
+    """An old packet of the SSRC (an earlier call's, a copy from before a hold) numbered just behind the call's first,
+    but its timestamp far from where its number puts it, came second: within the jitter window it was taken for the
+    call's start whatever its timestamp, and the call began with its audio and up to 1 s of silence. To follow the
+    first packet it was delayed seconds more than the window allows: mid-call it would be late, and so it is here."""
+    packets = tone_packets(50, start_sequence=1000)
+    first = packets[0]
+    stray = RtpPacket(first.payload_type, (first.sequence - behind) & 0xFFFF, (first.timestamp + stamped) & 0xFFFFFFFF,
+                      first.ssrc, bytes(reversed(first.payload)))
+    jitter = JitterBuffer(5)
+    audio = played(jitter, [first, stray, *packets[1:]])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost) == (1, 0)
+
+
 def test_a_second_sender_using_a_calls_ssrc_is_dropped_counted_and_reported_once():
     """RFC 3550 §8.2: an SSRC is its first sender's; another address sending it (a collision) is not merged in."""
     receiver, streams, reports = receiver_with_streams()
@@ -1308,18 +1325,19 @@ def test_a_copy_of_a_packet_up_to_100_numbers_behind_is_a_duplicate_and_further_
     assert (jitter.duplicates, jitter.late, jitter.lost) == (duplicates, late, 0)
 
 
-def test_a_packet_before_a_pause_numbered_within_the_jitter_window_of_the_first_starts_the_call():
-    """Within the jitter window an older packet is the call's whatever its timestamp (one sent before a pause): the
-    call starts with it, its pause played as silence (at most 1 s) and the numbers between counted lost."""
+def test_a_packet_before_a_short_pause_numbered_within_the_jitter_window_of_the_first_starts_the_call():
+    """Within the jitter window an older packet is the call's when its timestamp is no further behind than its numbers
+    and the window's delay put it (one sent before a pause of 40 ms): the call starts with it, its pause played as
+    silence and the numbers between counted lost. Seconds behind, it is a stray (the test above)."""
     packets = tone_packets(50)
     first = packets[0]
-    before_pause = RtpPacket(first.payload_type, (first.sequence - 5) & 0xFFFF, (first.timestamp - 3 * 8000) & 0xFFFFFFFF,
+    before_pause = RtpPacket(first.payload_type, (first.sequence - 5) & 0xFFFF, (first.timestamp - 7 * PACKET_SAMPLES) & 0xFFFFFFFF,
                              first.ssrc, bytes(reversed(first.payload)))
     jitter = JitterBuffer(5)
     audio = played(jitter, [first, before_pause, *packets[1:]])
     assert np.array_equal(audio[:PACKET_SAMPLES], mulaw_decode(before_pause.payload))
     assert np.array_equal(audio[-50 * PACKET_SAMPLES:], mulaw_decode(b"".join(p.payload for p in packets)))
-    assert audio.size == 51 * PACKET_SAMPLES + 8000 and (jitter.late, jitter.lost) == (0, 4)
+    assert audio.size == 51 * PACKET_SAMPLES + 6 * PACKET_SAMPLES and (jitter.late, jitter.lost) == (0, 4)
 
 
 def test_a_pause_played_as_silence_on_a_16_khz_clock_keeps_the_calls_length():
