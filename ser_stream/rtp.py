@@ -78,6 +78,9 @@ MAX_CALL_IDLE_SECONDS = 60.0  # the longest --call-idle: MAX_DROPOUT packets of 
 # default jitter window (5 packets) the clock is known before the first packet plays.
 CLOCK_RATIOS = (1, 2, 3, 4, 6)
 CLOCK_EVIDENCE = 4
+# A call that begins to play before its clock is learnt (a word, then a pause) takes the one its waiting packets say
+# if this many consecutive pairs of them agree: one step of twice a packet is as likely an 8 kHz sender's skip.
+FIRST_CLOCK_PAIRS = 2
 STAMP_SLACK = 8  # samples a sender's stamps of two packets may be off their audio (160 × n ± 3 each), at its clock's ratio
 LONGEST_PACKET_SAMPLES = 480  # 60 ms: the longest G.711 packets telephony sends, for packets not yet seen
 # A sender whose timestamps still skip ahead at one packet in this many, though no packet is missing, keeps no clock
@@ -252,11 +255,25 @@ class JitterBuffer:
         )
 
     def _take_first_clock(self) -> None:
-        """The call plays before CLOCK_EVIDENCE pairs of packets could agree on its clock (a word, then a pause): it
-        takes the ratio its first pairs agree on, if any, and learns on. Taken for 8 kHz, a 16 kHz sender's few
-        packets were spaced with silence and its pause, stamped at twice its length, played up to 1 s too long."""
-        if not self.clock_learnt and self._clock_guess[1]:
-            self.clock_ratio = self._clock_guess[0]
+        """The call begins to play, its clock not learnt: the packets waiting, in sequence (not in the order they
+        came: a swap among them left it unlearnt), say it if each consecutive pair of them steps by the same ratio;
+        CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are taken for now,
+        and it learns on. Taken for 8 kHz, a 16 kHz sender's steps were skips: silence between its first packets
+        (100 ms where its first two were swapped), and its pause, stamped at twice its length, up to 1 s too long."""
+        ratios, pairs = set(), 0
+        for sequence, packet in self.pending.items():
+            following = self.pending.get(sequence + 1)
+            if following is None or not packet.is_audio or not following.is_audio or not packet.payload:
+                continue
+            step = (following.timestamp - packet.timestamp) & 0xFFFFFFFF
+            ratio = round(step / len(packet.payload))  # G.711: a byte a sample
+            if ratio not in CLOCK_RATIOS or abs(step - ratio * len(packet.payload)) > STAMP_SLACK * ratio:
+                return  # a step that is no multiple (as _learn_clock has it): no clock to take
+            ratios.add(ratio)
+            pairs += 1
+        if len(ratios) == 1 and pairs >= FIRST_CLOCK_PAIRS:
+            (self.clock_ratio,) = ratios
+            self.clock_learnt = pairs >= CLOCK_EVIDENCE
 
     def _learn_clock(self, packet: RtpPacket) -> None:
         """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
@@ -328,15 +345,11 @@ class JitterBuffer:
     def start(self) -> list[NDArray[np.float32]]:
         """The call's first packets have waited as long as the jitter window's take to come, and fewer came (a word,
         then a pause): they play, in order, as a call's first ``jitter_packets`` would have by now."""
-        self._take_first_clock()
-        self.playing = True
-        return self._release(flush=False)
+        return self._release(flush=False, start=True)
 
     def fill(self, samples: int) -> list[NDArray[np.float32]]:
         """No packet has come for a while: what is waiting plays (gaps declared lost), then ``samples`` of silence,
         the call's time passing as it does on a phone. The next packet's timestamp gap counts the silence played."""
-        if not self.playing:
-            self._take_first_clock()
         audio = self._release(flush=True) if self.pending else []
         if samples > 0:
             audio.append(np.zeros(samples, dtype=np.float32))
@@ -411,10 +424,12 @@ class JitterBuffer:
         self.arrived_late.clear()
         return audio + self._release(flush=False)
 
-    def _release(self, flush: bool) -> list[NDArray[np.float32]]:
+    def _release(self, flush: bool, start: bool = False) -> list[NDArray[np.float32]]:
         audio: list[NDArray[np.float32]] = []
-        if not flush and not self.playing and len(self.pending) < self.jitter_packets:
+        if not flush and not start and not self.playing and len(self.pending) < self.jitter_packets:
             return audio
+        if not self.playing and not self.clock_learnt:
+            self._take_first_clock()
         self.playing = True
         while self.pending:
             assert self.next_sequence is not None

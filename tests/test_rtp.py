@@ -810,6 +810,19 @@ def test_a_call_stamped_at_16_or_48_khz_whose_first_packets_are_overtaken_keeps_
     assert np.array_equal(audio[: PACKET_SAMPLES], mulaw_decode(packets[0].payload))  # the call starts with its first packet
 
 
+@pytest.mark.parametrize("ratio", [2, 6])
+@pytest.mark.parametrize(("arrival", "depth"), [([1, 0], 5), ([0, 2, 1], 5), ([9, 0, 1, 2, 3, 4, 5, 6, 7, 8], 5)])
+def test_a_call_stamped_at_16_or_48_khz_whose_first_packets_arrive_out_of_order_plays_at_its_length(arrival, depth, ratio):
+    """Its clock was learnt from pairs of packets in the order they came, so a swap among the first ones left it
+    unlearnt when the call began to play: each step of 2 or 6 times a packet was taken for a skip at 8 kHz, and 100 to
+    600 ms of silence were put between its first packets. The packets waiting when it begins, in sequence, say it."""
+    packets = [RtpPacket(p.payload_type, p.sequence, p.timestamp * ratio, p.ssrc, p.payload) for p in tone_packets(40)]
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, [packets[index] for index in arrival] + packets[len(arrival):])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost, jitter.clock_skips, jitter.clock_ratio) == (0, 0, 0, ratio)
+
+
 @pytest.mark.parametrize("behind", [6, 20, 60, 99])
 def test_a_stray_older_packet_before_a_call_plays_is_dropped_as_late_not_taken_for_its_start(behind):
     """An old packet of the same SSRC (before a hold), numbers behind the call's first but 3 s behind in time, came
