@@ -78,7 +78,11 @@ MAX_CALL_IDLE_SECONDS = 60.0  # the longest --call-idle: MAX_DROPOUT packets of 
 # default jitter window (5 packets) the clock is known before the first packet plays.
 CLOCK_RATIOS = (1, 2, 3, 4, 6)
 CLOCK_EVIDENCE = 4
+# A call that begins to play before its clock is learnt (a word, then a pause) takes the one its waiting packets say
+# if this many consecutive pairs of them agree: one step of twice a packet is as likely an 8 kHz sender's skip.
+FIRST_CLOCK_PAIRS = 2
 STAMP_SLACK = 8  # samples a sender's stamps of two packets may be off their audio (160 × n ± 3 each), at its clock's ratio
+LONGEST_PACKET_SAMPLES = 480  # 60 ms: the longest G.711 packets telephony sends, for packets not yet seen
 # A sender whose timestamps still skip ahead at one packet in this many, though no packet is missing, keeps no clock
 # of those (random steps): its call is stretched with silence, which its stream's warning says. Silence suppression
 # skips once a pause, far more rarely.
@@ -180,8 +184,8 @@ class JitterBuffer:
         self.next_sequence: int | None = None
         self.next_timestamp = 0
         self.stray: RtpPacket | None = None  # far outside the window: a restarted numbering if the next one follows it
-        # Until the first packet plays the buffer fills to jitter_packets, so a call whose first packets arrive out
-        # of order starts with the earliest of them rather than dropping it as late.
+        # Until the first packet plays the buffer fills to jitter_packets (or the time they take passes: ``start``),
+        # so a call whose first packets arrive out of order starts with the earliest of them rather than dropping it as late.
         self.playing = False
         self.played: deque[int] = deque(maxlen=MAX_MISORDER)  # recent sequence numbers: a copy of one is a duplicate
         # recent sequence numbers counted lost: one that arrives after all was late, not lost (it was counted both)
@@ -250,6 +254,27 @@ class JitterBuffer:
             "fast (played back to back, not padded with silence)"
         )
 
+    def _take_first_clock(self) -> None:
+        """The call begins to play, its clock not learnt: the packets waiting, in sequence (not in the order they
+        came: a swap among them left it unlearnt), say it if each consecutive pair of them steps by the same ratio;
+        CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are taken for now,
+        and it learns on. Taken for 8 kHz, a 16 kHz sender's steps were skips: silence between its first packets
+        (100 ms where its first two were swapped), and its pause, stamped at twice its length, up to 1 s too long."""
+        ratios, pairs = set(), 0
+        for sequence, packet in self.pending.items():
+            following = self.pending.get(sequence + 1)
+            if following is None or not packet.is_audio or not following.is_audio or not packet.payload:
+                continue
+            step = (following.timestamp - packet.timestamp) & 0xFFFFFFFF
+            ratio = round(step / len(packet.payload))  # G.711: a byte a sample
+            if ratio not in CLOCK_RATIOS or abs(step - ratio * len(packet.payload)) > STAMP_SLACK * ratio:
+                return  # a step that is no multiple (as _learn_clock has it): no clock to take
+            ratios.add(ratio)
+            pairs += 1
+        if len(ratios) == 1 and pairs >= FIRST_CLOCK_PAIRS:
+            (self.clock_ratio,) = ratios
+            self.clock_learnt = pairs >= CLOCK_EVIDENCE
+
     def _learn_clock(self, packet: RtpPacket) -> None:
         """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
         last, self._last_audio = self._last_audio, packet
@@ -312,6 +337,16 @@ class JitterBuffer:
         self.pending[sequence] = packet
         return self._release(flush=False)
 
+    def window_seconds(self) -> float:
+        """How long the jitter window's packets take to come: ``jitter_packets`` of the longest audio waiting."""
+        longest = max((len(waiting.payload) for waiting in self.pending.values() if waiting.is_audio), default=G711_PACKET_SAMPLES)
+        return self.jitter_packets * longest / G711_SAMPLE_RATE
+
+    def start(self) -> list[NDArray[np.float32]]:
+        """The call's first packets have waited as long as the jitter window's take to come, and fewer came (a word,
+        then a pause): they play, in order, as a call's first ``jitter_packets`` would have by now."""
+        return self._release(flush=False, start=True)
+
     def fill(self, samples: int) -> list[NDArray[np.float32]]:
         """No packet has come for a while: what is waiting plays (gaps declared lost), then ``samples`` of silence,
         the call's time passing as it does on a phone. The next packet's timestamp gap counts the silence played."""
@@ -339,22 +374,34 @@ class JitterBuffer:
 
     def _starts_call(self, packet: RtpPacket, sequence: int, highest: int) -> bool:
         """Whether a packet numbered before the first ones waiting, none played yet, is the call's start: it is within
-        the jitter window of the highest (2, 0, 1 with a window of 2), or its timestamp lies behind theirs where the
-        sender's clock puts it (a run of first packets overtaken by a later one): by no more than its numbers' worth
-        of the longest packet known, or, the clock not yet learnt, by just that many packets at one of CLOCK_RATIOS
-        (a gateway stamping 48 kHz). A stray older packet of the same SSRC further back, 3 s behind in time but 6 to
-        100 numbers, is not: it was taken for the start, and the call began with its audio, 1 s of silence and up to
-        50 packets counted lost that never were. Within the window it is the call's, as a packet before a pause is."""
+        the jitter window of the highest (2, 0, 1 with a window of 2) and its timestamp no further behind theirs than
+        its numbers and the window's delay could put it (``_within_the_window``), or its timestamp lies behind theirs
+        where the sender's clock puts it (a run of first packets overtaken by a later one): by no more than its
+        numbers' worth of the longest packet known, or, the clock not yet learnt, by just that many packets at one of
+        CLOCK_RATIOS (a gateway stamping 48 kHz). A stray older packet of the same SSRC further back, 3 s behind in
+        time but 6 to 100 numbers, is not: it was taken for the start, and the call began with its audio, 1 s of
+        silence and up to 50 packets counted lost that never were."""
         assert self.next_sequence is not None
-        if sequence >= highest - self.jitter_packets:
-            return True
         numbers_behind = self.next_sequence - sequence
         lengths = {len(packet.payload), *(len(waiting.payload) for waiting in self.pending.values())}
         clock_behind = (self.next_timestamp - packet.timestamp) & 0xFFFFFFFF
+        if sequence >= highest - self.jitter_packets:
+            return self._within_the_window(clock_behind, numbers_behind, max(lengths))
         if 0 < clock_behind <= numbers_behind * max(lengths) * self.clock_ratio:
             return True
         ratios = CLOCK_RATIOS[1:] if not self.clock_learnt else ()
         return any(abs(clock_behind - numbers_behind * length * ratio) <= STAMP_SLACK * ratio for length in lengths for ratio in ratios)
+
+    def _within_the_window(self, clock_behind: int, numbers_behind: int, longest: int) -> bool:
+        """Whether a packet numbered within the jitter window, its stamp ``clock_behind`` the first waiting one's,
+        could be the call's: behind it by no more than its numbers' worth of packets (60 ms ones, for those not seen)
+        and the jitter window's of the longest seen (a packet delayed that much more than those after it), at the
+        sender's clock or, not yet learnt, the fastest of CLOCK_RATIOS; or ahead by a few samples' stamping. A stray
+        older packet further off (an earlier call's on the SSRC, or from before a hold: 3 s behind, or any stamp) was
+        taken whatever its timestamp: the call began with its audio and up to 1 s of silence. Mid-call it is late."""
+        ratio = self.clock_ratio if self.clock_learnt else max(CLOCK_RATIOS)
+        reach = numbers_behind * max(longest, LONGEST_PACKET_SAMPLES) + self.jitter_packets * longest + STAMP_SLACK
+        return clock_behind <= reach * ratio or (-clock_behind) & 0xFFFFFFFF <= STAMP_SLACK * ratio
 
     def _replayed(self, packet: RtpPacket) -> bool:
         """Whether a packet far outside the window is an old one sent again: its number and its timestamp both lie
@@ -377,10 +424,12 @@ class JitterBuffer:
         self.arrived_late.clear()
         return audio + self._release(flush=False)
 
-    def _release(self, flush: bool) -> list[NDArray[np.float32]]:
+    def _release(self, flush: bool, start: bool = False) -> list[NDArray[np.float32]]:
         audio: list[NDArray[np.float32]] = []
-        if not flush and not self.playing and len(self.pending) < self.jitter_packets:
+        if not flush and not start and not self.playing and len(self.pending) < self.jitter_packets:
             return audio
+        if not self.playing and not self.clock_learnt:
+            self._take_first_clock()
         self.playing = True
         while self.pending:
             assert self.next_sequence is not None
@@ -579,6 +628,7 @@ class _Call:
     def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
         self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
         self.last_packet = time.monotonic()  # any datagram of it: the idle close counts from here
+        self.opened = self.last_packet  # its first packets play at most a jitter window's time after this
         self.kept_packet = self.last_packet  # the last one not dropped (late, a copy): a pause's silence counts from here
         self.pausing = False  # its last packet was comfort noise: a pause the sender announced
         self.overlong_said = False  # its packets hold more samples than their timestamps advance, and the user was told
@@ -801,7 +851,13 @@ class RtpReceiver:
             quiet = now - call.last_packet
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
-            elif now - call.kept_packet >= FILL_AFTER_SECONDS and call.jitter.playing:  # the call's time passes as silence
+                continue
+            if not call.jitter.playing and now - call.opened >= call.jitter.window_seconds():
+                # fewer packets came than the window holds in the time they take (a word, then a pause): what came
+                # plays, as a call's first ones would have by now. They waited for more until speech resumed, and no
+                # silence was played for the pause meanwhile (then cut to 1 s)
+                self._play(call, call.jitter.start)
+            if now - call.kept_packet >= FILL_AFTER_SECONDS:  # the call's time passes as silence
                 # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short
                 due = round((now - call.kept_packet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
                 if due > 0:

@@ -810,6 +810,19 @@ def test_a_call_stamped_at_16_or_48_khz_whose_first_packets_are_overtaken_keeps_
     assert np.array_equal(audio[: PACKET_SAMPLES], mulaw_decode(packets[0].payload))  # the call starts with its first packet
 
 
+@pytest.mark.parametrize("ratio", [2, 6])
+@pytest.mark.parametrize(("arrival", "depth"), [([1, 0], 5), ([0, 2, 1], 5), ([9, 0, 1, 2, 3, 4, 5, 6, 7, 8], 5)])
+def test_a_call_stamped_at_16_or_48_khz_whose_first_packets_arrive_out_of_order_plays_at_its_length(arrival, depth, ratio):
+    """Its clock was learnt from pairs of packets in the order they came, so a swap among the first ones left it
+    unlearnt when the call began to play: each step of 2 or 6 times a packet was taken for a skip at 8 kHz, and 100 to
+    600 ms of silence were put between its first packets. The packets waiting when it begins, in sequence, say it."""
+    packets = [RtpPacket(p.payload_type, p.sequence, p.timestamp * ratio, p.ssrc, p.payload) for p in tone_packets(40)]
+    jitter = JitterBuffer(depth)
+    audio = played(jitter, [packets[index] for index in arrival] + packets[len(arrival):])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost, jitter.clock_skips, jitter.clock_ratio) == (0, 0, 0, ratio)
+
+
 @pytest.mark.parametrize("behind", [6, 20, 60, 99])
 def test_a_stray_older_packet_before_a_call_plays_is_dropped_as_late_not_taken_for_its_start(behind):
     """An old packet of the same SSRC (before a hold), numbers behind the call's first but 3 s behind in time, came
@@ -818,6 +831,23 @@ def test_a_stray_older_packet_before_a_call_plays_is_dropped_as_late_not_taken_f
     packets = tone_packets(50)
     first = packets[0]
     stray = RtpPacket(first.payload_type, (first.sequence - behind) & 0xFFFF, (first.timestamp - 3 * 8000) & 0xFFFFFFFF,
+                      first.ssrc, bytes(reversed(first.payload)))
+    jitter = JitterBuffer(5)
+    audio = played(jitter, [first, stray, *packets[1:]])
+    assert np.array_equal(audio, mulaw_decode(b"".join(p.payload for p in packets)))
+    assert (jitter.late, jitter.lost) == (1, 0)
+
+
+@pytest.mark.parametrize("behind", [1, 5])
+@pytest.mark.parametrize("stamped", [-3 * 8000, -(1 << 31), 8000, 0x12345678], ids=["3s-behind", "half-the-clock-away", "1s-ahead", "an-earlier-calls"])
+def test_a_stray_older_packet_numbered_within_the_jitter_window_before_a_call_plays_is_dropped_as_late(behind, stamped):
+    """An old packet of the SSRC (an earlier call's, a copy from before a hold) numbered just behind the call's first,
+    but its timestamp far from where its number puts it, came second: within the jitter window it was taken for the
+    call's start whatever its timestamp, and the call began with its audio and up to 1 s of silence. To follow the
+    first packet it was delayed seconds more than the window allows: mid-call it would be late, and so it is here."""
+    packets = tone_packets(50, start_sequence=1000)
+    first = packets[0]
+    stray = RtpPacket(first.payload_type, (first.sequence - behind) & 0xFFFF, (first.timestamp + stamped) & 0xFFFFFFFF,
                       first.ssrc, bytes(reversed(first.payload)))
     jitter = JitterBuffer(5)
     audio = played(jitter, [first, stray, *packets[1:]])
@@ -1308,18 +1338,19 @@ def test_a_copy_of_a_packet_up_to_100_numbers_behind_is_a_duplicate_and_further_
     assert (jitter.duplicates, jitter.late, jitter.lost) == (duplicates, late, 0)
 
 
-def test_a_packet_before_a_pause_numbered_within_the_jitter_window_of_the_first_starts_the_call():
-    """Within the jitter window an older packet is the call's whatever its timestamp (one sent before a pause): the
-    call starts with it, its pause played as silence (at most 1 s) and the numbers between counted lost."""
+def test_a_packet_before_a_short_pause_numbered_within_the_jitter_window_of_the_first_starts_the_call():
+    """Within the jitter window an older packet is the call's when its timestamp is no further behind than its numbers
+    and the window's delay put it (one sent before a pause of 40 ms): the call starts with it, its pause played as
+    silence and the numbers between counted lost. Seconds behind, it is a stray (the test above)."""
     packets = tone_packets(50)
     first = packets[0]
-    before_pause = RtpPacket(first.payload_type, (first.sequence - 5) & 0xFFFF, (first.timestamp - 3 * 8000) & 0xFFFFFFFF,
+    before_pause = RtpPacket(first.payload_type, (first.sequence - 5) & 0xFFFF, (first.timestamp - 7 * PACKET_SAMPLES) & 0xFFFFFFFF,
                              first.ssrc, bytes(reversed(first.payload)))
     jitter = JitterBuffer(5)
     audio = played(jitter, [first, before_pause, *packets[1:]])
     assert np.array_equal(audio[:PACKET_SAMPLES], mulaw_decode(before_pause.payload))
     assert np.array_equal(audio[-50 * PACKET_SAMPLES:], mulaw_decode(b"".join(p.payload for p in packets)))
-    assert audio.size == 51 * PACKET_SAMPLES + 8000 and (jitter.late, jitter.lost) == (0, 4)
+    assert audio.size == 51 * PACKET_SAMPLES + 6 * PACKET_SAMPLES and (jitter.late, jitter.lost) == (0, 4)
 
 
 def test_a_pause_played_as_silence_on_a_16_khz_clock_keeps_the_calls_length():
@@ -1383,6 +1414,46 @@ def test_each_pause_of_a_call_that_sends_nothing_is_played_as_silence_as_it_pass
         assert stream.ring.read().size == 100 * PACKET_SAMPLES + 2 * 4000
     finally:
         receiver.socket.close()
+
+
+@pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50)],
+                         ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window"])
+def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_within_the_jitter_window_and_its_pause_played_as_silence(
+        receiver_clock, count, ratio, jitter_packets):
+    """A word of one to four packets, then silence suppression: the packets waited in the jitter window for a fifth
+    that did not come, so nothing was heard and no silence played until speech resumed (2 s on), and then the pause
+    was cut to 1 s, every later time 1 s early. A call of many packets plays its pause as it passes; so does this one,
+    at its sender's clock (16 kHz: its first pairs of packets say so before the clock is learnt). Its packets are heard
+once the jitter window's packets would have come, or once the pause begins to be played, if that is sooner."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
+    payload = tone_payload(440)
+    try:
+        first_arrival = clock[0]
+        for sequence in range(count):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        (stream,), last_arrival = streams["rtp-00000009"], receiver.calls[9].kept_packet
+        # the time the window's packets take to come (or the pause's first silence), and a millisecond
+        clock[0] = min(first_arrival + jitter_packets * 0.02, last_arrival + FILL_AFTER_SECONDS) + 0.001
+        receiver.close_idle(clock[0])
+        assert stream.ring.available() >= count * PACKET_SAMPLES  # heard, no later than a call's first ones are
+        while clock[0] < last_arrival + 1.0:
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        pause_so_far = round((clock[0] - last_arrival - FILL_AFTER_SECONDS) * 8000)
+        assert stream.ring.available() == count * PACKET_SAMPLES + pause_so_far  # the pause passes as it happens
+        while clock[0] < last_arrival + 2.0:
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        resumed = count * PACKET_SAMPLES + 2 * 8000  # speech again, stamped 2 s after the word's end
+        for index in range(50):
+            receiver.receive(rtp(count + index, (resumed + index * PACKET_SAMPLES) * ratio, payload, ssrc=9), "127.0.0.1:4000")
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    assert stream.ring.read().size == (count + 50) * PACKET_SAMPLES + 2 * 8000  # the call's own length
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
 
 
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
