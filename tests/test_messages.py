@@ -89,3 +89,38 @@ def test_wall_clock_times_are_utc_iso_8601_to_the_millisecond():
     stamp = utc_now()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
     assert datetime.fromisoformat(stamp).tzinfo == UTC
+
+
+def test_latencies_are_summarised_to_a_tenth_of_a_millisecond_unless_asked_for_more():
+    """The benchmarks' figures are to 0.1 ms (the status asks for 0.01 ms itself)."""
+    from ser_stream.messages import latency_summary
+
+    assert latency_summary([12.34, 56.78]) == {"median": 34.6, "p95": 56.8}
+
+
+def test_a_notice_about_a_stream_names_it_before_its_message_and_one_about_none_has_no_stream_field():
+    """protocol.md: an error or warning's ``stream`` comes before its ``message`` on the wire, and is absent (not
+    null) for a notice about no stream."""
+    from ser_stream.messages import notice
+
+    assert list(notice("warning", "lost 3 packets", "call").items()) == [("type", "warning"), ("stream", "call"), ("message", "lost 3 packets")]
+    assert notice("error", "database unreadable") == {"type": "error", "message": "database unreadable"}
+
+
+def test_probabilities_are_sent_as_plain_floats_to_five_decimals():
+    """numpy's float32 is no JSON number (``json.dumps`` refuses it), and its digits past the fifth only lengthen every
+    window and utterance message."""
+    import json
+
+    import numpy as np
+
+    from ser_stream.messages import rounded
+
+    probabilities = rounded({"angry": np.float32(0.123456789), "calm": np.float64(0.876543211)})
+    assert json.dumps(probabilities) == '{"angry": 0.12346, "calm": 0.87654}'
+
+
+def test_hello_says_the_protocol_version_protocol_md_documents():
+    from ser_stream.messages import PROTOCOL_VERSION
+
+    assert (REPO / "docs" / "protocol.md").read_text().splitlines()[0] == f"# WebSocket protocol, version {PROTOCOL_VERSION}"

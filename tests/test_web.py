@@ -585,6 +585,69 @@ def test_every_plain_http_answer_says_its_connection_closes_so_a_client_asks_aga
                        ("/nowhere", 404, "close", True), ("/", 200, "close", True)]
 
 
+def plain_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP GET (no upgrade), as a browser asks for the page: status, headers and body."""
+    import http.client
+
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        client.request("GET", path)
+        response = client.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        client.close()
+
+
+def test_the_page_is_index_html_whole_at_slash_or_index_html_whatever_the_query_utf8_html_and_never_cached():
+    """The page is index.html byte for byte (its `…` and `→` too) at / and /index.html, with a query or without (a
+    bookmark, a wallboard's URL); it is `text/html; charset=utf-8`, never sniffed as another type, and `no-store`: a
+    page kept by a browser would be run against a newer monitor. The favicon's 204 may be kept for a day."""
+    from ser_stream.web import PAGE
+
+    def served(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, str | None, str | None, str | None, bytes]:
+        status, headers, body = answer
+        return status, headers.get("Content-Type"), headers.get("X-Content-Type-Options"), headers.get("Cache-Control"), body
+
+    page_paths = ("/", "/index.html", "/?from=wallboard", "/index.html?from=wallboard")
+    with serving() as server:
+        pages = {path: served(plain_get(server.port, path)) for path in page_paths}
+        favicon = served(plain_get(server.port, "/favicon.ico"))
+    assert pages == dict.fromkeys(page_paths, (200, "text/html; charset=utf-8", "nosniff", "no-store", PAGE.read_bytes()))
+    assert favicon == (204, None, "nosniff", "max-age=86400", b"")
+
+
+def test_the_pages_policy_runs_only_its_own_inline_script_and_style_and_lets_no_site_frame_it_or_take_a_form():
+    """Its Content-Security-Policy: nothing by default; its one inline script and one style by their SHA-256 (an
+    injected script, an event-handler attribute, a changed page: none runs); connections to its own origin only; no
+    <base> to move its URLs, no form target, no site framing it (clickjacking). The page of a monitor run with
+    --token, which asks for the token, has the same policy: its <meta> tag is neither script nor style."""
+    import base64
+    import functools
+    import hashlib
+    import re
+
+    from ser_stream.web import PAGE, TOKEN_REQUIRED
+
+    html = PAGE.read_text(encoding="utf-8")
+
+    def digest(tag: str) -> str:
+        (block,) = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        return f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'"
+
+    policies, pages = {}, {}
+    for token_required in (False, True):
+        with serving() as server:
+            server.publisher.page = functools.partial(serve_page, token_required=token_required)
+            status, headers, pages[token_required] = plain_get(server.port, "/")
+        assert status == 200
+        policies[token_required] = {name: values for name, *values in (part.split() for part in headers["Content-Security-Policy"].split(";"))}
+    assert policies[False] == policies[True] == {
+        "default-src": ["'none'"], "script-src": [digest("script")], "style-src": [digest("style")], "connect-src": ["'self'"],
+        "img-src": ["'self'"], "base-uri": ["'none'"], "form-action": ["'none'"], "frame-ancestors": ["'none'"],
+    }
+    assert TOKEN_REQUIRED.encode() not in pages[False] and pages[True].count(TOKEN_REQUIRED.encode()) == 1
+
+
 def test_a_page_reloaded_left_or_closed_leaves_by_choice_and_is_not_counted_as_cut_off(browser):
     """A subscriber that closes with any code but 1000, 1001 or none is counted as cut off, with what was queued for
     it: the browser closes the page's connection with 1001 (going away) when it is reloaded, navigated away from or
