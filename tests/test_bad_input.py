@@ -645,6 +645,8 @@ def test_an_empty_path_is_a_usage_line_not_read_as_the_current_folder(capsys, ar
         (["--ingest", "--pace", "fast"], "--pace fast: only with --source file:PATH (live sources, calls and pipes arrive at their own pace)"),
         (["--source", "stdin:"], "source 'stdin:' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
         (["--source", "mic:"], "source 'mic:' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
+        (["--source", "file:"], "source 'file:' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
+        (["--source", "rtp::5004"], "source 'rtp::5004' is not file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT"),
     ],
 )
 def test_an_option_no_source_of_the_run_can_use_is_one_line_naming_it(capsys, sources, reason):

@@ -549,14 +549,14 @@ def test_a_file_in_real_time_arrives_when_spoken_however_long_it_then_waits_for_
 
     path = tmp_path / "tone.wav"
     rate = 8000
-    soundfile.write(path, (0.1 * np.sin(np.arange(rate) / 5)).astype(np.float32), rate)
+    soundfile.write(path, (0.1 * np.sin(np.arange(rate + 100) / 5)).astype(np.float32), rate)  # 20 blocks and a bit
     clock = fake_source_clock(monkeypatch)
     written: list[tuple[float, float | None, int]] = []  # (when written, its arrival as the source gives it, samples)
 
     sink = Sink(2 * rate)
     sink.ring = ring_full_at_its_third_write(2 * rate, clock, written)
     sources.FileSource(str(path), pace="realtime").run(sink, threading.Event())
-    assert sink.error is None and sum(size for _, _, size in written) == rate
+    assert sink.error is None and [size for _, _, size in written] == [400] * 20 + [100]  # 50 ms blocks, as a live source's
     assert all(when >= arrived for when, arrived, _ in written)  # none written before its last sample was spoken
     spoken = 0
     for _, arrived, size in written:
@@ -649,3 +649,162 @@ def test_an_mpeg_frame_header_gives_its_length_with_its_padding_and_a_second_one
     assert mpeg_frame_length(first, like=first) == 417
     assert mpeg_frame_length(b"\xff\xfb\x94\x64", like=first) is None  # 48 kHz
     assert mpeg_frame_length(b"\xff\xfd\x90\x64", like=first) is None  # layer II
+
+
+def test_a_stereo_wav_on_stdin_cut_short_is_said_to_hold_the_seconds_it_held():
+    """The seconds held count frames of both channels: a stereo stream cut at 1 s of 3 holds 1 s, not 2."""
+    pcm = (np.column_stack([tone(3.0, 16000), tone(3.0, 16000)]) * 32767).astype("<i2")
+    whole = wav_bytes(pcm, 16000)
+    sink = read_stdin(whole[: 44 + 16000 * 4], channels=2)
+    assert sink.error is None and sink.ring.available() == 16000
+    assert sink.warning == "stdin: truncated: its WAV header promises 3.00 s of audio, the stream held 1.00 s; only that was heard"
+
+
+def test_a_wav_on_stdin_stopped_before_its_end_is_not_said_to_be_truncated():
+    """A stop (Ctrl-C) in the middle of a WAV cuts the stream short; the stream itself was whole, so no warning says it
+    ended before the audio its header promises."""
+    stop = threading.Event()
+
+    class PipeStoppedAfterItsFirstBlock(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            if self.tell() > 44:  # past the header: the first block of audio has been read
+                stop.set()
+            return data
+
+    sink = Sink(1 << 20)
+    whole = wav_bytes((tone(3.0, 16000) * 32767).astype("<i2"), 16000)
+    StdinSource(16000, 1, stream=PipeStoppedAfterItsFirstBlock(whole)).run(sink, stop)
+    assert sink.finished and sink.error is None
+    assert sink.ring.available() == 800  # the block read before the stop
+    assert sink.warning is None
+
+
+def test_a_file_in_real_time_stopped_while_it_waits_for_a_block_to_be_spoken_writes_nothing_more(tmp_path, monkeypatch):
+    """Ctrl-C while a realtime file sleeps until its next block is due: the block it held is written, no later one (the
+    ring has room, so only the source's own check of the stop ends it; without it the file played on to its end)."""
+    import ser_stream.sources as sources
+
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, tone(1.0, 8000), 8000)
+    stop = threading.Event()
+    monkeypatch.setattr(sources, "time", types.SimpleNamespace(monotonic=lambda: 1000.0, sleep=lambda seconds: stop.set()))
+    sink = Sink(1 << 20)
+    sources.FileSource(str(path), pace="realtime").run(sink, stop)
+    assert sink.finished and sink.error is None
+    assert sink.ring.written == 400  # its first 50 ms block, held when the stop came
+    assert sink.warning is None
+
+
+class Trickle(io.BytesIO):
+    """A pipe that returns at most ``most`` bytes per read, as a slow writer's pipe does."""
+
+    def __init__(self, data: bytes, most: int) -> None:
+        super().__init__(data)
+        self.most = most
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self.most if size is None or size < 0 else min(size, self.most))
+
+
+@pytest.mark.parametrize("most", [1, 5, 7])
+def test_a_wav_or_raw_stereo_on_stdin_that_trickles_in_a_few_bytes_per_read_is_heard_as_if_read_whole(most):
+    """A pipe may return fewer bytes than asked: the header is gathered, frames split across reads are joined."""
+    pcm = (np.column_stack([tone(0.2, 16000), tone(0.2, 16000)]) * 32767).astype("<i2")
+    for data in (wav_bytes(pcm, 16000), pcm.tobytes()):
+        sink = Sink(1 << 20)
+        StdinSource(16000, 2, stream=Trickle(data, most)).run(sink, threading.Event())
+        assert sink.finished and sink.error is None and sink.warning is None
+        np.testing.assert_array_equal(sink.ring.read(), read_stdin(data, channels=2).ring.read())
+        assert sink.ring.written == 3200
+
+
+def test_raw_pcm_that_starts_with_riff_but_is_no_wav_is_heard_as_audio():
+    """Only the whole 12 bytes of a WAV's start (RIFF, a size, WAVE) make a stream a WAV; raw PCM may spell RIFF by chance."""
+    pcm = np.frombuffer(b"RIFF" + struct.pack("<I", 1000) + b"abcd", "<i2").copy()
+    pcm = np.concatenate([pcm, (tone(0.1, 16000) * 32767).astype("<i2")])
+    sink = read_stdin(pcm.tobytes())
+    assert sink.error is None
+    np.testing.assert_array_equal(sink.ring.read(), pcm.astype(np.float32) / 32768.0)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.13])  # a whole number of 50 ms reads, and not
+def test_a_wav_streams_audio_is_read_to_its_end_and_no_further_whatever_its_length(seconds):
+    """The last read of a WAV's audio asks for what is left of it, not a whole block: the chunk after it is not audio."""
+    pcm = (tone(seconds, 16000) * 32767).astype("<i2").tobytes()
+    tags = b"LIST" + struct.pack("<I", 26) + b"INFOISFT" + struct.pack("<I", 14) + b"libsndfile-1.2\x00\x00"
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+    body = b"WAVE" + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm + tags
+    sink = read_stdin(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sink.error is None and sink.warning is None
+    np.testing.assert_array_equal(sink.ring.read(), np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)
+
+
+def chunk(name: bytes, body: bytes) -> bytes:
+    """A RIFF chunk: its name, size and body, padded to an even length."""
+    return name + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) % 2)
+
+
+def test_a_wavs_own_chunks_after_its_audio_are_skipped_quietly_whatever_their_names_or_sizes():
+    """Chunk names may hold a space ('id3 ', as ID3 tags in a WAV are named); an odd-sized chunk's pad byte is skipped
+    before the next chunk."""
+    whole = wav_bytes((tone(0.5, 16000) * 32767).astype("<i2"), 16000)
+    after = chunk(b"id3 ", b"ID3\x03\x00\x00\x00\x00\x00\x01\x00") + chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 5) + b"sox!\x00") + chunk(b"cue ", bytes(4))
+    assert len(after) % 2 == 0 and b"\x00LIST" in after  # the 13-byte LIST chunk is followed by its pad byte
+    sink = read_stdin(whole + after)
+    assert sink.error is None and sink.ring.available() == 8000
+    assert sink.warning is None
+
+
+@pytest.mark.parametrize("after", [b"\x01\x02\x03", b"\x01" * 8, chunk(b"data", b"\x01\x02\x03\x04")],
+                         ids=["three bytes", "eight bytes", "a second data chunk"])
+def test_bytes_after_a_wavs_audio_that_are_no_chunk_of_it_are_counted_however_few(after):
+    """A few stray bytes, or a second data chunk (audio this WAV's header did not point to), are said to be unheard."""
+    whole = wav_bytes((tone(0.5, 16000) * 32767).astype("<i2"), 16000)
+    sink = read_stdin(whole + after)
+    assert sink.error is None and sink.ring.available() == 8000
+    assert sink.warning == (f"stdin: {len(after)} bytes after the WAV's audio were not heard (not a chunk of that WAV: a second file "
+                            "joined to it? pipe one WAV at a time, or raw PCM)")
+
+
+@pytest.mark.parametrize("before_data", [chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 5) + b"sox!\x00"), chunk(b"junk", bytes(1 << 20))],
+                         ids=["odd-sized, padded", "of 1 MiB, the most read whole"])
+def test_a_wav_streams_chunks_before_its_audio_are_skipped_to_the_byte(before_data):
+    """A chunk of odd size is followed by a pad byte; one of up to WAV_CHUNK_LIMIT bytes is read whole and passed over."""
+    pcm = (tone(0.5, 16000) * 32767).astype("<i2").tobytes()
+    fmt = chunk(b"fmt ", struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16))
+    body = b"WAVE" + fmt + before_data + chunk(b"data", pcm)
+    sink = read_stdin(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sink.error is None and sink.warning is None
+    np.testing.assert_array_equal(sink.ring.read(), np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)
+
+
+def test_a_wav_stream_whose_header_says_0_channels_is_not_told_to_give_channels_0():
+    """--channels 0 would be refused in turn: a header of 0 channels gets the range stdin takes."""
+    fmt = chunk(b"fmt ", struct.pack("<HHIIHH", 1, 0, 16000, 0, 0, 16))
+    body = b"WAVE" + fmt + chunk(b"data", bytes(3200))
+    sink = read_stdin(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sink.error == ("stdin: the stream is a WAV of 16000 Hz, 0 channels, 16-bit PCM, not the 16000 Hz, 1 channel, 16-bit PCM "
+                          "expected; stdin takes 1 to 64 channels: mix or pick channels first (sox … remix 1-64)")
+    assert sink.ring.available() == 0
+
+
+def test_an_mpeg_frame_header_needs_all_eleven_sync_bits():
+    """0xFFE… starts a frame; a header with any of the sync's last three bits clear is no frame (raw PCM, then)."""
+    assert mpeg_frame_length(b"\xff\xfb\x90\x64") == 417
+    for second_byte in (0x1B, 0x7B, 0xBB, 0xDB):
+        assert mpeg_frame_length(bytes([0xFF, second_byte, 0x90, 0x64])) is None
+
+
+def test_an_mpeg_frame_header_of_layer_i_counts_4_byte_slots_and_a_second_header_must_be_of_the_same_version():
+    """Layer I frames are counted in 4-byte slots; an MPEG-2 header after an MPEG-1 frame is no frame of its stream."""
+    assert mpeg_frame_length(b"\xff\xff\x90\x64") == 312  # MPEG-1 layer I, 288 kbit/s, 44.1 kHz: 78 slots
+    first = b"\xff\xfb\x90\x64"  # MPEG-1 layer III
+    assert mpeg_frame_length(b"\xff\xf3\x90\x64") is not None  # MPEG-2 layer III: a frame of its own
+    assert mpeg_frame_length(b"\xff\xf3\x90\x64", like=first) is None
+
+
+def test_a_microphone_opened_at_a_rate_given_takes_that_rate_not_the_devices_default():
+    """--mic-rate 8000 on a device whose default is 16 kHz: the stream is opened at 8 kHz."""
+    assert MicSource("3", 8000, sounddevice=LookupRecorder()).sample_rate == 8000
+    assert MicSource("3", sounddevice=LookupRecorder()).sample_rate == 16000
