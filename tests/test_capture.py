@@ -21,13 +21,13 @@ from tests.conftest import stand_in_sounddevice
 
 
 class Flags:
-    """What PortAudio passes as ``status``: a CallbackFlags-like object."""
+    """What PortAudio passes as ``status``: a CallbackFlags-like object, true if any flag is set."""
 
-    def __init__(self, input_overflow: bool = False) -> None:
-        self.input_overflow = input_overflow
+    def __init__(self, input_overflow: bool = False, input_underflow: bool = False) -> None:
+        self.input_overflow, self.input_underflow = input_overflow, input_underflow
 
     def __bool__(self) -> bool:
-        return self.input_overflow
+        return self.input_overflow or self.input_underflow
 
 
 class Sink:
@@ -43,14 +43,14 @@ class Sink:
         self.gaps.append((self.ring.written, samples))
 
 
-def test_callback_copies_blocks_in_order_and_counts_input_overflows():
+def test_callback_copies_blocks_in_order_and_counts_input_overflows_and_no_other_flag():
     sink = Sink(4096)
     callback = make_callback(sink)
     blocks = [np.arange(i * 256, (i + 1) * 256, dtype=np.float32).reshape(-1, 1) / 10000 for i in range(8)]
     for index, block in enumerate(blocks):
-        callback(block, 256, None, Flags(input_overflow=index == 3))
+        callback(block, 256, None, Flags(input_overflow=index in (3, 6), input_underflow=index == 5))
     assert np.allclose(sink.ring.read(), np.concatenate(blocks)[:, 0])
-    assert sink.input_overflows == 1
+    assert sink.input_overflows == 2
 
 
 def test_callback_never_blocks_when_the_reader_falls_behind():
