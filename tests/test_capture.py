@@ -16,7 +16,15 @@ import soundfile
 
 from ser_stream.errors import AudioInputError
 from ser_stream.ringbuffer import RingBuffer
-from ser_stream.sources import DevicePolicy, MicSource, StdinSource, list_devices, make_callback, mpeg_frame_length
+from ser_stream.sources import (
+    DevicePolicy,
+    MicSource,
+    StdinSource,
+    _wait_for_room,
+    list_devices,
+    make_callback,
+    mpeg_frame_length,
+)
 from tests.conftest import stand_in_sounddevice
 
 
@@ -808,3 +816,14 @@ def test_a_microphone_opened_at_a_rate_given_takes_that_rate_not_the_devices_def
     """--mic-rate 8000 on a device whose default is 16 kHz: the stream is opened at 8 kHz."""
     assert MicSource("3", 8000, sounddevice=LookupRecorder()).sample_rate == 8000
     assert MicSource("3", sounddevice=LookupRecorder()).sample_rate == 16000
+
+
+def test_a_patient_source_waits_only_while_the_ring_has_less_room_than_its_block():
+    """A block that exactly fills the room left is written at once: waiting then for one more sample held a file
+    source until the reader read, or, with no reader, for ever. Without room it waits, and a stop ends the wait."""
+    sink = Sink(1000)
+    sink.ring.write(np.zeros(600, np.float32))
+    stopped = threading.Event()
+    stopped.set()  # a wait would end at once, unwritten: only a block that needs none is written
+    assert _wait_for_room(sink, 400, stopped) is True
+    assert _wait_for_room(sink, 401, stopped) is False
