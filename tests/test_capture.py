@@ -21,6 +21,7 @@ from ser_stream.sources import (
     MicSource,
     StdinSource,
     _wait_for_room,
+    add_warning,
     list_devices,
     make_callback,
     mpeg_frame_length,
@@ -827,3 +828,14 @@ def test_a_patient_source_waits_only_while_the_ring_has_less_room_than_its_block
     stopped.set()  # a wait would end at once, unwritten: only a block that needs none is written
     assert _wait_for_room(sink, 400, stopped) is True
     assert _wait_for_room(sink, 401, stopped) is False
+
+
+def test_a_streams_warnings_are_joined_and_a_new_count_of_a_fault_replaces_the_one_it_said_before():
+    """What a stream says at its end: each fault once, the latest count of each (a renumbered call that then went quiet
+    once said only that it went quiet); a count whose earlier one was never said is added, not lost."""
+    sink = Sink(16)
+    add_warning(sink, "chunk numbers renumbered 1 time")
+    add_warning(sink, "no media for 2 s")
+    add_warning(sink, "chunk numbers renumbered 2 times", replacing="chunk numbers renumbered 1 time")
+    add_warning(sink, "1 late chunk dropped", replacing="0 late chunks dropped")
+    assert sink.warning == "chunk numbers renumbered 2 times; no media for 2 s; 1 late chunk dropped"
