@@ -1881,8 +1881,12 @@ def test_a_stdout_nobody_reads_holds_up_no_subscriber_and_the_monitor_exits_sayi
         process.kill()
         os.close(reader)
     printed = [message for message in messages if message["type"] in ("utterance", "error", "warning")]
-    assert sum(message["type"] == "utterance" for message in messages) == len(bounds)  # every one, to the subscriber
-    assert [message["type"] for message in messages][-2:] == ["stream_ended", "status"]
+    types = [message["type"] for message in messages]
+    assert types.count("utterance") == len(bounds)  # every one, to the subscriber
+    # the stream's end, then the run's totals; a status falls due about once a second, and when one fell due in the
+    # worker's last step it came between them (a loaded machine's longer steps make that likelier)
+    assert types[types.index("stream_ended"):] in (["stream_ended", "status"], ["stream_ended", "status", "status"])
+    assert messages[-1]["utterances"] == len(bounds)
     assert process.returncode == 1, errors
     assert errors.splitlines()[-1] == (f"ser-stream: error: stdout: {len(printed)} line(s) were not written: its reader stopped reading "
                                        "or fell 10000 lines behind (stdout_drops)")
