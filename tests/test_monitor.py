@@ -2018,10 +2018,14 @@ class ReaderTold:
 
 
 def printer_waiting_for_room(outputs) -> threading.Thread:
-    """A thread printing 20 lines to stdout, found still waiting for room a second after it started."""
+    """A thread printing 20 lines to stdout, found waiting for room: stdout's writer holds the first line, its queue
+    the next ``capacity``. Found so a second after it started, it could still be short of filling the queue on a
+    loaded machine, and the event loop's line after it was then queued instead of dropped."""
     printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
     printer.start()
-    printer.join(1.0)
+    stdout = outputs.writers["stdout"]
+    with stdout.changed:
+        assert stdout.changed.wait_for(lambda: stdout.writing and len(stdout.lines) == stdout.capacity, 60)
     assert printer.is_alive()  # waiting for room: nothing read yet, nothing dropped
     return printer
 
