@@ -1909,16 +1909,20 @@ def test_a_stderr_nobody_reads_holds_up_nothing_and_sigterm_still_stops_the_moni
     stdout = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True)
     stdout.start()
     try:
-        first = json.loads(lines.get(timeout=60))  # the first utterance, printed while stderr takes nothing
+        # up to the first utterance, printed while stderr takes nothing; a warning may come before it: on a loaded
+        # machine the worker can fall 2 s behind the file (read in real time, as live audio), and says so
+        printed = [json.loads(lines.get(timeout=60))]
+        while printed[-1]["type"] != "utterance":
+            printed.append(json.loads(lines.get(timeout=60)))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 1
-        stdout.join(10)
+        stdout.join(60)
     finally:
         process.kill()
         os.close(reader)
-    said = [first["type"]] + [lines.get_nowait() for _ in range(lines.qsize())]
-    assert said[0] == "utterance"
-    assert any(': stopped before the end of its file' in line for line in said[1:])  # the stop was acted on
+    said = [lines.get_nowait() for _ in range(lines.qsize())]  # after the first utterance
+    assert all(message["type"] == "warning" for message in printed[:-1])
+    assert any(': stopped before the end of its file' in line for line in said)  # the stop was acted on
     unwritten = re.fullmatch(r"ser-stream: error: stderr: (\d+) line\(s\) were not written: its reader stopped reading or fell 10000 lines "
                              r"behind \(stderr_drops\)\n", said[-1])
     assert unwritten is not None and int(unwritten[1]) >= 2  # the page's address, the stop's warning
