@@ -1881,8 +1881,12 @@ def test_a_stdout_nobody_reads_holds_up_no_subscriber_and_the_monitor_exits_sayi
         process.kill()
         os.close(reader)
     printed = [message for message in messages if message["type"] in ("utterance", "error", "warning")]
-    assert sum(message["type"] == "utterance" for message in messages) == len(bounds)  # every one, to the subscriber
-    assert [message["type"] for message in messages][-2:] == ["stream_ended", "status"]
+    types = [message["type"] for message in messages]
+    assert types.count("utterance") == len(bounds)  # every one, to the subscriber
+    # the stream's end, then the run's totals; a status falls due about once a second, and when one fell due in the
+    # worker's last step it came between them (a loaded machine's longer steps make that likelier)
+    assert types[types.index("stream_ended"):] in (["stream_ended", "status"], ["stream_ended", "status", "status"])
+    assert messages[-1]["utterances"] == len(bounds)
     assert process.returncode == 1, errors
     assert errors.splitlines()[-1] == (f"ser-stream: error: stdout: {len(printed)} line(s) were not written: its reader stopped reading "
                                        "or fell 10000 lines behind (stdout_drops)")
@@ -1905,16 +1909,20 @@ def test_a_stderr_nobody_reads_holds_up_nothing_and_sigterm_still_stops_the_moni
     stdout = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True)
     stdout.start()
     try:
-        first = json.loads(lines.get(timeout=60))  # the first utterance, printed while stderr takes nothing
+        # up to the first utterance, printed while stderr takes nothing; a warning may come before it: on a loaded
+        # machine the worker can fall 2 s behind the file (read in real time, as live audio), and says so
+        printed = [json.loads(lines.get(timeout=60))]
+        while printed[-1]["type"] != "utterance":
+            printed.append(json.loads(lines.get(timeout=60)))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 1
-        stdout.join(10)
+        stdout.join(60)
     finally:
         process.kill()
         os.close(reader)
-    said = [first["type"]] + [lines.get_nowait() for _ in range(lines.qsize())]
-    assert said[0] == "utterance"
-    assert any(': stopped before the end of its file' in line for line in said[1:])  # the stop was acted on
+    said = [lines.get_nowait() for _ in range(lines.qsize())]  # after the first utterance
+    assert all(message["type"] == "warning" for message in printed[:-1])
+    assert any(': stopped before the end of its file' in line for line in said)  # the stop was acted on
     unwritten = re.fullmatch(r"ser-stream: error: stderr: (\d+) line\(s\) were not written: its reader stopped reading or fell 10000 lines "
                              r"behind \(stderr_drops\)\n", said[-1])
     assert unwritten is not None and int(unwritten[1]) >= 2  # the page's address, the stop's warning
@@ -2014,10 +2022,14 @@ class ReaderTold:
 
 
 def printer_waiting_for_room(outputs) -> threading.Thread:
-    """A thread printing 20 lines to stdout, found still waiting for room a second after it started."""
+    """A thread printing 20 lines to stdout, found waiting for room: stdout's writer holds the first line, its queue
+    the next ``capacity``. Found so a second after it started, it could still be short of filling the queue on a
+    loaded machine, and the event loop's line after it was then queued instead of dropped."""
     printer = threading.Thread(target=lambda: [outputs.print_line(f"line {number:02d}", to_stderr=False) for number in range(20)])
     printer.start()
-    printer.join(1.0)
+    stdout = outputs.writers["stdout"]
+    with stdout.changed:
+        assert stdout.changed.wait_for(lambda: stdout.writing and len(stdout.lines) == stdout.capacity, 60)
     assert printer.is_alive()  # waiting for room: nothing read yet, nothing dropped
     return printer
 
