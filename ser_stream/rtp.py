@@ -628,7 +628,7 @@ class _Call:
     def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
         self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
         self.last_packet = time.monotonic()  # any datagram of it: the idle close counts from here
-        self.opened = self.last_packet  # its first packets play at most a jitter window's time after this
+        self.opened = self.last_packet  # its first packets play at most a jitter window's time (FILL_AFTER_SECONDS at least) after this
         self.kept_packet = self.last_packet  # the last one not dropped (late, a copy): a pause's silence counts from here
         self.pausing = False  # its last packet was comfort noise: a pause the sender announced
         self.overlong_said = False  # its packets hold more samples than their timestamps advance, and the user was told
@@ -852,10 +852,12 @@ class RtpReceiver:
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
                 continue
-            if not call.jitter.playing and now - call.opened >= call.jitter.window_seconds():
+            if not call.jitter.playing and now - call.opened >= max(call.jitter.window_seconds(), FILL_AFTER_SECONDS):
                 # fewer packets came than the window holds in the time they take (a word, then a pause): what came
                 # plays, as a call's first ones would have by now. They waited for more until speech resumed, and no
-                # silence was played for the pause meanwhile (then cut to 1 s)
+                # silence was played for the pause meanwhile (then cut to 1 s). Not before FILL_AFTER_SECONDS: a
+                # first packet overtaken by its second, the rest held up, is waited for as a missing one is mid-call
+                # (at the window's 100 ms it was dropped as late, and the call began with its second)
                 self._play(call, call.jitter.start)
             if now - call.kept_packet >= FILL_AFTER_SECONDS:  # the call's time passes as silence
                 # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short

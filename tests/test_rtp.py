@@ -1418,13 +1418,14 @@ def test_each_pause_of_a_call_that_sends_nothing_is_played_as_silence_as_it_pass
 
 @pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50)],
                          ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window"])
-def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_within_the_jitter_window_and_its_pause_played_as_silence(
+def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_by_the_time_its_pause_begins_and_its_pause_played_as_silence(
         receiver_clock, count, ratio, jitter_packets):
     """A word of one to four packets, then silence suppression: the packets waited in the jitter window for a fifth
     that did not come, so nothing was heard and no silence played until speech resumed (2 s on), and then the pause
     was cut to 1 s, every later time 1 s early. A call of many packets plays its pause as it passes; so does this one,
     at its sender's clock (16 kHz: its first pairs of packets say so before the clock is learnt). Its packets are heard
-once the jitter window's packets would have come, or once the pause begins to be played, if that is sooner."""
+once the jitter window's packets would have come, but no sooner than a missing packet is given up mid-call (0.25 s
+after its first), or once the pause begins to be played, if that is sooner."""
     clock = receiver_clock
     receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
     payload = tone_payload(440)
@@ -1434,8 +1435,9 @@ once the jitter window's packets would have come, or once the pause begins to be
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
             clock[0] += 0.02
         (stream,), last_arrival = streams["rtp-00000009"], receiver.calls[9].kept_packet
-        # the time the window's packets take to come (or the pause's first silence), and a millisecond
-        clock[0] = min(first_arrival + jitter_packets * 0.02, last_arrival + FILL_AFTER_SECONDS) + 0.001
+        # the time the window's packets take to come, at least FILL_AFTER_SECONDS (or the pause's first silence),
+        # and a millisecond
+        clock[0] = min(first_arrival + max(jitter_packets * 0.02, FILL_AFTER_SECONDS), last_arrival + FILL_AFTER_SECONDS) + 0.001
         receiver.close_idle(clock[0])
         assert stream.ring.available() >= count * PACKET_SAMPLES  # heard, no later than a call's first ones are
         while clock[0] < last_arrival + 1.0:
@@ -1453,6 +1455,39 @@ once the jitter window's packets would have come, or once the pause begins to be
     finally:
         receiver.socket.close()
     assert stream.ring.read().size == (count + 50) * PACKET_SAMPLES + 2 * 8000  # the call's own length
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
+@pytest.mark.parametrize("before", [0, 50], ids=["at-the-calls-start", "mid-call"])
+def test_a_packet_overtaken_by_the_next_and_arriving_in_a_burst_200_ms_later_plays_at_a_calls_start_as_mid_call(
+        receiver_clock, before):
+    """The packet after it comes alone, the rest 200 ms later in a burst (a network holding up a call's first
+    packets, Wi-Fi waking): mid-call a missing packet is waited for until its pause's silence would begin (0.25 s),
+    and so it is at the call's start. The few-packet start played the packet after it alone 100 ms after it came,
+    so the call's first packet was dropped as late and the call began with its second (r20 review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    payloads = [tone_payload(300 + 10 * sequence) for sequence in range(before + 20)]
+
+    def send_packet(sequence: int) -> None:
+        receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payloads[sequence], ssrc=9), "127.0.0.1:4000")
+
+    try:
+        for sequence in range(before):
+            send_packet(sequence)
+            clock[0] += 0.02
+        send_packet(before + 1)  # overtakes packet ``before``
+        for _ in range(2):  # the receiver's checks, every 0.1 s, while the rest are held up
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        clock[0] += 0.02
+        for sequence in [before, *range(before + 2, before + 20)]:  # the burst
+            send_packet(sequence)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    assert np.array_equal(stream.ring.read(), mulaw_decode(b"".join(payloads)))  # every packet, in order, no silence
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
 
 
