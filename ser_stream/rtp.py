@@ -218,6 +218,9 @@ class JitterBuffer:
         self.clock_learnt = False
         self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
         self._last_audio: RtpPacket | None = None  # the last audio packet to arrive, for the step to the next
+        # it began to play before its packets could say its clock (one, then its pause's silence): its next ones wait
+        # as its first did, until the window's worth do, so that their steps say it, not play as skips one by one
+        self.clock_unheard = False
 
     def late_samples(self) -> int:
         """How far the call's steady steps played behind the sender's clock (ahead of it when negative): what packets
@@ -254,26 +257,43 @@ class JitterBuffer:
             "fast (played back to back, not padded with silence)"
         )
 
-    def _take_first_clock(self) -> None:
+    def _take_first_clock(self) -> bool:
         """The call begins to play, its clock not learnt: the packets waiting, in sequence (not in the order they
         came: a swap among them left it unlearnt), say it if each consecutive pair of them steps by the same ratio;
-        CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are taken for now,
-        and it learns on. Taken for 8 kHz, a 16 kHz sender's steps were skips: silence between its first packets
-        (100 ms where its first two were swapped), and its pause, stamped at twice its length, up to 1 s too long."""
+        CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are
+        taken for now, and it learns on; whether one was. Taken for 8 kHz, a 16 kHz sender's steps were skips:
+        silence between its first packets (100 ms where its first two were swapped), and its pause, stamped at twice
+        its length, up to 1 s too long. Also once it plays, for the packets held after one that said none
+        (``clock_unheard``)."""
         ratios, pairs = set(), 0
-        for sequence, packet in self.pending.items():
-            following = self.pending.get(sequence + 1)
-            if following is None or not packet.is_audio or not following.is_audio or not packet.payload:
+        waiting = sorted(self.pending)
+        for sequence, following_sequence in zip(waiting, waiting[1:]):
+            packet, following = self.pending[sequence], self.pending[following_sequence]
+            if not packet.is_audio or not following.is_audio or not packet.payload:
                 continue
+            if following_sequence != sequence + 1:
+                continue
+            expected = len(packet.payload)  # G.711: a byte a sample
             step = (following.timestamp - packet.timestamp) & 0xFFFFFFFF
-            ratio = round(step / len(packet.payload))  # G.711: a byte a sample
-            if ratio not in CLOCK_RATIOS or abs(step - ratio * len(packet.payload)) > STAMP_SLACK * ratio:
-                return  # a step that is no multiple (as _learn_clock has it): no clock to take
+            ratio = round(step / expected)
+            if ratio not in CLOCK_RATIOS or abs(step - ratio * expected) > STAMP_SLACK * ratio:
+                return False  # a step that is no multiple (as _learn_clock has it): no clock to take
             ratios.add(ratio)
             pairs += 1
-        if len(ratios) == 1 and pairs >= FIRST_CLOCK_PAIRS:
-            (self.clock_ratio,) = ratios
-            self.clock_learnt = pairs >= CLOCK_EVIDENCE
+        if len(ratios) != 1 or pairs < FIRST_CLOCK_PAIRS:
+            return False
+        (ratio,) = ratios
+        self._set_clock(ratio, learnt=pairs >= CLOCK_EVIDENCE)
+        return True
+
+    def _set_clock(self, ratio: int, learnt: bool) -> None:
+        """The sender's clock, taken or learnt; once playing, the time played since the last packet (stepped at the
+        old ratio) is stepped at the new one: a call that played one packet and its pause's silence before its clock
+        was learnt took the silence for part of the next packet's step, and played that much again."""
+        if self.playing:
+            since = self.filled + (self.packet_samples if self._last_was_audio else 0)
+            self.next_timestamp = (self.next_timestamp + since * (ratio - self.clock_ratio)) & 0xFFFFFFFF
+        self.clock_ratio, self.clock_learnt = ratio, learnt
 
     def _learn_clock(self, packet: RtpPacket) -> None:
         """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
@@ -289,7 +309,7 @@ class JitterBuffer:
         agreeing = self._clock_guess[1] + 1 if ratio == self._clock_guess[0] else 1
         self._clock_guess = (ratio, agreeing)
         if agreeing >= CLOCK_EVIDENCE:
-            self.clock_ratio, self.clock_learnt = ratio, True
+            self._set_clock(ratio, learnt=True)
 
     def push(self, packet: RtpPacket) -> list[NDArray[np.float32]]:
         """Add a packet; return whatever audio is now ready, in order."""
@@ -426,10 +446,12 @@ class JitterBuffer:
 
     def _release(self, flush: bool, start: bool = False) -> list[NDArray[np.float32]]:
         audio: list[NDArray[np.float32]] = []
-        if not flush and not start and not self.playing and len(self.pending) < self.jitter_packets:
+        holding = not self.playing or (self.clock_unheard and not self.clock_learnt)
+        if not flush and not start and holding and len(self.pending) < self.jitter_packets:
             return audio
-        if not self.playing and not self.clock_learnt:
-            self._take_first_clock()
+        if holding and not self.clock_learnt:
+            # held until the window's worth waited, whatever they said: held no longer
+            self.clock_unheard = not self._take_first_clock() and len(self.pending) < self.jitter_packets
         self.playing = True
         while self.pending:
             assert self.next_sequence is not None

@@ -1416,8 +1416,8 @@ def test_each_pause_of_a_call_that_sends_nothing_is_played_as_silence_as_it_pass
         receiver.socket.close()
 
 
-@pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50)],
-                         ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window"])
+@pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50), (1, 2, 5)],
+                         ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window", "one-at-16khz"])
 def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_by_the_time_its_pause_begins_and_its_pause_played_as_silence(
         receiver_clock, count, ratio, jitter_packets):
     """A word of one to four packets, then silence suppression: the packets waited in the jitter window for a fifth
@@ -1489,6 +1489,44 @@ def test_a_packet_overtaken_by_the_next_and_arriving_in_a_burst_200_ms_later_pla
     (stream,) = streams["rtp-00000009"]
     assert np.array_equal(stream.ring.read(), mulaw_decode(b"".join(payloads)))  # every packet, in order, no silence
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
+@pytest.mark.parametrize(("ratio", "jitter_packets", "burst"),
+                         [(6, 50, [9, 2, 14, 5, 1, 11, 7, 3, 15, 12, 4, 8, 13, 6, 10]), (6, 5, list(range(1, 16))),
+                          (2, 5, list(range(1, 16)))],
+                         ids=["48khz-reordered-in-a-one-second-window", "48khz-in-order", "16khz-in-order"])
+def test_a_16_or_48_khz_call_that_began_to_play_on_one_packet_takes_its_clock_from_the_packets_after_it(
+        receiver_clock, ratio, jitter_packets, burst):
+    """A gateway stamping 16 or 48 kHz: the call's first packet comes alone and the next 15 are held up 0.3 s, then
+    come in a burst. The first packet plays once its pause's silence begins (0.25 s), before any step between
+    packets could say the clock; the burst's packets wait as a call's first ones do, and say it. Each played as soon
+    as its turn came, the clock learnt only from four steps in the order they came, so its first ones played as
+    skips and the silence played for the hold-up was counted at 8 kHz: 0.85 s of the call played as 0.89 s (16 kHz),
+    1.1 s (48 kHz), or, its burst reordered in a one-second window, 2.7 s (r20 review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
+    payloads = [tone_payload(300 + 10 * sequence) for sequence in range(40)]
+
+    def send_packet(sequence: int) -> None:
+        receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payloads[sequence], ssrc=9), "127.0.0.1:4000")
+
+    try:
+        send_packet(0)
+        for _ in range(3):  # the receiver's checks, every 0.1 s: the last plays packet 0 and 50 ms of silence
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        for sequence in [*burst, *range(16, 40)]:
+            send_packet(sequence)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    stall = round((0.3 - FILL_AFTER_SECONDS) * 8000)
+    audio = stream.ring.read()
+    assert audio.size == 40 * PACKET_SAMPLES + stall  # the call's audio and the silence played while it was held up
+    assert np.array_equal(audio[PACKET_SAMPLES + stall:], mulaw_decode(b"".join(payloads[1:])))  # back to back
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+    assert stream.warning is not None and "0.05 s of silence were played while packets were delayed" in stream.warning
 
 
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
