@@ -259,8 +259,9 @@ class JitterBuffer:
 
     def _take_first_clock(self) -> bool:
         """The call begins to play, its clock not learnt: the packets waiting, in sequence (not in the order they
-        came: a swap among them left it unlearnt), say it if each consecutive pair of them steps by the same ratio;
-        CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are
+        came: a swap among them left it unlearnt), say it if each pair of them steps by the same ratio (across a gap,
+        by its numbers' worth of packets as long as those either side: a 16 kHz word with a packet lost had its steps
+        taken for skips); CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are
         taken for now, and it learns on; whether one was. Taken for 8 kHz, a 16 kHz sender's steps were skips:
         silence between its first packets (100 ms where its first two were swapped), and its pause, stamped at twice
         its length, up to 1 s too long. Also once it plays, for the packets held after one that said none
@@ -271,9 +272,10 @@ class JitterBuffer:
             packet, following = self.pending[sequence], self.pending[following_sequence]
             if not packet.is_audio or not following.is_audio or not packet.payload:
                 continue
-            if following_sequence != sequence + 1:
-                continue
-            expected = len(packet.payload)  # G.711: a byte a sample
+            numbers = following_sequence - sequence
+            if numbers > 1 and len(following.payload) != len(packet.payload):
+                continue  # the packets missing between may be of either length: no step to expect
+            expected = numbers * len(packet.payload)  # G.711: a byte a sample
             step = (following.timestamp - packet.timestamp) & 0xFFFFFFFF
             ratio = round(step / expected)
             if ratio not in CLOCK_RATIOS or abs(step - ratio * expected) > STAMP_SLACK * ratio:

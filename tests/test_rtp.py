@@ -1529,6 +1529,33 @@ def test_a_16_or_48_khz_call_that_began_to_play_on_one_packet_takes_its_clock_fr
     assert stream.warning is not None and "0.05 s of silence were played while packets were delayed" in stream.warning
 
 
+@pytest.mark.parametrize("ratio", [2, 6], ids=["16khz", "48khz"])
+def test_a_16_or_48_khz_word_with_a_packet_lost_plays_its_pause_at_its_length(receiver_clock, ratio):
+    """A word of four packets, its second lost, then a 2 s pause: the three that came step by their numbers' worth
+    of packets at the sender's clock, across the loss too, which says the clock as the word plays. Read only between
+    consecutive numbers, one step said nothing, and its steps were taken for skips: 60 ms (16 kHz) or 300 ms (48 kHz)
+    of silence among its packets (r20 review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    payload = tone_payload(440)
+    try:
+        for sequence in (0, 2, 3):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        while clock[0] < receiver.calls[9].kept_packet + 2.0:  # the pause, as the receiver checks every 0.1 s
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        resumed = 4 * PACKET_SAMPLES + 2 * 8000  # speech again, stamped 2 s after the word's end
+        for index in range(50):
+            receiver.receive(rtp(4 + index, (resumed + index * PACKET_SAMPLES) * ratio, payload, ssrc=9), "127.0.0.1:4000")
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    assert stream.ring.read().size == 54 * PACKET_SAMPLES + 2 * 8000  # the call's own length, its lost packet silence
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (1, 0)
+
+
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
     """A call starts with its first audio: a leg that only marks silence or keys (a muted phone) is no stream."""
     receiver, streams, reports = receiver_with_streams()
