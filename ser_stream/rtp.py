@@ -218,6 +218,9 @@ class JitterBuffer:
         self.clock_learnt = False
         self._clock_guess = (0, 0)  # (a ratio, how many consecutive packet pairs in a row stepped by it)
         self._last_audio: RtpPacket | None = None  # the last audio packet to arrive, for the step to the next
+        # it began to play before its packets could say its clock (one, then its pause's silence): its next ones wait
+        # as its first did, until the window's worth do, so that their steps say it, not play as skips one by one
+        self.clock_unheard = False
 
     def late_samples(self) -> int:
         """How far the call's steady steps played behind the sender's clock (ahead of it when negative): what packets
@@ -254,26 +257,45 @@ class JitterBuffer:
             "fast (played back to back, not padded with silence)"
         )
 
-    def _take_first_clock(self) -> None:
+    def _take_first_clock(self) -> bool:
         """The call begins to play, its clock not learnt: the packets waiting, in sequence (not in the order they
-        came: a swap among them left it unlearnt), say it if each consecutive pair of them steps by the same ratio;
-        CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are taken for now,
-        and it learns on. Taken for 8 kHz, a 16 kHz sender's steps were skips: silence between its first packets
-        (100 ms where its first two were swapped), and its pause, stamped at twice its length, up to 1 s too long."""
+        came: a swap among them left it unlearnt), say it if each pair of them steps by the same ratio (across a gap,
+        by its numbers' worth of packets as long as those either side: a 16 kHz word with a packet lost had its steps
+        taken for skips); CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are
+        taken for now, and it learns on; whether one was. Taken for 8 kHz, a 16 kHz sender's steps were skips:
+        silence between its first packets (100 ms where its first two were swapped), and its pause, stamped at twice
+        its length, up to 1 s too long. Also once it plays, for the packets held after one that said none
+        (``clock_unheard``)."""
         ratios, pairs = set(), 0
-        for sequence, packet in self.pending.items():
-            following = self.pending.get(sequence + 1)
-            if following is None or not packet.is_audio or not following.is_audio or not packet.payload:
+        waiting = sorted(self.pending)
+        for sequence, following_sequence in zip(waiting, waiting[1:]):
+            packet, following = self.pending[sequence], self.pending[following_sequence]
+            if not packet.is_audio or not following.is_audio or not packet.payload:
                 continue
+            numbers = following_sequence - sequence
+            if numbers > 1 and len(following.payload) != len(packet.payload):
+                continue  # the packets missing between may be of either length: no step to expect
+            expected = numbers * len(packet.payload)  # G.711: a byte a sample
             step = (following.timestamp - packet.timestamp) & 0xFFFFFFFF
-            ratio = round(step / len(packet.payload))  # G.711: a byte a sample
-            if ratio not in CLOCK_RATIOS or abs(step - ratio * len(packet.payload)) > STAMP_SLACK * ratio:
-                return  # a step that is no multiple (as _learn_clock has it): no clock to take
+            ratio = round(step / expected)
+            if ratio not in CLOCK_RATIOS or abs(step - ratio * expected) > STAMP_SLACK * ratio:
+                return False  # a step that is no multiple (as _learn_clock has it): no clock to take
             ratios.add(ratio)
             pairs += 1
-        if len(ratios) == 1 and pairs >= FIRST_CLOCK_PAIRS:
-            (self.clock_ratio,) = ratios
-            self.clock_learnt = pairs >= CLOCK_EVIDENCE
+        if len(ratios) != 1 or pairs < FIRST_CLOCK_PAIRS:
+            return False
+        (ratio,) = ratios
+        self._set_clock(ratio, learnt=pairs >= CLOCK_EVIDENCE)
+        return True
+
+    def _set_clock(self, ratio: int, learnt: bool) -> None:
+        """The sender's clock, taken or learnt; once playing, the time played since the last packet (stepped at the
+        old ratio) is stepped at the new one: a call that played one packet and its pause's silence before its clock
+        was learnt took the silence for part of the next packet's step, and played that much again."""
+        if self.playing:
+            since = self.filled + (self.packet_samples if self._last_was_audio else 0)
+            self.next_timestamp = (self.next_timestamp + since * (ratio - self.clock_ratio)) & 0xFFFFFFFF
+        self.clock_ratio, self.clock_learnt = ratio, learnt
 
     def _learn_clock(self, packet: RtpPacket) -> None:
         """Watch the first consecutive audio packets' timestamp steps until CLOCK_EVIDENCE agree on a ratio."""
@@ -289,7 +311,7 @@ class JitterBuffer:
         agreeing = self._clock_guess[1] + 1 if ratio == self._clock_guess[0] else 1
         self._clock_guess = (ratio, agreeing)
         if agreeing >= CLOCK_EVIDENCE:
-            self.clock_ratio, self.clock_learnt = ratio, True
+            self._set_clock(ratio, learnt=True)
 
     def push(self, packet: RtpPacket) -> list[NDArray[np.float32]]:
         """Add a packet; return whatever audio is now ready, in order."""
@@ -426,10 +448,12 @@ class JitterBuffer:
 
     def _release(self, flush: bool, start: bool = False) -> list[NDArray[np.float32]]:
         audio: list[NDArray[np.float32]] = []
-        if not flush and not start and not self.playing and len(self.pending) < self.jitter_packets:
+        holding = not self.playing or (self.clock_unheard and not self.clock_learnt)
+        if not flush and not start and holding and len(self.pending) < self.jitter_packets:
             return audio
-        if not self.playing and not self.clock_learnt:
-            self._take_first_clock()
+        if holding and not self.clock_learnt:
+            # held until the window's worth waited, whatever they said: held no longer
+            self.clock_unheard = not self._take_first_clock() and len(self.pending) < self.jitter_packets
         self.playing = True
         while self.pending:
             assert self.next_sequence is not None
@@ -628,7 +652,7 @@ class _Call:
     def __init__(self, sink: CallSink, jitter_packets: int, sender: str) -> None:
         self.sink, self.jitter, self.sender = sink, JitterBuffer(jitter_packets), sender
         self.last_packet = time.monotonic()  # any datagram of it: the idle close counts from here
-        self.opened = self.last_packet  # its first packets play at most a jitter window's time after this
+        self.opened = self.last_packet  # its first packets play at most a jitter window's time (FILL_AFTER_SECONDS at least) after this
         self.kept_packet = self.last_packet  # the last one not dropped (late, a copy): a pause's silence counts from here
         self.pausing = False  # its last packet was comfort noise: a pause the sender announced
         self.overlong_said = False  # its packets hold more samples than their timestamps advance, and the user was told
@@ -852,10 +876,12 @@ class RtpReceiver:
             if quiet >= (max(self.config.idle_seconds, COMFORT_NOISE_PAUSE_SECONDS) if call.pausing else self.config.idle_seconds):
                 self._close(ssrc)
                 continue
-            if not call.jitter.playing and now - call.opened >= call.jitter.window_seconds():
+            if not call.jitter.playing and now - call.opened >= max(call.jitter.window_seconds(), FILL_AFTER_SECONDS):
                 # fewer packets came than the window holds in the time they take (a word, then a pause): what came
                 # plays, as a call's first ones would have by now. They waited for more until speech resumed, and no
-                # silence was played for the pause meanwhile (then cut to 1 s)
+                # silence was played for the pause meanwhile (then cut to 1 s). Not before FILL_AFTER_SECONDS: a
+                # first packet overtaken by its second, the rest held up, is waited for as a missing one is mid-call
+                # (at the window's 100 ms it was dropped as late, and the call began with its second)
                 self._play(call, call.jitter.start)
             if now - call.kept_packet >= FILL_AFTER_SECONDS:  # the call's time passes as silence
                 # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short

@@ -1416,15 +1416,16 @@ def test_each_pause_of_a_call_that_sends_nothing_is_played_as_silence_as_it_pass
         receiver.socket.close()
 
 
-@pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50)],
-                         ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window"])
-def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_within_the_jitter_window_and_its_pause_played_as_silence(
+@pytest.mark.parametrize(("count", "ratio", "jitter_packets"), [(1, 1, 5), (4, 1, 5), (3, 2, 5), (3, 1, 50), (1, 2, 5)],
+                         ids=["one-packet", "four-packets", "three-at-16khz", "three-in-a-one-second-window", "one-at-16khz"])
+def test_a_call_that_sends_a_few_packets_and_pauses_is_heard_by_the_time_its_pause_begins_and_its_pause_played_as_silence(
         receiver_clock, count, ratio, jitter_packets):
     """A word of one to four packets, then silence suppression: the packets waited in the jitter window for a fifth
     that did not come, so nothing was heard and no silence played until speech resumed (2 s on), and then the pause
     was cut to 1 s, every later time 1 s early. A call of many packets plays its pause as it passes; so does this one,
     at its sender's clock (16 kHz: its first pairs of packets say so before the clock is learnt). Its packets are heard
-once the jitter window's packets would have come, or once the pause begins to be played, if that is sooner."""
+once the jitter window's packets would have come, but no sooner than a missing packet is given up mid-call (0.25 s
+after its first), or once the pause begins to be played, if that is sooner."""
     clock = receiver_clock
     receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
     payload = tone_payload(440)
@@ -1434,8 +1435,9 @@ once the jitter window's packets would have come, or once the pause begins to be
             receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
             clock[0] += 0.02
         (stream,), last_arrival = streams["rtp-00000009"], receiver.calls[9].kept_packet
-        # the time the window's packets take to come (or the pause's first silence), and a millisecond
-        clock[0] = min(first_arrival + jitter_packets * 0.02, last_arrival + FILL_AFTER_SECONDS) + 0.001
+        # the time the window's packets take to come, at least FILL_AFTER_SECONDS (or the pause's first silence),
+        # and a millisecond
+        clock[0] = min(first_arrival + max(jitter_packets * 0.02, FILL_AFTER_SECONDS), last_arrival + FILL_AFTER_SECONDS) + 0.001
         receiver.close_idle(clock[0])
         assert stream.ring.available() >= count * PACKET_SAMPLES  # heard, no later than a call's first ones are
         while clock[0] < last_arrival + 1.0:
@@ -1454,6 +1456,104 @@ once the jitter window's packets would have come, or once the pause begins to be
         receiver.socket.close()
     assert stream.ring.read().size == (count + 50) * PACKET_SAMPLES + 2 * 8000  # the call's own length
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
+@pytest.mark.parametrize("before", [0, 50], ids=["at-the-calls-start", "mid-call"])
+def test_a_packet_overtaken_by_the_next_and_arriving_in_a_burst_200_ms_later_plays_at_a_calls_start_as_mid_call(
+        receiver_clock, before):
+    """The packet after it comes alone, the rest 200 ms later in a burst (a network holding up a call's first
+    packets, Wi-Fi waking): mid-call a missing packet is waited for until its pause's silence would begin (0.25 s),
+    and so it is at the call's start. The few-packet start played the packet after it alone 100 ms after it came,
+    so the call's first packet was dropped as late and the call began with its second (r20 review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    payloads = [tone_payload(300 + 10 * sequence) for sequence in range(before + 20)]
+
+    def send_packet(sequence: int) -> None:
+        receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES, payloads[sequence], ssrc=9), "127.0.0.1:4000")
+
+    try:
+        for sequence in range(before):
+            send_packet(sequence)
+            clock[0] += 0.02
+        send_packet(before + 1)  # overtakes packet ``before``
+        for _ in range(2):  # the receiver's checks, every 0.1 s, while the rest are held up
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        clock[0] += 0.02
+        for sequence in [before, *range(before + 2, before + 20)]:  # the burst
+            send_packet(sequence)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    assert np.array_equal(stream.ring.read(), mulaw_decode(b"".join(payloads)))  # every packet, in order, no silence
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
+@pytest.mark.parametrize(("ratio", "jitter_packets", "burst"),
+                         [(6, 50, [9, 2, 14, 5, 1, 11, 7, 3, 15, 12, 4, 8, 13, 6, 10]), (6, 5, list(range(1, 16))),
+                          (2, 5, list(range(1, 16)))],
+                         ids=["48khz-reordered-in-a-one-second-window", "48khz-in-order", "16khz-in-order"])
+def test_a_16_or_48_khz_call_that_began_to_play_on_one_packet_takes_its_clock_from_the_packets_after_it(
+        receiver_clock, ratio, jitter_packets, burst):
+    """A gateway stamping 16 or 48 kHz: the call's first packet comes alone and the next 15 are held up 0.3 s, then
+    come in a burst. The first packet plays once its pause's silence begins (0.25 s), before any step between
+    packets could say the clock; the burst's packets wait as a call's first ones do, and say it. Each played as soon
+    as its turn came, the clock learnt only from four steps in the order they came, so its first ones played as
+    skips and the silence played for the hold-up was counted at 8 kHz: 0.85 s of the call played as 0.89 s (16 kHz),
+    1.1 s (48 kHz), or, its burst reordered in a one-second window, 2.7 s (r20 review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
+    payloads = [tone_payload(300 + 10 * sequence) for sequence in range(40)]
+
+    def send_packet(sequence: int) -> None:
+        receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payloads[sequence], ssrc=9), "127.0.0.1:4000")
+
+    try:
+        send_packet(0)
+        for _ in range(3):  # the receiver's checks, every 0.1 s: the last plays packet 0 and 50 ms of silence
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        for sequence in [*burst, *range(16, 40)]:
+            send_packet(sequence)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    stall = round((0.3 - FILL_AFTER_SECONDS) * 8000)
+    audio = stream.ring.read()
+    assert audio.size == 40 * PACKET_SAMPLES + stall  # the call's audio and the silence played while it was held up
+    assert np.array_equal(audio[PACKET_SAMPLES + stall:], mulaw_decode(b"".join(payloads[1:])))  # back to back
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+    assert stream.warning is not None and "0.05 s of silence were played while packets were delayed" in stream.warning
+
+
+@pytest.mark.parametrize("ratio", [2, 6], ids=["16khz", "48khz"])
+def test_a_16_or_48_khz_word_with_a_packet_lost_plays_its_pause_at_its_length(receiver_clock, ratio):
+    """A word of four packets, its second lost, then a 2 s pause: the three that came step by their numbers' worth
+    of packets at the sender's clock, across the loss too, which says the clock as the word plays. Read only between
+    consecutive numbers, one step said nothing, and its steps were taken for skips: 60 ms (16 kHz) or 300 ms (48 kHz)
+    of silence among its packets (r20 review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0)
+    payload = tone_payload(440)
+    try:
+        for sequence in (0, 2, 3):
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
+            clock[0] += 0.02
+        while clock[0] < receiver.calls[9].kept_packet + 2.0:  # the pause, as the receiver checks every 0.1 s
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        resumed = 4 * PACKET_SAMPLES + 2 * 8000  # speech again, stamped 2 s after the word's end
+        for index in range(50):
+            receiver.receive(rtp(4 + index, (resumed + index * PACKET_SAMPLES) * ratio, payload, ssrc=9), "127.0.0.1:4000")
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    assert stream.ring.read().size == 54 * PACKET_SAMPLES + 2 * 8000  # the call's own length, its lost packet silence
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (1, 0)
 
 
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
