@@ -369,10 +369,14 @@ class JitterBuffer:
         then a pause): they play, in order, as a call's first ``jitter_packets`` would have by now."""
         return self._release(flush=False, start=True)
 
-    def fill(self, samples: int) -> list[NDArray[np.float32]]:
-        """No packet has come for a while: what is waiting plays (gaps declared lost), then ``samples`` of silence,
-        the call's time passing as it does on a phone. The next packet's timestamp gap counts the silence played."""
+    def fill(self, pause: int) -> list[NDArray[np.float32]]:
+        """No packet has come for a while: what is waiting plays (gaps declared lost), then the silence of the
+        ``pause`` so far (samples since its silence began) not yet played, the call's time passing as it does on a
+        phone. The next packet's timestamp gap counts the silence played. What was played is judged after what was
+        waiting plays: a packet held as it came (a missing one before it, or its clock unheard) waited, and no
+        silence was played, for as long as the silence before it had been."""
         audio = self._release(flush=True) if self.pending else []
+        samples = pause - self.filled
         if samples > 0:
             audio.append(np.zeros(samples, dtype=np.float32))
             self.next_timestamp = (self.next_timestamp + samples * self.clock_ratio) & 0xFFFFFFFF
@@ -885,9 +889,8 @@ class RtpReceiver:
                 self._play(call, call.jitter.start)
             if now - call.kept_packet >= FILL_AFTER_SECONDS:  # the call's time passes as silence
                 # rounded, not truncated: 0.6 s of clock differences can come out as 0.59999…, a sample short
-                due = round((now - call.kept_packet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE) - call.jitter.filled
-                if due > 0:
-                    self._play(call, functools.partial(call.jitter.fill, due))
+                pause = round((now - call.kept_packet - FILL_AFTER_SECONDS) * G711_SAMPLE_RATE)
+                self._play(call, functools.partial(call.jitter.fill, pause))
 
     def _close(self, ssrc: int) -> None:
         call = self.calls.pop(ssrc)

@@ -1458,6 +1458,36 @@ after its first), or once the pause begins to be played, if that is sooner."""
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
 
 
+@pytest.mark.parametrize(("words", "jitter_packets"), [([0, 1, 2], 5), ([0, 1, 2], 50), ([0, 1, 2], 2), ([0, 2, 3], 5)],
+                         ids=["one-packet-words", "in-a-one-second-window", "in-a-two-packet-window", "a-packet-lost-before-the-second"])
+def test_words_of_one_packet_each_are_heard_once_their_pause_begins_and_the_pauses_played_as_they_pass(
+        receiver_clock, words, jitter_packets):
+    """An 8 kHz call of one-packet words a second apart (silence suppression): the first plays once its pause's
+    silence begins, before any step between packets could say its clock, and the packets after it wait as its first
+    did, for the jitter window's worth or its pause's silence. That silence was judged by the silence played before
+    the packet came, which it had not yet played: the second word waited, and no silence was played for its pause,
+    until the call ended or more packets came (r20 second review). So does a mid-call packet after a lost one."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
+    payload = tone_payload(440)
+    try:
+        start = clock[0]
+        for word, sequence in enumerate(words):
+            clock[0] = start + word
+            receiver.receive(rtp(sequence, word * 8000, payload, ssrc=9), "127.0.0.1:4000")
+            (stream,) = streams["rtp-00000009"]
+            while clock[0] < start + word + 0.95:  # the receiver's checks, every 0.1 s
+                clock[0] += 0.1
+                receiver.close_idle(clock[0])
+            # the word, and its pause as it passes: the call's time so far, from 0.25 s after the word
+            assert stream.ring.available() == word * 8000 + PACKET_SAMPLES + round((clock[0] - start - word - FILL_AFTER_SECONDS) * 8000)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    assert stream.ring.read().size == 2 * 8000 + PACKET_SAMPLES + round((clock[0] - start - 2 - FILL_AFTER_SECONDS) * 8000)
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (words[-1] - 2, 0)
+
+
 @pytest.mark.parametrize("before", [0, 50], ids=["at-the-calls-start", "mid-call"])
 def test_a_packet_overtaken_by_the_next_and_arriving_in_a_burst_200_ms_later_plays_at_a_calls_start_as_mid_call(
         receiver_clock, before):
