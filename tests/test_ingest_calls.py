@@ -491,9 +491,11 @@ def test_a_timestamp_hours_ahead_plays_at_most_a_minute_of_silence_and_one_going
     assert audio(opened[SID]).size == 19 * FRAME and ingest.counters()["ingest_gaps"] == 0
 
 
-@pytest.mark.parametrize(("timestamp_ms", "ahead"), [(lambda index: round(20.4 * index), r"20 of 499 frames .* \(0\.20 s in all\)"),
-                                                    (lambda index: 160 * index, r"499 of 499 frames .* \(69\.86 s in all\)")], ids=["2% fast", "in samples"])
-def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_the_stream_says_so(timestamp_ms, ahead):
+@pytest.mark.parametrize(("timestamp_ms", "ahead", "ahead_after_a_loss"),
+                         [(lambda index: round(20.4 * index), r"20 of 499 frames .* \(0\.20 s in all\)", None),
+                          (lambda index: 160 * index, r"499 of 499 frames .* \(69\.86 s in all\)", r"13 of 13 frames .* \(1\.82 s in all\)")],
+                         ids=["2% fast", "in samples"])
+def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_the_stream_says_so(timestamp_ms, ahead, ahead_after_a_loss):
     """A sender's clock 2 % fast, or timestamps in 8 kHz samples instead of ms, with chunk numbers saying nothing was
     missing, once put silence between frames and counted it as gaps: 10 s of a call became 79.86 s with 499 gaps."""
     opened, _, ingest, _ = call([start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in range(500))])
@@ -506,6 +508,8 @@ def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_t
     missing = [start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in [*range(10), *range(15, 20)])]  # 5 chunks lost
     opened, _, ingest, _ = call(missing)
     assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1  # a real gap still counts: 100 ms
+    # the frame after the loss is not one 'with no media.chunk missing': it said '14 of 13 frames' (2.66 s)
+    assert opened[SID].warning is None if ahead_after_a_loss is None else re.match(rf"media\.timestamp ran ahead of the audio at {ahead_after_a_loss}: ", opened[SID].warning)
 
 
 def test_chunk_numbers_that_skip_where_timestamps_follow_on_play_back_to_back_and_the_stream_says_so():
