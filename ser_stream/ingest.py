@@ -214,8 +214,9 @@ class Track:
         times_say = self._times_say(timestamp_ms)
         if padded_from is None:
             if chunks_say is not None:
-                self.frames += chunk == self.next_chunk
-                return self._silence(self._reconcile(chunks_say, times_say, timestamp_ms, smallest), smallest)
+                followed = chunk == self.next_chunk
+                self.frames += followed
+                return self._silence(self._reconcile(chunks_say, times_say, timestamp_ms, smallest, followed), smallest)
             missing = times_say
         else:
             missing = times_say if chunks_say is None else self._gap_after_pacing(padded_from, chunks_say, times_say, smallest)
@@ -283,13 +284,15 @@ class Track:
         self.padded_from = None if played < frame_samples else self.samples + missing + frame_samples
         return -min(played, frame_samples)
 
-    def _reconcile(self, chunks_say: int, times_say: int, timestamp_ms: int, smallest: int) -> int:
+    def _reconcile(self, chunks_say: int, times_say: int, timestamp_ms: int, smallest: int, followed: bool) -> int:
         """The smaller of the gaps the chunk number and the timestamp say, counting where they disagree: a real loss
-        shows in both, a fast clock (or one in samples) only in timestamps, a garbled or shared numbering only in chunks."""
+        shows in both, a fast clock (or one in samples) only in timestamps, a garbled or shared numbering only in chunks.
+        ``clock_ahead`` counts only frames whose chunk number ``followed`` the last one's, as ``frames`` does."""
         self.ran_ahead = times_say - chunks_say >= smallest
         if self.ran_ahead:
-            self.clock_ahead += 1
-            self.clock_ahead_samples += times_say - chunks_say
+            if followed:  # after a real loss too the clock runs ahead, but the warning is of frames with none missing
+                self.clock_ahead += 1
+                self.clock_ahead_samples += times_say - chunks_say
             gap = chunks_say
         elif chunks_say - max(times_say, 0) >= smallest:
             gap = max(times_say, 0)

@@ -38,6 +38,8 @@ T = TypeVar("T")
         (json.dumps({"event": "media", "streamSid": "s"}), "lacks media.payload"),
         (json.dumps({"event": "start", "start": {}}), "lacks start.streamSid"),
         (json.dumps({"event": "start", "start": {"streamSid": "s", "mediaFormat": {"encoding": "audio/l16"}}}), "unsupported media format"),
+        (json.dumps({"event": "start", "start": {"streamSid": "s", "mediaFormat": {"encoding": "audio/x-mulaw", "channels": 2}}}), "sampleRate 8000 and channels 1 only"),
+        (json.dumps({"event": "start", "streamSid": "s", "start": {"streamSid": " \t"}}), "start.streamSid is empty"),
         (json.dumps({"event": "dance"}), "unknown event"),
     ],
 )

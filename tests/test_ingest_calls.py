@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from ser_stream.g711 import mulaw_decode, mulaw_encode
 from ser_stream.ingest import TRACK_LAG_MS, IngestError, MediaIngest, parse_message
@@ -227,10 +229,78 @@ def test_a_leg_lagging_more_than_two_seconds_keeps_the_calls_length_and_what_it_
                         opened[f"{SID}/outbound"].warning)
 
 
+def call_with_lag(lag_of: Callable[[int], int], frames_in_call: int) -> list[str]:
+    """A call of both tracks whose outbound frame ``k`` comes right after the inbound one ``lag_of(k)`` frames later."""
+    frames = [start(["inbound", "outbound"])]
+    sent = 0  # outbound frames sent so far
+    for index in range(frames_in_call):
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        while sent < frames_in_call and sent + lag_of(sent) <= index:
+            frames.append(media(AGENT, sent + 1, 20 * sent, "outbound"))
+            sent += 1
+    return frames + [media(AGENT, outbound + 1, 20 * outbound, "outbound") for outbound in range(sent, frames_in_call)]
+
+
+def test_a_leg_that_lost_audio_to_a_three_second_lag_loses_nothing_more_to_a_fifth_of_a_second_of_jitter():
+    """The lag waited for after a drop is the lag seen plus 0.3 s for the legs' jitter: without it, each later
+    frame a little later than the one that set it would be dropped too."""
+    opened, _, ingest, _ = call(call_with_lag(lambda outbound: 150 if outbound < 300 else 160, 600))  # 3 s, then 3.2 s
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == 600 * FRAME and ingest.counters()["ingest_late_chunks"] in (50, 51)  # the first second only
+    assert np.array_equal(agent[51 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 549))
+
+
+def test_a_leg_whose_lag_grows_again_loses_only_what_goes_beyond_the_lag_it_is_now_allowed():
+    """3 s behind, then 4 s: the second drop is the 0.7 s beyond the 3.3 s then waited for, measured from that lag, and
+    4.3 s is waited for after it (measured from the first 2 s, every later frame was dropped: 5.70 s in all)."""
+    opened, _, ingest, _ = call(call_with_lag(lambda outbound: 150 if outbound < 300 else 200, 700))
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == 700 * FRAME and ingest.counters()["ingest_late_chunks"] in (85, 86)  # 51 at 3 s, 35 at 4 s
+    assert np.array_equal(agent[-350 * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 350))
+    assert opened[f"{SID}/outbound"].warning.endswith("a lag of up to 4.3 s is now waited for")
+
+
+@pytest.mark.parametrize(("lag_seconds", "waited_for"), [(7, "7.3"), (13, "10.0")])
+def test_a_leg_lagging_up_to_ten_seconds_loses_its_lag_beyond_two_once_and_a_longer_lag_is_waited_for_only_up_to_ten(lag_seconds, waited_for):
+    """A lag beyond 10 s is not waited for: a stopped leg's last utterance would be held as long."""
+    lag_frames = 50 * lag_seconds
+    opened, _, ingest, _ = call(lagging_call(lag_frames, frames_in_call=lag_frames + 300))
+    agent = audio(opened[f"{SID}/outbound"])
+    assert agent.size == (lag_frames + 300) * FRAME
+    assert opened[f"{SID}/outbound"].warning.endswith(f"a lag of up to {waited_for} s is now waited for")
+    if lag_seconds < 10:  # its lag beyond the 2 s allowed, once (and a frame in part), then every frame at its time
+        assert ingest.counters()["ingest_late_chunks"] == 50 * (lag_seconds - 2) + 1
+        assert np.array_equal(agent[(lag_frames - 99) * FRAME :], np.tile(mulaw_decode(np.frombuffer(AGENT, np.uint8)), 399))
+
+
+def test_a_leg_without_timestamps_that_paused_is_not_padded_twice_and_chunks_it_loses_later_are_still_silence():
+    """A leg sending chunk numbers only, 3 s silent while the other leg's timestamps go on: the silence keeping pace
+    stands for its missing chunks (they are not played again on top of it), and a later loss, after the other leg's
+    last frame, is played as silence by its chunk numbers."""
+    frames = [start(["inbound", "outbound"])]
+    for index in range(400):
+        frames.append(media(CALLER, index + 1, 20 * index, "inbound"))
+        if index < 50 or index >= 200:
+            frames.append(media(AGENT, index + 1, None, "outbound"))
+    frames += [media(AGENT, chunk, None, "outbound") for chunk in [*range(401, 451), *range(476, 501)]]  # 476 after 450
+    opened, replies, ingest, _ = call(frames)
+    agent = audio(opened[f"{SID}/outbound"])
+    assert replies == [] and ingest.counters()["ingest_gaps"] == 1 and agent.size < 405 * FRAME  # not 551 frames
+    heard = [frame.any() for frame in agent.reshape(-1, FRAME)]
+    assert sum(heard) == 325 and heard[-26:] == [False] + [True] * 25 and not any(heard[-50:-25])
+
+
 def test_a_one_track_call_is_one_stream_named_by_its_stream_sid_and_other_tracks_are_refused_by_name():
     opened, replies, _, _ = call([start(["inbound"]), media(CALLER, 1, 0, "inbound"), media(AGENT, 2, 20, "outbound"), media(CALLER, 2, 20)])
     assert list(opened) == [SID] and audio(opened[SID]).size == 2 * FRAME
     assert replies == [f"stream {SID!r}: media for track 'outbound', which its start did not list (start.tracks: inbound)"]
+
+
+def test_media_without_a_track_on_a_call_of_both_tracks_is_named_and_played_on_neither():
+    frames = [start(["inbound", "outbound"]), media(CALLER, 1, 0, "inbound"), media(AGENT, 1, 0, "outbound"), media(AGENT, 2, 20)]
+    opened, replies, _, _ = call(frames)
+    assert replies == [f"stream {SID!r}: media without media.track, but the call has tracks inbound, outbound"]
+    assert audio(opened[f"{SID}/inbound"]).size == audio(opened[f"{SID}/outbound"]).size == FRAME
 
 
 def test_dtmf_and_mark_events_are_ignored_like_connected():
@@ -366,6 +436,16 @@ def test_a_call_refused_on_its_connection_has_its_media_dropped_and_counted_unti
     assert ingest.counters()["ingest_refused_media"] == 2
 
 
+def test_a_call_refused_again_on_its_connection_is_remembered_as_its_latest_refusal():
+    """The 16 refused calls remembered are the latest refused: one refused again is kept over those refused since its
+    first refusal, and its media stays dropped, not answered as before its start."""
+    frames = [start(), *(start(sid=f"MZ{number}") for number in range(16)), start(sid="MZ0"), start(sid="MZ16"),
+              media(CALLER, 1, 0, sid="MZ0"), media(CALLER, 1, 0, sid="MZ1")]
+    _, replies, ingest, refused = call(frames)
+    assert refused == 18 and replies[18:] == ["media for stream 'MZ1' before its start"]
+    assert ingest.counters()["ingest_refused_media"] == 1
+
+
 def test_missing_chunks_are_played_as_silence_and_counted_so_stream_time_stays_true():
     chunks = [*range(1, 11), *range(16, 21)]  # chunks 11-15 (100 ms) never arrive
     opened, replies, ingest, _ = call([start(), *(media(CALLER, chunk, 20 * (chunk - 1)) for chunk in chunks)])
@@ -388,6 +468,18 @@ def test_a_timestamp_jump_is_played_as_silence_and_without_timestamps_missing_ch
     assert audio(opened[SID]).size == 29 * FRAME and ingest.counters()["ingest_gaps"] == 0
 
 
+@pytest.mark.parametrize("numbered", [True, False], ids=["with chunk numbers", "timestamps only"])
+def test_timestamps_jittering_by_under_half_a_frame_neither_pad_nor_drop_nor_warn(numbered):
+    """A frame's timestamp up to 9 ms off its 20 ms grid is rounding, not a gap (and the next one back on the grid is
+    no repeat): the call plays back to back as sent."""
+    jitter_ms = [0, 9, 3, 8, 0, 5]
+    frames = [start(), *(media(CALLER, index + 1 if numbered else None, 20 * index + jitter_ms[index % 6]) for index in range(60))]
+    opened, replies, ingest, _ = call(frames)
+    heard = audio(opened[SID])
+    assert replies == [] and np.array_equal(heard, np.tile(mulaw_decode(np.frombuffer(CALLER, np.uint8)), 60))
+    assert ingest.counters()["ingest_gaps"] == ingest.counters()["ingest_late_chunks"] == 0 and opened[SID].warning is None
+
+
 def test_a_timestamp_hours_ahead_plays_at_most_a_minute_of_silence_and_one_going_back_none():
     """A sender's clock error must not hold the call (and the worker) for hours, nor turn every later frame into a gap."""
     hours = 2 * 3600 * 1000
@@ -399,8 +491,11 @@ def test_a_timestamp_hours_ahead_plays_at_most_a_minute_of_silence_and_one_going
     assert audio(opened[SID]).size == 19 * FRAME and ingest.counters()["ingest_gaps"] == 0
 
 
-@pytest.mark.parametrize("timestamp_ms", [lambda index: round(20.4 * index), lambda index: 160 * index], ids=["2% fast", "in samples"])
-def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_the_stream_says_so(timestamp_ms):
+@pytest.mark.parametrize(("timestamp_ms", "ahead", "ahead_after_a_loss"),
+                         [(lambda index: round(20.4 * index), r"20 of 499 frames .* \(0\.20 s in all\)", None),
+                          (lambda index: 160 * index, r"499 of 499 frames .* \(69\.86 s in all\)", r"13 of 13 frames .* \(1\.82 s in all\)")],
+                         ids=["2% fast", "in samples"])
+def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_the_stream_says_so(timestamp_ms, ahead, ahead_after_a_loss):
     """A sender's clock 2 % fast, or timestamps in 8 kHz samples instead of ms, with chunk numbers saying nothing was
     missing, once put silence between frames and counted it as gaps: 10 s of a call became 79.86 s with 499 gaps."""
     opened, _, ingest, _ = call([start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in range(500))])
@@ -409,9 +504,12 @@ def test_timestamps_that_run_fast_over_contiguous_chunks_play_back_to_back_and_t
     assert ingest.counters()["ingest_gaps"] == 0
     assert re.fullmatch(r"media\.timestamp ran ahead of the audio at \d+ of 499 frames with no media\.chunk missing \([\d.]+ s in all\): "
                         r"the sender's timestamps run fast, or are not in ms \(played back to back, not padded with silence\)", opened[SID].warning)
+    assert re.match(rf"media\.timestamp ran ahead of the audio at {ahead}: ", opened[SID].warning)  # 0.4 ms a frame, 140 ms a frame
     missing = [start(), *(media(CALLER, index + 1, timestamp_ms(index)) for index in [*range(10), *range(15, 20)])]  # 5 chunks lost
     opened, _, ingest, _ = call(missing)
     assert audio(opened[SID]).size == 20 * FRAME and ingest.counters()["ingest_gaps"] == 1  # a real gap still counts: 100 ms
+    # the frame after the loss is not one 'with no media.chunk missing': it said '14 of 13 frames' (2.66 s)
+    assert opened[SID].warning is None if ahead_after_a_loss is None else re.match(rf"media\.timestamp ran ahead of the audio at {ahead_after_a_loss}: ", opened[SID].warning)
 
 
 def test_chunk_numbers_that_skip_where_timestamps_follow_on_play_back_to_back_and_the_stream_says_so():
@@ -485,6 +583,33 @@ def test_a_chunk_number_exactly_a_second_behind_is_a_renumbering_and_one_frame_l
     assert ingest.counters()["ingest_renumbered"] == 0 and ingest.counters()["ingest_late_chunks"] == 1
 
 
+@pytest.mark.parametrize(("ahead_ms", "silence"), [(9, 0), (10, 80)])
+def test_without_chunk_numbers_a_timestamp_half_a_frame_ahead_or_more_is_a_gap_and_less_is_rounding(ahead_ms, silence):
+    """docs/protocol.md: the timestamp jumping ahead by half a frame or more is played as silence, counted."""
+    opened, _, ingest, _ = call([start(), media(CALLER, None, 0), media(CALLER, None, 20), media(AGENT, None, 40 + ahead_ms)])
+    heard = audio(opened[SID])
+    assert heard.size == 3 * FRAME + silence and ingest.counters()["ingest_gaps"] == (silence > 0)
+    assert not heard[2 * FRAME : 2 * FRAME + silence].any() and np.array_equal(heard[-FRAME:], mulaw_decode(np.frombuffer(AGENT, np.uint8)))
+
+
+def test_without_timestamps_chunks_a_minute_missing_are_a_minute_of_silence_and_one_more_is_a_renumbering():
+    """A gap is played as silence up to 60 s (a minute of call lost); chunk numbers further ahead were renumbered."""
+    opened, _, ingest, _ = call([start(), media(CALLER, 1), media(CALLER, 2), media(CALLER, 3003)])  # 3000 chunks of 20 ms missing
+    assert audio(opened[SID]).size == 3 * FRAME + 60 * 8000 and ingest.counters()["ingest_gaps"] == 1 and ingest.counters()["ingest_renumbered"] == 0
+    opened, _, ingest, _ = call([start(), media(CALLER, 1), media(CALLER, 2), media(CALLER, 3004)])
+    assert audio(opened[SID]).size == 3 * FRAME and ingest.counters()["ingest_gaps"] == 0 and ingest.counters()["ingest_renumbered"] == 1
+
+
+@pytest.mark.parametrize(("back_ms", "played"), [(9, True), (10, False), (1000, False), (1020, True)])
+def test_without_chunk_numbers_a_timestamp_half_a_frame_to_a_second_behind_is_a_repeat_and_further_back_is_followed(back_ms, played):
+    """docs/protocol.md: a frame whose timestamp is up to a second behind the track is dropped as played (from half a
+    frame: less is ms rounding); one further back is the sender's clock going back, and stream time follows the audio."""
+    opened, _, ingest, _ = call([start(), *(media(CALLER, None, 20 * index) for index in range(100)), media(AGENT, None, 2000 - back_ms)])
+    heard = audio(opened[SID])
+    assert ingest.counters()["ingest_late_chunks"] == (0 if played else 1) and ingest.counters()["ingest_gaps"] == 0
+    assert np.array_equal(heard, np.concatenate([np.tile(mulaw_decode(np.frombuffer(CALLER, np.uint8)), 100), mulaw_decode(np.frombuffer(AGENT, np.uint8))[: FRAME * played]]))
+
+
 def test_a_chunk_or_timestamp_that_is_not_a_whole_number_is_named_and_skipped():
     frame = json.loads(media(CALLER, 2, 20))
     frame["media"]["chunk"] = "two"
@@ -537,6 +662,14 @@ def test_any_chunk_timestamp_or_tracks_value_is_taken_or_named_in_one_line(value
 @pytest.mark.parametrize("value", ["12", 12])
 def test_chunk_numbers_may_come_as_digits_in_a_string_or_as_numbers(value):
     assert parse_message(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "", "chunk": value}}))["media"]["chunk"] == 12
+
+
+def test_a_chunk_number_or_timestamp_of_fifteen_digits_is_taken_and_one_of_sixteen_is_named():
+    """Fifteen digits are a whole number float arithmetic holds exactly; the sixteenth is a sender's garbling."""
+    fifteen = parse_message(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "", "chunk": "9" * 15, "timestamp": 10**14}}))
+    assert (fifteen["media"]["chunk"], fifteen["media"]["timestamp"]) == (10**15 - 1, 10**14)
+    with pytest.raises(IngestError, match=r"^media\.timestamp 1000000000000000 is not a whole number$"):
+        parse_message(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "", "timestamp": 10**15}}))
 
 
 def test_a_call_reconnecting_at_once_waits_for_its_old_stream_to_finish_instead_of_being_refused(monkeypatch):
@@ -611,6 +744,58 @@ def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_
     assert opened[0].warning == "no media for 0.3 s with the connection open: the call was ended (media that comes later begins a new stream)"
     assert [stream.stream_id for stream in opened] == [SID, SID]
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
+
+
+def test_the_stop_of_a_paused_call_ends_it_without_beginning_a_new_stream():
+    """A paused call's media begins a new stream from its start; its stop only ends it: no stream opened to end at once."""
+    ingest, opened = stalling_ingest(idle_seconds=0.05)
+
+    async def scenario() -> list[str]:
+        publisher = await serving(ingest)
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            await connection.send(start())
+            await connection.send(media(CALLER, 1, 0))
+            while not opened or not opened[0].finished:  # paused for want of media
+                await asyncio.sleep(0.01)
+            await connection.send(json.dumps({"event": "stop", "streamSid": SID}))
+            await connection.send(media(CALLER, 2, 20))  # its start is forgotten with it: media before its start
+            await connection.send(LAST_FRAME)
+            while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
+                replies.append(reply)
+        await publisher.close()
+        return replies
+
+    assert asyncio.run(scenario()) == [f"media for stream {SID!r} before its start"]
+    assert [stream.stream_id for stream in opened] == [SID]
+
+
+def test_a_call_whose_stream_the_stopping_monitor_closed_is_told_so_and_its_connection_closed_with_1001():
+    """docs/reliability.md: the sender is told 'the monitor is stopping' and closed (1001), not answered frame by frame."""
+    opened: dict[str, Stream] = {}
+
+    def open_stream(stream_id: str, sample_rate: int) -> Stream:
+        opened[stream_id] = Stream(stream_id, sample_rate, MonitorConfig())
+        return opened[stream_id]
+
+    async def scenario() -> tuple[list[str], int | None]:
+        publisher = await serving(MediaIngest(open_stream))
+        replies: list[str] = []
+        async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
+            await connection.send(start())
+            await connection.send("not json")
+            replies.append(json.loads(await connection.recv())["message"])  # the start before it has been handled
+            opened[SID].finished = True  # the worker closed the stream: the monitor is stopping
+            await connection.send(media(CALLER, 1, 0))
+            with contextlib.suppress(ConnectionClosed):
+                await connection.send(LAST_FRAME)
+                while (reply := json.loads(await connection.recv())["message"]) != LAST_REPLY:
+                    replies.append(reply)
+        await publisher.close()
+        return replies, connection.close_code
+
+    replies, close_code = asyncio.run(scenario())
+    assert replies[1:] == [f"stream {SID!r}: the monitor is stopping; audio from here on is not analysed"] and close_code == 1001
 
 
 def test_a_fresh_start_after_a_pause_takes_the_call_and_its_stop_ends_it():
