@@ -928,17 +928,33 @@ def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
     call), the start stayed kept for the connection's life: a connection pausing calls and resuming them while it
     carried another held every such start it had sent, 60 kB each."""
 
+    import weakref
+
+    opened: weakref.WeakValueDictionary[str, Stream] = weakref.WeakValueDictionary()  # not kept alive: memory is measured
+    started: set[str] = set()
+
+    def open_stream(stream_id: str, rate: int) -> Stream:
+        started.add(stream_id)
+        opened[stream_id] = stream = Stream(stream_id, rate, MonitorConfig())
+        return stream
+
+    def paused(call: str) -> bool:
+        return call in started and ((stream := opened.get(call)) is None or stream.finished)
+
     async def calls(connection, padded: dict) -> None:
         for number in range(60):
             padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
             await connection.send(json.dumps(padded))
             await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
-            await asyncio.sleep(0.25)  # paused for want of media (five times the idle time: a loaded machine)
+            for _ in range(3000):  # until it is paused for want of media (a fixed 0.25 s was too short on a loaded machine)
+                if paused(f"MZ{number}"):
+                    break
+                await asyncio.sleep(0.01)
             await connection.send(start(sid="MZother"))
             await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
             await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
 
-    ingest = MediaIngest(lambda stream_id, rate: Stream(stream_id, rate, MonitorConfig()), idle_seconds=0.05)
+    ingest = MediaIngest(open_stream, idle_seconds=0.05)
     kept, replies = memory_kept_after(ingest, calls)
     assert len(replies) == 60 and all("this connection already carries 'MZother'" in reply for reply in replies)
     assert kept < 3_000_000  # 60 starts of 60 kB kept were 5.4 MB, text and parsed copies
