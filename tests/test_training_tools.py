@@ -774,6 +774,7 @@ def test_mean_per_class_accuracy_averages_each_emotions_recall_over_the_emotions
     four_neutral_right_one_calm_wrong = evaluate.scores(np.array([0, 0, 0, 0, 1]), np.array([0, 0, 0, 0, 0]))
     assert four_neutral_right_one_calm_wrong["mean_per_class_accuracy"] == 0.5
     assert four_neutral_right_one_calm_wrong["accuracy"] == 0.8
+    assert four_neutral_right_one_calm_wrong["clips"] == 5  # clips scored, not emotions
     true = np.repeat(np.arange(7), 2)  # two clips of each emotion but surprised, one of each recognised
     predicted = np.where(np.arange(true.size) % 2 == 0, true, (true + 1) % 7)
     scores = evaluate.scores(true, predicted)
@@ -799,6 +800,30 @@ def test_scoring_several_models_scores_the_mean_of_their_window_outputs(tiny_rav
     windows = np.array(clips[0]["window_probabilities"])
     assert windows.shape[1] == 8 and np.allclose(windows, [0.3, 0.425, 0.275, 0, 0, 0, 0, 0], atol=1e-6)
     assert scores["accuracy"] == 1.0  # calm, the mean's most likely; the largest output is neutral's 0.6
+
+
+def test_a_clip_without_windows_is_refused_not_given_an_output_of_nothing():
+    """Dividing by its count of none gave a clip an output of NaNs, which argmax reads as neutral."""
+    from training import evaluate
+
+    with pytest.raises(ValueError, match="^a clip has no windows$"):
+        evaluate.clip_probabilities(np.eye(8)[:2], np.array([3, 3]), np.array([3, 5]))
+
+
+def test_a_confusion_table_sets_the_diagonal_in_bold_and_means_it_over_the_emotions_with_clips():
+    """Table 1's form: the share of each emotion's clips recognised, in bold, and its mean over the emotions scored
+    (an emotion without clips is a row of 0 %, not a class scored 0)."""
+    from training import evaluate
+
+    matrix = np.zeros((len(EMOTIONS), len(EMOTIONS)), np.int64)
+    matrix[0, :2] = [3, 1]  # neutral: 75 % recognised, 25 % taken for calm
+    matrix[2, 2] = 2  # happy: 100 %
+    table = evaluate.confusion_markdown(matrix, "fold 0")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "true \\" not in line]
+    assert rows[0] == "| neutral | **75** | 25 | 0 | 0 | 0 | 0 | 0 | 0 |"
+    assert rows[2] == "| happy | 0 | 0 | **100** | 0 | 0 | 0 | 0 | 0 |"
+    assert "Mean of the diagonal: 87.5 % (6 clips)" in table.splitlines()
+    assert evaluate.row_percentages(matrix)[1].tolist() == [0.0] * len(EMOTIONS)
 
 
 def test_scoring_on_an_actor_the_model_only_validated_on_is_refused(smoke_run, tiny_ravdess, tmp_path, capsys):
