@@ -20,8 +20,11 @@ def test_name_parts_become_labels():
     ("name", "reason"),
     [
         ("03-01-05-02-01-02.wav", "expected 7"),
+        ("03-01-05-02-01-02-12-01.wav", "expected 7 dash-separated fields, found 8"),
         ("03-01-09-01-01-01-01.wav", "emotion 09 is outside"),
         ("03-01-0x-01-01-01-01.wav", "not two digits"),
+        ("03-01-5-01-01-01-01.wav", "emotion field '5' is not two digits"),
+        ("03-01-0\u0665-01-01-01-01.wav", "not two digits"),  # an Arabic-Indic five: a digit to str.isdigit and int()
         ("03-01-01-02-01-01-01.wav", "neutral has no strong"),
         ("03-01-05-01-01-01-25.flac", "actor 25"),
         ("03-01-05-01-01-01-01.mp3", "not a WAV or FLAC"),
@@ -31,6 +34,17 @@ def test_bad_names_are_reported_with_the_reason(name, reason):
     with pytest.raises(DatasetError, match=reason) as error:
         parse_name(name)
     assert Path(name).name in str(error.value)
+
+
+def test_all_24_ravdess_actors_and_extensions_in_capitals_are_read_as_clips(tmp_path):
+    """The shared copy holds actors 1-20 of the 24; the whole data set, or a copy from a system that names files in
+    capitals, is read the same."""
+    assert parse_name("Actor_24/03-01-05-01-01-01-24.wav").actor == 24
+    (tmp_path / "Actor_01").mkdir()
+    for name in ("03-01-03-01-01-01-01.WAV", "03-01-04-01-01-01-01.Flac"):
+        (tmp_path / "Actor_01" / name).write_bytes(b"")
+    clips, problems = scan(tmp_path)
+    assert [clip.path.name for clip in clips] == ["03-01-03-01-01-01-01.WAV", "03-01-04-01-01-01-01.Flac"] and problems == []
 
 
 def test_a_name_that_is_not_utf8_is_shown_with_its_bytes_as_classify_shows_it():
@@ -60,6 +74,7 @@ def test_scan_names_a_clip_in_another_format_and_a_link_to_nothing_but_not_other
     (tmp_path / "Actor_01" / "03-01-04-01-01-01-01.mp3").write_bytes(b"")  # once left out without a word
     (tmp_path / "Actor_01" / "03-01-05-01-01-01-01.wav").symlink_to(tmp_path / "moved-away.wav")
     (tmp_path / "Actor_01" / "cover.mp3").write_bytes(b"")  # not a clip's name: nothing to say
+    (tmp_path / "Actor_01" / "03-01-06-01-01-01-01.wav").mkdir()  # a folder, not a link: nothing to say either
     (tmp_path / "notes").symlink_to(tmp_path / "gone")
     clips, problems = scan(tmp_path)
     assert [c.path.name for c in clips] == ["03-01-03-01-01-01-01.wav"]

@@ -729,6 +729,131 @@ def test_a_random_split_deals_each_emotion_a_shuffled_quarter_to_test_a_tenth_of
     assert len(test_sets) == 3  # each seed draws its own quarter, not the first in file order
 
 
+def test_a_random_split_rounds_each_emotions_quarter_and_the_tenth_of_its_rest_to_the_nearest_clip_and_lists_each_part_sorted():
+    """RAVDESS's counts (multiples of 4) need no rounding; the counts left when clips are left out (unreadable,
+    silent) do, and a quarter or a tenth cut down (or up) instead of rounded tested or validated on other clips."""
+    from training.dataset import random_split
+
+    labels = np.repeat(np.arange(len(EMOTIONS)), [3, 5, 8, 9, 11, 13, 15, 17])
+    split = random_split(labels, 0)
+    assert [int(np.sum(labels[split["test"]] == emotion)) for emotion in range(len(EMOTIONS))] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert [int(np.sum(labels[split["validation"]] == emotion)) for emotion in range(len(EMOTIONS))] == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert all(np.all(np.diff(indices) > 0) for indices in split.values())  # clip indices in order
+
+
+def test_a_random_split_of_a_seed_is_the_one_every_run_so_far_drew_with_it():
+    """Models record the test clips they were scored on; a split drawn otherwise for the same seed would make
+    ``training.score --random-split`` refuse every model trained before."""
+    from training.dataset import random_split
+
+    labels = np.concatenate([np.full(96 if emotion == 0 else 192, emotion) for emotion in range(len(EMOTIONS))])  # RAVDESS's counts
+    assert random_split(labels, 0)["test"][:8].tolist() == [5, 8, 9, 10, 11, 13, 16, 19]
+
+
+def write_tone(path: Path, samples: int) -> Path:
+    """A clip of steady sound at the canonical rate, so trimming keeps every one of its ``samples``."""
+    import soundfile
+
+    seconds = np.arange(samples) / 8000
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 220 * seconds) + 0.1 * np.sin(2 * np.pi * 1300 * seconds)).astype(np.float32), 8000, subtype="FLOAT")
+    return path
+
+
+def test_training_trains_on_a_finer_hop_but_scores_each_clip_on_the_windows_classify_cuts_a_short_clip_on_its_one_window(tmp_path):
+    """4.00025 s: the last window starts 16002 samples in, 2.00025 s, which does not come back from seconds to
+    samples by truncation; 1.5 s: one window, centred in silence, that starts before the clip."""
+    from ser_stream.audiofile import read_audio
+    from ser_stream.clips import clip_spectrograms
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import parse_name
+
+    long = write_tone(tmp_path / "03-01-05-01-01-01-01.wav", 32002)
+    short = write_tone(tmp_path / "03-01-05-01-02-01-01.wav", 12000)
+    features = build_features([parse_name(long), parse_name(short)], WindowConfig(), ("clean",), 0, None, workers=1)
+    served = [clip_spectrograms(*read_audio(path), WindowConfig()) for path in (long, short)]
+    for index, windows in enumerate(served):
+        scored = features.spectrograms[features.eval_windows(np.array([index]))]
+        assert scored.shape == windows.shape, index
+        np.testing.assert_allclose(scored.astype(np.float32), windows, atol=1e-3)  # stored as float16
+    assert [len(windows) for windows in served] == [6, 1]
+    assert features.windows_of(np.array([0]), ("clean",)).size == 10  # every 0.25 s, and the last aligned to the end
+
+
+def test_each_training_variant_is_its_own_version_of_the_clip_the_telephone_one_without_the_lows_a_phone_line_drops(tiny_ravdess, tmp_path):
+    """And each clip's noise and line are drawn for it: the same audio under another actor's name is augmented otherwise."""
+    import shutil
+
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import parse_name, scan
+
+    clip = scan(tiny_ravdess)[0][0]
+    twin = parse_name(shutil.copy(clip.path, tmp_path / clip.path.name.replace(f"-{clip.actor:02d}.", "-24.")))
+    variants = ("clean", "telephone", "noisy")
+    features = build_features([clip, twin], WindowConfig(), variants, 0, None, workers=1)
+    (clean, line, noisy), (twin_clean, _, twin_noisy) = (
+        [features.spectrograms[features.windows_of(np.array([index]), (variant,))].astype(np.float32) for variant in variants] for index in (0, 1)
+    )
+    below_200_hz = slice(0, 13)  # rows 15.4 Hz apart; the line's band starts at 300 Hz
+    assert line.shape == clean.shape == noisy.shape
+    assert line[:, below_200_hz].mean() < 0.75 * clean[:, below_200_hz].mean()
+    assert not np.allclose(noisy, clean, atol=0.01) and not np.allclose(noisy, line, atol=0.01)
+    assert np.array_equal(twin_clean, clean) and not np.array_equal(twin_noisy, noisy)
+
+
+def test_the_feature_cache_is_kept_apart_for_other_variants_another_seed_and_audio_of_the_same_size(tiny_ravdess, tmp_path):
+    """The cache is named by what the features depend on: a run asking for other variants or another seed once got
+    the features of the run before it, and audio replaced by audio of the same size is other audio."""
+    import shutil
+
+    import soundfile
+
+    from ser_stream.windows import WindowConfig
+    from training.dataset import VARIANTS, build_features
+    from training.ravdess import scan
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_ravdess / "Actor_01", data / "Actor_01")
+    clips = scan(data)[0][:1]
+    cache = tmp_path / "cache"
+    clean = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    both = build_features(clips, WindowConfig(), ("clean", "noisy"), 0, cache, workers=1)
+    assert sorted(set(both.window_variant.tolist())) == [VARIANTS.index("clean"), VARIANTS.index("noisy")]
+    reseeded = build_features(clips, WindowConfig(), ("clean", "noisy"), 1, cache, workers=1)
+    assert not np.array_equal(reseeded.spectrograms, both.spectrograms)  # the noise drawn again
+    audio, rate = soundfile.read(clips[0].path, dtype="float32")
+    info = soundfile.info(clips[0].path)
+    stamp = clips[0].path.stat()
+    soundfile.write(clips[0].path, audio[::-1], rate, subtype=info.subtype)  # the same size, other sound
+    os.utime(clips[0].path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    assert clips[0].path.stat().st_size == stamp.st_size
+    reversed_clip = build_features(clips, WindowConfig(), ("clean",), 0, cache, workers=1)
+    assert not np.array_equal(reversed_clip.spectrograms, clean.spectrograms)
+
+
+def test_features_of_one_clip_that_cannot_be_learned_from_name_it_alone(tmp_path):
+    import soundfile
+
+    from ser_stream.windows import WindowConfig
+    from training.dataset import build_features
+    from training.ravdess import parse_name
+
+    silent = tmp_path / "03-01-05-01-01-01-01.wav"
+    soundfile.write(silent, np.zeros(16000, np.float32), 16000)
+    with pytest.raises(SerStreamError) as refused:
+        build_features([parse_name(silent)], WindowConfig(), ("clean",), 0, None, workers=1)
+    assert str(refused.value).startswith(f"none of the 1 clips can be learned from: {silent}: silent throughout")
+    assert "more)" not in str(refused.value)
+
+
+def test_the_digest_of_a_set_of_test_clips_does_not_depend_on_the_order_they_are_listed_in():
+    """Training records it of its test clips in split order; ``training.score --random-split`` holds its own to it."""
+    from training.dataset import clip_names_sha256
+
+    names = ["03-01-05-01-01-01-01.wav", "03-01-02-01-01-01-02.wav", "03-01-08-02-02-01-03.flac"]
+    assert clip_names_sha256(names) == clip_names_sha256(reversed(names)) != clip_names_sha256(names[:2])
+
 def test_max_clips_deals_each_emotions_clips_from_every_actor_in_turn():
     """--max-clips N once took the first N of each emotion in path order: all of them the first actor's."""
     from pathlib import Path

@@ -271,6 +271,15 @@ def test_scoring_the_random_split_holds_the_clips_not_only_their_number_to_those
     assert capsys.readouterr().err == f"warning: {older}: records no digest of its test clips (trained before runs did); checked their number only, not which clips they are\n"
 
 
+@pytest.mark.parametrize("tested", [7, 9])
+def test_scoring_the_random_split_refuses_an_older_model_tested_on_another_number_of_clips(smoke_run, tiny_ravdess, tmp_path, capsys, tested):
+    """A run from before test clips were recorded is held to their number: fewer than the split's is as wrong as more."""
+    metrics = json.loads(metadata_path(smoke_run / "model.onnx").read_text())["metrics"]
+    older = {key: value for key, value in metrics.items() if key != "test_clips_sha256"}
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "older.onnx", metrics=dict(older, test_clean=dict(older["test_clean"], clips=tested)))
+    line = refusal("training.score", ["--data", str(tiny_ravdess), "--random-split", "0", "--model", str(model)], capsys)
+    assert line == f"python -m training.score: error: {model}: tested on {tested} clips, but the clips in --data split into 8: not the clips it was trained on"
+
 @pytest.mark.parametrize(
     "seed, changes, reason",
     [
@@ -774,6 +783,7 @@ def test_mean_per_class_accuracy_averages_each_emotions_recall_over_the_emotions
     four_neutral_right_one_calm_wrong = evaluate.scores(np.array([0, 0, 0, 0, 1]), np.array([0, 0, 0, 0, 0]))
     assert four_neutral_right_one_calm_wrong["mean_per_class_accuracy"] == 0.5
     assert four_neutral_right_one_calm_wrong["accuracy"] == 0.8
+    assert four_neutral_right_one_calm_wrong["clips"] == 5  # clips scored, not emotions
     true = np.repeat(np.arange(7), 2)  # two clips of each emotion but surprised, one of each recognised
     predicted = np.where(np.arange(true.size) % 2 == 0, true, (true + 1) % 7)
     scores = evaluate.scores(true, predicted)
@@ -800,6 +810,78 @@ def test_scoring_several_models_scores_the_mean_of_their_window_outputs(tiny_rav
     assert windows.shape[1] == 8 and np.allclose(windows, [0.3, 0.425, 0.275, 0, 0, 0, 0, 0], atol=1e-6)
     assert scores["accuracy"] == 1.0  # calm, the mean's most likely; the largest output is neutral's 0.6
 
+
+def test_a_clip_without_windows_is_refused_not_given_an_output_of_nothing():
+    """Dividing by its count of none gave a clip an output of NaNs, which argmax reads as neutral."""
+    from training import evaluate
+
+    with pytest.raises(ValueError, match="^a clip has no windows$"):
+        evaluate.clip_probabilities(np.eye(8)[:2], np.array([3, 3]), np.array([3, 5]))
+
+
+def test_a_confusion_table_sets_the_diagonal_in_bold_and_means_it_over_the_emotions_with_clips():
+    """Table 1's form: the share of each emotion's clips recognised, in bold, and its mean over the emotions scored
+    (an emotion without clips is a row of 0 %, not a class scored 0)."""
+    from training import evaluate
+
+    matrix = np.zeros((len(EMOTIONS), len(EMOTIONS)), np.int64)
+    matrix[0, :2] = [3, 1]  # neutral: 75 % recognised, 25 % taken for calm
+    matrix[2, 2] = 2  # happy: 100 %
+    table = evaluate.confusion_markdown(matrix, "fold 0")
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "true \\" not in line]
+    assert rows[0] == "| neutral | **75** | 25 | 0 | 0 | 0 | 0 | 0 | 0 |"
+    assert rows[2] == "| happy | 0 | 0 | **100** | 0 | 0 | 0 | 0 | 0 |"
+    assert "Mean of the diagonal: 87.5 % (6 clips)" in table.splitlines()
+    assert evaluate.row_percentages(matrix)[1].tolist() == [0.0] * len(EMOTIONS)
+
+
+def test_a_clip_is_labelled_by_the_mean_of_all_its_window_outputs_not_its_first_window(tmp_path):
+    """The paper's rule, through training.score: the first window says neutral, the clip's others calm, and calm wins."""
+    import soundfile
+
+    from ser_stream.windows import WindowConfig
+    from tests.conftest import speechlike
+    from training.ravdess import parse_name
+    from training.score import score
+
+    class FirstWindowNeutralOthersCalm:  # stands in for an EmotionModel
+        def predict(self, windows: np.ndarray) -> np.ndarray:
+            outputs = np.zeros((len(windows), len(EMOTIONS)), np.float32)
+            outputs[:, EMOTIONS.index("calm")] = 1.0
+            outputs[0, :2] = [0.9, 0.1]
+            return outputs
+
+    calm_clip = tmp_path / "03-01-02-01-01-01-01.wav"
+    soundfile.write(calm_clip, speechlike(4.0, 16000), 16000)
+    scores, _, clips = score([FirstWindowNeutralOthersCalm()], [parse_name(calm_clip)], WindowConfig())
+    assert len(clips[0]["window_probabilities"]) > 2
+    assert scores["accuracy"] == 1.0
+
+
+def test_a_clip_is_scored_by_telephone_on_its_own_audio_through_a_phone_line_at_any_rate(tmp_path):
+    """The telephone figures are of the clip without the lows a phone line drops, a line of its own for each seed, and a 48 kHz clip gives as many
+    windows by telephone as clean (the line's 8 kHz audio was once read at the file's rate)."""
+    import soundfile
+
+    from ser_stream.windows import WindowConfig
+    from tests.conftest import speechlike
+    from training.score import clip_inputs
+
+    clip = tmp_path / "six-seconds.wav"
+    soundfile.write(clip, speechlike(6.0, 48000), 48000)
+    clean, line = (clip_inputs(clip, WindowConfig(), variant, seed=0) for variant in ("clean", "telephone"))
+    below_200_hz = slice(0, 13)  # rows 15.4 Hz apart; the line's band starts at 300 Hz
+    assert line.shape == clean.shape and len(clean) > 2
+    assert line[:, below_200_hz].mean() < 0.75 * clean[:, below_200_hz].mean()
+    assert not np.array_equal(clip_inputs(clip, WindowConfig(), "telephone", seed=1), line)  # each seed its own line
+
+
+def test_a_clips_phone_line_is_seeded_by_its_name_wherever_its_folder_is():
+    """A copy of the data elsewhere, or scored by another path, gets the same telephone figures."""
+    from training.score import clip_seed
+
+    name = "03-01-05-01-01-01-01.wav"
+    assert clip_seed(Path("/data/Actor_01") / name) == clip_seed(Path("copy/Actor_01") / name) != clip_seed(Path("/data/Actor_01/03-01-05-01-01-01-02.wav"))
 
 def test_scoring_on_an_actor_the_model_only_validated_on_is_refused(smoke_run, tiny_ravdess, tmp_path, capsys):
     """Its weights were picked on that actor's clips: a score on them is not held out."""
