@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,6 +81,7 @@ CLOCK_EVIDENCE = 4
 # A call that begins to play before its clock is learnt (a word, then a pause) takes the one its waiting packets say
 # if this many consecutive pairs of them agree: one step of twice a packet is as likely an 8 kHz sender's skip.
 FIRST_CLOCK_PAIRS = 2
+PAUSE_STEP = 0  # a step between waiting packets ahead past every ratio's: a pause, which says no clock
 STAMP_SLACK = 8  # samples a sender's stamps of two packets may be off their audio (160 × n ± 3 each), at its clock's ratio
 LONGEST_PACKET_SAMPLES = 480  # 60 ms: the longest G.711 packets telephony sends, for packets not yet seen
 # A sender whose timestamps still skip ahead at one packet in this many, though no packet is missing, keeps no clock
@@ -262,11 +263,28 @@ class JitterBuffer:
         came: a swap among them left it unlearnt), say it if each pair of them steps by the same ratio (across a gap,
         by its numbers' worth of packets as long as those either side: a 16 kHz word with a packet lost had its steps
         taken for skips); CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are
-        taken for now, and it learns on; whether one was. Taken for 8 kHz, a 16 kHz sender's steps were skips:
-        silence between its first packets (100 ms where its first two were swapped), and its pause, stamped at twice
-        its length, up to 1 s too long. Also once it plays, for the packets held after one that said none
-        (``clock_unheard``)."""
+        taken for now, and it learns on; whether one was. A step ahead past every ratio's is a pause, which says
+        nothing: it was taken for no multiple, and a word's steps before it said no clock. Taken for 8 kHz, a 16 kHz
+        sender's steps were skips: silence between its first packets (100 ms where its first two were swapped), and
+        its pause, stamped at twice its length, up to 1 s too long. Also once it plays, for the packets held after one
+        that said none (``clock_unheard``)."""
         ratios, pairs = set(), 0
+        for _, ratio in self._waiting_steps():
+            if ratio is None:
+                return False  # a step that is no multiple (as _learn_clock has it): no clock to take
+            if ratio != PAUSE_STEP:
+                ratios.add(ratio)
+                pairs += 1
+        if len(ratios) != 1 or pairs < FIRST_CLOCK_PAIRS:
+            return False
+        (ratio,) = ratios
+        self._set_clock(ratio, learnt=pairs >= CLOCK_EVIDENCE)
+        return True
+
+    def _waiting_steps(self) -> Iterator[tuple[int, int | None]]:
+        """Each step between the audio packets waiting, in sequence: the later one's number and the ratio it steps by,
+        PAUSE_STEP if ahead past every ratio's, None if no multiple (or no step to expect, across packets missing
+        between two of different lengths: left out)."""
         waiting = sorted(self.pending)
         for sequence, following_sequence in zip(waiting, waiting[1:]):
             packet, following = self.pending[sequence], self.pending[following_sequence]
@@ -278,15 +296,12 @@ class JitterBuffer:
             expected = numbers * len(packet.payload)  # G.711: a byte a sample
             step = (following.timestamp - packet.timestamp) & 0xFFFFFFFF
             ratio = round(step / expected)
-            if ratio not in CLOCK_RATIOS or abs(step - ratio * expected) > STAMP_SLACK * ratio:
-                return False  # a step that is no multiple (as _learn_clock has it): no clock to take
-            ratios.add(ratio)
-            pairs += 1
-        if len(ratios) != 1 or pairs < FIRST_CLOCK_PAIRS:
-            return False
-        (ratio,) = ratios
-        self._set_clock(ratio, learnt=pairs >= CLOCK_EVIDENCE)
-        return True
+            if step < 0x80000000 and step > max(CLOCK_RATIOS) * expected + STAMP_SLACK * max(CLOCK_RATIOS):
+                yield following_sequence, PAUSE_STEP
+            elif ratio not in CLOCK_RATIOS or abs(step - ratio * expected) > STAMP_SLACK * ratio:
+                yield following_sequence, None
+            else:
+                yield following_sequence, ratio
 
     def _set_clock(self, ratio: int, learnt: bool) -> None:
         """The sender's clock, taken or learnt; once playing, the time played since the last packet (stepped at the
@@ -453,11 +468,25 @@ class JitterBuffer:
     def _release(self, flush: bool, start: bool = False) -> list[NDArray[np.float32]]:
         audio: list[NDArray[np.float32]] = []
         holding = not self.playing or (self.clock_unheard and not self.clock_learnt)
-        if not flush and not start and holding and len(self.pending) < self.jitter_packets:
+        # held after a start that said no clock, they wait for as many as can say one (FIRST_CLOCK_PAIRS steps), in a
+        # window of two packets too: their one step said none, and a 16 kHz pause after a one-packet word played at 8 kHz
+        waiting_for = self.jitter_packets if not self.playing else max(self.jitter_packets, FIRST_CLOCK_PAIRS + 1)
+        if not flush and not start and holding and len(self.pending) < waiting_for:
             return audio
+        held_back: dict[int, RtpPacket] = {}
         if holding and not self.clock_learnt:
-            # held until the window's worth waited, whatever they said: held no longer
-            self.clock_unheard = not self._take_first_clock() and len(self.pending) < self.jitter_packets
+            taken = self._take_first_clock()
+            # the call's first packets say no clock and speech resumed after a pause among them: the packets after it
+            # played with the word before it, at 8 kHz, and a 16 or 48 kHz pause two or six times as long
+            resumed = None if taken or flush or self.playing else min(
+                (sequence for sequence, ratio in self._waiting_steps() if ratio == PAUSE_STEP), default=None)
+            if start and resumed is not None:
+                return audio  # its pause has passed: the word waits with them, as a call's first packets do, to say it
+            # held until the window's worth waited, whatever they said: held no longer; but those after the pause
+            # wait to say it (``clock_unheard``), as a one-packet word's do, and the word before it plays
+            self.clock_unheard = not taken and (len(self.pending) < self.jitter_packets or resumed is not None)
+            if resumed is not None:
+                held_back = {sequence: self.pending.pop(sequence) for sequence in sorted(self.pending) if sequence >= resumed}
         self.playing = True
         while self.pending:
             assert self.next_sequence is not None
@@ -525,6 +554,7 @@ class JitterBuffer:
                 # a 3 s key hold took 2 s out of the call's time)
                 audio.append(np.zeros(min(held // self.clock_ratio, DISCONTINUITY_SAMPLES), dtype=np.float32))
                 self.next_timestamp = event_end
+        self.pending.update(held_back)
         return audio
 
 

@@ -1586,6 +1586,70 @@ def test_a_16_or_48_khz_word_with_a_packet_lost_plays_its_pause_at_its_length(re
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (1, 0)
 
 
+@pytest.mark.parametrize("ratio", [2, 6], ids=["16khz", "48khz"])
+@pytest.mark.parametrize(("word", "jitter_packets"), [(1, 8), (2, 8), (3, 8), (1, 3)],
+                         ids=["one-packet-word", "two-packet-word", "three-packet-word", "one-packet-word-in-a-three-packet-window"])
+def test_a_16_or_48_khz_word_whose_next_packets_come_before_it_plays_keeps_its_pause_at_its_length(
+        receiver_clock, ratio, word, jitter_packets):
+    """A word of one to three packets, then a 0.3 s pause, and the next packets come just before the word begins to
+    play (0.25 s after it): the step over the pause is no clock multiple, which a pause never is, so the steps of the
+    word said no clock; the packets after the pause played with the word, at 8 kHz, and the pause as 0.6 s (16 kHz)
+    or 1 s (48 kHz). The step over the pause says nothing, and the others say the clock; where they are too few (a
+    word of one packet, and one after the pause), the packets after the pause wait to say it (r20 third review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
+    payload = tone_payload(440)
+    resumed = round(0.3 * 8000)  # the first packet after the pause is stamped 0.3 s after the word's first
+
+    def send_packet(sequence: int, samples: int) -> None:
+        receiver.receive(rtp(sequence, samples * ratio, payload, ssrc=9), "127.0.0.1:4000")
+
+    try:
+        start = clock[0]
+        for sequence in range(word):
+            send_packet(sequence, sequence * PACKET_SAMPLES)
+            clock[0] += 0.02
+        for index in range(30):  # speech again, from 0.3 s, as the receiver checks every 0.1 s (from 0.31 s)
+            clock[0] = start + 0.3 + index * 0.02
+            send_packet(word + index, resumed + index * PACKET_SAMPLES)
+            if index % 5 == 0:
+                receiver.close_idle(clock[0] + 0.01)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    assert stream.ring.read().size == resumed + 30 * PACKET_SAMPLES  # the call's own length
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
+@pytest.mark.parametrize("ratio", [2, 6], ids=["16khz", "48khz"])
+def test_a_16_or_48_khz_one_packet_word_in_a_two_packet_window_keeps_its_pause_at_its_length(receiver_clock, ratio):
+    """A word of one packet, then a 1 s pause, with --jitter-packets 2: the word plays once its pause's silence
+    begins, and the packets after the pause wait as many as say a clock (FIRST_CLOCK_PAIRS steps), not the window's
+    two: their one step said none, and the pause was played at 8 kHz after its silence had been: 1.8 s for 1 s
+    (r20 third review)."""
+    clock = receiver_clock
+    receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=2)
+    payload = tone_payload(440)
+    try:
+        start = clock[0]
+        receiver.receive(rtp(0, 0, payload, ssrc=9), "127.0.0.1:4000")
+        while clock[0] < start + 0.95:  # the pause, as the receiver checks every 0.1 s
+            clock[0] += 0.1
+            receiver.close_idle(clock[0])
+        for index in range(60):  # speech again, stamped 1 s after the word's start
+            clock[0] = start + 1.0 + index * 0.02
+            receiver.receive(rtp(1 + index, (8000 + index * PACKET_SAMPLES) * ratio, payload, ssrc=9), "127.0.0.1:4000")
+            if index % 5 == 0:
+                receiver.close_idle(clock[0] + 0.01)
+        receiver.close_idle(clock[0] + 60)
+    finally:
+        receiver.socket.close()
+    (stream,) = streams["rtp-00000009"]
+    assert stream.ring.read().size == 8000 + 60 * PACKET_SAMPLES  # the call's own length
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+
+
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
     """A call starts with its first audio: a leg that only marks silence or keys (a muted phone) is no stream."""
     receiver, streams, reports = receiver_with_streams()
