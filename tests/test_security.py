@@ -77,7 +77,8 @@ def test_failed_opening_handshakes_are_counted_by_cause_and_reach_the_status_cou
             await reader.read()  # the server's answer, if any, then its close
             writer.close()
         hello = await first_message(f"ws://127.0.0.1:{publisher.port}/")
-        await asyncio.sleep(0.1)
+        # its handler lets go of it after the closing handshake, in its own time: 0.1 s could be too short under load
+        await until(lambda: not publisher.subscribers, seconds=30)
         counters, by_cause = publisher.counters(), dict(publisher.failed_handshakes)
         await publisher.close()
         return hello, counters, by_cause
