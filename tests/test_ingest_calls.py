@@ -109,6 +109,16 @@ def audio(stream: Stream) -> np.ndarray:
     return stream.ring.read()
 
 
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait on the event loop for ``condition()``: what the ingest does in its own time (reading the frames sent, its
+    idle timer) is waited for, never a fixed time that a loaded machine can outrun. 60 s only bounds a failing test."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not condition():
+        assert loop.time() < deadline, f"not {what} after 60 s"
+        await asyncio.sleep(0.01)
+
+
 def test_both_tracks_of_a_call_become_two_streams_each_as_long_as_the_call():
     """Twilio <Stream track="both_tracks"> interleaves caller and agent frames under one streamSid."""
     frames = [start(["inbound", "outbound"])]
@@ -722,26 +732,27 @@ def stalling_ingest(idle_seconds: float) -> tuple[MediaIngest, list[Stream]]:
 
 def test_a_call_whose_media_stalls_with_the_connection_open_is_ended_and_begins_again_when_media_returns():
     """A stalled platform once held the call's last utterance (and a --max-streams slot) until it closed the socket."""
-    ingest, opened = stalling_ingest(idle_seconds=0.3)
+    # a second of idle time: the second call's frames, sent at once, are all read well within it on a loaded machine
+    ingest, opened = stalling_ingest(idle_seconds=1.0)
 
-    async def scenario() -> tuple[bool, bool]:
+    async def scenario() -> bool:
         publisher = await serving(ingest)
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
             await connection.send(start())
             for chunk in range(1, 11):
                 await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
-            await asyncio.sleep(0.8)  # the platform stalls, the socket open
-            ended_while_open = opened[0].finished
+            # the platform stalls, the socket open, until the call is ended (a fixed 0.8 s could pass before the ingest
+            # had even read the frames on a loaded machine)
+            await until(lambda: bool(opened) and opened[0].finished, "ended while the connection is open")
             for chunk in range(11, 21):
                 await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
-            await asyncio.sleep(0.1)
-            second_running = len(opened) == 2 and not opened[1].finished
+            await until(lambda: len(opened) == 2 and opened[1].ring.available() == 10 * FRAME, "a second stream with its ten frames")
+            second_running = not opened[1].finished
         await publisher.close()
-        return ended_while_open, second_running
+        return second_running
 
-    ended_while_open, second_running = asyncio.run(scenario())
-    assert ended_while_open and second_running
-    assert opened[0].warning == "no media for 0.3 s with the connection open: the call was ended (media that comes later begins a new stream)"
+    assert asyncio.run(scenario())  # the media after the stall began a new stream, running until the close
+    assert opened[0].warning == "no media for 1 s with the connection open: the call was ended (media that comes later begins a new stream)"
     assert [stream.stream_id for stream in opened] == [SID, SID]
     assert audio(opened[0]).size == audio(opened[1]).size == 10 * FRAME and opened[1].finished  # the close ended it too
 
@@ -802,7 +813,7 @@ def test_a_fresh_start_after_a_pause_takes_the_call_and_its_stop_ends_it():
     """A call paused by --call-idle stayed paused after a new start of its id: its first media resumed it again, a
     'started twice' refused and counted and that frame dropped; or the next stop was taken as the old call's and the
     new stream ran on until the idle timer ended it with a misleading warning."""
-    ingest, opened = stalling_ingest(idle_seconds=0.3)
+    ingest, opened = stalling_ingest(idle_seconds=1.0)  # a frame after a start is read well within it on a loaded machine
     refused: list[None] = []
     ingest.count_refused = lambda: refused.append(None)
 
@@ -810,17 +821,20 @@ def test_a_fresh_start_after_a_pause_takes_the_call_and_its_stop_ends_it():
         publisher = await serving(ingest)
         replies: list[str] = []
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
-            for restarted_with_media in (True, False):
+            for round_number, restarted_with_media in enumerate((True, False)):
                 await connection.send(start())
                 for chunk in range(1, 11):
                     await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
-                await asyncio.sleep(0.6)  # paused for want of media
+                paused = 2 * round_number  # the stream this round's first start opened
+                # paused for want of media (a fixed 0.6 s could pass before the ingest read the frames on a loaded
+                # machine: the start below then came to a call still running)
+                await until(lambda paused=paused: len(opened) > paused and opened[paused].finished, "paused for want of media")
                 await connection.send(start())  # the platform starts the call again
                 if restarted_with_media:
                     for chunk in range(1, 11):
                         await connection.send(media(CALLER, chunk, 20 * (chunk - 1)))
                 await connection.send(json.dumps({"event": "stop", "streamSid": SID}))
-                await asyncio.sleep(0.1)  # the stop is read: the new stream ended by it, not by the timer
+                await until(lambda paused=paused: len(opened) > paused + 1 and opened[paused + 1].finished, "ended by its stop")
             await connection.send(LAST_FRAME)
             while (reply := json.loads(await asyncio.wait_for(connection.recv(), 30))["message"]) != LAST_REPLY:
                 replies.append(reply)
@@ -831,7 +845,7 @@ def test_a_fresh_start_after_a_pause_takes_the_call_and_its_stop_ends_it():
     assert replies == [] and refused == [] and ingest.late_chunks == 0
     assert [stream.stream_id for stream in opened] == [SID] * 4 and all(stream.finished for stream in opened)
     assert [audio(stream).size for stream in opened] == [10 * FRAME, 10 * FRAME, 10 * FRAME, 0]
-    assert [stream.warning for stream in opened[1::2]] == [None, None]  # ended by their stop, not 'no media for 0.3 s'
+    assert [stream.warning for stream in opened[1::2]] == [None, None]  # ended by their stop, not 'no media for 1 s'
 
 
 def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
@@ -843,10 +857,14 @@ def test_marks_and_dtmf_without_media_do_not_keep_a_stalled_call_open():
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
             await connection.send(start())
             await connection.send(media(CALLER, 1, 0))
-            for _ in range(8):  # 0.8 s without media, a mark every 0.1 s
+            # a mark every 0.1 s and no media, until the call is ended: 0.3 s after its media, however late the
+            # ingest read it (a fixed 0.8 s could pass before it did on a loaded machine); ten seconds mean never
+            for _ in range(100):
                 await asyncio.sleep(0.1)
                 await connection.send(json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "played"}}))
-            ended = opened[0].finished
+                if opened and opened[0].finished:
+                    break
+            ended = bool(opened) and opened[0].finished
         await publisher.close()
         return ended
 
@@ -1007,7 +1025,9 @@ def test_a_call_renumbered_then_stalled_says_both_in_its_end_warning():
             await connection.send(start())
             for chunk in (1, 2, 99999999, 4):  # a garbled number, then the count going on: two jumps followed
                 await connection.send(media(silence, chunk))
-            await asyncio.sleep(0.5)  # the platform stalls, the socket open
+            # the platform stalls, the socket open, until the call is ended (a fixed 0.5 s could pass before the
+            # ingest had read the frames on a loaded machine: the close then ended the call, and no stall was said)
+            await until(lambda: bool(worker.streams) and all(stream.finished for stream in worker.streams.values()), "ended by the stall")
         await publisher.close()
 
     asyncio.run(scenario())

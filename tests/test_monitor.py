@@ -1494,7 +1494,9 @@ def test_a_full_outbox_makes_the_emitting_thread_wait_rather_than_drop_a_message
     outbox.start()
     emitter = threading.Thread(target=lambda: [outbox.put({"n": n}) for n in range(5)])
     emitter.start()
-    emitter.join(1.0)
+    deadline = time.monotonic() + 60  # a bound for a failing test: a second could pass before the fourth put on a loaded machine
+    while emitter.is_alive() and outbox.full_waits == 0 and time.monotonic() < deadline:
+        emitter.join(0.01)
     assert emitter.is_alive() and outbox.full_waits >= 1  # it waits for room: the monitor's messages are never dropped
     released.set()
     emitter.join(30)

@@ -77,7 +77,8 @@ def test_failed_opening_handshakes_are_counted_by_cause_and_reach_the_status_cou
             await reader.read()  # the server's answer, if any, then its close
             writer.close()
         hello = await first_message(f"ws://127.0.0.1:{publisher.port}/")
-        await asyncio.sleep(0.1)
+        # its handler lets go of it after the closing handshake, in its own time: 0.1 s could be too short under load
+        await until(lambda: not publisher.subscribers, seconds=30)
         counters, by_cause = publisher.counters(), dict(publisher.failed_handshakes)
         await publisher.close()
         return hello, counters, by_cause
@@ -640,21 +641,21 @@ def test_tokenless_ingest_clients_waiting_for_their_start_are_limited_and_delay_
         waited = {}
         async with connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as call:
             await call.send(twilio_start(sid="MZ-by-header"))
-            waited["header"] = await until(lambda: "MZ-by-header" in opened)
+            waited["header"] = await until(lambda: "MZ-by-header" in opened, seconds=10)
         async with connect(f"{url}?token={TOKEN}") as call:
             await call.send(twilio_start(sid="MZ-by-query"))
-            waited["query"] = await until(lambda: "MZ-by-query" in opened)
+            waited["query"] = await until(lambda: "MZ-by-query" in opened, seconds=10)
         wrong = []
         for attempt in ({"uri": f"{url}?token=wrong"}, {"uri": url, "additional_headers": {"Authorization": "Bearer wrong"}}):
             async with connect(**attempt) as refused:
-                await asyncio.wait_for(refused.wait_closed(), 1)
+                await asyncio.wait_for(refused.wait_closed(), 10)  # at once: long before the 30 s a start may take
                 wrong.append(refused.close_code)
         for held in flood:  # leaving frees their slots
             await held.close()
         await until(lambda: not publisher.pending_ingest)
         async with connect(url) as call:
             await call.send(twilio_start({"token": TOKEN}))
-            waited["start"] = await until(lambda: SID in opened)
+            waited["start"] = await until(lambda: SID in opened, seconds=10)
         held_at_shutdown = await connect(url)  # the monitor stopping is no refusal of it
         await until(lambda: publisher.pending_ingest)
         await publisher.close()
@@ -663,9 +664,11 @@ def test_tokenless_ingest_clients_waiting_for_their_start_are_limited_and_delay_
 
     beyond, waited, wrong, given, counters = asyncio.run(scenario())
     assert beyond.status_code == 429 and b"waiting to send their start" in beyond.body
-    assert waited["header"] < 1 and waited["query"] < 1 and given[:2] == [None, None]
+    # at once: well within the 30 s a tokenless client may take to send its start (within 1 s, as these once had to be,
+    # is not what is tested, and a loaded machine can take longer)
+    assert waited["header"] < 10 and waited["query"] < 10 and given[:2] == [None, None]
     assert wrong == [POLICY_VIOLATION] * 2
-    assert waited["start"] < 1
+    assert waited["start"] < 10
     assert counters["refused_ingest_limit"] == 1 and counters["refused_token"] == 2  # the wrong ones; the flood leaving is no refusal
 
 
