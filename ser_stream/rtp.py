@@ -259,15 +259,11 @@ class JitterBuffer:
         )
 
     def _take_first_clock(self) -> bool:
-        """The call begins to play, its clock not learnt: the packets waiting, in sequence (not in the order they
-        came: a swap among them left it unlearnt), say it if each pair of them steps by the same ratio (across a gap,
-        by its numbers' worth of packets as long as those either side: a 16 kHz word with a packet lost had its steps
-        taken for skips); CLOCK_EVIDENCE pairs or more learn it, FIRST_CLOCK_PAIRS or more (a word, then a pause) are
-        taken for now, and it learns on; whether one was. A step ahead past every ratio's is a pause, which says
-        nothing: it was taken for no multiple, and a word's steps before it said no clock. Taken for 8 kHz, a 16 kHz
-        sender's steps were skips: silence between its first packets (100 ms where its first two were swapped), and
-        its pause, stamped at twice its length, up to 1 s too long. Also once it plays, for the packets held after one
-        that said none (``clock_unheard``)."""
+        """The call begins to play before ``_learn_clock`` has its clock (its first packets out of order, or a word and
+        a pause): take the ratio every step between the waiting packets gives, in sequence order (``_waiting_steps``;
+        pauses say none), if FIRST_CLOCK_PAIRS steps or more give it (CLOCK_EVIDENCE learn it); whether one was taken.
+        Taken for 8 kHz, a 16 kHz sender's steps were skips: silence among its first packets, its pause up to 1 s too
+        long. Also used for the packets held after a start that said none (``clock_unheard``)."""
         ratios, pairs = set(), 0
         for _, ratio in self._waiting_steps():
             if ratio is None:
@@ -283,8 +279,9 @@ class JitterBuffer:
 
     def _waiting_steps(self) -> Iterator[tuple[int, int | None]]:
         """Each step between the audio packets waiting, in sequence: the later one's number and the ratio it steps by,
-        PAUSE_STEP if ahead past every ratio's, None if no multiple (or no step to expect, across packets missing
-        between two of different lengths: left out)."""
+        PAUSE_STEP if ahead past every ratio's (a pause), None if no multiple. Across missing packets the step is
+        that of as many packets as those either side (a 16 kHz word with one lost had its steps taken for skips),
+        and left out where those differ in length (the missing ones may be of either)."""
         waiting = sorted(self.pending)
         for sequence, following_sequence in zip(waiting, waiting[1:]):
             packet, following = self.pending[sequence], self.pending[following_sequence]
