@@ -1593,6 +1593,26 @@ def test_a_16_or_48_khz_word_with_a_packet_lost_plays_its_pause_at_its_length(re
     assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (1, 0)
 
 
+def speech_again_to_the_end(receiver: RtpReceiver, clock: list[float], at: float, sequence: int, stamp: int, count: int, ratio: int) -> None:
+    """``count`` packets of tone to rtp-00000009, 20 ms apart from ``at``, numbered from ``sequence`` and stamped from
+    ``stamp`` at the sender's clock (``ratio`` times 8 kHz), the receiver checking its calls every 0.1 s (10 ms after a
+    packet); then the call's end."""
+    payload = tone_payload(440)
+    for index in range(count):
+        clock[0] = at + index * 0.02
+        receiver.receive(rtp(sequence + index, stamp + index * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
+        if index % 5 == 0:
+            receiver.close_idle(clock[0] + 0.01)
+    receiver.close_idle(clock[0] + 60)
+
+
+def length_with_nothing_counted(receiver: RtpReceiver, streams: dict[str, list[Stream]]) -> int:
+    """The samples rtp-00000009's one stream played, no packet of it counted lost or late."""
+    (stream,) = streams["rtp-00000009"]
+    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+    return stream.ring.read().size
+
+
 @pytest.mark.parametrize("ratio", [2, 6], ids=["16khz", "48khz"])
 @pytest.mark.parametrize(("word", "jitter_packets"), [(1, 8), (2, 8), (3, 8), (1, 3)],
                          ids=["one-packet-word", "two-packet-word", "three-packet-word", "one-packet-word-in-a-three-packet-window"])
@@ -1607,26 +1627,15 @@ def test_a_16_or_48_khz_word_whose_next_packets_come_before_it_plays_keeps_its_p
     receiver, streams, _ = receiver_with_streams(idle_seconds=10.0, jitter_packets=jitter_packets)
     payload = tone_payload(440)
     resumed = round(0.3 * 8000)  # the first packet after the pause is stamped 0.3 s after the word's first
-
-    def send_packet(sequence: int, samples: int) -> None:
-        receiver.receive(rtp(sequence, samples * ratio, payload, ssrc=9), "127.0.0.1:4000")
-
     try:
         start = clock[0]
         for sequence in range(word):
-            send_packet(sequence, sequence * PACKET_SAMPLES)
+            receiver.receive(rtp(sequence, sequence * PACKET_SAMPLES * ratio, payload, ssrc=9), "127.0.0.1:4000")
             clock[0] += 0.02
-        for index in range(30):  # speech again, from 0.3 s, as the receiver checks every 0.1 s (from 0.31 s)
-            clock[0] = start + 0.3 + index * 0.02
-            send_packet(word + index, resumed + index * PACKET_SAMPLES)
-            if index % 5 == 0:
-                receiver.close_idle(clock[0] + 0.01)
-        receiver.close_idle(clock[0] + 60)
+        speech_again_to_the_end(receiver, clock, start + 0.3, word, resumed * ratio, 30, ratio)  # checked from 0.31 s
     finally:
         receiver.socket.close()
-    (stream,) = streams["rtp-00000009"]
-    assert stream.ring.read().size == resumed + 30 * PACKET_SAMPLES  # the call's own length
-    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+    assert length_with_nothing_counted(receiver, streams) == resumed + 30 * PACKET_SAMPLES  # the call's own length
 
 
 @pytest.mark.parametrize("ratio", [2, 6], ids=["16khz", "48khz"])
@@ -1644,17 +1653,10 @@ def test_a_16_or_48_khz_one_packet_word_in_a_two_packet_window_keeps_its_pause_a
         while clock[0] < start + 0.95:  # the pause, as the receiver checks every 0.1 s
             clock[0] += 0.1
             receiver.close_idle(clock[0])
-        for index in range(60):  # speech again, stamped 1 s after the word's start
-            clock[0] = start + 1.0 + index * 0.02
-            receiver.receive(rtp(1 + index, (8000 + index * PACKET_SAMPLES) * ratio, payload, ssrc=9), "127.0.0.1:4000")
-            if index % 5 == 0:
-                receiver.close_idle(clock[0] + 0.01)
-        receiver.close_idle(clock[0] + 60)
+        speech_again_to_the_end(receiver, clock, start + 1.0, 1, 8000 * ratio, 60, ratio)  # stamped 1 s after the word's start
     finally:
         receiver.socket.close()
-    (stream,) = streams["rtp-00000009"]
-    assert stream.ring.read().size == 8000 + 60 * PACKET_SAMPLES  # the call's own length
-    assert (receiver.counters()["rtp_lost_packets"], receiver.counters()["rtp_late_packets"]) == (0, 0)
+    assert length_with_nothing_counted(receiver, streams) == 8000 + 60 * PACKET_SAMPLES  # the call's own length
 
 
 def test_comfort_noise_or_a_key_press_of_no_call_opens_no_stream_and_the_first_audio_does():
