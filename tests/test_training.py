@@ -299,7 +299,9 @@ def test_an_ensemble_unpacks_into_members_that_regrow_it(shipped_model, tmp_path
     regrown = tmp_path / "regrown.onnx"
     assert ensemble_main([*map(str, members), "--to", str(regrown)]) == 0
     assert np.abs(EmotionModel(regrown, provider="cpu").predict(inputs) - EmotionModel(shipped_model, provider="cpu").predict(inputs)).max() <= 1e-5
-    assert load_metadata(regrown).metrics["members"][0]["unpacked_from"]["file"] == listed[0]["file"]
+    regrown_members = load_metadata(regrown).metrics["members"]
+    assert regrown_members[0]["unpacked_from"]["file"] == listed[0]["file"]
+    assert [member["held_out_evaluations"] for member in regrown_members] == [summary["held_out_evaluations"] for summary in listed]
 
 
 def test_unpacking_a_single_network_is_refused_in_one_line(smoke_run, tmp_path, capsys):
@@ -1967,3 +1969,40 @@ def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_
     metrics = json.loads((split / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["training"]["patience"] == 1 and metrics["training"]["epochs_without_gain"] == 2
     assert json.loads((smoke_run / "metrics.json").read_text())["training"]["stopped_early"] is False  # it ran its epochs
+
+
+def test_a_licence_note_names_each_actor_once_and_claims_none_that_are_not_recorded():
+    """Actors listed twice or out of order are one run each; a model whose metrics record no actors makes no claim."""
+    from training.export import RAVDESS_CITATION, ravdess_note
+
+    assert ravdess_note([3, 1, 2, 2, 5], [7, 7]) == f"Trained on RAVDESS speech, actors 01-03, 05, validated on actors 07 {RAVDESS_CITATION}"
+    assert ravdess_note([], []) == f"Trained on RAVDESS speech {RAVDESS_CITATION}"
+
+
+def test_an_exported_network_declares_opset_17_or_later_and_keeps_its_own_record_of_the_window_its_metadata_gives(smoke_run):
+    import onnx
+
+    from ser_stream.windows import WindowConfig
+
+    model = smoke_run / "model.onnx"
+    opsets = {opset.domain: opset.version for opset in onnx.load(str(model)).opset_import}
+    assert opsets.get("", opsets.get("ai.onnx", 0)) >= 17
+    metadata = load_metadata(model)
+    assert (metadata.window_seconds, metadata.hop_seconds) == (WindowConfig().window_seconds, WindowConfig().hop_seconds) == (2.0, 0.5)
+    assert trained_record(model) == {"labels": list(EMOTIONS), "features": metadata.features, "window_seconds": 2.0}
+
+
+def test_the_metadata_written_beside_a_model_records_its_window_hop_hash_and_the_actors_it_learnt_and_validated_on(tmp_path):
+    from ser_stream.features import feature_parameters
+    from ser_stream.model import file_sha256
+    from ser_stream.windows import WindowConfig
+    from training.export import ravdess_note, write_metadata
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"network")
+    metrics = {"training": {"train_actors": [1, 2], "validation_actors": [3]}}
+    written = write_metadata(model, WindowConfig(1.5, 0.25), "paper", "actors", metrics, "RAVDESS")
+    assert json.loads(metadata_path(model).read_text()) == json.loads(written.to_json())
+    assert (written.window_seconds, written.hop_seconds, written.sha256) == (1.5, 0.25, file_sha256(model))
+    assert (written.labels, written.features, written.recipe, written.protocol, written.training_data) == (list(EMOTIONS), feature_parameters(), "paper", "actors", "RAVDESS")
+    assert written.licence == ravdess_note([1, 2], [3]) and "validated on actors 03" in written.licence

@@ -640,14 +640,16 @@ def test_a_model_whose_metadata_contradicts_its_network_is_refused_by_the_tools_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["edited.json", "edited.onnx", "source"]
 
 
-def test_unpacking_writes_no_member_unless_their_mean_is_the_ensembles(shipped_model, tmp_path, capsys, monkeypatch):
-    """The members were written into the folder first and checked after: a failed check left them there."""
+@pytest.mark.parametrize("difference, shown_as", [(0.5, "5.00e-01"), (float("nan"), "nan")])
+def test_unpacking_writes_no_member_unless_their_mean_is_the_ensembles(shipped_model, tmp_path, capsys, monkeypatch, difference, shown_as):
+    """The members were written into the folder first and checked after: a failed check left them there. A mean that
+    is not a number is no match either."""
     import training.ensemble
 
-    monkeypatch.setattr(training.ensemble, "ensemble_parity", lambda members, merged, inputs: 0.5)
+    monkeypatch.setattr(training.ensemble, "ensemble_parity", lambda members, merged, inputs: difference)
     folder = tmp_path / "members"
     line = refusal("training.ensemble", [str(shipped_model), "--unpack", str(folder)], capsys)
-    assert line == f"python -m training.ensemble: error: {shipped_model}: its unpacked members' mean differs from it by 5.00e-01 (bound 1e-05)"
+    assert line == f"python -m training.ensemble: error: {shipped_model}: its unpacked members' mean differs from it by {shown_as} (bound 1e-05)"
     assert list(folder.iterdir()) == []
 
 
@@ -890,3 +892,155 @@ def test_scoring_on_an_actor_the_model_only_validated_on_is_refused(smoke_run, t
     model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx", metrics=dict(metrics, training=training))
     line = refusal("training.score", ["--data", str(tiny_ravdess), "--actors", "2", "--model", str(model)], capsys)
     assert line == f"python -m training.score: error: --actors 2: {model} was trained or validated on actor(s) 2; score it on actors it has not heard"
+
+
+def shipped_like(**changes: object):
+    """Metadata of a model as ``training.ship`` and ``training.ensemble`` read it, with these fields changed."""
+    from ser_stream.features import feature_parameters
+    from ser_stream.model import ModelMetadata
+
+    fields: dict = dict(labels=list(EMOTIONS), features=feature_parameters(), window_seconds=2.0, hop_seconds=0.5, sha256="0" * 64,
+                        recipe="paper", protocol="actors", metrics={"training": {"epochs": 2}})
+    return ModelMetadata(**{**fields, **changes})
+
+
+def test_shipping_takes_a_training_setting_only_one_side_records_unchecked(tmp_path):
+    """A model exported before a setting was recorded cannot be held to it; the evidence is not refused for it."""
+    from training.ship import check_same_training
+
+    check_same_training(tmp_path / "metrics.json", {"recipe": "paper", "training": {"epochs": 2, "batch_size": 8}}, shipped_like())
+    check_same_training(tmp_path / "metrics.json", {"recipe": "paper", "training": {}}, shipped_like(metrics={"training": {"epochs": 2, "batch_size": 8}}))
+
+
+def test_evidence_of_a_split_trained_on_every_speaker_is_not_taken_for_held_out_actors(tmp_path):
+    """The 'all' split heard every actor: it is not a fold of held-out speakers, whatever scores it carries."""
+    from training.reports import ReportError
+    from training.ship import check_same_evaluation
+
+    with pytest.raises(ReportError, match=r"evaluates split 'all' of the 'all' protocol, .* needs evidence of --protocol actors"):
+        check_same_evaluation(tmp_path / "metrics.json", {"split": "all", "test_clean": {}}, shipped_like(protocol="actors"))
+
+
+def test_a_report_that_records_trainings_but_not_recipes_is_taken_unchecked(tmp_path):
+    """Reports before they recorded what they scored are taken unchecked, not stopped with a traceback."""
+    from training.ensemble import check_scored_like_members
+
+    check_scored_like_members(tmp_path / "fold.json", {"trainings": [{"epochs": 4}, {"epochs": 4}]}, [shipped_like(), shipped_like()])
+
+
+def test_an_ensembles_evidence_may_list_its_members_networks_in_any_order(tmp_path):
+    """The model seeds are the members' as a multiset: a report scoring the second member's fold network first is theirs."""
+    from ser_stream.errors import ModelError
+    from training.ensemble import check_scored_like_members
+
+    members = [shipped_like(metrics={"training": {"epochs": 2, "model_seed": seed}}) for seed in (0, 1)]
+    report = {"recipes": ["paper", "paper"], "trainings": [{"training": {"epochs": 2, "model_seed": seed}} for seed in (1, 0)]}
+    check_scored_like_members(tmp_path / "fold.json", report, members)
+    report["trainings"][0]["training"]["model_seed"] = 2
+    with pytest.raises(ModelError, match="scores networks of model seeds 2, 0, the ensemble's members are of model seeds 0, 1"):
+        check_scored_like_members(tmp_path / "fold.json", report, members)
+
+
+def test_an_ensemble_of_one_model_is_refused_in_one_line(shipped_model, tmp_path, capsys):
+    line = refusal("training.ensemble", [str(shipped_model), "--to", str(tmp_path / "ensemble.onnx")], capsys)
+    assert line == "python -m training.ensemble: error: an ensemble needs at least two member models"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unpacking_an_ensemble_whose_metadata_lists_no_members_is_refused_in_one_line(shipped_model, tmp_path, capsys):
+    """The metadata names the members the final mean averages; one that lost that list (or another count) is not unpacked."""
+    model = model_copy(shipped_model, tmp_path / "ser_cnn.onnx")
+    metadata = json.loads(metadata_path(model).read_text())
+    for members in (None, metadata["metrics"]["members"][1:]):
+        metrics = {key: value for key, value in metadata["metrics"].items() if key != "members"}
+        metadata_path(model).write_text(json.dumps(dict(metadata, metrics=metrics if members is None else dict(metrics, members=members))))
+        line = refusal("training.ensemble", [str(model), "--unpack", str(tmp_path / "members")], capsys)
+        assert line == f"python -m training.ensemble: error: {model}: not an ensemble written by training.ensemble (no final mean over its listed members)"
+        assert not (tmp_path / "members").exists()
+
+
+def test_unpacking_into_a_file_is_refused_naming_it(shipped_model, tmp_path, capsys):
+    a_file = tmp_path / "members"
+    a_file.write_text("notes")
+    line = refusal("training.ensemble", [str(shipped_model), "--unpack", str(a_file)], capsys)
+    assert line == f"python -m training.ensemble: error: --unpack {a_file}: is a file, not a folder"
+    assert a_file.read_text() == "notes"
+
+
+def test_unpacking_where_one_members_metadata_cannot_be_written_moves_no_member_in(shipped_model, tmp_path, capsys):
+    """Every member's place is checked before any moves in: a folder in the way of the last one left the others there."""
+    folder = tmp_path / "members"
+    count = len(load_metadata(shipped_model).metrics["members"])
+    in_the_way = folder / f"member{count - 1}.json"
+    in_the_way.mkdir(parents=True)
+    line = refusal("training.ensemble", [str(shipped_model), "--unpack", str(folder)], capsys)
+    assert line.startswith(f"python -m training.ensemble: error: {folder / f'member{count - 1}.onnx'}: its metadata ")
+    assert sorted(path.name for path in folder.iterdir()) == [in_the_way.name]
+
+
+def test_a_model_is_not_moved_to_a_place_whose_metadata_cannot_be_written(shipped_model, tmp_path):
+    """The pair goes in whole or not at all: the .onnx moved and its .json then failed on a folder of that name."""
+    from ser_stream.errors import ModelError
+    from training.contract import put_in_place
+
+    staged = model_copy(shipped_model, tmp_path / "ser_cnn.shipping.onnx")
+    to = tmp_path / "out" / "ser_cnn.onnx"
+    metadata_path(to).mkdir(parents=True)
+    with pytest.raises(ModelError, match="its metadata .*is a folder"):
+        put_in_place(staged, to)
+    assert not to.exists() and staged.exists()
+
+
+def test_a_ship_that_fails_after_staging_leaves_no_staged_model_behind(shipped_model, tmp_path, capsys, monkeypatch):
+    import training.ship
+    from ser_stream.errors import ModelError
+
+    def refuse(staged: Path, to: Path) -> None:
+        raise ModelError(f"{to}: refused")
+
+    monkeypatch.setattr(training.ship, "put_in_place", refuse)
+    (tmp_path / "source").mkdir()
+    source = model_copy(shipped_model, tmp_path / "source" / "ser_cnn.onnx")
+    line = refusal("training.ship", [str(source), "--to", str(tmp_path / "shipped.onnx")], capsys)
+    assert line == f"python -m training.ship: error: {tmp_path / 'shipped.onnx'}: refused"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["source"]
+
+
+def test_an_ensemble_refuses_a_report_that_scored_fewer_networks_than_it_has(members, tiny_ravdess, tmp_path, capsys):
+    """A report of one fold network is not evidence of the mean of two."""
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    report.write_text(json.dumps(dict(scored, models=scored["models"][:1])))
+    line = refusal("training.ensemble", [*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)], capsys)
+    assert line == f"python -m training.ensemble: error: {report}: scores 1 model(s), the ensemble has 2"
+    assert not list(tmp_path.glob("ensemble*"))
+
+
+def test_an_ensemble_takes_a_report_listing_its_networks_in_another_order_or_from_before_reports_recorded_their_hop(members, tiny_ravdess, tmp_path):
+    """Members are matched to a report's networks as a set, and a report without hop_seconds was scored at the default hop."""
+    from training.ensemble import main as ensemble_main
+
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    assert scored["recipes"][0] != scored["recipes"][1]  # the order is visible
+    reordered = {key: scored[key][::-1] for key in ("models", "recipes", "trainings")}
+    report.write_text(json.dumps({**{key: value for key, value in scored.items() if key != "hop_seconds"}, **reordered}))
+    assert ensemble_main([*map(str, members), "--to", str(tmp_path / "ensemble.onnx"), "--evidence", str(report)]) == 0
+    assert list(load_metadata(tmp_path / "ensemble.onnx").metrics["held_out_evaluations"]) == ["actors-02"]
+
+
+def test_an_ensembles_metadata_records_its_members_recipes_mixed_protocols_telephone_scores_and_parity(members, tiny_ravdess, tmp_path):
+    """What the merged file's JSON says of it: members of the random and the all protocol make a mixed one."""
+    from training.ensemble import PARITY_BOUND
+    from training.ensemble import main as ensemble_main
+
+    report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
+    scored = json.loads(report.read_text())
+    report.write_text(json.dumps(dict(scored, telephone=scored["clean"])))  # the clean scores stand in for a telephone run's
+    merged = tmp_path / "ensemble.onnx"
+    assert ensemble_main([*map(str, members), "--to", str(merged), "--evidence", str(report)]) == 0
+    metadata, recipes = load_metadata(merged), [load_metadata(member).recipe for member in members]
+    assert sorted(load_metadata(member).protocol for member in members) == ["all", "random"]
+    assert metadata.protocol == "mixed" and metadata.recipe == "ensemble: " + " + ".join(recipes)
+    assert metadata.metrics["held_out_evaluations"]["actors-02"]["test_telephone"] == scored["clean"]
+    assert 0.0 <= metadata.metrics["ensemble_parity_max_abs_diff"] <= PARITY_BOUND
