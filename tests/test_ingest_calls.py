@@ -964,10 +964,7 @@ def test_a_paused_call_whose_resumption_is_refused_keeps_no_start_message():
             padded["streamSid"] = padded["start"]["streamSid"] = f"MZ{number}"
             await connection.send(json.dumps(padded))
             await connection.send(media(CALLER, 1, 0, sid=f"MZ{number}"))
-            for _ in range(3000):  # until it is paused for want of media (a fixed 0.25 s was too short on a loaded machine)
-                if paused(f"MZ{number}"):
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda number=number: paused(f"MZ{number}"), "paused for want of media")  # a fixed 0.25 s was outrun
             await connection.send(start(sid="MZother"))
             await connection.send(media(CALLER, 2, 20, sid=f"MZ{number}"))  # its resumption refused: one call a connection
             await connection.send(json.dumps({"event": "stop", "streamSid": "MZother"}))
