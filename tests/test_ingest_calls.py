@@ -767,8 +767,7 @@ def test_the_stop_of_a_paused_call_ends_it_without_beginning_a_new_stream():
         async with connect(f"ws://127.0.0.1:{publisher.port}/ingest") as connection:
             await connection.send(start())
             await connection.send(media(CALLER, 1, 0))
-            while not opened or not opened[0].finished:  # paused for want of media
-                await asyncio.sleep(0.01)
+            await until(lambda: bool(opened) and opened[0].finished, "paused for want of media")
             await connection.send(json.dumps({"event": "stop", "streamSid": SID}))
             await connection.send(media(CALLER, 2, 20))  # its start is forgotten with it: media before its start
             await connection.send(LAST_FRAME)
