@@ -162,6 +162,38 @@ def test_stream_onsets_starts_each_clips_stream_from_each_point_and_counts_utter
 
 
 
+def test_stream_onsets_counts_utterances_over_the_speech_whole_at_90_percent_and_those_outside_it_apart():
+    from benchmarks.stream_onsets import Tally
+    from ser_stream.features import SAMPLE_RATE as RATE
+
+    tally = Tally()
+    # speech at 1 to 2 s: one utterance over its last 0.95 s, one before it, one after
+    tally.add([(int(1.05 * RATE), int(2.1 * RATE), 4), (0, RATE // 2, 1), (3 * RATE, 4 * RATE, 1)], first=RATE, last=2 * RATE)
+    assert (tally.clips, tally.heard, tally.whole, tally.windows, tally.other) == (1, 1, 1, 4, 2)
+    assert (tally.speech, tally.covered) == (1.0, 0.95)
+    tally.add([(RATE, int(1.5 * RATE), 2)], first=RATE, last=2 * RATE)  # half of it: heard, not whole
+    assert (tally.clips, tally.heard, tally.whole, tally.other) == (2, 2, 1, 2)
+
+
+def test_stream_onsets_each_condition_says_where_the_clips_speech_lies_in_its_stream():
+    from benchmarks.stream_onsets import CONDITIONS, ZEROS_SECONDS, condition_stream
+    from benchmarks.utterance_ends import Clip
+    from ser_stream.features import SAMPLE_RATE
+
+    audio = np.arange(4 * SAMPLE_RATE, dtype=np.float32)
+    clip = Clip(audio, first=SAMPLE_RATE, last=3 * SAMPLE_RATE, tone=np.zeros(160, np.float32))
+    for condition in CONDITIONS:
+        stream, first, last = condition_stream(clip, condition)
+        skipped = {"+0.2 s": 0.2, "+0.5 s": 0.5}.get(condition, 0.0)
+        assert np.array_equal(stream[first:last], audio[clip.first + int(skipped * SAMPLE_RATE) : clip.last]), condition
+        assert first == (int(ZEROS_SECONDS * SAMPLE_RATE) if condition == "zeros" else clip.first if condition == "room tone" else 0)
+
+
+def test_utterance_ends_refuses_a_hold_level_of_0_db(capsys):
+    line = refusal("benchmarks.utterance_ends", ["--hold-db", "0"], capsys)
+    assert line.endswith("argument --hold-db: 0 is not a level above 0 dB (or inf)")
+
+
 def test_dc_offset_plays_each_clip_with_each_offset_and_a_constant_one_changes_no_utterance_and_no_label(ravdess, shipped_model, capsys):
     from benchmarks.dc_offset import OFFSETS
     from benchmarks.dc_offset import main as offset_main
@@ -251,6 +283,63 @@ def test_int8_and_fp32_alternate_round_by_round():
 
     speed_ms({"fp32": Session("fp32"), "int8": Session("int8")}, np.zeros((2, 260, 270), np.float32), 1, 3)  # type: ignore[dict-item]
     assert calls == ["fp32", "int8"] * 4
+
+
+def test_timings_are_ms_per_window_the_median_and_interpolated_p95_of_the_rounds(monkeypatch):
+    """A call of a batch of 32 windows is timed as one call and reported per window; the warm-up call is not counted."""
+    import training.timing as timing
+    from benchmarks.components import alternate_ms
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(timing, "time", type("Time", (), {"perf_counter": staticmethod(lambda: clock["now"])}))
+    one = iter([0.5, 0.001, 0.002, 0.003, 0.004, 0.100])  # seconds: a warm-up call, then five rounds
+    batch = iter([0.5] + [0.064] * 5)
+
+    def call(durations) -> None:
+        clock["now"] += next(durations)
+
+    timings = alternate_ms({"one": (lambda: call(one), 1), "batch": (lambda: call(batch), 32)}, rounds=5)
+    assert timings == {"one": {"median": 3.0, "p95": 80.8}, "batch": {"median": 2.0, "p95": 2.0}}
+
+
+def test_the_components_ratios_are_the_slower_path_over_ours(shipped_model, monkeypatch, capsys):
+    import benchmarks.components as components
+
+    medians = {"features_scipy_8k_ms": 0.5, "features_scipy_16k_ms": 0.8, "features_paper_image_ms": 20.0,
+               "onnx_batch1_ms_per_window": 1.0, "onnx_batch32_ms_per_window": 0.5}
+    monkeypatch.setattr(components, "alternate_ms", lambda contenders, rounds: {name: {"median": medians[name], "p95": medians[name]} for name in contenders})
+    assert components.main(["--model", str(shipped_model), "--repeats", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["ratio_paper_image_to_scipy"] == 25.0  # 20 ms from 16 kHz against 0.8
+
+
+def test_the_components_time_a_batch_of_32_per_window(shipped_model, monkeypatch, capsys):
+    """Every call takes 32 ms on this clock: 32 ms a window at batch 1, 1 ms a window at batch 32."""
+    import benchmarks.components as components
+    import training.timing as timing
+
+    clock = {"now": 0.0}
+
+    def perf_counter() -> float:
+        clock["now"] += 0.032  # each read 32 ms after the one before: a call lasts 32 ms
+        return clock["now"]
+
+    monkeypatch.setattr(timing, "time", type("Time", (), {"perf_counter": staticmethod(perf_counter)}))
+    monkeypatch.setattr(components, "paper_image_features", lambda audio, rate: None)  # not what is measured here
+    assert components.main(["--model", str(shipped_model), "--repeats", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["onnx_batch1_ms_per_window"]["median"] == 32.0 and figures["onnx_batch32_ms_per_window"]["median"] == 1.0
+
+
+def test_compared_models_ratios_are_each_models_time_over_the_firsts(shipped_model, tmp_path, monkeypatch, capsys):
+    import benchmarks.compare_models as compare_models
+
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(shipped_model.read_bytes())
+    copy.with_suffix(".json").write_bytes(shipped_model.with_suffix(".json").read_bytes())
+    monkeypatch.setattr(compare_models, "inference_ms", lambda models, batch, rounds: {str(shipped_model): 2.0, str(copy): 3.0})
+    assert compare_models.main([str(shipped_model), str(copy), "--rounds", "1"]) == 0
+    for line in capsys.readouterr().out.splitlines():
+        assert json.loads(line)["ratio_to_first"] == {str(shipped_model): 1.0, str(copy): 1.5}
 
 
 # --- capacity: what a sustained load is ------------------------------------------------------------------------
@@ -395,6 +484,67 @@ def test_the_ladder_stops_at_the_first_load_not_sustained(monkeypatch, capsys):
     assert tried == [40, 50, 60]
 
 
+def test_a_load_whose_p95_latency_is_the_bound_itself_is_not_sustained():
+    """Sustained means a p95 under the bound (250 ms here), not at it."""
+    result = judged([started(c) for c in range(CALLS)] + [received_utterance(c, end, end, 0.25) for c, end in EVERY_CLIP] + [CLEAN])
+    assert result["latency_ms_p95"] == 250.0 and not result["sustained"]
+
+
+def test_a_call_that_never_started_a_stream_fails_the_load():
+    result = judged([started(c) for c in range(CALLS - 1)] + [received_utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [CLEAN])
+    assert not result["sustained"] and result["calls_not_one_stream"] == 1
+
+
+def test_a_stream_no_call_sent_and_its_utterances_fail_the_load_and_are_counted():
+    stranger = {"type": "utterance", "stream": "rtp-00000063", "t_end": 2.0, "received": START + 3.0}
+    result = judged([started(c) for c in range(CALLS)] + [{"type": "stream_started", "stream": "rtp-00000063"}, stranger]
+                    + [received_utterance(c, end, end, 0.05) for c, end in EVERY_CLIP] + [CLEAN])
+    assert not result["sustained"] and result["streams_not_a_call"] == 1 and result["other_utterances"] == 1
+
+
+def test_a_call_loops_its_audio_from_its_own_offset():
+    """Call 1 (SSRC 2) starts 3 packets into a 4-packet audio and goes round it: packets 3, 0, 1, 2, 3, 0."""
+    import struct
+
+    from benchmarks.capacity import call_packet
+
+    codes = b"".join(bytes([k]) * G711_PACKET_SAMPLES for k in range(4))
+    packets = [call_packet(codes, 4, 3, tick, 1) for tick in range(6)]
+    assert [packet[12:] for packet in packets] == [bytes([k]) * G711_PACKET_SAMPLES for k in (3, 0, 1, 2, 3, 0)]
+    assert {struct.unpack("!I", packet[8:12])[0] for packet in packets} == {2}
+
+
+def test_a_clip_reported_twice_counts_its_latency_from_the_first_report():
+    from benchmarks.monitor_e2e import MIN_SILENCE, match_clip_ends
+
+    ends = np.array([2.0, 6.0])
+    clips = match_clip_ends(ends, ends, [(2.0, 13.0), (6.1, 17.0), (5.9, 18.0)], zero=10.0)
+    assert clips["duplicated"] == 1
+    assert [round(ms, 6) for ms in clips["latencies_ms"]] == [round((1.0 - MIN_SILENCE) * 1000, 6), round((1.0 - MIN_SILENCE) * 1000, 6)]
+
+
+def test_an_utterance_reports_a_clip_end_within_0_3_s_of_it_and_no_further():
+    from benchmarks.monitor_e2e import match_clip_ends
+
+    ends = np.array([2.0, 6.0])
+    near = match_clip_ends(ends, ends, [(2.25, 13.0), (5.75, 17.0)], zero=10.0)
+    assert near["missing"] == 0 and near["other_utterances"] == 0
+    far = match_clip_ends(ends, ends, [(2.35, 13.0), (5.65, 17.0)], zero=10.0)
+    assert far["missing"] == 2 and far["other_utterances"] == 2
+
+
+def test_a_clip_whose_closing_silence_the_call_never_played_is_not_counted():
+    """The call stops 0.3 s after the second clip's speech, before the VAD's silence could close it: that clip is not
+    the monitor's to report, neither missing nor late."""
+    import numpy as np
+
+    from benchmarks.capacity import judge_load
+
+    messages = [started(0), received_utterance(0, 0.8, 0.8, 0.05), CLEAN]
+    result = judge_load(1, 2.3, PERIOD_PACKETS, np.array([(0.2, 0.8), (1.0, 2.0)]), START, messages, 250.0)
+    assert result["clips_played"] == 1 and result["clips_missing"] == 0 and result["sustained"]
+
+
 # --- rendering the capacity figures ------------------------------------------------------------------------------
 
 
@@ -476,6 +626,70 @@ def test_actors_are_called_held_out_only_when_the_model_never_heard_them(tmp_pat
     assert never_heard(fold0) == {3, 5, 7, 20} and never_heard(everyone) == set()
     assert "held-out actors 3, 5" in render(figures([(50, True)]))
     assert "held-out" not in render({**figures([(50, True)]), "held_out": False})
+
+
+def test_each_measured_figure_is_shown_in_its_own_row():
+    """Every figure in its row: the 8 kHz features (the target's) apart from the 16 kHz, each speed-up and accuracy change
+    in its place, the Keras baselines as Keras over onnxruntime, the label accuracy in per cent."""
+    from benchmarks.__main__ import render
+
+    base = figures([(50, True)])
+    components = {**base["components"], "features_scipy_8k_ms": {"median": 1.25, "p95": 1.5}, "features_scipy_16k_ms": {"median": 2.5, "p95": 3.0},
+                  "keras_call_batch1_ms_per_window": {"median": 8.0, "p95": 9.0}, "onnx_batch1_ms_per_window": {"median": 1.0, "p95": 1.1},
+                  "keras_predict_batch32_ms_per_window": {"median": 6.0, "p95": 7.0}, "onnx_batch32_ms_per_window": {"median": 1.5, "p95": 1.6},
+                  "ratio_keras_call_to_onnx_batch1": 8.0}
+    table = render({**base, "components": components})
+    assert row(table, "| features, ms per 2 s window").split(" | ")[1] == "1.25 (1.50)"
+    assert row(table, "| features, ms per window from 16 kHz").split(" | ")[1] == "2.50"
+    assert row(table, "| Keras `model(x, training=False)`").endswith("| 8.0× slower (8.0 vs 1.0 ms) |")
+    assert row(table, "| Keras `model.predict`").endswith("| 4.0× slower |")
+    assert row(table, "| int8 / fp32 speed").endswith("| 0.91× and 1.3× (above 1 = int8 faster) |")
+    assert row(table, "| int8 − fp32 mean per-class accuracy").endswith("| -1.00 points wideband, -1.50 telephone |")
+    assert "label accuracy 50.0 %" in table
+
+
+def test_a_figure_at_its_target_meets_it_and_one_that_misses_says_by_what_factor():
+    from benchmarks.__main__ import render
+
+    base = figures([(25, True)])  # 25 calls sustained, the largest load tried
+    table = render({**base, "int8": {**base["int8"], "ms_per_window_batch32": {"fp32": 4.0, "int8": 3.0, "speedup": 1.33}}})
+    assert row(table, "| inference fp32, ms per window, batch 32").endswith("| 4.00 | ≤ 4 | met |")
+    assert row(table, "| inference int8, ms per window, batch 32").endswith("| 3.00 | ≤ 2 | **missed** (1.5× off) |")
+    assert row(table, "| one stream from a file").endswith("| 100.0× | ≥ 100× | met |")
+    assert row(table, "| concurrent real-time 8 kHz calls sustained").endswith("| ≥ 25 (largest tried) | ≥ 50 | **missed** (2.0× off) |")
+
+
+def test_a_ladder_run_out_of_order_is_judged_from_its_lowest_load_up():
+    """``--calls 50 40``: 40 calls were sustained, 50 were not; the capacity is 40, not 'none of the loads tried'."""
+    from benchmarks.__main__ import render
+
+    table = render(figures([(50, False), (40, True)]))
+    assert row(table, "| concurrent real-time 8 kHz calls sustained").split(" | ")[1] == "40"
+
+
+def test_rendering_saved_figures_rewrites_only_the_generated_section(tmp_path):
+    from benchmarks.__main__ import main as suite_main
+    from benchmarks.clients import strict_json
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text(f"# Benchmarks\n\nabove\n\n{BEGIN}\nold figures\n{END}\n\nbelow\n")
+    out.with_suffix(".json").write_text(strict_json(figures([(50, True)])))
+    assert suite_main(["--render-only", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(f"# Benchmarks\n\nabove\n\n{BEGIN}\nGenerated by `python -m benchmarks` on 2026-11-30.")
+    assert text.endswith(f"\n{END}\n\nbelow\n") and "old figures" not in text
+
+
+def test_a_file_without_the_markers_keeps_its_text_and_gets_the_section_after_it(tmp_path):
+    from benchmarks.__main__ import main as suite_main
+    from benchmarks.clients import strict_json
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Notes\n\nhand-written\n")
+    out.with_suffix(".json").write_text(strict_json(figures([(50, True)])))
+    assert suite_main(["--render-only", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(f"# Notes\n\nhand-written\n\n{BEGIN}\nGenerated by ") and text.endswith(f"\n{END}\n")
 
 
 def test_matched_clip_ends_take_the_first_utterance_ending_there():
@@ -816,3 +1030,52 @@ def test_overload_an_utterance_whose_call_stopped_before_its_closing_silence_is_
     rows = utterance_lateness([overload_utterance(0, 87.1, 87.0 + MIN_SILENCE + 0.1, 50.0), overload_utterance(2, 87.1, 90.0, 50.0)],
                               OVERLOAD_START, phases, overload_sent(), OVERLOAD_CLIPS, 500)
     assert [row["phase"] for row in rows] == ["recovering", CALL_ENDED]
+
+
+def test_overload_an_utterance_in_a_later_round_of_the_call_audio_lies_within_the_speech_sent():
+    from benchmarks.overload import outside_speech
+
+    # call 0, 10.9 to 12.1 s of its stream: the first clip (1.0 to 2.0 s) again, the 10 s audio played a second time
+    rows = overload_rows([overload_utterance(0, 12.1, 13.0, 10.0, t_start=10.9)])
+    assert outside_speech(rows, [0, 125, 250, 375], OVERLOAD_CLIPS, 500) == 0
+
+
+def test_overload_behind_seconds_are_set_beside_the_true_lateness_in_seconds_of_the_utterances_received_near_them():
+    from benchmarks.monitor_e2e import MIN_SILENCE
+    from benchmarks.overload import behind_against_truth
+
+    # received 3 s after their closing silence (at 10.5 s and 20.5 s of the run), beside statuses at 11 s and 60 s
+    rows = overload_rows([overload_utterance(0, 7.1, 7.0 + MIN_SILENCE + 3.0, 10.0), overload_utterance(0, 17.1, 17.0 + MIN_SILENCE + 3.0, 10.0)])
+    statuses = [{"type": "status", "behind_seconds": 2.5, "received": OVERLOAD_START + 11.0},
+                {"type": "status", "behind_seconds": 9.0, "received": OVERLOAD_START + 60.0}]  # no utterance within 5 s
+    figures = behind_against_truth(rows, statuses, OVERLOAD_START, OVERLOAD_PHASES)
+    assert figures["overloaded"] == {"statuses": 1, "behind_seconds_median": 2.5, "true_seconds_median": 3.0}
+
+
+def test_overload_the_timeline_shows_each_10_s_the_last_status_counts_and_the_slowest_healthz_answer_in_ms():
+    from benchmarks.overload import timeline
+
+    def status(at: float, streams: int, overruns: int) -> dict:
+        return {"type": "status", "behind_seconds": 0.0, "queue_depth": 0, "streams": streams, "overruns": overruns,
+                "received": OVERLOAD_START + at}
+
+    health = [{"at": OVERLOAD_START + 1.0, "code": 200, "answer_seconds": 0.25}, {"at": OVERLOAD_START + 2.0, "code": 503, "answer_seconds": 0.004}]
+    [bucket] = timeline([], [status(1.0, 6, 0), status(9.0, 4, 3)], health, OVERLOAD_START)
+    assert bucket["from_s"] == 0.0 and bucket["streams"] == 4 and bucket["overruns"] == 3
+    assert bucket["healthz_not_200"] == 1 and bucket["healthz_ms_max"] == 250
+
+
+def test_overload_the_backlog_at_the_drop_is_the_last_2_s_before_it_not_an_earlier_peak():
+    from benchmarks.overload import recovery
+
+    statuses = [{"type": "status", "behind_seconds": behind, "received": OVERLOAD_START + at} for at, behind in [(60.0, 12.0), (89.0, 3.0), (95.0, 0.5)]]
+    assert recovery(statuses, OVERLOAD_START, OVERLOAD_PHASES)["behind_seconds_at_the_drop"] == 3.0
+
+
+def test_overload_the_senders_own_lateness_is_summarised_and_its_ticks_more_than_a_packet_late_counted():
+    from benchmarks.overload import analyse
+
+    sent = {**overload_sent(), "late_seconds": [0.0, 0.01, 0.015, 0.03, 0.05]}
+    figures = analyse([], OVERLOAD_START, OVERLOAD_PHASES, sent, [], [], OVERLOAD_CLIPS, 500)
+    assert figures["sender_ticks_over_20_ms_late"] == 2
+    assert figures["sender_late_ms"] == {"median": 15.0, "p95": 50.0, "max": 50.0}

@@ -84,8 +84,15 @@ def test_runs_without_a_fold_in_common_are_one_line(tmp_path, capsys):
             lambda fold: (fold / "checkpoints" / "state.json").write_text('{"epoch": 2, "history": {"accuracy": [0.1, null]}}'),
             "{fold}/checkpoints/state.json: not a run's checkpoint state ('history' is not lists of numbers by metric)",
         ),
+        (lambda fold: ((fold / "metrics.json").unlink(), (fold / "metrics.json").mkdir()), "{fold}/metrics.json: a folder, not a file"),
+        (lambda fold: (fold / "checkpoints" / "state.json").write_text("{}"), "{fold}/checkpoints/state.json: not a run's checkpoint state (no 'epoch' key)"),
+        (
+            lambda fold: (fold / "checkpoints" / "state.json").write_text('{"epoch": -1, "history": {"accuracy": [0.5]}}'),
+            "{fold}/checkpoints/state.json: not a run's checkpoint state ('epoch' is not a count of epochs)",
+        ),
     ],
-    ids=["metrics-not-an-object", "score-not-a-section", "score-not-a-number", "state-not-an-object", "history-with-a-gap"],
+    ids=["metrics-not-an-object", "score-not-a-section", "score-not-a-number", "state-not-an-object", "history-with-a-gap", "metrics-a-folder",
+         "state-without-keys", "state-negative-epoch"],
 )
 def test_a_damaged_metrics_or_state_file_is_one_line_naming_it(tmp_path, capsys, damage, reason):
     run = tmp_path / "run"
@@ -119,3 +126,39 @@ def test_folds_of_the_same_number_that_hold_out_other_speakers_are_refused_in_on
         f"python -m training.compare: error: fold 0 holds out other speakers in {tmp_path / 'b'} (fold0-actors-04-12) than in "
         f"{tmp_path / 'a'} (fold0-actors-03-05); compare runs of the same folds (--folds, --seed, --balance-voices)\n"
     )
+
+
+def test_the_tables_rule_has_a_cell_under_every_heading_so_markdown_shows_it_as_a_table(tmp_path, capsys):
+    """A delimiter row with fewer cells than the header is not a table in GitHub's Markdown: the screen shows as text."""
+    for fold in (0, 1):
+        write_fold(tmp_path / "run", fold, 0.5, 0.4, 0.6)
+    assert main([str(tmp_path / "run")]) == 0
+    header, rule = capsys.readouterr().out.splitlines()[:2]
+    assert header.count("|") == rule.count("|") and rule == "|" + "---|" * (header.count("|") - 1)
+
+
+def test_a_third_run_whose_fold_holds_out_other_speakers_is_refused_like_the_second(tmp_path, capsys):
+    write_fold(tmp_path / "a", 0, 0.5, 0.5, 0.6, actors="03-05")
+    write_fold(tmp_path / "b", 0, 0.5, 0.5, 0.6, actors="03-05")
+    write_fold(tmp_path / "c", 0, 0.5, 0.5, 0.6, actors="04-12")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")])
+    assert stopped.value.code == 2
+    assert f"fold 0 holds out other speakers in {tmp_path / 'c'} (fold0-actors-04-12)" in capsys.readouterr().err
+
+
+def test_folds_numbered_10_and_up_are_compared_too(tmp_path, capsys):
+    """A screen of more than ten folds: fold 10 is a fold like the others, not a folder passed over."""
+    for fold, score in ((9, 0.5), (10, 0.7)):
+        write_fold(tmp_path / "run", fold, score, score, 0.6)
+    assert main([str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| mean per-class | fold 9 | fold 10 | mean |")
+    assert lines[2].startswith(f"| {tmp_path / 'run'} | 50.0 % | 70.0 % | **60.0 %** |")
+
+
+def test_a_run_one_epoch_long_shows_that_epochs_training_accuracy(tmp_path, capsys):
+    write_fold(tmp_path / "run", 0, 0.5, 0.5, None)
+    (tmp_path / "run" / "fold0-actors-01-02" / "checkpoints" / "state.json").write_text(json.dumps({"epoch": 1, "history": {"accuracy": [0.41]}}))
+    assert main([str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.splitlines()[2].endswith("| 0.41 |")

@@ -50,3 +50,15 @@ def test_the_soak_sampler_reports_an_exited_monitor_as_gone_instead_of_failing()
     child.wait()
     assert sample(child.pid) is None
     assert sample(os.getpid())["rss_mb"] > 0
+
+
+def test_the_soak_sampler_reports_memory_in_mb_and_its_peak_as_the_high_water_mark_not_what_is_resident_now():
+    import numpy as np
+
+    from benchmarks.soak import sample
+
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB touched, then handed back: the peak stays that far above what is resident
+    del block
+    measured = sample(os.getpid())
+    assert measured is not None and 0 < measured["rss_mb"] < 1e5  # MB, not kB
+    assert measured["peak_rss_mb"] - measured["rss_mb"] > 50

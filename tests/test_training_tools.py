@@ -1044,3 +1044,31 @@ def test_an_ensembles_metadata_records_its_members_recipes_mixed_protocols_telep
     assert metadata.protocol == "mixed" and metadata.recipe == "ensemble: " + " + ".join(recipes)
     assert metadata.metrics["held_out_evaluations"]["actors-02"]["test_telephone"] == scored["clean"]
     assert 0.0 <= metadata.metrics["ensemble_parity_max_abs_diff"] <= PARITY_BOUND
+
+
+def test_the_actors_a_model_heard_are_those_it_trained_or_was_validated_on_its_members_too():
+    from training.reports import heard_actors
+
+    metrics = {"training": {"train_actors": [1, 4], "validation_actors": [2]},
+               "members": [{"training": {"train_actors": [4, 6], "validation_actors": [8]}}, "not a member record"]}
+    assert heard_actors(metrics) == [1, 2, 4, 6, 8]
+    assert heard_actors({"training": {"epochs": 2}}) == []  # not recorded: none known
+
+
+def test_a_splits_recorded_window_is_its_model_json_window_and_hop_and_none_if_not_numbers(tmp_path):
+    from training.reports import recorded_window
+
+    (tmp_path / "model.json").write_text(json.dumps({"window_seconds": 2.0, "hop_seconds": 0.5}))
+    assert recorded_window(tmp_path) == (2.0, 0.5)
+    (tmp_path / "model.json").write_text(json.dumps({"window_seconds": "2 s", "hop_seconds": 0.5}))
+    assert recorded_window(tmp_path) is None
+
+
+def test_an_older_runs_recipe_is_read_from_the_summary_json_of_its_run_folder(tmp_path):
+    """metrics.json lies in <run>/<split>/; summary.json, in <run>/."""
+    from training.reports import evaluated_recipe
+
+    (tmp_path / "fold0-actors-01-02").mkdir()
+    (tmp_path / "summary.json").write_text(json.dumps({"settings": {"recipe": {"name": "improved"}}}))
+    assert evaluated_recipe(tmp_path / "fold0-actors-01-02" / "metrics.json", {}) == "improved"
+    assert evaluated_recipe(tmp_path / "fold0-actors-01-02" / "metrics.json", {"recipe": "paper"}) == "paper"
