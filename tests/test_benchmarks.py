@@ -248,6 +248,23 @@ def test_component_timings_alternate_round_by_round():
     assert set(timings) == set("abc")
 
 
+def test_a_contenders_timing_is_the_median_and_95th_percentile_of_its_rounds_in_ms_per_window(monkeypatch):
+    """On a clock only the contender moves: its warm-up call left out, each call's time divided by the windows it ran."""
+    import types
+
+    import training.timing
+
+    clock = [0.0]
+    monkeypatch.setattr(training.timing, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    ms_per_window = iter([1000.0] + [1.0] * 10 + [2.0] * 9 + [50.0])  # the warm-up call's first
+
+    def batch_of_4() -> None:
+        clock[0] += next(ms_per_window) * 4 / 1000
+
+    # 1.5: between the tenth and eleventh of twenty; 4.4: 5 % of the way from the 19th (2) to the 20th (50)
+    assert training.timing.alternate_ms({"model": (batch_of_4, 4)}, rounds=20) == {"model": {"median": 1.5, "p95": 4.4}}
+
+
 def test_compared_models_alternate_round_by_round():
     from benchmarks.compare_models import inference_ms
 
@@ -283,23 +300,6 @@ def test_int8_and_fp32_alternate_round_by_round():
 
     speed_ms({"fp32": Session("fp32"), "int8": Session("int8")}, np.zeros((2, 260, 270), np.float32), 1, 3)  # type: ignore[dict-item]
     assert calls == ["fp32", "int8"] * 4
-
-
-def test_timings_are_ms_per_window_the_median_and_interpolated_p95_of_the_rounds(monkeypatch):
-    """A call of a batch of 32 windows is timed as one call and reported per window; the warm-up call is not counted."""
-    import training.timing as timing
-    from benchmarks.components import alternate_ms
-
-    clock = {"now": 0.0}
-    monkeypatch.setattr(timing, "time", type("Time", (), {"perf_counter": staticmethod(lambda: clock["now"])}))
-    one = iter([0.5, 0.001, 0.002, 0.003, 0.004, 0.100])  # seconds: a warm-up call, then five rounds
-    batch = iter([0.5] + [0.064] * 5)
-
-    def call(durations) -> None:
-        clock["now"] += next(durations)
-
-    timings = alternate_ms({"one": (lambda: call(one), 1), "batch": (lambda: call(batch), 32)}, rounds=5)
-    assert timings == {"one": {"median": 3.0, "p95": 80.8}, "batch": {"median": 2.0, "p95": 2.0}}
 
 
 def test_the_components_ratios_are_the_slower_path_over_ours(shipped_model, monkeypatch, capsys):
@@ -340,6 +340,26 @@ def test_compared_models_ratios_are_each_models_time_over_the_firsts(shipped_mod
     assert compare_models.main([str(shipped_model), str(copy), "--rounds", "1"]) == 0
     for line in capsys.readouterr().out.splitlines():
         assert json.loads(line)["ratio_to_first"] == {str(shipped_model): 1.0, str(copy): 1.5}
+
+
+def test_int8_and_fp32_are_timed_on_batches_of_the_size_asked_for_or_on_every_window_when_there_are_fewer():
+    import numpy as np
+
+    from training.quantize import speed_ms
+
+    batches: list[int] = []
+
+    class Session:
+        def get_inputs(self):
+            return [type("Input", (), {"name": "spectrogram"})()]
+
+        def run(self, outputs, feeds):
+            batches.append(len(feeds["spectrogram"]))
+
+    for windows, batch in ((40, 32), (40, 1), (5, 32)):
+        batches.clear()
+        speed_ms({"fp32": Session()}, np.zeros((windows, 260, 270), np.float32), batch, 2)  # type: ignore[dict-item]
+        assert batches == [min(windows, batch)] * 3, (windows, batch)
 
 
 # --- capacity: what a sustained load is ------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_a_report_without_window_outputs_is_refused_by_name(tmp_path):
         read_report(report, "clean")
 
 
-def test_pooled_folds_count_every_clip_once_with_the_paper_rule(tmp_path):
+def test_pooled_folds_count_every_clip_once_with_the_paper_rule(tmp_path, capsys):
     from training.pool import main as pool_main
     from training.pool import pooled_confusion
 
@@ -104,6 +104,7 @@ def test_pooled_folds_count_every_clip_once_with_the_paper_rule(tmp_path):
         reports.append(tmp_path / f"{fold.name}.json")
         reports[-1].write_text(json.dumps({"clean_clips": clips}))
     assert pool_main([str(path) for path in reports] + ["--png", str(tmp_path / "pooled.png")]) == 0
+    assert capsys.readouterr().out.startswith("### clean, 2 folds pooled\n")  # the table says what it pools
     assert (tmp_path / "pooled.png").stat().st_size > 0
 
 
@@ -139,3 +140,62 @@ def test_window_outputs_that_are_not_probabilities_are_refused_by_name(tmp_path,
     fold_report(tmp_path / "odd.json", fold, [f"clip{i}" for i in range(len(fold.labels))])
     with pytest.raises(ReportError, match=r"odd\.json: not a training\.score report with clean window outputs \(its window outputs are not probabilities"):
         read_report(tmp_path / "odd.json", "clean")
+
+
+def test_a_window_all_zero_is_refused_by_name_as_no_probabilities(tmp_path):
+    """Renormalising its calibrated outputs would divide by zero."""
+    fold = biased_fold("fold0", 0, clips_per_class=1)
+    fold.window_probabilities[0] = 0.0
+    fold_report(tmp_path / "odd.json", fold, [f"clip{i}" for i in range(len(fold.labels))])
+    with pytest.raises(ReportError, match=r"odd\.json: not a training\.score report with clean window outputs \(its window outputs are not probabilities"):
+        read_report(tmp_path / "odd.json", "clean")
+
+
+def test_a_window_certain_of_one_emotion_is_read_as_the_probabilities_it_is(tmp_path):
+    fold = biased_fold("fold0", 0, clips_per_class=1)
+    fold.window_probabilities[0] = np.eye(len(EMOTIONS))[fold.labels[0]]
+    fold_report(tmp_path / "sure.json", fold, [f"clip{i}" for i in range(len(fold.labels))])
+    np.testing.assert_array_equal(read_report(tmp_path / "sure.json", "clean").window_probabilities, fold.window_probabilities)
+
+
+@pytest.mark.parametrize("windows", [[], [0.125] * 8], ids=["no-windows", "one-window-unlisted"])
+def test_a_clip_without_a_list_of_windows_of_eight_outputs_is_refused_by_name(tmp_path, windows):
+    report = tmp_path / "odd.json"
+    report.write_text(json.dumps({"clean_clips": [{"clip": "a.wav", "label": "sad", "window_probabilities": windows}]}))
+    with pytest.raises(ReportError, match=r"odd\.json: not a training\.score report with clean window outputs \('clean_clips' holds no clips, or a clip without 8 outputs per window\)"):
+        read_report(report, "clean")
+
+
+def test_an_emotion_no_fold_has_clips_of_keeps_a_weight_the_calibrated_model_can_still_say_it_with():
+    """Where the data says nothing the small penalty holds a weight back; unpenalised, that emotion's weight ran to 0."""
+    fold = biased_fold("fold0", 0)
+    kept = fold.labels != EMOTIONS.index("neutral")
+    windows = kept[fold.window_clip]
+    without_neutral = HeldOutClips("fold0", fold.window_probabilities[windows], np.cumsum(kept)[fold.window_clip[windows]] - 1, fold.labels[kept])
+    weights = np.exp(fit_log_weights([without_neutral]))
+    assert weights[EMOTIONS.index("neutral")] > 0.1 and weights.max() / weights.min() < 20
+
+
+def test_calibrating_on_a_single_fold_report_is_refused_in_one_line(tmp_path, capsys):
+    """Each fold's weights are fitted on the other folds: with one there are none to fit on."""
+    from training.calibrate import main
+
+    fold = biased_fold("fold0", 0, clips_per_class=1)
+    report = fold_report(tmp_path / "fold0.json", fold, [f"clip{i}" for i in range(len(fold.labels))])
+    with pytest.raises(SystemExit) as stopped:
+        main([report])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "python -m training.calibrate: error: cross-validation needs at least two fold reports\n"
+
+
+def test_a_fold_report_given_twice_however_spelled_is_said_to_be_given_twice(tmp_path, capsys, monkeypatch):
+    from training.calibrate import main
+
+    fold = biased_fold("fold0", 0, clips_per_class=1)
+    fold_report(tmp_path / "fold0.json", fold, [f"clip{i}" for i in range(len(fold.labels))])
+    monkeypatch.chdir(tmp_path)
+    again = f"../{tmp_path.name}/fold0.json"
+    with pytest.raises(SystemExit) as stopped:
+        main(["fold0.json", again])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"python -m training.calibrate: error: {again}: given twice; give one report per fold\n"

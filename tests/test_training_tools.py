@@ -489,6 +489,17 @@ def test_scoring_or_quantising_on_actors_the_model_heard_or_the_data_lacks_is_re
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.json", "model.onnx"]  # no report, no int8 model
 
 
+def test_quantising_on_actors_the_model_heard_is_done_when_asked_for_and_the_report_names_them(smoke_run, tiny_ravdess, tmp_path):
+    """A model trained on every actor has no unheard voice to be judged on: --heard-test-actors judges int8 on known ones."""
+    from training.quantize import main as quantize_main
+
+    model = model_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")  # heard actors 1 and 2
+    arguments = [str(model), "--data", str(tiny_ravdess), "--test-actors", "2", "--calibration-clips", "8", "--repeats", "1", "--heard-test-actors"]
+    assert quantize_main(arguments) == 0
+    report = json.loads((tmp_path / "model.int8.quantization.json").read_text())
+    assert report["held_out_actors"] == report["heard_test_actors"] == [2]
+
+
 def test_an_ensemble_refuses_a_report_that_scored_networks_trained_otherwise_than_its_members(members, tiny_ravdess, tmp_path, capsys):
     """A report of fold models trained for other epochs than the members once went into the ensemble's evidence."""
     report = score_report(members, tiny_ravdess, tmp_path / "fold.json")
@@ -550,7 +561,8 @@ def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_
 
     def recorded(model, clips, labels):
         judged.append(clips)
-        return {"mean_per_class_accuracy": 0.5, "accuracy": 0.5}
+        score = 0.5 if len(judged) % 2 else 0.45  # fp32 judged first, then int8: 5 points worse
+        return {"mean_per_class_accuracy": score, "accuracy": score}
 
     monkeypatch.setattr(training.quantize, "clip_accuracy", recorded)
     model = held_out_copy(smoke_run / "model.onnx", tmp_path / "model.onnx")
@@ -561,6 +573,8 @@ def test_int8_is_judged_on_the_inputs_training_score_builds_for_each_clip(smoke_
     for variant, inputs in (("clean", judged[0]), ("telephone", judged[2])):
         expected = [clip_inputs(path, window, variant, clip_seed(path)) for path in held_out]
         assert len(inputs) == len(expected) and all(np.array_equal(got, want) for got, want in zip(inputs, expected)), variant
+    report = json.loads((tmp_path / "model.int8.quantization.json").read_text())
+    assert report["wideband"]["change_points"] == report["telephone"]["change_points"] == -5.0  # int8 less fp32
 
 
 def test_a_staged_model_that_does_not_load_is_not_put_over_the_good_one(shipped_model, tmp_path):
@@ -608,6 +622,19 @@ def test_a_failed_quantisation_leaves_no_intermediate_model_behind(shipped_model
     out = tmp_path / "model.int8.onnx"
     with pytest.raises(ModelError, match="No data is collected"):  # the quantiser's own error: no window to calibrate on
         quantize(shipped_model, np.zeros((0, 260, 270), np.float32), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_quantised_model_onnxruntime_cannot_load_is_not_left_where_it_was_written(shipped_model, tmp_path, monkeypatch):
+    import training.quantize
+    from ser_stream.errors import ModelError
+
+    def unloadable(prepared: str, out: str, *args: object, **kwargs: object) -> None:
+        Path(out).write_bytes(b"not a graph")
+
+    monkeypatch.setattr(training.quantize, "quantize_static", unloadable)
+    with pytest.raises(ModelError, match="onnxruntime could not quantise it"):
+        training.quantize.quantize(shipped_model, np.zeros((16, 260, 270), np.float32), tmp_path / "model.int8.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
