@@ -2041,7 +2041,9 @@ def test_a_run_that_early_stopping_ends_says_so_and_its_metrics_record_it(smoke_
     metrics = json.loads((split / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["training"]["stopped_early"] is True
     assert metrics["training"]["patience"] == 2 and metrics["training"]["epochs_without_gain"] == 2
-    # resumed with a smaller --patience it trains no more; the record says what the command asked and what stopped it
+    # resumed with the --patience that stopped it, or a smaller one, it trains no more; the record says what the command asked and what stopped it
+    assert main([*command, "--patience", "2", "--resume"]) == 0
+    assert json.loads((split / "metrics.json").read_text())["epochs_run"] == 3
     assert main([*command, "--patience", "1", "--resume"]) == 0
     metrics = json.loads((split / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["training"]["patience"] == 1 and metrics["training"]["epochs_without_gain"] == 2
@@ -2083,3 +2085,272 @@ def test_the_metadata_written_beside_a_model_records_its_window_hop_hash_and_the
     assert (written.window_seconds, written.hop_seconds, written.sha256) == (1.5, 0.25, file_sha256(model))
     assert (written.labels, written.features, written.recipe, written.protocol, written.training_data) == (list(EMOTIONS), feature_parameters(), "paper", "actors", "RAVDESS")
     assert written.licence == ravdess_note([1, 2], [3]) and "validated on actors 03" in written.licence
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"folds": 1}, "folds: 1 must be at least 2"),
+        ({"fold": 5}, "fold: 5 is not one of the 5 folds (0 to 4)"),
+        ({"patience": 0}, "patience: 0 must be at least 1"),
+        ({"average_epochs": 0}, "average_epochs: 0 must be at least 1"),
+        ({"training_actors": 0}, "training_actors: 0 must be at least 1"),
+        ({"validation_actors": -1}, "validation_actors: -1 must be at least 0"),
+        ({"resume": True, "overwrite": True}, "overwrite: with --resume: carry the run on, or train it again from epoch 1, not both"),
+        ({"keep": "average", "epochs": 4, "patience": 3, "average_epochs": 2}, "patience: 3 is below --epochs (4): early stopping could end the run"),
+    ],
+)
+def test_a_training_configuration_one_past_each_limit_is_refused_when_made(fields, message):
+    """Each limit at the value just past it: one fold, the fold after the last, no patience, no epochs averaged, no
+    training or fewer than no validation speakers, --resume with --overwrite, a patience one below --epochs."""
+    from training.config import TrainConfig, TrainConfigError
+
+    with pytest.raises(TrainConfigError) as refused:
+        TrainConfig(data=Path("unused"), out=Path("unused"), **fields)
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"fold": 4, "folds": 5},
+        {"folds": 2},
+        {"keep": "average", "epochs": 3, "patience": 3, "average_epochs": 3},  # every epoch averaged, nothing stops it early
+        {"teachers": ("runs/{split}/model.onnx",), "distill_weight": 1.0},  # each split's own teacher, its output the whole target
+        {"frequency_warp": 0.0, "distill_weight": 0.0},
+    ],
+)
+def test_a_training_configuration_at_each_limit_is_accepted(fields):
+    from training.config import TrainConfig
+
+    config = TrainConfig(data=Path("unused"), out=Path("unused"), **fields)
+    assert all(getattr(config, name) == value for name, value in fields.items())
+
+
+def test_a_training_configuration_made_in_code_has_the_commands_defaults(tmp_path, monkeypatch):
+    """Code that builds a TrainConfig with only its folders gets what the command does with only its folders."""
+    import training.train
+    from training.__main__ import main
+
+    asked: list[TrainConfig] = []
+    monkeypatch.setattr(training.train, "run", asked.append)
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 0
+    assert asked == [TrainConfig(data=tmp_path, out=tmp_path / "run")]
+    assert (asked[0].epochs, asked[0].patience, asked[0].validation_actors, asked[0].keep) == (60, 15, 2, "best")
+
+
+def test_the_paper_recipe_is_the_published_network_and_training_and_the_improved_one_is_as_documented():
+    """docs/results.md: the paper's network (no batch normalisation, stride 1, flip/zoom/shear, Adam at 1e-3) and ours
+    (batch normalisation, stride 2, telephone and noisy variants, label smoothing 0.05, class weights, a cosine schedule from 2e-3)."""
+    paper, improved = RECIPES["paper"], RECIPES["improved"]
+    assert (paper.batch_norm, paper.first_stride, paper.paper_augmentation, paper.variants) == (False, 1, True, ("clean",))
+    assert (paper.learning_rate, paper.cosine_decay, paper.label_smoothing, paper.class_weights) == (1e-3, False, 0.0, False)
+    assert (paper.mixup_alpha, paper.spec_augment, paper.sgd_momentum, paper.weight_decay) == (0.0, False, 0.0, 0.0)
+    assert (improved.batch_norm, improved.first_stride, improved.paper_augmentation, improved.variants) == (True, 2, False, ("clean", "telephone", "noisy"))
+    assert (improved.learning_rate, improved.cosine_decay, improved.label_smoothing, improved.class_weights) == (2e-3, True, 0.05, True)
+    assert (improved.mixup_alpha, improved.spec_augment, improved.windows_per_clip, improved.frequency_warp) == (0.0, False, 1, 0.0)
+
+
+def test_each_experimental_recipe_is_the_improved_one_with_only_what_its_name_says_changed():
+    changes = {
+        "improved-cmn": {"spectral_mean_channel": True},
+        "improved-mel": {"mel_rows": True},
+        "improved-specaug": {"spec_augment": True},
+        "improved-mixup": {"mixup_alpha": 0.2},
+        "improved-mixup05": {"mixup_alpha": 0.5},
+        "improved-advspk": {"speaker_adversary": 0.3},
+        "improved-spknorm": {"speaker_profiles_removed": True},
+        "improved-wide": {"filters": (64, 128, 64)},
+        "improved-paperaug": {"paper_augmentation": True},
+        "improved-fine": {"first_stride": 1},
+        "improved-speed": {"variants": ("clean", "telephone", "noisy", "slower", "faster")},
+        "improved-narrow": {"filters": (16, 32, 16)},
+        "improved-freqmix": {"style_mixing": "frequency"},
+        "improved-mixstyle": {"style_mixing": "channel"},
+        "improved-wd": {"weight_decay": 0.5},
+        "improved-sgd": {"sgd_momentum": 0.9, "learning_rate": 0.05},
+    }
+    assert sorted(changes) == sorted(set(RECIPES) - {"paper", "improved"})
+    for name, changed in changes.items():
+        assert RECIPES[name] == replace(RECIPES["improved"], name=name, **changed), name
+
+
+def test_training_windows_are_weighted_by_how_rare_their_emotion_is_where_the_recipe_asks_and_every_clip_is_trained_each_epoch():
+    """Class weights: total / (8 × the emotion's clips), so each emotion weighs alike (the improved recipe); the
+    paper's weighs every window 1. A last batch shorter than --batch-size is trained too."""
+    from training.train import TrainingBatches
+
+    features = clean_windows(np.zeros((5, 260, 270)), 5)
+    features.clip_labels[:] = [0, 0, 0, 1, 2]  # three neutral clips, one calm, one happy
+    config = TrainConfig(data=Path("unused"), out=Path("unused"), batch_size=2)
+    for recipe, expected in (("improved", {0: 5 / 24, 1: 5 / 8, 2: 5 / 8}), ("paper", {0: 1.0, 1: 1.0, 2: 1.0})):
+        batches = TrainingBatches(features, np.arange(5), RECIPES[recipe], config)
+        assert len(batches) == 3
+        seen = []
+        for index in range(len(batches)):
+            _, targets, weights = batches[index]
+            seen += [(int(np.argmax(target)), float(weight)) for target, weight in zip(targets, weights)]
+        assert sorted(label for label, _ in seen) == [0, 0, 0, 1, 2]  # every clip once
+        assert all(weight == pytest.approx(expected[label]) for label, weight in seen), recipe
+
+
+def test_balanced_folds_without_validation_speakers_validate_on_nobody_and_the_first_voices_are_a_man_then_a_woman():
+    from training.train import first_of_each_voice, make_splits
+
+    features = clean_windows(np.zeros((20, 260, 270)), 20)  # one clip for each of actors 1-20
+    for split in make_splits(features, TrainConfig(data=Path("unused"), out=Path("unused"), balance_voices=True, validation_actors=0, keep="last")):
+        assert len(split.validation) == 0 and len(split.train) == 16
+    assert first_of_each_voice([4, 6, 3, 8, 5]) == [3, 4]  # RAVDESS: odd-numbered actors are male
+    assert first_of_each_voice([2, 4]) == [2]
+
+
+@pytest.mark.parametrize(
+    "actors, fields, reason",
+    [
+        (3, {"folds": 3}, "--validation-actors 2: of 3 actors, a fold holds out 1 and validates on 2, which leaves none to train on"),
+        (4, {"folds": 3}, "--validation-actors 2: of 4 actors, a fold holds out 2 and validates on 2, which leaves none to train on"),  # the largest fold
+    ],
+)
+def test_folds_that_would_leave_exactly_nobody_to_train_on_are_refused_before_features(actors, fields, reason):
+    from training.train import check_speakers
+
+    config = TrainConfig(data=Path("unused"), out=Path("unused"), **fields)
+    with pytest.raises(SerStreamError) as refused:
+        check_speakers(set(range(1, actors + 1)), config)
+    assert str(refused.value) == reason
+    check_speakers(set(range(1, 6)), config)  # five: folds of 2, 2 and 1, validated on 2, leave one or more to train on
+
+
+def test_weight_averaging_carried_on_from_the_first_epoch_the_new_average_needs_takes_that_checkpointed_epoch_in(tmp_path):
+    """Run 5 of 6 epochs averaging 3 (epochs 4-5 summed), carried on to 7: the last 3 of 7 start at epoch 5, the
+    checkpointed one, so the sum restarts from it rather than being refused."""
+    from training.train import WeightAverage
+
+    averaging = WeightAverage(tmp_path, total_epochs=6, epochs=3, resumed_after=None)
+    for epoch in (3, 4):
+        averaging.add([np.full(2, float(epoch))], epoch)
+    carried_on = WeightAverage(tmp_path, total_epochs=7, epochs=3, resumed_after=5)
+    carried_on.catch_up([np.full(2, 4.0)], completed_epochs=5)
+    for epoch in (5, 6):
+        carried_on.add([np.full(2, float(epoch))], epoch)
+    assert carried_on.count == 3 and np.allclose(carried_on.averaged()[0], 5.0)  # the mean of epochs 5, 6 and 7
+
+
+def test_a_run_scores_and_exports_its_best_validation_epochs_weights_not_its_last(tiny_ravdess, tmp_path, capsys, monkeypatch):
+    """--keep best (the default where it validates): the network saved, scored and exported is the best epoch's. Its
+    last epoch, the --patience'th without a better score, is its last of --epochs: it ran every epoch, not stopped early."""
+    import keras
+
+    import training.train
+    from training.__main__ import main
+
+    def validation_that_only_gets_worse(self, epoch, logs=None):
+        logs["val_mean_per_class_accuracy"] = logs["val_clip_accuracy"] = 1.0 / (epoch + 1)
+
+    monkeypatch.setattr(training.train.ClipValidation, "on_epoch_end", validation_that_only_gets_worse)
+    assert main(["--data", str(three_actors(tiny_ravdess, tmp_path / "data")), "--out", str(tmp_path / "run"), "--recipe", "paper",
+                 "--protocol", "actors", "--folds", "3", "--fold", "0", "--validation-actors", "1", "--epochs", "2", "--patience", "1",
+                 "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]) == 0
+    (split,) = (tmp_path / "run").glob("fold0-*")
+    metrics = json.loads((split / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["training"]["stopped_early"] is False
+    assert "early stopping" not in capsys.readouterr().out
+    assert metrics["weights"] == "best validation epoch" and metrics["best_epoch"] == 1 and metrics["validation_mean_per_class_accuracy"] == 1.0
+    kept, best, last = (keras.models.load_model(path).get_weights() for path in (split / "model.keras", split / "checkpoints" / "best.keras", split / "checkpoints" / "last.keras"))
+    assert all(np.array_equal(ours, theirs) for ours, theirs in zip(kept, best, strict=True))  # the paper's network: no batch norm to re-estimate
+    assert not all(np.array_equal(ours, theirs) for ours, theirs in zip(kept, last, strict=True))
+
+
+def test_a_resumed_run_counts_the_epochs_it_had_waited_for_a_better_score_towards_its_patience(tiny_ravdess, tmp_path, monkeypatch):
+    """Best at epoch 1, 2 epochs run, --patience 3, carried on to 6: early stopping ends it after epoch 4, as it would
+    have ended the uninterrupted run (waiting afresh from the resume would run to epoch 5)."""
+    import training.train
+    from training.__main__ import main
+
+    def validation_that_never_improves(self, epoch, logs=None):
+        logs["val_mean_per_class_accuracy"] = logs["val_clip_accuracy"] = 0.5
+
+    monkeypatch.setattr(training.train.ClipValidation, "on_epoch_end", validation_that_never_improves)
+    command = ["--data", str(three_actors(tiny_ravdess, tmp_path / "data")), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "actors",
+               "--folds", "3", "--fold", "0", "--validation-actors", "1", "--patience", "3", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*command, "--epochs", "2"]) == 0
+    assert main([*command, "--epochs", "6", "--resume"]) == 0
+    (split,) = (tmp_path / "run").glob("fold0-*")
+    metrics = json.loads((split / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 4 and metrics["training"]["stopped_early"] is True and metrics["training"]["epochs_without_gain"] == 3
+
+
+def test_a_run_interrupted_after_its_last_epoch_is_finished_by_resume_without_training_again(tiny_ravdess, tmp_path, monkeypatch):
+    """Ctrl-C while the last epoch's network is scored and exported: the same command with --resume exports it. A
+    random split with nothing to validate on keeps (and says it keeps) the last epoch's weights, --keep best or not."""
+    import training.train
+    from training.__main__ import main
+
+    command = ["--data", str(tiny_ravdess), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random", "--epochs", "1",
+               "--batch-size", "8", "--max-clips", "3", "--cache-dir", str(tmp_path / "cache")]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(training.train, "export_onnx", interrupted)
+        with pytest.raises(SystemExit) as stopped:
+            main(command)
+    assert stopped.value.code == 130 and not (tmp_path / "run" / "random" / "model.onnx").exists()
+    assert main([*command, "--resume"]) == 0
+    metrics = json.loads((tmp_path / "run" / "random" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["weights"] == "last epoch"  # 3 clips an emotion leave none to validate on
+    assert json.loads((tmp_path / "run" / "random" / "checkpoints" / "state.json").read_text())["epoch"] == 1
+    assert (tmp_path / "run" / "random" / "model.onnx").is_file()
+
+
+def test_a_teacher_of_the_same_split_drawn_with_another_seed_is_refused_in_one_line(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Another --seed draws another random split under the same name: the teacher may have trained on its test clips."""
+    from training.__main__ import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "student"), "--recipe", "paper", "--protocol", "random", "--seed", "1",
+              "--epochs", "1", "--max-clips", "3", "--cache-dir", str(tmp_path / "cache"), "--teacher", str(smoke_run / "model.onnx")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --teacher {smoke_run / 'model.onnx'}: trained on split 'random' (seed 0), not 'random' (seed 1); "
+        "it may have heard this split's held-out speakers"
+    )
+    assert not (tmp_path / "student" / "random").exists()
+
+
+def test_validation_scores_each_epoch_by_whole_clips_mean_per_class_accuracy_and_their_accuracy():
+    """What picks the best epoch and stops a run early is the paper's figure, not plain accuracy: a network that
+    calls every clip neutral, on three neutral clips and a calm one, scores 0.5 (neutral 1, calm 0), accuracy 0.75."""
+    import keras
+
+    from training.train import ClipValidation
+
+    features = clean_windows(np.zeros((8, 260, 270)), 4)  # two windows a clip
+    features.clip_labels[:] = [0, 0, 0, 1]
+    always_neutral = keras.Sequential([keras.Input((260, 270, 1)), keras.layers.GlobalAveragePooling2D(),
+                                       keras.layers.Dense(8, activation="softmax", kernel_initializer="zeros",
+                                                          bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 7))])
+    validation = ClipValidation(features, np.arange(4), np.arange(4))
+    validation.set_model(always_neutral)
+    validation.on_train_begin()
+    logs: dict[str, float] = {}
+    validation.on_epoch_end(0, logs)
+    assert logs == {"val_mean_per_class_accuracy": 0.5, "val_clip_accuracy": 0.75}
+
+
+def test_a_split_folder_holding_only_a_finished_runs_metrics_is_refused_without_resume_or_overwrite(smoke_run, tiny_ravdess, tmp_path, capsys):
+    """Its model.onnx moved away (shipped), its checkpoints deleted: the metrics are still a run's, not to be replaced unasked."""
+    from training.__main__ import main
+
+    (tmp_path / "run" / "random").mkdir(parents=True)
+    shutil.copy(smoke_run / "metrics.json", tmp_path / "run" / "random" / "metrics.json")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tiny_ravdess), "--out", str(tmp_path / "run"), "--recipe", "paper", "--protocol", "random", "--epochs", "2",
+              "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m training: error: --out {tmp_path / 'run' / 'random'}: holds a run of this split (a finished run); "
+        "add --resume to carry it on, or --overwrite to train it again from epoch 1"
+    )
+    assert (tmp_path / "run" / "random" / "metrics.json").read_bytes() == (smoke_run / "metrics.json").read_bytes()
