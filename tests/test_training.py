@@ -225,6 +225,12 @@ def test_style_mixing_recolours_training_examples_with_a_partners_statistics_and
         assert model.input_shape == (None, 260, 270, 1) and model.output_shape == (None, 8)
 
 
+def test_a_recipe_without_cosine_decay_trains_at_its_constant_learning_rate():
+    from training.train import learning_rate_for
+
+    assert learning_rate_for(RECIPES["paper"], epochs=500, steps_per_epoch=30) == 1e-3
+
+
 def test_the_sgd_recipe_trains_by_sgd_with_nesterov_momentum_and_nothing_else_changes():
     import keras
 
@@ -1032,6 +1038,19 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
                  "--keep", "average", "--average-epochs", "2", "--batch-size", "8", "--max-clips", "4", "--cache-dir", str(tmp_path / "cache")]) == 0
     metrics = json.loads((out / "random" / "metrics.json").read_text())
     assert metrics["weights"] == "mean of the last 2 epochs" and metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    # The improved recipe's cosine schedule spans the whole run (it once could have spanned one epoch, untested):
+    # 2e-3 at the first step, half-way down at the middle one, 5 % of it at the last.
+    import keras
+
+    optimizer = keras.models.load_model(out / "random" / "checkpoints" / "last.keras").optimizer
+    steps = int(optimizer.iterations.numpy())
+    assert steps >= 3  # three epochs of at least one batch each
+    rates = []
+    for step in (0, steps // 2, steps):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    middle = 2e-3 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * (steps // 2) / steps)))
+    np.testing.assert_allclose(rates, [2e-3, middle, 2e-3 * 0.05], rtol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -588,6 +588,13 @@ def recorded_identity(path: Path, key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def learning_rate_for(recipe: Recipe, epochs: int, steps_per_epoch: int) -> Any:
+    """The recipe's rate: constant, or a cosine decay over the whole run to 5 % of its peak at the last step."""
+    if not recipe.cosine_decay:
+        return recipe.learning_rate
+    return keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, epochs * steps_per_epoch), alpha=0.05)
+
+
 def make_optimizer(recipe: Recipe, learning_rate: Any) -> keras.optimizers.Optimizer:
     """Adam; SGD with Nesterov momentum if the recipe asks; AdamW when it decays weights: kernels only, as biases and batch-norm scales carry no capacity to curb."""
     if recipe.sgd_momentum > 0:
@@ -743,9 +750,7 @@ def prepare_model(
         except ValueError as error:
             raise SerStreamError(f"--init-from {config.init_from}: {start_from} is not a network of recipe {recipe.name} ({error})") from None
         console.print(f"{split.name}: starting from {escape(str(start_from))}")
-    learning_rate: Any = recipe.learning_rate
-    if recipe.cosine_decay:
-        learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=max(1, config.epochs * len(batches)), alpha=0.05)
+    learning_rate = learning_rate_for(recipe, config.epochs, len(batches))
     emotion_loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(recipe, learning_rate)
     if len(batches.speakers):
