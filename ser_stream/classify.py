@@ -175,7 +175,10 @@ def _pcm_or_float(samples: ArrayLike, name: str) -> tuple[NDArray[Any], float]:
         array = array.astype(array.dtype.newbyteorder("="), copy=False)
     if array.ndim not in (1, 2):
         raise AudioInputError(f"{shown(name)}: samples of shape {array.shape}; give (frames,) or (frames, channels)")
-    if array.ndim == 2 and array.shape[1] > array.shape[0]:  # torchaudio's and librosa's layout, transposed
+    if array.ndim == 2 and array.shape[1] == 0:  # numpy's "negative dimensions" from the channel mixer, once
+        raise AudioInputError(f"{shown(name)}: samples of shape {array.shape} hold no channels; give (frames,) or (frames, channels)")
+    if array.ndim == 2 and 0 < array.shape[0] < array.shape[1]:  # torchaudio's and librosa's layout, transposed
+        # (no frames at all is "contains no audio samples", as for an empty file)
         raise AudioInputError(f"{shown(name)}: samples of shape {array.shape} look like (channels, frames); give (frames, channels): samples.T")
     if array.dtype in PCM_FORMATS:
         return array, subtype_floor(PCM_FORMATS[array.dtype][1])

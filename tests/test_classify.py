@@ -300,6 +300,8 @@ def test_a_list_of_floats_is_audio_too_and_its_result_names_the_samples(emotion_
         (np.zeros(16000, "<U1"), 16000, "samples of type <U1"),
         (np.zeros(16000, np.float32), 500, "sample rate 500 Hz is outside 1000–1000000 Hz"),
         (np.zeros(0, np.float32), 16000, "contains no audio samples"),
+        (np.zeros((0, 2), np.float32), 16000, "contains no audio samples"),  # once taken for (channels, frames)
+        (np.zeros((16000, 0), np.float32), 16000, "samples of shape (16000, 0) hold no channels"),  # once a numpy ValueError
         (np.full(16000, np.nan, np.float32), 16000, "contains NaN or infinite samples"),
         (np.zeros(16000, np.float32), 16000, "silent"),
     ],
