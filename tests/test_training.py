@@ -1030,7 +1030,7 @@ def test_a_resume_adds_the_checkpointed_epoch_the_average_missed(tmp_path):
     assert resumed.count == 2 and np.allclose(resumed.averaged()[0], 2.5)
 
 
-def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, tmp_path):
+def test_an_improved_run_keeping_averaged_weights_exports_them_trained_with_its_recipes_loss_and_schedule_and_scores_both_chains(tiny_ravdess, tmp_path):
     from training.__main__ import main
 
     out = tmp_path / "averaged"
@@ -1042,7 +1042,12 @@ def test_a_run_keeping_averaged_weights_exports_them_and_says_so(tiny_ravdess, t
     # 2e-3 at the first step, half-way down at the middle one, 5 % of it at the last.
     import keras
 
-    optimizer = keras.models.load_model(out / "random" / "checkpoints" / "last.keras").optimizer
+    last = keras.models.load_model(out / "random" / "checkpoints" / "last.keras")
+    assert last.loss.get_config()["label_smoothing"] == 0.05  # the improved recipe's
+    # Scored clean and through the telephone chain, each with its confusion matrix, as docs/results.md reports them
+    assert {"test_clean", "test_telephone"} <= set(metrics)
+    assert all((out / "random" / f"confusion_{variant}.{kind}").is_file() for variant in ("clean", "telephone") for kind in ("md", "png", "csv"))
+    optimizer = last.optimizer
     steps = int(optimizer.iterations.numpy())
     assert steps >= 3  # three epochs of at least one batch each
     rates = []
@@ -1843,6 +1848,17 @@ def test_a_resume_names_the_same_data_folder_however_it_is_spelled(tiny_ravdess,
     relative = run_identity(TrainConfig(data=Path(".."), out=tmp_path / "run"))
     assert identity_differences(absolute, relative) == [] and identity_differences(dict(absolute, data=".."), relative) == []  # recorded as spelled, before it was resolved
     assert identity_differences(absolute, run_identity(TrainConfig(data=Path("."), out=tmp_path / "run"))) != []
+
+
+def test_a_run_recorded_before_an_option_existed_resumes_as_the_same_run(tiny_ravdess, tmp_path):
+    """Its identity lacks the newer option's key: that is no difference, or every older run would be refused."""
+    from training.config import TrainConfig
+    from training.train import identity_differences, run_identity
+
+    now = run_identity(TrainConfig(data=tiny_ravdess, out=tmp_path / "run"))
+    older = {key: value for key, value in now.items() if key != "model_seed"}  # as recorded before --model-seed
+    assert identity_differences(older, now) == []
+    assert identity_differences(dict(older, seed=7), now) == [f"--seed 7 → {now['seed']!r}"]
 
 
 def test_an_interrupted_overwrite_leaves_none_of_the_earlier_runs_results(smoke_run, tiny_ravdess, tmp_path, monkeypatch):
