@@ -733,6 +733,8 @@ def print_addresses(options: MonitorOptions, publisher: Publisher, model: Emotio
         outputs.print_line(f"ser-stream: warning: --provider auto: {model.cuda_not_used}", to_stderr=True)
     if options.start_note is not None:
         outputs.print_line(options.start_note, to_stderr=True)
+    if options.await_subscribers:  # else a run held back looks hung
+        outputs.print_line(f"ser-stream: waiting for {options.await_subscribers} subscriber(s) before the sources start (--await-subscribers)", to_stderr=True)
 
 
 def stop_on_signals(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> None:

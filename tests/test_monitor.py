@@ -63,7 +63,9 @@ def subscribed_run(path: Path) -> list[dict]:
         messages = asyncio.run(collect(port))
     finally:
         process.wait(timeout=60)
-    assert process.returncode == 0, process.stderr.read()
+    errors = process.stderr.read()
+    assert process.returncode == 0, errors
+    assert "ser-stream: waiting for 1 subscriber(s) before the sources start (--await-subscribers)\n" in errors  # not a silent hold
     return messages
 
 
