@@ -109,6 +109,7 @@ class Stream:
         self.device_gap_samples = 0
         self._last_gap_position: int | None = None
         self.started_at = utc_now()  # its t = 0 on the wall clock
+        self.utterances_published = 0  # none by its end: its stream_ended comes with a warning that no speech was heard
 
     def mark_gap(self, samples: int) -> None:
         """The source heard nothing for ``samples`` (a device away until it was reopened) after what it has written
@@ -375,10 +376,12 @@ class Worker:
         for stream in streams:
             for done in stream.tracker.completed():
                 self._publish_utterance(done, stream.started_at)
+                stream.utterances_published += 1
         for stream in ending_streams:
             if stream.error:
                 self.emit(notice("error", stream.error, stream=stream.stream_id))
-            if warning := "; ".join(said for said in (stream.warning, unheard_samples(stream), overrun_loss(stream)) if said):
+            said_at_end = (stream.warning, unheard_samples(stream), overrun_loss(stream), no_utterance(stream))
+            if warning := "; ".join(said for said in said_at_end if said):
                 self.emit(notice("warning", warning, stream=stream.stream_id))
             ended: StreamEvent = {"type": "stream_ended", "stream": stream.stream_id, "t": round(stream.tracker.samples_seen / SAMPLE_RATE, 3)}
             self.emit(ended)
@@ -617,6 +620,15 @@ def unheard_samples(stream: Stream) -> str | None:
         return None
     what = "sample was" if count == 1 else "samples were"
     return f"{stream.stream_id}: {count} {what} NaN, infinite or beyond ±{MAX_AMPLITUDE:.0e} (not audio) and played as silence"
+
+
+def no_utterance(stream: Stream) -> str | None:
+    """What a stream that ended without an utterance says (a silent file; a call leg with one-way audio, or muted),
+    or None: a run of one such file printed nothing at all, and ``classify`` refuses the same file as silent."""
+    if stream.utterances_published or stream.error is not None:
+        return None
+    return (f"{stream.stream_id}: no utterance in its {stream.tracker.samples_seen / SAMPLE_RATE:.1f} s: the voice detector heard no speech, "
+            "or none long enough to label")
 
 
 def overrun_loss(stream: Stream) -> str | None:

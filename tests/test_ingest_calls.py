@@ -1033,7 +1033,8 @@ def test_a_call_renumbered_then_stalled_says_both_in_its_end_warning():
         worker.step()
     assert [(m["type"], m.get("message")) for m in messages if m["type"] in ("warning", "stream_ended")] == [
         ("warning", "media.chunk 99999999 came where 3 was due and the numbering was followed (ingest_renumbered, 2 times in all); "
-                    "no media for 0.2 s with the connection open: the call was ended (media that comes later begins a new stream)"),
+                    "no media for 0.2 s with the connection open: the call was ended (media that comes later begins a new stream); "
+                    f"{SID}: no utterance in its 0.1 s: the voice detector heard no speech, or none long enough to label"),
         ("stream_ended", None),
     ]
 

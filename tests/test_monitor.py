@@ -49,6 +49,11 @@ def start_monitor(path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def no_utterance(stream: str, seconds: float) -> str:
+    """The end warning of a stream that gave no utterance (the silence and tones these tests play)."""
+    return f"{stream}: no utterance in its {seconds:.1f} s: the voice detector heard no speech, or none long enough to label"
+
+
 async def collect(port: int) -> list[dict]:
     """Connect (retrying while the monitor starts) and read every message until the server closes."""
     async with await subscriber_when_up(port, max_queue=None) as ws:
@@ -414,6 +419,21 @@ def test_nan_and_inf_from_a_live_source_are_played_as_silence_and_counted(clips_
     assert [m for m in expected if m["type"] == "warning"] == []
 
 
+def test_a_stream_that_ends_without_an_utterance_says_so_at_its_end(shipped_model):
+    """A monitor run of a silent file printed nothing at all and exited 0 (classify refuses the same file as silent);
+    a stream with speech says no such thing (the test above: no warning)."""
+    from ser_stream.inference import EmotionModel
+
+    model = EmotionModel(shipped_model, provider="cpu")
+    noise = (np.random.default_rng(0).standard_normal(3 * 8000) * 0.01).astype(np.float32)
+    for audio, rate in ((np.zeros(3 * 16000, np.float32), 16000), (noise, 8000)):
+        messages = run_worker(model, audio, rate)
+        assert [m["type"] for m in messages if m["type"] in ("utterance", "warning", "stream_ended")] == ["warning", "stream_ended"]
+        assert next(m for m in messages if m["type"] == "warning") == {
+            "type": "warning", "stream": "live",
+            "message": "live: no utterance in its 3.0 s: the voice detector heard no speech, or none long enough to label"}
+
+
 # What live sources hand the worker, in samples: 20, 40 and 60 ms RTP packets at 8 kHz, odd reads, half a second, and
 # a mix of reads that found nothing, single samples and any size up to 3000, in turn.
 BLOCK_SCHEDULES = {"160": (160,), "320": (320,), "480": (480,), "1000": (1000,), "4000": (4000,),
@@ -514,7 +534,9 @@ def test_a_stream_that_lost_audio_to_overruns_says_how_much_and_how_often_in_its
                "more streams (2 open) than its CPU can follow); that time still passes, unheard; said again at most once a minute "
                "while it goes on, and in each stream's end warning"),  # as it happened, for the whole monitor
         ("rtp-000000aa", "rtp-000000aa: 3 packet(s) lost; rtp-000000aa: 2.50 s of its audio was lost to overruns, 2 times (the "
-                         "monitor fell more than 1 s behind it: more streams than its CPU can follow); that time still passed, unheard")]
+                         "monitor fell more than 1 s behind it: more streams than its CPU can follow); that time still passed, unheard; "
+                         + no_utterance("rtp-000000aa", 4.5)),
+        ("rtp-000000bb", no_utterance("rtp-000000bb", 0.5))]  # lost nothing: only its silence is said
 
 
 def test_live_audio_lost_to_overruns_is_said_at_once_then_at_most_once_a_minute_and_in_the_caught_up_warning(monkeypatch):
@@ -634,7 +656,7 @@ def test_a_fast_file_stopped_while_its_source_waits_for_room_is_said_to_have_los
     worker.finish()  # as shut_down does once the sources have stopped
     worker.run(threading.Event(), until_all_ended=True)
     assert worker.crash is None
-    assert [m for m in messages if m["type"] == "warning"] == []
+    assert [m["message"] for m in messages if m["type"] == "warning"] == [no_utterance("long.wav", 1.0)]  # its silence, no loss
     assert [m["overrun_samples"] for m in messages if m["type"] == "status"][-1] == 0
     assert stream.ring.written == 16000  # it read ahead to a full ring (1 s), then was stopped
 
@@ -657,7 +679,7 @@ def test_a_stream_that_is_not_live_is_left_out_of_the_monitors_live_loss_warning
     worker.run(threading.Event(), until_all_ended=True)
     assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
         ("call.wav", "call.wav: 2.00 s of its audio was lost to overruns, once (the monitor fell more than 1 s behind it: more "
-                     "streams than its CPU can follow); that time still passed, unheard")]
+                     "streams than its CPU can follow); that time still passed, unheard; " + no_utterance("call.wav", 3.0))]
 
 
 def test_time_a_reopened_device_was_away_passes_in_stream_time_and_ends_the_utterance_it_cut(clips_with_silence, shipped_model):
@@ -879,7 +901,7 @@ def test_a_worker_run_until_every_stream_has_ended_waits_for_its_first_stream():
     late.finished = True
     running.join(30)  # (a bound for a failing test)
     assert not running.is_alive() and worker.crash is None
-    assert [m["type"] for m in messages if m.get("stream") == "late"] == ["stream_started", "stream_ended"]
+    assert [m["type"] for m in messages if m.get("stream") == "late"] == ["stream_started", "warning", "stream_ended"]  # its silence
 
 
 def test_the_dashboard_meter_reads_the_loudest_open_stream():
@@ -1591,7 +1613,8 @@ def test_the_below_8_khz_warning_names_its_stream_as_a_streams_warning_does(tmp_
                    "--source", f"file:{path}"])
     warnings = [line for line in map(json.loads, capsys.readouterr().out.splitlines()) if line["type"] == "warning"]
     assert status == 0
-    assert [(line.get("stream"), line["message"].split(":")[0]) for line in warnings] == [("low.wav", "low.wav")]
+    assert [(line.get("stream"), line["message"].split(":")[0]) for line in warnings] == [("low.wav", "low.wav")] * 2  # and at its end:
+    assert warnings[-1]["message"] == no_utterance("low.wav", 2.0)  # speechlike sound at 6 kHz is no speech to the detector
 
 
 def test_the_below_8_khz_warning_follows_its_streams_start_and_reaches_the_subscriber_the_monitor_waited_for(tmp_path, shipped_model):
@@ -1601,7 +1624,7 @@ def test_the_below_8_khz_warning_follows_its_streams_start_and_reaches_the_subsc
     soundfile.write(path, speechlike(2.0, 6000), 6000)
     messages = subscribed_run(path)
     said = [(m["type"], m["stream"]) for m in messages if m["type"] in ("stream_started", "warning", "stream_ended")]
-    assert said == [("stream_started", "low.wav"), ("warning", "low.wav"), ("stream_ended", "low.wav")]
+    assert said == [("stream_started", "low.wav"), ("warning", "low.wav"), ("warning", "low.wav"), ("stream_ended", "low.wav")]  # 2nd: no_utterance
     assert next(m for m in messages if m["type"] == "warning")["message"].startswith("low.wav: sampled at 6000 Hz")
 
 

@@ -21,6 +21,11 @@ from tests.conftest import PACKET_SAMPLES, rtp, spoken, undocumented_fields
 SILENCE = mulaw_encode(np.zeros(PACKET_SAMPLES)).tobytes()  # no speech, so no window ever reaches a model
 
 
+
+def silent_end(stream: str, seconds: float) -> str:
+    """The end warning of a call that gave no utterance: these tests' calls send silence."""
+    return f"{stream}: no utterance in its {seconds:.1f} s: the voice detector heard no speech, or none long enough to label"
+
 def monitor_opener(worker: Worker):
     """What the monitor hands its RTP receiver and ingest: build a stream, then give it to the worker."""
 
@@ -63,7 +68,8 @@ def test_a_call_that_resumes_while_its_last_stream_is_still_ending_loses_no_audi
     events = [(m["type"], m["t"]) for m in messages if m["type"] in ("stream_started", "stream_ended")]
     assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 1.2)]
     assert receiver.counters()["rtp_refused_packets"] == 0 and worker.refused_streams == 0
-    assert not [m for m in messages if m["type"] == "warning"]  # nothing lost, nothing to say
+    assert [m["message"] for m in messages if m["type"] == "warning"] == [  # nothing lost: only the silence played is said
+        silent_end("rtp-00000005", 1.0), silent_end("rtp-00000005", 1.2)]
 
 
 def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_last_stream_ends_and_the_rest_are_counted_and_named():
@@ -85,8 +91,10 @@ def test_a_resumed_call_waits_with_at_most_five_seconds_of_packets_while_its_las
     assert events == [("stream_started", 0.0), ("stream_ended", 1.0), ("stream_started", 0.0), ("stream_ended", 5.0)]
     assert receiver.counters()["rtp_refused_packets"] == 30 and worker.refused_streams == 0
     assert [(m.get("stream"), m["message"]) for m in messages if m["type"] == "warning"] == [
+        ("rtp-00000005", silent_end("rtp-00000005", 1.0)),  # the old stream's end (these calls send silence)
         (None, "call rtp-00000005 from 127.0.0.1:4000 resumed while its last stream was still ending: "
                "30 packet(s) (0.60 s of audio) were dropped (beyond the 250 held meanwhile, 5 s of 20 ms packets)"),
+        ("rtp-00000005", silent_end("rtp-00000005", 5.0)),
     ]
 
 
