@@ -53,12 +53,16 @@ def test_the_soak_sampler_reports_an_exited_monitor_as_gone_instead_of_failing()
 
 
 def test_the_soak_sampler_reports_memory_in_mb_and_its_peak_as_the_high_water_mark_not_what_is_resident_now():
-    import numpy as np
-
+    """In a fresh process: this one's own peak, from earlier tests of the suite, may already lie above any block."""
     from benchmarks.soak import sample
 
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB touched, then handed back: the peak stays that far above what is resident
-    del block
-    measured = sample(os.getpid())
+    # 64 MiB touched, then handed back: the peak stays that far above what is resident
+    child = subprocess.Popen([sys.executable, "-c", "import sys; block = b\"\\x01\" * (64 * 2**20); del block; print(flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "\n"  # freed: sample it now
+        measured = sample(child.pid)
+    finally:
+        child.communicate("")
     assert measured is not None and 0 < measured["rss_mb"] < 1e5  # MB, not kB
     assert measured["peak_rss_mb"] - measured["rss_mb"] > 50
