@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="live monitor: sources → windows → emotions → WebSocket + dashboard")
     monitor.add_argument("--source", action="append", default=[], help="file:PATH, stdin, mic, mic:DEVICE or rtp:HOST:PORT (repeatable)")
     monitor.add_argument("--ingest", action="store_true", help="accept call audio (Twilio Media Streams framing) at ws://HOST:PORT/ingest; run until stopped")
-    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=None, help=f"rtp: packets that may arrive before a missing one is declared lost (default {RtpConfig().jitter_packets})")
+    monitor.add_argument("--jitter-packets", type=whole_number(1, MAX_JITTER_PACKETS), default=None, help=f"rtp: packets that may arrive before a missing one is declared lost (1 to {MAX_JITTER_PACKETS}; default {RtpConfig().jitter_packets})")
     monitor.add_argument("--rtp-allow", action="append", type=sender_network, default=[], metavar="CIDR",
                          help="rtp: take packets only from this network or address, e.g. 10.0.5.0/24 (repeatable; default: any sender)")
     monitor.add_argument("--call-idle", type=positive_seconds, default=None, help=f"rtp and --ingest: seconds without audio that end a call (default {RtpConfig().idle_seconds})")

@@ -1580,6 +1580,21 @@ def test_demo_lists_and_takes_only_the_options_its_bundled_recording_can_use(cap
     assert _monitor_options(args, ["file:demo.flac"]).stdin_rate == 16000  # the monitor's defaults stand in for what demo lacks
 
 
+def test_the_help_states_the_limits_and_defaults_the_readme_states(capsys):
+    """--jitter-packets' help gave its default but not its limit of 50, which only a refusal then told."""
+    from ser_stream.cli import build_parser
+    from training.__main__ import main as train_main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["monitor", "--help"])
+    assert "declared lost (1 to 50; default 5)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    training_help = " ".join(capsys.readouterr().out.split())
+    for said in ("RAVDESS-layout folder (default: ../shared/data/ravdess16k)", "held-out speakers (default: 5)", "feature augmentation (default: 0)"):
+        assert said in training_help
+
+
 def test_the_demo_without_a_terminal_prints_its_utterances_as_json_lines():
     """`./dev.sh demo | tee demo.log`: the dashboard needs a terminal, and the demo once ran and showed nothing."""
     result = subprocess.run([sys.executable, "-m", "ser_stream", "demo", "--pace", "fast", "--ws", "127.0.0.1:0"],
